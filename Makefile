@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each installs what it needs.
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The CPU build of torch; a plain `torch` requirement may pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test lint test-python test-vscode bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/phi3-lsp demo
+
+lint: install
+	$(VENV)/bin/ruff check server tests bench
+	$(VENV)/bin/ruff format --check server tests bench
+	$(VENV)/bin/mypy
+
+test-python: install
+	$(VENV)/bin/pytest
+
+test-vscode: install
+	cd client-vscode && npm ci --no-audit --no-fund && PHI3_LSP_PYTHON="$(abspath $(PY))" npm test
+
+test: lint test-python test-vscode
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) client-vscode/node_modules client-vscode/dist

@@ -1,0 +1,46 @@
+"""The `phi3-lsp` command: the stdio language server by default, plus tools for people and scripts.
+
+Heavy imports (torch, transformers, pygls) happen inside the chosen command, so that
+`phi3-lsp --help` and the server's `initialize` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phi3-lsp",
+        description="A language server that holds a real transformer on the CPU. "
+        "With no command it serves LSP over stdio.",
+    )
+    parser.add_argument("--model", help="initial model spec (hub id, folder, .gguf file, or smollm2-135m)")
+    transport = parser.add_mutually_exclusive_group()
+    transport.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
+    transport.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket instead of stdio")
+    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from phi3_lsp import cli, demo
+
+    cli.register_commands(commands)
+    demo.register_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        from phi3_lsp.server import serve
+
+        return serve(args)
+    exit_code: int = args.run(args)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

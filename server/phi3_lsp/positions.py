@@ -1,0 +1,77 @@
+"""LSP positions (line, character in code units) ⇄ offsets into a Python string.
+
+LSP counts characters in the code units of the negotiated encoding: UTF-16 unless the client
+offers another one. Python strings index code points, so an emoji is one Python character but
+two UTF-16 units and four UTF-8 units. Lines end at "\\n", "\\r\\n" or "\\r", as LSP says.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from typing import Literal
+
+Encoding = Literal["utf-8", "utf-16", "utf-32"]
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets where each line of `text` begins (the first is always 0)."""
+    return [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
+
+
+def _line_end(text: str, starts: list[int], line: int) -> int:
+    """Offset just before the line break that ends `line` (or the end of the text)."""
+    if line + 1 < len(starts):
+        end = starts[line + 1]
+        if text[end - 2 : end] == "\r\n":
+            return end - 2
+        return end - 1
+    return len(text)
+
+
+def _units(char: str, encoding: Encoding) -> int:
+    """How many code units one code point takes in `encoding`."""
+    if encoding == "utf-16":
+        return 2 if ord(char) > 0xFFFF else 1
+    if encoding == "utf-8":
+        return len(char.encode("utf-8"))
+    return 1
+
+
+def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
+    """The Python offset of an LSP position, or None when `line` is past the last line.
+
+    A `character` past the end of its line means the end of the line (the LSP rule); a position
+    inside a multi-unit character rounds down to the start of that character.
+    """
+    if line < 0 or character < 0:
+        return None
+    starts = line_starts(text)
+    if line >= len(starts):
+        return None
+    start = starts[line]
+    end = _line_end(text, starts, line)
+    if encoding == "utf-32":
+        return min(start + character, end)
+    units = 0
+    for offset in range(start, end):
+        units += _units(text[offset], encoding)
+        if units > character:
+            return offset
+    return end
+
+
+def position_at(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
+    """The LSP (line, character) of a Python offset; offsets are clamped to the text."""
+    offset = max(0, min(offset, len(text)))
+    starts = line_starts(text)
+    line = bisect.bisect_right(starts, offset) - 1
+    start = starts[line]
+    # An offset between "\r" and "\n" belongs to the line the pair ends.
+    line_end = _line_end(text, starts, line)
+    segment = text[start : min(offset, line_end)]
+    if encoding == "utf-32":
+        return line, len(segment)
+    return line, sum(_units(char, encoding) for char in segment)

@@ -1,0 +1,127 @@
+"""The server's settings: one typed object, parsed from the client's `phi3` section.
+
+Values arrive as JSON (initializationOptions, didChangeConfiguration, workspace/configuration).
+Parsing never fails: an invalid value is reported and its default is kept; unknown keys are
+ignored, so clients may send settings meant for other tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
+SECTION = "phi3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a user can set; field names are the camelCase keys in snake_case."""
+
+    model: str = DEFAULT_MODEL
+    """Hub id, local folder, .gguf file, or `smollm2-135m` (the offline pack)."""
+    max_new_tokens: int = 50
+    """Longest continuation, in tokens."""
+    context_tokens: int = 1024
+    """Prompt budget in tokens; the text before the cursor is cut from the left to fit."""
+    threads: int = 0
+    """Torch threads; 0 means one per physical core."""
+    inline_completions: bool = True
+    """False: inline and classic completion requests return nothing."""
+    trust_remote_code: bool = False
+    """Passed to transformers for hub models that need custom code."""
+
+    def needs_reload(self, other: Settings) -> bool:
+        """True when switching from `self` to `other` means loading the model again."""
+        return (self.model, self.threads, self.trust_remote_code) != (
+            other.model,
+            other.threads,
+            other.trust_remote_code,
+        )
+
+
+@dataclass(frozen=True)
+class _Field:
+    attribute: str
+    kind: type
+    minimum: int | None = None
+    maximum: int | None = None
+
+
+_FIELDS: dict[str, _Field] = {
+    "model": _Field("model", str),
+    "maxNewTokens": _Field("max_new_tokens", int, 1, 512),
+    "contextTokens": _Field("context_tokens", int, 16, 32768),
+    "threads": _Field("threads", int, 0, None),
+    "inlineCompletions": _Field("inline_completions", bool),
+    "trustRemoteCode": _Field("trust_remote_code", bool),
+}
+
+
+def parse_settings(raw: object, defaults: Settings) -> tuple[Settings, list[str]]:
+    """Read a `phi3` section into Settings; returns the settings and one problem per bad value.
+
+    Keys missing from `raw` take their value from `defaults`; so do invalid ones.
+    """
+    if raw is None:
+        return defaults, []
+    if not isinstance(raw, Mapping):
+        return defaults, [f"The {SECTION} settings must be an object, got {_describe(raw)}."]
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, field in _FIELDS.items():
+        if key not in raw or raw[key] is None:
+            continue
+        value, problem = _parse_value(key, field, raw[key])
+        if problem is None:
+            values[field.attribute] = value
+        else:
+            default = getattr(defaults, field.attribute)
+            problems.append(f"{problem} Using the default, {default!r}.")
+    return replace(defaults, **values), problems
+
+
+def _parse_value(key: str, field: _Field, value: object) -> tuple[object, str | None]:
+    name = f"{SECTION}.{key}"
+    if field.kind is bool:
+        if isinstance(value, bool):
+            return value, None
+        return None, f"{name} must be true or false, got {_describe(value)}."
+    if field.kind is str:
+        if isinstance(value, str) and value.strip():
+            return value.strip(), None
+        return None, f"{name} must be a non-empty string, got {_describe(value)}."
+    # Integers: JSON has one number type, so 50.0 is 50; true is not a number.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None, f"{name} must be an integer, got {_describe(value)}."
+    if field.minimum is not None and value < field.minimum:
+        return None, f"{name} must be at least {field.minimum}, got {value}."
+    if field.maximum is not None and value > field.maximum:
+        return None, f"{name} must be at most {field.maximum}, got {value}."
+    return value, None
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"a {type(value).__name__}"
+
+
+def section_of(options: object) -> object:
+    """The `phi3` section of an initializationOptions or didChangeConfiguration payload."""
+    if isinstance(options, Mapping):
+        return options.get(SECTION)
+    return None

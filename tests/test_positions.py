@@ -1,0 +1,77 @@
+"""LSP positions in UTF-16 (and UTF-8/UTF-32) code units ⇄ Python string offsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from phi3_lsp.positions import Encoding, line_starts, offset_at, position_at
+
+# "é" is 1 UTF-16 unit / 2 UTF-8 bytes; "😀" is 2 UTF-16 units / 4 UTF-8 bytes.
+TEXT = "café 😀 ok\nsecond line\r\nthird\rlast"
+
+
+def test_ascii_positions_are_plain_offsets() -> None:
+    assert offset_at("hello\nworld", 1, 3) == 9
+    assert position_at("hello\nworld", 9) == (1, 3)
+
+
+def test_utf16_counts_an_emoji_as_two_units() -> None:
+    # Cursor right after the emoji: "café " is 5 units, the emoji 2 more.
+    assert offset_at(TEXT, 0, 7) == TEXT.index("😀") + 1
+    assert position_at(TEXT, TEXT.index(" ok")) == (0, 7)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "character_after_emoji"),
+    [("utf-8", 10), ("utf-16", 7), ("utf-32", 6)],
+)
+def test_each_encoding_counts_its_own_units(encoding: Encoding, character_after_emoji: int) -> None:
+    offset_after_emoji = TEXT.index("😀") + 1
+    assert offset_at(TEXT, 0, character_after_emoji, encoding) == offset_after_emoji
+    assert position_at(TEXT, offset_after_emoji, encoding) == (0, character_after_emoji)
+
+
+def test_a_position_inside_a_surrogate_pair_rounds_down_to_the_character() -> None:
+    assert offset_at(TEXT, 0, 6) == TEXT.index("😀")
+
+
+def test_all_three_line_breaks_start_new_lines() -> None:
+    assert line_starts(TEXT) == [
+        0,
+        TEXT.index("second"),
+        TEXT.index("third"),
+        TEXT.index("last"),
+    ]
+    assert offset_at(TEXT, 2, 0) == TEXT.index("third")
+    assert offset_at(TEXT, 3, 4) == len(TEXT)
+
+
+def test_a_character_past_the_end_of_its_line_means_the_end_of_the_line() -> None:
+    assert offset_at(TEXT, 1, 500) == TEXT.index("\r\nthird")
+    assert offset_at(TEXT, 2, 500) == TEXT.index("\rlast")
+
+
+def test_a_line_past_the_end_of_the_document_has_no_offset() -> None:
+    assert offset_at(TEXT, 4, 0) is None
+    assert offset_at("", 1, 0) is None
+    assert offset_at(TEXT, -1, 0) is None
+
+
+def test_the_empty_document_has_one_empty_line() -> None:
+    assert offset_at("", 0, 0) == 0
+    assert offset_at("", 0, 3) == 0
+    assert position_at("", 0) == (0, 0)
+
+
+def test_a_trailing_newline_opens_an_empty_last_line() -> None:
+    assert offset_at("abc\n", 1, 0) == 4
+    assert position_at("abc\n", 4) == (1, 0)
+
+
+def test_round_trip_over_every_offset() -> None:
+    for encoding in ("utf-8", "utf-16", "utf-32"):
+        for offset in range(len(TEXT) + 1):
+            if TEXT[offset - 1 : offset + 1] == "\r\n":
+                continue  # between "\r" and "\n" is not a position a client can name
+            line, character = position_at(TEXT, offset, encoding)
+            assert offset_at(TEXT, line, character, encoding) == offset

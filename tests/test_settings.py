@@ -1,0 +1,109 @@
+"""Settings from the client's `phi3` section: typed values, defaults, clear problems."""
+
+from __future__ import annotations
+
+from phi3_lsp.settings import DEFAULT_MODEL, Settings, parse_settings, section_of
+
+
+def test_no_section_means_the_defaults() -> None:
+    settings, problems = parse_settings(None, Settings())
+    assert settings == Settings()
+    assert settings.model == DEFAULT_MODEL
+    assert settings.max_new_tokens == 50
+    assert settings.context_tokens == 1024
+    assert problems == []
+
+
+def test_every_key_is_read_into_its_field() -> None:
+    raw = {
+        "model": "smollm2-135m",
+        "maxNewTokens": 20,
+        "contextTokens": 256,
+        "threads": 2,
+        "inlineCompletions": False,
+        "trustRemoteCode": True,
+    }
+    settings, problems = parse_settings(raw, Settings())
+    assert settings == Settings(
+        model="smollm2-135m",
+        max_new_tokens=20,
+        context_tokens=256,
+        threads=2,
+        inline_completions=False,
+        trust_remote_code=True,
+    )
+    assert problems == []
+
+
+def test_missing_keys_come_from_the_given_defaults() -> None:
+    defaults = Settings(model="/models/from-the-command-line")
+    settings, _ = parse_settings({"maxNewTokens": 8}, defaults)
+    assert settings.model == "/models/from-the-command-line"
+    assert settings.max_new_tokens == 8
+
+
+def test_an_invalid_value_is_reported_and_its_default_kept() -> None:
+    settings, problems = parse_settings(
+        {"maxNewTokens": 0, "contextTokens": "lots", "model": "smollm2-135m"}, Settings()
+    )
+    assert settings.max_new_tokens == 50
+    assert settings.context_tokens == 1024
+    assert settings.model == "smollm2-135m"  # the valid key still applies
+    assert len(problems) == 2
+    assert "phi3.maxNewTokens must be at least 1, got 0" in problems[0]
+    assert "Using the default, 50" in problems[0]
+    assert "phi3.contextTokens must be an integer, got 'lots'" in problems[1]
+
+
+def test_limits_are_inclusive_and_enforced_at_both_ends() -> None:
+    assert parse_settings({"maxNewTokens": 512}, Settings())[0].max_new_tokens == 512
+    settings, problems = parse_settings({"maxNewTokens": 513}, Settings())
+    assert settings.max_new_tokens == 50
+    assert "at most 512" in problems[0]
+    assert parse_settings({"threads": -1}, Settings())[1] != []
+
+
+def test_json_numbers_with_integer_values_are_integers_but_booleans_are_not() -> None:
+    assert parse_settings({"maxNewTokens": 30.0}, Settings())[0].max_new_tokens == 30
+    settings, problems = parse_settings({"maxNewTokens": True, "contextTokens": 12.5}, Settings())
+    assert (settings.max_new_tokens, settings.context_tokens) == (50, 1024)
+    assert len(problems) == 2
+
+
+def test_booleans_must_be_booleans() -> None:
+    settings, problems = parse_settings({"inlineCompletions": "no"}, Settings())
+    assert settings.inline_completions is True
+    assert "phi3.inlineCompletions must be true or false" in problems[0]
+
+
+def test_an_empty_model_is_rejected_and_whitespace_is_trimmed() -> None:
+    assert parse_settings({"model": "  smollm2-135m "}, Settings())[0].model == "smollm2-135m"
+    settings, problems = parse_settings({"model": "   "}, Settings())
+    assert settings.model == DEFAULT_MODEL
+    assert "phi3.model must be a non-empty string" in problems[0]
+
+
+def test_unknown_keys_and_nulls_are_ignored() -> None:
+    settings, problems = parse_settings({"temperature": 0.7, "threads": None}, Settings())
+    assert settings == Settings()
+    assert problems == []
+
+
+def test_a_section_that_is_not_an_object_is_reported() -> None:
+    settings, problems = parse_settings(["smollm2-135m"], Settings())
+    assert settings == Settings()
+    assert problems == ["The phi3 settings must be an object, got an array."]
+
+
+def test_only_model_threads_and_remote_code_changes_need_a_reload() -> None:
+    base = Settings()
+    assert not base.needs_reload(Settings(max_new_tokens=10, inline_completions=False))
+    assert base.needs_reload(Settings(model="smollm2-135m"))
+    assert base.needs_reload(Settings(threads=1))
+    assert base.needs_reload(Settings(trust_remote_code=True))
+
+
+def test_the_section_is_found_in_client_payloads() -> None:
+    assert section_of({"phi3": {"model": "x"}, "other": {}}) == {"model": "x"}
+    assert section_of({"other": {}}) is None
+    assert section_of(None) is None

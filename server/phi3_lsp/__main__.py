@@ -17,12 +17,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="A language server that holds a real transformer on the CPU. "
         "With no command it serves LSP over stdio.",
     )
-    parser.add_argument("--model", help="initial model spec (hub id, folder, .gguf file, or smollm2-135m)")
+    parser.add_argument(
+        "--model", help="initial model spec: hub id, folder, .gguf file, or smollm2-135m"
+    )
     transport = parser.add_mutually_exclusive_group()
     transport.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
-    transport.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket instead of stdio")
+    transport.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket, not stdio")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from phi3_lsp import cli, demo

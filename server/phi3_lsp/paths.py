@@ -1,13 +1,19 @@
-"""Where phi3-lsp keeps what it downloads and converts."""
+"""Where phi3-lsp keeps what it downloads and converts, and how an entry is built there safely."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import platformdirs
+from filelock import FileLock
 
 CACHE_ENV = "PHI3_LSP_CACHE"
+MANIFEST = "phi3-lsp.json"
 
 
 def cache_dir() -> Path:
@@ -16,3 +22,41 @@ def cache_dir() -> Path:
     if configured:
         return Path(configured).expanduser()
     return Path(platformdirs.user_cache_dir("phi3-lsp", appauthor=False))
+
+
+def is_built(entry: Path) -> bool:
+    """True when `entry` was completed by `build_once` (its manifest is written last)."""
+    return (entry / MANIFEST).is_file()
+
+
+def build_once(entry: Path, build: Callable[[Path], None], manifest: dict[str, Any]) -> Path:
+    """Create the cache folder `entry` with `build(staging)` unless it is already complete.
+
+    Safe when several processes race (a file lock) and when a build fails or is killed:
+    the work happens in a staging folder that is renamed into place only when complete,
+    so `entry` is either absent or whole.
+    """
+    if is_built(entry):
+        return entry
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry.parent / f".{entry.name}.lock")):
+        if is_built(entry):
+            return entry
+        _remove_leftovers(entry)
+        staging = entry.parent / f".{entry.name}.staging-{os.getpid()}"
+        try:
+            staging.mkdir()
+            build(staging)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            staging.rename(entry)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return entry
+
+
+def _remove_leftovers(entry: Path) -> None:
+    """Drop an incomplete `entry` and staging folders of builds that died (we hold the lock)."""
+    if entry.exists():
+        shutil.rmtree(entry)
+    for stale in entry.parent.glob(f".{entry.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)

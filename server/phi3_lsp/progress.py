@@ -11,7 +11,7 @@ Stage = Literal["fetching", "converting", "loading"]
 
 @dataclass(frozen=True)
 class ProgressUpdate:
-    """One step of a long operation; `fraction` is 0.0–1.0 when known."""
+    """One step of a long operation; `fraction` is 0.0 to 1.0 when known."""
 
     stage: Stage
     message: str

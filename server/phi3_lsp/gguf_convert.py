@@ -1,0 +1,71 @@
+"""Turn a .gguf file into a plain transformers folder (safetensors + tokenizer.json + config.json).
+
+transformers dequantizes a GGUF on every load (~40 s for SmolLM2-135M); the safetensors written
+here load in about a second, so each GGUF is converted once and the folder is kept in the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from phi3_lsp.errors import ModelSourceError
+
+log = logging.getLogger(__name__)
+
+ConfigFix = Callable[[Any], None]
+
+
+def validate_gguf(path: Path) -> None:
+    """Fail with a clear message unless `path` is a complete, readable GGUF file."""
+    import gguf
+
+    with path.open("rb") as file:
+        magic = file.read(4)
+    if magic != b"GGUF":
+        raise ModelSourceError(
+            f"{path} is not a GGUF file (it does not start with the GGUF header). "
+            "Set phi3.model to a .gguf model file, a model folder, a hub id, or smollm2-135m."
+        )
+    try:
+        gguf.GGUFReader(path)
+    except Exception as exc:  # the reader raises whatever numpy raises on short data
+        raise ModelSourceError(
+            f"GGUF file {path} is truncated or corrupt ({type(exc).__name__}: {exc}). "
+            "Download it again, or set phi3.model to another model."
+        ) from exc
+
+
+def convert_gguf(
+    gguf_path: Path,
+    dest: Path,
+    *,
+    with_weights: bool,
+    fix_config: ConfigFix | None = None,
+) -> None:
+    """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer.save_pretrained(dest)
+    if not with_weights:
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        if fix_config is not None:
+            fix_config(config)
+        config.save_pretrained(dest)
+        return
+
+    import torch
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained ("not serializable") while it still
+    # carries the quantizer; its weights are already dequantized to plain tensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if fix_config is not None:
+        fix_config(model.config)
+    model.save_pretrained(dest)

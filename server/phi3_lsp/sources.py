@@ -17,7 +17,7 @@ from typing import Any
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import convert_gguf, validate_gguf
 from phi3_lsp.offline_pack import AssetName, ensure_asset
-from phi3_lsp.paths import build_once, cache_dir
+from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,9 @@ def _from_folder(spec: str, folder: Path, *, name: str, trust_remote_code: bool)
 def _from_gguf(spec: str, path: Path, root: Path, report: ProgressCallback) -> ModelSource:
     if not path.is_file():
         raise ModelSourceError(f"GGUF file {path} does not exist — {SPEC_HELP}.")
-    validate_gguf(path)
     entry = root / "gguf" / f"{path.stem}-{_file_key(path)}"
+    if not is_built(entry):
+        validate_gguf(path)
 
     def convert(staging: Path) -> None:
         report(ProgressUpdate("converting", f"Converting {path.name} to safetensors (once)"))

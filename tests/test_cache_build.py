@@ -1,0 +1,62 @@
+"""Cache entries are built once, whole or not at all, even when processes race."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from phi3_lsp.paths import build_once, is_built
+
+
+def slow_build(staging: Path) -> None:
+    """Record each build in a shared log so the test can count them."""
+    with (staging.parent / "builds.log").open("a") as log:
+        log.write("build\n")
+    time.sleep(0.5)
+    (staging / "model.bin").write_bytes(b"weights")
+
+
+def build_in_process(entry: str) -> None:
+    build_once(Path(entry), slow_build, manifest={"what": "test"})
+
+
+def test_two_processes_racing_build_the_entry_once(tmp_path: Path) -> None:
+    entry = tmp_path / "pack" / "model"
+    context = multiprocessing.get_context("spawn")
+    racers = [context.Process(target=build_in_process, args=(str(entry),)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=60)
+        assert racer.exitcode == 0
+    assert is_built(entry)
+    assert (entry / "model.bin").read_bytes() == b"weights"
+    assert (tmp_path / "pack" / "builds.log").read_text() == "build\n"
+
+
+def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    entry = tmp_path / "model"
+
+    def failing_build(staging: Path) -> None:
+        (staging / "half-written.bin").write_bytes(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_once(entry, failing_build, manifest={})
+    assert not entry.exists()
+    assert [path.name for path in tmp_path.iterdir()] == [".model.lock"]
+
+
+def test_an_entry_left_incomplete_by_a_killed_build_is_rebuilt(tmp_path: Path) -> None:
+    entry = tmp_path / "model"
+    entry.mkdir()
+    (entry / "half-written.bin").write_bytes(b"partial")  # no manifest: never completed
+    (tmp_path / ".model.staging-999999").mkdir()
+
+    build_once(entry, lambda staging: (staging / "model.bin").write_bytes(b"ok"), manifest={})
+
+    assert sorted(path.name for path in entry.iterdir()) == ["model.bin", "phi3-lsp.json"]
+    assert not (tmp_path / ".model.staging-999999").exists()

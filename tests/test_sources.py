@@ -1,0 +1,122 @@
+"""Model specs resolve to folders, or fail with one message that names the problem and the fix."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
+
+FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty hub cache with HF_HUB_OFFLINE=1 in force."""
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    return hub
+
+
+def place_in_hub_cache(hub: Path, repo_id: str, folder: Path) -> Path:
+    """Lay out `folder` as the hub's cache does after a download of `repo_id`."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    return snapshot
+
+
+def test_a_missing_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match="does not exist") as caught:
+        resolve_model(str(tmp_path / "no-such-model"), cache=tmp_path)
+    assert FIX in str(caught.value)
+
+
+def test_a_folder_without_config_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError, match=r"has no config\.json") as caught:
+        resolve_model(str(tmp_path), cache=tmp_path)
+    assert FIX in str(caught.value)
+
+
+def test_a_folder_without_weights_gives_tokenizer_and_architecture(
+    tmp_path: Path, phi3_mini_dir: Path
+) -> None:
+    folder = shutil.copytree(phi3_mini_dir, tmp_path / "phi3-config-only")
+    source = resolve_model(str(folder), cache=tmp_path)
+    assert source.weights_dir is None
+    assert source.tokenizer_dir == folder
+    assert source.missing_weights_hint is not None
+    assert "no weights" in source.missing_weights_hint
+
+
+def test_a_truncated_gguf_is_named_and_nothing_is_cached(tmp_path: Path, smollm2_dir: Path) -> None:
+    original = (smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
+    truncated = tmp_path / "model.gguf"
+    truncated.write_bytes(original[: len(original) // 2])
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelSourceError, match="truncated or corrupt"):
+        resolve_model(str(truncated), cache=cache)
+    assert not (cache / "gguf").exists()
+
+
+def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
+    fake = tmp_path / "weights.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(ModelSourceError, match="is not a GGUF file"):
+        resolve_model(str(fake), cache=tmp_path)
+
+
+def test_an_unknown_short_name_is_named() -> None:
+    with pytest.raises(ModelSourceError, match="Unknown model 'smollm3'") as caught:
+        resolve_model("smollm3")
+    assert FIX in str(caught.value)
+
+
+def test_an_uncached_hub_model_fails_fast_offline(offline_hub: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model("someone/some-model", cache=tmp_path)
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE=1" in message
+    assert "smollm2-135m" in message
+
+
+def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(
+    offline_hub: Path, phi3_mini_dir: Path
+) -> None:
+    source = resolve_model(DEFAULT_MODEL, cache=phi3_mini_dir.parent.parent)
+    assert source.weights_dir is None
+    assert (source.tokenizer_dir / "tokenizer.json").is_file()
+    assert (source.config_dir / "config.json").is_file()
+    assert source.missing_weights_hint is not None
+    assert "smollm2-135m" in source.missing_weights_hint
+
+
+def test_a_hub_model_loads_from_the_offline_cache(
+    offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    snapshot = place_in_hub_cache(offline_hub, "phi3-lsp-tests/tiny-phi3", tiny_phi3_dir)
+    source = resolve_model("phi3-lsp-tests/tiny-phi3", cache=tmp_path)
+    assert source.weights_dir == snapshot
+    assert source.name == "phi3-lsp-tests/tiny-phi3"
+
+
+@pytest.mark.slow
+def test_a_gguf_file_is_converted_once(tmp_path: Path, smollm2_dir: Path) -> None:
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    first = resolve_model(str(gguf), cache=tmp_path)
+    assert first.weights_dir is not None
+    assert (first.weights_dir / "model.safetensors").is_file()
+    updates: list[ProgressUpdate] = []
+    again = resolve_model(str(gguf), cache=tmp_path, progress=updates.append)
+    assert again.weights_dir == first.weights_dir
+    assert updates == [], "a converted GGUF must not be converted again"

@@ -29,7 +29,7 @@ def is_built(entry: Path) -> bool:
     return (entry / MANIFEST).is_file()
 
 
-def build_once(entry: Path, build: Callable[[Path], None], manifest: dict[str, Any]) -> Path:
+def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str, Any]) -> Path:
     """Create the cache folder `entry` with `build(staging)` unless it is already complete.
 
     Safe when several processes race (a file lock) and when a build fails or is killed:

@@ -1,0 +1,125 @@
+/** Entry point: wires settings, the status bar, the commands and the server session together. */
+
+import * as vscode from "vscode";
+import { ArchitectureDocuments } from "./architectureView";
+import { isArchitectureReport, SHOW_ARCHITECTURE_COMMAND } from "./protocol";
+import { onActivePythonChanged } from "./pythonEnvironment";
+import { ServerSession } from "./serverSession";
+import { type ExtensionSettings, RESTART_KEYS, readSettings, SETTINGS_SECTION } from "./settings";
+import { SHOW_MENU_COMMAND, SHOW_OUTPUT_COMMAND, StatusBar } from "./statusBar";
+
+const RESTART_COMMAND = "phi3.restartServer";
+const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
+
+function currentSettings(): ExtensionSettings {
+  const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+  return readSettings((key) => section.get(key));
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+  const output = vscode.window.createOutputChannel("Phi-3", { log: true });
+  const statusBar = new StatusBar(() => currentSettings().inlineCompletions);
+  const architecture = new ArchitectureDocuments();
+  const session = new ServerSession({ output, statusBar, settings: currentSettings });
+  context.subscriptions.push(output, statusBar, architecture, session);
+
+  const register = (id: string, run: () => unknown): void => {
+    context.subscriptions.push(vscode.commands.registerCommand(id, run));
+  };
+  register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture));
+  register(RESTART_COMMAND, () => session.restart());
+  register(TOGGLE_INLINE_COMMAND, () => toggleInlineCompletions());
+  register(SHOW_OUTPUT_COMMAND, () => {
+    output.show();
+  });
+  register(SHOW_MENU_COMMAND, () => showMenu());
+
+  context.subscriptions.push(
+    vscode.workspace.onDidChangeConfiguration((event) => {
+      // Everything else reaches the server through workspace/didChangeConfiguration.
+      if (RESTART_KEYS.some((key) => event.affectsConfiguration(key))) {
+        void session.restart();
+      }
+      if (event.affectsConfiguration(SETTINGS_SECTION)) {
+        statusBar.render();
+      }
+    }),
+  );
+  try {
+    const pythonChanged = await onActivePythonChanged(() => {
+      if (currentSettings().pythonPath === "") {
+        output.info("The Python extension's environment changed; restarting the server.");
+        void session.restart();
+      }
+    });
+    if (pythonChanged !== undefined) {
+      context.subscriptions.push(pythonChanged);
+    }
+  } catch (error) {
+    output.warn(`Not following the Python extension's environment: ${String(error)}`);
+  }
+
+  await session.start();
+}
+
+export function deactivate(): void {
+  // Everything is disposed through context.subscriptions, including the server session.
+}
+
+async function showArchitecture(
+  session: ServerSession,
+  documents: ArchitectureDocuments,
+): Promise<void> {
+  const report = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the architecture" },
+    () => session.executeCommand(SHOW_ARCHITECTURE_COMMAND),
+  );
+  if (!isArchitectureReport(report)) {
+    throw new Error("The Phi-3 server sent an architecture report in an unexpected shape.");
+  }
+  await documents.show(report);
+}
+
+async function toggleInlineCompletions(): Promise<void> {
+  const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+  const enabled = readSettings((key) => section.get(key)).inlineCompletions;
+  // Written where the user's value lives, so a workspace override is not shadowed silently.
+  const inspected = section.inspect<boolean>("inlineCompletions");
+  const target =
+    inspected?.workspaceFolderValue !== undefined
+      ? vscode.ConfigurationTarget.WorkspaceFolder
+      : inspected?.workspaceValue !== undefined
+        ? vscode.ConfigurationTarget.Workspace
+        : vscode.ConfigurationTarget.Global;
+  await section.update("inlineCompletions", !enabled, target);
+  void vscode.window.setStatusBarMessage(
+    `Phi-3 inline completions ${enabled ? "off" : "on"}`,
+    3000,
+  );
+}
+
+async function showMenu(): Promise<void> {
+  const enabled = currentSettings().inlineCompletions;
+  const items: (vscode.QuickPickItem & { command: string })[] = [
+    { label: "$(type-hierarchy) Show Phi-3 architecture", command: SHOW_ARCHITECTURE_COMMAND },
+    {
+      label: enabled ? "$(circle-slash) Turn inline completions off" : "$(sparkle) Turn inline completions on",
+      command: TOGGLE_INLINE_COMMAND,
+    },
+    { label: "$(debug-restart) Restart server", command: RESTART_COMMAND },
+    { label: "$(output) Show output", command: SHOW_OUTPUT_COMMAND },
+    {
+      label: "$(settings-gear) Open settings",
+      command: "workbench.action.openSettings",
+    },
+  ];
+  const choice = await vscode.window.showQuickPick(items, { placeHolder: "Phi-3" });
+  if (choice === undefined) {
+    return;
+  }
+  if (choice.command === "workbench.action.openSettings") {
+    await vscode.commands.executeCommand(choice.command, SETTINGS_SECTION);
+  } else {
+    await vscode.commands.executeCommand(choice.command);
+  }
+}

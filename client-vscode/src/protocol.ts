@@ -1,0 +1,113 @@
+/**
+ * The phi3-lsp additions to LSP (docs/protocol.md): the `phi3/status` notification, the
+ * commands, and the shape of their payloads, with runtime checks for what arrives on the wire.
+ *
+ * Plain module (no VS Code API).
+ */
+
+export const STATUS_NOTIFICATION = "phi3/status";
+export const SHOW_ARCHITECTURE_COMMAND = "phi3.showArchitecture";
+export const STATUS_COMMAND = "phi3.status";
+
+export type ServerState = "loading" | "ready" | "generating" | "error";
+
+/** Payload of `phi3/status`, sent by the server on every change of state. */
+export interface ServerStatus {
+  readonly state: ServerState;
+  readonly model: string;
+  readonly message: string | null;
+  readonly percentage: number | null;
+  readonly weightsLoaded: boolean;
+  readonly lastLatencyMs: number | null;
+  readonly lastTokensPerSecond: number | null;
+  readonly lastTokens: number | null;
+}
+
+export interface ArchitectureConfig {
+  readonly modelType: string;
+  readonly layers: number;
+  readonly hiddenSize: number;
+  readonly intermediateSize: number;
+  readonly attentionHeads: number;
+  readonly keyValueHeads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+  readonly contextLength: number;
+  readonly dtype: string;
+  readonly tieWordEmbeddings: boolean;
+}
+
+export interface ModuleParameters {
+  readonly name: string;
+  readonly type: string;
+  readonly count: number;
+}
+
+/** Result of `phi3.showArchitecture`. */
+export interface ArchitectureReport {
+  readonly model: string;
+  readonly className: string;
+  readonly weightsLoaded: boolean;
+  readonly repr: string;
+  readonly config: ArchitectureConfig;
+  readonly parameters: {
+    readonly total: number;
+    readonly byModule: readonly ModuleParameters[];
+  };
+}
+
+const SERVER_STATES: readonly string[] = ["loading", "ready", "generating", "error"];
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isNumberOrNull(value: unknown): value is number | null {
+  return value === null || typeof value === "number";
+}
+
+function isStringOrNull(value: unknown): value is string | null {
+  return value === null || typeof value === "string";
+}
+
+/** True when `value` is a well-formed `phi3/status` payload. */
+export function isServerStatus(value: unknown): value is ServerStatus {
+  return (
+    isRecord(value) &&
+    typeof value.state === "string" &&
+    SERVER_STATES.includes(value.state) &&
+    typeof value.model === "string" &&
+    isStringOrNull(value.message) &&
+    isNumberOrNull(value.percentage) &&
+    typeof value.weightsLoaded === "boolean" &&
+    isNumberOrNull(value.lastLatencyMs) &&
+    isNumberOrNull(value.lastTokensPerSecond) &&
+    isNumberOrNull(value.lastTokens)
+  );
+}
+
+function isModuleParameters(value: unknown): value is ModuleParameters {
+  return (
+    isRecord(value) &&
+    typeof value.name === "string" &&
+    typeof value.type === "string" &&
+    typeof value.count === "number"
+  );
+}
+
+/** True when `value` has the fields the architecture renderer needs. */
+export function isArchitectureReport(value: unknown): value is ArchitectureReport {
+  if (!isRecord(value) || !isRecord(value.config) || !isRecord(value.parameters)) {
+    return false;
+  }
+  const { byModule } = value.parameters;
+  return (
+    typeof value.model === "string" &&
+    typeof value.className === "string" &&
+    typeof value.weightsLoaded === "boolean" &&
+    typeof value.repr === "string" &&
+    typeof value.parameters.total === "number" &&
+    Array.isArray(byModule) &&
+    byModule.every(isModuleParameters)
+  );
+}

@@ -1,0 +1,91 @@
+/**
+ * Which Python runs the server, and whether `phi3_lsp` is installed there.
+ *
+ * Plain module (Node only, no VS Code API): the Python extension's active environment is passed in.
+ */
+
+import { execFile } from "node:child_process";
+
+export type InterpreterSource = "phi3.pythonPath" | "Python extension" | "default";
+
+export interface Interpreter {
+  readonly command: string;
+  readonly source: InterpreterSource;
+}
+
+/** The fallback when neither the setting nor the Python extension names an interpreter. */
+export const DEFAULT_PYTHON = process.platform === "win32" ? "python" : "python3";
+
+/** The setting wins, then the Python extension's active environment, then `python3`. */
+export function chooseInterpreter(
+  pythonPath: string,
+  activeEnvironment: string | undefined,
+): Interpreter {
+  if (pythonPath.trim() !== "") {
+    return { command: pythonPath.trim(), source: "phi3.pythonPath" };
+  }
+  if (activeEnvironment !== undefined && activeEnvironment.trim() !== "") {
+    return { command: activeEnvironment.trim(), source: "Python extension" };
+  }
+  return { command: DEFAULT_PYTHON, source: "default" };
+}
+
+export type InstallCheck =
+  | { readonly kind: "installed" }
+  | { readonly kind: "no-python"; readonly detail: string }
+  | { readonly kind: "not-installed"; readonly detail: string }
+  | { readonly kind: "failed"; readonly detail: string };
+
+/** `phi3_lsp/__init__.py` imports nothing heavy, so this answers in well under a second. */
+const IMPORT_PROBE = "import phi3_lsp";
+
+/**
+ * Runs `<python> -c "import phi3_lsp"` to tell a missing interpreter from a missing package
+ * before the language client starts (and would restart) a server that cannot run.
+ */
+export function checkServerInstalled(python: string, timeoutMs = 20_000): Promise<InstallCheck> {
+  return new Promise((resolve) => {
+    execFile(python, ["-c", IMPORT_PROBE], { timeout: timeoutMs }, (error, _stdout, stderr) => {
+      if (error === null) {
+        resolve({ kind: "installed" });
+        return;
+      }
+      const detail = stderr.trim() || error.message;
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "EACCES") {
+        resolve({ kind: "no-python", detail: `${python}: ${code}` });
+      } else if (stderr.includes("ModuleNotFoundError: No module named 'phi3_lsp'")) {
+        resolve({ kind: "not-installed", detail });
+      } else {
+        resolve({ kind: "failed", detail });
+      }
+    });
+  });
+}
+
+/**
+ * One actionable sentence for a failed check: what is wrong with which interpreter and how to
+ * fix it (install the package there, or point `phi3.pythonPath` at an environment that has it).
+ */
+export function installAdvice(check: InstallCheck, interpreter: Interpreter): string {
+  const where = `${interpreter.command} (from ${interpreter.source})`;
+  const fix =
+    'Install the server with `pip install -e <phi3-lsp repository>` (or `make install` in the ' +
+    "repository, which creates .venv), or set phi3.pythonPath to a Python that has it.";
+  switch (check.kind) {
+    case "installed":
+      return `The Phi-3 server is installed for ${where}.`;
+    case "no-python":
+      return `Phi-3: cannot run Python ${where}. Set phi3.pythonPath to a Python 3.11+ interpreter. ${fix}`;
+    case "not-installed":
+      return `Phi-3: the phi3_lsp package is not installed for ${where}. ${fix}`;
+    case "failed":
+      return `Phi-3: importing phi3_lsp with ${where} failed: ${errorLine(check.detail)}. ${fix}`;
+  }
+}
+
+/** Python tracebacks end with the line that names the error. */
+function errorLine(detail: string): string {
+  const lines = detail.split(/\r?\n/).filter((line) => line.trim() !== "");
+  return lines.at(-1) ?? detail;
+}

@@ -1,0 +1,44 @@
+/**
+ * How many times a crashed server is restarted: a few times, then no more, so that a server
+ * that cannot start does not loop (each start of a model server costs seconds of CPU).
+ *
+ * Plain module (no VS Code API).
+ */
+
+export class RestartBudget {
+  private crashes: number[] = [];
+
+  /**
+   * @param maxRestarts restarts allowed within `windowMs`
+   * @param windowMs crashes older than this are forgiven
+   * @param now clock, replaceable in tests
+   */
+  constructor(
+    private readonly maxRestarts: number,
+    private readonly windowMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records a crash; true when the server may be restarted once more. */
+  recordCrash(): boolean {
+    const time = this.now();
+    this.crashes = this.crashes.filter((crash) => time - crash < this.windowMs);
+    this.crashes.push(time);
+    return this.crashes.length <= this.maxRestarts;
+  }
+
+  /** Forgets past crashes, e.g. when the user restarts the server by hand. */
+  reset(): void {
+    this.crashes = [];
+  }
+
+  /** A sentence for the user once the budget is spent. */
+  exhaustedMessage(): string {
+    const minutes = Math.round(this.windowMs / 60_000);
+    return (
+      `The Phi-3 server stopped ${this.maxRestarts + 1} times within ${minutes} minutes and ` +
+      "will not be restarted automatically. See the output for the cause, then use " +
+      '"Phi-3: Restart server".'
+    );
+  }
+}

@@ -1,0 +1,72 @@
+/** The status bar item: keeps the latest client and server state and renders it. */
+
+import * as vscode from "vscode";
+import type { ServerStatus } from "./protocol";
+import { type ConnectionState, renderStatus } from "./statusView";
+
+export const SHOW_OUTPUT_COMMAND = "phi3.showOutput";
+export const SHOW_MENU_COMMAND = "phi3.showMenu";
+
+export class StatusBar implements vscode.Disposable {
+  private readonly item: vscode.StatusBarItem;
+  private connection: ConnectionState = { kind: "starting" };
+  private server: ServerStatus | undefined;
+  private requestsInFlight = 0;
+  private lastRoundTripMs: number | undefined;
+
+  constructor(private readonly inlineCompletionsEnabled: () => boolean) {
+    this.item = vscode.window.createStatusBarItem("phi3.status", vscode.StatusBarAlignment.Right);
+    this.item.name = "Phi-3";
+    this.render();
+    this.item.show();
+  }
+
+  setConnection(connection: ConnectionState): void {
+    this.connection = connection;
+    if (connection.kind !== "running") {
+      // A new process reports its own state; the old one's must not linger.
+      this.server = undefined;
+      this.requestsInFlight = 0;
+    }
+    this.render();
+  }
+
+  setServerStatus(status: ServerStatus): void {
+    this.server = status;
+    this.render();
+  }
+
+  requestStarted(): void {
+    this.requestsInFlight += 1;
+    this.render();
+  }
+
+  requestFinished(roundTripMs: number, cancelled: boolean): void {
+    this.requestsInFlight = Math.max(0, this.requestsInFlight - 1);
+    if (!cancelled) {
+      this.lastRoundTripMs = roundTripMs;
+    }
+    this.render();
+  }
+
+  /** Re-renders after a settings change (inline completions on/off). */
+  render(): void {
+    const view = renderStatus({
+      connection: this.connection,
+      server: this.server,
+      requestInFlight: this.requestsInFlight > 0,
+      inlineCompletions: this.inlineCompletionsEnabled(),
+      lastRoundTripMs: this.lastRoundTripMs,
+    });
+    this.item.text = view.text;
+    this.item.tooltip = view.tooltip;
+    this.item.command = view.onClick === "showOutput" ? SHOW_OUTPUT_COMMAND : SHOW_MENU_COMMAND;
+    this.item.backgroundColor = view.isError
+      ? new vscode.ThemeColor("statusBarItem.errorBackground")
+      : undefined;
+  }
+
+  dispose(): void {
+    this.item.dispose();
+  }
+}

@@ -1,0 +1,126 @@
+/**
+ * What the status bar item shows for a server status: text, tooltip, and what a click does.
+ *
+ * Plain module (no VS Code API).
+ */
+
+import type { ServerStatus } from "./protocol";
+
+/** The client's own view of the server process, which the server cannot report itself. */
+export type ConnectionState =
+  | { readonly kind: "starting" }
+  | { readonly kind: "running" }
+  | { readonly kind: "stopped" }
+  | { readonly kind: "failed"; readonly reason: string };
+
+export interface StatusInputs {
+  readonly connection: ConnectionState;
+  /** Latest `phi3/status`, undefined until the first one arrives. */
+  readonly server: ServerStatus | undefined;
+  /** A completion request of ours is on its way (debounce elapsed, answer not yet back). */
+  readonly requestInFlight: boolean;
+  readonly inlineCompletions: boolean;
+  /** Round trip of our last completion request as VS Code saw it. */
+  readonly lastRoundTripMs: number | undefined;
+}
+
+export type ClickAction = "showOutput" | "showMenu";
+
+export interface StatusView {
+  readonly text: string;
+  readonly tooltip: string;
+  readonly onClick: ClickAction;
+  readonly isError: boolean;
+}
+
+const SPINNER = "$(sync~spin)";
+const LOADING = "$(loading~spin)";
+const READY = "$(sparkle)";
+const DISABLED = "$(circle-slash)";
+const ERROR = "$(error)";
+
+function lastCompletionLines(server: ServerStatus | undefined, roundTripMs?: number): string[] {
+  const lines: string[] = [];
+  if (server?.lastLatencyMs != null) {
+    const tokens = server.lastTokens != null ? `, ${server.lastTokens} tokens` : "";
+    lines.push(`Last completion: ${Math.round(server.lastLatencyMs)} ms on the server${tokens}`);
+  }
+  if (server?.lastTokensPerSecond != null) {
+    lines.push(`Decode speed: ${server.lastTokensPerSecond.toFixed(1)} tokens/s`);
+  }
+  if (roundTripMs !== undefined) {
+    lines.push(`Round trip in the editor: ${Math.round(roundTripMs)} ms`);
+  }
+  return lines;
+}
+
+function withClickHint(lines: string[], action: ClickAction): string {
+  const hint = action === "showOutput" ? "Click to show the output" : "Click for Phi-3 commands";
+  return [...lines, "", hint].join("\n");
+}
+
+function failedView(reason: string): StatusView {
+  return {
+    text: `${ERROR} Phi-3`,
+    tooltip: withClickHint([`Phi-3 server: ${reason}`], "showOutput"),
+    onClick: "showOutput",
+    isError: true,
+  };
+}
+
+/** Renders the status bar item for the current state of client and server. */
+export function renderStatus(inputs: StatusInputs): StatusView {
+  const { connection, server } = inputs;
+  if (connection.kind === "failed") {
+    return failedView(connection.reason);
+  }
+  if (connection.kind === "stopped") {
+    return {
+      text: `${DISABLED} Phi-3`,
+      tooltip: withClickHint(["Phi-3 server is stopped"], "showMenu"),
+      onClick: "showMenu",
+      isError: false,
+    };
+  }
+  if (server === undefined) {
+    return {
+      text: `${LOADING} Phi-3`,
+      tooltip: withClickHint(["Starting the Phi-3 server…"], "showMenu"),
+      onClick: "showMenu",
+      isError: false,
+    };
+  }
+  if (server.state === "error") {
+    return failedView(server.message ?? `cannot load ${server.model}`);
+  }
+  if (server.state === "loading") {
+    const percent = server.percentage != null ? ` ${Math.round(server.percentage)}%` : "";
+    const detail = server.message ?? "Loading";
+    return {
+      text: `${LOADING} Phi-3${percent}`,
+      tooltip: withClickHint([`${detail}: ${server.model}${percent}`], "showMenu"),
+      onClick: "showMenu",
+      isError: false,
+    };
+  }
+  const generating = server.state === "generating" || inputs.requestInFlight;
+  const icon = generating ? SPINNER : inputs.inlineCompletions ? READY : DISABLED;
+  const lines = [
+    generating ? `Generating with ${server.model}` : `Phi-3 ready: ${server.model}`,
+    server.weightsLoaded ? "" : "No weights loaded: hovers and architecture only",
+    inputs.inlineCompletions ? "" : "Inline completions are off",
+    ...lastCompletionLines(server, inputs.lastRoundTripMs),
+  ].filter((line) => line !== "");
+  return {
+    text: `${icon} ${shortModelName(server.model)}`,
+    tooltip: withClickHint(lines, "showMenu"),
+    onClick: "showMenu",
+    isError: false,
+  };
+}
+
+/** `microsoft/Phi-3-mini-4k-instruct` → `Phi-3-mini-4k-instruct`; `/models/x.gguf` → `x.gguf`. */
+export function shortModelName(model: string): string {
+  const parts = model.split(/[\\/]/).filter((part) => part !== "");
+  return parts.at(-1) ?? model;
+}

@@ -1,0 +1,38 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { RestartBudget } from "../../src/restartBudget";
+
+describe("restart budget", () => {
+  it("allows a few restarts, then refuses", () => {
+    let now = 0;
+    const budget = new RestartBudget(3, 180_000, () => now);
+    const answers = [1, 2, 3, 4].map(() => {
+      now += 1000;
+      return budget.recordCrash();
+    });
+    assert.deepEqual(answers, [true, true, true, false]);
+  });
+
+  it("forgives crashes older than the window", () => {
+    let now = 0;
+    const budget = new RestartBudget(2, 60_000, () => now);
+    assert.equal(budget.recordCrash(), true);
+    assert.equal(budget.recordCrash(), true);
+    now = 61_000;
+    assert.equal(budget.recordCrash(), true);
+  });
+
+  it("starts over after a manual restart", () => {
+    const budget = new RestartBudget(1, 60_000, () => 0);
+    assert.equal(budget.recordCrash(), true);
+    assert.equal(budget.recordCrash(), false);
+    budget.reset();
+    assert.equal(budget.recordCrash(), true);
+  });
+
+  it("tells the user what happened and what to do", () => {
+    const message = new RestartBudget(3, 180_000).exhaustedMessage();
+    assert.match(message, /4 times within 3 minutes/);
+    assert.match(message, /Restart server/);
+  });
+});

@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { ServerStatus } from "../../src/protocol";
+import { type StatusInputs, renderStatus, shortModelName } from "../../src/statusView";
+
+const ready: ServerStatus = {
+  state: "ready",
+  model: "microsoft/Phi-3-mini-4k-instruct",
+  message: null,
+  percentage: null,
+  weightsLoaded: true,
+  lastLatencyMs: null,
+  lastTokensPerSecond: null,
+  lastTokens: null,
+};
+
+function inputs(overrides: Partial<StatusInputs>): StatusInputs {
+  return {
+    connection: { kind: "running" },
+    server: ready,
+    requestInFlight: false,
+    inlineCompletions: true,
+    lastRoundTripMs: undefined,
+    ...overrides,
+  };
+}
+
+describe("status bar rendering", () => {
+  it("shows a spinner while the server process starts", () => {
+    const view = renderStatus(inputs({ connection: { kind: "starting" }, server: undefined }));
+    assert.match(view.text, /~spin\)/);
+    assert.match(view.tooltip, /Starting/);
+    assert.equal(view.onClick, "showMenu");
+  });
+
+  it("shows loading progress with its percentage and message", () => {
+    const loading: ServerStatus = {
+      ...ready,
+      state: "loading",
+      model: "smollm2-135m",
+      message: "Converting the GGUF file",
+      percentage: 40,
+      weightsLoaded: false,
+    };
+    const view = renderStatus(inputs({ server: loading }));
+    assert.match(view.text, /40%/);
+    assert.match(view.tooltip, /Converting the GGUF file: smollm2-135m 40%/);
+    assert.equal(view.isError, false);
+  });
+
+  it("names the model when ready, without a spinner", () => {
+    const view = renderStatus(inputs({}));
+    assert.match(view.text, /Phi-3-mini-4k-instruct$/);
+    assert.doesNotMatch(view.text, /microsoft\//);
+    assert.doesNotMatch(view.text, /~spin/);
+    assert.match(view.tooltip, /ready: microsoft\/Phi-3-mini-4k-instruct/);
+  });
+
+  it("spins while the server generates and while our request is on its way", () => {
+    const generating = renderStatus(inputs({ server: { ...ready, state: "generating" } }));
+    assert.match(generating.text, /^\$\(sync~spin\)/);
+    const waiting = renderStatus(inputs({ requestInFlight: true }));
+    assert.match(waiting.text, /^\$\(sync~spin\)/);
+  });
+
+  it("puts the last latency, token count and speed in the tooltip", () => {
+    const timed: ServerStatus = {
+      ...ready,
+      lastLatencyMs: 4321.6,
+      lastTokensPerSecond: 11.04,
+      lastTokens: 50,
+    };
+    const view = renderStatus(inputs({ server: timed, lastRoundTripMs: 4400.2 }));
+    assert.match(view.tooltip, /4322 ms on the server, 50 tokens/);
+    assert.match(view.tooltip, /11\.0 tokens\/s/);
+    assert.match(view.tooltip, /Round trip in the editor: 4400 ms/);
+  });
+
+  it("says when inline completions are off", () => {
+    const view = renderStatus(inputs({ inlineCompletions: false }));
+    assert.match(view.text, /circle-slash/);
+    assert.match(view.tooltip, /Inline completions are off/);
+  });
+
+  it("says when there are no weights (architecture-only model)", () => {
+    const view = renderStatus(inputs({ server: { ...ready, weightsLoaded: false } }));
+    assert.match(view.tooltip, /No weights loaded/);
+  });
+
+  it("turns red and opens the output on a server error", () => {
+    const view = renderStatus(
+      inputs({
+        server: { ...ready, state: "error", message: "Model folder /x has no config.json" },
+      }),
+    );
+    assert.equal(view.isError, true);
+    assert.equal(view.onClick, "showOutput");
+    assert.match(view.tooltip, /Model folder \/x has no config.json/);
+  });
+
+  it("turns red and opens the output when the process failed, whatever it said last", () => {
+    const view = renderStatus(
+      inputs({ connection: { kind: "failed", reason: "phi3_lsp is not installed" } }),
+    );
+    assert.equal(view.isError, true);
+    assert.equal(view.onClick, "showOutput");
+    assert.match(view.tooltip, /phi3_lsp is not installed/);
+  });
+
+  it("shortens model specs to their last path part", () => {
+    assert.equal(shortModelName("microsoft/Phi-3-mini-4k-instruct"), "Phi-3-mini-4k-instruct");
+    assert.equal(shortModelName("/models/SmolLM2.Q4_1.gguf"), "SmolLM2.Q4_1.gguf");
+    assert.equal(shortModelName("C:\\models\\phi3\\"), "phi3");
+    assert.equal(shortModelName("smollm2-135m"), "smollm2-135m");
+  });
+});

@@ -1,0 +1,156 @@
+"""What a model is made of: its module tree, key hyper-parameters and parameter counts.
+
+Works on the meta device as well as on real weights: nothing here reads a tensor's values.
+The JSON shape is the `phi3.showArchitecture` result in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """The hyper-parameters that decide a decoder's size and speed."""
+
+    model_type: str
+    layers: int
+    hidden_size: int
+    intermediate_size: int | None
+    attention_heads: int
+    key_value_heads: int
+    head_dim: int
+    vocab_size: int
+    context_length: int | None
+    dtype: str
+    tie_word_embeddings: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """The `config` object of the architecture report."""
+        return {
+            "modelType": self.model_type,
+            "layers": self.layers,
+            "hiddenSize": self.hidden_size,
+            "intermediateSize": self.intermediate_size,
+            "attentionHeads": self.attention_heads,
+            "keyValueHeads": self.key_value_heads,
+            "headDim": self.head_dim,
+            "vocabSize": self.vocab_size,
+            "contextLength": self.context_length,
+            "dtype": self.dtype,
+            "tieWordEmbeddings": self.tie_word_embeddings,
+        }
+
+
+@dataclass(frozen=True)
+class ModuleCount:
+    """Parameters held by one named module (its children included)."""
+
+    name: str
+    type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class ArchitectureReport:
+    """A model's architecture as shown to a user: `print(model)`, config and parameter counts."""
+
+    model: str
+    class_name: str
+    weights_loaded: bool
+    repr: str
+    config: ConfigSummary
+    total_parameters: int
+    by_module: tuple[ModuleCount, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The report in the JSON shape of docs/protocol.md."""
+        return {
+            "model": self.model,
+            "className": self.class_name,
+            "weightsLoaded": self.weights_loaded,
+            "repr": self.repr,
+            "config": self.config.to_json(),
+            "parameters": {
+                "total": self.total_parameters,
+                "byModule": [
+                    {"name": entry.name, "type": entry.type, "count": entry.count}
+                    for entry in self.by_module
+                ],
+            },
+        }
+
+
+def describe_model(
+    model: nn.Module, config: Any, *, name: str, weights_loaded: bool
+) -> ArchitectureReport:
+    """Build the report for `model` (any device, meta included) and its transformers config."""
+    return ArchitectureReport(
+        model=name,
+        class_name=type(model).__name__,
+        weights_loaded=weights_loaded,
+        repr=repr(model),
+        config=summarize_config(config, model),
+        total_parameters=count_parameters(model),
+        by_module=tuple(module_counts(model)),
+    )
+
+
+def summarize_config(config: Any, model: nn.Module) -> ConfigSummary:
+    """The key hyper-parameters of a transformers config (the text part of multimodal ones)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = int(text.num_attention_heads)
+    hidden = int(text.hidden_size)
+    # Some configs leave head_dim out (or None): it is then hidden_size / heads.
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    return ConfigSummary(
+        model_type=str(text.model_type),
+        layers=int(text.num_hidden_layers),
+        hidden_size=hidden,
+        intermediate_size=_optional_int(getattr(text, "intermediate_size", None)),
+        attention_heads=heads,
+        key_value_heads=int(getattr(text, "num_key_value_heads", None) or heads),
+        head_dim=int(head_dim),
+        vocab_size=int(text.vocab_size),
+        context_length=_optional_int(getattr(text, "max_position_embeddings", None)),
+        dtype=_parameter_dtype(model),
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+    )
+
+
+def count_parameters(module: nn.Module) -> int:
+    """All parameters of `module`; one shared by several modules (tied weights) counts once."""
+    # `parameters()` yields each Parameter object once, however many modules hold it.
+    return sum(parameter.numel() for parameter in module.parameters())
+
+
+def module_counts(model: nn.Module) -> list[ModuleCount]:
+    """Parameter counts of the top-level modules' children, or of a top-level leaf module itself.
+
+    For `Phi3ForCausalLM` that is `model.embed_tokens`, `model.layers`, `model.norm`,
+    `model.rotary_emb`, then `lm_head`, in model order.
+    """
+    counts: list[ModuleCount] = []
+    for top_name, top in model.named_children():
+        children = list(top.named_children())
+        if not children:
+            counts.append(ModuleCount(top_name, type(top).__name__, count_parameters(top)))
+        for child_name, child in children:
+            counts.append(
+                ModuleCount(
+                    f"{top_name}.{child_name}", type(child).__name__, count_parameters(child)
+                )
+            )
+    return counts
+
+
+def _parameter_dtype(model: nn.Module) -> str:
+    first = next(model.parameters(), None)
+    return str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
+
+
+def _optional_int(value: object) -> int | None:
+    return int(value) if isinstance(value, int | float) else None

@@ -1,0 +1,247 @@
+"""The model engine: one tokenizer, one causal LM on the CPU, greedy generation and its report.
+
+`ModelEngine.load` turns a resolved `ModelSource` into a ready engine. Without weights the model
+is built on the meta device (no memory): the tokenizer and the architecture report still work,
+and `generate` explains how to get weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import logging as transformers_logging
+
+from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
+from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
+from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.sources import ModelSource
+from phi3_lsp.tokens import DocumentTokenizer
+
+log = logging.getLogger(__name__)
+
+# Memory for the keys and values of recent prompts (Phi-3-mini in fp32 needs ~0.8 MB per token).
+DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
+DEFAULT_CONTEXT_LENGTH = 2048
+
+
+class WeightsNotAvailableError(RuntimeError):
+    """Generation was asked of a model loaded without weights; the message says how to get them."""
+
+
+class ModelEngine:
+    """Owns a tokenizer and a model; generates on the caller's thread (one caller at a time)."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        tokenizer: DocumentTokenizer,
+        model: nn.Module,
+        config: Any,
+        *,
+        has_weights: bool,
+        eos_token_ids: frozenset[int],
+        prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
+    ) -> None:
+        self.source = source
+        self.tokenizer = tokenizer
+        self.model = model
+        self.config = config
+        self.has_weights = has_weights
+        self.eos_token_ids = eos_token_ids
+        self.context_length = _context_length(config)
+        self._prompt_cache = PromptCache(
+            max_tokens=max(1, prompt_cache_bytes // _kv_bytes_per_token(config, model))
+        )
+        self._decoder = GreedyDecoder(
+            model,
+            tokenizer,
+            eos_token_ids,
+            self._prompt_cache,
+        )
+
+    @classmethod
+    def load(
+        cls,
+        source: ModelSource,
+        *,
+        threads: int = 0,
+        progress: ProgressCallback | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> ModelEngine:
+        """Load tokenizer, config and model (blocking). `threads=0` means one per physical core.
+
+        fp32 is the default: this class of CPU has no native bf16, and lower precisions change
+        the greedy text.
+        """
+        report = progress or ignore_progress
+        started = time.perf_counter()
+        torch.set_num_threads(threads or physical_cores())
+        report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))
+        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+        config = AutoConfig.from_pretrained(
+            source.config_dir, trust_remote_code=source.trust_remote_code
+        )
+        tokenizer_seconds = time.perf_counter() - started
+        # Our own progress reports replace transformers' terminal bars, which would only clutter
+        # a language server's stderr.
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        if source.weights_dir is None:
+            report(ProgressUpdate("loading", f"Building {source.name} without weights", 0.3))
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                    config, dtype=dtype, trust_remote_code=source.trust_remote_code
+                )
+        else:
+            report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
+            model = AutoModelForCausalLM.from_pretrained(
+                source.weights_dir,
+                config=config,
+                dtype=dtype,
+                trust_remote_code=source.trust_remote_code,
+            )
+        model.eval()
+        engine = cls(
+            source,
+            tokenizer,
+            model,
+            config,
+            has_weights=source.weights_dir is not None,
+            eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
+        )
+        report(ProgressUpdate("loading", f"{source.name} is ready", 1.0))
+        log.info(
+            "Loaded %s (%s, %s parameters, %s, %s) in %.2f s (tokenizer and config %.2f s), "
+            "%d torch threads",
+            source.name,
+            type(model).__name__,
+            f"{count_parameters(model):,}",
+            str(dtype).removeprefix("torch."),
+            "weights" if engine.has_weights else "no weights",
+            time.perf_counter() - started,
+            tokenizer_seconds,
+            torch.get_num_threads(),
+        )
+        return engine
+
+    @property
+    def name(self) -> str:
+        """The model's display name."""
+        return self.source.name
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int = 50,
+        stop_event: threading.Event | None = None,
+        on_text: TextCallback | None = None,
+        cache_key: str | None = None,
+    ) -> Generation:
+        """The greedy continuation of `prompt_ids` (only new text; at most `max_new_tokens`).
+
+        Stops at an end-of-sequence token, at the limit, or within one decode step of
+        `stop_event` being set. `on_text` receives the text as it is decoded, whole characters
+        only. With `cache_key` (e.g. a document URI) the keys and values of the previous call
+        with that key are reused for the shared token prefix. Run on one thread at a time.
+        """
+        if not self.has_weights:
+            raise WeightsNotAvailableError(
+                self.source.missing_weights_hint
+                or f"{self.source.name} was loaded without weights: completions need weights."
+            )
+        if len(prompt_ids) + max_new_tokens > self.context_length:
+            raise ValueError(
+                f"A prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new tokens exceeds "
+                f"the context length of {self.context_length} tokens; shorten the prompt."
+            )
+        return self._decoder.generate(
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            stop_event=stop_event,
+            on_text=on_text,
+            cache_key=cache_key,
+        )
+
+    def forget_prompt(self, cache_key: str) -> None:
+        """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""
+        self._prompt_cache.discard(cache_key)
+
+    def architecture(self) -> ArchitectureReport:
+        """The module tree, config summary and parameter counts (weights or not)."""
+        return describe_model(
+            self.model, self.config, name=self.source.spec, weights_loaded=self.has_weights
+        )
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads share one core's units)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    logical = available or os.cpu_count() or 1
+    cores = _physical_cores_from_cpuinfo()
+    return max(1, min(cores, logical)) if cores else logical
+
+
+def _physical_cores_from_cpuinfo() -> int | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    cores: set[tuple[str, str]] = set()
+    physical_id = core_id = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            physical_id = value
+        elif key == "core id":
+            core_id = value
+        elif not key:
+            if core_id:
+                cores.add((physical_id, core_id))
+            physical_id = core_id = ""
+    if core_id:
+        cores.add((physical_id, core_id))
+    return len(cores) or None
+
+
+def _context_length(config: Any) -> int:
+    text = config.get_text_config()
+    length = getattr(text, "max_position_embeddings", None)
+    return int(length) if isinstance(length, int) and length > 0 else DEFAULT_CONTEXT_LENGTH
+
+
+def _kv_bytes_per_token(config: Any, model: nn.Module) -> int:
+    """Bytes of keys and values that one token adds to the cache."""
+    text = config.get_text_config()
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    element_size = next(model.parameters()).element_size()
+    return 2 * int(text.num_hidden_layers) * kv_heads * head_dim * element_size
+
+
+def _configured_eos_ids(source: ModelSource, config: Any) -> frozenset[int]:
+    """End-of-sequence ids from the model config and generation_config.json."""
+    ids = set(_as_id_list(getattr(config, "eos_token_id", None)))
+    for folder in (source.weights_dir, source.config_dir):
+        if folder is not None and (folder / "generation_config.json").is_file():
+            generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+            ids.update(_as_id_list(generation.get("eos_token_id")))
+    return frozenset(ids)
+
+
+def _as_id_list(value: object) -> list[int]:
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, int)]
+    return []

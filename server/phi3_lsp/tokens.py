@@ -1,0 +1,214 @@
+"""A model's tokenizer as a document sees it: token ids with character offsets, prompts, decoding.
+
+Pure and light: only the Rust `tokenizers` library (no torch, no transformers), so hovers work
+the moment `tokenizer.json` is on disk, long before any weights load.
+Offsets are indices into the Python string (code points); LSP's UTF-16 positions are converted
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+# SentencePiece's visible space. Tokenizers that prepend it to the text ("▁The") produce a
+# first token that may stand for nothing in the document.
+METASPACE = "\u2581"
+REPLACEMENT_CHARACTER = "\ufffd"
+_WORD_CHARS = re.compile(r"\w+")
+_PUNCTUATION_CHARS = re.compile(r"[^\w\s]+")
+
+
+@dataclass(frozen=True)
+class TokenSpan:
+    """One token of a document: its id, its vocabulary piece, and the characters it covers."""
+
+    id: int
+    piece: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Word:
+    """A run of characters under the cursor, with its offsets in the text."""
+
+    text: str
+    start: int
+    end: int
+
+
+class DocumentTokenizer:
+    """Tokenize documents with offsets, encode prompts and decode continuations."""
+
+    def __init__(self, tokenizer: Tokenizer, *, eos_tokens: Iterable[str] = ()) -> None:
+        self._tokenizer = tokenizer
+        eos_ids = (tokenizer.token_to_id(token) for token in eos_tokens)
+        self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if i is not None)
+
+    @classmethod
+    def from_dir(cls, path: Path) -> DocumentTokenizer:
+        """Load `tokenizer.json` (and the EOS token from `tokenizer_config.json`) from a folder."""
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        config_file = path / "tokenizer_config.json"
+        config: dict[str, Any] = {}
+        if config_file.is_file():
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        eos = _token_content(config.get("eos_token"))
+        return cls(tokenizer, eos_tokens=[eos] if eos else [])
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, added tokens included."""
+        size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        return size
+
+    def piece(self, token_id: int) -> str | None:
+        """The vocabulary entry of an id (e.g. "▁Paris", "<0x0A>", "Ġthe"), or None if unknown."""
+        return self._tokenizer.id_to_token(token_id)
+
+    def token_spans(self, text: str) -> list[TokenSpan]:
+        """Tokenize `text` as the model would see it, without special tokens, with char offsets.
+
+        Every span lies inside the text and spans are ordered. Several byte-fallback tokens of one
+        character (e.g. an emoji as `<0xF0><0x9F>...`) share that character's span; a prefix space
+        the tokenizer adds by itself (the lone "▁" before "😶") gets an empty span.
+        """
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        spans = [
+            TokenSpan(token_id, piece, start, end)
+            for token_id, piece, (start, end) in zip(
+                encoding.ids, encoding.tokens, encoding.offsets, strict=True
+            )
+        ]
+        return [_drop_added_prefix(span, spans, index, text) for index, span in enumerate(spans)]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` without special tokens."""
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of `text` with the model's usual special tokens (e.g. BOS for Phi-3)."""
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=True).ids
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of `ids` on their own, special tokens dropped."""
+        text: str = self._tokenizer.decode(list(ids), skip_special_tokens=True)
+        return text
+
+    def decode_continuation(self, prompt_ids: Sequence[int], new_ids: Sequence[int]) -> str:
+        """The text that `new_ids` add after `prompt_ids`, with its leading space if any.
+
+        Decoding `new_ids` alone loses a leading space in SentencePiece tokenizers (their
+        decoder strips the first one: `[3681]` is "Paris" while after "is" it adds " Paris"),
+        so the last prompt token is decoded as an anchor and its text removed again.
+        """
+        if not new_ids:
+            return ""
+        if not prompt_ids:
+            return self.decode(new_ids)
+        anchor = self.decode(prompt_ids[-1:])
+        joined = self.decode([prompt_ids[-1], *new_ids])
+        if joined.startswith(anchor):
+            return joined[len(anchor) :]
+        # Decoders whose output for the anchor changes with what follows: no anchor then.
+        return self.decode(new_ids)
+
+    def stream(self, prompt_ids: Sequence[int]) -> ContinuationStream:
+        """An incremental decoder for the tokens that follow `prompt_ids`."""
+        return ContinuationStream(self, prompt_ids)
+
+
+class ContinuationStream:
+    """Turns generated ids into text as they arrive, never emitting half a character.
+
+    A character split over several byte tokens (an emoji as four `<0x..>` tokens, or byte-level
+    BPE pieces) decodes to U+FFFD until its last byte arrives, so trailing U+FFFD are held back
+    until a later token completes the character (or `finish` gives up on it).
+    """
+
+    def __init__(self, tokenizer: DocumentTokenizer, prompt_ids: Sequence[int]) -> None:
+        self._tokenizer = tokenizer
+        self._prompt_ids = list(prompt_ids[-1:])
+        self._new_ids: list[int] = []
+        self._emitted = ""
+
+    @property
+    def text(self) -> str:
+        """All text emitted so far."""
+        return self._emitted
+
+    def push(self, token_id: int) -> str:
+        """Add one generated id; return the text it completes (possibly "")."""
+        self._new_ids.append(token_id)
+        decoded = self._tokenizer.decode_continuation(self._prompt_ids, self._new_ids)
+        return self._take(decoded.rstrip(REPLACEMENT_CHARACTER))
+
+    def finish(self) -> str:
+        """Return whatever is still held back (an unfinished character shows as U+FFFD)."""
+        return self._take(self._tokenizer.decode_continuation(self._prompt_ids, self._new_ids))
+
+    def _take(self, decoded: str) -> str:
+        # Decoding is prefix-stable for the decoders in use; anything else is left unemitted
+        # rather than sent twice.
+        if not decoded.startswith(self._emitted):
+            return ""
+        delta = decoded[len(self._emitted) :]
+        self._emitted = decoded
+        return delta
+
+
+def word_at(text: str, offset: int) -> Word | None:
+    """The word at `offset`: a run of word characters, or of punctuation; None on whitespace.
+
+    `offset` is the character under the cursor (LSP hover positions point before it).
+    """
+    if not 0 <= offset < len(text) or text[offset].isspace():
+        return None
+    pattern = _WORD_CHARS if _WORD_CHARS.match(text[offset]) else _PUNCTUATION_CHARS
+    start = offset
+    while start > 0 and pattern.match(text[start - 1]):
+        start -= 1
+    match = pattern.match(text, start)
+    assert match is not None  # text[start] matches by construction
+    return Word(match.group(), start, match.end())
+
+
+def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:
+    """The tokens that overlap the characters `[start, end)`, in order."""
+    return [span for span in spans if span.start < end and start < span.end]
+
+
+def _drop_added_prefix(span: TokenSpan, spans: list[TokenSpan], index: int, text: str) -> TokenSpan:
+    """Give an empty span to a lone "▁" that the tokenizer added rather than read from the text.
+
+    The tokenizers library aligns such a prepended "▁" with the first character, which then
+    appears covered twice (" this" → "▁" (0,1) and "▁this" (0,5)), or covered by a space that
+    is not there ("😶" → "▁" (0,1) and four byte tokens (0,1)).
+    """
+    if span.piece != METASPACE or span.start == span.end:
+        return span
+    covered = text[span.start : span.end]
+    following = spans[index + 1] if index + 1 < len(spans) else None
+    overlaps_next = following is not None and following.start < span.end
+    if overlaps_next or not covered.isspace():
+        return TokenSpan(span.id, span.piece, span.start, span.start)
+    return span
+
+
+def _token_content(token: object) -> str | None:
+    """`tokenizer_config.json` stores special tokens as strings or as AddedToken dicts."""
+    if isinstance(token, str):
+        return token
+    if isinstance(token, dict) and isinstance(token.get("content"), str):
+        content: str = token["content"]
+        return content
+    return None

@@ -1,0 +1,114 @@
+"""Completion logic without LSP or torch: the prompt, its token budget, the suggestion's tidy-up,
+and the cache that answers at once while the user types through a suggestion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# A generous bound on characters per token: the window cut from the document before
+# tokenizing it is this many times the budget, so long documents are never tokenized whole.
+_MAX_CHARS_PER_TOKEN = 32
+
+
+class _Span(Protocol):
+    @property
+    def start(self) -> int: ...
+
+
+class PromptTokenizer(Protocol):
+    """What prompt building needs from a tokenizer (tokens.DocumentTokenizer has it)."""
+
+    def token_spans(self, text: str) -> Sequence[_Span]: ...
+
+    def encode_prompt(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The token ids sent to the model and the tail of the document they encode."""
+
+    ids: list[int]
+    text: str
+
+
+def prompt_budget(context_tokens: int, model_context: int, max_new_tokens: int) -> int:
+    """Prompt tokens allowed: the user's budget, and room for the continuation in the context."""
+    return max(1, min(context_tokens, model_context - max_new_tokens))
+
+
+def has_text_to_continue(text_before_cursor: str) -> bool:
+    """False when there is nothing but whitespace before the cursor: no context to continue."""
+    return bool(text_before_cursor.strip())
+
+
+def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: int) -> Prompt:
+    """Encode the text before the cursor, cut from the left at a token boundary to `budget` ids.
+
+    The ids include the model's usual special tokens (e.g. BOS), which count against the budget.
+    """
+    window_start = max(0, len(text_before_cursor) - budget * _MAX_CHARS_PER_TOKEN)
+    window = text_before_cursor[window_start:]
+    spans = tokenizer.token_spans(window)
+    # When the window was cut by characters, its first token may be a fragment of a word.
+    first = 1 if window_start > 0 else 0
+    first = max(first, len(spans) - budget)
+    while True:
+        cut = spans[first].start if first < len(spans) else len(window)
+        ids = tokenizer.encode_prompt(window[cut:])
+        overflow = len(ids) - budget
+        if overflow <= 0 or first >= len(spans):
+            return Prompt(ids=ids, text=window[cut:])
+        # Special tokens, or tokens that merge differently once the text is cut, took the room.
+        first += overflow
+
+
+def tidy_continuation(text: str) -> str:
+    """What is worth showing of a continuation: "" when it adds nothing but whitespace.
+
+    A replacement character at the end is half of a multi-byte character cut by the token
+    limit; trailing whitespace would move the cursor past where the text ends.
+    """
+    text = text.rstrip("\ufffd").rstrip()
+    return text if text.strip() else ""
+
+
+@dataclass(frozen=True)
+class _Suggestion:
+    uri: str
+    text_before_cursor: str
+    text: str
+
+
+class SuggestionCache:
+    """Remembers the last suggestion, so typing its first characters needs no model call."""
+
+    def __init__(self) -> None:
+        self._last: _Suggestion | None = None
+
+    def remember(self, uri: str, text_before_cursor: str, suggestion: str) -> None:
+        """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`."""
+        self._last = _Suggestion(uri, text_before_cursor, suggestion) if suggestion else None
+
+    def forget(self) -> None:
+        """Drop the remembered suggestion (e.g. when the model changes)."""
+        self._last = None
+
+    def rest_after_typing(self, uri: str, text_before_cursor: str) -> str | None:
+        """The rest of the last suggestion, if the user has typed a prefix of it since.
+
+        Typing through means: same document, the text before the cursor is the old text plus
+        exactly what was typed, and what was typed starts the suggestion. None otherwise, and
+        None once the whole suggestion has been typed (there is nothing left to show).
+        """
+        last = self._last
+        if last is None or last.uri != uri:
+            return None
+        if not text_before_cursor.startswith(last.text_before_cursor):
+            return None
+        typed = text_before_cursor[len(last.text_before_cursor) :]
+        if not last.text.startswith(typed) or len(typed) == len(last.text):
+            return None
+        return last.text[len(typed) :]

@@ -1,0 +1,241 @@
+"""`phi3-lsp demo`: a real LSP session against the server, printed for a person to read.
+
+It starts `python -m phi3_lsp` as a subprocess and talks to it with pygls' LanguageClient over
+stdio, exactly as an editor would: initialize, wait for the model, open a document, ask for an
+inline completion at its end, hover a word, and show the model's architecture.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO, TypeVar
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+DEMO_MODEL = "smollm2-135m"
+DEMO_TEXT = "The capital of France is"
+DEMO_URI = "untitled:demo.txt"
+HOVER_WORD = "capital"
+STATUS_NOTIFICATION = "phi3/status"
+_T = TypeVar("_T")
+
+
+def register_command(subparsers: Any) -> None:
+    """Add `demo` to the `phi3-lsp` command line."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="run a real LSP session against the server and print each answer",
+        description="Start the server as a subprocess and drive it over LSP: initialize, "
+        "inline completion, hover and the architecture report, each with its latency.",
+    )
+    parser.add_argument(
+        "--model",
+        dest="demo_model",
+        default=None,
+        help=f"model spec for the server (default {DEMO_MODEL}, fetched into the cache if needed)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the model (default 600)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every step answered."""
+    logging.getLogger("pygls").setLevel(logging.ERROR)
+    model = args.demo_model or getattr(args, "model", None) or DEMO_MODEL
+    command = [sys.executable, "-m", "phi3_lsp", "--model", model]
+    return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
+
+
+class _Session:
+    """What the server tells the demo between requests."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.status: dict[str, Any] = {}
+        self.settled = asyncio.Event()
+        self.started = time.perf_counter()
+        self._last_line = ""
+
+    def on_status(self, params: Any) -> None:
+        self.status = _as_dict(params)
+        state = self.status.get("state")
+        message = self.status.get("message") or ""
+        percentage = self.status.get("percentage")
+        line = f"  [{self.elapsed():6.1f} s] {state}: {message}"
+        if percentage is not None:
+            line += f" ({percentage} %)"
+        if line != self._last_line and not self.settled.is_set():
+            print(line, file=self.out, flush=True)
+            self._last_line = line
+        if state in ("ready", "error"):
+            self.settled.set()
+
+    def on_message(self, params: types.ShowMessageParams) -> None:
+        print(f"  server says: {params.message}", file=self.out, flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -> int:
+    """Drive the server started by `command` through the demo steps, printing as it goes."""
+    session = _Session(out)
+    client = LanguageClient("phi3-lsp-demo", "1.0")
+    # Plain functions: pygls marks handlers with attributes, which bound methods cannot carry.
+    client.feature(STATUS_NOTIFICATION)(lambda params: session.on_status(params))
+    client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: session.on_message(params))
+    client.feature(types.WINDOW_LOG_MESSAGE)(lambda params: None)
+    client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)(lambda params: None)
+    client.feature(types.PROGRESS)(lambda params: None)
+
+    print(f"Starting the server: {' '.join(command)}", file=out, flush=True)
+    await client.start_io(*command)
+    try:
+        return await _steps(client, session, model, timeout, out)
+    finally:
+        await _stop(client)
+
+
+async def _steps(
+    client: LanguageClient, session: _Session, model: str, timeout: float, out: TextIO
+) -> int:
+    capabilities = types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        text_document=types.TextDocumentClientCapabilities(
+            inline_completion=types.InlineCompletionClientCapabilities(),
+            hover=types.HoverClientCapabilities(content_format=[types.MarkupKind.Markdown]),
+        ),
+    )
+    params = types.InitializeParams(
+        capabilities=capabilities, initialization_options={"phi3": {"model": model}}
+    )
+    result, seconds = await _timed(lambda: client.initialize_async(params))
+    server = result.server_info
+    name = f"{server.name} {server.version}" if server else "the server"
+    print(f"initialize: {name} answered in {seconds * 1000:.0f} ms", file=out)
+    client.initialized(types.InitializedParams())
+
+    print(f"Loading {model}…", file=out, flush=True)
+    try:
+        await asyncio.wait_for(session.settled.wait(), timeout)
+    except TimeoutError:
+        print(f"The model did not load within {timeout:.0f} s.", file=out)
+        return 1
+    if session.status.get("state") == "error":
+        return 1
+    print(f"Model ready after {session.elapsed():.1f} s", file=out)
+
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=DEMO_URI, language_id="plaintext", version=1, text=DEMO_TEXT
+            )
+        )
+    )
+    print(f"\nDocument: {DEMO_TEXT!r}", file=out)
+    await _inline_completion(client, session, out)
+    await _hover(client, out)
+    await _architecture(client, out)
+    return 0
+
+
+async def _inline_completion(client: LanguageClient, session: _Session, out: TextIO) -> None:
+    end = types.Position(line=0, character=len(DEMO_TEXT))
+    request = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=DEMO_URI),
+        position=end,
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked
+        ),
+    )
+    answer, seconds = await _timed(lambda: client.text_document_inline_completion_async(request))
+    items = answer.items if isinstance(answer, types.InlineCompletionList) else answer or []
+    print(f"\ninline completion at the end ({seconds * 1000:.0f} ms):", file=out)
+    if not items:
+        print("  (no suggestion)", file=out)
+        return
+    text = items[0].insert_text
+    shown = text if isinstance(text, str) else text.value
+    print(f"  {DEMO_TEXT}\x1b[2m{shown}\x1b[0m" if out.isatty() else f"  {shown!r}", file=out)
+    status = session.status
+    if status.get("lastTokens") is not None:
+        print(
+            f"  {status['lastTokens']} new tokens, {status.get('lastTokensPerSecond')} tokens/s "
+            f"decode, {status.get('lastLatencyMs')} ms in the server",
+            file=out,
+        )
+
+
+async def _hover(client: LanguageClient, out: TextIO) -> None:
+    position = types.Position(line=0, character=DEMO_TEXT.index(HOVER_WORD) + 1)
+    request = types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=DEMO_URI), position=position
+    )
+    answer, seconds = await _timed(lambda: client.text_document_hover_async(request))
+    print(f"\nhover over {HOVER_WORD!r} ({seconds * 1000:.0f} ms):", file=out)
+    if answer is None:
+        print("  (nothing)", file=out)
+        return
+    contents = answer.contents
+    value = contents.value if isinstance(contents, types.MarkupContent) else str(contents)
+    for line in value.strip().splitlines():
+        print(f"  {line}", file=out)
+
+
+async def _architecture(client: LanguageClient, out: TextIO) -> None:
+    request = types.ExecuteCommandParams(command="phi3.showArchitecture")
+    answer, seconds = await _timed(lambda: client.workspace_execute_command_async(request))
+    report = _as_dict(answer)
+    config = _as_dict(report.get("config", {}))
+    parameters = _as_dict(report.get("parameters", {}))
+    print(f"\nphi3.showArchitecture ({seconds * 1000:.0f} ms):", file=out)
+    print(
+        f"  {report.get('className')}: {config.get('layers')} layers, hidden "
+        f"{config.get('hiddenSize')}, vocabulary {config.get('vocabSize')}, "
+        f"{parameters.get('total', 0):,} parameters, weights loaded: {report.get('weightsLoaded')}",
+        file=out,
+    )
+    lines = str(report.get("repr", "")).splitlines()
+    for line in lines[:12]:
+        print(f"  {line}", file=out)
+    if len(lines) > 12:
+        print(f"  … ({len(lines) - 12} more lines)", file=out)
+
+
+async def _timed(call: Callable[[], Awaitable[_T]]) -> tuple[_T, float]:
+    started = time.perf_counter()
+    result = await call()
+    return result, time.perf_counter() - started
+
+
+async def _stop(client: LanguageClient) -> None:
+    try:
+        await asyncio.wait_for(client.shutdown_async(None), 10)
+        client.exit(None)
+    except Exception as error:
+        print(f"(the server did not shut down cleanly: {error})", file=sys.stderr)
+    await client.stop()  # type: ignore[no-untyped-call]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object as a dict: pygls hands unknown objects over as named tuples."""
+    plain = _plain(value)
+    return plain if isinstance(plain, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,45 @@
+"""Open documents and cursor positions, as the handlers need them."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from lsprotocol import types
+from pygls.workspace import TextDocument
+
+from phi3_lsp.positions import offset_at, position_at
+from phi3_lsp.server import Phi3LanguageServer
+
+
+def register(server: Phi3LanguageServer) -> None:
+    """Free the model's memory of a document when the client closes it."""
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: Phi3LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+        if ls.host is not None:
+            ls.host.forget_document(params.text_document.uri)
+
+
+def open_document(ls: Phi3LanguageServer, uri: str) -> TextDocument | None:
+    """The document the client opened at `uri`, or None if it never did.
+
+    pygls would otherwise read a never-opened document from disk; answers about a file
+    the editor has not shown us would be answers about text the user may not be looking at.
+    """
+    documents = ls.workspace.text_documents
+    if uri not in documents and unquote(uri) not in documents:
+        return None
+    return ls.workspace.get_text_document(uri)
+
+
+def cursor_offset(
+    ls: Phi3LanguageServer, document: TextDocument, position: types.Position
+) -> int | None:
+    """The Python offset of an LSP position in `document`; None past the last line."""
+    return offset_at(document.source, position.line, position.character, ls.position_encoding)
+
+
+def lsp_position(ls: Phi3LanguageServer, text: str, offset: int) -> types.Position:
+    """The LSP position of a Python offset in `text`."""
+    line, character = position_at(text, offset, ls.position_encoding)
+    return types.Position(line=line, character=character)

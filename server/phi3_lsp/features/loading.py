@@ -1,0 +1,115 @@
+"""The model host's events as LSP: `phi3/status`, work-done progress and messages.
+
+The host calls in from the model thread; everything is handed to the event loop, where one
+task sends progress in order (a `$/progress` must not overtake the `create` it belongs to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from lsprotocol import types
+
+from phi3_lsp.model_host import LoadOutcome, Status
+from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.server import STATUS_NOTIFICATION, Phi3LanguageServer
+
+logger = logging.getLogger(__name__)
+
+# A client that never answers `window/workDoneProgress/create` must not stall the reports.
+_CREATE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class _Began:
+    model: str
+
+
+class LoadReporter:
+    """Implements the model host's listener for an LSP client."""
+
+    def __init__(self, server: Phi3LanguageServer) -> None:
+        self._server = server
+        self._events: asyncio.Queue[_Began | ProgressUpdate | LoadOutcome] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin sending progress; call on the event loop."""
+        self._events = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._send_events())
+
+    def status_changed(self, status: Status) -> None:
+        """Send `phi3/status`."""
+        self._server.notify(STATUS_NOTIFICATION, status.to_json())
+
+    def load_began(self, model: str) -> None:
+        """A load started: begin a progress."""
+        self._post(_Began(model))
+
+    def load_progressed(self, update: ProgressUpdate) -> None:
+        """A step of the load: report it."""
+        self._post(update)
+
+    def load_ended(self, outcome: LoadOutcome) -> None:
+        """End the progress; show what the user must act on."""
+        self._post(outcome)
+
+    def _post(self, event: _Began | ProgressUpdate | LoadOutcome) -> None:
+        events = self._events
+        if events is not None:
+            self._server.call_soon(lambda: events.put_nowait(event))
+
+    async def _send_events(self) -> None:
+        assert self._events is not None
+        token: str | None = None
+        while True:
+            event = await self._events.get()
+            if isinstance(event, _Began):
+                token = await self._begin(event.model)
+            elif isinstance(event, ProgressUpdate):
+                self._report(token, event)
+            else:
+                self._end(token, event)
+                token = None
+
+    async def _begin(self, model: str) -> str | None:
+        title = f"Loading {model}"
+        if not self._server.client_supports("window.work_done_progress"):
+            logger.info("%s", title)
+            return None
+        token = f"phi3-load-{uuid.uuid4()}"  # a fresh token for every load
+        progress = self._server.work_done_progress
+        try:
+            await asyncio.wait_for(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
+        except Exception as error:
+            logger.info("%s (the client refused a progress bar: %s)", title, error)
+            return None
+        progress.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
+        return token
+
+    def _report(self, token: str | None, update: ProgressUpdate) -> None:
+        percentage = None if update.fraction is None else round(update.fraction * 100)
+        if token is None:
+            logger.info("%s", update.message)
+            return
+        report = types.WorkDoneProgressReport(message=update.message, percentage=percentage)
+        self._server.work_done_progress.report(token, report)
+
+    def _end(self, token: str | None, outcome: LoadOutcome) -> None:
+        if outcome.superseded:
+            summary = f"Stopped loading {outcome.model}: another model was asked for"
+        elif outcome.error is not None:
+            summary = f"{outcome.model} could not load"
+            self._server.show_message(types.MessageType.Error, outcome.error)
+        elif outcome.hint is not None:
+            summary = f"{outcome.model}: architecture only, no weights"
+            self._server.show_message(types.MessageType.Warning, outcome.hint)
+        else:
+            summary = f"{outcome.model} is ready"
+        logger.info("%s", summary)
+        if token is not None:
+            end = types.WorkDoneProgressEnd(message=summary)
+            self._server.work_done_progress.end(token, end)

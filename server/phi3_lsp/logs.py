@@ -1,0 +1,60 @@
+"""Logging for the server: stderr or a file (never stdout, which carries LSP), pygls kept quiet,
+and the project's own records forwarded to the client as `window/logMessage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+PACKAGE_LOGGER = "phi3_lsp"
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
+    """Send log records to `log_file` (or stderr) at `level`; pygls only from WARNING up.
+
+    An unknown level name falls back to INFO with a warning rather than stopping the server.
+    """
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    numeric = logging.getLevelName(level.upper())
+    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
+    # pygls logs every message it sends at INFO: far too much for a log a person reads.
+    logging.getLogger("pygls").setLevel(logging.WARNING)
+    if not isinstance(numeric, int):
+        logging.getLogger(PACKAGE_LOGGER).warning("Unknown log level %r, using INFO", level)
+
+
+class ClientLogHandler(logging.Handler):
+    """Forwards records to the client through `send(level, message)` (e.g. window/logMessage).
+
+    Attach it to the project's logger only: records from pygls itself could otherwise loop
+    back through the message they are about.
+    """
+
+    def __init__(self, send: Callable[[int, str], None], level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self._send = send
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format the record and hand it to `send`; failures never reach the caller."""
+        try:
+            self._send(record.levelno, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def attach_client_handler(handler: ClientLogHandler) -> Callable[[], None]:
+    """Add `handler` to the project's logger; returns a function that removes it again."""
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    logger.addHandler(handler)
+    return lambda: logger.removeHandler(handler)

@@ -1,0 +1,365 @@
+"""Holds the tokenizer and the model engine for the server: loading in the background, the one
+model thread, supersession of completions, and the status that clients see.
+
+Nothing here knows LSP. The server passes a `HostListener`, called from the model thread, and
+turns its calls into notifications. torch and transformers are imported on the model thread
+only, so that starting the server (and answering `initialize`) stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
+
+from phi3_lsp.progress import ProgressUpdate
+
+if TYPE_CHECKING:
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.generation import Generation
+    from phi3_lsp.tokens import DocumentTokenizer
+
+logger = logging.getLogger(__name__)
+
+State = Literal["loading", "ready", "generating", "error"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the server is doing; sent to clients as `phi3/status` on every change."""
+
+    state: State
+    model: str
+    message: str | None = None
+    percentage: int | None = None
+    weights_loaded: bool = False
+    last_latency_ms: int | None = None
+    last_tokens_per_second: float | None = None
+    last_tokens: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The notification's payload, in the protocol's camelCase."""
+        return {
+            "state": self.state,
+            "model": self.model,
+            "message": self.message,
+            "percentage": self.percentage,
+            "weightsLoaded": self.weights_loaded,
+            "lastLatencyMs": self.last_latency_ms,
+            "lastTokensPerSecond": self.last_tokens_per_second,
+            "lastTokens": self.last_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """How a load ended: `error` when nothing usable loaded, `hint` when weights are missing,
+    `superseded` when a newer load made this one moot."""
+
+    model: str
+    error: str | None = None
+    hint: str | None = None
+    superseded: bool = False
+
+
+class HostListener(Protocol):
+    """Receives the host's events; every method may be called from the model thread."""
+
+    def status_changed(self, status: Status) -> None: ...
+
+    def load_began(self, model: str) -> None: ...
+
+    def load_progressed(self, update: ProgressUpdate) -> None: ...
+
+    def load_ended(self, outcome: LoadOutcome) -> None: ...
+
+
+class ModelThread(Executor):
+    """A single daemon thread that runs every torch call in order.
+
+    A daemon thread, unlike a ThreadPoolExecutor worker, does not hold the process open at
+    exit while a load that cannot be interrupted (e.g. dequantizing a GGUF) is still running.
+    """
+
+    def __init__(self, name: str = "phi3-model") -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        """Queue `fn(*args, **kwargs)`; the returned future holds its result."""
+        if self._closed:
+            raise RuntimeError("the model thread has shut down")
+        future: Future[_T] = Future()
+        self._jobs.put((future, lambda: fn(*args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop taking jobs; the running job finishes on its own."""
+        self._closed = True
+        self._jobs.put(None)
+        if wait:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as error:
+                future.set_exception(error)
+
+
+class ModelHost:
+    """The loaded model (or the one being loaded) and the completions it runs."""
+
+    def __init__(self, listener: HostListener, model: str) -> None:
+        self._listener = listener
+        self._thread = ModelThread()
+        self._lock = threading.Lock()
+        self._status = Status(state="loading", model=model, message="Waiting to start")
+        self._load_id = 0
+        self._loaded_key: tuple[str, int, bool] | None = None
+        self._tokenizer: DocumentTokenizer | None = None
+        self._engine: ModelEngine | None = None
+        self._running_stop: threading.Event | None = None
+
+    @property
+    def status(self) -> Status:
+        """The current status."""
+        return self._status
+
+    @property
+    def tokenizer(self) -> DocumentTokenizer | None:
+        """The model's tokenizer, available before the weights finish loading."""
+        return self._tokenizer
+
+    @property
+    def engine(self) -> ModelEngine | None:
+        """The loaded engine (possibly without weights), or None while loading or after an error."""
+        return self._engine
+
+    def can_generate(self) -> bool:
+        """True when completions can run: an engine with weights is loaded."""
+        engine = self._engine
+        return engine is not None and engine.has_weights
+
+    def load(self, model: str, *, threads: int = 0, trust_remote_code: bool = False) -> bool:
+        """Start loading `model` in the background unless it is already loaded or loading.
+
+        Returns True when a load was started. The previous model is dropped at once, so that
+        requests during the reload get empty answers instead of answers from the old model.
+        """
+        key = (model, threads, trust_remote_code)
+        with self._lock:
+            if key == self._loaded_key:
+                return False
+            self._loaded_key = key
+            self._load_id += 1
+            load_id = self._load_id
+            self._tokenizer = None
+            self._engine = None
+            self._stop_running_generation()
+            self._set_status(
+                Status(state="loading", model=model, message="Queued", weights_loaded=False)
+            )
+        self._thread.submit(self._load, load_id, model, threads, trust_remote_code)
+        return True
+
+    def supersede(self) -> None:
+        """Stop the running completion: a newer request has made it useless."""
+        with self._lock:
+            self._stop_running_generation()
+
+    async def generate(
+        self, prompt_ids: list[int], *, max_new_tokens: int, cache_key: str
+    ) -> Generation | None:
+        """Greedy continuation of `prompt_ids` on the model thread.
+
+        Returns None when no model with weights is loaded, or when a newer request superseded
+        this one. If the awaiting task is cancelled, the generation stops within a decode step.
+        """
+        engine = self._engine
+        if engine is None or not engine.has_weights:
+            return None
+        stop = threading.Event()
+        with self._lock:
+            self._stop_running_generation()
+            self._running_stop = stop
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._thread,
+                self._generate,
+                engine,
+                prompt_ids,
+                max_new_tokens,
+                cache_key,
+                stop,
+                started,
+            )
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        finally:
+            with self._lock:
+                if self._running_stop is stop:
+                    self._running_stop = None
+
+    def forget_document(self, uri: str) -> None:
+        """Free what the engine keeps for a closed document (its prompt's keys and values)."""
+        engine = self._engine
+        if engine is not None:
+            self._thread.submit(engine.forget_prompt, uri)
+
+    def shutdown(self) -> None:
+        """Stop the running generation and take no more jobs."""
+        with self._lock:
+            self._stop_running_generation()
+        self._thread.shutdown(wait=False)
+
+    # --- on the model thread -------------------------------------------------------------
+
+    def _generate(
+        self,
+        engine: ModelEngine,
+        prompt_ids: list[int],
+        max_new_tokens: int,
+        cache_key: str,
+        stop: threading.Event,
+        started: float,
+    ) -> Generation | None:
+        # Superseded while queued: skip the work entirely, so only the latest request runs.
+        if stop.is_set() or engine is not self._engine:
+            return None
+        self._update_status(state="generating")
+        generation: Generation | None = None
+        try:
+            generation = engine.generate(
+                prompt_ids, max_new_tokens=max_new_tokens, stop_event=stop, cache_key=cache_key
+            )
+        finally:
+            self._finish_generation(engine, generation, started)
+        if generation.finish_reason == "stopped":
+            return None
+        return generation
+
+    def _finish_generation(
+        self, engine: ModelEngine, generation: Generation | None, started: float
+    ) -> None:
+        with self._lock:
+            if engine is not self._engine:
+                return  # a reload replaced this engine and owns the status now
+            if generation is None or generation.finish_reason == "stopped":
+                self._set_status(replace(self._status, state="ready"))
+                return
+            tokens = len(generation.token_ids)
+            speed = generation.decode_tokens_per_second
+            self._set_status(
+                replace(
+                    self._status,
+                    state="ready",
+                    last_latency_ms=round((time.perf_counter() - started) * 1000),
+                    last_tokens_per_second=round(speed, 2) if speed is not None else None,
+                    last_tokens=tokens,
+                )
+            )
+
+    def _load(self, load_id: int, model: str, threads: int, trust_remote_code: bool) -> None:
+        if load_id != self._load_id:
+            return  # a newer load is queued behind this one
+        self._listener.load_began(model)
+        outcome = LoadOutcome(model=model)
+        try:
+            outcome = self._load_steps(load_id, model, threads, trust_remote_code)
+        except Exception as error:
+            logger.exception("Loading %s failed", model)
+            message = _error_message(model, error)
+            failed = Status(state="error", model=model, message=message)
+            published = self._finish_load(load_id, failed)
+            outcome = LoadOutcome(model=model, error=message, superseded=not published)
+        finally:
+            self._listener.load_ended(outcome)
+
+    def _load_steps(
+        self, load_id: int, model: str, threads: int, trust_remote_code: bool
+    ) -> LoadOutcome:
+        from phi3_lsp.engine import ModelEngine
+        from phi3_lsp.sources import resolve_model
+        from phi3_lsp.tokens import DocumentTokenizer
+
+        def on_progress(update: ProgressUpdate) -> None:
+            if load_id != self._load_id:
+                return
+            percentage = None if update.fraction is None else round(update.fraction * 100)
+            self._update_status(state="loading", message=update.message, percentage=percentage)
+            self._listener.load_progressed(update)
+
+        on_progress(ProgressUpdate("loading", f"Finding {model}"))
+        source = resolve_model(model, progress=on_progress, trust_remote_code=trust_remote_code)
+        on_progress(ProgressUpdate("loading", "Loading the tokenizer"))
+        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+        with self._lock:
+            if load_id != self._load_id:
+                return LoadOutcome(model=model, superseded=True)
+            self._tokenizer = tokenizer  # hovers work from here on
+        engine = ModelEngine.load(source, threads=threads, progress=on_progress)
+        message = None if engine.has_weights else source.missing_weights_hint
+        ready = Status(
+            state="ready", model=model, message=message, weights_loaded=engine.has_weights
+        )
+        if not self._finish_load(load_id, ready, engine=engine):
+            return LoadOutcome(model=model, superseded=True)
+        return LoadOutcome(model=model, hint=message)
+
+    def _finish_load(self, load_id: int, status: Status, engine: ModelEngine | None = None) -> bool:
+        """Publish the load's result unless a newer load started; True if it was published."""
+        with self._lock:
+            if load_id != self._load_id:
+                return False
+            self._engine = engine
+            self._set_status(status)
+            return True
+
+    # --- status ----------------------------------------------------------------------------
+
+    def _update_status(self, **changes: Any) -> None:
+        with self._lock:
+            self._set_status(replace(self._status, **changes))
+
+    def _set_status(self, status: Status) -> None:
+        # Called with the lock held, so listeners see the states in the order they happened.
+        if status != self._status:
+            self._status = status
+            self._listener.status_changed(status)
+
+    def _stop_running_generation(self) -> None:
+        if self._running_stop is not None:
+            self._running_stop.set()
+            self._running_stop = None
+
+
+def _error_message(model: str, error: Exception) -> str:
+    """The message a user sees when a model cannot load."""
+    from phi3_lsp.errors import ModelSourceError
+
+    if isinstance(error, ModelSourceError):
+        return str(error)
+    return (
+        f"Could not load {model}: {error}. Set phi3.model to a hub id, a local folder, "
+        'a .gguf file, or "smollm2-135m".'
+    )

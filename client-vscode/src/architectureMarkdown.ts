@@ -10,7 +10,12 @@ import type { ArchitectureConfig, ArchitectureReport } from "./protocol";
 /** 3821079552 → "3,821,079,552" (the same in every locale, unlike toLocaleString). */
 export function groupDigits(count: number): string {
   const sign = count < 0 ? "-" : "";
-  return sign + Math.abs(Math.round(count)).toString().replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  return (
+    sign +
+    Math.abs(Math.round(count))
+      .toString()
+      .replace(/\B(?=(\d{3})+(?!\d))/g, ",")
+  );
 }
 
 /** 3821079552 → "3.82 B", 134515008 → "134.5 M": the way model sizes are usually quoted. */

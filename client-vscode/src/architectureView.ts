@@ -9,7 +9,9 @@ import type { ArchitectureReport } from "./protocol";
 
 export const ARCHITECTURE_SCHEME = "phi3-architecture";
 
-export class ArchitectureDocuments implements vscode.TextDocumentContentProvider, vscode.Disposable {
+export class ArchitectureDocuments
+  implements vscode.TextDocumentContentProvider, vscode.Disposable
+{
   private readonly documents = new Map<string, string>();
   private readonly changed = new vscode.EventEmitter<vscode.Uri>();
   readonly onDidChange = this.changed.event;

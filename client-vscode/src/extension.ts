@@ -103,7 +103,9 @@ async function showMenu(): Promise<void> {
   const items: (vscode.QuickPickItem & { command: string })[] = [
     { label: "$(type-hierarchy) Show Phi-3 architecture", command: SHOW_ARCHITECTURE_COMMAND },
     {
-      label: enabled ? "$(circle-slash) Turn inline completions off" : "$(sparkle) Turn inline completions on",
+      label: enabled
+        ? "$(circle-slash) Turn inline completions off"
+        : "$(sparkle) Turn inline completions on",
       command: TOGGLE_INLINE_COMMAND,
     },
     { label: "$(debug-restart) Restart server", command: RESTART_COMMAND },

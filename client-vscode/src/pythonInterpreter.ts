@@ -70,7 +70,7 @@ export function checkServerInstalled(python: string, timeoutMs = 20_000): Promis
 export function installAdvice(check: InstallCheck, interpreter: Interpreter): string {
   const where = `${interpreter.command} (from ${interpreter.source})`;
   const fix =
-    'Install the server with `pip install -e <phi3-lsp repository>` (or `make install` in the ' +
+    "Install the server with `pip install -e <phi3-lsp repository>` (or `make install` in the " +
     "repository, which creates .venv), or set phi3.pythonPath to a Python that has it.";
   switch (check.kind) {
     case "installed":

@@ -36,7 +36,10 @@ import type { StatusBar } from "./statusBar";
  */
 class Phi3LanguageClient extends LanguageClient {
   override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
-    if ("registrationType" in feature && feature.registrationType.method === ExecuteCommandRequest.method) {
+    if (
+      "registrationType" in feature &&
+      feature.registrationType.method === ExecuteCommandRequest.method
+    ) {
       return;
     }
     super.registerFeature(feature);

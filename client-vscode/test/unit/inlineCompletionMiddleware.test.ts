@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
 import { CancellationTokenSource } from "vscode-languageserver-protocol";
-import { type InlineRequestHooks, inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware";
+import {
+  type InlineRequestHooks,
+  inlineCompletionMiddleware,
+} from "../../src/inlineCompletionMiddleware";
 
 // The middleware only passes these through; plain objects stand in for VS Code's.
 const document = { uri: "file:///tmp/capital.txt" } as unknown as vscode.TextDocument;

@@ -1,0 +1,257 @@
+/**
+ * End to end: the real Python server with the real SmolLM2-135M model, one process for every
+ * step (loading costs seconds), spoken to over stdio as the extension speaks to it.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import {
+  CancellationTokenSource,
+  DidOpenTextDocumentNotification,
+  ExecuteCommandRequest,
+  ExitNotification,
+  HoverRequest,
+  type InitializeResult,
+  type InlineCompletionItem,
+  type InlineCompletionList,
+  InlineCompletionRequest,
+  InlineCompletionTriggerKind,
+  LSPErrorCodes,
+  type MarkupContent,
+  type Position,
+  ResponseError,
+  ShutdownRequest,
+} from "vscode-languageserver-protocol/node";
+import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
+import { isArchitectureReport } from "../../src/protocol";
+import { renderStatus } from "../../src/statusView";
+import { LanguageServerProcess, vocabularyId } from "./languageServer";
+
+// The first run fetches and converts the offline model (about a minute); later runs load in seconds.
+const LOAD_TIMEOUT_MS = 15 * 60_000;
+const REQUEST_TIMEOUT_MS = 120_000;
+
+let documentVersion = 0;
+
+async function openDocument(server: LanguageServerProcess, name: string, text: string) {
+  const uri = `untitled:/${name}`;
+  documentVersion += 1;
+  await server.connection.sendNotification(DidOpenTextDocumentNotification.type, {
+    textDocument: { uri, languageId: "plaintext", version: documentVersion, text },
+  });
+  return uri;
+}
+
+function inlineCompletion(
+  server: LanguageServerProcess,
+  uri: string,
+  position: Position,
+  token = new CancellationTokenSource().token,
+) {
+  return server.connection.sendRequest(
+    InlineCompletionRequest.type,
+    {
+      textDocument: { uri },
+      position,
+      context: { triggerKind: InlineCompletionTriggerKind.Automatic },
+    },
+    token,
+  );
+}
+
+function items(
+  result: InlineCompletionList | InlineCompletionItem[] | null,
+): InlineCompletionItem[] {
+  if (result === null) {
+    return [];
+  }
+  return Array.isArray(result) ? result : result.items;
+}
+
+void describe(
+  "phi3-lsp driven like VS Code drives it",
+  { timeout: LOAD_TIMEOUT_MS + 300_000 },
+  () => {
+    let server: LanguageServerProcess;
+    let initializeResult: InitializeResult;
+
+    before(async () => {
+      server = LanguageServerProcess.start("smollm2-135m");
+      initializeResult = await server.initialize();
+      await server.waitForStatus((s) => s.state === "ready" && s.weightsLoaded, LOAD_TIMEOUT_MS);
+    });
+
+    after(() => {
+      server.kill();
+    });
+
+    void it("announces inline completion, hover and the architecture command", () => {
+      const capabilities = initializeResult.capabilities;
+      assert.ok(capabilities.inlineCompletionProvider, "inline completion is advertised");
+      assert.ok(capabilities.hoverProvider, "hover is advertised");
+      assert.ok(capabilities.executeCommandProvider?.commands.includes("phi3.showArchitecture"));
+    });
+
+    void it("reports loading, then ready, in the shape the status bar reads", () => {
+      assert.deepEqual(server.malformedStatuses, []);
+      const firstReady = server.statuses.findIndex((s) => s.state === "ready" && s.weightsLoaded);
+      assert.ok(
+        server.statuses.slice(0, firstReady).some((s) => s.state === "loading"),
+        "a loading status came first",
+      );
+      assert.equal(server.statuses[firstReady]?.model, "smollm2-135m");
+    });
+
+    void it(
+      "completes 'The capital of France is' with ' Paris' at the cursor",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const text = "The capital of France is";
+        const uri = await openDocument(server, "capital.txt", text);
+        const seen = server.statuses.length;
+        const result = await inlineCompletion(server, uri, { line: 0, character: text.length });
+        const [item, ...rest] = items(result);
+        assert.ok(item !== undefined, "one suggestion");
+        assert.equal(rest.length, 0);
+        const insertText =
+          typeof item.insertText === "string" ? item.insertText : item.insertText.value;
+        assert.ok(insertText.startsWith(" Paris"), JSON.stringify(insertText));
+        assert.ok(!insertText.includes(text), "only new text, never the prompt");
+        const cursor = { line: 0, character: text.length };
+        assert.deepEqual(item.range, { start: cursor, end: cursor });
+
+        // The status after the completion feeds the status bar's tooltip.
+        const timed = await server.waitForStatus(
+          (s) => s.state === "ready" && s.lastLatencyMs !== null,
+          10_000,
+          seen,
+        );
+        assert.ok((timed.lastTokens ?? 0) > 0);
+        const view = renderStatus({
+          connection: { kind: "running" },
+          server: timed,
+          requestInFlight: false,
+          inlineCompletions: true,
+          lastRoundTripMs: undefined,
+        });
+        assert.match(view.tooltip, /Last completion: \d+ ms on the server, \d+ tokens/);
+        assert.match(view.tooltip, /Decode speed: \d+\.\d tokens\/s/);
+      },
+    );
+
+    void it(
+      "shows the token ids of the word under the mouse",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const text = "The capital of France is";
+        const uri = await openDocument(server, "hover.txt", text);
+        const hover = await server.connection.sendRequest(HoverRequest.type, {
+          textDocument: { uri },
+          position: { line: 0, character: 7 },
+        });
+        assert.ok(hover !== null, "a hover on 'capital'");
+        const markdown = (hover.contents as MarkupContent).value;
+        assert.equal((hover.contents as MarkupContent).kind, "markdown");
+        assert.match(markdown, /capital/);
+        // " capital" is one token of SmolLM2's byte-level BPE ("Ġ" marks the leading space).
+        const expectedId = vocabularyId("Ġcapital");
+        assert.ok(Number.isInteger(expectedId));
+        assert.match(markdown, new RegExp(`\\b${expectedId}\\b`));
+        assert.deepEqual(hover.range, {
+          start: { line: 0, character: 4 },
+          end: { line: 0, character: 11 },
+        });
+      },
+    );
+
+    void it(
+      "returns the architecture, which renders as a markdown document",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const report: unknown = await server.connection.sendRequest(ExecuteCommandRequest.type, {
+          command: "phi3.showArchitecture",
+          arguments: [],
+        });
+        assert.ok(isArchitectureReport(report), "the documented report shape");
+        assert.equal(report.className, "LlamaForCausalLM");
+        assert.equal(report.weightsLoaded, true);
+        // SmolLM2-135M: 30 decoder layers of width 576, tied embeddings, 134,515,008 parameters.
+        assert.equal(report.config.layers, 30);
+        assert.equal(report.config.hiddenSize, 576);
+        assert.equal(report.parameters.total, 134515008);
+        assert.ok(report.repr.startsWith("LlamaForCausalLM(\n  (model): LlamaModel("));
+        assert.match(report.repr, /\(0-29\): 30 x LlamaDecoderLayer\(/);
+
+        const markdown = renderArchitectureMarkdown(report);
+        assert.ok(
+          markdown.includes("```text\n" + report.repr + "\n```"),
+          "repr verbatim in a code block",
+        );
+        assert.match(markdown, /\| Decoder layers \| 30 \|/);
+        assert.match(markdown, /\*\*134,515,008\*\*/);
+      },
+    );
+
+    void it(
+      "stops a running generation promptly when the request is cancelled",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        // A prompt the model continues for its full 50 tokens: seconds of work on this CPU.
+        const text = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n';
+        const uri = await openDocument(server, "fib.py", text);
+        const seen = server.statuses.length;
+        const source = new CancellationTokenSource();
+        const started = Date.now();
+        const pending = inlineCompletion(server, uri, { line: 2, character: 0 }, source.token).then(
+          (result) => ({ result, error: undefined }),
+          (error: unknown) => ({ result: null, error }),
+        );
+        await server.waitForStatus((s) => s.state === "generating", 30_000, seen);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        const cancelledAt = Date.now();
+        source.cancel();
+        const { result, error } = await pending;
+        const afterCancelMs = Date.now() - cancelledAt;
+
+        if (error !== undefined) {
+          assert.ok(error instanceof ResponseError, "the request failed with an LSP error");
+          assert.equal(error.code, LSPErrorCodes.RequestCancelled);
+        } else {
+          assert.deepEqual(items(result), [], "a cancelled request suggests nothing");
+        }
+        assert.ok(afterCancelMs < 2000, `ended ${afterCancelMs} ms after the cancel`);
+        assert.ok(Date.now() - started < 30_000);
+
+        // The model is free again: the next request is answered.
+        const capital = await openDocument(server, "again.txt", "The capital of France is");
+        const next = items(await inlineCompletion(server, capital, { line: 0, character: 24 }));
+        assert.equal(next.length, 1);
+      },
+    );
+
+    void it(
+      "applies a settings change without a restart",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const text = "The capital of Italy is";
+        const uri = await openDocument(server, "italy.txt", text);
+        await server.changeSettings({ inlineCompletions: false });
+        assert.deepEqual(
+          items(await inlineCompletion(server, uri, { line: 0, character: text.length })),
+          [],
+        );
+        await server.changeSettings({ inlineCompletions: true });
+        assert.equal(
+          items(await inlineCompletion(server, uri, { line: 0, character: text.length })).length,
+          1,
+        );
+      },
+    );
+
+    void it("shuts down and exits cleanly", { timeout: 30_000 }, async () => {
+      await server.connection.sendRequest(ShutdownRequest.type);
+      await server.connection.sendNotification(ExitNotification.type);
+      assert.equal(await server.exit(20_000), 0);
+    });
+  },
+);

@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { text } from "node:stream/consumers";
+import { after, before, describe, it } from "node:test";
+import { promisify } from "node:util";
+import * as yauzl from "yauzl";
+
+const extensionRoot = join(__dirname, "../../..");
+
+/** Every file in the zip, name → content (the vsix is small). */
+async function readZip(path: string): Promise<Map<string, string>> {
+  const zip = await yauzl.openPromise(path, { lazyEntries: true });
+  const files = new Map<string, string>();
+  try {
+    for (;;) {
+      const entry = await new Promise<yauzl.Entry | undefined>((resolve, reject) => {
+        zip.once("entry", resolve);
+        zip.once("end", () => {
+          resolve(undefined);
+        });
+        zip.once("error", reject);
+        zip.readEntry();
+      });
+      if (entry === undefined) {
+        return files;
+      }
+      zip.removeAllListeners();
+      if (!entry.fileName.endsWith("/")) {
+        files.set(entry.fileName, await text(await zip.openReadStreamPromise(entry)));
+      }
+    }
+  } finally {
+    zip.close();
+  }
+}
+
+interface Manifest {
+  main: string;
+  activationEvents: string[];
+  contributes: { commands: { command: string; title: string; category: string }[] };
+}
+
+describe("the packaged extension (.vsix)", () => {
+  const outDir = mkdtempSync(join(tmpdir(), "phi3-vsix-"));
+  const vsixPath = join(outDir, "phi3-lsp.vsix");
+  let files = new Map<string, string>();
+
+  before(async () => {
+    // The same command as `npm run package`, written elsewhere so the test leaves no file behind.
+    await promisify(execFile)(
+      join(extensionRoot, "node_modules/.bin/vsce"),
+      ["package", "--no-dependencies", "--allow-missing-repository", "--out", vsixPath],
+      { cwd: extensionRoot },
+    );
+    files = await readZip(vsixPath);
+  });
+
+  after(() => {
+    rmSync(outDir, { recursive: true, force: true });
+  });
+
+  it("contains the bundle that package.json names as main", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    assert.equal(manifest.main, "./dist/extension.js");
+    const bundle = files.get("extension/dist/extension.js");
+    assert.ok(bundle !== undefined, "extension/dist/extension.js is in the vsix");
+    // One bundle: the language client is inside, and `vscode` is left to the host.
+    assert.match(bundle, /textDocument\/inlineCompletion/);
+    assert.match(bundle, /require\("vscode"\)/);
+  });
+
+  it("contributes the commands with their palette titles", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const titles = new Map(manifest.contributes.commands.map((c) => [c.command, c.title]));
+    assert.equal(titles.get("phi3.showArchitecture"), "Show Phi-3 architecture");
+    assert.equal(titles.get("phi3.restartServer"), "Restart server");
+    assert.equal(titles.get("phi3.toggleInlineCompletions"), "Toggle inline completions");
+    assert.equal(titles.get("phi3.showOutput"), "Show output");
+    assert.ok(manifest.contributes.commands.every((c) => c.category === "Phi-3"));
+    assert.deepEqual(manifest.activationEvents, ["onStartupFinished"]);
+  });
+
+  it("holds only what the extension needs", () => {
+    const payload = [...files.keys()].filter((name) => name.startsWith("extension/")).sort();
+    assert.deepEqual(payload, [
+      "extension/LICENSE.txt",
+      "extension/dist/extension.js",
+      "extension/package.json",
+      "extension/readme.md",
+    ]);
+    assert.ok(statSync(vsixPath).size < 1_000_000, "the vsix stays small");
+  });
+});

@@ -1,0 +1,78 @@
+"""Shared fixtures: the offline pack's real assets, a tiny real Phi-3 and a loaded SmolLM2 engine.
+
+The pack assets are fetched and converted once into the normal cache (`$PHI3_LSP_CACHE` or
+the user cache dir), so a second test run starts at once. Heavy imports stay inside fixtures:
+collecting the tests must not load torch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from phi3_lsp.engine import ModelEngine
+
+# Small enough to build and run in a fraction of a second, with Phi-3's real vocabulary so the
+# real tokenizer drives it.
+TINY_PHI3: dict[str, Any] = {
+    "vocab_size": 32064,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": 4096,
+    "bos_token_id": 1,
+    "eos_token_id": 32000,
+    "pad_token_id": 32000,
+    "tie_word_embeddings": False,
+}
+# The Phi-3-mini generation config's end tokens: <|endoftext|>, <|assistant|>, <|end|>.
+PHI3_EOS_TOKEN_IDS = [32000, 32001, 32007]
+
+
+@pytest.fixture(scope="session")
+def phi3_mini_dir() -> Path:
+    """The offline pack's Phi-3 folder: tokenizer, Phi-3-mini config, llama.cpp vectors."""
+    from phi3_lsp.offline_pack import ensure_asset
+
+    return ensure_asset("phi3-mini")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The offline pack's SmolLM2-135M-Instruct folder (fp32 safetensors, tokenizer, GGUF)."""
+    from phi3_lsp.offline_pack import ensure_asset
+
+    return ensure_asset("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path) -> Path:
+    """A tiny, seeded, real `Phi3ForCausalLM` saved as safetensors with the real Phi-3 tokenizer."""
+    import torch
+    from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-phi3")
+    torch.manual_seed(0)
+    model = Phi3ForCausalLM(Phi3Config(**TINY_PHI3))
+    model.save_pretrained(folder)
+    GenerationConfig(  # type: ignore[no-untyped-call]
+        bos_token_id=1, eos_token_id=PHI3_EOS_TOKEN_IDS, pad_token_id=32000
+    ).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(phi3_mini_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_engine(smollm2_dir: Path) -> ModelEngine:
+    """SmolLM2-135M loaded once for all slow tests (as `--model smollm2-135m` resolves it)."""
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.sources import resolve_model
+
+    return ModelEngine.load(resolve_model("smollm2-135m"))

@@ -1,0 +1,210 @@
+"""The document tokenizer against the real Phi-3 and SmolLM2 tokenizers and llama.cpp's vectors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering, word_at
+
+CAPITAL = "The capital of France is"
+CAPITAL_IDS = [450, 7483, 310, 3444, 338]
+PHI3_BOS = 1
+PARIS = 3681
+LLAMA_CPP_SEPARATOR = "\n__ggml_vocab_test__\n"
+MIXED_TEXT = "café 🦙 naïve — 我想 😶‍🌫️ done\n\tx = 1"
+
+
+@pytest.fixture(scope="module")
+def phi3(phi3_mini_dir: Path) -> DocumentTokenizer:
+    return DocumentTokenizer.from_dir(phi3_mini_dir)
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir: Path) -> DocumentTokenizer:
+    return DocumentTokenizer.from_dir(smollm2_dir)
+
+
+def ids(spans: list[TokenSpan]) -> list[int]:
+    return [span.id for span in spans]
+
+
+class TestPhi3Tokenizer:
+    def test_the_capital_of_france_without_special_tokens(self, phi3: DocumentTokenizer) -> None:
+        assert ids(phi3.token_spans(CAPITAL)) == CAPITAL_IDS
+        assert phi3.encode(CAPITAL) == CAPITAL_IDS
+
+    def test_a_prompt_starts_with_bos(self, phi3: DocumentTokenizer) -> None:
+        assert phi3.encode_prompt(CAPITAL) == [PHI3_BOS, *CAPITAL_IDS]
+
+    def test_paris_alone_decodes_without_a_space(self, phi3: DocumentTokenizer) -> None:
+        assert phi3.decode([PARIS]) == "Paris"
+
+    def test_paris_after_the_prompt_keeps_its_space(self, phi3: DocumentTokenizer) -> None:
+        prompt = phi3.encode_prompt(CAPITAL)
+        assert phi3.decode_continuation(prompt, [PARIS]) == " Paris"
+
+    def test_the_end_of_text_token_ends_generation(self, phi3: DocumentTokenizer) -> None:
+        assert 32000 in phi3.eos_token_ids
+
+    def test_every_llama_cpp_reference_vector(
+        self, phi3_mini_dir: Path, phi3: DocumentTokenizer
+    ) -> None:
+        # llama.cpp's test-tokenizer-0 format: texts separated by a marker line, one line of ids
+        # per text in the .out file. Its SPM tokenizer adds a leading space to non-empty text,
+        # as this tokenizer's Prepend("▁") normalizer does.
+        inputs = (phi3_mini_dir / "ggml-vocab-phi-3.gguf.inp").read_text(encoding="utf-8")
+        texts = inputs.split(LLAMA_CPP_SEPARATOR)
+        assert texts[-1] == ""  # the file ends with a separator
+        texts = texts[:-1]
+        outputs = (phi3_mini_dir / "ggml-vocab-phi-3.gguf.out").read_text(encoding="utf-8")
+        expected = [[int(token) for token in line.split()] for line in outputs.splitlines()]
+        assert len(texts) == len(expected) == 46
+        mismatches = [
+            (text, want, phi3.encode(text))
+            for text, want in zip(texts, expected, strict=True)
+            if phi3.encode(text) != want
+        ]
+        assert mismatches == []
+
+
+class TestOffsets:
+    @pytest.mark.parametrize("text", [CAPITAL, MIXED_TEXT, "   Hello\n    Hello", " (", "\n ="])
+    def test_spans_are_ordered_and_inside_the_text(
+        self, phi3: DocumentTokenizer, smollm2: DocumentTokenizer, text: str
+    ) -> None:
+        for tokenizer in (phi3, smollm2):
+            spans = tokenizer.token_spans(text)
+            assert all(0 <= s.start <= s.end <= len(text) for s in spans)
+            assert [s.start for s in spans] == sorted(s.start for s in spans)
+            # Every character is covered by some token: nothing of the document is lost.
+            covered = {i for s in spans for i in range(s.start, s.end)}
+            assert covered == set(range(len(text)))
+
+    def test_words_map_to_their_own_characters(self, phi3: DocumentTokenizer) -> None:
+        spans = phi3.token_spans(CAPITAL)
+        assert [CAPITAL[s.start : s.end] for s in spans] == [
+            "The",
+            " capital",
+            " of",
+            " France",
+            " is",
+        ]
+        assert [s.piece for s in spans] == ["▁The", "▁capital", "▁of", "▁France", "▁is"]
+
+    def test_byte_fallback_tokens_of_an_emoji_share_its_span(self, phi3: DocumentTokenizer) -> None:
+        text = "a 🦙 b"
+        llama = text.index("🦙")
+        byte_spans = [s for s in phi3.token_spans(text) if s.piece.startswith("<0x")]
+        assert [s.piece for s in byte_spans] == ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
+        assert {(s.start, s.end) for s in byte_spans} == {(llama, llama + 1)}
+
+    def test_offsets_count_characters_not_bytes(self, smollm2: DocumentTokenizer) -> None:
+        text = "naïve 我想 world"
+        world = [s for s in smollm2.token_spans(text) if s.piece == "Ġworld"]
+        assert len(world) == 1
+        assert text[world[0].start : world[0].end] == " world"
+
+    def test_the_space_the_tokenizer_adds_covers_nothing(self, phi3: DocumentTokenizer) -> None:
+        # "😶" becomes "▁" plus four byte tokens; that "▁" is not in the document.
+        first, *rest = phi3.token_spans("😶 ok")
+        assert (first.piece, first.start, first.end) == ("▁", 0, 0)
+        assert [(s.start, s.end) for s in rest[:4]] == [(0, 1)] * 4
+        # " this": the added "▁" and the real space; only "▁this" covers the space.
+        added, this = phi3.token_spans(" this")
+        assert (added.start, added.end) == (0, 0)
+        assert (this.piece, this.start, this.end) == ("▁this", 0, 5)
+
+    def test_a_real_leading_space_is_covered(self, phi3: DocumentTokenizer) -> None:
+        (spaces,) = phi3.token_spans("  ")
+        assert (spaces.start, spaces.end) == (0, 2)
+
+
+class TestDecoding:
+    def test_a_byte_level_continuation_keeps_its_space(self, smollm2: DocumentTokenizer) -> None:
+        prompt = smollm2.encode_prompt(CAPITAL)
+        new = smollm2.encode(" Paris.")
+        assert smollm2.decode_continuation(prompt, new) == " Paris."
+
+    def test_a_continuation_after_a_trailing_space_adds_no_second_space(
+        self, phi3: DocumentTokenizer
+    ) -> None:
+        prompt = phi3.encode_prompt(CAPITAL + " ")
+        assert phi3.piece(prompt[-1]) == "▁"
+        par, is_ = 2177, 275  # "Par" and "is" without "▁"
+        assert [phi3.piece(par), phi3.piece(is_)] == ["Par", "is"]
+        assert phi3.decode_continuation(prompt, [par, is_]) == "Paris"
+        assert phi3.decode_continuation(prompt, [PARIS]) == " Paris"  # "▁Paris" brings its own
+
+    def test_special_tokens_are_not_text(self, phi3: DocumentTokenizer) -> None:
+        prompt = phi3.encode_prompt(CAPITAL)
+        assert phi3.decode_continuation(prompt, [PARIS, 32007]) == " Paris"
+
+    @pytest.mark.parametrize("continuation", [" ok 🦙 done", "😶‍🌫️!", " 我想在apple工作"])
+    def test_streaming_never_emits_half_a_character(
+        self, phi3: DocumentTokenizer, smollm2: DocumentTokenizer, continuation: str
+    ) -> None:
+        for tokenizer in (phi3, smollm2):
+            prompt = tokenizer.encode_prompt("Say:")
+            new_ids = tokenizer.encode(continuation)
+            stream = tokenizer.stream(prompt)
+            pieces = [stream.push(token_id) for token_id in new_ids]
+            pieces.append(stream.finish())
+            assert all("\ufffd" not in piece for piece in pieces)
+            assert "".join(pieces) == tokenizer.decode_continuation(prompt, new_ids)
+            assert "".join(pieces).strip() == continuation.strip()
+
+    def test_an_unfinished_character_shows_at_the_end(self, phi3: DocumentTokenizer) -> None:
+        stream = phi3.stream(phi3.encode_prompt("Say:"))
+        assert stream.push(phi3.encode(" 🦙")[-4]) == ""  # first of four bytes: held back
+        assert stream.finish() == "\ufffd"
+
+
+class TestWords:
+    def test_a_word_under_the_cursor(self) -> None:
+        assert word_at("The capital of", 6) == Word("capital", 4, 11)
+        assert word_at("The capital of", 4) == Word("capital", 4, 11)
+        assert word_at("The capital of", 10) == Word("capital", 4, 11)
+
+    def test_punctuation_is_its_own_word(self) -> None:
+        assert word_at("f(x) -> y", 5) == Word("->", 5, 7)
+        assert word_at("f(x) -> y", 1) == Word("(", 1, 2)
+
+    def test_whitespace_and_outside_are_nothing(self) -> None:
+        assert word_at("a b", 1) is None
+        assert word_at("ab", 2) is None
+        assert word_at("", 0) is None
+        assert word_at("ab", -1) is None
+
+    def test_words_in_other_scripts(self) -> None:
+        assert word_at("naïve 我想 x", 7) == Word("我想", 6, 8)
+
+    def test_tokens_covering_a_word(self, phi3: DocumentTokenizer) -> None:
+        spans = phi3.token_spans(CAPITAL)
+        word = word_at(CAPITAL, CAPITAL.index("France"))
+        assert word is not None
+        assert ids(tokens_covering(spans, word.start, word.end)) == [3444]
+
+    def test_all_bytes_of_an_emoji_cover_it(self, phi3: DocumentTokenizer) -> None:
+        text = "x 🦙 y"
+        covering = tokens_covering(phi3.token_spans(text), 2, 3)
+        assert [s.piece for s in covering] == ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
+
+    def test_an_added_space_covers_no_word(self, phi3: DocumentTokenizer) -> None:
+        covering = tokens_covering(phi3.token_spans("😶 ok"), 0, 1)
+        assert "▁" not in [s.piece for s in covering]
+
+
+def test_the_tokenizer_loads_without_torch_or_transformers(phi3_mini_dir: Path) -> None:
+    script = (
+        "import sys; from pathlib import Path; from phi3_lsp.tokens import DocumentTokenizer; "
+        f"DocumentTokenizer.from_dir(Path({str(phi3_mini_dir)!r})); "
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,333 @@
+"""`python -m bench`: the server over LSP beside same-run baselines, as one markdown table.
+
+Options: --repeats N (default 5), --quick (a smoke run), --phi3 (Phi-3-mini-sized runs, long),
+--llama-cpp (the llama.cpp baseline; needs its wheel, built once). Results are printed and
+written to bench/results/latest.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from bench import llama_cpp_setup
+from bench.lsp_session import ServerSession
+from bench.phi3_random import ensure_random_phi3
+from bench.prompts import (
+    DEFAULT_SOURCE,
+    PromptSet,
+    long_document,
+    prompt_windows,
+    read_source_lines,
+    stdlib_file,
+)
+from bench.report import ModelReport, model_rows
+from bench.server_runs import ServerPlan, run_server
+from bench.stats import median
+from bench.table import NOT_APPLICABLE, NOT_RUN, Row, render_markdown
+from bench.workload import (
+    BaselineFailed,
+    BaselineResult,
+    PromptWork,
+    Workload,
+    run_baseline_process,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
+MAX_NEW_TOKENS = 50
+CONTEXT_TOKENS = 2048  # room for the ~1,500-token prompts (the server's default budget is 1,024)
+LONG_DOCUMENT_LINES = 10_000
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class Options:
+    repeats: int
+    quick: bool
+    phi3: bool
+    llama_cpp: bool
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--repeats", type=int, default=5, help="timed requests per figure")
+    parser.add_argument("--quick", action="store_true", help="2 prompt sizes, 2 repeats")
+    parser.add_argument("--phi3", action="store_true", help="add Phi-3-mini-sized runs (long)")
+    parser.add_argument("--llama-cpp", action="store_true", help="add the llama.cpp baseline")
+    args = parser.parse_args(argv)
+    repeats = min(args.repeats, 2) if args.quick else args.repeats
+    if repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return Options(repeats, args.quick, args.phi3, args.llama_cpp)
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr: stdout carries only the table."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def prompt_sets(tokenizer_file: Path, sizes: list[int], windows: int) -> list[PromptSet]:
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+    lines = read_source_lines(stdlib_file(DEFAULT_SOURCE))
+    return [
+        PromptSet(f"~{size:,}", size, prompt_windows(lines, size, windows, count)) for size in sizes
+    ]
+
+
+def prompt_work(sets: list[PromptSet], repeats: int) -> list[PromptWork]:
+    """Window 0 warms up; then `repeats` windows time the first token, `repeats` full answers."""
+    return [
+        PromptWork(
+            label=prompt.label,
+            warmup=list(prompt.windows[:1]),
+            first_token=list(prompt.windows[1 : 1 + repeats]),
+            full=list(prompt.windows[1 + repeats : 1 + 2 * repeats]),
+        )
+        for prompt in sets
+    ]
+
+
+def median_prompt_tokens(tokenizer_file: Path, work: list[PromptWork]) -> dict[str, float]:
+    """Prompt lengths as the model sees them (with its special tokens, e.g. BOS)."""
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    return {
+        prompt.label: median(
+            [len(tokenizer.encode(text).ids) for text in prompt.first_token + prompt.full]
+        )
+        for prompt in work
+    }
+
+
+async def bare_initialize_seconds(times: int, log_dir: Path) -> list[float]:
+    seconds = []
+    for _ in range(times):
+        session = await ServerSession.start(
+            [sys.executable, "-m", "bench.bare_server"], {}, log_dir / "bare.stderr"
+        )
+        seconds.append(session.initialize_seconds)
+        await session.shutdown()
+    return seconds
+
+
+def run_seed(model_dir: Path, work: list[PromptWork], log_dir: Path) -> BaselineResult | str:
+    say(f"seed baseline (transformers pipeline) on {model_dir}")
+    try:
+        return run_baseline_process(
+            "bench.seed_baseline",
+            Workload(MAX_NEW_TOKENS, work),
+            log_dir,
+            ["--model-dir", str(model_dir)],
+            env=_child_env(),
+        )
+    except BaselineFailed as error:
+        say(str(error))
+        return "failed (see log)"
+
+
+def run_llama_cpp(
+    cache: Path, gguf: Path, work: list[PromptWork], log_dir: Path
+) -> BaselineResult | str:
+    wheel = llama_cpp_setup.find_wheel(cache)
+    if wheel is None:
+        say(
+            f"llama.cpp baseline skipped: no llama-cpp-python wheel in "
+            f"{llama_cpp_setup.wheel_dir(cache)}; build it once with: "
+            f"{llama_cpp_setup.build_command(cache)}"
+        )
+        return "no wheel"
+    site = llama_cpp_setup.ensure_site(cache, wheel)
+    say(f"llama.cpp baseline ({wheel.name}) on {gguf.name}")
+    try:
+        return run_baseline_process(
+            "bench.llama_cpp_baseline",
+            Workload(MAX_NEW_TOKENS, work),
+            log_dir,
+            ["--gguf", str(gguf), "--threads", "2"],
+            env=_child_env(extra_path=site),
+        )
+    except BaselineFailed as error:
+        say(str(error))
+        return "failed (see log)"
+
+
+def _child_env(extra_path: Path | None = None) -> dict[str, str]:
+    paths = [str(REPO_ROOT)] + ([str(extra_path)] if extra_path else [])
+    existing = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": os.pathsep.join(paths + ([existing] if existing else []))}
+
+
+def _split(result: BaselineResult | str) -> tuple[BaselineResult | None, str]:
+    return (result, NOT_RUN) if isinstance(result, BaselineResult) else (None, result)
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """One model as the server, the seed pipeline and llama.cpp each load it."""
+
+    name: str
+    server_spec: str
+    tokenizer_file: Path
+    seed_dir: Path
+    gguf: Path | None
+    sizes: list[int]
+    seed_sizes: list[int]
+    repeats: int
+    seed_repeats: int
+    hovers: int
+
+
+async def bench_model(
+    setup: ModelSetup, options: Options, cache: Path, log_dir: Path, bare: list[float]
+) -> list[Row]:
+    """Server figures for one model, then its baselines, each in its own process."""
+    sets = prompt_sets(setup.tokenizer_file, setup.sizes, 1 + 2 * setup.repeats)
+    work = prompt_work(sets, setup.repeats)
+    say(f"{setup.name}: server over LSP ({setup.server_spec})")
+    plan = ServerPlan(
+        model=setup.server_spec,
+        startups=setup.repeats,
+        prompts=work,
+        max_new_tokens=MAX_NEW_TOKENS,
+        context_tokens=CONTEXT_TOKENS,
+        long_document=long_document(LONG_DOCUMENT_LINES),
+        hovers=setup.hovers,
+        log_dir=log_dir,
+    )
+    server = await run_server(plan, say)
+
+    seed_work = [
+        PromptWork(
+            w.label, w.warmup, w.first_token[: setup.seed_repeats], w.full[: setup.seed_repeats]
+        )
+        for w, size in zip(work, setup.sizes, strict=True)
+        if size in setup.seed_sizes
+    ]
+    seed, seed_missing = _split(run_seed(setup.seed_dir, seed_work, log_dir))
+    llama_result: BaselineResult | str = NOT_APPLICABLE
+    if setup.gguf is None:
+        llama_result = "no GGUF of this model"
+    elif options.llama_cpp:
+        llama_result = run_llama_cpp(cache, setup.gguf, work, log_dir)
+    else:
+        llama_result = "not run (--llama-cpp)"
+    llama, llama_missing = _split(llama_result)
+    return model_rows(
+        ModelReport(
+            model=setup.name,
+            server=server,
+            prompt_tokens=median_prompt_tokens(setup.tokenizer_file, work),
+            seed=seed,
+            seed_missing=seed_missing,
+            llama_cpp=llama,
+            llama_cpp_missing=llama_missing,
+            bare_initialize_seconds=bare,
+        )
+    )
+
+
+def smollm2_setup(options: Options) -> ModelSetup:
+    from phi3_lsp.offline_pack import ensure_asset
+
+    pack = ensure_asset(SMOLLM2)
+    sizes = [20, 500] if options.quick else [20, 500, 1500]
+    return ModelSetup(
+        name="SmolLM2-135M",
+        server_spec=SMOLLM2,
+        tokenizer_file=pack / "tokenizer.json",
+        seed_dir=pack,
+        gguf=pack / SMOLLM2_GGUF,
+        sizes=sizes,
+        seed_sizes=sizes,
+        repeats=options.repeats,
+        seed_repeats=options.repeats,
+        hovers=50 if options.quick else 200,
+    )
+
+
+def phi3_setup(options: Options, cache: Path) -> ModelSetup:
+    say("Phi-3-mini with random weights: building it once if needed (~15 GB in memory)")
+    folder = ensure_random_phi3(cache)
+    return ModelSetup(
+        name="Phi-3-mini (random weights)",
+        server_spec=str(folder),
+        tokenizer_file=folder / "tokenizer.json",
+        seed_dir=folder,
+        gguf=None,
+        sizes=[20] if options.quick else [20, 500, 1500],
+        # bf16 crawls on this CPU (no native bf16): the seed pipeline runs the short prompt once.
+        seed_sizes=[20],
+        repeats=1,
+        seed_repeats=1,
+        hovers=50,
+    )
+
+
+def header(options: Options, argv: list[str]) -> str:
+    versions = ", ".join(
+        f"{name} {metadata.version(name)}" for name in ("torch", "transformers", "pygls")
+    )
+    memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    command = shlex.join(["python", "-m", "bench", *argv])
+    return (
+        f"# phi3-lsp benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}\n\n"
+        f"`{command}` — {os.cpu_count()} CPUs, {memory_kib / 1024 / 1024:.0f} GiB, "
+        f"{platform.processor() or platform.machine()}; {versions}; medians of {options.repeats} "
+        f"(Phi-3: 1).\n"
+    )
+
+
+NOTES = """
+How to read it: every server figure is a client round trip over loopback stdio (the line
+"loopback round trip" is that overhead alone). Each timed request uses its own window of real
+source (the stdlib's argparse.py, cut at a line end), so no cache can answer it. "first token" is
+an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode speed = the
+tokens after the first / (full answer - first token). The seed pipeline and llama.cpp run in
+their own processes, greedy, with EOS suppressed so that every answer has 50 tokens; the server
+stops at EOS or its own stop rules (token counts in brackets). llama.cpp runs the original Q4_1
+GGUF, the server and the seed pipeline its fp32 conversion. "load" is the baseline's in-process
+load time (no interpreter start); the server's time to ready includes starting Python.
+"""
+
+
+async def run(options: Options, argv: list[str]) -> str:
+    from phi3_lsp.paths import cache_dir
+
+    cache = cache_dir()
+    log_dir = cache / "bench" / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    say(f"logs in {log_dir}")
+    bare = await bare_initialize_seconds(options.repeats, log_dir)
+    rows = await bench_model(smollm2_setup(options), options, cache, log_dir, bare)
+    if options.phi3:
+        rows += await bench_model(phi3_setup(options, cache), options, cache, log_dir, bare)
+    return header(options, argv) + "\n" + render_markdown(rows) + NOTES
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = sys.argv[1:] if argv is None else argv
+    options = parse_options(arguments)
+    markdown = asyncio.run(run(options, arguments))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Baseline llama.cpp: `llama-cpp-python` on the original GGUF, 2 threads, greedy.
+
+Run as its own process by the benchmark with the wheel's install folder on PYTHONPATH:
+`python -m bench.llama_cpp_baseline --gguf FILE --workload W.json --result R.json`.
+EOS gets a -1e9 logit bias so that every full answer runs to `max_new_tokens`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench.workload import BaselineResult, PromptTimings, Workload, peak_rss_kib
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gguf", type=Path, required=True)
+    parser.add_argument("--workload", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--context", type=int, default=4096)
+    args = parser.parse_args()
+    workload = Workload.load(args.workload)
+
+    started = time.perf_counter()
+    from llama_cpp import Llama
+
+    llm = Llama(
+        model_path=str(args.gguf),
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        n_ctx=args.context,
+        verbose=False,
+    )
+    load_seconds = time.perf_counter() - started
+    no_eos = {llm.token_eos(): -1e9}
+
+    def generate(text: str, new_tokens: int) -> tuple[float, int, int]:
+        # Each window starts with other text, so llama.cpp's own prefix reuse does not apply.
+        begun = time.perf_counter()
+        answer = llm.create_completion(
+            text, max_tokens=new_tokens, temperature=0.0, logit_bias=no_eos
+        )
+        seconds = time.perf_counter() - begun
+        usage = answer["usage"]  # type: ignore[index]
+        return seconds, int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+
+    timings = []
+    for prompt in workload.prompts:
+        timing = PromptTimings(label=prompt.label)
+        # Untimed: the first call at a new prompt size pays one-time costs (allocator growth).
+        for text in prompt.warmup:
+            generate(text, workload.max_new_tokens)
+        for text in prompt.first_token:
+            timing.first_token_seconds.append(generate(text, 1)[0])
+        for text in prompt.full:
+            seconds, prompt_tokens, new_tokens = generate(text, workload.max_new_tokens)
+            timing.full_seconds.append(seconds)
+            timing.prompt_tokens.append(prompt_tokens)
+            timing.full_new_tokens.append(new_tokens)
+        timings.append(timing)
+
+    BaselineResult(load_seconds=load_seconds, prompts=timings, peak_rss_kib=peak_rss_kib()).save(
+        args.result
+    )
+
+
+if __name__ == "__main__":
+    main()

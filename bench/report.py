@@ -1,0 +1,281 @@
+"""Turn the figures of one model (server and baselines) into table rows, with targets checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.lsp_session import Completion
+from bench.server_runs import PromptFigures, ServerFigures
+from bench.stats import median, percentile, rate
+from bench.table import (
+    NOT_RUN,
+    Row,
+    format_duration,
+    format_kib,
+    format_rate,
+    verdict,
+)
+from bench.workload import BaselineResult, PromptTimings
+
+TYPING_TARGET_SECONDS = 0.010
+EDIT_TARGET_RATIO = 1.3
+HOVER_P99_TARGET_SECONDS = 0.010
+
+
+@dataclass(frozen=True)
+class SpeedFigures:
+    """Medians for one system at one prompt size."""
+
+    first_token_seconds: float | None
+    full_seconds: float | None
+    full_tokens: float | None
+    prefill_rate: float | None
+    decode_rate: float | None
+
+
+def speed_figures(
+    first_token: Sequence[float], full: Sequence[float], tokens: Sequence[int], prompt_tokens: float
+) -> SpeedFigures:
+    """Prefill rate = prompt tokens / first-token time; decode rate = the tokens after the first
+    over the time a full answer takes beyond the first token."""
+    first = median(first_token) if first_token else None
+    whole = median(full) if full else None
+    count = median(tokens) if tokens else None
+    prefill = rate(prompt_tokens, first) if first is not None else None
+    decode = None
+    if first is not None and whole is not None and count is not None and count > 1:
+        decode = rate(count - 1, whole - first)
+    return SpeedFigures(first, whole, count, prefill, decode)
+
+
+def server_speed(figures: PromptFigures, prompt_tokens: float) -> SpeedFigures:
+    tokens = [_new_tokens(completion) for completion in figures.full]
+    return speed_figures(
+        [completion.seconds for completion in figures.first_token],
+        [completion.seconds for completion in figures.full],
+        [count for count in tokens if count is not None],
+        prompt_tokens,
+    )
+
+
+def baseline_speed(timings: PromptTimings | None) -> SpeedFigures | None:
+    if timings is None or not timings.full_seconds:
+        return None
+    return speed_figures(
+        timings.first_token_seconds,
+        timings.full_seconds,
+        timings.full_new_tokens,
+        median(timings.prompt_tokens),
+    )
+
+
+def _new_tokens(completion: Completion) -> int | None:
+    status = completion.status or {}
+    count = status.get("lastTokens")
+    return int(count) if isinstance(count, int | float) else None
+
+
+def _timings(result: BaselineResult | None, label: str) -> PromptTimings | None:
+    if result is None:
+        return None
+    return next((prompt for prompt in result.prompts if prompt.label == label), None)
+
+
+def _cell(value: str | None, missing: str) -> str:
+    return value if value is not None else missing
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    """All that was measured for one model in this run."""
+
+    model: str
+    server: ServerFigures
+    prompt_tokens: dict[str, float]  # median prompt tokens per prompt label
+    seed: BaselineResult | None
+    seed_missing: str  # what the seed cells say when a figure was not measured
+    llama_cpp: BaselineResult | None
+    llama_cpp_missing: str
+    bare_initialize_seconds: list[float]
+
+
+def model_rows(report: ModelReport) -> list[Row]:
+    """The table rows of one model."""
+    server = report.server
+    rows = [
+        Row(
+            "initialize latency (spawn → initialize result)",
+            report.model,
+            "",
+            format_duration(median(server.initialize_seconds)),
+            target="bare pygls server: " + format_duration(median(report.bare_initialize_seconds)),
+        ),
+        Row(
+            "time to ready (spawn → ready, weights from cache)",
+            report.model,
+            "",
+            format_duration(median(server.ready_seconds)),
+            seed=_baseline_load(report.seed, report.seed_missing),
+            llama_cpp=_baseline_load(report.llama_cpp, report.llama_cpp_missing),
+        ),
+        Row(
+            "loopback round trip (hover, 1-line document)",
+            report.model,
+            "",
+            format_duration(median(server.transport_seconds)),
+        ),
+    ]
+    first_prompt = server.prompts[0] if server.prompts else None
+    if first_prompt is not None and first_prompt.warmup is not None:
+        rows.append(
+            Row(
+                "first completion after ready (cold)",
+                report.model,
+                first_prompt.label,
+                format_duration(first_prompt.warmup.seconds),
+            )
+        )
+    for prompt in server.prompts:
+        rows.extend(_prompt_rows(report, prompt))
+    rows.extend(_hover_rows(report))
+    rows.append(
+        Row(
+            "peak RSS (VmHWM)",
+            report.model,
+            "",
+            format_kib(server.peak_rss_kib),
+            seed=_baseline_rss(report.seed, report.seed_missing),
+            llama_cpp=_baseline_rss(report.llama_cpp, report.llama_cpp_missing),
+        )
+    )
+    return rows
+
+
+def _baseline_load(result: BaselineResult | None, missing: str) -> str:
+    return format_duration(result.load_seconds) + " (load)" if result else missing
+
+
+def _baseline_rss(result: BaselineResult | None, missing: str) -> str:
+    return format_kib(result.peak_rss_kib) if result else missing
+
+
+def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
+    tokens = report.prompt_tokens[prompt.label]
+    label = f"{prompt.label} ({tokens:.0f} tok)"
+    server = server_speed(prompt, tokens)
+    seed = baseline_speed(_timings(report.seed, prompt.label))
+    llama = baseline_speed(_timings(report.llama_cpp, prompt.label))
+
+    def cells(pick: str, fmt: str) -> tuple[str, str, str]:
+        values = []
+        for figures, missing in (
+            (server, NOT_RUN),
+            (seed, report.seed_missing),
+            (llama, report.llama_cpp_missing),
+        ):
+            values.append(_format_speed(figures, pick, fmt) if figures else missing)
+        return values[0], values[1], values[2]
+
+    rows = []
+    for metric, pick, fmt in (
+        ("first token (answer with maxNewTokens 1)", "first_token_seconds", "duration"),
+        ("full answer (≤50 new tokens)", "full_seconds", "full"),
+        ("prefill speed", "prefill_rate", "rate"),
+        ("decode speed", "decode_rate", "rate"),
+    ):
+        server_cell, seed_cell, llama_cell = cells(pick, fmt)
+        rows.append(Row(metric, report.model, label, server_cell, seed_cell, llama_cell))
+    rows.extend(_typing_rows(report, prompt, label))
+    rows.extend(_edit_rows(report, prompt, label, server.decode_rate))
+    return rows
+
+
+def _format_speed(figures: SpeedFigures, pick: str, fmt: str) -> str:
+    value = getattr(figures, pick)
+    if fmt == "rate":
+        return format_rate(value)
+    text = format_duration(value)
+    if fmt == "full" and figures.full_tokens is not None:
+        text += f" ({figures.full_tokens:.0f} tok)"
+    return text
+
+
+def _typing_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
+    if not prompt.typing_through:
+        return [Row("typing through a suggestion", report.model, label, "no suggestion to type")]
+    round_trip = median([completion.seconds for completion in prompt.typing_through])
+    server_time = round_trip - median(report.server.transport_seconds)
+    model_runs = sum(completion.model_runs for completion in prompt.typing_through)
+    kept = sum(prompt.typing_through_expected)
+    all_kept = kept == len(prompt.typing_through)
+    met = server_time < TYPING_TARGET_SECONDS and model_runs == 0 and all_kept
+    return [
+        Row(
+            "typing through a suggestion (1st char typed)",
+            report.model,
+            label,
+            f"{format_duration(round_trip)} round trip, ~{format_duration(max(server_time, 0.0))} "
+            f"server; {model_runs} model runs; rest of suggestion returned "
+            f"{kept}/{len(prompt.typing_through)}",
+            target="< 10 ms server, 0 model runs",
+            verdict=verdict(met),
+        )
+    ]
+
+
+def _edit_rows(
+    report: ModelReport, prompt: PromptFigures, label: str, decode_rate: float | None
+) -> list[Row]:
+    if not prompt.edits:
+        return []
+    seconds = median([completion.seconds for completion in prompt.edits])
+    tokens = [_new_tokens(completion) for completion in prompt.edits]
+    ratios = [
+        completion.seconds / (count / decode_rate)
+        for completion, count in zip(prompt.edits, tokens, strict=True)
+        if count and decode_rate
+    ]
+    ratio = median(ratios) if ratios else None
+    known = [count for count in tokens if count is not None]
+    detail = f"{format_duration(seconds)}"
+    if known:
+        detail += f" ({median(known):.0f} tok)"
+    detail += f"; {ratio:.2f}x its decode time" if ratio is not None else "; decode ratio n/a"
+    return [
+        Row(
+            "after a 1-char edit (KV prefix reuse)",
+            report.model,
+            label,
+            detail,
+            target=f"≤ {EDIT_TARGET_RATIO}x decoding its new tokens",
+            verdict=verdict(ratio <= EDIT_TARGET_RATIO if ratio is not None else None),
+        )
+    ]
+
+
+def _hover_rows(report: ModelReport) -> list[Row]:
+    server = report.server
+    rows = []
+    for name, samples, extra in (
+        ("hover, idle", server.hover_idle_seconds, ""),
+        (
+            "hover, while a completion runs",
+            server.hover_busy_seconds,
+            f" ({server.busy_completions} completions)",
+        ),
+    ):
+        if not samples:
+            continue
+        p99 = percentile(samples, 99)
+        rows.append(
+            Row(
+                f"{name}: p50 / p99 of {len(samples)}{extra}",
+                report.model,
+                "10,000-line file",
+                f"{format_duration(percentile(samples, 50))} / {format_duration(p99)}",
+                target="p99 < 10 ms",
+                verdict=verdict(p99 < HOVER_P99_TARGET_SECONDS),
+            )
+        )
+    return rows

@@ -1,0 +1,214 @@
+"""The measurements taken on the real server: startup, completions, typing, edits, hovers, RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+
+from bench.lsp_session import Completion, ServerSession, end_position, utf16_length
+from bench.workload import PromptWork
+
+TINY_DOCUMENT = "answer = 42\n"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+READY_TIMEOUT_SECONDS = 1800.0
+
+
+@dataclass
+class PromptFigures:
+    """Everything measured on one prompt size, in window order."""
+
+    label: str
+    warmup: Completion | None = None
+    first_token: list[Completion] = field(default_factory=list)
+    full: list[Completion] = field(default_factory=list)
+    typing_through: list[Completion] = field(default_factory=list)
+    typing_through_expected: list[bool] = field(default_factory=list)
+    edits: list[Completion] = field(default_factory=list)
+
+
+@dataclass
+class ServerFigures:
+    initialize_seconds: list[float] = field(default_factory=list)
+    ready_seconds: list[float] = field(default_factory=list)
+    transport_seconds: list[float] = field(default_factory=list)
+    prompts: list[PromptFigures] = field(default_factory=list)
+    hover_idle_seconds: list[float] = field(default_factory=list)
+    hover_busy_seconds: list[float] = field(default_factory=list)
+    busy_completions: int = 0
+    peak_rss_kib: int | None = None
+    architecture_class: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """What to run against one model."""
+
+    model: str
+    startups: int
+    prompts: list[PromptWork]
+    max_new_tokens: int
+    context_tokens: int
+    long_document: str
+    hovers: int
+    log_dir: Path
+
+
+def server_command(model: str, log_file: Path) -> list[str]:
+    return [sys.executable, "-m", "phi3_lsp", "--model", model, "--log-file", str(log_file)]
+
+
+def word_positions(text: str, count: int, seed: int) -> list[types.Position]:
+    """`count` positions inside identifiers of `text`, drawn at random lines (reproducibly)."""
+    lines = text.split("\n")
+    chooser = random.Random(seed)
+    positions: list[types.Position] = []
+    while len(positions) < count:
+        line_number = chooser.randrange(len(lines))
+        words = list(IDENTIFIER.finditer(lines[line_number]))
+        if not words:
+            continue
+        word = chooser.choice(words)
+        middle = (word.start() + word.end()) // 2
+        character = utf16_length(lines[line_number][:middle])
+        positions.append(types.Position(line=line_number, character=character))
+    return positions
+
+
+def diverging_character(suggestion: str) -> str:
+    """A character a user could type that is not the next one of the suggestion."""
+    return "x" if not suggestion.startswith("x") else "_"
+
+
+async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> ServerFigures:
+    """Start the server `plan.startups` times (timing each), then measure on the last one."""
+    figures = ServerFigures()
+    settings: dict[str, Any] = {
+        "model": plan.model,
+        "maxNewTokens": plan.max_new_tokens,
+        "contextTokens": plan.context_tokens,
+    }
+    session: ServerSession | None = None
+    for attempt in range(plan.startups):
+        log = plan.log_dir / f"server-{attempt}.log"
+        session = await ServerSession.start(
+            server_command(plan.model, log), {"phi3": settings}, plan.log_dir / "server.stderr"
+        )
+        figures.initialize_seconds.append(session.initialize_seconds)
+        figures.ready_seconds.append(await session.wait_ready(READY_TIMEOUT_SECONDS))
+        progress(
+            f"  start {attempt + 1}/{plan.startups}: initialize "
+            f"{session.initialize_seconds * 1000:.0f} ms, ready {figures.ready_seconds[-1]:.2f} s"
+        )
+        if attempt < plan.startups - 1:
+            await session.shutdown()
+    assert session is not None
+    try:
+        await _measure(session, plan, settings, figures, progress)
+        figures.peak_rss_kib = session.peak_rss_kib()
+    finally:
+        await session.shutdown()
+    return figures
+
+
+async def _measure(
+    session: ServerSession,
+    plan: ServerPlan,
+    settings: dict[str, Any],
+    figures: ServerFigures,
+    progress: Callable[[str], None],
+) -> None:
+    architecture = await session.command("phi3.showArchitecture")
+    figures.architecture_class = architecture.get("className") if architecture else None
+
+    tiny = "file:///bench/tiny.py"
+    session.open(tiny, TINY_DOCUMENT)
+    for _ in range(50):
+        figures.transport_seconds.append(await session.hover(tiny, types.Position(0, 2)))
+    session.close(tiny)
+
+    for index, prompt in enumerate(plan.prompts):
+        progress(f"  prompt {prompt.label}")
+        figures.prompts.append(
+            await _measure_prompt(session, prompt, index, settings, plan.max_new_tokens)
+        )
+
+    progress(f"  hovers on a {plan.long_document.count(chr(10))}-line document")
+    long_uri = "file:///bench/long_document.py"
+    session.open(long_uri, plan.long_document)
+    for position in word_positions(plan.long_document, plan.hovers, seed=1):
+        figures.hover_idle_seconds.append(await session.hover(long_uri, position))
+    await _hover_while_completing(session, long_uri, plan, figures)
+    session.close(long_uri)
+
+
+async def _measure_prompt(
+    session: ServerSession,
+    prompt: PromptWork,
+    index: int,
+    settings: dict[str, Any],
+    max_new_tokens: int,
+) -> PromptFigures:
+    figures = PromptFigures(label=prompt.label)
+    uri_base = f"file:///bench/prompt{index}"
+
+    async def complete_fresh(name: str, text: str) -> Completion:
+        uri = f"{uri_base}_{name}.py"
+        session.open(uri, text)
+        completion = await session.complete(uri, end_position(text))
+        session.close(uri)
+        return completion
+
+    for number, text in enumerate(prompt.warmup):
+        figures.warmup = await complete_fresh(f"warmup{number}", text)
+
+    await session.configure({**settings, "maxNewTokens": 1})
+    for number, text in enumerate(prompt.first_token):
+        figures.first_token.append(await complete_fresh(f"first{number}", text))
+    await session.configure({**settings, "maxNewTokens": max_new_tokens})
+
+    for number, text in enumerate(prompt.full):
+        uri = f"{uri_base}_full{number}.py"
+        session.open(uri, text)
+        full = await session.complete(uri, end_position(text))
+        figures.full.append(full)
+        if full.text:
+            # The user types the suggestion's first character: the rest should come back at once.
+            cursor = session.type_at_end(uri, full.text[0])
+            typed = await session.complete(uri, cursor)
+            figures.typing_through.append(typed)
+            figures.typing_through_expected.append(typed.text == full.text[1:])
+            # Then a character the suggestion did not predict: a new answer is needed.
+            cursor = session.type_at_end(uri, diverging_character(full.text[1:]))
+            figures.edits.append(await session.complete(uri, cursor))
+        session.close(uri)
+    return figures
+
+
+async def _hover_while_completing(
+    session: ServerSession, uri: str, plan: ServerPlan, figures: ServerFigures
+) -> None:
+    """Hovers sent one after another while completions run on the same document."""
+    text = plan.long_document
+    lines = text.split("\n")
+    positions = word_positions(text, plan.hovers, seed=2)
+    cursor_line = len(lines) // 3
+    while len(figures.hover_busy_seconds) < plan.hovers:
+        # A new cursor line each time, so that no answer can come from a cache.
+        cursor = types.Position(line=cursor_line, character=utf16_length(lines[cursor_line]))
+        cursor_line += 97
+        completion = asyncio.create_task(session.complete(uri, cursor))
+        figures.busy_completions += 1
+        await asyncio.sleep(0)
+        while not completion.done() and len(figures.hover_busy_seconds) < plan.hovers:
+            seconds = await session.hover(uri, positions[len(figures.hover_busy_seconds)])
+            if not completion.done():
+                figures.hover_busy_seconds.append(seconds)
+        await completion

@@ -283,21 +283,33 @@ class ModelHost:
         if load_id != self._load_id:
             return  # a newer load is queued behind this one
         self._listener.load_began(model)
-        outcome = LoadOutcome(model=model)
+        engine: ModelEngine | None = None
         try:
-            outcome = self._load_steps(load_id, model, threads, trust_remote_code)
+            engine, hint = self._load_steps(load_id, model, threads, trust_remote_code)
+            weights = engine is not None and engine.has_weights
+            status = Status(state="ready", model=model, message=hint, weights_loaded=weights)
+            outcome = LoadOutcome(model=model, hint=hint)
         except Exception as error:
             logger.exception("Loading %s failed", model)
             message = _error_message(model, error)
-            failed = Status(state="error", model=model, message=message)
-            published = self._finish_load(load_id, failed)
-            outcome = LoadOutcome(model=model, error=message, superseded=not published)
-        finally:
+            status = Status(state="error", model=model, message=message)
+            outcome = LoadOutcome(model=model, error=message)
+        with self._lock:
+            if load_id != self._load_id:
+                self._listener.load_ended(replace(outcome, superseded=True))
+                return
+            # The outcome first: a client that sees "ready" or "error" has had the message.
             self._listener.load_ended(outcome)
+            self._engine = engine
+            self._set_status(status)
 
     def _load_steps(
         self, load_id: int, model: str, threads: int, trust_remote_code: bool
-    ) -> LoadOutcome:
+    ) -> tuple[ModelEngine | None, str | None]:
+        """Resolve, load the tokenizer, then the engine; returns it and the missing-weights hint.
+
+        Returns no engine when a newer load superseded this one before the weights.
+        """
         from phi3_lsp.engine import ModelEngine
         from phi3_lsp.sources import resolve_model
         from phi3_lsp.tokens import DocumentTokenizer
@@ -315,25 +327,10 @@ class ModelHost:
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
         with self._lock:
             if load_id != self._load_id:
-                return LoadOutcome(model=model, superseded=True)
+                return None, None
             self._tokenizer = tokenizer  # hovers work from here on
         engine = ModelEngine.load(source, threads=threads, progress=on_progress)
-        message = None if engine.has_weights else source.missing_weights_hint
-        ready = Status(
-            state="ready", model=model, message=message, weights_loaded=engine.has_weights
-        )
-        if not self._finish_load(load_id, ready, engine=engine):
-            return LoadOutcome(model=model, superseded=True)
-        return LoadOutcome(model=model, hint=message)
-
-    def _finish_load(self, load_id: int, status: Status, engine: ModelEngine | None = None) -> bool:
-        """Publish the load's result unless a newer load started; True if it was published."""
-        with self._lock:
-            if load_id != self._load_id:
-                return False
-            self._engine = engine
-            self._set_status(status)
-            return True
+        return engine, None if engine.has_weights else source.missing_weights_hint
 
     # --- status ----------------------------------------------------------------------------
 

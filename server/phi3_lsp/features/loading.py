@@ -1,7 +1,8 @@
 """The model host's events as LSP: `phi3/status`, work-done progress and messages.
 
 The host calls in from the model thread; everything is handed to the event loop, where one
-task sends progress in order (a `$/progress` must not overtake the `create` it belongs to).
+task sends it all in order: a `$/progress` must not overtake the `create` it belongs to, and
+a load's message must reach the client before the status that says the load has ended.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ class _Began:
     model: str
 
 
+_Event = _Began | ProgressUpdate | LoadOutcome | Status
+
+
 class LoadReporter:
     """Implements the model host's listener for an LSP client."""
 
     def __init__(self, server: Phi3LanguageServer) -> None:
         self._server = server
-        self._events: asyncio.Queue[_Began | ProgressUpdate | LoadOutcome] | None = None
+        self._events: asyncio.Queue[_Event] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -43,7 +47,7 @@ class LoadReporter:
 
     def status_changed(self, status: Status) -> None:
         """Send `phi3/status`."""
-        self._server.notify(STATUS_NOTIFICATION, status.to_json())
+        self._post(status)
 
     def load_began(self, model: str) -> None:
         """A load started: begin a progress."""
@@ -57,7 +61,7 @@ class LoadReporter:
         """End the progress; show what the user must act on."""
         self._post(outcome)
 
-    def _post(self, event: _Began | ProgressUpdate | LoadOutcome) -> None:
+    def _post(self, event: _Event) -> None:
         events = self._events
         if events is not None:
             self._server.call_soon(lambda: events.put_nowait(event))
@@ -69,6 +73,8 @@ class LoadReporter:
             event = await self._events.get()
             if isinstance(event, _Began):
                 token = await self._begin(event.model)
+            elif isinstance(event, Status):
+                self._server.protocol.notify(STATUS_NOTIFICATION, event.to_json())
             elif isinstance(event, ProgressUpdate):
                 self._report(token, event)
             else:
@@ -103,13 +109,16 @@ class LoadReporter:
             summary = f"Stopped loading {outcome.model}: another model was asked for"
         elif outcome.error is not None:
             summary = f"{outcome.model} could not load"
-            self._server.show_message(types.MessageType.Error, outcome.error)
+            self._show(types.MessageType.Error, outcome.error)
         elif outcome.hint is not None:
             summary = f"{outcome.model}: architecture only, no weights"
-            self._server.show_message(types.MessageType.Warning, outcome.hint)
+            self._show(types.MessageType.Warning, outcome.hint)
         else:
             summary = f"{outcome.model} is ready"
         logger.info("%s", summary)
         if token is not None:
             end = types.WorkDoneProgressEnd(message=summary)
             self._server.work_done_progress.end(token, end)
+
+    def _show(self, kind: types.MessageType, message: str) -> None:
+        self._server.window_show_message(types.ShowMessageParams(type=kind, message=message))

@@ -1,0 +1,192 @@
+"""A pytest-lsp session with the real server (`python -m phi3_lsp`) as a subprocess over stdio.
+
+Each server runs with an empty, offline HF_HOME, so the default model resolves to the offline
+pack's Phi-3 tokenizer and config, and `smollm2-135m` to the pack's SmolLM2 weights in the
+usual phi3-lsp cache (built once, reused by every run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp.client import register_lsp_features
+
+STATUS = "phi3/status"
+LOAD_TIMEOUT = 600.0
+"""Seconds a model may take to load: SmolLM2 from the cache takes a few on a quiet machine."""
+ANSWER_TIMEOUT = 300.0
+
+
+class Phi3Client(LanguageClient):
+    """pytest-lsp's client, also keeping every `phi3/status` the server sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.statuses: list[dict[str, Any]] = []
+        self._status_changed = asyncio.Event()
+
+    def add_status(self, params: Any) -> None:
+        self.statuses.append(as_plain(params))
+        self._status_changed.set()
+
+    async def wait_for_status(
+        self, accept: Callable[[dict[str, Any]], bool], *, after: int = 0
+    ) -> dict[str, Any]:
+        """The first status at index ≥ `after` that `accept`s, waiting for it if needed."""
+
+        async def scan() -> dict[str, Any]:
+            seen = after
+            while True:
+                for status in self.statuses[seen:]:
+                    if accept(status):
+                        return status
+                seen = max(seen, len(self.statuses))
+                self._status_changed.clear()
+                await self._status_changed.wait()
+
+        return await asyncio.wait_for(scan(), LOAD_TIMEOUT)
+
+    def open_text(self, name: str, text: str, version: int = 1) -> str:
+        """Open an in-memory document; returns its URI."""
+        uri = f"untitled:{name}"
+        self.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="plaintext", version=version, text=text
+                )
+            )
+        )
+        return uri
+
+    def replace_text(self, uri: str, text: str, version: int) -> None:
+        """Send the whole new text of an open document."""
+        self.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text=text)],
+            )
+        )
+
+    async def inline(
+        self, uri: str, line: int, character: int, *, msg_id: str | None = None
+    ) -> list[types.InlineCompletionItem]:
+        """The inline completion items at a position."""
+        params = inline_params(uri, line, character)
+        answer = await asyncio.wait_for(
+            self.protocol.send_request_async(  # type: ignore[no-untyped-call]
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
+            ),
+            ANSWER_TIMEOUT,
+        )
+        if isinstance(answer, types.InlineCompletionList):
+            return list(answer.items)
+        return list(answer or [])
+
+    async def hover_at(self, uri: str, line: int, character: int) -> types.Hover | None:
+        """The hover at a position."""
+        params = types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+        )
+        return await asyncio.wait_for(self.text_document_hover_async(params), ANSWER_TIMEOUT)
+
+    async def command(self, name: str, *arguments: Any) -> Any:
+        """Run a `workspace/executeCommand`; the result as plain JSON values."""
+        params = types.ExecuteCommandParams(command=name, arguments=list(arguments) or None)
+        answer = await asyncio.wait_for(
+            self.workspace_execute_command_async(params), ANSWER_TIMEOUT
+        )
+        return as_plain(answer)
+
+
+def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
+    )
+
+
+def hover_text(hover: types.Hover | None) -> str:
+    """The markdown of a hover ("" for none)."""
+    if hover is None:
+        return ""
+    assert isinstance(hover.contents, types.MarkupContent)
+    return hover.contents.value
+
+
+def as_plain(value: Any) -> Any:
+    """JSON objects that pygls hands over as named tuples, as dicts."""
+    if hasattr(value, "_asdict"):
+        return {key: as_plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, list | tuple):
+        return [as_plain(item) for item in value]
+    return value
+
+
+def make_client() -> Phi3Client:
+    from pygls.protocol import default_converter
+
+    client = Phi3Client(converter_factory=default_converter)
+    register_lsp_features(client)
+    client.feature(STATUS)(lambda params: client.add_status(params))
+    return client
+
+
+def server_config(model: str | None, hf_home: Path) -> ClientServerConfig:
+    """The real server as a subprocess, offline, with an empty Hugging Face home."""
+    command = [sys.executable, "-m", "phi3_lsp"]
+    if model is not None:
+        command += ["--model", model]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), PYTHONUNBUFFERED="1")
+    return ClientServerConfig(server_command=command, client_factory=make_client, server_env=env)
+
+
+async def start(
+    model: str | None,
+    hf_home: Path,
+    capabilities: types.ClientCapabilities,
+    settings: dict[str, Any] | None = None,
+) -> Phi3Client:
+    """Start a server and initialize a session; the model loads in the background."""
+    client = await server_config(model, hf_home).start()
+    assert isinstance(client, Phi3Client)
+    if settings is not None:
+        client.set_configuration({"phi3": settings})
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=capabilities,
+            initialization_options={"phi3": settings} if settings is not None else None,
+        )
+    )
+    return client
+
+
+async def stop(client: Phi3Client) -> None:
+    await client.shutdown_session()
+    await client.stop()  # type: ignore[no-untyped-call]
+
+
+def vscode_capabilities() -> types.ClientCapabilities:
+    """VS Code as it is today: progress, configuration pull, and inline completion."""
+    capabilities = client_capabilities("visual-studio-code")
+    assert capabilities.text_document is not None
+    capabilities.text_document.inline_completion = types.InlineCompletionClientCapabilities()
+    return capabilities
+
+
+PROFILES: dict[str, Callable[[], types.ClientCapabilities]] = {
+    "vscode": vscode_capabilities,
+    "neovim-0.7": lambda: client_capabilities("neovim@v0.7.0"),
+    "emacs-utf32": lambda: client_capabilities("emacs"),
+    "bare": types.ClientCapabilities,
+}

@@ -1,0 +1,82 @@
+"""The default model offline, without weights: Phi-3's real tokenizer and architecture."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from lsprotocol import types
+
+from e2e.lsp_session import Phi3Client, hover_text
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+PROMPT = "The capital of France is"
+
+
+def token_ids(markdown: str) -> list[int]:
+    """The ids in the hover's `piece | id` table."""
+    return [int(match) for match in re.findall(r"\|\s*(\d+)\s*\|\s*$", markdown, re.MULTILINE)]
+
+
+async def test_the_model_is_ready_without_weights_and_says_how_to_get_them(
+    phi3_no_weights: Phi3Client,
+) -> None:
+    status = phi3_no_weights.statuses[-1]
+    assert status["state"] == "ready"
+    assert status["model"] == "microsoft/Phi-3-mini-4k-instruct"
+    assert status["weightsLoaded"] is False
+    assert status["message"]
+    warnings = [m for m in phi3_no_weights.messages if m.type == types.MessageType.Warning]
+    assert [m.message for m in warnings] == [status["message"]]
+
+
+async def test_hover_shows_phi3_token_ids_word_by_word(phi3_no_weights: Phi3Client) -> None:
+    uri = phi3_no_weights.open_text("capital.txt", PROMPT)
+    ids = []
+    for word in PROMPT.split():
+        hover = await phi3_no_weights.hover_at(uri, 0, PROMPT.index(word))
+        assert hover is not None
+        ids += token_ids(hover_text(hover))
+        # The range is the word's.
+        start = PROMPT.index(word)
+        assert hover.range == types.Range(
+            start=types.Position(line=0, character=start),
+            end=types.Position(line=0, character=start + len(word)),
+        )
+    assert ids == [450, 7483, 310, 3444, 338]
+
+
+async def test_hover_names_the_pieces(phi3_no_weights: Phi3Client) -> None:
+    uri = phi3_no_weights.open_text("pieces.txt", PROMPT)
+    markdown = hover_text(await phi3_no_weights.hover_at(uri, 0, PROMPT.index("France")))
+    assert "France" in markdown
+    assert "| `▁France` | 3444 |" in markdown
+
+
+async def test_hover_on_whitespace_is_empty(phi3_no_weights: Phi3Client) -> None:
+    uri = phi3_no_weights.open_text("spaces.txt", "The   capital")
+    assert await phi3_no_weights.hover_at(uri, 0, 4) is None
+
+
+async def test_architecture_of_phi3_mini_without_weights(phi3_no_weights: Phi3Client) -> None:
+    report = await phi3_no_weights.command("phi3.showArchitecture")
+    assert report["className"] == "Phi3ForCausalLM"
+    assert report["weightsLoaded"] is False
+    config = report["config"]
+    assert config["layers"] == 32
+    assert config["hiddenSize"] == 3072
+    assert config["vocabSize"] == 32064
+    assert config["tieWordEmbeddings"] is False
+    assert report["parameters"]["total"] == 3_821_079_552
+    assert report["repr"].startswith("Phi3ForCausalLM(\n  (model): Phi3Model(")
+    assert "(lm_head): Linear(in_features=3072, out_features=32064, bias=False)" in report["repr"]
+
+
+async def test_completions_are_empty_without_weights(phi3_no_weights: Phi3Client) -> None:
+    uri = phi3_no_weights.open_text("no-weights.txt", PROMPT)
+    assert await phi3_no_weights.inline(uri, 0, len(PROMPT)) == []
+
+
+async def test_the_status_command_matches_the_notifications(phi3_no_weights: Phi3Client) -> None:
+    assert await phi3_no_weights.command("phi3.status") == phi3_no_weights.statuses[-1]

@@ -58,9 +58,11 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_rate(tokens_per_second: float | None) -> str:
-    """Tokens per second with three significant figures."""
+    """Tokens per second: three significant figures, whole numbers from 100 on."""
     if tokens_per_second is None:
         return NOT_RUN
+    if tokens_per_second >= 100:
+        return f"{tokens_per_second:,.0f} tok/s"
     return f"{tokens_per_second:.3g} tok/s"
 
 

@@ -1,0 +1,160 @@
+"""The benchmark's pure helpers: statistics, the table, real-source prompts, positions, speeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bench.lsp_session import as_plain, end_position, utf16_length
+from bench.prompts import (
+    cut_to_tokens,
+    definition_starts,
+    long_document,
+    prompt_windows,
+    read_source_lines,
+    stdlib_file,
+)
+from bench.report import speed_figures
+from bench.server_runs import diverging_character, word_positions
+from bench.stats import median, percentile, rate
+from bench.table import Row, format_duration, format_kib, format_rate, render_markdown
+from bench.workload import BaselineResult, PromptTimings, PromptWork, Workload
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def test_percentile_interpolates_between_closest_ranks() -> None:
+    values = [10.0, 1.0, 4.0, 2.0, 3.0]  # sorted: 1 2 3 4 10
+    assert percentile(values, 0) == 1.0
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 100) == 10.0
+    assert percentile(values, 87.5) == pytest.approx(7.0)  # halfway between 4 and 10
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+def test_p99_of_a_hundred_samples_sees_the_one_slow_hover() -> None:
+    samples = [0.002] * 99 + [0.800]
+    assert percentile(samples, 50) == 0.002
+    assert percentile(samples, 99) > 0.002
+
+
+def test_statistics_refuse_empty_input_and_bad_quantiles() -> None:
+    with pytest.raises(ValueError):
+        median([])
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+    assert rate(10, 0.0) is None
+    assert rate(10, 2.0) == 5.0
+
+
+def test_table_is_aligned_markdown_with_pipes_escaped() -> None:
+    rows = [
+        Row("decode speed", "SmolLM2-135M", "~20", "12 tok/s", "11 tok/s", "50 tok/s"),
+        Row("hover | p99", "SmolLM2-135M", "", "3 ms", target="< 10 ms", verdict="met"),
+    ]
+    lines = render_markdown(rows).splitlines()
+    assert len(lines) == 4
+    assert lines[0].startswith("| metric")
+    assert set(lines[1]) == {"|", "-"}
+    assert "hover \\| p99" in lines[3]
+    # Every line has the same width, so the table also reads in a terminal.
+    assert len({len(line) for line in lines}) == 1
+    assert all(line.count(" | ") >= 7 for line in (lines[0], lines[2]))
+
+
+def test_formats_pick_units_a_reader_expects() -> None:
+    assert format_duration(0.00125) == "1.25 ms"
+    assert format_duration(0.0425) == "42.5 ms"
+    assert format_duration(3.5) == "3.50 s"
+    assert format_duration(None) == "not run"
+    assert format_rate(1234.4) == "1,234 tok/s"
+    assert format_rate(3.456) == "3.46 tok/s"
+    assert format_rate(11.04) == "11 tok/s"
+    assert format_kib(2048 * 1024) == "2,048 MiB"
+
+
+def test_speeds_come_from_first_token_and_full_answer_times() -> None:
+    # 100 prompt tokens in 0.5 s to the first token; 50 tokens take 5.4 s: 49 more in 4.9 s.
+    figures = speed_figures([0.4, 0.5, 0.6], [5.4, 5.3, 5.5], [50, 50, 50], 100)
+    assert figures.first_token_seconds == 0.5
+    assert figures.prefill_rate == pytest.approx(200.0)
+    assert figures.decode_rate == pytest.approx(10.0)
+    one_token = speed_figures([0.5], [0.5], [1], 100)
+    assert one_token.decode_rate is None
+
+
+def test_prompts_are_whole_lines_of_real_source_within_the_budget() -> None:
+    lines = read_source_lines(stdlib_file("argparse.py"))
+    window = cut_to_tokens(lines, 0, 40, count_words)
+    assert window.endswith("\n")
+    assert count_words(window) <= 40
+    assert "".join(lines).startswith(window)
+    next_line = lines[window.count("\n")]
+    assert count_words(window + next_line) > 40
+
+
+def test_windows_start_at_distinct_definitions_so_no_cache_can_answer() -> None:
+    lines = read_source_lines(stdlib_file("argparse.py"))
+    windows = prompt_windows(lines, 300, 11, count_words)
+    assert len(set(windows)) == 11
+    assert len({window.splitlines()[0] for window in windows}) == 11
+    assert all(window.lstrip().startswith(("def ", "class ")) for window in windows)
+    assert all(150 <= count_words(window) <= 300 for window in windows)
+
+
+def test_definition_starts_skip_repeated_signatures() -> None:
+    lines = ["class A:\n", "    def run(self):\n", "class B:\n", "    def run(self):\n"]
+    assert definition_starts(lines) == [0, 1, 2]
+
+
+def test_long_document_has_the_lines_asked_for() -> None:
+    text = long_document(10_000)
+    assert text.count("\n") == 10_000
+    assert "class ArgumentParser" in text
+
+
+def test_positions_are_utf16_code_units() -> None:
+    assert utf16_length("a😀b") == 4  # the emoji is a surrogate pair
+    position = end_position("x = 1\ns = 'é😀'")
+    assert (position.line, position.character) == (1, 9)
+    assert (end_position("a\n").line, end_position("a\n").character) == (1, 0)
+
+
+def test_hover_positions_fall_inside_identifiers() -> None:
+    text = "def f(x):\n    return x + 1\n\n# é😀 word_after_emoji\n"
+    lines = text.split("\n")
+    for position in word_positions(text, 30, seed=3):
+        line = lines[position.line]
+        # Map the UTF-16 column back to a Python index before looking at the character.
+        index = 0
+        while utf16_length(line[:index]) < position.character:
+            index += 1
+        assert line[index].isidentifier() or line[index].isdigit()
+    assert word_positions(text, 5, seed=3) == word_positions(text, 5, seed=3)
+
+
+def test_the_edit_after_typing_through_diverges_from_the_suggestion() -> None:
+    assert diverging_character("xs = []") != "x"
+    assert diverging_character("return 1") == "x"
+
+
+def test_baseline_work_and_results_survive_the_trip_through_json(tmp_path: Path) -> None:
+    work = Workload(50, [PromptWork("~20", ["w"], ["a", "b"], ["c"])])
+    work.save(tmp_path / "work.json")
+    assert Workload.load(tmp_path / "work.json") == work
+    result = BaselineResult(1.5, [PromptTimings("~20", [0.1], [2.0], [50], [18])], 1024)
+    result.save(tmp_path / "result.json")
+    assert BaselineResult.load(tmp_path / "result.json") == result
+
+
+def test_status_payloads_become_plain_dicts() -> None:
+    from collections import namedtuple
+
+    status_type = namedtuple("status_type", ["state", "nested"])
+    inner_type = namedtuple("inner_type", ["tokens"])
+    assert as_plain(status_type("ready", [inner_type(3)])) == {
+        "state": "ready",
+        "nested": [{"tokens": 3}],
+    }

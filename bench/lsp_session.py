@@ -43,6 +43,15 @@ def end_position(text: str) -> types.Position:
     return types.Position(line=len(lines) - 1, character=utf16_length(lines[-1]))
 
 
+def insert_text(text: str, at: types.Position, typed: str) -> str:
+    """`text` with `typed` inserted at the LSP position `at` (UTF-16 columns)."""
+    lines = text.split("\n")
+    line = lines[at.line]
+    index = len(line.encode("utf-16-le")[: at.character * 2].decode("utf-16-le"))
+    lines[at.line] = line[:index] + typed + line[index:]
+    return "\n".join(lines)
+
+
 def as_plain(value: Any) -> Any:
     """pygls hands unknown payloads over as namedtuples; turn them back into dicts and lists."""
     if hasattr(value, "_asdict"):
@@ -78,6 +87,7 @@ class ServerSession:
         self.ready_seconds: float | None = None
         self.statuses: list[dict[str, Any]] = []
         self.generating_count = 0
+        self.warnings: list[str] = []
         self._ready = asyncio.Event()
         self._versions: dict[str, int] = {}
         self._texts: dict[str, str] = {}
@@ -97,6 +107,17 @@ class ServerSession:
             session._on_status(params)
 
         client.feature("phi3/status")(on_status)
+        messages_log = stderr_log.with_name(stderr_log.stem + ".messages")
+
+        def on_message(params: Any) -> None:
+            # Kept for the reader of the logs; a warning is also worth seeing during the run.
+            with messages_log.open("a", encoding="utf-8") as sink:
+                sink.write(f"{params.type}: {params.message}\n")
+            if params.type <= types.MessageType.Warning:
+                session.warnings.append(params.message)
+
+        client.feature(types.WINDOW_LOG_MESSAGE)(on_message)
+        client.feature(types.WINDOW_SHOW_MESSAGE)(on_message)
         await client.start_io(*command)
         session._stderr_task = asyncio.create_task(session._drain_stderr(stderr_log))
         await client.initialize_async(
@@ -190,8 +211,13 @@ class ServerSession:
     def type_at_end(self, uri: str, typed: str) -> types.Position:
         """Append `typed` at the end of the document as one incremental edit; the new cursor."""
         at = end_position(self._texts[uri])
+        self.insert(uri, at, typed)
+        return end_position(self._texts[uri])
+
+    def insert(self, uri: str, at: types.Position, typed: str) -> None:
+        """Insert `typed` at `at` as one incremental edit, the way an editor reports a keystroke."""
         self._versions[uri] += 1
-        self._texts[uri] += typed
+        self._texts[uri] = insert_text(self._texts[uri], at, typed)
         self.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
                 text_document=types.VersionedTextDocumentIdentifier(
@@ -204,7 +230,6 @@ class ServerSession:
                 ],
             )
         )
-        return end_position(self._texts[uri])
 
     async def complete(self, uri: str, position: types.Position) -> Completion:
         """One inline completion request (invoked, as a keystroke pause would trigger it)."""

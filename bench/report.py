@@ -264,6 +264,7 @@ def _hover_rows(report: ModelReport) -> list[Row]:
             server.hover_busy_seconds,
             f" ({server.busy_completions} completions)",
         ),
+        ("hover, first after a 1-char edit", server.hover_after_edit_seconds, ""),
     ):
         if not samples:
             continue

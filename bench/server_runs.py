@@ -19,6 +19,7 @@ from bench.workload import PromptWork
 TINY_DOCUMENT = "answer = 42\n"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 READY_TIMEOUT_SECONDS = 1800.0
+EDITS_BEFORE_HOVER = 20
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ServerFigures:
     prompts: list[PromptFigures] = field(default_factory=list)
     hover_idle_seconds: list[float] = field(default_factory=list)
     hover_busy_seconds: list[float] = field(default_factory=list)
+    hover_after_edit_seconds: list[float] = field(default_factory=list)
     busy_completions: int = 0
     peak_rss_kib: int | None = None
     architecture_class: str | None = None
@@ -113,6 +115,8 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
     try:
         await _measure(session, plan, settings, figures, progress)
         figures.peak_rss_kib = session.peak_rss_kib()
+        for warning in dict.fromkeys(session.warnings):
+            progress(f"  server warning: {warning}")
     finally:
         await session.shutdown()
     return figures
@@ -146,6 +150,11 @@ async def _measure(
     for position in word_positions(plan.long_document, plan.hovers, seed=1):
         figures.hover_idle_seconds.append(await session.hover(long_uri, position))
     await _hover_while_completing(session, long_uri, plan, figures)
+    # Each keystroke makes a new version of the document: the first hover on it.
+    for position in word_positions(plan.long_document, EDITS_BEFORE_HOVER, seed=3):
+        session.insert(long_uri, types.Position(line=position.line, character=0), " ")
+        hover_at = types.Position(line=position.line, character=position.character + 1)
+        figures.hover_after_edit_seconds.append(await session.hover(long_uri, hover_at))
     session.close(long_uri)
 
 

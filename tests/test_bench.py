@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench.lsp_session import as_plain, end_position, utf16_length
+from bench.lsp_session import as_plain, end_position, insert_text, utf16_length
 from bench.prompts import (
     cut_to_tokens,
     definition_starts,
@@ -120,6 +120,15 @@ def test_positions_are_utf16_code_units() -> None:
     position = end_position("x = 1\ns = 'é😀'")
     assert (position.line, position.character) == (1, 9)
     assert (end_position("a\n").line, end_position("a\n").character) == (1, 0)
+
+
+def test_a_keystroke_after_an_emoji_lands_after_it() -> None:
+    from lsprotocol.types import Position
+
+    text = "a = '😀'\nb = 2\n"
+    # "a = '" is 5 code units and the emoji 2 more: column 7 is just before the closing quote.
+    assert insert_text(text, Position(line=0, character=7), "!") == "a = '😀!'\nb = 2\n"
+    assert insert_text(text, Position(line=1, character=0), "#") == "a = '😀'\n#b = 2\n"
 
 
 def test_hover_positions_fall_inside_identifiers() -> None:

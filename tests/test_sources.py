@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,6 +111,27 @@ def test_a_hub_model_loads_from_the_offline_cache(
     source = resolve_model("phi3-lsp-tests/tiny-phi3", cache=tmp_path)
     assert source.weights_dir == snapshot
     assert source.name == "phi3-lsp-tests/tiny-phi3"
+
+
+def test_a_hub_id_completes_from_the_offline_cache_with_hf_hub_offline(
+    tmp_path: Path, tiny_phi3_dir: Path
+) -> None:
+    # The real environment variable, read by huggingface_hub at import in a fresh process.
+    hub = tmp_path / "hub"
+    place_in_hub_cache(hub, "phi3-lsp-tests/tiny-phi3", tiny_phi3_dir)
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+    command = [sys.executable, "-m", "phi3_lsp", "complete", "--model", "phi3-lsp-tests/tiny-phi3"]
+    result = subprocess.run(
+        [*command, "--max-new-tokens", "5", "The capital of France is"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip(), "the tiny model's continuation is printed"
+    assert "The capital of France is" not in result.stdout
 
 
 @pytest.mark.slow

@@ -1,0 +1,138 @@
+"""The architecture report of Phi-3-mini (built without weights) and of small real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from phi3_lsp.architecture import ArchitectureReport, count_parameters
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.sources import ModelSource
+
+PHI3_MINI_PARAMETERS = 3_821_079_552
+HIDDEN, FFN, VOCAB, LAYERS = 3072, 8192, 32064, 32
+
+
+@pytest.fixture(scope="module")
+def phi3_mini(phi3_mini_dir: Path) -> ModelEngine:
+    source = ModelSource(
+        spec="microsoft/Phi-3-mini-4k-instruct",
+        name="microsoft/Phi-3-mini-4k-instruct",
+        tokenizer_dir=phi3_mini_dir,
+        config_dir=phi3_mini_dir,
+        weights_dir=None,
+        missing_weights_hint="No weights here.",
+    )
+    return ModelEngine.load(source)
+
+
+@pytest.fixture(scope="module")
+def report(phi3_mini: ModelEngine) -> ArchitectureReport:
+    return phi3_mini.architecture()
+
+
+def linear(name: str, in_features: int, out_features: int) -> str:
+    return f"({name}): Linear(in_features={in_features}, out_features={out_features}, bias=False)"
+
+
+def test_the_model_is_on_the_meta_device(phi3_mini: ModelEngine) -> None:
+    assert {parameter.device.type for parameter in phi3_mini.model.parameters()} == {"meta"}
+
+
+def test_the_repr_is_what_print_shows(phi3_mini: ModelEngine, report: ArchitectureReport) -> None:
+    assert report.repr == str(phi3_mini.model)
+    assert report.repr.startswith("Phi3ForCausalLM(")
+    assert f"(0-31): {LAYERS} x Phi3DecoderLayer(" in report.repr
+
+
+def test_the_repr_shows_phi3_mini_projections(report: ArchitectureReport) -> None:
+    assert linear("qkv_proj", HIDDEN, 3 * HIDDEN) in report.repr
+    assert linear("o_proj", HIDDEN, HIDDEN) in report.repr
+    assert linear("gate_up_proj", HIDDEN, 2 * FFN) in report.repr
+    assert linear("down_proj", FFN, HIDDEN) in report.repr
+    assert linear("lm_head", HIDDEN, VOCAB) in report.repr
+    assert f"Embedding({VOCAB}, {HIDDEN}" in report.repr
+
+
+def test_phi3_mini_has_its_published_parameter_count(report: ArchitectureReport) -> None:
+    assert report.total_parameters == PHI3_MINI_PARAMETERS
+
+
+def test_the_json_has_the_documented_shape(report: ArchitectureReport) -> None:
+    result = report.to_json()
+    assert set(result) == {"model", "className", "weightsLoaded", "repr", "config", "parameters"}
+    assert result["model"] == "microsoft/Phi-3-mini-4k-instruct"
+    assert result["className"] == "Phi3ForCausalLM"
+    assert result["weightsLoaded"] is False
+    assert result["config"] == {
+        "modelType": "phi3",
+        "layers": LAYERS,
+        "hiddenSize": HIDDEN,
+        "intermediateSize": FFN,
+        "attentionHeads": 32,
+        "keyValueHeads": 32,
+        "headDim": 96,
+        "vocabSize": VOCAB,
+        "contextLength": 4096,
+        "dtype": "float32",
+        "tieWordEmbeddings": False,
+    }
+    assert result["parameters"]["total"] == PHI3_MINI_PARAMETERS
+
+
+def test_modules_are_listed_in_model_order_with_their_counts(report: ArchitectureReport) -> None:
+    rows = [(entry.name, entry.type, entry.count) for entry in report.by_module]
+    per_layer = HIDDEN * 3 * HIDDEN + HIDDEN * HIDDEN + HIDDEN * 2 * FFN + FFN * HIDDEN + 2 * HIDDEN
+    assert rows == [
+        ("model.embed_tokens", "Embedding", VOCAB * HIDDEN),
+        ("model.layers", "ModuleList", LAYERS * per_layer),
+        ("model.norm", "Phi3RMSNorm", HIDDEN),
+        ("model.rotary_emb", "Phi3RotaryEmbedding", 0),
+        ("lm_head", "Linear", HIDDEN * VOCAB),
+    ]
+    assert sum(count for _, _, count in rows) == report.total_parameters
+
+
+def test_the_report_is_json_serializable(report: ArchitectureReport) -> None:
+    import json
+
+    assert json.loads(json.dumps(report.to_json())) == report.to_json()
+
+
+def test_tied_embeddings_are_counted_once() -> None:
+    def build(tied: bool) -> torch.nn.Module:
+        config = LlamaConfig(
+            vocab_size=1000,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            tie_word_embeddings=tied,
+        )
+        with torch.device("meta"):
+            model: torch.nn.Module = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+        return model
+
+    untied, tied = build(False), build(True)
+    assert count_parameters(tied) == count_parameters(untied) - 1000 * 32
+
+
+def test_a_grouped_query_model_reports_its_key_value_heads(smollm2_dir: Path) -> None:
+    source = ModelSource(
+        spec="smollm2-135m",
+        name="SmolLM2",
+        tokenizer_dir=smollm2_dir,
+        config_dir=smollm2_dir,
+        weights_dir=None,
+    )
+    result = ModelEngine.load(source).architecture().to_json()
+    config = result["config"]
+    assert (config["attentionHeads"], config["keyValueHeads"], config["headDim"]) == (9, 3, 64)
+    assert config["tieWordEmbeddings"] is True
+    hidden, kv, ffn = 576, 3 * 64, 1536
+    per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden
+    # The tied lm_head shares the embedding: counted once in the total.
+    assert result["parameters"]["total"] == 49152 * hidden + 30 * per_layer + hidden

@@ -1,0 +1,127 @@
+"""Loading models into the engine: weights or not, threads, dtype, progress, limits."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from phi3_lsp.engine import ModelEngine, WeightsNotAvailableError, physical_cores
+from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.sources import ModelSource
+
+CAPITAL = "The capital of France is"
+
+
+def folder_source(folder: Path, *, weights: bool, hint: str | None = None) -> ModelSource:
+    return ModelSource(
+        spec=str(folder),
+        name=folder.name,
+        tokenizer_dir=folder,
+        config_dir=folder,
+        weights_dir=folder if weights else None,
+        missing_weights_hint=hint,
+    )
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_phi3_dir: Path) -> ModelEngine:
+    return ModelEngine.load(folder_source(tiny_phi3_dir, weights=True))
+
+
+def test_a_model_with_weights_is_ready_to_generate(tiny: ModelEngine) -> None:
+    assert tiny.has_weights
+    assert {parameter.device.type for parameter in tiny.model.parameters()} == {"cpu"}
+    assert {parameter.dtype for parameter in tiny.model.parameters()} == {torch.float32}
+    assert not tiny.model.training
+
+
+def test_the_context_length_is_the_models(tiny: ModelEngine) -> None:
+    assert tiny.context_length == 4096
+
+
+def test_end_tokens_come_from_the_tokenizer_and_generation_config(tiny: ModelEngine) -> None:
+    # <|endoftext|> (tokenizer and config), <|assistant|> and <|end|> (generation_config.json)
+    assert {32000, 32001, 32007} <= tiny.eos_token_ids
+
+
+def test_generation_works_end_to_end(tiny: ModelEngine) -> None:
+    prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+    generation = tiny.generate(prompt, max_new_tokens=8)
+    assert 1 <= len(generation.token_ids) <= 8
+    assert generation.text == tiny.tokenizer.decode_continuation(prompt, generation.token_ids)
+    assert generation.prompt_tokens == len(prompt)
+
+
+def test_without_weights_nothing_is_allocated_and_generate_explains(phi3_mini_dir: Path) -> None:
+    hint = 'Download the weights, or set phi3.model to "smollm2-135m".'
+    engine = ModelEngine.load(folder_source(phi3_mini_dir, weights=False, hint=hint))
+    assert not engine.has_weights
+    assert {parameter.device.type for parameter in engine.model.parameters()} == {"meta"}
+    with pytest.raises(WeightsNotAvailableError) as raised:
+        engine.generate(engine.tokenizer.encode_prompt(CAPITAL))
+    assert str(raised.value) == hint
+
+
+def test_without_a_hint_the_error_still_names_the_model(phi3_mini_dir: Path) -> None:
+    engine = ModelEngine.load(folder_source(phi3_mini_dir, weights=False))
+    with pytest.raises(WeightsNotAvailableError, match=r"phi3-mini.*without weights"):
+        engine.generate([1, 450])
+
+
+def test_tokenizer_and_hover_data_work_without_weights(phi3_mini_dir: Path) -> None:
+    engine = ModelEngine.load(folder_source(phi3_mini_dir, weights=False))
+    assert [span.id for span in engine.tokenizer.token_spans(CAPITAL)] == [
+        450,
+        7483,
+        310,
+        3444,
+        338,
+    ]
+
+
+def test_a_prompt_longer_than_the_context_is_refused(tiny: ModelEngine) -> None:
+    with pytest.raises(ValueError, match="context length of 4096"):
+        tiny.generate([450] * 4090, max_new_tokens=50)
+
+
+def test_an_empty_prompt_is_refused(tiny: ModelEngine) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        tiny.generate([], max_new_tokens=5)
+
+
+def test_threads_are_set_as_asked(tiny_phi3_dir: Path, restore_threads: None) -> None:
+    ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), threads=1)
+    assert torch.get_num_threads() == 1
+    ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), threads=0)
+    assert torch.get_num_threads() == physical_cores()
+
+
+def test_physical_cores_is_within_the_logical_count() -> None:
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_an_explicit_dtype_is_used(tiny_phi3_dir: Path) -> None:
+    engine = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), dtype=torch.bfloat16)
+    assert {parameter.dtype for parameter in engine.model.parameters()} == {torch.bfloat16}
+    assert engine.architecture().config.dtype == "bfloat16"
+
+
+def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:
+    updates: list[ProgressUpdate] = []
+    ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), progress=updates.append)
+    assert {update.stage for update in updates} == {"loading"}
+    fractions = [update.fraction for update in updates]
+    assert fractions == sorted(f for f in fractions if f is not None)
+    assert fractions[-1] == 1.0
+    assert any("weights" in update.message for update in updates)

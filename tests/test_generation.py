@@ -1,0 +1,224 @@
+"""Greedy decoding: correctness against a cache-free reference, limits, stops, prefix KV reuse."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
+from phi3_lsp.sources import ModelSource
+
+CAPITAL = "The capital of France is"
+CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return"
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_phi3_dir: Path) -> ModelEngine:
+    source = ModelSource(
+        spec="tiny-phi3",
+        name="tiny-phi3",
+        tokenizer_dir=tiny_phi3_dir,
+        config_dir=tiny_phi3_dir,
+        weights_dir=tiny_phi3_dir,
+    )
+    return ModelEngine.load(source)
+
+
+def greedy_without_cache(engine: ModelEngine, prompt: list[int], steps: int) -> list[int]:
+    """The textbook definition: run the whole sequence each step, append the argmax."""
+    ids = list(prompt)
+    with torch.inference_mode():
+        for _ in range(steps):
+            logits = engine.model(input_ids=torch.tensor([ids])).logits
+            ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
+def filled_cache(tokens: int) -> DynamicCache:
+    cache = DynamicCache()
+    for layer in range(2):
+        states = torch.arange(tokens, dtype=torch.float32).reshape(1, 1, tokens, 1)
+        cache.update(states, states.clone(), layer)
+    return cache
+
+
+def stop_after(pieces: int, event: threading.Event, seen: list[str]) -> Callable[[str], None]:
+    """An `on_text` that sets `event` when the `pieces`-th piece of text arrives."""
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        if len(seen) == pieces:
+            event.set()
+
+    return on_text
+
+
+class TestTinyPhi3:
+    def test_greedy_tokens_match_a_cache_free_reference(self, tiny: ModelEngine) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+        generation = tiny.generate(prompt, max_new_tokens=12)
+        assert generation.finish_reason == "length"
+        assert list(generation.token_ids) == greedy_without_cache(tiny, prompt, 12)
+
+    def test_the_limit_is_respected_and_counted(self, tiny: ModelEngine) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CODE)
+        generation = tiny.generate(prompt, max_new_tokens=5)
+        assert len(generation.token_ids) == 5
+        assert generation.decode_steps == 4  # the first token comes from the prefill
+        assert generation.prefill_seconds > 0 and generation.decode_seconds > 0
+        assert generation.decode_tokens_per_second is not None
+
+    def test_streamed_text_is_the_generated_text(self, tiny: ModelEngine) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+        pieces: list[str] = []
+        generation = tiny.generate(prompt, max_new_tokens=20, on_text=pieces.append)
+        assert "".join(pieces) == generation.text
+        assert all(pieces)
+
+    def test_a_stop_set_beforehand_computes_nothing(self, tiny: ModelEngine) -> None:
+        stop = threading.Event()
+        stop.set()
+        generation = tiny.generate([1, 450], stop_event=stop)
+        assert generation.finish_reason == "stopped"
+        assert generation.token_ids == ()
+        assert generation.prefill_seconds == 0.0
+
+    def test_a_stop_during_generation_returns_at_once(self, tiny: ModelEngine) -> None:
+        stop, seen = threading.Event(), list[str]()
+        on_text = stop_after(3, stop, seen)
+        generation = tiny.generate(
+            tiny.tokenizer.encode_prompt(CAPITAL), stop_event=stop, on_text=on_text
+        )
+        assert generation.finish_reason == "stopped"
+        assert "".join(seen) == generation.text
+
+    def test_an_end_token_stops_without_appearing(self, tiny: ModelEngine) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+        first, second, *_ = greedy_without_cache(tiny, prompt, 2)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset({second}), PromptCache())
+        generation = decoder.generate(prompt, max_new_tokens=10)
+        assert generation.finish_reason == "eos"
+        assert generation.token_ids == (first,)
+
+    def test_a_reused_prefix_gives_the_cold_text(self, tiny: ModelEngine) -> None:
+        first = tiny.tokenizer.encode_prompt(CODE)
+        tiny.generate(first, max_new_tokens=10, cache_key="doc")
+        extended = tiny.tokenizer.encode_prompt(CODE + " fib")
+        warm = tiny.generate(extended, max_new_tokens=10, cache_key="doc")
+        cold = tiny.generate(extended, max_new_tokens=10)
+        assert warm.reused_prompt_tokens > 0
+        assert cold.reused_prompt_tokens == 0
+        assert warm.token_ids == cold.token_ids
+
+
+class TestPromptCache:
+    def test_a_shared_prefix_is_kept_and_the_rest_cropped(self) -> None:
+        cache = PromptCache()
+        cache.put("doc", [1, 2, 3, 4, 5], filled_cache(5))
+        kept, reused = cache.take("doc", [1, 2, 3, 9, 9, 9])
+        assert reused == 3
+        assert kept is not None and kept.get_seq_length() == 3
+
+    def test_the_last_prompt_token_is_always_recomputed(self) -> None:
+        cache = PromptCache()
+        cache.put("doc", [1, 2, 3, 4], filled_cache(4))
+        kept, reused = cache.take("doc", [1, 2, 3, 4])
+        assert reused == 3
+        assert kept is not None and kept.get_seq_length() == 3
+
+    def test_nothing_shared_means_no_cache(self) -> None:
+        cache = PromptCache()
+        cache.put("doc", [1, 2], filled_cache(2))
+        assert cache.take("doc", [7, 8]) == (None, 0)
+
+    def test_a_cache_is_handed_out_once(self) -> None:
+        cache = PromptCache()
+        cache.put("doc", [1, 2, 3], filled_cache(3))
+        assert cache.take("doc", [1, 2, 3, 4])[1] == 3
+        assert cache.take("doc", [1, 2, 3, 4]) == (None, 0)
+
+    def test_least_recently_used_keys_go_first(self) -> None:
+        cache = PromptCache(max_keys=2)
+        for key in ("a", "b", "c"):
+            cache.put(key, [1, 2, 3], filled_cache(3))
+        assert cache.take("a", [1, 2, 3])[1] == 0
+        assert cache.take("b", [1, 2, 3])[1] == 2
+        assert cache.take("c", [1, 2, 3])[1] == 2
+
+    def test_the_token_budget_bounds_all_keys(self) -> None:
+        cache = PromptCache(max_tokens=10)
+        cache.put("a", list(range(6)), filled_cache(6))
+        cache.put("b", list(range(6)), filled_cache(6))
+        assert cache.total_tokens == 6
+        cache.put("huge", list(range(11)), filled_cache(11))
+        assert cache.total_tokens == 6
+        assert cache.take("b", list(range(6)))[1] == 5
+
+    def test_a_discarded_key_is_gone(self) -> None:
+        cache = PromptCache()
+        cache.put("doc", [1, 2, 3], filled_cache(3))
+        cache.discard("doc")
+        assert cache.total_tokens == 0
+
+    def test_common_prefix_length(self) -> None:
+        assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
+        assert common_prefix_length([], [1]) == 0
+        assert common_prefix_length([1, 2], [1, 2, 3]) == 2
+
+
+@pytest.mark.slow
+class TestSmolLM2:
+    def test_the_capital_of_france_is_paris(self, smollm2_engine: ModelEngine) -> None:
+        prompt = smollm2_engine.tokenizer.encode_prompt(CAPITAL)
+        generation = smollm2_engine.generate(prompt)
+        assert generation.text.startswith(" Paris")
+        assert CAPITAL not in generation.text
+        assert len(generation.token_ids) <= 50
+
+    def test_never_more_than_fifty_new_tokens(self, smollm2_engine: ModelEngine) -> None:
+        prompt = smollm2_engine.tokenizer.encode_prompt(CODE)
+        generation = smollm2_engine.generate(prompt)
+        assert len(generation.token_ids) <= 50
+        assert generation.finish_reason in {"length", "eos"}
+        assert not generation.text.startswith(CODE)
+
+    def test_a_stop_after_three_pieces_returns_at_once(self, smollm2_engine: ModelEngine) -> None:
+        stop, seen = threading.Event(), list[str]()
+        prompt = smollm2_engine.tokenizer.encode_prompt(CODE)
+        generation = smollm2_engine.generate(
+            prompt, stop_event=stop, on_text=stop_after(3, stop, seen)
+        )
+        assert generation.finish_reason == "stopped"
+        assert len(seen) == 3
+        # Each piece here is one token: no token is generated after the stop.
+        assert len(generation.token_ids) <= 3 + 1
+        assert generation.text == "".join(seen)
+
+    @pytest.mark.parametrize(
+        ("before", "after"),
+        [
+            (CODE, CODE + " fib"),  # typed a few characters
+            (CODE, CODE[:-3] + "yield"),  # edited near the end
+            (CAPITAL, CAPITAL + " Paris. The capital of Italy is"),  # accepted and typed on
+        ],
+    )
+    def test_reusing_a_prefix_gives_exactly_the_cold_text(
+        self, smollm2_engine: ModelEngine, before: str, after: str
+    ) -> None:
+        tokenizer = smollm2_engine.tokenizer
+        key = f"file:///reuse/{before!r}"
+        # 20 tokens: long enough for any numerical drift to change the text, cheap on 2 cores.
+        smollm2_engine.generate(tokenizer.encode_prompt(before), max_new_tokens=20, cache_key=key)
+        warm = smollm2_engine.generate(
+            tokenizer.encode_prompt(after), max_new_tokens=20, cache_key=key
+        )
+        cold = smollm2_engine.generate(tokenizer.encode_prompt(after), max_new_tokens=20)
+        assert warm.reused_prompt_tokens > 0
+        assert warm.text == cold.text
+        smollm2_engine.forget_prompt(key)

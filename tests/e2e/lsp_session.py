@@ -22,6 +22,7 @@ STATUS = "phi3/status"
 LOAD_TIMEOUT = 600.0
 """Seconds a model may take to load: SmolLM2 from the cache takes a few on a quiet machine."""
 ANSWER_TIMEOUT = 300.0
+SMOLLM2_MAX_NEW_TOKENS = 16
 
 
 class Phi3Client(LanguageClient):
@@ -31,6 +32,21 @@ class Phi3Client(LanguageClient):
         super().__init__(*args, **kwargs)
         self.statuses: list[dict[str, Any]] = []
         self._status_changed = asyncio.Event()
+        self.configuration_pulled = asyncio.Event()
+
+    def get_configuration(
+        self, *, section: str | None = None, scope_uri: str | None = None
+    ) -> Any | None:
+        """Answer a `workspace/configuration` pull, and note that the server asked."""
+        self.configuration_pulled.set()
+        return super().get_configuration(section=section, scope_uri=scope_uri)
+
+    async def change_settings(self, settings: dict[str, Any]) -> None:
+        """Change the `phi3` settings as VS Code does, and wait until the server has read them."""
+        self.set_configuration({"phi3": settings})
+        self.configuration_pulled.clear()
+        self.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+        await asyncio.wait_for(self.configuration_pulled.wait(), ANSWER_TIMEOUT)
 
     def add_status(self, params: Any) -> None:
         self.statuses.append(as_plain(params))

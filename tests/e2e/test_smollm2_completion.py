@@ -1,0 +1,157 @@
+"""Completions from SmolLM2-135M through the real server: text, positions, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
+
+from e2e.lsp_session import (
+    ANSWER_TIMEOUT,
+    SMOLLM2_MAX_NEW_TOKENS,
+    Phi3Client,
+    hover_text,
+    inline_params,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+PROMPT = "The capital of France is"
+# A prompt whose continuation runs to the token limit, so there is time to interrupt it.
+LONG_PROMPT = "def fibonacci(n):\n    "
+
+
+def utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def generations_since(client: Phi3Client, index: int) -> int:
+    return sum(status["state"] == "generating" for status in client.statuses[index:])
+
+
+async def test_inline_completion_continues_with_paris(smollm2: Phi3Client) -> None:
+    uri = smollm2.open_text("capital.txt", PROMPT)
+    items = await smollm2.inline(uri, 0, len(PROMPT))
+    assert len(items) == 1
+    text = items[0].insert_text
+    assert isinstance(text, str)
+    assert text.startswith(" Paris")
+    # Only the new text: the prompt is not repeated.
+    assert not text.lstrip().startswith("The capital")
+    cursor = types.Position(line=0, character=len(PROMPT))
+    assert items[0].range == types.Range(start=cursor, end=cursor)
+    status = smollm2.statuses[-1]
+    assert status["state"] == "ready"
+    assert 1 <= status["lastTokens"] <= SMOLLM2_MAX_NEW_TOKENS
+    assert status["lastLatencyMs"] > 0
+
+
+async def test_the_cursor_is_found_after_emoji_and_accents(smollm2: Phi3Client) -> None:
+    before = "🙂 first line\nCafé ☕, 😀 and naïve: " + PROMPT
+    after = " and that is a fact."
+    line, character = 1, utf16_length(before.split("\n")[1])
+    # The same text with nothing after the cursor: a cursor off by one unit (the emoji are
+    # two UTF-16 units each) would cut "is" short or take in " " of " and", and differ.
+    reference = smollm2.open_text("emoji-end.txt", before)
+    [expected] = await smollm2.inline(reference, line, character)
+    uri = smollm2.open_text("emoji-middle.txt", before + after)
+    [item] = await smollm2.inline(uri, line, character)
+    assert isinstance(item.insert_text, str) and item.insert_text.strip()
+    assert item.insert_text == expected.insert_text
+    cursor = types.Position(line=line, character=character)
+    assert item.range == types.Range(start=cursor, end=cursor)
+
+
+async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:
+    uri = smollm2.open_text("classic.txt", PROMPT)
+    params = types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=0, character=len(PROMPT)),
+    )
+    answer = await asyncio.wait_for(smollm2.text_document_completion_async(params), ANSWER_TIMEOUT)
+    assert isinstance(answer, types.CompletionList)
+    assert answer.is_incomplete is True
+    [item] = answer.items
+    assert item.label.startswith("Paris")
+    assert isinstance(item.text_edit, types.TextEdit)
+    assert item.text_edit.new_text.startswith(" Paris")
+    cursor = types.Position(line=0, character=len(PROMPT))
+    assert item.text_edit.range == types.Range(start=cursor, end=cursor)
+
+
+async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Client) -> None:
+    await smollm2.change_settings({"maxNewTokens": 50})
+    try:
+        uri = smollm2.open_text("limit.py", LONG_PROMPT)
+        [item] = await smollm2.inline(uri, 1, 4)
+        # This continuation runs on past 16 tokens; the default limit of 50 stops it.
+        assert SMOLLM2_MAX_NEW_TOKENS < smollm2.statuses[-1]["lastTokens"] <= 50
+        assert isinstance(item.insert_text, str) and item.insert_text.count("\n") >= 2
+    finally:
+        await smollm2.change_settings({"maxNewTokens": SMOLLM2_MAX_NEW_TOKENS})
+
+
+async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Phi3Client) -> None:
+    uri = smollm2.open_text("typing.txt", PROMPT)
+    [first] = await smollm2.inline(uri, 0, len(PROMPT))
+    suggestion = first.insert_text
+    assert isinstance(suggestion, str) and suggestion.startswith(" Paris")
+    smollm2.replace_text(uri, PROMPT + " Pa", version=2)
+    seen = len(smollm2.statuses)
+    [rest] = await smollm2.inline(uri, 0, len(PROMPT) + 3)
+    assert rest.insert_text == suggestion[3:]
+    assert generations_since(smollm2, seen) == 0
+
+
+async def test_hover_answers_while_a_completion_runs_and_cancel_stops_it(
+    smollm2: Phi3Client,
+) -> None:
+    uri = smollm2.open_text("fib.py", LONG_PROMPT)
+    seen = len(smollm2.statuses)
+    tokens_before = smollm2.statuses[-1]["lastTokens"]
+    request = asyncio.ensure_future(smollm2.inline(uri, 1, 4, msg_id="long-completion"))
+    await smollm2.wait_for_status(lambda status: status["state"] == "generating", after=seen)
+
+    hover = await smollm2.hover_at(uri, 0, LONG_PROMPT.index("fibonacci"))
+    assert "fib" in hover_text(hover)
+    assert not request.done()  # the hover did not wait for the model
+
+    smollm2.cancel_request(types.CancelParams(id="long-completion"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await request
+    ready = await smollm2.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    # Stopped, not finished: the last completion's figures are still the previous one's.
+    assert ready["lastTokens"] == tokens_before
+    assert await smollm2.hover_at(uri, 0, LONG_PROMPT.index("fibonacci")) is not None
+
+
+async def test_only_the_last_of_ten_quick_requests_generates(smollm2: Phi3Client) -> None:
+    uri = smollm2.open_text("burst.txt", PROMPT)
+    seen = len(smollm2.statuses)
+    requests = [
+        smollm2.protocol.send_request_async(  # type: ignore[no-untyped-call]
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 0, len(PROMPT))
+        )
+        for _ in range(10)
+    ]
+    answers = await asyncio.wait_for(asyncio.gather(*requests), ANSWER_TIMEOUT)
+    items = [list(answer.items) for answer in answers]
+    assert items[:9] == [[]] * 9
+    assert len(items[9]) == 1
+    assert items[9][0].insert_text.startswith(" Paris")
+    # The first may have started before the second arrived; none of the eight between did.
+    assert generations_since(smollm2, seen) <= 2
+
+
+async def test_positions_past_the_end_and_unknown_documents_give_nothing(
+    smollm2: Phi3Client,
+) -> None:
+    uri = smollm2.open_text("short.txt", PROMPT)
+    assert await smollm2.inline(uri, 5, 0) == []
+    assert await smollm2.hover_at(uri, 5, 0) is None
+    assert await smollm2.hover_at(uri, 0, 500) is None
+    assert await smollm2.inline("file:///never/opened.txt", 0, 3) == []
+    assert await smollm2.hover_at("file:///never/opened.txt", 0, 3) is None
+    assert await smollm2.command("phi3.status") == smollm2.statuses[-1]

@@ -1,0 +1,149 @@
+"""`python -m phi3_lsp` tools as a user runs them: tokenize, complete, architecture, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CAPITAL = "The capital of France is"
+DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
+
+
+@pytest.fixture(scope="module")
+def offline_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """No hub: the default Phi-3-mini resolves to the offline pack's tokenizer and config."""
+    empty_hub = tmp_path_factory.mktemp("hf-home")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(empty_hub)}
+
+
+def phi3_lsp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phi3_lsp", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_tokenize_prints_ids_pieces_and_prompt_ids(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "tokenize", CAPITAL)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:-1]]
+    assert [(row[0], row[1]) for row in rows] == [
+        ("450", "▁The"),
+        ("7483", "▁capital"),
+        ("310", "▁of"),
+        ("3444", "▁France"),
+        ("338", "▁is"),
+    ]
+    assert result.stdout.splitlines()[-1] == "5 tokens; prompt ids: [1, 450, 7483, 310, 3444, 338]"
+
+
+def test_tokenize_json_has_offsets(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "tokenize", "--json", "a 🦙")
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["model"] == DEFAULT_MODEL
+    assert [token["piece"] for token in output["tokens"]] == [
+        "▁a",
+        "▁",
+        "<0xF0>",
+        "<0x9F>",
+        "<0xA6>",
+        "<0x99>",
+    ]
+    assert output["tokens"][-1]["text"] == "🦙"
+    assert output["promptIds"][0] == 1
+
+
+def test_a_command_model_and_the_top_level_model_both_work(
+    offline_env: dict[str, str], smollm2_dir: Path
+) -> None:
+    for args in (
+        ["tokenize", "--model", str(smollm2_dir), "--json", "Hello"],
+        ["--model", str(smollm2_dir), "tokenize", "--json", "Hello"],
+    ):
+        result = phi3_lsp(offline_env, *args)
+        assert result.returncode == 0, result.stderr
+        output = json.loads(result.stdout)
+        assert output["model"] == str(smollm2_dir)
+        # SmolLM2's byte-level vocabulary, not Phi-3's: no "▁", and no BOS in its prompts.
+        assert [token["piece"] for token in output["tokens"]] == ["Hello"]
+        assert output["promptIds"] == [token["id"] for token in output["tokens"]]
+
+
+def test_architecture_of_phi3_mini_without_weights(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "architecture")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{DEFAULT_MODEL}: Phi3ForCausalLM, 3,821,079,552 parameters")
+    assert "(0-31): 32 x Phi3DecoderLayer(" in result.stdout
+    assert "qkv_proj): Linear(in_features=3072, out_features=9216" in result.stdout
+    assert result.stdout.splitlines()[-1].split() == ["total", "3,821,079,552"]
+
+
+def test_architecture_json_is_the_protocol_report(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "architecture", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["className"] == "Phi3ForCausalLM"
+    assert report["parameters"]["total"] == 3_821_079_552
+    assert report["config"]["layers"] == 32
+    assert report["repr"].startswith("Phi3ForCausalLM(")
+
+
+def test_a_bad_spec_is_one_line_and_exit_code_2(offline_env: dict[str, str]) -> None:
+    for command in (["tokenize", "x"], ["complete", "x"], ["architecture"]):
+        result = phi3_lsp(offline_env, command[0], "--model", "/no/such/model", *command[1:])
+        assert result.returncode == 2
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("phi3-lsp: error: Model folder /no/such/model does not exist")
+
+
+def test_completing_without_weights_names_the_way_out(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "complete", CAPITAL)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "weights" in line
+    assert "smollm2-135m" in line
+
+
+@pytest.mark.slow
+def test_complete_prints_only_the_continuation(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(
+        offline_env, "complete", "--model", "smollm2-135m", "--max-new-tokens", "6", CAPITAL
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(" Paris")
+    assert CAPITAL not in result.stdout
+    assert "prefill" in result.stderr and "new tokens" in result.stderr
+
+
+@pytest.mark.slow
+def test_complete_json_reports_tokens_and_timings(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(
+        offline_env,
+        "complete",
+        "--model",
+        "smollm2-135m",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        CAPITAL,
+    )
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["text"].startswith(" Paris")
+    assert 1 <= len(output["tokenIds"]) <= 4
+    assert output["promptTokens"] == 5
+    assert output["finishReason"] in {"length", "eos"}
+    assert output["prefillSeconds"] > 0

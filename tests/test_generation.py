@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, Phi3Config, Phi3ForCausalLM
 
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
 from phi3_lsp.sources import ModelSource
+from phi3_lsp.tokens import DocumentTokenizer
 
 CAPITAL = "The capital of France is"
 CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return"
@@ -32,10 +33,14 @@ def tiny(tiny_phi3_dir: Path) -> ModelEngine:
 
 def greedy_without_cache(engine: ModelEngine, prompt: list[int], steps: int) -> list[int]:
     """The textbook definition: run the whole sequence each step, append the argmax."""
+    return greedy_reference(engine.model, prompt, steps)
+
+
+def greedy_reference(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
     ids = list(prompt)
     with torch.inference_mode():
         for _ in range(steps):
-            logits = engine.model(input_ids=torch.tensor([ids])).logits
+            logits = model(input_ids=torch.tensor([ids])).logits
             ids.append(int(logits[0, -1].argmax()))
     return ids[len(prompt) :]
 
@@ -115,6 +120,29 @@ class TestTinyPhi3:
         assert warm.reused_prompt_tokens > 0
         assert cold.reused_prompt_tokens == 0
         assert warm.token_ids == cold.token_ids
+
+
+def test_a_sliding_window_model_reuses_prefixes_beyond_its_window(phi3_mini_dir: Path) -> None:
+    # Phi-3-mini attends to a 2047-token window; a tiny window shows the same path quickly.
+    torch.manual_seed(0)
+    config = Phi3Config(
+        vocab_size=32064,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        sliding_window=8,
+        pad_token_id=32000,
+    )
+    model = Phi3ForCausalLM(config).eval()
+    tokenizer = DocumentTokenizer.from_dir(phi3_mini_dir)
+    decoder = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())
+    first, edited = tokenizer.encode_prompt(CODE), tokenizer.encode_prompt(CODE[:-2] + "x fib(n)")
+    assert len(first) > 2 * 8
+    decoder.generate(first, max_new_tokens=6, cache_key="doc")
+    warm = decoder.generate(edited, max_new_tokens=6, cache_key="doc")
+    assert warm.reused_prompt_tokens > 8
+    assert list(warm.token_ids) == greedy_reference(model, edited, 6)
 
 
 class TestPromptCache:

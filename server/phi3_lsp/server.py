@@ -104,9 +104,13 @@ class Phi3LanguageServer(LanguageServer):
     @property
     def position_encoding(self) -> Encoding:
         """The code units that LSP positions count, as negotiated at `initialize`."""
-        encoding = str(getattr(self.workspace.position_encoding, "value", "utf-16"))
-        if encoding in ("utf-8", "utf-32"):
-            return "utf-8" if encoding == "utf-8" else "utf-32"
+        negotiated = self.workspace.position_encoding
+        # pygls keeps the enum member or, for some clients, its plain string value.
+        encoding = str(getattr(negotiated, "value", negotiated))
+        if encoding == "utf-8":
+            return "utf-8"
+        if encoding == "utf-32":
+            return "utf-32"
         return "utf-16"
 
     def client_supports(self, path: str) -> bool:

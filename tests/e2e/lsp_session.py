@@ -172,12 +172,16 @@ async def start(
     hf_home: Path,
     capabilities: types.ClientCapabilities,
     settings: dict[str, Any] | None = None,
+    *,
+    initialize: bool = True,
 ) -> Phi3Client:
-    """Start a server and initialize a session; the model loads in the background."""
+    """Start a server and (unless told not to) initialize a session; the model loads after."""
     client = await server_config(model, hf_home).start()
     assert isinstance(client, Phi3Client)
     if settings is not None:
         client.set_configuration({"phi3": settings})
+    if not initialize:
+        return client
     await client.initialize_session(
         types.InitializeParams(
             capabilities=capabilities,

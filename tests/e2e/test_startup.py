@@ -1,0 +1,101 @@
+"""Start-up across client capability profiles: a prompt initialize, then progress and status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+
+from e2e.lsp_session import PROFILES, Phi3Client, hover_text, start, stop
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+TEXT = "😀 The capital of France is"
+
+
+@dataclass(frozen=True)
+class Started:
+    profile: str
+    client: Phi3Client
+    result: types.InitializeResult
+    statuses_when_initialized: list[dict[str, Any]]
+
+
+@pytest_asyncio.fixture(params=sorted(PROFILES), scope="module", loop_scope="module")
+async def started(
+    request: pytest.FixtureRequest, offline_pack: None, hf_home: Path
+) -> AsyncIterator[Started]:
+    """A SmolLM2 server initialized by a client with the given capabilities (one per profile)."""
+    profile: str = request.param
+    client = await start("smollm2-135m", hf_home, PROFILES[profile](), initialize=False)
+    result = await client.initialize_session(
+        types.InitializeParams(capabilities=PROFILES[profile]())
+    )
+    yield Started(profile, client, result, list(client.statuses))
+    await stop(client)
+
+
+async def test_initialize_answers_before_the_model_is_ready(
+    started: Started,
+) -> None:
+    client = started.client
+    # The answer came first: no status had said "ready" yet.
+    assert all(status["state"] != "ready" for status in started.statuses_when_initialized)
+    capabilities = started.result.capabilities
+    assert capabilities.hover_provider
+    assert capabilities.completion_provider is not None
+    assert capabilities.inline_completion_provider is not None
+    assert capabilities.execute_command_provider is not None
+    assert set(capabilities.execute_command_provider.commands) >= {
+        "phi3.showArchitecture",
+        "phi3.status",
+    }
+
+    ready = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    assert ready["state"] == "ready"
+    assert ready["weightsLoaded"] is True
+    states = [status["state"] for status in client.statuses]
+    assert states[0] == "loading"
+    assert "loading" not in states[states.index("ready") :]
+
+
+async def test_progress_goes_where_the_client_can_show_it(
+    started: Started,
+) -> None:
+    profile, client = started.profile, started.client
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    supports_progress = PROFILES[profile]().window is not None
+    if supports_progress:
+        [reports] = client.progress_reports.values()  # one fresh token for the one load
+        assert isinstance(reports[0], types.WorkDoneProgressBegin)
+        assert "smollm2-135m" in reports[0].title
+        assert any(isinstance(report, types.WorkDoneProgressReport) for report in reports)
+        assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+    else:
+        assert client.progress_reports == {}
+        logged = [message.message for message in client.log_messages]
+        assert any("Loading smollm2-135m" in message for message in logged)
+
+
+async def test_hover_ranges_use_the_negotiated_position_encoding(
+    started: Started,
+) -> None:
+    client, result = started.client, started.result
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    encoding = result.capabilities.position_encoding or types.PositionEncodingKind.Utf16
+    # Code units of "😀 " in each encoding: the emoji is 2 in UTF-16, 4 in UTF-8, 1 in UTF-32.
+    units = {"utf-16": 3, "utf-8": 5, "utf-32": 2}[str(getattr(encoding, "value", encoding))]
+    uri = client.open_text("encoding.txt", TEXT)
+    start = units + len("The ")
+    hover = await client.hover_at(uri, 0, start + 1)
+    assert "capital" in hover_text(hover)
+    assert hover is not None
+    assert hover.range == types.Range(
+        start=types.Position(line=0, character=start),
+        end=types.Position(line=0, character=start + len("capital")),
+    )

@@ -3,6 +3,8 @@
  * the client, restart it a limited number of times, and stop it. One operation at a time.
  */
 
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import * as vscode from "vscode";
 import {
   CloseAction,
@@ -14,13 +16,13 @@ import {
   type ServerOptions,
   State,
   type StaticFeature,
-  TransportKind,
 } from "vscode-languageclient/node";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
 import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
 import { RestartBudget } from "./restartBudget";
+import { stderrLineLevel } from "./serverLog";
 import {
   type ExtensionSettings,
   initializationOptions,
@@ -50,6 +52,14 @@ export interface SessionDependencies {
   readonly output: vscode.LogOutputChannel;
   readonly statusBar: StatusBar;
   readonly settings: () => ExtensionSettings;
+}
+
+/** Calls `onLine` for each line of `input`, as the library's default stdio handling does. */
+function forEachLine(input: Readable, onLine: (line: string) => void): void {
+  createInterface({ input, crlfDelay: Infinity, terminal: false, historySize: 0 }).on(
+    "line",
+    onLine,
+  );
 }
 
 const RESTARTS_ALLOWED = 3;
@@ -143,14 +153,24 @@ export class ServerSession implements vscode.Disposable {
 
   private createClient(python: string, settings: ExtensionSettings): LanguageClient {
     const { output, statusBar } = this.deps;
-    const serverOptions: ServerOptions = {
-      command: python,
-      args: serverArguments(settings),
-      transport: TransportKind.stdio,
-    };
+    // No `transport`: with TransportKind.stdio the library appends `--stdio` to the arguments,
+    // which the server does not take (it speaks stdio by default).
+    const serverOptions: ServerOptions = { command: python, args: serverArguments(settings) };
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
       outputChannel: output,
+      stdioOptions: {
+        stdout: (input, channel) => {
+          forEachLine(input, (line) => {
+            channel.info(line);
+          });
+        },
+        stderr: (input, channel) => {
+          forEachLine(input, (line) => {
+            channel[stderrLineLevel(line)](line);
+          });
+        },
+      },
       // The server re-reads its settings (workspace/configuration) when this notifies it of a
       // change; it does not register for didChangeConfiguration itself.
       // eslint-disable-next-line @typescript-eslint/no-deprecated

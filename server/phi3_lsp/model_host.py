@@ -18,6 +18,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
+from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
 
 if TYPE_CHECKING:
@@ -290,8 +291,11 @@ class ModelHost:
             status = Status(state="ready", model=model, message=hint, weights_loaded=weights)
             outcome = LoadOutcome(model=model, hint=hint)
         except Exception as error:
-            logger.exception("Loading %s failed", model)
             message = _error_message(model, error)
+            if isinstance(error, ModelSourceError):
+                logger.warning("%s", message)  # the user's to fix: no traceback needed
+            else:
+                logger.exception("Loading %s failed", model)
             status = Status(state="error", model=model, message=message)
             outcome = LoadOutcome(model=model, error=message)
         with self._lock:
@@ -352,8 +356,6 @@ class ModelHost:
 
 def _error_message(model: str, error: Exception) -> str:
     """The message a user sees when a model cannot load."""
-    from phi3_lsp.errors import ModelSourceError
-
     if isinstance(error, ModelSourceError):
         return str(error)
     return (

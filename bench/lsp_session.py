@@ -74,7 +74,7 @@ class Completion:
     seconds: float
     text: str
     model_runs: int  # "generating" status notifications seen while the request was open
-    status: dict[str, Any] | None  # the last status after the answer (token count, speed)
+    status: dict[str, Any] | None  # `phi3.status` right after the answer (token count, speed)
 
 
 class ServerSession:
@@ -231,26 +231,33 @@ class ServerSession:
             )
         )
 
-    async def complete(self, uri: str, position: types.Position) -> Completion:
-        """One inline completion request (invoked, as a keystroke pause would trigger it)."""
+    async def complete(
+        self, uri: str, position: types.Position, request_id: str | None = None
+    ) -> Completion:
+        """One inline completion request (automatic, as a pause in typing triggers it)."""
         runs_before = self.generating_count
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=position,
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+        )
         begun = time.perf_counter()
-        result = await self.client.text_document_inline_completion_async(
-            types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=position,
-                context=types.InlineCompletionContext(
-                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
-                ),
-            )
+        result = await self.client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=request_id
         )
         seconds = time.perf_counter() - begun
         return Completion(
             seconds=seconds,
             text=_first_insert_text(result),
             model_runs=self.generating_count - runs_before,
-            status=self.last_status,
+            status=await self.command("phi3.status"),
         )
+
+    def cancel(self, request_id: str) -> None:
+        """`$/cancelRequest`, as an editor sends it when the user types on."""
+        self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=request_id))
 
     async def hover(self, uri: str, position: types.Position) -> float:
         """Seconds for one hover round trip."""

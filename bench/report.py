@@ -139,6 +139,8 @@ def model_rows(report: ModelReport) -> list[Row]:
     for prompt in server.prompts:
         rows.extend(_prompt_rows(report, prompt))
     rows.extend(_hover_rows(report))
+    if server.cancel_seconds:
+        rows.append(_cancel_row(report))
     rows.append(
         Row(
             "peak RSS (VmHWM)",
@@ -252,6 +254,24 @@ def _edit_rows(
             verdict=verdict(ratio <= EDIT_TARGET_RATIO if ratio is not None else None),
         )
     ]
+
+
+def _cancel_row(report: ModelReport) -> Row:
+    server = report.server
+    longest = server.prompts[-1] if server.prompts else None
+    decode = server_speed(longest, report.prompt_tokens[longest.label]) if longest else None
+    step = (
+        f" (a step: {format_duration(1 / decode.decode_rate)})"
+        if decode and decode.decode_rate
+        else ""
+    )
+    return Row(
+        f"$/cancelRequest → end of a running completion (median of {len(server.cancel_seconds)})",
+        report.model,
+        "10,000-line file",
+        format_duration(median(server.cancel_seconds)),
+        target="within one decode step" + step,
+    )
 
 
 def _hover_rows(report: ModelReport) -> list[Row]:

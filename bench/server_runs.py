@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class ServerFigures:
     hover_idle_seconds: list[float] = field(default_factory=list)
     hover_busy_seconds: list[float] = field(default_factory=list)
     hover_after_edit_seconds: list[float] = field(default_factory=list)
+    cancel_seconds: list[float] = field(default_factory=list)
     busy_completions: int = 0
     peak_rss_kib: int | None = None
     architecture_class: str | None = None
@@ -204,7 +207,8 @@ async def _measure_prompt(
 async def _hover_while_completing(
     session: ServerSession, uri: str, plan: ServerPlan, figures: ServerFigures
 ) -> None:
-    """Hovers sent one after another while completions run on the same document."""
+    """Hovers sent one after another while completions run on the same document; once there
+    are enough, the running completion is cancelled and the wait for its end is timed."""
     text = plan.long_document
     lines = text.split("\n")
     positions = word_positions(text, plan.hovers, seed=2)
@@ -212,12 +216,20 @@ async def _hover_while_completing(
     while len(figures.hover_busy_seconds) < plan.hovers:
         # A new cursor line each time, so that no answer can come from a cache.
         cursor = types.Position(line=cursor_line, character=utf16_length(lines[cursor_line]))
-        cursor_line += 97
-        completion = asyncio.create_task(session.complete(uri, cursor))
+        cursor_line = (cursor_line + 97) % len(lines)
+        request_id = f"busy-completion-{figures.busy_completions}"
+        completion = asyncio.create_task(session.complete(uri, cursor, request_id))
         figures.busy_completions += 1
         await asyncio.sleep(0)
         while not completion.done() and len(figures.hover_busy_seconds) < plan.hovers:
             seconds = await session.hover(uri, positions[len(figures.hover_busy_seconds)])
             if not completion.done():
                 figures.hover_busy_seconds.append(seconds)
-        await completion
+        if not completion.done():
+            begun = time.perf_counter()
+            session.cancel(request_id)
+            with contextlib.suppress(Exception):  # a cancelled request may answer with an error
+                await completion
+            figures.cancel_seconds.append(time.perf_counter() - begun)
+        else:
+            await completion

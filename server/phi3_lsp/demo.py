@@ -69,7 +69,7 @@ class _Session:
         state = self.status.get("state")
         message = self.status.get("message") or ""
         percentage = self.status.get("percentage")
-        line = f"  [{self.elapsed():6.1f} s] {state}: {message}"
+        line = f"  [{self.elapsed():6.1f} s] {state}" + (f": {message}" if message else "")
         if percentage is not None:
             line += f" ({percentage} %)"
         if line != self._last_line and not self.settled.is_set():
@@ -120,7 +120,10 @@ async def _steps(
     result, seconds = await _timed(lambda: client.initialize_async(params))
     server = result.server_info
     name = f"{server.name} {server.version}" if server else "the server"
-    print(f"initialize: {name} answered in {seconds * 1000:.0f} ms", file=out)
+    print(
+        f"initialize: {name} answered {seconds * 1000:.0f} ms after the process started",
+        file=out,
+    )
     client.initialized(types.InitializedParams())
 
     print(f"Loading {model}…", file=out, flush=True)
@@ -131,7 +134,7 @@ async def _steps(
         return 1
     if session.status.get("state") == "error":
         return 1
-    print(f"Model ready after {session.elapsed():.1f} s", file=out)
+    print(f"Model ready {session.elapsed():.1f} s after the process started", file=out)
 
     client.text_document_did_open(
         types.DidOpenTextDocumentParams(

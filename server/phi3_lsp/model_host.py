@@ -314,9 +314,6 @@ class ModelHost:
 
         Returns no engine when a newer load superseded this one before the weights.
         """
-        from phi3_lsp.engine import ModelEngine
-        from phi3_lsp.sources import resolve_model
-        from phi3_lsp.tokens import DocumentTokenizer
 
         def on_progress(update: ProgressUpdate) -> None:
             if load_id != self._load_id:
@@ -324,6 +321,12 @@ class ModelHost:
             percentage = None if update.fraction is None else round(update.fraction * 100)
             self._update_status(state="loading", message=update.message, percentage=percentage)
             self._listener.load_progressed(update)
+
+        # The first load imports torch and transformers, which takes seconds on its own.
+        on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
+        from phi3_lsp.engine import ModelEngine
+        from phi3_lsp.sources import resolve_model
+        from phi3_lsp.tokens import DocumentTokenizer
 
         on_progress(ProgressUpdate("loading", f"Finding {model}"))
         source = resolve_model(model, progress=on_progress, trust_remote_code=trust_remote_code)

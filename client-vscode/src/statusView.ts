@@ -42,7 +42,12 @@ const ERROR = "$(error)";
 function lastCompletionLines(server: ServerStatus | undefined, roundTripMs?: number): string[] {
   const lines: string[] = [];
   if (server?.lastLatencyMs != null) {
-    const tokens = server.lastTokens != null ? `, ${server.lastTokens} tokens` : "";
+    const tokens =
+      server.lastTokens == null
+        ? ""
+        : server.lastTokens === 0
+          ? ", nothing to add"
+          : `, ${server.lastTokens} tokens`;
     lines.push(`Last completion: ${Math.round(server.lastLatencyMs)} ms on the server${tokens}`);
   }
   if (server?.lastTokensPerSecond != null) {

@@ -76,6 +76,13 @@ describe("status bar rendering", () => {
     assert.match(view.tooltip, /Round trip in the editor: 4400 ms/);
   });
 
+  it("says when the last completion had nothing to add rather than '0 tokens'", () => {
+    const empty: ServerStatus = { ...ready, lastLatencyMs: 857, lastTokens: 0 };
+    const view = renderStatus(inputs({ server: empty }));
+    assert.match(view.tooltip, /Last completion: 857 ms on the server, nothing to add/);
+    assert.doesNotMatch(view.tooltip, /0 tokens/);
+  });
+
   it("says when inline completions are off", () => {
     const view = renderStatus(inputs({ inlineCompletions: false }));
     assert.match(view.text, /circle-slash/);

@@ -117,6 +117,9 @@ class ModelEngine:
             has_weights=source.weights_dir is not None,
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
         )
+        if engine.has_weights:
+            report(ProgressUpdate("loading", f"Warming up {source.name}", 0.9))
+            engine.warm_up()
         report(ProgressUpdate("loading", f"{source.name} is ready", 1.0))
         log.info(
             "Loaded %s (%s, %s parameters, %s, %s) in %.2f s (tokenizer and config %.2f s), "
@@ -170,6 +173,15 @@ class ModelEngine:
             on_text=on_text,
             cache_key=cache_key,
         )
+
+    def warm_up(self) -> None:
+        """Run a tiny generation, so the first real one does not pay for lazy initialization.
+
+        The first forward passes set up kernels and buffers (a few tenths of a second on a
+        small model), which would otherwise land on the user's first completion.
+        """
+        prompt = self.tokenizer.encode_prompt("Hello, world") or [0]
+        self._decoder.generate(prompt, max_new_tokens=2)
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""

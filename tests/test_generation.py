@@ -134,7 +134,8 @@ def test_a_sliding_window_model_reuses_prefixes_beyond_its_window(phi3_mini_dir:
         sliding_window=8,
         pad_token_id=32000,
     )
-    model = Phi3ForCausalLM(config).eval()
+    model = Phi3ForCausalLM(config)
+    model.train(False)
     tokenizer = DocumentTokenizer.from_dir(phi3_mini_dir)
     decoder = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())
     first, edited = tokenizer.encode_prompt(CODE), tokenizer.encode_prompt(CODE[:-2] + "x fib(n)")

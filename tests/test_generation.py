@@ -93,6 +93,17 @@ class TestTinyPhi3:
         assert generation.finish_reason == "stopped"
         assert generation.token_ids == ()
         assert generation.prefill_seconds == 0.0
+        assert generation.decode_steps == 0
+
+    def test_a_stopped_request_keeps_the_cache_for_the_next(self, tiny: ModelEngine) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CODE)
+        tiny.generate(prompt, max_new_tokens=3, cache_key="stopped")
+        stop = threading.Event()
+        stop.set()
+        stopped = tiny.generate([*prompt, 450], stop_event=stop, cache_key="stopped")
+        assert (stopped.token_ids, stopped.decode_steps) == ((), 0)
+        after = tiny.generate([*prompt, 450], max_new_tokens=3, cache_key="stopped")
+        assert after.reused_prompt_tokens == len(prompt)
 
     def test_a_stop_during_generation_returns_at_once(self, tiny: ModelEngine) -> None:
         stop, seen = threading.Event(), list[str]()

@@ -176,7 +176,7 @@ class GreedyDecoder:
             reused_prompt_tokens=reused,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
-            decode_steps=len(run.fed_ids) - len(prompt_ids),
+            decode_steps=max(0, len(run.fed_ids) - len(prompt_ids)),
             finish_reason=finish,
         )
 

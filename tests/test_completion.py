@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from phi3_lsp.completion import (
@@ -11,7 +13,6 @@ from phi3_lsp.completion import (
     prompt_budget,
     tidy_continuation,
 )
-from phi3_lsp.offline_pack import ensure_asset
 from phi3_lsp.tokens import DocumentTokenizer
 
 BOS = 1
@@ -20,8 +21,8 @@ CAPITAL_IDS = [450, 7483, 310, 3444, 338]
 
 
 @pytest.fixture(scope="module")
-def phi3_tokenizer() -> DocumentTokenizer:
-    return DocumentTokenizer.from_dir(ensure_asset("phi3-mini"))
+def phi3_tokenizer(phi3_mini_dir: Path) -> DocumentTokenizer:
+    return DocumentTokenizer.from_dir(phi3_mini_dir)
 
 
 def test_a_short_text_is_the_whole_prompt_after_bos(phi3_tokenizer: DocumentTokenizer) -> None:

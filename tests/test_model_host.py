@@ -1,0 +1,164 @@
+"""The model host with a tiny real Phi-3: background loading, status, supersession, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
+from phi3_lsp.progress import ProgressUpdate
+
+LOAD_TIMEOUT = 120.0
+PROMPT_IDS = [1, 450, 7483, 310, 3444, 338]  # BOS + "The capital of France is" in Phi-3
+
+
+class RecordingListener:
+    """Keeps what the host reports, and wakes the test when a load ends."""
+
+    def __init__(self) -> None:
+        self.statuses: list[Status] = []
+        self.began: list[str] = []
+        self.progress: list[ProgressUpdate] = []
+        self.outcomes: list[LoadOutcome] = []
+        self.load_done = threading.Event()
+
+    def status_changed(self, status: Status) -> None:
+        self.statuses.append(status)
+
+    def load_began(self, model: str) -> None:
+        self.began.append(model)
+
+    def load_progressed(self, update: ProgressUpdate) -> None:
+        self.progress.append(update)
+
+    def load_ended(self, outcome: LoadOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.load_done.set()
+
+    def wait_for_load(self) -> LoadOutcome:
+        assert self.load_done.wait(LOAD_TIMEOUT)
+        self.load_done.clear()
+        return self.outcomes[-1]
+
+
+@pytest.fixture
+def listener() -> RecordingListener:
+    return RecordingListener()
+
+
+@pytest.fixture
+def new_host(listener: RecordingListener) -> Iterator[Callable[[str], ModelHost]]:
+    """Makes hosts, and stops their model threads after the test."""
+    hosts: list[ModelHost] = []
+
+    def make(model: str) -> ModelHost:
+        hosts.append(ModelHost(listener, model))
+        return hosts[-1]
+
+    yield make
+    for host in hosts:
+        host.shutdown()
+
+
+@pytest.fixture
+def loaded_host(
+    tiny_phi3_dir: Path, listener: RecordingListener, new_host: Callable[[str], ModelHost]
+) -> ModelHost:
+    host = new_host(str(tiny_phi3_dir))
+    assert host.load(str(tiny_phi3_dir), threads=1)
+    assert listener.wait_for_load() == LoadOutcome(model=str(tiny_phi3_dir))
+    return host
+
+
+def test_a_load_reports_progress_and_ends_ready_with_weights(
+    loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
+) -> None:
+    assert listener.began == [str(tiny_phi3_dir)]
+    assert listener.progress, "progress steps were reported"
+    states = [status.state for status in listener.statuses]
+    assert states[0] == "loading" and states[-1] == "ready"
+    assert set(states) == {"loading", "ready"}
+    assert loaded_host.status.weights_loaded
+    assert loaded_host.tokenizer is not None
+    assert loaded_host.can_generate()
+
+
+def test_loading_the_same_model_again_does_nothing(
+    loaded_host: ModelHost, tiny_phi3_dir: Path
+) -> None:
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1)
+    assert loaded_host.can_generate()
+
+
+async def test_a_generation_updates_the_last_completion_figures(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    seen = len(listener.statuses)
+    generation = await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc")
+    assert generation is not None
+    assert 1 <= len(generation.token_ids) <= 5
+    states = [status.state for status in listener.statuses[seen:]]
+    assert states == ["generating", "ready"]
+    assert loaded_host.status.last_tokens == len(generation.token_ids)
+    assert loaded_host.status.last_latency_ms is not None
+
+
+async def test_a_newer_request_supersedes_the_running_one(loaded_host: ModelHost) -> None:
+    older = asyncio.ensure_future(
+        loaded_host.generate(PROMPT_IDS, max_new_tokens=500, cache_key="a")
+    )
+    await asyncio.sleep(0)  # the older request is on the model thread now
+    newer = await loaded_host.generate(PROMPT_IDS, max_new_tokens=3, cache_key="b")
+    assert await older is None
+    assert newer is not None and len(newer.token_ids) <= 3
+
+
+async def test_a_cancelled_request_stops_and_the_next_one_runs(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    task = asyncio.ensure_future(
+        loaded_host.generate(PROMPT_IDS, max_new_tokens=500, cache_key="a")
+    )
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    generation = await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="a")
+    assert generation is not None
+    assert loaded_host.status.state == "ready"
+
+
+def test_a_model_that_cannot_load_is_an_error_that_names_the_fix(
+    listener: RecordingListener, new_host: Callable[[str], ModelHost], tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "missing-model")
+    host = new_host(missing)
+    host.load(missing)
+    outcome = listener.wait_for_load()
+    assert outcome.error is not None and "phi3.model" in outcome.error
+    assert host.status.state == "error"
+    assert host.status.message == outcome.error
+    assert host.tokenizer is None and not host.can_generate()
+
+
+async def test_no_generation_without_a_model(
+    new_host: Callable[[str], ModelHost], tmp_path: Path
+) -> None:
+    host = new_host(str(tmp_path))
+    assert await host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc") is None
+
+
+def test_a_reload_drops_the_old_model_at_once(
+    loaded_host: ModelHost, listener: RecordingListener, tmp_path: Path
+) -> None:
+    loaded_host.load(str(tmp_path / "another-missing-model"))
+    # Until the new model loads, nothing answers from the old one.
+    assert loaded_host.tokenizer is None
+    assert not loaded_host.can_generate()
+    assert loaded_host.status.state == "loading"
+    listener.wait_for_load()
+    assert loaded_host.status.state == "error"

@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every step answered."""
     logging.getLogger("pygls").setLevel(logging.ERROR)
     model = args.demo_model or getattr(args, "model", None) or DEMO_MODEL
-    command = [sys.executable, "-m", "phi3_lsp", "--model", model]
+    # The demo prints what the server answers; the server's own log stays at warnings.
+    command = [sys.executable, "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
     return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
 
 
@@ -98,10 +99,21 @@ async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -
 
     print(f"Starting the server: {' '.join(command)}", file=out, flush=True)
     await client.start_io(*command)
+    forwarder = asyncio.create_task(_forward_stderr(client))
     try:
         return await _steps(client, session, model, timeout, out)
     finally:
         await _stop(client)
+        forwarder.cancel()
+
+
+async def _forward_stderr(client: LanguageClient) -> None:
+    """Copy the server's stderr to ours: unread, a full pipe would block the server's logging."""
+    process = client._server  # pygls keeps the subprocess here and reads only its stdout
+    if process is None or process.stderr is None:
+        return
+    while line := await process.stderr.readline():
+        sys.stderr.write(line.decode(errors="replace"))
 
 
 async def _steps(

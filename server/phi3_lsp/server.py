@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -46,7 +46,6 @@ class Phi3LanguageServer(LanguageServer):
         self.settings = self.defaults
         self.suggestions = SuggestionCache()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._listener: HostListener | None = None
         self.host: ModelHost | None = None
         self._detach_log_handler: Callable[[], None] | None = None
 
@@ -55,7 +54,6 @@ class Phi3LanguageServer(LanguageServer):
     def attach_loop(self, listener: HostListener) -> None:
         """Bind to the running event loop and create the model host (on `initialize`)."""
         self._loop = asyncio.get_running_loop()
-        self._listener = listener
         self.host = ModelHost(listener, self.settings.model)
         if self._detach_log_handler is None:
             self._detach_log_handler = attach_client_handler(ClientLogHandler(self.send_log))
@@ -83,10 +81,6 @@ class Phi3LanguageServer(LanguageServer):
         # The loop may close while the server exits: nobody is listening then.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(callback)
-
-    def notify(self, method: str, params: Any) -> None:
-        """Send a notification from any thread."""
-        self.call_soon(lambda: self.protocol.notify(method, params))
 
     def show_message(self, kind: types.MessageType, message: str) -> None:
         """`window/showMessage` from any thread."""
@@ -173,7 +167,8 @@ def _protocol_stdout() -> BinaryIO:
     this way their output lands in the log instead.
     """
     sys.stdout.flush()
-    protocol = os.fdopen(os.dup(1), "wb", buffering=0)
+    # Buffered: pygls flushes after each message, and a buffered writer writes it all.
+    protocol = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return protocol

@@ -1,0 +1,375 @@
+#!/usr/bin/env node
+/**
+ * The Phi-3 extension in a real VS Code (code-server 4.139 = VS Code 1.139), driven through
+ * Chromium the way a user works: wait for the status bar to say ready, type a sentence, ask for
+ * an inline suggestion, accept it with Tab, hover a word, open the architecture view.
+ * A screenshot of each step goes to tools/vscode-e2e/screenshots/.
+ *
+ *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace]
+ *
+ * --vsix FILE  install this package instead of building one from client-vscode/
+ * --keep       keep the temporary profile (logs, settings, workspace) even when the run passes
+ * --trace      log every LSP message in the extension's log (phi3.trace.server = verbose)
+ *
+ * Environment: VSCODE_E2E_HOME (where setup.sh installed Node 24 and code-server),
+ * PHI3_PYTHON (default: the repository's .venv), CHROMIUM_PATH (default /usr/bin/chromium).
+ * Exits 1 with the failed step, the status bar text and the extension's log on failure.
+ */
+
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+import {
+  codeServerInstall,
+  createProfile,
+  installExtension,
+  startCodeServer,
+} from "./lib/codeServer.mjs";
+import { tail } from "./lib/process.mjs";
+import { referenceFacts } from "./lib/reference.mjs";
+import { packageExtension } from "./lib/vsix.mjs";
+import { Workbench } from "./lib/workbench.mjs";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, "..", "..");
+const SCREENSHOTS = path.join(HERE, "screenshots");
+
+const MODEL = "smollm2-135m";
+const FILE_NAME = "notes.txt";
+const PROMPT = "The capital of France is";
+const EXPECTED_IN_SUGGESTION = "Paris";
+const HOVERED_WORD = "capital";
+
+/** Bounds for each wait, generous for a busy 2-core machine. */
+const TIMEOUT = {
+  codeServerListening: 60_000,
+  workbench: 90_000,
+  serverReady: 300_000,
+  ui: 20_000,
+  suggestion: 120_000,
+  hover: 20_000,
+  architecture: 60_000,
+};
+
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+const started = performance.now();
+const timings = [];
+/** The status bar's own figures for the first suggestion (server latency, decode speed). */
+const figures = [];
+const log = (message) => {
+  const seconds = ((performance.now() - started) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${seconds} s] ${message}\n`);
+};
+
+/** Runs `action`, records how long it took under `name`, and returns its result. */
+async function timed(name, action) {
+  const start = performance.now();
+  const result = await action();
+  timings.push([name, performance.now() - start]);
+  return result;
+}
+
+class CheckFailed extends Error {}
+
+function check(condition, message) {
+  if (!condition) {
+    throw new CheckFailed(message);
+  }
+}
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      vsix: { type: "string" },
+      keep: { type: "boolean", default: false },
+      trace: { type: "boolean", default: false },
+    },
+  });
+  const home = process.env.VSCODE_E2E_HOME ?? path.join(os.homedir(), ".cache", "phi3-lsp-vscode-e2e");
+  const python = process.env.PHI3_PYTHON ?? path.join(REPO, ".venv", "bin", "python");
+  const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+  for (const [what, file] of [
+    ["the project's Python (PHI3_PYTHON)", python],
+    ["Chromium (CHROMIUM_PATH)", chromiumPath],
+    ...(values.vsix !== undefined ? [["the --vsix file", values.vsix]] : []),
+  ]) {
+    if (!existsSync(file)) {
+      throw new CheckFailed(`${what} not found at ${file}`);
+    }
+  }
+  return { home, python, chromiumPath, vsix: values.vsix, keep: values.keep, trace: values.trace };
+}
+
+function userSettings(python, trace) {
+  return {
+    "phi3.pythonPath": python,
+    "phi3.model": MODEL,
+    "phi3.trace.server": trace ? "verbose" : "off",
+    // A quiet first start: no welcome page, no chat panel, no recommendation pop-ups.
+    "workbench.startupEditor": "none",
+    "workbench.secondarySideBar.defaultVisibility": "hidden",
+    "chat.disableAIFeatures": true,
+    "extensions.ignoreRecommendations": true,
+    "workbench.tips.enabled": false,
+    "telemetry.telemetryLevel": "off",
+    "update.mode": "none",
+  };
+}
+
+async function screenshot(page, name) {
+  const file = path.join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  log(`screenshot ${path.relative(REPO, file)}`);
+}
+
+/** The extension's own log (its output channel) in the profile, for failure reports. */
+function extensionLog(userDataDir) {
+  const found = [];
+  const walk = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        walk(full);
+      } else if (entry.name === "Phi-3.log") {
+        found.push(full);
+      }
+    }
+  };
+  const logs = path.join(userDataDir, "logs");
+  if (existsSync(logs)) {
+    walk(logs);
+  }
+  return found.length > 0 ? { file: found.at(-1), text: readFileSync(found.at(-1), "utf8") } : null;
+}
+
+/** Waits for the status bar item to show ready (sparkle icon); fails at once on its error icon. */
+async function waitForServerReady(workbench) {
+  const deadline = Date.now() + TIMEOUT.serverReady;
+  let lastLabel = null;
+  const seen = [];
+  while (Date.now() < deadline) {
+    const [icon, label] = [await workbench.statusIcon(), await workbench.statusLabel()];
+    if (label !== null && label !== lastLabel) {
+      lastLabel = label;
+      const firstLine = label.split("\n")[0];
+      seen.push(firstLine);
+      log(`status bar: ${firstLine}`);
+    }
+    if (icon === "sparkle") {
+      return seen;
+    }
+    check(icon !== "error", `the status bar shows an error: ${label}`);
+    await workbench.page.waitForTimeout(250);
+  }
+  throw new CheckFailed(
+    `the status bar did not show ready within ${TIMEOUT.serverReady / 1000} s (last: ${lastLabel})`,
+  );
+}
+
+/** Waits for ghost text containing `expected`; returns it and when it first contained it. */
+async function waitForGhostText(workbench, expected) {
+  const deadline = Date.now() + TIMEOUT.suggestion;
+  let last = "";
+  while (Date.now() < deadline) {
+    last = await workbench.ghostText();
+    if (last.includes(expected)) {
+      return last;
+    }
+    await workbench.page.waitForTimeout(100);
+  }
+  throw new CheckFailed(
+    last === ""
+      ? `no inline suggestion appeared within ${TIMEOUT.suggestion / 1000} s`
+      : `the inline suggestion does not contain "${expected}": ${JSON.stringify(last)}`,
+  );
+}
+
+const collapse = (text) => text.replace(/\s+/g, " ").trim();
+
+async function drive(page, workbench, facts) {
+  const ready = await timed("server ready (page open → status bar ready)", async () => {
+    await workbench.waitUntilLoaded(TIMEOUT.workbench);
+    log("workbench loaded");
+    return waitForServerReady(workbench);
+  });
+  check(
+    ready.some((label) => label.startsWith("loading")),
+    `the status bar never showed the server loading before ready: ${ready.join(" → ")}`,
+  );
+  await screenshot(page, "01-status-ready");
+
+  await workbench.openFile(FILE_NAME, TIMEOUT.ui);
+  await page.keyboard.type(PROMPT, { delay: 30 });
+  check(
+    collapse(await workbench.editorText()) === PROMPT,
+    `the editor does not hold what was typed: ${await workbench.editorText()}`,
+  );
+  await screenshot(page, "02-typed");
+
+  // No default keybinding triggers inline suggestions in this build: the palette does.
+  const ghost = await timed("first suggestion (trigger → ghost text with Paris)", async () => {
+    await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+    return waitForGhostText(workbench, EXPECTED_IN_SUGGESTION);
+  });
+  log(`ghost text: ${JSON.stringify(ghost)}`);
+  check(
+    collapse(await workbench.editorText()) === PROMPT,
+    "the suggestion changed the document before it was accepted",
+  );
+  await screenshot(page, "03-ghost-text");
+  // The server's own figures for this suggestion, beside the editor's round trip.
+  const afterSuggestion = await workbench.statusTooltip(TIMEOUT.ui);
+  log(`status tooltip: ${JSON.stringify(afterSuggestion)}`);
+  for (const line of afterSuggestion.split("\n")) {
+    if (/^(Last completion|Decode speed|Round trip)/.test(line)) {
+      figures.push(line);
+    }
+  }
+
+  await page.keyboard.press("Tab");
+  const accepted = await workbench.editorText();
+  log(`after Tab: ${JSON.stringify(accepted)}`);
+  check(
+    collapse(accepted) === collapse(`${PROMPT}${ghost}`),
+    `Tab did not insert the suggestion: expected ${JSON.stringify(PROMPT + ghost)}, the editor has ${JSON.stringify(accepted)}`,
+  );
+  await screenshot(page, "04-accepted");
+
+  const hover = await workbench.hoverWord(HOVERED_WORD, TIMEOUT.hover);
+  log(`hover: ${JSON.stringify(hover)}`);
+  for (const token of facts.tokens) {
+    check(
+      new RegExp(`(^|\\s)${token.id}(\\s|$)`).test(hover),
+      `the hover over "${HOVERED_WORD}" lacks token id ${token.id} (${token.piece}): ${JSON.stringify(hover)}`,
+    );
+  }
+  await screenshot(page, "05-hover");
+  await page.keyboard.press("Escape");
+
+  const architecture = await timed("architecture view (command → document shown)", async () => {
+    await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
+    return workbench.webviewTextContaining(facts.className, TIMEOUT.architecture);
+  });
+  check(
+    architecture !== null,
+    `no view showing "${facts.className}" opened within ${TIMEOUT.architecture / 1000} s`,
+  );
+  // Module lines as torch prints them, built from the pack's config.json.
+  for (const module of [
+    `(embed_tokens): Embedding(${facts.vocabSize}, ${facts.hiddenSize}`,
+    `(0-${facts.layers - 1}): ${facts.layers} x`,
+    `(lm_head): Linear(in_features=${facts.hiddenSize}, out_features=${facts.vocabSize}`,
+  ]) {
+    check(architecture.includes(module), `the architecture view lacks the module line ${module}`);
+  }
+  await screenshot(page, "06-architecture");
+
+  const tooltip = await workbench.statusTooltip(TIMEOUT.ui, () =>
+    screenshot(page, "07-status-tooltip"),
+  );
+  log(`status tooltip: ${JSON.stringify(tooltip)}`);
+  check(tooltip.includes(`ready: ${MODEL}`), `the status tooltip does not say ready: ${tooltip}`);
+}
+
+async function main() {
+  const settings = options();
+  const install = codeServerInstall(settings.home);
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  for (const old of readdirSync(SCREENSHOTS).filter((name) => name.endsWith(".png"))) {
+    rmSync(path.join(SCREENSHOTS, old));
+  }
+  const workDir = mkdtempSync(path.join(os.tmpdir(), "phi3-vscode-e2e-"));
+  const workspace = path.join(workDir, "workspace");
+  mkdirSync(workspace);
+  writeFileSync(path.join(workspace, FILE_NAME), "");
+  log(`profile and workspace in ${workDir}`);
+
+  const facts = await referenceFacts(settings.python, MODEL, `${PROMPT} Paris.`, HOVERED_WORD);
+  const vsix =
+    settings.vsix ??
+    (await timed("vsix build (npm ci + package)", () => packageExtension(REPO, workDir, log)));
+  const profile = createProfile(workDir, userSettings(settings.python, settings.trace));
+  await timed("vsix install (code-server --install-extension)", () =>
+    installExtension(install, profile, vsix),
+  );
+  log(`installed ${vsix}`);
+
+  let codeServer;
+  let browser;
+  let page;
+  let passed = false;
+  const cleanUp = async () => {
+    await browser?.close().catch(() => undefined);
+    await codeServer?.stop();
+  };
+  const onSignal = (signal) => {
+    log(`${signal}: stopping code-server and Chromium`);
+    void cleanUp().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    codeServer = await timed("code-server start (spawn → listening)", () =>
+      startCodeServer(install, profile, { timeoutMs: TIMEOUT.codeServerListening }),
+    );
+    log(`code-server listening on ${codeServer.url}`);
+    browser = await chromium.launch({
+      executablePath: settings.chromiumPath,
+      args: CHROMIUM_ARGS,
+      timeout: 60_000,
+    });
+    page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(TIMEOUT.ui);
+    await page.goto(`${codeServer.url}?folder=${encodeURIComponent(workspace)}`, {
+      timeout: TIMEOUT.workbench,
+    });
+    await drive(page, new Workbench(page), facts);
+    passed = true;
+  } catch (error) {
+    process.stderr.write(`\nFAILED: ${error instanceof CheckFailed ? error.message : error.stack}\n`);
+    if (page !== undefined) {
+      await screenshot(page, "99-failure").catch(() => undefined);
+    }
+    const extension = extensionLog(profile.userDataDir);
+    if (extension !== null) {
+      process.stderr.write(`\nThe extension's log (${extension.file}), last lines:\n${tail(extension.text, 40)}\n`);
+    }
+    if (codeServer !== undefined) {
+      process.stderr.write(`\ncode-server's log, last lines:\n${tail(codeServer.log(), 15)}\n`);
+    }
+  } finally {
+    await cleanUp();
+  }
+
+  process.stderr.write("\nTimings:\n");
+  for (const [name, ms] of timings) {
+    process.stderr.write(`  ${(ms / 1000).toFixed(1).padStart(6)} s  ${name}\n`);
+  }
+  if (figures.length > 0) {
+    process.stderr.write(`\nThe status bar after the first suggestion:\n  ${figures.join("\n  ")}\n`);
+  }
+  if (passed && !settings.keep) {
+    rmSync(workDir, { recursive: true, force: true });
+  } else {
+    process.stderr.write(`\nProfile, logs and workspace kept in ${workDir}\n`);
+  }
+  process.stderr.write(passed ? "\nPASSED: the extension works in VS Code.\n" : "");
+  process.exitCode = passed ? 0 : 1;
+}
+
+main().catch((error) => {
+  process.stderr.write(`\nFAILED: ${error instanceof CheckFailed ? error.message : error.stack}\n`);
+  process.exitCode = 1;
+});

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,5 +161,22 @@ def test_a_reload_drops_the_old_model_at_once(
     assert loaded_host.tokenizer is None
     assert not loaded_host.can_generate()
     assert loaded_host.status.state == "loading"
-    listener.wait_for_load()
-    assert loaded_host.status.state == "error"
+    outcome = listener.wait_for_load()
+    assert outcome.error is not None
+    assert listener.statuses[-1].state == "error"
+
+
+def test_a_model_that_failed_is_tried_again_when_asked_for_again(
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tmp_path: Path,
+    tiny_phi3_dir: Path,
+) -> None:
+    folder = tmp_path / "model-copied-later"
+    host = new_host(str(folder))
+    host.load(str(folder), threads=1)
+    assert listener.wait_for_load().error is not None
+    shutil.copytree(tiny_phi3_dir, folder)  # the user fixes the cause
+    assert host.load(str(folder), threads=1)
+    assert listener.wait_for_load().error is None
+    assert host.can_generate()

@@ -106,6 +106,11 @@ class ModelThread(Executor):
         self._jobs.put((future, lambda: fn(*args, **kwargs)))
         return future
 
+    @property
+    def closed(self) -> bool:
+        """True once `shutdown` was called."""
+        return self._closed
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs; the running job finishes on its own."""
         self._closed = True
@@ -163,10 +168,11 @@ class ModelHost:
 
         Returns True when a load was started. The previous model is dropped at once, so that
         requests during the reload get empty answers instead of answers from the old model.
+        A model that failed to load is tried again (the user may have fixed the cause).
         """
         key = (model, threads, trust_remote_code)
         with self._lock:
-            if key == self._loaded_key:
+            if key == self._loaded_key and self._status.state != "error":
                 return False
             self._loaded_key = key
             self._load_id += 1
@@ -224,7 +230,7 @@ class ModelHost:
     def forget_document(self, uri: str) -> None:
         """Free what the engine keeps for a closed document (its prompt's keys and values)."""
         engine = self._engine
-        if engine is not None:
+        if engine is not None and not self._thread.closed:
             self._thread.submit(engine.forget_prompt, uri)
 
     def shutdown(self) -> None:

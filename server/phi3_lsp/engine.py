@@ -91,24 +91,7 @@ class ModelEngine:
             source.config_dir, trust_remote_code=source.trust_remote_code
         )
         tokenizer_seconds = time.perf_counter() - started
-        # Our own progress reports replace transformers' terminal bars, which would only clutter
-        # a language server's stderr.
-        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        if source.weights_dir is None:
-            report(ProgressUpdate("loading", f"Building {source.name} without weights", 0.3))
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                    config, dtype=dtype, trust_remote_code=source.trust_remote_code
-                )
-        else:
-            report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
-            model = AutoModelForCausalLM.from_pretrained(
-                source.weights_dir,
-                config=config,
-                dtype=dtype,
-                trust_remote_code=source.trust_remote_code,
-            )
-        model.eval()
+        model = _build_model(source, config, dtype, report)
         engine = cls(
             source,
             tokenizer,
@@ -192,6 +175,32 @@ class ModelEngine:
         return describe_model(
             self.model, self.config, name=self.source.spec, weights_loaded=self.has_weights
         )
+
+
+def _build_model(
+    source: ModelSource, config: Any, dtype: torch.dtype, report: ProgressCallback
+) -> nn.Module:
+    """The model in eval mode: from the weights, or on the meta device when there are none."""
+    # Our own progress reports replace transformers' terminal bars, which would only clutter
+    # a language server's stderr.
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    model: nn.Module
+    if source.weights_dir is None:
+        report(ProgressUpdate("loading", f"Building {source.name} without weights", 0.3))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                config, dtype=dtype, trust_remote_code=source.trust_remote_code
+            )
+    else:
+        report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
+        model = AutoModelForCausalLM.from_pretrained(
+            source.weights_dir,
+            config=config,
+            dtype=dtype,
+            trust_remote_code=source.trust_remote_code,
+        )
+    model.eval()
+    return model
 
 
 def physical_cores() -> int:

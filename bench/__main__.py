@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import datetime
 import os
-import platform
 import shlex
 import sys
 import time
@@ -291,6 +290,14 @@ def phi3_setup(options: Options, cache: Path) -> ModelSetup:
     )
 
 
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (the machine's kind matters for every figure)."""
+    for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 def header(options: Options, argv: list[str]) -> str:
     versions = ", ".join(
         f"{name} {metadata.version(name)}" for name in ("torch", "transformers", "pygls")
@@ -302,7 +309,7 @@ def header(options: Options, argv: list[str]) -> str:
     return (
         f"# phi3-lsp benchmark, {datetime.datetime.now().isoformat(timespec='minutes')}\n\n"
         f"`{command}` — {os.cpu_count()} CPUs, {memory_kib / 1024 / 1024:.0f} GiB, "
-        f"{platform.processor() or platform.machine()}; {versions}; medians of {options.repeats} "
+        f"{cpu_model()}; {versions}; medians of {options.repeats} "
         f"(Phi-3: 1); load average at start {load}.\n"
     )
 

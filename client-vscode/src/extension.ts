@@ -16,17 +16,21 @@ function currentSettings(): ExtensionSettings {
   return readSettings((key) => section.get(key));
 }
 
+/** Kept for `deactivate`, which must return the server's shutdown for VS Code to wait on it. */
+let activeSession: ServerSession | undefined;
+
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel("Phi-3", { log: true });
   const statusBar = new StatusBar(() => currentSettings().inlineCompletions);
   const architecture = new ArchitectureDocuments();
   const session = new ServerSession({ output, statusBar, settings: currentSettings });
+  activeSession = session;
   context.subscriptions.push(output, statusBar, architecture, session);
 
   const register = (id: string, run: () => unknown): void => {
     context.subscriptions.push(vscode.commands.registerCommand(id, run));
   };
-  register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture));
+  register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture, output));
   register(RESTART_COMMAND, () => session.restart());
   register(TOGGLE_INLINE_COMMAND, () => toggleInlineCompletions());
   register(SHOW_OUTPUT_COMMAND, () => {
@@ -62,22 +66,35 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   await session.start();
 }
 
-export function deactivate(): void {
-  // Everything is disposed through context.subscriptions, including the server session.
+/** Shuts the server down cleanly (shutdown + exit) before VS Code ends the extension host. */
+export function deactivate(): Promise<void> | undefined {
+  const session = activeSession;
+  activeSession = undefined;
+  return session?.stop();
 }
 
 async function showArchitecture(
   session: ServerSession,
   documents: ArchitectureDocuments,
+  output: vscode.LogOutputChannel,
 ): Promise<void> {
-  const report = await vscode.window.withProgress(
-    { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the architecture" },
-    () => session.executeCommand(SHOW_ARCHITECTURE_COMMAND),
-  );
-  if (!isArchitectureReport(report)) {
-    throw new Error("The Phi-3 server sent an architecture report in an unexpected shape.");
+  try {
+    const report = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the architecture" },
+      () => session.executeCommand(SHOW_ARCHITECTURE_COMMAND),
+    );
+    if (!isArchitectureReport(report)) {
+      throw new Error("the server's architecture report has an unexpected shape");
+    }
+    await documents.show(report);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    output.error(`Show Phi-3 architecture: ${message}`);
+    const showOutput = "Show output";
+    if ((await vscode.window.showErrorMessage(`Phi-3: ${message}`, showOutput)) === showOutput) {
+      output.show();
+    }
   }
-  await documents.show(report);
 }
 
 async function toggleInlineCompletions(): Promise<void> {

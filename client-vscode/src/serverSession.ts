@@ -103,12 +103,12 @@ export class ServerSession implements vscode.Disposable {
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {
-    // Operations never overlap, and one failure does not block the ones after it.
-    const next = this.queue.then(operation, operation);
-    this.queue = next.catch((error: unknown) => {
+    // Operations never overlap, and one failure (logged here) does not block the ones after
+    // it; the returned promise never rejects, so callers may fire and forget.
+    this.queue = this.queue.then(operation).catch((error: unknown) => {
       this.deps.output.error(`Phi-3 server: ${String(error)}`);
     });
-    return next;
+    return this.queue;
   }
 
   private async startNow(): Promise<void> {

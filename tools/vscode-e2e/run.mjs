@@ -41,6 +41,9 @@ const MODEL = "smollm2-135m";
 const FILE_NAME = "notes.txt";
 const PROMPT = "The capital of France is";
 const EXPECTED_IN_SUGGESTION = "Paris";
+/** Typed on a new line after the first suggestion; its suggestion must come without a trigger. */
+const SECOND_PROMPT = "The capital of Italy is";
+const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
 const HOVERED_WORD = "capital";
 
 /** Bounds for each wait, generous for a busy 2-core machine. */
@@ -86,6 +89,16 @@ class CheckFailed extends Error {}
 function check(condition, message) {
   if (!condition) {
     throw new CheckFailed(message);
+  }
+}
+
+/** Problems that leave the later steps meaningful: reported together at the end. */
+const problems = [];
+
+function checkAndContinue(condition, message) {
+  if (!condition) {
+    problems.push(message);
+    log(`PROBLEM: ${message}`);
   }
 }
 
@@ -196,6 +209,18 @@ async function waitForGhostText(workbench, expected) {
   );
 }
 
+/** True once no ghost text is on screen, false if some is still there after the UI timeout. */
+async function waitForNoGhostText(workbench) {
+  const deadline = Date.now() + TIMEOUT.ui;
+  while (Date.now() < deadline) {
+    if ((await workbench.ghostText()) === "") {
+      return true;
+    }
+    await workbench.page.waitForTimeout(100);
+  }
+  return false;
+}
+
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
 async function drive(page, workbench, facts) {
@@ -247,6 +272,34 @@ async function drive(page, workbench, facts) {
   );
   await screenshot(page, "04-accepted");
 
+  // Suggestions also come by themselves once typing pauses (editor.inlineSuggest defaults).
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(SECOND_PROMPT, { delay: 30 });
+  const typedSecond = `${accepted}\n${SECOND_PROMPT}`;
+  const automatic = await timed("automatic suggestion (last keystroke → ghost text with Rome)", () =>
+    waitForGhostText(workbench, EXPECTED_IN_SECOND_SUGGESTION),
+  );
+  log(`automatic ghost text: ${JSON.stringify(automatic)}`);
+  await screenshot(page, "05-automatic-suggestion");
+  // docs/protocol.md: classic completion is for clients without inline completion.
+  const suggestLabels = await workbench.suggestWidgetLabels();
+  checkAndContinue(
+    suggestLabels.length === 0,
+    `the suggest widget opened beside the ghost text, offering ${JSON.stringify(suggestLabels)}: VS Code also received the continuation through textDocument/completion`,
+  );
+  await page.keyboard.press("Escape");
+  if (suggestLabels.length > 0) {
+    await page.keyboard.press("Escape"); // the first one may only close the suggest widget
+  }
+  check(
+    await waitForNoGhostText(workbench),
+    `Escape did not dismiss the suggestion: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+  check(
+    collapse(await workbench.editorText()) === collapse(typedSecond),
+    `dismissing the suggestion changed the document: ${JSON.stringify(await workbench.editorText())}`,
+  );
+
   const hover = await workbench.hoverWord(HOVERED_WORD, TIMEOUT.hover);
   log(`hover: ${JSON.stringify(hover)}`);
   for (const token of facts.tokens) {
@@ -255,7 +308,7 @@ async function drive(page, workbench, facts) {
       `the hover over "${HOVERED_WORD}" lacks token id ${token.id} (${token.piece}): ${JSON.stringify(hover)}`,
     );
   }
-  await screenshot(page, "05-hover");
+  await screenshot(page, "06-hover");
   await page.keyboard.press("Escape");
 
   const architecture = await timed("architecture view (command → document shown)", async () => {
@@ -274,10 +327,10 @@ async function drive(page, workbench, facts) {
   ]) {
     check(architecture.includes(module), `the architecture view lacks the module line ${module}`);
   }
-  await screenshot(page, "06-architecture");
+  await screenshot(page, "07-architecture");
 
   const tooltip = await workbench.statusTooltip(TIMEOUT.ui, () =>
-    screenshot(page, "07-status-tooltip"),
+    screenshot(page, "08-status-tooltip"),
   );
   log(`status tooltip: ${JSON.stringify(tooltip)}`);
   check(tooltip.includes(`ready: ${MODEL}`), `the status tooltip does not say ready: ${tooltip}`);
@@ -336,7 +389,10 @@ async function main() {
       timeout: TIMEOUT.workbench,
     });
     await drive(page, new Workbench(page), facts);
-    passed = true;
+    passed = problems.length === 0;
+    if (!passed) {
+      process.stderr.write(`\nFAILED: ${problems.length} problem(s):\n  ${problems.join("\n  ")}\n`);
+    }
   } catch (error) {
     process.stderr.write(`\nFAILED: ${error instanceof CheckFailed ? error.message : error.stack}\n`);
     if (page !== undefined) {

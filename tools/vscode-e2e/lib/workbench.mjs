@@ -126,6 +126,13 @@ export class Workbench {
     return plainText(parts.join("\n"));
   }
 
+  /** Labels in the suggest widget (classic completion list) when it is open, else []. */
+  async suggestWidgetLabels() {
+    return this.page
+      .locator(`${EDITOR} .suggest-widget.visible .monaco-list-row .label-name`)
+      .allInnerTexts();
+  }
+
   /**
    * Moves the mouse onto the middle of `word` in the active editor (its first occurrence) and
    * returns the text of the hover that opens.

@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="initial model spec: hub id, folder, .gguf file, or smollm2-135m"
     )
     transport = parser.add_mutually_exclusive_group()
+    # Clients such as vscode-languageclient pass --stdio; stdio is the default anyway.
+    transport.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
     transport.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
     transport.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket, not stdio")
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")

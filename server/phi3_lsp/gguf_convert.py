@@ -63,7 +63,7 @@ def convert_gguf(
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained ("not serializable") while it still
     # carries the quantizer; its weights are already dequantized to plain tensors.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # nn.Module types attributes narrowly
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     if fix_config is not None:

@@ -191,7 +191,7 @@ async function waitForServerReady(workbench) {
   );
 }
 
-/** Waits for ghost text containing `expected`; returns it and when it first contained it. */
+/** Waits for ghost text containing `expected` and returns it. */
 async function waitForGhostText(workbench, expected) {
   const deadline = Date.now() + TIMEOUT.suggestion;
   let last = "";

@@ -7,6 +7,7 @@ collecting the tests must not load torch.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,10 @@ import pytest
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
+
+# As `phi3-lsp` does before torch loads (see __main__.main): idle OpenMP threads sleep rather
+# than spin, which keeps in-process model tests fast when other work shares the cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Small enough to build and run in a fraction of a second, with Phi-3's real vocabulary so the
 # real tokenizer drives it.

@@ -21,15 +21,29 @@ def offline_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(empty_hub)}
 
 
-def phi3_lsp(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def phi3_lsp(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "phi3_lsp", *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env,
         timeout=600,
         check=False,
     )
+
+
+def test_fetch_names_both_pack_folders(
+    offline_env: dict[str, str], phi3_mini_dir: Path, smollm2_dir: Path
+) -> None:
+    result = phi3_lsp(offline_env, "fetch")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["smollm2-135m", "phi3-mini"]
+    assert lines[0].startswith(f"smollm2-135m: {smollm2_dir} (")
+    assert lines[1].startswith(f"phi3-mini: {phi3_mini_dir} (")
 
 
 def test_tokenize_prints_ids_pieces_and_prompt_ids(offline_env: dict[str, str]) -> None:
@@ -61,6 +75,14 @@ def test_tokenize_json_has_offsets(offline_env: dict[str, str]) -> None:
     ]
     assert output["tokens"][-1]["text"] == "🦙"
     assert output["promptIds"][0] == 1
+
+
+def test_tokenize_reads_stdin(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "tokenize", "--json", "-", stdin="x = 1\n")
+    assert result.returncode == 0, result.stderr
+    tokens = json.loads(result.stdout)["tokens"]
+    assert "".join(token["text"] for token in tokens) == "x = 1\n"
+    assert tokens[-1]["piece"] == "<0x0A>"
 
 
 def test_a_command_model_and_the_top_level_model_both_work(

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp.completion import (
-    SuggestionCache,
     build_prompt,
     has_text_to_continue,
     prompt_budget,
@@ -93,44 +92,3 @@ def test_tidying_drops_trailing_whitespace_and_broken_characters() -> None:
     assert tidy_continuation(" caf\ufffd") == " caf"
     assert tidy_continuation("\n\n  \n") == ""
     assert tidy_continuation("") == ""
-
-
-class TestTypingThrough:
-    URI = "file:///notes.txt"
-    BEFORE = "The capital of France is"
-
-    def cache(self) -> SuggestionCache:
-        cache = SuggestionCache()
-        cache.remember(self.URI, self.BEFORE, " Paris. It is")
-        return cache
-
-    def test_typing_a_prefix_of_the_suggestion_leaves_the_rest(self) -> None:
-        cache = self.cache()
-        assert cache.rest_after_typing(self.URI, self.BEFORE + " Pa") == "ris. It is"
-        assert cache.rest_after_typing(self.URI, self.BEFORE + " Paris.") == " It is"
-
-    def test_asking_again_at_the_same_place_gives_the_same_suggestion(self) -> None:
-        assert self.cache().rest_after_typing(self.URI, self.BEFORE) == " Paris. It is"
-
-    def test_typing_something_else_misses(self) -> None:
-        assert self.cache().rest_after_typing(self.URI, self.BEFORE + " Lyon") is None
-
-    def test_another_document_misses(self) -> None:
-        assert self.cache().rest_after_typing("file:///other.txt", self.BEFORE + " P") is None
-
-    def test_an_edit_before_the_old_cursor_misses(self) -> None:
-        edited = "The capital of Spain is P"
-        assert self.cache().rest_after_typing(self.URI, edited) is None
-
-    def test_moving_the_cursor_back_misses(self) -> None:
-        assert self.cache().rest_after_typing(self.URI, self.BEFORE[:-1]) is None
-
-    def test_typing_the_whole_suggestion_leaves_nothing_to_show(self) -> None:
-        assert self.cache().rest_after_typing(self.URI, self.BEFORE + " Paris. It is") is None
-
-    def test_an_empty_or_forgotten_suggestion_is_not_kept(self) -> None:
-        cache = self.cache()
-        cache.forget()
-        assert cache.rest_after_typing(self.URI, self.BEFORE) is None
-        cache.remember(self.URI, self.BEFORE, "")
-        assert cache.rest_after_typing(self.URI, self.BEFORE) is None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from phi3_lsp.settings import DEFAULT_MODEL, Settings, parse_settings, section_of
+from phi3_lsp.settings import Settings, parse_settings, section_of
+from phi3_lsp.sources import DEFAULT_MODEL
 
 
 def test_no_section_means_the_defaults() -> None:

@@ -1,6 +1,4 @@
-"""Completion logic without LSP or torch: the prompt, its token budget, the suggestion's tidy-up,
-and the cache that answers at once while the user types through a suggestion.
-"""
+"""Completion logic without LSP or torch: the prompt, its token budget, the tidy-up."""
 
 from __future__ import annotations
 
@@ -74,42 +72,3 @@ def tidy_continuation(text: str) -> str:
     """
     text = text.rstrip("\ufffd").rstrip()
     return text if text.strip() else ""
-
-
-@dataclass(frozen=True)
-class _Suggestion:
-    uri: str
-    text_before_cursor: str
-    text: str
-
-
-class SuggestionCache:
-    """Remembers the last suggestion, so typing its first characters needs no model call."""
-
-    def __init__(self) -> None:
-        self._last: _Suggestion | None = None
-
-    def remember(self, uri: str, text_before_cursor: str, suggestion: str) -> None:
-        """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`."""
-        self._last = _Suggestion(uri, text_before_cursor, suggestion) if suggestion else None
-
-    def forget(self) -> None:
-        """Drop the remembered suggestion (e.g. when the model changes)."""
-        self._last = None
-
-    def rest_after_typing(self, uri: str, text_before_cursor: str) -> str | None:
-        """The rest of the last suggestion, if the user has typed a prefix of it since.
-
-        Typing through means: same document, the text before the cursor is the old text plus
-        exactly what was typed, and what was typed starts the suggestion. None otherwise, and
-        None once the whole suggestion has been typed (there is nothing left to show).
-        """
-        last = self._last
-        if last is None or last.uri != uri:
-            return None
-        if not text_before_cursor.startswith(last.text_before_cursor):
-            return None
-        typed = text_before_cursor[len(last.text_before_cursor) :]
-        if not last.text.startswith(typed) or len(typed) == len(last.text):
-            return None
-        return last.text[len(typed) :]

@@ -192,12 +192,18 @@ class ModelHost:
             self._stop_running_generation()
 
     async def generate(
-        self, prompt_ids: list[int], *, max_new_tokens: int, cache_key: str
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int,
+        cache_key: str,
+        on_text: Callable[[str], None] | None = None,
     ) -> Generation | None:
         """Greedy continuation of `prompt_ids` on the model thread.
 
         Returns None when no model with weights is loaded, or when a newer request superseded
         this one. If the awaiting task is cancelled, the generation stops within a decode step.
+        `on_text` receives the text as it is generated, on the model thread.
         """
         engine = self._engine
         if engine is None or not engine.has_weights:
@@ -218,6 +224,7 @@ class ModelHost:
                 cache_key,
                 stop,
                 started,
+                on_text,
             )
         except asyncio.CancelledError:
             stop.set()
@@ -249,6 +256,7 @@ class ModelHost:
         cache_key: str,
         stop: threading.Event,
         started: float,
+        on_text: Callable[[str], None] | None,
     ) -> Generation | None:
         # Superseded while queued: skip the work entirely, so only the latest request runs.
         if stop.is_set() or engine is not self._engine:
@@ -257,7 +265,11 @@ class ModelHost:
         generation: Generation | None = None
         try:
             generation = engine.generate(
-                prompt_ids, max_new_tokens=max_new_tokens, stop_event=stop, cache_key=cache_key
+                prompt_ids,
+                max_new_tokens=max_new_tokens,
+                stop_event=stop,
+                on_text=on_text,
+                cache_key=cache_key,
             )
         finally:
             self._finish_generation(engine, generation, started)

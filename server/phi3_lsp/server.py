@@ -20,11 +20,12 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from phi3_lsp import __version__
-from phi3_lsp.completion import SuggestionCache
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler, setup_logging
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
-from phi3_lsp.settings import DEFAULT_MODEL, Settings
+from phi3_lsp.settings import Settings
+from phi3_lsp.sources import DEFAULT_MODEL
+from phi3_lsp.suggestions import SuggestionCache
 
 logger = logging.getLogger(__name__)
 

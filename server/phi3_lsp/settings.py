@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
+from phi3_lsp.sources import DEFAULT_MODEL
+
 SECTION = "phi3"
 
 
@@ -29,6 +30,8 @@ class Settings:
     """Torch threads; 0 means one per physical core."""
     inline_completions: bool = True
     """False: inline and classic completion requests return nothing."""
+    answer_budget_ms: int = 600
+    """Answer with what is generated after this long and go on in the background; 0 waits."""
     trust_remote_code: bool = False
     """Passed to transformers for hub models that need custom code."""
 
@@ -55,6 +58,7 @@ _FIELDS: dict[str, _Field] = {
     "contextTokens": _Field("context_tokens", int, 16, 32768),
     "threads": _Field("threads", int, 0, None),
     "inlineCompletions": _Field("inline_completions", bool),
+    "answerBudgetMs": _Field("answer_budget_ms", int, 0, 60000),
     "trustRemoteCode": _Field("trust_remote_code", bool),
 }
 

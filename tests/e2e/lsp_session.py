@@ -23,6 +23,9 @@ LOAD_TIMEOUT = 600.0
 """Seconds a model may take to load: SmolLM2 from the cache takes a few on a quiet machine."""
 ANSWER_TIMEOUT = 300.0
 SMOLLM2_MAX_NEW_TOKENS = 16
+# Short continuations (the tests need their start; CPU time is shared), each answered whole so
+# that answers do not depend on how fast the machine is.
+SMOLLM2_SETTINGS: dict[str, Any] = {"maxNewTokens": SMOLLM2_MAX_NEW_TOKENS, "answerBudgetMs": 0}
 
 
 class Phi3Client(LanguageClient):

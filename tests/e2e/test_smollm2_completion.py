@@ -11,6 +11,7 @@ from pygls.exceptions import JsonRpcRequestCancelled
 from e2e.lsp_session import (
     ANSWER_TIMEOUT,
     SMOLLM2_MAX_NEW_TOKENS,
+    SMOLLM2_SETTINGS,
     Phi3Client,
     hover_text,
     inline_params,
@@ -82,7 +83,7 @@ async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Clie
 
 
 async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Client) -> None:
-    await smollm2.change_settings({"maxNewTokens": 50})
+    await smollm2.change_settings({**SMOLLM2_SETTINGS, "maxNewTokens": 50})
     try:
         uri = smollm2.open_text("limit.py", LONG_PROMPT)
         [item] = await smollm2.inline(uri, 1, 4)
@@ -90,7 +91,7 @@ async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Clien
         assert SMOLLM2_MAX_NEW_TOKENS < smollm2.statuses[-1]["lastTokens"] <= 50
         assert isinstance(item.insert_text, str) and item.insert_text.count("\n") >= 2
     finally:
-        await smollm2.change_settings({"maxNewTokens": SMOLLM2_MAX_NEW_TOKENS})
+        await smollm2.change_settings(SMOLLM2_SETTINGS)
 
 
 async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Phi3Client) -> None:
@@ -128,21 +129,43 @@ async def test_hover_answers_while_a_completion_runs_and_cancel_stops_it(
 
 
 async def test_only_the_last_of_ten_quick_requests_generates(smollm2: Phi3Client) -> None:
-    uri = smollm2.open_text("burst.txt", PROMPT)
+    # A user typing on: each request has more text before the cursor than the last, and the
+    # text typed is not what was suggested, so each new request makes the previous one moot.
+    typed = " a city in Europe, on the river Seine, and"
+    uri = smollm2.open_text("burst.txt", PROMPT + typed)
     seen = len(smollm2.statuses)
     requests = [
         smollm2.protocol.send_request_async(  # type: ignore[no-untyped-call]
-            types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 0, len(PROMPT))
+            types.TEXT_DOCUMENT_INLINE_COMPLETION,
+            inline_params(uri, 0, len(PROMPT) + 3 * (step + 1)),
         )
-        for _ in range(10)
+        for step in range(10)
     ]
     answers = await asyncio.wait_for(asyncio.gather(*requests), ANSWER_TIMEOUT)
     items = [list(answer.items) for answer in answers]
     assert items[:9] == [[]] * 9
     assert len(items[9]) == 1
-    assert items[9][0].insert_text.startswith(" Paris")
+    assert items[9][0].insert_text.strip()
     # The first may have started before the second arrived; none of the eight between did.
     assert generations_since(smollm2, seen) <= 2
+
+
+async def test_asking_again_at_the_same_place_joins_the_running_generation(
+    smollm2: Phi3Client,
+) -> None:
+    uri = smollm2.open_text("again.txt", PROMPT)
+    seen = len(smollm2.statuses)
+    requests = [
+        smollm2.protocol.send_request_async(  # type: ignore[no-untyped-call]
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 0, len(PROMPT))
+        )
+        for _ in range(3)
+    ]
+    answers = await asyncio.wait_for(asyncio.gather(*requests), ANSWER_TIMEOUT)
+    texts = [[item.insert_text for item in answer.items] for answer in answers]
+    assert texts[0][0].startswith(" Paris")
+    assert texts == [texts[0]] * 3
+    assert generations_since(smollm2, seen) == 1
 
 
 async def test_positions_past_the_end_and_unknown_documents_give_nothing(

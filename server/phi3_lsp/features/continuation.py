@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from lsprotocol import types
@@ -13,7 +14,9 @@ from phi3_lsp.completion import (
     tidy_continuation,
 )
 from phi3_lsp.features.documents import cursor_offset, open_document
+from phi3_lsp.model_host import ModelHost
 from phi3_lsp.server import Phi3LanguageServer
+from phi3_lsp.suggestions import LiveSuggestion
 
 logger = logging.getLogger(__name__)
 
@@ -34,26 +37,57 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if offset is None:
         return ""
     text_before_cursor = document.source[:offset]
-    # Every new request makes the running one useless, answered from the cache or not.
+    budget = ls.settings.answer_budget_ms / 1000 or None
+    # Typing through the last suggestion (or asking again at its place) is answered from it,
+    # and leaves its generation running: it is the one that serves this request.
+    through = ls.suggestions.typed_through(uri, text_before_cursor)
+    if through is not None:
+        rest = await through.rest(budget)
+        if rest is not None:
+            return tidy_continuation(rest)
+    # Any other request makes the running generation useless.
     host.supersede()
-    rest = ls.suggestions.rest_after_typing(uri, text_before_cursor)
-    if rest is not None:
-        return rest
     tokenizer, engine = host.tokenizer, host.engine
     if tokenizer is None or engine is None or not host.can_generate():
         return ""
     if not has_text_to_continue(text_before_cursor):
         return ""
     settings = ls.settings
-    budget = prompt_budget(settings.context_tokens, engine.context_length, settings.max_new_tokens)
-    prompt = build_prompt(tokenizer, text_before_cursor, budget)
-    generation = await host.generate(
-        prompt.ids, max_new_tokens=settings.max_new_tokens, cache_key=uri
+    prompt = build_prompt(
+        tokenizer,
+        text_before_cursor,
+        prompt_budget(settings.context_tokens, engine.context_length, settings.max_new_tokens),
     )
-    if generation is None:
-        return ""
-    suggestion = tidy_continuation(generation.text)
+    suggestion = LiveSuggestion(asyncio.get_running_loop())
     ls.suggestions.remember(uri, text_before_cursor, suggestion)
+    generation = asyncio.ensure_future(
+        _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri)
+    )
+    generation.add_done_callback(_log_failure)
+    try:
+        # Show what is there once the budget is spent; the rest arrives in the background.
+        await suggestion.settle(0, budget)
+    except asyncio.CancelledError:
+        generation.cancel()  # the request was cancelled: stop the model within a step
+        raise
+    if generation.done() and generation.result() is False:
+        return ""  # superseded: a newer request took over
+    return tidy_continuation(suggestion.text)
+
+
+async def _generate_into(
+    host: ModelHost, suggestion: LiveSuggestion, prompt_ids: list[int], limit: int, uri: str
+) -> bool:
+    """Run the generation, streaming into `suggestion`; False when it was superseded."""
+    generation = None
+    try:
+        generation = await host.generate(
+            prompt_ids, max_new_tokens=limit, cache_key=uri, on_text=suggestion.append
+        )
+    finally:
+        suggestion.finish(generation.text if generation is not None else None)
+    if generation is None:
+        return False
     logger.debug(
         "%d prompt tokens (%d reused), %d new in %.2f s",
         generation.prompt_tokens,
@@ -61,4 +95,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         len(generation.token_ids),
         generation.prefill_seconds + generation.decode_seconds,
     )
-    return suggestion
+    return True
+
+
+def _log_failure(generation: asyncio.Future[bool]) -> None:
+    """Report a generation that failed after its request was answered."""
+    if not generation.cancelled() and generation.exception() is not None:
+        logger.error("A background generation failed", exc_info=generation.exception())

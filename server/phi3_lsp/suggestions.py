@@ -1,0 +1,153 @@
+"""Suggestions that keep growing after they are shown, and typing through them without the model.
+
+A completion is answered with what the model has generated within a time budget while the model
+thread goes on to the full continuation. The suggestion is kept: when the user accepts part of
+it or types its first characters, the next request is answered from it at once, with whatever
+the model has added in the meantime. No LSP and no torch here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+class LiveSuggestion:
+    """The text of one continuation, appended to by the model thread, read on the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._text = ""
+        self._finished = False
+        self._changed = asyncio.Event()
+
+    @classmethod
+    def complete(cls, text: str) -> LiveSuggestion:
+        """A suggestion that is already whole."""
+        suggestion = cls()
+        suggestion._text, suggestion._finished = text, True
+        return suggestion
+
+    @property
+    def text(self) -> str:
+        """The text so far."""
+        return self._text
+
+    @property
+    def finished(self) -> bool:
+        """True once the model has stopped adding to it (done, limit reached, or stopped)."""
+        return self._finished
+
+    def append(self, piece: str) -> None:
+        """Add generated text; may be called from any thread."""
+        self._text += piece
+        self._notify()
+
+    def finish(self, final_text: str | None = None) -> None:
+        """Mark it whole, optionally with the generation's final text; from any thread."""
+        if final_text is not None:
+            self._text = final_text
+        self._finished = True
+        self._notify()
+
+    async def wait(self, ready: Callable[[str], bool], timeout: float | None) -> None:
+        """Return once it is finished, `ready(text)` holds, or `timeout` seconds have passed."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._finished and not ready(self._text):
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return
+            # Cleared on the loop thread between the check and the wait: a change made by the
+            # model thread in between is delivered later through call_soon_threadsafe.
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def settle(self, shown_from: int, budget: float | None) -> None:
+        """Wait until the text after `shown_from` characters is worth answering with.
+
+        With no budget: the whole continuation. Otherwise at once if there is visible text
+        already, else what the model has added when the budget is spent (at least one visible
+        character, unless the model stops with nothing more).
+        """
+
+        def has_more(text: str) -> bool:
+            return bool(text[shown_from:].strip())
+
+        if budget is None:
+            await self.wait(_never, None)
+        elif not has_more(self._text):
+            await self.wait(_never, budget)
+            await self.wait(has_more, None)
+
+    def _notify(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+
+@dataclass(frozen=True)
+class TypedThrough:
+    """A request that the last suggestion answers: the user typed `typed`, its first characters."""
+
+    suggestion: LiveSuggestion
+    typed: str
+
+    async def rest(self, budget: float | None) -> str | None:
+        """The suggestion after what was typed, settled as a fresh answer would be.
+
+        None when the suggestion turned out to differ from what was typed, or when nothing is
+        left of it.
+        """
+        typed = self.typed
+        await self.suggestion.settle(len(typed), budget)
+        text = self.suggestion.text
+        if not text.startswith(typed) or len(text) == len(typed):
+            return None
+        return text[len(typed) :]
+
+
+@dataclass(frozen=True)
+class _Shown:
+    uri: str
+    text_before_cursor: str
+    suggestion: LiveSuggestion
+
+
+class SuggestionCache:
+    """Remembers the last suggestion, so typing its first characters needs no model call."""
+
+    def __init__(self) -> None:
+        self._last: _Shown | None = None
+
+    def remember(self, uri: str, text_before_cursor: str, suggestion: LiveSuggestion) -> None:
+        """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`."""
+        self._last = _Shown(uri, text_before_cursor, suggestion)
+
+    def forget(self) -> None:
+        """Drop the remembered suggestion (e.g. when the model changes)."""
+        self._last = None
+
+    def typed_through(self, uri: str, text_before_cursor: str) -> TypedThrough | None:
+        """The last suggestion, if the user has since typed nothing but its first characters.
+
+        Typing through means: same document, the text before the cursor is the old text plus
+        what was typed, and the suggestion (as far as it has been generated) starts with it.
+        Asking again at the same place counts too (nothing typed).
+        """
+        last = self._last
+        if last is None or last.uri != uri:
+            return None
+        if not text_before_cursor.startswith(last.text_before_cursor):
+            return None
+        typed = text_before_cursor[len(last.text_before_cursor) :]
+        if not last.suggestion.text.startswith(typed):
+            return None
+        return TypedThrough(last.suggestion, typed)
+
+
+def _never(text: str) -> bool:
+    return False

@@ -1,0 +1,55 @@
+"""A completion answers within its time budget and the model goes on in the background."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from e2e.lsp_session import Phi3Client, start, stop, vscode_capabilities
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+PROMPT = "The capital of France is"
+# 1 ms: the answer holds whatever was generated first, never the whole continuation of 40.
+SETTINGS = {"maxNewTokens": 40, "answerBudgetMs": 1}
+
+
+def generations_since(client: Phi3Client, index: int) -> int:
+    return sum(status["state"] == "generating" for status in client.statuses[index:])
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def budgeted(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]:
+    client = await start("smollm2-135m", hf_home, vscode_capabilities(), SETTINGS)
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    assert client.statuses[-1]["weightsLoaded"] is True
+    yield client
+    await stop(client)
+
+
+async def test_typing_through_an_early_answer_gets_the_rest_from_the_same_generation(
+    budgeted: Phi3Client,
+) -> None:
+    uri = budgeted.open_text("capital.txt", PROMPT)
+    seen = len(budgeted.statuses)
+    [early] = await budgeted.inline(uri, 0, len(PROMPT))
+    assert isinstance(early.insert_text, str) and early.insert_text.strip()
+    finished = await budgeted.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    # The generation went on after the answer, to a continuation longer than what was shown.
+    assert finished["lastTokens"] > 1
+    accepted = early.insert_text
+    budgeted.replace_text(uri, PROMPT + accepted, version=2)
+    [rest] = await budgeted.inline(uri, 0, len(PROMPT + accepted))
+    assert isinstance(rest.insert_text, str) and rest.insert_text.strip()
+    assert generations_since(budgeted, seen) == 1, "the rest came without a second generation"
+    # Together they are the whole greedy continuation, which a fresh document reproduces.
+    whole_uri = budgeted.open_text("whole.txt", PROMPT)
+    await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
+    try:
+        [whole] = await budgeted.inline(whole_uri, 0, len(PROMPT))
+    finally:
+        await budgeted.change_settings(SETTINGS)
+    assert whole.insert_text == accepted + rest.insert_text

@@ -1,0 +1,126 @@
+"""Suggestions that grow in the background, and typing through them without the model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from phi3_lsp.suggestions import LiveSuggestion, SuggestionCache
+
+URI = "file:///notes.txt"
+BEFORE = "The capital of France is"
+
+
+def cache_with(suggestion: LiveSuggestion) -> SuggestionCache:
+    cache = SuggestionCache()
+    cache.remember(URI, BEFORE, suggestion)
+    return cache
+
+
+async def rest_after(cache: SuggestionCache, text_before_cursor: str) -> str | None:
+    through = cache.typed_through(URI, text_before_cursor)
+    return None if through is None else await through.rest(budget=0.05)
+
+
+class TestTypingThrough:
+    def cache(self) -> SuggestionCache:
+        return cache_with(LiveSuggestion.complete(" Paris. It is"))
+
+    async def test_typing_a_prefix_of_the_suggestion_leaves_the_rest(self) -> None:
+        assert await rest_after(self.cache(), BEFORE + " Pa") == "ris. It is"
+        assert await rest_after(self.cache(), BEFORE + " Paris.") == " It is"
+
+    async def test_asking_again_at_the_same_place_gives_the_same_suggestion(self) -> None:
+        assert await rest_after(self.cache(), BEFORE) == " Paris. It is"
+
+    async def test_typing_something_else_misses(self) -> None:
+        assert self.cache().typed_through(URI, BEFORE + " Lyon") is None
+
+    async def test_another_document_misses(self) -> None:
+        assert self.cache().typed_through("file:///other.txt", BEFORE + " P") is None
+
+    async def test_an_edit_before_the_old_cursor_misses(self) -> None:
+        assert self.cache().typed_through(URI, "The capital of Spain is P") is None
+
+    async def test_moving_the_cursor_back_misses(self) -> None:
+        assert self.cache().typed_through(URI, BEFORE[:-1]) is None
+
+    async def test_typing_the_whole_suggestion_leaves_nothing_to_show(self) -> None:
+        assert await rest_after(self.cache(), BEFORE + " Paris. It is") is None
+
+    async def test_a_forgotten_suggestion_is_not_used(self) -> None:
+        cache = self.cache()
+        cache.forget()
+        assert cache.typed_through(URI, BEFORE) is None
+
+
+class TestGrowingSuggestion:
+    async def test_typing_through_sees_text_generated_after_the_answer(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Paris")
+        through = cache.typed_through(URI, BEFORE + " Paris")
+        assert through is not None
+        # The user caught up with the model: the rest arrives while the request waits.
+        waiting = asyncio.ensure_future(through.rest(budget=0.01))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        suggestion.append(". It is")
+        assert await waiting == ". It is"
+
+    async def test_text_appended_from_another_thread_wakes_the_waiter(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        model_thread = threading.Thread(target=lambda: suggestion.append(" Paris"))
+        waiting = asyncio.ensure_future(suggestion.wait(lambda text: bool(text), timeout=5))
+        model_thread.start()
+        await waiting
+        model_thread.join()
+        assert suggestion.text == " Paris"
+
+    async def test_a_wait_ends_when_the_budget_is_spent(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        suggestion.append(" Par")
+        await suggestion.wait(lambda text: False, timeout=0.01)
+        assert not suggestion.finished
+        assert suggestion.text == " Par"
+
+    async def test_finishing_with_the_final_text_wakes_every_waiter(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        waiting = asyncio.ensure_future(suggestion.wait(lambda text: False, timeout=None))
+        await asyncio.sleep(0)
+        suggestion.finish(" Paris.")
+        await waiting
+        assert (suggestion.finished, suggestion.text) == (True, " Paris.")
+
+    async def test_a_suggestion_that_turns_away_from_what_was_typed_misses(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        through = cache.typed_through(URI, BEFORE)
+        assert through is not None
+        suggestion.finish("")  # the model had nothing to add
+        assert await through.rest(budget=1) is None
+
+
+class TestSettling:
+    async def test_without_a_budget_the_whole_continuation_is_awaited(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        suggestion.append(" Paris")
+        settling = asyncio.ensure_future(suggestion.settle(0, None))
+        await asyncio.sleep(0.01)
+        assert not settling.done()
+        suggestion.finish(" Paris. It is")
+        await settling
+
+    async def test_visible_text_past_what_was_shown_answers_at_once(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        suggestion.append(" Paris. It is")
+        await asyncio.wait_for(suggestion.settle(len(" Paris"), 60), timeout=1)
+
+    async def test_after_the_budget_the_first_visible_text_is_awaited(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        suggestion.append("\n")
+        settling = asyncio.ensure_future(suggestion.settle(0, 0.001))
+        await asyncio.sleep(0.01)
+        assert not settling.done(), "a newline alone is nothing to show"
+        suggestion.append("Paris")
+        await asyncio.wait_for(settling, timeout=1)

@@ -71,6 +71,16 @@ class TestTinyPhi3:
         assert generation.finish_reason == "length"
         assert list(generation.token_ids) == greedy_without_cache(tiny, prompt, 12)
 
+    def test_the_text_is_exactly_what_the_tokens_add_to_the_prompt(self, tiny: ModelEngine) -> None:
+        # Leading spaces included: SentencePiece pieces like "▁word" start the continuation
+        # with a space that decoding the new ids alone would drop.
+        tokenizer = tiny.tokenizer
+        for text in (CAPITAL, CAPITAL + " ", CODE):
+            prompt = tokenizer.encode_prompt(text)
+            generation = tiny.generate(prompt, max_new_tokens=10)
+            whole = tokenizer.decode([*prompt, *generation.token_ids])
+            assert whole == tokenizer.decode(prompt) + generation.text
+
     def test_the_limit_is_respected_and_counted(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CODE)
         generation = tiny.generate(prompt, max_new_tokens=5)

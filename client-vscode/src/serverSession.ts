@@ -17,11 +17,12 @@ import {
   State,
   type StaticFeature,
 } from "vscode-languageclient/node";
+import { isFeatureLeftOut } from "./clientFeatures";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
 import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
-import { RestartBudget } from "./restartBudget";
+import { decideAfterClose, RestartBudget } from "./restartBudget";
 import { stderrLineLevel } from "./serverLog";
 import {
   type ExtensionSettings,
@@ -31,21 +32,44 @@ import {
 } from "./settings";
 import type { StatusBar } from "./statusBar";
 
-/**
- * The extension contributes the `phi3.*` palette commands itself and sends
- * workspace/executeCommand directly. The generic execute-command feature would register the
- * server's command ids (the same names) as VS Code commands a second time and fail the start.
- */
+/** Leaves out the built-in features the extension replaces or must not offer (clientFeatures.ts). */
 class Phi3LanguageClient extends LanguageClient {
   override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
-    if (
-      "registrationType" in feature &&
-      feature.registrationType.method === ExecuteCommandRequest.method
-    ) {
+    if ("registrationType" in feature && isFeatureLeftOut(feature.registrationType.method)) {
       return;
     }
     super.registerFeature(feature);
   }
+
+  /**
+   * After a failed start the library calls stop() on a client that never ran, which always
+   * fails with "Client is not running" (the Node client still ends the process). That is
+   * expected, so it gets one debug line instead of an error with a stack trace.
+   */
+  override error(message: string, data?: unknown, showNotification?: boolean | "force"): void {
+    if (isNotRunningError(data)) {
+      this.outputChannel.debug(`${message}: ${data.message}`);
+      return;
+    }
+    super.error(message, data, showNotification);
+  }
+}
+
+function isNotRunningError(error: unknown): error is Error {
+  return error instanceof Error && error.message.startsWith("Client is not running");
+}
+
+/** Resolves true when `promise` settles within `ms`, else false. */
+function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      resolve(false);
+    }, ms);
+    void promise.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
 }
 
 export interface SessionDependencies {
@@ -64,6 +88,17 @@ function forEachLine(input: Readable, onLine: (line: string) => void): void {
 
 const RESTARTS_ALLOWED = 3;
 const RESTART_WINDOW_MS = 3 * 60_000;
+/** How long a failed start waits for the exit report that may follow its rejection. */
+const EXIT_REPORT_GRACE_MS = 2000;
+const EXITED_WHILE_STARTING =
+  "The Phi-3 server exited while starting; its last lines above say why. Fix the cause, then " +
+  'use "Phi-3: Restart server".';
+
+/** A client and the report of its process exiting before it ever ran. */
+interface SessionClient {
+  readonly client: LanguageClient;
+  readonly exitedWhileStarting: Promise<void>;
+}
 
 export class ServerSession implements vscode.Disposable {
   private client: LanguageClient | undefined;
@@ -128,12 +163,18 @@ export class ServerSession implements vscode.Disposable {
       void this.offerInstallFixes(advice);
       return;
     }
-    const client = this.createClient(interpreter.command, settings);
+    const { client, exitedWhileStarting } = this.createClient(interpreter.command, settings);
     this.client = client;
     try {
       await client.start();
     } catch (error) {
-      output.error(`The Phi-3 server did not start: ${String(error)}`);
+      // A process that exits is reported by the error handler's `closed`, which may run a
+      // moment after this rejection; only a start that failed otherwise is reported here.
+      if (await settlesWithin(exitedWhileStarting, EXIT_REPORT_GRACE_MS)) {
+        return;
+      }
+      const reason = error instanceof Error ? error.message : String(error);
+      output.error(`The Phi-3 server did not start: ${reason}`);
       statusBar.setConnection({ kind: "failed", reason: "the server did not start" });
     }
   }
@@ -145,14 +186,23 @@ export class ServerSession implements vscode.Disposable {
       try {
         await client.dispose();
       } catch (error) {
-        this.deps.output.warn(`Stopping the Phi-3 server: ${String(error)}`);
+        // A client whose start failed has nothing left to stop (its process is gone).
+        if (!isNotRunningError(error)) {
+          this.deps.output.warn(`Stopping the Phi-3 server: ${String(error)}`);
+        }
       }
     }
     this.deps.statusBar.setConnection({ kind: "stopped" });
   }
 
-  private createClient(python: string, settings: ExtensionSettings): LanguageClient {
+  private createClient(python: string, settings: ExtensionSettings): SessionClient {
     const { output, statusBar } = this.deps;
+    // Whether the current process finished the initialize handshake; a restart resets it.
+    let running = false;
+    let reportExitWhileStarting = (): void => undefined;
+    const exitedWhileStarting = new Promise<void>((resolve) => {
+      reportExitWhileStarting = resolve;
+    });
     // No `transport`: with TransportKind.stdio the library appends `--stdio` to the arguments,
     // which the server does not take (it speaks stdio by default).
     const serverOptions: ServerOptions = { command: python, args: serverArguments(settings) };
@@ -177,18 +227,35 @@ export class ServerSession implements vscode.Disposable {
       synchronize: { configurationSection: SETTINGS_SECTION },
       // A function: a restart after a crash sends the settings of that moment.
       initializationOptions: () => initializationOptions(this.deps.settings()),
+      // The start's failure is reported by the session (above), not a second time by the
+      // library with a notification of its own.
+      initializationFailedHandler: () => false,
       errorHandler: {
         error: (_error, _message, count) => ({
           action: count !== undefined && count <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,
         }),
+        // The one place that reacts to the process going away, during a start or later.
         closed: () => {
-          if (this.crashes.recordCrash()) {
-            output.warn("The Phi-3 server stopped unexpectedly; restarting it.");
-            return { action: CloseAction.Restart };
+          switch (decideAfterClose(running, this.crashes)) {
+            case "restart":
+              output.warn("The Phi-3 server stopped unexpectedly; restarting it.");
+              return { action: CloseAction.Restart };
+            case "exitedWhileStarting":
+              statusBar.setConnection({ kind: "failed", reason: "exited while starting" });
+              reportExitWhileStarting();
+              // `handled`: logged once, without the library's generic notification.
+              return {
+                action: CloseAction.DoNotRestart,
+                message: EXITED_WHILE_STARTING,
+                handled: true,
+              };
+            case "exhausted":
+              statusBar.setConnection({ kind: "failed", reason: "stopped repeatedly" });
+              return {
+                action: CloseAction.DoNotRestart,
+                message: this.crashes.exhaustedMessage(),
+              };
           }
-          const message = this.crashes.exhaustedMessage();
-          statusBar.setConnection({ kind: "failed", reason: "stopped repeatedly" });
-          return { action: CloseAction.DoNotRestart, message };
         },
       },
       middleware: inlineCompletionMiddleware({
@@ -210,13 +277,14 @@ export class ServerSession implements vscode.Disposable {
       }
     });
     client.onDidChangeState(({ newState }) => {
+      running = newState === State.Running;
       if (newState === State.Running) {
         statusBar.setConnection({ kind: "running" });
       } else if (newState === State.Starting) {
         statusBar.setConnection({ kind: "starting" });
       }
     });
-    return client;
+    return { client, exitedWhileStarting };
   }
 
   private async offerInstallFixes(advice: string): Promise<void> {

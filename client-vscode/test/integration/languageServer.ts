@@ -26,7 +26,10 @@ import { initializationOptions, readSettings, type ServerSettings } from "../../
 /** The interpreter with phi3_lsp installed: `$PHI3_LSP_PYTHON` (set by `make test-vscode`). */
 export const PYTHON = process.env.PHI3_LSP_PYTHON ?? "python3";
 
-/** What VS Code 1.9x announces for the features phi3-lsp serves. */
+/**
+ * What VS Code 1.9x announces through the extension for the features phi3-lsp serves. No
+ * `completion`: the extension leaves classic completion out (src/clientFeatures.ts).
+ */
 export const VSCODE_LIKE_CAPABILITIES: ClientCapabilities = {
   general: { positionEncodings: ["utf-16"] },
   window: { workDoneProgress: true, showMessage: { messageActionItem: {} } },
@@ -39,11 +42,6 @@ export const VSCODE_LIKE_CAPABILITIES: ClientCapabilities = {
   textDocument: {
     synchronization: { dynamicRegistration: true, didSave: true, willSave: true },
     hover: { dynamicRegistration: true, contentFormat: ["markdown", "plaintext"] },
-    completion: {
-      dynamicRegistration: true,
-      contextSupport: true,
-      completionItem: { snippetSupport: true, insertReplaceSupport: true },
-    },
     inlineCompletion: { dynamicRegistration: true },
   },
 };

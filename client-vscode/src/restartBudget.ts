@@ -42,3 +42,23 @@ export class RestartBudget {
     );
   }
 }
+
+/** What to do when the server's connection closes without the extension asking for it. */
+export type CloseDecision =
+  /** It had been running: start it again (within the budget). */
+  | "restart"
+  /** It exited before the initialize handshake finished: the same start would fail again. */
+  | "exitedWhileStarting"
+  /** It had been running, but the budget is spent. */
+  | "exhausted";
+
+/**
+ * Decides on a closed connection. Only a server that was running counts against `budget`; an
+ * exit while starting is never retried, so a server that cannot start is reported once.
+ */
+export function decideAfterClose(wasRunning: boolean, budget: RestartBudget): CloseDecision {
+  if (!wasRunning) {
+    return "exitedWhileStarting";
+  }
+  return budget.recordCrash() ? "restart" : "exhausted";
+}

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { RestartBudget } from "../../src/restartBudget";
+import { decideAfterClose, RestartBudget } from "../../src/restartBudget";
 
 describe("restart budget", () => {
   it("allows a few restarts, then refuses", () => {
@@ -34,5 +34,19 @@ describe("restart budget", () => {
     const message = new RestartBudget(3, 180_000).exhaustedMessage();
     assert.match(message, /4 times within 3 minutes/);
     assert.match(message, /Restart server/);
+  });
+
+  it("never restarts a server that exits while starting, however often", () => {
+    const budget = new RestartBudget(3, 180_000, () => 0);
+    const decisions = [1, 2, 3, 4, 5].map(() => decideAfterClose(false, budget));
+    assert.deepEqual(decisions, Array(5).fill("exitedWhileStarting"));
+    // Those exits did not use up the budget for crashes of a running server.
+    assert.equal(decideAfterClose(true, budget), "restart");
+  });
+
+  it("restarts a crashed running server until the budget is spent", () => {
+    const budget = new RestartBudget(3, 180_000, () => 0);
+    const decisions = [1, 2, 3, 4].map(() => decideAfterClose(true, budget));
+    assert.deepEqual(decisions, ["restart", "restart", "restart", "exhausted"]);
   });
 });

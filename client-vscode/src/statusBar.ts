@@ -1,6 +1,7 @@
 /** The status bar item: keeps the latest client and server state and renders it. */
 
 import * as vscode from "vscode";
+import { CompletionFigures } from "./completionFigures";
 import type { ServerStatus } from "./protocol";
 import { type ConnectionState, renderStatus } from "./statusView";
 
@@ -10,9 +11,8 @@ export const SHOW_MENU_COMMAND = "phi3.showMenu";
 export class StatusBar implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private connection: ConnectionState = { kind: "starting" };
-  private server: ServerStatus | undefined;
+  private readonly figures = new CompletionFigures();
   private requestsInFlight = 0;
-  private lastRoundTripMs: number | undefined;
 
   constructor(private readonly inlineCompletionsEnabled: () => boolean) {
     this.item = vscode.window.createStatusBarItem("phi3.status", vscode.StatusBarAlignment.Right);
@@ -25,14 +25,14 @@ export class StatusBar implements vscode.Disposable {
     this.connection = connection;
     if (connection.kind !== "running") {
       // A new process reports its own state; the old one's must not linger.
-      this.server = undefined;
+      this.figures.forget();
       this.requestsInFlight = 0;
     }
     this.render();
   }
 
   setServerStatus(status: ServerStatus): void {
-    this.server = status;
+    this.figures.serverStatusArrived(status);
     this.render();
   }
 
@@ -43,9 +43,7 @@ export class StatusBar implements vscode.Disposable {
 
   requestFinished(roundTripMs: number, cancelled: boolean): void {
     this.requestsInFlight = Math.max(0, this.requestsInFlight - 1);
-    if (!cancelled) {
-      this.lastRoundTripMs = roundTripMs;
-    }
+    this.figures.requestFinished(roundTripMs, cancelled);
     this.render();
   }
 
@@ -53,10 +51,10 @@ export class StatusBar implements vscode.Disposable {
   render(): void {
     const view = renderStatus({
       connection: this.connection,
-      server: this.server,
+      server: this.figures.serverStatus,
       requestInFlight: this.requestsInFlight > 0,
       inlineCompletions: this.inlineCompletionsEnabled(),
-      lastRoundTripMs: this.lastRoundTripMs,
+      lastRoundTripMs: this.figures.roundTripMs,
     });
     this.item.text = view.text;
     this.item.tooltip = view.tooltip;

@@ -8,6 +8,7 @@
 export interface ServerSettings {
   readonly model: string;
   readonly maxNewTokens: number;
+  readonly answerBudgetMs: number;
   readonly contextTokens: number;
   readonly threads: number;
   readonly inlineCompletions: boolean;
@@ -25,6 +26,7 @@ export interface ExtensionSettings extends ServerSettings {
 export const DEFAULT_SETTINGS: ExtensionSettings = {
   model: "microsoft/Phi-3-mini-4k-instruct",
   maxNewTokens: 50,
+  answerBudgetMs: 600,
   contextTokens: 1024,
   threads: 0,
   inlineCompletions: true,
@@ -46,6 +48,7 @@ interface IntegerRange {
 
 const INTEGER_RANGES: Readonly<Record<string, IntegerRange>> = {
   maxNewTokens: { min: 1, max: 512 },
+  answerBudgetMs: { min: 0, max: 60_000 },
   contextTokens: { min: 16, max: 32768 },
   threads: { min: 0, max: Number.MAX_SAFE_INTEGER },
   debounceMs: { min: 0, max: 5000 },
@@ -80,6 +83,7 @@ export function readSettings(lookup: SettingLookup): ExtensionSettings {
   return {
     model: model !== undefined && model !== "" ? model : d.model,
     maxNewTokens: readInteger(lookup, "maxNewTokens") ?? d.maxNewTokens,
+    answerBudgetMs: readInteger(lookup, "answerBudgetMs") ?? d.answerBudgetMs,
     contextTokens: readInteger(lookup, "contextTokens") ?? d.contextTokens,
     threads: readInteger(lookup, "threads") ?? d.threads,
     inlineCompletions: readBoolean(lookup, "inlineCompletions") ?? d.inlineCompletions,
@@ -94,6 +98,7 @@ export function serverSettings(settings: ExtensionSettings): ServerSettings {
   return {
     model: settings.model,
     maxNewTokens: settings.maxNewTokens,
+    answerBudgetMs: settings.answerBudgetMs,
     contextTokens: settings.contextTokens,
     threads: settings.threads,
     inlineCompletions: settings.inlineCompletions,

@@ -32,6 +32,7 @@ describe("settings", () => {
     const expected = [
       "model",
       "maxNewTokens",
+      "answerBudgetMs",
       "contextTokens",
       "threads",
       "inlineCompletions",
@@ -57,10 +58,11 @@ describe("settings", () => {
     }
   });
 
-  it("defaults to Phi-3-mini with 50 new tokens when nothing is set", () => {
+  it("defaults to Phi-3-mini with 50 new tokens, answered after 600 ms, when nothing is set", () => {
     const settings = readSettings(lookupFrom({}));
     assert.equal(settings.model, "microsoft/Phi-3-mini-4k-instruct");
     assert.equal(settings.maxNewTokens, 50);
+    assert.equal(settings.answerBudgetMs, 600);
     assert.equal(settings.inlineCompletions, true);
   });
 
@@ -69,6 +71,7 @@ describe("settings", () => {
       lookupFrom({
         model: "  smollm2-135m ",
         maxNewTokens: 12,
+        answerBudgetMs: 0,
         contextTokens: 64,
         threads: 2,
         inlineCompletions: false,
@@ -80,6 +83,7 @@ describe("settings", () => {
     assert.deepEqual(settings, {
       model: "smollm2-135m",
       maxNewTokens: 12,
+      answerBudgetMs: 0,
       contextTokens: 64,
       threads: 2,
       inlineCompletions: false,
@@ -94,6 +98,7 @@ describe("settings", () => {
       lookupFrom({
         model: "",
         maxNewTokens: 0,
+        answerBudgetMs: 60_001,
         contextTokens: 1.5,
         threads: -1,
         inlineCompletions: "yes",
@@ -107,11 +112,14 @@ describe("settings", () => {
   });
 
   it("sends the server only the keys it knows, under phi3", () => {
-    const settings = readSettings(lookupFrom({ model: "smollm2-135m", debounceMs: 100 }));
+    const settings = readSettings(
+      lookupFrom({ model: "smollm2-135m", debounceMs: 100, answerBudgetMs: 250 }),
+    );
     assert.deepEqual(initializationOptions(settings), {
       phi3: {
         model: "smollm2-135m",
         maxNewTokens: 50,
+        answerBudgetMs: 250,
         contextTokens: 1024,
         threads: 0,
         inlineCompletions: true,

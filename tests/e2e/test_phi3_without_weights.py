@@ -15,7 +15,7 @@ PROMPT = "The capital of France is"
 
 
 def token_ids(markdown: str) -> list[int]:
-    """The ids in the hover's `piece | id` table."""
+    """The ids in the hover's `text | piece | id` table."""
     return [int(match) for match in re.findall(r"\|\s*(\d+)\s*\|\s*$", markdown, re.MULTILINE)]
 
 
@@ -51,7 +51,7 @@ async def test_hover_names_the_pieces(phi3_no_weights: Phi3Client) -> None:
     uri = phi3_no_weights.open_text("pieces.txt", PROMPT)
     markdown = hover_text(await phi3_no_weights.hover_at(uri, 0, PROMPT.index("France")))
     assert "France" in markdown
-    assert "| `▁France` | 3444 |" in markdown
+    assert "| `␣France` | `▁France` | 3444 |" in markdown
 
 
 async def test_hover_on_whitespace_is_empty(phi3_no_weights: Phi3Client) -> None:

@@ -65,7 +65,7 @@ def register(server: Phi3LanguageServer) -> None:
             return None
         return types.Hover(
             contents=types.MarkupContent(
-                kind=types.MarkupKind.Markdown, value=token_table(word, covering)
+                kind=types.MarkupKind.Markdown, value=token_table(word, covering, text)
             ),
             range=types.Range(
                 start=lsp_position(ls, text, word.start), end=lsp_position(ls, text, word.end)
@@ -73,11 +73,20 @@ def register(server: Phi3LanguageServer) -> None:
         )
 
 
-def token_table(word: Word, spans: list[TokenSpan]) -> str:
-    """Markdown: the word, then one `piece | id` row per token."""
+def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
+    """Markdown: the word, then one `text | piece | id` row per token.
+
+    `text` is what the token covers in the document, spaces shown as "␣"; `piece` is the
+    vocabulary entry itself (e.g. "▁capital" or "Ġcapital", whose first character marks a space).
+    """
     count = f"{len(spans)} token" + ("" if len(spans) == 1 else "s")
-    rows = "\n".join(f"| {_code(span.piece)} | {span.id} |" for span in spans)
-    return f"{_code(word.text)} — {count}\n\n| piece | id |\n|---|---:|\n{rows}\n"
+    rows = "\n".join(
+        f"| {_code(text[span.start : span.end].replace(' ', '␣'))} | {_code(span.piece)} "
+        f"| {span.id} |"
+        for span in spans
+    )
+    header = "| text | piece | id |\n|---|---|---:|"
+    return f"{_code(word.text)} — {count}\n\n{header}\n{rows}\n"
 
 
 def _code(text: str) -> str:

@@ -91,8 +91,8 @@ const RESTART_WINDOW_MS = 3 * 60_000;
 /** How long a failed start waits for the exit report that may follow its rejection. */
 const EXIT_REPORT_GRACE_MS = 2000;
 const EXITED_WHILE_STARTING =
-  "The Phi-3 server exited while starting; its last lines above say why. Fix the cause, then " +
-  'use "Phi-3: Restart server".';
+  "The Phi-3 server exited while starting; its own lines in this output say why. Fix the " +
+  'cause, then use "Phi-3: Restart server".';
 
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {

@@ -24,6 +24,7 @@ import {
 } from "vscode-languageserver-protocol/node";
 import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
 import { isArchitectureReport } from "../../src/protocol";
+import { DEFAULT_SETTINGS } from "../../src/settings";
 import { renderStatus } from "../../src/statusView";
 import { LanguageServerProcess, vocabularyId } from "./languageServer";
 
@@ -198,6 +199,10 @@ void describe(
       "stops a running generation promptly when the request is cancelled",
       { timeout: REQUEST_TIMEOUT_MS },
       async (t) => {
+        // No early answer: the request stays open for the whole generation, so the cancel
+        // reaches a generation that is still running.
+        await server.changeSettings({ answerBudgetMs: 0 });
+        t.after(() => server.changeSettings({ answerBudgetMs: DEFAULT_SETTINGS.answerBudgetMs }));
         // A prompt the model continues for its full 50 tokens: seconds of work on this CPU.
         const text = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n';
         const uri = await openDocument(server, "fib.py", text);

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Final
 
 from tokenizers import Tokenizer
 
@@ -48,7 +49,7 @@ RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
 MAX_NEW_TOKENS = 50
 CONTEXT_TOKENS = 2048  # room for the ~1,500-token prompts (the server's default budget is 1,024)
 LONG_DOCUMENT_LINES = 10_000
-SMOLLM2 = "smollm2-135m"
+SMOLLM2: Final = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

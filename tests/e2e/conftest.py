@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from e2e.lsp_session import SMOLLM2_SETTINGS, Phi3Client, start, stop, vscode_capabilities
+from e2e.lsp_session import (
+    SMOLLM2_SETTINGS,
+    Phi3Client,
+    start,
+    start_smollm2,
+    stop,
+    vscode_capabilities,
+)
 from phi3_lsp.offline_pack import ensure_asset
 
 
@@ -27,9 +34,7 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def smollm2(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]:
     """One SmolLM2 server shared by a module's tests, ready to complete (short, whole answers)."""
-    client = await start("smollm2-135m", hf_home, vscode_capabilities(), SMOLLM2_SETTINGS)
-    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
-    assert client.statuses[-1]["weightsLoaded"] is True
+    client = await start_smollm2(hf_home, SMOLLM2_SETTINGS)
     yield client
     await stop(client)
 

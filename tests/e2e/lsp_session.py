@@ -51,6 +51,10 @@ class Phi3Client(LanguageClient):
         self.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
         await asyncio.wait_for(self.configuration_pulled.wait(), ANSWER_TIMEOUT)
 
+    def generations_since(self, index: int) -> int:
+        """How many generations began after the first `index` statuses."""
+        return sum(status["state"] == "generating" for status in self.statuses[index:])
+
     def add_status(self, params: Any) -> None:
         self.statuses.append(as_plain(params))
         self._status_changed.set()
@@ -191,6 +195,14 @@ async def start(
             initialization_options={"phi3": settings} if settings is not None else None,
         )
     )
+    return client
+
+
+async def start_smollm2(hf_home: Path, settings: dict[str, Any]) -> Phi3Client:
+    """A VS Code-like session with SmolLM2 loaded and ready to complete."""
+    client = await start("smollm2-135m", hf_home, vscode_capabilities(), settings)
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    assert client.statuses[-1]["weightsLoaded"] is True
     return client
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from e2e.lsp_session import Phi3Client, start, stop, vscode_capabilities
+from e2e.lsp_session import Phi3Client, start_smollm2, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -17,15 +17,9 @@ PROMPT = "The capital of France is"
 SETTINGS = {"maxNewTokens": 40, "answerBudgetMs": 1}
 
 
-def generations_since(client: Phi3Client, index: int) -> int:
-    return sum(status["state"] == "generating" for status in client.statuses[index:])
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def budgeted(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]:
-    client = await start("smollm2-135m", hf_home, vscode_capabilities(), SETTINGS)
-    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
-    assert client.statuses[-1]["weightsLoaded"] is True
+    client = await start_smollm2(hf_home, SETTINGS)
     yield client
     await stop(client)
 
@@ -44,7 +38,7 @@ async def test_typing_through_an_early_answer_gets_the_rest_from_the_same_genera
     budgeted.replace_text(uri, PROMPT + accepted, version=2)
     [rest] = await budgeted.inline(uri, 0, len(PROMPT + accepted))
     assert isinstance(rest.insert_text, str) and rest.insert_text.strip()
-    assert generations_since(budgeted, seen) == 1, "the rest came without a second generation"
+    assert budgeted.generations_since(seen) == 1, "the rest came without a second generation"
     # Together they are the whole greedy continuation, which a fresh document reproduces.
     whole_uri = budgeted.open_text("whole.txt", PROMPT)
     await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})

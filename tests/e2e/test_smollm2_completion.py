@@ -28,10 +28,6 @@ def utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def generations_since(client: Phi3Client, index: int) -> int:
-    return sum(status["state"] == "generating" for status in client.statuses[index:])
-
-
 async def test_inline_completion_continues_with_paris(smollm2: Phi3Client) -> None:
     uri = smollm2.open_text("capital.txt", PROMPT)
     items = await smollm2.inline(uri, 0, len(PROMPT))
@@ -103,7 +99,7 @@ async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Ph
     seen = len(smollm2.statuses)
     [rest] = await smollm2.inline(uri, 0, len(PROMPT) + 3)
     assert rest.insert_text == suggestion[3:]
-    assert generations_since(smollm2, seen) == 0
+    assert smollm2.generations_since(seen) == 0
 
 
 async def test_hover_answers_while_a_completion_runs_and_cancel_stops_it(
@@ -147,7 +143,7 @@ async def test_only_the_last_of_ten_quick_requests_generates(smollm2: Phi3Client
     assert len(items[9]) == 1
     assert items[9][0].insert_text.strip()
     # The first may have started before the second arrived; none of the eight between did.
-    assert generations_since(smollm2, seen) <= 2
+    assert smollm2.generations_since(seen) <= 2
 
 
 async def test_asking_again_at_the_same_place_joins_the_running_generation(
@@ -165,7 +161,7 @@ async def test_asking_again_at_the_same_place_joins_the_running_generation(
     texts = [[item.insert_text for item in answer.items] for answer in answers]
     assert texts[0][0].startswith(" Paris")
     assert texts == [texts[0]] * 3
-    assert generations_since(smollm2, seen) == 1
+    assert smollm2.generations_since(seen) == 1
 
 
 async def test_positions_past_the_end_and_unknown_documents_give_nothing(

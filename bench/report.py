@@ -195,6 +195,11 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
 
 def _format_speed(figures: SpeedFigures, pick: str, fmt: str) -> str:
     value = getattr(figures, pick)
+    if pick == "decode_rate" and value is None:
+        if figures.full_tokens is not None and figures.full_tokens <= 1:
+            return "n/a: answers of ≤ 1 token"
+        # Both times were measured, but a full answer took no longer than a first token.
+        return "unmeasurable: full answer ≤ first token"
     if fmt == "rate":
         return format_rate(value)
     text = format_duration(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -62,6 +63,7 @@ class _Session:
         self.out = out
         self.status: dict[str, Any] = {}
         self.settled = asyncio.Event()
+        self.idle = asyncio.Event()
         self.started = time.perf_counter()
         self._last_line = ""
 
@@ -78,6 +80,10 @@ class _Session:
             self._last_line = line
         if state in ("ready", "error"):
             self.settled.set()
+        if state == "ready":
+            self.idle.set()
+        else:
+            self.idle.clear()
 
     def on_message(self, params: types.ShowMessageParams) -> None:
         print(f"  server says: {params.message}", file=self.out, flush=True)
@@ -163,7 +169,38 @@ async def _steps(
 
 
 async def _inline_completion(client: LanguageClient, session: _Session, out: TextIO) -> None:
-    end = types.Position(line=0, character=len(DEMO_TEXT))
+    shown, seconds = await _suggest(client, DEMO_TEXT, version=1)
+    print(f"\ninline completion at the end ({seconds * 1000:.0f} ms):", file=out)
+    if not shown:
+        print("  (no suggestion)", file=out)
+        return
+    print(_styled(DEMO_TEXT, shown, out), file=out)
+    # Accept it, as Tab does: the model went on in the background, so the rest is there.
+    accepted = DEMO_TEXT + shown
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=DEMO_URI, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=accepted)],
+        )
+    )
+    rest, seconds = await _suggest(client, accepted, version=2)
+    print(f"\nafter accepting it, the rest ({seconds * 1000:.0f} ms):", file=out)
+    print(_styled(accepted, rest, out) if rest else "  (nothing more)", file=out)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(session.idle.wait(), 60)
+    status = session.status
+    if status.get("lastTokens") is not None:
+        print(
+            f"  {status['lastTokens']} new tokens, {status.get('lastTokensPerSecond')} tokens/s "
+            f"decode, {status.get('lastLatencyMs')} ms in the server",
+            file=out,
+        )
+
+
+async def _suggest(client: LanguageClient, text: str, version: int) -> tuple[str, float]:
+    """The inline suggestion at the end of the demo document, and how long it took."""
+    lines = text.split("\n")
+    end = types.Position(line=len(lines) - 1, character=len(lines[-1].encode("utf-16-le")) // 2)
     request = types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=DEMO_URI),
         position=end,
@@ -173,20 +210,17 @@ async def _inline_completion(client: LanguageClient, session: _Session, out: Tex
     )
     answer, seconds = await _timed(lambda: client.text_document_inline_completion_async(request))
     items = answer.items if isinstance(answer, types.InlineCompletionList) else answer or []
-    print(f"\ninline completion at the end ({seconds * 1000:.0f} ms):", file=out)
     if not items:
-        print("  (no suggestion)", file=out)
-        return
-    text = items[0].insert_text
-    shown = text if isinstance(text, str) else text.value
-    print(f"  {DEMO_TEXT}\x1b[2m{shown}\x1b[0m" if out.isatty() else f"  {shown!r}", file=out)
-    status = session.status
-    if status.get("lastTokens") is not None:
-        print(
-            f"  {status['lastTokens']} new tokens, {status.get('lastTokensPerSecond')} tokens/s "
-            f"decode, {status.get('lastLatencyMs')} ms in the server",
-            file=out,
-        )
+        return "", seconds
+    insert = items[0].insert_text
+    return (insert if isinstance(insert, str) else insert.value), seconds
+
+
+def _styled(before: str, suggestion: str, out: TextIO) -> str:
+    """The suggestion as ghost text after the last line of `before` on a terminal; else quoted."""
+    if out.isatty():
+        return f"  {before.split(chr(10))[-1]}\x1b[2m{suggestion}\x1b[0m"
+    return f"  {suggestion!r}"
 
 
 async def _hover(client: LanguageClient, out: TextIO) -> None:

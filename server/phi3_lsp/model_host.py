@@ -118,6 +118,11 @@ class ModelThread(Executor):
         if wait:
             self._thread.join()
 
+    def join(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the thread to end; True if it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
             future, call = job
@@ -240,11 +245,18 @@ class ModelHost:
         if engine is not None and not self._thread.closed:
             self._thread.submit(engine.forget_prompt, uri)
 
-    def shutdown(self) -> None:
-        """Stop the running generation and take no more jobs."""
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop the running generation, take no more jobs, and wait for the model thread.
+
+        A generation stops within a decode step; a load cannot be interrupted. Returns False
+        when the thread is still busy after `timeout` seconds.
+        """
         with self._lock:
             self._stop_running_generation()
         self._thread.shutdown(wait=False)
+        # torch aborts the process ("terminate called without an active exception") when the
+        # interpreter exits while a daemon thread is inside an operator.
+        return self._thread.join(timeout)
 
     # --- on the model thread -------------------------------------------------------------
 

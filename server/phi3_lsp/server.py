@@ -117,13 +117,13 @@ class Phi3LanguageServer(LanguageServer):
                 return False
         return bool(value)
 
-    def close(self) -> None:
-        """Stop the model thread's work and stop forwarding logs."""
-        if self.host is not None:
-            self.host.shutdown()
+    def close(self) -> bool:
+        """Stop the model thread's work and stop forwarding logs; False if it is still busy."""
+        idle = self.host.shutdown() if self.host is not None else True
         if self._detach_log_handler is not None:
             self._detach_log_handler()
             self._detach_log_handler = None
+        return idle
 
 
 def build_server(default_model: str | None = None) -> Phi3LanguageServer:
@@ -157,7 +157,12 @@ def serve(args: argparse.Namespace) -> int:
         else:
             server.start_io(sys.stdin.buffer, _protocol_stdout())
     finally:
-        server.close()
+        idle = server.close()
+    if not idle:
+        # A model load is still running and cannot be interrupted: leave without unwinding
+        # the interpreter under it, which would abort the process.
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -40,38 +40,52 @@ def _units(char: str, encoding: Encoding) -> int:
     return 1
 
 
-def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
-    """The Python offset of an LSP position, or None when `line` is past the last line.
+class LineIndex:
+    """Where each line of a text starts, computed once, for many position conversions."""
 
-    A `character` past the end of its line means the end of the line (the LSP rule); a position
-    inside a multi-unit character rounds down to the start of that character.
-    """
-    if line < 0 or character < 0:
-        return None
-    starts = line_starts(text)
-    if line >= len(starts):
-        return None
-    start = starts[line]
-    end = _line_end(text, starts, line)
-    if encoding == "utf-32":
-        return min(start + character, end)
-    units = 0
-    for offset in range(start, end):
-        units += _units(text[offset], encoding)
-        if units > character:
-            return offset
-    return end
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = line_starts(text)
+
+    def offset_at(self, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
+        """The Python offset of an LSP position, or None when `line` is past the last line.
+
+        A `character` past the end of its line means the end of the line (the LSP rule); a
+        position inside a multi-unit character rounds down to the start of that character.
+        """
+        text, starts = self.text, self.starts
+        if line < 0 or character < 0 or line >= len(starts):
+            return None
+        start = starts[line]
+        end = _line_end(text, starts, line)
+        if encoding == "utf-32":
+            return min(start + character, end)
+        units = 0
+        for offset in range(start, end):
+            units += _units(text[offset], encoding)
+            if units > character:
+                return offset
+        return end
+
+    def position_at(self, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
+        """The LSP (line, character) of a Python offset; offsets are clamped to the text."""
+        text, starts = self.text, self.starts
+        offset = max(0, min(offset, len(text)))
+        line = bisect.bisect_right(starts, offset) - 1
+        start = starts[line]
+        # An offset between "\r" and "\n" belongs to the line the pair ends.
+        line_end = _line_end(text, starts, line)
+        segment = text[start : min(offset, line_end)]
+        if encoding == "utf-32":
+            return line, len(segment)
+        return line, sum(_units(char, encoding) for char in segment)
+
+
+def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
+    """`LineIndex.offset_at` for a text converted once."""
+    return LineIndex(text).offset_at(line, character, encoding)
 
 
 def position_at(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
-    """The LSP (line, character) of a Python offset; offsets are clamped to the text."""
-    offset = max(0, min(offset, len(text)))
-    starts = line_starts(text)
-    line = bisect.bisect_right(starts, offset) - 1
-    start = starts[line]
-    # An offset between "\r" and "\n" belongs to the line the pair ends.
-    line_end = _line_end(text, starts, line)
-    segment = text[start : min(offset, line_end)]
-    if encoding == "utf-32":
-        return line, len(segment)
-    return line, sum(_units(char, encoding) for char in segment)
+    """`LineIndex.position_at` for a text converted once."""
+    return LineIndex(text).position_at(offset, encoding)

@@ -8,6 +8,7 @@ elsewhere.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -183,8 +184,16 @@ def word_at(text: str, offset: int) -> Word | None:
 
 
 def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:
-    """The tokens that overlap the characters `[start, end)`, in order."""
-    return [span for span in spans if span.start < end and start < span.end]
+    """The tokens that overlap the characters `[start, end)`, in order.
+
+    Spans are ordered, so this is a binary search: a hover over a 10,000-line document looks at
+    a handful of its ~100,000 tokens.
+    """
+    after = bisect.bisect_left(spans, end, key=lambda span: span.start)
+    first = after
+    while first > 0 and spans[first - 1].end > start:
+        first -= 1
+    return [span for span in spans[first:after] if span.start < end and start < span.end]
 
 
 def _drop_added_prefix(span: TokenSpan, spans: list[TokenSpan], index: int, text: str) -> TokenSpan:

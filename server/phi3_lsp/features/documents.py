@@ -7,7 +7,7 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
-from phi3_lsp.positions import offset_at, position_at
+from phi3_lsp.positions import offset_at
 from phi3_lsp.server import Phi3LanguageServer
 
 
@@ -37,9 +37,3 @@ def cursor_offset(
 ) -> int | None:
     """The Python offset of an LSP position in `document`; None past the last line."""
     return offset_at(document.source, position.line, position.character, ls.position_encoding)
-
-
-def lsp_position(ls: Phi3LanguageServer, text: str, offset: int) -> types.Position:
-    """The LSP position of a Python offset in `text`."""
-    line, character = position_at(text, offset, ls.position_encoding)
-    return types.Position(line=line, character=character)

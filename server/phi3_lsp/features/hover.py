@@ -1,47 +1,71 @@
 """`textDocument/hover`: the tokens under the cursor, as the model reads the document.
 
 The tokenizer alone answers (never the model), so hovers work while weights load and while a
-completion runs. The document is tokenized whole, once per version: a word's tokens depend on
-what precedes it (a leading space, a merge across punctuation).
+completion runs. A word's tokens depend on what surrounds it (a leading space, a merge across
+punctuation), so they come from the lines around it, checked against a wider window, and from
+the whole document (tokenized once per version) only when the two disagree.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 from lsprotocol import types
 
-from phi3_lsp.features.documents import cursor_offset, lsp_position, open_document
+from phi3_lsp.features.documents import open_document
+from phi3_lsp.positions import LineIndex
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering, word_at
+from phi3_lsp.word_tokens import tokens_near
 
 _CACHED_DOCUMENTS = 8
+_T = TypeVar("_T")
+
+
+class _VersionCache(OrderedDict[tuple[str, int | None], _T]):
+    """What was computed for the last few document versions."""
+
+    def get_or_make(self, key: tuple[str, int | None], make: Callable[[], _T]) -> _T:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = make()
+        while len(self) > _CACHED_DOCUMENTS:
+            self.popitem(last=False)
+        return value
 
 
 class DocumentTokens:
-    """Token spans of the last few document versions, for the current tokenizer."""
+    """Line indexes and (when needed) whole-document tokens of recent document versions."""
 
-    def __init__(self, size: int = _CACHED_DOCUMENTS) -> None:
-        self._size = size
+    def __init__(self) -> None:
         self._tokenizer: DocumentTokenizer | None = None
-        self._spans: OrderedDict[tuple[str, int | None], list[TokenSpan]] = OrderedDict()
+        self._lines: _VersionCache[LineIndex] = _VersionCache()
+        self._spans: _VersionCache[list[TokenSpan]] = _VersionCache()
 
-    def spans(
-        self, tokenizer: DocumentTokenizer, uri: str, version: int | None, text: str
+    def lines(self, uri: str, version: int | None, text: str) -> LineIndex:
+        """Where the lines of `text` (document `uri` at `version`) start."""
+        return self._lines.get_or_make((uri, version), lambda: LineIndex(text))
+
+    def covering(
+        self,
+        tokenizer: DocumentTokenizer,
+        uri: str,
+        version: int | None,
+        lines: LineIndex,
+        word: Word,
     ) -> list[TokenSpan]:
-        """The spans of `text` (document `uri` at `version`), tokenized once per tokenizer."""
+        """The tokens that cover `word` in the document (`lines.text`) as a whole tokenizes."""
         if tokenizer is not self._tokenizer:
             self._spans.clear()  # a new model: every document tokenizes differently
             self._tokenizer = tokenizer
-        key = (uri, version)
-        if key in self._spans:
-            self._spans.move_to_end(key)
-            return self._spans[key]
-        spans = tokenizer.token_spans(text)
-        self._spans[key] = spans
-        while len(self._spans) > self._size:
-            self._spans.popitem(last=False)
-        return spans
+        near = tokens_near(tokenizer, lines.text, lines.starts, word.start, word.end)
+        if near is not None:
+            return near
+        spans = self._spans.get_or_make((uri, version), lambda: tokenizer.token_spans(lines.text))
+        return tokens_covering(spans, word.start, word.end)
 
 
 def register(server: Phi3LanguageServer) -> None:
@@ -54,21 +78,24 @@ def register(server: Phi3LanguageServer) -> None:
         document = open_document(ls, params.text_document.uri)
         if tokenizer is None or document is None:
             return None
-        text = document.source
-        offset = cursor_offset(ls, document, params.position)
-        word = word_at(text, offset) if offset is not None else None
+        lines = cache.lines(document.uri, document.version, document.source)
+        position = params.position
+        offset = lines.offset_at(position.line, position.character, ls.position_encoding)
+        word = word_at(lines.text, offset) if offset is not None else None
         if word is None:
             return None
-        spans = cache.spans(tokenizer, document.uri, document.version, text)
-        covering = tokens_covering(spans, word.start, word.end)
+        covering = cache.covering(tokenizer, document.uri, document.version, lines, word)
         if not covering:
             return None
+        start = lines.position_at(word.start, ls.position_encoding)
+        end = lines.position_at(word.end, ls.position_encoding)
         return types.Hover(
             contents=types.MarkupContent(
-                kind=types.MarkupKind.Markdown, value=token_table(word, covering, text)
+                kind=types.MarkupKind.Markdown, value=token_table(word, covering, lines.text)
             ),
             range=types.Range(
-                start=lsp_position(ls, text, word.start), end=lsp_position(ls, text, word.end)
+                start=types.Position(line=start[0], character=start[1]),
+                end=types.Position(line=end[0], character=end[1]),
             ),
         )
 

@@ -1,0 +1,55 @@
+"""A word's tokens from the lines around it are the tokens the whole document gives it."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from phi3_lsp.positions import line_starts
+from phi3_lsp.tokens import DocumentTokenizer, tokens_covering
+from phi3_lsp.word_tokens import NEAR_LINES, tokens_near
+
+# Real source with indentation, blank lines, strings and comments, plus lines that byte-level
+# and SentencePiece tokenizers split in unusual ways.
+DOCUMENT = "\n".join(
+    [
+        *Path(argparse.__file__).read_text(encoding="utf-8").splitlines()[:300],
+        "naïve café — 🙂 emoji 😶 and    runs   of   spaces",
+        "\t\ttabs\r\nand a carriage return",
+        "",
+        "",
+        "last line without a newline",
+    ]
+)
+
+
+@pytest.fixture(params=["phi3_mini_dir", "smollm2_dir"])
+def tokenizer(request: pytest.FixtureRequest) -> DocumentTokenizer:
+    folder: Path = request.getfixturevalue(request.param)
+    return DocumentTokenizer.from_dir(folder)
+
+
+def test_every_word_gets_the_tokens_of_the_whole_document(tokenizer: DocumentTokenizer) -> None:
+    whole = tokenizer.token_spans(DOCUMENT)
+    starts = line_starts(DOCUMENT)
+    words = list(re.finditer(r"\w+|[^\w\s]+", DOCUMENT))
+    assert len(words) > 1000
+    agreed = 0
+    for word in words:
+        near = tokens_near(tokenizer, DOCUMENT, starts, word.start(), word.end())
+        if near is not None:
+            assert near == tokens_covering(whole, word.start(), word.end()), word.group()
+            agreed += 1
+    # The windows answer nearly always; the whole document is the rare fallback.
+    assert agreed > 0.99 * len(words)
+
+
+def test_a_short_document_is_tokenized_whole(tokenizer: DocumentTokenizer) -> None:
+    text = "\n".join(["The capital of France is"] * (NEAR_LINES - 1))
+    start = text.rindex("France")
+    near = tokens_near(tokenizer, text, line_starts(text), start, start + len("France"))
+    whole = tokens_covering(tokenizer.token_spans(text), start, start + len("France"))
+    assert near == whole

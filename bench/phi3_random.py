@@ -15,10 +15,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 FOLDER_NAME = "phi3-mini-random"
 # fp32 weights of 3.82 B parameters plus room for the interpreter and the bf16 copy of one tensor.
 BUILD_MEMORY_KIB = 16 * 1024 * 1024
+FIRST_SPECIAL_TOKEN = 32000  # Phi-3's added tokens: <|endoftext|>, <|assistant|>, <|end|>, ...
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
@@ -55,6 +57,16 @@ def ensure_random_phi3(cache: Path) -> Path:
     return folder
 
 
+def silence_special_tokens(lm_head: Any) -> None:
+    """Zero the output rows of the special tokens (EOS among them).
+
+    Random weights otherwise give every prompt the same greedy answer, which can be EOS at once
+    (it was, for this seed): the server would stop after one token and time no decoding. A zero
+    logit never beats the maximum of 32,000 random ones, so answers run to the token limit.
+    """
+    lm_head[FIRST_SPECIAL_TOKEN:] = 0
+
+
 def build(out: Path) -> None:
     """Build the model from the pack's config, save it with the pack's tokenizer files."""
     import torch
@@ -66,6 +78,7 @@ def build(out: Path) -> None:
     config = AutoConfig.from_pretrained(pack)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    silence_special_tokens(model.lm_head.weight.data)
     model.to(torch.bfloat16)
     model.config.dtype = torch.bfloat16
     staging = out.with_name(out.name + ".partial")

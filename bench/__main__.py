@@ -93,13 +93,14 @@ def prompt_sets(tokenizer_file: Path, sizes: list[int], windows: int) -> list[Pr
 
 def prompt_work(sets: list[PromptSet], repeats: int, warm_every_size: bool) -> list[PromptWork]:
     """Window 0 warms up (at the first size only, unless `warm_every_size`); then `repeats`
-    windows time the first token and `repeats` others a full answer."""
+    windows each time the first token, a full answer, and the server's early first answer."""
     return [
         PromptWork(
             label=prompt.label,
             warmup=list(prompt.windows[:1]) if warm_every_size or index == 0 else [],
             first_token=list(prompt.windows[1 : 1 + repeats]),
             full=list(prompt.windows[1 + repeats : 1 + 2 * repeats]),
+            first_answer=list(prompt.windows[1 + 2 * repeats : 1 + 3 * repeats]),
         )
         for index, prompt in enumerate(sets)
     ]
@@ -200,7 +201,7 @@ async def bench_model(
     setup: ModelSetup, options: Options, cache: Path, log_dir: Path, bare: list[float]
 ) -> list[Row]:
     """Server figures for one model, then its baselines, each in its own process."""
-    sets = prompt_sets(setup.tokenizer_file, setup.sizes, 1 + 2 * setup.repeats)
+    sets = prompt_sets(setup.tokenizer_file, setup.sizes, 1 + 3 * setup.repeats)
     work = prompt_work(sets, setup.repeats, setup.warm_every_size)
     say(f"{setup.name}: server over LSP ({setup.server_spec})")
     plan = ServerPlan(

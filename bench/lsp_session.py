@@ -255,6 +255,14 @@ class ServerSession:
             status=await self.command("phi3.status"),
         )
 
+    async def wait_idle(self, timeout: float = 600.0) -> None:
+        """Wait until no generation runs (one goes on behind an early answer)."""
+        deadline = time.perf_counter() + timeout
+        while (await self.command("phi3.status") or {}).get("state") == "generating":
+            if time.perf_counter() > deadline:
+                raise ServerError("the server kept generating past the wait")
+            await asyncio.sleep(0.05)
+
     def cancel(self, request_id: str) -> None:
         """`$/cancelRequest`, as an editor sends it when the user types on."""
         self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=request_id))

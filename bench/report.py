@@ -188,6 +188,18 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
     ):
         server_cell, seed_cell, llama_cell = cells(pick, fmt)
         rows.append(Row(metric, report.model, label, server_cell, seed_cell, llama_cell))
+    if prompt.first_answer:
+        seconds = median([completion.seconds for completion in prompt.first_answer])
+        answer_tokens = [n for c in prompt.first_answer if (n := _new_tokens(c)) is not None]
+        rows.append(
+            Row(
+                "first answer (server's default answerBudgetMs)",
+                report.model,
+                label,
+                format_duration(seconds)
+                + (f" ({median(answer_tokens):.0f} tok)" if answer_tokens else ""),
+            )
+        )
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label, server.decode_rate))
     return rows

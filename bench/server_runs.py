@@ -31,6 +31,7 @@ class PromptFigures:
     label: str
     warmup: Completion | None = None
     first_token: list[Completion] = field(default_factory=list)
+    first_answer: list[Completion] = field(default_factory=list)
     full: list[Completion] = field(default_factory=list)
     typing_through: list[Completion] = field(default_factory=list)
     typing_through_expected: list[bool] = field(default_factory=list)
@@ -99,6 +100,8 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
         "model": plan.model,
         "maxNewTokens": plan.max_new_tokens,
         "contextTokens": plan.context_tokens,
+        # 0: every answer is the whole continuation (the early answer is timed on its own).
+        "answerBudgetMs": 0,
     }
     session: ServerSession | None = None
     for attempt in range(plan.startups):
@@ -184,6 +187,11 @@ async def _measure_prompt(
     await session.configure({**settings, "maxNewTokens": 1})
     for number, text in enumerate(prompt.first_token):
         figures.first_token.append(await complete_fresh(f"first{number}", text))
+    # The server's default answer budget: an early answer while generation goes on behind it.
+    await session.configure({k: v for k, v in settings.items() if k != "answerBudgetMs"})
+    for number, text in enumerate(prompt.first_answer):
+        figures.first_answer.append(await complete_fresh(f"answer{number}", text))
+        await session.wait_idle()
     await session.configure({**settings, "maxNewTokens": max_new_tokens})
 
     for number, text in enumerate(prompt.full):

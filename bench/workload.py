@@ -24,6 +24,8 @@ class PromptWork:
     warmup: list[str]
     first_token: list[str]
     full: list[str]
+    # Server only: answers under its default answer budget (it answers early, goes on behind).
+    first_answer: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

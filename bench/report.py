@@ -130,7 +130,7 @@ def model_rows(report: ModelReport) -> list[Row]:
     if first_prompt is not None and first_prompt.warmup is not None:
         rows.append(
             Row(
-                "first completion after ready (cold)",
+                "first completion after ready (cold, full answer)",
                 report.model,
                 first_prompt.label,
                 format_duration(first_prompt.warmup.seconds),

@@ -62,6 +62,15 @@ def test_a_huge_document_is_cut_without_tokenizing_it_whole(
     assert prompt.ids[-len(CAPITAL_IDS) :] == CAPITAL_IDS
 
 
+def test_text_of_long_tokens_still_fills_the_budget(phi3_tokenizer: DocumentTokenizer) -> None:
+    # Runs of spaces tokenize at over 10 characters per token: the first, narrow window falls
+    # short of the budget, and a wider one is taken.
+    text = ("x" + " " * 31) * 400 + "The capital of France is"
+    prompt = build_prompt(phi3_tokenizer, text, budget=64)
+    assert len(prompt.ids) == 64
+    assert prompt.ids[1:] == phi3_tokenizer.encode(text)[-63:]
+
+
 def test_emoji_and_accents_survive_the_cut(phi3_tokenizer: DocumentTokenizer) -> None:
     text = "Crème brûlée 😀 " * 30 + "fin"
     prompt = build_prompt(phi3_tokenizer, text, budget=20)

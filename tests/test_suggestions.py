@@ -48,6 +48,14 @@ class TestTypingThrough:
     async def test_typing_the_whole_suggestion_leaves_nothing_to_show(self) -> None:
         assert await rest_after(self.cache(), BEFORE + " Paris. It is") is None
 
+    async def test_a_newer_suggestion_replaces_the_current_one(self) -> None:
+        first, second = LiveSuggestion(), LiveSuggestion()
+        cache = cache_with(first)
+        assert cache.is_current(first)
+        cache.remember(URI, BEFORE + " P", second)
+        assert not cache.is_current(first)
+        assert cache.is_current(second)
+
     async def test_a_forgotten_suggestion_is_not_used(self) -> None:
         cache = self.cache()
         cache.forget()

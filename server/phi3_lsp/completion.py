@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-# A generous bound on characters per token: the window cut from the document before
-# tokenizing it is this many times the budget, so long documents are never tokenized whole.
-_MAX_CHARS_PER_TOKEN = 32
+# Characters per token tried for the window cut from the document before tokenizing it, so
+# long documents are never tokenized whole: typical text and code first (~3-4 per token), then
+# a generous bound for text with long tokens (runs of spaces, long identifiers).
+_CHARS_PER_TOKEN_TRIES = (8, 32)
 
 
 class _Span(Protocol):
@@ -54,11 +55,14 @@ def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: in
     """
     specials = tokenizer.encode_prompt("")
     room = max(0, budget - len(specials))
-    window_start = max(0, len(text_before_cursor) - room * _MAX_CHARS_PER_TOKEN)
-    window = text_before_cursor[window_start:]
-    spans = tokenizer.token_spans(window)
-    # When the window was cut by characters, its first token may be a fragment of a word.
-    first = 1 if window_start > 0 else 0
+    for chars_per_token in _CHARS_PER_TOKEN_TRIES:
+        window_start = max(0, len(text_before_cursor) - room * chars_per_token)
+        window = text_before_cursor[window_start:]
+        spans = tokenizer.token_spans(window)
+        # When the window was cut by characters, its first token may be a fragment of a word.
+        first = 1 if window_start > 0 else 0
+        if len(spans) - first >= room or window_start == 0:
+            break
     tail = spans[max(first, len(spans) - room) :]
     text = window[tail[0].start :] if tail else ""
     return Prompt(ids=[*specials, *(span.id for span in tail)], text=text)

@@ -127,6 +127,10 @@ class SuggestionCache:
         """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`."""
         self._last = _Shown(uri, text_before_cursor, suggestion)
 
+    def is_current(self, suggestion: LiveSuggestion) -> bool:
+        """True while `suggestion` is the last one remembered (no newer request replaced it)."""
+        return self._last is not None and self._last.suggestion is suggestion
+
     def forget(self) -> None:
         """Drop the remembered suggestion (e.g. when the model changes)."""
         self._last = None

@@ -53,13 +53,19 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if not has_text_to_continue(text_before_cursor):
         return ""
     settings = ls.settings
-    prompt = build_prompt(
+    suggestion = LiveSuggestion(asyncio.get_running_loop())
+    ls.suggestions.remember(uri, text_before_cursor, suggestion)
+    # Tokenizing up to contextTokens of text takes tens of milliseconds: off the event loop,
+    # so that hovers and cancellations are not kept waiting.
+    prompt = await asyncio.to_thread(
+        build_prompt,
         tokenizer,
         text_before_cursor,
         prompt_budget(settings.context_tokens, engine.context_length, settings.max_new_tokens),
     )
-    suggestion = LiveSuggestion(asyncio.get_running_loop())
-    ls.suggestions.remember(uri, text_before_cursor, suggestion)
+    if not ls.suggestions.is_current(suggestion):
+        suggestion.finish()
+        return ""  # a newer request took over while the prompt was built
     generation = asyncio.ensure_future(
         _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri)
     )

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.workload import BaselineResult, PromptTimings, Workload, peak_rss_kib
+from bench.workload import BaselineResult, Workload, peak_rss_kib, time_workload
 
 
 def main() -> None:
@@ -47,20 +47,7 @@ def main() -> None:
         usage = answer["usage"]  # type: ignore[index]
         return seconds, int(usage["prompt_tokens"]), int(usage["completion_tokens"])
 
-    timings = []
-    for prompt in workload.prompts:
-        timing = PromptTimings(label=prompt.label)
-        # Untimed: the first call at a new prompt size pays one-time costs (allocator growth).
-        for text in prompt.warmup:
-            generate(text, workload.max_new_tokens)
-        for text in prompt.first_token:
-            timing.first_token_seconds.append(generate(text, 1)[0])
-        for text in prompt.full:
-            seconds, prompt_tokens, new_tokens = generate(text, workload.max_new_tokens)
-            timing.full_seconds.append(seconds)
-            timing.prompt_tokens.append(prompt_tokens)
-            timing.full_new_tokens.append(new_tokens)
-        timings.append(timing)
+    timings = time_workload(workload, generate)
 
     BaselineResult(load_seconds=load_seconds, prompts=timings, peak_rss_kib=peak_rss_kib()).save(
         args.result

@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.workload import BaselineResult, PromptTimings, Workload, peak_rss_kib
+from bench.workload import BaselineResult, Workload, peak_rss_kib, time_workload
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     tokenizer = generator.tokenizer
     assert tokenizer is not None
 
-    def generate(text: str, new_tokens: int) -> float:
+    def generate(text: str, new_tokens: int) -> tuple[float, int, int]:
         begun = time.perf_counter()
         generator(
             text,
@@ -39,21 +39,10 @@ def main() -> None:
             do_sample=False,
             return_full_text=False,
         )
-        return time.perf_counter() - begun
+        seconds = time.perf_counter() - begun
+        return seconds, len(tokenizer(text)["input_ids"]), new_tokens
 
-    timings = []
-    for prompt in workload.prompts:
-        timing = PromptTimings(label=prompt.label)
-        # Untimed: the first call at a new prompt size pays one-time costs (allocator growth).
-        for text in prompt.warmup:
-            generate(text, workload.max_new_tokens)
-        for text in prompt.first_token:
-            timing.first_token_seconds.append(generate(text, 1))
-        for text in prompt.full:
-            timing.prompt_tokens.append(len(tokenizer(text)["input_ids"]))
-            timing.full_seconds.append(generate(text, workload.max_new_tokens))
-            timing.full_new_tokens.append(workload.max_new_tokens)
-        timings.append(timing)
+    timings = time_workload(workload, generate)
 
     BaselineResult(load_seconds=load_seconds, prompts=timings, peak_rss_kib=peak_rss_kib()).save(
         args.result

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,29 @@ class BaselineResult:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         data["prompts"] = [PromptTimings(**prompt) for prompt in data["prompts"]]
         return cls(**data)
+
+
+Generate = Callable[[str, int], tuple[float, int, int]]
+"""A baseline's answer to (prompt text, new tokens): seconds, prompt tokens, new tokens."""
+
+
+def time_workload(workload: Workload, generate: Generate) -> list[PromptTimings]:
+    """Run every prompt of `workload` through `generate`, the same way for every baseline."""
+    timings = []
+    for prompt in workload.prompts:
+        timing = PromptTimings(label=prompt.label)
+        # Untimed: the first call at a new prompt size pays one-time costs (allocator growth).
+        for text in prompt.warmup:
+            generate(text, workload.max_new_tokens)
+        for text in prompt.first_token:
+            timing.first_token_seconds.append(generate(text, 1)[0])
+        for text in prompt.full:
+            seconds, prompt_tokens, new_tokens = generate(text, workload.max_new_tokens)
+            timing.full_seconds.append(seconds)
+            timing.prompt_tokens.append(prompt_tokens)
+            timing.full_new_tokens.append(new_tokens)
+        timings.append(timing)
+    return timings
 
 
 def peak_rss_kib(pid: int | str = "self") -> int | None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from model_sources import folder_source
 from phi3_lsp.architecture import ArchitectureReport, count_parameters
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.sources import ModelSource
 
 PHI3_MINI_PARAMETERS = 3_821_079_552
 HIDDEN, FFN, VOCAB, LAYERS = 3072, 8192, 32064, 32
@@ -18,13 +18,11 @@ HIDDEN, FFN, VOCAB, LAYERS = 3072, 8192, 32064, 32
 
 @pytest.fixture(scope="module")
 def phi3_mini(phi3_mini_dir: Path) -> ModelEngine:
-    source = ModelSource(
+    source = folder_source(
+        phi3_mini_dir,
+        weights=False,
         spec="microsoft/Phi-3-mini-4k-instruct",
-        name="microsoft/Phi-3-mini-4k-instruct",
-        tokenizer_dir=phi3_mini_dir,
-        config_dir=phi3_mini_dir,
-        weights_dir=None,
-        missing_weights_hint="No weights here.",
+        hint="No weights here.",
     )
     return ModelEngine.load(source)
 
@@ -121,13 +119,7 @@ def test_tied_embeddings_are_counted_once() -> None:
 
 
 def test_a_grouped_query_model_reports_its_key_value_heads(smollm2_dir: Path) -> None:
-    source = ModelSource(
-        spec="smollm2-135m",
-        name="SmolLM2",
-        tokenizer_dir=smollm2_dir,
-        config_dir=smollm2_dir,
-        weights_dir=None,
-    )
+    source = folder_source(smollm2_dir, weights=False, spec="smollm2-135m")
     result = ModelEngine.load(source).architecture().to_json()
     config = result["config"]
     assert (config["attentionHeads"], config["keyValueHeads"], config["headDim"]) == (9, 3, 64)

@@ -9,22 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine, WeightsNotAvailableError, physical_cores
 from phi3_lsp.progress import ProgressUpdate
-from phi3_lsp.sources import ModelSource
 
 CAPITAL = "The capital of France is"
-
-
-def folder_source(folder: Path, *, weights: bool, hint: str | None = None) -> ModelSource:
-    return ModelSource(
-        spec=str(folder),
-        name=folder.name,
-        tokenizer_dir=folder,
-        config_dir=folder,
-        weights_dir=folder if weights else None,
-        missing_weights_hint=hint,
-    )
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import DynamicCache, Phi3Config, Phi3ForCausalLM
 
+from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
-from phi3_lsp.sources import ModelSource
 from phi3_lsp.tokens import DocumentTokenizer
 
 CAPITAL = "The capital of France is"
@@ -21,14 +21,7 @@ CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return"
 
 @pytest.fixture(scope="module")
 def tiny(tiny_phi3_dir: Path) -> ModelEngine:
-    source = ModelSource(
-        spec="tiny-phi3",
-        name="tiny-phi3",
-        tokenizer_dir=tiny_phi3_dir,
-        config_dir=tiny_phi3_dir,
-        weights_dir=tiny_phi3_dir,
-    )
-    return ModelEngine.load(source)
+    return ModelEngine.load(folder_source(tiny_phi3_dir, weights=True, spec="tiny-phi3"))
 
 
 def greedy_without_cache(engine: ModelEngine, prompt: list[int], steps: int) -> list[int]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine, WeightsNotAvailableError, physical_cores
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.settings import WeightFormat
 
 CAPITAL = "The capital of France is"
 
@@ -100,10 +103,19 @@ def test_physical_cores_is_within_the_logical_count() -> None:
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
-def test_an_explicit_dtype_is_used(tiny_phi3_dir: Path) -> None:
-    engine = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), dtype=torch.bfloat16)
-    assert {parameter.dtype for parameter in engine.model.parameters()} == {torch.bfloat16}
-    assert engine.architecture().config.dtype == "bfloat16"
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_a_bf16_checkpoint_runs_in_fp32(
+    weights: WeightFormat, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # This class of CPU has no native bf16: whatever the checkpoint, nothing may stay bf16.
+    for item in tiny_phi3_dir.iterdir():
+        shutil.copy2(item, tmp_path / item.name)
+    model = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype=torch.bfloat16)
+    model.save_pretrained(tmp_path)
+    engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights=weights)
+    assert {parameter.dtype for parameter in engine.model.parameters()} == {torch.float32}
+    expected = "float32" if weights == "fp32" else "float32 elsewhere"
+    assert engine.architecture().config.dtype.endswith(expected)
 
 
 def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:

@@ -108,3 +108,14 @@ def test_the_section_is_found_in_client_payloads() -> None:
     assert section_of({"phi3": {"model": "x"}, "other": {}}) == {"model": "x"}
     assert section_of({"other": {}}) is None
     assert section_of(None) is None
+
+
+def test_weights_take_one_of_the_known_formats() -> None:
+    settings, problems = parse_settings({"weights": "int4"}, Settings())
+    assert settings.weights == "int4" and problems == []
+    settings, problems = parse_settings({"weights": "int8"}, Settings())
+    assert settings.weights == "fp32"
+    assert problems == [
+        "phi3.weights must be 'fp32' or 'int4', got 'int8'. Using the default, 'fp32'."
+    ]
+    assert Settings().needs_reload(Settings(weights="int4"))

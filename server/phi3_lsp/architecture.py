@@ -11,6 +11,8 @@ from typing import Any
 
 from torch import nn
 
+from phi3_lsp.quantize import GROUP_SIZE, Int4Linear
+
 
 @dataclass(frozen=True)
 class ConfigSummary:
@@ -122,9 +124,15 @@ def summarize_config(config: Any, model: nn.Module) -> ConfigSummary:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """All parameters of `module`; one shared by several modules (tied weights) counts once."""
+    """All parameters of `module`; one shared by several modules (tied weights) counts once.
+
+    The weights of int4 layers count as the parameters they stand for.
+    """
     # `parameters()` yields each Parameter object once, however many modules hold it.
-    return sum(parameter.numel() for parameter in module.parameters())
+    stored = sum(parameter.numel() for parameter in module.parameters())
+    return stored + sum(
+        layer.quantized_parameters for layer in module.modules() if isinstance(layer, Int4Linear)
+    )
 
 
 def module_counts(model: nn.Module) -> list[ModuleCount]:
@@ -149,7 +157,10 @@ def module_counts(model: nn.Module) -> list[ModuleCount]:
 
 def _parameter_dtype(model: nn.Module) -> str:
     first = next(model.parameters(), None)
-    return str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
+    dtype = str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
+    if any(isinstance(layer, Int4Linear) for layer in model.modules()):
+        return f"int4 linear layers (groups of {GROUP_SIZE}), {dtype} elsewhere"
+    return dtype
 
 
 def _optional_int(value: object) -> int | None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.settings import WEIGHT_FORMATS, WeightFormat
 
 if TYPE_CHECKING:
     from phi3_lsp.architecture import ArchitectureReport
@@ -81,6 +82,12 @@ def register_commands(subparsers: Any) -> None:
     )
     complete.add_argument(
         "--threads", type=_non_negative_int, default=0, help="torch threads; 0 = physical cores"
+    )
+    complete.add_argument(
+        "--weights",
+        choices=WEIGHT_FORMATS,
+        default="fp32",
+        help="fp32 (the model's own greedy text) or int4 (faster, its text can differ)",
     )
     complete.add_argument("--json", action="store_true", help="print JSON")
     complete.add_argument("text", metavar="TEXT", help='the prompt; "-" reads stdin')
@@ -148,7 +155,7 @@ def run_complete(args: argparse.Namespace) -> int:
             raise WeightsNotAvailableError(
                 source.missing_weights_hint or f"{source.name} has no weights to complete with."
             )
-        engine = _load_engine(source, threads=args.threads)
+        engine = _load_engine(source, threads=args.threads, weights=args.weights)
         prompt_ids = engine.tokenizer.encode_prompt(text)
         print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
         on_text = None if args.json else _write_stdout
@@ -241,10 +248,12 @@ def _resolve(args: argparse.Namespace) -> ModelSource:
     return resolve_model(spec, progress=_print_progress)
 
 
-def _load_engine(source: ModelSource, *, threads: int) -> ModelEngine:
+def _load_engine(
+    source: ModelSource, *, threads: int, weights: WeightFormat = "fp32"
+) -> ModelEngine:
     from phi3_lsp.engine import ModelEngine
 
-    return ModelEngine.load(source, threads=threads, progress=_print_progress)
+    return ModelEngine.load(source, threads=threads, weights=weights, progress=_print_progress)
 
 
 def _token_rows(tokenizer: DocumentTokenizer, text: str) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.settings import WeightFormat
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
@@ -143,7 +144,7 @@ class ModelHost:
         self._lock = threading.Lock()
         self._status = Status(state="loading", model=model, message="Waiting to start")
         self._load_id = 0
-        self._loaded_key: tuple[str, int, bool] | None = None
+        self._loaded_key: tuple[str, int, WeightFormat, bool] | None = None
         self._tokenizer: DocumentTokenizer | None = None
         self._engine: ModelEngine | None = None
         self._running_stop: threading.Event | None = None
@@ -168,14 +169,21 @@ class ModelHost:
         engine = self._engine
         return engine is not None and engine.has_weights
 
-    def load(self, model: str, *, threads: int = 0, trust_remote_code: bool = False) -> bool:
+    def load(
+        self,
+        model: str,
+        *,
+        threads: int = 0,
+        weights: WeightFormat = "fp32",
+        trust_remote_code: bool = False,
+    ) -> bool:
         """Start loading `model` in the background unless it is already loaded or loading.
 
         Returns True when a load was started. The previous model is dropped at once, so that
         requests during the reload get empty answers instead of answers from the old model.
         A model that failed to load is tried again (the user may have fixed the cause).
         """
-        key = (model, threads, trust_remote_code)
+        key = (model, threads, weights, trust_remote_code)
         with self._lock:
             if key == self._loaded_key and self._status.state != "error":
                 return False
@@ -188,7 +196,7 @@ class ModelHost:
             self._set_status(
                 Status(state="loading", model=model, message="Queued", weights_loaded=False)
             )
-        self._thread.submit(self._load, load_id, model, threads, trust_remote_code)
+        self._thread.submit(self._load, load_id, model, threads, weights, trust_remote_code)
         return True
 
     def supersede(self) -> None:
@@ -310,15 +318,22 @@ class ModelHost:
                 )
             )
 
-    def _load(self, load_id: int, model: str, threads: int, trust_remote_code: bool) -> None:
+    def _load(
+        self,
+        load_id: int,
+        model: str,
+        threads: int,
+        weights: WeightFormat,
+        trust_remote_code: bool,
+    ) -> None:
         if load_id != self._load_id:
             return  # a newer load is queued behind this one
         self._listener.load_began(model)
         engine: ModelEngine | None = None
         try:
-            engine, hint = self._load_steps(load_id, model, threads, trust_remote_code)
-            weights = engine is not None and engine.has_weights
-            status = Status(state="ready", model=model, message=hint, weights_loaded=weights)
+            engine, hint = self._load_steps(load_id, model, threads, weights, trust_remote_code)
+            has_weights = engine is not None and engine.has_weights
+            status = Status(state="ready", model=model, message=hint, weights_loaded=has_weights)
             outcome = LoadOutcome(model=model, hint=hint)
         except Exception as error:
             message = _error_message(model, error)
@@ -338,7 +353,12 @@ class ModelHost:
             self._set_status(status)
 
     def _load_steps(
-        self, load_id: int, model: str, threads: int, trust_remote_code: bool
+        self,
+        load_id: int,
+        model: str,
+        threads: int,
+        weights: WeightFormat,
+        trust_remote_code: bool,
     ) -> tuple[ModelEngine | None, str | None]:
         """Resolve, load the tokenizer, then the engine; returns it and the missing-weights hint.
 
@@ -366,7 +386,7 @@ class ModelHost:
             if load_id != self._load_id:
                 return None, None
             self._tokenizer = tokenizer  # hovers work from here on
-        engine = ModelEngine.load(source, threads=threads, progress=on_progress)
+        engine = ModelEngine.load(source, threads=threads, weights=weights, progress=on_progress)
         return engine, None if engine.has_weights else source.missing_weights_hint
 
     # --- status ----------------------------------------------------------------------------

@@ -67,7 +67,10 @@ class Phi3LanguageServer(LanguageServer):
         if self.host is None:
             return
         reloading = self.host.load(
-            settings.model, threads=settings.threads, trust_remote_code=settings.trust_remote_code
+            settings.model,
+            threads=settings.threads,
+            weights=settings.weights,
+            trust_remote_code=settings.trust_remote_code,
         )
         if reloading:
             self.suggestions.forget()

@@ -1,0 +1,58 @@
+"""Switching SmolLM2 between fp32 and int4 weights from the settings, without a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from e2e.lsp_session import SMOLLM2_SETTINGS, Phi3Client, start_smollm2, stop
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+PROMPT = "The capital of France is"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def session(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]:
+    client = await start_smollm2(hf_home, SMOLLM2_SETTINGS)
+    yield client
+    await stop(client)
+
+
+async def switch_to(client: Phi3Client, weights: str) -> None:
+    seen = len(client.statuses)
+    await client.change_settings({**SMOLLM2_SETTINGS, "weights": weights})
+    await client.wait_for_status(lambda status: status["state"] == "loading", after=seen)
+    ready = await client.wait_for_status(
+        lambda status: status["state"] in ("ready", "error"), after=seen
+    )
+    assert ready["state"] == "ready" and ready["weightsLoaded"] is True
+
+
+async def completion(client: Phi3Client, name: str) -> str:
+    uri = client.open_text(name, PROMPT)
+    [item] = await client.inline(uri, 0, len(PROMPT))
+    assert isinstance(item.insert_text, str)
+    return item.insert_text
+
+
+async def test_int4_weights_load_on_a_settings_change_and_fp32_comes_back(
+    session: Phi3Client,
+) -> None:
+    fp32_text = await completion(session, "fp32.txt")
+    fp32_report = await session.command("phi3.showArchitecture")
+    assert fp32_report["config"]["dtype"] == "float32"
+
+    await switch_to(session, "int4")
+    int4_text = await completion(session, "int4.txt")
+    assert int4_text.startswith(" Paris")
+    int4_report = await session.command("phi3.showArchitecture")
+    assert int4_report["config"]["dtype"].startswith("int4")
+    assert "(q_proj): Int4Linear(in_features=576, out_features=576" in int4_report["repr"]
+    assert int4_report["parameters"]["total"] == fp32_report["parameters"]["total"]
+
+    await switch_to(session, "fp32")
+    assert await completion(session, "fp32-again.txt") == fp32_text

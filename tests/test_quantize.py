@@ -1,0 +1,133 @@
+"""int4 weights: the layers, a whole model in int4, and SmolLM2's reference outputs."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+from torch import nn
+
+from model_sources import folder_source
+from phi3_lsp.architecture import count_parameters
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.quantize import GROUP_SIZE, Int4Linear, quantize_to_int4
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual - expected).norm() / expected.norm())
+
+
+def on_four_bit_grid(out_features: int, in_features: int) -> torch.Tensor:
+    """Weights as a Q4_1 checkpoint holds them: per group of 32, 16 evenly spaced values."""
+    groups = (out_features, in_features // GROUP_SIZE, 1)
+    scales, lows = torch.rand(groups) * 0.02 + 0.001, torch.randn(groups) * 0.1
+    codes = torch.randint(0, 16, (out_features, in_features // GROUP_SIZE, GROUP_SIZE))
+    codes[..., 0], codes[..., 1] = 0, 15  # every group spans its whole range
+    return (codes * scales + lows).reshape(out_features, in_features)
+
+
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(state)
+
+
+@pytest.mark.usefixtures("seeded")
+class TestInt4Linear:
+    def test_weights_from_a_4_bit_checkpoint_lose_only_bf16_rounding(self) -> None:
+        linear = nn.Linear(256, 96, bias=True)
+        linear.weight.data = on_four_bit_grid(96, 256)
+        inputs = torch.randn(2, 3, 256)
+        with torch.inference_mode():
+            expected, actual = linear(inputs), Int4Linear(linear)(inputs)
+        assert actual.shape == (2, 3, 96) and actual.dtype == torch.float32
+        assert relative_error(actual, expected) < 0.01
+
+    def test_any_weights_come_close(self) -> None:
+        linear = nn.Linear(512, 64, bias=False)
+        inputs = torch.randn(4, 512)
+        with torch.inference_mode():
+            error = relative_error(Int4Linear(linear)(inputs), linear(inputs))
+        # 16 levels per group of 32 Gaussian weights: a few percent, not more.
+        assert error < 0.1
+
+    def test_it_stands_for_as_many_parameters_as_the_layer_had(self) -> None:
+        layer = Int4Linear(nn.Linear(64, 32, bias=True))
+        assert layer.quantized_parameters == 64 * 32
+        assert count_parameters(layer) == 64 * 32 + 32  # the bias stays a parameter
+        assert "bits=4, group_size=32" in repr(layer)
+
+    def test_casting_the_model_leaves_the_packed_weights_usable(self) -> None:
+        model = nn.Sequential(Int4Linear(nn.Linear(64, 32)))
+        inputs = torch.randn(1, 64)
+        with torch.inference_mode():
+            before = model(inputs)
+            model.float()
+            assert torch.equal(model(inputs), before)
+
+
+def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_dir: Path) -> None:
+    fp32 = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True))
+    int4 = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), weights="int4")
+    int4_head, fp32_head = int4.model.get_submodule("lm_head"), fp32.model.get_submodule("lm_head")
+    decoder = int4.model.get_submodule("model.layers")
+    # Every projection in the decoder layers is int4; the vocabulary projection is unchanged.
+    assert [layer for layer in decoder.modules() if isinstance(layer, nn.Linear)] == []
+    assert isinstance(int4_head, nn.Linear) and isinstance(fp32_head, nn.Linear)
+    assert torch.equal(int4_head.weight, fp32_head.weight)
+    assert count_parameters(int4.model) == count_parameters(fp32.model)
+    report = int4.architecture()
+    assert report.total_parameters == fp32.architecture().total_parameters
+    assert "(qkv_proj): Int4Linear(in_features=64, out_features=192" in report.repr
+    assert report.config.dtype.startswith("int4")
+    prompt = int4.tokenizer.encode_prompt("The capital of France is")
+    assert len(int4.generate(prompt, max_new_tokens=5).token_ids) >= 1
+
+
+def test_layers_the_kernel_cannot_take_are_left_as_they_are() -> None:
+    model = nn.Sequential(nn.Linear(40, 8), nn.Linear(8, 64))
+    assert quantize_to_int4(model) == 0
+    assert all(isinstance(layer, nn.Linear) for layer in model)
+
+
+@pytest.fixture(scope="module")
+def int4(smollm2_dir: Path) -> ModelEngine:
+    from phi3_lsp.sources import resolve_model
+
+    return ModelEngine.load(resolve_model("smollm2-135m"), weights="int4")
+
+
+@pytest.mark.slow
+class TestSmolLM2InInt4:
+    """SmolLM2's published weights are 4-bit (Q4_1): int4 should keep what fp32 answers."""
+
+    def test_the_notebook_prompt_still_gets_paris(
+        self, int4: ModelEngine, smollm2_engine: ModelEngine
+    ) -> None:
+        prompt = int4.tokenizer.encode_prompt("The capital of France is")
+        fp32_text = smollm2_engine.generate(prompt, max_new_tokens=8).text
+        int4_text = int4.generate(prompt, max_new_tokens=8).text
+        assert fp32_text.startswith(" Paris.\n")
+        assert int4_text.split("\n")[0] == fp32_text.split("\n")[0]
+
+    def test_it_predicts_the_fp32_tokens_of_real_code(
+        self, int4: ModelEngine, smollm2_engine: ModelEngine
+    ) -> None:
+        source = Path(textwrap.__file__).read_text(encoding="utf-8")
+        start = source.index("class TextWrapper")
+        prompt = int4.tokenizer.encode_prompt(source[start : start + 1500])
+        reference = list(smollm2_engine.generate(prompt, max_new_tokens=40).token_ids)
+        with torch.inference_mode():
+            logits = int4.model(input_ids=torch.tensor([prompt + reference])).logits[0]
+        # Fed fp32's tokens, int4's most likely next token is fp32's at nearly every step.
+        predicted = logits[len(prompt) - 1 : -1].argmax(dim=-1).tolist()
+        matches = sum(p == r for p, r in zip(predicted, reference, strict=True))
+        assert matches >= 0.95 * len(reference)

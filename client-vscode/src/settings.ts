@@ -11,9 +11,14 @@ export interface ServerSettings {
   readonly answerBudgetMs: number;
   readonly contextTokens: number;
   readonly threads: number;
+  readonly weights: WeightFormat;
   readonly inlineCompletions: boolean;
   readonly trustRemoteCode: boolean;
 }
+
+/** How the server stores the model's linear layers: fp32, or 4 bits (faster, text can differ). */
+export const WEIGHT_FORMATS = ["fp32", "int4"] as const;
+export type WeightFormat = (typeof WEIGHT_FORMATS)[number];
 
 /** Everything under `phi3.*`: the server's settings plus those only the extension uses. */
 export interface ExtensionSettings extends ServerSettings {
@@ -29,6 +34,7 @@ export const DEFAULT_SETTINGS: ExtensionSettings = {
   answerBudgetMs: 600,
   contextTokens: 1024,
   threads: 0,
+  weights: "fp32",
   inlineCompletions: true,
   trustRemoteCode: false,
   debounceMs: 250,
@@ -68,6 +74,11 @@ function readString(lookup: SettingLookup, key: string): string | undefined {
   return typeof value === "string" ? value.trim() : undefined;
 }
 
+function readWeightFormat(lookup: SettingLookup): WeightFormat | undefined {
+  const value = lookup("weights");
+  return WEIGHT_FORMATS.find((format) => format === value);
+}
+
 function readBoolean(lookup: SettingLookup, key: string): boolean | undefined {
   const value = lookup(key);
   return typeof value === "boolean" ? value : undefined;
@@ -86,6 +97,7 @@ export function readSettings(lookup: SettingLookup): ExtensionSettings {
     answerBudgetMs: readInteger(lookup, "answerBudgetMs") ?? d.answerBudgetMs,
     contextTokens: readInteger(lookup, "contextTokens") ?? d.contextTokens,
     threads: readInteger(lookup, "threads") ?? d.threads,
+    weights: readWeightFormat(lookup) ?? d.weights,
     inlineCompletions: readBoolean(lookup, "inlineCompletions") ?? d.inlineCompletions,
     trustRemoteCode: readBoolean(lookup, "trustRemoteCode") ?? d.trustRemoteCode,
     debounceMs: readInteger(lookup, "debounceMs") ?? d.debounceMs,
@@ -101,6 +113,7 @@ export function serverSettings(settings: ExtensionSettings): ServerSettings {
     answerBudgetMs: settings.answerBudgetMs,
     contextTokens: settings.contextTokens,
     threads: settings.threads,
+    weights: settings.weights,
     inlineCompletions: settings.inlineCompletions,
     trustRemoteCode: settings.trustRemoteCode,
   };

@@ -1,8 +1,8 @@
 """`python -m bench`: the server over LSP beside same-run baselines, as one markdown table.
 
 Options: --repeats N (default 5), --quick (a smoke run), --phi3 (Phi-3-mini-sized runs, long),
---llama-cpp (the llama.cpp baseline; needs its wheel, built once). Results are printed and
-written to bench/results/latest.md.
+--llama-cpp (the llama.cpp baseline; needs its wheel, built once), --weights (the server's
+weight formats, default fp32,int4). Results are printed and written to bench/results/latest.md.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import os
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Final
 
 from tokenizers import Tokenizer
 
-from bench import llama_cpp_setup
+from bench import agreement, llama_cpp_setup
 from bench.lsp_session import ServerSession
 from bench.phi3_random import ensure_random_phi3
 from bench.prompts import (
@@ -35,7 +36,7 @@ from bench.prompts import (
 from bench.report import ModelReport, model_rows
 from bench.server_runs import ServerPlan, run_server
 from bench.stats import median
-from bench.table import NOT_APPLICABLE, NOT_RUN, Row, render_markdown
+from bench.table import NOT_APPLICABLE, NOT_RUN, Row, render_markdown, verdict
 from bench.workload import (
     BaselineFailed,
     BaselineResult,
@@ -43,6 +44,7 @@ from bench.workload import (
     Workload,
     run_baseline_process,
 )
+from phi3_lsp.settings import WEIGHT_FORMATS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "latest.md"
@@ -59,6 +61,7 @@ class Options:
     quick: bool
     phi3: bool
     llama_cpp: bool
+    weights: tuple[str, ...] = WEIGHT_FORMATS
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -67,11 +70,19 @@ def parse_options(argv: list[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="2 prompt sizes, 2 repeats")
     parser.add_argument("--phi3", action="store_true", help="add Phi-3-mini-sized runs (long)")
     parser.add_argument("--llama-cpp", action="store_true", help="add the llama.cpp baseline")
+    parser.add_argument(
+        "--weights",
+        default=",".join(WEIGHT_FORMATS),
+        help="the server's weight formats, comma-separated (default: fp32,int4)",
+    )
     args = parser.parse_args(argv)
     repeats = min(args.repeats, 2) if args.quick else args.repeats
     if repeats < 1:
         parser.error("--repeats must be at least 1")
-    return Options(repeats, args.quick, args.phi3, args.llama_cpp)
+    weights = tuple(dict.fromkeys(part.strip() for part in args.weights.split(",")))
+    if not weights or any(part not in WEIGHT_FORMATS for part in weights):
+        parser.error(f"--weights takes formats out of {', '.join(WEIGHT_FORMATS)}")
+    return Options(repeats, args.quick, args.phi3, args.llama_cpp, weights)
 
 
 def say(message: str) -> None:
@@ -195,26 +206,34 @@ class ModelSetup:
     hovers: int
     warm_every_size: bool  # an untimed full answer before each prompt size, not only the first
     seed_warmup: bool
+    speedup_target: float  # how much faster than the seed pipeline a full answer should be
+    real_weights: bool  # int4's agreement with fp32 only means something with trained weights
 
 
 async def bench_model(
     setup: ModelSetup, options: Options, cache: Path, log_dir: Path, bare: list[float]
 ) -> list[Row]:
-    """Server figures for one model, then its baselines, each in its own process."""
+    """Server figures for one model in each weight format, then its baselines and, for int4,
+    its agreement with fp32; each in its own process."""
     sets = prompt_sets(setup.tokenizer_file, setup.sizes, 1 + 3 * setup.repeats)
     work = prompt_work(sets, setup.repeats, setup.warm_every_size)
-    say(f"{setup.name}: server over LSP ({setup.server_spec})")
-    plan = ServerPlan(
-        model=setup.server_spec,
-        startups=setup.repeats,
-        prompts=work,
-        max_new_tokens=MAX_NEW_TOKENS,
-        context_tokens=CONTEXT_TOKENS,
-        long_document=long_document(LONG_DOCUMENT_LINES),
-        hovers=setup.hovers,
-        log_dir=log_dir,
-    )
-    server = await run_server(plan, say)
+    servers = {}
+    for weights in options.weights:
+        say(f"{setup.name}: server over LSP ({setup.server_spec}, {weights} weights)")
+        format_logs = log_dir / f"{setup.name.split()[0]}-{weights}"
+        format_logs.mkdir(parents=True, exist_ok=True)
+        plan = ServerPlan(
+            model=setup.server_spec,
+            startups=setup.repeats,
+            prompts=work,
+            max_new_tokens=MAX_NEW_TOKENS,
+            context_tokens=CONTEXT_TOKENS,
+            long_document=long_document(LONG_DOCUMENT_LINES),
+            hovers=setup.hovers,
+            log_dir=format_logs,
+            weights=weights,
+        )
+        servers[weights] = await run_server(plan, say)
 
     seed_work = [
         PromptWork(
@@ -235,17 +254,51 @@ async def bench_model(
     else:
         llama_result = "not run (--llama-cpp)"
     llama, llama_missing = _split(llama_result)
-    return model_rows(
-        ModelReport(
-            model=setup.name,
-            server=server,
-            prompt_tokens=median_prompt_tokens(setup.tokenizer_file, work),
-            seed=seed,
-            seed_missing=seed_missing,
-            llama_cpp=llama,
-            llama_cpp_missing=llama_missing,
-            bare_initialize_seconds=bare,
+    rows = []
+    for weights, server in servers.items():
+        rows += model_rows(
+            ModelReport(
+                model=f"{setup.name}, {weights}",
+                server=server,
+                prompt_tokens=median_prompt_tokens(setup.tokenizer_file, work),
+                seed=seed,
+                seed_missing=seed_missing,
+                llama_cpp=llama,
+                llama_cpp_missing=llama_missing,
+                bare_initialize_seconds=bare,
+                speedup_target=setup.speedup_target,
+            )
         )
+    if "int4" in options.weights:
+        rows.append(agreement_row(setup, log_dir))
+    return rows
+
+
+def agreement_row(setup: ModelSetup, log_dir: Path) -> Row:
+    """int4's greedy text against fp32's on the reference prompts (trained weights only)."""
+    metric = "int4 greedy text vs fp32 (50 tokens, reference prompts)"
+    if not setup.real_weights:
+        return Row(metric, setup.name, "", "n/a: random weights have no text to keep")
+    say(f"{setup.name}: int4 agreement with fp32 on the reference prompts")
+    out = log_dir / f"agreement-{setup.name.split()[0]}.json"
+    command = [sys.executable, "-m", "bench.agreement", "--model", setup.server_spec]
+    completed = subprocess.run(
+        [*command, "--out", str(out)],
+        env={**os.environ, **_child_env()},
+        stdout=subprocess.DEVNULL,
+        stderr=(log_dir / "agreement.stderr").open("w"),
+        check=False,
+    )
+    if completed.returncode != 0:
+        return Row(metric, setup.name, "", "failed (see agreement.stderr)")
+    results = agreement.load(out)
+    return Row(
+        metric,
+        setup.name,
+        f"{len(results)} prompts",
+        agreement.summarize(results),
+        target="identical greedy text",
+        verdict=verdict(all(result.identical for result in results)),
     )
 
 
@@ -267,6 +320,8 @@ def smollm2_setup(options: Options) -> ModelSetup:
         hovers=50 if options.quick else 200,
         warm_every_size=True,
         seed_warmup=True,
+        speedup_target=3.0,
+        real_weights=True,
     )
 
 
@@ -289,6 +344,8 @@ def phi3_setup(options: Options, cache: Path) -> ModelSetup:
         # and none for the bf16 pipeline, whose single answers are what it is measured on.
         warm_every_size=False,
         seed_warmup=False,
+        speedup_target=4.0,
+        real_weights=False,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.lsp_session import Completion
 from bench.server_runs import PromptFigures, ServerFigures
@@ -98,6 +98,7 @@ class ModelReport:
     llama_cpp: BaselineResult | None
     llama_cpp_missing: str
     bare_initialize_seconds: list[float]
+    speedup_target: float  # a full answer this many times faster than the seed pipeline
 
 
 def model_rows(report: ModelReport) -> list[Row]:
@@ -187,22 +188,49 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
         ("decode speed", "decode_rate", "rate"),
     ):
         server_cell, seed_cell, llama_cell = cells(pick, fmt)
-        rows.append(Row(metric, report.model, label, server_cell, seed_cell, llama_cell))
+        row = Row(metric, report.model, label, server_cell, seed_cell, llama_cell)
+        if pick == "full_seconds":
+            row = _with_speedup(row, server, seed, llama, report.speedup_target)
+        rows.append(row)
     if prompt.first_answer:
         seconds = median([completion.seconds for completion in prompt.first_answer])
-        answer_tokens = [n for c in prompt.first_answer if (n := _new_tokens(c)) is not None]
+        # The early answer's own length: the status counts the whole generation behind it.
+        characters = median([len(completion.text) for completion in prompt.first_answer])
         rows.append(
             Row(
                 "first answer (server's default answerBudgetMs)",
                 report.model,
                 label,
-                format_duration(seconds)
-                + (f" ({median(answer_tokens):.0f} tok)" if answer_tokens else ""),
+                f"{format_duration(seconds)} (answers of {characters:.0f} characters)",
             )
         )
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label, server.decode_rate))
     return rows
+
+
+def _with_speedup(
+    row: Row,
+    server: SpeedFigures,
+    seed: SpeedFigures | None,
+    llama: SpeedFigures | None,
+    target: float,
+) -> Row:
+    """The full-answer row with the server's speed-up over the seed (the target) and llama.cpp."""
+    mine = server.full_seconds
+    versus_seed = seed.full_seconds / mine if seed and seed.full_seconds and mine else None
+    versus_llama = llama.full_seconds / mine if llama and llama.full_seconds and mine else None
+    ratios = [
+        f"{ratio:.2f}x {name}"
+        for ratio, name in ((versus_seed, "the seed"), (versus_llama, "llama.cpp"))
+        if ratio is not None
+    ]
+    return replace(
+        row,
+        server=row.server + (f"; {', '.join(ratios)}" if ratios else ""),
+        target=f"≥ {target:g}x the seed's speed",
+        verdict=verdict(versus_seed >= target if versus_seed is not None else None),
+    )
 
 
 def _format_speed(figures: SpeedFigures, pick: str, fmt: str) -> str:

@@ -65,6 +65,7 @@ class ServerPlan:
     long_document: str
     hovers: int
     log_dir: Path
+    weights: str = "fp32"
 
 
 def server_command(model: str, log_file: Path) -> list[str]:
@@ -100,6 +101,7 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
         "model": plan.model,
         "maxNewTokens": plan.max_new_tokens,
         "contextTokens": plan.context_tokens,
+        "weights": plan.weights,
         # 0: every answer is the whole continuation (the early answer is timed on its own).
         "answerBudgetMs": 0,
     }

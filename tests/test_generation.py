@@ -89,6 +89,27 @@ class TestTinyPhi3:
         assert "".join(pieces) == generation.text
         assert all(pieces)
 
+    def test_decode_steps_run_on_their_own_thread_count_then_it_is_restored(
+        self, tiny: ModelEngine
+    ) -> None:
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, tiny.eos_token_ids, PromptCache())
+        prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+        reference = decoder.generate(prompt, max_new_tokens=8).token_ids
+        before = torch.get_num_threads()
+        decoder.decode_threads = before + 1
+        threads_while_decoding: list[int] = []
+        generation = decoder.generate(
+            prompt,
+            max_new_tokens=8,
+            on_text=lambda _: threads_while_decoding.append(torch.get_num_threads()),
+        )
+        assert set(threads_while_decoding) == {before + 1}
+        assert torch.get_num_threads() == before
+        assert generation.token_ids == reference
+
+    def test_the_engine_decodes_with_the_faster_thread_count(self, tiny: ModelEngine) -> None:
+        assert tiny.decode_threads in {1, torch.get_num_threads()}
+
     def test_a_stop_set_beforehand_computes_nothing(self, tiny: ModelEngine) -> None:
         stop = threading.Event()
         stop.set()

@@ -13,7 +13,8 @@ import inspect
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -132,6 +133,12 @@ class GreedyDecoder:
         self._forward_options: dict[str, Any] = (
             {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
         )
+        self.decode_threads: int | None = None
+        """Torch threads for decode steps (None: as many as for the prefill).
+
+        A decode step is a chain of small matrix-vector products; on a small model, waking
+        the other threads for each one can cost more than it saves (see `ModelEngine.warm_up`).
+        """
 
     def generate(
         self,
@@ -163,7 +170,8 @@ class GreedyDecoder:
             if not _is_set(stop_event):
                 logits = self._feed(run, prompt_ids[reused:])
                 prefill_seconds = time.perf_counter() - started
-                finish = self._decode(run, logits, max_new_tokens, stop_event)
+                with _torch_threads(self.decode_threads):
+                    finish = self._decode(run, logits, max_new_tokens, stop_event)
                 decode_seconds = time.perf_counter() - started - prefill_seconds
         run.emit(run.stream.finish())
         # Only a run that finished normally leaves a cache that matches `fed_ids`.
@@ -239,6 +247,20 @@ def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
             break
         length += 1
     return length
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` torch threads (None: unchanged), then restore the number."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _is_set(event: threading.Event | None) -> bool:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_CONTEXT_LENGTH = 2048
 DECODE_PROBE_STEPS = 3
+LONG_DECODE_STEP_SECONDS = 0.1
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -166,34 +167,38 @@ class ModelEngine:
         )
 
     def warm_up(self) -> None:
-        """Run a tiny generation, so the first real one does not pay for lazy initialization.
+        """Run tiny generations, so the first real one pays for no lazy initialization, and
+        choose the thread count for decode steps.
 
         The first forward passes set up kernels and buffers (a few tenths of a second on a
         small model), which would otherwise land on the user's first completion.
         """
         prompt = self.tokenizer.encode_prompt("Hello, world") or [0]
-        self._decoder.generate(prompt, max_new_tokens=2)
         self._decoder.decode_threads = self._fastest_decode_threads(prompt)
         log.info("Decoding with %d torch threads", self._decoder.decode_threads)
 
     def _fastest_decode_threads(self, prompt: list[int]) -> int:
-        """Time a few decode steps with all threads and with one; the faster count wins.
+        """Time a few decode steps with all threads and, if steps are short, with one.
 
         Measured on SmolLM2 with idle threads sleeping (as the server runs them): 1 thread
         decodes at 45 tok/s and 2 at 30 tok/s in int4 (waking a thread costs more than a
         small matrix takes), while Phi-3-mini's large int4 matrices run 1.9x faster on 2.
+        Waking threads costs tens of microseconds per matrix: a long step cannot gain from
+        one thread, so it is not timed again (on Phi-3-mini in fp32 that would be seconds).
         """
         threads = torch.get_num_threads()
-        if threads == 1:
-            return 1
-        seconds_per_step: dict[int, float] = {}
-        for candidate in (threads, 1):
-            self._decoder.decode_threads = candidate
-            run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
-            if run.decode_steps == 0:
-                return threads  # an early end token: nothing to compare
-            seconds_per_step[candidate] = run.decode_seconds / run.decode_steps
-        return min(seconds_per_step, key=lambda candidate: seconds_per_step[candidate])
+        self._decoder.decode_threads = threads
+        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
+        if threads == 1 or run.decode_steps == 0:
+            return threads
+        all_threads_step = run.decode_seconds / run.decode_steps
+        if all_threads_step > LONG_DECODE_STEP_SECONDS:
+            return threads
+        self._decoder.decode_threads = 1
+        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
+        if run.decode_steps == 0:
+            return threads
+        return 1 if run.decode_seconds / run.decode_steps < all_threads_step else threads
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""

@@ -169,3 +169,15 @@ def test_complete_json_reports_tokens_and_timings(offline_env: dict[str, str]) -
     assert output["promptTokens"] == 5
     assert output["finishReason"] in {"length", "eos"}
     assert output["prefillSeconds"] > 0
+
+
+@pytest.mark.slow
+def test_complete_with_int4_weights(offline_env: dict[str, str]) -> None:
+    args = ("complete", "--model", "smollm2-135m", "--max-new-tokens", "3")
+    result = phi3_lsp(offline_env, *args, "--weights", "int4", CAPITAL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(" Paris")
+    unknown = phi3_lsp(offline_env, *args, "--weights", "int8", CAPITAL)
+    assert unknown.returncode == 2
+    assert "invalid choice: 'int8'" in unknown.stderr
+    assert "fp32" in unknown.stderr and "int4" in unknown.stderr

@@ -381,8 +381,9 @@ an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode
 tokens after the first / (full answer - first token). The seed pipeline and llama.cpp run in
 their own processes, greedy, with EOS suppressed so that every answer has 50 tokens; the server
 stops at EOS or its own stop rules (token counts in brackets). llama.cpp runs the original Q4_1
-GGUF, the server and the seed pipeline its fp32 conversion. "load" is the baseline's in-process
-load time (no interpreter start); the server's time to ready includes starting Python.
+GGUF, the seed pipeline its fp32 conversion, and the server that conversion in its "fp32" rows
+and 4-bit layers made from it in its "int4" rows (`phi3.weights`). "load" is the baseline's
+in-process load time (no interpreter start); the server's time to ready includes starting Python.
 """
 
 

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from phi3_lsp.model_host import MODEL_THREAD_NICENESS, LoadOutcome, ModelHost, Status
+from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
 from phi3_lsp.progress import ProgressUpdate
 
 LOAD_TIMEOUT = 120.0
@@ -198,12 +196,3 @@ def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     assert listener.wait_for_load().error is None
     assert old_model() is None, "the previous model was freed"
     assert loaded_host.can_generate()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
-def test_the_model_thread_yields_the_cpu_to_the_editor(loaded_host: ModelHost) -> None:
-    thread_id = loaded_host.model_thread_id
-    assert thread_id is not None
-    assert os.getpriority(os.PRIO_PROCESS, thread_id) >= MODEL_THREAD_NICENESS
-    # The event loop's thread keeps its normal priority.
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < MODEL_THREAD_NICENESS

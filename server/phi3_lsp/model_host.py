@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import queue
 import threading
 import time
@@ -32,9 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 State = Literal["loading", "ready", "generating", "error"]
-# Niceness of the model thread and torch's threads: a 10x smaller CPU share than the editor's
-# when both want a core, and the same speed when the model runs alone.
-MODEL_THREAD_NICENESS = 10
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -129,13 +125,7 @@ class ModelThread(Executor):
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def native_id(self) -> int | None:
-        """The operating system's id of the thread."""
-        return self._thread.native_id
-
     def _run(self) -> None:
-        _lower_priority()
         while (job := self._jobs.get()) is not None:
             future, call = job
             if not future.set_running_or_notify_cancel():
@@ -174,11 +164,6 @@ class ModelHost:
     def engine(self) -> ModelEngine | None:
         """The loaded engine (possibly without weights), or None while loading or after an error."""
         return self._engine
-
-    @property
-    def model_thread_id(self) -> int | None:
-        """The operating system's id of the thread that runs the model."""
-        return self._thread.native_id
 
     def can_generate(self) -> bool:
         """True when completions can run: an engine with weights is loaded."""
@@ -423,22 +408,6 @@ class ModelHost:
         if self._running_stop is not None:
             self._running_stop.set()
             self._running_stop = None
-
-
-def _lower_priority() -> None:
-    """Let the editor and the server's event loop win the CPU over the model.
-
-    The model keeps every core busy while it generates; at normal priority a hover or a
-    keystroke in the editor waits for its time slice. On Linux the niceness is per thread and
-    inherited by the threads this one starts, torch's compute threads included (they are
-    created on the first torch call, made from this thread).
-    """
-    try:
-        thread = threading.get_native_id()
-        current = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, max(current, MODEL_THREAD_NICENESS))
-    except (AttributeError, OSError):
-        logger.debug("The model thread runs at normal priority (no per-thread niceness here)")
 
 
 def _collect_previous_model() -> None:

@@ -32,7 +32,7 @@ class Settings:
     threads: int = 0
     """Torch threads; 0 means one per physical core."""
     weights: WeightFormat = "fp32"
-    """fp32 keeps the model's own greedy text; int4 decodes 2-3x faster, its text can differ."""
+    """fp32 keeps the model's own greedy text; int4 decodes 2-4x faster, its text can differ."""
     inline_completions: bool = True
     """False: inline and classic completion requests return nothing."""
     answer_budget_ms: int = 600

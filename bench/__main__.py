@@ -217,6 +217,7 @@ async def bench_model(
     its agreement with fp32; each in its own process."""
     sets = prompt_sets(setup.tokenizer_file, setup.sizes, 1 + 3 * setup.repeats)
     work = prompt_work(sets, setup.repeats, setup.warm_every_size)
+    document = long_document(LONG_DOCUMENT_LINES)
     servers = {}
     for weights in options.weights:
         say(f"{setup.name}: server over LSP ({setup.server_spec}, {weights} weights)")
@@ -228,7 +229,7 @@ async def bench_model(
             prompts=work,
             max_new_tokens=MAX_NEW_TOKENS,
             context_tokens=CONTEXT_TOKENS,
-            long_document=long_document(LONG_DOCUMENT_LINES),
+            long_document=document,
             hovers=setup.hovers,
             log_dir=format_logs,
             weights=weights,
@@ -254,13 +255,14 @@ async def bench_model(
     else:
         llama_result = "not run (--llama-cpp)"
     llama, llama_missing = _split(llama_result)
+    prompt_tokens = median_prompt_tokens(setup.tokenizer_file, work)
     rows = []
     for weights, server in servers.items():
         rows += model_rows(
             ModelReport(
                 model=f"{setup.name}, {weights}",
                 server=server,
-                prompt_tokens=median_prompt_tokens(setup.tokenizer_file, work),
+                prompt_tokens=prompt_tokens,
                 seed=seed,
                 seed_missing=seed_missing,
                 llama_cpp=llama,
@@ -282,13 +284,14 @@ def agreement_row(setup: ModelSetup, log_dir: Path) -> Row:
     say(f"{setup.name}: int4 agreement with fp32 on the reference prompts")
     out = log_dir / f"agreement-{setup.name.split()[0]}.json"
     command = [sys.executable, "-m", "bench.agreement", "--model", setup.server_spec]
-    completed = subprocess.run(
-        [*command, "--out", str(out)],
-        env={**os.environ, **_child_env()},
-        stdout=subprocess.DEVNULL,
-        stderr=(log_dir / "agreement.stderr").open("w"),
-        check=False,
-    )
+    with (log_dir / "agreement.stderr").open("w") as stderr:
+        completed = subprocess.run(
+            [*command, "--out", str(out)],
+            env={**os.environ, **_child_env()},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            check=False,
+        )
     if completed.returncode != 0:
         return Row(metric, setup.name, "", "failed (see agreement.stderr)")
     results = agreement.load(out)

@@ -52,15 +52,6 @@ def reference_prompts(tokenizer_file: Path) -> list[str]:
     return prompts
 
 
-def common_prefix(first: Sequence[int], second: Sequence[int]) -> int:
-    length = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        length += 1
-    return length
-
-
 def summarize(results: Sequence[PromptAgreement]) -> str:
     """One table cell: identical texts, the shortest identical prefix, top-1 agreement."""
     identical = sum(r.identical for r in results)
@@ -77,6 +68,7 @@ def measure(model: str) -> list[PromptAgreement]:
     import torch
 
     from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.generation import common_prefix_length
     from phi3_lsp.sources import resolve_model
 
     source = resolve_model(model)
@@ -99,7 +91,7 @@ def measure(model: str) -> list[PromptAgreement]:
             PromptAgreement(
                 prompt_tokens=len(ids),
                 reference_tokens=len(reference),
-                identical_prefix=common_prefix(generated, reference),
+                identical_prefix=common_prefix_length(generated, reference),
                 identical=list(generated) == reference,
                 top1_matches=sum(p == r for p, r in zip(predicted, reference, strict=True)),
             )

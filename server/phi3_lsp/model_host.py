@@ -63,6 +63,16 @@ class Status:
 
 
 @dataclass(frozen=True)
+class LoadRequest:
+    """What to load and how: a new request (not an equal one) means loading again."""
+
+    model: str
+    threads: int
+    weights: WeightFormat
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
 class LoadOutcome:
     """How a load ended: `error` when nothing usable loaded, `hint` when weights are missing,
     `superseded` when a newer load made this one moot."""
@@ -145,7 +155,7 @@ class ModelHost:
         self._lock = threading.Lock()
         self._status = Status(state="loading", model=model, message="Waiting to start")
         self._load_id = 0
-        self._loaded_key: tuple[str, int, WeightFormat, bool] | None = None
+        self._loaded: LoadRequest | None = None
         self._tokenizer: DocumentTokenizer | None = None
         self._engine: ModelEngine | None = None
         self._running_stop: threading.Event | None = None
@@ -184,11 +194,11 @@ class ModelHost:
         requests during the reload get empty answers instead of answers from the old model.
         A model that failed to load is tried again (the user may have fixed the cause).
         """
-        key = (model, threads, weights, trust_remote_code)
+        request = LoadRequest(model, threads, weights, trust_remote_code)
         with self._lock:
-            if key == self._loaded_key and self._status.state != "error":
+            if request == self._loaded and self._status.state != "error":
                 return False
-            self._loaded_key = key
+            self._loaded = request
             self._load_id += 1
             load_id = self._load_id
             self._tokenizer = None
@@ -197,7 +207,7 @@ class ModelHost:
             self._set_status(
                 Status(state="loading", model=model, message="Queued", weights_loaded=False)
             )
-        self._thread.submit(self._load, load_id, model, threads, weights, trust_remote_code)
+        self._thread.submit(self._load, load_id, request)
         return True
 
     def supersede(self) -> None:
@@ -319,21 +329,15 @@ class ModelHost:
                 )
             )
 
-    def _load(
-        self,
-        load_id: int,
-        model: str,
-        threads: int,
-        weights: WeightFormat,
-        trust_remote_code: bool,
-    ) -> None:
+    def _load(self, load_id: int, request: LoadRequest) -> None:
+        model = request.model
         if load_id != self._load_id:
             return  # a newer load is queued behind this one
         self._listener.load_began(model)
         engine: ModelEngine | None = None
         _collect_previous_model()
         try:
-            engine, hint = self._load_steps(load_id, model, threads, weights, trust_remote_code)
+            engine, hint = self._load_steps(load_id, request)
             _freeze_loaded_objects()
             has_weights = engine is not None and engine.has_weights
             status = Status(state="ready", model=model, message=hint, weights_loaded=has_weights)
@@ -356,12 +360,7 @@ class ModelHost:
             self._set_status(status)
 
     def _load_steps(
-        self,
-        load_id: int,
-        model: str,
-        threads: int,
-        weights: WeightFormat,
-        trust_remote_code: bool,
+        self, load_id: int, request: LoadRequest
     ) -> tuple[ModelEngine | None, str | None]:
         """Resolve, load the tokenizer, then the engine; returns it and the missing-weights hint.
 
@@ -381,15 +380,19 @@ class ModelHost:
         from phi3_lsp.sources import resolve_model
         from phi3_lsp.tokens import DocumentTokenizer
 
-        on_progress(ProgressUpdate("loading", f"Finding {model}"))
-        source = resolve_model(model, progress=on_progress, trust_remote_code=trust_remote_code)
+        on_progress(ProgressUpdate("loading", f"Finding {request.model}"))
+        source = resolve_model(
+            request.model, progress=on_progress, trust_remote_code=request.trust_remote_code
+        )
         on_progress(ProgressUpdate("loading", "Loading the tokenizer"))
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
         with self._lock:
             if load_id != self._load_id:
                 return None, None
             self._tokenizer = tokenizer  # hovers work from here on
-        engine = ModelEngine.load(source, threads=threads, weights=weights, progress=on_progress)
+        engine = ModelEngine.load(
+            source, threads=request.threads, weights=request.weights, progress=on_progress
+        )
         return engine, None if engine.has_weights else source.missing_weights_hint
 
     # --- status ----------------------------------------------------------------------------

@@ -2,17 +2,9 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { CompletionFigures } from "../../src/completionFigures";
 import type { ServerStatus } from "../../src/protocol";
+import { readyStatus } from "./statusFixtures";
 
-const ready: ServerStatus = {
-  state: "ready",
-  model: "smollm2-135m",
-  message: null,
-  percentage: null,
-  weightsLoaded: true,
-  lastLatencyMs: null,
-  lastTokensPerSecond: null,
-  lastTokens: null,
-};
+const ready = readyStatus("smollm2-135m");
 
 function finished(latencyMs: number, tokens: number): ServerStatus {
   return { ...ready, lastLatencyMs: latencyMs, lastTokensPerSecond: 20.5, lastTokens: tokens };

@@ -1,18 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ServerStatus } from "../../src/protocol";
+import { readyStatus } from "./statusFixtures";
 import { type StatusInputs, renderStatus, shortModelName } from "../../src/statusView";
 
-const ready: ServerStatus = {
-  state: "ready",
-  model: "microsoft/Phi-3-mini-4k-instruct",
-  message: null,
-  percentage: null,
-  weightsLoaded: true,
-  lastLatencyMs: null,
-  lastTokensPerSecond: null,
-  lastTokens: null,
-};
+const ready = readyStatus("microsoft/Phi-3-mini-4k-instruct");
 
 function inputs(overrides: Partial<StatusInputs>): StatusInputs {
   return {

@@ -13,7 +13,9 @@ from torch import nn
 from model_sources import folder_source
 from phi3_lsp.architecture import count_parameters
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.quantize import GROUP_SIZE, Int4Linear, quantize_to_int4
+from phi3_lsp.int4_weights import GROUP_SIZE
+from phi3_lsp.quantize import Int4Linear, quantize_to_int4
+from phi3_lsp.screened_projection import ScreenedProjection
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -79,14 +81,16 @@ def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_d
     int4 = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), weights="int4")
     int4_head, fp32_head = int4.model.get_submodule("lm_head"), fp32.model.get_submodule("lm_head")
     decoder = int4.model.get_submodule("model.layers")
-    # Every projection in the decoder layers is int4; the vocabulary projection is unchanged.
+    # Every projection in the decoder layers is int4; the vocabulary projection keeps its
+    # fp32 weight and is screened in 4 bits.
     assert [layer for layer in decoder.modules() if isinstance(layer, nn.Linear)] == []
-    assert isinstance(int4_head, nn.Linear) and isinstance(fp32_head, nn.Linear)
+    assert isinstance(int4_head, ScreenedProjection) and isinstance(fp32_head, nn.Linear)
     assert torch.equal(int4_head.weight, fp32_head.weight)
     assert count_parameters(int4.model) == count_parameters(fp32.model)
     report = int4.architecture()
     assert report.total_parameters == fp32.architecture().total_parameters
     assert "(qkv_proj): Int4Linear(in_features=64, out_features=192" in report.repr
+    assert "(lm_head): ScreenedProjection(in_features=64, out_features=32064" in report.repr
     assert report.config.dtype.startswith("int4")
     prompt = int4.tokenizer.encode_prompt("The capital of France is")
     assert len(int4.generate(prompt, max_new_tokens=5).token_ids) >= 1

@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from phi3_lsp.quantize import GROUP_SIZE, Int4Linear
+from phi3_lsp.int4_weights import GROUP_SIZE
+from phi3_lsp.quantize import Int4Linear
 
 
 @dataclass(frozen=True)

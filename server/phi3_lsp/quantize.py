@@ -8,9 +8,10 @@ That reads 8x fewer bytes than fp32 and, measured on an AVX2 CPU without native 
 3072x9216 matrix-vector product in 0.8 ms instead of 5.5 ms; torch's int8 weight kernel was
 slower than fp32 there.
 
-The vocabulary projection stays in fp32: in 4 bits it changed the greedy text of most
-reference prompts. Its weight is stored transposed instead, a layout whose matrix-vector
-product MKL runs about twice as fast. Everything else (embeddings, norms) is fp32.
+The vocabulary projection keeps its fp32 weight: read in 4 bits alone, it changed the greedy
+text of most reference prompts. It becomes a `ScreenedProjection` instead, which reads the
+4-bit copy for every token and the fp32 rows only for the few tokens that could be the most
+likely (see `screened_projection`). Everything else (embeddings, norms) is fp32.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-GROUP_SIZE = 32
-"""Input values per scale and offset."""
-_LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
+from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
+from phi3_lsp.screened_projection import ScreenedProjection
 
 
 class Int4Linear(nn.Module):
@@ -34,11 +34,9 @@ class Int4Linear(nn.Module):
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
-        codes, scales_and_zeros = _quantize_groups(linear.weight.detach())
         # Plain tensors, neither parameters nor buffers: casts such as `model.float()` must
         # leave them alone (the kernel takes uint8 codes and bf16 scales only).
-        self.packed_weight: torch.Tensor = _pack(codes)
-        self.scales_and_zeros: torch.Tensor = scales_and_zeros
+        self.weight_int4 = Int4Weight.quantize(linear.weight)
         self.bias = (
             None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), False)
         )
@@ -50,10 +48,7 @@ class Int4Linear(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
-        products: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
-            rows, self.packed_weight, GROUP_SIZE, self.scales_and_zeros
-        )
-        outputs = products.to(inputs.dtype)
+        outputs = self.weight_int4.multiply(rows).to(inputs.dtype)
         outputs = outputs.reshape(*inputs.shape[:-1], self.out_features)
         return outputs if self.bias is None else outputs + self.bias
 
@@ -72,9 +67,10 @@ def can_quantize(linear: nn.Linear) -> bool:
 def quantize_to_int4(model: nn.Module) -> int:
     """Turn `model` into its int4 form in place; returns how many layers were quantized.
 
-    Linear layers (except the vocabulary projection) become `Int4Linear`; all other floating
-    parameters and buffers become fp32. Works from weights in any float dtype, so a bf16
-    checkpoint never needs a full fp32 copy in memory.
+    Linear layers (except the vocabulary projection) become `Int4Linear`, the vocabulary
+    projection a `ScreenedProjection`; all other floating parameters and buffers become fp32.
+    Works from weights in any float dtype, so a bf16 checkpoint never needs a full fp32 copy
+    in memory.
     """
     output = _output_layer(model)
     quantized = 0
@@ -84,8 +80,8 @@ def quantize_to_int4(model: nn.Module) -> int:
                 setattr(parent, name, Int4Linear(child))  # the old weight is freed here
                 quantized += 1
     model.float()
-    if isinstance(output, nn.Linear):
-        _store_transposed(output.weight)
+    if isinstance(output, nn.Linear) and can_quantize(output):
+        _replace_module(model, output, ScreenedProjection(output))
     return quantized
 
 
@@ -96,35 +92,8 @@ def _output_layer(model: nn.Module) -> nn.Module | None:
     return output if isinstance(output, nn.Module) else None
 
 
-def _quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """4-bit codes [out, in] and bf16 scales and offsets [in / GROUP_SIZE, out, 2]."""
-    out_features, in_features = weight.shape
-    # One fp32 copy, then in-place steps: Phi-3-mini has 3.6 billion weights to go through.
-    groups = weight.reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE).to(
-        torch.float32, copy=True
-    )
-    low, high = torch.aminmax(groups, dim=-1, keepdim=True)
-    # Rounded to bf16 before the codes are chosen, so the codes fit the scales the kernel uses.
-    scales = ((high - low) / _LEVELS).clamp_(min=torch.finfo(torch.bfloat16).tiny)
-    scales = scales.to(torch.bfloat16).float()
-    # The kernel computes (code - 8) * scale + zero; zero is the group's middle value.
-    zeros = (low + 8 * scales).to(torch.bfloat16).float()
-    codes = groups.sub_(zeros - 8 * scales).div_(scales).round_().clamp_(0, _LEVELS)
-    scales_and_zeros = torch.cat([scales, zeros], dim=-1).transpose(0, 1).contiguous()
-    return (
-        codes.to(torch.int32).reshape(out_features, in_features),
-        scales_and_zeros.to(torch.bfloat16),
-    )
-
-
-def _pack(codes: torch.Tensor) -> torch.Tensor:
-    packed: torch.Tensor = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
-    return packed
-
-
-def _store_transposed(weight: torch.Tensor) -> None:
-    """Keep the same values and Parameter (tied embeddings stay tied) in [in, out] memory order.
-
-    `F.linear` multiplies by `weight.t()`, which is then contiguous: the fast matrix-vector layout.
-    """
-    weight.data = weight.data.t().contiguous().t()
+def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is old:
+                setattr(parent, name, new)

@@ -1,0 +1,102 @@
+"""The screened vocabulary projection picks exactly the fp32 projection's most likely token."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import torch
+from torch import nn
+
+from phi3_lsp.architecture import count_parameters
+from phi3_lsp.screened_projection import ScreenedProjection
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from phi3_lsp.engine import ModelEngine
+
+
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(state)
+
+
+def hidden_states(count: int, width: int) -> torch.Tensor:
+    """Inputs as a decoder's last layer gives them: mostly small values, a few large ones."""
+    states = torch.randn(count, width)
+    states[:, :3] *= 20  # a few outlier features, which concentrate the 4-bit error
+    return states
+
+
+@pytest.mark.usefixtures("seeded")
+class TestScreenedProjection:
+    def test_one_input_gets_the_fp32_layers_most_likely_token_and_its_exact_score(self) -> None:
+        linear = nn.Linear(256, 8192, bias=False)
+        screened = ScreenedProjection(linear)
+        with torch.inference_mode():
+            for state in hidden_states(200, 256):
+                expected = linear(state.reshape(1, 1, 256))
+                actual = screened(state.reshape(1, 1, 256))
+                assert actual.shape == (1, 1, 8192)
+                best = int(expected.argmax())
+                assert int(actual.argmax()) == best
+                assert torch.allclose(actual[0, 0, best], expected[0, 0, best], rtol=1e-5)
+
+    def test_a_bias_is_part_of_the_choice(self) -> None:
+        linear = nn.Linear(128, 4096, bias=True)
+        linear.bias.data = torch.randn(4096) * 5
+        screened = ScreenedProjection(linear)
+        with torch.inference_mode():
+            for state in hidden_states(100, 128):
+                assert int(screened(state[None])[0].argmax()) == int(linear(state[None]).argmax())
+
+    def test_several_rows_of_a_prompt_get_every_score_exact(self) -> None:
+        linear = nn.Linear(128, 2048, bias=False)
+        states = hidden_states(5, 128).reshape(1, 5, 128)
+        with torch.inference_mode():
+            assert torch.equal(ScreenedProjection(linear)(states), linear(states))
+
+    def test_tokens_that_score_alike_are_told_apart_exactly(self) -> None:
+        # Rows that differ by far less than 4 bits can resolve: the screen rules out none.
+        linear = nn.Linear(128, 2048, bias=False)
+        linear.weight.data = torch.randn(1, 128) + 1e-4 * torch.randn(2048, 128)
+        with torch.inference_mode():
+            for state in hidden_states(20, 128):
+                actual, expected = ScreenedProjection(linear)(state[None]), linear(state[None])
+                assert int(actual.argmax()) == int(expected.argmax())
+                assert torch.allclose(actual, expected, rtol=1e-5)
+
+    def test_it_shares_the_layers_weight(self) -> None:
+        embeddings = nn.Embedding(1024, 64)
+        linear = nn.Linear(64, 1024, bias=False)
+        linear.weight = embeddings.weight  # tied, as in SmolLM2
+        screened = ScreenedProjection(linear)
+        assert screened.weight is embeddings.weight
+        assert count_parameters(nn.ModuleList([embeddings, screened])) == 64 * 1024
+        assert "in_features=64, out_features=1024, bias=False, screened in 4 bits" in repr(screened)
+
+
+@pytest.mark.slow
+def test_on_smollm2_it_picks_the_fp32_token_at_every_position_of_real_code(
+    smollm2_engine: ModelEngine,
+) -> None:
+    model = smollm2_engine.model
+    source = Path(textwrap.__file__).read_text(encoding="utf-8")
+    start = source.index("class TextWrapper")
+    prompt = smollm2_engine.tokenizer.encode_prompt(source[start : start + 2000])
+    output = model.get_submodule("lm_head")
+    decoder = model.get_submodule("model")
+    assert isinstance(output, nn.Linear)
+    screened = ScreenedProjection(output)
+    with torch.inference_mode():
+        states = decoder(input_ids=torch.tensor([prompt])).last_hidden_state[0]
+        expected = output(states).argmax(dim=-1).tolist()
+        actual = [int(screened(state.reshape(1, 1, -1)).argmax()) for state in states]
+    assert len(prompt) > 400
+    assert actual == expected

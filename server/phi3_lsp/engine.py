@@ -174,6 +174,8 @@ class ModelEngine:
         small model), which would otherwise land on the user's first completion.
         """
         prompt = self.tokenizer.encode_prompt("Hello, world") or [0]
+        self._decoder.decode_threads = torch.get_num_threads()
+        self._decoder.generate(prompt, max_new_tokens=2)  # the lazy initialization, untimed
         self._decoder.decode_threads = self._fastest_decode_threads(prompt)
         log.info("Decoding with %d torch threads", self._decoder.decode_threads)
 
@@ -181,24 +183,27 @@ class ModelEngine:
         """Time a few decode steps with all threads and, if steps are short, with one.
 
         Measured on SmolLM2 with idle threads sleeping (as the server runs them): 1 thread
-        decodes at 45 tok/s and 2 at 30 tok/s in int4 (waking a thread costs more than a
+        decodes in 24 ms a step and 2 in 46 ms in int4 (waking a thread costs more than a
         small matrix takes), while Phi-3-mini's large int4 matrices run 1.9x faster on 2.
         Waking threads costs tens of microseconds per matrix: a long step cannot gain from
         one thread, so it is not timed again (on Phi-3-mini in fp32 that would be seconds).
         """
         threads = torch.get_num_threads()
-        self._decoder.decode_threads = threads
-        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
-        if threads == 1 or run.decode_steps == 0:
+        all_threads_step = self._decode_step_seconds(prompt, threads)
+        if threads == 1 or all_threads_step is None:
             return threads
-        all_threads_step = run.decode_seconds / run.decode_steps
         if all_threads_step > LONG_DECODE_STEP_SECONDS:
             return threads
-        self._decoder.decode_threads = 1
-        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
-        if run.decode_steps == 0:
+        one_thread_step = self._decode_step_seconds(prompt, 1)
+        if one_thread_step is None or one_thread_step >= all_threads_step:
             return threads
-        return 1 if run.decode_seconds / run.decode_steps < all_threads_step else threads
+        return 1
+
+    def _decode_step_seconds(self, prompt: list[int], threads: int) -> float | None:
+        """Seconds per decode step on `threads` threads (None if the model stopped at once)."""
+        self._decoder.decode_threads = threads
+        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
+        return run.decode_seconds / run.decode_steps if run.decode_steps else None
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
 FinishReason = Literal["length", "eos", "stopped"]
@@ -158,7 +159,7 @@ class GreedyDecoder:
         if cache_key is not None:
             cache, reused = self._prompt_cache.take(cache_key, prompt_ids)
         run = _Run(
-            cache=cache if cache is not None else DynamicCache(),
+            cache=cache if cache is not None else GrowingCache(),
             fed_ids=list(prompt_ids[:reused]),
             stream=self._tokenizer.stream(prompt_ids),
             on_text=on_text,

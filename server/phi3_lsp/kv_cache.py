@@ -1,0 +1,66 @@
+"""A KV cache that appends in place: a decode step writes one token instead of copying all.
+
+transformers' `DynamicLayer` concatenates on every update, which copies the whole layer cache
+for each new token: on a 1,500-token prompt that is 69 MB per step for SmolLM2 and 1.2 GB for
+Phi-3-mini. `GrowingLayer` keeps its keys and values in buffers with room to spare and hands
+the model views of the filled part; cropping (for prompt reuse) only shortens the views.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+SPARE_TOKENS = 64
+"""Room added to every new buffer, beyond an eighth of what it holds (at most ~12% unused)."""
+
+
+class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transformers is untyped
+    """One layer's keys and values [batch, heads, tokens, head_dim], in buffers that grow."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self._key_buffer: torch.Tensor | None = None
+        self._value_buffer: torch.Tensor | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held = self.get_seq_length()
+        needed = held + key_states.shape[-2]
+        if self._key_buffer is None or self._value_buffer is None:
+            self._key_buffer = _buffer_like(key_states, needed)
+            self._value_buffer = _buffer_like(value_states, needed)
+        elif needed > self._key_buffer.shape[-2]:
+            self._key_buffer = _grown(self._key_buffer, held, needed)
+            self._value_buffer = _grown(self._value_buffer, held, needed)
+        self._key_buffer[..., held:needed, :] = key_states
+        self._value_buffer[..., held:needed, :] = value_states
+        self.keys = self._key_buffer[..., :needed, :]
+        self.values = self._value_buffer[..., :needed, :]
+        return self.keys, self.values
+
+
+class GrowingCache(DynamicCache):
+    """A `DynamicCache` whose layers are `GrowingLayer`s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Layers are created as the model first updates them, from this class.
+        self.layer_class_to_replicate = GrowingLayer
+
+
+def _buffer_like(states: torch.Tensor, tokens: int) -> torch.Tensor:
+    shape = (*states.shape[:-2], tokens + tokens // 8 + SPARE_TOKENS, states.shape[-1])
+    return states.new_empty(shape)
+
+
+def _grown(buffer: torch.Tensor, held: int, tokens: int) -> torch.Tensor:
+    grown = _buffer_like(buffer, tokens)
+    grown[..., :held, :] = buffer[..., :held, :]
+    return grown

@@ -46,6 +46,11 @@ def test_all_three_line_breaks_start_new_lines() -> None:
     assert offset_at(TEXT, 3, 4) == len(TEXT)
 
 
+@pytest.mark.parametrize("text", ["", "\n", "one", "one\n", "one\ntwo\n\nfour", "😀\né\n"])
+def test_lines_of_text_with_only_line_feeds_start_after_each(text: str) -> None:
+    assert line_starts(text) == [0] + [index + 1 for index, char in enumerate(text) if char == "\n"]
+
+
 def test_a_character_past_the_end_of_its_line_means_the_end_of_the_line() -> None:
     assert offset_at(TEXT, 1, 500) == TEXT.index("\r\nthird")
     assert offset_at(TEXT, 2, 500) == TEXT.index("\rlast")

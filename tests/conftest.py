@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # As `phi3-lsp` does before torch loads (see __main__.main): idle OpenMP threads sleep rather
 # than spin, which keeps in-process model tests fast when other work shares the cores.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Small enough to build and run in a fraction of a second, with Phi-3's real vocabulary so the
 # real tokenizer drives it.

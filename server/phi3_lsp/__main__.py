@@ -44,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # shares 2-4 cores with the editor; spinning threads that lose their core made each decode
     # step ~3x slower on a busy 2-core machine. An explicit OMP_WAIT_POLICY still wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Texts are tokenized one at a time: the tokenizers thread pool would gain nothing, and
+    # having used it makes any later fork print a warning.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if args.command is None:
         from phi3_lsp.server import serve

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 # SentencePiece's visible space. Tokenizers that prepend it to the text ("▁The") produce a
 # first token that may stand for nothing in the document.
@@ -81,7 +81,7 @@ class DocumentTokenizer:
         character (e.g. an emoji as `<0xF0><0x9F>...`) share that character's span; a prefix space
         the tokenizer adds by itself (the lone "▁" before "😶") gets an empty span.
         """
-        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        encoding = self._encode(text, add_special_tokens=False)
         spans = [
             TokenSpan(token_id, piece, start, end)
             for token_id, piece, (start, end) in zip(
@@ -92,13 +92,22 @@ class DocumentTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` without special tokens."""
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        ids: list[int] = self._encode(text, add_special_tokens=False).ids
         return ids
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of `text` with the model's usual special tokens (e.g. BOS for Phi-3)."""
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=True).ids
+        ids: list[int] = self._encode(text, add_special_tokens=True).ids
         return ids
+
+    def _encode(self, text: str, *, add_special_tokens: bool) -> Encoding:
+        # `encode_batch` releases the GIL while it tokenizes and `encode` does not: tokenizing a
+        # prompt on a worker thread (~10 ms for 16,000 characters) would otherwise stall the
+        # event loop, and a hover sent just after a completion request with it.
+        encodings: list[Encoding] = self._tokenizer.encode_batch(
+            [text], add_special_tokens=add_special_tokens
+        )
+        return encodings[0]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text of `ids` on their own, special tokens dropped."""

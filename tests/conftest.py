@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from phi3_lsp.engine import ModelEngine
 
 # As `phi3-lsp` does before torch loads (see __main__.main): idle OpenMP threads sleep rather
@@ -73,6 +75,18 @@ def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy2(phi3_mini_dir / name, folder / name)
     return folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def int4_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """4-bit layers made by in-process tests go to a temporary folder, not the user's cache:
+    most come from checkpoints in temporary folders, which are keyed by path."""
+    import phi3_lsp.int4_cache
+
+    folder = tmp_path_factory.mktemp("int4-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(phi3_lsp.int4_cache, "cache_dir", lambda: folder)
+        yield folder
 
 
 @pytest.fixture(scope="session")

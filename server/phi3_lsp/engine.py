@@ -22,8 +22,8 @@ from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
+from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
-from phi3_lsp.quantize import quantize_to_int4
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.sources import ModelSource
 from phi3_lsp.tokens import DocumentTokenizer
@@ -230,21 +230,29 @@ def _build_model(
             model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
                 config, dtype=torch.float32, trust_remote_code=source.trust_remote_code
             )
+    elif weights == "int4":
+        weights_dir = source.weights_dir
+        report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
+        # From the checkpoint's own dtype: a bf16 checkpoint never needs a full fp32 copy in
+        # memory (Phi-3-mini: 7.6 GB instead of 15 GB).
+        model = load_int4(
+            lambda: _from_pretrained(source, weights_dir, config, "auto"),
+            weights_dir,
+            lambda step: report(ProgressUpdate("loading", f"{source.name}: {step}", 0.5)),
+        )
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
-        model = AutoModelForCausalLM.from_pretrained(
-            source.weights_dir,
-            config=config,
-            # int4 is made from the checkpoint's own dtype: a bf16 checkpoint never needs a
-            # full fp32 copy in memory (Phi-3-mini: 7.6 GB instead of 15 GB).
-            dtype=torch.float32 if weights == "fp32" else "auto",
-            trust_remote_code=source.trust_remote_code,
-        )
-        if weights == "int4":
-            report(ProgressUpdate("loading", f"Storing {source.name} in 4 bits", 0.7))
-            layers = quantize_to_int4(model)
-            log.info("Stored %d linear layers of %s in 4 bits", layers, source.name)
+        model = _from_pretrained(source, source.weights_dir, config, torch.float32)
     model.eval()
+    return model
+
+
+def _from_pretrained(
+    source: ModelSource, weights_dir: Path, config: Any, dtype: torch.dtype | str
+) -> nn.Module:
+    model: nn.Module = AutoModelForCausalLM.from_pretrained(
+        weights_dir, config=config, dtype=dtype, trust_remote_code=source.trust_remote_code
+    )
     return model
 
 

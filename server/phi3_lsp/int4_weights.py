@@ -6,6 +6,8 @@ multiplies bf16 activations by it (see `quantize` for why this format).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 GROUP_SIZE = 32
@@ -16,15 +18,39 @@ _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
 class Int4Weight:
     """A weight matrix [out, in] as packed 4-bit codes with a bf16 scale and offset per group."""
 
-    def __init__(self, codes: torch.Tensor, scales_and_zeros: torch.Tensor) -> None:
-        self.out_features, self.in_features = codes.shape
-        self.packed: torch.Tensor = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    def __init__(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> None:
+        self.packed = packed
+        """uint8 [out, in / 2]: two codes a byte, in the layout of torch's CPU kernel."""
         self.scales_and_zeros = scales_and_zeros
+        """bf16 [in / GROUP_SIZE, out, 2]."""
+        self.out_features, self.in_features = packed.shape[0], packed.shape[1] * 2
 
     @classmethod
     def quantize(cls, weight: torch.Tensor) -> Int4Weight:
         """The nearest 4-bit form of `weight` (any float dtype)."""
-        return cls(*_quantize_groups(weight.detach()))
+        codes, scales_and_zeros = _quantize_groups(weight.detach())
+        return cls(_pack(codes), scales_and_zeros)
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: Mapping[str, torch.Tensor], prefix: str, shape: tuple[int, int]
+    ) -> Int4Weight:
+        """The weight `tensors()` stored under `prefix`, checked against `shape` [out, in]."""
+        weight = cls(tensors[f"{prefix}.packed"], tensors[f"{prefix}.scales_and_zeros"])
+        out_features, in_features = shape
+        expected_scales = (in_features // GROUP_SIZE, out_features, 2)
+        if (weight.out_features, weight.in_features) != shape or tuple(
+            weight.scales_and_zeros.shape
+        ) != expected_scales:
+            raise ValueError(f"the stored 4-bit weight {prefix} does not fit a {shape} layer")
+        return weight
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors that make this weight, named for `from_tensors`."""
+        return {
+            f"{prefix}.packed": self.packed,
+            f"{prefix}.scales_and_zeros": self.scales_and_zeros,
+        }
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
@@ -42,7 +68,7 @@ def quantize_with_row_errors(weight: torch.Tensor) -> tuple[Int4Weight, torch.Te
     groups = codes.reshape(out_features, in_features // GROUP_SIZE, GROUP_SIZE).float()
     dequantized = groups.sub_(8).mul_(scales).add_(zeros).reshape(out_features, in_features)
     row_errors = dequantized.sub_(weight.detach().float()).norm(dim=1)
-    return Int4Weight(codes, scales_and_zeros), row_errors
+    return Int4Weight(_pack(codes), scales_and_zeros), row_errors
 
 
 def _quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,3 +90,8 @@ def _quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes.to(torch.int32).reshape(out_features, in_features),
         scales_and_zeros.to(torch.bfloat16),
     )
+
+
+def _pack(codes: torch.Tensor) -> torch.Tensor:
+    packed: torch.Tensor = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+    return packed

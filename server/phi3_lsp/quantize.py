@@ -16,6 +16,8 @@ likely (see `screened_projection`). Everything else (embeddings, norms) is fp32.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -30,13 +32,14 @@ class Int4Linear(nn.Module):
     kernel takes) and the result is returned in the input's dtype.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, weight_int4: Int4Weight | None = None) -> None:
+        """`linear` in 4 bits; `weight_int4` is its weight already quantized (e.g. cached)."""
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         # Plain tensors, neither parameters nor buffers: casts such as `model.float()` must
         # leave them alone (the kernel takes uint8 codes and bf16 scales only).
-        self.weight_int4 = Int4Weight.quantize(linear.weight)
+        self.weight_int4 = weight_int4 or Int4Weight.quantize(linear.weight)
         self.bias = (
             None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), False)
         )
@@ -64,25 +67,50 @@ def can_quantize(linear: nn.Linear) -> bool:
     return linear.in_features % GROUP_SIZE == 0 and linear.out_features % 2 == 0
 
 
-def quantize_to_int4(model: nn.Module) -> int:
+def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None = None) -> int:
     """Turn `model` into its int4 form in place; returns how many layers were quantized.
 
     Linear layers (except the vocabulary projection) become `Int4Linear`, the vocabulary
     projection a `ScreenedProjection`; all other floating parameters and buffers become fp32.
     Works from weights in any float dtype, so a bf16 checkpoint never needs a full fp32 copy
-    in memory.
+    in memory. With `stored` (what `int4_tensors` gave for the same checkpoint), the 4-bit
+    weights are read from it instead of computed; a missing or misfit one raises KeyError or
+    ValueError, possibly with part of the model converted.
     """
     output = _output_layer(model)
     quantized = 0
-    for parent in list(model.modules()):
+    for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear) and child is not output and can_quantize(child):
-                setattr(parent, name, Int4Linear(child))  # the old weight is freed here
+                weight = None
+                if stored is not None:
+                    prefix = f"{parent_name}.{name}" if parent_name else name
+                    shape = (child.out_features, child.in_features)
+                    weight = Int4Weight.from_tensors(stored, prefix, shape)
+                setattr(parent, name, Int4Linear(child, weight))  # the old weight is freed here
                 quantized += 1
     model.float()
     if isinstance(output, nn.Linear) and can_quantize(output):
-        _replace_module(model, output, ScreenedProjection(output))
+        name = _module_name(model, output)
+        screen = None if stored is None else ScreenedProjection.stored_screen(stored, name, output)
+        model.set_submodule(name, ScreenedProjection(output, screen))
     return quantized
+
+
+def int4_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors `quantize_to_int4` made, by module name (its `stored` argument)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, Int4Linear):
+            tensors.update(module.weight_int4.tensors(name))
+        elif isinstance(module, ScreenedProjection):
+            tensors.update(module.screen_tensors(name))
+    return tensors
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    names: list[str] = [name for name, candidate in model.named_modules() if candidate is module]
+    return names[0]
 
 
 def _output_layer(model: nn.Module) -> nn.Module | None:
@@ -90,10 +118,3 @@ def _output_layer(model: nn.Module) -> nn.Module | None:
     get_output_embeddings = getattr(model, "get_output_embeddings", None)
     output = get_output_embeddings() if callable(get_output_embeddings) else None
     return output if isinstance(output, nn.Module) else None
-
-
-def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if child is old:
-                setattr(parent, name, new)

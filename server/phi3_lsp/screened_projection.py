@@ -13,11 +13,13 @@ every row is computed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 from torch.nn import functional
 
-from phi3_lsp.int4_weights import quantize_with_row_errors
+from phi3_lsp.int4_weights import Int4Weight, quantize_with_row_errors
 
 MARGIN = 16.0
 """How many times the input's measured 4-bit error a ruled-out token must stay below the best.
@@ -37,7 +39,10 @@ class ScreenedProjection(nn.Module):
     argmax is the fp32 layer's. For several rows (a prompt), every output is exact.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(
+        self, linear: nn.Linear, screen: tuple[Int4Weight, torch.Tensor] | None = None
+    ) -> None:
+        """Screen `linear`; `screen` is its 4-bit weight and row error norms if already made."""
         super().__init__()
         self.in_features = linear.in_features
         self.out_features = linear.out_features
@@ -45,13 +50,30 @@ class ScreenedProjection(nn.Module):
         self.weight = linear.weight
         self.bias = linear.bias
         # Plain tensors, neither parameters nor buffers (as in `Int4Linear`).
-        self.screen, row_errors = quantize_with_row_errors(linear.weight)
+        self.screen, row_errors = screen or quantize_with_row_errors(linear.weight)
         self.row_errors = row_errors.clamp_(min=torch.finfo(torch.float32).tiny)
         spacing = max(1, self.out_features // SAMPLE_ROWS)
         self._sample_rows = torch.arange(0, self.out_features, spacing)
         self._sample_errors = self.row_errors[self._sample_rows]
         self.max_exact_rows = max(SAMPLE_ROWS, self.out_features // 16)
         """Beyond this many candidates, computing every row costs about as much."""
+
+    @staticmethod
+    def stored_screen(
+        tensors: Mapping[str, torch.Tensor], prefix: str, linear: nn.Linear
+    ) -> tuple[Int4Weight, torch.Tensor]:
+        """The screen `screen_tensors` stored under `prefix`, checked against `linear`."""
+        screen = Int4Weight.from_tensors(
+            tensors, f"{prefix}.screen", (linear.out_features, linear.in_features)
+        )
+        row_errors = tensors[f"{prefix}.row_errors"]
+        if tuple(row_errors.shape) != (linear.out_features,):
+            raise ValueError(f"the stored row errors of {prefix} do not fit its layer")
+        return screen, row_errors
+
+    def screen_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors of the screen (the fp32 weight is the model's own), for `stored_screen`."""
+        return {**self.screen.tensors(f"{prefix}.screen"), f"{prefix}.row_errors": self.row_errors}
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.reshape(-1, self.in_features)

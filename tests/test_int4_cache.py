@@ -1,0 +1,66 @@
+"""int4 layers are made once per checkpoint and read back from the cache afterwards."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_sources import folder_source
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry
+from phi3_lsp.int4_weights import Int4Weight
+from phi3_lsp.paths import is_built
+from phi3_lsp.quantize import int4_tensors
+
+
+def load_int4(folder: Path) -> ModelEngine:
+    return ModelEngine.load(folder_source(folder, weights=True), weights="int4")
+
+
+def greedy_ids(engine: ModelEngine) -> tuple[int, ...]:
+    prompt = engine.tokenizer.encode_prompt("The capital of France is")
+    return engine.generate(prompt, max_new_tokens=8).token_ids
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, tiny_phi3_dir: Path) -> Path:
+    """A checkpoint of its own, so the tests can change it and own its cache entry."""
+    return Path(shutil.copytree(tiny_phi3_dir, tmp_path / "tiny-phi3"))
+
+
+def test_a_second_load_reads_the_layers_instead_of_quantizing(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+
+    def refuse(weight: torch.Tensor) -> Int4Weight:
+        raise AssertionError("quantized again instead of reading the cache")
+
+    monkeypatch.setattr(Int4Weight, "quantize", refuse)
+    second = load_int4(checkpoint)
+    stored, read = int4_tensors(first.model), int4_tensors(second.model)
+    assert stored.keys() == read.keys()
+    assert all(torch.equal(stored[name], read[name]) for name in stored)
+    assert greedy_ids(second) == greedy_ids(first)
+    assert second.architecture().repr == first.architecture().repr
+
+
+def test_a_changed_checkpoint_gets_layers_of_its_own(checkpoint: Path) -> None:
+    before = int4_entry(checkpoint)
+    weights = next(checkpoint.glob("*.safetensors"))
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert int4_entry(checkpoint) != before
+
+
+def test_a_damaged_cache_entry_is_made_again(checkpoint: Path) -> None:
+    expected = greedy_ids(load_int4(checkpoint))
+    tensors = int4_entry(checkpoint) / TENSORS_FILE
+    tensors.write_bytes(b"not safetensors")
+    assert greedy_ids(load_int4(checkpoint)) == expected
+    assert tensors.stat().st_size > 1000  # written again, whole

@@ -120,6 +120,18 @@ def model_rows(report: ModelReport) -> list[Row]:
             seed=_baseline_load(report.seed, report.seed_missing),
             llama_cpp=_baseline_load(report.llama_cpp, report.llama_cpp_missing),
         ),
+        *(
+            []
+            if server.first_ready_seconds is None
+            else [
+                Row(
+                    "time to ready, first int4 start (makes the 4-bit layers, then cached)",
+                    report.model,
+                    "",
+                    format_duration(server.first_ready_seconds),
+                )
+            ]
+        ),
         Row(
             "loopback round trip (hover, 1-line document)",
             report.model,

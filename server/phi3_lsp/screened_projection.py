@@ -35,8 +35,9 @@ _BF16_ROUNDING = 2.0**-7  # relative rounding of the kernel's bf16 output, with 
 class ScreenedProjection(nn.Module):
     """A linear layer [in -> vocabulary] whose largest outputs are exact fp32 values.
 
-    For one input row, outputs that cannot be the largest are 4-bit approximations, so the
-    argmax is the fp32 layer's. For several rows (a prompt), every output is exact.
+    For one input row, outputs ruled out from being the largest are 4-bit approximations, so
+    the argmax is the fp32 layer's unless some 4-bit error exceeds MARGIN times the measured
+    one. For several rows (a prompt), every output is exact.
     """
 
     def __init__(

@@ -16,7 +16,7 @@
  * Exits 1 with the failed step, the status bar text and the extension's log on failure.
  */
 
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -419,7 +419,9 @@ async function main() {
   if (passed && !settings.keep) {
     rmSync(workDir, { recursive: true, force: true });
   } else {
-    process.stderr.write(`\nProfile, logs and workspace kept in ${workDir}\n`);
+    // The next run empties the screenshots folder: keep this run's pictures with its logs.
+    cpSync(SCREENSHOTS, path.join(workDir, "screenshots"), { recursive: true });
+    process.stderr.write(`\nProfile, logs, workspace and screenshots kept in ${workDir}\n`);
   }
   process.stderr.write(passed ? "\nPASSED: the extension works in VS Code.\n" : "");
   process.exitCode = passed ? 0 : 1;

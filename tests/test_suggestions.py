@@ -124,6 +124,17 @@ class TestSettling:
         suggestion.append(" Paris. It is")
         await asyncio.wait_for(suggestion.settle(len(" Paris"), 60), timeout=1)
 
+    async def test_a_finished_first_line_answers_before_the_budget(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        settling = asyncio.ensure_future(suggestion.settle(0, 60))
+        await asyncio.sleep(0.01)  # settling from before the model's first piece, as a request does
+        suggestion.append(" Rome.")
+        await asyncio.sleep(0.01)
+        assert not settling.done(), "the first line may still grow"
+        suggestion.append("\nThe")
+        await asyncio.wait_for(settling, timeout=1)
+        assert suggestion.text.startswith(" Rome.\n")
+
     async def test_after_the_budget_the_first_visible_text_is_awaited(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         suggestion.append("\n")

@@ -80,17 +80,23 @@ class LiveSuggestion:
         """Wait until the text after `shown_from` characters is worth answering with.
 
         With no budget: the whole continuation. Otherwise at once if there is visible text
-        already, else what the model has added when the budget is spent (at least one visible
-        character, unless the model stops with nothing more).
+        already, else as soon as its first line is complete, else what the model has added when
+        the budget is spent (at least one visible character, unless the model stops with
+        nothing more).
         """
 
         def has_more(text: str) -> bool:
             return bool(text[shown_from:].strip())
 
+        def has_a_line(text: str) -> bool:
+            # A line break after visible text: the first line will not change any more.
+            rest = text[shown_from:].lstrip()
+            return bool(rest) and "\n" in rest
+
         if budget is None:
             await self.wait(_never, None)
         elif not has_more(self._text):
-            await self.wait(_never, budget)
+            await self.wait(has_a_line, budget)
             await self.wait(has_more, None)
 
     def _notify(self) -> None:

@@ -77,6 +77,17 @@ def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path)
     return folder
 
 
+@pytest.fixture
+def seeded() -> Iterator[None]:
+    """torch's random numbers from seed 0 for one test, restored afterwards."""
+    import torch
+
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    yield
+    torch.random.set_rng_state(state)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def int4_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """4-bit layers made by in-process tests go to a temporary folder, not the user's cache:

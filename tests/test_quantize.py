@@ -18,7 +18,7 @@ from phi3_lsp.quantize import Int4Linear, quantize_to_int4
 from phi3_lsp.screened_projection import ScreenedProjection
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    pass
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -32,14 +32,6 @@ def on_four_bit_grid(out_features: int, in_features: int) -> torch.Tensor:
     codes = torch.randint(0, 16, (out_features, in_features // GROUP_SIZE, GROUP_SIZE))
     codes[..., 0], codes[..., 1] = 0, 15  # every group spans its whole range
     return (codes * scales + lows).reshape(out_features, in_features)
-
-
-@pytest.fixture
-def seeded() -> Iterator[None]:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.random.set_rng_state(state)
 
 
 @pytest.mark.usefixtures("seeded")

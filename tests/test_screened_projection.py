@@ -14,17 +14,7 @@ from phi3_lsp.architecture import count_parameters
 from phi3_lsp.screened_projection import ScreenedProjection
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from phi3_lsp.engine import ModelEngine
-
-
-@pytest.fixture
-def seeded() -> Iterator[None]:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    yield
-    torch.random.set_rng_state(state)
 
 
 def hidden_states(count: int, width: int) -> torch.Tensor:

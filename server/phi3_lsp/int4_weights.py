@@ -38,10 +38,9 @@ class Int4Weight:
         """The weight `tensors()` stored under `prefix`, checked against `shape` [out, in]."""
         weight = cls(tensors[f"{prefix}.packed"], tensors[f"{prefix}.scales_and_zeros"])
         out_features, in_features = shape
-        expected_scales = (in_features // GROUP_SIZE, out_features, 2)
-        if (weight.out_features, weight.in_features) != shape or tuple(
-            weight.scales_and_zeros.shape
-        ) != expected_scales:
+        scales_shape = (in_features // GROUP_SIZE, out_features, 2)
+        fits = (weight.out_features, weight.in_features) == shape
+        if not fits or weight.scales_and_zeros.shape != scales_shape:
             raise ValueError(f"the stored 4-bit weight {prefix} does not fit a {shape} layer")
         return weight
 

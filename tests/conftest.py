@@ -107,3 +107,12 @@ def smollm2_engine(smollm2_dir: Path) -> ModelEngine:
     from phi3_lsp.sources import resolve_model
 
     return ModelEngine.load(resolve_model("smollm2-135m"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_int4_engine(smollm2_dir: Path) -> ModelEngine:
+    """SmolLM2-135M with int4 layers (`--weights int4`), loaded once for all slow tests."""
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.sources import resolve_model
+
+    return ModelEngine.load(resolve_model("smollm2-135m"), weights="int4")

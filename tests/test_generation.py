@@ -78,7 +78,7 @@ class TestTinyPhi3:
         prompt = tiny.tokenizer.encode_prompt(CODE)
         generation = tiny.generate(prompt, max_new_tokens=5)
         assert len(generation.token_ids) == 5
-        assert generation.decode_steps == 4  # the first token comes from the prefill
+        assert generation.decoded_tokens == 4  # the first token comes from the prefill
         assert generation.prefill_seconds > 0 and generation.decode_seconds > 0
         assert generation.decode_tokens_per_second is not None
 
@@ -89,7 +89,7 @@ class TestTinyPhi3:
         assert "".join(pieces) == generation.text
         assert all(pieces)
 
-    def test_decode_steps_run_on_their_own_thread_count_then_it_is_restored(
+    def test_decode_passes_run_on_their_own_thread_count_then_it_is_restored(
         self, tiny: ModelEngine
     ) -> None:
         decoder = GreedyDecoder(tiny.model, tiny.tokenizer, tiny.eos_token_ids, PromptCache())
@@ -117,7 +117,7 @@ class TestTinyPhi3:
         assert generation.finish_reason == "stopped"
         assert generation.token_ids == ()
         assert generation.prefill_seconds == 0.0
-        assert generation.decode_steps == 0
+        assert generation.decode_passes == 0
 
     def test_a_stopped_request_keeps_the_cache_for_the_next(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CODE)
@@ -125,7 +125,7 @@ class TestTinyPhi3:
         stop = threading.Event()
         stop.set()
         stopped = tiny.generate([*prompt, 450], stop_event=stop, cache_key="stopped")
-        assert (stopped.token_ids, stopped.decode_steps) == ((), 0)
+        assert (stopped.token_ids, stopped.decode_passes) == ((), 0)
         after = tiny.generate([*prompt, 450], max_new_tokens=3, cache_key="stopped")
         assert after.reused_prompt_tokens == len(prompt)
 

@@ -94,35 +94,30 @@ def test_layers_the_kernel_cannot_take_are_left_as_they_are() -> None:
     assert all(isinstance(layer, nn.Linear) for layer in model)
 
 
-@pytest.fixture(scope="module")
-def int4(smollm2_dir: Path) -> ModelEngine:
-    from phi3_lsp.sources import resolve_model
-
-    return ModelEngine.load(resolve_model("smollm2-135m"), weights="int4")
-
-
 @pytest.mark.slow
 class TestSmolLM2InInt4:
     """SmolLM2's published weights are 4-bit (Q4_1): int4 should keep what fp32 answers."""
 
     def test_the_notebook_prompt_still_gets_paris(
-        self, int4: ModelEngine, smollm2_engine: ModelEngine
+        self, smollm2_int4_engine: ModelEngine, smollm2_engine: ModelEngine
     ) -> None:
-        prompt = int4.tokenizer.encode_prompt("The capital of France is")
+        prompt = smollm2_int4_engine.tokenizer.encode_prompt("The capital of France is")
         fp32_text = smollm2_engine.generate(prompt, max_new_tokens=8).text
-        int4_text = int4.generate(prompt, max_new_tokens=8).text
+        int4_text = smollm2_int4_engine.generate(prompt, max_new_tokens=8).text
         assert fp32_text.startswith(" Paris.\n")
         assert int4_text.split("\n")[0] == fp32_text.split("\n")[0]
 
     def test_it_predicts_the_fp32_tokens_of_real_code(
-        self, int4: ModelEngine, smollm2_engine: ModelEngine
+        self, smollm2_int4_engine: ModelEngine, smollm2_engine: ModelEngine
     ) -> None:
         source = Path(textwrap.__file__).read_text(encoding="utf-8")
         start = source.index("class TextWrapper")
-        prompt = int4.tokenizer.encode_prompt(source[start : start + 1500])
+        prompt = smollm2_int4_engine.tokenizer.encode_prompt(source[start : start + 1500])
         reference = list(smollm2_engine.generate(prompt, max_new_tokens=40).token_ids)
         with torch.inference_mode():
-            logits = int4.model(input_ids=torch.tensor([prompt + reference])).logits[0]
+            logits = smollm2_int4_engine.model(input_ids=torch.tensor([prompt + reference])).logits[
+                0
+            ]
         # Fed fp32's tokens, int4's most likely next token is fp32's at nearly every step.
         predicted = logits[len(prompt) - 1 : -1].argmax(dim=-1).tolist()
         matches = sum(p == r for p, r in zip(predicted, reference, strict=True))

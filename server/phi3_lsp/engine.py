@@ -24,6 +24,7 @@ from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.sources import ModelSource
 from phi3_lsp.tokens import DocumentTokenizer
@@ -54,7 +55,10 @@ class ModelEngine:
         has_weights: bool,
         eos_token_ids: frozenset[int],
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
+        checks_drafts: bool = False,
     ) -> None:
+        """`checks_drafts`: the model computes every position of a pass as a one-token pass
+        would (int4 layers, row-by-row attention), so drafted tokens can be checked."""
         self.source = source
         self.tokenizer = tokenizer
         self.model = model
@@ -70,6 +74,7 @@ class ModelEngine:
             tokenizer,
             eos_token_ids,
             self._prompt_cache,
+            drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
         )
 
     @classmethod
@@ -103,6 +108,8 @@ class ModelEngine:
             config,
             has_weights=source.weights_dir is not None,
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
+            # fp32 matrix products round a row differently beside other rows: no drafts there.
+            checks_drafts=weights == "int4" and attend_row_by_row(model),
         )
         if engine.has_weights:
             report(ProgressUpdate("loading", f"Warming up {source.name}", 0.9))
@@ -126,6 +133,11 @@ class ModelEngine:
     def decode_threads(self) -> int | None:
         """Torch threads for decode steps, as the warm-up chose them (None before it)."""
         return self._decoder.decode_threads
+
+    @property
+    def drafts_until(self) -> int:
+        """Context length up to which drafted tokens are checked in one pass (0: never)."""
+        return self._decoder.drafts_until
 
     @property
     def name(self) -> str:
@@ -203,7 +215,7 @@ class ModelEngine:
         """Seconds per decode step on `threads` threads (None if the model stopped at once)."""
         self._decoder.decode_threads = threads
         run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
-        return run.decode_seconds / run.decode_steps if run.decode_steps else None
+        return run.decode_seconds / run.decode_passes if run.decode_passes else None
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""

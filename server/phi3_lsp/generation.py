@@ -1,10 +1,11 @@
 """Greedy decoding in a plain loop, with the KV cache of the previous prompt reused.
 
 One forward pass over the uncached part of the prompt (prefill), then one pass per new token,
-each time taking the most likely next token (argmax). The loop checks a stop event before
-every pass, so a cancelled request returns within one decode step. Caches are kept per key
-(a document URI): when the next prompt of that document shares a token prefix with the last
-one, only the tail is computed.
+each time taking the most likely next token (argmax); a pass can also check tokens drafted
+from the text so far, and keeps those the argmax confirms (see `drafts`). The loop checks a
+stop event before every pass, so a cancelled request returns within one pass. Caches are kept
+per key (a document URI): when the next prompt of that document shares a token prefix with the
+last one, only the tail is computed.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 from transformers import DynamicCache
 
+from phi3_lsp.drafts import DraftPlanner, TokenLookup
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
@@ -42,16 +44,18 @@ class Generation:
     """Prompt tokens whose keys and values came from the cache instead of being computed."""
     prefill_seconds: float
     decode_seconds: float
-    decode_steps: int
-    """Forward passes after the prefill (one per token after the first)."""
+    decoded_tokens: int
+    """Tokens fed to the model after the prompt (the first new token comes from the prefill)."""
+    decode_passes: int
+    """Forward passes after the prefill: fewer than `decoded_tokens` when drafts were kept."""
     finish_reason: FinishReason
 
     @property
     def decode_tokens_per_second(self) -> float | None:
-        """Decode speed, or None when there was no decode step."""
-        if self.decode_steps == 0 or self.decode_seconds <= 0:
+        """Decode speed, or None when there was no decode pass."""
+        if self.decode_passes == 0 or self.decode_seconds <= 0:
             return None
-        return self.decode_steps / self.decode_seconds
+        return self.decoded_tokens / self.decode_seconds
 
 
 @dataclass
@@ -121,7 +125,12 @@ class GreedyDecoder:
         tokenizer: DocumentTokenizer,
         eos_token_ids: frozenset[int],
         prompt_cache: PromptCache,
+        *,
+        drafts_until: int = 0,
+        draft_planner: DraftPlanner | None = None,
     ) -> None:
+        """`drafts_until`: the context length (in tokens) up to which a pass checking drafted
+        tokens picks exactly what one-token passes would (0: never draft)."""
         self._model = model
         self._tokenizer = tokenizer
         self._eos_token_ids = eos_token_ids
@@ -131,9 +140,9 @@ class GreedyDecoder:
         self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
         # Models that accept `logits_to_keep` skip the vocabulary projection for all prompt
         # positions but the last: a large saving on long prompts.
-        self._forward_options: dict[str, Any] = (
-            {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-        )
+        self._keeps_logits = "logits_to_keep" in accepted
+        self._drafts = draft_planner or DraftPlanner()
+        self.drafts_until = drafts_until
         self.decode_threads: int | None = None
         """Torch threads for decode steps (None: as many as for the prefill).
 
@@ -169,7 +178,7 @@ class GreedyDecoder:
         with torch.inference_mode():
             started = time.perf_counter()
             if not _is_set(stop_event):
-                logits = self._feed(run, prompt_ids[reused:])
+                logits = self._feed(run, prompt_ids[reused:], keep=1)
                 prefill_seconds = time.perf_counter() - started
                 with _torch_threads(self.decode_threads):
                     finish = self._decode(run, logits, max_new_tokens, stop_event)
@@ -185,7 +194,8 @@ class GreedyDecoder:
             reused_prompt_tokens=reused,
             prefill_seconds=prefill_seconds,
             decode_seconds=decode_seconds,
-            decode_steps=max(0, len(run.fed_ids) - len(prompt_ids)),
+            decoded_tokens=max(0, len(run.fed_ids) - len(prompt_ids)),
+            decode_passes=run.decode_passes,
             finish_reason=finish,
         )
 
@@ -196,32 +206,54 @@ class GreedyDecoder:
         max_new_tokens: int,
         stop_event: threading.Event | None,
     ) -> FinishReason:
-        """Pick tokens one by one until EOS, the token limit or a stop."""
+        """Pick tokens until EOS, the token limit or a stop, checking drafted tokens on the way
+        (see `drafts`): each pass feeds the last chosen token and any drafted ones."""
+        lookup = TokenLookup(run.fed_ids)
+        chosen = [int(torch.argmax(logits[-1]))]
         while True:
-            next_id = int(torch.argmax(logits))
-            if next_id in self._eos_token_ids:
-                return "eos"
-            run.new_ids.append(next_id)
-            run.emit(run.stream.push(next_id))
-            if len(run.new_ids) >= max_new_tokens:
-                return "length"
+            # `chosen`: tokens now certain, all fed to the model but the last.
+            for token_id in chosen:
+                if token_id in self._eos_token_ids:
+                    return "eos"
+                run.new_ids.append(token_id)
+                run.emit(run.stream.push(token_id))
+                if len(run.new_ids) >= max_new_tokens:
+                    return "length"
+            lookup.extend(chosen)
             # Checked before every forward pass: a stop costs at most the pass in flight.
             if _is_set(stop_event):
                 return "stopped"
-            logits = self._feed(run, [next_id])
+            room = min(
+                max_new_tokens - len(run.new_ids) - 1,  # the pass itself adds one token
+                self.drafts_until - len(run.fed_ids) - 1,
+            )
+            draft = lookup.draft(self._drafts.draft_length(room))
+            started = time.perf_counter()
+            logits = self._feed(run, [chosen[-1], *draft])
+            run.decode_passes += 1
+            self._drafts.record_pass(1 + len(draft), time.perf_counter() - started)
+            choices = logits.argmax(dim=-1).tolist()
+            kept = common_prefix_length(draft, choices)
+            self._drafts.record_draft(len(draft), kept)
+            if kept < len(draft):
+                run.forget_last(len(draft) - kept)
+            chosen = [*draft[:kept], choices[kept]]
 
-    def _feed(self, run: _Run, token_ids: Sequence[int]) -> torch.Tensor:
-        """Run `token_ids` through the model after what the cache holds; return the last logits."""
+    def _feed(self, run: _Run, token_ids: Sequence[int], keep: int | None = None) -> torch.Tensor:
+        """Run `token_ids` through the model after what the cache holds; return the logits of
+        their last `keep` positions (default: all of them) as [positions, vocabulary]."""
+        keep = len(token_ids) if keep is None else keep
+        options = {"logits_to_keep": keep} if self._keeps_logits else {}
         input_ids = torch.tensor([list(token_ids)], dtype=torch.long)
         output = self._model(
             input_ids=input_ids,
             use_cache=True,
             **{self._cache_argument: run.cache},
-            **self._forward_options,
+            **options,
         )
         run.fed_ids.extend(token_ids)
-        last_logits: torch.Tensor = output.logits[0, -1]
-        return last_logits
+        kept_logits: torch.Tensor = output.logits[0, -keep:]
+        return kept_logits
 
 
 @dataclass
@@ -234,6 +266,12 @@ class _Run:
     stream: ContinuationStream
     on_text: TextCallback | None
     new_ids: list[int] = field(default_factory=list)
+    decode_passes: int = 0
+
+    def forget_last(self, count: int) -> None:
+        """Drop the last `count` fed tokens and their keys and values (a rejected draft)."""
+        self.cache.crop(-count)
+        del self.fed_ids[-count:]
 
     def emit(self, text: str) -> None:
         if text and self.on_text is not None:

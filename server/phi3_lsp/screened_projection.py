@@ -29,15 +29,18 @@ On SmolLM2 over 1,583 positions of real code, the largest error among all 49,152
 """
 SAMPLE_ROWS = 32
 """Rows computed exactly for every input, to measure its 4-bit error."""
+MAX_SCREENED_ROWS = 16
+"""Inputs of more rows (a prompt) get every output exact: few positions need their logits."""
 _BF16_ROUNDING = 2.0**-7  # relative rounding of the kernel's bf16 output, with room to spare
 
 
 class ScreenedProjection(nn.Module):
     """A linear layer [in -> vocabulary] whose largest outputs are exact fp32 values.
 
-    For one input row, outputs ruled out from being the largest are 4-bit approximations, so
-    the argmax is the fp32 layer's unless some 4-bit error exceeds MARGIN times the measured
-    one. For several rows (a prompt), every output is exact.
+    For each input row (up to MAX_SCREENED_ROWS: a decode step, or one checking drafted
+    tokens), outputs ruled out from being the largest are 4-bit approximations, so the argmax
+    is the fp32 layer's unless some 4-bit error exceeds MARGIN times the measured one. For
+    more rows (a prompt), every output is exact.
     """
 
     def __init__(
@@ -78,36 +81,47 @@ class ScreenedProjection(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.reshape(-1, self.in_features)
-        if rows.shape[0] != 1:
+        if rows.shape[0] > MAX_SCREENED_ROWS:
             return functional.linear(inputs, self.weight, self.bias)
-        logits = self._screened_logits(rows[0].float())
+        logits = self._screened_logits(rows.float())
         if logits is None:
             return functional.linear(inputs, self.weight, self.bias)
         return logits.to(inputs.dtype).reshape(*inputs.shape[:-1], self.out_features)
 
-    def _screened_logits(self, vector: torch.Tensor) -> torch.Tensor | None:
-        """4-bit logits with exact values for every token that could be the largest, or None
-        when too many could be."""
-        logits = self.screen.multiply(vector.to(torch.bfloat16).unsqueeze(0))[0].float()
+    def _screened_logits(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """4-bit logits [rows, vocabulary] with exact values for every token that could be the
+        largest of its row, or None when too many could be."""
+        logits = self.screen.multiply(rows.to(torch.bfloat16)).float()
         if self.bias is not None:
             logits += self.bias
-        # The 4-bit error for this input, per unit of row error norm, measured on a fixed spread
+        # The 4-bit error for each input, per unit of row error norm, measured on a fixed spread
         # of rows (the error depends on the input, not on which tokens score high), and the
-        # exact score of the 4-bit favourite: the bar every other token must be able to reach.
-        sample_exact = self._exact(self._sample_rows, vector)
-        unit_error = ((sample_exact - logits[self._sample_rows]) / self._sample_errors).square()
-        unit_error = unit_error.mean().sqrt_()
-        favourite = logits.argmax().reshape(1)
-        bar = self._exact(favourite, vector)
+        # exact score of each row's 4-bit favourite: the bar every other token must reach.
+        sample_exact = self._exact(self._sample_rows, rows)
+        unit_error = (sample_exact - logits[:, self._sample_rows]) / self._sample_errors
+        unit_error = unit_error.square().mean(dim=1, keepdim=True).sqrt_()
+        favourites = logits.argmax(dim=1)
+        bars = (self.weight.index_select(0, favourites) * rows).sum(dim=1, keepdim=True)
+        if self.bias is not None:
+            bars += self.bias[favourites].unsqueeze(1)
         reach = logits + MARGIN * unit_error * self.row_errors + _BF16_ROUNDING * logits.abs()
-        candidates = torch.nonzero(reach >= bar).squeeze(1)
+        # Exact values of a token are exact for every row: compute the union of candidates.
+        candidates = torch.nonzero((reach >= bars).any(dim=0)).squeeze(1)
         if candidates.numel() > self.max_exact_rows:
             return None
-        logits[candidates] = self._exact(candidates, vector)
+        logits[:, candidates] = self._exact(candidates, rows)
         return logits
 
-    def _exact(self, token_ids: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        exact = self.weight.index_select(0, token_ids) @ vector
+    def _exact(self, token_ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Exact scores [rows, tokens] of `token_ids` for every input row.
+
+        A token must score the same whatever rows and other tokens come with it (see
+        `row_attention`). Matrix products do not guarantee that: measured, a token's score
+        from a matrix-vector product changes with the number of tokens in the matrix. A
+        product per element summed along each weight row does.
+        """
+        weight = self.weight.index_select(0, token_ids)
+        exact = torch.stack([(weight * row).sum(dim=1) for row in rows])
         return exact if self.bias is None else exact + self.bias[token_ids]
 
     def extra_repr(self) -> str:

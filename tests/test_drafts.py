@@ -1,0 +1,258 @@
+"""Drafted tokens: found in the text so far, checked in one pass, never changing the greedy text."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import Phi3Config, Phi3ForCausalLM
+
+from phi3_lsp.drafts import LOOKUP_WINDOW, MAX_DRAFT, DraftPlanner, TokenLookup
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache
+from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.quantize import quantize_to_int4
+from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
+from phi3_lsp.tokens import DocumentTokenizer
+
+# Code that repeats itself, as code does: what follows a repeated name is in the text already.
+REPETITIVE = (
+    "def area_of_square(side):\n    return side * side\n\n\n"
+    "def area_of_rectangle(width, height):\n    return width * height\n\n\n"
+    "def area_of_"
+)
+
+
+class TestTokenLookup:
+    def test_what_followed_the_longest_repeated_ending_is_drafted(self) -> None:
+        # The text ends with [1, 2, 3]: as a 3-gram it last occurred at the start, followed by
+        # [4, 5]; its shorter ending [2, 3] occurred later, followed by 8.
+        lookup = TokenLookup([1, 2, 3, 4, 5, 9, 2, 3, 8, 1, 2, 3])
+        assert lookup.draft(2) == [4, 5]
+
+    def test_the_latest_occurrence_is_drafted(self) -> None:
+        lookup = TokenLookup([7, 8, 1, 7, 8, 2, 7, 8])
+        assert lookup.draft(1) == [2]
+
+    def test_text_that_does_not_repeat_its_ending_gets_no_draft(self) -> None:
+        assert TokenLookup([1, 2, 3, 4, 5]).draft(3) == []
+        # A single repeated token is too little to go on.
+        assert TokenLookup([1, 2, 3, 4, 3]).draft(3) == []
+
+    def test_tokens_added_later_are_found(self) -> None:
+        lookup = TokenLookup([5, 6, 7])
+        assert lookup.draft(2) == []
+        lookup.extend([1, 5, 6])
+        assert lookup.draft(2) == [7, 1]
+
+    def test_a_draft_is_cut_at_the_end_of_the_text(self) -> None:
+        assert TokenLookup([1, 2, 3, 1, 2]).draft(5) == [3, 1, 2]
+        assert TokenLookup([1, 2, 3, 1, 2]).draft(0) == []
+
+    def test_only_the_most_recent_tokens_are_searched(self) -> None:
+        old_match = [1, 2, 3] + [10 + n % 50_000 for n in range(LOOKUP_WINDOW)]
+        assert TokenLookup([*old_match, 1, 2]).draft(1) == []
+
+
+class TestDraftPlanner:
+    def test_nothing_is_drafted_before_a_pass_was_timed(self) -> None:
+        assert DraftPlanner().draft_length(MAX_DRAFT) == 0
+
+    def test_cheap_wide_passes_and_kept_drafts_mean_long_drafts(self) -> None:
+        planner = DraftPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(width, 0.020 + 0.001 * width)
+        for _ in range(10):
+            planner.record_draft(drafted=4, kept=4)
+        assert planner.draft_length(MAX_DRAFT) == MAX_DRAFT
+        assert planner.draft_length(2) == 2  # never beyond the tokens still wanted
+
+    def test_drafts_that_are_seldom_kept_are_not_worth_a_wider_pass(self) -> None:
+        planner = DraftPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(width, 0.020 * (1 + 0.4 * (width - 1)))
+        for _ in range(10):
+            planner.record_draft(drafted=3, kept=0)
+        assert planner.kept_share < 0.1
+        assert planner.draft_length(MAX_DRAFT) == 0
+
+    def test_passes_that_cost_as_much_as_separate_ones_are_not_worth_it(self) -> None:
+        planner = DraftPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(width, 0.020 * width)
+        for _ in range(10):
+            planner.record_draft(drafted=2, kept=1)
+        assert planner.draft_length(MAX_DRAFT) == 0
+
+
+class AlwaysDraft(DraftPlanner):
+    """Drafts as many tokens as it may: every pass checks as many drafted tokens as it can."""
+
+    def draft_length(self, limit: int) -> int:
+        return max(0, min(MAX_DRAFT, limit))
+
+
+def plain_decoder(engine: ModelEngine) -> GreedyDecoder:
+    """A decoder of the same model that feeds one token per pass."""
+    return GreedyDecoder(engine.model, engine.tokenizer, engine.eos_token_ids, PromptCache())
+
+
+def drafting_decoder(engine: ModelEngine) -> GreedyDecoder:
+    """A decoder of the same model that checks the longest drafts it can find."""
+    return GreedyDecoder(
+        engine.model,
+        engine.tokenizer,
+        engine.eos_token_ids,
+        PromptCache(),
+        drafts_until=engine.drafts_until,
+        draft_planner=AlwaysDraft(),
+    )
+
+
+def source_windows(count: int, characters: int) -> list[str]:
+    """Windows of real code, each starting at a different definition."""
+    source = Path(textwrap.__file__).read_text(encoding="utf-8")
+    starts = [index for index in range(len(source)) if source.startswith("\n    def ", index)]
+    return [source[start + 1 : start + 1 + characters] for start in starts[:count]]
+
+
+@pytest.mark.slow
+class TestSmolLM2InInt4:
+    def test_the_engine_checks_drafts_up_to_its_context_length(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        assert smollm2_int4_engine.drafts_until == smollm2_int4_engine.context_length
+
+    def test_a_pass_over_several_tokens_picks_what_one_token_passes_pick(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        model = smollm2_int4_engine.model
+        tokens = smollm2_int4_engine.tokenizer.encode_prompt(source_windows(1, 1500)[0])
+        prompt, fed = tokens[:-5], tokens[-5:]
+        with torch.inference_mode():
+            cache = GrowingCache()
+            model(input_ids=torch.tensor([prompt]), past_key_values=cache, logits_to_keep=1)
+            one_by_one = [
+                model(input_ids=torch.tensor([[token]]), past_key_values=cache).logits[0, -1]
+                for token in fed
+            ]
+            cache = GrowingCache()
+            model(input_ids=torch.tensor([prompt]), past_key_values=cache, logits_to_keep=1)
+            together = model(input_ids=torch.tensor([fed]), past_key_values=cache).logits[0]
+        for alone, beside_others in zip(one_by_one, together, strict=True):
+            best = int(alone.argmax())
+            # The same choice with the same score, to the last bit: no near-tie can flip.
+            assert int(beside_others.argmax()) == best
+            assert torch.equal(beside_others[best], alone[best])
+
+    def test_drafts_change_no_text_and_save_passes(self, smollm2_int4_engine: ModelEngine) -> None:
+        plain, drafting = plain_decoder(smollm2_int4_engine), drafting_decoder(smollm2_int4_engine)
+        drafted: list[Generation] = []
+        for text in [REPETITIVE, *source_windows(6, 600)]:
+            prompt = smollm2_int4_engine.tokenizer.encode_prompt(text)
+            generation = drafting.generate(prompt, max_new_tokens=50)
+            reference = plain.generate(prompt, max_new_tokens=50)
+            assert generation.token_ids == reference.token_ids
+            assert reference.decode_passes == reference.decoded_tokens
+            drafted.append(generation)
+        passes = sum(generation.decode_passes for generation in drafted)
+        assert passes < 0.8 * sum(generation.decoded_tokens for generation in drafted)
+
+    def test_the_token_limit_holds_when_drafts_are_kept(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        prompt = smollm2_int4_engine.tokenizer.encode_prompt(REPETITIVE)
+        reference = plain_decoder(smollm2_int4_engine).generate(prompt, max_new_tokens=50)
+        drafting = drafting_decoder(smollm2_int4_engine)
+        for limit in (2, 7, 13):
+            generation = drafting.generate(prompt, max_new_tokens=limit)
+            assert generation.token_ids == reference.token_ids[:limit]
+
+    def test_a_stop_ends_a_drafting_run_with_the_text_streamed_so_far(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        prompt = smollm2_int4_engine.tokenizer.encode_prompt(REPETITIVE)
+        stop, pieces = threading.Event(), list[str]()
+
+        def on_text(text: str) -> None:
+            pieces.append(text)
+            if len(pieces) == 4:
+                stop.set()
+
+        generation = drafting_decoder(smollm2_int4_engine).generate(
+            prompt, max_new_tokens=50, stop_event=stop, on_text=on_text
+        )
+        assert generation.finish_reason == "stopped"
+        assert "".join(pieces) == generation.text
+        assert len(generation.token_ids) < 4 + 1 + MAX_DRAFT
+
+
+@pytest.mark.slow
+def test_fp32_weights_feed_one_token_per_pass(smollm2_engine: ModelEngine) -> None:
+    # fp32 matrix products round a row differently beside other rows: drafts could change text.
+    prompt = smollm2_engine.tokenizer.encode_prompt(REPETITIVE)
+    generation = smollm2_engine.generate(prompt, max_new_tokens=20)
+    assert generation.decode_passes == generation.decoded_tokens
+
+
+def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) -> None:
+    # Phi-3-mini attends to a 2047-token window; a tiny window shows the same limit quickly.
+    torch.manual_seed(0)
+    window = 40
+    config = Phi3Config(
+        vocab_size=32064,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        sliding_window=window,
+        pad_token_id=32000,
+        tie_word_embeddings=True,
+    )
+    model = Phi3ForCausalLM(config)
+    model.train(False)
+    # Tied embeddings and quiet layers: a token scores highest after itself, so the text
+    # repeats and drafts get kept, while attention still adds its part to every score.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.mul_(0.1)
+            layer.mlp.down_proj.weight.mul_(0.1)
+    quantize_to_int4(model)
+    assert attend_row_by_row(model)
+    tokenizer = DocumentTokenizer.from_dir(phi3_mini_dir)
+    drafting = GreedyDecoder(
+        model,
+        tokenizer,
+        frozenset(),
+        PromptCache(),
+        drafts_until=exact_rows_until(config, 4096),
+        draft_planner=AlwaysDraft(),
+    )
+    plain = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())
+    prompt = tokenizer.encode_prompt(REPETITIVE)[: window // 2]
+    passes: list[tuple[int, int]] = []  # (tokens in context after the pass, tokens fed)
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: passes.append(
+            (kwargs["input_ids"].shape[1] + _cached_tokens(kwargs), kwargs["input_ids"].shape[1])
+        ),
+        with_kwargs=True,
+    )
+    drafted = drafting.generate(prompt, max_new_tokens=2 * window)
+    assert drafted.token_ids == plain.generate(prompt, max_new_tokens=2 * window).token_ids
+    decode_passes = passes[1:]  # after the prefill
+    assert any(fed > 1 for _, fed in decode_passes)
+    assert all(context <= window for context, fed in decode_passes if fed > 1)
+
+
+def _cached_tokens(forward_arguments: dict[str, Any]) -> int:
+    cache = forward_arguments.get("cache", forward_arguments.get("past_key_values"))
+    return 0 if cache is None else int(cache.get_seq_length())
+
+
+def test_drafts_are_exact_up_to_the_sliding_window_or_the_context() -> None:
+    assert exact_rows_until(Phi3Config(sliding_window=2047), 4096) == 2047
+    assert exact_rows_until(Phi3Config(sliding_window=None), 4096) == 4096

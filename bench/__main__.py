@@ -381,7 +381,11 @@ How to read it: every server figure is a client round trip over loopback stdio (
 "loopback round trip" is that overhead alone). Each timed request uses its own window of real
 source (the stdlib's argparse.py, cut at a line end), so no cache can answer it. "first token" is
 an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode speed = the
-tokens after the first / (full answer - first token). The seed pipeline and llama.cpp run in
+tokens after the first / (full answer - first token), with the server's decode passes beside
+it (int4 checks drafted tokens and can keep several per pass). "after a 1-char edit" compares
+each answer with the decode time of its own run, as the server reports it (`lastDecodeMs`).
+Phi-3-mini-sized rows use random weights: their text never repeats, so nothing is drafted
+there. The seed pipeline and llama.cpp run in
 their own processes, greedy, with EOS suppressed so that every answer has 50 tokens; the server
 stops at EOS or its own stop rules (token counts in brackets). llama.cpp runs the original Q4_1
 GGUF, the seed pipeline its fp32 conversion, and the server that conversion in its "fp32" rows

@@ -2,6 +2,8 @@
 
 Decoding speed depends on tensor shapes, not on weight values, so this folder times
 Phi-3-mini-sized generation without the real checkpoint (the model hub is out of reach here).
+One exception: int4 checks tokens drafted from text that repeats, and random weights write
+text that never does, so these timings are of one token per pass (real code would draft).
 Built in fp32 on the CPU from the offline pack's Phi-3-mini config, then stored in bf16 with
 `dtype: bfloat16`, as the published checkpoint is: loading it is the same work as loading the
 real model. Run as its own process (`python -m bench.phi3_random --out DIR`) so that its ~15 GB

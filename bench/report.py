@@ -76,6 +76,27 @@ def _new_tokens(completion: Completion) -> int | None:
     return int(count) if isinstance(count, int | float) else None
 
 
+def _decode_seconds(completion: Completion) -> float | None:
+    """The server's own time for the passes after the prompt's, in that completion's run."""
+    milliseconds = (completion.status or {}).get("lastDecodeMs")
+    return milliseconds / 1000 if isinstance(milliseconds, int | float) and milliseconds else None
+
+
+def _passes_detail(completions: Sequence[Completion]) -> str:
+    """Median decode passes beside the tokens they decoded (fewer when drafts were kept)."""
+    pairs = [
+        (status["lastDecodePasses"], status["lastTokens"] - 1)
+        for status in (completion.status or {} for completion in completions)
+        if isinstance(status.get("lastDecodePasses"), int)
+        and isinstance(status.get("lastTokens"), int)
+    ]
+    if not pairs:
+        return ""
+    passes = median([pair[0] for pair in pairs])
+    tokens = median([pair[1] for pair in pairs])
+    return f"; {passes:.0f} passes for {tokens:.0f} tokens"
+
+
 def _timings(result: BaselineResult | None, label: str) -> PromptTimings | None:
     if result is None:
         return None
@@ -200,6 +221,8 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
         ("decode speed", "decode_rate", "rate"),
     ):
         server_cell, seed_cell, llama_cell = cells(pick, fmt)
+        if pick == "decode_rate":
+            server_cell += _passes_detail(prompt.full)
         row = Row(metric, report.model, label, server_cell, seed_cell, llama_cell)
         if pick == "full_seconds":
             row = _with_speedup(row, server, seed, llama, report.speedup_target)
@@ -217,7 +240,7 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
             )
         )
     rows.extend(_typing_rows(report, prompt, label))
-    rows.extend(_edit_rows(report, prompt, label, server.decode_rate))
+    rows.extend(_edit_rows(report, prompt, label))
     return rows
 
 
@@ -283,17 +306,16 @@ def _typing_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list
     ]
 
 
-def _edit_rows(
-    report: ModelReport, prompt: PromptFigures, label: str, decode_rate: float | None
-) -> list[Row]:
+def _edit_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
     if not prompt.edits:
         return []
     seconds = median([completion.seconds for completion in prompt.edits])
     tokens = [_new_tokens(completion) for completion in prompt.edits]
+    # Each answer against the decode time of its own tokens, as the server timed that run.
     ratios = [
-        completion.seconds / (count / decode_rate)
-        for completion, count in zip(prompt.edits, tokens, strict=True)
-        if count and decode_rate
+        completion.seconds / decode_seconds
+        for completion in prompt.edits
+        if (decode_seconds := _decode_seconds(completion))
     ]
     ratio = median(ratios) if ratios else None
     known = [count for count in tokens if count is not None]

@@ -47,6 +47,8 @@ class Status:
     last_latency_ms: int | None = None
     last_tokens_per_second: float | None = None
     last_tokens: int | None = None
+    last_decode_ms: int | None = None
+    last_decode_passes: int | None = None
 
     def to_json(self) -> dict[str, object]:
         """The notification's payload, in the protocol's camelCase."""
@@ -59,6 +61,8 @@ class Status:
             "lastLatencyMs": self.last_latency_ms,
             "lastTokensPerSecond": self.last_tokens_per_second,
             "lastTokens": self.last_tokens,
+            "lastDecodeMs": self.last_decode_ms,
+            "lastDecodePasses": self.last_decode_passes,
         }
 
 
@@ -326,6 +330,8 @@ class ModelHost:
                     last_latency_ms=round((time.perf_counter() - started) * 1000),
                     last_tokens_per_second=round(speed, 2) if speed is not None else None,
                     last_tokens=tokens,
+                    last_decode_ms=round(generation.decode_seconds * 1000),
+                    last_decode_passes=generation.decode_passes,
                 )
             )
 

@@ -43,6 +43,9 @@ async def test_inline_completion_continues_with_paris(smollm2: Phi3Client) -> No
     assert status["state"] == "ready"
     assert 1 <= status["lastTokens"] <= SMOLLM2_MAX_NEW_TOKENS
     assert status["lastLatencyMs"] > 0
+    # Decode passes come after the prompt's pass, which gave the first token.
+    assert 0 <= status["lastDecodeMs"] <= status["lastLatencyMs"]
+    assert 0 <= status["lastDecodePasses"] <= status["lastTokens"]
 
 
 async def test_the_cursor_is_found_after_emoji_and_accents(smollm2: Phi3Client) -> None:

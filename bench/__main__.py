@@ -385,12 +385,12 @@ tokens after the first / (full answer - first token), with the server's decode p
 it (int4 checks drafted tokens and can keep several per pass). "after a 1-char edit" compares
 each answer with the decode time of its own run, as the server reports it (`lastDecodeMs`).
 Phi-3-mini-sized rows use random weights: their text never repeats, so nothing is drafted
-there. The seed pipeline and llama.cpp run in
-their own processes, greedy, with EOS suppressed so that every answer has 50 tokens; the server
-stops at EOS or its own stop rules (token counts in brackets). llama.cpp runs the original Q4_1
-GGUF, the seed pipeline its fp32 conversion, and the server that conversion in its "fp32" rows
-and 4-bit layers made from it in its "int4" rows (`phi3.weights`). "load" is the baseline's
-in-process load time (no interpreter start); the server's time to ready includes starting Python.
+there. The seed pipeline and llama.cpp run in their own processes, greedy, with EOS
+suppressed so that every answer has 50 tokens; the server stops at EOS or its own stop rules
+(token counts in brackets). llama.cpp runs the original Q4_1 GGUF, the seed pipeline its fp32
+conversion, and the server that conversion in its "fp32" rows and 4-bit layers made from it in
+its "int4" rows (`phi3.weights`). "load" is the baseline's in-process load time (no interpreter
+start); the server's time to ready includes starting Python.
 """
 
 

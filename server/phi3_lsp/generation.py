@@ -208,7 +208,7 @@ class GreedyDecoder:
     ) -> FinishReason:
         """Pick tokens until EOS, the token limit or a stop, checking drafted tokens on the way
         (see `drafts`): each pass feeds the last chosen token and any drafted ones."""
-        lookup = TokenLookup(run.fed_ids)
+        lookup = TokenLookup(run.fed_ids if self.drafts_until else ())  # index only to draft
         chosen = [int(torch.argmax(logits[-1]))]
         while True:
             # `chosen`: tokens now certain, all fed to the model but the last.

@@ -12,16 +12,15 @@ keys up to that position, with no mask.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 ROW_BY_ROW_ATTENTION = "sdpa_row_by_row"
-"""The name to give `set_attn_implementation` (registered when this module is imported)."""
+"""The name `attend_row_by_row` registers with transformers and gives the model."""
 MAX_ROWS = 16
 """Longer passes are prompts, whose logits are not compared with one-token passes."""
 
@@ -59,14 +58,11 @@ def attention_row_by_row(
     return torch.cat(outputs, dim=1), None  # outputs are [batch, positions, heads, head_dim]
 
 
-AttentionInterface.register(ROW_BY_ROW_ATTENTION, attention_row_by_row)
-ALL_MASK_ATTENTION_FUNCTIONS.register(ROW_BY_ROW_ATTENTION, sdpa_mask)
-
-
 def attend_row_by_row(model: nn.Module) -> bool:
     """Switch a model that uses SDPA attention to `attention_row_by_row`; False for others."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
+    _register()
     model.set_attn_implementation(ROW_BY_ROW_ATTENTION)  # type: ignore[operator]
     return True
 
@@ -76,3 +72,14 @@ def exact_rows_until(config: Any, context_length: int) -> int:
     sliding window, one-token passes are masked and row-by-row ones are not split."""
     window = getattr(config, "sliding_window", None)
     return min(window, context_length) if isinstance(window, int) and window > 0 else context_length
+
+
+@cache
+def _register() -> None:
+    # Imported here, not with this module: they take ~1 s, which would delay the engine's
+    # import and so the first hovers; a loaded model has imported them already.
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    AttentionInterface.register(ROW_BY_ROW_ATTENTION, attention_row_by_row)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ROW_BY_ROW_ATTENTION, sdpa_mask)

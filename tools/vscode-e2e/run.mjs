@@ -5,11 +5,12 @@
  * an inline suggestion, accept it with Tab, hover a word, open the architecture view.
  * A screenshot of each step goes to tools/vscode-e2e/screenshots/.
  *
- *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace]
+ *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace] [--weights fp32|int4]
  *
  * --vsix FILE  install this package instead of building one from client-vscode/
  * --keep       keep the temporary profile (logs, settings, workspace) even when the run passes
  * --trace      log every LSP message in the extension's log (phi3.trace.server = verbose)
+ * --weights W  the phi3.weights setting (default fp32); int4 also checks drafted tokens
  *
  * Environment: VSCODE_E2E_HOME (where setup.sh installed Node 24 and code-server),
  * PHI3_PYTHON (default: the repository's .venv), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -108,8 +109,12 @@ function options() {
       vsix: { type: "string" },
       keep: { type: "boolean", default: false },
       trace: { type: "boolean", default: false },
+      weights: { type: "string", default: "fp32" },
     },
   });
+  if (!["fp32", "int4"].includes(values.weights)) {
+    throw new CheckFailed(`--weights must be fp32 or int4, not ${values.weights}`);
+  }
   const home = process.env.VSCODE_E2E_HOME ?? path.join(os.homedir(), ".cache", "phi3-lsp-vscode-e2e");
   const python = process.env.PHI3_PYTHON ?? path.join(REPO, ".venv", "bin", "python");
   const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -122,13 +127,22 @@ function options() {
       throw new CheckFailed(`${what} not found at ${file}`);
     }
   }
-  return { home, python, chromiumPath, vsix: values.vsix, keep: values.keep, trace: values.trace };
+  return {
+    home,
+    python,
+    chromiumPath,
+    vsix: values.vsix,
+    keep: values.keep,
+    trace: values.trace,
+    weights: values.weights,
+  };
 }
 
-function userSettings(python, trace) {
+function userSettings(python, trace, weights) {
   return {
     "phi3.pythonPath": python,
     "phi3.model": MODEL,
+    "phi3.weights": weights,
     "phi3.trace.server": trace ? "verbose" : "off",
     // A quiet first start: no welcome page, no chat panel, no recommendation pop-ups.
     "workbench.startupEditor": "none",
@@ -223,7 +237,7 @@ async function waitForNoGhostText(workbench) {
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
-async function drive(page, workbench, facts) {
+async function drive(page, workbench, facts, weights) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
     log("workbench loaded");
@@ -323,7 +337,9 @@ async function drive(page, workbench, facts) {
   for (const module of [
     `(embed_tokens): Embedding(${facts.vocabSize}, ${facts.hiddenSize}`,
     `(0-${facts.layers - 1}): ${facts.layers} x`,
-    `(lm_head): Linear(in_features=${facts.hiddenSize}, out_features=${facts.vocabSize}`,
+    // int4 screens the vocabulary projection with a 4-bit copy of its fp32 weight.
+    `(lm_head): ${weights === "int4" ? "ScreenedProjection" : "Linear"}` +
+      `(in_features=${facts.hiddenSize}, out_features=${facts.vocabSize}`,
   ]) {
     check(architecture.includes(module), `the architecture view lacks the module line ${module}`);
   }
@@ -353,7 +369,7 @@ async function main() {
   const vsix =
     settings.vsix ??
     (await timed("vsix build (npm ci + package)", () => packageExtension(REPO, workDir, log)));
-  const profile = createProfile(workDir, userSettings(settings.python, settings.trace));
+  const profile = createProfile(workDir, userSettings(settings.python, settings.trace, settings.weights));
   await timed("vsix install (code-server --install-extension)", () =>
     installExtension(install, profile, vsix),
   );
@@ -388,7 +404,7 @@ async function main() {
     await page.goto(`${codeServer.url}?folder=${encodeURIComponent(workspace)}`, {
       timeout: TIMEOUT.workbench,
     });
-    await drive(page, new Workbench(page), facts);
+    await drive(page, new Workbench(page), facts, settings.weights);
     passed = problems.length === 0;
     if (!passed) {
       process.stderr.write(`\nFAILED: ${problems.length} problem(s):\n  ${problems.join("\n  ")}\n`);

@@ -101,9 +101,7 @@ class ScreenedProjection(nn.Module):
         unit_error = (sample_exact - logits[:, self._sample_rows]) / self._sample_errors
         unit_error = unit_error.square().mean(dim=1, keepdim=True).sqrt_()
         favourites = logits.argmax(dim=1)
-        bars = (self.weight.index_select(0, favourites) * rows).sum(dim=1, keepdim=True)
-        if self.bias is not None:
-            bars += self.bias[favourites].unsqueeze(1)
+        bars = self._exact(favourites, rows).diagonal().unsqueeze(1)  # row i's own favourite
         reach = logits + MARGIN * unit_error * self.row_errors + _BF16_ROUNDING * logits.abs()
         # Exact values of a token are exact for every row: compute the union of candidates.
         candidates = torch.nonzero((reach >= bars).any(dim=0)).squeeze(1)

@@ -1,10 +1,14 @@
-"""Model sources for tests: a folder the fixtures built, with or without its weights."""
+"""Models for tests: a folder the fixtures built (with or without its weights), a tiny Phi-3."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phi3_lsp.sources import ModelSource
+
+if TYPE_CHECKING:
+    from transformers import Phi3ForCausalLM
 
 
 def folder_source(
@@ -19,3 +23,27 @@ def folder_source(
         weights_dir=folder if weights else None,
         missing_weights_hint=hint,
     )
+
+
+def tiny_sliding_window_phi3(window: int, *, tied_embeddings: bool = False) -> Phi3ForCausalLM:
+    """A tiny Phi-3 with weights from seed 0, whose attention sees the last `window` tokens only.
+
+    Phi-3-mini attends to a 2,047-token window; a tiny one takes the same paths quickly.
+    """
+    import torch
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Phi3Config(
+        vocab_size=32064,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        sliding_window=window,
+        pad_token_id=32000,
+        tie_word_embeddings=tied_embeddings,
+    )
+    model = Phi3ForCausalLM(config)
+    model.train(False)
+    return model

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import Phi3Config, Phi3ForCausalLM
+from transformers import Phi3Config
 
+from model_sources import tiny_sliding_window_phi3
 from phi3_lsp.drafts import LOOKUP_WINDOW, MAX_DRAFT, DraftPlanner, TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache
@@ -200,21 +201,8 @@ def test_fp32_weights_feed_one_token_per_pass(smollm2_engine: ModelEngine) -> No
 
 
 def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) -> None:
-    # Phi-3-mini attends to a 2047-token window; a tiny window shows the same limit quickly.
-    torch.manual_seed(0)
     window = 40
-    config = Phi3Config(
-        vocab_size=32064,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        sliding_window=window,
-        pad_token_id=32000,
-        tie_word_embeddings=True,
-    )
-    model = Phi3ForCausalLM(config)
-    model.train(False)
+    model = tiny_sliding_window_phi3(window, tied_embeddings=True)
     # Tied embeddings and quiet layers: a token scores highest after itself, so the text
     # repeats and drafts get kept, while attention still adds its part to every score.
     with torch.no_grad():
@@ -229,7 +217,7 @@ def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) 
         tokenizer,
         frozenset(),
         PromptCache(),
-        drafts_until=exact_rows_until(config, 4096),
+        drafts_until=exact_rows_until(model.config, 4096),
         draft_planner=AlwaysDraft(),
     )
     plain = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())

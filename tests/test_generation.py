@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DynamicCache, Phi3Config, Phi3ForCausalLM
+from transformers import DynamicCache
 
-from model_sources import folder_source
+from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
 from phi3_lsp.tokens import DocumentTokenizer
@@ -158,19 +158,7 @@ class TestTinyPhi3:
 
 
 def test_a_sliding_window_model_reuses_prefixes_beyond_its_window(phi3_mini_dir: Path) -> None:
-    # Phi-3-mini attends to a 2047-token window; a tiny window shows the same path quickly.
-    torch.manual_seed(0)
-    config = Phi3Config(
-        vocab_size=32064,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        sliding_window=8,
-        pad_token_id=32000,
-    )
-    model = Phi3ForCausalLM(config)
-    model.train(False)
+    model = tiny_sliding_window_phi3(8)
     tokenizer = DocumentTokenizer.from_dir(phi3_mini_dir)
     decoder = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())
     first, edited = tokenizer.encode_prompt(CODE), tokenizer.encode_prompt(CODE[:-2] + "x fib(n)")

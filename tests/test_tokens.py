@@ -208,3 +208,13 @@ def test_the_tokenizer_loads_without_torch_or_transformers(phi3_mini_dir: Path) 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("texts", [[MIXED_TEXT, "😶 ok", " this", CAPITAL], [""]])
+def test_covering_spans_of_several_texts_match_their_whole_token_lists(
+    phi3: DocumentTokenizer, smollm2: DocumentTokenizer, texts: list[str]
+) -> None:
+    for tokenizer in (phi3, smollm2):
+        ranges = [(text, start, start + 1) for text in texts for start in range(len(text) or 1)]
+        expected = [tokens_covering(tokenizer.token_spans(t), a, b) for t, a, b in ranges]
+        assert tokenizer.covering_spans(ranges) == expected

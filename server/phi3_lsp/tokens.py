@@ -88,7 +88,27 @@ class DocumentTokenizer:
                 encoding.ids, encoding.tokens, encoding.offsets, strict=True
             )
         ]
-        return [_drop_added_prefix(span, spans, index, text) for index, span in enumerate(spans)]
+        return [
+            _drop_added_prefix(
+                span, spans[index + 1].start if index + 1 < len(spans) else None, text
+            )
+            for index, span in enumerate(spans)
+        ]
+
+    def covering_spans(self, excerpts: Sequence[tuple[str, int, int]]) -> list[list[TokenSpan]]:
+        """For each `(text, start, end)`: `tokens_covering(self.token_spans(text), start, end)`.
+
+        Faster for a hover: the texts are tokenized in one call (one wait for the GIL after it,
+        which a running completion holds between its operations), and spans are made only for
+        the few tokens that cover the range, not for every token of the text.
+        """
+        encodings: list[Encoding] = self._tokenizer.encode_batch(
+            [text for text, _, _ in excerpts], add_special_tokens=False
+        )
+        return [
+            _covering(encoding, text, start, end)
+            for encoding, (text, start, end) in zip(encodings, excerpts, strict=True)
+        ]
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` without special tokens."""
@@ -205,18 +225,36 @@ def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[To
     return [span for span in spans[first:after] if span.start < end and start < span.end]
 
 
-def _drop_added_prefix(span: TokenSpan, spans: list[TokenSpan], index: int, text: str) -> TokenSpan:
+def _covering(encoding: Encoding, text: str, start: int, end: int) -> list[TokenSpan]:
+    """`tokens_covering(spans, start, end)` for the spans of `encoding` (of `text`), making
+    only the spans it looks at."""
+    ids, pieces, offsets = encoding.ids, encoding.tokens, encoding.offsets
+
+    def span_at(index: int) -> TokenSpan:
+        next_start = offsets[index + 1][0] if index + 1 < len(offsets) else None
+        span = TokenSpan(ids[index], pieces[index], *offsets[index])
+        return _drop_added_prefix(span, next_start, text)
+
+    after = bisect.bisect_left(offsets, end, key=lambda offset: offset[0])
+    first = after
+    while first > 0 and span_at(first - 1).end > start:
+        first -= 1
+    spans = (span_at(index) for index in range(first, after))
+    return [span for span in spans if span.start < end and start < span.end]
+
+
+def _drop_added_prefix(span: TokenSpan, next_start: int | None, text: str) -> TokenSpan:
     """Give an empty span to a lone "▁" that the tokenizer added rather than read from the text.
 
     The tokenizers library aligns such a prepended "▁" with the first character, which then
     appears covered twice (" this" → "▁" (0,1) and "▁this" (0,5)), or covered by a space that
-    is not there ("😶" → "▁" (0,1) and four byte tokens (0,1)).
+    is not there ("😶" → "▁" (0,1) and four byte tokens (0,1)). `next_start` is where the
+    following token starts (None for the last token).
     """
     if span.piece != METASPACE or span.start == span.end:
         return span
     covered = text[span.start : span.end]
-    following = spans[index + 1] if index + 1 < len(spans) else None
-    overlaps_next = following is not None and following.start < span.end
+    overlaps_next = next_start is not None and next_start < span.end
     if overlaps_next or not covered.isspace():
         return TokenSpan(span.id, span.piece, span.start, span.start)
     return span

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, tokens_covering
+from phi3_lsp.tokens import DocumentTokenizer, TokenSpan
 
 NEAR_LINES = 8
 FAR_LINES = 32
@@ -22,22 +22,18 @@ def tokens_near(
     tokenizer: DocumentTokenizer, text: str, line_starts: Sequence[int], start: int, end: int
 ) -> list[TokenSpan] | None:
     """The tokens overlapping `text[start:end]`, or None when the windows disagree."""
-    near, whole = _covering_in_window(tokenizer, text, line_starts, start, end, NEAR_LINES)
-    if whole:
-        return near
-    far, _ = _covering_in_window(tokenizer, text, line_starts, start, end, FAR_LINES)
-    return near if near == far else None
+    near = _window(text, line_starts, start, end, NEAR_LINES)
+    if near == (0, len(text)):
+        return _covering_in_windows(tokenizer, text, [near], start, end)[0]
+    far = _window(text, line_starts, start, end, FAR_LINES)
+    near_tokens, far_tokens = _covering_in_windows(tokenizer, text, [near, far], start, end)
+    return near_tokens if near_tokens == far_tokens else None
 
 
-def _covering_in_window(
-    tokenizer: DocumentTokenizer,
-    text: str,
-    line_starts: Sequence[int],
-    start: int,
-    end: int,
-    radius: int,
-) -> tuple[list[TokenSpan], bool]:
-    """Tokens covering `[start, end)` in `radius` lines either side; and whether that is all."""
+def _window(
+    text: str, line_starts: Sequence[int], start: int, end: int, radius: int
+) -> tuple[int, int]:
+    """The character range of `radius` lines either side of the lines of `[start, end)`."""
     first_line = bisect.bisect_right(line_starts, start) - 1
     last_line = bisect.bisect_right(line_starts, max(start, end - 1)) - 1
     window_first = max(0, first_line - radius)
@@ -46,9 +42,26 @@ def _covering_in_window(
     window_start = line_starts[window_first] - 1 if window_first > 0 else 0
     after_last = last_line + radius + 1
     window_end = line_starts[after_last] if after_last < len(line_starts) else len(text)
-    spans = tokenizer.token_spans(text[window_start:window_end])
-    covering = [
-        TokenSpan(span.id, span.piece, span.start + window_start, span.end + window_start)
-        for span in tokens_covering(spans, start - window_start, end - window_start)
+    return window_start, window_end
+
+
+def _covering_in_windows(
+    tokenizer: DocumentTokenizer,
+    text: str,
+    windows: Sequence[tuple[int, int]],
+    start: int,
+    end: int,
+) -> list[list[TokenSpan]]:
+    """For each window of `text`, the tokens covering `[start, end)` as it tokenizes alone."""
+    excerpts = [
+        (text[window_start:window_end], start - window_start, end - window_start)
+        for window_start, window_end in windows
     ]
-    return covering, window_start == 0 and window_end == len(text)
+    coverings = tokenizer.covering_spans(excerpts)
+    return [
+        [
+            TokenSpan(span.id, span.piece, span.start + window_start, span.end + window_start)
+            for span in covering
+        ]
+        for covering, (window_start, _) in zip(coverings, windows, strict=True)
+    ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,25 @@ def test_a_changed_checkpoint_gets_layers_of_its_own(checkpoint: Path) -> None:
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert int4_entry(checkpoint) != before
+
+
+def test_another_cpu_code_path_gets_layers_of_its_own(checkpoint: Path) -> None:
+    # The packed layout differs between torch's CPU code paths (ATEN_CPU_CAPABILITY picks one).
+    script = (
+        "import sys; from pathlib import Path; from phi3_lsp.int4_cache import int4_entry; "
+        "print(int4_entry(Path(sys.argv[1])))"
+    )
+    entries = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(checkpoint)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "ATEN_CPU_CAPABILITY": capability},
+        ).stdout
+        for capability in ("default", "")
+    }
+    assert len(entries) == 2
 
 
 def test_a_damaged_cache_entry_is_made_again(checkpoint: Path) -> None:

@@ -66,7 +66,13 @@ def load_int4(
 
 def int4_entry(weights_dir: Path) -> Path:
     """The cache folder for the 4-bit layers of the checkpoint in `weights_dir`."""
-    parts = [f"format {FORMAT_VERSION}", f"torch {torch.__version__}"]
+    # torch packs 4-bit codes in a layout of the CPU code it runs (AVX2, AVX-512, ...): layers
+    # packed for another would multiply wrongly, without any error.
+    parts = [
+        f"format {FORMAT_VERSION}",
+        f"torch {torch.__version__}",
+        f"cpu {torch.backends.cpu.get_cpu_capability()}",
+    ]
     for file in sorted(weights_dir.glob("*.safetensors")):
         stat = file.stat()
         parts.append(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +16,12 @@ from torch import nn
 from model_sources import folder_source
 from phi3_lsp.architecture import count_parameters
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.int4_weights import GROUP_SIZE
+from phi3_lsp.int4_weights import (
+    DEQUANTIZED_FROM_ROWS,
+    GROUP_SIZE,
+    Int4Weight,
+    can_unpack,
+)
 from phi3_lsp.quantize import Int4Linear, quantize_to_int4
 from phi3_lsp.screened_projection import ScreenedProjection
 
@@ -66,6 +74,46 @@ class TestInt4Linear:
             before = model(inputs)
             model.float()
             assert torch.equal(model(inputs), before)
+
+
+UNPACK_CHECK = """
+import torch
+from phi3_lsp.int4_weights import _pack, can_unpack, unpack_codes
+codes = torch.randint(0, 16, (96, 64), dtype=torch.int32)
+assert can_unpack(96), torch.backends.cpu.get_cpu_capability()
+assert torch.equal(unpack_codes(_pack(codes), 64).int(), codes)
+print(torch.backends.cpu.get_cpu_capability())
+"""
+
+
+@pytest.mark.parametrize("capability", ["", "default"])
+def test_packed_codes_unpack_to_what_was_packed(capability: str) -> None:
+    # The packed layout depends on the CPU code torch runs: this machine's (AVX2), and the one
+    # without vector instructions, which ATEN_CPU_CAPABILITY selects.
+    result = subprocess.run(
+        [sys.executable, "-c", UNPACK_CHECK],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATEN_CPU_CAPABILITY": capability},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (capability.upper() or "AVX2")
+
+
+@pytest.mark.usefixtures("seeded")
+def test_a_long_prompts_rows_get_the_kernels_products() -> None:
+    weight = Int4Weight.quantize(torch.randn(192, 256))
+    rows = torch.randn(DEQUANTIZED_FROM_ROWS + 8, 256).to(torch.bfloat16)
+    assert can_unpack(weight.out_features)
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
+        rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
+    )
+    unpacked = weight.multiply(rows)
+    # Both sum the same fp32 products, in another order: at most a bf16 rounding step apart.
+    differ = unpacked != kernel
+    assert differ.float().mean() < 0.01
+    steps = (unpacked.float() - kernel.float()).abs() / kernel.float().abs().clamp(min=1e-3)
+    assert steps[differ].max() <= 2**-7
 
 
 def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_dir: Path) -> None:

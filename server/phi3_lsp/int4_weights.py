@@ -1,7 +1,9 @@
 """The 4-bit weight format: codes in groups of 32 inputs, a bf16 scale and offset per group.
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
-multiplies bf16 activations by it (see `quantize` for why this format).
+multiplies bf16 activations by it (see `quantize` for why this format). The kernel suits
+decoding (a few rows at a time); a long prompt's many rows go faster through fp32 matrix
+products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,18 @@ import torch
 GROUP_SIZE = 32
 """Input values per scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
+DEQUANTIZED_FROM_ROWS = 192
+"""Rows from which `multiply` unpacks the weight to fp32 instead of calling the kernel.
+
+Measured on a 2-core AVX2 CPU, SmolLM2 and Phi-3-mini layer shapes: unpacking costs as much as
+the kernel saves at ~128 rows; at 512 rows the product takes half the kernel's time. Drafted
+tokens (at most 16 rows) always use the kernel, which rounds each row as a one-row pass does.
+"""
+_UNPACKED_SLICE_WEIGHTS = 1 << 20  # 4 MB of fp32 weights at a time: they stay in cache
+# torch packs codes in blocks of 32 output rows on these CPUs (int4mm_kernel.cpp); its AVX-512
+# layout differs and is not unpacked here (those CPUs keep the kernel for every product).
+_BLOCK_ROWS = 32
+_NIBBLE_ORDER = {"AVX2": "halves", "DEFAULT": "pairs"}
 
 
 class Int4Weight:
@@ -53,10 +67,34 @@ class Int4Weight:
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
+        if len(rows) >= DEQUANTIZED_FROM_ROWS and can_unpack(self.out_features):
+            return self._multiply_unpacked(rows)
         products: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows, self.packed, GROUP_SIZE, self.scales_and_zeros
         )
         return products
+
+    def _multiply_unpacked(self, rows: torch.Tensor) -> torch.Tensor:
+        """What the kernel computes (fp32 sums of rows times unpacked weights, rounded to bf16),
+        as fp32 matrix products over slices of output rows."""
+        inputs = rows.float()
+        products = torch.empty(len(rows), self.out_features, dtype=torch.bfloat16)
+        step = max(
+            _BLOCK_ROWS, _UNPACKED_SLICE_WEIGHTS // self.in_features // _BLOCK_ROWS * _BLOCK_ROWS
+        )
+        for first in range(0, self.out_features, step):
+            last = min(self.out_features, first + step)
+            products[:, first:last] = inputs @ self._unpacked(first, last).T
+        return products
+
+    def _unpacked(self, first: int, last: int) -> torch.Tensor:
+        """Output rows `first:last` of the weight in fp32, as the kernel reads them."""
+        codes = unpack_codes(self.packed[first:last], self.in_features)
+        groups = codes.view(last - first, self.in_features // GROUP_SIZE, GROUP_SIZE).float()
+        scales, zeros = self.scales_and_zeros[:, first:last].float().unbind(-1)
+        scales, zeros = scales.T.unsqueeze(-1), zeros.T.unsqueeze(-1)
+        # (code - 8) * scale + zero, exactly: the product and the sum fit fp32's mantissa.
+        return groups.sub_(8).mul_(scales).add_(zeros).view(last - first, self.in_features)
 
 
 def quantize_with_row_errors(weight: torch.Tensor) -> tuple[Int4Weight, torch.Tensor]:
@@ -89,6 +127,30 @@ def _quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         codes.to(torch.int32).reshape(out_features, in_features),
         scales_and_zeros.to(torch.bfloat16),
     )
+
+
+def can_unpack(out_features: int) -> bool:
+    """True when `unpack_codes` reads this CPU's layout of a weight with `out_features` rows."""
+    return out_features % _BLOCK_ROWS == 0 and _nibble_order() is not None
+
+
+def unpack_codes(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """The codes [out, in] that were packed into `packed` (see `can_unpack`).
+
+    A block of 32 output rows is stored input by input, 16 bytes each: on AVX2 a byte holds
+    rows i (low nibble) and i + 16 (high); without vector instructions, rows 2i and 2i + 1.
+    """
+    blocks = packed.view(-1, in_features, _BLOCK_ROWS // 2)
+    low, high = blocks & 0xF, blocks >> 4
+    if _nibble_order() == "halves":
+        codes = torch.cat([low, high], dim=-1)
+    else:
+        codes = torch.stack([low, high], dim=-1).flatten(-2)
+    return codes.transpose(1, 2).reshape(-1, in_features)
+
+
+def _nibble_order() -> str | None:
+    return _NIBBLE_ORDER.get(torch.backends.cpu.get_cpu_capability())
 
 
 def _pack(codes: torch.Tensor) -> torch.Tensor:

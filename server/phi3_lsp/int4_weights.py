@@ -93,7 +93,8 @@ class Int4Weight:
         groups = codes.view(last - first, self.in_features // GROUP_SIZE, GROUP_SIZE).float()
         scales, zeros = self.scales_and_zeros[:, first:last].float().unbind(-1)
         scales, zeros = scales.T.unsqueeze(-1), zeros.T.unsqueeze(-1)
-        # (code - 8) * scale + zero, exactly: the product and the sum fit fp32's mantissa.
+        # (code - 8) * scale + zero as the kernel computes it: the product is exact in fp32
+        # (4 bits times bf16's 8), so only the sum rounds, in both.
         return groups.sub_(8).mul_(scales).add_(zeros).view(last - first, self.in_features)
 
 

@@ -98,8 +98,7 @@ class DocumentTokenizer:
     def covering_spans(self, excerpts: Sequence[tuple[str, int, int]]) -> list[list[TokenSpan]]:
         """For each `(text, start, end)`: `tokens_covering(self.token_spans(text), start, end)`.
 
-        Faster for a hover: the texts are tokenized in one call (one wait for the GIL after it,
-        which a running completion holds between its operations), and spans are made only for
+        Faster for a hover: the texts are tokenized in one call, and spans are made only for
         the few tokens that cover the range, not for every token of the text.
         """
         encodings: list[Encoding] = self._tokenizer.encode_batch(

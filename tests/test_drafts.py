@@ -136,14 +136,13 @@ class TestSmolLM2InInt4:
         prompt, fed = tokens[:-5], tokens[-5:]
         with torch.inference_mode():
             cache = GrowingCache()
-            model(input_ids=torch.tensor([prompt]), past_key_values=cache, logits_to_keep=1)
+            model(input_ids=torch.tensor([prompt]), cache=cache, logits_to_keep=1)
             one_by_one = [
-                model(input_ids=torch.tensor([[token]]), past_key_values=cache).logits[0, -1]
-                for token in fed
+                model(input_ids=torch.tensor([[token]]), cache=cache).logits[0, -1] for token in fed
             ]
             cache = GrowingCache()
-            model(input_ids=torch.tensor([prompt]), past_key_values=cache, logits_to_keep=1)
-            together = model(input_ids=torch.tensor([fed]), past_key_values=cache).logits[0]
+            model(input_ids=torch.tensor([prompt]), cache=cache, logits_to_keep=1)
+            together = model(input_ids=torch.tensor([fed]), cache=cache).logits[0]
         for alone, beside_others in zip(one_by_one, together, strict=True):
             best = int(alone.argmax())
             # The same choice with the same score, to the last bit: no near-tie can flip.

@@ -9,12 +9,13 @@ elsewhere.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from tokenizers import Encoding, Tokenizer
 
@@ -81,19 +82,7 @@ class DocumentTokenizer:
         character (e.g. an emoji as `<0xF0><0x9F>...`) share that character's span; a prefix space
         the tokenizer adds by itself (the lone "▁" before "😶") gets an empty span.
         """
-        encoding = self._encode(text, add_special_tokens=False)
-        spans = [
-            TokenSpan(token_id, piece, start, end)
-            for token_id, piece, (start, end) in zip(
-                encoding.ids, encoding.tokens, encoding.offsets, strict=True
-            )
-        ]
-        return [
-            _drop_added_prefix(
-                span, spans[index + 1].start if index + 1 < len(spans) else None, text
-            )
-            for index, span in enumerate(spans)
-        ]
+        return list(_EncodedSpans(self._encode(text, add_special_tokens=False), text))
 
     def covering_spans(self, excerpts: Sequence[tuple[str, int, int]]) -> list[list[TokenSpan]]:
         """For each `(text, start, end)`: `tokens_covering(self.token_spans(text), start, end)`.
@@ -105,7 +94,7 @@ class DocumentTokenizer:
             [text for text, _, _ in excerpts], add_special_tokens=False
         )
         return [
-            _covering(encoding, text, start, end)
+            tokens_covering(_EncodedSpans(encoding, text), start, end)
             for encoding, (text, start, end) in zip(encodings, excerpts, strict=True)
         ]
 
@@ -224,22 +213,43 @@ def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[To
     return [span for span in spans[first:after] if span.start < end and start < span.end]
 
 
-def _covering(encoding: Encoding, text: str, start: int, end: int) -> list[TokenSpan]:
-    """`tokens_covering(spans, start, end)` for the spans of `encoding` (of `text`), making
-    only the spans it looks at."""
-    ids, pieces, offsets = encoding.ids, encoding.tokens, encoding.offsets
+class _EncodedSpans(Sequence[TokenSpan]):
+    """The spans of an encoding of `text`, each made when it is read: a search among them
+    (`tokens_covering`) makes only the few it looks at."""
 
-    def span_at(index: int) -> TokenSpan:
-        next_start = offsets[index + 1][0] if index + 1 < len(offsets) else None
-        span = TokenSpan(ids[index], pieces[index], *offsets[index])
-        return _drop_added_prefix(span, next_start, text)
+    def __init__(self, encoding: Encoding, text: str) -> None:
+        self._ids: list[int] = encoding.ids
+        self._pieces: list[str] = encoding.tokens
+        self._offsets: list[tuple[int, int]] = encoding.offsets
+        self._text = text
 
-    after = bisect.bisect_left(offsets, end, key=lambda offset: offset[0])
-    first = after
-    while first > 0 and span_at(first - 1).end > start:
-        first -= 1
-    spans = (span_at(index) for index in range(first, after))
-    return [span for span in spans if span.start < end and start < span.end]
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> TokenSpan: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TokenSpan]: ...
+
+    def __getitem__(self, index: int | slice) -> TokenSpan | list[TokenSpan]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        count = len(self._offsets)
+        if index < 0:
+            index += count
+        next_start = self._offsets[index + 1][0] if index + 1 < count else None
+        span = TokenSpan(self._ids[index], self._pieces[index], *self._offsets[index])
+        return _drop_added_prefix(span, next_start, self._text)
+
+    def __iter__(self) -> Iterator[TokenSpan]:
+        if not self._offsets:
+            return
+        next_starts = itertools.chain((start for start, _ in self._offsets[1:]), [None])
+        for token_id, piece, (start, end), next_start in zip(
+            self._ids, self._pieces, self._offsets, next_starts, strict=True
+        ):
+            yield _drop_added_prefix(TokenSpan(token_id, piece, start, end), next_start, self._text)
 
 
 def _drop_added_prefix(span: TokenSpan, next_start: int | None, text: str) -> TokenSpan:

@@ -1,17 +1,20 @@
-"""Prompt building, tidy-up and typing-through, with the real Phi-3 tokenizer."""
+"""Prompt building and tidy-up, with the real Phi-3 (and SmolLM2) tokenizers."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from phi3_lsp.completion import (
+    Prompt,
     build_prompt,
     has_text_to_continue,
     prompt_budget,
     tidy_continuation,
 )
+from phi3_lsp.generation import common_prefix_length
 from phi3_lsp.tokens import DocumentTokenizer
 
 BOS = 1
@@ -30,26 +33,73 @@ def test_a_short_text_is_the_whole_prompt_after_bos(phi3_tokenizer: DocumentToke
     assert prompt.text == "The capital of France is"
 
 
-def test_a_long_text_is_cut_from_the_left_to_the_budget(phi3_tokenizer: DocumentTokenizer) -> None:
+def assert_fits_and_keeps_the_end(
+    tokenizer: DocumentTokenizer, text: str, budget: int, prompt: Prompt
+) -> None:
+    """The prompt is the special tokens and the document's own last tokens, within the budget,
+    and gives up less than two cut slots (2 x the room left by the special tokens, in
+    characters) of what would fit."""
+    specials = tokenizer.encode_prompt("")
+    assert len(prompt.ids) <= budget
+    assert prompt.ids[: len(specials)] == specials
+    assert prompt.ids[len(specials) :] == tokenizer.encode(text)[len(specials) - len(prompt.ids) :]
+    assert text.endswith(prompt.text)
+    room = budget - len(specials)
+    fitting = len(text) - tokenizer.token_spans(text)[-room].start
+    assert len(prompt.text) > fitting - 2 * room
+
+
+def test_a_long_text_is_cut_from_the_left_to_fit_the_budget(
+    phi3_tokenizer: DocumentTokenizer,
+) -> None:
     text = "Once upon a time there was a tokenizer. " * 20 + "The capital of France is"
     prompt = build_prompt(phi3_tokenizer, text, budget=12)
-    assert len(prompt.ids) == 12
-    assert prompt.ids[0] == BOS
-    # The end of the document is kept, as the document tokenizes, the beginning dropped.
-    assert prompt.ids[1:] == phi3_tokenizer.encode(text)[-11:]
+    assert_fits_and_keeps_the_end(phi3_tokenizer, text, 12, prompt)
     assert prompt.ids[-len(CAPITAL_IDS) :] == CAPITAL_IDS
-    assert text.endswith(prompt.text)
-    # 11 tokens: there|was|a|token|izer|.|The|capital|of|France|is
-    assert prompt.text == " there was a tokenizer. The capital of France is"
+    # The cut falls on a fixed slot of 11 characters: was|a|token|izer|.|The|capital|of|France|is
+    assert prompt.text == " was a tokenizer. The capital of France is"
 
 
 def test_the_budget_counts_bos_and_the_cut_adds_no_token(
     phi3_tokenizer: DocumentTokenizer,
 ) -> None:
-    prompt = build_prompt(phi3_tokenizer, "The capital of France is", budget=5)
-    # Re-encoding " capital of France is" would start with a lone "▁" (29871).
-    assert prompt.ids == [BOS, *CAPITAL_IDS[1:]]
-    assert prompt.text == " capital of France is"
+    prompt = build_prompt(phi3_tokenizer, "The capital of France is", budget=4)
+    # Re-encoding " France is" would start with a lone "▁" (29871).
+    assert prompt.ids == [BOS, *CAPITAL_IDS[3:]]
+    assert prompt.text == " France is"
+
+
+def test_the_cut_falls_on_a_line_start(phi3_tokenizer: DocumentTokenizer) -> None:
+    text = "".join(f"line_{number} = {number} * 2\n" for number in range(400)) + "total ="
+    prompt = build_prompt(phi3_tokenizer, text, budget=256)
+    assert_fits_and_keeps_the_end(phi3_tokenizer, text, 256, prompt)
+    assert prompt.text.startswith("line_")
+    assert text[-len(prompt.text) - 1] == "\n"
+
+
+@pytest.mark.parametrize("tokenizer_name", ["phi3", "smollm2"])
+def test_typing_at_the_end_of_a_long_document_keeps_the_prompts_start(
+    tokenizer_name: str, phi3_mini_dir: Path, smollm2_dir: Path
+) -> None:
+    # The model reuses the cached keys and values of the prompt's unchanged first tokens: if
+    # every keystroke moved the cut, each request would compute the whole prompt again.
+    tokenizer = DocumentTokenizer.from_dir(
+        phi3_mini_dir if tokenizer_name == "phi3" else smollm2_dir
+    )
+    text = Path(argparse.__file__).read_text(encoding="utf-8")[:30_000]
+    typed = "\n    def parse_everything(self, arguments, *, strict=False):\n        return 1\n" * 3
+    previous = build_prompt(tokenizer, text, budget=1024)
+    moves = 0
+    for character in typed:
+        text += character
+        prompt = build_prompt(tokenizer, text, budget=1024)
+        assert len(prompt.ids) <= 1024
+        # Typing changes at most the last few tokens (a word grows, a token splits).
+        moves += common_prefix_length(previous.ids, prompt.ids) < len(previous.ids) - 3
+        previous = prompt
+    assert_fits_and_keeps_the_end(tokenizer, text, 1024, previous)
+    # The cut moves once per slot of 1,023 characters: at most once for these 240 characters.
+    assert moves <= 1
 
 
 def test_a_huge_document_is_cut_without_tokenizing_it_whole(
@@ -57,8 +107,7 @@ def test_a_huge_document_is_cut_without_tokenizing_it_whole(
 ) -> None:
     text = "x = 1; " * 200_000 + "The capital of France is"
     prompt = build_prompt(phi3_tokenizer, text, budget=64)
-    assert len(prompt.ids) == 64
-    assert text.endswith(prompt.text)
+    assert_fits_and_keeps_the_end(phi3_tokenizer, text[-2000:], 64, prompt)
     assert prompt.ids[-len(CAPITAL_IDS) :] == CAPITAL_IDS
 
 
@@ -67,8 +116,7 @@ def test_text_of_long_tokens_still_fills_the_budget(phi3_tokenizer: DocumentToke
     # short of the budget, and a wider one is taken.
     text = ("x" + " " * 31) * 400 + "The capital of France is"
     prompt = build_prompt(phi3_tokenizer, text, budget=64)
-    assert len(prompt.ids) == 64
-    assert prompt.ids[1:] == phi3_tokenizer.encode(text)[-63:]
+    assert_fits_and_keeps_the_end(phi3_tokenizer, text, 64, prompt)
 
 
 def test_emoji_and_accents_survive_the_cut(phi3_tokenizer: DocumentTokenizer) -> None:

@@ -47,11 +47,17 @@ def has_text_to_continue(text_before_cursor: str) -> bool:
 
 
 def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: int) -> Prompt:
-    """The last tokens of the text before the cursor, after the model's special tokens (BOS).
+    """The tokens of the text before the cursor that fit `budget`, after the model's special
+    tokens (BOS).
 
     The tokens are the document's own, as tokenized in context: re-encoding a cut-out piece
     would tokenize its first word differently (SentencePiece would add a lone "▁" before
     " capital"). Special tokens count against `budget`.
+
+    A text too long for the budget is cut at a line start chosen from a fixed grid of document
+    offsets (see `_anchor`), not just before the last tokens that fit: the prompt then keeps its
+    first tokens while the user types, so the model reuses its cached keys and values instead
+    of computing the whole prompt again on every keystroke.
     """
     specials = tokenizer.encode_prompt("")
     room = max(0, budget - len(specials))
@@ -63,9 +69,30 @@ def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: in
         first = 1 if window_start > 0 else 0
         if len(spans) - first >= room or window_start == 0:
             break
-    tail = spans[max(first, len(spans) - room) :]
+    earliest = max(first, len(spans) - room)
+    if earliest > 0 and earliest < len(spans):
+        anchor = _anchor(text_before_cursor, window_start + spans[earliest].start, room)
+        while earliest < len(spans) and window_start + spans[earliest].start < anchor:
+            earliest += 1
+    tail = spans[earliest:]
     text = window[tail[0].start :] if tail else ""
     return Prompt(ids=[*specials, *(span.id for span in tail)], text=text)
+
+
+def _anchor(text: str, earliest: int, step: int) -> int:
+    """Where to cut a text whose tokens fit from offset `earliest` on: the first line start in
+    the first slot of `step` characters (slots start at multiples of `step`) at or after
+    `earliest`, or the slot's start when no line starts in it.
+
+    Typing at the end moves `earliest` forward a token at a time, but the cut stays put until
+    `earliest` passes into the next slot, i.e. for about `step` typed characters.
+    """
+    slot = -(-earliest // step) * step  # the first multiple of `step` at or after `earliest`
+    if slot == 0:
+        return 0
+    end = min(slot + step, len(text))
+    newline = text.find("\n", slot - 1, end - 1)  # a line starts after it, within the slot
+    return newline + 1 if newline >= 0 else slot
 
 
 def tidy_continuation(text: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 from phi3_lsp.completion import (
     Prompt,
     build_prompt,
+    fit_to_line,
     has_text_to_continue,
     prompt_budget,
     tidy_continuation,
@@ -149,3 +150,20 @@ def test_tidying_drops_trailing_whitespace_and_broken_characters() -> None:
     assert tidy_continuation(" caf\ufffd") == " caf"
     assert tidy_continuation("\n\n  \n") == ""
     assert tidy_continuation("") == ""
+
+
+def test_at_the_end_of_a_line_the_whole_continuation_is_shown() -> None:
+    assert fit_to_line("a, b)\n\nprint(add(1, 2))", "") == "a, b)\n\nprint(add(1, 2))"
+    assert fit_to_line("a, b)\n\nprint(add(1, 2))", "  \r") == "a, b)\n\nprint(add(1, 2))"
+
+
+def test_in_the_middle_of_a_line_only_the_first_line_is_shown() -> None:
+    assert fit_to_line(" Paris.\nIt is big.", " and that is a fact.") == " Paris."
+    assert fit_to_line("a, b) + 1\nx = 2", ")") == "a, b) + 1"
+    # A continuation that starts a new line has nothing to show before the rest of the line.
+    assert fit_to_line("\n    return x", ")") == ""
+
+
+def test_in_the_middle_of_a_line_the_rest_of_the_line_is_not_typed_twice() -> None:
+    assert fit_to_line("a, b)\n\nprint(add(1, 2))", ")") == "a, b"
+    assert fit_to_line('Hello, world!")  \n', '")\r') == "Hello, world!"

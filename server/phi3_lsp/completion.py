@@ -95,6 +95,20 @@ def _anchor(text: str, earliest: int, step: int) -> int:
     return newline + 1 if newline >= 0 else slot
 
 
+def fit_to_line(continuation: str, rest_of_line: str) -> str:
+    """What of a continuation goes before `rest_of_line`, the text after the cursor on its line.
+
+    At the end of a line, all of it. In the middle of one, only its first line: a line break
+    would push the rest of the line below the suggestion. The model never sees that rest, so a
+    first line that ends with it ("a, b)" before ")") would type it twice: that ending goes.
+    """
+    ending = rest_of_line.strip()
+    if not ending:
+        return continuation
+    first_line = continuation.split("\n", 1)[0].rstrip()
+    return first_line.removesuffix(ending)
+
+
 def tidy_continuation(text: str) -> str:
     """What is worth showing of a continuation: "" when it adds nothing but whitespace.
 

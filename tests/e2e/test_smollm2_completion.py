@@ -59,9 +59,28 @@ async def test_the_cursor_is_found_after_emoji_and_accents(smollm2: Phi3Client) 
     uri = smollm2.open_text("emoji-middle.txt", before + after)
     [item] = await smollm2.inline(uri, line, character)
     assert isinstance(item.insert_text, str) and item.insert_text.strip()
-    assert item.insert_text == expected.insert_text
+    assert isinstance(expected.insert_text, str)
+    # In the middle of a line, only the first line of the continuation is shown.
+    assert item.insert_text == expected.insert_text.split("\n")[0].rstrip()
     cursor = types.Position(line=line, character=character)
     assert item.range == types.Range(start=cursor, end=cursor)
+
+
+async def test_in_the_middle_of_a_line_the_suggestion_ends_before_its_rest(
+    smollm2: Phi3Client,
+) -> None:
+    before = "def add(a, b):\n    return max("
+    line, character = 1, len("    return max(")
+    reference = smollm2.open_text("max-end.py", before)
+    [at_the_end] = await smollm2.inline(reference, line, character)
+    assert isinstance(at_the_end.insert_text, str)
+    uri = smollm2.open_text("max-middle.py", before + ")\n")
+    [item] = await smollm2.inline(uri, line, character)
+    text = item.insert_text
+    assert isinstance(text, str) and text.strip()
+    # One line, which with the ")" already there reads as the model's own first line.
+    assert "\n" not in text
+    assert at_the_end.insert_text.startswith(text + ")\n")
 
 
 async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry
 from phi3_lsp.int4_weights import Int4Weight
-from phi3_lsp.paths import is_built
+from phi3_lsp.paths import MANIFEST, is_built
 from phi3_lsp.quantize import int4_tensors
 
 
@@ -58,6 +59,31 @@ def test_a_changed_checkpoint_gets_layers_of_its_own(checkpoint: Path) -> None:
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert int4_entry(checkpoint) != before
+
+
+def test_new_layers_replace_those_of_an_earlier_checkpoint_state_only(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    load_int4(checkpoint)
+    earlier = int4_entry(checkpoint)
+    weights = str(checkpoint.resolve())
+    # Entries that must stay: another CPU code path's (a cache shared by several machines)
+    # and another checkpoint's.
+    kept = {
+        earlier.parent / "tiny-phi3-other-cpu": {"weights": weights, "cpu": "another code path"},
+        earlier.parent / "other-checkpoint": {"weights": str(tmp_path / "other"), "cpu": "AVX2"},
+    }
+    for entry, manifest in kept.items():
+        entry.mkdir()
+        (entry / MANIFEST).write_text(json.dumps(manifest))
+    changed = next(checkpoint.glob("*.safetensors"))
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+    load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+    assert not earlier.exists()
+    assert all(is_built(entry) for entry in kept)
 
 
 def test_another_cpu_code_path_gets_layers_of_its_own(checkpoint: Path) -> None:

@@ -3,24 +3,27 @@
 Quantizing Phi-3-mini's 3.6 billion weights takes about half a minute here; reading its
 2.3 GB of 4-bit layers back takes seconds, and the checkpoint's own linear weights, which
 safetensors maps lazily, are then never read. An entry is keyed by the checkpoint files
-(path, size, modification time), the torch version (the packed layout is its kernel's) and
-FORMAT_VERSION; anything else the model needs still comes from the checkpoint.
+(path, size, modification time), the torch version and CPU code path (the packed layout is
+its kernel's) and FORMAT_VERSION; anything else the model needs still comes from the
+checkpoint. A new entry replaces the ones it supersedes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from phi3_lsp.paths import build_once, cache_dir, is_built
+from phi3_lsp.paths import MANIFEST, build_once, cache_dir, is_built
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -57,11 +60,38 @@ def load_int4(
         build_once(
             entry,
             lambda staging: save_file(int4_tensors(model), str(staging / TENSORS_FILE)),
-            manifest={"weights": str(weights_dir.resolve()), "torch": torch.__version__},
+            manifest={
+                "weights": str(weights_dir.resolve()),
+                "torch": torch.__version__,
+                "cpu": _cpu_code_path(),
+            },
         )
     except OSError as error:  # a full or read-only disk costs the next load time, nothing else
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
+    else:
+        remove_superseded(entry)
     return model
+
+
+def remove_superseded(entry: Path) -> None:
+    """Delete the other entries for the checkpoint folder of `entry` on this CPU code path.
+
+    They were made for an earlier state of the checkpoint or another torch or format version,
+    so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries for other CPU code paths
+    stay: a cache folder shared by several machines uses them.
+    """
+    made = _manifest(entry)
+    if made is None:
+        return
+    for other in entry.parent.iterdir():
+        manifest = _manifest(other) if other != entry else None
+        if (
+            manifest is not None
+            and manifest.get("weights") == made["weights"]
+            and manifest.get("cpu", made["cpu"]) == made["cpu"]  # older entries lack "cpu"
+        ):
+            log.info("Removing %s: superseded by %s", other, entry.name)
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def int4_entry(weights_dir: Path) -> Path:
@@ -71,10 +101,23 @@ def int4_entry(weights_dir: Path) -> Path:
     parts = [
         f"format {FORMAT_VERSION}",
         f"torch {torch.__version__}",
-        f"cpu {torch.backends.cpu.get_cpu_capability()}",
+        f"cpu {_cpu_code_path()}",
     ]
     for file in sorted(weights_dir.glob("*.safetensors")):
         stat = file.stat()
         parts.append(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}")
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
     return cache_dir() / "int4" / f"{weights_dir.name}-{key}"
+
+
+def _cpu_code_path() -> str:
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
+def _manifest(entry: Path) -> dict[str, Any] | None:
+    """The manifest of a complete cache entry; None for anything else."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None

@@ -252,6 +252,18 @@ class TestSmolLM2:
         assert len(generation.token_ids) <= 3 + 1
         assert generation.text == "".join(seen)
 
+    def test_one_line_stops_at_the_first_line_break(self, smollm2_engine: ModelEngine) -> None:
+        prompt = smollm2_engine.tokenizer.encode_prompt("def add(a, b):\n    return max(")
+        whole = smollm2_engine.generate(prompt)
+        line = smollm2_engine.generate(prompt, one_line=True)
+        assert line.finish_reason == "line"
+        # The same text up to and including the token that holds the line break.
+        assert whole.token_ids[: len(line.token_ids)] == line.token_ids
+        assert "\n" in line.text and "\n" not in smollm2_engine.tokenizer.decode(
+            line.token_ids[:-1]
+        )
+        assert len(line.token_ids) < len(whole.token_ids)
+
     @pytest.mark.parametrize(
         ("before", "after"),
         [

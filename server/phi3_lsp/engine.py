@@ -152,13 +152,15 @@ class ModelEngine:
         stop_event: threading.Event | None = None,
         on_text: TextCallback | None = None,
         cache_key: str | None = None,
+        one_line: bool = False,
     ) -> Generation:
         """The greedy continuation of `prompt_ids` (only new text; at most `max_new_tokens`).
 
-        Stops at an end-of-sequence token, at the limit, or within one decode step of
-        `stop_event` being set. `on_text` receives the text as it is decoded, whole characters
-        only. With `cache_key` (e.g. a document URI) the keys and values of the previous call
-        with that key are reused for the shared token prefix. Run on one thread at a time.
+        Stops at an end-of-sequence token, at the limit, within one decode step of
+        `stop_event` being set, or (`one_line`) after the first token holding a line break.
+        `on_text` receives the text as it is decoded, whole characters only. With `cache_key`
+        (e.g. a document URI) the keys and values of the previous call with that key are
+        reused for the shared token prefix. Run on one thread at a time.
         """
         if not self.has_weights:
             raise WeightsNotAvailableError(
@@ -176,6 +178,7 @@ class ModelEngine:
             stop_event=stop_event,
             on_text=on_text,
             cache_key=cache_key,
+            one_line=one_line,
         )
 
     def warm_up(self) -> None:

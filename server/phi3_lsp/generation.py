@@ -27,7 +27,7 @@ from phi3_lsp.drafts import DraftPlanner, TokenLookup
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
-FinishReason = Literal["length", "eos", "stopped"]
+FinishReason = Literal["length", "eos", "line", "stopped"]
 TextCallback = Callable[[str], None]
 
 
@@ -158,6 +158,7 @@ class GreedyDecoder:
         stop_event: threading.Event | None = None,
         on_text: TextCallback | None = None,
         cache_key: str | None = None,
+        one_line: bool = False,
     ) -> Generation:
         """Greedy continuation of `prompt_ids`; see `ModelEngine.generate`."""
         if not prompt_ids:
@@ -181,7 +182,7 @@ class GreedyDecoder:
                 logits = self._feed(run, prompt_ids[reused:], keep=1)
                 prefill_seconds = time.perf_counter() - started
                 with _torch_threads(self.decode_threads):
-                    finish = self._decode(run, logits, max_new_tokens, stop_event)
+                    finish = self._decode(run, logits, max_new_tokens, stop_event, one_line)
                 decode_seconds = time.perf_counter() - started - prefill_seconds
         run.emit(run.stream.finish())
         # Only a run that finished normally leaves a cache that matches `fed_ids`.
@@ -205,9 +206,11 @@ class GreedyDecoder:
         logits: torch.Tensor,
         max_new_tokens: int,
         stop_event: threading.Event | None,
+        one_line: bool,
     ) -> FinishReason:
-        """Pick tokens until EOS, the token limit or a stop, checking drafted tokens on the way
-        (see `drafts`): each pass feeds the last chosen token and any drafted ones."""
+        """Pick tokens until EOS, the token limit, a stop or (`one_line`) a line break, checking
+        drafted tokens on the way (see `drafts`): each pass feeds the last chosen token and any
+        drafted ones."""
         lookup = TokenLookup(run.fed_ids if self.drafts_until else ())  # index only to draft
         chosen = [int(torch.argmax(logits[-1]))]
         while True:
@@ -216,9 +219,12 @@ class GreedyDecoder:
                 if token_id in self._eos_token_ids:
                     return "eos"
                 run.new_ids.append(token_id)
-                run.emit(run.stream.push(token_id))
+                piece = run.stream.push(token_id)
+                run.emit(piece)
                 if len(run.new_ids) >= max_new_tokens:
                     return "length"
+                if one_line and "\n" in piece:
+                    return "line"
             lookup.extend(chosen)
             # Checked before every forward pass: a stop costs at most the pass in flight.
             if _is_set(stop_event):

@@ -226,8 +226,9 @@ class ModelHost:
         max_new_tokens: int,
         cache_key: str,
         on_text: Callable[[str], None] | None = None,
+        one_line: bool = False,
     ) -> Generation | None:
-        """Greedy continuation of `prompt_ids` on the model thread.
+        """Greedy continuation of `prompt_ids` on the model thread (see `ModelEngine.generate`).
 
         Returns None when no model with weights is loaded, or when a newer request superseded
         this one. If the awaiting task is cancelled, the generation stops within a decode step.
@@ -253,6 +254,7 @@ class ModelHost:
                 stop,
                 started,
                 on_text,
+                one_line,
             )
         except asyncio.CancelledError:
             stop.set()
@@ -292,6 +294,7 @@ class ModelHost:
         stop: threading.Event,
         started: float,
         on_text: Callable[[str], None] | None,
+        one_line: bool,
     ) -> Generation | None:
         # Superseded while queued: skip the work entirely, so only the latest request runs.
         if stop.is_set() or engine is not self._engine:
@@ -305,6 +308,7 @@ class ModelHost:
                 stop_event=stop,
                 on_text=on_text,
                 cache_key=cache_key,
+                one_line=one_line,
             )
         finally:
             self._finish_generation(engine, generation, started)

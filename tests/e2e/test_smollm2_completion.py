@@ -74,6 +74,7 @@ async def test_in_the_middle_of_a_line_the_suggestion_ends_before_its_rest(
     reference = smollm2.open_text("max-end.py", before)
     [at_the_end] = await smollm2.inline(reference, line, character)
     assert isinstance(at_the_end.insert_text, str)
+    tokens_at_the_end = smollm2.statuses[-1]["lastTokens"]
     uri = smollm2.open_text("max-middle.py", before + ")\n")
     [item] = await smollm2.inline(uri, line, character)
     text = item.insert_text
@@ -81,6 +82,8 @@ async def test_in_the_middle_of_a_line_the_suggestion_ends_before_its_rest(
     # One line, which with the ")" already there reads as the model's own first line.
     assert "\n" not in text
     assert at_the_end.insert_text.startswith(text + ")\n")
+    # The model stopped at the line break instead of writing lines nobody would see.
+    assert smollm2.statuses[-1]["lastTokens"] < tokens_at_the_end
 
 
 async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:

@@ -68,8 +68,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish()
         return ""  # a newer request took over while the prompt was built
+    # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
+    one_line = bool(rest_of_line.strip())
     generation = asyncio.ensure_future(
-        _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri)
+        _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)
     )
     generation.add_done_callback(_log_failure)
     try:
@@ -89,13 +91,22 @@ def _rest_of_line(source: str, offset: int) -> str:
 
 
 async def _generate_into(
-    host: ModelHost, suggestion: LiveSuggestion, prompt_ids: list[int], limit: int, uri: str
+    host: ModelHost,
+    suggestion: LiveSuggestion,
+    prompt_ids: list[int],
+    limit: int,
+    uri: str,
+    one_line: bool,
 ) -> bool:
     """Run the generation, streaming into `suggestion`; False when it was superseded."""
     generation = None
     try:
         generation = await host.generate(
-            prompt_ids, max_new_tokens=limit, cache_key=uri, on_text=suggestion.append
+            prompt_ids,
+            max_new_tokens=limit,
+            cache_key=uri,
+            on_text=suggestion.append,
+            one_line=one_line,
         )
     finally:
         suggestion.finish(generation.text if generation is not None else None)

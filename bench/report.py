@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from bench.lsp_session import Completion
-from bench.server_runs import PromptFigures, ServerFigures
+from bench.server_runs import (
+    LONG_EDIT_CONTEXT_TOKENS,
+    LONG_EDIT_LINES,
+    PromptFigures,
+    ServerFigures,
+)
 from bench.stats import median, percentile, rate
 from bench.table import (
     NOT_RUN,
@@ -172,6 +177,7 @@ def model_rows(report: ModelReport) -> list[Row]:
         )
     for prompt in server.prompts:
         rows.extend(_prompt_rows(report, prompt))
+    rows.extend(_long_document_edit_rows(report))
     rows.extend(_hover_rows(report))
     if server.cancel_seconds:
         rows.append(_cancel_row(report))
@@ -309,12 +315,35 @@ def _typing_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list
 def _edit_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
     if not prompt.edits:
         return []
-    seconds = median([completion.seconds for completion in prompt.edits])
-    tokens = [_new_tokens(completion) for completion in prompt.edits]
-    # Each answer against the decode time of its own tokens, as the server timed that run.
+    return [_edit_row("after a 1-char edit (KV prefix reuse)", report, label, prompt.edits)]
+
+
+def _long_document_edit_rows(report: ModelReport) -> list[Row]:
+    edits = report.server.long_document_edits
+    if not edits:
+        return []
+    return [
+        _edit_row(
+            f"after each of {len(edits)} 1-char edits, text longer than the prompt budget",
+            report,
+            f"{LONG_EDIT_LINES} lines, {LONG_EDIT_CONTEXT_TOKENS}-token budget",
+            edits,
+            worst=True,
+        )
+    ]
+
+
+def _edit_row(
+    metric: str, report: ModelReport, label: str, edits: list[Completion], worst: bool = False
+) -> Row:
+    """Answers after edits, each against the decode time of its own tokens as the server timed
+    that run: more than that is prompt computed again. The target holds for the median, or
+    with `worst` for every edit (a prompt cut that moves computes it all again now and then)."""
+    seconds = median([completion.seconds for completion in edits])
+    tokens = [_new_tokens(completion) for completion in edits]
     ratios = [
         completion.seconds / decode_seconds
-        for completion in prompt.edits
+        for completion in edits
         if (decode_seconds := _decode_seconds(completion))
     ]
     ratio = median(ratios) if ratios else None
@@ -323,16 +352,18 @@ def _edit_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[R
     if known:
         detail += f" ({median(known):.0f} tok)"
     detail += f"; {ratio:.2f}x its decode time" if ratio is not None else "; decode ratio n/a"
-    return [
-        Row(
-            "after a 1-char edit (KV prefix reuse)",
-            report.model,
-            label,
-            detail,
-            target=f"≤ {EDIT_TARGET_RATIO}x decoding its new tokens",
-            verdict=verdict(ratio <= EDIT_TARGET_RATIO if ratio is not None else None),
-        )
-    ]
+    judged = ratio
+    if worst and ratios:
+        judged = max(ratios)
+        detail += f", worst {judged:.2f}x"
+    return Row(
+        metric,
+        report.model,
+        label,
+        detail,
+        target=f"{'each ' if worst else ''}≤ {EDIT_TARGET_RATIO}x decoding its new tokens",
+        verdict=verdict(judged <= EDIT_TARGET_RATIO if judged is not None else None),
+    )
 
 
 def _cancel_row(report: ModelReport) -> Row:

@@ -23,6 +23,10 @@ TINY_DOCUMENT = "answer = 42\n"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 READY_TIMEOUT_SECONDS = 1800.0
 EDITS_BEFORE_HOVER = 20
+LONG_EDIT_LINES = 400
+"""Lines of the long document above the cursor for edits past the prompt budget."""
+LONG_EDIT_CONTEXT_TOKENS = 512
+"""A budget these lines exceed several times, small enough for a Phi-3-sized cold prompt."""
 
 
 @dataclass
@@ -49,6 +53,8 @@ class ServerFigures:
     hover_idle_seconds: list[float] = field(default_factory=list)
     hover_busy_seconds: list[float] = field(default_factory=list)
     hover_after_edit_seconds: list[float] = field(default_factory=list)
+    long_document_edits: list[Completion] = field(default_factory=list)
+    """Answers after 1-character edits at the end of a text longer than the prompt budget."""
     cancel_seconds: list[float] = field(default_factory=list)
     busy_completions: int = 0
     peak_rss_kib: int | None = None
@@ -188,6 +194,15 @@ async def _measure(
         figures.hover_after_edit_seconds.append(await session.hover(long_uri, hover_at))
     session.close(long_uri)
 
+    progress(
+        f"  edits after {LONG_EDIT_LINES} lines, over a {LONG_EDIT_CONTEXT_TOKENS}-token budget"
+    )
+    await session.configure({**settings, "contextTokens": LONG_EDIT_CONTEXT_TOKENS})
+    figures.long_document_edits = await _edit_past_the_budget(
+        session, "\n".join(plan.long_document.split("\n")[:LONG_EDIT_LINES]), 2 * plan.startups
+    )
+    await session.configure(settings)
+
 
 async def _measure_prompt(
     session: ServerSession,
@@ -235,6 +250,24 @@ async def _measure_prompt(
             figures.edits.append(await session.complete(uri, cursor))
         session.close(uri)
     return figures
+
+
+async def _edit_past_the_budget(
+    session: ServerSession, text: str, keystrokes: int
+) -> list[Completion]:
+    """Completions at the end of `text`, each after typing a character the last one did not
+    predict: the prompt is cut from a text longer than the budget, and only its cut keeps
+    the cached keys and values of the prompt usable from one keystroke to the next."""
+    uri = "file:///bench/past_the_budget.py"
+    session.open(uri, text)
+    last = await session.complete(uri, end_position(text))  # cold: the whole prompt
+    edits = []
+    for _ in range(keystrokes):
+        cursor = session.type_at_end(uri, diverging_character(last.text))
+        last = await session.complete(uri, cursor)
+        edits.append(last)
+    session.close(uri)
+    return edits
 
 
 async def _hover_while_completing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -10,6 +11,7 @@ from typing import Protocol
 # long documents are never tokenized whole: typical text and code first (~3-4 per token), then
 # a generous bound for text with long tokens (runs of spaces, long identifiers).
 _CHARS_PER_TOKEN_TRIES = (8, 32)
+_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 class _Span(Protocol):
@@ -69,12 +71,12 @@ def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: in
         first = 1 if window_start > 0 else 0
         if len(spans) - first >= room or window_start == 0:
             break
-    earliest = max(first, len(spans) - room)
-    if earliest > 0 and earliest < len(spans):
-        anchor = _anchor(text_before_cursor, window_start + spans[earliest].start, room)
-        while earliest < len(spans) and window_start + spans[earliest].start < anchor:
-            earliest += 1
-    tail = spans[earliest:]
+    first_kept = max(first, len(spans) - room)
+    if 0 < first_kept < len(spans):
+        anchor = _anchor(text_before_cursor, window_start + spans[first_kept].start, room)
+        while first_kept < len(spans) and window_start + spans[first_kept].start < anchor:
+            first_kept += 1
+    tail = spans[first_kept:]
     text = window[tail[0].start :] if tail else ""
     return Prompt(ids=[*specials, *(span.id for span in tail)], text=text)
 
@@ -93,6 +95,13 @@ def _anchor(text: str, earliest: int, step: int) -> int:
     end = min(slot + step, len(text))
     newline = text.find("\n", slot - 1, end - 1)  # a line starts after it, within the slot
     return newline + 1 if newline >= 0 else slot
+
+
+def line_after(text: str, offset: int) -> str:
+    """The rest of the line after `offset` in `text`, up to its line break ("\\n", "\\r\\n"
+    or "\\r", as LSP ends lines)."""
+    line_break = _LINE_BREAK.search(text, offset)
+    return text[offset : line_break.start() if line_break else None]
 
 
 def fit_to_line(continuation: str, rest_of_line: str) -> str:

@@ -11,6 +11,7 @@ from phi3_lsp.completion import (
     build_prompt,
     fit_to_line,
     has_text_to_continue,
+    line_after,
     prompt_budget,
     tidy_continuation,
 )
@@ -38,7 +39,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if offset is None:
         return ""
     text_before_cursor = document.source[:offset]
-    rest_of_line = _rest_of_line(document.source, offset)
+    rest_of_line = line_after(document.source, offset)
     budget = ls.settings.answer_budget_ms / 1000 or None
     # Typing through the last suggestion (or asking again at its place) is answered from it,
     # and leaves its generation running: it is the one that serves this request.
@@ -83,11 +84,6 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if generation.done() and generation.result() is False:
         return ""  # superseded: a newer request took over
     return tidy_continuation(fit_to_line(suggestion.text, rest_of_line))
-
-
-def _rest_of_line(source: str, offset: int) -> str:
-    line_end = source.find("\n", offset)
-    return source[offset:] if line_end < 0 else source[offset:line_end]
 
 
 async def _generate_into(

@@ -69,26 +69,24 @@ def load_int4(
     except OSError as error:  # a full or read-only disk costs the next load time, nothing else
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
     else:
-        remove_superseded(entry)
+        _remove_superseded(entry, weights_dir)
     return model
 
 
-def remove_superseded(entry: Path) -> None:
-    """Delete the other entries for the checkpoint folder of `entry` on this CPU code path.
+def _remove_superseded(entry: Path, weights_dir: Path) -> None:
+    """Delete the other entries for `weights_dir` on this CPU code path.
 
     They were made for an earlier state of the checkpoint or another torch or format version,
     so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries for other CPU code paths
     stay: a cache folder shared by several machines uses them.
     """
-    made = _manifest(entry)
-    if made is None:
-        return
+    weights, cpu = str(weights_dir.resolve()), _cpu_code_path()
     for other in entry.parent.iterdir():
         manifest = _manifest(other) if other != entry else None
         if (
             manifest is not None
-            and manifest.get("weights") == made["weights"]
-            and manifest.get("cpu", made["cpu"]) == made["cpu"]  # older entries lack "cpu"
+            and manifest.get("weights") == weights
+            and manifest.get("cpu", cpu) == cpu  # entries made before 6e3ba0e lack "cpu"
         ):
             log.info("Removing %s: superseded by %s", other, entry.name)
             shutil.rmtree(other, ignore_errors=True)

@@ -100,7 +100,7 @@ def test_typing_at_the_end_of_a_long_document_keeps_the_prompts_start(
         moves += common_prefix_length(previous.ids, prompt.ids) < len(previous.ids) - 3
         previous = prompt
     assert_fits_and_keeps_the_end(tokenizer, text, 1024, previous)
-    # The cut moves once per slot of 1,023 characters: at most once for these 240 characters.
+    # The cut moves once per slot of 1,023 characters: at most once for these 234 characters.
     assert moves <= 1
 
 

@@ -12,7 +12,6 @@ from phi3_lsp.completion import (
     build_prompt,
     fit_to_line,
     has_text_to_continue,
-    line_after,
     prompt_budget,
     tidy_continuation,
 )
@@ -168,11 +167,3 @@ def test_in_the_middle_of_a_line_only_the_first_line_is_shown() -> None:
 def test_in_the_middle_of_a_line_the_rest_of_the_line_is_not_typed_twice() -> None:
     assert fit_to_line("a, b)\n\nprint(add(1, 2))", ")") == "a, b"
     assert fit_to_line('Hello, world!")  \n', '")\r') == "Hello, world!"
-
-
-def test_the_line_after_the_cursor_ends_at_any_line_break() -> None:
-    assert line_after("return max()\nnext", len("return max(")) == ")"
-    assert line_after("return max()\r\nnext", len("return max(")) == ")"
-    assert line_after("return max()\rnext", len("return max(")) == ")"
-    assert line_after("return max()", len("return max(")) == ")"
-    assert line_after("end\rnext", len("end")) == ""

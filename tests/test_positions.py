@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phi3_lsp.positions import Encoding, line_starts, offset_at, position_at
+from phi3_lsp.positions import Encoding, line_after, line_starts, offset_at, position_at
 
 # "é" is 1 UTF-16 unit / 2 UTF-8 bytes; "😀" is 2 UTF-16 units / 4 UTF-8 bytes.
 TEXT = "café 😀 ok\nsecond line\r\nthird\rlast"
@@ -80,3 +80,11 @@ def test_round_trip_over_every_offset() -> None:
                 continue  # between "\r" and "\n" is not a position a client can name
             line, character = position_at(TEXT, offset, encoding)
             assert offset_at(TEXT, line, character, encoding) == offset
+
+
+def test_the_line_after_the_cursor_ends_at_any_line_break() -> None:
+    assert line_after("return max()\nnext", len("return max(")) == ")"
+    assert line_after("return max()\r\nnext", len("return max(")) == ")"
+    assert line_after("return max()\rnext", len("return max(")) == ")"
+    assert line_after("return max()", len("return max(")) == ")"
+    assert line_after("end\rnext", len("end")) == ""

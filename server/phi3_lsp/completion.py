@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,7 +10,6 @@ from typing import Protocol
 # long documents are never tokenized whole: typical text and code first (~3-4 per token), then
 # a generous bound for text with long tokens (runs of spaces, long identifiers).
 _CHARS_PER_TOKEN_TRIES = (8, 32)
-_LINE_BREAK = re.compile(r"[\r\n]")
 
 
 class _Span(Protocol):
@@ -97,11 +95,10 @@ def _anchor(text: str, earliest: int, step: int) -> int:
     return newline + 1 if newline >= 0 else slot
 
 
-def line_after(text: str, offset: int) -> str:
-    """The rest of the line after `offset` in `text`, up to its line break ("\\n", "\\r\\n"
-    or "\\r", as LSP ends lines)."""
-    line_break = _LINE_BREAK.search(text, offset)
-    return text[offset : line_break.start() if line_break else None]
+def in_middle_of_line(rest_of_line: str) -> bool:
+    """True when the text after the cursor on its line (`positions.line_after`) is more than
+    whitespace: a suggestion there is one line (see `fit_to_line`)."""
+    return bool(rest_of_line.strip())
 
 
 def fit_to_line(continuation: str, rest_of_line: str) -> str:
@@ -111,11 +108,10 @@ def fit_to_line(continuation: str, rest_of_line: str) -> str:
     would push the rest of the line below the suggestion. The model never sees that rest, so a
     first line that ends with it ("a, b)" before ")") would type it twice: that ending goes.
     """
-    ending = rest_of_line.strip()
-    if not ending:
+    if not in_middle_of_line(rest_of_line):
         return continuation
     first_line = continuation.split("\n", 1)[0].rstrip()
-    return first_line.removesuffix(ending)
+    return first_line.removesuffix(rest_of_line.strip())
 
 
 def tidy_continuation(text: str) -> str:

@@ -27,6 +27,12 @@ def line_starts(text: str) -> list[int]:
     return [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
 
 
+def line_after(text: str, offset: int) -> str:
+    """The rest of the line after `offset` in `text`, up to its line break."""
+    line_break = _LINE_BREAK.search(text, offset)
+    return text[offset : line_break.start() if line_break else None]
+
+
 def _line_end(text: str, starts: list[int], line: int) -> int:
     """Offset just before the line break that ends `line` (or the end of the text)."""
     if line + 1 < len(starts):

@@ -11,12 +11,13 @@ from phi3_lsp.completion import (
     build_prompt,
     fit_to_line,
     has_text_to_continue,
-    line_after,
+    in_middle_of_line,
     prompt_budget,
     tidy_continuation,
 )
 from phi3_lsp.features.documents import cursor_offset, open_document
 from phi3_lsp.model_host import ModelHost
+from phi3_lsp.positions import line_after
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.suggestions import LiveSuggestion
 
@@ -70,7 +71,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         suggestion.finish()
         return ""  # a newer request took over while the prompt was built
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
-    one_line = bool(rest_of_line.strip())
+    one_line = in_middle_of_line(rest_of_line)
     generation = asyncio.ensure_future(
         _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from phi3_lsp.settings import Settings, parse_settings, section_of
+from phi3_lsp.settings import Settings, describe_changes, parse_settings, section_of
 from phi3_lsp.sources import DEFAULT_MODEL
 
 
@@ -119,3 +119,14 @@ def test_weights_take_one_of_the_known_formats() -> None:
         "phi3.weights must be 'fp32' or 'int4', got 'int8'. Using the default, 'fp32'."
     ]
     assert Settings().needs_reload(Settings(weights="int4"))
+
+
+def test_a_change_is_described_with_the_keys_users_write() -> None:
+    before = Settings()
+    after, problems = parse_settings({"answerBudgetMs": 0, "weights": "int4"}, before)
+    assert problems == []
+    assert describe_changes(before, after) == [
+        "phi3.weights: 'fp32' → 'int4'",
+        "phi3.answerBudgetMs: 600 → 0",
+    ]
+    assert describe_changes(after, after) == []

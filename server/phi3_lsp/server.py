@@ -23,7 +23,7 @@ from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler, setup_logging
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
-from phi3_lsp.settings import Settings
+from phi3_lsp.settings import Settings, describe_changes
 from phi3_lsp.sources import DEFAULT_MODEL
 from phi3_lsp.suggestions import SuggestionCache
 
@@ -63,6 +63,8 @@ class Phi3LanguageServer(LanguageServer):
         """Use `settings` from now on: report `problems`, and reload the model if it changed."""
         if problems:
             self.show_message(types.MessageType.Warning, "phi3-lsp settings: " + " ".join(problems))
+        for change in describe_changes(self.settings, settings):
+            logger.info("Setting changed: %s", change)  # the output shows what took effect
         self.settings = settings
         if self.host is None:
             return

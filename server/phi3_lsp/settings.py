@@ -94,6 +94,16 @@ def parse_settings(raw: object, defaults: Settings) -> tuple[Settings, list[str]
     return replace(defaults, **values), problems
 
 
+def describe_changes(before: Settings, after: Settings) -> list[str]:
+    """One "phi3.key: old → new" line per setting that differs, in the order of the keys."""
+    changes = []
+    for key, field in _FIELDS.items():
+        old, new = getattr(before, field.attribute), getattr(after, field.attribute)
+        if old != new:
+            changes.append(f"{SECTION}.{key}: {old!r} → {new!r}")
+    return changes
+
+
 def _parse_value(key: str, field: _Field, value: object) -> tuple[object, str | None]:
     name = f"{SECTION}.{key}"
     if field.kind is bool:

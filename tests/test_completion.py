@@ -12,6 +12,7 @@ from phi3_lsp.completion import (
     build_prompt,
     fit_to_line,
     has_text_to_continue,
+    lines_to_show,
     prompt_budget,
     tidy_continuation,
 )
@@ -150,6 +151,18 @@ def test_tidying_drops_trailing_whitespace_and_broken_characters() -> None:
     assert tidy_continuation(" caf\ufffd") == " caf"
     assert tidy_continuation("\n\n  \n") == ""
     assert tidy_continuation("") == ""
+
+
+def test_while_the_model_adds_to_it_only_complete_lines_are_shown() -> None:
+    growing = " Paris.\n\nThe answer is: 2"  # "2" may become "2018"
+    assert lines_to_show(growing, finished=False) == " Paris.\n\n"
+    assert lines_to_show(growing, finished=True) == growing
+    # A first line still being generated is all there is to show (the budget was spent).
+    assert lines_to_show(" Par", finished=False) == " Par"
+    # The line break that ends the cursor's own line is not a complete line.
+    assert lines_to_show("\n    return a", finished=False) == "\n    return a"
+    assert lines_to_show("\n    return a\n    b = ", finished=False) == "\n    return a\n"
+    assert lines_to_show("", finished=False) == ""
 
 
 def test_at_the_end_of_a_line_the_whole_continuation_is_shown() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,3 +48,32 @@ async def test_typing_through_an_early_answer_gets_the_rest_from_the_same_genera
     finally:
         await budgeted.change_settings(SETTINGS)
     assert whole.insert_text == accepted + rest.insert_text
+
+
+async def test_asking_again_while_it_grows_shows_only_complete_lines(
+    budgeted: Phi3Client,
+) -> None:
+    uri = budgeted.open_text("growing.txt", PROMPT)
+    seen = len(budgeted.statuses)
+    answers: list[str] = []
+    # Ask again at the same place while the continuation grows: each answer comes from the
+    # generation running in the background, whatever it holds at that moment.
+    while not any(status["state"] == "ready" for status in budgeted.statuses[seen:]):
+        [item] = await budgeted.inline(uri, 0, len(PROMPT))
+        assert isinstance(item.insert_text, str)
+        answers.append(item.insert_text)
+        await asyncio.sleep(0.05)
+    assert budgeted.generations_since(seen) == 1, "every answer came from the same generation"
+    whole_uri = budgeted.open_text("growing-whole.txt", PROMPT)
+    await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
+    try:
+        [whole_item] = await budgeted.inline(whole_uri, 0, len(PROMPT))
+    finally:
+        await budgeted.change_settings(SETTINGS)
+    whole = whole_item.insert_text
+    assert isinstance(whole, str) and "\n" in whole.strip(), "the test needs several lines"
+    for answer in answers:
+        assert whole.startswith(answer)
+        # Past its first line, an answer never ends inside a line still being generated.
+        if "\n" in answer.strip():
+            assert answer == whole or whole[len(answer)] in "\r\n", answer

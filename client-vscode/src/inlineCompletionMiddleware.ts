@@ -1,12 +1,23 @@
 /**
  * Middleware around vscode-languageclient's built-in inline completion feature: wait out the
- * debounce, skip when suggestions are off, and report start/end for the status bar and timing.
- * The request itself (and $/cancelRequest when VS Code cancels) stays with the library.
+ * debounce, skip when suggestions are off, report start/end for the status bar and timing, and
+ * keep an answer that comes after VS Code stopped waiting for it.
+ *
+ * An edit of the document, or the cursor leaving the place, cancels the request ($/cancelRequest:
+ * the server stops the model). VS Code also gives up on an automatic request by itself: with its
+ * default `editor.quickSuggestions` ("offWhenInlineCompletions" in code) it waits 750 ms after a
+ * keystroke for inline suggestions, then stops them and opens the suggest widget instead. A model
+ * on a CPU often needs longer. Such a request goes on, since its answer is still wanted there;
+ * once the answer is there, the editor is asked again at the same place, and the server answers
+ * at once from the suggestion it has just made. An answer that comes about when VS Code gives up
+ * may cross its cancellation and be dropped unseen: a late answer is followed by asking again too.
  *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */
 
+import type * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient";
+import { RequestCancellation, whenCancelled } from "./cancellation";
 import { waitUnlessCancelled } from "./debounce";
 
 export interface InlineRequestHooks {
@@ -15,8 +26,38 @@ export interface InlineRequestHooks {
   requestStarted(): void;
   /** Always called once per started request, also when it fails or is cancelled. */
   requestFinished(roundTripMs: number, cancelled: boolean): void;
+  /**
+   * Calls `listener` when `document` is edited or its cursor leaves `position`, until the
+   * returned handle is disposed.
+   */
+  watchPlace(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    listener: () => void,
+  ): { dispose(): void };
+  /** Asks the editor for inline suggestions again, if its cursor is still at `position`. */
+  askAgain(document: vscode.TextDocument, position: vscode.Position): void;
   now?: () => number;
 }
+
+/**
+ * `vscode.InlineCompletionTriggerKind.Invoke`: the user asked, by command or key. The enum lives
+ * in the `vscode` module, which this plain module does not load.
+ */
+const INVOKED = 0;
+
+/**
+ * When VS Code gives up on an automatic request, from its call to the provider: it calls 50 ms
+ * after the keystroke and stops waiting 760 ms after it (quickSuggestionsDelay 10 ms + 750 ms).
+ */
+const EDITOR_GIVES_UP_MS = 710;
+/** An answer later than this may cross VS Code giving up and be dropped unseen. */
+const EDITOR_PATIENCE_MS = EDITOR_GIVES_UP_MS - 110;
+/**
+ * Asking again after such an answer waits until VS Code has surely given up: a request made
+ * before would be stopped with the first (harmless if the answer was shown after all).
+ */
+const ASK_AGAIN_FROM_MS = EDITOR_GIVES_UP_MS + 150;
 
 /** Builds the `provideInlineCompletionItems` middleware. */
 export function inlineCompletionMiddleware(
@@ -25,22 +66,71 @@ export function inlineCompletionMiddleware(
   const now = hooks.now ?? (() => performance.now());
   return {
     provideInlineCompletionItems: async (document, position, context, token, next) => {
+      const called = now();
       const { inlineCompletions, debounceMs } = hooks.currentSettings();
       if (!inlineCompletions) {
         return null;
       }
+      // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
+      const automatic = context.triggerKind !== INVOKED;
       // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
-      if (!(await waitUnlessCancelled(debounceMs, token))) {
+      if (automatic && !(await waitUnlessCancelled(debounceMs, token))) {
         return null;
       }
+      const version = document.version;
+      const serverRequest = new RequestCancellation();
+      const place = hooks.watchPlace(document, position, () => {
+        serverRequest.cancel();
+      });
       const started = now();
       hooks.requestStarted();
+      const answer = (async () => {
+        try {
+          return await next(document, position, context, serverRequest.token);
+        } finally {
+          place.dispose();
+          hooks.requestFinished(now() - started, serverRequest.isCancellationRequested);
+        }
+      })();
+      // Asked again only once: the new request is the user's (`Invoke`), answered at once.
+      const askAgainIfStillWanted = (late: Awaited<typeof answer>) => {
+        if (automatic && hasSuggestion(late) && document.version === version) {
+          hooks.askAgain(document, position);
+        }
+      };
+      const editorGaveUp = whenCancelled(token);
       try {
-        // The same token goes down, so a keystroke during generation sends $/cancelRequest.
-        return await next(document, position, context, token);
+        const outcome = await Promise.race([
+          answer.then((items) => ({ items })),
+          editorGaveUp.promise,
+        ]);
+        if (outcome !== "cancelled") {
+          const answeredAfter = now() - called;
+          if (answeredAfter >= EDITOR_PATIENCE_MS) {
+            setTimeout(
+              () => {
+                askAgainIfStillWanted(outcome.items);
+              },
+              Math.max(0, ASK_AGAIN_FROM_MS - answeredAfter),
+            );
+          }
+          return outcome.items;
+        }
       } finally {
-        hooks.requestFinished(now() - started, token.isCancellationRequested);
+        editorGaveUp.dispose();
       }
+      void answer.then(
+        askAgainIfStillWanted,
+        () => undefined, // nobody waits for it any more; the status bar has seen it end
+      );
+      return null;
     },
   };
+}
+
+function hasSuggestion(
+  result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
+): boolean {
+  const items = Array.isArray(result) ? result : (result?.items ?? []);
+  return items.some((item) => item.insertText !== "");
 }

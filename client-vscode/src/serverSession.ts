@@ -266,6 +266,8 @@ export class ServerSession implements vscode.Disposable {
         requestFinished: (ms, cancelled) => {
           statusBar.requestFinished(ms, cancelled);
         },
+        watchPlace,
+        askAgain: askForInlineSuggestionsAgain,
       }),
     };
     const client = new Phi3LanguageClient("phi3", "Phi-3", serverOptions, clientOptions);
@@ -299,5 +301,43 @@ export class ServerSession implements vscode.Disposable {
     } else if (choice === retry) {
       await this.restart();
     }
+  }
+}
+
+/** Calls `listener` when `document` is edited or no cursor of it stays at `position`. */
+function watchPlace(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  listener: () => void,
+): vscode.Disposable {
+  const edits = vscode.workspace.onDidChangeTextDocument((event) => {
+    if (event.document === document && event.contentChanges.length > 0) {
+      listener();
+    }
+  });
+  const moves = vscode.window.onDidChangeTextEditorSelection((event) => {
+    const stays = event.selections.some(
+      (selection) => selection.isEmpty && selection.active.isEqual(position),
+    );
+    if (event.textEditor.document === document && !stays) {
+      listener();
+    }
+  });
+  return vscode.Disposable.from(edits, moves);
+}
+
+/** Asks VS Code for inline suggestions at the cursor, if it is still alone at `position`. */
+function askForInlineSuggestionsAgain(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+): void {
+  const editor = vscode.window.activeTextEditor;
+  const cursorThere =
+    editor?.document === document &&
+    editor.selections.length === 1 &&
+    editor.selection.isEmpty &&
+    editor.selection.active.isEqual(position);
+  if (cursorThere) {
+    void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
   }
 }

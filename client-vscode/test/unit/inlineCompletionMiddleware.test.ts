@@ -8,30 +8,70 @@ import {
 } from "../../src/inlineCompletionMiddleware";
 
 // The middleware only passes these through; plain objects stand in for VS Code's.
-const document = { uri: "file:///tmp/capital.txt" } as unknown as vscode.TextDocument;
 const position = { line: 0, character: 24 } as unknown as vscode.Position;
-const context = { triggerKind: 1 } as unknown as vscode.InlineCompletionContext;
+const automatic = { triggerKind: 1 } as unknown as vscode.InlineCompletionContext;
+const invoked = { triggerKind: 0 } as unknown as vscode.InlineCompletionContext;
 const suggestion = { items: [{ insertText: " Paris." }] } as unknown as vscode.InlineCompletionList;
+const nothing = { items: [] } as unknown as vscode.InlineCompletionList;
 
+type Result = vscode.InlineCompletionList | null;
 type Next = (
   document: vscode.TextDocument,
   position: vscode.Position,
   context: vscode.InlineCompletionContext,
   token: vscode.CancellationToken,
-) => Promise<vscode.InlineCompletionList | null>;
+) => Promise<Result>;
 
-function recorder(settings: { inlineCompletions: boolean; debounceMs: number }) {
+/**
+ * A document whose edits the test makes: each one raises the version and tells the watchers; a
+ * cursor move tells them without an edit.
+ */
+function editableDocument() {
+  const state = { uri: "file:///tmp/capital.txt", version: 1 };
+  const watchers = new Set<() => void>();
+  return {
+    document: state as unknown as vscode.TextDocument,
+    watchers,
+    edit: () => {
+      state.version += 1;
+      for (const watcher of watchers) {
+        watcher();
+      }
+    },
+    moveCursor: () => {
+      for (const watcher of watchers) {
+        watcher();
+      }
+    },
+  };
+}
+
+function recorder(
+  settings: { inlineCompletions: boolean; debounceMs: number },
+  now?: () => number,
+) {
   const events: string[] = [];
+  const asked: [vscode.TextDocument, vscode.Position][] = [];
+  const { document, watchers, edit, moveCursor } = editableDocument();
   const hooks: InlineRequestHooks = {
     currentSettings: () => settings,
     requestStarted: () => events.push("started"),
     requestFinished: (_ms, cancelled) => events.push(cancelled ? "cancelled" : "finished"),
+    watchPlace: (_document, _position, listener) => {
+      watchers.add(listener);
+      return { dispose: () => watchers.delete(listener) };
+    },
+    askAgain: (document, position) => asked.push([document, position]),
+    ...(now === undefined ? {} : { now }),
   };
   const provide = inlineCompletionMiddleware(hooks).provideInlineCompletionItems;
   assert.ok(provide);
-  const request = (token: vscode.CancellationToken, next: Next) =>
-    provide(document, position, context, token, next);
-  return { events, request };
+  const request = (
+    token: vscode.CancellationToken,
+    next: Next,
+    context: vscode.InlineCompletionContext = automatic,
+  ) => Promise.resolve(provide(document, position, context, token, next));
+  return { events, asked, document, watchers, edit, moveCursor, request };
 }
 
 function tokenSource() {
@@ -39,19 +79,35 @@ function tokenSource() {
   return { source, token: source.token as unknown as vscode.CancellationToken };
 }
 
+/** A server answer that the test gives when it wants, and the token the request was sent with. */
+function pendingAnswer() {
+  let give: (result: Result) => void = () => undefined;
+  let sentWith: vscode.CancellationToken | undefined;
+  const next: Next = (_d, _p, _c, token) => {
+    sentWith = token;
+    return new Promise<Result>((resolve) => {
+      give = resolve;
+    });
+  };
+  return {
+    next,
+    give: (result: Result) => {
+      give(result);
+    },
+    sentWith: () => sentWith,
+  };
+}
+
+const settled = () => new Promise((resolve) => setImmediate(resolve));
+
 describe("inline completion middleware", () => {
   it("asks the server once the debounce has passed and returns its answer", async () => {
-    const { events, request } = recorder({ inlineCompletions: true, debounceMs: 30 });
+    const { events, asked, request } = recorder({ inlineCompletions: true, debounceMs: 30 });
     const { token } = tokenSource();
-    let seenToken: vscode.CancellationToken | undefined;
-    const result = await request(token, (_d, _p, _c, t) => {
-      seenToken = t;
-      return Promise.resolve(suggestion);
-    });
+    const result = await request(token, () => Promise.resolve(suggestion));
     assert.equal(result, suggestion);
-    // The very same token goes to the library, which turns its cancellation into $/cancelRequest.
-    assert.equal(seenToken, token);
     assert.deepEqual(events, ["started", "finished"]);
+    assert.deepEqual(asked, []);
   });
 
   it("sends nothing for keystrokes that come faster than the debounce", async () => {
@@ -64,7 +120,7 @@ describe("inline completion middleware", () => {
     const pending: Promise<unknown>[] = [];
     for (let keystroke = 0; keystroke < 3; keystroke++) {
       const { source, token } = tokenSource();
-      pending.push(Promise.resolve(request(token, next)));
+      pending.push(request(token, next));
       if (keystroke < 2) {
         // VS Code cancels the previous request on the next keystroke.
         await new Promise((resolve) => setTimeout(resolve, 20));
@@ -74,6 +130,14 @@ describe("inline completion middleware", () => {
     const results = await Promise.all(pending);
     assert.equal(calls, 1);
     assert.deepEqual(results, [null, null, suggestion]);
+    assert.deepEqual(events, ["started", "finished"]);
+  });
+
+  it("sends a request the user asked for at once, whatever the debounce", async () => {
+    const { events, request } = recorder({ inlineCompletions: true, debounceMs: 60_000 });
+    const { token } = tokenSource();
+    const result = await request(token, () => Promise.resolve(suggestion), invoked);
+    assert.equal(result, suggestion);
     assert.deepEqual(events, ["started", "finished"]);
   });
 
@@ -91,21 +155,149 @@ describe("inline completion middleware", () => {
     const { events, request } = recorder({ inlineCompletions: true, debounceMs: 0 });
     const { token } = tokenSource();
     await assert.rejects(
-      Promise.resolve(request(token, () => Promise.reject(new Error("server crashed")))),
+      request(token, () => Promise.reject(new Error("server crashed"))),
       /server crashed/,
     );
     assert.deepEqual(events, ["started", "finished"]);
   });
 
-  it("reports a request cancelled while the server generates", async () => {
-    const { events, request } = recorder({ inlineCompletions: true, debounceMs: 0 });
-    const { source, token } = tokenSource();
-    const result = await request(token, (_d, _p, _c, t) => {
-      source.cancel();
-      assert.equal(t.isCancellationRequested, true);
-      return Promise.resolve(null);
+  it("cancels the server's work when the document is edited during the request", async () => {
+    const { events, asked, edit, watchers, request } = recorder({
+      inlineCompletions: true,
+      debounceMs: 0,
     });
-    assert.equal(result, null);
+    const { source, token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    // A keystroke: VS Code cancels its request, and the edit reaches the extension.
+    source.cancel();
+    edit();
+    assert.equal(server.sentWith()?.isCancellationRequested, true);
+    server.give(null); // what vscode-languageclient returns for a cancelled request
+    assert.equal(await result, null);
+    await settled();
     assert.deepEqual(events, ["started", "cancelled"]);
+    assert.deepEqual(asked, []);
+    assert.equal(watchers.size, 0);
+  });
+
+  it("cancels it also when the edit comes after VS Code stopped waiting", async () => {
+    const { events, edit, request } = recorder({ inlineCompletions: true, debounceMs: 0 });
+    const { source, token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    source.cancel();
+    assert.equal(await result, null);
+    assert.equal(server.sentWith()?.isCancellationRequested, false);
+    edit();
+    assert.equal(server.sentWith()?.isCancellationRequested, true);
+    server.give(null);
+    await settled();
+    assert.deepEqual(events, ["started", "cancelled"]);
+  });
+
+  it("cancels it when the cursor leaves the place after VS Code stopped waiting", async () => {
+    const { events, asked, moveCursor, request } = recorder({
+      inlineCompletions: true,
+      debounceMs: 0,
+    });
+    const { source, token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    source.cancel();
+    assert.equal(await result, null);
+    moveCursor();
+    assert.equal(server.sentWith()?.isCancellationRequested, true);
+    server.give(null);
+    await settled();
+    assert.deepEqual(events, ["started", "cancelled"]);
+    assert.deepEqual(asked, []);
+  });
+
+  it("keeps the request when VS Code stops waiting by itself, and asks again with its answer", async () => {
+    const { events, asked, document, watchers, request } = recorder({
+      inlineCompletions: true,
+      debounceMs: 0,
+    });
+    const { source, token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    // No edit: VS Code gave up on its own (its suggest widget's 750 ms wait).
+    source.cancel();
+    assert.equal(await result, null);
+    assert.equal(server.sentWith()?.isCancellationRequested, false);
+    assert.deepEqual(asked, []);
+    server.give(suggestion);
+    await settled();
+    assert.deepEqual(asked, [[document, position]]);
+    assert.deepEqual(events, ["started", "finished"]);
+    assert.equal(watchers.size, 0);
+  });
+
+  it("asks again after an answer later than VS Code waits, which it may have dropped", async () => {
+    let clock = 0;
+    const { asked, document, request } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      () => clock,
+    );
+    const { token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    // The answer comes 700 ms after VS Code asked; its cancellation has not arrived (yet).
+    clock = 700;
+    server.give(suggestion);
+    assert.equal(await result, suggestion);
+    // Not before VS Code has surely given up (at 710 ms), which would stop the new request too.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.deepEqual(asked, []);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(asked, [[document, position]]);
+  });
+
+  it("does not ask again for an answer in time", async () => {
+    let clock = 0;
+    const { asked, request } = recorder({ inlineCompletions: true, debounceMs: 0 }, () => clock);
+    const { token } = tokenSource();
+    const server = pendingAnswer();
+    const result = request(token, server.next);
+    await settled();
+    clock = 400;
+    server.give(suggestion);
+    assert.equal(await result, suggestion);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.deepEqual(asked, []);
+  });
+
+  it("does not ask again for an empty answer, an edited document or a request the user made", async () => {
+    const cases: { answer: Result; edited: boolean; context: vscode.InlineCompletionContext }[] = [
+      { answer: nothing, edited: false, context: automatic },
+      { answer: null, edited: false, context: automatic },
+      { answer: suggestion, edited: true, context: automatic },
+      { answer: suggestion, edited: false, context: invoked },
+    ];
+    for (const { answer, edited, context } of cases) {
+      const { asked, edit, watchers, request } = recorder({
+        inlineCompletions: true,
+        debounceMs: 0,
+      });
+      const { source, token } = tokenSource();
+      const server = pendingAnswer();
+      const result = request(token, server.next, context);
+      await settled();
+      source.cancel();
+      assert.equal(await result, null);
+      if (edited) {
+        watchers.clear(); // the edit came, but the server answered before it was cancelled
+        edit();
+      }
+      server.give(answer);
+      await settled();
+      assert.deepEqual(asked, [], JSON.stringify({ answer, edited, context }));
+    }
   });
 });

@@ -45,6 +45,10 @@ const EXPECTED_IN_SUGGESTION = "Paris";
 /** Typed on a new line after the first suggestion; its suggestion must come without a trigger. */
 const SECOND_PROMPT = "The capital of Italy is";
 const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
+/** Typed after `phi3.answerBudgetMs` is set to 0: its answer comes after VS Code stopped waiting. */
+const THIRD_PROMPT = "The capital of Spain is";
+/** How long VS Code waits for inline suggestions after a keystroke in code (quickSuggestions). */
+const EDITOR_WAIT_MS = 750;
 const HOVERED_WORD = "capital";
 
 /** Bounds for each wait, generous for a busy 2-core machine. */
@@ -181,6 +185,18 @@ function extensionLog(userDataDir) {
   return found.length > 0 ? { file: found.at(-1), text: readFileSync(found.at(-1), "utf8") } : null;
 }
 
+/** Waits until the extension's log (which holds the server's) has a line containing `text`. */
+async function waitForServerLog(userDataDir, text) {
+  const deadline = Date.now() + TIMEOUT.ui;
+  while (Date.now() < deadline) {
+    if (extensionLog(userDataDir)?.text.includes(text)) {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new CheckFailed(`the extension's log has no "${text}" within ${TIMEOUT.ui / 1000} s`);
+}
+
 /** Waits for the status bar item to show ready (sparkle icon); fails at once on its error icon. */
 async function waitForServerReady(workbench) {
   const deadline = Date.now() + TIMEOUT.serverReady;
@@ -205,13 +221,13 @@ async function waitForServerReady(workbench) {
   );
 }
 
-/** Waits for ghost text containing `expected` and returns it. */
-async function waitForGhostText(workbench, expected) {
+/** Waits for ghost text containing `expected` (any, if not given) and returns it. */
+async function waitForGhostText(workbench, expected = undefined) {
   const deadline = Date.now() + TIMEOUT.suggestion;
   let last = "";
   while (Date.now() < deadline) {
     last = await workbench.ghostText();
-    if (last.includes(expected)) {
+    if (last !== "" && last.includes(expected ?? "")) {
       return last;
     }
     await workbench.page.waitForTimeout(100);
@@ -237,7 +253,7 @@ async function waitForNoGhostText(workbench) {
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
-async function drive(page, workbench, facts, weights) {
+async function drive(page, workbench, facts, weights, { userDataDir, workspace }) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
     log("workbench loaded");
@@ -314,6 +330,40 @@ async function drive(page, workbench, facts, weights) {
     `dismissing the suggestion changed the document: ${JSON.stringify(await workbench.editorText())}`,
   );
 
+  // A suggestion slower than VS Code's wait: with answerBudgetMs 0 the server answers only with
+  // the whole continuation. VS Code gives up on the request first; the suggestion must still
+  // appear by itself once it is there.
+  // As workspace settings: VS Code watches the workspace's files (not the user settings file here).
+  mkdirSync(path.join(workspace, ".vscode"), { recursive: true });
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify({ "phi3.answerBudgetMs": 0 }, null, 2),
+  );
+  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 600 → 0");
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(THIRD_PROMPT, { delay: 30 });
+  const lastKeystroke = performance.now();
+  // Whatever the model continues with: this step is about when it shows, not what it says.
+  const slow = await timed("slow suggestion (last keystroke → ghost text)", () =>
+    waitForGhostText(workbench),
+  );
+  const slowMs = performance.now() - lastKeystroke;
+  log(`slow ghost text after ${Math.round(slowMs)} ms: ${JSON.stringify(slow)}`);
+  checkAndContinue(
+    slowMs > EDITOR_WAIT_MS,
+    `the slow suggestion came ${Math.round(slowMs)} ms after typing, within VS Code's wait: the step did not check a late answer`,
+  );
+  await screenshot(page, "05b-slow-suggestion");
+  await page.keyboard.press("Escape");
+  if ((await workbench.suggestWidgetLabels()).length > 0) {
+    await page.keyboard.press("Escape"); // the suggest widget VS Code opened when it gave up
+  }
+  check(
+    await waitForNoGhostText(workbench),
+    `Escape did not dismiss the slow suggestion: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+
   const hover = await workbench.hoverWord(HOVERED_WORD, TIMEOUT.hover);
   log(`hover: ${JSON.stringify(hover)}`);
   for (const token of facts.tokens) {
@@ -345,6 +395,8 @@ async function drive(page, workbench, facts, weights) {
   }
   await screenshot(page, "07-architecture");
 
+  // The slow suggestion's continuation may still be generated in the background.
+  await waitForServerReady(workbench);
   const tooltip = await workbench.statusTooltip(TIMEOUT.ui, () =>
     screenshot(page, "08-status-tooltip"),
   );
@@ -391,7 +443,10 @@ async function main() {
   process.once("SIGTERM", onSignal);
   try {
     codeServer = await timed("code-server start (spawn → listening)", () =>
-      startCodeServer(install, profile, { timeoutMs: TIMEOUT.codeServerListening }),
+      startCodeServer(install, profile, {
+        timeoutMs: TIMEOUT.codeServerListening,
+        logLevel: settings.trace ? "trace" : "info",
+      }),
     );
     log(`code-server listening on ${codeServer.url}`);
     browser = await chromium.launch({
@@ -404,7 +459,10 @@ async function main() {
     await page.goto(`${codeServer.url}?folder=${encodeURIComponent(workspace)}`, {
       timeout: TIMEOUT.workbench,
     });
-    await drive(page, new Workbench(page), facts, settings.weights);
+    await drive(page, new Workbench(page), facts, settings.weights, {
+      userDataDir: profile.userDataDir,
+      workspace,
+    });
     passed = problems.length === 0;
     if (!passed) {
       process.stderr.write(`\nFAILED: ${problems.length} problem(s):\n  ${problems.join("\n  ")}\n`);

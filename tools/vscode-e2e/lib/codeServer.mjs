@@ -69,9 +69,11 @@ export async function installExtension(install, profile, vsix) {
 
 /**
  * Starts code-server and resolves once it listens, with its URL and a `stop()` that ends it and
- * everything it started (extension host, language server) as one process group.
+ * everything it started (extension host, language server) as one process group. `logLevel`
+ * "trace" lets the extension's output channel keep the LSP messages that `phi3.trace.server`
+ * writes at that level.
  */
-export function startCodeServer(install, profile, { timeoutMs }) {
+export function startCodeServer(install, profile, { timeoutMs, logLevel = "info" }) {
   const args = [
     ...commonArguments(install, profile),
     "--auth",
@@ -83,6 +85,8 @@ export function startCodeServer(install, profile, { timeoutMs }) {
     "--disable-workspace-trust",
     "--disable-getting-started-override",
     "--ignore-last-opened",
+    "--log",
+    logLevel,
   ];
   const child = spawn(install.node, args, {
     env: codeServerEnv(install),

@@ -76,6 +76,16 @@ class TestGrowingSuggestion:
         suggestion.append(". It is")
         assert await waiting == ". It is"
 
+    async def test_while_it_grows_only_its_complete_lines_are_shown(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Paris.\nThe answer is: 2")
+        assert suggestion.shown() == " Paris.\n"
+        assert await rest_after(cache, BEFORE + " P") == "aris.\n"
+        suggestion.finish()
+        assert suggestion.shown() == " Paris.\nThe answer is: 2"
+        assert await rest_after(cache, BEFORE + " P") == "aris.\nThe answer is: 2"
+
     async def test_text_appended_from_another_thread_wakes_the_waiter(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         model_thread = threading.Thread(target=lambda: suggestion.append(" Paris"))

@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from phi3_lsp.completion import lines_to_show
+
 
 class LiveSuggestion:
     """The text of one continuation, appended to by the model thread, read on the event loop."""
@@ -41,6 +43,11 @@ class LiveSuggestion:
     def finished(self) -> bool:
         """True once the model has stopped adding to it (done, limit reached, or stopped)."""
         return self._finished
+
+    def shown(self, start: int = 0) -> str:
+        """What to show of the text after `start` characters: whole lines while it grows."""
+        finished = self._finished  # first: once finished, the text no longer changes
+        return lines_to_show(self._text[start:], finished=finished)
 
     def append(self, piece: str) -> None:
         """Add generated text; may be called from any thread."""
@@ -112,7 +119,7 @@ class TypedThrough:
     typed: str
 
     async def rest(self, budget: float | None) -> str | None:
-        """The suggestion after what was typed, settled as a fresh answer would be.
+        """The suggestion after what was typed, settled and shown as a fresh answer would be.
 
         None when the suggestion turned out to differ from what was typed, or when nothing is
         left of it.
@@ -122,7 +129,7 @@ class TypedThrough:
         text = self.suggestion.text
         if not text.startswith(typed) or len(text) == len(typed):
             return None
-        return text[len(typed) :]
+        return self.suggestion.shown(len(typed))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from phi3_lsp.completion import (
     fit_to_line,
     has_text_to_continue,
     in_middle_of_line,
-    lines_to_show,
     prompt_budget,
     tidy_continuation,
 )
@@ -49,8 +48,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if through is not None:
         rest = await through.rest(budget)
         if rest is not None:
-            shown = lines_to_show(rest, finished=through.suggestion.finished)
-            return tidy_continuation(fit_to_line(shown, rest_of_line))
+            return tidy_continuation(fit_to_line(rest, rest_of_line))
     # Any other request makes the running generation useless.
     host.supersede()
     tokenizer, engine = host.tokenizer, host.engine
@@ -86,10 +84,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         raise
     if generation.done() and generation.result() is False:
         return ""  # superseded: a newer request took over
-    # Read before the text: a finished suggestion's text is final.
-    finished = suggestion.finished
-    shown = lines_to_show(suggestion.text, finished=finished)
-    return tidy_continuation(fit_to_line(shown, rest_of_line))
+    return tidy_continuation(fit_to_line(suggestion.shown(), rest_of_line))
 
 
 async def _generate_into(

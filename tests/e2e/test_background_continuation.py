@@ -25,6 +25,18 @@ async def budgeted(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Clien
     await stop(client)
 
 
+async def whole_continuation(client: Phi3Client, name: str) -> str:
+    """The continuation of PROMPT in a fresh document, waited for whole (answerBudgetMs 0)."""
+    uri = client.open_text(name, PROMPT)
+    await client.change_settings({**SETTINGS, "answerBudgetMs": 0})
+    try:
+        [item] = await client.inline(uri, 0, len(PROMPT))
+    finally:
+        await client.change_settings(SETTINGS)
+    assert isinstance(item.insert_text, str)
+    return item.insert_text
+
+
 async def test_typing_through_an_early_answer_gets_the_rest_from_the_same_generation(
     budgeted: Phi3Client,
 ) -> None:
@@ -41,13 +53,7 @@ async def test_typing_through_an_early_answer_gets_the_rest_from_the_same_genera
     assert isinstance(rest.insert_text, str) and rest.insert_text.strip()
     assert budgeted.generations_since(seen) == 1, "the rest came without a second generation"
     # Together they are the whole greedy continuation, which a fresh document reproduces.
-    whole_uri = budgeted.open_text("whole.txt", PROMPT)
-    await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
-    try:
-        [whole] = await budgeted.inline(whole_uri, 0, len(PROMPT))
-    finally:
-        await budgeted.change_settings(SETTINGS)
-    assert whole.insert_text == accepted + rest.insert_text
+    assert await whole_continuation(budgeted, "whole.txt") == accepted + rest.insert_text
 
 
 async def test_asking_again_while_it_grows_shows_only_complete_lines(
@@ -64,14 +70,8 @@ async def test_asking_again_while_it_grows_shows_only_complete_lines(
         answers.append(item.insert_text)
         await asyncio.sleep(0.05)
     assert budgeted.generations_since(seen) == 1, "every answer came from the same generation"
-    whole_uri = budgeted.open_text("growing-whole.txt", PROMPT)
-    await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
-    try:
-        [whole_item] = await budgeted.inline(whole_uri, 0, len(PROMPT))
-    finally:
-        await budgeted.change_settings(SETTINGS)
-    whole = whole_item.insert_text
-    assert isinstance(whole, str) and "\n" in whole.strip(), "the test needs several lines"
+    whole = await whole_continuation(budgeted, "growing-whole.txt")
+    assert "\n" in whole.strip(), "the test needs several lines"
     for answer in answers:
         assert whole.startswith(answer)
         # Past its first line, an answer never ends inside a line still being generated.

@@ -100,6 +100,21 @@ function pendingAnswer() {
 
 const settled = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A request the middleware has sent on to a server that answers when the test says. */
+async function sentRequest(
+  options: { now?: () => number; context?: vscode.InlineCompletionContext } = {},
+) {
+  const recorded = recorder({ inlineCompletions: true, debounceMs: 0 }, options.now);
+  const { source, token } = tokenSource();
+  const server = pendingAnswer();
+  const result = recorded.request(token, server.next, options.context);
+  await settled();
+  const editorCancels = () => {
+    source.cancel();
+  };
+  return { ...recorded, server, result, editorCancels };
+}
+
 describe("inline completion middleware", () => {
   it("asks the server once the debounce has passed and returns its answer", async () => {
     const { events, asked, request } = recorder({ inlineCompletions: true, debounceMs: 30 });
@@ -162,16 +177,9 @@ describe("inline completion middleware", () => {
   });
 
   it("cancels the server's work when the document is edited during the request", async () => {
-    const { events, asked, edit, watchers, request } = recorder({
-      inlineCompletions: true,
-      debounceMs: 0,
-    });
-    const { source, token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
+    const { events, asked, edit, watchers, server, result, editorCancels } = await sentRequest();
     // A keystroke: VS Code cancels its request, and the edit reaches the extension.
-    source.cancel();
+    editorCancels();
     edit();
     assert.equal(server.sentWith()?.isCancellationRequested, true);
     server.give(null); // what vscode-languageclient returns for a cancelled request
@@ -183,12 +191,8 @@ describe("inline completion middleware", () => {
   });
 
   it("cancels it also when the edit comes after VS Code stopped waiting", async () => {
-    const { events, edit, request } = recorder({ inlineCompletions: true, debounceMs: 0 });
-    const { source, token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
-    source.cancel();
+    const { events, edit, server, result, editorCancels } = await sentRequest();
+    editorCancels();
     assert.equal(await result, null);
     assert.equal(server.sentWith()?.isCancellationRequested, false);
     edit();
@@ -199,15 +203,8 @@ describe("inline completion middleware", () => {
   });
 
   it("cancels it when the cursor leaves the place after VS Code stopped waiting", async () => {
-    const { events, asked, moveCursor, request } = recorder({
-      inlineCompletions: true,
-      debounceMs: 0,
-    });
-    const { source, token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
-    source.cancel();
+    const { events, asked, moveCursor, server, result, editorCancels } = await sentRequest();
+    editorCancels();
     assert.equal(await result, null);
     moveCursor();
     assert.equal(server.sentWith()?.isCancellationRequested, true);
@@ -218,16 +215,10 @@ describe("inline completion middleware", () => {
   });
 
   it("keeps the request when VS Code stops waiting by itself, and asks again with its answer", async () => {
-    const { events, asked, document, watchers, request } = recorder({
-      inlineCompletions: true,
-      debounceMs: 0,
-    });
-    const { source, token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
+    const { events, asked, document, watchers, server, result, editorCancels } =
+      await sentRequest();
     // No edit: VS Code gave up on its own (its suggest widget's 750 ms wait).
-    source.cancel();
+    editorCancels();
     assert.equal(await result, null);
     assert.equal(server.sentWith()?.isCancellationRequested, false);
     assert.deepEqual(asked, []);
@@ -240,14 +231,7 @@ describe("inline completion middleware", () => {
 
   it("asks again after an answer later than VS Code waits, which it may have dropped", async () => {
     let clock = 0;
-    const { asked, document, request } = recorder(
-      { inlineCompletions: true, debounceMs: 0 },
-      () => clock,
-    );
-    const { token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
+    const { asked, document, server, result } = await sentRequest({ now: () => clock });
     // The answer comes 700 ms after VS Code asked; its cancellation has not arrived (yet).
     clock = 700;
     server.give(suggestion);
@@ -261,11 +245,7 @@ describe("inline completion middleware", () => {
 
   it("does not ask again for an answer in time", async () => {
     let clock = 0;
-    const { asked, request } = recorder({ inlineCompletions: true, debounceMs: 0 }, () => clock);
-    const { token } = tokenSource();
-    const server = pendingAnswer();
-    const result = request(token, server.next);
-    await settled();
+    const { asked, server, result } = await sentRequest({ now: () => clock });
     clock = 400;
     server.give(suggestion);
     assert.equal(await result, suggestion);
@@ -281,15 +261,10 @@ describe("inline completion middleware", () => {
       { answer: suggestion, edited: false, context: invoked },
     ];
     for (const { answer, edited, context } of cases) {
-      const { asked, edit, watchers, request } = recorder({
-        inlineCompletions: true,
-        debounceMs: 0,
+      const { asked, edit, watchers, server, result, editorCancels } = await sentRequest({
+        context,
       });
-      const { source, token } = tokenSource();
-      const server = pendingAnswer();
-      const result = request(token, server.next, context);
-      await settled();
-      source.cancel();
+      editorCancels();
       assert.equal(await result, null);
       if (edited) {
         watchers.clear(); // the edit came, but the server answered before it was cancelled

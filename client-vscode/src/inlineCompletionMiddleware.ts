@@ -7,10 +7,11 @@
  * the server stops the model). VS Code also gives up on an automatic request by itself: with its
  * default `editor.quickSuggestions` ("offWhenInlineCompletions" in code) it waits 750 ms after a
  * keystroke that would open its suggest widget (a word character) for inline suggestions, then
- * stops them and opens the widget instead. A model on a CPU often needs longer. Such a request goes on, since its answer is still wanted there;
- * once the answer is there, the editor is asked again at the same place, and the server answers
- * at once from the suggestion it has just made. An answer that comes about when VS Code gives up
- * may cross its cancellation and be dropped unseen: a late answer is followed by asking again too.
+ * stops them and opens the widget instead. A model on a CPU often needs longer. Such a request
+ * goes on, since its answer is still wanted there; once the answer is there, the editor is asked
+ * again at the same place, and the server answers at once from the suggestion it has just made.
+ * An answer that comes about when VS Code gives up may cross its cancellation and be dropped
+ * unseen: a late answer is followed by asking again too.
  *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */

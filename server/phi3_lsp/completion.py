@@ -114,20 +114,26 @@ def fit_to_line(continuation: str, rest_of_line: str) -> str:
     return first_line.removesuffix(rest_of_line.strip())
 
 
+def complete_lines(continuation: str) -> str:
+    """The continuation up to its last line break after visible text; "" if it has none yet.
+
+    A line break before any visible text only ends the cursor's own line.
+    """
+    first_visible = len(continuation) - len(continuation.lstrip())
+    last_break = continuation.rfind("\n")
+    return continuation[: last_break + 1] if last_break >= first_visible else ""
+
+
 def lines_to_show(continuation: str, *, finished: bool) -> str:
     """The part of a continuation worth showing while the model may still add to it.
 
     A finished continuation is shown whole. While it grows, its last line may end anywhere (in
-    the middle of a word or a number), so only its complete lines are shown: up to the last line
-    break after visible text. A first line that is not complete yet is shown as it is.
+    the middle of a word or a number), so only its complete lines are shown. A first line that
+    is not complete yet is shown as it is.
     """
     if finished:
         return continuation
-    first_visible = len(continuation) - len(continuation.lstrip())
-    last_break = continuation.rfind("\n")
-    if last_break < first_visible:
-        return continuation
-    return continuation[: last_break + 1]
+    return complete_lines(continuation) or continuation
 
 
 def tidy_continuation(text: str) -> str:

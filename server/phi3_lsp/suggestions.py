@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from phi3_lsp.completion import lines_to_show
+from phi3_lsp.completion import complete_lines, lines_to_show
 
 
 class LiveSuggestion:
@@ -96,9 +96,8 @@ class LiveSuggestion:
             return bool(text[shown_from:].strip())
 
         def has_a_line(text: str) -> bool:
-            # A line break after visible text: the first line will not change any more.
-            rest = text[shown_from:].lstrip()
-            return bool(rest) and "\n" in rest
+            # The first line will not change any more.
+            return bool(complete_lines(text[shown_from:]))
 
         if budget is None:
             await self.wait(_never, None)

@@ -1,12 +1,18 @@
 /**
- * Cancellation of our own, apart from VS Code's: a request to the server that outlives the
+ * Cancellation tokens: the shape this extension reads, a promise for their cancellation, and a
+ * cancellation of our own, apart from VS Code's, for a request to the server that outlives the
  * editor's interest in it (see inlineCompletionMiddleware.ts).
  *
  * Plain module: only type imports from `vscode`.
  */
 
 import type * as vscode from "vscode";
-import type { CancellationSignal } from "./debounce";
+
+/** What a cancellation token offers (VS Code's and vscode-jsonrpc's tokens both fit). */
+export interface CancellationSignal {
+  readonly isCancellationRequested: boolean;
+  onCancellationRequested(listener: () => void): { dispose(): void };
+}
 
 /** A cancellation token that this extension cancels, handed to vscode-languageclient. */
 export class RequestCancellation {

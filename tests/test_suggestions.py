@@ -86,6 +86,36 @@ class TestGrowingSuggestion:
         assert suggestion.shown() == " Paris.\nThe answer is: 2"
         assert await rest_after(cache, BEFORE + " P") == "aris.\nThe answer is: 2"
 
+    async def test_a_stopped_generation_shows_only_its_complete_lines(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Paris.\nThe ans")
+        suggestion.finish(stopped=True)  # cancelled while the model was inside a word
+        assert suggestion.shown() == " Paris.\n"
+        assert await rest_after(cache, BEFORE + " P") == "aris.\n"
+
+    async def test_a_stopped_generation_with_no_complete_line_left_answers_nothing(
+        self,
+    ) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Paris.\nThe ans")
+        suggestion.finish(stopped=True)
+        # The caller generates anew instead of showing "The ans" or "aris." cut short.
+        assert await rest_after(cache, BEFORE + " Paris.\n") is None
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Par")
+        suggestion.finish(stopped=True)
+        assert await rest_after(cache, BEFORE + " P") is None
+
+    async def test_a_generation_that_ended_is_shown_whole(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        cache = cache_with(suggestion)
+        suggestion.append(" Paris.\nThe ans")
+        suggestion.finish()  # the token limit ends a continuation anywhere too: that is its end
+        assert await rest_after(cache, BEFORE + " Paris.\n") == "The ans"
+
     async def test_text_appended_from_another_thread_wakes_the_waiter(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         model_thread = threading.Thread(target=lambda: suggestion.append(" Paris"))

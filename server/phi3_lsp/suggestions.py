@@ -22,6 +22,7 @@ class LiveSuggestion:
         self._loop = loop
         self._text = ""
         self._finished = False
+        self._stopped = False
         self._changed = asyncio.Event()
         # Waits that look at the text: only these need a wake-up for every appended piece.
         # Waking the event loop costs the model thread ~1.5 ms a token (GIL and a pipe write).
@@ -44,9 +45,20 @@ class LiveSuggestion:
         """True once the model has stopped adding to it (done, limit reached, or stopped)."""
         return self._finished
 
+    @property
+    def stopped(self) -> bool:
+        """True when its generation was stopped before it ended (cancelled, superseded, failed)."""
+        return self._stopped
+
     def shown(self, start: int = 0) -> str:
-        """What to show of the text after `start` characters: whole lines while it grows."""
-        finished = self._finished  # first: once finished, the text no longer changes
+        """What to show of the text after `start` characters: whole lines unless it ended.
+
+        A stopped generation was cut wherever the stop found it, often inside a word: only its
+        complete lines are shown, "" when it has none.
+        """
+        finished = self._finished  # first: once finished, the text and `stopped` no longer change
+        if finished and self._stopped:
+            return complete_lines(self._text[start:])
         return lines_to_show(self._text[start:], finished=finished)
 
     def append(self, piece: str) -> None:
@@ -55,10 +67,14 @@ class LiveSuggestion:
         if self._text_watchers:
             self._notify()
 
-    def finish(self, final_text: str | None = None) -> None:
-        """Mark it whole, optionally with the generation's final text; from any thread."""
+    def finish(self, final_text: str | None = None, *, stopped: bool = False) -> None:
+        """Mark it whole, optionally with the generation's final text; from any thread.
+
+        `stopped`: the generation was stopped before it ended, so the text may end anywhere.
+        """
         if final_text is not None:
             self._text = final_text
+        self._stopped = stopped
         self._finished = True
         self._notify()
 
@@ -120,15 +136,16 @@ class TypedThrough:
     async def rest(self, budget: float | None) -> str | None:
         """The suggestion after what was typed, settled and shown as a fresh answer would be.
 
-        None when the suggestion turned out to differ from what was typed, or when nothing is
-        left of it.
+        None when the suggestion turned out to differ from what was typed, when nothing is left
+        of it, or when its generation was stopped with no complete line left: the caller then
+        generates anew from the cursor.
         """
         typed = self.typed
         await self.suggestion.settle(len(typed), budget)
         text = self.suggestion.text
         if not text.startswith(typed) or len(text) == len(typed):
             return None
-        return self.suggestion.shown(len(typed))
+        return self.suggestion.shown(len(typed)) or None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from lsprotocol import types
+from pygls.exceptions import JsonRpcRequestCancelled
 
 from e2e.lsp_session import Phi3Client, start_smollm2, stop
 
@@ -77,3 +79,40 @@ async def test_asking_again_while_it_grows_shows_only_complete_lines(
         # Past its first line, an answer never ends inside a line still being generated.
         if "\n" in answer.strip():
             assert answer == whole or whole[len(answer)] in "\r\n", answer
+
+
+async def test_asking_again_after_a_cancelled_request_never_shows_a_line_cut_short(
+    budgeted: Phi3Client,
+) -> None:
+    whole = await whole_continuation(budgeted, "cut-whole.txt")
+    await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
+    answers: list[str] = []
+    try:
+        # Stopped a few tokens in (in the first line or the second, long one), then asked again.
+        for tokens_time in (0.3, 0.6, 0.9):
+            answers.append(
+                await answer_after_a_cancel(budgeted, f"cut-{tokens_time}.txt", tokens_time)
+            )
+    finally:
+        await budgeted.change_settings(SETTINGS)
+    for answer in answers:
+        assert whole.startswith(answer)
+        # Whole lines of the continuation (or all of it), not what the stop happened to leave.
+        assert answer == whole or whole[len(answer)] in "\r\n", (answer, whole)
+
+
+async def answer_after_a_cancel(client: Phi3Client, name: str, seconds: float) -> str:
+    """Ask for PROMPT's continuation, cancel after `seconds` of generating, then ask again."""
+    uri = client.open_text(name, PROMPT)
+    seen = len(client.statuses)
+    request = asyncio.ensure_future(client.inline(uri, 0, len(PROMPT), msg_id=name))
+    await client.wait_for_status(lambda status: status["state"] == "generating", after=seen)
+    await asyncio.sleep(seconds)
+    # The user moved on before the answer: the model stops wherever it is.
+    client.cancel_request(types.CancelParams(id=name))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await request
+    await client.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    [again] = await client.inline(uri, 0, len(PROMPT))
+    assert isinstance(again.insert_text, str)
+    return again.insert_text

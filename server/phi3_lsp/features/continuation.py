@@ -68,7 +68,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         prompt_budget(settings.context_tokens, engine.context_length, settings.max_new_tokens),
     )
     if not ls.suggestions.is_current(suggestion):
-        suggestion.finish()
+        suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
     one_line = in_middle_of_line(rest_of_line)
@@ -106,7 +106,10 @@ async def _generate_into(
             one_line=one_line,
         )
     finally:
-        suggestion.finish(generation.text if generation is not None else None)
+        # No generation: it was stopped (superseded, cancelled) or failed, wherever it was.
+        suggestion.finish(
+            generation.text if generation is not None else None, stopped=generation is None
+        )
     if generation is None:
         return False
     logger.debug(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,3 +198,41 @@ def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     assert listener.wait_for_load().error is None
     assert old_model() is None, "the previous model was freed"
     assert loaded_host.can_generate()
+
+
+HOVERS_BEFORE_TORCH = """
+import sys, threading
+from phi3_lsp.model_host import ModelHost
+
+class Listener:
+    def __init__(self):
+        self.done = threading.Event()
+        self.tokenizer_without_torch = False
+    def status_changed(self, status): pass
+    def load_began(self, model): pass
+    def load_progressed(self, update):
+        if host.tokenizer is not None and "torch" not in sys.modules:
+            self.tokenizer_without_torch = True
+    def load_ended(self, outcome):
+        self.outcome = outcome
+        self.done.set()
+
+listener = Listener()
+host = ModelHost(listener, sys.argv[1])
+host.load(sys.argv[1], threads=1)
+assert listener.done.wait(120)
+host.shutdown()
+print(listener.outcome.error, listener.tokenizer_without_torch)
+"""
+
+
+def test_hovers_work_before_torch_is_imported(tiny_phi3_dir: Path) -> None:
+    # Importing torch and transformers takes seconds; the tokenizer needs neither.
+    result = subprocess.run(
+        [sys.executable, "-c", HOVERS_BEFORE_TORCH, str(tiny_phi3_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=LOAD_TIMEOUT,
+    )
+    assert result.stdout.split() == ["None", "True"], result.stderr

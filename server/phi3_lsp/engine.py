@@ -82,20 +82,23 @@ class ModelEngine:
         cls,
         source: ModelSource,
         *,
+        tokenizer: DocumentTokenizer | None = None,
         threads: int = 0,
         progress: ProgressCallback | None = None,
         weights: WeightFormat = "fp32",
     ) -> ModelEngine:
         """Load tokenizer, config and model (blocking). `threads=0` means one per physical core.
 
-        fp32 is the default: this class of CPU has no native bf16, and lower precisions change
-        the greedy text. "int4" stores the decoder's linear layers in 4 bits (see `quantize`).
+        `tokenizer`: the source's, when the caller has loaded it already. fp32 is the default:
+        this class of CPU has no native bf16, and lower precisions change the greedy text.
+        "int4" stores the decoder's linear layers in 4 bits (see `quantize`).
         """
         report = progress or ignore_progress
         started = time.perf_counter()
         torch.set_num_threads(threads or physical_cores())
-        report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))
-        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+        if tokenizer is None:
+            report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))
+            tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
         config = AutoConfig.from_pretrained(
             source.config_dir, trust_remote_code=source.trust_remote_code
         )

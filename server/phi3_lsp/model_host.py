@@ -384,9 +384,8 @@ class ModelHost:
             self._update_status(state="loading", message=update.message, percentage=percentage)
             self._listener.load_progressed(update)
 
-        # The first load imports torch and transformers, which takes seconds on its own.
-        on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-        from phi3_lsp.engine import ModelEngine
+        # The tokenizer needs neither torch nor transformers: hovers work seconds before the
+        # first load has imported them.
         from phi3_lsp.sources import resolve_model
         from phi3_lsp.tokens import DocumentTokenizer
 
@@ -400,8 +399,16 @@ class ModelHost:
             if load_id != self._load_id:
                 return None, None
             self._tokenizer = tokenizer  # hovers work from here on
+        # The first load imports torch and transformers, which takes seconds on its own.
+        on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
+        from phi3_lsp.engine import ModelEngine
+
         engine = ModelEngine.load(
-            source, threads=request.threads, weights=request.weights, progress=on_progress
+            source,
+            tokenizer=tokenizer,
+            threads=request.threads,
+            weights=request.weights,
+            progress=on_progress,
         )
         return engine, None if engine.has_weights else source.missing_weights_hint
 

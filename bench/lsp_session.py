@@ -267,6 +267,19 @@ class ServerSession:
         """`$/cancelRequest`, as an editor sends it when the user types on."""
         self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=request_id))
 
+    async def seconds_to_first_hover(self, poll_seconds: float = 0.05) -> float:
+        """Seconds from spawn until a hover answers with tokens, polling a one-line document."""
+        uri = "file:///bench/first-hover.txt"
+        self.open(uri, "The capital of France is")
+        params = types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(0, 5)
+        )
+        while await self.client.text_document_hover_async(params) is None:
+            await asyncio.sleep(poll_seconds)
+        answered = time.perf_counter() - self.spawned_at
+        self.close(uri)
+        return answered
+
     async def hover(self, uri: str, position: types.Position) -> float:
         """Seconds for one hover round trip."""
         begun = time.perf_counter()

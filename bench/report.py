@@ -146,6 +146,12 @@ def model_rows(report: ModelReport) -> list[Row]:
             seed=_baseline_load(report.seed, report.seed_missing),
             llama_cpp=_baseline_load(report.llama_cpp, report.llama_cpp_missing),
         ),
+        Row(
+            "first hover with tokens (spawn → answer, while the model loads)",
+            report.model,
+            "",
+            format_duration(median(server.first_hover_seconds)),
+        ),
         *(
             []
             if server.first_ready_seconds is None

@@ -178,6 +178,7 @@ def test_edits_past_the_budget_miss_the_target_when_any_one_computes_the_prompt_
         server = ServerFigures(
             initialize_seconds=[0.9],
             ready_seconds=[8.0],
+            first_hover_seconds=[1.2],
             transport_seconds=[0.001],
             long_document_edits=edits,
         )

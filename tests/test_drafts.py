@@ -97,6 +97,19 @@ class AlwaysDraft(DraftPlanner):
         return max(0, min(MAX_DRAFT, limit))
 
 
+class FixedCosts(DraftPlanner):
+    """Plans with set pass costs (a pass over k tokens: 1 + 0.3 (k - 1) one-token passes), not
+    the measured ones, so its choices depend on the kept share alone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for width in range(1, MAX_DRAFT + 2):
+            super().record_pass(width, 0.020 * (1 + 0.3 * (width - 1)))
+
+    def record_pass(self, width: int, seconds: float) -> None:
+        pass
+
+
 def plain_decoder(engine: ModelEngine) -> GreedyDecoder:
     """A decoder of the same model that feeds one token per pass."""
     return GreedyDecoder(engine.model, engine.tokenizer, engine.eos_token_ids, PromptCache())
@@ -161,6 +174,27 @@ class TestSmolLM2InInt4:
             drafted.append(generation)
         passes = sum(generation.decode_passes for generation in drafted)
         assert passes < 0.8 * sum(generation.decoded_tokens for generation in drafted)
+
+    def test_drafting_resumes_when_the_text_starts_repeating(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        engine, planner = smollm2_int4_engine, FixedCosts()
+        # Text that did not repeat itself has ruled drafts out...
+        for _ in range(10):
+            planner.record_draft(drafted=1, kept=0)
+        assert planner.draft_length(MAX_DRAFT) == 0
+        decoder = GreedyDecoder(
+            engine.model,
+            engine.tokenizer,
+            engine.eos_token_ids,
+            PromptCache(),
+            drafts_until=engine.drafts_until,
+            draft_planner=planner,
+        )
+        generation = decoder.generate(engine.tokenizer.encode_prompt(REPETITIVE), max_new_tokens=50)
+        # ...but one-token passes show that drafts of this text would be kept: drafting resumes
+        # (the planner's costs are fixed, so this run is the same every time).
+        assert generation.decode_passes < generation.decoded_tokens
 
     def test_the_token_limit_holds_when_drafts_are_kept(
         self, smollm2_int4_engine: ModelEngine

@@ -99,7 +99,8 @@ class DraftPlanner:
         return best_length
 
     def record_draft(self, drafted: int, kept: int) -> None:
-        """Note that a pass confirmed `kept` of `drafted` tokens."""
+        """Note that a pass confirmed `kept` of `drafted` tokens (also of tokens it was not fed:
+        what a draft would have been)."""
         if drafted:
             self._drafted = self._drafted * _DECAY + drafted
             self._kept = self._kept * _DECAY + kept

@@ -234,6 +234,9 @@ class GreedyDecoder:
                 self.drafts_until - len(run.fed_ids) - 1,
             )
             draft = lookup.draft(self._drafts.draft_length(room))
+            # A pass without a draft still shows whether one would have been kept, so the kept
+            # share follows the text at hand: drafting resumes where the text starts repeating.
+            unchecked = lookup.draft(1) if not draft and room > 0 else []
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
             run.decode_passes += 1
@@ -241,6 +244,7 @@ class GreedyDecoder:
             choices = logits.argmax(dim=-1).tolist()
             kept = common_prefix_length(draft, choices)
             self._drafts.record_draft(len(draft), kept)
+            self._drafts.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]

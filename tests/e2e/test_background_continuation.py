@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -84,15 +85,17 @@ async def test_asking_again_while_it_grows_shows_only_complete_lines(
 async def test_asking_again_after_a_cancelled_request_never_shows_a_line_cut_short(
     budgeted: Phi3Client,
 ) -> None:
+    started = time.perf_counter()
     whole = await whole_continuation(budgeted, "cut-whole.txt")
+    generating = time.perf_counter() - started
     await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
     answers: list[str] = []
     try:
-        # Stopped a few tokens in (in the first line or the second, long one), then asked again.
-        for tokens_time in (0.3, 0.6, 0.9):
-            answers.append(
-                await answer_after_a_cancel(budgeted, f"cut-{tokens_time}.txt", tokens_time)
-            )
+        # Stopped at several points of the continuation (its first line, its second), each
+        # time before it ends, then asked again.
+        for share in (0.2, 0.45, 0.7):
+            name = f"cut-{share}.txt"
+            answers.append(await answer_after_a_cancel(budgeted, name, share * generating))
     finally:
         await budgeted.change_settings(SETTINGS)
     for answer in answers:

@@ -23,8 +23,7 @@ from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler, setup_logging
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
-from phi3_lsp.settings import Settings, describe_changes
-from phi3_lsp.sources import DEFAULT_MODEL
+from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
 from phi3_lsp.suggestions import SuggestionCache
 
 logger = logging.getLogger(__name__)

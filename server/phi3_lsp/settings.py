@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from phi3_lsp.sources import DEFAULT_MODEL
-
 SECTION = "phi3"
+# Here, not in `sources`: the server needs it at start, and `sources` imports what resolves a
+# model (the offline pack, the hub's cache, GGUF conversion), which `initialize` need not wait for.
+DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 
 WeightFormat = Literal["fp32", "int4"]
 WEIGHT_FORMATS: tuple[WeightFormat, ...] = ("fp32", "int4")

@@ -19,12 +19,12 @@ from phi3_lsp.gguf_convert import convert_gguf, validate_gguf
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_MODEL", "OFFLINE_MODEL", "ModelSource", "ModelSourceError", "resolve_model"]
 
-DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 OFFLINE_MODEL: AssetName = "smollm2-135m"
 # Hub models whose tokenizer and config the offline pack carries, so they work without weights.
 PACK_FALLBACKS: dict[str, AssetName] = {DEFAULT_MODEL.lower(): "phi3-mini"}

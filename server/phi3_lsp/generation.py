@@ -233,10 +233,11 @@ class GreedyDecoder:
                 max_new_tokens - len(run.new_ids) - 1,  # the pass itself adds one token
                 self.drafts_until - len(run.fed_ids) - 1,
             )
-            draft = lookup.draft(self._drafts.draft_length(room))
-            # A pass without a draft still shows whether one would have been kept, so the kept
-            # share follows the text at hand: drafting resumes where the text starts repeating.
-            unchecked = lookup.draft(1) if not draft and room > 0 else []
+            length = self._drafts.draft_length(room)
+            draft = lookup.draft(length)
+            # A pass the planner kept to one token still shows whether a draft would have been
+            # kept, so the kept share follows the text: drafting resumes where it starts repeating.
+            unchecked = lookup.draft(1) if length == 0 and room > 0 else []
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
             run.decode_passes += 1

@@ -1,0 +1,255 @@
+"""The LSP session `phi3-lsp demo` runs: initialize, wait for the model, open a document, ask
+for an inline completion at its end, hover a word, and show the model's architecture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TextIO, TypeVar
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+DEMO_TEXT = "The capital of France is"
+DEMO_URI = "untitled:demo.txt"
+HOVER_WORD = "capital"
+STATUS_NOTIFICATION = "phi3/status"
+_T = TypeVar("_T")
+
+
+class _Session:
+    """What the server tells the demo between requests."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.status: dict[str, Any] = {}
+        self.settled = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.started = time.perf_counter()
+        self._last_line = ""
+
+    def on_status(self, params: Any) -> None:
+        self.status = _as_dict(params)
+        state = self.status.get("state")
+        message = self.status.get("message") or ""
+        percentage = self.status.get("percentage")
+        line = f"  [{self.elapsed():6.1f} s] {state}" + (f": {message}" if message else "")
+        if percentage is not None:
+            line += f" ({percentage} %)"
+        if line != self._last_line and not self.settled.is_set():
+            print(line, file=self.out, flush=True)
+            self._last_line = line
+        if state in ("ready", "error"):
+            self.settled.set()
+        if state == "ready":
+            self.idle.set()
+        else:
+            self.idle.clear()
+
+    def on_message(self, params: types.ShowMessageParams) -> None:
+        print(f"  server says: {params.message}", file=self.out, flush=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -> int:
+    """Drive the server started by `command` through the demo steps, printing as it goes."""
+    session = _Session(out)
+    client = LanguageClient("phi3-lsp-demo", "1.0")
+    # Plain functions: pygls marks handlers with attributes, which bound methods cannot carry.
+    client.feature(STATUS_NOTIFICATION)(lambda params: session.on_status(params))
+    client.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: session.on_message(params))
+    client.feature(types.WINDOW_LOG_MESSAGE)(lambda params: None)
+    client.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)(lambda params: None)
+    client.feature(types.PROGRESS)(lambda params: None)
+
+    print(f"Starting the server: {' '.join(command)}", file=out, flush=True)
+    await client.start_io(*command)
+    forwarder = asyncio.create_task(_forward_stderr(client))
+    try:
+        return await _steps(client, session, model, timeout, out)
+    finally:
+        await _stop(client)
+        forwarder.cancel()
+
+
+async def _forward_stderr(client: LanguageClient) -> None:
+    """Copy the server's stderr to ours: unread, a full pipe would block the server's logging."""
+    process = client._server  # pygls keeps the subprocess here and reads only its stdout
+    if process is None or process.stderr is None:
+        return
+    while line := await process.stderr.readline():
+        sys.stderr.write(line.decode(errors="replace"))
+
+
+async def _steps(
+    client: LanguageClient, session: _Session, model: str, timeout: float, out: TextIO
+) -> int:
+    capabilities = types.ClientCapabilities(
+        window=types.WindowClientCapabilities(work_done_progress=True),
+        text_document=types.TextDocumentClientCapabilities(
+            inline_completion=types.InlineCompletionClientCapabilities(),
+            hover=types.HoverClientCapabilities(content_format=[types.MarkupKind.Markdown]),
+        ),
+    )
+    params = types.InitializeParams(
+        capabilities=capabilities, initialization_options={"phi3": {"model": model}}
+    )
+    result, seconds = await _timed(lambda: client.initialize_async(params))
+    server = result.server_info
+    name = f"{server.name} {server.version}" if server else "the server"
+    print(
+        f"initialize: {name} answered {seconds * 1000:.0f} ms after the process started",
+        file=out,
+    )
+    client.initialized(types.InitializedParams())
+
+    print(f"Loading {model}…", file=out, flush=True)
+    try:
+        await asyncio.wait_for(session.settled.wait(), timeout)
+    except TimeoutError:
+        print(f"The model did not load within {timeout:.0f} s.", file=out)
+        return 1
+    if session.status.get("state") == "error":
+        return 1
+    print(f"Model ready {session.elapsed():.1f} s after the process started", file=out)
+
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=DEMO_URI, language_id="plaintext", version=1, text=DEMO_TEXT
+            )
+        )
+    )
+    print(f"\nDocument: {DEMO_TEXT!r}", file=out)
+    await _inline_completion(client, session, out)
+    await _hover(client, out)
+    await _architecture(client, out)
+    return 0
+
+
+async def _inline_completion(client: LanguageClient, session: _Session, out: TextIO) -> None:
+    shown, seconds = await _suggest(client, DEMO_TEXT, version=1)
+    print(f"\ninline completion at the end ({seconds * 1000:.0f} ms):", file=out)
+    if not shown:
+        print("  (no suggestion)", file=out)
+        return
+    print(_styled(DEMO_TEXT, shown, out), file=out)
+    # Accept it, as Tab does: the model went on in the background, so the rest is there.
+    accepted = DEMO_TEXT + shown
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=DEMO_URI, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=accepted)],
+        )
+    )
+    rest, seconds = await _suggest(client, accepted, version=2)
+    print(f"\nafter accepting it, the rest ({seconds * 1000:.0f} ms):", file=out)
+    print(_styled(accepted, rest, out) if rest else "  (nothing more)", file=out)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(session.idle.wait(), 60)
+    status = session.status
+    if status.get("lastTokens") is not None:
+        print(
+            f"  {status['lastTokens']} new tokens, {status.get('lastTokensPerSecond')} tokens/s "
+            f"decode, {status.get('lastLatencyMs')} ms in the server",
+            file=out,
+        )
+
+
+async def _suggest(client: LanguageClient, text: str, version: int) -> tuple[str, float]:
+    """The inline suggestion at the end of the demo document, and how long it took."""
+    lines = text.split("\n")
+    end = types.Position(line=len(lines) - 1, character=len(lines[-1].encode("utf-16-le")) // 2)
+    request = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=DEMO_URI),
+        position=end,
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Invoked
+        ),
+    )
+    answer, seconds = await _timed(lambda: client.text_document_inline_completion_async(request))
+    items = answer.items if isinstance(answer, types.InlineCompletionList) else answer or []
+    if not items:
+        return "", seconds
+    insert = items[0].insert_text
+    return (insert if isinstance(insert, str) else insert.value), seconds
+
+
+def _styled(before: str, suggestion: str, out: TextIO) -> str:
+    """The suggestion as ghost text after the last line of `before` on a terminal; else quoted."""
+    if out.isatty():
+        return f"  {before.split(chr(10))[-1]}\x1b[2m{suggestion}\x1b[0m"
+    return f"  {suggestion!r}"
+
+
+async def _hover(client: LanguageClient, out: TextIO) -> None:
+    position = types.Position(line=0, character=DEMO_TEXT.index(HOVER_WORD) + 1)
+    request = types.HoverParams(
+        text_document=types.TextDocumentIdentifier(uri=DEMO_URI), position=position
+    )
+    answer, seconds = await _timed(lambda: client.text_document_hover_async(request))
+    print(f"\nhover over {HOVER_WORD!r} ({seconds * 1000:.0f} ms):", file=out)
+    if answer is None:
+        print("  (nothing)", file=out)
+        return
+    contents = answer.contents
+    value = contents.value if isinstance(contents, types.MarkupContent) else str(contents)
+    for line in value.strip().splitlines():
+        print(f"  {line}", file=out)
+
+
+async def _architecture(client: LanguageClient, out: TextIO) -> None:
+    request = types.ExecuteCommandParams(command="phi3.showArchitecture")
+    answer, seconds = await _timed(lambda: client.workspace_execute_command_async(request))
+    report = _as_dict(answer)
+    config = _as_dict(report.get("config", {}))
+    parameters = _as_dict(report.get("parameters", {}))
+    print(f"\nphi3.showArchitecture ({seconds * 1000:.0f} ms):", file=out)
+    print(
+        f"  {report.get('className')}: {config.get('layers')} layers, hidden "
+        f"{config.get('hiddenSize')}, vocabulary {config.get('vocabSize')}, "
+        f"{parameters.get('total', 0):,} parameters, weights loaded: {report.get('weightsLoaded')}",
+        file=out,
+    )
+    lines = str(report.get("repr", "")).splitlines()
+    for line in lines[:12]:
+        print(f"  {line}", file=out)
+    if len(lines) > 12:
+        print(f"  … ({len(lines) - 12} more lines)", file=out)
+
+
+async def _timed(call: Callable[[], Awaitable[_T]]) -> tuple[_T, float]:
+    started = time.perf_counter()
+    result = await call()
+    return result, time.perf_counter() - started
+
+
+async def _stop(client: LanguageClient) -> None:
+    try:
+        await asyncio.wait_for(client.shutdown_async(None), 10)
+        client.exit(None)
+    except Exception as error:
+        print(f"(the server did not shut down cleanly: {error})", file=sys.stderr)
+    await client.stop()  # type: ignore[no-untyped-call]
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A JSON object as a dict: pygls hands unknown objects over as named tuples."""
+    plain = _plain(value)
+    return plain if isinstance(plain, dict) else {}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "_asdict"):
+        return {key: _plain(item) for key, item in value._asdict().items()}
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value

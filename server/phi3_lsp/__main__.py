@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     if args.command is None:
-        from phi3_lsp.server import serve
+        from phi3_lsp.launch import serve
 
         return serve(args)
     exit_code: int = args.run(args)

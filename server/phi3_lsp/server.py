@@ -1,26 +1,22 @@
 """The phi3-lsp language server: a pygls LanguageServer that holds one model.
 
 Handlers live in `features/`; this module owns the server's state (settings, the model host,
-the suggestion cache), thread-safe sending, and start-up. Importing it does not import torch:
-`initialize` is answered before any model work begins.
+the suggestion cache) and thread-safe sending; `launch` starts it. Importing it does not import
+torch: the model loads after `initialize`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Callable
-from typing import BinaryIO
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from phi3_lsp import __version__
-from phi3_lsp.logs import ClientLogHandler, attach_client_handler, setup_logging
+from phi3_lsp.logs import ClientLogHandler, attach_client_handler
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
@@ -145,45 +141,3 @@ def build_server(default_model: str | None = None) -> Phi3LanguageServer:
     for feature in (configuration, documents, inline_completion, completion, hover, commands):
         feature.register(server)
     return server
-
-
-def serve(args: argparse.Namespace) -> int:
-    """Run the server on stdio (default), TCP or WebSocket until the client says exit."""
-    setup_logging(args.log_level, args.log_file)
-    server = build_server(args.model)
-    try:
-        if args.tcp:
-            host, port = _host_port(args.tcp)
-            server.start_tcp(host, port)
-        elif args.ws:
-            host, port = _host_port(args.ws)
-            server.start_ws(host, port)
-        else:
-            server.start_io(sys.stdin.buffer, _protocol_stdout())
-    finally:
-        idle = server.close()
-    if not idle:
-        # A model load is still running and cannot be interrupted: leave without unwinding
-        # the interpreter under it, which would abort the process.
-        logging.shutdown()
-        os._exit(0)
-    return 0
-
-
-def _protocol_stdout() -> BinaryIO:
-    """A private handle on stdout for LSP; file descriptor 1 itself then points at stderr.
-
-    Libraries that print (or C code that writes to fd 1) would corrupt the JSON-RPC stream;
-    this way their output lands in the log instead.
-    """
-    sys.stdout.flush()
-    # Buffered: pygls flushes after each message, and a buffered writer writes it all.
-    protocol = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return protocol
-
-
-def _host_port(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host or "127.0.0.1", int(port)

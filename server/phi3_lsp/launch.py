@@ -1,0 +1,61 @@
+"""Starting the server on stdio (the default), TCP or WebSocket.
+
+On stdio, `initialize` is answered before pygls is imported (see `handshake`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import BinaryIO
+
+from phi3_lsp.handshake import answer_initialize
+from phi3_lsp.logs import setup_logging
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run the server until the client says exit."""
+    setup_logging(args.log_level, args.log_file)
+    if args.tcp or args.ws:
+        stdin = stdout = None
+    else:
+        stdin, stdout = answer_initialize(sys.stdin.buffer, _protocol_stdout())
+    from phi3_lsp.server import build_server  # imports pygls and lsprotocol
+
+    server = build_server(args.model)
+    try:
+        if args.tcp:
+            server.start_tcp(*_host_port(args.tcp))
+        elif args.ws:
+            server.start_ws(*_host_port(args.ws))
+        else:
+            server.start_io(stdin, stdout)
+    finally:
+        idle = server.close()
+    if not idle:
+        # A model load is still running and cannot be interrupted: leave without unwinding
+        # the interpreter under it, which would abort the process.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def _protocol_stdout() -> BinaryIO:
+    """A private handle on stdout for LSP; file descriptor 1 itself then points at stderr.
+
+    Libraries that print (or C code that writes to fd 1) would corrupt the JSON-RPC stream;
+    this way their output lands in the log instead.
+    """
+    sys.stdout.flush()
+    # Buffered: pygls flushes after each message, and a buffered writer writes it all.
+    protocol = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from phi3_lsp.positions import Encoding, line_after, line_starts, offset_at, position_at
+from phi3_lsp.positions import (
+    Encoding,
+    LineIndex,
+    line_after,
+    line_starts,
+    offset_at,
+    position_at,
+)
 
 # "é" is 1 UTF-16 unit / 2 UTF-8 bytes; "😀" is 2 UTF-16 units / 4 UTF-8 bytes.
 TEXT = "café 😀 ok\nsecond line\r\nthird\rlast"
@@ -88,3 +97,19 @@ def test_the_line_after_the_cursor_ends_at_any_line_break() -> None:
     assert line_after("return max()\rnext", len("return max(")) == ")"
     assert line_after("return max()", len("return max(")) == ")"
     assert line_after("end\rnext", len("end")) == ""
+
+
+@pytest.mark.parametrize(
+    "text", ["def f(x):\n    return x\n\n😀 é\n" * 30, "a\r\nb\rc\n" * 30, "", "\n\n"]
+)
+def test_an_edited_index_is_the_index_of_the_edited_text(text: str) -> None:
+    chooser = random.Random(11)
+    index = LineIndex(text)
+    for _ in range(200):
+        start = chooser.randrange(len(text) + 1)
+        end = min(len(text), start + chooser.choice([0, 0, 1, 5, 40]))
+        new_text = chooser.choice(["", "x", "\n", "ab\ncd\n", "\r", "é😀\n"])
+        index = index.replaced(start, end, new_text)
+        text = text[:start] + new_text + text[end:]
+        assert index.text == text
+        assert index.starts == line_starts(text)

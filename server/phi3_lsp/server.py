@@ -21,6 +21,7 @@ from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
 from phi3_lsp.suggestions import SuggestionCache
+from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Phi3LanguageServer(LanguageServer):
 
     def __init__(self, default_model: str = DEFAULT_MODEL) -> None:
         # Two workers: pygls' stdin reader uses this pool too, and must never wait behind a job.
-        super().__init__("phi3-lsp", __version__, max_workers=2)
+        super().__init__("phi3-lsp", __version__, text_document_sync_kind=SYNC_KIND, max_workers=2)
         self.defaults = Settings(model=default_model)
         self.settings = self.defaults
         self.suggestions = SuggestionCache()
@@ -53,6 +54,16 @@ class Phi3LanguageServer(LanguageServer):
         self.host = ModelHost(listener, self.settings.model)
         if self._detach_log_handler is None:
             self._detach_log_handler = attach_client_handler(ClientLogHandler(self.send_log))
+
+    def index_documents(self) -> None:
+        """Keep open documents as `IndexedDocument`s (call on `initialize`, before any is open).
+
+        pygls makes its workspace at `initialize` and has no option for the document class.
+        """
+        workspace = self.workspace
+        self.protocol._workspace = IndexedWorkspace(
+            workspace.root_uri, list(workspace.folders.values()), workspace.position_encoding
+        )
 
     def apply_settings(self, settings: Settings, problems: list[str]) -> None:
         """Use `settings` from now on: report `problems`, and reload the model if it changed."""
@@ -99,14 +110,7 @@ class Phi3LanguageServer(LanguageServer):
     @property
     def position_encoding(self) -> Encoding:
         """The code units that LSP positions count, as negotiated at `initialize`."""
-        negotiated = self.workspace.position_encoding
-        # pygls keeps the enum member or, for some clients, its plain string value.
-        encoding = str(getattr(negotiated, "value", negotiated))
-        if encoding == "utf-8":
-            return "utf-8"
-        if encoding == "utf-32":
-            return "utf-32"
-        return "utf-16"
+        return encoding_named(self.workspace.position_encoding)
 
     def client_supports(self, path: str) -> bool:
         """True if the client's capabilities have a truthy value at dotted `path`."""

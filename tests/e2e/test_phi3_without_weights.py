@@ -54,6 +54,31 @@ async def test_hover_names_the_pieces(phi3_no_weights: Phi3Client) -> None:
     assert "| `␣France` | `▁France` | 3444 |" in markdown
 
 
+async def test_hover_after_typing_below_a_form_feed(phi3_no_weights: Phi3Client) -> None:
+    # LSP lines end only at line breaks: a form feed (as in some Python files) is not one.
+    uri = phi3_no_weights.open_text("paged.py", "# page one\x0c\nThe of France is")
+    phi3_no_weights.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[
+                types.TextDocumentContentChangePartial(
+                    range=types.Range(
+                        start=types.Position(line=1, character=4),
+                        end=types.Position(line=1, character=4),
+                    ),
+                    text="capital ",
+                )
+            ],
+        )
+    )
+    hover = await phi3_no_weights.hover_at(uri, 1, 5)
+    assert hover is not None
+    assert token_ids(hover_text(hover)) == [7483]
+    assert hover.range == types.Range(
+        start=types.Position(line=1, character=4), end=types.Position(line=1, character=11)
+    )
+
+
 async def test_hover_on_whitespace_is_empty(phi3_no_weights: Phi3Client) -> None:
     uri = phi3_no_weights.open_text("spaces.txt", "The   capital")
     assert await phi3_no_weights.hover_at(uri, 0, 4) is None

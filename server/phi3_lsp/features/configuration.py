@@ -31,6 +31,7 @@ def register(server: Phi3LanguageServer) -> None:
         settings, problems = parse_settings(section_of(params.initialization_options), ls.defaults)
         ls.settings = settings
         initial_problems[:] = problems
+        ls.index_documents()
         ls.attach_loop(reporter)
 
     @server.feature(types.INITIALIZED)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from lsprotocol import types
-from pygls.workspace import TextDocument
 
-from phi3_lsp.positions import offset_at
 from phi3_lsp.server import Phi3LanguageServer
+from phi3_lsp.text_documents import IndexedDocument
 
 
 def register(server: Phi3LanguageServer) -> None:
@@ -20,7 +19,7 @@ def register(server: Phi3LanguageServer) -> None:
             ls.host.forget_document(params.text_document.uri)
 
 
-def open_document(ls: Phi3LanguageServer, uri: str) -> TextDocument | None:
+def open_document(ls: Phi3LanguageServer, uri: str) -> IndexedDocument | None:
     """The document the client opened at `uri`, or None if it never did.
 
     pygls would otherwise read a never-opened document from disk; answers about a file
@@ -29,11 +28,13 @@ def open_document(ls: Phi3LanguageServer, uri: str) -> TextDocument | None:
     documents = ls.workspace.text_documents
     if uri not in documents and unquote(uri) not in documents:
         return None
-    return ls.workspace.get_text_document(uri)
+    document = ls.workspace.get_text_document(uri)
+    assert isinstance(document, IndexedDocument)  # see Phi3LanguageServer.index_documents
+    return document
 
 
 def cursor_offset(
-    ls: Phi3LanguageServer, document: TextDocument, position: types.Position
+    ls: Phi3LanguageServer, document: IndexedDocument, position: types.Position
 ) -> int | None:
     """The Python offset of an LSP position in `document`; None past the last line."""
-    return offset_at(document.source, position.line, position.character, ls.position_encoding)
+    return document.line_index.offset_at(position.line, position.character, ls.position_encoding)

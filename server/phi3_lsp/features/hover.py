@@ -38,16 +38,11 @@ class _VersionCache(OrderedDict[tuple[str, int | None], _T]):
 
 
 class DocumentTokens:
-    """Line indexes and (when needed) whole-document tokens of recent document versions."""
+    """Whole-document tokens of recent document versions (made only when needed)."""
 
     def __init__(self) -> None:
         self._tokenizer: DocumentTokenizer | None = None
-        self._lines: _VersionCache[LineIndex] = _VersionCache()
         self._spans: _VersionCache[list[TokenSpan]] = _VersionCache()
-
-    def lines(self, uri: str, version: int | None, text: str) -> LineIndex:
-        """Where the lines of `text` (document `uri` at `version`) start."""
-        return self._lines.get_or_make((uri, version), lambda: LineIndex(text))
 
     def covering(
         self,
@@ -78,7 +73,7 @@ def register(server: Phi3LanguageServer) -> None:
         document = open_document(ls, params.text_document.uri)
         if tokenizer is None or document is None:
             return None
-        lines = cache.lines(document.uri, document.version, document.source)
+        lines = document.line_index
         position = params.position
         offset = lines.offset_at(position.line, position.character, ls.position_encoding)
         word = word_at(lines.text, offset) if offset is not None else None

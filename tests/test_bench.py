@@ -192,3 +192,23 @@ def test_edits_past_the_budget_miss_the_target_when_any_one_computes_the_prompt_
     row = edit_row([*reused, edit(1.8, 1000)])
     assert row.verdict == "MISSED"
     assert "worst 1.80x" in row.server
+
+
+def test_start_up_rows_are_judged_against_their_targets() -> None:
+    def rows(initialize: float, ready: float) -> dict[str, Row]:
+        server = ServerFigures(
+            initialize_seconds=[initialize],
+            ready_seconds=[ready],
+            first_hover_seconds=[1.2],
+            transport_seconds=[0.001],
+        )
+        report = ModelReport("SmolLM2-135M", server, {}, None, "", None, "", [0.87], 3)
+        return {row.metric.split(" (")[0]: row for row in model_rows(report)}
+
+    fast = rows(initialize=0.17, ready=2.5)
+    assert fast["initialize latency"].verdict == "met"
+    assert "a bare pygls server: 870" in fast["initialize latency"].server
+    assert fast["time to ready"].verdict == "met"
+    slow = rows(initialize=0.9, ready=9.7)
+    assert slow["initialize latency"].verdict == "MISSED"
+    assert slow["time to ready"].verdict == "MISSED"

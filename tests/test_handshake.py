@@ -102,9 +102,24 @@ def test_pygls_reads_the_first_message_again_then_the_rest() -> None:
     assert read_message(reader) == b""
 
 
-def test_a_first_message_that_is_not_initialize_is_passed_on_unanswered() -> None:
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"jsonrpc": "2.0", "id": 3, "method": "shutdown"},
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"processId": None}},
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"processId": "12", "capabilities": {}},
+        },
+    ],
+)
+def test_a_first_message_that_is_not_a_valid_initialize_is_passed_on_unanswered(
+    first: dict[str, Any],
+) -> None:
     # A client that breaks the protocol gets pygls' own answer, whatever that is.
-    message = frame({"jsonrpc": "2.0", "id": 3, "method": "shutdown"})
+    message = frame(first)
     stdout = io.BytesIO()
     reader, writer = answer_initialize(io.BytesIO(message), stdout)
     assert stdout.getvalue() == b""

@@ -161,7 +161,11 @@ class AnswerDropper:
 
 
 def _initialize_request(message: bytes) -> dict[str, Any] | None:
-    """The parsed message if it is an `initialize` request, else None."""
+    """The parsed message if it is an `initialize` request pygls would accept, else None.
+
+    Only the shape of the required fields is checked: pygls rejects deeper mistakes (say, a
+    capability of the wrong type) after this server has answered, and logs them.
+    """
     _, _, body = message.partition(b"\r\n\r\n")
     try:
         parsed = json.loads(body)
@@ -169,6 +173,12 @@ def _initialize_request(message: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(parsed, dict) or parsed.get("method") != "initialize":
         return None
-    if not isinstance(parsed.get("id"), int | str) or not isinstance(parsed.get("params"), dict):
+    params = parsed.get("params")
+    if not isinstance(parsed.get("id"), int | str) or not isinstance(params, dict):
+        return None
+    process_id = params.get("processId")
+    if not isinstance(params.get("capabilities"), dict) or not (
+        process_id is None or isinstance(process_id, int)
+    ):
         return None
     return parsed

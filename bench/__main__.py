@@ -90,6 +90,11 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+WINDOW_SPREAD = 16
+"""Prompt windows are spread as for a full run (1 + 3 x 5 repeats): a quick run, asking for fewer,
+times the first of the same windows, so its rows compare with a full run's."""
+
+
 def prompt_sets(tokenizer_file: Path, sizes: list[int], windows: int) -> list[PromptSet]:
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
 
@@ -98,7 +103,8 @@ def prompt_sets(tokenizer_file: Path, sizes: list[int], windows: int) -> list[Pr
 
     lines = read_source_lines(stdlib_file(DEFAULT_SOURCE))
     return [
-        PromptSet(f"~{size:,}", size, prompt_windows(lines, size, windows, count)) for size in sizes
+        PromptSet(f"~{size:,}", size, prompt_windows(lines, size, windows, count, WINDOW_SPREAD))
+        for size in sizes
     ]
 
 

@@ -66,12 +66,20 @@ def definition_starts(lines: Sequence[str]) -> list[int]:
 
 
 def prompt_windows(
-    lines: Sequence[str], target_tokens: int, count: int, count_tokens: TokenCounter
+    lines: Sequence[str],
+    target_tokens: int,
+    count: int,
+    count_tokens: TokenCounter,
+    spread: int | None = None,
 ) -> tuple[str, ...]:
     """`count` distinct windows of half to all of `target_tokens` tokens, starting at definitions
-    spread over the whole source (a start too near the end for a full window is passed over)."""
+    spread over the whole source (a start too near the end for a full window is passed over).
+
+    The starts are spread for `spread` windows (default `count`): asked for fewer, the same
+    spread gives the first of the same windows.
+    """
     starts = definition_starts(lines)
-    step = max(1, len(starts) // count)
+    step = max(1, len(starts) // (spread or count))
     # Evenly spread starts first, then the ones in between, until enough windows fit.
     ordered = [start for offset in range(step) for start in starts[offset::step]]
     windows: list[str] = []

@@ -104,6 +104,14 @@ def test_windows_start_at_distinct_definitions_so_no_cache_can_answer() -> None:
     assert all(150 <= count_words(window) <= 300 for window in windows)
 
 
+def test_fewer_windows_of_the_same_spread_are_the_first_ones() -> None:
+    # A quick run times the first windows of a full run, so their rows can be compared.
+    lines = read_source_lines(stdlib_file("argparse.py"))
+    full = prompt_windows(lines, 300, 16, count_words)
+    assert prompt_windows(lines, 300, 7, count_words, spread=16) == full[:7]
+    assert prompt_windows(lines, 300, 7, count_words) != full[:7]
+
+
 def test_definition_starts_skip_repeated_signatures() -> None:
     lines = ["class A:\n", "    def run(self):\n", "class B:\n", "    def run(self):\n"]
     assert definition_starts(lines) == [0, 1, 2]

@@ -74,12 +74,9 @@ def initialize_response(request: dict[str, Any]) -> dict[str, Any]:
     """The answer to an `initialize` request, as pygls gives it for this server."""
     params = request.get("params") or {}
     capabilities = {"positionEncoding": negotiated_encoding(params), **CAPABILITIES}
-    synchronization = ((params.get("capabilities") or {}).get("textDocument") or {}).get(
-        "synchronization"
-    ) or {}
     # pygls says "no" to the save hooks a client offers (they are not registered here).
     for hook in ("willSave", "willSaveWaitUntil"):
-        if synchronization.get(hook):
+        if _client_capability(params, "textDocument", "synchronization", hook):
             capabilities["textDocumentSync"] = {**capabilities["textDocumentSync"], hook: False}
     return {
         "id": request["id"],
@@ -93,8 +90,7 @@ def initialize_response(request: dict[str, Any]) -> dict[str, Any]:
 
 def negotiated_encoding(params: dict[str, Any]) -> str:
     """The first position encoding the client offers that the server supports, else UTF-16."""
-    general = (params.get("capabilities") or {}).get("general") or {}
-    offered = general.get("positionEncodings") or []
+    offered = _client_capability(params, "general", "positionEncodings") or []
     return next((encoding for encoding in offered if encoding in POSITION_ENCODINGS), "utf-16")
 
 
@@ -146,12 +142,8 @@ class AnswerDropper:
         self._stream.close()
 
     def _is_pending_response(self, message: bytes) -> bool:
-        _, _, body = message.partition(b"\r\n\r\n")
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            return False
-        if not isinstance(parsed, dict) or "method" in parsed:
+        parsed = _body(message)
+        if parsed is None or "method" in parsed:
             return False
         if parsed.get("id") != self._pending_id:
             return False
@@ -166,12 +158,8 @@ def _initialize_request(message: bytes) -> dict[str, Any] | None:
     Only the shape of the required fields is checked: pygls rejects deeper mistakes (say, a
     capability of the wrong type) after this server has answered, and logs them.
     """
-    _, _, body = message.partition(b"\r\n\r\n")
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict) or parsed.get("method") != "initialize":
+    parsed = _body(message)
+    if parsed is None or parsed.get("method") != "initialize":
         return None
     params = parsed.get("params")
     if not isinstance(parsed.get("id"), int | str) or not isinstance(params, dict):
@@ -182,3 +170,21 @@ def _initialize_request(message: bytes) -> dict[str, Any] | None:
     ):
         return None
     return parsed
+
+
+def _body(message: bytes) -> dict[str, Any] | None:
+    """The JSON object after a message's headers, or None if it is not one."""
+    _, _, body = message.partition(b"\r\n\r\n")
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _client_capability(params: dict[str, Any], *path: str) -> Any:
+    """The client capability at `path` in `initialize` params (None where any step is missing)."""
+    value: Any = params.get("capabilities")
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value

@@ -6,14 +6,16 @@ import random
 
 import pytest
 
-from phi3_lsp.positions import (
-    Encoding,
-    LineIndex,
-    line_after,
-    line_starts,
-    offset_at,
-    position_at,
-)
+from phi3_lsp.positions import Encoding, LineIndex, line_after, line_starts
+
+
+def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
+    return LineIndex(text).offset_at(line, character, encoding)
+
+
+def position_at(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
+    return LineIndex(text).position_at(offset, encoding)
+
 
 # "é" is 1 UTF-16 unit / 2 UTF-8 bytes; "😀" is 2 UTF-16 units / 4 UTF-8 bytes.
 TEXT = "café 😀 ok\nsecond line\r\nthird\rlast"

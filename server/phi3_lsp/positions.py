@@ -107,13 +107,3 @@ class LineIndex:
         if encoding == "utf-32":
             return line, len(segment)
         return line, sum(_units(char, encoding) for char in segment)
-
-
-def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
-    """`LineIndex.offset_at` for a text converted once."""
-    return LineIndex(text).offset_at(line, character, encoding)
-
-
-def position_at(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
-    """`LineIndex.position_at` for a text converted once."""
-    return LineIndex(text).position_at(offset, encoding)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.scheduling import lower_current_thread_priority
 from phi3_lsp.settings import WeightFormat
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class ModelThread(Executor):
 
     A daemon thread, unlike a ThreadPoolExecutor worker, does not hold the process open at
     exit while a load that cannot be interrupted (e.g. dequantizing a GGUF) is still running.
+    It runs at a lower priority than the server's other threads (see `scheduling`).
     """
 
     def __init__(self, name: str = "phi3-model") -> None:
@@ -140,6 +142,7 @@ class ModelThread(Executor):
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        lower_current_thread_priority()
         while (job := self._jobs.get()) is not None:
             future, call = job
             if not future.set_running_or_notify_cancel():

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from phi3_lsp.openmp import configure_waiting
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from phi3_lsp.engine import ModelEngine
 
-# As `phi3-lsp` does before torch loads (see __main__.main): idle OpenMP threads sleep rather
-# than spin, which keeps in-process model tests fast when other work shares the cores.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# As `phi3-lsp` does before torch loads (see __main__.main).
+configure_waiting(os.environ)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Small enough to build and run in a fraction of a second, with Phi-3's real vocabulary so the

@@ -12,10 +12,11 @@ import torch
 from transformers import Phi3Config
 
 from model_sources import tiny_sliding_window_phi3
-from phi3_lsp.drafts import LOOKUP_WINDOW, MAX_DRAFT, DraftPlanner, TokenLookup
+from phi3_lsp.drafts import LOOKUP_WINDOW, TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache
 from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.pass_planner import MAX_DRAFT, PassPlan, PassPlanner
 from phi3_lsp.quantize import quantize_to_int4
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.tokens import DocumentTokenizer
@@ -59,54 +60,23 @@ class TestTokenLookup:
         assert TokenLookup([*old_match, 1, 2]).draft(1) == []
 
 
-class TestDraftPlanner:
-    def test_nothing_is_drafted_before_a_pass_was_timed(self) -> None:
-        assert DraftPlanner().draft_length(MAX_DRAFT) == 0
-
-    def test_cheap_wide_passes_and_kept_drafts_mean_long_drafts(self) -> None:
-        planner = DraftPlanner()
-        for width in range(1, MAX_DRAFT + 2):
-            planner.record_pass(width, 0.020 + 0.001 * width)
-        for _ in range(10):
-            planner.record_draft(drafted=4, kept=4)
-        assert planner.draft_length(MAX_DRAFT) == MAX_DRAFT
-        assert planner.draft_length(2) == 2  # never beyond the tokens still wanted
-
-    def test_drafts_that_are_seldom_kept_are_not_worth_a_wider_pass(self) -> None:
-        planner = DraftPlanner()
-        for width in range(1, MAX_DRAFT + 2):
-            planner.record_pass(width, 0.020 * (1 + 0.4 * (width - 1)))
-        for _ in range(10):
-            planner.record_draft(drafted=3, kept=0)
-        assert planner.kept_share < 0.1
-        assert planner.draft_length(MAX_DRAFT) == 0
-
-    def test_passes_that_cost_as_much_as_separate_ones_are_not_worth_it(self) -> None:
-        planner = DraftPlanner()
-        for width in range(1, MAX_DRAFT + 2):
-            planner.record_pass(width, 0.020 * width)
-        for _ in range(10):
-            planner.record_draft(drafted=2, kept=1)
-        assert planner.draft_length(MAX_DRAFT) == 0
-
-
-class AlwaysDraft(DraftPlanner):
+class AlwaysDraft(PassPlanner):
     """Drafts as many tokens as it may: every pass checks as many drafted tokens as it can."""
 
-    def draft_length(self, limit: int) -> int:
-        return max(0, min(MAX_DRAFT, limit))
+    def plan(self, draft_limit: int) -> PassPlan:
+        return PassPlan(self.thread_counts[-1], max(0, min(MAX_DRAFT, draft_limit)))
 
 
-class FixedCosts(DraftPlanner):
-    """Plans with set pass costs (a pass over k tokens: 1 + 0.3 (k - 1) one-token passes), not
-    the measured ones, so its choices depend on the kept share alone."""
+class FixedCosts(PassPlanner):
+    """Plans with set pass costs on one thread (a pass over k tokens: 1 + 0.3 (k - 1) one-token
+    passes), not the measured ones, so its choices depend on the kept share alone."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__((1,))
         for width in range(1, MAX_DRAFT + 2):
-            super().record_pass(width, 0.020 * (1 + 0.3 * (width - 1)))
+            super().record_pass(1, width, 0.020 * (1 + 0.3 * (width - 1)))
 
-    def record_pass(self, width: int, seconds: float) -> None:
+    def record_pass(self, threads: int, width: int, seconds: float) -> None:
         pass
 
 
@@ -123,7 +93,7 @@ def drafting_decoder(engine: ModelEngine) -> GreedyDecoder:
         engine.eos_token_ids,
         PromptCache(),
         drafts_until=engine.drafts_until,
-        draft_planner=AlwaysDraft(),
+        pass_planner=AlwaysDraft(),
     )
 
 
@@ -182,14 +152,14 @@ class TestSmolLM2InInt4:
         # Text that did not repeat itself has ruled drafts out...
         for _ in range(10):
             planner.record_draft(drafted=1, kept=0)
-        assert planner.draft_length(MAX_DRAFT) == 0
+        assert planner.plan(MAX_DRAFT).draft_length == 0
         decoder = GreedyDecoder(
             engine.model,
             engine.tokenizer,
             engine.eos_token_ids,
             PromptCache(),
             drafts_until=engine.drafts_until,
-            draft_planner=planner,
+            pass_planner=planner,
         )
         generation = decoder.generate(engine.tokenizer.encode_prompt(REPETITIVE), max_new_tokens=50)
         # ...but one-token passes show that drafts of this text would be kept: drafting resumes
@@ -251,7 +221,7 @@ def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) 
         frozenset(),
         PromptCache(),
         drafts_until=exact_rows_until(model.config, 4096),
-        draft_planner=AlwaysDraft(),
+        pass_planner=AlwaysDraft(),
     )
     plain = GreedyDecoder(model, tokenizer, frozenset(), PromptCache())
     prompt = tokenizer.encode_prompt(REPETITIVE)[: window // 2]

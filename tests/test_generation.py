@@ -13,6 +13,7 @@ from transformers import DynamicCache
 from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
+from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.tokens import DocumentTokenizer
 
 CAPITAL = "The capital of France is"
@@ -89,26 +90,39 @@ class TestTinyPhi3:
         assert "".join(pieces) == generation.text
         assert all(pieces)
 
-    def test_decode_passes_run_on_their_own_thread_count_then_it_is_restored(
+    def test_decode_passes_run_on_the_planned_thread_counts_then_it_is_restored(
         self, tiny: ModelEngine
     ) -> None:
         decoder = GreedyDecoder(tiny.model, tiny.tokenizer, tiny.eos_token_ids, PromptCache())
         prompt = tiny.tokenizer.encode_prompt(CAPITAL)
         reference = decoder.generate(prompt, max_new_tokens=8).token_ids
         before = torch.get_num_threads()
-        decoder.decode_threads = before + 1
-        threads_while_decoding: list[int] = []
-        generation = decoder.generate(
-            prompt,
-            max_new_tokens=8,
-            on_text=lambda _: threads_while_decoding.append(torch.get_num_threads()),
+        decoder = GreedyDecoder(
+            tiny.model,
+            tiny.tokenizer,
+            tiny.eos_token_ids,
+            PromptCache(),
+            pass_planner=PassPlanner((before + 1, before + 2)),
         )
-        assert set(threads_while_decoding) == {before + 1}
+        threads_per_pass: list[int] = []
+        hook = tiny.model.register_forward_pre_hook(
+            lambda *_: threads_per_pass.append(torch.get_num_threads())
+        )
+        try:
+            generation = decoder.generate(prompt, max_new_tokens=8)
+        finally:
+            hook.remove()
+        # The prompt on all threads (nothing timed yet), then each thread count tried first.
+        assert threads_per_pass[0] == before + 2
+        assert set(threads_per_pass[1:3]) == {before + 1, before + 2}
         assert torch.get_num_threads() == before
         assert generation.token_ids == reference
 
-    def test_the_engine_decodes_with_the_faster_thread_count(self, tiny: ModelEngine) -> None:
-        assert tiny.decode_threads in {1, torch.get_num_threads()}
+    def test_the_engine_has_timed_a_pass_on_each_thread_count_when_it_is_ready(
+        self, tiny: ModelEngine
+    ) -> None:
+        planner = tiny.pass_planner
+        assert set(planner.one_token_seconds()) == set(planner.thread_counts)
 
     def test_a_stop_set_beforehand_computes_nothing(self, tiny: ModelEngine) -> None:
         stop = threading.Event()

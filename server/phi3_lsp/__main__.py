@@ -40,10 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Before torch loads OpenMP: idle torch threads then sleep instead of spinning. The model
-    # shares 2-4 cores with the editor; spinning threads that lose their core made each decode
-    # step ~3x slower on a busy 2-core machine. An explicit OMP_WAIT_POLICY still wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from phi3_lsp import openmp
+
+    openmp.configure_waiting(os.environ)  # before torch loads OpenMP
     # Texts are tokenized one at a time: the tokenizers thread pool would gain nothing, and
     # having used it makes any later fork print a warning.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -23,6 +23,7 @@ from transformers.utils import logging as transformers_logging
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
 from phi3_lsp.int4_cache import load_int4
+from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat
@@ -34,8 +35,8 @@ log = logging.getLogger(__name__)
 # Memory for the keys and values of recent prompts (Phi-3-mini in fp32 needs ~0.8 MB per token).
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_CONTEXT_LENGTH = 2048
-DECODE_PROBE_STEPS = 3
-LONG_DECODE_STEP_SECONDS = 0.1
+WARM_UP_TOKENS = 4
+"""Enough for the lazy initialization and a timed decode pass on each thread count."""
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -75,6 +76,7 @@ class ModelEngine:
             eos_token_ids,
             self._prompt_cache,
             drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
+            pass_planner=PassPlanner(decode_thread_counts(torch.get_num_threads())),
         )
 
     @classmethod
@@ -133,9 +135,9 @@ class ModelEngine:
         return engine
 
     @property
-    def decode_threads(self) -> int | None:
-        """Torch threads for decode steps, as the warm-up chose them (None before it)."""
-        return self._decoder.decode_threads
+    def pass_planner(self) -> PassPlanner:
+        """How decode passes are planned, with the timings so far."""
+        return self._decoder.planner
 
     @property
     def drafts_until(self) -> int:
@@ -185,43 +187,26 @@ class ModelEngine:
         )
 
     def warm_up(self) -> None:
-        """Run tiny generations, so the first real one pays for no lazy initialization, and
-        choose the thread count for decode steps.
+        """Run a tiny generation, so the first real one pays for no lazy initialization, and
+        time a decode pass on each thread count the planner may choose.
 
         The first forward passes set up kernels and buffers (a few tenths of a second on a
         small model), which would otherwise land on the user's first completion.
         """
         prompt = self.tokenizer.encode_prompt("Hello, world") or [0]
-        self._decoder.decode_threads = torch.get_num_threads()
-        self._decoder.generate(prompt, max_new_tokens=2)  # the lazy initialization, untimed
-        self._decoder.decode_threads = self._fastest_decode_threads(prompt)
-        log.info("Decoding with %d torch threads", self._decoder.decode_threads)
-
-    def _fastest_decode_threads(self, prompt: list[int]) -> int:
-        """Time a few decode steps with all threads and, if steps are short, with one.
-
-        Measured on SmolLM2 with idle threads sleeping (as the server runs them): 1 thread
-        decodes in 24 ms a step and 2 in 46 ms in int4 (waking a thread costs more than a
-        small matrix takes), while Phi-3-mini's large int4 matrices run 1.9x faster on 2.
-        Waking threads costs tens of microseconds per matrix: a long step cannot gain from
-        one thread, so it is not timed again (on Phi-3-mini in fp32 that would be seconds).
-        """
-        threads = torch.get_num_threads()
-        all_threads_step = self._decode_step_seconds(prompt, threads)
-        if threads == 1 or all_threads_step is None:
-            return threads
-        if all_threads_step > LONG_DECODE_STEP_SECONDS:
-            return threads
-        one_thread_step = self._decode_step_seconds(prompt, 1)
-        if one_thread_step is None or one_thread_step >= all_threads_step:
-            return threads
-        return 1
-
-    def _decode_step_seconds(self, prompt: list[int], threads: int) -> float | None:
-        """Seconds per decode step on `threads` threads (None if the model stopped at once)."""
-        self._decoder.decode_threads = threads
-        run = self._decoder.generate(prompt, max_new_tokens=DECODE_PROBE_STEPS + 1)
-        return run.decode_seconds / run.decode_passes if run.decode_passes else None
+        self._decoder.generate(prompt, max_new_tokens=2)  # the lazy initialization
+        # Its passes included the initialization: the planner starts again from real timings.
+        self._decoder.planner = PassPlanner(self._decoder.planner.thread_counts)
+        self._decoder.generate(prompt, max_new_tokens=WARM_UP_TOKENS)
+        log.info(
+            "Decode passes choose among %s torch threads; a 1-token pass took %s",
+            ", ".join(map(str, self._decoder.planner.thread_counts)),
+            ", ".join(
+                f"{seconds * 1e3:.1f} ms on {threads}"
+                for threads, seconds in self._decoder.planner.one_token_seconds().items()
+            )
+            or "no time (the model stopped at once)",
+        )
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""
@@ -272,6 +257,11 @@ def _from_pretrained(
         weights_dir, config=config, dtype=dtype, trust_remote_code=source.trust_remote_code
     )
     return model
+
+
+def decode_thread_counts(threads: int) -> tuple[int, ...]:
+    """The thread counts a decode pass may run on: all, half and one (see `pass_planner`)."""
+    return tuple(sorted({1, max(1, threads // 2), threads}))
 
 
 def physical_cores() -> int:

@@ -2,7 +2,8 @@
 
 One forward pass over the uncached part of the prompt (prefill), then one pass per new token,
 each time taking the most likely next token (argmax); a pass can also check tokens drafted
-from the text so far, and keeps those the argmax confirms (see `drafts`). The loop checks a
+from the text so far, and keeps those the argmax confirms (see `drafts`); each pass runs on the
+thread count and with the draft length that `pass_planner` chooses. The loop checks a
 stop event before every pass, so a cancelled request returns within one pass. Caches are kept
 per key (a document URI): when the next prompt of that document shares a token prefix with the
 last one, only the tail is computed.
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from phi3_lsp.drafts import DraftPlanner, TokenLookup
+from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
 FinishReason = Literal["length", "eos", "line", "stopped"]
@@ -127,10 +129,11 @@ class GreedyDecoder:
         prompt_cache: PromptCache,
         *,
         drafts_until: int = 0,
-        draft_planner: DraftPlanner | None = None,
+        pass_planner: PassPlanner | None = None,
     ) -> None:
         """`drafts_until`: the context length (in tokens) up to which a pass checking drafted
-        tokens picks exactly what one-token passes would (0: never draft)."""
+        tokens picks exactly what one-token passes would (0: never draft). `pass_planner`:
+        by default every pass runs on the current torch thread count."""
         self._model = model
         self._tokenizer = tokenizer
         self._eos_token_ids = eos_token_ids
@@ -141,14 +144,8 @@ class GreedyDecoder:
         # Models that accept `logits_to_keep` skip the vocabulary projection for all prompt
         # positions but the last: a large saving on long prompts.
         self._keeps_logits = "logits_to_keep" in accepted
-        self._drafts = draft_planner or DraftPlanner()
+        self.planner = pass_planner or PassPlanner((torch.get_num_threads(),))
         self.drafts_until = drafts_until
-        self.decode_threads: int | None = None
-        """Torch threads for decode steps (None: as many as for the prefill).
-
-        A decode step is a chain of small matrix-vector products; on a small model, waking
-        the other threads for each one can cost more than it saves (see `ModelEngine.warm_up`).
-        """
 
     def generate(
         self,
@@ -179,9 +176,10 @@ class GreedyDecoder:
         with torch.inference_mode():
             started = time.perf_counter()
             if not _is_set(stop_event):
-                logits = self._feed(run, prompt_ids[reused:], keep=1)
-                prefill_seconds = time.perf_counter() - started
-                with _torch_threads(self.decode_threads):
+                with _threads_restored():
+                    torch.set_num_threads(self.planner.prompt_threads())
+                    logits = self._feed(run, prompt_ids[reused:], keep=1)
+                    prefill_seconds = time.perf_counter() - started
                     finish = self._decode(run, logits, max_new_tokens, stop_event, one_line)
                 decode_seconds = time.perf_counter() - started - prefill_seconds
         run.emit(run.stream.finish())
@@ -233,19 +231,20 @@ class GreedyDecoder:
                 max_new_tokens - len(run.new_ids) - 1,  # the pass itself adds one token
                 self.drafts_until - len(run.fed_ids) - 1,
             )
-            length = self._drafts.draft_length(room)
-            draft = lookup.draft(length)
+            plan = self.planner.plan(room)
+            draft = lookup.draft(plan.draft_length)
             # A pass the planner kept to one token still shows whether a draft would have been
             # kept, so the kept share follows the text: drafting resumes where it starts repeating.
-            unchecked = lookup.draft(1) if length == 0 and room > 0 else []
+            unchecked = lookup.draft(1) if plan.draft_length == 0 and room > 0 else []
+            torch.set_num_threads(plan.threads)
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
             run.decode_passes += 1
-            self._drafts.record_pass(1 + len(draft), time.perf_counter() - started)
+            self.planner.record_pass(plan.threads, 1 + len(draft), time.perf_counter() - started)
             choices = logits.argmax(dim=-1).tolist()
             kept = common_prefix_length(draft, choices)
-            self._drafts.record_draft(len(draft), kept)
-            self._drafts.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
+            self.planner.record_draft(len(draft), kept)
+            self.planner.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]
@@ -300,13 +299,9 @@ def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
 
 
 @contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with `count` torch threads (None: unchanged), then restore the number."""
+def _threads_restored() -> Iterator[None]:
+    """Run the block, which may change the torch thread count, then restore the count."""
     before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
     try:
         yield
     finally:

@@ -1,0 +1,154 @@
+"""How to run each decode pass: on how many torch threads, and checking how many drafted tokens.
+
+Both choices trade what a pass costs against what it yields, and the costs are only known by
+timing passes on this machine, as it is loaded now.
+
+Threads. Between two matrix products torch's threads wait briefly before they sleep (see
+`openmp`), so on an idle 2-core CPU a decode step of SmolLM2 in int4 takes ~55 ms on 2
+threads and ~70 ms on 1. When another process keeps a core busy (a build, a test run), every
+product of a 2-thread step waits for the thread that lost its core: ~230 ms a step, against
+~65 ms on 1 thread. Nothing tells the server when that starts or ends, so the planner runs the
+thread count whose recent passes were fastest, and now and then times one pass on each other
+count (a probe): often while the counts are close, less and less often while a count keeps
+losing.
+
+Drafts. A pass over more tokens costs more (on this CPU's int4 kernel, a pass over 3 tokens
+~1.4x one over 1), so the planner drafts only as many tokens as pay for themselves, from the
+share of drafted tokens recently kept and the measured time of passes of each width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_DRAFT = 4
+"""Beyond this, the kernel's cost per token grows faster than what a draft typically keeps."""
+
+_DECAY = 0.9
+"""Weight of older drafts in the kept share and of older timings: recent text matters most."""
+_PRIOR_DRAFTED, _PRIOR_KEPT = 2.0, 1.0
+"""Before any draft is checked, half of the drafted tokens are assumed kept."""
+_GUESSED_EXTRA_COST = 0.15
+"""Until a width has been timed, each extra token is guessed to add this share of a 1-token
+pass: optimistic, so that every useful width gets tried and timed."""
+
+PROBE_GAP_MIN, PROBE_GAP_MAX = 8, 64
+"""Passes between probes of a thread count not in use: the gap doubles each time the probe
+loses. 64 passes of SmolLM2 are 3-5 s, so the planner notices a freed core within seconds."""
+STALE_AFTER = 2
+"""A thread count not run for more passes than this has timings from another load: its next
+pass replaces them instead of being averaged in."""
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """How to run the next decode pass."""
+
+    threads: int
+    draft_length: int
+    """Drafted tokens to check beside the next one (0: feed one token)."""
+
+
+class PassPlanner:
+    """Plans decode passes for the most tokens per second, from timings of the passes so far.
+
+    If each drafted token is kept with probability p (once the one before it was), a pass
+    with k drafted tokens yields 1 + p + ... + p^k tokens, at the measured cost of a pass
+    over k + 1 tokens on the chosen thread count.
+    """
+
+    def __init__(self, thread_counts: Sequence[int] = (1,)) -> None:
+        if not thread_counts or min(thread_counts) < 1:
+            raise ValueError(f"thread counts must be positive, not {list(thread_counts)}")
+        self.thread_counts = tuple(sorted(set(thread_counts)))
+        self._drafted = _PRIOR_DRAFTED
+        self._kept = _PRIOR_KEPT
+        self._pass_seconds: dict[int, dict[int, float]] = {t: {} for t in self.thread_counts}
+        """Recent seconds of a decode pass, per thread count and number of tokens fed."""
+        self._passes = 0
+        self._last_pass: dict[int, int] = {}
+        """The number of the latest pass run on each thread count."""
+        self._probe_gap = dict.fromkeys(self.thread_counts, PROBE_GAP_MIN)
+
+    @property
+    def kept_share(self) -> float:
+        """The share of recently drafted tokens that the model's own choice confirmed."""
+        return self._kept / self._drafted
+
+    def one_token_seconds(self) -> dict[int, float]:
+        """The recent cost of a 1-token pass on each thread count timed so far."""
+        return {
+            threads: timings[1] for threads, timings in self._pass_seconds.items() if 1 in timings
+        }
+
+    def prompt_threads(self) -> int:
+        """The thread count for a pass over a prompt: the one decode passes are fastest on.
+
+        A prompt's pass suffers from a busy core as a decode pass does, and more: ~400 prompt
+        tokens of SmolLM2 took 2.5x longer on 2 threads than on 1 while another process kept a
+        core busy. With no decode pass timed yet, all threads.
+        """
+        return self._fastest_threads()
+
+    def plan(self, draft_limit: int) -> PassPlan:
+        """The next pass: a probe of a thread count if one is due, else the fastest count with
+        the draft length (at most `draft_limit`) that yields the most tokens per second."""
+        untimed = [t for t in self.thread_counts if 1 not in self._pass_seconds[t]]
+        if untimed:
+            return PassPlan(untimed[-1], 0)
+        fastest = self._fastest_threads()
+        for threads in self.thread_counts:
+            if threads != fastest and self._passes_since(threads) >= self._probe_gap[threads]:
+                return PassPlan(threads, 0)
+        return PassPlan(fastest, self._draft_length(fastest, draft_limit))
+
+    def record_pass(self, threads: int, width: int, seconds: float) -> None:
+        """Note that a decode pass over `width` tokens on `threads` threads took `seconds`."""
+        probed = 1 not in self._pass_seconds[threads] or threads != self._fastest_threads()
+        timings = self._pass_seconds[threads]
+        if self._passes_since(threads) > STALE_AFTER:
+            timings.clear()
+        before = timings.get(width)
+        timings[width] = seconds if before is None else before * _DECAY + seconds * (1 - _DECAY)
+        self._passes += 1
+        self._last_pass[threads] = self._passes
+        if probed:
+            won = threads == self._fastest_threads()
+            gap = self._probe_gap[threads]
+            self._probe_gap[threads] = PROBE_GAP_MIN if won else min(2 * gap, PROBE_GAP_MAX)
+
+    def record_draft(self, drafted: int, kept: int) -> None:
+        """Note that a pass confirmed `kept` of `drafted` tokens (also of tokens it was not fed:
+        what a draft would have been)."""
+        if drafted:
+            self._drafted = self._drafted * _DECAY + drafted
+            self._kept = self._kept * _DECAY + kept
+
+    def _passes_since(self, threads: int) -> int:
+        return self._passes - self._last_pass.get(threads, 0)
+
+    def _fastest_threads(self) -> int:
+        """The timed thread count with the cheapest 1-token pass (ties: fewer threads)."""
+        costs = self.one_token_seconds()
+        if not costs:
+            return self.thread_counts[-1]
+        return min(costs, key=lambda threads: (costs[threads], threads))
+
+    def _draft_length(self, threads: int, limit: int) -> int:
+        share = self.kept_share
+        best_length, best_rate = 0, 1.0 / self._cost(threads, 1)
+        for length in range(1, min(MAX_DRAFT, limit) + 1):
+            expected_tokens = sum(share**kept for kept in range(length + 1))
+            rate = expected_tokens / self._cost(threads, length + 1)
+            if rate > best_rate:
+                best_length, best_rate = length, rate
+        return best_length
+
+    def _cost(self, threads: int, width: int) -> float:
+        """Seconds of a pass over `width` tokens: measured, or guessed from a 1-token pass."""
+        timings = self._pass_seconds[threads]
+        measured = timings.get(width)
+        if measured is not None:
+            return measured
+        return timings[1] * (1 + _GUESSED_EXTRA_COST * (width - 1))

@@ -1,0 +1,130 @@
+"""Planning decode passes: the thread count that decodes fastest now, and drafts that pay."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from phi3_lsp.pass_planner import MAX_DRAFT, PROBE_GAP_MAX, PassPlan, PassPlanner
+
+PassCost = Callable[[int, int], float]
+"""Seconds of a pass, from its thread count and width."""
+
+# SmolLM2 in int4 on this 2-core CPU (see pass_planner): 1-token passes, in seconds.
+IDLE = {1: 0.070, 2: 0.055}
+ONE_CORE_TAKEN = {1: 0.065, 2: 0.230}
+
+
+def one_token_costs(seconds: dict[int, float]) -> PassCost:
+    return lambda threads, width: seconds[threads] * (1 + 0.3 * (width - 1))
+
+
+def run_passes(planner: PassPlanner, cost: PassCost, count: int, limit: int = 0) -> list[PassPlan]:
+    """Plan and 'run' `count` passes that cost what `cost` says; return the plans."""
+    plans = []
+    for _ in range(count):
+        plan = planner.plan(limit)
+        planner.record_pass(plan.threads, 1 + plan.draft_length, cost(plan.threads, 1))
+        plans.append(plan)
+    return plans
+
+
+class TestThreads:
+    def test_each_thread_count_is_timed_before_one_is_chosen(self) -> None:
+        plans = run_passes(PassPlanner((1, 2)), one_token_costs(IDLE), 2, limit=MAX_DRAFT)
+        assert sorted(plan.threads for plan in plans) == [1, 2]
+        assert all(plan.draft_length == 0 for plan in plans)
+
+    def test_the_faster_count_runs_the_passes(self) -> None:
+        planner = PassPlanner((1, 2))
+        plans = run_passes(planner, one_token_costs(IDLE), 100)
+        assert sum(plan.threads == 2 for plan in plans) > 90
+        plans = run_passes(PassPlanner((1, 2)), one_token_costs({1: 0.050, 2: 0.080}), 100)
+        assert sum(plan.threads == 1 for plan in plans) > 90
+
+    def test_a_count_that_slows_down_is_left_within_a_few_passes(self) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        assert planner.plan(0).threads == 2
+        # Another process takes a core: 2-thread passes wait for the thread that lost it.
+        plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
+        assert plans[-1].threads == 1
+
+    def test_a_freed_core_is_used_again_within_the_longest_probe_gap(self) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 500)
+        plans = run_passes(planner, one_token_costs(IDLE), PROBE_GAP_MAX + 1)
+        assert plans[-1].threads == 2
+        assert planner.one_token_seconds()[2] == pytest.approx(IDLE[2])
+
+    def test_a_count_that_keeps_losing_is_probed_less_and_less(self) -> None:
+        planner = PassPlanner((1, 2))
+        plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 1000)
+        probes = [index for index, plan in enumerate(plans) if plan.threads == 2]
+        assert len(probes) < 1000 / PROBE_GAP_MAX + 5
+        gaps = [later - earlier for earlier, later in itertools.pairwise(probes)]
+        assert gaps == sorted(gaps)
+        assert gaps[-1] == PROBE_GAP_MAX + 1
+
+    def test_one_thread_count_is_never_probed(self) -> None:
+        plans = run_passes(PassPlanner((2,)), one_token_costs(IDLE), 50)
+        assert {plan.threads for plan in plans} == {2}
+
+    def test_thread_counts_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="positive"):
+            PassPlanner((0, 2))
+
+
+class TestDrafts:
+    def test_nothing_is_drafted_before_a_pass_was_timed(self) -> None:
+        assert PassPlanner().plan(MAX_DRAFT).draft_length == 0
+
+    def test_cheap_wide_passes_and_kept_drafts_mean_long_drafts(self) -> None:
+        planner = PassPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(1, width, 0.020 + 0.001 * width)
+        for _ in range(10):
+            planner.record_draft(drafted=4, kept=4)
+        assert planner.plan(MAX_DRAFT).draft_length == MAX_DRAFT
+        assert planner.plan(2).draft_length == 2  # never beyond the tokens still wanted
+
+    def test_drafts_that_are_seldom_kept_are_not_worth_a_wider_pass(self) -> None:
+        planner = PassPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(1, width, 0.020 * (1 + 0.4 * (width - 1)))
+        for _ in range(10):
+            planner.record_draft(drafted=3, kept=0)
+        assert planner.kept_share < 0.1
+        assert planner.plan(MAX_DRAFT).draft_length == 0
+
+    def test_passes_that_cost_as_much_as_separate_ones_are_not_worth_it(self) -> None:
+        planner = PassPlanner()
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(1, width, 0.020 * width)
+        for _ in range(10):
+            planner.record_draft(drafted=2, kept=1)
+        assert planner.plan(MAX_DRAFT).draft_length == 0
+
+    def test_drafts_follow_the_costs_of_the_chosen_thread_count(self) -> None:
+        planner = PassPlanner((1, 2))
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(1, width, 0.050 * width)  # wide passes cost as much as single ones
+            planner.record_pass(2, width, 0.040 + 0.001 * width)  # and here they are cheap
+        for _ in range(10):
+            planner.record_draft(drafted=4, kept=4)
+        assert planner.plan(MAX_DRAFT) == PassPlan(2, MAX_DRAFT)
+
+
+class TestPromptThreads:
+    def test_prompts_run_on_all_threads_until_a_decode_pass_was_timed(self) -> None:
+        assert PassPlanner((1, 2)).prompt_threads() == 2
+
+    def test_prompts_run_on_fewer_threads_while_decode_passes_are_faster_on_fewer(self) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        assert planner.prompt_threads() == 2
+        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
+        assert planner.prompt_threads() == 1

@@ -258,9 +258,28 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
                 f"{format_duration(seconds)} (answers of {characters:.0f} characters)",
             )
         )
+    rows.extend(_core_taken_rows(report, prompt, label, server))
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label))
     return rows
+
+
+def _core_taken_rows(
+    report: ModelReport, prompt: PromptFigures, label: str, idle: SpeedFigures
+) -> list[Row]:
+    """Full answers while another process keeps a core busy, beside the same answers idle."""
+    if not prompt.full_with_core_taken:
+        return []
+    seconds = median([completion.seconds for completion in prompt.full_with_core_taken])
+    ratio = f"; {seconds / idle.full_seconds:.2f}x idle" if idle.full_seconds else ""
+    return [
+        Row(
+            "full answer while another process keeps a core busy",
+            report.model,
+            label,
+            f"{format_duration(seconds)}{ratio}",
+        )
+    ]
 
 
 def _with_speedup(

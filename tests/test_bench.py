@@ -15,7 +15,7 @@ from bench.prompts import (
     stdlib_file,
 )
 from bench.report import ModelReport, model_rows, speed_figures
-from bench.server_runs import ServerFigures, diverging_character, word_positions
+from bench.server_runs import PromptFigures, ServerFigures, diverging_character, word_positions
 from bench.stats import median, percentile, rate
 from bench.table import Row, format_duration, format_kib, format_rate, render_markdown
 from bench.workload import BaselineResult, PromptTimings, PromptWork, Workload
@@ -220,3 +220,25 @@ def test_start_up_rows_are_judged_against_their_targets() -> None:
     slow = rows(initialize=0.9, ready=9.7)
     assert slow["initialize latency"].verdict == "MISSED"
     assert slow["time to ready"].verdict == "MISSED"
+
+
+def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> None:
+    def answer(seconds: float) -> Completion:
+        return Completion(seconds, "x", 1, {"lastTokens": 50})
+
+    prompt = PromptFigures(
+        label="~20",
+        first_token=[answer(0.05)],
+        full=[answer(2.0), answer(2.2), answer(2.4)],
+        full_with_core_taken=[answer(2.6), answer(2.5), answer(9.0)],
+    )
+    server = ServerFigures(
+        initialize_seconds=[0.17],
+        ready_seconds=[9.0],
+        first_hover_seconds=[1.2],
+        transport_seconds=[0.001],
+        prompts=[prompt],
+    )
+    report = ModelReport("SmolLM2-135M", server, {"~20": 20}, None, "", None, "", [0.87], 3)
+    [row] = [row for row in model_rows(report) if "keeps a core busy" in row.metric]
+    assert row.server == "2.60 s; 1.18x idle"

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from phi3_lsp.architecture import count_parameters
-from phi3_lsp.screened_projection import ScreenedProjection
+from phi3_lsp.screened_projection import MAX_SCREENED_ROWS, ScreenedProjection
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
@@ -48,7 +48,8 @@ class TestScreenedProjection:
 
     def test_several_rows_of_a_prompt_get_every_score_exact(self) -> None:
         linear = nn.Linear(128, 2048, bias=False)
-        states = hidden_states(5, 128).reshape(1, 5, 128)
+        rows = MAX_SCREENED_ROWS + 1
+        states = hidden_states(rows, 128).reshape(1, rows, 128)
         with torch.inference_mode():
             assert torch.equal(ScreenedProjection(linear)(states), linear(states))
 
@@ -61,6 +62,22 @@ class TestScreenedProjection:
                 actual, expected = ScreenedProjection(linear)(state[None]), linear(state[None])
                 assert int(actual.argmax()) == int(expected.argmax())
                 assert torch.allclose(actual, expected, rtol=1e-5)
+
+    def test_each_row_of_a_short_pass_scores_as_it_does_alone(self) -> None:
+        # A pass checking drafted tokens must give every row the scores a one-token pass gives
+        # it, to the bit. Here one row's tokens all score alike, so the screen rules out none of
+        # them, beside rows it screens well.
+        linear = nn.Linear(128, 2048, bias=False)
+        linear.weight.data = torch.randn(2048, 128)
+        linear.weight.data[:, :64] = torch.randn(1, 64) + 1e-4 * torch.randn(2048, 64)
+        flat = torch.zeros(1, 128)
+        flat[0, :64] = torch.randn(64)
+        states = torch.cat([hidden_states(2, 128), flat, hidden_states(2, 128)])
+        screened = ScreenedProjection(linear)
+        with torch.inference_mode():
+            together = screened(states[None])[0]
+            for row, state in enumerate(states):
+                assert torch.equal(together[row], screened(state.reshape(1, 1, 128))[0, 0])
 
     def test_it_shares_the_layers_weight(self) -> None:
         embeddings = nn.Embedding(1024, 64)

@@ -84,13 +84,16 @@ class ScreenedProjection(nn.Module):
         if rows.shape[0] > MAX_SCREENED_ROWS:
             return functional.linear(inputs, self.weight, self.bias)
         logits = self._screened_logits(rows.float())
-        if logits is None:
-            return functional.linear(inputs, self.weight, self.bias)
         return logits.to(inputs.dtype).reshape(*inputs.shape[:-1], self.out_features)
 
-    def _screened_logits(self, rows: torch.Tensor) -> torch.Tensor | None:
+    def _screened_logits(self, rows: torch.Tensor) -> torch.Tensor:
         """4-bit logits [rows, vocabulary] with exact values for every token that could be the
-        largest of its row, or None when too many could be."""
+        largest of its row; a row where too many could be gets every value exact.
+
+        Each row's scores are those a pass over that row alone gives (see `row_attention`): the
+        4-bit kernel and `_exact` compute a row on its own, and each row gets its own candidates
+        and, if they are too many, its own one-row product.
+        """
         logits = self.screen.multiply(rows.to(torch.bfloat16)).float()
         if self.bias is not None:
             logits += self.bias
@@ -103,11 +106,13 @@ class ScreenedProjection(nn.Module):
         favourites = logits.argmax(dim=1)
         bars = self._exact(favourites, rows).diagonal().unsqueeze(1)  # row i's own favourite
         reach = logits + MARGIN * unit_error * self.row_errors + _BF16_ROUNDING * logits.abs()
-        # Exact values of a token are exact for every row: compute the union of candidates.
-        candidates = torch.nonzero((reach >= bars).any(dim=0)).squeeze(1)
-        if candidates.numel() > self.max_exact_rows:
-            return None
-        logits[:, candidates] = self._exact(candidates, rows)
+        for index, row in enumerate(rows):
+            candidates = torch.nonzero(reach[index] >= bars[index]).squeeze(1)
+            alone = row.unsqueeze(0)
+            if candidates.numel() > self.max_exact_rows:
+                logits[index] = functional.linear(alone, self.weight, self.bias)[0]
+            else:
+                logits[index, candidates] = self._exact(candidates, alone)[0]
         return logits
 
     def _exact(self, token_ids: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -57,9 +57,14 @@ class ModelEngine:
         eos_token_ids: frozenset[int],
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         checks_drafts: bool = False,
+        same_bits_on_any_threads: bool = False,
     ) -> None:
         """`checks_drafts`: the model computes every position of a pass as a one-token pass
-        would (int4 layers, row-by-row attention), so drafted tokens can be checked."""
+        would (int4 layers, row-by-row attention), so drafted tokens can be checked.
+        `same_bits_on_any_threads`: its passes give the same logits on any number of threads
+        (int4 layers), so each pass may run on the thread count that is fastest at the time;
+        otherwise (fp32 products round differently on 1 and 2 threads) every pass runs on all
+        threads, so that the greedy text never depends on the machine's load."""
         self.source = source
         self.tokenizer = tokenizer
         self.model = model
@@ -76,7 +81,11 @@ class ModelEngine:
             eos_token_ids,
             self._prompt_cache,
             drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
-            pass_planner=PassPlanner(decode_thread_counts(torch.get_num_threads())),
+            pass_planner=PassPlanner(
+                decode_thread_counts(torch.get_num_threads())
+                if same_bits_on_any_threads
+                else (torch.get_num_threads(),)
+            ),
         )
 
     @classmethod
@@ -115,6 +124,7 @@ class ModelEngine:
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
             # fp32 matrix products round a row differently beside other rows: no drafts there.
             checks_drafts=weights == "int4" and attend_row_by_row(model),
+            same_bits_on_any_threads=weights == "int4",
         )
         if engine.has_weights:
             report(ProgressUpdate("loading", f"Warming up {source.name}", 0.9))

@@ -97,15 +97,16 @@ def plain_decoder(engine: ModelEngine) -> GreedyDecoder:
     return GreedyDecoder(engine.model, engine.tokenizer, engine.eos_token_ids, PromptCache())
 
 
-def drafting_decoder(engine: ModelEngine) -> GreedyDecoder:
-    """A decoder of the same model that checks the longest drafts it can find."""
+def drafting_decoder(engine: ModelEngine, planner: PassPlanner | None = None) -> GreedyDecoder:
+    """A decoder of the same model that drafts as `planner` plans (default: the longest drafts
+    it can find)."""
     return GreedyDecoder(
         engine.model,
         engine.tokenizer,
         engine.eos_token_ids,
         PromptCache(),
         drafts_until=engine.drafts_until,
-        pass_planner=AlwaysDraft(),
+        pass_planner=planner or AlwaysDraft(),
     )
 
 
@@ -163,14 +164,7 @@ class TestSmolLM2InInt4:
         # The planner moves passes between thread counts as the machine's load changes; int4
         # passes give the same bits on any count, so the text may not change with the load.
         engine = smollm2_int4_engine
-        alternating = GreedyDecoder(
-            engine.model,
-            engine.tokenizer,
-            engine.eos_token_ids,
-            PromptCache(),
-            drafts_until=engine.drafts_until,
-            pass_planner=AlternatingThreads(),
-        )
+        alternating = drafting_decoder(engine, AlternatingThreads())
         for text in [REPETITIVE, *source_windows(4, 1500)]:
             prompt = engine.tokenizer.encode_prompt(text)
             reference = plain_decoder(engine).generate(prompt, max_new_tokens=30)
@@ -184,15 +178,9 @@ class TestSmolLM2InInt4:
         for _ in range(10):
             planner.record_draft(drafted=1, kept=0)
         assert planner.plan(MAX_DRAFT).draft_length == 0
-        decoder = GreedyDecoder(
-            engine.model,
-            engine.tokenizer,
-            engine.eos_token_ids,
-            PromptCache(),
-            drafts_until=engine.drafts_until,
-            pass_planner=planner,
+        generation = drafting_decoder(engine, planner).generate(
+            engine.tokenizer.encode_prompt(REPETITIVE), max_new_tokens=50
         )
-        generation = decoder.generate(engine.tokenizer.encode_prompt(REPETITIVE), max_new_tokens=50)
         # ...but one-token passes show that drafts of this text would be kept: drafting resumes
         # (the planner's costs are fixed, so this run is the same every time).
         assert generation.decode_passes < generation.decoded_tokens

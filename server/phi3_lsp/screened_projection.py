@@ -7,8 +7,8 @@ token, then the fp32 rows are read only for the tokens whose score is within rea
 best. What 4 bits lose in row i is err_i · x, which scales with |err_i| (the row's error norm,
 known from quantizing) times a factor set by the input x. That factor is measured on a fixed
 sample of rows for each input, and a token is ruled out only if it stays below the exact score
-of the 4-bit favourite by MARGIN times its error. When the screen cannot rule out enough,
-every row is computed.
+of the 4-bit favourite by MARGIN times its error. When the screen cannot rule out enough
+tokens for an input, all of that input's scores are computed in fp32.
 """
 
 from __future__ import annotations

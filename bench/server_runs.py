@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,12 +160,12 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
     return figures
 
 
-@contextlib.contextmanager
-def core_taken() -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def core_taken() -> AsyncIterator[None]:
     """Run the block while another process keeps one core busy, as a build or a test run does."""
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.5)  # until the scheduler has given it a core of its own
+        await asyncio.sleep(0.5)  # until the scheduler has given it a core of its own
         yield
     finally:
         busy.kill()
@@ -206,13 +206,11 @@ async def _measure(
     if plan.prompts:
         # Where decode passes are most of an answer, and a slow one shows most.
         progress(f"  prompt {plan.prompts[0].label} while another process keeps a core busy")
-        with core_taken():
+        async with core_taken():
             for number, text in enumerate(plan.prompts[0].full):
-                uri = f"file:///bench/core_taken{number}.py"
-                session.open(uri, text)
-                completion = await session.complete(uri, end_position(text))
-                figures.prompts[0].full_with_core_taken.append(completion)
-                session.close(uri)
+                figures.prompts[0].full_with_core_taken.append(
+                    await complete_in_new_document(session, f"file:///bench/core{number}.py", text)
+                )
 
     progress(f"  hovers on a {plan.long_document.count(chr(10))}-line document")
     long_uri = "file:///bench/long_document.py"
@@ -248,11 +246,7 @@ async def _measure_prompt(
     uri_base = f"file:///bench/prompt{index}"
 
     async def complete_fresh(name: str, text: str) -> Completion:
-        uri = f"{uri_base}_{name}.py"
-        session.open(uri, text)
-        completion = await session.complete(uri, end_position(text))
-        session.close(uri)
-        return completion
+        return await complete_in_new_document(session, f"{uri_base}_{name}.py", text)
 
     for number, text in enumerate(prompt.warmup):
         figures.warmup = await complete_fresh(f"warmup{number}", text)
@@ -283,6 +277,14 @@ async def _measure_prompt(
             figures.edits.append(await session.complete(uri, cursor))
         session.close(uri)
     return figures
+
+
+async def complete_in_new_document(session: ServerSession, uri: str, text: str) -> Completion:
+    """A completion at the end of `text`, opened as a new document (no cache of it can answer)."""
+    session.open(uri, text)
+    completion = await session.complete(uri, end_position(text))
+    session.close(uri)
+    return completion
 
 
 async def _edit_past_the_budget(

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.hooks import RemovableHandle
 from transformers import DynamicCache
 
 from model_sources import folder_source, tiny_sliding_window_phi3
+from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.generation import GreedyDecoder, PromptCache, common_prefix_length
+from phi3_lsp.generation import (
+    PREFILL_CHUNK_TOKENS,
+    GreedyDecoder,
+    PromptCache,
+    common_prefix_length,
+)
 from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.stoppable_passes import decoder_layers
 from phi3_lsp.tokens import DocumentTokenizer
 
 CAPITAL = "The capital of France is"
@@ -28,6 +38,14 @@ def tiny(tiny_phi3_dir: Path) -> ModelEngine:
 def greedy_without_cache(engine: ModelEngine, prompt: list[int], steps: int) -> list[int]:
     """The textbook definition: run the whole sequence each step, append the argmax."""
     return greedy_reference(engine.model, prompt, steps)
+
+
+def long_prompt(engine: ModelEngine, tokens: int) -> list[int]:
+    """The first `tokens` tokens of this project's own source, repeated as needed."""
+    source = Path(generation_module.__file__).read_text(encoding="utf-8")
+    ids = engine.tokenizer.encode_prompt(source)
+    repeated: list[int] = ids * (tokens // len(ids) + 1)
+    return repeated[:tokens]
 
 
 def greedy_reference(model: torch.nn.Module, prompt: list[int], steps: int) -> list[int]:
@@ -45,6 +63,41 @@ def filled_cache(tokens: int) -> DynamicCache:
         states = torch.arange(tokens, dtype=torch.float32).reshape(1, 1, tokens, 1)
         cache.update(states, states.clone(), layer)
     return cache
+
+
+@contextmanager
+def rows_per_pass(model: torch.nn.Module) -> Iterator[list[int]]:
+    """Record how many positions each forward pass of `model` computes."""
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: rows.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        yield rows
+    finally:
+        hook.remove()
+
+
+@contextmanager
+def calls_of(module: torch.nn.Module) -> Iterator[list[None]]:
+    """Record each call of `module` (one item per call)."""
+    calls: list[None] = []
+    hook = module.register_forward_pre_hook(lambda *_: calls.append(None))
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+def stop_on_call(layer: torch.nn.Module, call: int, event: threading.Event) -> RemovableHandle:
+    """Set `event` right after `layer` has run for the `call`-th time."""
+    calls = itertools.count(1)
+
+    def after_layer(*_: object) -> None:  # returns None: the layer's output stays as it is
+        if next(calls) == call:
+            event.set()
+
+    return layer.register_forward_hook(after_layer)
 
 
 def stop_after(pieces: int, event: threading.Event, seen: list[str]) -> Callable[[str], None]:
@@ -127,11 +180,70 @@ class TestTinyPhi3:
     def test_a_stop_set_beforehand_computes_nothing(self, tiny: ModelEngine) -> None:
         stop = threading.Event()
         stop.set()
-        generation = tiny.generate([1, 450], stop_event=stop)
+        with rows_per_pass(tiny.model) as rows:
+            generation = tiny.generate([1, 450], stop_event=stop)
         assert generation.finish_reason == "stopped"
         assert generation.token_ids == ()
-        assert generation.prefill_seconds == 0.0
-        assert generation.decode_passes == 0
+        assert rows == []
+
+    def test_a_long_prompt_runs_in_chunks_and_gives_the_cache_free_text(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        with rows_per_pass(tiny.model) as rows:
+            generation = decoder.generate(prompt, max_new_tokens=4, cache_key="doc")
+        assert rows == [PREFILL_CHUNK_TOKENS, PREFILL_CHUNK_TOKENS, 176, 1, 1, 1]
+        assert list(generation.token_ids) == greedy_without_cache(tiny, prompt, 4)
+        # After an edit, chunks still end where a cold prompt's chunks end.
+        edited = [*prompt[:700], *prompt[701:]]
+        with rows_per_pass(tiny.model) as rows:
+            decoder.generate(edited, max_new_tokens=1, cache_key="doc")
+        assert rows == [2 * PREFILL_CHUNK_TOKENS - 700, len(edited) - 2 * PREFILL_CHUNK_TOKENS]
+
+    def test_a_stop_during_a_prompt_ends_it_within_a_layer_and_keeps_the_finished_chunks(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        first_layer, second_layer = decoder_layers(tiny.model)
+        stop = threading.Event()
+        # Stopped after the first layer of the second chunk: the second layer must not run.
+        hook = stop_on_call(first_layer, 2, stop)
+        with calls_of(second_layer) as second_layer_calls:
+            stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
+        hook.remove()
+        assert stopped.finish_reason == "stopped"
+        assert stopped.token_ids == ()
+        assert len(second_layer_calls) == 1
+        resumed = decoder.generate(prompt, max_new_tokens=4, cache_key="doc")
+        assert resumed.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+        assert list(resumed.token_ids) == greedy_without_cache(tiny, prompt, 4)
+
+    def test_a_stop_during_a_decode_pass_ends_it_and_the_next_request_is_exact(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CODE)
+        prompt_cache = PromptCache()
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), prompt_cache)
+        first_layer, second_layer = decoder_layers(tiny.model)
+        stop = threading.Event()
+        hook = stop_on_call(first_layer, 1 + 3, stop)  # in the third decode pass
+        with calls_of(second_layer) as second_layer_calls:
+            stopped = decoder.generate(prompt, max_new_tokens=10, stop_event=stop, cache_key="doc")
+        hook.remove()
+        assert stopped.finish_reason == "stopped"
+        assert len(stopped.token_ids) == 3  # from the prompt's pass and two decode passes
+        assert len(second_layer_calls) == 1 + 2
+        accepted = [*prompt, *stopped.token_ids]
+        # What the stopped pass's first layer wrote is gone: each layer holds the fed tokens.
+        kept, reused = prompt_cache.take("doc", accepted)
+        assert kept is not None and reused == len(accepted) - 1
+        assert [kept.get_seq_length(layer) for layer in range(2)] == [reused, reused]
+        prompt_cache.put("doc", accepted[:reused], kept)
+        after = decoder.generate(accepted, max_new_tokens=4, cache_key="doc")
+        assert after.reused_prompt_tokens == len(accepted) - 1
+        assert list(after.token_ids) == greedy_without_cache(tiny, accepted, 4)
 
     def test_a_stopped_request_keeps_the_cache_for_the_next(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CODE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.kv_cache import GrowingCache, GrowingLayer, truncate
 
 
 def states(tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,3 +37,18 @@ def test_a_decode_step_writes_in_place() -> None:
         keys, _ = cache.update(*states(1), 0)
     assert keys.shape[-2] == cache.get_seq_length() == 112
     assert keys.data_ptr() == storage
+
+
+def test_truncating_mends_layers_of_different_lengths() -> None:
+    # A pass stopped after its first layer: that layer holds 7 more positions than the second.
+    cache = GrowingCache()
+    first, second = states(30), states(23)
+    cache.update(*first, 0)
+    cache.update(*second, 1)
+    truncate(cache, 20)
+    for layer, (keys, values) in zip(cache.layers, (first, second), strict=True):
+        assert isinstance(layer, GrowingLayer)
+        assert layer.keys is not None and layer.values is not None
+        assert torch.equal(layer.keys, keys[..., :20, :])
+        assert torch.equal(layer.values, values[..., :20, :])
+    assert cache.get_seq_length() == 20

@@ -55,6 +55,20 @@ class GrowingCache(DynamicCache):
         self.layer_class_to_replicate = GrowingLayer
 
 
+def truncate(cache: DynamicCache, tokens: int) -> None:
+    """Keep the first `tokens` positions of every layer of `cache`.
+
+    Unlike `DynamicCache.crop`, which removes as many positions from every layer, this also
+    mends a cache whose layers hold different lengths: a pass stopped between two layers
+    (see `stoppable_passes`) has written its positions to the first layers only.
+    """
+    for layer in cache.layers:
+        assert isinstance(layer, DynamicLayer)  # what `GrowingCache` and `DynamicCache()` hold
+        surplus = layer.get_seq_length() - tokens
+        if surplus > 0:
+            layer.crop(-surplus)
+
+
 def _buffer_like(states: torch.Tensor, tokens: int) -> torch.Tensor:
     shape = (*states.shape[:-2], tokens + tokens // 8 + SPARE_TOKENS, states.shape[-1])
     return states.new_empty(shape)

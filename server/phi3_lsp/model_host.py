@@ -234,7 +234,7 @@ class ModelHost:
         """Greedy continuation of `prompt_ids` on the model thread (see `ModelEngine.generate`).
 
         Returns None when no model with weights is loaded, or when a newer request superseded
-        this one. If the awaiting task is cancelled, the generation stops within a decode step.
+        this one. If the awaiting task is cancelled, the generation stops within a decoder layer.
         `on_text` receives the text as it is generated, on the model thread.
         """
         engine = self._engine
@@ -276,7 +276,7 @@ class ModelHost:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the running generation, take no more jobs, and wait for the model thread.
 
-        A generation stops within a decode step; a load cannot be interrupted. Returns False
+        A generation stops within a decoder layer; a load cannot be interrupted. Returns False
         when the thread is still busy after `timeout` seconds.
         """
         with self._lock:

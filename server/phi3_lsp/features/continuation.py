@@ -80,7 +80,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         # Show what is there once the budget is spent; the rest arrives in the background.
         await suggestion.settle(0, budget)
     except asyncio.CancelledError:
-        generation.cancel()  # the request was cancelled: stop the model within a step
+        generation.cancel()  # the request was cancelled: stop the model within a layer
         raise
     if generation.done() and generation.result() is False:
         return ""  # superseded: a newer request took over

@@ -9,6 +9,7 @@ from bench.lsp_session import Completion
 from bench.server_runs import (
     LONG_EDIT_CONTEXT_TOKENS,
     LONG_EDIT_LINES,
+    MOVED_AFTER_SECONDS,
     PromptFigures,
     ServerFigures,
 )
@@ -259,6 +260,7 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
             )
         )
     rows.extend(_core_taken_rows(report, prompt, label, server))
+    rows.extend(_moved_rows(report, prompt, label))
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label))
     return rows
@@ -278,6 +280,24 @@ def _core_taken_rows(
             report.model,
             label,
             f"{format_duration(seconds)}{ratio}",
+        )
+    ]
+
+
+def _moved_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
+    """Answers at another line asked while this prompt was read, beside the same answers on an
+    idle server: what the stale request still costs once it is cancelled."""
+    if not prompt.moved_while_reading:
+        return []
+    moved = median([completion.seconds for completion in prompt.moved_while_reading])
+    idle = median([completion.seconds for completion in prompt.moved_on_idle])
+    return [
+        Row(
+            f"full answer a third of the way up, asked {MOVED_AFTER_SECONDS:g} s into this prompt",
+            report.model,
+            label,
+            f"{format_duration(moved)}; {moved / idle:.2f}x the same answer on an idle server "
+            f"({format_duration(idle)})",
         )
     ]
 

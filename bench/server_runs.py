@@ -23,11 +23,14 @@ from bench.workload import PromptWork
 TINY_DOCUMENT = "answer = 42\n"
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 READY_TIMEOUT_SECONDS = 1800.0
-EDITS_BEFORE_HOVER = 20
+EDITS_BEFORE_HOVER = 100
+"""Edits each followed by a hover: enough for a p99 that is not simply the largest sample."""
 LONG_EDIT_LINES = 400
 """Lines of the long document above the cursor for edits past the prompt budget."""
 LONG_EDIT_CONTEXT_TOKENS = 512
 """A budget these lines exceed several times, small enough for a Phi-3-sized cold prompt."""
+MOVED_AFTER_SECONDS = 1.0
+"""When the user moves the cursor while the longest prompt is read: within its first chunk."""
 
 
 @dataclass
@@ -44,6 +47,11 @@ class PromptFigures:
     edits: list[Completion] = field(default_factory=list)
     full_with_core_taken: list[Completion] = field(default_factory=list)
     """The `full` windows again (cold), while another process keeps one core busy."""
+    moved_while_reading: list[Completion] = field(default_factory=list)
+    """Full answers a third of the way into each `full` window, asked `MOVED_AFTER_SECONDS`
+    into a cancelled request at the window's end."""
+    moved_on_idle: list[Completion] = field(default_factory=list)
+    """The same answers asked of a server with nothing else to do (cold)."""
 
 
 @dataclass
@@ -212,6 +220,14 @@ async def _measure(
                     await complete_in_new_document(session, f"file:///bench/core{number}.py", text)
                 )
 
+    if len(plan.prompts) > 1:
+        longest = plan.prompts[-1]
+        progress(f"  prompt {longest.label}: the cursor moves while it is read")
+        for number, text in enumerate(longest.full):
+            moved, idle = await _move_while_reading(session, number, text)
+            figures.prompts[-1].moved_while_reading.append(moved)
+            figures.prompts[-1].moved_on_idle.append(idle)
+
     progress(f"  hovers on a {plan.long_document.count(chr(10))}-line document")
     long_uri = "file:///bench/long_document.py"
     session.open(long_uri, plan.long_document)
@@ -285,6 +301,27 @@ async def complete_in_new_document(session: ServerSession, uri: str, text: str) 
     completion = await session.complete(uri, end_position(text))
     session.close(uri)
     return completion
+
+
+async def _move_while_reading(
+    session: ServerSession, number: int, text: str
+) -> tuple[Completion, Completion]:
+    """A completion at the end of `text`, cancelled `MOVED_AFTER_SECONDS` later as the user
+    clicks a line a third of the way down, and the completion asked there; then the same
+    completion asked in a new document. Both are full answers."""
+    uri = f"file:///bench/moved{number}.py"
+    session.open(uri, text)
+    request_id = f"read-then-moved-{number}"
+    stale = asyncio.create_task(session.complete(uri, end_position(text), request_id))
+    await asyncio.sleep(MOVED_AFTER_SECONDS)
+    session.cancel(request_id)
+    with contextlib.suppress(Exception):  # a cancelled request may answer with an error
+        await stale
+    lines = text.split("\n")
+    above = "\n".join(lines[: len(lines) // 3 + 1])  # up to the end of the clicked line
+    moved = await session.complete(uri, end_position(above))
+    session.close(uri)
+    return moved, await complete_in_new_document(session, f"file:///bench/idle{number}.py", above)
 
 
 async def _edit_past_the_budget(

@@ -242,3 +242,27 @@ def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> N
     report = ModelReport("SmolLM2-135M", server, {"~20": 20}, None, "", None, "", [0.87], 3)
     [row] = [row for row in model_rows(report) if "keeps a core busy" in row.metric]
     assert row.server == "2.60 s; 1.18x idle"
+
+
+def test_answers_asked_while_a_long_prompt_is_read_are_shown_beside_the_same_answers_idle() -> None:
+    def answer(seconds: float) -> Completion:
+        return Completion(seconds, "x", 1, {"lastTokens": 50})
+
+    prompt = PromptFigures(
+        label="~1500",
+        first_token=[answer(0.5)],
+        full=[answer(8.0)],
+        moved_while_reading=[answer(3.0), answer(2.2), answer(9.0)],
+        moved_on_idle=[answer(2.0), answer(2.0), answer(1.8)],
+    )
+    server = ServerFigures(
+        initialize_seconds=[0.17],
+        ready_seconds=[9.0],
+        first_hover_seconds=[1.2],
+        transport_seconds=[0.001],
+        prompts=[prompt],
+    )
+    report = ModelReport("SmolLM2-135M", server, {"~1500": 1500}, None, "", None, "", [0.87], 3)
+    [row] = [row for row in model_rows(report) if "into this prompt" in row.metric]
+    assert row.prompt.startswith("~1500")
+    assert row.server == "3.00 s; 1.50x the same answer on an idle server (2.00 s)"

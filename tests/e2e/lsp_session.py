@@ -8,6 +8,7 @@ usual phi3-lsp cache (built once, reused by every run).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sys
 from collections.abc import Callable
@@ -54,6 +55,16 @@ class Phi3Client(LanguageClient):
     def generations_since(self, index: int) -> int:
         """How many generations began after the first `index` statuses."""
         return sum(status["state"] == "generating" for status in self.statuses[index:])
+
+    def finished_generations_since(self, index: int) -> int:
+        """How many generations ran to their end after the first `index` statuses: a finished
+        one reports its figures; a stopped one only goes back to "ready"."""
+        figures = ("lastLatencyMs", "lastTokens", "lastDecodeMs", "lastDecodePasses")
+        statuses = self.statuses[max(0, index - 1) :]
+        return sum(
+            later["state"] == "ready" and any(later[key] != earlier[key] for key in figures)
+            for earlier, later in itertools.pairwise(statuses)
+        )
 
     def add_status(self, params: Any) -> None:
         self.statuses.append(as_plain(params))

@@ -222,16 +222,12 @@ def test_start_up_rows_are_judged_against_their_targets() -> None:
     assert slow["time to ready"].verdict == "MISSED"
 
 
-def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> None:
-    def answer(seconds: float) -> Completion:
-        return Completion(seconds, "x", 1, {"lastTokens": 50})
+def full_answer(seconds: float) -> Completion:
+    return Completion(seconds, "x", 1, {"lastTokens": 50})
 
-    prompt = PromptFigures(
-        label="~20",
-        first_token=[answer(0.05)],
-        full=[answer(2.0), answer(2.2), answer(2.4)],
-        full_with_core_taken=[answer(2.6), answer(2.5), answer(9.0)],
-    )
+
+def rows_of(prompt: PromptFigures, tokens: int) -> list[Row]:
+    """The table rows of a server measured on `prompt` only (and one start)."""
     server = ServerFigures(
         initialize_seconds=[0.17],
         ready_seconds=[9.0],
@@ -239,30 +235,31 @@ def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> N
         transport_seconds=[0.001],
         prompts=[prompt],
     )
-    report = ModelReport("SmolLM2-135M", server, {"~20": 20}, None, "", None, "", [0.87], 3)
-    [row] = [row for row in model_rows(report) if "keeps a core busy" in row.metric]
+    report = ModelReport(
+        "SmolLM2-135M", server, {prompt.label: tokens}, None, "", None, "", [0.87], 3
+    )
+    return model_rows(report)
+
+
+def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> None:
+    prompt = PromptFigures(
+        label="~20",
+        first_token=[full_answer(0.05)],
+        full=[full_answer(2.0), full_answer(2.2), full_answer(2.4)],
+        full_with_core_taken=[full_answer(2.6), full_answer(2.5), full_answer(9.0)],
+    )
+    [row] = [row for row in rows_of(prompt, 20) if "keeps a core busy" in row.metric]
     assert row.server == "2.60 s; 1.18x idle"
 
 
 def test_answers_asked_while_a_long_prompt_is_read_are_shown_beside_the_same_answers_idle() -> None:
-    def answer(seconds: float) -> Completion:
-        return Completion(seconds, "x", 1, {"lastTokens": 50})
-
     prompt = PromptFigures(
         label="~1500",
-        first_token=[answer(0.5)],
-        full=[answer(8.0)],
-        moved_while_reading=[answer(3.0), answer(2.2), answer(9.0)],
-        moved_on_idle=[answer(2.0), answer(2.0), answer(1.8)],
+        first_token=[full_answer(0.5)],
+        full=[full_answer(8.0)],
+        moved_while_reading=[full_answer(3.0), full_answer(2.2), full_answer(9.0)],
+        moved_on_idle=[full_answer(2.0), full_answer(2.0), full_answer(1.8)],
     )
-    server = ServerFigures(
-        initialize_seconds=[0.17],
-        ready_seconds=[9.0],
-        first_hover_seconds=[1.2],
-        transport_seconds=[0.001],
-        prompts=[prompt],
-    )
-    report = ModelReport("SmolLM2-135M", server, {"~1500": 1500}, None, "", None, "", [0.87], 3)
-    [row] = [row for row in model_rows(report) if "into this prompt" in row.metric]
+    [row] = [row for row in rows_of(prompt, 1500) if "into this prompt" in row.metric]
     assert row.prompt.startswith("~1500")
     assert row.server == "3.00 s; 1.50x the same answer on an idle server (2.00 s)"

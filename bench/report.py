@@ -419,20 +419,15 @@ def _edit_row(
 
 
 def _cancel_row(report: ModelReport) -> Row:
+    """How soon a cancelled completion gets its reply. The server replies at once and stops
+    the model apart from the reply: what that costs the next request is the moved-cursor row."""
     server = report.server
-    longest = server.prompts[-1] if server.prompts else None
-    decode = server_speed(longest, report.prompt_tokens[longest.label]) if longest else None
-    step = (
-        f" (a step: {format_duration(1 / decode.decode_rate)})"
-        if decode and decode.decode_rate
-        else ""
-    )
     return Row(
-        f"$/cancelRequest → end of a running completion (median of {len(server.cancel_seconds)})",
+        f"$/cancelRequest → reply to the cancelled completion (median of "
+        f"{len(server.cancel_seconds)})",
         report.model,
         "10,000-line file",
         format_duration(median(server.cancel_seconds)),
-        target="within one decode step" + step,
     )
 
 

@@ -2,10 +2,9 @@
 
 A pass over a long prompt takes seconds (512 tokens on 2 cores: SmolLM2 ~1.5 s, Phi-3-mini in
 int4 ~40 s), and a request the user has moved away from should not hold the model thread that
-long.
-A hook before each decoder layer raises `PassStopped` once the stop event is set, so a stop
-costs at most one layer of the pass in flight. The layers that finished have written keys and
-values the caller must drop (`kv_cache.truncate`).
+long. A hook before each decoder layer raises `PassStopped` once the stop event is set, so a
+stop costs at most one layer of the pass in flight. The layers that finished have written keys
+and values the caller must drop (`kv_cache.truncate`).
 """
 
 from __future__ import annotations

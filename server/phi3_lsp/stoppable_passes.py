@@ -26,10 +26,8 @@ class LayerStops:
 
     def __init__(self, model: nn.Module) -> None:
         self._event: threading.Event | None = None
-        self.layers = decoder_layers(model)
-        """The layers checked; empty for a model whose layer list is not found (passes are
-        then stopped between passes only)."""
-        for layer in self.layers:
+        # A model whose layer list is not found is stopped between passes only (`check`).
+        for layer in decoder_layers(model):
             layer.register_forward_pre_hook(self._before_layer)
 
     @contextmanager

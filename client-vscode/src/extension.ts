@@ -3,6 +3,7 @@
 import * as vscode from "vscode";
 import { ArchitectureDocuments } from "./architectureView";
 import { isArchitectureReport, SHOW_ARCHITECTURE_COMMAND } from "./protocol";
+import { PendingSuggestions } from "./pendingSuggestions";
 import { onActivePythonChanged } from "./pythonEnvironment";
 import { ServerSession } from "./serverSession";
 import { type ExtensionSettings, RESTART_KEYS, readSettings, SETTINGS_SECTION } from "./settings";
@@ -10,6 +11,9 @@ import { SHOW_MENU_COMMAND, SHOW_OUTPUT_COMMAND, StatusBar } from "./statusBar";
 
 const RESTART_COMMAND = "phi3.restartServer";
 const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
+/** Bound to Escape in package.json while `PENDING_CONTEXT` holds. */
+const DISMISS_COMMAND = "phi3.dismissSuggestion";
+const PENDING_CONTEXT = "phi3.suggestionPending";
 
 function currentSettings(): ExtensionSettings {
   const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
@@ -23,7 +27,15 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const output = vscode.window.createOutputChannel("Phi-3", { log: true });
   const statusBar = new StatusBar(() => currentSettings().inlineCompletions);
   const architecture = new ArchitectureDocuments();
-  const session = new ServerSession({ output, statusBar, settings: currentSettings });
+  const pendingSuggestions = new PendingSuggestions((pending) => {
+    void vscode.commands.executeCommand("setContext", PENDING_CONTEXT, pending);
+  });
+  const session = new ServerSession({
+    output,
+    statusBar,
+    settings: currentSettings,
+    pendingSuggestions,
+  });
   activeSession = session;
   context.subscriptions.push(output, statusBar, architecture, session);
 
@@ -37,6 +49,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     output.show();
   });
   register(SHOW_MENU_COMMAND, () => showMenu());
+  // Escape while a suggestion is pending: turn it down, and hide any that is already shown.
+  register(DISMISS_COMMAND, () => {
+    pendingSuggestions.dismissAll();
+    return vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
+  });
 
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration((event) => {

@@ -13,6 +13,9 @@
  * An answer that comes about when VS Code gives up may cross its cancellation and be dropped
  * unseen: a late answer is followed by asking again too.
  *
+ * Until then the suggestion is pending: Escape turns it down (pendingSuggestions.ts). The
+ * server stops, and neither the answer nor asking again shows anything.
+ *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */
 
@@ -38,6 +41,11 @@ export interface InlineRequestHooks {
   ): { dispose(): void };
   /** Asks the editor for inline suggestions again, if its cursor is still at `position`. */
   askAgain(document: vscode.TextDocument, position: vscode.Position): void;
+  /**
+   * The request's suggestion is pending until the returned handle is disposed; `dismiss` is
+   * called if the user turns it down first.
+   */
+  suggestionPending(dismiss: () => void): { dispose(): void };
   now?: () => number;
 }
 
@@ -72,59 +80,75 @@ export function inlineCompletionMiddleware(
       if (!inlineCompletions) {
         return null;
       }
-      // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
-      const automatic = context.triggerKind !== INVOKED;
-      // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
-      if (automatic && !(await waitUnlessCancelled(debounceMs, token))) {
-        return null;
-      }
-      const version = document.version;
+      // Cancelled by an edit, a cursor move or Escape: no answer is wanted any more.
       const serverRequest = new RequestCancellation();
-      const place = hooks.watchPlace(document, position, () => {
+      const stillWanted = () => !serverRequest.isCancellationRequested;
+      const pending = hooks.suggestionPending(() => {
         serverRequest.cancel();
       });
-      const started = now();
-      hooks.requestStarted();
-      const answer = (async () => {
-        try {
-          return await next(document, position, context, serverRequest.token);
-        } finally {
-          place.dispose();
-          hooks.requestFinished(now() - started, serverRequest.isCancellationRequested);
-        }
-      })();
-      // Asked again only once: the new request is the user's (`Invoke`), answered at once.
-      const askAgainIfStillWanted = (late: Awaited<typeof answer>) => {
-        if (automatic && hasSuggestion(late) && document.version === version) {
-          hooks.askAgain(document, position);
-        }
-      };
-      const editorGaveUp = whenCancelled(token);
+      // A late answer and asking again with it keep the suggestion pending after we return.
+      let pendingAfterReturn = false;
       try {
-        const outcome = await Promise.race([
-          answer.then((items) => ({ items })),
-          editorGaveUp.promise,
-        ]);
-        if (outcome !== "cancelled") {
-          const answeredAfter = now() - called;
-          if (answeredAfter >= EDITOR_PATIENCE_MS) {
-            setTimeout(
-              () => {
-                askAgainIfStillWanted(outcome.items);
-              },
-              Math.max(0, ASK_AGAIN_FROM_MS - answeredAfter),
-            );
-          }
-          return outcome.items;
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
+        const automatic = context.triggerKind !== INVOKED;
+        // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
+        const debounced = !automatic || (await waitUnlessCancelled(debounceMs, token));
+        if (!debounced || !stillWanted()) {
+          return null;
         }
+        const version = document.version;
+        const place = hooks.watchPlace(document, position, () => {
+          serverRequest.cancel();
+        });
+        const started = now();
+        hooks.requestStarted();
+        const answer = (async () => {
+          try {
+            return await next(document, position, context, serverRequest.token);
+          } finally {
+            place.dispose();
+            hooks.requestFinished(now() - started, serverRequest.isCancellationRequested);
+          }
+        })();
+        // Asked again only once: the new request is the user's (`Invoke`), answered at once.
+        const askAgainIfStillWanted = (late: Awaited<typeof answer>) => {
+          pending.dispose();
+          if (automatic && stillWanted() && hasSuggestion(late) && document.version === version) {
+            hooks.askAgain(document, position);
+          }
+        };
+        const editorGaveUp = whenCancelled(token);
+        let outcome: { items: Awaited<typeof answer> } | "cancelled";
+        try {
+          outcome = await Promise.race([answer.then((items) => ({ items })), editorGaveUp.promise]);
+        } finally {
+          editorGaveUp.dispose();
+        }
+        pendingAfterReturn = true;
+        if (outcome === "cancelled") {
+          void answer.then(askAgainIfStillWanted, () => {
+            pending.dispose(); // nobody waits for it; the status bar has seen it end
+          });
+          return null;
+        }
+        const answeredAfter = now() - called;
+        if (answeredAfter >= EDITOR_PATIENCE_MS) {
+          const items = outcome.items;
+          setTimeout(
+            () => {
+              askAgainIfStillWanted(items);
+            },
+            Math.max(0, ASK_AGAIN_FROM_MS - answeredAfter),
+          );
+        } else {
+          pending.dispose();
+        }
+        return stillWanted() ? outcome.items : null;
       } finally {
-        editorGaveUp.dispose();
+        if (!pendingAfterReturn) {
+          pending.dispose();
+        }
       }
-      void answer.then(
-        askAgainIfStillWanted,
-        () => undefined, // nobody waits for it any more; the status bar has seen it end
-      );
-      return null;
     },
   };
 }

@@ -19,6 +19,7 @@ import {
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
+import type { PendingSuggestions } from "./pendingSuggestions";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
 import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
@@ -76,6 +77,8 @@ export interface SessionDependencies {
   readonly output: vscode.LogOutputChannel;
   readonly statusBar: StatusBar;
   readonly settings: () => ExtensionSettings;
+  /** Suggestions not shown yet, for Escape to turn down. */
+  readonly pendingSuggestions: PendingSuggestions;
 }
 
 /** Calls `onLine` for each line of `input`, as the library's default stdio handling does. */
@@ -268,6 +271,7 @@ export class ServerSession implements vscode.Disposable {
         },
         watchPlace,
         askAgain: askForInlineSuggestionsAgain,
+        suggestionPending: (dismiss) => this.deps.pendingSuggestions.add(dismiss),
       }),
     };
     const client = new Phi3LanguageClient("phi3", "Phi-3", serverOptions, clientOptions);

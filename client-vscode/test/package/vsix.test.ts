@@ -40,7 +40,10 @@ async function readZip(path: string): Promise<Map<string, string>> {
 interface Manifest {
   main: string;
   activationEvents: string[];
-  contributes: { commands: { command: string; title: string; category: string }[] };
+  contributes: {
+    commands: { command: string; title: string; category: string }[];
+    keybindings: { command: string; key: string; when: string }[];
+  };
 }
 
 describe("the packaged extension (.vsix)", () => {
@@ -81,6 +84,31 @@ describe("the packaged extension (.vsix)", () => {
     assert.equal(titles.get("phi3.showOutput"), "Show output");
     assert.ok(manifest.contributes.commands.every((c) => c.category === "Phi-3"));
     assert.deepEqual(manifest.activationEvents, ["onStartupFinished"]);
+  });
+
+  it("binds Escape to turning down a pending suggestion, and only then", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const escape = manifest.contributes.keybindings.filter((binding) => binding.key === "escape");
+    assert.deepEqual(
+      escape.map((binding) => binding.command),
+      ["phi3.dismissSuggestion"],
+    );
+    const conditions = escape[0]?.when.split(" && ") ?? [];
+    // The context key the extension sets, and what must keep Escape for itself.
+    for (const condition of [
+      "editorTextFocus",
+      "phi3.suggestionPending",
+      "!suggestWidgetVisible",
+      "!editorHasSelection",
+      "!editorHasMultipleSelections",
+      "!findWidgetVisible",
+      "!inSnippetMode",
+    ]) {
+      assert.ok(conditions.includes(condition), `the binding's when lacks ${condition}`);
+    }
+    const bundle = files.get("extension/dist/extension.js") ?? "";
+    assert.match(bundle, /"phi3\.suggestionPending"/);
+    assert.match(bundle, /"phi3\.dismissSuggestion"/);
   });
 
   it("holds only what the extension needs", () => {

@@ -6,6 +6,7 @@ import {
   type InlineRequestHooks,
   inlineCompletionMiddleware,
 } from "../../src/inlineCompletionMiddleware";
+import { PendingSuggestions } from "../../src/pendingSuggestions";
 
 // The middleware only passes these through; plain objects stand in for VS Code's.
 const position = { line: 0, character: 24 } as unknown as vscode.Position;
@@ -53,6 +54,8 @@ function recorder(
   const events: string[] = [];
   const asked: [vscode.TextDocument, vscode.Position][] = [];
   const { document, watchers, edit, moveCursor } = editableDocument();
+  const pendingChanges: boolean[] = [];
+  const pending = new PendingSuggestions((isPending) => pendingChanges.push(isPending));
   const hooks: InlineRequestHooks = {
     currentSettings: () => settings,
     requestStarted: () => events.push("started"),
@@ -62,6 +65,7 @@ function recorder(
       return { dispose: () => watchers.delete(listener) };
     },
     askAgain: (document, position) => asked.push([document, position]),
+    suggestionPending: (dismiss) => pending.add(dismiss),
     ...(now === undefined ? {} : { now }),
   };
   const provide = inlineCompletionMiddleware(hooks).provideInlineCompletionItems;
@@ -71,7 +75,11 @@ function recorder(
     next: Next,
     context: vscode.InlineCompletionContext = automatic,
   ) => Promise.resolve(provide(document, position, context, token, next));
-  return { events, asked, document, watchers, edit, moveCursor, request };
+  /** What the extension's Escape binding does while a suggestion is pending. */
+  const escape = () => {
+    pending.dismissAll();
+  };
+  return { events, asked, document, watchers, edit, moveCursor, request, pending, escape };
 }
 
 function tokenSource() {
@@ -274,5 +282,80 @@ describe("inline completion middleware", () => {
       await settled();
       assert.deepEqual(asked, [], JSON.stringify({ answer, edited, context }));
     }
+  });
+  it("keeps a suggestion pending until it is shown or asked for again", async () => {
+    let clock = 0;
+    const inTime = await sentRequest({ now: () => clock });
+    assert.equal(inTime.pending.pending, true);
+    clock = 400;
+    inTime.server.give(suggestion);
+    assert.equal(await inTime.result, suggestion);
+    assert.equal(inTime.pending.pending, false);
+
+    const late = await sentRequest();
+    late.editorCancels();
+    assert.equal(await late.result, null);
+    assert.equal(
+      late.pending.pending,
+      true,
+      "VS Code stopped waiting; the answer is still to come",
+    );
+    late.server.give(suggestion);
+    await settled();
+    assert.equal(late.asked.length, 1);
+    assert.equal(late.pending.pending, false);
+  });
+
+  it("turns a suggestion down on Escape after VS Code stopped waiting: nothing shows up later", async () => {
+    const { asked, events, server, result, editorCancels, escape } = await sentRequest();
+    editorCancels();
+    assert.equal(await result, null);
+    escape();
+    assert.equal(server.sentWith()?.isCancellationRequested, true, "the server stops");
+    server.give(suggestion); // the answer crossed the cancellation
+    await settled();
+    assert.deepEqual(asked, []);
+    assert.deepEqual(events, ["started", "cancelled"]);
+  });
+
+  it("turns a suggestion down on Escape while VS Code still waits for it", async () => {
+    const { asked, server, result, escape, pending } = await sentRequest();
+    escape();
+    assert.equal(server.sentWith()?.isCancellationRequested, true);
+    server.give(suggestion); // the answer crossed the cancellation
+    assert.equal(await result, null);
+    await settled();
+    assert.deepEqual(asked, []);
+    assert.equal(pending.pending, false);
+  });
+
+  it("sends nothing when Escape comes during the debounce", async () => {
+    const { events, request, escape, pending } = recorder({
+      inlineCompletions: true,
+      debounceMs: 50,
+    });
+    const { token } = tokenSource();
+    let calls = 0;
+    const result = request(token, () => {
+      calls += 1;
+      return Promise.resolve(suggestion);
+    });
+    assert.equal(pending.pending, true);
+    escape();
+    assert.equal(await result, null);
+    assert.equal(calls, 0);
+    assert.deepEqual(events, []);
+  });
+
+  it("does not ask again after Escape between a late answer and asking again", async () => {
+    let clock = 0;
+    const { asked, server, result, escape, pending } = await sentRequest({ now: () => clock });
+    clock = 700;
+    server.give(suggestion);
+    assert.equal(await result, suggestion);
+    assert.equal(pending.pending, true, "asking again is still to come");
+    escape();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(asked, []);
   });
 });

@@ -47,6 +47,8 @@ const SECOND_PROMPT = "The capital of Italy is";
 const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
 /** Typed after `phi3.answerBudgetMs` is set to 0: its answer comes after VS Code stopped waiting. */
 const THIRD_PROMPT = "The capital of Spain is";
+/** Typed next, with the same setting; Escape turns its suggestion down before it comes. */
+const FOURTH_PROMPT = "Water boils at a temperature of";
 /** How long VS Code waits for inline suggestions after a keystroke in code (quickSuggestions). */
 const EDITOR_WAIT_MS = 750;
 const HOVERED_WORD = "capital";
@@ -251,6 +253,31 @@ async function waitForNoGhostText(workbench) {
   return false;
 }
 
+/** True once the status bar item shows `icon`, false if it does not within the UI timeout. */
+async function waitForStatusIcon(workbench, icon) {
+  const deadline = Date.now() + TIMEOUT.ui;
+  while (Date.now() < deadline) {
+    if ((await workbench.statusIcon()) === icon) {
+      return true;
+    }
+    await workbench.page.waitForTimeout(20);
+  }
+  return false;
+}
+
+/** The first ghost text that shows within `ms`, or "" if none does. */
+async function ghostTextWithin(workbench, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const shown = await workbench.ghostText();
+    if (shown !== "") {
+      return shown;
+    }
+    await workbench.page.waitForTimeout(100);
+  }
+  return "";
+}
+
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
 async function drive(page, workbench, facts, weights, { userDataDir, workspace }) {
@@ -363,6 +390,32 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
     await waitForNoGhostText(workbench),
     `Escape did not dismiss the slow suggestion: ${JSON.stringify(await workbench.ghostText())}`,
   );
+
+  // Escape while a suggestion is still coming: the user has turned it down. VS Code binds Escape
+  // to ghost text only once it shows; the extension binds it while a suggestion is pending.
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(FOURTH_PROMPT, { delay: 30 });
+  const typedFourth = `${collapse(await workbench.editorText())}`;
+  check(
+    await waitForStatusIcon(workbench, "sync"),
+    `the status bar never showed a request running after "${FOURTH_PROMPT}" was typed`,
+  );
+  await page.keyboard.press("Escape");
+  const escaped = performance.now();
+  await timed("turned down (Escape → status bar ready)", () => waitForServerReady(workbench));
+  const watchMs = Math.max(2 * slowMs, 5000);
+  const shown = await ghostTextWithin(workbench, watchMs - (performance.now() - escaped));
+  check(
+    shown === "",
+    `a suggestion appeared after Escape turned it down: ${JSON.stringify(shown)}`,
+  );
+  check(
+    collapse(await workbench.editorText()) === typedFourth,
+    `Escape changed the document: ${JSON.stringify(await workbench.editorText())}`,
+  );
+  log(`no ghost text in the ${Math.round(watchMs / 1000)} s after Escape`);
+  await screenshot(page, "05c-turned-down");
 
   const hover = await workbench.hoverWord(HOVERED_WORD, TIMEOUT.hover);
   log(`hover: ${JSON.stringify(hover)}`);

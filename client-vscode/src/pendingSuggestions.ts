@@ -25,6 +25,7 @@ export class PendingSuggestions {
    * once); `dismiss` is called if the user turns it down first.
    */
   add(dismiss: () => void): { dispose(): void } {
+    // A wrapper of its own: the same callback may be pending twice, and each ends by itself.
     const entry = () => {
       dismiss();
     };

@@ -396,7 +396,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
   await page.keyboard.press("End");
   await page.keyboard.press("Enter");
   await page.keyboard.type(FOURTH_PROMPT, { delay: 30 });
-  const typedFourth = `${collapse(await workbench.editorText())}`;
+  const typedFourth = collapse(await workbench.editorText());
   check(
     await waitForStatusIcon(workbench, "sync"),
     `the status bar never showed a request running after "${FOURTH_PROMPT}" was typed`,

@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import default_converter
 
 from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
+from phi3_lsp.protocol_warmup import warm_up
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
 from phi3_lsp.suggestions import SuggestionCache
 from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
@@ -37,8 +39,17 @@ class Phi3LanguageServer(LanguageServer):
     """The server's state: settings, the model host and the last suggestion."""
 
     def __init__(self, default_model: str = DEFAULT_MODEL) -> None:
+        converter = default_converter()  # type: ignore[no-untyped-call]  # unannotated in pygls
         # Two workers: pygls' stdin reader uses this pool too, and must never wait behind a job.
-        super().__init__("phi3-lsp", __version__, text_document_sync_kind=SYNC_KIND, max_workers=2)
+        super().__init__(
+            "phi3-lsp",
+            __version__,
+            text_document_sync_kind=SYNC_KIND,
+            converter_factory=lambda: converter,
+            max_workers=2,
+        )
+        self.converter = converter
+        """What reads and writes the protocol's messages (pygls' default)."""
         self.defaults = Settings(model=default_model)
         self.settings = self.defaults
         self.suggestions = SuggestionCache()
@@ -54,6 +65,10 @@ class Phi3LanguageServer(LanguageServer):
         self.host = ModelHost(listener, self.settings.model)
         if self._detach_log_handler is None:
             self._detach_log_handler = attach_client_handler(ClientLogHandler(self.send_log))
+
+    def warm_up_protocol(self) -> None:
+        """Pay the first reading of each message of typing now, not on the first keystroke."""
+        warm_up(self.converter)
 
     def index_documents(self) -> None:
         """Keep open documents as `IndexedDocument`s (call on `initialize`, before any is open).

@@ -41,6 +41,7 @@ def register(server: Phi3LanguageServer) -> None:
         if (pulled := await _pull_section(ls)) is not None:
             settings, problems = parse_settings(pulled, ls.defaults)
         ls.apply_settings(settings, problems)
+        ls.warm_up_protocol()  # while the model loads
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_did_change_configuration(

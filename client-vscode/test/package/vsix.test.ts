@@ -103,6 +103,8 @@ describe("the packaged extension (.vsix)", () => {
       "!editorHasMultipleSelections",
       "!findWidgetVisible",
       "!inSnippetMode",
+      "!vim.active", // Vim emulations leave insert mode with it (and the cursor's move cancels)
+      "!neovim.init",
     ]) {
       assert.ok(conditions.includes(condition), `the binding's when lacks ${condition}`);
     }

@@ -124,8 +124,8 @@ export function inlineCompletionMiddleware(
         } finally {
           editorGaveUp.dispose();
         }
-        pendingAfterReturn = true;
         if (outcome === "cancelled") {
+          pendingAfterReturn = true;
           void answer.then(askAgainIfStillWanted, () => {
             pending.dispose(); // nobody waits for it; the status bar has seen it end
           });
@@ -133,6 +133,7 @@ export function inlineCompletionMiddleware(
         }
         const answeredAfter = now() - called;
         if (answeredAfter >= EDITOR_PATIENCE_MS) {
+          pendingAfterReturn = true;
           const items = outcome.items;
           setTimeout(
             () => {
@@ -140,8 +141,6 @@ export function inlineCompletionMiddleware(
             },
             Math.max(0, ASK_AGAIN_FROM_MS - answeredAfter),
           );
-        } else {
-          pending.dispose();
         }
         return stillWanted() ? outcome.items : null;
       } finally {

@@ -241,41 +241,34 @@ async function waitForGhostText(workbench, expected = undefined) {
   );
 }
 
+/** Calls `probe` every `intervalMs` for up to `ms`: its first truthy value, else undefined. */
+async function pollFor(page, ms, intervalMs, probe) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value) {
+      return value;
+    }
+    await page.waitForTimeout(intervalMs);
+  }
+  return undefined;
+}
+
 /** True once no ghost text is on screen, false if some is still there after the UI timeout. */
 async function waitForNoGhostText(workbench) {
-  const deadline = Date.now() + TIMEOUT.ui;
-  while (Date.now() < deadline) {
-    if ((await workbench.ghostText()) === "") {
-      return true;
-    }
-    await workbench.page.waitForTimeout(100);
-  }
-  return false;
+  const gone = async () => (await workbench.ghostText()) === "";
+  return (await pollFor(workbench.page, TIMEOUT.ui, 100, gone)) ?? false;
 }
 
 /** True once the status bar item shows `icon`, false if it does not within the UI timeout. */
 async function waitForStatusIcon(workbench, icon) {
-  const deadline = Date.now() + TIMEOUT.ui;
-  while (Date.now() < deadline) {
-    if ((await workbench.statusIcon()) === icon) {
-      return true;
-    }
-    await workbench.page.waitForTimeout(20);
-  }
-  return false;
+  const shown = async () => (await workbench.statusIcon()) === icon;
+  return (await pollFor(workbench.page, TIMEOUT.ui, 20, shown)) ?? false;
 }
 
 /** The first ghost text that shows within `ms`, or "" if none does. */
 async function ghostTextWithin(workbench, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const shown = await workbench.ghostText();
-    if (shown !== "") {
-      return shown;
-    }
-    await workbench.page.waitForTimeout(100);
-  }
-  return "";
+  return (await pollFor(workbench.page, ms, 100, () => workbench.ghostText())) ?? "";
 }
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();

@@ -54,8 +54,7 @@ function recorder(
   const events: string[] = [];
   const asked: [vscode.TextDocument, vscode.Position][] = [];
   const { document, watchers, edit, moveCursor } = editableDocument();
-  const pendingChanges: boolean[] = [];
-  const pending = new PendingSuggestions((isPending) => pendingChanges.push(isPending));
+  const pending = new PendingSuggestions(() => undefined);
   const hooks: InlineRequestHooks = {
     currentSettings: () => settings,
     requestStarted: () => events.push("started"),

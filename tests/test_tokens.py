@@ -84,6 +84,17 @@ class TestOffsets:
             covered = {i for s in spans for i in range(s.start, s.end)}
             assert covered == set(range(len(text)))
 
+    @pytest.mark.parametrize("text", [CAPITAL, MIXED_TEXT, "😶 ok", " this", "  ", ""])
+    def test_token_starts_are_the_spans_ids_and_starts(
+        self, phi3: DocumentTokenizer, smollm2: DocumentTokenizer, text: str
+    ) -> None:
+        # A prompt is cut with `token_starts`, a hover reads `token_spans`: the same tokens.
+        for tokenizer in (phi3, smollm2):
+            spans = tokenizer.token_spans(text)
+            starts = tokenizer.token_starts(text)
+            assert starts.ids == ids(spans)
+            assert starts.starts == [span.start for span in spans]
+
     def test_words_map_to_their_own_characters(self, phi3: DocumentTokenizer) -> None:
         spans = phi3.token_spans(CAPITAL)
         assert [CAPITAL[s.start : s.end] for s in spans] == [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
 from dataclasses import dataclass
 from typing import Protocol
+
+from phi3_lsp.tokens import TokenStarts
 
 # Characters per token tried for the window cut from the document before tokenizing it, so
 # long documents are never tokenized whole: typical text and code first (~3-4 per token), then
@@ -12,18 +14,10 @@ from typing import Protocol
 _CHARS_PER_TOKEN_TRIES = (8, 32)
 
 
-class _Span(Protocol):
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def start(self) -> int: ...
-
-
 class PromptTokenizer(Protocol):
     """What prompt building needs from a tokenizer (tokens.DocumentTokenizer has it)."""
 
-    def token_spans(self, text: str) -> Sequence[_Span]: ...
+    def token_starts(self, text: str) -> TokenStarts: ...
 
     def encode_prompt(self, text: str) -> list[int]: ...
 
@@ -64,19 +58,19 @@ def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: in
     for chars_per_token in _CHARS_PER_TOKEN_TRIES:
         window_start = max(0, len(text_before_cursor) - room * chars_per_token)
         window = text_before_cursor[window_start:]
-        spans = tokenizer.token_spans(window)
+        tokens = tokenizer.token_starts(window)
         # When the window was cut by characters, its first token may be a fragment of a word.
         first = 1 if window_start > 0 else 0
-        if len(spans) - first >= room or window_start == 0:
+        if len(tokens.ids) - first >= room or window_start == 0:
             break
-    first_kept = max(first, len(spans) - room)
-    if 0 < first_kept < len(spans):
-        anchor = _anchor(text_before_cursor, window_start + spans[first_kept].start, room)
-        while first_kept < len(spans) and window_start + spans[first_kept].start < anchor:
-            first_kept += 1
-    tail = spans[first_kept:]
-    text = window[tail[0].start :] if tail else ""
-    return Prompt(ids=[*specials, *(span.id for span in tail)], text=text)
+    starts = tokens.starts
+    first_kept = max(first, len(starts) - room)
+    if 0 < first_kept < len(starts):
+        anchor = _anchor(text_before_cursor, window_start + starts[first_kept], room)
+        # Starts never decrease (byte tokens of one character share theirs).
+        first_kept = bisect.bisect_left(starts, anchor - window_start, lo=first_kept)
+    text = window[starts[first_kept] :] if first_kept < len(starts) else ""
+    return Prompt(ids=[*specials, *tokens.ids[first_kept:]], text=text)
 
 
 def _anchor(text: str, earliest: int, step: int) -> int:

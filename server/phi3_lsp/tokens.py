@@ -38,6 +38,14 @@ class TokenSpan:
 
 
 @dataclass(frozen=True)
+class TokenStarts:
+    """A text's token ids and where each token starts in it: `token_spans` without the rest."""
+
+    ids: list[int]
+    starts: list[int]
+
+
+@dataclass(frozen=True)
 class Word:
     """A run of characters under the cursor, with its offsets in the text."""
 
@@ -83,6 +91,16 @@ class DocumentTokenizer:
         the tokenizer adds by itself (the lone "▁" before "😶") gets an empty span.
         """
         return list(_EncodedSpans(self._encode(text, add_special_tokens=False), text))
+
+    def token_starts(self, text: str) -> TokenStarts:
+        """The ids and start offsets of `token_spans(text)`, in a fraction of its time.
+
+        A prompt is cut by start offsets alone, and making a `TokenSpan` per token holds the
+        GIL (~15 ms for 2,000 tokens) while the event loop waits to answer a hover.
+        """
+        encoding = self._encode(text, add_special_tokens=False)
+        # `_drop_added_prefix` only ever moves a span's end: the starts are the encoding's own.
+        return TokenStarts(encoding.ids, [start for start, _ in encoding.offsets])
 
     def covering_spans(self, excerpts: Sequence[tuple[str, int, int]]) -> list[list[TokenSpan]]:
         """For each `(text, start, end)`: `tokens_covering(self.token_spans(text), start, end)`.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
@@ -56,6 +56,7 @@ class Phi3LanguageServer(LanguageServer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.host: ModelHost | None = None
         self._detach_log_handler: Callable[[], None] | None = None
+        self._settings_reads: set[asyncio.Future[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -79,6 +80,24 @@ class Phi3LanguageServer(LanguageServer):
         self.protocol._workspace = IndexedWorkspace(
             workspace.root_uri, list(workspace.folders.values()), workspace.position_encoding
         )
+
+    @contextlib.contextmanager
+    def reading_settings(self) -> Iterator[None]:
+        """Mark settings the client has announced as on their way (see `settled_settings`)."""
+        read: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settings_reads.add(read)
+        try:
+            yield
+        finally:
+            self._settings_reads.discard(read)
+            read.set_result(None)
+
+    async def settled_settings(self) -> Settings:
+        """The settings, once those announced before now are read: a request sent after a
+        change the client announced uses it, even while the server still asks for it."""
+        if self._settings_reads:
+            await asyncio.wait(list(self._settings_reads))
+        return self.settings
 
     def apply_settings(self, settings: Settings, problems: list[str]) -> None:
         """Use `settings` from now on: report `problems`, and reload the model if it changed."""

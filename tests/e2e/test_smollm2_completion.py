@@ -115,6 +115,20 @@ async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Clien
         await smollm2.change_settings(SMOLLM2_SETTINGS)
 
 
+async def test_a_request_sent_right_after_a_settings_change_obeys_it(smollm2: Phi3Client) -> None:
+    # The server asks the client for the new settings (workspace/configuration) after the
+    # change, and a completion request is already on its way: it must wait for them.
+    uri = smollm2.open_text("switched-off.txt", PROMPT)
+    smollm2.set_configuration({"phi3": {**SMOLLM2_SETTINGS, "inlineCompletions": False}})
+    smollm2.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    try:
+        assert await smollm2.inline(uri, 0, len(PROMPT)) == []
+    finally:
+        await smollm2.change_settings(SMOLLM2_SETTINGS)
+    [item] = await smollm2.inline(uri, 0, len(PROMPT))
+    assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
+
+
 async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Phi3Client) -> None:
     uri = smollm2.open_text("typing.txt", PROMPT)
     [first] = await smollm2.inline(uri, 0, len(PROMPT))

@@ -38,9 +38,10 @@ def register(server: Phi3LanguageServer) -> None:
     async def on_initialized(ls: Phi3LanguageServer, params: types.InitializedParams) -> None:
         reporter.start()
         settings, problems = ls.settings, list(initial_problems)
-        if (pulled := await _pull_section(ls)) is not None:
-            settings, problems = parse_settings(pulled, ls.defaults)
-        ls.apply_settings(settings, problems)
+        with ls.reading_settings():
+            if (pulled := await _pull_section(ls)) is not None:
+                settings, problems = parse_settings(pulled, ls.defaults)
+            ls.apply_settings(settings, problems)
         ls.warm_up_protocol()  # while the model loads
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -48,11 +49,12 @@ def register(server: Phi3LanguageServer) -> None:
         ls: Phi3LanguageServer, params: types.DidChangeConfigurationParams
     ) -> None:
         # Clients that support the pull send `settings: null`; ask them for the section.
-        raw = await _pull_section(ls)
-        if raw is None:
-            raw = section_of(params.settings)
-        settings, problems = parse_settings(raw, ls.defaults)
-        ls.apply_settings(settings, problems)
+        with ls.reading_settings():
+            raw = await _pull_section(ls)
+            if raw is None:
+                raw = section_of(params.settings)
+            settings, problems = parse_settings(raw, ls.defaults)
+            ls.apply_settings(settings, problems)
 
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: Phi3LanguageServer, params: None) -> None:

@@ -30,8 +30,9 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     Nothing is added when completions are off, no weights are loaded, the document is not
     open, the position is past its end, or a newer request took over.
     """
+    settings = await ls.settled_settings()
     host = ls.host
-    if host is None or not ls.settings.inline_completions:
+    if host is None or not settings.inline_completions:
         return ""
     document = open_document(ls, uri)
     if document is None:
@@ -41,7 +42,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         return ""
     text_before_cursor = document.source[:offset]
     rest_of_line = line_after(document.source, offset)
-    budget = ls.settings.answer_budget_ms / 1000 or None
+    budget = settings.answer_budget_ms / 1000 or None
     # Typing through the last suggestion (or asking again at its place) is answered from it,
     # and leaves its generation running: it is the one that serves this request.
     through = ls.suggestions.typed_through(uri, text_before_cursor)
@@ -56,7 +57,6 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         return ""
     if not has_text_to_continue(text_before_cursor):
         return ""
-    settings = ls.settings
     suggestion = LiveSuggestion(asyncio.get_running_loop())
     ls.suggestions.remember(uri, text_before_cursor, suggestion)
     # Tokenizing up to contextTokens of text takes tens of milliseconds: off the event loop,

@@ -1,6 +1,7 @@
 """Starting the server on stdio (the default), TCP or WebSocket.
 
-On stdio, `initialize` is answered before pygls is imported (see `handshake`).
+On stdio, `initialize` is answered before pygls is imported (see `handshake`), and the
+rest is read on a thread of its own (see `message_reader`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def serve(args: argparse.Namespace) -> int:
     finally:
         idle = server.close()
     if not idle:
-        # A model load is still running and cannot be interrupted: leave without unwinding
-        # the interpreter under it, which would abort the process.
+        # A model load or a read of stdin is still running and cannot be interrupted: leave
+        # without unwinding the interpreter under it, which would abort the process.
         logging.shutdown()
         os._exit(0)
     return 0

@@ -10,14 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
 
 from lsprotocol import types
+from pygls.io_ import StdoutWriter, run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import default_converter
 
 from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler
+from phi3_lsp.message_reader import MessageReader
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
 from phi3_lsp.protocol_warmup import warm_up
@@ -40,13 +45,11 @@ class Phi3LanguageServer(LanguageServer):
 
     def __init__(self, default_model: str = DEFAULT_MODEL) -> None:
         converter = default_converter()  # type: ignore[no-untyped-call]  # unannotated in pygls
-        # Two workers: pygls' stdin reader uses this pool too, and must never wait behind a job.
         super().__init__(
             "phi3-lsp",
             __version__,
             text_document_sync_kind=SYNC_KIND,
             converter_factory=lambda: converter,
-            max_workers=2,
         )
         self.converter = converter
         """What reads and writes the protocol's messages (pygls' default)."""
@@ -56,9 +59,35 @@ class Phi3LanguageServer(LanguageServer):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.host: ModelHost | None = None
         self._detach_log_handler: Callable[[], None] | None = None
+        self._message_reader: MessageReader | None = None
         self._settings_reads: set[asyncio.Future[None]] = set()
 
     # --- start-up ------------------------------------------------------------------------
+
+    def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
+        """Serve on stdio until the client says exit: pygls' loop, read by `MessageReader`."""
+        # pygls' `shutdown` ends its message loop through this event.
+        self._stop_event = stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        try:
+            asyncio.run(self._serve_messages(stdin or sys.stdin.buffer, stop_event))
+        except BrokenPipeError:
+            logger.error("The client closed the connection")
+        except (KeyboardInterrupt, SystemExit):
+            pass  # pygls answers `exit` with SystemExit
+        finally:
+            self.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pygls
+
+    async def _serve_messages(self, stdin: BinaryIO, stop_event: threading.Event) -> None:
+        self._message_reader = MessageReader(stdin, asyncio.get_running_loop())
+        self._message_reader.start()
+        await run_async(
+            stop_event=stop_event,
+            reader=self._message_reader,
+            protocol=self.protocol,
+            logger=logger,
+            error_handler=self.report_server_error,
+        )
 
     def attach_loop(self, listener: HostListener) -> None:
         """Bind to the running event loop and create the model host (on `initialize`)."""
@@ -156,12 +185,17 @@ class Phi3LanguageServer(LanguageServer):
         return bool(value)
 
     def close(self) -> bool:
-        """Stop the model thread's work and stop forwarding logs; False if it is still busy."""
+        """Stop the model thread's work and stop forwarding logs.
+
+        False if a thread is still busy: the model thread in work it cannot leave (a load), or
+        the stdin reader in a read that only the client's closing of stdin ends.
+        """
         idle = self.host.shutdown() if self.host is not None else True
         if self._detach_log_handler is not None:
             self._detach_log_handler()
             self._detach_log_handler = None
-        return idle
+        reading = self._message_reader is not None and self._message_reader.reading
+        return idle and not reading
 
 
 def build_server(default_model: str | None = None) -> Phi3LanguageServer:

@@ -45,11 +45,15 @@ class Phi3Client(LanguageClient):
         self.configuration_pulled.set()
         return super().get_configuration(section=section, scope_uri=scope_uri)
 
-    async def change_settings(self, settings: dict[str, Any]) -> None:
-        """Change the `phi3` settings as VS Code does, and wait until the server has read them."""
+    def announce_settings(self, settings: dict[str, Any]) -> None:
+        """Change the `phi3` settings as VS Code does: the server is told, then asks for them."""
         self.set_configuration({"phi3": settings})
         self.configuration_pulled.clear()
         self.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+
+    async def change_settings(self, settings: dict[str, Any]) -> None:
+        """`announce_settings`, then wait until the server has asked for them."""
+        self.announce_settings(settings)
         await asyncio.wait_for(self.configuration_pulled.wait(), ANSWER_TIMEOUT)
 
     def generations_since(self, index: int) -> int:

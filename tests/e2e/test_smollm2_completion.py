@@ -119,8 +119,7 @@ async def test_a_request_sent_right_after_a_settings_change_obeys_it(smollm2: Ph
     # The server asks the client for the new settings (workspace/configuration) after the
     # change, and a completion request is already on its way: it must wait for them.
     uri = smollm2.open_text("switched-off.txt", PROMPT)
-    smollm2.set_configuration({"phi3": {**SMOLLM2_SETTINGS, "inlineCompletions": False}})
-    smollm2.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+    smollm2.announce_settings({**SMOLLM2_SETTINGS, "inlineCompletions": False})
     try:
         assert await smollm2.inline(uri, 0, len(PROMPT)) == []
     finally:

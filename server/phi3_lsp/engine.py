@@ -27,6 +27,7 @@ from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat
+from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
 from phi3_lsp.tokens import DocumentTokenizer
 
@@ -254,6 +255,7 @@ def _build_model(
             weights_dir,
             lambda step: report(ProgressUpdate("loading", f"{source.name}: {step}", 0.5)),
         )
+        share_products(model)
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)

@@ -8,7 +8,7 @@ products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -65,6 +65,12 @@ class Int4Weight:
             f"{prefix}.scales_and_zeros": self.scales_and_zeros,
         }
 
+    def output_rows(self, first: int, last: int) -> Int4Weight:
+        """The weight of output rows `first:last`: a view of the codes, a copy of the scales
+        (the kernel takes them contiguous only: it reads a strided view wrongly)."""
+        scales_and_zeros = self.scales_and_zeros[:, first:last].contiguous()
+        return Int4Weight(self.packed[first:last], scales_and_zeros)
+
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
         if len(rows) >= DEQUANTIZED_FROM_ROWS and can_unpack(self.out_features):
@@ -96,6 +102,18 @@ class Int4Weight:
         # (code - 8) * scale + zero as the kernel computes it: the product is exact in fp32
         # (4 bits times bf16's 8), so only the sum rounds, in both.
         return groups.sub_(8).mul_(scales).add_(zeros).view(last - first, self.in_features)
+
+
+def stacked(weights: Sequence[Int4Weight]) -> Int4Weight | None:
+    """One weight whose output rows are those of `weights` in turn, or None when this CPU's
+    packed layout is not known to keep whole blocks of output rows apart (see `can_unpack`)."""
+    in_features = weights[0].in_features
+    if any(w.in_features != in_features or not can_unpack(w.out_features) for w in weights):
+        return None
+    return Int4Weight(
+        torch.cat([w.packed for w in weights]),
+        torch.cat([w.scales_and_zeros for w in weights], dim=1),
+    )
 
 
 def quantize_with_row_errors(weight: torch.Tensor) -> tuple[Int4Weight, torch.Tensor]:

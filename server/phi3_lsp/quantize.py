@@ -20,12 +20,16 @@ likely (see `screened_projection`). Everything else (embeddings, norms) is fp32.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
 from phi3_lsp.screened_projection import ScreenedProjection
+
+if TYPE_CHECKING:
+    from phi3_lsp.shared_products import SharedProduct
 
 
 class Int4Linear(nn.Module):
@@ -42,10 +46,26 @@ class Int4Linear(nn.Module):
         self.out_features = linear.out_features
         # Plain tensors, neither parameters nor buffers: casts such as `model.float()` must
         # leave them alone (the kernel takes uint8 codes and bf16 scales only).
-        self.weight_int4 = weight_int4 or Int4Weight.quantize(linear.weight)
+        self._own_weight: Int4Weight | None = weight_int4 or Int4Weight.quantize(linear.weight)
         self.bias = (
             None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), False)
         )
+        self.shared_product: SharedProduct | None = None
+        """Set by `share_products`: the product this layer takes its outputs from."""
+        self.member = 0
+        """This layer's place among the layers of `shared_product`."""
+
+    @property
+    def weight_int4(self) -> Int4Weight:
+        """The 4-bit weight; a layer that shares a product gets a copy of its rows of it."""
+        if self.shared_product is not None:
+            return self.shared_product.weight_of(self.member)
+        assert self._own_weight is not None
+        return self._own_weight
+
+    def share(self, product: SharedProduct, member: int) -> None:
+        """Take outputs from `product`, which holds this layer's weight as member `member`."""
+        self.shared_product, self.member, self._own_weight = product, member, None
 
     @property
     def quantized_parameters(self) -> int:
@@ -53,9 +73,12 @@ class Int4Linear(nn.Module):
         return self.in_features * self.out_features
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
-        outputs = self.weight_int4.multiply(rows).to(inputs.dtype)
-        outputs = outputs.reshape(*inputs.shape[:-1], self.out_features)
+        if self.shared_product is not None:
+            outputs = self.shared_product.take(self.member, inputs)
+        else:
+            rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
+            outputs = self.weight_int4.multiply(rows).to(inputs.dtype)
+            outputs = outputs.reshape(*inputs.shape[:-1], self.out_features)
         return outputs if self.bias is None else outputs + self.bias
 
     def extra_repr(self) -> str:

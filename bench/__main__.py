@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import shlex
 import subprocess
@@ -24,6 +25,7 @@ from tokenizers import Tokenizer
 
 from bench import agreement, llama_cpp_setup
 from bench.lsp_session import ServerSession
+from bench.memory_floor import MemoryFloor
 from bench.phi3_random import ensure_random_phi3
 from bench.prompts import (
     DEFAULT_SOURCE,
@@ -264,6 +266,7 @@ async def bench_model(
     prompt_tokens = median_prompt_tokens(setup.tokenizer_file, work)
     rows = []
     for weights, server in servers.items():
+        floor = memory_floor(setup.seed_dir, weights, log_dir)
         rows += model_rows(
             ModelReport(
                 model=f"{setup.name}, {weights}",
@@ -275,11 +278,31 @@ async def bench_model(
                 llama_cpp_missing=llama_missing,
                 bare_initialize_seconds=bare,
                 speedup_target=setup.speedup_target,
+                memory_floor=floor,
             )
         )
     if "int4" in options.weights:
         rows.append(agreement_row(setup, log_dir))
     return rows
+
+
+def memory_floor(weights_dir: Path, weights: str, log_dir: Path) -> MemoryFloor | None:
+    """The decode pass's memory floor, measured in a process of its own while nothing runs."""
+    say(f"memory floor: read bandwidth now, bytes of {weights_dir.name} in {weights}")
+    command = [sys.executable, "-m", "bench.memory_floor", "--weights-dir", str(weights_dir)]
+    with (log_dir / "memory_floor.stderr").open("a") as stderr:
+        completed = subprocess.run(
+            [*command, "--weights", weights],
+            env={**os.environ, **_child_env()},
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            check=False,
+        )
+    if completed.returncode != 0:
+        say("memory floor: failed (see memory_floor.stderr)")
+        return None
+    return MemoryFloor(**json.loads(completed.stdout))
 
 
 def agreement_row(setup: ModelSetup, log_dir: Path) -> Row:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from bench.lsp_session import Completion
+from bench.memory_floor import MemoryFloor
 from bench.server_runs import (
     LONG_EDIT_CONTEXT_TOKENS,
     LONG_EDIT_LINES,
@@ -29,6 +30,7 @@ EDIT_TARGET_RATIO = 1.3
 HOVER_P99_TARGET_SECONDS = 0.010
 INITIALIZE_TARGET_SECONDS = 0.3
 READY_TARGET_SECONDS = 3.0
+FLOOR_TARGET_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class ModelReport:
     llama_cpp_missing: str
     bare_initialize_seconds: list[float]
     speedup_target: float  # a full answer this many times faster than the seed pipeline
+    memory_floor: MemoryFloor | None = None
 
 
 def model_rows(report: ModelReport) -> list[Row]:
@@ -247,6 +250,8 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
         if pick == "full_seconds":
             row = _with_speedup(row, server, seed, llama, report.speedup_target)
         rows.append(row)
+    if report.memory_floor is not None:
+        rows.extend(_floor_rows(report.model, label, prompt.full, tokens, report.memory_floor))
     if prompt.first_answer:
         seconds = median([completion.seconds for completion in prompt.first_answer])
         # The early answer's own length: the status counts the whole generation behind it.
@@ -264,6 +269,43 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label))
     return rows
+
+
+def _floor_rows(
+    model: str, label: str, full: Sequence[Completion], prompt_tokens: float, floor: MemoryFloor
+) -> list[Row]:
+    """The server's decode time per token and per pass (its own timing of full answers) beside
+    the least time a pass can take: its bytes over the read bandwidth measured in this run."""
+    runs = [
+        (status["lastDecodeMs"] / 1000, status["lastDecodePasses"], status["lastTokens"] - 1)
+        for status in (completion.status or {} for completion in full)
+        if isinstance(status.get("lastDecodeMs"), int | float)
+        and isinstance(status.get("lastDecodePasses"), int)
+        and isinstance(status.get("lastTokens"), int)
+        and status["lastDecodePasses"] > 0
+        and status["lastTokens"] > 1
+    ]
+    if not runs:
+        return []
+    per_token = median([seconds / tokens for seconds, _, tokens in runs])
+    per_pass = median([seconds / passes for seconds, passes, _ in runs])
+    tokens_in_context = prompt_tokens + median([tokens for _, _, tokens in runs]) / 2
+    least = floor.pass_seconds(tokens_in_context)
+    read = floor.weight_bytes + floor.kv_bytes_per_token * tokens_in_context
+    ratio = per_token / least
+    return [
+        Row(
+            "decode time per token vs the memory floor of a pass",
+            model,
+            label,
+            f"{format_duration(per_token)} a token ({format_duration(per_pass)} a pass), "
+            f"{ratio:.2f}x the floor: {read / 1e9:.3g} GB a pass at "
+            f"{floor.read_bytes_per_second / 1e9:.1f} GB/s measured now = "
+            f"{format_duration(least)}",
+            target=f"≤ {FLOOR_TARGET_RATIO:g}x the floor",
+            verdict=verdict(ratio <= FLOOR_TARGET_RATIO),
+        )
+    ]
 
 
 def _core_taken_rows(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from bench.lsp_session import Completion, as_plain, end_position, insert_text, utf16_length
+from bench.memory_floor import MemoryFloor, fp32_weight_bytes, kv_bytes_per_token
 from bench.prompts import (
     cut_to_tokens,
     definition_starts,
@@ -263,3 +264,45 @@ def test_answers_asked_while_a_long_prompt_is_read_are_shown_beside_the_same_ans
     [row] = [row for row in rows_of(prompt, 1500) if "into this prompt" in row.metric]
     assert row.prompt.startswith("~1500")
     assert row.server == "3.00 s; 1.50x the same answer on an idle server (2.00 s)"
+
+
+def decoded(decode_ms: float, passes: int, tokens: int) -> Completion:
+    status = {"lastDecodeMs": decode_ms, "lastDecodePasses": passes, "lastTokens": tokens}
+    return Completion(decode_ms / 1000 + 0.1, "x", 1, status)
+
+
+def test_decode_time_is_judged_against_the_memory_floor_of_a_pass() -> None:
+    # 1 GB of weights and 1 MB of keys and values per token in context, read at 10 GB/s: a
+    # pass over the ~20-token prompt plus half of its 50 tokens (45 in all) takes 104.5 ms.
+    floor = MemoryFloor(10e9, 1_000_000_000, 1_000_000)
+
+    def row(per_token_ms: float) -> Row:
+        prompt = PromptFigures(label="~20", full=[decoded(49 * per_token_ms, 49, 50)] * 3)
+        server = ServerFigures([0.17], [9.0], [1.2], transport_seconds=[0.001], prompts=[prompt])
+        report = ModelReport("Phi-3", server, {"~20": 20}, None, "", None, "", [0.87], 4, floor)
+        [row] = [row for row in model_rows(report) if "memory floor" in row.metric]
+        return row
+
+    within = row(per_token_ms=150)
+    assert within.verdict == "met"
+    assert "1.44x the floor: 1.04 GB a pass at 10.0 GB/s measured now = 104.5 ms" in within.server
+    assert row(per_token_ms=300).verdict == "MISSED"
+
+
+def test_the_floor_counts_what_a_decode_pass_reads(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {
+        "model.embed_tokens.weight": torch.zeros(100, 8),
+        "model.layers.0.mlp.up_proj.weight": torch.zeros(16, 8),
+        "lm_head.weight": torch.zeros(100, 8),
+    }
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    # A pass reads one row of the input embeddings, unless they are the output projection.
+    assert fp32_weight_bytes(tmp_path, tied=False) == 4 * (16 * 8 + 100 * 8)
+    assert fp32_weight_bytes(tmp_path, tied=True) == 4 * (100 * 8 + 16 * 8 + 100 * 8)
+    config: dict[str, object] = {"num_hidden_layers": 30, "num_attention_heads": 9}
+    config |= {"num_key_value_heads": 3, "hidden_size": 576}
+    # SmolLM2: keys and values of 3 heads of 64 in 30 layers, fp32.
+    assert kv_bytes_per_token(config) == 2 * 30 * 3 * 64 * 4

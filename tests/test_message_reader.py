@@ -86,16 +86,8 @@ def _send(server: subprocess.Popen[bytes], message: dict[str, Any]) -> None:
 def test_the_server_exits_on_exit_while_the_client_keeps_stdin_open(tmp_path: Path) -> None:
     # An editor may wait for the process to end before it closes the pipe; the reader's
     # pending read must neither keep the process alive nor abort it at exit.
-    command = [sys.executable, "-m", "phi3_lsp", "--model", str(tmp_path / "no-model")]
-    server = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    server = _start_and_initialize(str(tmp_path / "no-model"))
     try:
-        params: dict[str, Any] = {"processId": None, "rootUri": None, "capabilities": {}}
-        _send(server, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
-        assert server.stdout is not None
-        answer = read_message(cast(BinaryIO, server.stdout))
-        assert json.loads(answer.partition(b"\r\n\r\n")[2])["id"] == 0
         _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
         _send(server, {"jsonrpc": "2.0", "method": "exit"})
         returncode = server.wait(timeout=60)
@@ -104,3 +96,48 @@ def test_the_server_exits_on_exit_while_the_client_keeps_stdin_open(tmp_path: Pa
         _, stderr = server.communicate()
     assert returncode == 0
     assert b"Fatal Python error" not in stderr
+
+
+def test_exit_during_a_model_load_ends_the_server_without_finishing_the_load(
+    tiny_phi3_dir: Path,
+) -> None:
+    # An editor that restarts the server while a model loads must not have the old process
+    # load on beside the new one: nothing the load makes is of use once the server is gone.
+    # (A tiny model: its load would end within seconds, if the server waited for it.)
+    server = _start_and_initialize(str(tiny_phi3_dir))
+    try:
+        _send(server, {"jsonrpc": "2.0", "method": "initialized", "params": {}})
+        while "Starting torch" not in str(_status(server).get("message")):
+            pass  # the load is past the tokenizer and imports torch now, for seconds
+        _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
+        _send(server, {"jsonrpc": "2.0", "method": "exit"})
+        returncode = server.wait(timeout=60)
+    finally:
+        server.kill()
+        _, stderr = server.communicate()
+    assert returncode == 0
+    assert b"Loaded " not in stderr, stderr.decode(errors="replace")[-2000:]
+    assert b"Fatal Python error" not in stderr
+
+
+def _start_and_initialize(model: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "phi3_lsp", "--model", model]
+    server = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    params: dict[str, Any] = {"processId": None, "rootUri": None, "capabilities": {}}
+    _send(server, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+    assert server.stdout is not None
+    answer = read_message(cast(BinaryIO, server.stdout))
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["id"] == 0
+    return server
+
+
+def _status(server: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The parameters of the next `phi3/status` notification the server sends."""
+    assert server.stdout is not None
+    while True:
+        message = json.loads(read_message(cast(BinaryIO, server.stdout)).partition(b"\r\n\r\n")[2])
+        if message.get("method") == "phi3/status":
+            params: dict[str, Any] = message["params"]
+            return params

@@ -276,15 +276,18 @@ class ModelHost:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the running generation, take no more jobs, and wait for the model thread.
 
-        A generation stops within a decoder layer; a load cannot be interrupted. Returns False
-        when the thread is still busy after `timeout` seconds.
+        A generation stops within a decoder layer. A load cannot be interrupted, and nothing it
+        makes is of use once the server is gone (a cache it was writing is made again next
+        time), so it is not waited for. Returns False when the thread is still busy: at once
+        during a load, otherwise after `timeout` seconds.
         """
         with self._lock:
             self._stop_running_generation()
+            loading = self._status.state == "loading"
         self._thread.shutdown(wait=False)
         # torch aborts the process ("terminate called without an active exception") when the
         # interpreter exits while a daemon thread is inside an operator.
-        return self._thread.join(timeout)
+        return self._thread.join(0 if loading else timeout)
 
     # --- on the model thread -------------------------------------------------------------
 

@@ -87,13 +87,7 @@ def test_the_server_exits_on_exit_while_the_client_keeps_stdin_open(tmp_path: Pa
     # An editor may wait for the process to end before it closes the pipe; the reader's
     # pending read must neither keep the process alive nor abort it at exit.
     server = _start_and_initialize(str(tmp_path / "no-model"))
-    try:
-        _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
-        _send(server, {"jsonrpc": "2.0", "method": "exit"})
-        returncode = server.wait(timeout=60)
-    finally:
-        server.kill()
-        _, stderr = server.communicate()
+    returncode, stderr = _exit(server)
     assert returncode == 0
     assert b"Fatal Python error" not in stderr
 
@@ -109,12 +103,8 @@ def test_exit_during_a_model_load_ends_the_server_without_finishing_the_load(
         _send(server, {"jsonrpc": "2.0", "method": "initialized", "params": {}})
         while "Starting torch" not in str(_status(server).get("message")):
             pass  # the load is past the tokenizer and imports torch now, for seconds
-        _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
-        _send(server, {"jsonrpc": "2.0", "method": "exit"})
-        returncode = server.wait(timeout=60)
     finally:
-        server.kill()
-        _, stderr = server.communicate()
+        returncode, stderr = _exit(server)
     assert returncode == 0
     assert b"Loaded " not in stderr, stderr.decode(errors="replace")[-2000:]
     assert b"Fatal Python error" not in stderr
@@ -131,6 +121,19 @@ def _start_and_initialize(model: str) -> subprocess.Popen[bytes]:
     answer = read_message(cast(BinaryIO, server.stdout))
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["id"] == 0
     return server
+
+
+def _exit(server: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+    """Shut the server down and tell it to exit; its return code (killed after 60 s) and
+    what it wrote to stderr."""
+    try:
+        _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
+        _send(server, {"jsonrpc": "2.0", "method": "exit"})
+        returncode = server.wait(timeout=60)
+    finally:
+        server.kill()
+        _, stderr = server.communicate()
+    return returncode, stderr
 
 
 def _status(server: subprocess.Popen[bytes]) -> dict[str, Any]:

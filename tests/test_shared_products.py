@@ -7,34 +7,20 @@ import copy
 import pytest
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from phi3_lsp.int4_weights import Int4Weight, can_unpack
-from phi3_lsp.kv_cache import GrowingCache
-from phi3_lsp.quantize import Int4Linear, int4_tensors, quantize_to_int4
+from phi3_lsp.quantize import Int4Linear, int4_tensors
 from phi3_lsp.shared_products import share_products
+from tiny_llama import HIDDEN, LAYERS, new_int4_llama, prompt_then_steps
 
 pytestmark = pytest.mark.skipif(
     not can_unpack(32), reason="this CPU's packed layout is not one whose rows can be stacked"
 )
 
-LAYERS = 2
-
 
 @pytest.fixture
 def int4_llama(seeded: None) -> nn.Module:
-    """A tiny Llama (grouped keys and values, like SmolLM2) in its int4 form."""
-    config = LlamaConfig(
-        vocab_size=512,
-        hidden_size=64,
-        intermediate_size=192,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model: nn.Module = LlamaForCausalLM(config)
-    quantize_to_int4(model.eval())
-    return model
+    return new_int4_llama()
 
 
 def count_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -48,19 +34,6 @@ def count_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(Int4Weight, "multiply", counted)
     return calls
-
-
-def prompt_then_steps(model: nn.Module, prompt_length: int) -> list[torch.Tensor]:
-    """The logits of a prompt pass and of three one-token passes after it."""
-    generator = torch.Generator().manual_seed(1)
-    prompt = torch.randint(0, 512, (1, prompt_length), generator=generator)
-    cache = GrowingCache()
-    with torch.inference_mode():
-        logits = [model(input_ids=prompt, cache=cache, use_cache=True).logits]
-        for _ in range(3):
-            token = logits[-1][:, -1:].argmax(dim=-1)
-            logits.append(model(input_ids=token, cache=cache, use_cache=True).logits)
-    return logits
 
 
 @pytest.mark.parametrize("prompt_length", [12, 300])  # 300 rows: the unpacked fp32 products
@@ -91,7 +64,7 @@ def test_a_layer_called_with_another_input_gets_that_inputs_product(
     attention = int4_llama.get_submodule("model.layers.0.self_attn")
     alone = copy.deepcopy(attention)
     share_products(int4_llama)
-    first, second = torch.randn(1, 3, 64), torch.randn(1, 3, 64)
+    first, second = torch.randn(1, 3, HIDDEN), torch.randn(1, 3, HIDDEN)
     layer, alone_layer = attention.get_submodule, alone.get_submodule
     with torch.inference_mode():
         layer("q_proj")(first)
@@ -109,7 +82,7 @@ def test_shared_layers_still_hand_out_their_own_weights(int4_llama: nn.Module) -
     assert all(torch.equal(after[name], stored[name]) for name in stored)
     up = int4_llama.get_submodule("model.layers.1.mlp.up_proj")
     assert isinstance(up, Int4Linear) and up.shared_product is not None
-    rows = torch.randn(2, 64).to(torch.bfloat16)
+    rows = torch.randn(2, HIDDEN).to(torch.bfloat16)
     with torch.inference_mode():
         expected = up.weight_int4.multiply(rows)
     assert torch.equal(expected, up(rows.float()).to(torch.bfloat16))

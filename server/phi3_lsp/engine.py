@@ -23,6 +23,7 @@ from transformers.utils import logging as transformers_logging
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
 from phi3_lsp.int4_cache import load_int4
+from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
@@ -256,6 +257,7 @@ def _build_model(
             lambda step: report(ProgressUpdate("loading", f"{source.name}: {step}", 0.5)),
         )
         share_products(model)
+        lean_decoding(model)
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)

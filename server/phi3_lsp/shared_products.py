@@ -45,14 +45,17 @@ class SharedProduct:
         first = [0, *self._splits][member]
         return self.weight.output_rows(first, first + self.widths[member])
 
+    def products(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's outputs [rows, its width] for `inputs` [..., in], in their dtype."""
+        rows = inputs.reshape(-1, self.weight.in_features).to(torch.bfloat16)
+        products = self.weight.multiply(rows).to(inputs.dtype)
+        return list(torch.tensor_split(products, self._splits, dim=-1))
+
     def take(self, member: int, inputs: torch.Tensor) -> torch.Tensor:
         """Layer `member`'s outputs [..., its width] for `inputs` [..., in], in their dtype."""
         output = self._outputs[member] if inputs is self._input else None
         if output is None:
-            rows = inputs.reshape(-1, self.weight.in_features).to(torch.bfloat16)
-            products = self.weight.multiply(rows).to(inputs.dtype)
-            self._input = inputs
-            self._outputs = list(torch.tensor_split(products, self._splits, dim=-1))
+            self._input, self._outputs = inputs, list(self.products(inputs))
             output = self._outputs[member]
             assert output is not None
         self._outputs[member] = None

@@ -1,0 +1,65 @@
+"""One-token passes through the lean decoder-layer forward give transformers' bits."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from torch import nn
+
+from phi3_lsp.int4_weights import can_unpack
+from phi3_lsp.lean_layers import lean_decoding
+from phi3_lsp.shared_products import share_products
+from tiny_llama import LAYERS, new_int4_llama, prompt_then_steps
+
+pytestmark = pytest.mark.skipif(
+    not can_unpack(32), reason="this CPU's packed layout is not one whose rows can be stacked"
+)
+
+
+@pytest.fixture
+def shared_llama(seeded: None) -> nn.Module:
+    model = new_int4_llama()
+    share_products(model)
+    return model
+
+
+@pytest.mark.parametrize("prompt_length", [1, 12])
+def test_one_token_passes_give_transformers_bits(
+    shared_llama: nn.Module, prompt_length: int
+) -> None:
+    lean = copy.deepcopy(shared_llama)
+    assert lean_decoding(lean) == LAYERS
+    expected = prompt_then_steps(shared_llama, prompt_length)
+    actual = prompt_then_steps(lean, prompt_length)
+    assert all(a.equal(e) for a, e in zip(actual, expected, strict=True))
+
+
+def test_one_token_passes_take_the_short_way(
+    shared_llama: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers.models.llama import modeling_llama
+
+    lean_decoding(shared_llama)
+    attention_calls: list[nn.Module] = []
+    full_forward = modeling_llama.LlamaAttention.forward
+
+    def counted(attention: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        attention_calls.append(attention)
+        return full_forward(attention, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_llama.LlamaAttention, "forward", counted)
+    prompt_then_steps(shared_llama, 12)
+    # The prompt goes through transformers' attention in every layer; the 3 steps do not.
+    assert len(attention_calls) == LAYERS
+
+
+def test_layers_without_shared_products_keep_their_forward(seeded: None) -> None:
+    assert lean_decoding(new_int4_llama()) == 0
+
+
+def test_other_attention_than_sdpa_keeps_transformers_forward(shared_llama: nn.Module) -> None:
+    # The short way runs SDPA attention; eager attention rounds differently.
+    shared_llama.set_attn_implementation("eager")  # type: ignore[operator]
+    assert lean_decoding(shared_llama) == 0

@@ -1,0 +1,42 @@
+"""A tiny Llama (grouped keys and values, like SmolLM2) in its int4 form, and a pass runner."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.quantize import quantize_to_int4
+
+LAYERS = 2
+HIDDEN = 64
+VOCABULARY = 512
+
+
+def new_int4_llama() -> nn.Module:
+    """A seeded tiny Llama with int4 layers (seed torch first for the same weights)."""
+    config = LlamaConfig(
+        vocab_size=VOCABULARY,
+        hidden_size=HIDDEN,
+        intermediate_size=192,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model: nn.Module = LlamaForCausalLM(config)
+    quantize_to_int4(model.eval())
+    return model
+
+
+def prompt_then_steps(model: nn.Module, prompt_length: int) -> list[torch.Tensor]:
+    """The logits of a prompt pass and of three one-token passes after it."""
+    generator = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, VOCABULARY, (1, prompt_length), generator=generator)
+    cache = GrowingCache()
+    with torch.inference_mode():
+        logits = [model(input_ids=prompt, cache=cache, use_cache=True).logits]
+        for _ in range(3):
+            token = logits[-1][:, -1:].argmax(dim=-1)
+            logits.append(model(input_ids=token, cache=cache, use_cache=True).logits)
+    return logits

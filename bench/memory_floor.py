@@ -31,10 +31,13 @@ class MemoryFloor:
     kv_bytes_per_token: int
     """Bytes of keys and values a pass reads for each token in context (fp32 cache)."""
 
+    def pass_bytes(self, context_tokens: float) -> float:
+        """The bytes a decode pass reads with `context_tokens` in context."""
+        return self.weight_bytes + self.kv_bytes_per_token * context_tokens
+
     def pass_seconds(self, context_tokens: float) -> float:
         """The least time a decode pass can take with `context_tokens` in context."""
-        read = self.weight_bytes + self.kv_bytes_per_token * context_tokens
-        return read / self.read_bytes_per_second
+        return self.pass_bytes(context_tokens) / self.read_bytes_per_second
 
 
 def read_bandwidth() -> float:

@@ -92,19 +92,25 @@ def _decode_seconds(completion: Completion) -> float | None:
     return milliseconds / 1000 if isinstance(milliseconds, int | float) and milliseconds else None
 
 
+def _decode_passes(completion: Completion) -> int | None:
+    """The server's forward passes after the prompt's, in that completion's run."""
+    passes = (completion.status or {}).get("lastDecodePasses")
+    return passes if isinstance(passes, int) else None
+
+
 def _passes_detail(completions: Sequence[Completion]) -> str:
     """Median decode passes beside the tokens they decoded (fewer when drafts were kept)."""
     pairs = [
-        (status["lastDecodePasses"], status["lastTokens"] - 1)
-        for status in (completion.status or {} for completion in completions)
-        if isinstance(status.get("lastDecodePasses"), int)
-        and isinstance(status.get("lastTokens"), int)
+        (passes, tokens - 1)
+        for completion in completions
+        if (passes := _decode_passes(completion)) is not None
+        and (tokens := _new_tokens(completion)) is not None
     ]
     if not pairs:
         return ""
-    passes = median([pair[0] for pair in pairs])
-    tokens = median([pair[1] for pair in pairs])
-    return f"; {passes:.0f} passes for {tokens:.0f} tokens"
+    median_passes = median([pair[0] for pair in pairs])
+    median_tokens = median([pair[1] for pair in pairs])
+    return f"; {median_passes:.0f} passes for {median_tokens:.0f} tokens"
 
 
 def _timings(result: BaselineResult | None, label: str) -> PromptTimings | None:
@@ -277,13 +283,12 @@ def _floor_rows(
     """The server's decode time per token and per pass (its own timing of full answers) beside
     the least time a pass can take: its bytes over the read bandwidth measured in this run."""
     runs = [
-        (status["lastDecodeMs"] / 1000, status["lastDecodePasses"], status["lastTokens"] - 1)
-        for status in (completion.status or {} for completion in full)
-        if isinstance(status.get("lastDecodeMs"), int | float)
-        and isinstance(status.get("lastDecodePasses"), int)
-        and isinstance(status.get("lastTokens"), int)
-        and status["lastDecodePasses"] > 0
-        and status["lastTokens"] > 1
+        (seconds, passes, tokens - 1)
+        for completion in full
+        if (seconds := _decode_seconds(completion))
+        and (passes := _decode_passes(completion))
+        and (tokens := _new_tokens(completion)) is not None
+        and tokens > 1
     ]
     if not runs:
         return []
@@ -291,7 +296,7 @@ def _floor_rows(
     per_pass = median([seconds / passes for seconds, passes, _ in runs])
     tokens_in_context = prompt_tokens + median([tokens for _, _, tokens in runs]) / 2
     least = floor.pass_seconds(tokens_in_context)
-    read = floor.weight_bytes + floor.kv_bytes_per_token * tokens_in_context
+    read = floor.pass_bytes(tokens_in_context)
     ratio = per_token / least
     return [
         Row(

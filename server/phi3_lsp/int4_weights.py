@@ -71,6 +71,12 @@ class Int4Weight:
         scales_and_zeros = self.scales_and_zeros[:, first:last].contiguous()
         return Int4Weight(self.packed[first:last], scales_and_zeros)
 
+    def multiply_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`inputs @ weight.T` for inputs [..., in] of any float dtype, multiplied in bf16 (what
+        the packed kernel takes): rows [n, out] in the inputs' dtype."""
+        rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
+        return self.multiply(rows).to(inputs.dtype)
+
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
         if len(rows) >= DEQUANTIZED_FROM_ROWS and can_unpack(self.out_features):

@@ -19,6 +19,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.llama.modeling_llama import (
+    LlamaDecoderLayer,
+    LlamaRMSNorm,
+    apply_rotary_pos_emb,
+)
 
 from phi3_lsp.quantize import Int4Linear
 from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION
@@ -40,8 +46,6 @@ def lean_decoding(model: nn.Module) -> int:
     Only for SDPA attention (as `attention_row_by_row` runs one token too): the short way calls
     transformers' SDPA function itself.
     """
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-
     attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
     if attention not in ("sdpa", ROW_BY_ROW_ATTENTION):
         return 0
@@ -80,9 +84,6 @@ def _one_token_forward(
             position_embeddings=position_embeddings,
             **kwargs,
         )
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
-
     attention, mlp = layer.self_attn, layer.mlp
     normed = LlamaRMSNorm.forward(layer.input_layernorm, hidden_states)
     query, key, value = attention.q_proj.shared_product.products(normed)

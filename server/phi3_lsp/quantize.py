@@ -76,8 +76,7 @@ class Int4Linear(nn.Module):
         if self.shared_product is not None:
             outputs = self.shared_product.take(self.member, inputs)
         else:
-            rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
-            outputs = self.weight_int4.multiply(rows).to(inputs.dtype)
+            outputs = self.weight_int4.multiply_inputs(inputs)
             outputs = outputs.reshape(*inputs.shape[:-1], self.out_features)
         return outputs if self.bias is None else outputs + self.bias
 

@@ -47,8 +47,7 @@ class SharedProduct:
 
     def products(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Every layer's outputs [rows, its width] for `inputs` [..., in], in their dtype."""
-        rows = inputs.reshape(-1, self.weight.in_features).to(torch.bfloat16)
-        products = self.weight.multiply(rows).to(inputs.dtype)
+        products = self.weight.multiply_inputs(inputs)
         return list(torch.tensor_split(products, self._splits, dim=-1))
 
     def take(self, member: int, inputs: torch.Tensor) -> torch.Tensor:

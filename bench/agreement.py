@@ -68,7 +68,7 @@ def measure(model: str) -> list[PromptAgreement]:
     import torch
 
     from phi3_lsp.engine import ModelEngine
-    from phi3_lsp.generation import common_prefix_length
+    from phi3_lsp.prefixes import common_prefix_length
     from phi3_lsp.sources import resolve_model
 
     source = resolve_model(model)

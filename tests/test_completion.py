@@ -16,7 +16,7 @@ from phi3_lsp.completion import (
     prompt_budget,
     tidy_continuation,
 )
-from phi3_lsp.generation import common_prefix_length
+from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.tokens import DocumentTokenizer
 
 BOS = 1

@@ -16,13 +16,10 @@ from transformers import DynamicCache
 from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.generation import (
-    PREFILL_CHUNK_TOKENS,
-    GreedyDecoder,
-    PromptCache,
-    common_prefix_length,
-)
+from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, GreedyDecoder, PromptCache
 from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.prefixes import common_prefix_length
+from phi3_lsp.stop_requests import StopRequest
 from phi3_lsp.stoppable_passes import decoder_layers
 from phi3_lsp.tokens import DocumentTokenizer
 
@@ -89,13 +86,13 @@ def calls_of(module: torch.nn.Module) -> Iterator[list[None]]:
         hook.remove()
 
 
-def stop_on_call(layer: torch.nn.Module, call: int, event: threading.Event) -> RemovableHandle:
-    """Set `event` right after `layer` has run for the `call`-th time."""
+def stop_on_call(layer: torch.nn.Module, call: int, stop: Callable[[], object]) -> RemovableHandle:
+    """Call `stop` right after `layer` has run for the `call`-th time."""
     calls = itertools.count(1)
 
     def after_layer(*_: object) -> None:  # returns None: the layer's output stays as it is
         if next(calls) == call:
-            event.set()
+            stop()
 
     return layer.register_forward_hook(after_layer)
 
@@ -209,7 +206,7 @@ class TestTinyPhi3:
         first_layer, second_layer = decoder_layers(tiny.model)
         stop = threading.Event()
         # Stopped after the first layer of the second chunk: the second layer must not run.
-        hook = stop_on_call(first_layer, 2, stop)
+        hook = stop_on_call(first_layer, 2, stop.set)
         with calls_of(second_layer) as second_layer_calls:
             stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
         hook.remove()
@@ -220,6 +217,41 @@ class TestTinyPhi3:
         assert resumed.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
         assert list(resumed.token_ids) == greedy_without_cache(tiny, prompt, 4)
 
+    def test_a_stop_sparing_the_prompt_finishes_the_chunk_in_flight_and_starts_no_other(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        first_layer, second_layer = decoder_layers(tiny.model)
+        stop = StopRequest()
+        # Stopped in the second chunk by a request that begins with it: that chunk is finished.
+        newer_prompt = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
+        hook = stop_on_call(first_layer, 2, lambda: stop.stop_keeping(newer_prompt))
+        with calls_of(second_layer) as second_layer_calls:
+            stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
+        hook.remove()
+        assert stopped.finish_reason == "stopped"
+        assert len(second_layer_calls) == 2
+        newer = decoder.generate(newer_prompt, max_new_tokens=4, cache_key="doc")
+        assert newer.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
+        assert list(newer.token_ids) == greedy_without_cache(tiny, newer_prompt, 4)
+
+    def test_a_stop_for_a_prompt_that_differs_in_the_chunk_ends_it_within_a_layer(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        first_layer, second_layer = decoder_layers(tiny.model)
+        stop = StopRequest()
+        edited = [*prompt[:700], *prompt[701:]]  # an edit inside the second chunk
+        hook = stop_on_call(first_layer, 2, lambda: stop.stop_keeping(edited))
+        with calls_of(second_layer) as second_layer_calls:
+            decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
+        hook.remove()
+        assert len(second_layer_calls) == 1
+        after = decoder.generate(edited, max_new_tokens=4, cache_key="doc")
+        assert after.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+
     def test_a_stop_during_a_decode_pass_ends_it_and_the_next_request_is_exact(
         self, tiny: ModelEngine
     ) -> None:
@@ -228,7 +260,7 @@ class TestTinyPhi3:
         decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), prompt_cache)
         first_layer, second_layer = decoder_layers(tiny.model)
         stop = threading.Event()
-        hook = stop_on_call(first_layer, 1 + 3, stop)  # in the third decode pass
+        hook = stop_on_call(first_layer, 1 + 3, stop.set)  # in the third decode pass
         with calls_of(second_layer) as second_layer_calls:
             stopped = decoder.generate(prompt, max_new_tokens=10, stop_event=stop, cache_key="doc")
         hook.remove()

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from phi3_lsp import model_host as model_host_module
+from phi3_lsp.generation import PREFILL_CHUNK_TOKENS
 from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.stoppable_passes import decoder_layers
 
 LOAD_TIMEOUT = 120.0
 PROMPT_IDS = [1, 450, 7483, 310, 3444, 338]  # BOS + "The capital of France is" in Phi-3
@@ -133,6 +138,119 @@ async def test_a_cancelled_request_stops_and_the_next_one_runs(
     generation = await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="a")
     assert generation is not None
     assert loaded_host.status.state == "ready"
+
+
+def long_prompt(host: ModelHost, tokens: int) -> list[int]:
+    """`tokens` tokens of this project's own source, repeated as needed."""
+    assert host.tokenizer is not None
+    source = Path(model_host_module.__file__).read_text(encoding="utf-8")
+    ids = host.tokenizer.encode_prompt(source)
+    return (ids * (tokens // len(ids) + 1))[:tokens]
+
+
+@contextmanager
+def held_in_second_chunk(host: ModelHost) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Hold the model thread after the first layer of the second prompt chunk's pass: the first
+    event is set once it is held there, and it goes on once the second is set."""
+    assert host.engine is not None
+    first_layer = decoder_layers(host.engine.model)[0]
+    reached, release = threading.Event(), threading.Event()
+    calls = itertools.count(1)
+
+    def after_layer(*_: object) -> None:
+        if next(calls) == 2:
+            reached.set()
+            release.wait(LOAD_TIMEOUT)
+
+    handle = first_layer.register_forward_hook(after_layer)
+    try:
+        yield reached, release
+    finally:
+        release.set()
+        handle.remove()
+
+
+async def test_a_newer_request_on_the_document_takes_over_the_prompt_chunk_in_flight(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
+    with held_in_second_chunk(loaded_host) as (reached, release):
+        older = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
+        )
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        newer = asyncio.ensure_future(
+            loaded_host.generate(typed_on, max_new_tokens=2, cache_key="doc")
+        )
+        await asyncio.sleep(0)  # the newer request has stopped the older one
+        release.set()
+        assert await older is None
+        generation = await newer
+    assert generation is not None
+    assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
+
+
+async def test_a_cancelled_request_leaves_its_prompt_chunk_in_flight_to_the_next(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    with held_in_second_chunk(loaded_host) as (reached, release):
+        older = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
+        )
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        older.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await older
+        release.set()
+    generation = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
+    assert generation is not None
+    assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
+
+
+async def test_a_request_on_another_document_stops_a_prompt_chunk_within_a_layer(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    with held_in_second_chunk(loaded_host) as (reached, release):
+        older = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
+        )
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        newer = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=2, cache_key="other")
+        )
+        await asyncio.sleep(0)
+        release.set()
+        assert await older is None
+        assert await newer is not None
+    again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
+    assert again is not None
+    assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+
+
+async def test_after_a_cancel_a_request_on_another_document_stops_the_chunk_within_a_layer(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    with held_in_second_chunk(loaded_host) as (reached, release):
+        older = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
+        )
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        older.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await older
+        newer = asyncio.ensure_future(
+            loaded_host.generate(prompt, max_new_tokens=2, cache_key="other")
+        )
+        await asyncio.sleep(0)
+        release.set()
+        assert await newer is not None
+    again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
+    assert again is not None
+    assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
 
 
 def test_a_model_that_cannot_load_is_an_error_that_names_the_fix(

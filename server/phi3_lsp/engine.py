@@ -175,7 +175,8 @@ class ModelEngine:
 
         Stops at an end-of-sequence token, at the limit, within one decoder layer of
         `stop_event` being set (keeping the prompt chunks it finished for the next call with
-        `cache_key`), or (`one_line`) after the first token holding a line break.
+        `cache_key`; a `StopRequest` may let the chunk in flight finish first), or
+        (`one_line`) after the first token holding a line break.
         `on_text` receives the text as it is decoded, whole characters only. With `cache_key`
         (e.g. a document URI) the keys and values of the previous call with that key are
         reused for the shared token prefix. Run on one thread at a time.

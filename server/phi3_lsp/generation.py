@@ -5,8 +5,9 @@ Passes over the uncached part of the prompt (prefill, in chunks of up to
 token (argmax); a pass can also check tokens drafted from the text so far, and keeps those the
 argmax confirms (see `drafts`); each pass runs on the thread count and with the draft length
 that `pass_planner` chooses. A stop event is checked before every decoder layer (see
-`stoppable_passes`), so a cancelled request returns within one layer of one pass, and the
-prompt chunks it finished stay cached for the next request. Caches are kept per key (a
+`stoppable_passes`), so a cancelled request returns within one layer of one pass (or, if the
+stop spares it, after the prompt chunk in flight), and the prompt chunks it finished stay
+cached for the next request. Caches are kept per key (a
 document URI): when the next prompt of that document shares a token prefix with the last one,
 only the tail is computed.
 """
@@ -29,6 +30,7 @@ from transformers import DynamicCache
 from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, truncate
 from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
@@ -218,7 +220,8 @@ class GreedyDecoder:
             end = min(len(prompt_ids), (start // PREFILL_CHUNK_TOKENS + 1) * PREFILL_CHUNK_TOKENS)
             self._stops.check()
             torch.set_num_threads(self.planner.prompt_threads())
-            logits = self._feed(run, prompt_ids[start:end], keep=1)
+            with self._stops.prompt_pass(prompt_ids[:end]):
+                logits = self._feed(run, prompt_ids[start:end], keep=1)
         assert logits is not None  # the cache never holds the last prompt token (`take`)
         return logits
 
@@ -303,16 +306,6 @@ class _Run:
     def emit(self, text: str) -> None:
         if text and self.on_text is not None:
             self.on_text(text)
-
-
-def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
-    """How many leading items two sequences share."""
-    length = 0
-    for a, b in zip(first, second, strict=False):
-        if a != b:
-            break
-        length += 1
-    return length
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
@@ -23,6 +23,7 @@ from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.scheduling import lower_current_thread_priority
 from phi3_lsp.settings import WeightFormat
+from phi3_lsp.stop_requests import StopRequest
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
@@ -165,7 +166,7 @@ class ModelHost:
         self._loaded: LoadRequest | None = None
         self._tokenizer: DocumentTokenizer | None = None
         self._engine: ModelEngine | None = None
-        self._running_stop: threading.Event | None = None
+        self._running: _RunningGeneration | None = None
 
     @property
     def status(self) -> Status:
@@ -234,16 +235,19 @@ class ModelHost:
         """Greedy continuation of `prompt_ids` on the model thread (see `ModelEngine.generate`).
 
         Returns None when no model with weights is loaded, or when a newer request superseded
-        this one. If the awaiting task is cancelled, the generation stops within a decoder layer.
+        this one. It stops the running generation, which first finishes a pass over prompt
+        tokens this one begins with (same `cache_key`): this request would compute them again.
+        If the awaiting task is cancelled, the generation stops after its pass in flight over
+        the prompt (the next request on the document is likely to need it), or within a layer.
         `on_text` receives the text as it is generated, on the model thread.
         """
         engine = self._engine
         if engine is None or not engine.has_weights:
             return None
-        stop = threading.Event()
+        stop = StopRequest()
         with self._lock:
-            self._stop_running_generation()
-            self._running_stop = stop
+            self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
+            self._running = _RunningGeneration(stop, cache_key)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
@@ -260,15 +264,15 @@ class ModelHost:
                 one_line,
             )
         except asyncio.CancelledError:
-            stop.set()
+            stop.stop_keeping(prompt_ids)  # it may still run: `_running` keeps it until it ends
             raise
-        finally:
-            with self._lock:
-                if self._running_stop is stop:
-                    self._running_stop = None
 
     def forget_document(self, uri: str) -> None:
-        """Free what the engine keeps for a closed document (its prompt's keys and values)."""
+        """Stop its generation and free what the engine keeps for a closed document (its
+        prompt's keys and values)."""
+        with self._lock:
+            if self._running is not None and self._running.cache_key == uri:
+                self._stop_running_generation()
         engine = self._engine
         if engine is not None and not self._thread.closed:
             self._thread.submit(engine.forget_prompt, uri)
@@ -302,25 +306,30 @@ class ModelHost:
         on_text: Callable[[str], None] | None,
         one_line: bool,
     ) -> Generation | None:
-        # Superseded while queued: skip the work entirely, so only the latest request runs.
-        if stop.is_set() or engine is not self._engine:
-            return None
-        self._update_status(state="generating")
-        generation: Generation | None = None
         try:
-            generation = engine.generate(
-                prompt_ids,
-                max_new_tokens=max_new_tokens,
-                stop_event=stop,
-                on_text=on_text,
-                cache_key=cache_key,
-                one_line=one_line,
-            )
+            # Superseded while queued: skip the work entirely, so only the latest request runs.
+            if stop.is_set() or engine is not self._engine:
+                return None
+            self._update_status(state="generating")
+            generation: Generation | None = None
+            try:
+                generation = engine.generate(
+                    prompt_ids,
+                    max_new_tokens=max_new_tokens,
+                    stop_event=stop,
+                    on_text=on_text,
+                    cache_key=cache_key,
+                    one_line=one_line,
+                )
+            finally:
+                self._finish_generation(engine, generation, started)
+            if generation.finish_reason == "stopped":
+                return None
+            return generation
         finally:
-            self._finish_generation(engine, generation, started)
-        if generation.finish_reason == "stopped":
-            return None
-        return generation
+            with self._lock:
+                if self._running is not None and self._running.stop is stop:
+                    self._running = None  # it has ended: nothing left to stop
 
     def _finish_generation(
         self, engine: ModelEngine, generation: Generation | None, started: float
@@ -430,10 +439,24 @@ class ModelHost:
             self._status = status
             self._listener.status_changed(status)
 
-    def _stop_running_generation(self) -> None:
-        if self._running_stop is not None:
-            self._running_stop.set()
-            self._running_stop = None
+    def _stop_running_generation(
+        self, keeping: Sequence[int] = (), cache_key: str | None = None
+    ) -> None:
+        """Stop the running generation; a pass over prompt tokens that `keeping` begins with,
+        for the same `cache_key`, finishes first."""
+        running, self._running = self._running, None
+        if running is None:
+            return
+        if keeping and running.cache_key == cache_key:
+            running.stop.stop_keeping(keeping)
+        else:
+            running.stop.set()
+
+
+@dataclass(frozen=True)
+class _RunningGeneration:
+    stop: StopRequest
+    cache_key: str
 
 
 def _collect_previous_model() -> None:

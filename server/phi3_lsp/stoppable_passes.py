@@ -5,6 +5,8 @@ int4 ~40 s), and a request the user has moved away from should not hold the mode
 long. A hook before each decoder layer raises `PassStopped` once the stop event is set, so a
 stop costs at most one layer of the pass in flight. The layers that finished have written keys
 and values the caller must drop (`kv_cache.truncate`).
+
+A `StopRequest` may spare a prompt pass in flight (see `prompt_pass`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 from torch import nn
 
+from phi3_lsp.stop_requests import StopRequest
+
 
 class PassStopped(Exception):
     """The stop event was set before or while a forward pass ran; the pass did not finish."""
@@ -26,6 +30,7 @@ class LayerStops:
 
     def __init__(self, model: nn.Module) -> None:
         self._event: threading.Event | None = None
+        self._prompt_pass: Sequence[int] = ()
         # A model whose layer list is not found is stopped between passes only (`check`).
         for layer in decoder_layers(model):
             layer.register_forward_pre_hook(self._before_layer)
@@ -39,13 +44,28 @@ class LayerStops:
         finally:
             self._event = None
 
+    @contextmanager
+    def prompt_pass(self, tokens: Sequence[int]) -> Iterator[None]:
+        """The pass run in the block leaves `tokens` (a prompt prefix) in the cache: a
+        `StopRequest` that spares them lets it finish."""
+        self._prompt_pass = tokens
+        try:
+            yield
+        finally:
+            self._prompt_pass = ()
+
     def check(self) -> None:
-        """Raise `PassStopped` if the watched event is set."""
+        """Raise `PassStopped` if the watched event is set (call between passes)."""
         if self._event is not None and self._event.is_set():
             raise PassStopped
 
     def _before_layer(self, module: nn.Module, args: Any) -> None:
-        self.check()
+        event = self._event
+        if event is None or not event.is_set():
+            return
+        if self._prompt_pass and isinstance(event, StopRequest) and event.spares(self._prompt_pass):
+            return
+        raise PassStopped
 
 
 def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:

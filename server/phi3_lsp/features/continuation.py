@@ -50,12 +50,14 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         rest = await through.rest(budget)
         if rest is not None:
             return tidy_continuation(fit_to_line(rest, rest_of_line))
-    # Any other request makes the running generation useless.
-    host.supersede()
     tokenizer, engine = host.tokenizer, host.engine
-    if tokenizer is None or engine is None or not host.can_generate():
-        return ""
-    if not has_text_to_continue(text_before_cursor):
+    if (
+        tokenizer is None
+        or engine is None
+        or not host.can_generate()
+        or not has_text_to_continue(text_before_cursor)
+    ):
+        host.supersede()  # any other request makes the running generation useless
         return ""
     suggestion = LiveSuggestion(asyncio.get_running_loop())
     ls.suggestions.remember(uri, text_before_cursor, suggestion)
@@ -70,6 +72,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built
+    # The generation stops the running one, which may first finish a prompt pass it shares.
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
     one_line = in_middle_of_line(rest_of_line)
     generation = asyncio.ensure_future(

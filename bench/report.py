@@ -8,9 +8,11 @@ from dataclasses import dataclass, replace
 from bench.lsp_session import Completion
 from bench.memory_floor import MemoryFloor
 from bench.server_runs import (
+    KEYSTROKE_SECONDS,
     LONG_EDIT_CONTEXT_TOKENS,
     LONG_EDIT_LINES,
     MOVED_AFTER_SECONDS,
+    TYPED_WHILE_READING,
     PromptFigures,
     ServerFigures,
 )
@@ -272,6 +274,7 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
         )
     rows.extend(_core_taken_rows(report, prompt, label, server))
     rows.extend(_moved_rows(report, prompt, label))
+    rows.extend(_typed_on_rows(report, prompt, label))
     rows.extend(_typing_rows(report, prompt, label))
     rows.extend(_edit_rows(report, prompt, label))
     return rows
@@ -344,6 +347,25 @@ def _moved_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[
             report.model,
             label,
             f"{format_duration(moved)}; {moved / idle:.2f}x the same answer on an idle server "
+            f"({format_duration(idle)})",
+        )
+    ]
+
+
+def _typed_on_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
+    """The answer after typing on while this prompt was read, beside the same answer on an idle
+    server: how much of the prompt's reading the keystrokes carried over."""
+    if not prompt.typed_while_reading:
+        return []
+    typed = median([completion.seconds for completion in prompt.typed_while_reading])
+    idle = median([completion.seconds for completion in prompt.typed_on_idle])
+    return [
+        Row(
+            f"full answer after typing `{TYPED_WHILE_READING}` on at the end, a keystroke every "
+            f"{KEYSTROKE_SECONDS:g} s from the first request (from the last keystroke)",
+            report.model,
+            label,
+            f"{format_duration(typed)}; {typed / idle:.2f}x the same answer on an idle server "
             f"({format_duration(idle)})",
         )
     ]

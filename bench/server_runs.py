@@ -31,6 +31,10 @@ LONG_EDIT_CONTEXT_TOKENS = 512
 """A budget these lines exceed several times, small enough for a Phi-3-sized cold prompt."""
 MOVED_AFTER_SECONDS = 1.0
 """When the user moves the cursor while the longest prompt is read: within its first chunk."""
+TYPED_WHILE_READING = "result"
+"""Typed at the end of the longest prompt while it is read, one character a keystroke."""
+KEYSTROKE_SECONDS = 0.5
+"""Between two keystrokes: each cancels the last request and asks again, as an editor does."""
 
 
 @dataclass
@@ -51,6 +55,11 @@ class PromptFigures:
     """Full answers a third of the way into each `full` window, asked `MOVED_AFTER_SECONDS`
     into a cancelled request at the window's end."""
     moved_on_idle: list[Completion] = field(default_factory=list)
+    """The same answers asked of a server with nothing else to do (cold)."""
+    typed_while_reading: list[Completion] = field(default_factory=list)
+    """Full answers after the last keystroke of `TYPED_WHILE_READING`, typed at the end of each
+    `full` window from the moment its completion was asked."""
+    typed_on_idle: list[Completion] = field(default_factory=list)
     """The same answers asked of a server with nothing else to do (cold)."""
 
 
@@ -227,6 +236,11 @@ async def _measure(
             moved, idle = await _move_while_reading(session, number, text)
             figures.prompts[-1].moved_while_reading.append(moved)
             figures.prompts[-1].moved_on_idle.append(idle)
+        progress(f"  prompt {longest.label}: typing on while it is read")
+        for number, text in enumerate(longest.full):
+            typed, idle = await _type_while_reading(session, number, text)
+            figures.prompts[-1].typed_while_reading.append(typed)
+            figures.prompts[-1].typed_on_idle.append(idle)
 
     progress(f"  hovers on a {plan.long_document.count(chr(10))}-line document")
     long_uri = "file:///bench/long_document.py"
@@ -325,6 +339,34 @@ async def _move_while_reading(
     moved = await session.complete(uri, end_position(above))
     session.close(uri)
     return moved, await complete_in_new_document(session, f"file:///bench/idle{number}.py", above)
+
+
+async def _type_while_reading(
+    session: ServerSession, number: int, text: str
+) -> tuple[Completion, Completion]:
+    """A completion at the end of `text`; then `TYPED_WHILE_READING` typed there, a character
+    every `KEYSTROKE_SECONDS`, each cancelling the last request and asking again. The answer
+    after the last keystroke, then the same completion asked in a new document (full answers).
+    """
+    uri = f"file:///bench/typed{number}.py"
+    session.open(uri, text)
+    request_id = f"typed-{number}-0"
+    pending = asyncio.create_task(session.complete(uri, end_position(text), request_id))
+    for index, character in enumerate(TYPED_WHILE_READING, start=1):
+        await asyncio.sleep(KEYSTROKE_SECONDS)
+        session.cancel(request_id)
+        with contextlib.suppress(Exception):  # a cancelled request may answer with an error
+            await pending
+        cursor = session.type_at_end(uri, character)
+        request_id = f"typed-{number}-{index}"
+        pending = asyncio.create_task(session.complete(uri, cursor, request_id))
+    typed = await pending
+    final_text = session.text(uri)
+    session.close(uri)
+    idle = await complete_in_new_document(
+        session, f"file:///bench/typed_idle{number}.py", final_text
+    )
+    return typed, idle
 
 
 async def _edit_past_the_budget(

@@ -266,6 +266,19 @@ def test_answers_asked_while_a_long_prompt_is_read_are_shown_beside_the_same_ans
     assert row.server == "3.00 s; 1.50x the same answer on an idle server (2.00 s)"
 
 
+def test_answers_after_typing_on_while_a_long_prompt_is_read_are_shown_beside_them_idle() -> None:
+    prompt = PromptFigures(
+        label="~1500",
+        first_token=[full_answer(0.5)],
+        full=[full_answer(8.0)],
+        typed_while_reading=[full_answer(1.0), full_answer(1.2), full_answer(6.0)],
+        typed_on_idle=[full_answer(4.0), full_answer(4.0), full_answer(3.8)],
+    )
+    [row] = [row for row in rows_of(prompt, 1500) if "after typing" in row.metric]
+    assert row.prompt.startswith("~1500")
+    assert row.server == "1.20 s; 0.30x the same answer on an idle server (4.00 s)"
+
+
 def decoded(decode_ms: float, passes: int, tokens: int) -> Completion:
     status = {"lastDecodeMs": decode_ms, "lastDecodePasses": passes, "lastTokens": tokens}
     return Completion(decode_ms / 1000 + 0.1, "x", 1, status)

@@ -252,6 +252,28 @@ class TestTinyPhi3:
         after = decoder.generate(edited, max_new_tokens=4, cache_key="doc")
         assert after.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
 
+    def test_reading_a_prompt_is_reported_after_each_layer_of_its_passes(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        decoder.generate(prompt[:700], max_new_tokens=1, cache_key="doc")
+        reads: list[tuple[int, int]] = []
+        generation = decoder.generate(
+            prompt,
+            max_new_tokens=3,
+            cache_key="doc",
+            on_prompt_read=lambda read, total: reads.append((read, total)),
+        )
+        assert generation.reused_prompt_tokens == 700
+        layers = len(decoder_layers(tiny.model))
+        # Two passes (up to the chunk's end at 1,024, then the rest); decode passes report nothing.
+        assert len(reads) == 2 * layers
+        assert {total for _, total in reads} == {len(prompt) - 700}
+        assert reads[layers - 1][0] == 2 * PREFILL_CHUNK_TOKENS - 700
+        assert reads[-1][0] == len(prompt) - 700
+        assert [read for read, _ in reads] == sorted(read for read, _ in reads)
+
     def test_a_stop_during_a_decode_pass_ends_it_and_the_next_request_is_exact(
         self, tiny: ModelEngine
     ) -> None:

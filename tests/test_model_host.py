@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from phi3_lsp import model_host as model_host_module
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS
 from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
 from phi3_lsp.stoppable_passes import decoder_layers
 
 LOAD_TIMEOUT = 120.0
@@ -32,6 +34,7 @@ class RecordingListener:
         self.began: list[str] = []
         self.progress: list[ProgressUpdate] = []
         self.outcomes: list[LoadOutcome] = []
+        self.readings: list[PromptReading] = []
         self.load_done = threading.Event()
 
     def status_changed(self, status: Status) -> None:
@@ -46,6 +49,9 @@ class RecordingListener:
     def load_ended(self, outcome: LoadOutcome) -> None:
         self.outcomes.append(outcome)
         self.load_done.set()
+
+    def prompt_read(self, reading: PromptReading) -> None:
+        self.readings.append(reading)
 
     def wait_for_load(self) -> LoadOutcome:
         assert self.load_done.wait(LOAD_TIMEOUT)
@@ -251,6 +257,28 @@ async def test_after_a_cancel_a_request_on_another_document_stops_the_chunk_with
     again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
     assert again is not None
     assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+
+
+async def test_a_prompt_read_for_long_is_reported_until_it_is_read(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="quick")
+    assert listener.readings == []  # a prompt read at once shows no progress
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    assert loaded_host.engine is not None
+    layers = decoder_layers(loaded_host.engine.model)
+    # The tiny model reads at once: each layer of its 3 passes is made to take longer.
+    pause = SHOWN_AFTER_SECONDS / 3
+    handles = [layer.register_forward_hook(lambda *_: time.sleep(pause)) for layer in layers]
+    try:
+        await loaded_host.generate(prompt, max_new_tokens=1, cache_key="long")
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert listener.readings, "no report in the ~2 s the prompt took"
+    assert {reading.total for reading in listener.readings} == {len(prompt)}
+    assert listener.readings[-1] == PromptReading(len(prompt), len(prompt), ended=True)
+    assert [reading.ended for reading in listener.readings].count(True) == 1
 
 
 def test_a_model_that_cannot_load_is_an_error_that_names_the_fix(

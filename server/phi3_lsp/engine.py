@@ -26,6 +26,7 @@ from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.prompt_progress import PromptReadCallback
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
@@ -170,6 +171,7 @@ class ModelEngine:
         on_text: TextCallback | None = None,
         cache_key: str | None = None,
         one_line: bool = False,
+        on_prompt_read: PromptReadCallback | None = None,
     ) -> Generation:
         """The greedy continuation of `prompt_ids` (only new text; at most `max_new_tokens`).
 
@@ -177,7 +179,8 @@ class ModelEngine:
         `stop_event` being set (keeping the prompt chunks it finished for the next call with
         `cache_key`; a `StopRequest` may let the chunk in flight finish first), or
         (`one_line`) after the first token holding a line break.
-        `on_text` receives the text as it is decoded, whole characters only. With `cache_key`
+        `on_text` receives the text as it is decoded, whole characters only; `on_prompt_read`
+        how much of the prompt is read, after each decoder layer of its passes. With `cache_key`
         (e.g. a document URI) the keys and values of the previous call with that key are
         reused for the shared token prefix. Run on one thread at a time.
         """
@@ -198,6 +201,7 @@ class ModelEngine:
             on_text=on_text,
             cache_key=cache_key,
             one_line=one_line,
+            on_prompt_read=on_prompt_read,
         )
 
     def warm_up(self) -> None:

@@ -31,6 +31,7 @@ from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, truncate
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
+from phi3_lsp.prompt_progress import PromptProgress, PromptReadCallback
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
@@ -159,6 +160,7 @@ class GreedyDecoder:
         self.planner = pass_planner or PassPlanner((torch.get_num_threads(),))
         self.drafts_until = drafts_until
         self._stops = LayerStops(model)
+        self._progress = PromptProgress(model)
 
     def generate(
         self,
@@ -169,6 +171,7 @@ class GreedyDecoder:
         on_text: TextCallback | None = None,
         cache_key: str | None = None,
         one_line: bool = False,
+        on_prompt_read: PromptReadCallback | None = None,
     ) -> Generation:
         """Greedy continuation of `prompt_ids`; see `ModelEngine.generate`."""
         if not prompt_ids:
@@ -188,7 +191,7 @@ class GreedyDecoder:
         prefilled: float | None = None
         with torch.inference_mode(), self._stops.watching(stop_event), _threads_restored():
             try:
-                logits = self._prefill(run, prompt_ids)
+                logits = self._prefill(run, prompt_ids, on_prompt_read)
                 prefilled = time.perf_counter()
                 finish = self._decode(run, logits, max_new_tokens, one_line)
             except PassStopped:
@@ -212,15 +215,23 @@ class GreedyDecoder:
             finish_reason=finish,
         )
 
-    def _prefill(self, run: _Run, prompt_ids: Sequence[int]) -> torch.Tensor:
+    def _prefill(
+        self, run: _Run, prompt_ids: Sequence[int], on_read: PromptReadCallback | None
+    ) -> torch.Tensor:
         """Feed the prompt after what the cache holds, in chunks ending at multiples of
         `PREFILL_CHUNK_TOKENS`; return the logits of its last position."""
         logits = None
+        first = len(run.fed_ids)
         while (start := len(run.fed_ids)) < len(prompt_ids):
             end = min(len(prompt_ids), (start // PREFILL_CHUNK_TOKENS + 1) * PREFILL_CHUNK_TOKENS)
             self._stops.check()
             torch.set_num_threads(self.planner.prompt_threads())
-            with self._stops.prompt_pass(prompt_ids[:end]):
+            with (
+                self._stops.prompt_pass(prompt_ids[:end]),
+                self._progress.pass_over(
+                    on_read, start - first, end - start, len(prompt_ids) - first
+                ),
+            ):
                 logits = self._feed(run, prompt_ids[start:end], keep=1)
         assert logits is not None  # the cache never holds the last prompt token (`take`)
         return logits

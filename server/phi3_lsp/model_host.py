@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
 from phi3_lsp.scheduling import lower_current_thread_priority
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.stop_requests import StopRequest
@@ -99,6 +100,8 @@ class HostListener(Protocol):
     def load_progressed(self, update: ProgressUpdate) -> None: ...
 
     def load_ended(self, outcome: LoadOutcome) -> None: ...
+
+    def prompt_read(self, reading: PromptReading) -> None: ...
 
 
 class ModelThread(Executor):
@@ -312,6 +315,7 @@ class ModelHost:
                 return None
             self._update_status(state="generating")
             generation: Generation | None = None
+            prompt_reports = PromptReadReports(self._listener.prompt_read)
             try:
                 generation = engine.generate(
                     prompt_ids,
@@ -320,8 +324,10 @@ class ModelHost:
                     on_text=on_text,
                     cache_key=cache_key,
                     one_line=one_line,
+                    on_prompt_read=prompt_reports,
                 )
             finally:
+                prompt_reports.end()
                 self._finish_generation(engine, generation, started)
             if generation.finish_reason == "stopped":
                 return None

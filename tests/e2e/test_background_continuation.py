@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
 from e2e.lsp_session import Phi3Client, start_smollm2, stop
+from phi3_lsp import generation as generation_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -119,3 +121,40 @@ async def answer_after_a_cancel(client: Phi3Client, name: str, seconds: float) -
     [again] = await client.inline(uri, 0, len(PROMPT))
     assert isinstance(again.insert_text, str)
     return again.insert_text
+
+
+async def test_reading_a_long_prompt_shows_progress_until_it_is_read(
+    budgeted: Phi3Client,
+) -> None:
+    # ~1,500 tokens of real source: SmolLM2 takes seconds to read them on a CPU of this class;
+    # a prompt read within a second would show no progress.
+    source = Path(generation_module.__file__).read_text(encoding="utf-8")
+    await budgeted.change_settings({**SETTINGS, "contextTokens": 2000})
+    earlier_tokens = set(budgeted.progress_reports)
+    try:
+        uri = budgeted.open_text("long_source.py", source)
+        seen = len(budgeted.statuses)
+        last_line = source.split("\n")[-1]
+        await budgeted.inline(uri, source.count("\n"), len(last_line))
+        await budgeted.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    finally:
+        await budgeted.change_settings(SETTINGS)
+    [reports] = [
+        reports
+        for token, reports in budgeted.progress_reports.items()
+        if token not in earlier_tokens
+    ]
+    begin, *middle, end = reports
+    assert isinstance(begin, types.WorkDoneProgressBegin)
+    assert begin.title == "Reading the prompt"
+    percentages = [report.percentage for report in middle]
+    assert percentages and all(
+        isinstance(report, types.WorkDoneProgressReport) for report in middle
+    )
+    assert percentages == sorted(percentages)
+    assert all(percentage is not None and 0 <= percentage < 100 for percentage in percentages)
+    assert isinstance(end, types.WorkDoneProgressEnd) and end.message is not None
+    tokens_read = re.fullmatch(r"([\d,]+) of ([\d,]+) tokens", end.message)
+    assert tokens_read is not None
+    read, total = tokens_read.groups()
+    assert read == total

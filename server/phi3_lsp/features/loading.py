@@ -1,5 +1,8 @@
 """The model host's events as LSP: `phi3/status`, work-done progress and messages.
 
+Work-done progress shows a load, and the reading of a completion's long prompt (on
+Phi-3-mini ~100 s for 1,500 tokens), each under a token of its own.
+
 The host calls in from the model thread; everything is handed to the event loop, where one
 task sends it all in order: a `$/progress` must not overtake the `create` it belongs to, and
 a load's message must reach the client before the status that says the load has ended.
@@ -16,6 +19,7 @@ from lsprotocol import types
 
 from phi3_lsp.model_host import LoadOutcome, Status
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.prompt_reading import PromptReading
 from phi3_lsp.server import STATUS_NOTIFICATION, Phi3LanguageServer
 
 logger = logging.getLogger(__name__)
@@ -29,7 +33,8 @@ class _Began:
     model: str
 
 
-_Event = _Began | ProgressUpdate | LoadOutcome | Status
+_Event = _Began | ProgressUpdate | LoadOutcome | Status | PromptReading
+PROMPT_READING_TITLE = "Reading the prompt"
 
 
 class LoadReporter:
@@ -61,6 +66,10 @@ class LoadReporter:
         """End the progress; show what the user must act on."""
         self._post(outcome)
 
+    def prompt_read(self, reading: PromptReading) -> None:
+        """Show how much of a long prompt is read, in a progress of its own."""
+        self._post(reading)
+
     def _post(self, event: _Event) -> None:
         events = self._events
         if events is not None:
@@ -69,24 +78,30 @@ class LoadReporter:
     async def _send_events(self) -> None:
         assert self._events is not None
         token: str | None = None
+        reading_token: str | None = None
         while True:
             event = await self._events.get()
             if isinstance(event, _Began):
-                token = await self._begin(event.model)
+                token = await self._begin(f"Loading {event.model}", "phi3-load")
             elif isinstance(event, Status):
                 self._server.protocol.notify(STATUS_NOTIFICATION, event.to_json())
             elif isinstance(event, ProgressUpdate):
                 self._report(token, event)
+            elif isinstance(event, PromptReading):
+                if reading_token is None and not event.ended:
+                    reading_token = await self._begin(PROMPT_READING_TITLE, "phi3-prompt")
+                self._report_reading(reading_token, event)
+                if event.ended:
+                    reading_token = None
             else:
                 self._end(token, event)
                 token = None
 
-    async def _begin(self, model: str) -> str | None:
-        title = f"Loading {model}"
+    async def _begin(self, title: str, token_prefix: str) -> str | None:
         if not self._server.client_supports("window.work_done_progress"):
             logger.info("%s", title)
             return None
-        token = f"phi3-load-{uuid.uuid4()}"  # a fresh token for every load
+        token = f"{token_prefix}-{uuid.uuid4()}"  # a fresh token for every progress
         progress = self._server.work_done_progress
         try:
             await asyncio.wait_for(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
@@ -95,6 +110,17 @@ class LoadReporter:
             return None
         progress.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
         return token
+
+    def _report_reading(self, token: str | None, reading: PromptReading) -> None:
+        message = f"{reading.read:,} of {reading.total:,} tokens"
+        if token is None:
+            logger.debug("%s: %s", PROMPT_READING_TITLE, message)
+        elif reading.ended:
+            self._server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        else:
+            percentage = reading.read * 100 // max(1, reading.total)
+            report = types.WorkDoneProgressReport(message=message, percentage=percentage)
+            self._server.work_done_progress.report(token, report)
 
     def _report(self, token: str | None, update: ProgressUpdate) -> None:
         percentage = None if update.fraction is None else round(update.fraction * 100)

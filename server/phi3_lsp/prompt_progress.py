@@ -25,14 +25,8 @@ class PromptProgress:
     """Reports the tokens of prompt passes read, after every decoder layer of one model."""
 
     def __init__(self, model: nn.Module) -> None:
-        layers = decoder_layers(model)
-        self._layer_count = len(layers)
-        self._report: Callable[[int], None] | None = None
-        self._pass_tokens = 0
-        self._layers_done = 0
         # A model whose layer list is not found reports nothing.
-        for layer in layers:
-            layer.register_forward_hook(self._after_layer)
+        self._layers = decoder_layers(model)
 
     @contextmanager
     def pass_over(
@@ -40,19 +34,20 @@ class PromptProgress:
     ) -> Iterator[None]:
         """A pass over `tokens` more prompt tokens, after `read_before` of `total`, runs in the
         block: `on_read` hears how many are read after each layer."""
-        if on_read is None:
+        if on_read is None or not self._layers:
             yield
             return
-        self._pass_tokens, self._layers_done = tokens, 0
-        self._report = lambda read: on_read(read_before + read, total)
+        layers_done = 0
+
+        def after_layer(module: nn.Module, args: Any, output: Any) -> None:
+            nonlocal layers_done
+            layers_done += 1
+            on_read(read_before + tokens * layers_done // len(self._layers), total)
+
+        # Hooked for this pass only: decode passes, many per answer, pay nothing.
+        handles = [layer.register_forward_hook(after_layer) for layer in self._layers]
         try:
             yield
         finally:
-            self._report = None
-
-    def _after_layer(self, module: nn.Module, args: Any, output: Any) -> None:
-        report = self._report
-        if report is None:
-            return
-        self._layers_done += 1
-        report(self._pass_tokens * self._layers_done // self._layer_count)
+            for handle in handles:
+                handle.remove()

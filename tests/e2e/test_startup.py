@@ -12,6 +12,7 @@ import pytest_asyncio
 from lsprotocol import types
 
 from e2e.lsp_session import PROFILES, Phi3Client, hover_text, start, stop
+from phi3_lsp import generation as generation_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -80,6 +81,34 @@ async def test_progress_goes_where_the_client_can_show_it(
         assert client.progress_reports == {}
         logged = [message.message for message in client.log_messages]
         assert any("Loading smollm2-135m" in message for message in logged)
+
+
+async def test_reading_a_long_prompt_is_shown_where_the_client_can_show_it(
+    started: Started,
+) -> None:
+    profile, client = started.profile, started.client
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    # A prompt of `contextTokens` (1,024 by default) tokens of real source: SmolLM2 in fp32 takes
+    # seconds to read it on a CPU of this class, and a prompt read within a second shows nothing.
+    source = Path(generation_module.__file__).read_text(encoding="utf-8")
+    uri = client.open_text("long_source.py", source)
+    earlier_tokens, earlier_logs = set(client.progress_reports), len(client.log_messages)
+    seen = len(client.statuses)
+    await client.inline(uri, source.count("\n"), 0)  # answers early; the model reads on
+    await client.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    new_progress = [
+        reports for token, reports in client.progress_reports.items() if token not in earlier_tokens
+    ]
+    logged = [message.message for message in client.log_messages[earlier_logs:]]
+    if PROFILES[profile]().window is not None:
+        [(begin, *_, end)] = new_progress
+        assert isinstance(begin, types.WorkDoneProgressBegin)
+        assert begin.title == "Reading the prompt"
+        assert isinstance(end, types.WorkDoneProgressEnd)
+    else:
+        assert new_progress == []
+        # Once, not once per report: the reports themselves are only in the server's log.
+        assert sum("Reading the prompt" in message for message in logged) == 1
 
 
 async def test_hover_ranges_use_the_negotiated_position_encoding(

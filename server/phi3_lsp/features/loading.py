@@ -79,6 +79,7 @@ class LoadReporter:
         assert self._events is not None
         token: str | None = None
         reading_token: str | None = None
+        reading = False  # a prompt's reading is shown (under `reading_token`, if it has one)
         while True:
             event = await self._events.get()
             if isinstance(event, _Began):
@@ -88,11 +89,12 @@ class LoadReporter:
             elif isinstance(event, ProgressUpdate):
                 self._report(token, event)
             elif isinstance(event, PromptReading):
-                if reading_token is None and not event.ended:
+                if not reading:  # once per prompt, even when the client refused a token
                     reading_token = await self._begin(PROMPT_READING_TITLE, "phi3-prompt")
+                    reading = True
                 self._report_reading(reading_token, event)
                 if event.ended:
-                    reading_token = None
+                    reading_token, reading = None, False
             else:
                 self._end(token, event)
                 token = None

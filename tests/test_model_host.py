@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp import model_host as model_host_module
-from phi3_lsp.generation import PREFILL_CHUNK_TOKENS
+from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
 from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
@@ -119,6 +119,22 @@ async def test_a_generation_updates_the_last_completion_figures(
     assert states == ["generating", "ready"]
     assert loaded_host.status.last_tokens == len(generation.token_ids)
     assert loaded_host.status.last_latency_ms is not None
+
+
+async def test_the_caller_hears_the_end_before_the_status_says_ready(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    ends: list[tuple[Generation | None, str]] = []
+
+    def on_end(generation: Generation | None) -> None:
+        ends.append((generation, listener.statuses[-1].state))
+
+    generation = await loaded_host.generate(
+        PROMPT_IDS, max_new_tokens=3, cache_key="doc", on_end=on_end
+    )
+    # A client that sees "ready" and asks again must find this generation ended.
+    assert ends == [(generation, "generating")]
+    assert listener.statuses[-1].state == "ready"
 
 
 async def test_a_newer_request_supersedes_the_running_one(loaded_host: ModelHost) -> None:

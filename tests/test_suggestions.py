@@ -116,6 +116,13 @@ class TestGrowingSuggestion:
         suggestion.finish()  # the token limit ends a continuation anywhere too: that is its end
         assert await rest_after(cache, BEFORE + " Paris.\n") == "The ans"
 
+    async def test_the_first_finish_holds(self) -> None:
+        suggestion = LiveSuggestion(asyncio.get_running_loop())
+        suggestion.append(" Paris.\nThe ans")
+        suggestion.finish(" Paris.\nThe answer is: 2")  # the model thread, at the generation's end
+        suggestion.finish(None, stopped=True)  # its awaiting request, cancelled meanwhile
+        assert (suggestion.stopped, suggestion.shown()) == (False, " Paris.\nThe answer is: 2")
+
     async def test_text_appended_from_another_thread_wakes_the_waiter(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         model_thread = threading.Thread(target=lambda: suggestion.append(" Paris"))

@@ -233,6 +233,7 @@ class ModelHost:
         max_new_tokens: int,
         cache_key: str,
         on_text: Callable[[str], None] | None = None,
+        on_end: Callable[[Generation | None], None] | None = None,
         one_line: bool = False,
     ) -> Generation | None:
         """Greedy continuation of `prompt_ids` on the model thread (see `ModelEngine.generate`).
@@ -242,7 +243,9 @@ class ModelHost:
         tokens this one begins with (same `cache_key`): this request would compute them again.
         If the awaiting task is cancelled, the generation stops after its pass in flight over
         the prompt (the next request on the document is likely to need it), or within a layer.
-        `on_text` receives the text as it is generated, on the model thread.
+        `on_text` receives the text as it is generated, and `on_end` what is returned (the
+        generation, or None if it was stopped), on the model thread: `on_end` before the status
+        says the model is ready, so that a client's next request finds the generation ended.
         """
         engine = self._engine
         if engine is None or not engine.has_weights:
@@ -264,6 +267,7 @@ class ModelHost:
                 stop,
                 started,
                 on_text,
+                on_end,
                 one_line,
             )
         except asyncio.CancelledError:
@@ -307,6 +311,7 @@ class ModelHost:
         stop: threading.Event,
         started: float,
         on_text: Callable[[str], None] | None,
+        on_end: Callable[[Generation | None], None] | None,
         one_line: bool,
     ) -> Generation | None:
         try:
@@ -328,10 +333,13 @@ class ModelHost:
                 )
             finally:
                 prompt_reports.end()
+                ended: Generation | None = generation
+                if generation is not None and generation.finish_reason == "stopped":
+                    ended = None
+                if on_end is not None:
+                    on_end(ended)
                 self._finish_generation(engine, generation, started)
-            if generation.finish_reason == "stopped":
-                return None
-            return generation
+            return ended
         finally:
             with self._lock:
                 if self._running is not None and self._running.stop is stop:

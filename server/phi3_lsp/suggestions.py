@@ -68,10 +68,13 @@ class LiveSuggestion:
             self._notify()
 
     def finish(self, final_text: str | None = None, *, stopped: bool = False) -> None:
-        """Mark it whole, optionally with the generation's final text; from any thread.
+        """Mark it whole, optionally with the generation's final text; from any thread. Only
+        the first call counts: once finished, the text and `stopped` no longer change.
 
         `stopped`: the generation was stopped before it ended, so the text may end anywhere.
         """
+        if self._finished:
+            return
         if final_text is not None:
             self._text = final_text
         self._stopped = stopped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
@@ -20,6 +21,9 @@ from phi3_lsp.model_host import ModelHost
 from phi3_lsp.positions import line_after
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.suggestions import LiveSuggestion
+
+if TYPE_CHECKING:
+    from phi3_lsp.generation import Generation  # imports torch: for annotations only
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +103,13 @@ async def _generate_into(
     one_line: bool,
 ) -> bool:
     """Run the generation, streaming into `suggestion`; False when it was superseded."""
+
+    def finish(generation: Generation | None) -> None:
+        # No generation: it was stopped (superseded, cancelled) or failed, wherever it was.
+        suggestion.finish(
+            generation.text if generation is not None else None, stopped=generation is None
+        )
+
     generation = None
     try:
         generation = await host.generate(
@@ -106,13 +117,11 @@ async def _generate_into(
             max_new_tokens=limit,
             cache_key=uri,
             on_text=suggestion.append,
+            on_end=finish,  # before the status says ready, as a client may ask again then
             one_line=one_line,
         )
     finally:
-        # No generation: it was stopped (superseded, cancelled) or failed, wherever it was.
-        suggestion.finish(
-            generation.text if generation is not None else None, stopped=generation is None
-        )
+        finish(generation)  # if it never ran, or this task was cancelled (the first finish holds)
     if generation is None:
         return False
     logger.debug(

@@ -116,11 +116,18 @@ class TestGrowingSuggestion:
         suggestion.finish()  # the token limit ends a continuation anywhere too: that is its end
         assert await rest_after(cache, BEFORE + " Paris.\n") == "The ans"
 
-    async def test_the_first_finish_holds(self) -> None:
+    async def test_the_first_finish_holds_and_waiters_wake_on_finish(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         suggestion.append(" Paris.\nThe ans")
-        suggestion.finish(" Paris.\nThe answer is: 2")  # the model thread, at the generation's end
-        suggestion.finish(None, stopped=True)  # its awaiting request, cancelled meanwhile
+        waiting = asyncio.ensure_future(suggestion.wait(lambda _: False, None))
+        await asyncio.sleep(0)
+        # The model thread, at the generation's end: whole at once, but nothing is woken yet.
+        suggestion.mark_finished(" Paris.\nThe answer is: 2")
+        assert suggestion.finished
+        await asyncio.sleep(0.01)
+        assert not waiting.done()
+        suggestion.finish(None, stopped=True)  # its request's own end, e.g. cancelled meanwhile
+        await asyncio.wait_for(waiting, 1)
         assert (suggestion.stopped, suggestion.shown()) == (False, " Paris.\nThe answer is: 2")
 
     async def test_text_appended_from_another_thread_wakes_the_waiter(self) -> None:

@@ -68,8 +68,14 @@ class LiveSuggestion:
             self._notify()
 
     def finish(self, final_text: str | None = None, *, stopped: bool = False) -> None:
-        """Mark it whole, optionally with the generation's final text; from any thread. Only
-        the first call counts: once finished, the text and `stopped` no longer change.
+        """Mark it whole (see `mark_finished`) and wake what waits for it; from any thread."""
+        self.mark_finished(final_text, stopped=stopped)
+        self._notify()
+
+    def mark_finished(self, final_text: str | None = None, *, stopped: bool = False) -> None:
+        """Mark it whole, optionally with the generation's final text, without waking what
+        waits for it; from any thread. Only the first mark counts: once finished, the text and
+        `stopped` no longer change.
 
         `stopped`: the generation was stopped before it ended, so the text may end anywhere.
         """
@@ -79,7 +85,6 @@ class LiveSuggestion:
             self._text = final_text
         self._stopped = stopped
         self._finished = True
-        self._notify()
 
     async def wait(self, ready: Callable[[str], bool], timeout: float | None) -> None:
         """Return once it is finished, `ready(text)` holds, or `timeout` seconds have passed."""

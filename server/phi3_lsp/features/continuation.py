@@ -104,9 +104,9 @@ async def _generate_into(
 ) -> bool:
     """Run the generation, streaming into `suggestion`; False when it was superseded."""
 
-    def finish(generation: Generation | None) -> None:
+    def mark_finished(generation: Generation | None) -> None:
         # No generation: it was stopped (superseded, cancelled) or failed, wherever it was.
-        suggestion.finish(
+        suggestion.mark_finished(
             generation.text if generation is not None else None, stopped=generation is None
         )
 
@@ -117,11 +117,14 @@ async def _generate_into(
             max_new_tokens=limit,
             cache_key=uri,
             on_text=suggestion.append,
-            on_end=finish,  # before the status says ready, as a client may ask again then
+            # Before the status says ready: a request made on seeing it finds the suggestion
+            # whole. Its waiters wake below, after the status is out.
+            on_end=mark_finished,
             one_line=one_line,
         )
     finally:
-        finish(generation)  # if it never ran, or this task was cancelled (the first finish holds)
+        mark_finished(generation)  # if it never ran, or this task was cancelled: the first holds
+        suggestion.finish()
     if generation is None:
         return False
     logger.debug(

@@ -7,9 +7,8 @@ argmax confirms (see `drafts`); each pass runs on the thread count and with the 
 that `pass_planner` chooses. A stop event is checked before every decoder layer (see
 `stoppable_passes`), so a cancelled request returns within one layer of one pass (or, if the
 stop spares it, after the prompt chunk in flight), and the prompt chunks it finished stay
-cached for the next request. Caches are kept per key (a
-document URI): when the next prompt of that document shares a token prefix with the last one,
-only the tail is computed.
+cached for the next request. Caches are kept per key (a document URI): when the next prompt of
+that document shares a token prefix with the last one, only the tail is computed.
 """
 
 from __future__ import annotations

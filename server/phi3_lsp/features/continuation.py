@@ -76,9 +76,9 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built
-    # The generation stops the running one, which may first finish a prompt pass it shares.
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
     one_line = in_middle_of_line(rest_of_line)
+    # It stops the running generation, which may first finish a prompt pass this one needs.
     generation = asyncio.ensure_future(
         _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)
     )

@@ -16,7 +16,7 @@ from transformers import DynamicCache
 from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, GreedyDecoder, PromptCache
+from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation, GreedyDecoder, PromptCache
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.stop_requests import StopRequest
@@ -95,6 +95,21 @@ def stop_on_call(layer: torch.nn.Module, call: int, stop: Callable[[], object]) 
             stop()
 
     return layer.register_forward_hook(after_layer)
+
+
+def stopped_in_second_chunk(
+    engine: ModelEngine, prompt: list[int], event: threading.Event, stop: Callable[[], object]
+) -> tuple[GreedyDecoder, Generation, int]:
+    """Generate from `prompt` (over two chunks) with `event` watched, calling `stop` after the
+    first decoder layer of the second chunk's pass: the decoder (holding the cache kept for
+    "doc"), the generation, and how many passes the second decoder layer ran in."""
+    decoder = GreedyDecoder(engine.model, engine.tokenizer, frozenset(), PromptCache())
+    first_layer, second_layer = decoder_layers(engine.model)
+    hook = stop_on_call(first_layer, 2, stop)
+    with calls_of(second_layer) as second_layer_calls:
+        stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=event, cache_key="doc")
+    hook.remove()
+    return decoder, stopped, len(second_layer_calls)
 
 
 def stop_after(pieces: int, event: threading.Event, seen: list[str]) -> Callable[[str], None]:
@@ -202,17 +217,14 @@ class TestTinyPhi3:
         self, tiny: ModelEngine
     ) -> None:
         prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
-        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
-        first_layer, second_layer = decoder_layers(tiny.model)
         stop = threading.Event()
         # Stopped after the first layer of the second chunk: the second layer must not run.
-        hook = stop_on_call(first_layer, 2, stop.set)
-        with calls_of(second_layer) as second_layer_calls:
-            stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
-        hook.remove()
+        decoder, stopped, second_layer_passes = stopped_in_second_chunk(
+            tiny, prompt, stop, stop.set
+        )
         assert stopped.finish_reason == "stopped"
         assert stopped.token_ids == ()
-        assert len(second_layer_calls) == 1
+        assert second_layer_passes == 1
         resumed = decoder.generate(prompt, max_new_tokens=4, cache_key="doc")
         assert resumed.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
         assert list(resumed.token_ids) == greedy_without_cache(tiny, prompt, 4)
@@ -221,17 +233,14 @@ class TestTinyPhi3:
         self, tiny: ModelEngine
     ) -> None:
         prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
-        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
-        first_layer, second_layer = decoder_layers(tiny.model)
         stop = StopRequest()
         # Stopped in the second chunk by a request that begins with it: that chunk is finished.
         newer_prompt = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
-        hook = stop_on_call(first_layer, 2, lambda: stop.stop_keeping(newer_prompt))
-        with calls_of(second_layer) as second_layer_calls:
-            stopped = decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
-        hook.remove()
+        decoder, stopped, second_layer_passes = stopped_in_second_chunk(
+            tiny, prompt, stop, lambda: stop.stop_keeping(newer_prompt)
+        )
         assert stopped.finish_reason == "stopped"
-        assert len(second_layer_calls) == 2
+        assert second_layer_passes == 2
         newer = decoder.generate(newer_prompt, max_new_tokens=4, cache_key="doc")
         assert newer.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
         assert list(newer.token_ids) == greedy_without_cache(tiny, newer_prompt, 4)
@@ -240,15 +249,12 @@ class TestTinyPhi3:
         self, tiny: ModelEngine
     ) -> None:
         prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
-        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
-        first_layer, second_layer = decoder_layers(tiny.model)
         stop = StopRequest()
         edited = [*prompt[:700], *prompt[701:]]  # an edit inside the second chunk
-        hook = stop_on_call(first_layer, 2, lambda: stop.stop_keeping(edited))
-        with calls_of(second_layer) as second_layer_calls:
-            decoder.generate(prompt, max_new_tokens=4, stop_event=stop, cache_key="doc")
-        hook.remove()
-        assert len(second_layer_calls) == 1
+        decoder, _, second_layer_passes = stopped_in_second_chunk(
+            tiny, prompt, stop, lambda: stop.stop_keeping(edited)
+        )
+        assert second_layer_passes == 1
         after = decoder.generate(edited, max_new_tokens=4, cache_key="doc")
         assert after.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -170,10 +170,13 @@ def long_prompt(host: ModelHost, tokens: int) -> list[int]:
     return (ids * (tokens // len(ids) + 1))[:tokens]
 
 
-@contextmanager
-def held_in_second_chunk(host: ModelHost) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Hold the model thread after the first layer of the second prompt chunk's pass: the first
-    event is set once it is held there, and it goes on once the second is set."""
+@contextlib.asynccontextmanager
+async def older_request_held_in_its_second_chunk(
+    host: ModelHost, prompt: list[int]
+) -> AsyncIterator[tuple[asyncio.Future[Generation | None], threading.Event]]:
+    """A request for `prompt` on "doc", its model thread held after the first layer of the
+    second prompt chunk's pass until the event yielded beside it is set (at the latest when the
+    block ends)."""
     assert host.engine is not None
     first_layer = decoder_layers(host.engine.model)[0]
     reached, release = threading.Event(), threading.Event()
@@ -186,7 +189,9 @@ def held_in_second_chunk(host: ModelHost) -> Iterator[tuple[threading.Event, thr
 
     handle = first_layer.register_forward_hook(after_layer)
     try:
-        yield reached, release
+        older = asyncio.ensure_future(host.generate(prompt, max_new_tokens=4, cache_key="doc"))
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        yield older, release
     finally:
         release.set()
         handle.remove()
@@ -197,11 +202,7 @@ async def test_a_newer_request_on_the_document_takes_over_the_prompt_chunk_in_fl
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
     typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
-    with held_in_second_chunk(loaded_host) as (reached, release):
-        older = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
-        )
-        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
         newer = asyncio.ensure_future(
             loaded_host.generate(typed_on, max_new_tokens=2, cache_key="doc")
         )
@@ -217,11 +218,7 @@ async def test_a_cancelled_request_leaves_its_prompt_chunk_in_flight_to_the_next
     loaded_host: ModelHost,
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
-    with held_in_second_chunk(loaded_host) as (reached, release):
-        older = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
-        )
-        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
         older.cancel()
         with pytest.raises(asyncio.CancelledError):
             await older
@@ -235,11 +232,7 @@ async def test_a_request_on_another_document_stops_a_prompt_chunk_within_a_layer
     loaded_host: ModelHost,
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
-    with held_in_second_chunk(loaded_host) as (reached, release):
-        older = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
-        )
-        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
         newer = asyncio.ensure_future(
             loaded_host.generate(prompt, max_new_tokens=2, cache_key="other")
         )
@@ -256,11 +249,7 @@ async def test_after_a_cancel_a_request_on_another_document_stops_the_chunk_with
     loaded_host: ModelHost,
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
-    with held_in_second_chunk(loaded_host) as (reached, release):
-        older = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=4, cache_key="doc")
-        )
-        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
         older.cancel()
         with pytest.raises(asyncio.CancelledError):
             await older

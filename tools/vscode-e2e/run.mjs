@@ -52,6 +52,11 @@ const FOURTH_PROMPT = "Water boils at a temperature of";
 /** How long VS Code waits for inline suggestions after a keystroke in code (quickSuggestions). */
 const EDITOR_WAIT_MS = 750;
 const HOVERED_WORD = "capital";
+/** Real source longer than the prompt budget: the model reads it for seconds (see LONG_SOURCE). */
+const LONG_FILE_NAME = "long_source.py";
+const LONG_SOURCE = path.join(REPO, "server", "phi3_lsp", "generation.py");
+/** VS Code's status bar entry for the server's work-done progress while a long prompt is read. */
+const READING_PROGRESS = "Reading the prompt";
 
 /** Bounds for each wait, generous for a busy 2-core machine. */
 const TIMEOUT = {
@@ -448,6 +453,25 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
   );
   log(`status tooltip: ${JSON.stringify(tooltip)}`);
   check(tooltip.includes(`ready: ${MODEL}`), `the status tooltip does not say ready: ${tooltip}`);
+
+  // At the end of a long file the model reads ~1,000 tokens first: VS Code shows the server's
+  // progress of that reading in its status bar.
+  await workbench.openFile(LONG_FILE_NAME, TIMEOUT.ui);
+  await page.keyboard.press("Control+End");
+  const reading = await timed("prompt reading shown (trigger at a long file's end → status bar)", async () => {
+    await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+    return pollFor(page, TIMEOUT.suggestion, 100, async () => {
+      const text = await workbench.statusBarText();
+      return text.includes(READING_PROGRESS) ? text : null;
+    });
+  });
+  check(
+    reading !== undefined,
+    `the status bar never showed "${READING_PROGRESS}" while the long file's prompt was read`,
+  );
+  log(`status bar while reading: ${JSON.stringify(reading)}`);
+  await screenshot(page, "09-reading-the-prompt");
+  await waitForServerReady(workbench);
 }
 
 async function main() {
@@ -461,6 +485,7 @@ async function main() {
   const workspace = path.join(workDir, "workspace");
   mkdirSync(workspace);
   writeFileSync(path.join(workspace, FILE_NAME), "");
+  writeFileSync(path.join(workspace, LONG_FILE_NAME), readFileSync(LONG_SOURCE, "utf8"));
   log(`profile and workspace in ${workDir}`);
 
   const facts = await referenceFacts(settings.python, MODEL, `${PROMPT} Paris.`, HOVERED_WORD);

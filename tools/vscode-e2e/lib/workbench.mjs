@@ -32,6 +32,11 @@ export class Workbench {
     return (await label.getAttribute("aria-label")) ?? "";
   }
 
+  /** The text of the whole status bar: every item, this extension's and VS Code's own. */
+  async statusBarText() {
+    return plainText(await this.page.locator(".part.statusbar").innerText());
+  }
+
   /** The codicon the status bar item shows: "sparkle" (ready), "error", "loading", "sync"... */
   async statusIcon() {
     const icon = this.page.locator(`${STATUS_ITEM} .codicon`).first();

@@ -337,35 +337,47 @@ def _core_taken_rows(
 def _moved_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
     """Answers at another line asked while this prompt was read, beside the same answers on an
     idle server: what the stale request still costs once it is cancelled."""
-    if not prompt.moved_while_reading:
-        return []
-    moved = median([completion.seconds for completion in prompt.moved_while_reading])
-    idle = median([completion.seconds for completion in prompt.moved_on_idle])
-    return [
-        Row(
-            f"full answer a third of the way up, asked {MOVED_AFTER_SECONDS:g} s into this prompt",
-            report.model,
-            label,
-            f"{format_duration(moved)}; {moved / idle:.2f}x the same answer on an idle server "
-            f"({format_duration(idle)})",
-        )
-    ]
+    return _beside_idle_rows(
+        f"full answer a third of the way up, asked {MOVED_AFTER_SECONDS:g} s into this prompt",
+        report,
+        label,
+        prompt.moved_while_reading,
+        prompt.moved_on_idle,
+    )
 
 
 def _typed_on_rows(report: ModelReport, prompt: PromptFigures, label: str) -> list[Row]:
     """The answer after typing on while this prompt was read, beside the same answer on an idle
     server: how much of the prompt's reading the keystrokes carried over."""
-    if not prompt.typed_while_reading:
+    return _beside_idle_rows(
+        f"full answer after typing `{TYPED_WHILE_READING}` on at the end, a keystroke every "
+        f"{KEYSTROKE_SECONDS:g} s from the first request (from the last keystroke)",
+        report,
+        label,
+        prompt.typed_while_reading,
+        prompt.typed_on_idle,
+    )
+
+
+def _beside_idle_rows(
+    metric: str,
+    report: ModelReport,
+    label: str,
+    answers: Sequence[Completion],
+    idle_answers: Sequence[Completion],
+) -> list[Row]:
+    """The median of `answers` and its ratio to the median of the same answers on an idle
+    server; no row when none were measured."""
+    if not answers:
         return []
-    typed = median([completion.seconds for completion in prompt.typed_while_reading])
-    idle = median([completion.seconds for completion in prompt.typed_on_idle])
+    seconds = median([completion.seconds for completion in answers])
+    idle = median([completion.seconds for completion in idle_answers])
     return [
         Row(
-            f"full answer after typing `{TYPED_WHILE_READING}` on at the end, a keystroke every "
-            f"{KEYSTROKE_SECONDS:g} s from the first request (from the last keystroke)",
+            metric,
             report.model,
             label,
-            f"{format_duration(typed)}; {typed / idle:.2f}x the same answer on an idle server "
+            f"{format_duration(seconds)}; {seconds / idle:.2f}x the same answer on an idle server "
             f"({format_duration(idle)})",
         )
     ]

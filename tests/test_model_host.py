@@ -197,19 +197,25 @@ async def older_request_held_in_its_second_chunk(
         handle.remove()
 
 
+async def newer_request_then_release(
+    host: ModelHost, prompt: list[int], cache_key: str, release: threading.Event
+) -> Generation | None:
+    """Ask for `prompt` on `cache_key` (which stops the held request), let the held one go on,
+    and return the newer request's generation."""
+    newer = asyncio.ensure_future(host.generate(prompt, max_new_tokens=2, cache_key=cache_key))
+    await asyncio.sleep(0)  # the newer request has stopped the older one
+    release.set()
+    return await newer
+
+
 async def test_a_newer_request_on_the_document_takes_over_the_prompt_chunk_in_flight(
     loaded_host: ModelHost,
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
     typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
     async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
-        newer = asyncio.ensure_future(
-            loaded_host.generate(typed_on, max_new_tokens=2, cache_key="doc")
-        )
-        await asyncio.sleep(0)  # the newer request has stopped the older one
-        release.set()
+        generation = await newer_request_then_release(loaded_host, typed_on, "doc", release)
         assert await older is None
-        generation = await newer
     assert generation is not None
     assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
 
@@ -233,13 +239,8 @@ async def test_a_request_on_another_document_stops_a_prompt_chunk_within_a_layer
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
     async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
-        newer = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=2, cache_key="other")
-        )
-        await asyncio.sleep(0)
-        release.set()
+        assert await newer_request_then_release(loaded_host, prompt, "other", release) is not None
         assert await older is None
-        assert await newer is not None
     again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
     assert again is not None
     assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
@@ -253,12 +254,7 @@ async def test_after_a_cancel_a_request_on_another_document_stops_the_chunk_with
         older.cancel()
         with pytest.raises(asyncio.CancelledError):
             await older
-        newer = asyncio.ensure_future(
-            loaded_host.generate(prompt, max_new_tokens=2, cache_key="other")
-        )
-        await asyncio.sleep(0)
-        release.set()
-        assert await newer is not None
+        assert await newer_request_then_release(loaded_host, prompt, "other", release) is not None
     again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
     assert again is not None
     assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS

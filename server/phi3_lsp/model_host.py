@@ -314,36 +314,31 @@ class ModelHost:
         on_end: Callable[[Generation | None], None] | None,
         one_line: bool,
     ) -> Generation | None:
+        # Superseded while queued: skip the work entirely, so only the latest request runs.
+        if stop.is_set() or engine is not self._engine:
+            self._forget_running(stop)
+            return None
+        self._update_status(state="generating")
+        generation: Generation | None = None
+        prompt_reports = PromptReadReports(self._listener.prompt_read)
         try:
-            # Superseded while queued: skip the work entirely, so only the latest request runs.
-            if stop.is_set() or engine is not self._engine:
-                return None
-            self._update_status(state="generating")
-            generation: Generation | None = None
-            prompt_reports = PromptReadReports(self._listener.prompt_read)
-            try:
-                generation = engine.generate(
-                    prompt_ids,
-                    max_new_tokens=max_new_tokens,
-                    stop_event=stop,
-                    on_text=on_text,
-                    cache_key=cache_key,
-                    one_line=one_line,
-                    on_prompt_read=prompt_reports,
-                )
-            finally:
-                prompt_reports.end()
-                ended: Generation | None = generation
-                if generation is not None and generation.finish_reason == "stopped":
-                    ended = None
-                if on_end is not None:
-                    on_end(ended)
-                self._finish_generation(engine, generation, started)
-            return ended
+            generation = engine.generate(
+                prompt_ids,
+                max_new_tokens=max_new_tokens,
+                stop_event=stop,
+                on_text=on_text,
+                cache_key=cache_key,
+                one_line=one_line,
+                on_prompt_read=prompt_reports,
+            )
         finally:
-            with self._lock:
-                if self._running is not None and self._running.stop is stop:
-                    self._running = None  # it has ended: nothing left to stop
+            prompt_reports.end()
+            stopped = generation is None or generation.finish_reason == "stopped"
+            if on_end is not None:
+                on_end(None if stopped else generation)
+            self._forget_running(stop)
+            self._finish_generation(engine, generation, started)
+        return None if stopped else generation
 
     def _finish_generation(
         self, engine: ModelEngine, generation: Generation | None, started: float
@@ -452,6 +447,12 @@ class ModelHost:
         if status != self._status:
             self._status = status
             self._listener.status_changed(status)
+
+    def _forget_running(self, stop: threading.Event) -> None:
+        """The generation stopped by `stop` has ended: nothing is left to stop."""
+        with self._lock:
+            if self._running is not None and self._running.stop is stop:
+                self._running = None
 
     def _stop_running_generation(
         self, keeping: Sequence[int] = (), cache_key: str | None = None

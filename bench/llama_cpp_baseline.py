@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from bench.workload import BaselineResult, Workload, peak_rss_kib, time_workload
+from bench.workload import Answer, BaselineResult, Workload, peak_rss_kib, time_workload
 
 
 def main() -> None:
@@ -37,15 +37,19 @@ def main() -> None:
     load_seconds = time.perf_counter() - started
     no_eos = {llm.token_eos(): -1e9}
 
-    def generate(text: str, new_tokens: int) -> tuple[float, int, int]:
+    def generate(text: str, new_tokens: int) -> Answer:
         # Each window starts with other text, so llama.cpp's own prefix reuse does not apply.
         begun = time.perf_counter()
-        answer = llm.create_completion(
-            text, max_tokens=new_tokens, temperature=0.0, logit_bias=no_eos
+        # Streamed, so that the first token's time is known (a chunk comes with each token
+        # that completes a character). Without EOS, the answer runs to `new_tokens`.
+        chunks = llm.create_completion(
+            text, max_tokens=new_tokens, temperature=0.0, logit_bias=no_eos, stream=True
         )
-        seconds = time.perf_counter() - begun
-        usage = answer["usage"]  # type: ignore[index]
-        return seconds, int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        arrivals = [time.perf_counter() for _ in chunks]
+        ended = time.perf_counter()
+        prompt_tokens = len(llm.tokenize(text.encode("utf-8")))
+        decode_seconds = ended - arrivals[0] if arrivals else None
+        return Answer(ended - begun, prompt_tokens, new_tokens, decode_seconds)
 
     timings = time_workload(workload, generate)
 

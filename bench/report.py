@@ -47,38 +47,56 @@ class SpeedFigures:
 
 
 def speed_figures(
-    first_token: Sequence[float], full: Sequence[float], tokens: Sequence[int], prompt_tokens: float
+    first_token: Sequence[float],
+    full: Sequence[float],
+    tokens: Sequence[int],
+    prompt_tokens: float,
+    decodes: Sequence[tuple[int, float]],
 ) -> SpeedFigures:
-    """Prefill rate = prompt tokens / first-token time; decode rate = the tokens after the first
-    over the time a full answer takes beyond the first token."""
+    """Prefill rate = prompt tokens / first-token time. Decode rate = the median over full
+    answers of the tokens after the first over the time they took, timed within that answer
+    (`decodes`: new tokens and decode seconds per answer), so it does not depend on how alike
+    the separate first-token runs were."""
     first = median(first_token) if first_token else None
     whole = median(full) if full else None
     count = median(tokens) if tokens else None
     prefill = rate(prompt_tokens, first) if first is not None else None
-    decode = None
-    if first is not None and whole is not None and count is not None and count > 1:
-        decode = rate(count - 1, whole - first)
+    rates = [(new - 1) / seconds for new, seconds in decodes if new > 1 and seconds > 0]
+    decode = median(rates) if rates else None
     return SpeedFigures(first, whole, count, prefill, decode)
 
 
 def server_speed(figures: PromptFigures, prompt_tokens: float) -> SpeedFigures:
     tokens = [_new_tokens(completion) for completion in figures.full]
+    decodes = [
+        (new, seconds)
+        for completion in figures.full
+        if (new := _new_tokens(completion)) is not None
+        and (seconds := _decode_seconds(completion)) is not None
+    ]
     return speed_figures(
         [completion.seconds for completion in figures.first_token],
         [completion.seconds for completion in figures.full],
         [count for count in tokens if count is not None],
         prompt_tokens,
+        decodes,
     )
 
 
 def baseline_speed(timings: PromptTimings | None) -> SpeedFigures | None:
     if timings is None or not timings.full_seconds:
         return None
+    decodes = [
+        (new, seconds)
+        for new, seconds in zip(timings.full_new_tokens, timings.full_decode_seconds, strict=True)
+        if seconds is not None
+    ]
     return speed_figures(
         timings.first_token_seconds,
         timings.full_seconds,
         timings.full_new_tokens,
         median(timings.prompt_tokens),
+        decodes,
     )
 
 
@@ -412,8 +430,7 @@ def _format_speed(figures: SpeedFigures, pick: str, fmt: str) -> str:
     if pick == "decode_rate" and value is None:
         if figures.full_tokens is not None and figures.full_tokens <= 1:
             return "n/a: answers of ≤ 1 token"
-        # Both times were measured, but a full answer took no longer than a first token.
-        return "unmeasurable: full answer ≤ first token"
+        return "not timed"
     if fmt == "rate":
         return format_rate(value)
     text = format_duration(value)

@@ -55,6 +55,8 @@ class PromptTimings:
     full_seconds: list[float] = field(default_factory=list)
     full_new_tokens: list[int] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
+    full_decode_seconds: list[float | None] = field(default_factory=list)
+    """Per full answer: the time from its first new token to its last (None: not measured)."""
 
 
 @dataclass
@@ -74,8 +76,19 @@ class BaselineResult:
         return cls(**data)
 
 
-Generate = Callable[[str, int], tuple[float, int, int]]
-"""A baseline's answer to (prompt text, new tokens): seconds, prompt tokens, new tokens."""
+@dataclass(frozen=True)
+class Answer:
+    """How a baseline answered one request."""
+
+    seconds: float
+    prompt_tokens: int
+    new_tokens: int
+    decode_seconds: float | None
+    """From the first new token to the last, timed within the same request."""
+
+
+Generate = Callable[[str, int], Answer]
+"""A baseline's answer to (prompt text, new tokens)."""
 
 
 def time_workload(workload: Workload, generate: Generate) -> list[PromptTimings]:
@@ -87,12 +100,13 @@ def time_workload(workload: Workload, generate: Generate) -> list[PromptTimings]
         for text in prompt.warmup:
             generate(text, workload.max_new_tokens)
         for text in prompt.first_token:
-            timing.first_token_seconds.append(generate(text, 1)[0])
+            timing.first_token_seconds.append(generate(text, 1).seconds)
         for text in prompt.full:
-            seconds, prompt_tokens, new_tokens = generate(text, workload.max_new_tokens)
-            timing.full_seconds.append(seconds)
-            timing.prompt_tokens.append(prompt_tokens)
-            timing.full_new_tokens.append(new_tokens)
+            answer = generate(text, workload.max_new_tokens)
+            timing.full_seconds.append(answer.seconds)
+            timing.prompt_tokens.append(answer.prompt_tokens)
+            timing.full_new_tokens.append(answer.new_tokens)
+            timing.full_decode_seconds.append(answer.decode_seconds)
         timings.append(timing)
     return timings
 

@@ -16,10 +16,18 @@ from bench.prompts import (
     stdlib_file,
 )
 from bench.report import ModelReport, model_rows, speed_figures
+from bench.seed_baseline import FirstTokenClock
 from bench.server_runs import PromptFigures, ServerFigures, diverging_character, word_positions
 from bench.stats import median, percentile, rate
 from bench.table import Row, format_duration, format_kib, format_rate, render_markdown
-from bench.workload import BaselineResult, PromptTimings, PromptWork, Workload
+from bench.workload import (
+    Answer,
+    BaselineResult,
+    PromptTimings,
+    PromptWork,
+    Workload,
+    time_workload,
+)
 
 
 def count_words(text: str) -> int:
@@ -76,14 +84,48 @@ def test_formats_pick_units_a_reader_expects() -> None:
     assert format_kib(2048 * 1024) == "2,048 MiB"
 
 
-def test_speeds_come_from_first_token_and_full_answer_times() -> None:
-    # 100 prompt tokens in 0.5 s to the first token; 50 tokens take 5.4 s: 49 more in 4.9 s.
-    figures = speed_figures([0.4, 0.5, 0.6], [5.4, 5.3, 5.5], [50, 50, 50], 100)
+def test_prefill_speed_comes_from_first_tokens_and_decode_speed_from_each_full_answer() -> None:
+    # 100 prompt tokens in 0.5 s to the first token. The full answers' prompts took longer
+    # (9 s in all), but each decoded its 49 tokens after the first in ~4.9 s: 10 tok/s.
+    decodes = [(50, 4.8), (50, 4.9), (50, 5.0)]
+    figures = speed_figures([0.4, 0.5, 0.6], [9.0, 9.1, 8.9], [50, 50, 50], 100, decodes)
     assert figures.first_token_seconds == 0.5
+    assert figures.full_seconds == 9.0
     assert figures.prefill_rate == pytest.approx(200.0)
     assert figures.decode_rate == pytest.approx(10.0)
-    one_token = speed_figures([0.5], [0.5], [1], 100)
+    one_token = speed_figures([0.5], [0.5], [1], 100, [(1, 0.0)])
     assert one_token.decode_rate is None
+    untimed = speed_figures([0.5], [5.4], [50], 100, [])
+    assert untimed.decode_rate is None
+
+
+def test_the_seed_decode_time_starts_at_its_first_new_token() -> None:
+    now = [10.0]
+    clock = FirstTokenClock(lambda: now[0])
+    clock.put("the prompt's ids")  # generate() hands over the prompt first
+    assert clock.decode_seconds(ended=11.0) is None
+    now[0] = 12.5
+    clock.put("the first new token")
+    now[0] = 13.0
+    clock.put("the second")
+    clock.end()
+    assert clock.decode_seconds(ended=14.5) == pytest.approx(2.0)
+
+
+def test_baselines_keep_each_full_answer_decode_time() -> None:
+    work = Workload(max_new_tokens=3, prompts=[PromptWork("~20", ["w"], ["a"], ["b", "c"])])
+    asked: list[tuple[str, int]] = []
+
+    def generate(text: str, new_tokens: int) -> Answer:
+        asked.append((text, new_tokens))
+        return Answer(1.0 + len(asked), 7, new_tokens, 0.25 * len(asked))
+
+    [timing] = time_workload(work, generate)
+    assert asked == [("w", 3), ("a", 1), ("b", 3), ("c", 3)]
+    assert timing.first_token_seconds == [3.0]
+    assert timing.full_seconds == [4.0, 5.0]
+    assert timing.full_decode_seconds == [0.75, 1.0]
+    assert timing.full_new_tokens == [3, 3]
 
 
 def test_prompts_are_whole_lines_of_real_source_within_the_budget() -> None:
@@ -162,7 +204,7 @@ def test_baseline_work_and_results_survive_the_trip_through_json(tmp_path: Path)
     work = Workload(50, [PromptWork("~20", ["w"], ["a", "b"], ["c"])])
     work.save(tmp_path / "work.json")
     assert Workload.load(tmp_path / "work.json") == work
-    result = BaselineResult(1.5, [PromptTimings("~20", [0.1], [2.0], [50], [18])], 1024)
+    result = BaselineResult(1.5, [PromptTimings("~20", [0.1], [2.0], [50], [18], [1.5])], 1024)
     result.save(tmp_path / "result.json")
     assert BaselineResult.load(tmp_path / "result.json") == result
 

@@ -410,12 +410,13 @@ How to read it: every server figure is a client round trip over loopback stdio (
 "loopback round trip" is that overhead alone). Each timed request uses its own window of real
 source (the stdlib's argparse.py, cut at a line end), so no cache can answer it. "first token" is
 an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode speed = the
-tokens after the first / (full answer - first token), with the server's decode passes beside
-it (int4 checks drafted tokens and can keep several per pass). "after a 1-char edit" compares
-each answer with the decode time of its own run, as the server reports it (`lastDecodeMs`);
-the edits of a text longer than the prompt budget (the first 400 lines of the 10,000-line file,
-a 512-token budget) must each stay within the target, since a prompt cut that moved would
-compute the whole prompt again.
+tokens after the first over the time from the first to the last, timed inside each full answer
+(the server's `lastDecodeMs`; a streamer for the seed; streamed chunks for llama.cpp), with the
+server's decode passes beside it (int4 checks drafted tokens and can keep several per pass).
+"after a 1-char edit" compares each answer with the decode time of its own run, as the server
+reports it (`lastDecodeMs`); the edits of a text longer than the prompt budget (the first 400
+lines of the 10,000-line file, a 512-token budget) must each stay within the target, since a
+prompt cut that moved would compute the whole prompt again.
 Phi-3-mini-sized rows use random weights: their text never repeats, so nothing is drafted
 there. The seed pipeline and llama.cpp run in their own processes, greedy, with EOS
 suppressed so that every answer has 50 tokens; the server stops at EOS or its own stop rules

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ class RecordingListener:
         self.progress: list[ProgressUpdate] = []
         self.outcomes: list[LoadOutcome] = []
         self.readings: list[PromptReading] = []
+        self.collector_on_while_loading: list[bool] = []
         self.load_done = threading.Event()
 
     def status_changed(self, status: Status) -> None:
@@ -45,6 +47,7 @@ class RecordingListener:
 
     def load_progressed(self, update: ProgressUpdate) -> None:
         self.progress.append(update)
+        self.collector_on_while_loading.append(gc.isenabled())
 
     def load_ended(self, outcome: LoadOutcome) -> None:
         self.outcomes.append(outcome)
@@ -334,7 +337,6 @@ def test_a_model_that_failed_is_tried_again_when_asked_for_again(
 def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
 ) -> None:
-    import gc
     import weakref
 
     assert loaded_host.engine is not None
@@ -345,6 +347,24 @@ def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     assert listener.wait_for_load().error is None
     assert old_model() is None, "the previous model was freed"
     assert loaded_host.can_generate()
+
+
+def test_the_collector_rests_while_a_model_loads_and_runs_after_any_load(
+    new_host: Callable[[str], ModelHost],
+    listener: RecordingListener,
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+) -> None:
+    host = new_host(str(tiny_phi3_dir))
+    host.load(str(tiny_phi3_dir), threads=1)
+    assert listener.wait_for_load().error is None
+    # Its full passes would walk every object imported and loaded so far, again and again.
+    assert listener.collector_on_while_loading
+    assert not any(listener.collector_on_while_loading)
+    assert gc.isenabled()
+    host.load(str(tmp_path / "no-such-model"), threads=1)
+    assert listener.wait_for_load().error is not None
+    assert gc.isenabled()
 
 
 HOVERS_BEFORE_TORCH = """

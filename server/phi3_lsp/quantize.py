@@ -4,10 +4,10 @@ Decoding one token reads every weight once, so on a CPU its speed is set by memo
 `quantize_to_int4` replaces each linear layer inside the decoder with an `Int4Linear`: its weight
 in groups of 32 input values, each group stored as 4-bit codes with a bf16 scale and offset (the
 scheme of llama.cpp's Q4_1), multiplied by torch's packed int4 kernel with bf16 activations.
-That reads 8x fewer bytes than fp32 and, measured on an AVX2 CPU without native bf16, runs a
-3072x9216 matrix-vector product in 0.8 ms instead of 5.5 ms. torch's int8 weight kernel (one
-scale per output row) is 7x slower with fp32 activations; with bf16 ones it reads at memory
-speed and matched this kernel on Phi-3-mini's and SmolLM2's layers, but one scale per row loses
+That reads 6.4x fewer bytes than fp32 and, measured on a 2-core AVX2 CPU without native bf16,
+runs Phi-3-mini's 3072x9216 matrix-vector product in 2.2 ms instead of 7.4 ms. torch's int8
+weight kernel (one scale per output row) is 7x slower with fp32 activations; with bf16 ones it
+matched this kernel on Phi-3-mini's and SmolLM2's layers (2.3 ms here), but one scale per row loses
 more than one per 32 inputs: on SmolLM2 it kept fp32's greedy text on 8 of 17 reference
 prompts, where int4 keeps 11.
 

@@ -371,7 +371,7 @@ class ModelHost:
         engine: ModelEngine | None = None
         _collect_previous_model()
         # Imports and the model make ~400,000 objects, and the collector's full passes over
-        # those made so far (7 in a SmolLM2 load, 10 to 130 ms each) added ~0.6 s to a load.
+        # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
         try:
             engine, hint = self._load_steps(load_id, request)

@@ -73,18 +73,18 @@ from phi3_lsp.int4_weights import DEQUANTIZED_FROM_ROWS, GROUP_SIZE, Int4Weight,
 from phi3_lsp.int4_weights import unpack_codes
 
 torch.manual_seed(0)
-codes = torch.randint(0, 16, (96, 64), dtype=torch.int32)
-assert can_unpack(96), torch.backends.cpu.get_cpu_capability()
+codes = torch.randint(0, 16, (192, 64), dtype=torch.int32)
+assert can_unpack(192), torch.backends.cpu.get_cpu_capability()
 assert torch.equal(unpack_codes(_pack(codes), 64).int(), codes), "codes differ"
 
-# A long prompt's rows go through the unpacked weight: the kernel's sums in another order, so
-# outputs may differ from the kernel's, by at most one bf16 rounding step and rarely.
+# Where a long prompt's rows go through the unpacked weight: the kernel's sums in another
+# order, so outputs may differ from the kernel's, by at most one bf16 rounding step and rarely.
 weight = Int4Weight.quantize(torch.randn(192, 256))
 rows = torch.randn(DEQUANTIZED_FROM_ROWS + 8, 256).to(torch.bfloat16)
 kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
     rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
 )
-unpacked = weight.multiply(rows)
+unpacked = weight._multiply_unpacked(rows)
 differ = unpacked != kernel
 assert differ.float().mean() < 0.01, f"{differ.float().mean():.2%} of outputs differ"
 steps = (unpacked.float() - kernel.float()).abs() / kernel.float().abs().clamp(min=1e-3)
@@ -93,10 +93,21 @@ print(torch.backends.cpu.get_cpu_capability())
 """
 
 
-@pytest.mark.parametrize("capability", ["avx2", "default"])
+HAS_AVX512 = torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+@pytest.mark.parametrize(
+    "capability",
+    [
+        pytest.param("avx512", marks=pytest.mark.skipif(not HAS_AVX512, reason="no AVX-512")),
+        "avx2",
+        "default",
+    ],
+)
 def test_packed_weights_unpack_to_the_kernels_products(capability: str) -> None:
     # The packed layout depends on the CPU code torch runs, which ATEN_CPU_CAPABILITY selects:
-    # AVX2 (also on a CPU with AVX-512) and the one without vector instructions.
+    # AVX-512 (on a CPU that has it), AVX2 (also on a CPU with AVX-512) and the one without
+    # vector instructions.
     result = subprocess.run(
         [sys.executable, "-c", UNPACK_CHECK],
         capture_output=True,

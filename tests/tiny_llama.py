@@ -6,12 +6,17 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from phi3_lsp.int4_weights import can_unpack
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.quantize import quantize_to_int4
 
 LAYERS = 2
-HIDDEN = 64
+HIDDEN = 128
+HEADS, KV_HEADS = 4, 2
 VOCABULARY = 512
+SMALLEST_PROJECTION = HIDDEN // HEADS * KV_HEADS
+"""Output rows of the keys' and values' projections: a whole block of packed rows on every CPU
+layout torch has (64 rows with AVX-512), so that the projections can be stacked."""
 
 
 def new_int4_llama() -> nn.Module:
@@ -21,8 +26,8 @@ def new_int4_llama() -> nn.Module:
         hidden_size=HIDDEN,
         intermediate_size=192,
         num_hidden_layers=LAYERS,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
     )
     model: nn.Module = LlamaForCausalLM(config)
     quantize_to_int4(model.eval())
@@ -40,3 +45,8 @@ def prompt_then_steps(model: nn.Module, prompt_length: int) -> list[torch.Tensor
             token = logits[-1][:, -1:].argmax(dim=-1)
             logits.append(model(input_ids=token, cache=cache, use_cache=True).logits)
     return logits
+
+
+def stacks_on_this_cpu() -> bool:
+    """True when this CPU's packed layout is known, so that sibling projections are stacked."""
+    return can_unpack(SMALLEST_PROJECTION)

@@ -2,13 +2,15 @@
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
 multiplies bf16 activations by it (see `quantize` for why this format). The kernel suits
-decoding (a few rows at a time); a long prompt's many rows go faster through fp32 matrix
-products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`).
+decoding (a few rows at a time); on CPUs without AVX-512, a long prompt's many rows go faster
+through fp32 matrix products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -16,17 +18,38 @@ GROUP_SIZE = 32
 """Input values per scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
 DEQUANTIZED_FROM_ROWS = 192
-"""Rows from which `multiply` unpacks the weight to fp32 instead of calling the kernel.
+"""Rows from which `multiply` unpacks the weight to fp32 instead of calling the kernel, where
+that is faster (see `_LAYOUTS`).
 
 Measured on a 2-core AVX2 CPU, SmolLM2 and Phi-3-mini layer shapes: unpacking costs as much as
 the kernel saves at ~128 rows; at 512 rows the product takes half the kernel's time. Drafted
 tokens (at most 16 rows) always use the kernel, which rounds each row as a one-row pass does.
 """
 _UNPACKED_SLICE_WEIGHTS = 1 << 20  # 4 MB of fp32 weights at a time: they stay in cache
-# torch packs codes in blocks of 32 output rows on these CPUs (int4mm_kernel.cpp); its AVX-512
-# layout differs and is not unpacked here (those CPUs keep the kernel for every product).
-_BLOCK_ROWS = 32
-_NIBBLE_ORDER = {"AVX2": "halves", "DEFAULT": "pairs"}
+
+
+@dataclass(frozen=True)
+class _PackedLayout:
+    """How torch's kernel for one CPU capability packs codes (int4mm_kernel.cpp)."""
+
+    block_rows: int
+    """Output rows per block; a block is stored input by input, `block_rows / 2` bytes each."""
+    nibble_order: Literal["halves", "pairs"]
+    """"halves": byte i holds rows i (low nibble) and i + block_rows / 2 (high);
+    "pairs": rows 2i (low) and 2i + 1 (high)."""
+    unpacks_long_inputs: bool
+    """Whether inputs of `DEQUANTIZED_FROM_ROWS` rows or more are multiplied unpacked."""
+
+
+_LAYOUTS = {
+    # A weight whose rows end in a part block (16, 32 or 48 rows) packs that block in pairs:
+    # only weights of whole blocks are unpacked or stacked (see `can_unpack`). The AVX-512
+    # kernel (native bf16 products) read SmolLM2's 492-token prompts in 0.65-0.71 s where the
+    # unpacked fp32 products took 0.94-1.12 s (2-core AMD EPYC): it takes every input.
+    "AVX512": _PackedLayout(64, "halves", unpacks_long_inputs=False),
+    "AVX2": _PackedLayout(32, "halves", unpacks_long_inputs=True),
+    "DEFAULT": _PackedLayout(32, "pairs", unpacks_long_inputs=True),
+}
 
 
 class Int4Weight:
@@ -79,7 +102,7 @@ class Int4Weight:
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
-        if len(rows) >= DEQUANTIZED_FROM_ROWS and can_unpack(self.out_features):
+        if len(rows) >= DEQUANTIZED_FROM_ROWS and _unpacks_long_inputs(self.out_features):
             return self._multiply_unpacked(rows)
         products: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows, self.packed, GROUP_SIZE, self.scales_and_zeros
@@ -91,9 +114,8 @@ class Int4Weight:
         as fp32 matrix products over slices of output rows."""
         inputs = rows.float()
         products = torch.empty(len(rows), self.out_features, dtype=torch.bfloat16)
-        step = max(
-            _BLOCK_ROWS, _UNPACKED_SLICE_WEIGHTS // self.in_features // _BLOCK_ROWS * _BLOCK_ROWS
-        )
+        block = _layout_or_error().block_rows
+        step = max(block, _UNPACKED_SLICE_WEIGHTS // self.in_features // block * block)
         for first in range(0, self.out_features, step):
             last = min(self.out_features, first + step)
             products[:, first:last] = inputs @ self._unpacked(first, last).T
@@ -155,27 +177,38 @@ def _quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def can_unpack(out_features: int) -> bool:
-    """True when `unpack_codes` reads this CPU's layout of a weight with `out_features` rows."""
-    return out_features % _BLOCK_ROWS == 0 and _nibble_order() is not None
+    """True when `unpack_codes` reads this CPU's layout of a weight with `out_features` rows:
+    a known layout, in whole blocks (which also keeps the rows of stacked weights apart)."""
+    layout = _layout()
+    return layout is not None and out_features % layout.block_rows == 0
 
 
 def unpack_codes(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    """The codes [out, in] that were packed into `packed` (see `can_unpack`).
-
-    A block of 32 output rows is stored input by input, 16 bytes each: on AVX2 a byte holds
-    rows i (low nibble) and i + 16 (high); without vector instructions, rows 2i and 2i + 1.
-    """
-    blocks = packed.view(-1, in_features, _BLOCK_ROWS // 2)
+    """The codes [out, in] that were packed into `packed` (see `can_unpack`)."""
+    layout = _layout_or_error()
+    blocks = packed.view(-1, in_features, layout.block_rows // 2)
     low, high = blocks & 0xF, blocks >> 4
-    if _nibble_order() == "halves":
+    if layout.nibble_order == "halves":
         codes = torch.cat([low, high], dim=-1)
     else:
         codes = torch.stack([low, high], dim=-1).flatten(-2)
     return codes.transpose(1, 2).reshape(-1, in_features)
 
 
-def _nibble_order() -> str | None:
-    return _NIBBLE_ORDER.get(torch.backends.cpu.get_cpu_capability())
+def _unpacks_long_inputs(out_features: int) -> bool:
+    layout = _layout()
+    return layout is not None and layout.unpacks_long_inputs and can_unpack(out_features)
+
+
+def _layout() -> _PackedLayout | None:
+    return _LAYOUTS.get(torch.backends.cpu.get_cpu_capability())
+
+
+def _layout_or_error() -> _PackedLayout:
+    layout = _layout()
+    if layout is None:
+        raise ValueError("this CPU's packed 4-bit layout is not known (see can_unpack)")
+    return layout
 
 
 def _pack(codes: torch.Tensor) -> torch.Tensor:

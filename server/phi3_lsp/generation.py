@@ -125,10 +125,6 @@ class PromptCache:
         """Forget the key's cache (e.g. when its document closes)."""
         self._entries.pop(key, None)
 
-    def clear(self) -> None:
-        """Forget every cache."""
-        self._entries.clear()
-
 
 class GreedyDecoder:
     """Runs greedy generation on one causal LM. Not thread-safe: use it from one thread."""

@@ -246,7 +246,7 @@ async def _measure(
     long_uri = "file:///bench/long_document.py"
     session.open(long_uri, plan.long_document)
     # A user hovers well after a file opens: the first hover would also time reading the open
-    # (~4 ms of 400 KB), the largest of 50 samples and so their p99. It waits for it, untimed.
+    # (~4 ms of 400 KB), the largest sample and so, of 50, their p99. It waits for it, untimed.
     await session.hover(long_uri, types.Position(line=0, character=0))
     for position in word_positions(plan.long_document, plan.hovers, seed=1):
         figures.hover_idle_seconds.append(await session.hover(long_uri, position))

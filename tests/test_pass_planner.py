@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from phi3_lsp.pass_planner import MAX_DRAFT, PROBE_GAP_MAX, PassPlan, PassPlanner
+from phi3_lsp.pass_planner import MAX_DRAFT, PROBE_GAP_MAX, PROBE_GAP_MIN, PassPlan, PassPlanner
 
 PassCost = Callable[[int, int], float]
 """Seconds of a pass, from its thread count and width."""
@@ -15,6 +15,8 @@ PassCost = Callable[[int, int], float]
 # SmolLM2 in int4 on this 2-core CPU (see pass_planner): 1-token passes, in seconds.
 IDLE = {1: 0.070, 2: 0.055}
 ONE_CORE_TAKEN = {1: 0.065, 2: 0.230}
+# The same on an idle 2-core AVX-512 CPU, where they are about as fast on 1 thread as on 2.
+IDLE_EVEN = {1: 0.0147, 2: 0.0161}
 
 
 def one_token_costs(seconds: dict[int, float]) -> PassCost:
@@ -122,9 +124,31 @@ class TestPromptThreads:
     def test_prompts_run_on_all_threads_until_a_decode_pass_was_timed(self) -> None:
         assert PassPlanner((1, 2)).prompt_threads() == 2
 
-    def test_prompts_run_on_fewer_threads_while_decode_passes_are_faster_on_fewer(self) -> None:
+    def test_prompts_run_on_fewer_threads_while_decode_passes_are_much_slower_on_more(
+        self,
+    ) -> None:
         planner = PassPlanner((1, 2))
         run_passes(planner, one_token_costs(IDLE), 30)
         assert planner.prompt_threads() == 2
-        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
+        # Decode passes move to 1 thread after 2 slow ones; the next probe of 2 threads (8
+        # passes later) times how much slower they now are.
+        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 2 + PROBE_GAP_MIN)
         assert planner.prompt_threads() == 1
+
+    def test_prompts_run_on_all_threads_while_decode_passes_are_about_as_fast_on_fewer(
+        self,
+    ) -> None:
+        # A prompt's pass shares its arithmetic out: on an idle CPU it is faster on 2 threads
+        # even when a 1-token pass is a little faster on 1.
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE_EVEN), 30)
+        assert planner.plan(0).threads == 1
+        assert planner.prompt_threads() == 2
+
+    def test_prompts_run_on_the_most_threads_not_much_slower_than_the_fastest(self) -> None:
+        planner = PassPlanner((1, 2, 4))
+        run_passes(planner, one_token_costs({1: 0.030, 2: 0.020, 4: 0.029}), 30)
+        assert planner.prompt_threads() == 4
+        planner = PassPlanner((1, 2, 4))
+        run_passes(planner, one_token_costs({1: 0.030, 2: 0.020, 4: 0.031}), 30)
+        assert planner.prompt_threads() == 2

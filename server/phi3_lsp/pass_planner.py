@@ -36,6 +36,10 @@ pass: optimistic, so that every useful width gets tried and timed."""
 PROBE_GAP_MIN, PROBE_GAP_MAX = 8, 64
 """Passes between probes of a thread count not in use: the gap doubles each time the probe
 loses. 64 passes of SmolLM2 are 3-5 s, so the planner notices a freed core within seconds."""
+PROMPT_SLOWDOWN_ALLOWED = 1.5
+"""A prompt's pass runs on the most threads whose 1-token passes take at most this multiple of
+the fastest count's: on an idle CPU they take about as long (1.0-1.1x), while another process
+keeps a core busy far longer (2.1-2.8x on SmolLM2 in int4, 2-core AVX-512 EPYC)."""
 STALE_AFTER = 2
 """A thread count not run for more passes than this has timings from another load: its next
 pass replaces them instead of being averaged in."""
@@ -83,13 +87,22 @@ class PassPlanner:
         }
 
     def prompt_threads(self) -> int:
-        """The thread count for a pass over a prompt: the one decode passes are fastest on.
+        """The thread count for a pass over a prompt: the most threads whose recent 1-token
+        passes took at most `PROMPT_SLOWDOWN_ALLOWED` times the fastest count's.
 
-        A prompt's pass suffers from a busy core as a decode pass does: while another process
-        kept a core busy, a ~400-token SmolLM2 prompt and 50 new tokens took 11.7 s with the
-        prompt on 2 threads and 4.5 s with it on 1. With no decode pass timed yet, all threads.
+        A pass over many tokens is arithmetic that threads share, where a 1-token pass is
+        mostly waiting on memory and on the work around each product: on an idle 2-core CPU,
+        SmolLM2's int4 decode passes took 14.6 ms on 2 threads and 14.7 ms on 1, but a
+        100-token pass 158 ms and 199 ms (~500 tokens: 0.56 s on 2). A busy core slows both
+        alike: with another process spinning on one core, 40-47 ms against 17-22 ms, and
+        442-670 ms against 284-291 ms; a ~400-token prompt and 50 new tokens once took 11.7 s
+        with the prompt on 2 threads and 4.5 s on 1. With no decode pass timed yet, all threads.
         """
-        return self._fastest_threads()
+        costs = self.one_token_seconds()
+        if not costs:
+            return self.thread_counts[-1]
+        allowed = min(costs.values()) * PROMPT_SLOWDOWN_ALLOWED
+        return max(threads for threads, seconds in costs.items() if seconds <= allowed)
 
     def plan(self, draft_limit: int) -> PassPlan:
         """The next pass: a probe of a thread count if one is due, else the fastest count with

@@ -93,10 +93,11 @@ class PassPlanner:
         A pass over many tokens is arithmetic that threads share, where a 1-token pass is
         mostly waiting on memory and on the work around each product: on an idle 2-core CPU,
         SmolLM2's int4 decode passes took 14.6 ms on 2 threads and 14.7 ms on 1, but a
-        100-token pass 158 ms and 199 ms (~500 tokens: 0.56 s on 2). A busy core slows both
-        alike: with another process spinning on one core, 40-47 ms against 17-22 ms, and
-        442-670 ms against 284-291 ms; a ~400-token prompt and 50 new tokens once took 11.7 s
-        with the prompt on 2 threads and 4.5 s on 1. With no decode pass timed yet, all threads.
+        100-token pass 158 ms and 199 ms (~500 tokens: 0.86-0.93 s and 1.47-1.50 s). A busy
+        core slows both alike: with another process spinning on one core, 40-47 ms against
+        17-22 ms, and 442-670 ms against 284-291 ms; a ~400-token prompt and 50 new tokens
+        once took 11.7 s with the prompt on 2 threads and 4.5 s on 1. With no decode pass
+        timed yet, all threads.
         """
         costs = self.one_token_seconds()
         if not costs:

@@ -2,16 +2,19 @@
 
 `ModelEngine.load` turns a resolved `ModelSource` into a ready engine. Without weights the model
 is built on the meta device (no memory): the tokenizer and the architecture report still work,
-and `generate` explains how to get weights.
+and `generate` explains how to get weights. Weights that would not fit in the memory left are
+not loaded either (see `memory_fit`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.lean_layers import lean_decoding
+from phi3_lsp.memory_fit import memory_shortfall, weights_bytes
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_progress import PromptReadCallback
@@ -31,6 +35,7 @@ from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
+from phi3_lsp.system_memory import available_memory
 from phi3_lsp.tokens import DocumentTokenizer
 
 log = logging.getLogger(__name__)
@@ -117,6 +122,8 @@ class ModelEngine:
             source.config_dir, trust_remote_code=source.trust_remote_code
         )
         tokenizer_seconds = time.perf_counter() - started
+        if source.weights_dir is not None:
+            source = _without_weights_beyond_memory(source, config, weights)
         model = _build_model(source, config, weights, report)
         engine = cls(
             source,
@@ -247,10 +254,7 @@ def _build_model(
     model: nn.Module
     if source.weights_dir is None:
         report(ProgressUpdate("loading", f"Building {source.name} without weights", 0.3))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-                config, dtype=torch.float32, trust_remote_code=source.trust_remote_code
-            )
+        model = _meta_model(source, config)
     elif weights == "int4":
         weights_dir = source.weights_dir
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
@@ -267,6 +271,37 @@ def _build_model(
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)
     model.eval()
+    return model
+
+
+def _without_weights_beyond_memory(
+    source: ModelSource, config: Any, weights: WeightFormat
+) -> ModelSource:
+    """`source`, or `source` without weights and with the reason when they would not fit."""
+    available = available_memory()
+    model = _meta_model(source, config)
+    shortfall = memory_shortfall(source.name, model, weights, available)
+    log.info(
+        "%s in %s: weights %.2f GB, memory available %s%s",
+        source.name,
+        weights,
+        weights_bytes(model, weights) / 1e9,
+        "unknown" if available is None else f"{available / 1e9:.2f} GB",
+        "" if shortfall is None else ": loading it without weights",
+    )
+    if shortfall is None:
+        return source
+    return replace(source, weights_dir=None, missing_weights_hint=shortfall)
+
+
+def _meta_model(source: ModelSource, config: Any) -> nn.Module:
+    """The model's modules with fp32 parameters on the meta device: shapes, no memory."""
+    # A copy: `from_config` sets the config's dtype, which a later `from_pretrained` with
+    # dtype "auto" would then load in (Phi-3-mini's bf16 checkpoint as 15 GB of fp32).
+    with torch.device("meta"):
+        model: nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            copy.deepcopy(config), dtype=torch.float32, trust_remote_code=source.trust_remote_code
+        )
     return model
 
 

@@ -16,6 +16,8 @@ import torch
 
 GROUP_SIZE = 32
 """Input values per scale and offset."""
+BYTES_PER_WEIGHT = 0.5 + 2 * 2 / GROUP_SIZE
+"""A 4-bit code, plus its share of the group's bf16 scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
 DEQUANTIZED_FROM_ROWS = 192
 """Rows from which `multiply` unpacks the weight to fp32 instead of calling the kernel, where

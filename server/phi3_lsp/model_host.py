@@ -439,7 +439,7 @@ class ModelHost:
             weights=request.weights,
             progress=on_progress,
         )
-        return engine, None if engine.has_weights else source.missing_weights_hint
+        return engine, None if engine.has_weights else engine.source.missing_weights_hint
 
     # --- status ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
+from phi3_lsp.int4_weights import BYTES_PER_WEIGHT, GROUP_SIZE, Int4Weight
 from phi3_lsp.screened_projection import ScreenedProjection
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
     weights are read from it instead of computed; a missing or misfit one raises KeyError or
     ValueError, possibly with part of the model converted.
     """
-    output = _output_layer(model)
+    output = output_layer(model)
     quantized = 0
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
@@ -122,6 +122,23 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
     return quantized
 
 
+def int4_bytes(model: nn.Module) -> int:
+    """Bytes the parameters of `model` (in any dtype, or on the meta device: only shapes count)
+    take once `quantize_to_int4` has made its int4 form."""
+    output = output_layer(model)
+    quantized = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and module is not output and can_quantize(module)
+    ]
+    quantized_ids = {id(module.weight) for module in quantized}
+    fp32 = sum(p.numel() for p in model.parameters() if id(p) not in quantized_ids)
+    four_bit = sum(module.weight.numel() for module in quantized)
+    if isinstance(output, nn.Linear) and can_quantize(output):
+        four_bit += output.weight.numel()  # the screen beside its fp32 weight
+    return round(4 * fp32 + BYTES_PER_WEIGHT * four_bit)
+
+
 def int4_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tensors `quantize_to_int4` made, by module name (its `stored` argument)."""
     tensors: dict[str, torch.Tensor] = {}
@@ -138,7 +155,7 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     return names[0]
 
 
-def _output_layer(model: nn.Module) -> nn.Module | None:
+def output_layer(model: nn.Module) -> nn.Module | None:
     """The vocabulary projection of a transformers model (None for other modules)."""
     get_output_embeddings = getattr(model, "get_output_embeddings", None)
     output = get_output_embeddings() if callable(get_output_embeddings) else None

@@ -7,6 +7,9 @@ and recovers when the model is changed, without a restart.
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -93,3 +96,85 @@ async def test_a_new_model_loads_without_a_restart(broken: Phi3Client) -> None:
     assert "| 3444 |" in hover_text(hover)
     report = await broken.command("phi3.showArchitecture")
     assert report["className"] == "Phi3ForCausalLM"
+
+
+def write_model_beyond_memory(folder: Path, tokenizer_dir: Path) -> int:
+    """A Llama of ~69 billion parameters (~277 GB in fp32): its config, SmolLM2's tokenizer and
+    a safetensors file of the right size whose data are holes (a sparse file: no disk used).
+    Returns the parameter count."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=80,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        tie_word_embeddings=False,
+    )
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    config.save_pretrained(folder)
+    header: dict[str, object] = {}
+    offset = 0
+    for name, tensor in model.state_dict().items():
+        size = tensor.numel() * 2  # bf16
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    encoded = json.dumps(header).encode()
+    with (folder / "model.safetensors").open("wb") as file:
+        file.write(len(encoded).to_bytes(8, "little") + encoded)
+        file.truncate(8 + len(encoded) + offset)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tokenizer_dir / name, folder / name)
+    return sum(tensor.numel() for tensor in model.parameters())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def beyond_memory(
+    offline_pack: None, hf_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Phi3Client, int]]:
+    """A server asked for a model whose weights are larger than this machine's memory."""
+    from phi3_lsp.offline_pack import ensure_asset
+
+    folder = tmp_path_factory.mktemp("beyond-memory")
+    parameters = write_model_beyond_memory(folder, ensure_asset("smollm2-135m"))
+    client = await start(str(folder), hf_home, vscode_capabilities())
+    await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    yield client, parameters
+    await stop(client)
+
+
+async def test_a_model_beyond_memory_is_loaded_without_weights_and_says_what_fits(
+    beyond_memory: tuple[Phi3Client, int],
+) -> None:
+    client, _ = beyond_memory
+    status = client.statuses[-1]
+    assert status["state"] == "ready"
+    assert status["weightsLoaded"] is False
+    assert re.search(
+        r"in fp32 needs about 27\d\.\d GB of memory and [\d.]+ GB is free", status["message"]
+    )
+    assert "phi3.model to a smaller model" in status["message"]
+    warnings = [m.message for m in client.messages if m.type == types.MessageType.Warning]
+    assert warnings == [status["message"]]
+
+
+async def test_beside_a_model_beyond_memory_the_server_keeps_serving(
+    beyond_memory: tuple[Phi3Client, int],
+) -> None:
+    client, parameters = beyond_memory
+    uri = client.open_text("big.txt", PROMPT)
+    assert await client.inline(uri, 0, len(PROMPT)) == []
+    hover = await client.hover_at(uri, 0, PROMPT.index("France"))
+    assert "France" in hover_text(hover)
+    report = await client.command("phi3.showArchitecture")
+    assert report["className"] == "LlamaForCausalLM"
+    assert report["weightsLoaded"] is False
+    assert report["parameters"]["total"] == parameters

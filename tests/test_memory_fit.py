@@ -1,0 +1,104 @@
+"""What a model's weights need in memory, known before loading, and what is said when they do
+not fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from model_sources import folder_source
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.memory_fit import memory_shortfall, weights_bytes
+from phi3_lsp.quantize import int4_tensors
+from phi3_lsp.settings import WeightFormat
+
+GB = 10**9
+
+
+def meta_model(folder: Path) -> nn.Module:
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model: nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+            config, dtype=torch.float32
+        )
+    return model
+
+
+def bytes_held(model: nn.Module) -> int:
+    """What a loaded model's weights take: its parameters and its 4-bit tensors."""
+    tensors: dict[int, torch.Tensor] = {id(tensor): tensor for tensor in model.parameters()}
+    tensors |= {id(tensor): tensor for tensor in int4_tensors(model).values()}
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+
+
+def assert_estimate_matches_the_load(folder: Path, weights: WeightFormat) -> None:
+    estimate = weights_bytes(meta_model(folder), weights)
+    engine = ModelEngine.load(folder_source(folder, weights=True), weights=weights)
+    assert engine.has_weights
+    assert estimate == pytest.approx(bytes_held(engine.model), rel=0.02)
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_the_estimate_is_what_loading_the_weights_takes(
+    weights: WeightFormat, tiny_phi3_dir: Path
+) -> None:
+    assert_estimate_matches_the_load(tiny_phi3_dir, weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_the_estimate_is_what_smollm2_takes(weights: WeightFormat, smollm2_dir: Path) -> None:
+    # Tied embeddings: the vocabulary projection's weight is the embeddings', held once.
+    assert_estimate_matches_the_load(smollm2_dir, weights)
+
+
+def test_a_model_that_fits_is_loaded(phi3_mini_dir: Path) -> None:
+    model = meta_model(phi3_mini_dir)
+    assert memory_shortfall("Phi-3-mini", model, "fp32", 32 * GB) is None
+    assert memory_shortfall("Phi-3-mini", model, "int4", 8 * GB) is None
+
+
+def test_unknown_memory_never_stops_a_load(phi3_mini_dir: Path) -> None:
+    assert memory_shortfall("Phi-3-mini", meta_model(phi3_mini_dir), "fp32", None) is None
+
+
+def test_fp32_phi3_on_a_16_gb_laptop_is_told_to_use_int4(phi3_mini_dir: Path) -> None:
+    # Phi-3-mini's 3.8 billion parameters take 15.3 GB in fp32, about a quarter in int4.
+    message = memory_shortfall("Phi-3-mini", meta_model(phi3_mini_dir), "fp32", 10 * GB)
+    assert message is not None
+    assert message.startswith("Phi-3-mini in fp32 needs about 15.")
+    assert "10.0 GB is free" in message
+    assert "loaded without weights" in message
+    assert 'set phi3.weights to "int4" (it needs about 3.' in message
+    assert "phi3.model" in message
+
+
+def test_when_int4_does_not_fit_either_only_the_other_fixes_are_offered(
+    phi3_mini_dir: Path,
+) -> None:
+    model = meta_model(phi3_mini_dir)
+    for weights in ("fp32", "int4"):
+        message = memory_shortfall("Phi-3-mini", model, weights, 2 * GB)
+        assert message is not None
+        assert f"Phi-3-mini in {weights} needs about" in message
+        assert "phi3.weights" not in message
+        assert "free memory and restart the server" in message
+        assert "phi3.model to a smaller model" in message
+
+
+def test_the_check_leaves_the_checkpoint_dtype_for_the_load(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # An int4 load reads a bf16 checkpoint in bf16: Phi-3-mini never has a 15 GB fp32 copy.
+    bf16 = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype=torch.bfloat16)
+    bf16.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny_phi3_dir / name).read_bytes())
+    saved = AutoConfig.from_pretrained(tmp_path).dtype
+    engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights="int4")
+    assert saved == torch.bfloat16
+    assert engine.config.dtype == torch.bfloat16

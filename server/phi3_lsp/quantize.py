@@ -102,7 +102,7 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
     weights are read from it instead of computed; a missing or misfit one raises KeyError or
     ValueError, possibly with part of the model converted.
     """
-    output = output_layer(model)
+    output = _output_layer(model)
     quantized = 0
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
@@ -125,7 +125,7 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
 def int4_bytes(model: nn.Module) -> int:
     """Bytes the parameters of `model` (in any dtype, or on the meta device: only shapes count)
     take once `quantize_to_int4` has made its int4 form."""
-    output = output_layer(model)
+    output = _output_layer(model)
     quantized = [
         module
         for module in model.modules()
@@ -155,7 +155,7 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
     return names[0]
 
 
-def output_layer(model: nn.Module) -> nn.Module | None:
+def _output_layer(model: nn.Module) -> nn.Module | None:
     """The vocabulary projection of a transformers model (None for other modules)."""
     get_output_embeddings = getattr(model, "get_output_embeddings", None)
     output = get_output_embeddings() if callable(get_output_embeddings) else None

@@ -14,9 +14,10 @@ from transformers import Phi3Config
 from model_sources import tiny_sliding_window_phi3
 from phi3_lsp.drafts import LOOKUP_WINDOW, TokenLookup
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache
+from phi3_lsp.generation import Generation, GreedyDecoder
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.pass_planner import MAX_DRAFT, PassPlan, PassPlanner
+from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.quantize import quantize_to_int4
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.tokens import DocumentTokenizer

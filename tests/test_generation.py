@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.hooks import RemovableHandle
-from transformers import DynamicCache
 
 from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation, GreedyDecoder, PromptCache
+from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation, GreedyDecoder
 from phi3_lsp.pass_planner import PassPlanner
-from phi3_lsp.prefixes import common_prefix_length
+from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.stop_requests import StopRequest
 from phi3_lsp.stoppable_passes import decoder_layers
 from phi3_lsp.tokens import DocumentTokenizer
@@ -52,14 +51,6 @@ def greedy_reference(model: torch.nn.Module, prompt: list[int], steps: int) -> l
             logits = model(input_ids=torch.tensor([ids])).logits
             ids.append(int(logits[0, -1].argmax()))
     return ids[len(prompt) :]
-
-
-def filled_cache(tokens: int) -> DynamicCache:
-    cache = DynamicCache()
-    for layer in range(2):
-        states = torch.arange(tokens, dtype=torch.float32).reshape(1, 1, tokens, 1)
-        cache.update(states, states.clone(), layer)
-    return cache
 
 
 @contextmanager
@@ -353,61 +344,6 @@ def test_a_sliding_window_model_reuses_prefixes_beyond_its_window(phi3_mini_dir:
     warm = decoder.generate(edited, max_new_tokens=6, cache_key="doc")
     assert warm.reused_prompt_tokens > 8
     assert list(warm.token_ids) == greedy_reference(model, edited, 6)
-
-
-class TestPromptCache:
-    def test_a_shared_prefix_is_kept_and_the_rest_cropped(self) -> None:
-        cache = PromptCache()
-        cache.put("doc", [1, 2, 3, 4, 5], filled_cache(5))
-        kept, reused = cache.take("doc", [1, 2, 3, 9, 9, 9])
-        assert reused == 3
-        assert kept is not None and kept.get_seq_length() == 3
-
-    def test_the_last_prompt_token_is_always_recomputed(self) -> None:
-        cache = PromptCache()
-        cache.put("doc", [1, 2, 3, 4], filled_cache(4))
-        kept, reused = cache.take("doc", [1, 2, 3, 4])
-        assert reused == 3
-        assert kept is not None and kept.get_seq_length() == 3
-
-    def test_nothing_shared_means_no_cache(self) -> None:
-        cache = PromptCache()
-        cache.put("doc", [1, 2], filled_cache(2))
-        assert cache.take("doc", [7, 8]) == (None, 0)
-
-    def test_a_cache_is_handed_out_once(self) -> None:
-        cache = PromptCache()
-        cache.put("doc", [1, 2, 3], filled_cache(3))
-        assert cache.take("doc", [1, 2, 3, 4])[1] == 3
-        assert cache.take("doc", [1, 2, 3, 4]) == (None, 0)
-
-    def test_least_recently_used_keys_go_first(self) -> None:
-        cache = PromptCache(max_keys=2)
-        for key in ("a", "b", "c"):
-            cache.put(key, [1, 2, 3], filled_cache(3))
-        assert cache.take("a", [1, 2, 3])[1] == 0
-        assert cache.take("b", [1, 2, 3])[1] == 2
-        assert cache.take("c", [1, 2, 3])[1] == 2
-
-    def test_the_token_budget_bounds_all_keys(self) -> None:
-        cache = PromptCache(max_tokens=10)
-        cache.put("a", list(range(6)), filled_cache(6))
-        cache.put("b", list(range(6)), filled_cache(6))
-        assert cache.total_tokens == 6
-        cache.put("huge", list(range(11)), filled_cache(11))
-        assert cache.total_tokens == 6
-        assert cache.take("b", list(range(6)))[1] == 5
-
-    def test_a_discarded_key_is_gone(self) -> None:
-        cache = PromptCache()
-        cache.put("doc", [1, 2, 3], filled_cache(3))
-        cache.discard("doc")
-        assert cache.total_tokens == 0
-
-    def test_common_prefix_length(self) -> None:
-        assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
-        assert common_prefix_length([], [1]) == 0
-        assert common_prefix_length([1, 2], [1, 2, 3]) == 2
 
 
 @pytest.mark.slow

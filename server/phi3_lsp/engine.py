@@ -24,12 +24,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
-from phi3_lsp.generation import Generation, GreedyDecoder, PromptCache, TextCallback
+from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import memory_shortfall, weights_bytes
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.settings import WeightFormat

@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, truncate
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
+from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptProgress, PromptReadCallback
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
@@ -70,60 +70,6 @@ class Generation:
         if self.decode_passes == 0 or self.decode_seconds <= 0:
             return None
         return self.decoded_tokens / self.decode_seconds
-
-
-@dataclass
-class _CachedSequence:
-    token_ids: list[int]
-    cache: DynamicCache
-
-
-class PromptCache:
-    """The KV cache of the last sequence per key; least recently used keys go first.
-
-    Bounded by a number of keys and by the tokens held over all keys. A cache is handed out
-    to one generation at a time (`take` removes it), so it is never shared and needs no copy.
-    """
-
-    def __init__(self, *, max_keys: int = 4, max_tokens: int = 16384) -> None:
-        self.max_keys = max_keys
-        self.max_tokens = max_tokens
-        self._entries: OrderedDict[str, _CachedSequence] = OrderedDict()
-
-    @property
-    def total_tokens(self) -> int:
-        """Tokens held over all keys."""
-        return sum(len(entry.token_ids) for entry in self._entries.values())
-
-    def take(self, key: str, prompt_ids: Sequence[int]) -> tuple[DynamicCache | None, int]:
-        """Remove the key's cache and crop it to the prefix it shares with `prompt_ids`.
-
-        Returns the cache and the number of prompt tokens it covers, at most all but the last
-        (the last prompt token is always recomputed: its logits give the first new token).
-        """
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return None, 0
-        reusable = min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1)
-        if reusable <= 0:
-            return None, 0
-        surplus = len(entry.token_ids) - reusable
-        if surplus:
-            entry.cache.crop(-surplus)  # a negative count removes that many trailing tokens
-        return entry.cache, reusable
-
-    def put(self, key: str, token_ids: Sequence[int], cache: DynamicCache) -> None:
-        """Keep `cache`, which holds the keys and values of exactly `token_ids`, under `key`."""
-        self._entries.pop(key, None)
-        if not token_ids or len(token_ids) > self.max_tokens:
-            return
-        self._entries[key] = _CachedSequence(list(token_ids), cache)
-        while len(self._entries) > self.max_keys or self.total_tokens > self.max_tokens:
-            self._entries.popitem(last=False)
-
-    def discard(self, key: str) -> None:
-        """Forget the key's cache (e.g. when its document closes)."""
-        self._entries.pop(key, None)
 
 
 class GreedyDecoder:

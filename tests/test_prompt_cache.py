@@ -1,0 +1,78 @@
+"""The prompt cache: what it hands back for reuse, and what it keeps within its bounds."""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from phi3_lsp.prefixes import common_prefix_length
+from phi3_lsp.prompt_cache import PromptCache
+
+
+def filled_cache(tokens: int) -> DynamicCache:
+    cache = DynamicCache()
+    for layer in range(2):
+        states = torch.arange(tokens, dtype=torch.float32).reshape(1, 1, tokens, 1)
+        cache.update(states, states.clone(), layer)
+    return cache
+
+
+def test_a_shared_prefix_is_kept_and_the_rest_cropped() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2, 3, 4, 5], filled_cache(5))
+    kept, reused = cache.take("doc", [1, 2, 3, 9, 9, 9])
+    assert reused == 3
+    assert kept is not None and kept.get_seq_length() == 3
+
+
+def test_the_last_prompt_token_is_always_recomputed() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2, 3, 4], filled_cache(4))
+    kept, reused = cache.take("doc", [1, 2, 3, 4])
+    assert reused == 3
+    assert kept is not None and kept.get_seq_length() == 3
+
+
+def test_nothing_shared_means_no_cache() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2], filled_cache(2))
+    assert cache.take("doc", [7, 8]) == (None, 0)
+
+
+def test_a_cache_is_handed_out_once() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2, 3], filled_cache(3))
+    assert cache.take("doc", [1, 2, 3, 4])[1] == 3
+    assert cache.take("doc", [1, 2, 3, 4]) == (None, 0)
+
+
+def test_least_recently_used_keys_go_first() -> None:
+    cache = PromptCache(max_keys=2)
+    for key in ("a", "b", "c"):
+        cache.put(key, [1, 2, 3], filled_cache(3))
+    assert cache.take("a", [1, 2, 3])[1] == 0
+    assert cache.take("b", [1, 2, 3])[1] == 2
+    assert cache.take("c", [1, 2, 3])[1] == 2
+
+
+def test_the_token_budget_bounds_all_keys() -> None:
+    cache = PromptCache(max_tokens=10)
+    cache.put("a", list(range(6)), filled_cache(6))
+    cache.put("b", list(range(6)), filled_cache(6))
+    assert cache.total_tokens == 6
+    cache.put("huge", list(range(11)), filled_cache(11))
+    assert cache.total_tokens == 6
+    assert cache.take("b", list(range(6)))[1] == 5
+
+
+def test_a_discarded_key_is_gone() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2, 3], filled_cache(3))
+    cache.discard("doc")
+    assert cache.total_tokens == 0
+
+
+def test_common_prefix_length() -> None:
+    assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
+    assert common_prefix_length([], [1]) == 0
+    assert common_prefix_length([1, 2], [1, 2, 3]) == 2

@@ -76,3 +76,34 @@ def test_common_prefix_length() -> None:
     assert common_prefix_length([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_length([], [1]) == 0
     assert common_prefix_length([1, 2], [1, 2, 3]) == 2
+
+
+class CountedRelease:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_memory_is_released_when_a_discard_or_the_bounds_drop_a_cache() -> None:
+    release = CountedRelease()
+    cache = PromptCache(max_keys=2, release=release)
+    cache.put("a", [1, 2, 3], filled_cache(3))
+    cache.put("b", [1, 2, 3], filled_cache(3))
+    cache.discard("never-opened")
+    assert release.calls == 0
+    cache.put("c", [1, 2, 3], filled_cache(3))  # "a" goes
+    assert release.calls == 1
+    cache.discard("b")
+    assert release.calls == 2
+
+
+def test_a_cache_taken_and_put_back_releases_nothing() -> None:
+    release = CountedRelease()
+    cache = PromptCache(release=release)
+    cache.put("doc", [1, 2, 3], filled_cache(3))
+    kept, reused = cache.take("doc", [1, 2, 3, 4])
+    assert kept is not None and reused == 3
+    cache.put("doc", [1, 2, 3], kept)
+    assert release.calls == 0

@@ -7,11 +7,12 @@ the cursor, one keystroke later): only the tokens after the shared prefix need a
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from transformers import DynamicCache
 
+from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.prefixes import common_prefix_length
 
 
@@ -26,11 +27,20 @@ class PromptCache:
 
     Bounded by a number of keys and by the tokens held over all keys. A cache is handed out
     to one generation at a time (`take` removes it), so it is never shared and needs no copy.
+    After dropping caches it calls `release` (see `memory_release`), so that their memory goes
+    back to the system rather than staying with the C heap.
     """
 
-    def __init__(self, *, max_keys: int = 4, max_tokens: int = 16384) -> None:
+    def __init__(
+        self,
+        *,
+        max_keys: int = 4,
+        max_tokens: int = 16384,
+        release: Callable[[], None] = release_freed_memory,
+    ) -> None:
         self.max_keys = max_keys
         self.max_tokens = max_tokens
+        self._release = release
         self._entries: OrderedDict[str, _CachedSequence] = OrderedDict()
 
     @property
@@ -57,13 +67,16 @@ class PromptCache:
 
     def put(self, key: str, token_ids: Sequence[int], cache: DynamicCache) -> None:
         """Keep `cache`, which holds the keys and values of exactly `token_ids`, under `key`."""
-        self._entries.pop(key, None)
-        if not token_ids or len(token_ids) > self.max_tokens:
-            return
-        self._entries[key] = _CachedSequence(list(token_ids), cache)
+        dropped = self._entries.pop(key, None) is not None
+        if token_ids and len(token_ids) <= self.max_tokens:
+            self._entries[key] = _CachedSequence(list(token_ids), cache)
         while len(self._entries) > self.max_keys or self.total_tokens > self.max_tokens:
             self._entries.popitem(last=False)
+            dropped = True
+        if dropped:
+            self._release()
 
     def discard(self, key: str) -> None:
         """Forget the key's cache (e.g. when its document closes)."""
-        self._entries.pop(key, None)
+        if self._entries.pop(key, None) is not None:
+            self._release()

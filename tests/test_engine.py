@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from model_sources import folder_source
+from phi3_lsp import memory_fit
 from phi3_lsp.engine import ModelEngine, WeightsNotAvailableError, physical_cores
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.settings import WeightFormat
@@ -53,6 +54,20 @@ def test_generation_works_end_to_end(tiny: ModelEngine) -> None:
     assert 1 <= len(generation.token_ids) <= 8
     assert generation.text == tiny.tokenizer.decode_continuation(prompt, generation.token_ids)
     assert generation.prompt_tokens == len(prompt)
+
+
+def test_prompts_are_kept_for_reuse_only_while_memory_allows(
+    tiny: ModelEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+    tiny.generate(prompt, max_new_tokens=2, cache_key="roomy")
+    assert tiny.generate(prompt, max_new_tokens=2, cache_key="roomy").reused_prompt_tokens > 0
+    monkeypatch.setattr(memory_fit, "available_memory", lambda: 100 << 20)
+    # The document being edited keeps its prompt; reading another's drops it.
+    assert tiny.generate(prompt, max_new_tokens=2, cache_key="roomy").reused_prompt_tokens > 0
+    tiny.generate(prompt, max_new_tokens=2, cache_key="other")
+    assert tiny.generate(prompt, max_new_tokens=2, cache_key="other").reused_prompt_tokens > 0
+    assert tiny.generate(prompt, max_new_tokens=2, cache_key="roomy").reused_prompt_tokens == 0
 
 
 def test_without_weights_nothing_is_allocated_and_generate_explains(phi3_mini_dir: Path) -> None:

@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.memory_fit import memory_shortfall, weights_bytes
+from phi3_lsp.memory_fit import RUNTIME_BYTES, kv_bytes_per_token, memory_shortfall, weights_bytes
 from phi3_lsp.quantize import int4_tensors
 from phi3_lsp.settings import WeightFormat
 
@@ -67,13 +67,14 @@ def test_unknown_memory_never_stops_a_load(phi3_mini_dir: Path) -> None:
 
 
 def test_fp32_phi3_on_a_16_gb_laptop_is_told_to_use_int4(phi3_mini_dir: Path) -> None:
-    # Phi-3-mini's 3.8 billion parameters take 15.3 GB in fp32, about a quarter in int4.
+    # Phi-3-mini's 3.8 billion parameters take 15.3 GB in fp32, about a quarter in int4; the
+    # server and a completion's keys and values (0.8 GB) come on top.
     message = memory_shortfall("Phi-3-mini", meta_model(phi3_mini_dir), "fp32", 10 * GB)
     assert message is not None
-    assert message.startswith("Phi-3-mini in fp32 needs about 15.")
+    assert message.startswith("Phi-3-mini in fp32 needs about 16.")
     assert "10.0 GB is free" in message
     assert "loaded without weights" in message
-    assert 'set phi3.weights to "int4" (it needs about 3.' in message
+    assert 'set phi3.weights to "int4" (it needs about 4.' in message
     assert "phi3.model" in message
 
 
@@ -88,6 +89,22 @@ def test_when_int4_does_not_fit_either_only_the_other_fixes_are_offered(
         assert "phi3.weights" not in message
         assert "free memory and restart the server" in message
         assert "phi3.model to a smaller model" in message
+
+
+def test_a_token_of_phi3_mini_keeps_768_kib_of_keys_and_values(phi3_mini_dir: Path) -> None:
+    # Keys and values, 32 layers, 32 heads of 96, in fp32.
+    config = AutoConfig.from_pretrained(phi3_mini_dir)
+    assert kv_bytes_per_token(config) == 2 * 32 * 32 * 96 * 4
+
+
+def test_weights_that_fit_without_room_for_a_completion_are_not_loaded(
+    phi3_mini_dir: Path,
+) -> None:
+    model = meta_model(phi3_mini_dir)
+    # A completion at the default budget (1,024 prompt and 50 new tokens) holds ~0.8 GB.
+    weights_and_server = RUNTIME_BYTES + weights_bytes(model, "int4")
+    assert memory_shortfall("Phi-3-mini", model, "int4", weights_and_server + GB // 2) is not None
+    assert memory_shortfall("Phi-3-mini", model, "int4", weights_and_server + GB) is None
 
 
 def test_the_check_leaves_the_checkpoint_dtype_for_the_load(

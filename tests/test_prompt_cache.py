@@ -107,3 +107,28 @@ def test_a_cache_taken_and_put_back_releases_nothing() -> None:
     assert kept is not None and reused == 3
     cache.put("doc", [1, 2, 3], kept)
     assert release.calls == 0
+
+
+def test_while_memory_is_short_the_least_recently_used_prompts_go() -> None:
+    release = CountedRelease()
+    # Short until two prompts are dropped (memory measured after each release).
+    cache = PromptCache(memory_is_short=lambda: release.calls < 2, release=release)
+    for key in ("a", "b", "c", "d"):
+        cache.put(key, [1, 2, 3], filled_cache(3))
+    assert release.calls == 2
+    assert [cache.take(key, [1, 2, 3])[1] for key in ("a", "b", "c", "d")] == [0, 0, 2, 2]
+
+
+def test_when_memory_stays_short_only_the_document_being_edited_keeps_its_prompt() -> None:
+    cache = PromptCache(memory_is_short=lambda: True, release=CountedRelease())
+    cache.put("a", [1, 2, 3], filled_cache(3))
+    cache.put("b", [1, 2, 3], filled_cache(3))
+    assert cache.total_tokens == 3
+    assert cache.take("b", [1, 2, 3, 4])[1] == 3
+
+
+def test_when_memory_is_short_asking_for_another_document_drops_the_rest_first() -> None:
+    cache = PromptCache(memory_is_short=lambda: True, release=CountedRelease())
+    cache.put("a", [1, 2, 3], filled_cache(3))
+    assert cache.take("b", [1, 2, 3, 4]) == (None, 0)
+    assert cache.total_tokens == 0

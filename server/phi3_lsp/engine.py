@@ -27,7 +27,14 @@ from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.lean_layers import lean_decoding
-from phi3_lsp.memory_fit import memory_shortfall, weights_bytes
+from phi3_lsp.memory_fit import (
+    PASS_BYTES,
+    kv_bytes_per_token,
+    memory_is_short,
+    memory_shortfall,
+    prompt_bytes,
+    weights_bytes,
+)
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
@@ -81,8 +88,12 @@ class ModelEngine:
         self.has_weights = has_weights
         self.eos_token_ids = eos_token_ids
         self.context_length = _context_length(config)
+        kv_bytes = kv_bytes_per_token(config, next(model.parameters()).element_size())
+        # Cached prompts stay while there is room for another completion beside them.
+        room_for_a_completion = PASS_BYTES + prompt_bytes(config)
         self._prompt_cache = PromptCache(
-            max_tokens=max(1, prompt_cache_bytes // _kv_bytes_per_token(config, model))
+            max_tokens=max(1, prompt_cache_bytes // kv_bytes),
+            memory_is_short=lambda: memory_is_short(room_for_a_completion),
         )
         self._decoder = GreedyDecoder(
             model,
@@ -355,16 +366,6 @@ def _context_length(config: Any) -> int:
     text = config.get_text_config()
     length = getattr(text, "max_position_embeddings", None)
     return int(length) if isinstance(length, int) and length > 0 else DEFAULT_CONTEXT_LENGTH
-
-
-def _kv_bytes_per_token(config: Any, model: nn.Module) -> int:
-    """Bytes of keys and values that one token adds to the cache."""
-    text = config.get_text_config()
-    heads = int(text.num_attention_heads)
-    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
-    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
-    element_size = next(model.parameters()).element_size()
-    return 2 * int(text.num_hidden_layers) * kv_heads * head_dim * element_size
 
 
 def _configured_eos_ids(source: ModelSource, config: Any) -> frozenset[int]:

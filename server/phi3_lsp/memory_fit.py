@@ -8,15 +8,23 @@ with a message that says what it needs, what is free and what would fit.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 from phi3_lsp.architecture import count_parameters
 from phi3_lsp.quantize import int4_bytes
-from phi3_lsp.settings import WeightFormat
+from phi3_lsp.settings import Settings, WeightFormat
+from phi3_lsp.system_memory import available_memory
 
 RUNTIME_BYTES = 512 << 20
 """What the server holds besides the weights: ~350 MB once torch, transformers and pygls are
 imported (measured), plus a pass's activations and the load's own buffers."""
+PASS_BYTES = 256 << 20
+"""The temporaries of a pass over a prompt chunk, beyond its keys and values."""
+PROMPT_TOKENS = Settings.context_tokens + Settings.max_new_tokens
+"""A prompt at the default budget and its continuation: what one completion holds as keys and
+values (Phi-3-mini in fp32: ~0.8 GB)."""
 
 
 def weights_bytes(model: nn.Module, weights: WeightFormat) -> int:
@@ -30,12 +38,12 @@ def memory_shortfall(
 ) -> str | None:
     """Why `model` in `weights` cannot be loaded in `available` bytes, with what would fit;
     None when it fits or nothing is known of the memory."""
-    needed = RUNTIME_BYTES + weights_bytes(model, weights)
+    needed = RUNTIME_BYTES + prompt_bytes(model.config) + weights_bytes(model, weights)
     if available is None or needed <= available:
         return None
     fixes = []
     if weights == "fp32":
-        int4_needed = RUNTIME_BYTES + weights_bytes(model, "int4")
+        int4_needed = needed - weights_bytes(model, weights) + weights_bytes(model, "int4")
         if int4_needed <= available:
             fixes.append(f'set phi3.weights to "int4" (it needs about {_gb(int4_needed)})')
     fixes += ["free memory and restart the server", "set phi3.model to a smaller model"]
@@ -44,6 +52,27 @@ def memory_shortfall(
         "free, so it was loaded without weights: hover and the architecture work, completions "
         f"need the weights. To complete, {', '.join(fixes[:-1])}, or {fixes[-1]}."
     )
+
+
+def kv_bytes_per_token(config: Any, element_size: int = 4) -> int:
+    """Bytes of keys and values that one token adds to the cache (fp32 by default: both
+    weight formats compute in fp32)."""
+    text = config.get_text_config()
+    heads = int(text.num_attention_heads)
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
+    return 2 * int(text.num_hidden_layers) * kv_heads * head_dim * element_size
+
+
+def prompt_bytes(config: Any) -> int:
+    """The keys and values of one completion at the default prompt budget."""
+    return PROMPT_TOKENS * kv_bytes_per_token(config)
+
+
+def memory_is_short(needed: int) -> bool:
+    """True when less than `needed` bytes are left for this process (False when unknown)."""
+    available = available_memory()
+    return available is not None and available < needed
 
 
 def _gb(size: int) -> str:

@@ -6,6 +6,7 @@ the cursor, one keystroke later): only the tokens after the shared prefix need a
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from transformers import DynamicCache
 
 from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.prefixes import common_prefix_length
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -25,7 +28,10 @@ class _CachedSequence:
 class PromptCache:
     """The KV cache of the last sequence per key; least recently used keys go first.
 
-    Bounded by a number of keys and by the tokens held over all keys. A cache is handed out
+    Bounded by a number of keys, by the tokens held over all keys, and by the memory left: while
+    `memory_is_short()`, other keys' caches go, the least recently used first, when a cache is
+    kept (the document being edited keeps its own: its next prompt adds only a few tokens) and
+    when one is asked for (to make room for reading a prompt). A cache is handed out
     to one generation at a time (`take` removes it), so it is never shared and needs no copy.
     After dropping caches it calls `release` (see `memory_release`), so that their memory goes
     back to the system rather than staying with the C heap.
@@ -36,10 +42,12 @@ class PromptCache:
         *,
         max_keys: int = 4,
         max_tokens: int = 16384,
+        memory_is_short: Callable[[], bool] = lambda: False,
         release: Callable[[], None] = release_freed_memory,
     ) -> None:
         self.max_keys = max_keys
         self.max_tokens = max_tokens
+        self._memory_is_short = memory_is_short
         self._release = release
         self._entries: OrderedDict[str, _CachedSequence] = OrderedDict()
 
@@ -55,6 +63,7 @@ class PromptCache:
         (the last prompt token is always recomputed: its logits give the first new token).
         """
         entry = self._entries.pop(key, None)
+        self._drop_while_memory_is_short(spare=None)
         if entry is None:
             return None, 0
         reusable = min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1)
@@ -75,8 +84,20 @@ class PromptCache:
             dropped = True
         if dropped:
             self._release()
+        self._drop_while_memory_is_short(spare=key)
 
     def discard(self, key: str) -> None:
         """Forget the key's cache (e.g. when its document closes)."""
         if self._entries.pop(key, None) is not None:
             self._release()
+
+    def _drop_while_memory_is_short(self, spare: str | None) -> None:
+        """Drop the least recently used caches but `spare`'s while memory is short; one at a
+        time, released at once, so that the next measure counts what was freed."""
+        while True:
+            others = [key for key in self._entries if key != spare]
+            if not others or not self._memory_is_short():
+                return
+            del self._entries[others[0]]
+            self._release()
+            log.info("Memory is short: dropped the cached prompt of %s", others[0])

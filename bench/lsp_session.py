@@ -18,7 +18,7 @@ from typing import Any
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from bench.workload import peak_rss_kib
+from bench.workload import peak_rss_kib, rss_kib
 
 CLIENT_CAPABILITIES = types.ClientCapabilities(
     text_document=types.TextDocumentClientCapabilities(
@@ -140,6 +140,9 @@ class ServerSession:
 
     def peak_rss_kib(self) -> int | None:
         return peak_rss_kib(self.pid)
+
+    def rss_kib(self) -> int | None:
+        return rss_kib(self.pid)
 
     async def _drain_stderr(self, log: Path) -> None:
         # An unread stderr pipe fills at 64 KiB and then blocks the server mid-write.

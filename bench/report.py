@@ -234,6 +234,14 @@ def model_rows(report: ModelReport) -> list[Row]:
             llama_cpp=_baseline_rss(report.llama_cpp, report.llama_cpp_missing),
         )
     )
+    rows.append(
+        Row(
+            "resident memory (VmRSS): when ready / at the end, every document closed",
+            report.model,
+            "",
+            f"{format_kib(server.ready_rss_kib)} / {format_kib(server.closed_rss_kib)}",
+        )
+    )
     return rows
 
 

@@ -79,6 +79,9 @@ class ServerFigures:
     cancel_seconds: list[float] = field(default_factory=list)
     busy_completions: int = 0
     peak_rss_kib: int | None = None
+    ready_rss_kib: int | None = None
+    closed_rss_kib: int | None = None
+    """Resident at the end of the run, every document closed."""
     architecture_class: str | None = None
 
 
@@ -156,6 +159,7 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
         first_hover = asyncio.ensure_future(session.seconds_to_first_hover())
         try:
             figures.ready_seconds.append(await session.wait_ready(READY_TIMEOUT_SECONDS))
+            figures.ready_rss_kib = session.rss_kib()
             figures.first_hover_seconds.append(await first_hover)
         finally:
             first_hover.cancel()
@@ -170,6 +174,9 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
     try:
         await _measure(session, plan, settings, figures, progress)
         figures.peak_rss_kib = session.peak_rss_kib()
+        # The model thread frees closed documents' caches in turn: this answer comes after.
+        await complete_in_new_document(session, "file:///bench/last.py", TINY_DOCUMENT)
+        figures.closed_rss_kib = session.rss_kib()
         for warning in dict.fromkeys(session.warnings):
             progress(f"  server warning: {warning}")
     finally:

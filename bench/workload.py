@@ -113,12 +113,21 @@ def time_workload(workload: Workload, generate: Generate) -> list[PromptTimings]
 
 def peak_rss_kib(pid: int | str = "self") -> int | None:
     """VmHWM (peak resident set size, KiB) of a live process, from /proc."""
+    return _status_kib(pid, "VmHWM")
+
+
+def rss_kib(pid: int | str = "self") -> int | None:
+    """VmRSS (resident set size now, KiB) of a live process, from /proc."""
+    return _status_kib(pid, "VmRSS")
+
+
+def _status_kib(pid: int | str, name: str) -> int | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
     except OSError:
         return None
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1])
     return None
 

@@ -265,6 +265,21 @@ def test_start_up_rows_are_judged_against_their_targets() -> None:
     assert slow["time to ready"].verdict == "MISSED"
 
 
+def test_memory_given_back_by_the_end_of_a_run_is_shown_beside_memory_when_ready() -> None:
+    server = ServerFigures(
+        initialize_seconds=[0.17],
+        ready_seconds=[2.5],
+        first_hover_seconds=[1.2],
+        transport_seconds=[0.001],
+        peak_rss_kib=1456 * 1024,
+        ready_rss_kib=905 * 1024,
+        closed_rss_kib=913 * 1024,
+    )
+    report = ModelReport("SmolLM2-135M", server, {}, None, "", None, "", [0.87], 3)
+    [row] = [row for row in model_rows(report) if row.metric.startswith("resident memory")]
+    assert row.server == "905 MiB / 913 MiB"
+
+
 def full_answer(seconds: float) -> Completion:
     return Completion(seconds, "x", 1, {"lastTokens": 50})
 

@@ -4,10 +4,10 @@ glibc's malloc keeps what a program frees for its own reuse: once a large block 
 freed, it serves blocks of that size from its heaps, and freeing those does not shrink the
 heaps. A server that has read long prompts would go on holding their keys and values after
 their documents close (measured on SmolLM2 in fp32, resident memory of the server when ready,
-after reading 4 documents of ~4,000 tokens, after closing them: 904, 1,843, 1,658 MB; with
-this release on closing: 904, 1,781, 911 MB).
-`malloc_trim` hands the free pages of every heap back; it costs ~0.15 s per 2 GB given back,
-and almost nothing when there is little to give.
+after reading 4 documents of ~4,000 tokens, after closing them: 904, 1,843, 1,658 MiB; with
+this release on closing: 904, 1,781, 911 MiB). `malloc_trim` hands the free pages of every
+heap back; it costs ~0.15 s per 2 GB given back, and almost nothing when there is little to
+give.
 """
 
 from __future__ import annotations

@@ -12,7 +12,13 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from model_sources import folder_source
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.memory_fit import RUNTIME_BYTES, kv_bytes_per_token, memory_shortfall, weights_bytes
+from phi3_lsp.memory_fit import (
+    RUNTIME_BYTES,
+    kv_bytes_per_token,
+    memory_shortfall,
+    room_for_a_completion,
+    weights_bytes,
+)
 from phi3_lsp.quantize import int4_tensors
 from phi3_lsp.settings import WeightFormat
 
@@ -105,6 +111,13 @@ def test_weights_that_fit_without_room_for_a_completion_are_not_loaded(
     weights_and_server = RUNTIME_BYTES + weights_bytes(model, "int4")
     assert memory_shortfall("Phi-3-mini", model, "int4", weights_and_server + GB // 2) is not None
     assert memory_shortfall("Phi-3-mini", model, "int4", weights_and_server + GB) is None
+
+
+def test_room_for_a_completion_grows_with_prompts_longer_than_the_default_budget() -> None:
+    per_token = 2 * 32 * 32 * 96 * 4  # Phi-3-mini in fp32
+    short = room_for_a_completion(per_token, 20)
+    assert short == room_for_a_completion(per_token, 1074)  # the default 1,024 + 50 tokens
+    assert room_for_a_completion(per_token, 4096) - short == (4096 - 1074) * per_token
 
 
 def test_the_check_leaves_the_checkpoint_dtype_for_the_load(

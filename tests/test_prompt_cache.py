@@ -112,7 +112,7 @@ def test_a_cache_taken_and_put_back_releases_nothing() -> None:
 def test_while_memory_is_short_the_least_recently_used_prompts_go() -> None:
     release = CountedRelease()
     # Short until two prompts are dropped (memory measured after each release).
-    cache = PromptCache(memory_is_short=lambda: release.calls < 2, release=release)
+    cache = PromptCache(memory_is_short=lambda tokens: release.calls < 2, release=release)
     for key in ("a", "b", "c", "d"):
         cache.put(key, [1, 2, 3], filled_cache(3))
     assert release.calls == 2
@@ -120,7 +120,7 @@ def test_while_memory_is_short_the_least_recently_used_prompts_go() -> None:
 
 
 def test_when_memory_stays_short_only_the_document_being_edited_keeps_its_prompt() -> None:
-    cache = PromptCache(memory_is_short=lambda: True, release=CountedRelease())
+    cache = PromptCache(memory_is_short=lambda tokens: True, release=CountedRelease())
     cache.put("a", [1, 2, 3], filled_cache(3))
     cache.put("b", [1, 2, 3], filled_cache(3))
     assert cache.total_tokens == 3
@@ -128,7 +128,17 @@ def test_when_memory_stays_short_only_the_document_being_edited_keeps_its_prompt
 
 
 def test_when_memory_is_short_asking_for_another_document_drops_the_rest_first() -> None:
-    cache = PromptCache(memory_is_short=lambda: True, release=CountedRelease())
+    cache = PromptCache(memory_is_short=lambda tokens: True, release=CountedRelease())
     cache.put("a", [1, 2, 3], filled_cache(3))
     assert cache.take("b", [1, 2, 3, 4]) == (None, 0)
     assert cache.total_tokens == 0
+
+
+def test_memory_is_asked_for_room_for_a_completion_as_long_as_the_last() -> None:
+    # Room for 4 tokens' completion beside what is held, not for more.
+    cache = PromptCache(memory_is_short=lambda tokens: tokens > 4, release=CountedRelease())
+    cache.put("a", [1, 2, 3], filled_cache(3))
+    cache.put("b", [1, 2, 3, 4], filled_cache(4))
+    assert cache.total_tokens == 7
+    cache.put("c", [1, 2, 3, 4, 5], filled_cache(5))
+    assert cache.total_tokens == 5

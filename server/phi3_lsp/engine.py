@@ -28,11 +28,10 @@ from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import (
-    PASS_BYTES,
     kv_bytes_per_token,
     memory_is_short,
     memory_shortfall,
-    prompt_bytes,
+    room_for_a_completion,
     weights_bytes,
 )
 from phi3_lsp.pass_planner import PassPlanner
@@ -89,11 +88,10 @@ class ModelEngine:
         self.eos_token_ids = eos_token_ids
         self.context_length = _context_length(config)
         kv_bytes = kv_bytes_per_token(config, next(model.parameters()).element_size())
-        # Cached prompts stay while there is room for another completion beside them.
-        room_for_a_completion = PASS_BYTES + prompt_bytes(config)
+        # Cached prompts stay while another completion as long as the last would still fit.
         self._prompt_cache = PromptCache(
             max_tokens=max(1, prompt_cache_bytes // kv_bytes),
-            memory_is_short=lambda: memory_is_short(room_for_a_completion),
+            memory_is_short=lambda tokens: memory_is_short(room_for_a_completion(kv_bytes, tokens)),
         )
         self._decoder = GreedyDecoder(
             model,

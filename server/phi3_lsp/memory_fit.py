@@ -69,6 +69,12 @@ def prompt_bytes(config: Any) -> int:
     return PROMPT_TOKENS * kv_bytes_per_token(config)
 
 
+def room_for_a_completion(kv_bytes_per_token: int, tokens: int) -> int:
+    """What reading another prompt needs beside what is held: the keys and values of `tokens`
+    (at least the default budget's) and a pass's temporaries."""
+    return PASS_BYTES + kv_bytes_per_token * max(PROMPT_TOKENS, tokens)
+
+
 def memory_is_short(needed: int) -> bool:
     """True when less than `needed` bytes are left for this process (False when unknown)."""
     available = available_memory()

@@ -29,9 +29,10 @@ class PromptCache:
     """The KV cache of the last sequence per key; least recently used keys go first.
 
     Bounded by a number of keys, by the tokens held over all keys, and by the memory left:
-    while `memory_is_short()`, other keys' caches go, the least recently used first, when a
-    cache is put (the document being edited keeps its own: its next prompt adds a few tokens)
-    and when one is taken (to make room for reading a prompt). After dropping caches it calls
+    while `memory_is_short(tokens)` (is there no room for another completion of `tokens`?),
+    other keys' caches go, the least recently used first, when a cache is put (the document
+    being edited keeps its own: its next prompt adds a few tokens) and when one is taken (to
+    make room for reading a prompt). After dropping caches it calls
     `release` (see `memory_release`), so that their memory goes back to the system rather than
     staying with the C heap. A cache is handed out to one generation at a time (`take` removes
     it), so it is never shared and needs no copy.
@@ -42,7 +43,7 @@ class PromptCache:
         *,
         max_keys: int = 4,
         max_tokens: int = 16384,
-        memory_is_short: Callable[[], bool] = lambda: False,
+        memory_is_short: Callable[[int], bool] = lambda tokens: False,
         release: Callable[[], None] = release_freed_memory,
     ) -> None:
         self.max_keys = max_keys
@@ -63,7 +64,7 @@ class PromptCache:
         (the last prompt token is always recomputed: its logits give the first new token).
         """
         entry = self._entries.pop(key, None)
-        self._drop_while_memory_is_short(spare=None)
+        self._drop_while_memory_is_short(spare=None, tokens=len(prompt_ids))
         if entry is None:
             return None, 0
         reusable = min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1)
@@ -84,19 +85,20 @@ class PromptCache:
             dropped = True
         if dropped:
             self._release()
-        self._drop_while_memory_is_short(spare=key)
+        self._drop_while_memory_is_short(spare=key, tokens=len(token_ids))
 
     def discard(self, key: str) -> None:
         """Forget the key's cache (e.g. when its document closes)."""
         if self._entries.pop(key, None) is not None:
             self._release()
 
-    def _drop_while_memory_is_short(self, spare: str | None) -> None:
-        """Drop the least recently used caches but `spare`'s while memory is short; one at a
-        time, released at once, so that the next measure counts what was freed."""
+    def _drop_while_memory_is_short(self, spare: str | None, tokens: int) -> None:
+        """Drop the least recently used caches but `spare`'s while memory is short for a
+        completion of `tokens`; one at a time, released at once, so that the next measure
+        counts what was freed."""
         while True:
             others = [key for key in self._entries if key != spare]
-            if not others or not self._memory_is_short():
+            if not others or not self._memory_is_short(tokens):
                 return
             del self._entries[others[0]]
             self._release()

@@ -38,12 +38,13 @@ def memory_shortfall(
 ) -> str | None:
     """Why `model` in `weights` cannot be loaded in `available` bytes, with what would fit;
     None when it fits or nothing is known of the memory."""
-    needed = RUNTIME_BYTES + prompt_bytes(model.config) + weights_bytes(model, weights)
+    beside_weights = RUNTIME_BYTES + prompt_bytes(model.config)
+    needed = beside_weights + weights_bytes(model, weights)
     if available is None or needed <= available:
         return None
     fixes = []
     if weights == "fp32":
-        int4_needed = needed - weights_bytes(model, weights) + weights_bytes(model, "int4")
+        int4_needed = beside_weights + weights_bytes(model, "int4")
         if int4_needed <= available:
             fixes.append(f'set phi3.weights to "int4" (it needs about {_gb(int4_needed)})')
     fixes += ["free memory and restart the server", "set phi3.model to a smaller model"]

@@ -28,14 +28,14 @@ class _CachedSequence:
 class PromptCache:
     """The KV cache of the last sequence per key; least recently used keys go first.
 
-    Bounded by a number of keys, by the tokens held over all keys, and by the memory left:
-    while `memory_is_short(tokens)` (is there no room for another completion of `tokens`?),
-    other keys' caches go, the least recently used first, when a cache is put (the document
-    being edited keeps its own: its next prompt adds a few tokens) and when one is taken (to
-    make room for reading a prompt). After dropping caches it calls
-    `release` (see `memory_release`), so that their memory goes back to the system rather than
-    staying with the C heap. A cache is handed out to one generation at a time (`take` removes
-    it), so it is never shared and needs no copy.
+    Bounded by a number of keys, by the tokens held over all keys, and by the memory left: while
+    `memory_is_short(tokens)` (is there no room for another completion of `tokens`?), other
+    keys' caches go, the least recently used first, when a cache is put (the document being
+    edited keeps its own: its next prompt adds a few tokens) and when one is taken (to make room
+    for reading a prompt). After dropping caches it calls `release` (see `memory_release`), so
+    that their memory goes back to the system rather than staying with the C heap. A cache is
+    handed out to one generation at a time (`take` removes it), so it is never shared and needs
+    no copy.
     """
 
     def __init__(

@@ -77,18 +77,35 @@ codes = torch.randint(0, 16, (192, 64), dtype=torch.int32)
 assert can_unpack(192), torch.backends.cpu.get_cpu_capability()
 assert torch.equal(unpack_codes(_pack(codes), 64).int(), codes), "codes differ"
 
-# Where a long prompt's rows go through the unpacked weight: the kernel's sums in another
-# order, so outputs may differ from the kernel's, by at most one bf16 rounding step and rarely.
 weight = Int4Weight.quantize(torch.randn(192, 256))
 rows = torch.randn(DEQUANTIZED_FROM_ROWS + 8, 256).to(torch.bfloat16)
 kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
     rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
 )
-unpacked = weight._multiply_unpacked(rows)
+
+# Unpacked to fp32: the kernel's sums in another order, so outputs may differ from the kernel's,
+# by at most one bf16 rounding step and rarely.
+unpacked = weight.multiply_unpacked(rows, torch.float32)
 differ = unpacked != kernel
 assert differ.float().mean() < 0.01, f"{differ.float().mean():.2%} of outputs differ"
 steps = (unpacked.float() - kernel.float()).abs() / kernel.float().abs().clamp(min=1e-3)
 assert steps[differ].max() <= 2**-7, f"outputs differ by {steps[differ].max()}"
+
+# Unpacked to bf16, the weights round once more: at most twice as far from the exact product
+# as the kernel's outputs, which round to bf16 once.
+exact = rows.double() @ weight._unpacked(0, 192).double().T
+def error(products):
+    return float((products.double() - exact).norm() / exact.norm())
+assert error(weight.multiply_unpacked(rows, torch.bfloat16)) <= 2 * error(kernel)
+
+# Whatever way this CPU multiplies a long prompt's rows: as close, and the same bits on any
+# number of threads (a pass may run on 1 or 2, and the greedy text must not depend on it).
+products = []
+for threads in (1, 2):
+    torch.set_num_threads(threads)
+    products.append(weight.multiply(rows))
+assert torch.equal(products[0], products[1]), "the threads changed the products"
+assert error(products[0]) <= 2 * error(kernel)
 print(torch.backends.cpu.get_cpu_capability())
 """
 

@@ -2,12 +2,14 @@
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
 multiplies bf16 activations by it (see `quantize` for why this format). The kernel suits
-decoding (a few rows at a time); on CPUs without AVX-512, a long prompt's many rows go faster
-through fp32 matrix products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`).
+decoding (a few rows at a time). A long prompt's many rows go faster through matrix products
+on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU
+multiplies bf16 natively, in fp32 on CPUs without AVX-512.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -20,12 +22,13 @@ BYTES_PER_WEIGHT = 0.5 + 2 * 2 / GROUP_SIZE
 """A 4-bit code, plus its share of the group's bf16 scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
 DEQUANTIZED_FROM_ROWS = 192
-"""Rows from which `multiply` unpacks the weight to fp32 instead of calling the kernel, where
-that is faster (see `_LAYOUTS`).
+"""Rows from which `multiply` unpacks the weight instead of calling the kernel, where that is
+faster (see `unpacked_dtype`).
 
-Measured on a 2-core AVX2 CPU, SmolLM2 and Phi-3-mini layer shapes: unpacking costs as much as
-the kernel saves at ~128 rows; at 512 rows the product takes half the kernel's time. Drafted
-tokens (at most 16 rows) always use the kernel, which rounds each row as a one-row pass does.
+Measured on 2-core CPUs, SmolLM2 and Phi-3-mini layer shapes, against the kernel: fp32 products
+on AVX2 and bf16 ones on AVX-512 with native bf16 cost as much at ~128-192 rows, and take
+0.5-0.8x its time at 512. Drafted tokens (at most 16 rows) always use the kernel, which rounds
+each row as a one-row pass does.
 """
 _UNPACKED_SLICE_WEIGHTS = 1 << 20  # 4 MB of fp32 weights at a time: they stay in cache
 
@@ -40,14 +43,15 @@ class _PackedLayout:
     """"halves": byte i holds rows i (low nibble) and i + block_rows / 2 (high);
     "pairs": rows 2i (low) and 2i + 1 (high)."""
     unpacks_long_inputs: bool
-    """Whether inputs of `DEQUANTIZED_FROM_ROWS` rows or more are multiplied unpacked."""
+    """Whether inputs of `DEQUANTIZED_FROM_ROWS` rows or more beat the kernel as fp32 products
+    on weights unpacked to fp32 (bf16 products, where native, beat it on every layout)."""
 
 
 _LAYOUTS = {
     # A weight whose rows end in a part block (16, 32 or 48 rows) packs that block in pairs:
     # only weights of whole blocks are unpacked or stacked (see `can_unpack`). The AVX-512
-    # kernel (native bf16 products) read SmolLM2's 492-token prompts in 0.65-0.71 s where the
-    # unpacked fp32 products took 0.94-1.12 s (2-core AMD EPYC): it takes every input.
+    # kernel read SmolLM2's 492-token prompts in 0.65-0.71 s where the unpacked fp32 products
+    # took 0.94-1.12 s (2-core AMD EPYC).
     "AVX512": _PackedLayout(64, "halves", unpacks_long_inputs=False),
     "AVX2": _PackedLayout(32, "halves", unpacks_long_inputs=True),
     "DEFAULT": _PackedLayout(32, "pairs", unpacks_long_inputs=True),
@@ -104,23 +108,30 @@ class Int4Weight:
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
-        if len(rows) >= DEQUANTIZED_FROM_ROWS and _unpacks_long_inputs(self.out_features):
-            return self._multiply_unpacked(rows)
+        if len(rows) >= DEQUANTIZED_FROM_ROWS:
+            dtype = unpacked_dtype(self.out_features)
+            if dtype is not None:
+                return self.multiply_unpacked(rows, dtype)
         products: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
             rows, self.packed, GROUP_SIZE, self.scales_and_zeros
         )
         return products
 
-    def _multiply_unpacked(self, rows: torch.Tensor) -> torch.Tensor:
-        """What the kernel computes (fp32 sums of rows times unpacked weights, rounded to bf16),
-        as fp32 matrix products over slices of output rows."""
-        inputs = rows.float()
+    def multiply_unpacked(self, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """What the kernel computes (sums of rows times unpacked weights, rounded to bf16), as
+        matrix products in `dtype` over slices of output rows (see `can_unpack`).
+
+        fp32 gives the kernel's sums in another order. bf16 also rounds each unpacked weight to
+        bf16: measured on a Phi-3-mini-sized layer, the outputs' error to the exact product grows
+        from 1.7e-3 (the kernel's rounding to bf16) to 2.4e-3 of their norm.
+        """
+        inputs = rows.to(dtype)
         products = torch.empty(len(rows), self.out_features, dtype=torch.bfloat16)
         block = _layout_or_error().block_rows
         step = max(block, _UNPACKED_SLICE_WEIGHTS // self.in_features // block * block)
         for first in range(0, self.out_features, step):
             last = min(self.out_features, first + step)
-            products[:, first:last] = inputs @ self._unpacked(first, last).T
+            products[:, first:last] = inputs @ self._unpacked(first, last).to(dtype).T
         return products
 
     def _unpacked(self, first: int, last: int) -> torch.Tensor:
@@ -197,9 +208,24 @@ def unpack_codes(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return codes.transpose(1, 2).reshape(-1, in_features)
 
 
-def _unpacks_long_inputs(out_features: int) -> bool:
+def unpacked_dtype(out_features: int) -> torch.dtype | None:
+    """The dtype in which inputs of `DEQUANTIZED_FROM_ROWS` rows or more are multiplied by a
+    weight of `out_features` rows unpacked, or None where the kernel is faster."""
     layout = _layout()
-    return layout is not None and layout.unpacks_long_inputs and can_unpack(out_features)
+    if layout is None or not can_unpack(out_features):
+        return None
+    if has_native_bf16():
+        return torch.bfloat16
+    return torch.float32 if layout.unpacks_long_inputs else None
+
+
+@functools.cache
+def has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX), several times
+    faster than fp32: 770-930 against 150-200 GFLOP/s on a 2-core AMD EPYC, layer shapes of
+    SmolLM2 and Phi-3-mini at 256-1,494 rows."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
 def _layout() -> _PackedLayout | None:

@@ -119,7 +119,7 @@ class ModelEngine:
         """Load tokenizer, config and model (blocking). `threads=0` means one per physical core.
 
         `tokenizer`: the source's, when the caller has loaded it already. fp32 is the default:
-        this class of CPU has no native bf16, and lower precisions change the greedy text.
+        lower precisions change the greedy text, and many CPUs have no native bf16.
         "int4" stores the decoder's linear layers in 4 bits (see `quantize`).
         """
         report = progress or ignore_progress

@@ -135,6 +135,42 @@ def test_packed_weights_unpack_to_the_kernels_products(capability: str) -> None:
     assert result.stdout.strip() == capability.upper()
 
 
+LENGTHS_CHECK = """
+import torch
+from phi3_lsp.int4_weights import Int4Weight
+from phi3_lsp.memory_release import release_freed_memory
+
+def resident_mib():
+    with open("/proc/self/status") as status:
+        return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
+
+torch.manual_seed(0)
+weights = [Int4Weight.quantize(torch.randn(shape)) for shape in ((1536, 576), (576, 1536))]
+rows = torch.randn(512, 1536).to(torch.bfloat16)
+
+def read_prompts(lengths):
+    for length in lengths:
+        for weight in weights:
+            weight.multiply(rows[:length, : weight.in_features])
+
+read_prompts(range(192, 513, 64))
+release_freed_memory()
+before = resident_mib()
+read_prompts(range(192, 512))
+release_freed_memory()
+print(resident_mib() - before)
+"""
+
+
+def test_prompts_of_every_length_leave_no_memory_behind() -> None:
+    # A server reads prompts of every length; what their long passes leave must not pile up
+    # (oneDNN keeps compiled code for every bf16 product shape it meets: 0.6 MB each).
+    result = subprocess.run(
+        [sys.executable, "-c", LENGTHS_CHECK], capture_output=True, text=True, check=True
+    )
+    assert float(result.stdout) < 40, f"{float(result.stdout):.0f} MiB kept by 320 lengths"
+
+
 def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_dir: Path) -> None:
     fp32 = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True))
     int4 = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), weights="int4")

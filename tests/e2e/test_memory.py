@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from bench.workload import rss_kib
 from lsprotocol import types
 
 from e2e.lsp_session import Phi3Client, start_smollm2, stop
@@ -30,9 +31,9 @@ def resident_mib(client: Phi3Client) -> float:
     """The server process's resident memory (VmRSS), in MiB."""
     process = client._server  # pygls keeps the child process only here
     assert process is not None
-    status = Path(f"/proc/{process.pid}/status").read_text(encoding="utf-8")
-    [line] = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-    return int(line.split()[1]) / 1024
+    resident = rss_kib(process.pid)
+    assert resident is not None
+    return resident / 1024
 
 
 async def complete_at_end(client: Phi3Client, uri: str, text: str) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 from model_sources import folder_source
 from phi3_lsp.architecture import count_parameters
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.int4_weights import GROUP_SIZE
+from phi3_lsp.int4_weights import GROUP_SIZE, has_native_bf16
 from phi3_lsp.quantize import Int4Linear, quantize_to_int4
 from phi3_lsp.screened_projection import ScreenedProjection
 
@@ -151,7 +151,7 @@ rows = torch.randn(512, 1536).to(torch.bfloat16)
 def read_prompts(lengths):
     for length in lengths:
         for weight in weights:
-            weight.multiply(rows[:length, : weight.in_features])
+            weight.multiply_unpacked(rows[:length, : weight.in_features], torch.bfloat16)
 
 read_prompts(range(192, 513, 64))
 release_freed_memory()
@@ -162,9 +162,11 @@ print(resident_mib() - before)
 """
 
 
+@pytest.mark.skipif(not has_native_bf16(), reason="bf16 products run only where bf16 is native")
 def test_prompts_of_every_length_leave_no_memory_behind() -> None:
     # A server reads prompts of every length; what their long passes leave must not pile up
-    # (oneDNN keeps compiled code for every bf16 product shape it meets: 0.6 MB each).
+    # (oneDNN keeps compiled code for every bf16 product shape it meets: 0.6 MB each). Where
+    # our kernel runs it takes every length instead; elsewhere bf16 products do.
     result = subprocess.run(
         [sys.executable, "-c", LENGTHS_CHECK], capture_output=True, text=True, check=True
     )

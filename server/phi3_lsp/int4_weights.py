@@ -1,10 +1,11 @@
 """The 4-bit weight format: codes in groups of 32 inputs, a bf16 scale and offset per group.
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
-multiplies bf16 activations by it (see `quantize` for why this format). The kernel suits
-decoding (a few rows at a time). A long prompt's many rows go faster through matrix products
-on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU
-multiplies bf16 natively, in fp32 on CPUs without AVX-512.
+multiplies bf16 activations by it (see `quantize` for why this format). A kernel suits
+decoding (a few rows at a time): our own (`int4_kernel`) on CPUs with AVX-512 BF16, torch's
+elsewhere. A long prompt's many rows go faster through matrix products on weights unpacked a
+slice at a time (`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU multiplies bf16 natively, in
+fp32 on CPUs without AVX-512.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from typing import Literal
 import torch
 from torch.nn import functional
 
+from phi3_lsp.int4_kernel import OUTPUT_BLOCK, Int4Kernel, own_kernel
+
 GROUP_SIZE = 32
 """Input values per scale and offset."""
 BYTES_PER_WEIGHT = 0.5 + 2 * 2 / GROUP_SIZE
 """A 4-bit code, plus its share of the group's bf16 scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling
 DEQUANTIZED_FROM_ROWS = 192
-"""Rows from which `multiply` unpacks the weight instead of calling the kernel, where that is
-faster (see `unpacked_dtype`).
+"""Rows from which `multiply` unpacks the weight instead of calling torch's kernel, where that is
+faster (see `unpacked_dtype`) and our kernel does not run (which beats both at every length).
 
-Measured on 2-core CPUs, SmolLM2 and Phi-3-mini layer shapes, against the kernel: fp32 products
-on AVX2 and bf16 ones on AVX-512 with native bf16 cost as much at ~128-192 rows, and take
-0.5-0.8x its time at 512. Drafted tokens (at most 16 rows) always use the kernel, which rounds
-each row as a one-row pass does.
+Measured on 2-core CPUs, SmolLM2 and Phi-3-mini layer shapes, against torch's kernel: fp32
+products on AVX2 and bf16 ones on AVX-512 with native bf16 cost as much at ~128-192 rows, and
+take 0.5-0.8x its time at 512; our kernel takes 0.58-0.66x the bf16 products' time at 512.
+Drafted tokens (at most 16 rows) always use a kernel, which rounds each row as a one-row pass
+does.
 """
 _UNPACKED_SLICE_WEIGHTS = 1 << 20  # 4 MB of fp32 weights at a time: they stay in cache
 _BF16_ROWS_STEP = 32
@@ -114,6 +118,9 @@ class Int4Weight:
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
+        kernel = own_kernel_for(self.out_features)
+        if kernel is not None:
+            return kernel.multiply(rows, self.packed, self.scales_and_zeros)
         if len(rows) >= DEQUANTIZED_FROM_ROWS:
             dtype = unpacked_dtype(self.out_features)
             if dtype is not None:
@@ -226,6 +233,14 @@ def unpacked_dtype(out_features: int) -> torch.dtype | None:
     if has_native_bf16():
         return torch.bfloat16
     return torch.float32 if layout.unpacks_long_inputs else None
+
+
+def own_kernel_for(out_features: int) -> Int4Kernel | None:
+    """Our kernel (`int4_kernel`) where it reads this CPU's layout of a weight with
+    `out_features` rows, else None: torch's kernel."""
+    if _layout() is not _LAYOUTS["AVX512"] or out_features % OUTPUT_BLOCK != 0:
+        return None
+    return own_kernel()
 
 
 @functools.cache

@@ -1,0 +1,154 @@
+/* Rows times a 4-bit weight for x86-64 CPUs with AVX-512 BF16 and VBMI; built by int4_kernel.py.
+ *
+ * Computes what torch's packed 4-bit CPU kernel computes for bf16 rows [n, in] and a weight in
+ * its AVX-512 layout (see int4_weights.py): products[r, o] = sum over i of rows[r, i] *
+ * ((code[o, i] - 8) * scale[g, o] + zero[g, o]), g = i / 32, rounded to bf16. torch's kernel
+ * turns every code into an fp32 weight and multiplies in fp32, which keeps a core busy at
+ * ~15 GB/s of weights; here the codes become exact bf16 values (-8..7) and meet the rows in
+ * bf16 dot products (two products a lane, summed in fp32), the scale and zero are applied once
+ * per group of 32 inputs. That reads weights as fast as the memory delivers them.
+ *
+ * Every output is computed by the same steps whatever the number of rows or threads, so a
+ * row's products have the same bits alone, among drafted rows, and on any thread count.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+  GROUP = 32,       /* inputs per scale and zero */
+  BLOCK = 64,       /* output rows per packed block; each input takes BLOCK / 2 bytes of it */
+  ROWS_AT_ONCE = 4, /* input rows that share the weight codes unpacked into registers */
+};
+
+static float bf16_to_float(uint16_t value) {
+  uint32_t bits = (uint32_t)value << 16;
+  float result;
+  memcpy(&result, &bits, sizeof result);
+  return result;
+}
+
+/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
+ * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
+ * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
+static __m512i pair_spread(int first_byte) {
+  uint8_t index[64];
+  for (int lane = 0; lane < 16; lane++) {
+    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
+    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
+  }
+  return _mm512_loadu_si512(index);
+}
+
+/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
+static __m512i code_values(void) {
+  uint16_t table[32];
+  for (int code = 0; code < 32; code++) {
+    float value = (float)((code & 15) - 8);
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    table[code] = (uint16_t)(bits >> 16);
+  }
+  return _mm512_loadu_si512(table);
+}
+
+/* Output rows block * 64 .. + 63 for `count` (1..ROWS_AT_ONCE) rows from `first_row`. */
+static inline __attribute__((always_inline)) void multiply_block(
+    const uint16_t *rows, int64_t first_row, int count, int64_t in_features,
+    const uint8_t *packed, const uint16_t *scales_and_zeros, int64_t out_features,
+    const float *group_sums, uint16_t *products, int64_t block) {
+  const int64_t groups = in_features / GROUP;
+  const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);
+  const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
+  const __m512i zero_bits = _mm512_set1_epi32((int)0xFFFF0000);
+  const uint8_t *codes = packed + block * in_features * (BLOCK / 2);
+  __m512 sums[ROWS_AT_ONCE][4];
+  for (int r = 0; r < count; r++)
+    for (int q = 0; q < 4; q++) sums[r][q] = _mm512_setzero_ps();
+
+  for (int64_t group = 0; group < groups; group++) {
+    __m512 dots[ROWS_AT_ONCE][4];
+    for (int r = 0; r < count; r++)
+      for (int q = 0; q < 4; q++) dots[r][q] = _mm512_setzero_ps();
+    const uint8_t *group_codes = codes + group * GROUP * (BLOCK / 2);
+    for (int pair = 0; pair < GROUP / 2; pair++) {
+      const __m512i bytes = _mm512_loadu_si512(group_codes + pair * BLOCK);
+      const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
+      const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);
+      /* Lane l: the bf16 weights of inputs (i, i + 1) for output rows l, l + 16, l + 32, l + 48. */
+      const __m512bh weights[4] = {
+          (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(low, low_nibbles), values),
+          (__m512bh)_mm512_permutexvar_epi16(_mm512_and_si512(high, low_nibbles), values),
+          (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(low, 12), values),
+          (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(high, 12), values),
+      };
+      for (int r = 0; r < count; r++) {
+        int32_t input_pair;
+        memcpy(&input_pair, rows + (first_row + r) * in_features + group * GROUP + 2 * pair,
+               sizeof input_pair);
+        const __m512bh inputs = (__m512bh)_mm512_set1_epi32(input_pair);
+        for (int q = 0; q < 4; q++) dots[r][q] = _mm512_dpbf16_ps(dots[r][q], weights[q], inputs);
+      }
+    }
+    /* sum of (code - 8) * scale + zero times input = scale * dot + zero * (sum of inputs). */
+    const uint16_t *group_scales = scales_and_zeros + (group * out_features + block * BLOCK) * 2;
+    for (int q = 0; q < 4; q++) {
+      const __m512i scale_zero = _mm512_loadu_si512(group_scales + q * 32);
+      const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(scale_zero, 16));
+      const __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(scale_zero, zero_bits));
+      for (int r = 0; r < count; r++) {
+        const __m512 input_sum = _mm512_set1_ps(group_sums[(first_row + r) * groups + group]);
+        sums[r][q] = _mm512_fmadd_ps(scale, dots[r][q], sums[r][q]);
+        sums[r][q] = _mm512_fmadd_ps(zero, input_sum, sums[r][q]);
+      }
+    }
+  }
+  for (int r = 0; r < count; r++)
+    for (int q = 0; q < 4; q++) {
+      uint16_t *out = products + (first_row + r) * out_features + block * BLOCK + q * 16;
+      _mm256_storeu_si256((__m256i *)out, (__m256i)_mm512_cvtneps_pbh(sums[r][q]));
+    }
+}
+
+/* products [n_rows, out_features] (bf16) = rows [n_rows, in_features] (bf16) times the weight.
+ * in_features must be a multiple of 32 and out_features of 64. Returns 0, or -1 when out of
+ * memory (nothing written). */
+int phi3_int4_multiply(const uint16_t *rows, int64_t n_rows, int64_t in_features,
+                       const uint8_t *packed, const uint16_t *scales_and_zeros,
+                       int64_t out_features, uint16_t *products, int threads) {
+  const int64_t groups = in_features / GROUP;
+  float *group_sums = malloc((size_t)(n_rows * groups) * sizeof *group_sums);
+  if (group_sums == NULL) return -1;
+  for (int64_t r = 0; r < n_rows; r++)
+    for (int64_t group = 0; group < groups; group++) {
+      float sum = 0.0f;
+      for (int i = 0; i < GROUP; i++)
+        sum += bf16_to_float(rows[r * in_features + group * GROUP + i]);
+      group_sums[r * groups + group] = sum;
+    }
+  /* Whole blocks per thread: each thread reads its own stretch of the weight. */
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t block = 0; block < out_features / BLOCK; block++) {
+    int64_t first_row = 0;
+    for (; first_row + ROWS_AT_ONCE <= n_rows; first_row += ROWS_AT_ONCE)
+      multiply_block(rows, first_row, ROWS_AT_ONCE, in_features, packed, scales_and_zeros,
+                     out_features, group_sums, products, block);
+    switch (n_rows - first_row) { /* constant counts let the compiler keep sums in registers */
+      case 3:
+        multiply_block(rows, first_row, 3, in_features, packed, scales_and_zeros, out_features,
+                       group_sums, products, block);
+        break;
+      case 2:
+        multiply_block(rows, first_row, 2, in_features, packed, scales_and_zeros, out_features,
+                       group_sums, products, block);
+        break;
+      case 1:
+        multiply_block(rows, first_row, 1, in_features, packed, scales_and_zeros, out_features,
+                       group_sums, products, block);
+        break;
+    }
+  }
+  free(group_sums);
+  return 0;
+}

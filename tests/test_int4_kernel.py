@@ -79,6 +79,18 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
+def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
+    kernel: Int4Kernel, weight: Int4Weight
+) -> None:
+    # A layer passes its fp32 inputs as they are: rounding them (and the products) is the
+    # kernel's work, and must not change a bit of what the layer computes.
+    rows = torch.randn(5, weight.in_features)
+    from_fp32 = kernel.multiply(rows, weight.packed, weight.scales_and_zeros)
+    from_bf16 = kernel.multiply(rows.to(torch.bfloat16), weight.packed, weight.scales_and_zeros)
+    assert from_fp32.dtype == torch.float32
+    assert torch.equal(from_fp32, from_bf16.float())
+
+
 def test_the_4_bit_layers_use_it_on_this_cpu(kernel: Int4Kernel, weight: Int4Weight) -> None:
     # 64 x 256 outputs: some round apart from torch's kernel's, so the two can be told apart.
     rows = torch.randn(64, weight.in_features).to(torch.bfloat16)

@@ -24,19 +24,20 @@ def int4_llama(seeded: None) -> nn.Module:
 
 
 def count_products(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts `Int4Weight.multiply` calls (the packed kernel's) into the returned list."""
+    """Counts the layers' 4-bit products (`Int4Weight.multiply_inputs` calls, each one call of
+    a kernel) into the returned list, as their numbers of rows."""
     calls: list[int] = []
-    multiply = Int4Weight.multiply
+    multiply_inputs = Int4Weight.multiply_inputs
 
-    def counted(weight: Int4Weight, rows: torch.Tensor) -> torch.Tensor:
-        calls.append(len(rows))
-        return multiply(weight, rows)
+    def counted(weight: Int4Weight, inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(inputs.numel() // weight.in_features)
+        return multiply_inputs(weight, inputs)
 
-    monkeypatch.setattr(Int4Weight, "multiply", counted)
+    monkeypatch.setattr(Int4Weight, "multiply_inputs", counted)
     return calls
 
 
-@pytest.mark.parametrize("prompt_length", [12, 300])  # 300 rows: the unpacked fp32 products
+@pytest.mark.parametrize("prompt_length", [12, 300])  # 300 rows: a long prompt's products
 def test_shared_products_give_every_layer_the_same_bits(
     int4_llama: nn.Module, prompt_length: int
 ) -> None:

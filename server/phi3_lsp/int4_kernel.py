@@ -54,6 +54,7 @@ class Int4Kernel:
         pointer, size = ctypes.c_void_p, ctypes.c_int64
         self._function.argtypes = [
             pointer,
+            ctypes.c_int,
             size,
             size,
             pointer,
@@ -66,15 +67,19 @@ class Int4Kernel:
     def multiply(
         self, rows: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor
     ) -> torch.Tensor:
-        """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16, each output
-        rounded from an fp32 sum as torch's kernel rounds it."""
-        rows = rows.contiguous()
-        out_features, in_features = packed.shape[0], packed.shape[1] * 2
+        """`rows @ weight.T` for rows [n, in] in bf16 or fp32: products [n, out] in the rows'
+        dtype, computed as torch's kernel computes them for the rows rounded to bf16 (each an
+        fp32 sum rounded to bf16)."""
+        if rows.dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"the 4-bit kernel takes bf16 or fp32 rows, not {rows.dtype}")
         if not (packed.is_contiguous() and scales_and_zeros.is_contiguous()):
             raise ValueError("the 4-bit kernel reads contiguous codes, scales and zeros only")
-        products = torch.empty(len(rows), out_features, dtype=torch.bfloat16)
+        rows = rows.contiguous()
+        out_features, in_features = packed.shape[0], packed.shape[1] * 2
+        products = torch.empty(len(rows), out_features, dtype=rows.dtype)
         status = self._function(
             rows.data_ptr(),
+            rows.dtype == torch.float32,
             len(rows),
             in_features,
             packed.data_ptr(),
@@ -84,7 +89,7 @@ class Int4Kernel:
             torch.get_num_threads(),
         )
         if status != 0:
-            raise MemoryError("the 4-bit kernel found no memory for its sums of inputs")
+            raise MemoryError("the 4-bit kernel found no memory for its rows in bf16")
         return products
 
 

@@ -113,8 +113,12 @@ class Int4Weight:
     def multiply_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """`inputs @ weight.T` for inputs [..., in] of any float dtype, multiplied in bf16 (what
         the packed kernel takes): rows [n, out] in the inputs' dtype."""
-        rows = inputs.reshape(-1, self.in_features).to(torch.bfloat16)
-        return self.multiply(rows).to(inputs.dtype)
+        rows = inputs.reshape(-1, self.in_features)
+        kernel = own_kernel_for(self.out_features)
+        if kernel is not None and rows.dtype in (torch.float32, torch.bfloat16):
+            # Our kernel rounds fp32 rows and products itself, as `multiply` would.
+            return kernel.multiply(rows, self.packed, self.scales_and_zeros)
+        return self.multiply(rows.to(torch.bfloat16)).to(inputs.dtype)
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""

@@ -94,7 +94,7 @@ class ScreenedProjection(nn.Module):
         4-bit kernel and `_exact` compute a row on its own, and each row gets its own candidates
         and, if they are too many, its own one-row product.
         """
-        logits = self.screen.multiply(rows.to(torch.bfloat16)).float()
+        logits = self.screen.multiply_inputs(rows).float()
         if self.bias is not None:
             logits += self.bias
         # The 4-bit error for each input, per unit of row error norm, measured on a fixed spread

@@ -1,4 +1,4 @@
-/* Rows times a 4-bit weight for x86-64 CPUs with AVX-512 BF16 and VBMI; built by int4_kernel.py.
+/* Rows times a 4-bit weight for x86-64 CPUs with AVX-512 BF16 and VBMI; built by cpu_kernels.py.
  *
  * Computes what torch's packed 4-bit CPU kernel computes for rows [n, in] rounded to bf16 and a
  * weight in its AVX-512 layout (see int4_weights.py): products[r, o] = sum over i of rows[r, i]

@@ -2,7 +2,7 @@
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
 multiplies bf16 activations by it (see `quantize` for why this format). A kernel suits
-decoding (a few rows at a time): our own (`int4_kernel`) on CPUs with AVX-512 BF16, torch's
+decoding (a few rows at a time): our own (`cpu_kernels`) on CPUs with AVX-512 BF16, torch's
 elsewhere. A long prompt's many rows go faster through matrix products on weights unpacked a
 slice at a time (`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU multiplies bf16 natively, in
 fp32 on CPUs without AVX-512.
@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch.nn import functional
 
-from phi3_lsp.int4_kernel import OUTPUT_BLOCK, Int4Kernel, own_kernel
+from phi3_lsp.cpu_kernels import OUTPUT_BLOCK, CpuKernels, own_kernels
 
 GROUP_SIZE = 32
 """Input values per scale and offset."""
@@ -117,14 +117,14 @@ class Int4Weight:
         kernel = own_kernel_for(self.out_features)
         if kernel is not None and rows.dtype in (torch.float32, torch.bfloat16):
             # Our kernel rounds fp32 rows and products itself, as `multiply` would.
-            return kernel.multiply(rows, self.packed, self.scales_and_zeros)
+            return kernel.multiply_int4(rows, self.packed, self.scales_and_zeros)
         return self.multiply(rows.to(torch.bfloat16)).to(inputs.dtype)
 
     def multiply(self, rows: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for bf16 rows [n, in]; the result [n, out] is bf16."""
         kernel = own_kernel_for(self.out_features)
         if kernel is not None:
-            return kernel.multiply(rows, self.packed, self.scales_and_zeros)
+            return kernel.multiply_int4(rows, self.packed, self.scales_and_zeros)
         if len(rows) >= DEQUANTIZED_FROM_ROWS:
             dtype = unpacked_dtype(self.out_features)
             if dtype is not None:
@@ -239,12 +239,12 @@ def unpacked_dtype(out_features: int) -> torch.dtype | None:
     return torch.float32 if layout.unpacks_long_inputs else None
 
 
-def own_kernel_for(out_features: int) -> Int4Kernel | None:
-    """Our kernel (`int4_kernel`) where it reads this CPU's layout of a weight with
-    `out_features` rows, else None: torch's kernel."""
+def own_kernel_for(out_features: int) -> CpuKernels | None:
+    """Our kernels (`cpu_kernels`) where their 4-bit one reads this CPU's layout of a weight
+    with `out_features` rows, else None: torch's kernel."""
     if _layout() is not _LAYOUTS["AVX512"] or out_features % OUTPUT_BLOCK != 0:
         return None
-    return own_kernel()
+    return own_kernels()
 
 
 @functools.cache

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.models.llama.modeling_llama import (
     LlamaDecoderLayer,
     LlamaRMSNorm,
@@ -27,7 +26,7 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from phi3_lsp.quantize import Int4Linear
-from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION
+from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION, attend_one_position
 
 _PROJECTIONS = (
     "self_attn.q_proj",
@@ -93,9 +92,7 @@ def _one_token_forward(
     assert position_embeddings is not None
     query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
     key, value = cache.update(key, value, attention.layer_idx)
-    attended, _ = sdpa_attention_forward(
-        attention, query, key, value, None, dropout=0.0, scaling=attention.scaling
-    )
+    attended = attend_one_position(attention, query, key, value, scaling=attention.scaling)
     hidden_states = hidden_states + attention.o_proj.forward(attended.reshape(1, 1, -1))
     normed = LlamaRMSNorm.forward(layer.post_attention_layernorm, hidden_states)
     gate, up = mlp.gate_proj.shared_product.products(normed)

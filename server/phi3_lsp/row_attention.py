@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from phi3_lsp.cpu_kernels import can_attend, own_kernels
+
 ROW_BY_ROW_ATTENTION = "sdpa_row_by_row"
 """The name `attend_row_by_row` registers with transformers and gives the model."""
 MAX_ROWS = 16
@@ -35,10 +37,14 @@ def attention_row_by_row(
 ) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention; a pass of 2 to MAX_ROWS positions after cached keys runs
     it once per position, each seeing the keys up to its own (the mask is then causal only),
-    unless the keys outrun a sliding window (see `exact_rows_until`)."""
+    unless the keys outrun a sliding window (see `exact_rows_until`). A position attended on
+    its own, in such a pass or a one-token pass, goes to `attend_one_position`."""
     rows, keys = query.shape[2], key.shape[2]
     window = kwargs.get("sliding_window")
-    if rows == 1 or rows > MAX_ROWS or keys <= rows or (window and keys > window):
+    masked_by_window = window is not None and 0 < window < keys
+    if rows == 1 and not masked_by_window and (attention_mask is None or attention_mask.all()):
+        return attend_one_position(module, query, key, value, **kwargs), None
+    if rows == 1 or rows > MAX_ROWS or keys <= rows or masked_by_window:
         output: torch.Tensor = sdpa_attention_forward(
             module, query, key, value, attention_mask, **kwargs
         )[0]
@@ -46,16 +52,32 @@ def attention_row_by_row(
     outputs = []
     for row in range(rows):
         visible = keys - rows + row + 1
-        row_output, _ = sdpa_attention_forward(
+        row_output = attend_one_position(
             module,
             query[:, :, row : row + 1],
             key[:, :, :visible],
             value[:, :, :visible],
-            None,
             **kwargs,
         )
         outputs.append(row_output)
     return torch.cat(outputs, dim=1), None  # outputs are [batch, positions, heads, head_dim]
+
+
+def attend_one_position(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, **kwargs: Any
+) -> torch.Tensor:
+    """One position's attention over every key given, [batch, 1, heads, head_dim]: our kernel
+    where it runs (a decode pass reads the keys and values ~2x as fast as SDPA), else SDPA.
+    Either way a position's output depends on its query and the keys it sees alone."""
+    kernels = own_kernels()
+    plain = not kwargs.get("dropout") and kwargs.get("softcap") is None and "s_aux" not in kwargs
+    if kernels is not None and plain and query.shape[0] == 1:
+        heads, keys, values = query[0, :, 0], key[0], value[0]
+        if can_attend(heads, keys, values):
+            scale = kwargs.get("scaling") or query.shape[-1] ** -0.5
+            return kernels.attend_one_position(heads, keys, values, scale)[None, None]
+    output: torch.Tensor = sdpa_attention_forward(module, query, key, value, None, **kwargs)[0]
+    return output
 
 
 def attend_row_by_row(model: nn.Module) -> bool:

@@ -1,5 +1,5 @@
-"""Our 4-bit kernel: torch's products, bits that do not depend on other rows or threads, and
-torch's kernel kept when ours cannot build."""
+"""Our CPU kernels: torch's products and attention, bits that do not depend on other rows or
+threads, and torch's kernels kept when ours cannot build."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from phi3_lsp.int4_kernel import CPU_FLAGS, Int4Kernel, build_kernel, compiler_command, cpu_flags
+from phi3_lsp.cpu_kernels import CPU_FLAGS, CpuKernels, build_kernels, compiler_command, cpu_flags
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
 
 pytestmark = pytest.mark.skipif(
     not set(CPU_FLAGS) <= cpu_flags() or torch.backends.cpu.get_cpu_capability() != "AVX512",
-    reason="the kernel needs AVX-512 BF16 and VBMI, and torch's AVX-512 layout",
+    reason="the kernels need AVX-512 BF16 and VBMI, and torch's AVX-512 layout",
 )
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Int4Kernel:
-    return Int4Kernel(build_kernel(tmp_path_factory.mktemp("cache"), compiler_command()))
+def kernel(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
+    return CpuKernels(build_kernels(tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +45,11 @@ def error_to_exact(products: torch.Tensor, rows: torch.Tensor, weight: Int4Weigh
 
 @pytest.mark.parametrize("row_count", [1, 7, 300])
 def test_it_computes_what_torchs_kernel_computes(
-    kernel: Int4Kernel, weight: Int4Weight, row_count: int
+    kernel: CpuKernels, weight: Int4Weight, row_count: int
 ) -> None:
     rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
     ours, theirs = (
-        kernel.multiply(rows, weight.packed, weight.scales_and_zeros),
+        kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros),
         torch_kernel(rows, weight),
     )
     # The same sums in another order: rarely a bf16 rounding step apart, never further.
@@ -61,57 +61,59 @@ def test_it_computes_what_torchs_kernel_computes(
 
 
 def test_a_rows_products_depend_on_nothing_but_the_row(
-    kernel: Int4Kernel, weight: Int4Weight
+    kernel: CpuKernels, weight: Int4Weight
 ) -> None:
     # A drafted token's row must give the bits a one-row pass gives, on 1 thread or 2.
     rows = torch.randn(7, weight.in_features).to(torch.bfloat16)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        on_one_thread = kernel.multiply(rows, weight.packed, weight.scales_and_zeros)
+        on_one_thread = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
         torch.set_num_threads(2)
-        on_two_threads = kernel.multiply(rows, weight.packed, weight.scales_and_zeros)
+        on_two_threads = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(on_one_thread, on_two_threads)
     for count in (1, 2, 3, 4, 5, 6):  # every way the kernel groups rows
-        some = kernel.multiply(rows[-count:], weight.packed, weight.scales_and_zeros)
+        some = kernel.multiply_int4(rows[-count:], weight.packed, weight.scales_and_zeros)
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
 def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
-    kernel: Int4Kernel, weight: Int4Weight
+    kernel: CpuKernels, weight: Int4Weight
 ) -> None:
     # A layer passes its fp32 inputs as they are: rounding them (and the products) is the
     # kernel's work, and must not change a bit of what the layer computes.
     rows = torch.randn(5, weight.in_features)
-    from_fp32 = kernel.multiply(rows, weight.packed, weight.scales_and_zeros)
-    from_bf16 = kernel.multiply(rows.to(torch.bfloat16), weight.packed, weight.scales_and_zeros)
+    from_fp32 = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    from_bf16 = kernel.multiply_int4(
+        rows.to(torch.bfloat16), weight.packed, weight.scales_and_zeros
+    )
     assert from_fp32.dtype == torch.float32
     assert torch.equal(from_fp32, from_bf16.float())
 
 
-def test_the_4_bit_layers_use_it_on_this_cpu(kernel: Int4Kernel, weight: Int4Weight) -> None:
+def test_the_4_bit_layers_use_it_on_this_cpu(kernel: CpuKernels, weight: Int4Weight) -> None:
     # 64 x 256 outputs: some round apart from torch's kernel's, so the two can be told apart.
     rows = torch.randn(64, weight.in_features).to(torch.bfloat16)
-    ours = kernel.multiply(rows, weight.packed, weight.scales_and_zeros)
+    ours = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     assert torch.equal(weight.multiply(rows), ours)
     assert not torch.equal(torch_kernel(rows, weight), ours)
 
 
 def test_a_second_build_reuses_the_first(tmp_path: Path) -> None:
-    first = build_kernel(tmp_path, compiler_command())
+    first = build_kernels(tmp_path, compiler_command())
     built_at = first.stat().st_mtime_ns
-    assert build_kernel(tmp_path, compiler_command()) == first
+    assert build_kernels(tmp_path, compiler_command()) == first
     assert first.stat().st_mtime_ns == built_at
 
 
 def test_a_missing_or_failing_compiler_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no C compiler: no-such-cc"):
-        build_kernel(tmp_path, ["no-such-cc"])
+        build_kernels(tmp_path, ["no-such-cc"])
     with pytest.raises(OSError, match="false failed"):
-        build_kernel(tmp_path, ["false"])
-    assert not any((tmp_path / "kernels").glob("int4-*")), "a failed build left a library"
+        build_kernels(tmp_path, ["false"])
+    assert not any((tmp_path / "kernels").glob("cpu-*")), "a failed build left a library"
 
 
 FALLBACK_CHECK = """
@@ -128,7 +130,7 @@ print(torch.equal(weight.multiply(rows), theirs))
 """
 
 
-def test_without_a_compiler_the_layers_keep_torchs_kernel(tmp_path: Path) -> None:
+def test_without_a_compiler_the_model_keeps_torchs_kernels(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", FALLBACK_CHECK],
         capture_output=True,
@@ -137,4 +139,40 @@ def test_without_a_compiler_the_layers_keep_torchs_kernel(tmp_path: Path) -> Non
         check=True,
     )
     assert result.stdout.strip() == "True"
-    assert "4-bit layers use torch's kernel, ours did not build: no C compiler" in result.stderr
+    assert "The model uses torch's kernels, ours did not build: no C compiler" in result.stderr
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 32, 96), (9, 3, 64)])
+@pytest.mark.parametrize("tokens", [1, 37, 600])
+def test_one_positions_attention_is_sdpas(
+    kernel: CpuKernels, heads: int, kv_heads: int, head_dim: int, tokens: int
+) -> None:
+    # Phi-3-mini's heads and SmolLM2's grouped ones, over keys and values held in a cache
+    # buffer with room to spare (as the model hands them over: a view of its first tokens).
+    query = torch.randn(heads, head_dim)
+    cache = torch.randn(2, kv_heads, tokens + 50, head_dim)
+    keys, values = cache[0, :, :tokens], cache[1, :, :tokens]
+    ours = kernel.attend_one_position(query, keys, values, head_dim**-0.5)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        query[None, :, None], keys[None], values[None], enable_gqa=True
+    )[0, :, 0]
+    assert torch.allclose(ours, sdpa, rtol=1e-5, atol=1e-5)
+
+
+def test_a_positions_attention_does_not_depend_on_the_threads(kernel: CpuKernels) -> None:
+    query, cache = torch.randn(32, 96), torch.randn(2, 32, 300, 96)
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            outputs.append(kernel.attend_one_position(query, cache[0], cache[1], 0.1))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_attention_it_cannot_take_is_refused(kernel: CpuKernels) -> None:
+    keys = torch.randn(4, 10, 24)  # 24 values a head: not a multiple of 16
+    with pytest.raises(ValueError, match="cannot take"):
+        kernel.attend_one_position(torch.randn(4, 24), keys, keys, 0.2)

@@ -93,6 +93,12 @@ def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
     assert torch.equal(from_fp32, from_bf16.float())
 
 
+def test_no_rows_give_no_products(kernel: CpuKernels, weight: Int4Weight) -> None:
+    rows = torch.empty(0, weight.in_features)
+    products = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    assert products.shape == (0, weight.out_features)
+
+
 def test_the_4_bit_layers_use_it_on_this_cpu(kernel: CpuKernels, weight: Int4Weight) -> None:
     # 64 x 256 outputs: some round apart from torch's kernel's, so the two can be told apart.
     rows = torch.randn(64, weight.in_features).to(torch.bfloat16)

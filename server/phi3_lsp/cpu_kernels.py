@@ -84,6 +84,8 @@ class CpuKernels:
         rows = rows.contiguous()
         out_features, in_features = packed.shape[0], packed.shape[1] * 2
         products = torch.empty(len(rows), out_features, dtype=rows.dtype)
+        if len(rows) == 0:
+            return products
         status = self._int4_multiply(
             rows.data_ptr(),
             rows.dtype == torch.float32,

@@ -30,11 +30,17 @@ enum {
   PREFETCH_BYTES = 4096,
 };
 
-static float bf16_to_float(uint16_t value) {
-  uint32_t bits = (uint32_t)value << 16;
-  float result;
-  memcpy(&result, &bits, sizeof result);
-  return result;
+static __m512 bf16_to_floats(__m256i values) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(values), 16));
+}
+
+/* The sum of a group's 32 bf16 inputs, in a fixed order (vectorized: a loop of dependent
+ * additions over a prompt's inputs made 480-row products 1-6 % slower). */
+static float group_sum(const uint16_t *inputs) {
+  const __m512i values = _mm512_loadu_si512(inputs);
+  const __m512 low = bf16_to_floats(_mm512_castsi512_si256(values));
+  const __m512 high = bf16_to_floats(_mm512_extracti64x4_epi64(values, 1));
+  return _mm512_reduce_add_ps(_mm512_add_ps(low, high));
 }
 
 /* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
@@ -169,12 +175,8 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
       .products_are_fp32 = fp32,
   };
   for (int64_t r = 0; r < n_rows; r++)
-    for (int64_t group = 0; group < groups; group++) {
-      float sum = 0.0f;
-      for (int i = 0; i < GROUP; i++)
-        sum += bf16_to_float(op.rows[r * in_features + group * GROUP + i]);
-      group_sums[r * groups + group] = sum;
-    }
+    for (int64_t group = 0; group < groups; group++)
+      group_sums[r * groups + group] = group_sum(op.rows + r * in_features + group * GROUP);
   /* Whole blocks per thread: each thread reads its own stretch of the weight. */
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t block = 0; block < out_features / BLOCK; block++) {

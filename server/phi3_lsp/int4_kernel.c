@@ -84,7 +84,9 @@ static inline __attribute__((always_inline)) void multiply_block(
   const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);
   const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
   const __m512i zero_bits = _mm512_set1_epi32((int)0xFFFF0000);
-  const uint8_t *codes = op->packed + block * in_features * (BLOCK / 2);
+  const int64_t first_code_byte = block * in_features * (BLOCK / 2);
+  const int64_t code_bytes = op->out_features * in_features / 2;
+  const uint8_t *codes = op->packed + first_code_byte;
   __m512 sums[ROWS_AT_ONCE][4];
   for (int r = 0; r < count; r++)
     for (int q = 0; q < 4; q++) sums[r][q] = _mm512_setzero_ps();
@@ -95,7 +97,8 @@ static inline __attribute__((always_inline)) void multiply_block(
       for (int q = 0; q < 4; q++) dots[r][q] = _mm512_setzero_ps();
     const uint8_t *group_codes = codes + group * GROUP * (BLOCK / 2);
     for (int pair = 0; pair < GROUP / 2; pair++) {
-      _mm_prefetch((const char *)(group_codes + pair * BLOCK + PREFETCH_BYTES), _MM_HINT_T0);
+      const int64_t ahead = first_code_byte + (group * GROUP / 2 + pair) * BLOCK + PREFETCH_BYTES;
+      if (ahead < code_bytes) _mm_prefetch((const char *)(op->packed + ahead), _MM_HINT_T0);
       const __m512i bytes = _mm512_loadu_si512(group_codes + pair * BLOCK);
       const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
       const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);

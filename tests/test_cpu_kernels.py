@@ -178,7 +178,55 @@ def test_a_positions_attention_does_not_depend_on_the_threads(kernel: CpuKernels
     assert torch.equal(outputs[0], outputs[1])
 
 
+def prompt_queries(heads: int, rows: int, head_dim: int) -> torch.Tensor:
+    """[heads, rows, head_dim], laid out as transformers hands them over: a transposed view of
+    each row's queries."""
+    return torch.randn(rows, heads, head_dim).transpose(0, 1)
+
+
+@pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 32, 96), (9, 3, 64)])
+@pytest.mark.parametrize(("rows", "tokens"), [(3, 3), (37, 100), (300, 600)])
+def test_a_prompts_attention_is_sdpas(
+    kernel: CpuKernels, heads: int, kv_heads: int, head_dim: int, rows: int, tokens: int
+) -> None:
+    # The last `rows` positions, each seeing the keys up to its own: a prompt read after
+    # tokens - rows cached ones.
+    queries = prompt_queries(heads, rows, head_dim)
+    cache = torch.randn(2, kv_heads, tokens + 50, head_dim)
+    keys, values = cache[0, :, :tokens], cache[1, :, :tokens]
+    ours = kernel.attend_causal(queries, keys, values, head_dim**-0.5)
+    causal = torch.ones(rows, tokens, dtype=torch.bool).tril(tokens - rows)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(
+        queries[None], keys[None], values[None], attn_mask=causal, enable_gqa=True
+    )[0].transpose(0, 1)
+    assert torch.allclose(ours, sdpa, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_prompt_row_gets_the_bits_of_one_positions_attention(
+    kernel: CpuKernels, threads: int
+) -> None:
+    # 70 rows: blocks of 16 rows and a shorter last one, over a count of keys no multiple of 16
+    queries = prompt_queries(9, 70, 64)
+    cache = torch.randn(2, 3, 250, 64)
+    tokens = 203
+    keys, values = cache[0, :, :tokens], cache[1, :, :tokens]
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        together = kernel.attend_causal(queries, keys, values, 0.125)
+    finally:
+        torch.set_num_threads(previous)
+    for row in range(70):
+        seen = tokens - 70 + row + 1
+        alone = kernel.attend_one_position(queries[:, row], keys[:, :seen], values[:, :seen], 0.125)
+        assert torch.equal(together[row], alone)
+
+
 def test_attention_it_cannot_take_is_refused(kernel: CpuKernels) -> None:
     keys = torch.randn(4, 10, 24)  # 24 values a head: not a multiple of 16
     with pytest.raises(ValueError, match="cannot take"):
         kernel.attend_one_position(torch.randn(4, 24), keys, keys, 0.2)
+    keys = torch.randn(4, 10, 32)  # 11 rows cannot be the last of 10 positions
+    with pytest.raises(ValueError, match="cannot take"):
+        kernel.attend_causal(torch.randn(4, 11, 32), keys, keys, 0.2)

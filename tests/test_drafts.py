@@ -12,6 +12,7 @@ import torch
 from transformers import Phi3Config
 
 from model_sources import tiny_sliding_window_phi3
+from phi3_lsp.cpu_kernels import own_kernels
 from phi3_lsp.drafts import LOOKUP_WINDOW, TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import Generation, GreedyDecoder
@@ -145,6 +146,29 @@ class TestSmolLM2InInt4:
             # The same choice with the same score, to the last bit: no near-tie can flip.
             assert int(beside_others.argmax()) == best
             assert torch.equal(beside_others[best], alone[best])
+
+    def test_a_prompt_read_in_one_pass_leaves_what_one_token_passes_leave(
+        self, smollm2_int4_engine: ModelEngine
+    ) -> None:
+        # So a prompt read cold and one read after a reused prefix, whatever the split, give
+        # the same next token with the same score, to the last bit.
+        if own_kernels() is None:
+            pytest.skip("only our attention kernel gives a prompt's rows one-token passes' bits")
+        model = smollm2_int4_engine.model
+        tokens = smollm2_int4_engine.tokenizer.encode_prompt(source_windows(1, 1500)[0])
+        cached, read = tokens[:100], tokens[100:160]
+        with torch.inference_mode():
+            cache = GrowingCache()
+            model(input_ids=torch.tensor([cached]), cache=cache, logits_to_keep=1)
+            one_by_one = [
+                model(input_ids=torch.tensor([[token]]), cache=cache, output_hidden_states=True)
+                for token in read
+            ]
+            cache = GrowingCache()
+            model(input_ids=torch.tensor([cached]), cache=cache, logits_to_keep=1)
+            together = model(input_ids=torch.tensor([read]), cache=cache, output_hidden_states=True)
+        for row, alone in enumerate(one_by_one):
+            assert torch.equal(together.hidden_states[-1][0, row], alone.hidden_states[-1][0, 0])
 
     def test_drafts_change_no_text_and_save_passes(self, smollm2_int4_engine: ModelEngine) -> None:
         plain, drafting = plain_decoder(smollm2_int4_engine), drafting_decoder(smollm2_int4_engine)

@@ -3,8 +3,10 @@
 - `int4_kernel.c`: rows times a 4-bit weight. On a 2-core AMD EPYC with AVX-512 BF16 it reads
   a one-row pass's weights at ~36 GB/s against torch's packed kernel's ~27 GB/s (the memory
   delivers ~37), and many rows 2.4-2.7x as fast.
-- `attention_kernel.c`: one position's attention over cached keys and values, at ~38 GB/s
-  against torch SDPA's ~17 (Phi-3-mini-sized, 500-1,500 tokens).
+- `attention_kernel.c`: attention over cached keys and values. One position's reads them at
+  ~38 GB/s against torch SDPA's ~17 (Phi-3-mini-sized, 500-1,500 tokens); a prompt's positions
+  take 0.4x SDPA's time (SmolLM2, 476 rows over 1,500 keys), each with the bits one position's
+  attention gives it.
 
 They need a C compiler (`$CC`, else `cc`) and a CPU with AVX-512 BF16 and VBMI; elsewhere, or
 when the build fails, the model keeps torch's kernels and the log says why.
@@ -70,6 +72,12 @@ class CpuKernels:
             *(_pointer, _pointer, _pointer, _size, _size, _size, _size, _size, _size),
             *(ctypes.c_float, _pointer, ctypes.c_int),
         ]
+        self._attend_causal = loaded.phi3_attend_causal
+        self._attend_causal.restype = ctypes.c_int
+        self._attend_causal.argtypes = [
+            *(_pointer, _size, _size, _pointer, _pointer, _size, _size, _size, _size, _size),
+            *(_size, _size, ctypes.c_float, _pointer, ctypes.c_int),
+        ]
 
     def multiply_int4(
         self, rows: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor
@@ -106,7 +114,7 @@ class CpuKernels:
     ) -> torch.Tensor:
         """Softmax attention of one position, query [heads, head_dim], over keys and values
         [kv_heads, tokens, head_dim] (fp32, see `can_attend`): outputs [heads, head_dim]."""
-        if not can_attend(query, keys, values):
+        if query.dim() != 2 or not can_attend(query, keys, values):
             raise ValueError("the attention kernel cannot take these queries, keys and values")
         query = query.contiguous()
         heads, head_dim = query.shape
@@ -130,15 +138,55 @@ class CpuKernels:
             raise MemoryError("the attention kernel found no memory for its scores")
         return outputs
 
+    def attend_causal(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        """Causal attention of the last `rows` of the keys' positions, queries [heads, rows,
+        head_dim]: row r sees the keys up to position tokens - rows + r. Outputs [rows, heads,
+        head_dim], each row the bits `attend_one_position` gives it over the keys it sees."""
+        if queries.dim() != 3 or not can_attend(queries, keys, values):
+            raise ValueError("the attention kernel cannot take these queries, keys and values")
+        heads, rows, head_dim = queries.shape
+        kv_heads, tokens = keys.shape[0], keys.shape[1]
+        outputs = torch.empty(rows, heads, head_dim)
+        status = self._attend_causal(
+            queries.data_ptr(),
+            queries.stride(0),
+            queries.stride(1),
+            keys.data_ptr(),
+            values.data_ptr(),
+            heads,
+            kv_heads,
+            head_dim,
+            rows,
+            tokens,
+            keys.stride(0),
+            keys.stride(1),
+            scale,
+            outputs.data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("the attention kernel found no memory for its scores")
+        return outputs
 
-def can_attend(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:
-    """Whether `CpuKernels.attend_one_position` takes these: fp32; query [heads, head_dim];
-    keys and values [kv_heads, tokens, head_dim] laid out alike, each token's values
+
+def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:
+    """Whether the attention kernels take these: fp32; queries [heads, head_dim] (one
+    position) or [heads, rows, head_dim] (each row's values contiguous, no more rows than
+    keys); keys and values [kv_heads, tokens, head_dim] laid out alike, each token's values
     contiguous; heads a multiple of kv_heads; head_dim a multiple of 16 up to 128."""
-    tensors = (query, keys, values)
-    if any(t.dtype != torch.float32 for t in tensors) or query.dim() != 2 or keys.dim() != 3:
+    tensors = (queries, keys, values)
+    if any(t.dtype != torch.float32 for t in tensors) or keys.dim() != 3:
         return False
-    heads, head_dim = query.shape
+    if queries.dim() == 3:
+        heads, rows, head_dim = queries.shape
+        if queries.stride(2) != 1 or not 0 < rows <= keys.shape[1]:
+            return False
+    elif queries.dim() == 2:
+        heads, head_dim = queries.shape
+    else:
+        return False
     return (
         keys.shape == values.shape
         and keys.stride() == values.stride()

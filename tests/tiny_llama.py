@@ -1,10 +1,11 @@
-"""A tiny Llama (grouped keys and values, like SmolLM2) in its int4 form, and a pass runner."""
+"""A tiny Llama (grouped keys and values, like SmolLM2) and a tiny Phi-3 (fused projections) in
+their int4 form, and a pass runner."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
 
 from phi3_lsp.int4_weights import can_unpack
 from phi3_lsp.kv_cache import GrowingCache
@@ -30,6 +31,24 @@ def new_int4_llama() -> nn.Module:
         num_key_value_heads=KV_HEADS,
     )
     model: nn.Module = LlamaForCausalLM(config)
+    quantize_to_int4(model.eval())
+    return model
+
+
+def new_int4_phi3() -> nn.Module:
+    """A seeded tiny Phi-3 with int4 layers (seed torch first for the same weights)."""
+    config = Phi3Config(
+        vocab_size=VOCABULARY,
+        hidden_size=HIDDEN,
+        intermediate_size=192,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model: nn.Module = Phi3ForCausalLM(config)
     quantize_to_int4(model.eval())
     return model
 

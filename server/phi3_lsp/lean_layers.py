@@ -9,9 +9,9 @@ forward that, for a one-token pass without an attention mask, calls the function
 forward calls, in the same order, directly: the same bits (tested). A decode pass took ~10 %
 less on SmolLM2 int4 (26.7 against 29.7 ms and 28.3 against 31.0 ms in two runs, medians of 6
 answers of 50 tokens, the same text); Phi-3-mini's 32 layers, narrowed so that a pass is all
-plumbing, took 11.6 against 13.3 ms a pass (medians of 200, alternating). Every other pass (a prompt, drafted tokens, a masked one)
-runs transformers' own forward. Hooks on the layer still run; its projections are called
-through their `forward` (they have no hooks).
+plumbing, took 11.6 against 13.3 ms a pass (medians of 200, alternating). Every other pass
+(a prompt, drafted tokens, a masked one) runs transformers' own forward. Hooks on the layer
+still run; its projections are called through their `forward` (they have no hooks).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ their int4 form, and a pass runner."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
@@ -19,36 +21,29 @@ SMALLEST_PROJECTION = HIDDEN // HEADS * KV_HEADS
 """Output rows of the keys' and values' projections: a whole block of packed rows on every CPU
 layout torch has (64 rows with AVX-512), so that the projections can be stacked."""
 
+_SHAPE: dict[str, Any] = {
+    "vocab_size": VOCABULARY,
+    "hidden_size": HIDDEN,
+    "intermediate_size": 192,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "num_key_value_heads": KV_HEADS,
+}
+
 
 def new_int4_llama() -> nn.Module:
     """A seeded tiny Llama with int4 layers (seed torch first for the same weights)."""
-    config = LlamaConfig(
-        vocab_size=VOCABULARY,
-        hidden_size=HIDDEN,
-        intermediate_size=192,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-    )
-    model: nn.Module = LlamaForCausalLM(config)
-    quantize_to_int4(model.eval())
-    return model
+    return _in_int4(LlamaForCausalLM(LlamaConfig(**_SHAPE)))
 
 
 def new_int4_phi3() -> nn.Module:
     """A seeded tiny Phi-3 with int4 layers (seed torch first for the same weights)."""
-    config = Phi3Config(
-        vocab_size=VOCABULARY,
-        hidden_size=HIDDEN,
-        intermediate_size=192,
-        num_hidden_layers=LAYERS,
-        num_attention_heads=HEADS,
-        num_key_value_heads=KV_HEADS,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model: nn.Module = Phi3ForCausalLM(config)
+    # Phi3Config's default special tokens lie beyond this vocabulary.
+    special_tokens: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    return _in_int4(Phi3ForCausalLM(Phi3Config(**_SHAPE, **special_tokens)))
+
+
+def _in_int4(model: nn.Module) -> nn.Module:
     quantize_to_int4(model.eval())
     return model
 

@@ -132,9 +132,7 @@ def _llama_one_token(
     query, key = query.view(heads).transpose(1, 2), key.view(heads).transpose(1, 2)
     value = value.view(heads).transpose(1, 2)
     query, key = llama_rotary(query, key, *position_embeddings)
-    key, value = cache.update(key, value, attention.layer_idx)
-    attended = attend_one_position(attention, query, key, value, scaling=attention.scaling)
-    hidden_states = hidden_states + attention.o_proj.forward(attended.reshape(1, 1, -1))
+    hidden_states = hidden_states + _attended(attention, query, key, value, cache)
     normed = LlamaRMSNorm.forward(layer.post_attention_layernorm, hidden_states)
     gate, up = mlp.gate_proj.shared_product.products(normed)
     activated = (mlp.act_fn(gate) * up).view(1, 1, -1)
@@ -159,11 +157,20 @@ def _phi3_one_token(
     key = qkv[..., query_end:key_end].view(heads).transpose(1, 2)
     value = qkv[..., key_end:].view(heads).transpose(1, 2)
     query, key = phi3_rotary(query, key, *position_embeddings)  # type: ignore[no-untyped-call]
-    key, value = cache.update(key, value, attention.layer_idx)
-    attended = attend_one_position(attention, query, key, value, scaling=attention.scaling)
-    hidden_states = hidden_states + attention.o_proj.forward(attended.reshape(1, 1, -1))
+    hidden_states = hidden_states + _attended(attention, query, key, value, cache)
     normed = Phi3RMSNorm.forward(layer.post_attention_layernorm, hidden_states)
     gate, up = mlp.gate_up_proj.forward(normed).chunk(2, dim=-1)
     activated = up * mlp.activation_fn(gate)
     result: torch.Tensor = hidden_states + mlp.down_proj.forward(activated)
     return result
+
+
+def _attended(
+    attention: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cache: Any
+) -> torch.Tensor:
+    """The attention layer's output for one token: its key and value cached, the token
+    attended over every cached one, the output projection."""
+    key, value = cache.update(key, value, attention.layer_idx)
+    attended = attend_one_position(attention, query, key, value, scaling=attention.scaling)
+    output: torch.Tensor = attention.o_proj.forward(attended.reshape(1, 1, -1))
+    return output

@@ -1,12 +1,12 @@
 /* Attention over cached keys and values (fp32, AVX-512); built by cpu_kernels.py.
  *
- * Two entry points, one arithmetic. A decode pass attends from one position to every cached
+ * One entry point, one arithmetic. A decode pass attends from one position to every cached
  * one: it reads all keys and values once and does little else, so its speed is the speed of
  * that read (torch's SDPA reads them at ~19 GB/s on 2 cores of a 2-core EPYC whose memory
  * delivers ~37). A prompt pass attends from each of its positions to the keys up to it,
  * which is arithmetic (torch's SDPA: ~110 GFLOP/s there).
  *
- * Each position's output is computed by the same steps in the same order in both, whatever
+ * Each position's output is computed by the same steps in the same order in either, whatever
  * the other positions and the number of threads: a position read with a prompt gets the bits
  * a one-token pass would give it (row_attention.py needs that). The steps: 16 keys' scores at
  * a time, each a per-lane sum over the head's chunks of 16 values, then a fixed halving tree
@@ -205,15 +205,11 @@ static void attend_rows(const float *query, int64_t query_row_stride, const floa
 #undef ATTEND_ROWS
 }
 
-/* out [heads, head_dim] = attention of query [heads, head_dim] over `tokens` cached keys and
- * values of `kv_heads` heads (query head h reads kv head h / (heads / kv_heads)), keys and
- * values laid out alike: `head_stride` and `token_stride` floats apart, a token's head_dim
- * values contiguous. head_dim must be a multiple of 16, at most 128. Returns 0, or -1 when
- * out of memory (nothing written). */
-int phi3_attend_one_position(const float *query, const float *keys, const float *values,
-                             int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t tokens,
-                             int64_t head_stride, int64_t token_stride, float scale, float *out,
-                             int threads) {
+/* One position (a decode pass): each head on one thread, statically; see phi3_attend_causal. */
+static int attend_one_position(const float *query, int64_t query_head_stride, const float *keys,
+                               const float *values, int64_t heads, int64_t kv_heads,
+                               int64_t head_dim, int64_t tokens, int64_t head_stride,
+                               int64_t token_stride, float scale, float *out, int threads) {
   const int64_t room = (tokens + LANES - 1) / LANES * LANES;
   float *scores = malloc((size_t)(heads * room) * sizeof *scores);
   if (scores == NULL) return -1;
@@ -221,8 +217,9 @@ int phi3_attend_one_position(const float *query, const float *keys, const float 
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t head = 0; head < heads; head++) {
     const int64_t kv_offset = head / group * head_stride;
-    attend_rows(query + head * head_dim, 0, keys + kv_offset, values + kv_offset, token_stride,
-                head_dim, 1, &tokens, scale, scores + head * room, room, out + head * head_dim, 0);
+    attend_rows(query + head * query_head_stride, 0, keys + kv_offset, values + kv_offset,
+                token_stride, head_dim, 1, &tokens, scale, scores + head * room, room,
+                out + head * head_dim, 0);
   }
   free(scores);
   return 0;
@@ -230,13 +227,18 @@ int phi3_attend_one_position(const float *query, const float *keys, const float 
 
 /* Causal attention of the last `rows` of `tokens` positions: row r sees tokens
  * [0, tokens - rows + r]. query [heads, rows, head_dim] with `query_head_stride` and
- * `query_row_stride` (a row's head_dim values contiguous); keys and values as in
- * phi3_attend_one_position; out [rows, heads, head_dim], contiguous. Returns 0, or -1 when
- * out of memory (nothing written). */
+ * `query_row_stride` (a row's head_dim values contiguous); `tokens` cached keys and values of
+ * `kv_heads` heads (query head h reads kv head h / (heads / kv_heads)), laid out alike:
+ * `head_stride` and `token_stride` floats apart, a token's head_dim values contiguous;
+ * head_dim a multiple of 16, at most 128. out [rows, heads, head_dim], contiguous. Returns 0,
+ * or -1 when out of memory (nothing written). */
 int phi3_attend_causal(const float *query, int64_t query_head_stride, int64_t query_row_stride,
                        const float *keys, const float *values, int64_t heads, int64_t kv_heads,
                        int64_t head_dim, int64_t rows, int64_t tokens, int64_t head_stride,
                        int64_t token_stride, float scale, float *out, int threads) {
+  if (rows == 1) /* without the row blocks' buffers and hand-out: 3-9 % of a decode pass's */
+    return attend_one_position(query, query_head_stride, keys, values, heads, kv_heads, head_dim,
+                               tokens, head_stride, token_stride, scale, out, threads);
   const int64_t room = (tokens + LANES - 1) / LANES * LANES;
   const int64_t blocks = (rows + ROW_BLOCK - 1) / ROW_BLOCK, group = heads / kv_heads;
   float *scores = malloc((size_t)(threads * ROW_BLOCK * room) * sizeof *scores);

@@ -66,12 +66,6 @@ class CpuKernels:
             *(_pointer, ctypes.c_int, _size, _size, _pointer, _pointer, _size, _pointer),
             ctypes.c_int,
         ]
-        self._attend = loaded.phi3_attend_one_position
-        self._attend.restype = ctypes.c_int
-        self._attend.argtypes = [
-            *(_pointer, _pointer, _pointer, _size, _size, _size, _size, _size, _size),
-            *(ctypes.c_float, _pointer, ctypes.c_int),
-        ]
         self._attend_causal = loaded.phi3_attend_causal
         self._attend_causal.restype = ctypes.c_int
         self._attend_causal.argtypes = [
@@ -114,29 +108,9 @@ class CpuKernels:
     ) -> torch.Tensor:
         """Softmax attention of one position, query [heads, head_dim], over keys and values
         [kv_heads, tokens, head_dim] (fp32, see `can_attend`): outputs [heads, head_dim]."""
-        if query.dim() != 2 or not can_attend(query, keys, values):
+        if query.dim() != 2:
             raise ValueError("the attention kernel cannot take these queries, keys and values")
-        query = query.contiguous()
-        heads, head_dim = query.shape
-        kv_heads, tokens = keys.shape[0], keys.shape[1]
-        outputs = torch.empty(heads, head_dim)
-        status = self._attend(
-            query.data_ptr(),
-            keys.data_ptr(),
-            values.data_ptr(),
-            heads,
-            kv_heads,
-            head_dim,
-            tokens,
-            keys.stride(0),
-            keys.stride(1),
-            scale,
-            outputs.data_ptr(),
-            torch.get_num_threads(),
-        )
-        if status != 0:
-            raise MemoryError("the attention kernel found no memory for its scores")
-        return outputs
+        return self.attend_causal(query.contiguous()[:, None], keys, values, scale)[0]
 
     def attend_causal(
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float

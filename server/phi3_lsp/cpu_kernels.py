@@ -7,6 +7,8 @@
   ~38 GB/s against torch SDPA's ~17 (Phi-3-mini-sized, 500-1,500 tokens); a prompt's positions
   take 0.4x SDPA's time (SmolLM2, 476 rows over 1,500 keys), each with the bits one position's
   attention gives it.
+- `decoder_layer.c`: a whole decoder layer of a 4-bit model in one call, on the two above
+  (see `layer_kernel`).
 
 They need a C compiler (`$CC`, else `cc`) and a CPU with AVX-512 BF16 and VBMI; elsewhere, or
 when the build fails, the model keeps torch's kernels and the log says why.
@@ -24,6 +26,7 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +34,11 @@ from phi3_lsp.paths import build_once, cache_dir
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("int4_kernel.c", "attention_kernel.c"))
+SOURCES = tuple(
+    Path(__file__).with_name(name)
+    for name in ("int4_kernel.c", "attention_kernel.c", "decoder_layer.c")
+)
+HEADERS = (Path(__file__).with_name("vector_math.h"),)
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16")
 """What the kernels' instructions need, as Linux's /proc/cpuinfo names them."""
 _COMPILE_FLAGS = (
@@ -51,8 +58,99 @@ OUTPUT_BLOCK = 64
 """The 4-bit kernel reads whole blocks of 64 output rows, as torch packs them for AVX-512."""
 HEAD_DIM_STEP, MAX_HEAD_DIM = 16, 128
 """The attention kernel takes heads of a multiple of 16 values, at most 128."""
+_LAYER_SIZES = ("hidden", "heads", "kv_heads", "head_dim", "rotary_dim", "intermediate")
 
 _pointer, _size = ctypes.c_void_p, ctypes.c_int64
+
+
+class _Int4Weight(ctypes.Structure):
+    _fields_ = [("packed", _pointer), ("scales_and_zeros", _pointer), ("out_features", _size)]
+
+
+class _DecoderLayer(ctypes.Structure):
+    """decoder_layer.c's `DecoderLayer`, field by field."""
+
+    _fields_ = [
+        ("input_norm", _pointer),
+        ("post_attention_norm", _pointer),
+        ("qkv", _Int4Weight),
+        ("output", _Int4Weight),
+        ("gate_up", _Int4Weight),
+        ("down", _Int4Weight),
+        *((name, _size) for name in _LAYER_SIZES),
+        ("norm_epsilon", ctypes.c_float),
+        ("scaling", ctypes.c_float),
+    ]
+
+
+Int4Tensors = tuple[torch.Tensor, torch.Tensor]
+"""A 4-bit weight as the kernel reads it: packed codes, scales and zeros (see int4_weights)."""
+
+
+class DecoderLayer:
+    """One decoder layer of a 4-bit model as `phi3_decoder_layer` runs it (see `layer_kernel`).
+
+    Holds the tensors whose memory the kernel reads, so they live as long as it may run.
+    """
+
+    def __init__(
+        self,
+        function: Any,
+        norms: tuple[torch.Tensor, torch.Tensor],
+        products: tuple[Int4Tensors, Int4Tensors, Int4Tensors, Int4Tensors],
+        sizes: dict[str, int],
+        norm_epsilon: float,
+        scaling: float,
+    ) -> None:
+        self._function = function
+        self._tensors = (*norms, *(t for weight in products for t in weight))
+        self.sizes = sizes
+        qkv, output, gate_up, down = (
+            _Int4Weight(packed.data_ptr(), scales.data_ptr(), packed.shape[0])
+            for packed, scales in products
+        )
+        self._layer = _DecoderLayer(
+            norms[0].data_ptr(),
+            norms[1].data_ptr(),
+            qkv,
+            output,
+            gate_up,
+            down,
+            *(sizes.get(name, sizes["head_dim"]) for name in _LAYER_SIZES),  # rotary: see run
+            norm_epsilon,
+            scaling,
+        )
+
+    def run(
+        self,
+        hidden: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        cached: int,
+    ) -> None:
+        """The layer over `hidden` [rows, hidden] (contiguous fp32, changed in place), rotary
+        cos and sin [rows, rotary_dim]; the rows' keys and values are written into `keys` and
+        `values` [kv_heads, capacity, head_dim] (contiguous) after the `cached` held there."""
+        cos, sin = (part.contiguous() for part in rotary)
+        rotary_dim = cos.shape[-1]
+        if rotary_dim % 2 or rotary_dim > self.sizes["head_dim"] or sin.shape != cos.shape:
+            raise ValueError(f"the decoder layer kernel cannot rotate {rotary_dim} of a head")
+        self._layer.rotary_dim = rotary_dim  # a model's rotary embedding tells it, per pass
+        status = self._function(
+            ctypes.byref(self._layer),
+            hidden.data_ptr(),
+            len(hidden),
+            cos.data_ptr(),
+            sin.data_ptr(),
+            keys.data_ptr(),
+            values.data_ptr(),
+            cached,
+            keys.stride(0),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("the decoder layer kernel found no memory for its rows")
 
 
 class CpuKernels:
@@ -71,6 +169,12 @@ class CpuKernels:
         self._attend_causal.argtypes = [
             *(_pointer, _size, _size, _pointer, _pointer, _size, _size, _size, _size, _size),
             *(_size, _size, ctypes.c_float, _pointer, ctypes.c_int),
+        ]
+        self._decoder_layer = loaded.phi3_decoder_layer
+        self._decoder_layer.restype = ctypes.c_int
+        self._decoder_layer.argtypes = [
+            *(_pointer, _pointer, _size, _pointer, _pointer, _pointer, _pointer, _size, _size),
+            ctypes.c_int,
         ]
 
     def multiply_int4(
@@ -144,6 +248,19 @@ class CpuKernels:
             raise MemoryError("the attention kernel found no memory for its scores")
         return outputs
 
+    def decoder_layer(
+        self,
+        norms: tuple[torch.Tensor, torch.Tensor],
+        products: tuple[Int4Tensors, Int4Tensors, Int4Tensors, Int4Tensors],
+        sizes: dict[str, int],
+        norm_epsilon: float,
+        scaling: float,
+    ) -> DecoderLayer:
+        """A decoder layer to run in one call: `norms` (input, post-attention) fp32 [hidden];
+        `products` query-key-value, output, gate-up and down; `sizes` hidden, heads, kv_heads,
+        head_dim and intermediate (see decoder_layer.c for what they must be)."""
+        return DecoderLayer(self._decoder_layer, norms, products, sizes, norm_epsilon, scaling)
+
 
 def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:
     """Whether the attention kernels take these: fp32; queries [heads, head_dim] (one
@@ -195,7 +312,7 @@ def build_kernels(cache: Path, compiler: list[str]) -> Path:
     command = [*compiler, *_COMPILE_FLAGS]
     key = hashlib.sha256(
         "\0".join(
-            [*command, platform.machine(), *(source.read_text() for source in SOURCES)]
+            [*command, platform.machine(), *(file.read_text() for file in (*SOURCES, *HEADERS))]
         ).encode()
     ).hexdigest()[:16]
 

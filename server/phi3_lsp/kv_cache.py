@@ -29,20 +29,36 @@ class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]  # transforme
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        needed = key_states.shape[-2]
+        keys, values, held = self.room_for(needed, key_states, value_states)
+        needed += held
+        keys[..., held:needed, :] = key_states
+        values[..., held:needed, :] = value_states
+        return self.hold(needed)
+
+    def room_for(
+        self, positions: int, keys_like: torch.Tensor, values_like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The key and value buffers, with room for `positions` more after the ones held, and
+        how many are held. `keys_like` and `values_like` [batch, heads, any, head_dim] give
+        the buffers' shape and dtype on a first update."""
         if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
+            self.lazy_initialization(keys_like, values_like)
         held = self.get_seq_length()
-        needed = held + key_states.shape[-2]
+        needed = held + positions
         if self._key_buffer is None or self._value_buffer is None:
-            self._key_buffer = _buffer_like(key_states, needed)
-            self._value_buffer = _buffer_like(value_states, needed)
+            self._key_buffer = _buffer_like(keys_like, needed)
+            self._value_buffer = _buffer_like(values_like, needed)
         elif needed > self._key_buffer.shape[-2]:
             self._key_buffer = _grown(self._key_buffer, held, needed)
             self._value_buffer = _grown(self._value_buffer, held, needed)
-        self._key_buffer[..., held:needed, :] = key_states
-        self._value_buffer[..., held:needed, :] = value_states
-        self.keys = self._key_buffer[..., :needed, :]
-        self.values = self._value_buffer[..., :needed, :]
+        return self._key_buffer, self._value_buffer, held
+
+    def hold(self, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hold the first `tokens` positions written into the buffers; returns their views."""
+        assert self._key_buffer is not None and self._value_buffer is not None
+        self.keys = self._key_buffer[..., :tokens, :]
+        self.values = self._value_buffer[..., :tokens, :]
         return self.keys, self.values
 
 
@@ -53,6 +69,14 @@ class GrowingCache(DynamicCache):
         super().__init__()
         # Layers are created as the model first updates them, from this class.
         self.layer_class_to_replicate = GrowingLayer
+
+    def layer(self, index: int) -> GrowingLayer:
+        """Layer `index`, created (with the ones before it) as `update` creates them."""
+        while len(self.layers) <= index:
+            self.layers.append(GrowingLayer())
+        layer = self.layers[index]
+        assert isinstance(layer, GrowingLayer)
+        return layer
 
 
 def truncate(cache: DynamicCache, tokens: int) -> None:

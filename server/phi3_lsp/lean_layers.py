@@ -11,7 +11,9 @@ less on SmolLM2 int4 (26.7 against 29.7 ms and 28.3 against 31.0 ms in two runs,
 answers of 50 tokens, the same text); Phi-3-mini's 32 layers, narrowed so that a pass is all
 plumbing, took 11.6 against 13.3 ms a pass (medians of 200, alternating). Every other pass
 (a prompt, drafted tokens, a masked one) runs transformers' own forward. Hooks on the layer
-still run; its projections are called through their `forward` (they have no hooks).
+still run; its projections are called through their `forward` (they have no hooks). Where our
+kernels run, `layer_kernel` runs these layers in one call instead, and this forward only takes
+the passes it leaves.
 """
 
 from __future__ import annotations
@@ -65,14 +67,14 @@ def lean_decoding(model: nn.Module) -> int:
 
 
 def _short_forward_for(layer: nn.Module) -> _ShortForward | None:
-    if type(layer) is LlamaDecoderLayer and _shared_and_unbiased(layer):
+    if type(layer) is LlamaDecoderLayer and shares_unbiased_products(layer):
         return _llama_one_token
-    if type(layer) is Phi3DecoderLayer and _fused_unbiased_and_without_dropout(layer):
+    if type(layer) is Phi3DecoderLayer and fused_unbiased_without_dropout(layer):
         return _phi3_one_token
     return None
 
 
-def _shared_and_unbiased(layer: nn.Module) -> bool:
+def shares_unbiased_products(layer: nn.Module) -> bool:
     """True when q, k, v and gate, up share their products (in that order) and no projection
     has a bias (the shared products hold weights only)."""
     projections = [layer.get_submodule(name) for name in _LLAMA_PROJECTIONS]
@@ -82,7 +84,7 @@ def _shared_and_unbiased(layer: nn.Module) -> bool:
     return q is not None and q is k is v and gate is not None and gate is up
 
 
-def _fused_unbiased_and_without_dropout(layer: nn.Module) -> bool:
+def fused_unbiased_without_dropout(layer: nn.Module) -> bool:
     """True when Phi-3's fused projections are 4-bit layers without a bias and its residual
     dropouts drop nothing (the short way leaves them out)."""
     projections = [layer.get_submodule(name) for name in _PHI3_PROJECTIONS]

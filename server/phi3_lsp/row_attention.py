@@ -143,6 +143,12 @@ class _CausalMasks:
 _CAUSAL_MASKS = _CausalMasks()
 
 
+def is_causal_pass(mask: torch.Tensor | None, rows: int, keys: int) -> bool:
+    """Whether `mask` (a causal model's, as transformers gives its layers) lets each of a
+    pass's `rows` positions see exactly the `keys` up to its own."""
+    return _CAUSAL_MASKS.is_causal(mask, rows, keys, causal_model=True)
+
+
 def attend_row_by_row(model: nn.Module) -> bool:
     """Switch a model that uses SDPA attention to `attention_row_by_row`; False for others."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":

@@ -1,0 +1,146 @@
+"""Decoder layers run in one call by our kernel: what transformers computes, each position with
+the bits a one-token pass gives it, and transformers' forward wherever the kernel cannot run."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from phi3_lsp.cpu_kernels import own_kernels
+from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.layer_kernel import run_layers_in_one_call
+from phi3_lsp.shared_products import share_products
+from tiny_llama import LAYERS, VOCABULARY, new_int4_llama, new_int4_phi3, stacks_on_this_cpu
+
+pytestmark = pytest.mark.skipif(
+    own_kernels() is None or not stacks_on_this_cpu(),
+    reason="our kernels need AVX-512 BF16 and VBMI and a C compiler",
+)
+
+
+def _new_model(phi3: bool) -> nn.Module:
+    if phi3:
+        return new_int4_phi3()
+    model = new_int4_llama()
+    share_products(model)  # the Llama-style layers run in one call when their products are shared
+    return model
+
+
+@pytest.fixture(params=[False, True], ids=["llama", "phi3"])
+def models(seeded: None, request: pytest.FixtureRequest) -> tuple[nn.Module, nn.Module]:
+    """A tiny int4 model as transformers runs it, and a copy whose layers run in one call."""
+    model = _new_model(request.param)
+    one_call = copy.deepcopy(model)
+    assert run_layers_in_one_call(one_call) == LAYERS
+    return model, one_call
+
+
+def _count_attention_calls(monkeypatch: pytest.MonkeyPatch) -> list[nn.Module]:
+    """Calls of transformers' attention forward from now on (the one-call way makes none)."""
+    from transformers.models.llama.modeling_llama import LlamaAttention
+    from transformers.models.phi3.modeling_phi3 import Phi3Attention
+
+    calls: list[nn.Module] = []
+    for attention_class in (LlamaAttention, Phi3Attention):
+        forward = attention_class.forward
+
+        def counted(attention: nn.Module, *args: Any, _forward: Any = forward, **kw: Any) -> Any:
+            calls.append(attention)
+            return _forward(attention, *args, **kw)
+
+        monkeypatch.setattr(attention_class, "forward", counted)
+    return calls
+
+
+def _tokens(count: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, VOCABULARY, (1, count), generator=torch.Generator().manual_seed(seed))
+
+
+def _hidden_states(
+    model: nn.Module, passes: list[torch.Tensor], **arguments: Any
+) -> list[torch.Tensor]:
+    """The final hidden states of each pass, fed one after the other over one cache."""
+    cache = GrowingCache()
+    with torch.inference_mode():
+        return [
+            model(input_ids=ids, cache=cache, output_hidden_states=True, **arguments)
+            .hidden_states[-1][0]
+            .clone()
+            for ids in passes
+        ]
+
+
+def test_passes_in_one_call_compute_what_transformers_computes(
+    models: tuple[nn.Module, nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transformers_model, one_call = models
+    tokens = _tokens(45, seed=3)
+    passes = [tokens[:, :40], *(tokens[:, i : i + 1] for i in range(40, 45))]
+    expected = _hidden_states(transformers_model, passes)
+    attention_calls = _count_attention_calls(monkeypatch)
+    actual = _hidden_states(one_call, passes)
+    assert attention_calls == []
+    for got, wanted in zip(actual, expected, strict=True):
+        # Rounding apart at most: the same 4-bit products; norms, rotary embeddings, SiLU and
+        # attention in another order (most differences vanish as inputs are rounded to bf16).
+        torch.testing.assert_close(got, wanted, rtol=0, atol=2e-2 * float(wanted.abs().max()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_position_of_a_pass_gets_one_token_passes_bits(
+    models: tuple[nn.Module, nn.Module], threads: int
+) -> None:
+    _, one_call = models
+    tokens = _tokens(90)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        together = _hidden_states(one_call, [tokens[:, :30], tokens[:, 30:]])[1]
+        alone = _hidden_states(
+            one_call, [tokens[:, :30], *(tokens[:, i : i + 1] for i in range(30, 90))]
+        )[1:]
+    finally:
+        torch.set_num_threads(before)
+    for row, state in enumerate(alone):
+        assert torch.equal(together[row], state[0]), f"position {30 + row}"
+
+
+def test_a_pass_with_padding_keeps_the_layers_forward(
+    models: tuple[nn.Module, nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transformers_model, one_call = models
+    tokens = _tokens(12)
+    padding = torch.ones(1, 12, dtype=torch.long)
+    padding[0, :3] = 0
+    expected = _hidden_states(transformers_model, [tokens], attention_mask=padding)
+    attention_calls = _count_attention_calls(monkeypatch)
+    assert torch.equal(_hidden_states(one_call, [tokens], attention_mask=padding)[0], expected[0])
+    assert len(attention_calls) == LAYERS
+
+
+def test_passes_beyond_the_sliding_window_keep_the_layers_forward(
+    seeded: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model: Any = new_int4_phi3()
+    model.config.sliding_window = 8
+    run_layers_in_one_call(model)
+    tokens = _tokens(12)
+    attention_calls = _count_attention_calls(monkeypatch)
+    _hidden_states(model, [tokens[:, :6], tokens[:, 6:7], tokens[:, 7:8]])
+    assert attention_calls == []  # 8 keys at most: the window masks none
+    _hidden_states(model, [tokens[:, :6], *(tokens[:, i : i + 1] for i in range(6, 12))])
+    assert len(attention_calls) == 4 * LAYERS  # the passes over 9 to 12 keys
+
+
+def test_layers_whose_products_are_not_shared_keep_their_forward(seeded: None) -> None:
+    assert run_layers_in_one_call(new_int4_llama()) == 0
+
+
+def test_other_attention_than_sdpa_keeps_the_layers_forward(seeded: None) -> None:
+    model = _new_model(phi3=True)
+    model.set_attn_implementation("eager")  # type: ignore[operator]
+    assert run_layers_in_one_call(model) == 0

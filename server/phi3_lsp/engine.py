@@ -24,9 +24,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
-from phi3_lsp.cpu_kernels import own_kernels
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
+from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import (
     kv_bytes_per_token,
@@ -278,7 +278,8 @@ def _build_model(
         )
         share_products(model)
         lean_decoding(model)
-        own_kernels()  # built here on a first start (~1 s), not in the first completion
+        # Builds our kernels on a first start (~1 s), not in the first completion.
+        run_layers_in_one_call(model)
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)

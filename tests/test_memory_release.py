@@ -1,4 +1,5 @@
-"""Freed tensors' memory goes back to the system when asked, not only to the C heap."""
+"""Freed tensors' memory goes back to the system when asked, not only to the C heap; large
+blocks are kept for reuse until then."""
 
 from __future__ import annotations
 
@@ -44,3 +45,55 @@ def test_released_memory_leaves_the_process() -> None:
     allocated, freed, released = map(int, last_round.split())
     assert allocated - freed < 100  # a plain free kept the blocks (480 MiB) in the heap...
     assert allocated - released > 400  # ...and the release gave them back
+
+
+# Blocks above the largest size glibc's malloc ever keeps by default (32 MiB): it maps each on
+# its own and unmaps it when freed.
+LARGE_BLOCKS = textwrap.dedent(
+    """
+    import sys, threading
+    import torch
+    from phi3_lsp.memory_release import keep_freed_memory_for_reuse, release_freed_memory
+
+    def resident_mib():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+
+    def rounds():
+        for _ in range(2):
+            blocks = [torch.ones(10 << 20) for _ in range(8)]  # 40 MiB each
+            allocated = resident_mib()
+            del blocks
+            freed = resident_mib()
+            release_freed_memory()
+            print(allocated, freed, resident_mib())
+
+    if sys.argv[1] == "keep":
+        keep_freed_memory_for_reuse()
+    thread = threading.Thread(target=rounds)
+    thread.start()
+    thread.join()
+    """
+)
+
+
+def _large_blocks(mode: str) -> tuple[int, int, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", LARGE_BLOCKS, mode],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    *_, last_round = result.stdout.splitlines()
+    allocated, freed, released = map(int, last_round.split())
+    return allocated, freed, released
+
+
+def test_large_freed_blocks_are_kept_for_reuse_until_released() -> None:
+    allocated, freed, released = _large_blocks("default")
+    assert allocated - freed > 250  # by default each of the 320 MiB goes back when freed
+    allocated, freed, released = _large_blocks("keep")
+    assert allocated - freed < 50  # kept: the next pass's blocks need no new pages...
+    assert allocated - released > 250  # ...until the release gives them back

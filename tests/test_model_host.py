@@ -18,7 +18,7 @@ import pytest
 
 from phi3_lsp import model_host as model_host_module
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
-from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
+from phi3_lsp.model_host import LoadOutcome, ModelHost, ModelThread, Status
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
 from phi3_lsp.stoppable_passes import decoder_layers
@@ -403,3 +403,23 @@ def test_hovers_work_before_torch_is_imported(tiny_phi3_dir: Path) -> None:
         timeout=LOAD_TIMEOUT,
     )
     assert result.stdout.split() == ["None", "True"], result.stderr
+
+
+def test_the_model_thread_turns_to_its_idle_work_once_no_job_waits() -> None:
+    ran: list[str] = []
+    idle_after: list[list[str]] = []
+    gate = threading.Event()
+    model_thread = ModelThread(when_idle=lambda: idle_after.append(list(ran)))
+
+    def run(name: str) -> None:
+        gate.wait(10)
+        ran.append(name)
+
+    try:
+        jobs = [model_thread.submit(run, name) for name in ("first", "second", "third")]
+        gate.set()  # the first job held the others in the queue until now
+        for job in jobs:
+            job.result(timeout=10)
+    finally:
+        model_thread.shutdown()
+    assert idle_after == [["first", "second", "third"]]

@@ -35,6 +35,7 @@ from phi3_lsp.memory_fit import (
     room_for_a_completion,
     weights_bytes,
 )
+from phi3_lsp.memory_release import keep_freed_memory_for_reuse
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
@@ -125,6 +126,7 @@ class ModelEngine:
         """
         report = progress or ignore_progress
         started = time.perf_counter()
+        keep_freed_memory_for_reuse()  # before the weights are allocated under the defaults
         torch.set_num_threads(threads or physical_cores())
         if tokenizer is None:
             report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))

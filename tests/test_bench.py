@@ -346,10 +346,12 @@ def test_decode_time_is_judged_against_the_memory_floor_of_a_pass() -> None:
     # pass over the ~20-token prompt plus half of its 50 tokens (45 in all) takes 104.5 ms.
     floor = MemoryFloor(10e9, 1_000_000_000, 1_000_000)
 
-    def row(per_token_ms: float) -> Row:
+    def row(per_token_ms: float, floor_target: bool = True) -> Row:
         prompt = PromptFigures(label="~20", full=[decoded(49 * per_token_ms, 49, 50)] * 3)
         server = ServerFigures([0.17], [9.0], [1.2], transport_seconds=[0.001], prompts=[prompt])
-        report = ModelReport("Phi-3", server, {"~20": 20}, None, "", None, "", [0.87], 4, floor)
+        report = ModelReport(
+            "Phi-3", server, {"~20": 20}, None, "", None, "", [0.87], 4, floor, floor_target
+        )
         [row] = [row for row in model_rows(report) if "memory floor" in row.metric]
         return row
 
@@ -357,6 +359,10 @@ def test_decode_time_is_judged_against_the_memory_floor_of_a_pass() -> None:
     assert within.verdict == "met"
     assert "1.44x the floor: 1.04 GB a pass at 10.0 GB/s measured now = 104.5 ms" in within.server
     assert row(per_token_ms=300).verdict == "MISSED"
+    # The issue sets this target for Phi-3-mini-sized decoding only: elsewhere it is a figure.
+    reported = row(per_token_ms=300, floor_target=False)
+    assert "2.87x the floor" in reported.server
+    assert reported.verdict == ""
 
 
 def test_the_floor_counts_what_a_decode_pass_reads(tmp_path: Path) -> None:

@@ -7,19 +7,24 @@ import subprocess
 import sys
 import textwrap
 
-# In a fresh process, so that no other test's allocations are in the heap. Blocks of a size
-# freed before come from the heap, which a plain free does not shrink: the second round shows
-# what a server holds after its first long prompts are gone.
-PROBE = textwrap.dedent(
+RESIDENT_MIB = textwrap.dedent(
     """
-    import threading
-    import torch
-    from phi3_lsp.memory_release import release_freed_memory
-
     def resident_mib():
         for line in open("/proc/self/status"):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) // 1024
+    """
+)
+"""A probe's own resident memory, for the probes below."""
+
+# In a fresh process, so that no other test's allocations are in the heap. Blocks of a size
+# freed before come from the heap, which a plain free does not shrink: the second round shows
+# what a server holds after its first long prompts are gone.
+PROBE = RESIDENT_MIB + textwrap.dedent(
+    """
+    import threading
+    import torch
+    from phi3_lsp.memory_release import release_freed_memory
 
     def rounds():
         for _ in range(2):
@@ -49,16 +54,11 @@ def test_released_memory_leaves_the_process() -> None:
 
 # Blocks above the largest size glibc's malloc ever keeps by default (32 MiB): it maps each on
 # its own and unmaps it when freed.
-LARGE_BLOCKS = textwrap.dedent(
+LARGE_BLOCKS = RESIDENT_MIB + textwrap.dedent(
     """
     import sys, threading
     import torch
     from phi3_lsp.memory_release import keep_freed_memory_for_reuse, release_freed_memory
-
-    def resident_mib():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
 
     def rounds():
         for _ in range(2):

@@ -95,14 +95,17 @@ class DecoderLayer:
 
     def __init__(
         self,
-        function: Any,
+        kernels: CpuKernels,
         norms: tuple[torch.Tensor, torch.Tensor],
         products: tuple[Int4Tensors, Int4Tensors, Int4Tensors, Int4Tensors],
         sizes: dict[str, int],
         norm_epsilon: float,
         scaling: float,
     ) -> None:
-        self._function = function
+        """`norms` (input, post-attention) fp32 [hidden]; `products` query-key-value, output,
+        gate-up and down; `sizes` hidden, heads, kv_heads, head_dim and intermediate (see
+        decoder_layer.c for what they must be)."""
+        self._function = kernels.decoder_layer_entry
         self._tensors = (*norms, *(t for weight in products for t in weight))
         self.sizes = sizes
         qkv, output, gate_up, down = (
@@ -170,9 +173,10 @@ class CpuKernels:
             *(_pointer, _size, _size, _pointer, _pointer, _size, _size, _size, _size, _size),
             *(_size, _size, ctypes.c_float, _pointer, ctypes.c_int),
         ]
-        self._decoder_layer = loaded.phi3_decoder_layer
-        self._decoder_layer.restype = ctypes.c_int
-        self._decoder_layer.argtypes = [
+        self.decoder_layer_entry: Any = loaded.phi3_decoder_layer
+        """`phi3_decoder_layer`, which `DecoderLayer` calls."""
+        self.decoder_layer_entry.restype = ctypes.c_int
+        self.decoder_layer_entry.argtypes = [
             *(_pointer, _pointer, _size, _pointer, _pointer, _pointer, _pointer, _size, _size),
             ctypes.c_int,
         ]
@@ -247,19 +251,6 @@ class CpuKernels:
         if status != 0:
             raise MemoryError("the attention kernel found no memory for its scores")
         return outputs
-
-    def decoder_layer(
-        self,
-        norms: tuple[torch.Tensor, torch.Tensor],
-        products: tuple[Int4Tensors, Int4Tensors, Int4Tensors, Int4Tensors],
-        sizes: dict[str, int],
-        norm_epsilon: float,
-        scaling: float,
-    ) -> DecoderLayer:
-        """A decoder layer to run in one call: `norms` (input, post-attention) fp32 [hidden];
-        `products` query-key-value, output, gate-up and down; `sizes` hidden, heads, kv_heads,
-        head_dim and intermediate (see decoder_layer.c for what they must be)."""
-        return DecoderLayer(self._decoder_layer, norms, products, sizes, norm_epsilon, scaling)
 
 
 def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:

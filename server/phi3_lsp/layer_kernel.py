@@ -84,7 +84,8 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> DecoderLayer | None:
     if not fits:
         return None
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
-    return kernels.decoder_layer(
+    return DecoderLayer(
+        kernels,
         (norms[0].weight.detach(), norms[1].weight.detach()),
         (_tensors(qkv), _tensors(output), _tensors(gate_up), _tensors(down)),
         sizes,

@@ -8,7 +8,9 @@ fusing their products, no bias, no dropout, SiLU) a forward that runs the whole 
 call, for passes of any length over our KV cache with a causal mask. Every position gets the
 bits a one-token pass gives it, as with row_attention; the text is the int4 model's, not
 transformers' bits (its norms, rotary embeddings and SiLU are computed in the kernel's own
-order). Any other pass runs the forward the layer had.
+order). Any other pass runs the forward the layer had. Measured in one process, alternating
+(2-core AMD EPYC): decode passes of SmolLM2 11.8 -> 6.0 ms and of Phi-3-mini-sized layers
+113 -> 56 ms, a 500-token SmolLM2 prompt read 0.42 -> 0.30 s, the same greedy text.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ order). Any other pass runs the forward the layer had. Measured in one process, 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,7 +35,11 @@ from phi3_lsp.cpu_kernels import (
 )
 from phi3_lsp.int4_weights import Int4Weight, own_kernel_for
 from phi3_lsp.kv_cache import GrowingCache
-from phi3_lsp.lean_layers import fused_unbiased_without_dropout, shares_unbiased_products
+from phi3_lsp.lean_layers import (
+    fused_unbiased_without_dropout,
+    shares_unbiased_products,
+    take_fast_way,
+)
 from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION, is_causal_pass
 
 _VECTOR = 16
@@ -52,14 +56,23 @@ def run_layers_in_one_call(model: nn.Module) -> int:
     for module in model.modules():
         kernel_layer = _kernel_layer(kernels, module)
         if kernel_layer is not None:
-            module.forward = functools.partial(
-                _one_call_forward, module, kernel_layer, module.forward
-            )
+            take_fast_way(module, functools.partial(_in_one_call, kernel_layer))
             layers += 1
     return layers
 
 
-def _kernel_layer(kernels: CpuKernels, layer: Any) -> DecoderLayer | None:
+@dataclass(frozen=True)
+class _KernelLayer:
+    """A decoder layer as the one-call way runs it; what a pass needs beside its inputs."""
+
+    kernel: DecoderLayer
+    layer_index: int
+    sliding_window: int | None
+    no_keys: torch.Tensor
+    """[1, kv_heads, 0, head_dim] fp32: the shape and dtype of the layer's cache buffers."""
+
+
+def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
     products = _products(layer)
     if products is None or not isinstance(_activation(layer), SiLUActivation):
         return None
@@ -86,13 +99,19 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> DecoderLayer | None:
     if not fits:
         return None
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
-    return DecoderLayer(
+    kernel = DecoderLayer(
         kernels,
         (norms[0].weight.detach(), norms[1].weight.detach()),
         (_tensors(qkv), _tensors(output), _tensors(gate_up), _tensors(down)),
         sizes,
         norm_epsilon=norms[0].variance_epsilon,
         scaling=attention.scaling,
+    )
+    return _KernelLayer(
+        kernel,
+        attention.layer_idx,
+        getattr(config, "sliding_window", None),
+        torch.empty(1, sizes["kv_heads"], 0, sizes["head_dim"]),
     )
 
 
@@ -125,40 +144,31 @@ def _tensors(weight: Int4Weight) -> Int4Tensors:
     return weight.packed.contiguous(), weight.scales_and_zeros.contiguous()
 
 
-def _one_call_forward(
-    layer: Any,
-    kernel_layer: DecoderLayer,
-    other_forward: Callable[..., torch.Tensor],
+def _in_one_call(
+    layer: _KernelLayer,
     hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """The decoder layer's forward: in one call where the kernel can take the pass."""
+    attention_mask: torch.Tensor | None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+    kwargs: dict[str, Any],
+) -> torch.Tensor | None:
+    """The layer's output in one call of the kernel; None for a pass it cannot take."""
     cache = kwargs.get("cache")
     if (
-        position_embeddings is not None
-        and isinstance(cache, GrowingCache)
-        and hidden_states.dim() == 3
-        and hidden_states.shape[0] == 1
-        and hidden_states.dtype == torch.float32
+        position_embeddings is None
+        or not isinstance(cache, GrowingCache)
+        or hidden_states.dim() != 3
+        or hidden_states.shape[0] != 1
+        or hidden_states.dtype != torch.float32
     ):
-        rows = hidden_states.shape[1]
-        cache_layer = cache.layer(layer.self_attn.layer_idx)
-        tokens = cache_layer.get_seq_length() + rows
-        window = getattr(layer.self_attn.config, "sliding_window", None)
-        if not (window and 0 < window < tokens) and is_causal_pass(attention_mask, rows, tokens):
-            sizes = kernel_layer.sizes
-            like = hidden_states.new_empty(1, sizes["kv_heads"], 0, sizes["head_dim"])
-            keys, values, cached = cache_layer.room_for(rows, like, like)
-            hidden = hidden_states.reshape(rows, -1).clone()
-            cos, sin = position_embeddings
-            kernel_layer.run(hidden, (cos[0], sin[0]), keys[0], values[0], cached)
-            cache_layer.hold(tokens)
-            return hidden.view(1, rows, -1)
-    return other_forward(
-        hidden_states,
-        attention_mask=attention_mask,
-        position_embeddings=position_embeddings,
-        **kwargs,
-    )
+        return None
+    rows = hidden_states.shape[1]
+    cache_layer = cache.layer(layer.layer_index)
+    tokens = cache_layer.get_seq_length() + rows
+    if not is_causal_pass(attention_mask, rows, tokens, layer.sliding_window):
+        return None
+    keys, values, cached = cache_layer.room_for(rows, layer.no_keys, layer.no_keys)
+    hidden = hidden_states.reshape(rows, -1).clone()
+    cos, sin = position_embeddings
+    layer.kernel.run(hidden, (cos[0], sin[0]), keys[0], values[0], cached)
+    cache_layer.hold(tokens)
+    return hidden.view(1, rows, -1)

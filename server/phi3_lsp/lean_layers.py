@@ -46,6 +46,12 @@ _LLAMA_PROJECTIONS = (
 _PHI3_PROJECTIONS = ("self_attn.qkv_proj", "self_attn.o_proj", "mlp.gate_up_proj", "mlp.down_proj")
 
 _ShortForward = Callable[[Any, torch.Tensor, tuple[torch.Tensor, torch.Tensor], Any], torch.Tensor]
+FastWay = Callable[
+    [torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None, dict[str, Any]],
+    torch.Tensor | None,
+]
+"""A decoder layer's output for (hidden states, attention mask, position embeddings, the other
+keyword arguments), or None for a pass it does not take."""
 
 
 def lean_decoding(model: nn.Module) -> int:
@@ -61,9 +67,34 @@ def lean_decoding(model: nn.Module) -> int:
     for module in model.modules():
         short = _short_forward_for(module)
         if short is not None:
-            module.forward = functools.partial(_one_token_forward, module, short, module.forward)
+            take_fast_way(module, functools.partial(_one_token_way, module, short))
             layers += 1
     return layers
+
+
+def take_fast_way(layer: nn.Module, fast_way: FastWay) -> None:
+    """Give `layer` a forward that runs `fast_way`, and the forward it had for the passes
+    `fast_way` leaves. Hooks on the layer still run."""
+    layer.forward = functools.partial(_forward_trying, fast_way, layer.forward)
+
+
+def _forward_trying(
+    fast_way: FastWay,
+    other_forward: Callable[..., torch.Tensor],
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    output = fast_way(hidden_states, attention_mask, position_embeddings, kwargs)
+    if output is not None:
+        return output
+    return other_forward(
+        hidden_states,
+        attention_mask=attention_mask,
+        position_embeddings=position_embeddings,
+        **kwargs,
+    )
 
 
 def _short_forward_for(layer: nn.Module) -> _ShortForward | None:
@@ -94,16 +125,15 @@ def fused_unbiased_without_dropout(layer: nn.Module) -> bool:
     )
 
 
-def _one_token_forward(
+def _one_token_way(
     layer: Any,
     short_forward: _ShortForward,
-    full_forward: Callable[..., torch.Tensor],
     hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
-    """The decoder layer's forward, with a short way for one token after cached ones."""
+    attention_mask: torch.Tensor | None,
+    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
+    kwargs: dict[str, Any],
+) -> torch.Tensor | None:
+    """The short way for one token after cached ones, without a mask; None for other passes."""
     cache = kwargs.get("cache")
     if (
         hidden_states.shape[:2] != (1, 1)
@@ -111,12 +141,7 @@ def _one_token_forward(
         or cache is None
         or position_embeddings is None
     ):
-        return full_forward(
-            hidden_states,
-            attention_mask=attention_mask,
-            position_embeddings=position_embeddings,
-            **kwargs,
-        )
+        return None
     return short_forward(layer, hidden_states, position_embeddings, cache)
 
 

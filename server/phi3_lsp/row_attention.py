@@ -43,8 +43,7 @@ def attention_row_by_row(
     cached keys runs once per position, each seeing the keys up to its own, unless the keys
     outrun a sliding window (see `exact_rows_until`)."""
     rows, keys = query.shape[2], key.shape[2]
-    window = kwargs.get("sliding_window")
-    masked_by_window = window is not None and 0 < window < keys
+    masked_by_window = outruns_window(kwargs.get("sliding_window"), keys)
     causal_model = kwargs.get("is_causal", getattr(module, "is_causal", True))
     if not masked_by_window and _CAUSAL_MASKS.is_causal(attention_mask, rows, keys, causal_model):
         if rows == 1:
@@ -143,10 +142,17 @@ class _CausalMasks:
 _CAUSAL_MASKS = _CausalMasks()
 
 
-def is_causal_pass(mask: torch.Tensor | None, rows: int, keys: int) -> bool:
-    """Whether `mask` (a causal model's, as transformers gives its layers) lets each of a
-    pass's `rows` positions see exactly the `keys` up to its own."""
-    return _CAUSAL_MASKS.is_causal(mask, rows, keys, causal_model=True)
+def outruns_window(window: int | None, keys: int) -> bool:
+    """Whether a sliding window of `window` tokens hides some of `keys` from a position."""
+    return window is not None and 0 < window < keys
+
+
+def is_causal_pass(mask: torch.Tensor | None, rows: int, keys: int, window: int | None) -> bool:
+    """Whether `mask` (a causal model's, as transformers gives its layers) and the sliding
+    `window` let each of a pass's `rows` positions see exactly the `keys` up to its own."""
+    return not outruns_window(window, keys) and _CAUSAL_MASKS.is_causal(
+        mask, rows, keys, causal_model=True
+    )
 
 
 def attend_row_by_row(model: nn.Module) -> bool:

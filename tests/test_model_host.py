@@ -318,6 +318,39 @@ def test_a_reload_drops_the_old_model_at_once(
     assert listener.statuses[-1].state == "error"
 
 
+class _SupersedingListener(RecordingListener):
+    """Asks its host for `other` once a load starts its imports, beside its tokenizer's read."""
+
+    def __init__(self, other: str) -> None:
+        super().__init__()
+        self.other = other
+        self.host: ModelHost | None = None
+
+    def load_progressed(self, update: ProgressUpdate) -> None:
+        super().load_progressed(update)
+        if self.host is not None and update.message.startswith("Starting torch"):
+            host, self.host = self.host, None
+            host.load(self.other, threads=1)
+
+
+def test_the_tokenizer_of_a_superseded_load_never_serves_hovers(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    listener = _SupersedingListener(other=str(tmp_path / "missing-model"))
+    host = ModelHost(listener, str(tiny_phi3_dir))
+    listener.host = host
+    try:
+        host.load(str(tiny_phi3_dir), threads=1)
+        while len(listener.outcomes) < 2:
+            assert listener.wait_for_load() is not None
+    finally:
+        host.shutdown()
+    assert listener.outcomes[0].superseded
+    assert listener.outcomes[1].error is not None
+    # Hovers would show the first model's tokens while the user asked for another model.
+    assert host.tokenizer is None
+
+
 def test_a_model_that_failed_is_tried_again_when_asked_for_again(
     listener: RecordingListener,
     new_host: Callable[[str], ModelHost],
@@ -368,32 +401,36 @@ def test_the_collector_rests_while_a_model_loads_and_runs_after_any_load(
 
 
 HOVERS_BEFORE_TORCH = """
-import sys, threading
+import sys, threading, time
 from phi3_lsp.model_host import ModelHost
 
 class Listener:
     def __init__(self):
         self.done = threading.Event()
-        self.tokenizer_without_torch = False
     def status_changed(self, status): pass
     def load_began(self, model): pass
-    def load_progressed(self, update):
-        if host.tokenizer is not None and "torch" not in sys.modules:
-            self.tokenizer_without_torch = True
+    def load_progressed(self, update): pass
     def load_ended(self, outcome):
         self.outcome = outcome
         self.done.set()
 
+def engine_imported():
+    # The engine module defines its class once torch and transformers are imported.
+    return hasattr(sys.modules.get("phi3_lsp.engine"), "ModelEngine")
+
 listener = Listener()
 host = ModelHost(listener, sys.argv[1])
 host.load(sys.argv[1], threads=1)
+while host.tokenizer is None and not listener.done.is_set():
+    time.sleep(0.001)
+tokenizer_first = host.tokenizer is not None and not engine_imported()
 assert listener.done.wait(120)
 host.shutdown()
-print(listener.outcome.error, listener.tokenizer_without_torch)
+print(listener.outcome.error, tokenizer_first)
 """
 
 
-def test_hovers_work_before_torch_is_imported(tiny_phi3_dir: Path) -> None:
+def test_hovers_work_before_torch_and_transformers_are_imported(tiny_phi3_dir: Path) -> None:
     # Importing torch and transformers takes seconds; the tokenizer needs neither.
     result = subprocess.run(
         [sys.executable, "-c", HOVERS_BEFORE_TORCH, str(tiny_phi3_dir)],

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
@@ -431,16 +431,16 @@ class ModelHost:
         source = resolve_model(
             request.model, progress=on_progress, trust_remote_code=request.trust_remote_code
         )
-        on_progress(ProgressUpdate("loading", "Loading the tokenizer"))
-        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
-        with self._lock:
-            if load_id != self._load_id:
-                return None, None
-            self._tokenizer = tokenizer  # hovers work from here on
-        # The first load imports torch and transformers, which takes seconds on its own.
+        # The tokenizer's file is parsed without holding the GIL, so it is read beside the
+        # imports of torch and transformers (seconds, on the first load), which hold it.
         on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-        from phi3_lsp.engine import ModelEngine
-
+        with ThreadPoolExecutor(1, thread_name_prefix="phi3-tokenizer") as reader:
+            reading = reader.submit(DocumentTokenizer.from_dir, source.tokenizer_dir)
+            reading.add_done_callback(lambda read: self._take_tokenizer(load_id, read))
+            from phi3_lsp.engine import ModelEngine
+        tokenizer = reading.result()
+        if load_id != self._load_id:
+            return None, None
         engine = ModelEngine.load(
             source,
             tokenizer=tokenizer,
@@ -449,6 +449,13 @@ class ModelHost:
             progress=on_progress,
         )
         return engine, None if engine.has_weights else engine.source.missing_weights_hint
+
+    def _take_tokenizer(self, load_id: int, read: Future[DocumentTokenizer]) -> None:
+        """Serve hovers with the tokenizer just read, unless a newer load has begun."""
+        if read.exception() is None:
+            with self._lock:
+                if load_id == self._load_id:
+                    self._tokenizer = read.result()
 
     # --- status ----------------------------------------------------------------------------
 

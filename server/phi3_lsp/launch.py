@@ -7,6 +7,7 @@ rest is read on a thread of its own (see `message_reader`).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -23,8 +24,13 @@ def serve(args: argparse.Namespace) -> int:
         stdin = stdout = None
     else:
         stdin, stdout = answer_initialize(sys.stdin.buffer, _protocol_stdout())
+    # pygls and lsprotocol make ~50,000 objects that live as long as the server: without the
+    # cycle collector's passes over them as they are made, they import 0.05-0.2 s faster.
+    gc.disable()
     from phi3_lsp.server import build_server  # imports pygls and lsprotocol
 
+    gc.freeze()  # out of later collections' way (the first load freezes its own objects too)
+    gc.enable()
     server = build_server(args.model)
     try:
         if args.tcp:

@@ -378,7 +378,8 @@ class ModelHost:
             return  # a newer load is queued behind this one
         self._listener.load_began(model)
         engine: ModelEngine | None = None
-        _collect_previous_model()
+        if load_id > 1:
+            _collect_previous_model()
         # Imports and the model make ~400,000 objects, and the collector's full passes over
         # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
@@ -497,7 +498,8 @@ class _RunningGeneration:
 
 def _collect_previous_model() -> None:
     """Give the objects frozen after the last load back to the collector, and collect: the
-    model just dropped may hold reference cycles (a full collection; none before the first load).
+    model just dropped may hold reference cycles (a full collection: ~30 ms with only the
+    server's own objects, so the first load skips it).
     """
     gc.unfreeze()
     gc.collect()

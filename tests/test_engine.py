@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from model_sources import folder_source
 from phi3_lsp import memory_fit
@@ -122,13 +122,20 @@ def test_physical_cores_is_within_the_logical_count() -> None:
 def test_a_bf16_checkpoint_runs_in_fp32(
     weights: WeightFormat, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    # This class of CPU has no native bf16: whatever the checkpoint, nothing may stay bf16.
+    # This class of CPU has no native bf16: whatever the checkpoint, nothing computes in bf16.
+    # int4 keeps the input embedding in bf16: its rows are only looked up, and widen exactly.
     for item in tiny_phi3_dir.iterdir():
         shutil.copy2(item, tmp_path / item.name)
     model = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype=torch.bfloat16)
     model.save_pretrained(tmp_path)
     engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights=weights)
-    assert {parameter.dtype for parameter in engine.model.parameters()} == {torch.float32}
+    assert isinstance(engine.model, PreTrainedModel)
+    embedding = engine.model.get_input_embeddings()
+    others = [p for p in engine.model.parameters() if p is not embedding.weight]
+    assert {parameter.dtype for parameter in others} == {torch.float32}
+    assert embedding.weight.dtype == (torch.bfloat16 if weights == "int4" else torch.float32)
+    with torch.inference_mode():
+        assert embedding(torch.tensor([[1, 450]])).dtype == torch.float32
     expected = "float32" if weights == "fp32" else "float32 elsewhere"
     assert engine.architecture().config.dtype.endswith(expected)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from phi3_lsp.int4_weights import GROUP_SIZE
-from phi3_lsp.quantize import Int4Linear
+from phi3_lsp.quantize import Int4Linear, input_embedding
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,22 @@ def module_counts(model: nn.Module) -> list[ModuleCount]:
 
 
 def _parameter_dtype(model: nn.Module) -> str:
-    first = next(model.parameters(), None)
-    dtype = str(first.dtype).removeprefix("torch.") if first is not None else "unknown"
+    """E.g. "float32", or "int4 linear layers (groups of 32), bfloat16 input embeddings,
+    float32 elsewhere"."""
+    embedding = input_embedding(model)
+    embedding_weight = None if embedding is None else embedding.weight
+    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if p is not embedding_weight})
+    dtype = "/".join(rest) or "unknown"
+    parts = []
     if any(isinstance(layer, Int4Linear) for layer in model.modules()):
-        return f"int4 linear layers (groups of {GROUP_SIZE}), {dtype} elsewhere"
-    return dtype
+        parts.append(f"int4 linear layers (groups of {GROUP_SIZE})")
+    if embedding_weight is not None and _dtype_name(embedding_weight.dtype) != dtype:
+        parts.append(f"{_dtype_name(embedding_weight.dtype)} input embeddings")
+    return ", ".join([*parts, f"{dtype} elsewhere"]) if parts else dtype
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def _optional_int(value: object) -> int | None:

@@ -14,7 +14,9 @@ prompts, where int4 keeps 11.
 The vocabulary projection keeps its fp32 weight: read in 4 bits alone, it changed the greedy
 text of most reference prompts. It becomes a `ScreenedProjection` instead, which reads the
 4-bit copy for every token and the fp32 rows only for the few tokens that could be the most
-likely (see `screened_projection`). Everything else (embeddings, norms) is fp32.
+likely (see `screened_projection`). Everything else (norms, embeddings) is fp32, but for an
+input embedding in bf16 (Phi-3-mini's checkpoint) that is not the projection's weight too: it
+stays bf16 and hands the rows it looks up on in fp32, the same values in half the memory.
 """
 
 from __future__ import annotations
@@ -96,11 +98,12 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
     """Turn `model` into its int4 form in place; returns how many layers were quantized.
 
     Linear layers (except the vocabulary projection) become `Int4Linear`, the vocabulary
-    projection a `ScreenedProjection`; all other floating parameters and buffers become fp32.
-    Works from weights in any float dtype, so a bf16 checkpoint never needs a full fp32 copy
-    in memory. With `stored` (what `int4_tensors` gave for the same checkpoint), the 4-bit
-    weights are read from it instead of computed; a missing or misfit one raises KeyError or
-    ValueError, possibly with part of the model converted.
+    projection a `ScreenedProjection`; all other floating parameters and buffers become fp32
+    (an untied bf16 input embedding stays bf16, its outputs fp32). Works from weights in any
+    float dtype, so a bf16 checkpoint never needs a full fp32 copy in memory. With `stored`
+    (what `int4_tensors` gave for the same checkpoint), the 4-bit weights are read from it
+    instead of computed; a missing or misfit one raises KeyError or ValueError, possibly with
+    part of the model converted.
     """
     output = _output_layer(model)
     quantized = 0
@@ -114,7 +117,10 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
                     weight = Int4Weight.from_tensors(stored, prefix, shape)
                 setattr(parent, name, Int4Linear(child, weight))  # the old weight is freed here
                 quantized += 1
-    model.float()
+    embedding = _untied_bf16_embedding(model, output)
+    _to_fp32(model, keep=embedding)
+    if embedding is not None:
+        embedding.register_forward_hook(_outputs_in_fp32)
     if isinstance(output, nn.Linear) and can_quantize(output):
         name = _module_name(model, output)
         screen = None if stored is None else ScreenedProjection.stored_screen(stored, name, output)
@@ -124,7 +130,8 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
 
 def int4_bytes(model: nn.Module) -> int:
     """Bytes the parameters of `model` (in any dtype, or on the meta device: only shapes count)
-    take once `quantize_to_int4` has made its int4 form."""
+    take once `quantize_to_int4` has made its int4 form: at most, since an untied input
+    embedding that a checkpoint has in bf16 keeps 2 bytes a weight."""
     output = _output_layer(model)
     quantized = [
         module
@@ -137,6 +144,36 @@ def int4_bytes(model: nn.Module) -> int:
     if isinstance(output, nn.Linear) and can_quantize(output):
         four_bit += output.weight.numel()  # the screen beside its fp32 weight
     return round(4 * fp32 + BYTES_PER_WEIGHT * four_bit)
+
+
+def _untied_bf16_embedding(model: nn.Module, output: nn.Module | None) -> nn.Embedding | None:
+    """The input embedding, if it is bf16 and not the vocabulary projection's weight too.
+
+    A lookup reads a few rows, and bf16 values widen to fp32 exactly: kept in bf16, it takes
+    half the memory (Phi-3-mini: 197 MB instead of 394 MB) and no 0.1 s cast at every load.
+    """
+    embedding = input_embedding(model)
+    if embedding is None or embedding.weight.dtype != torch.bfloat16:
+        return None
+    if output is not None and getattr(output, "weight", None) is embedding.weight:
+        return None  # tied: the projection needs its weight in fp32
+    return embedding
+
+
+def _to_fp32(model: nn.Module, keep: nn.Embedding | None) -> None:
+    """Every floating parameter and buffer of `model` in fp32, except `keep`'s weight."""
+    if keep is None:
+        model.float()
+        return
+    weight = keep.weight
+    del keep.weight  # out of the cast's reach
+    model.float()
+    keep.weight = weight
+
+
+def _outputs_in_fp32(_module: nn.Module, _inputs: object, outputs: torch.Tensor) -> torch.Tensor:
+    # A forward hook rather than a wrapping module: the tree prints as transformers prints it.
+    return outputs.float()
 
 
 def int4_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -153,6 +190,13 @@ def int4_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def _module_name(model: nn.Module, module: nn.Module) -> str:
     names: list[str] = [name for name, candidate in model.named_modules() if candidate is module]
     return names[0]
+
+
+def input_embedding(model: nn.Module) -> nn.Embedding | None:
+    """The token embedding of a transformers model (None for other modules)."""
+    get_input_embeddings = getattr(model, "get_input_embeddings", None)
+    embedding = get_input_embeddings() if callable(get_input_embeddings) else None
+    return embedding if isinstance(embedding, nn.Embedding) else None
 
 
 def _output_layer(model: nn.Module) -> nn.Module | None:

@@ -460,3 +460,18 @@ def test_the_model_thread_turns_to_its_idle_work_once_no_job_waits() -> None:
     finally:
         model_thread.shutdown()
     assert idle_after == [["first", "second", "third"]]
+
+
+def test_the_idle_work_waits_until_no_job_has_come_for_a_while() -> None:
+    # Giving memory back holds the heap's lock for up to ~0.1 s: not when a keystroke's request
+    # is likely, right after a completion.
+    idle = threading.Event()
+    model_thread = ModelThread(when_idle=idle.set, idle_after=1.5)
+    try:
+        model_thread.submit(time.sleep, 0).result(timeout=10)
+        assert not idle.wait(0.9)
+        model_thread.submit(time.sleep, 0).result(timeout=10)
+        assert not idle.wait(0.9), "1.8 s after the first job, 0.9 s after the second"
+        assert idle.wait(10)
+    finally:
+        model_thread.shutdown()

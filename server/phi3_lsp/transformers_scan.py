@@ -32,10 +32,11 @@ def scan_transformers_models_once() -> None:
 
 
 class _UnboundedScanCache:
-    """An import finder for the one module that scans; it leaves once it has found it."""
+    """An import finder for the one module that scans; it leaves once it has found it.
 
-    # It leaves only when it returns a spec, which ends the import system's walk over
-    # `sys.meta_path`: removing itself and returning None would make the walk skip a finder.
+    It leaves only when it returns a spec, which ends the import system's walk over
+    `sys.meta_path`: removing itself and returning None would make the walk skip a finder.
+    """
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -44,7 +45,7 @@ class _UnboundedScanCache:
             return None
         spec = PathFinder.find_spec(fullname, path)
         loader = None if spec is None else spec.loader
-        if spec is None or loader is None or not hasattr(loader, "exec_module"):
+        if loader is None or not hasattr(loader, "exec_module"):
             return None  # the finders after this one import it as usual
         sys.meta_path.remove(self)
         run_module = loader.exec_module

@@ -13,7 +13,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from model_sources import folder_source
 from phi3_lsp import memory_fit
-from phi3_lsp.engine import ModelEngine, WeightsNotAvailableError, physical_cores
+from phi3_lsp.engine import (
+    DEFAULT_PROMPT_CACHE_BYTES,
+    ModelEngine,
+    WeightsNotAvailableError,
+    physical_cores,
+)
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.settings import WeightFormat
 
@@ -118,17 +123,21 @@ def test_physical_cores_is_within_the_logical_count() -> None:
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
-@pytest.mark.parametrize("weights", ["fp32", "int4"])
-def test_a_bf16_checkpoint_runs_in_fp32(
-    weights: WeightFormat, tiny_phi3_dir: Path, tmp_path: Path
-) -> None:
-    # This class of CPU has no native bf16: whatever the checkpoint, nothing computes in bf16.
-    # int4 keeps the input embedding in bf16: its rows are only looked up, and widen exactly.
+@pytest.fixture
+def bf16_phi3_dir(tiny_phi3_dir: Path, tmp_path: Path) -> Path:
+    """The tiny Phi-3 with its weights saved in bf16, as Phi-3-mini's checkpoint has them."""
     for item in tiny_phi3_dir.iterdir():
         shutil.copy2(item, tmp_path / item.name)
     model = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype=torch.bfloat16)
     model.save_pretrained(tmp_path)
-    engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights=weights)
+    return tmp_path
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_a_bf16_checkpoint_runs_in_fp32(weights: WeightFormat, bf16_phi3_dir: Path) -> None:
+    # This class of CPU has no native bf16: whatever the checkpoint, nothing computes in bf16.
+    # int4 keeps the input embedding in bf16: its rows are only looked up, and widen exactly.
+    engine = ModelEngine.load(folder_source(bf16_phi3_dir, weights=True), weights=weights)
     assert isinstance(engine.model, PreTrainedModel)
     embedding = engine.model.get_input_embeddings()
     others = [p for p in engine.model.parameters() if p is not embedding.weight]
@@ -138,6 +147,19 @@ def test_a_bf16_checkpoint_runs_in_fp32(
         assert embedding(torch.tensor([[1, 450]])).dtype == torch.float32
     expected = "float32" if weights == "fp32" else "float32 elsewhere"
     assert engine.architecture().config.dtype.endswith(expected)
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+def test_cached_prompts_are_budgeted_as_fp32_keys_and_values(
+    weights: WeightFormat, bf16_phi3_dir: Path
+) -> None:
+    # int4 keeps a bf16 checkpoint's input embedding in bf16; its keys and values are fp32
+    # all the same, so a token of them takes 4 bytes a value, not that embedding's 2.
+    engine = ModelEngine.load(folder_source(bf16_phi3_dir, weights=True), weights=weights)
+    text = engine.config.get_text_config()
+    head_dim = text.hidden_size // text.num_attention_heads
+    per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4
+    assert engine.prompt_cache_tokens == DEFAULT_PROMPT_CACHE_BYTES // per_token
 
 
 def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:

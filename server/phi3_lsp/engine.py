@@ -87,7 +87,7 @@ class ModelEngine:
         self.has_weights = has_weights
         self.eos_token_ids = eos_token_ids
         self.context_length = _context_length(config)
-        kv_bytes = kv_bytes_per_token(config, next(model.parameters()).element_size())
+        kv_bytes = kv_bytes_per_token(config)  # fp32, whatever the checkpoint's dtype
         # Cached prompts stay while another completion as long as the last would still fit.
         self._prompt_cache = PromptCache(
             max_tokens=max(1, prompt_cache_bytes // kv_bytes),
@@ -153,7 +153,7 @@ class ModelEngine:
         report(ProgressUpdate("loading", f"{source.name} is ready", 1.0))
         log.info(
             "Loaded %s (%s, %s parameters, %s weights, %s) in %.2f s (tokenizer and config "
-            "%.2f s), %d torch threads",
+            "%.2f s), %d torch threads, keys and values kept for up to %s prompt tokens",
             source.name,
             type(model).__name__,
             f"{count_parameters(model):,}",
@@ -162,8 +162,14 @@ class ModelEngine:
             time.perf_counter() - started,
             tokenizer_seconds,
             torch.get_num_threads(),
+            f"{engine.prompt_cache_tokens:,}",
         )
         return engine
+
+    @property
+    def prompt_cache_tokens(self) -> int:
+        """How many tokens of recent prompts the engine keeps keys and values for, at most."""
+        return self._prompt_cache.max_tokens
 
     @property
     def pass_planner(self) -> PassPlanner:

@@ -55,14 +55,14 @@ def memory_shortfall(
     )
 
 
-def kv_bytes_per_token(config: Any, element_size: int = 4) -> int:
-    """Bytes of keys and values that one token adds to the cache (fp32 by default: both
-    weight formats compute in fp32)."""
+def kv_bytes_per_token(config: Any) -> int:
+    """Bytes of keys and values that one token adds to the cache: fp32, as both weight formats
+    compute in fp32 (an int4 model's input embedding may be bf16, its keys and values are not)."""
     text = config.get_text_config()
     heads = int(text.num_attention_heads)
     kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // heads)
-    return 2 * int(text.num_hidden_layers) * kv_heads * head_dim * element_size
+    return 2 * int(text.num_hidden_layers) * kv_heads * head_dim * 4
 
 
 def prompt_bytes(config: Any) -> int:

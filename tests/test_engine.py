@@ -136,15 +136,21 @@ def bf16_phi3_dir(tiny_phi3_dir: Path, tmp_path: Path) -> Path:
 @pytest.mark.parametrize("weights", ["fp32", "int4"])
 def test_a_bf16_checkpoint_runs_in_fp32(weights: WeightFormat, bf16_phi3_dir: Path) -> None:
     # This class of CPU has no native bf16: whatever the checkpoint, nothing computes in bf16.
-    # int4 keeps the input embedding in bf16: its rows are only looked up, and widen exactly.
+    # int4 keeps the input embedding and the vocabulary projection in bf16: it reads a few of
+    # their rows for a token, which widen exactly.
     engine = ModelEngine.load(folder_source(bf16_phi3_dir, weights=True), weights=weights)
     assert isinstance(engine.model, PreTrainedModel)
-    embedding = engine.model.get_input_embeddings()
-    others = [p for p in engine.model.parameters() if p is not embedding.weight]
+    projection = engine.model.get_output_embeddings()  # type: ignore[no-untyped-call]
+    tables = [engine.model.get_input_embeddings(), projection]
+    table_weights = [table.weight for table in tables]
+    others = [p for p in engine.model.parameters() if all(p is not w for w in table_weights)]
     assert {parameter.dtype for parameter in others} == {torch.float32}
-    assert embedding.weight.dtype == (torch.bfloat16 if weights == "int4" else torch.float32)
+    table_dtype = torch.bfloat16 if weights == "int4" else torch.float32
+    assert {weight.dtype for weight in table_weights} == {table_dtype}
     with torch.inference_mode():
-        assert embedding(torch.tensor([[1, 450]])).dtype == torch.float32
+        assert tables[0](torch.tensor([[1, 450]])).dtype == torch.float32
+        logits = engine.model(input_ids=torch.tensor([[1, 450]])).logits
+        assert logits.dtype == torch.float32
     expected = "float32" if weights == "fp32" else "float32 elsewhere"
     assert engine.architecture().config.dtype.endswith(expected)
 

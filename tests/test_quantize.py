@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from conftest import TINY_PHI3
 from model_sources import folder_source
 from phi3_lsp.architecture import count_parameters, describe_model
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.int4_weights import GROUP_SIZE, has_native_bf16
 from phi3_lsp.quantize import Int4Linear, quantize_to_int4
-from phi3_lsp.screened_projection import ScreenedProjection
+from phi3_lsp.screened_projection import MAX_SCREENED_ROWS, ScreenedProjection
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -181,7 +182,7 @@ def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_d
     int4_head, fp32_head = int4.model.get_submodule("lm_head"), fp32.model.get_submodule("lm_head")
     decoder = int4.model.get_submodule("model.layers")
     # Every projection in the decoder layers is int4; the vocabulary projection keeps its
-    # fp32 weight and is screened in 4 bits.
+    # full weight (fp32 here) and is screened in 4 bits.
     assert [layer for layer in decoder.modules() if isinstance(layer, nn.Linear)] == []
     assert isinstance(int4_head, ScreenedProjection) and isinstance(fp32_head, nn.Linear)
     assert torch.equal(int4_head.weight, fp32_head.weight)
@@ -195,14 +196,16 @@ def test_a_model_keeps_its_vocabulary_projection_and_parameter_count(tiny_phi3_d
     assert len(int4.generate(prompt, max_new_tokens=5).token_ids) >= 1
 
 
-def tiny_bf16_phi3(tie_word_embeddings: bool) -> PreTrainedModel:
+def tiny_bf16_phi3(
+    tie_word_embeddings: bool, vocab_size: int = TINY_PHI3["vocab_size"]
+) -> PreTrainedModel:
     """A tiny Phi-3 in bf16, as Phi-3-mini's checkpoint has its weights."""
     from transformers import Phi3Config, Phi3ForCausalLM
 
-    from conftest import TINY_PHI3
-
     torch.manual_seed(0)
-    config = Phi3Config(**{**TINY_PHI3, "tie_word_embeddings": tie_word_embeddings})
+    config = Phi3Config(
+        **{**TINY_PHI3, "tie_word_embeddings": tie_word_embeddings, "vocab_size": vocab_size}
+    )
     model = Phi3ForCausalLM(config)
     nn.Module.to(model, torch.bfloat16)
     nn.Module.eval(model)
@@ -217,28 +220,39 @@ def embeddings(model: PreTrainedModel) -> tuple[nn.Embedding, nn.Module]:
     return embedding, projection
 
 
-def test_an_untied_bf16_input_embedding_stays_bf16_and_gives_the_same_logits() -> None:
-    model = tiny_bf16_phi3(tie_word_embeddings=False)
+@pytest.mark.parametrize("tie_word_embeddings", [False, True])
+def test_bf16_vocabulary_tables_stay_bf16_and_give_the_same_logits(
+    tie_word_embeddings: bool,
+) -> None:
+    model = tiny_bf16_phi3(tie_word_embeddings=tie_word_embeddings)
     widened = copy.deepcopy(model)
-    embeddings(widened)[0].float()  # the reference: every weight in fp32
+    for table in embeddings(widened):
+        table.float()  # the reference: every weight in fp32
     quantize_to_int4(model)
     quantize_to_int4(widened)
-    # Half the memory of an fp32 copy (Phi-3-mini: 197 MB instead of 394 MB).
-    assert embeddings(model)[0].weight.dtype == torch.bfloat16
-    assert embeddings(widened)[0].weight.dtype == torch.float32
-    prompt = torch.tensor([[1, 450, 7483, 310, 3444, 338]])
+    # Half the memory of fp32 copies (Phi-3-mini: 394 MB instead of 788 MB), no cast to load.
+    assert {table.weight.dtype for table in embeddings(model)} == {torch.bfloat16}
+    assert {table.weight.dtype for table in embeddings(widened)} == {torch.float32}
+    # A prompt (every score exact), a short pass (screened) and one token (screened).
+    prompt = torch.randint(0, TINY_PHI3["vocab_size"], (1, MAX_SCREENED_ROWS + 4))
     with torch.inference_mode():
-        assert torch.equal(model(input_ids=prompt).logits, widened(input_ids=prompt).logits)
+        for length in (MAX_SCREENED_ROWS + 4, 6, 1):
+            logits = model(input_ids=prompt[:, :length]).logits
+            assert logits.dtype == torch.float32
+            assert torch.equal(logits, widened(input_ids=prompt[:, :length]).logits)
     dtype = describe_model(model, model.config, name="tiny", weights_loaded=True).config.dtype
     assert dtype == (
-        "int4 linear layers (groups of 32), bfloat16 input embeddings, float32 elsewhere"
+        "int4 linear layers (groups of 32), bfloat16 input embeddings and vocabulary projection, "
+        "float32 elsewhere"
     )
 
 
-def test_a_tied_input_embedding_is_the_projections_fp32_weight() -> None:
-    model = tiny_bf16_phi3(tie_word_embeddings=True)
+def test_a_tied_bf16_weight_is_fp32_when_the_projection_is_not_screened() -> None:
+    # An odd vocabulary: the packed kernel cannot take it, so the projection stays fp32.
+    model = tiny_bf16_phi3(tie_word_embeddings=True, vocab_size=TINY_PHI3["vocab_size"] - 1)
     quantize_to_int4(model)
     embedding, projection = embeddings(model)
+    assert isinstance(projection, nn.Linear)
     assert embedding.weight is projection.weight
     assert embedding.weight.dtype == torch.float32
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from phi3_lsp.int4_weights import GROUP_SIZE
-from phi3_lsp.quantize import Int4Linear, input_embedding
+from phi3_lsp.quantize import Int4Linear, input_embedding, vocabulary_projection
 
 
 @dataclass(frozen=True)
@@ -158,17 +158,28 @@ def module_counts(model: nn.Module) -> list[ModuleCount]:
 
 
 def _parameter_dtype(model: nn.Module) -> str:
-    """E.g. "float32", or "int4 linear layers (groups of 32), bfloat16 input embeddings,
-    float32 elsewhere"."""
-    embedding = input_embedding(model)
-    embedding_weight = None if embedding is None else embedding.weight
-    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if p is not embedding_weight})
+    """E.g. "float32", or "int4 linear layers (groups of 32), bfloat16 input embeddings and
+    vocabulary projection, float32 elsewhere"."""
+    tables = {
+        "input embeddings": input_embedding(model),
+        "vocabulary projection": vocabulary_projection(model),
+    }
+    weights: dict[str, torch.Tensor] = {}
+    for name, module in tables.items():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            weights[name] = weight
+    table_ids = {id(weight) for weight in weights.values()}
+    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if id(p) not in table_ids})
     dtype = "/".join(rest) or "unknown"
     parts = []
     if any(isinstance(layer, Int4Linear) for layer in model.modules()):
         parts.append(f"int4 linear layers (groups of {GROUP_SIZE})")
-    if embedding_weight is not None and _dtype_name(embedding_weight.dtype) != dtype:
-        parts.append(f"{_dtype_name(embedding_weight.dtype)} input embeddings")
+    by_dtype: dict[str, list[str]] = {}
+    for name, weight in weights.items():
+        if _dtype_name(weight.dtype) != dtype:
+            by_dtype.setdefault(_dtype_name(weight.dtype), []).append(name)
+    parts += [f"{table_dtype} {' and '.join(names)}" for table_dtype, names in by_dtype.items()]
     return ", ".join([*parts, f"{dtype} elsewhere"]) if parts else dtype
 
 

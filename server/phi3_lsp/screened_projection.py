@@ -3,12 +3,14 @@
 Greedy decoding only needs the most likely token. Its fp32 projection reads the whole
 vocabulary matrix for every token (Phi-3-mini: 394 MB, SmolLM2: 113 MB), yet read in 4 bits
 alone it changes the greedy text. `ScreenedProjection` does both: a 4-bit pass scores every
-token, then the fp32 rows are read only for the tokens whose score is within reach of the
+token, then the exact rows are read only for the tokens whose score is within reach of the
 best. What 4 bits lose in row i is err_i · x, which scales with |err_i| (the row's error norm,
 known from quantizing) times a factor set by the input x. That factor is measured on a fixed
 sample of rows for each input, and a token is ruled out only if it stays below the exact score
 of the 4-bit favourite by MARGIN times its error. When the screen cannot rule out enough
-tokens for an input, all of that input's scores are computed in fp32.
+tokens for an input, all of that input's scores are computed in fp32. The exact weight may be
+bf16, as a checkpoint has it: its rows widen to fp32 exactly, so it scores as its fp32 copy
+would, in half the memory.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ _BF16_ROUNDING = 2.0**-7  # relative rounding of the kernel's bf16 output, with 
 
 
 class ScreenedProjection(nn.Module):
-    """A linear layer [in -> vocabulary] whose largest outputs are exact fp32 values.
+    """A linear layer [in -> vocabulary] whose largest outputs are exact fp32 values (of its
+    weight widened to fp32, if it is bf16).
 
     For each input row (up to MAX_SCREENED_ROWS: a decode step, or one checking drafted
     tokens), outputs ruled out from being the largest are 4-bit approximations, so the argmax
@@ -82,7 +85,7 @@ class ScreenedProjection(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         rows = inputs.reshape(-1, self.in_features)
         if rows.shape[0] > MAX_SCREENED_ROWS:
-            return functional.linear(inputs, self.weight, self.bias)
+            return functional.linear(inputs, self._fp32_weight(), self.bias)
         logits = self._screened_logits(rows.float())
         return logits.to(inputs.dtype).reshape(*inputs.shape[:-1], self.out_features)
 
@@ -110,7 +113,7 @@ class ScreenedProjection(nn.Module):
             candidates = torch.nonzero(reach[index] >= bars[index]).squeeze(1)
             alone = row.unsqueeze(0)
             if candidates.numel() > self.max_exact_rows:
-                logits[index] = functional.linear(alone, self.weight, self.bias)[0]
+                logits[index] = functional.linear(alone, self._fp32_weight(), self.bias)[0]
             else:
                 logits[index, candidates] = self._exact(candidates, alone)[0]
         return logits
@@ -123,9 +126,14 @@ class ScreenedProjection(nn.Module):
         from a matrix-vector product changes with the number of tokens in the matrix. A
         product per element summed along each weight row does.
         """
-        weight = self.weight.index_select(0, token_ids)
+        weight = self.weight.index_select(0, token_ids).float()
         exact = torch.stack([(weight * row).sum(dim=1) for row in rows])
         return exact if self.bias is None else exact + self.bias[token_ids]
+
+    def _fp32_weight(self) -> torch.Tensor:
+        """The whole weight in fp32: itself, or a copy for this product only. Few passes need
+        it (SmolLM2: one screened row in 266), so a bf16 weight is not kept twice for them."""
+        return self.weight.float()
 
     def extra_repr(self) -> str:
         return (

@@ -51,6 +51,8 @@ const THIRD_PROMPT = "The capital of Spain is";
 const FOURTH_PROMPT = "Water boils at a temperature of";
 /** How long VS Code waits for inline suggestions after a keystroke in code (quickSuggestions). */
 const EDITOR_WAIT_MS = 750;
+/** The longest continuation asked for in that step with int4 weights: seconds of decoding. */
+const SLOW_INT4_TOKENS = 400;
 const HOVERED_WORD = "capital";
 /** Real source longer than the prompt budget: the model reads it for seconds (see LONG_SOURCE). */
 const LONG_FILE_NAME = "long_source.py";
@@ -357,12 +359,17 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
 
   // A suggestion slower than VS Code's wait: with answerBudgetMs 0 the server answers only with
   // the whole continuation. VS Code gives up on the request first; the suggestion must still
-  // appear by itself once it is there.
+  // appear by itself once it is there. int4 decodes 50 tokens of this model within that wait
+  // (575-695 ms measured), so there the continuation asked for is longer.
   // As workspace settings: VS Code watches the workspace's files (not the user settings file here).
   mkdirSync(path.join(workspace, ".vscode"), { recursive: true });
+  const slowSettings = {
+    "phi3.answerBudgetMs": 0,
+    ...(weights === "int4" ? { "phi3.maxNewTokens": SLOW_INT4_TOKENS } : {}),
+  };
   writeFileSync(
     path.join(workspace, ".vscode", "settings.json"),
-    JSON.stringify({ "phi3.answerBudgetMs": 0 }, null, 2),
+    JSON.stringify(slowSettings, null, 2),
   );
   await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 600 → 0");
   await page.keyboard.press("End");

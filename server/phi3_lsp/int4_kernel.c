@@ -114,13 +114,13 @@ static inline __attribute__((always_inline)) void multiply_block(
       for (int line = 0; line < 4; line++) _mm_prefetch(next_scales + 64 * line, _MM_HINT_T2);
     }
     for (int pair = 0; pair < GROUP / 2; pair++) {
-      const int64_t line = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
-      if (line + PREFETCH_BYTES < code_bytes)
-        _mm_prefetch((const char *)(op->packed + line + PREFETCH_BYTES), _MM_HINT_T0);
-      if (line + FAR_PREFETCH_BYTES < code_bytes)
-        _mm_prefetch((const char *)(op->packed + line + FAR_PREFETCH_BYTES), _MM_HINT_T2);
-      if (line + FARTHEST_PREFETCH_BYTES < code_bytes)
-        _mm_prefetch((const char *)(op->packed + line + FARTHEST_PREFETCH_BYTES), _MM_HINT_T2);
+      const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
+      if (pair_byte + PREFETCH_BYTES < code_bytes)
+        _mm_prefetch((const char *)(op->packed + pair_byte + PREFETCH_BYTES), _MM_HINT_T0);
+      if (pair_byte + FAR_PREFETCH_BYTES < code_bytes)
+        _mm_prefetch((const char *)(op->packed + pair_byte + FAR_PREFETCH_BYTES), _MM_HINT_T2);
+      if (pair_byte + FARTHEST_PREFETCH_BYTES < code_bytes)
+        _mm_prefetch((const char *)(op->packed + pair_byte + FARTHEST_PREFETCH_BYTES), _MM_HINT_T2);
       const __m512i bytes = _mm512_loadu_si512(group_codes + pair * BLOCK);
       const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
       const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);

@@ -121,9 +121,9 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
                 setattr(parent, name, Int4Linear(child, weight))  # the old weight is freed here
                 quantized += 1
     screened = output if isinstance(output, nn.Linear) and can_quantize(output) else None
-    kept_in_bf16 = _bf16_row_readers(model, output, screened)
-    _to_fp32(model, keep=kept_in_bf16)
     embedding = input_embedding(model)
+    kept_in_bf16 = _bf16_row_readers(embedding, output, screened)
+    _to_fp32(model, keep=kept_in_bf16)
     if embedding is not None and embedding in kept_in_bf16:
         embedding.register_forward_hook(_outputs_in_fp32)
     if screened is not None:
@@ -154,11 +154,10 @@ def int4_bytes(model: nn.Module) -> int:
 
 
 def _bf16_row_readers(
-    model: nn.Module, output: nn.Module | None, screened: nn.Linear | None
+    embedding: nn.Embedding | None, output: nn.Module | None, screened: nn.Linear | None
 ) -> list[nn.Module]:
     """The input embedding and the vocabulary projection to be screened, those of them whose
     weight is bf16: a lookup and the screen's exact scores read a few rows, widened exactly."""
-    embedding = input_embedding(model)
     tied = embedding is not None and getattr(output, "weight", None) is embedding.weight
     if tied and screened is None:
         return []  # the projection multiplies the whole weight in fp32

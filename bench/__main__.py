@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import json
 import os
 import shlex
@@ -246,6 +247,7 @@ async def bench_model(
             hovers=setup.hovers,
             log_dir=format_logs,
             weights=weights,
+            measure_floor=functools.partial(memory_floor, setup.seed_dir, weights, log_dir),
         )
         servers[weights] = await run_server(plan, say)
 
@@ -271,7 +273,6 @@ async def bench_model(
     prompt_tokens = median_prompt_tokens(setup.tokenizer_file, work)
     rows = []
     for weights, server in servers.items():
-        floor = memory_floor(setup.seed_dir, weights, log_dir)
         rows += model_rows(
             ModelReport(
                 model=f"{setup.name}, {weights}",
@@ -283,7 +284,6 @@ async def bench_model(
                 llama_cpp_missing=llama_missing,
                 bare_initialize_seconds=bare,
                 speedup_target=setup.speedup_target,
-                memory_floor=floor,
                 floor_target=setup.floor_target,
             )
         )
@@ -293,8 +293,8 @@ async def bench_model(
 
 
 def memory_floor(weights_dir: Path, weights: str, log_dir: Path) -> MemoryFloor | None:
-    """The decode pass's memory floor, measured in a process of its own while nothing runs."""
-    say(f"memory floor: read bandwidth now, bytes of {weights_dir.name} in {weights}")
+    """The decode pass's memory floor, measured in a process of its own while the server idles."""
+    say(f"  memory floor: read bandwidth now, bytes of {weights_dir.name} in {weights}")
     command = [sys.executable, "-m", "bench.memory_floor", "--weights-dir", str(weights_dir)]
     with (log_dir / "memory_floor.stderr").open("a") as stderr:
         completed = subprocess.run(

@@ -156,7 +156,6 @@ class ModelReport:
     llama_cpp_missing: str
     bare_initialize_seconds: list[float]
     speedup_target: float  # a full answer this many times faster than the seed pipeline
-    memory_floor: MemoryFloor | None = None
     floor_target: bool = True  # the issue's floor target is Phi-3-mini-sized decoding's
 
 
@@ -285,8 +284,8 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
         if pick == "full_seconds":
             row = _with_speedup(row, server, seed, llama, report.speedup_target)
         rows.append(row)
-    if report.memory_floor is not None:
-        floor_rows = _floor_rows(report.model, label, prompt.full, tokens, report.memory_floor)
+    if prompt.memory_floors:
+        floor_rows = _floor_rows(report.model, label, prompt.full, tokens, prompt.memory_floors)
         rows.extend(floor_rows if report.floor_target else map(_without_target, floor_rows))
     if prompt.first_answer:
         seconds = median([completion.seconds for completion in prompt.first_answer])
@@ -309,10 +308,15 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
 
 
 def _floor_rows(
-    model: str, label: str, full: Sequence[Completion], prompt_tokens: float, floor: MemoryFloor
+    model: str,
+    label: str,
+    full: Sequence[Completion],
+    prompt_tokens: float,
+    floors: Sequence[MemoryFloor],
 ) -> list[Row]:
     """The server's decode time per token and per pass (its own timing of full answers) beside
-    the least time a pass can take: its bytes over the read bandwidth measured in this run."""
+    the least time a pass can take: its bytes over the read bandwidth measured just before and
+    after these answers, the faster of the two (the lower floor)."""
     runs = [
         (seconds, passes, tokens - 1)
         for completion in full
@@ -326,9 +330,11 @@ def _floor_rows(
     per_token = median([seconds / tokens for seconds, _, tokens in runs])
     per_pass = median([seconds / passes for seconds, passes, _ in runs])
     tokens_in_context = prompt_tokens + median([tokens for _, _, tokens in runs]) / 2
+    floor = max(floors, key=lambda measured: measured.read_bytes_per_second)
     least = floor.pass_seconds(tokens_in_context)
     read = floor.pass_bytes(tokens_in_context)
     ratio = per_token / least
+    bandwidths = " / ".join(f"{measured.read_bytes_per_second / 1e9:.1f}" for measured in floors)
     return [
         Row(
             "decode time per token vs the memory floor of a pass",
@@ -336,8 +342,8 @@ def _floor_rows(
             label,
             f"{format_duration(per_token)} a token ({format_duration(per_pass)} a pass), "
             f"{ratio:.2f}x the floor: {read / 1e9:.3g} GB a pass at "
-            f"{floor.read_bytes_per_second / 1e9:.1f} GB/s measured now = "
-            f"{format_duration(least)}",
+            f"{floor.read_bytes_per_second / 1e9:.1f} GB/s = {format_duration(least)} (read "
+            f"bandwidth beside these answers: {bandwidths} GB/s)",
             target=f"≤ {FLOOR_TARGET_RATIO:g}x the floor",
             verdict=verdict(ratio <= FLOOR_TARGET_RATIO),
         )

@@ -19,6 +19,7 @@ from typing import Any
 from lsprotocol import types
 
 from bench.lsp_session import Completion, ServerSession, end_position, utf16_length
+from bench.memory_floor import MemoryFloor
 from bench.workload import PromptWork
 
 TINY_DOCUMENT = "answer = 42\n"
@@ -62,6 +63,9 @@ class PromptFigures:
     `full` window from the moment its completion was asked."""
     typed_on_idle: list[Completion] = field(default_factory=list)
     """The same answers asked of a server with nothing else to do (cold)."""
+    memory_floors: list[MemoryFloor] = field(default_factory=list)
+    """Measured just before and just after the `full` windows: the host's read bandwidth
+    drifts within a run, and the floor of these answers is the one of their minutes."""
 
 
 @dataclass
@@ -99,6 +103,8 @@ class ServerPlan:
     hovers: int
     log_dir: Path
     weights: str = "fp32"
+    measure_floor: Callable[[], MemoryFloor | None] | None = None
+    """Measures the memory floor now, while the server idles (in a process of its own)."""
 
 
 def server_command(model: str, log_file: Path) -> list[str]:
@@ -228,9 +234,7 @@ async def _measure(
 
     for index, prompt in enumerate(plan.prompts):
         progress(f"  prompt {prompt.label}")
-        figures.prompts.append(
-            await _measure_prompt(session, prompt, index, settings, plan.max_new_tokens)
-        )
+        figures.prompts.append(await _measure_prompt(session, plan, prompt, index, settings))
     if plan.prompts:
         # Where decode passes are most of an answer, and a slow one shows most.
         progress(f"  prompt {plan.prompts[0].label} while another process keeps a core busy")
@@ -281,10 +285,10 @@ async def _measure(
 
 async def _measure_prompt(
     session: ServerSession,
+    plan: ServerPlan,
     prompt: PromptWork,
     index: int,
     settings: dict[str, Any],
-    max_new_tokens: int,
 ) -> PromptFigures:
     figures = PromptFigures(label=prompt.label)
     uri_base = f"file:///bench/prompt{index}"
@@ -303,8 +307,9 @@ async def _measure_prompt(
     for number, text in enumerate(prompt.first_answer):
         figures.first_answer.append(await complete_fresh(f"answer{number}", text))
         await session.wait_idle()
-    await session.configure({**settings, "maxNewTokens": max_new_tokens})
+    await session.configure({**settings, "maxNewTokens": plan.max_new_tokens})
 
+    await _measure_floor(plan, figures)
     for number, text in enumerate(prompt.full):
         uri = f"{uri_base}_full{number}.py"
         session.open(uri, text)
@@ -320,7 +325,15 @@ async def _measure_prompt(
             cursor = session.type_at_end(uri, diverging_character(full.text[1:]))
             figures.edits.append(await session.complete(uri, cursor))
         session.close(uri)
+    await _measure_floor(plan, figures)
     return figures
+
+
+async def _measure_floor(plan: ServerPlan, figures: PromptFigures) -> None:
+    if plan.measure_floor is not None:
+        floor = await asyncio.to_thread(plan.measure_floor)
+        if floor is not None:
+            figures.memory_floors.append(floor)
 
 
 async def complete_in_new_document(session: ServerSession, uri: str, text: str) -> Completion:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp.transformers_scan import TABLES_FOLDER, _SavedModelsTable
+from phi3_lsp.transformers_tables import TABLES_FOLDER, SavedModelsTable
 
 # Records every model source file that is read (the scan opens them; imports do not use
 # `open`) while the model classes our engine uses are imported.
@@ -117,7 +117,7 @@ def models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def saved_table(models: Path, scan: CountedScan) -> object:
     """The table as a new process gets it."""
-    return _SavedModelsTable(scan, models, models / "llama" / "modeling_llama.py")(str(models))
+    return SavedModelsTable(scan, models, models / "llama" / "modeling_llama.py")(str(models))
 
 
 def test_a_changed_file_makes_a_new_scan_and_replaces_the_old_table(models: Path) -> None:
@@ -147,6 +147,6 @@ def test_a_damaged_saved_table_is_made_again(models: Path) -> None:
 
 def test_other_folders_are_scanned_as_before(models: Path) -> None:
     scan = CountedScan()
-    table = _SavedModelsTable(scan, models, models / "llama" / "modeling_llama.py")
+    table = SavedModelsTable(scan, models, models / "llama" / "modeling_llama.py")
     assert table(str(models / "llama")) == ["modeling_llama.py"]
     assert not (models.parent / "cache").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp.transformers_tables import TABLES_FOLDER, SavedModelsTable
+from phi3_lsp.transformers_tables import KEPT_TABLES, TABLES_FOLDER, SavedModelsTable
 
 # Records every model source file that is read (the scan opens them; imports do not use
 # `open`) while the model classes our engine uses are imported.
@@ -120,7 +120,7 @@ def saved_table(models: Path, scan: CountedScan) -> object:
     return SavedModelsTable(scan, models, models / "llama" / "modeling_llama.py")(str(models))
 
 
-def test_a_changed_file_makes_a_new_scan_and_replaces_the_old_table(models: Path) -> None:
+def test_a_changed_file_makes_a_new_scan(models: Path) -> None:
     scan = CountedScan()
     assert saved_table(models, scan) == ["llama"]
     assert saved_table(models, scan) == ["llama"]
@@ -132,7 +132,18 @@ def test_a_changed_file_makes_a_new_scan_and_replaces_the_old_table(models: Path
     (models / "llama" / "modeling_llama.py").write_text("__all__ = ['LlamaModel', 'Other']\n")
     saved_table(models, scan)
     assert scan.scans == 3
-    assert len(list((models.parent / "cache" / TABLES_FOLDER).glob("*.pickle"))) == 1
+
+
+def test_tables_of_older_installs_do_not_pile_up(models: Path) -> None:
+    scan = CountedScan()
+    tables = models.parent / "cache" / TABLES_FOLDER
+    for install in range(KEPT_TABLES + 3):
+        (models / "llama" / "modeling_llama.py").write_text(f"# install {install}\n")
+        saved_table(models, scan)
+    assert len(list(tables.glob("*.pickle"))) == KEPT_TABLES
+    # The newest is among them: the last install's table is read back, not made again.
+    saved_table(models, scan)
+    assert scan.scans == KEPT_TABLES + 3
 
 
 def test_a_damaged_saved_table_is_made_again(models: Path) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 from phi3_lsp.paths import cache_dir
 
 TABLES_FOLDER = "transformers-tables"
+KEPT_TABLES = 4
+"""Tables kept (the newest): installs sharing a cache must not keep replacing each other's."""
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,10 @@ class SavedModelsTable:
 
     def _saved_or_scanned(self, folder: str) -> Any:
         tables = cache_dir() / TABLES_FOLDER
-        saved = tables / f"{self._fingerprint()}.pickle"
+        try:
+            saved = tables / f"{self._fingerprint()}.pickle"
+        except OSError:  # a file went away while it was listed (an upgrade): scan as before
+            return self._scan(folder)
         try:
             return pickle.loads(saved.read_bytes())
         except FileNotFoundError:
@@ -86,11 +91,13 @@ def _files_under(folder: Path) -> Iterator[Path]:
 
 
 def _replace_saved_tables(tables: Path, saved: Path, table: bytes) -> None:
-    """Write `table` as `saved`, atomically, and drop the tables of other installs."""
+    """Write `table` as `saved`, atomically, and drop all but the newest `KEPT_TABLES`."""
     tables.mkdir(parents=True, exist_ok=True)
     staging = tables / f".{saved.name}.{os.getpid()}"
     staging.write_bytes(table)
     os.replace(staging, saved)
-    for other in tables.glob("*.pickle"):
-        if other != saved:
-            other.unlink(missing_ok=True)
+    others = [path for path in tables.glob("*.pickle") if path != saved]
+    # Timestamps can tie (the file system's clock is coarse): `saved` is kept by name.
+    others.sort(key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    for older in others[KEPT_TABLES - 1 :]:
+        older.unlink(missing_ok=True)

@@ -265,6 +265,19 @@ def test_start_up_rows_are_judged_against_their_targets() -> None:
     assert slow["time to ready"].verdict == "MISSED"
 
 
+def test_time_to_ready_shows_its_fastest_and_slowest_start() -> None:
+    server = ServerFigures(
+        initialize_seconds=[0.17],
+        ready_seconds=[3.2, 3.11, 3.78, 3.16, 3.4],
+        first_hover_seconds=[1.2],
+        transport_seconds=[0.001],
+    )
+    report = ModelReport("SmolLM2-135M", server, {}, None, "", None, "", [0.87], 3)
+    [row] = [row for row in model_rows(report) if row.metric.startswith("time to ready")]
+    assert row.server == "3.20 s (3.11 s to 3.78 s over 5 starts)"
+    assert row.verdict == "MISSED"
+
+
 def test_memory_given_back_by_the_end_of_a_run_is_shown_beside_memory_when_ready() -> None:
     server = ServerFigures(
         initialize_seconds=[0.17],

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering, word_at
 
 CAPITAL = "The capital of France is"
@@ -219,6 +221,22 @@ def test_the_tokenizer_loads_without_torch_or_transformers(phi3_mini_dir: Path) 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("damaged", "content"),
+    [("tokenizer.json", '{"version": "1.0", "model": '), ("tokenizer_config.json", "{eos")],
+)
+def test_a_tokenizer_file_that_cannot_be_read_is_named(
+    phi3_mini_dir: Path, tmp_path: Path, damaged: str, content: str
+) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(phi3_mini_dir / name, tmp_path / name)
+    (tmp_path / damaged).write_text(content, encoding="utf-8")
+    with pytest.raises(ModelSourceError, match="cannot be read as a tokenizer file") as raised:
+        DocumentTokenizer.from_dir(tmp_path)
+    assert str(tmp_path / damaged) in str(raised.value)
+    assert "phi3.model" in str(raised.value)
 
 
 @pytest.mark.parametrize("texts", [[MIXED_TEXT, "😶 ok", " this", CAPITAL], [""]])

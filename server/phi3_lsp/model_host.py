@@ -451,17 +451,19 @@ class ModelHost:
         source = resolve_model(
             request.model, progress=on_progress, trust_remote_code=request.trust_remote_code
         )
-        # The tokenizer's file is parsed without holding the GIL, so it is read beside the
-        # imports of torch and transformers (seconds, on the first load), which hold it.
+        # torch and transformers are imported on a thread of their own (seconds, on the first
+        # load, holding the GIL) while this one reads the tokenizer's file, which is parsed
+        # without it: a tokenizer that cannot be read is reported at once, not after them.
         on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-        with ThreadPoolExecutor(1, thread_name_prefix="phi3-tokenizer") as reader:
-            reading = reader.submit(DocumentTokenizer.from_dir, source.tokenizer_dir)
-            reading.add_done_callback(lambda read: self._take_tokenizer(load_id, read))
-            from phi3_lsp.engine import ModelEngine
-        tokenizer = reading.result()
+        importer = ThreadPoolExecutor(1, thread_name_prefix="phi3-imports")
+        importing = importer.submit(_engine_class)
+        importer.shutdown(wait=False)  # an error below must not wait for the imports
+        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+        self._take_tokenizer(load_id, tokenizer)
+        engine_class = importing.result()
         if load_id != self._load_id:
             return None, None
-        engine = ModelEngine.load(
+        engine = engine_class.load(
             source,
             tokenizer=tokenizer,
             threads=request.threads,
@@ -470,12 +472,11 @@ class ModelHost:
         )
         return engine, None if engine.has_weights else engine.source.missing_weights_hint
 
-    def _take_tokenizer(self, load_id: int, read: Future[DocumentTokenizer]) -> None:
+    def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
         """Serve hovers with the tokenizer just read, unless a newer load has begun."""
-        if read.exception() is None:
-            with self._lock:
-                if load_id == self._load_id:
-                    self._tokenizer = read.result()
+        with self._lock:
+            if load_id == self._load_id:
+                self._tokenizer = tokenizer
 
     # --- status ----------------------------------------------------------------------------
 
@@ -513,6 +514,12 @@ class ModelHost:
 class _RunningGeneration:
     stop: StopRequest
     cache_key: str
+
+
+def _engine_class() -> type[ModelEngine]:
+    from phi3_lsp.engine import ModelEngine  # imports torch and transformers
+
+    return ModelEngine
 
 
 def _collect_previous_model() -> None:

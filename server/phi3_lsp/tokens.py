@@ -19,6 +19,8 @@ from typing import Any, overload
 
 from tokenizers import Encoding, Tokenizer
 
+from phi3_lsp.errors import ModelSourceError
+
 # SentencePiece's visible space. Tokenizers that prepend it to the text ("▁The") produce a
 # first token that may stand for nothing in the document.
 METASPACE = "\u2581"
@@ -64,12 +66,22 @@ class DocumentTokenizer:
 
     @classmethod
     def from_dir(cls, path: Path) -> DocumentTokenizer:
-        """Load `tokenizer.json` (and the EOS token from `tokenizer_config.json`) from a folder."""
-        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        """Load `tokenizer.json` (and the EOS token from `tokenizer_config.json`) from a folder.
+
+        Raises ModelSourceError, which names the file, when either cannot be read.
+        """
+        tokenizer_file = path / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+            raise _unreadable(tokenizer_file, error) from error
         config_file = path / "tokenizer_config.json"
         config: dict[str, Any] = {}
         if config_file.is_file():
-            config = json.loads(config_file.read_text(encoding="utf-8"))
+            try:
+                config = json.loads(config_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                raise _unreadable(config_file, error) from error
         eos = _token_content(config.get("eos_token"))
         return cls(tokenizer, eos_tokens=[eos] if eos else [])
 
@@ -285,6 +297,13 @@ def _drop_added_prefix(span: TokenSpan, next_start: int | None, text: str) -> To
     if overlaps_next or not covered.isspace():
         return TokenSpan(span.id, span.piece, span.start, span.start)
     return span
+
+
+def _unreadable(file: Path, error: Exception) -> ModelSourceError:
+    return ModelSourceError(
+        f"{file} cannot be read as a tokenizer file ({error}). Replace it with the model's own "
+        "(or save it again with its library), or set phi3.model to another model."
+    )
 
 
 def _token_content(token: object) -> str | None:

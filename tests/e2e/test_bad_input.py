@@ -98,6 +98,26 @@ async def test_a_new_model_loads_without_a_restart(broken: Phi3Client) -> None:
     assert report["className"] == "Phi3ForCausalLM"
 
 
+async def test_a_tokenizer_file_that_cannot_be_read_is_named_without_a_traceback(
+    broken: Phi3Client, tmp_path: Path
+) -> None:
+    from phi3_lsp.offline_pack import ensure_asset
+
+    folder = tmp_path / "damaged-tokenizer"
+    folder.mkdir()
+    shutil.copy2(ensure_asset("smollm2-135m") / "config.json", folder)
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": ', encoding="utf-8")
+    seen, logged = len(broken.statuses), len(broken.log_messages)
+    await broken.change_settings({"model": str(folder)})
+    status = await broken.wait_for_status(
+        lambda status: status["state"] in ("ready", "error"), after=seen
+    )
+    assert status["state"] == "error"
+    assert f"{folder / 'tokenizer.json'} cannot be read as a tokenizer file" in status["message"]
+    assert "phi3.model" in status["message"]
+    assert not [m for m in broken.log_messages[logged:] if "Traceback" in m.message]
+
+
 def write_model_beyond_memory(folder: Path, tokenizer_dir: Path) -> int:
     """A Llama of ~69 billion parameters (~277 GB in fp32): its config, SmolLM2's tokenizer and
     a safetensors file of the right size whose data are holes (a sparse file: no disk used).

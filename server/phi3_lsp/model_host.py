@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
@@ -455,7 +455,7 @@ class ModelHost:
         # load, holding the GIL) while this one reads the tokenizer's file, which is parsed
         # without it: a tokenizer that cannot be read is reported at once, not after them.
         on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-        importer = ThreadPoolExecutor(1, thread_name_prefix="phi3-imports")
+        importer = ModelThread(name="phi3-imports")  # a daemon: it never holds up an exit
         importing = importer.submit(_engine_class)
         importer.shutdown(wait=False)  # an error below must not wait for the imports
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)

@@ -170,16 +170,16 @@ def run_seed(model_dir: Path, work: list[PromptWork], log_dir: Path) -> Baseline
 def run_llama_cpp(
     cache: Path, gguf: Path, work: list[PromptWork], log_dir: Path
 ) -> BaselineResult | str:
-    wheel = llama_cpp_setup.find_wheel(cache)
-    if wheel is None:
+    wheels = llama_cpp_setup.find_wheels(cache)
+    if wheels is None:
         say(
-            f"llama.cpp baseline skipped: no llama-cpp-python wheel in "
-            f"{llama_cpp_setup.wheel_dir(cache)}; build it once with: "
+            f"llama.cpp baseline skipped: no llama-cpp-python and diskcache wheels in "
+            f"{llama_cpp_setup.wheel_dir(cache)}; build them once with: "
             f"{llama_cpp_setup.build_command(cache)}"
         )
         return "no wheel"
-    site = llama_cpp_setup.ensure_site(cache, wheel)
-    say(f"llama.cpp baseline ({wheel.name}) on {gguf.name}")
+    site = llama_cpp_setup.ensure_site(cache, wheels)
+    say(f"llama.cpp baseline ({wheels[0].name}) on {gguf.name}")
     try:
         return run_baseline_process(
             "bench.llama_cpp_baseline",

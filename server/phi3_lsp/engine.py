@@ -24,6 +24,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
+from phi3_lsp.cpu_kernels import own_kernels
+from phi3_lsp.fp32_products import read_at_memory_speed
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
@@ -289,6 +291,9 @@ def _build_model(
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)
+        kernels = own_kernels()  # built on a first start (~1 s), not in the first completion
+        if kernels is not None:
+            read_at_memory_speed(model, kernels)
     model.eval()
     return model
 

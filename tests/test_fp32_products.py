@@ -1,0 +1,87 @@
+"""fp32 models: one-token passes read their weights through our kernel, and the text stays the
+model's own greedy text."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from phi3_lsp.cpu_kernels import CPU_FLAGS, CpuKernels, build_kernels, compiler_command, cpu_flags
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.fp32_products import read_at_memory_speed
+from tiny_llama import VOCABULARY, prompt_then_steps
+
+pytestmark = pytest.mark.skipif(
+    not set(CPU_FLAGS) <= cpu_flags(), reason="the kernels need AVX-512 BF16 and VBMI"
+)
+
+
+class CountingKernels(CpuKernels):
+    """Our kernels, counting the products asked of the fp32 one."""
+
+    def __init__(self, kernels: CpuKernels) -> None:
+        self.__dict__.update(kernels.__dict__)
+        self.fp32_calls = 0
+
+    def multiply_fp32(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        self.fp32_calls += 1
+        return super().multiply_fp32(rows, weight)
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
+    return CpuKernels(build_kernels(tmp_path_factory.mktemp("cache"), compiler_command()))
+
+
+def test_only_one_token_passes_take_our_kernel(kernels: CpuKernels) -> None:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCABULARY,
+        hidden_size=96,  # not a multiple of 32: the kernel's tail of inputs runs too
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model: nn.Module = LlamaForCausalLM(config)
+    model.eval()
+    torchs = copy.deepcopy(model)
+    counting = CountingKernels(kernels)
+
+    layers = read_at_memory_speed(model, counting)
+    ours, theirs = prompt_then_steps(model, 6), prompt_then_steps(torchs, 6)
+
+    assert layers == sum(isinstance(module, nn.Linear) for module in torchs.modules())
+    assert counting.fp32_calls == 3 * layers  # the three one-token passes, not the prompt's
+    assert torch.equal(ours[0], theirs[0])
+    for step, (one, other) in enumerate(zip(ours[1:], theirs[1:], strict=True)):
+        assert torch.allclose(one, other, rtol=1e-4, atol=1e-5), f"step {step + 1} differs"
+
+
+@pytest.mark.parametrize(
+    "prompt", ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return"]
+)
+def test_smollm2_in_fp32_gives_transformers_greedy_text(
+    smollm2_engine: ModelEngine, smollm2_dir: Path, prompt: str
+) -> None:
+    # The seed's way: transformers' own generate(), greedy, torch's kernels throughout.
+    model: Any = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    model.eval()
+    prompt_ids = smollm2_engine.tokenizer.encode_prompt(prompt)
+    with torch.inference_mode():
+        generated = model.generate(
+            torch.tensor([prompt_ids]), max_new_tokens=50, do_sample=False, top_p=None, top_k=None
+        )[0, len(prompt_ids) :].tolist()
+    eos = smollm2_engine.eos_token_ids
+    while generated and generated[-1] in eos:
+        generated.pop()
+
+    ours = smollm2_engine.generate(prompt_ids, max_new_tokens=50)
+
+    assert list(ours.token_ids) == generated

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 import threading
 from pathlib import Path
@@ -119,18 +122,29 @@ def source_windows(count: int, characters: int) -> list[str]:
     return [source[start + 1 : start + 1 + characters] for start in starts[:count]]
 
 
+@pytest.fixture(params=["int4", "fp32"])
+def drafting_engine(request: pytest.FixtureRequest) -> ModelEngine:
+    """SmolLM2 in either weight format: both check drafts, fp32 where our kernel runs its
+    short passes (see `fp32_products`)."""
+    if request.param == "fp32" and own_kernels() is None:
+        pytest.skip("torch's fp32 products round a row differently beside other rows")
+    engine_fixture = "smollm2_int4_engine" if request.param == "int4" else "smollm2_engine"
+    engine: ModelEngine = request.getfixturevalue(engine_fixture)
+    return engine
+
+
 @pytest.mark.slow
-class TestSmolLM2InInt4:
+class TestSmolLM2ChecksDrafts:
     def test_the_engine_checks_drafts_up_to_its_context_length(
-        self, smollm2_int4_engine: ModelEngine
+        self, drafting_engine: ModelEngine
     ) -> None:
-        assert smollm2_int4_engine.drafts_until == smollm2_int4_engine.context_length
+        assert drafting_engine.drafts_until == drafting_engine.context_length
 
     def test_a_pass_over_several_tokens_picks_what_one_token_passes_pick(
-        self, smollm2_int4_engine: ModelEngine
+        self, drafting_engine: ModelEngine
     ) -> None:
-        model = smollm2_int4_engine.model
-        tokens = smollm2_int4_engine.tokenizer.encode_prompt(source_windows(1, 1500)[0])
+        model = drafting_engine.model
+        tokens = drafting_engine.tokenizer.encode_prompt(source_windows(1, 1500)[0])
         prompt, fed = tokens[:-5], tokens[-5:]
         with torch.inference_mode():
             cache = GrowingCache()
@@ -147,6 +161,22 @@ class TestSmolLM2InInt4:
             assert int(beside_others.argmax()) == best
             assert torch.equal(beside_others[best], alone[best])
 
+    def test_drafts_change_no_text_and_save_passes(self, drafting_engine: ModelEngine) -> None:
+        plain, drafting = plain_decoder(drafting_engine), drafting_decoder(drafting_engine)
+        drafted: list[Generation] = []
+        for text in [REPETITIVE, *source_windows(6, 600)]:
+            prompt = drafting_engine.tokenizer.encode_prompt(text)
+            generation = drafting.generate(prompt, max_new_tokens=50)
+            reference = plain.generate(prompt, max_new_tokens=50)
+            assert generation.token_ids == reference.token_ids
+            assert reference.decode_passes == reference.decoded_tokens
+            drafted.append(generation)
+        passes = sum(generation.decode_passes for generation in drafted)
+        assert passes < 0.8 * sum(generation.decoded_tokens for generation in drafted)
+
+
+@pytest.mark.slow
+class TestSmolLM2InInt4:
     def test_a_prompt_read_in_one_pass_leaves_what_one_token_passes_leave(
         self, smollm2_int4_engine: ModelEngine
     ) -> None:
@@ -169,19 +199,6 @@ class TestSmolLM2InInt4:
             together = model(input_ids=torch.tensor([read]), cache=cache, output_hidden_states=True)
         for row, alone in enumerate(one_by_one):
             assert torch.equal(together.hidden_states[-1][0, row], alone.hidden_states[-1][0, 0])
-
-    def test_drafts_change_no_text_and_save_passes(self, smollm2_int4_engine: ModelEngine) -> None:
-        plain, drafting = plain_decoder(smollm2_int4_engine), drafting_decoder(smollm2_int4_engine)
-        drafted: list[Generation] = []
-        for text in [REPETITIVE, *source_windows(6, 600)]:
-            prompt = smollm2_int4_engine.tokenizer.encode_prompt(text)
-            generation = drafting.generate(prompt, max_new_tokens=50)
-            reference = plain.generate(prompt, max_new_tokens=50)
-            assert generation.token_ids == reference.token_ids
-            assert reference.decode_passes == reference.decoded_tokens
-            drafted.append(generation)
-        passes = sum(generation.decode_passes for generation in drafted)
-        assert passes < 0.8 * sum(generation.decoded_tokens for generation in drafted)
 
     def test_passes_on_changing_thread_counts_change_no_text(
         self, smollm2_int4_engine: ModelEngine
@@ -239,12 +256,29 @@ class TestSmolLM2InInt4:
         assert len(generation.token_ids) < 4 + 1 + MAX_DRAFT
 
 
+WITHOUT_OUR_KERNELS = """
+import sys
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.sources import resolve_model
+engine = ModelEngine.load(resolve_model(sys.argv[1]))
+generation = engine.generate(engine.tokenizer.encode_prompt(sys.argv[2]), max_new_tokens=20)
+print(engine.drafts_until, generation.decode_passes == generation.decoded_tokens)
+"""
+
+
 @pytest.mark.slow
-def test_fp32_weights_feed_one_token_per_pass(smollm2_engine: ModelEngine) -> None:
-    # fp32 matrix products round a row differently beside other rows: drafts could change text.
-    prompt = smollm2_engine.tokenizer.encode_prompt(REPETITIVE)
-    generation = smollm2_engine.generate(prompt, max_new_tokens=20)
-    assert generation.decode_passes == generation.decoded_tokens
+def test_fp32_weights_without_our_kernel_feed_one_token_per_pass(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # torch's fp32 products round a row differently beside other rows: drafts could change text.
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_OUR_KERNELS, str(smollm2_dir), REPETITIVE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CC": "no-such-cc", "PHI3_LSP_CACHE": str(tmp_path)},
+        check=True,
+    )
+    assert result.stdout.split() == ["0", "True"]
 
 
 @pytest.mark.slow

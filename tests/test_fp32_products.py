@@ -14,7 +14,10 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from phi3_lsp.cpu_kernels import CPU_FLAGS, CpuKernels, build_kernels, compiler_command, cpu_flags
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.fp32_products import read_at_memory_speed
+from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed, reads_rows_alike
+from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.pass_planner import MAX_DRAFT
+from phi3_lsp.row_attention import attend_row_by_row
 from tiny_llama import VOCABULARY, prompt_then_steps
 
 pytestmark = pytest.mark.skipif(
@@ -39,7 +42,7 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
     return CpuKernels(build_kernels(tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
-def test_only_one_token_passes_take_our_kernel(kernels: CpuKernels) -> None:
+def tiny_fp32_llama() -> nn.Module:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=VOCABULARY,
@@ -51,17 +54,44 @@ def test_only_one_token_passes_take_our_kernel(kernels: CpuKernels) -> None:
     )
     model: nn.Module = LlamaForCausalLM(config)
     model.eval()
+    return model
+
+
+def test_short_passes_take_our_kernel_and_a_prompt_torchs(kernels: CpuKernels) -> None:
+    model = tiny_fp32_llama()
     torchs = copy.deepcopy(model)
     counting = CountingKernels(kernels)
 
     layers = read_at_memory_speed(model, counting)
-    ours, theirs = prompt_then_steps(model, 6), prompt_then_steps(torchs, 6)
+    prompt_length = ROWS_AT_MOST + 1
+    ours, theirs = prompt_then_steps(model, prompt_length), prompt_then_steps(torchs, prompt_length)
 
     assert layers == sum(isinstance(module, nn.Linear) for module in torchs.modules())
+    assert reads_rows_alike(model) and not reads_rows_alike(torchs)
     assert counting.fp32_calls == 3 * layers  # the three one-token passes, not the prompt's
     assert torch.equal(ours[0], theirs[0])
     for step, (one, other) in enumerate(zip(ours[1:], theirs[1:], strict=True)):
         assert torch.allclose(one, other, rtol=1e-4, atol=1e-5), f"step {step + 1} differs"
+
+
+def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernels: CpuKernels) -> None:
+    model = tiny_fp32_llama()
+    read_at_memory_speed(model, kernels)
+    assert attend_row_by_row(model)
+    tokens = torch.arange(20, 20 + 12)[None]
+    prompt, fed = tokens[:, : -1 - MAX_DRAFT], tokens[:, -1 - MAX_DRAFT :]
+    with torch.inference_mode():
+        cache = GrowingCache()
+        model(input_ids=prompt, cache=cache)
+        together = model(input_ids=fed, cache=cache).logits[0]
+        cache = GrowingCache()
+        model(input_ids=prompt, cache=cache)
+        alone = [
+            model(input_ids=fed[:, [i]], cache=cache).logits[0, 0] for i in range(fed.shape[1])
+        ]
+    assert fed.shape[1] <= ROWS_AT_MOST
+    for row, logits in enumerate(alone):
+        assert torch.equal(together[row], logits), f"row {row} differs"
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@
   attention gives it.
 - `decoder_layer.c`: a whole decoder layer of a 4-bit model in one call, on the two above
   (see `layer_kernel`).
-- `fp32_kernel.c`: one row times an fp32 weight, read at 18-32 GB/s against torch's 10-23 GB/s
-  (see `fp32_products`).
+- `fp32_kernel.c`: a few rows times an fp32 weight, read at 18-32 GB/s against torch's
+  10-23 GB/s, each row with the bits it gets alone (see `fp32_products`).
 
 They need a C compiler (`$CC`, else `cc`) and a CPU with AVX-512 BF16 and VBMI; elsewhere, or
 when the build fails, the model keeps torch's kernels and the log says why.

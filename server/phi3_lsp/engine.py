@@ -25,7 +25,7 @@ from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.cpu_kernels import own_kernels
-from phi3_lsp.fp32_products import read_at_memory_speed
+from phi3_lsp.fp32_products import read_at_memory_speed, reads_rows_alike
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
@@ -145,8 +145,9 @@ class ModelEngine:
             config,
             has_weights=source.weights_dir is not None,
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
-            # fp32 matrix products round a row differently beside other rows: no drafts there.
-            checks_drafts=weights == "int4" and attend_row_by_row(model),
+            # torch's fp32 products round a row differently beside other rows, ours do not.
+            checks_drafts=(weights == "int4" or reads_rows_alike(model))
+            and attend_row_by_row(model),
             same_bits_on_any_threads=weights == "int4",
         )
         if engine.has_weights:

@@ -1,12 +1,15 @@
-/* One row times an fp32 weight for x86-64 CPUs with AVX-512; built by cpu_kernels.py.
+/* A few rows times an fp32 weight for x86-64 CPUs with AVX-512; built by cpu_kernels.py.
  *
  * products[r, o] = sum over i of rows[r, i] * weight[o, i], for a weight [out, in] in torch's
  * row-major layout, in fp32. A one-token fp32 pass is nearly all such products, and torch's
  * matrix-vector kernel reads their weights at 10-23 GB/s on a 2-core AMD EPYC that delivers
  * ~35: this one reads 4 weight rows at once beside the row they meet, asking for each row's
- * bytes ahead of their use (18-32 GB/s on the shapes of SmolLM2 and Phi-3-mini).
+ * bytes ahead of their use (18-32 GB/s on the shapes of SmolLM2 and Phi-3-mini). The weight rows
+ * of a block stay in the first cache while each input row meets them, so a pass over a few rows
+ * (a token and its drafted ones) reads the weights about once.
  *
- * Every output is computed by the same steps whatever the number of rows or threads.
+ * Every output is computed by the same steps whatever the number of rows or threads, so a
+ * row's products have the same bits alone, among drafted rows, and on any thread count.
  */
 #include <immintrin.h>
 #include <stdint.h>

@@ -135,6 +135,14 @@ class TestPromptThreads:
         run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 2 + PROBE_GAP_MIN)
         assert planner.prompt_threads() == 1
 
+    def test_prompts_whose_bits_depend_on_the_threads_stay_on_all_of_them(self) -> None:
+        # fp32: decode passes move to 1 thread while a core is taken, a prompt's pass may not
+        # (torch's products of many rows round differently on 1 and 2 threads).
+        planner = PassPlanner((1, 2), prompts_on_all_threads=True)
+        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 2 + PROBE_GAP_MIN)
+        assert planner.plan(0).threads == 1
+        assert planner.prompt_threads() == 2
+
     def test_prompts_run_on_all_threads_while_decode_passes_are_about_as_fast_on_fewer(
         self,
     ) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -74,14 +74,15 @@ class ModelEngine:
         eos_token_ids: frozenset[int],
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         checks_drafts: bool = False,
-        same_bits_on_any_threads: bool = False,
+        same_bits_on_any_threads: Literal["every pass", "decode passes", "no pass"] = "no pass",
     ) -> None:
         """`checks_drafts`: the model computes every position of a pass as a one-token pass
-        would (int4 layers, row-by-row attention), so drafted tokens can be checked.
-        `same_bits_on_any_threads`: its passes give the same logits on any number of threads
-        (int4 layers), so each pass may run on the thread count that is fastest at the time;
-        otherwise (fp32 products round differently on 1 and 2 threads) every pass runs on all
-        threads, so that the greedy text never depends on the machine's load."""
+        would (int4 layers, or our fp32 kernel; row-by-row attention), so drafted tokens can be
+        checked. `same_bits_on_any_threads`: which passes give the same logits on any number of
+        threads (int4 layers: every pass; our fp32 kernel: decode passes, not a long prompt's
+        torch products); those may run on the thread count that is fastest at the time, the
+        others run on all threads, so that the greedy text never depends on the machine's
+        load."""
         self.source = source
         self.tokenizer = tokenizer
         self.model = model
@@ -103,8 +104,9 @@ class ModelEngine:
             drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
             pass_planner=PassPlanner(
                 decode_thread_counts(torch.get_num_threads())
-                if same_bits_on_any_threads
-                else (torch.get_num_threads(),)
+                if same_bits_on_any_threads != "no pass"
+                else (torch.get_num_threads(),),
+                prompts_on_all_threads=same_bits_on_any_threads == "decode passes",
             ),
         )
 
@@ -138,6 +140,7 @@ class ModelEngine:
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights)
         model = _build_model(source, config, weights, report)
+        rows_alike = weights == "fp32" and reads_rows_alike(model)
         engine = cls(
             source,
             tokenizer,
@@ -146,9 +149,10 @@ class ModelEngine:
             has_weights=source.weights_dir is not None,
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
             # torch's fp32 products round a row differently beside other rows, ours do not.
-            checks_drafts=(weights == "int4" or reads_rows_alike(model))
-            and attend_row_by_row(model),
-            same_bits_on_any_threads=weights == "int4",
+            checks_drafts=(weights == "int4" or rows_alike) and attend_row_by_row(model),
+            same_bits_on_any_threads=(
+                "every pass" if weights == "int4" else "decode passes" if rows_alike else "no pass"
+            ),
         )
         if engine.has_weights:
             report(ProgressUpdate("loading", f"Warming up {source.name}", 0.9))

@@ -62,10 +62,15 @@ class PassPlanner:
     over k + 1 tokens on the chosen thread count.
     """
 
-    def __init__(self, thread_counts: Sequence[int] = (1,)) -> None:
+    def __init__(
+        self, thread_counts: Sequence[int] = (1,), *, prompts_on_all_threads: bool = False
+    ) -> None:
+        """`prompts_on_all_threads`: passes over a prompt always run on the most threads (their
+        bits depend on the thread count where only decode passes' do not)."""
         if not thread_counts or min(thread_counts) < 1:
             raise ValueError(f"thread counts must be positive, not {list(thread_counts)}")
         self.thread_counts = tuple(sorted(set(thread_counts)))
+        self.prompts_on_all_threads = prompts_on_all_threads
         self._drafted = _PRIOR_DRAFTED
         self._kept = _PRIOR_KEPT
         self._pass_seconds: dict[int, dict[int, float]] = {t: {} for t in self.thread_counts}
@@ -97,10 +102,10 @@ class PassPlanner:
         core slows both alike: with another process spinning on one core, 40-47 ms against
         17-22 ms, and 442-670 ms against 284-291 ms; a ~400-token prompt and 50 new tokens
         once took 11.7 s with the prompt on 2 threads and 4.5 s on 1. With no decode pass
-        timed yet, all threads.
+        timed yet, or with `prompts_on_all_threads`, all threads.
         """
         costs = self.one_token_seconds()
-        if not costs:
+        if not costs or self.prompts_on_all_threads:
             return self.thread_counts[-1]
         allowed = min(costs.values()) * PROMPT_SLOWDOWN_ALLOWED
         return max(threads for threads, seconds in costs.items() if seconds <= allowed)

@@ -423,7 +423,8 @@ source (the stdlib's argparse.py, cut at a line end), so no cache can answer it.
 an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode speed = the
 tokens after the first over the time from the first to the last, timed inside each full answer
 (the server's `lastDecodeMs`; a streamer for the seed; streamed chunks for llama.cpp), with the
-server's decode passes beside it (int4 checks drafted tokens and can keep several per pass).
+server's decode passes beside it (a pass checks drafted tokens and can keep several: int4's,
+and fp32's where phi3-lsp's own kernels run).
 "after a 1-char edit" compares each answer with the decode time of its own run, as the server
 reports it (`lastDecodeMs`); the edits of a text longer than the prompt budget (the first 400
 lines of the 10,000-line file, a 512-token budget) must each stay within the target, since a

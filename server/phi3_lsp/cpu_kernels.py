@@ -176,7 +176,7 @@ class CpuKernels:
             *(_size, _size, ctypes.c_float, _pointer, ctypes.c_int),
         ]
         self._fp32_multiply = loaded.phi3_fp32_multiply
-        self._fp32_multiply.restype = ctypes.c_int
+        self._fp32_multiply.restype = None
         self._fp32_multiply.argtypes = [
             *(_pointer, _size, _size, _pointer, _size, _pointer),
             ctypes.c_int,

@@ -52,9 +52,9 @@ static inline __attribute__((always_inline)) void multiply_outputs(
     products[first + k] = _mm512_reduce_add_ps(_mm512_add_ps(sums[k][0], sums[k][1]));
 }
 
-int phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
-                       const float *weight, int64_t out_features, float *products,
-                       int threads) {
+void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                        const float *weight, int64_t out_features, float *products,
+                        int threads) {
   const int64_t blocks = (out_features + OUTPUTS_AT_ONCE - 1) / OUTPUTS_AT_ONCE;
   /* Whole blocks per thread: each thread reads its own stretch of the weight. */
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -70,5 +70,4 @@ int phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
         multiply_outputs(row, weight, in_features, first, (int)left, row_products);
     }
   }
-  return 0;
 }

@@ -117,3 +117,28 @@ def smollm2_int4_engine(smollm2_dir: Path) -> ModelEngine:
     from phi3_lsp.sources import resolve_model
 
     return ModelEngine.load(resolve_model("smollm2-135m"), weights="int4")
+
+
+@pytest.fixture
+def smollm2_engine_without_avx512(smollm2_dir: Path) -> Iterator[ModelEngine]:
+    """SmolLM2-135M in fp32 as on a CPU with AVX2 and FMA but no AVX-512 (most laptops): our
+    fp32 kernel in AVX2, torch's attention. The test runs while this process sees that CPU."""
+    from phi3_lsp import cpu_kernels
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.sources import resolve_model
+
+    flags = {flag for flag in cpu_kernels.cpu_flags() if not flag.startswith("avx512")}
+    if not set(cpu_kernels.FP32_BUILDS[-1].cpu_flags) <= flags:
+        pytest.skip("this CPU has no AVX2 and FMA")
+
+    def forget_kernels() -> None:
+        cpu_kernels.own_kernels.cache_clear()
+        cpu_kernels.own_fp32_kernel.cache_clear()
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(cpu_kernels, "cpu_flags", lambda: flags)
+            forget_kernels()
+            yield ModelEngine.load(resolve_model("smollm2-135m"))
+    finally:
+        forget_kernels()  # the next test sees this CPU's kernels again

@@ -11,18 +11,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from phi3_lsp.cpu_kernels import CPU_FLAGS, CpuKernels, build_kernels, compiler_command, cpu_flags
+from phi3_lsp.cpu_kernels import (
+    KERNELS,
+    CpuKernels,
+    build_library,
+    compiler_command,
+)
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
 
 pytestmark = pytest.mark.skipif(
-    not set(CPU_FLAGS) <= cpu_flags() or torch.backends.cpu.get_cpu_capability() != "AVX512",
+    not KERNELS.runs_here() or torch.backends.cpu.get_cpu_capability() != "AVX512",
     reason="the kernels need AVX-512 BF16 and VBMI, and torch's AVX-512 layout",
 )
 
 
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
-    return CpuKernels(build_kernels(tmp_path_factory.mktemp("cache"), compiler_command()))
+    return CpuKernels(build_library(KERNELS, tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
 @pytest.fixture(scope="module")
@@ -107,54 +112,6 @@ def test_the_4_bit_layers_use_it_on_this_cpu(kernel: CpuKernels, weight: Int4Wei
     assert not torch.equal(torch_kernel(rows, weight), ours)
 
 
-@pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1000), (5, 7)])
-@pytest.mark.parametrize("row_count", [1, 3])
-def test_fp32_products_are_as_exact_as_torchs(
-    kernel: CpuKernels, out_features: int, in_features: int, row_count: int
-) -> None:
-    # SmolLM2's up projection, and sizes that leave every tail of inputs and outputs.
-    weight, rows = torch.randn(out_features, in_features), torch.randn(row_count, in_features)
-    ours, theirs = kernel.multiply_fp32(rows, weight), torch.nn.functional.linear(rows, weight)
-    exact = rows.double() @ weight.double().T
-    assert ours.shape == theirs.shape
-    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-4)
-    assert (ours.double() - exact).norm() <= 1.5 * (theirs.double() - exact).norm() + 1e-9
-
-
-def test_an_fp32_rows_products_depend_on_nothing_but_the_row(kernel: CpuKernels) -> None:
-    weight, rows = torch.randn(300, 640), torch.randn(3, 640)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        on_one_thread = kernel.multiply_fp32(rows, weight)
-        torch.set_num_threads(2)
-        on_two_threads = kernel.multiply_fp32(rows, weight)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(on_one_thread, on_two_threads)
-    assert torch.equal(kernel.multiply_fp32(rows[1:2], weight), on_two_threads[1:2])
-
-
-def test_the_fp32_kernel_refuses_other_dtypes(kernel: CpuKernels) -> None:
-    with pytest.raises(ValueError, match="fp32 rows and weights only"):
-        kernel.multiply_fp32(torch.randn(1, 64).bfloat16(), torch.randn(8, 64))
-
-
-def test_a_second_build_reuses_the_first(tmp_path: Path) -> None:
-    first = build_kernels(tmp_path, compiler_command())
-    built_at = first.stat().st_mtime_ns
-    assert build_kernels(tmp_path, compiler_command()) == first
-    assert first.stat().st_mtime_ns == built_at
-
-
-def test_a_missing_or_failing_compiler_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no C compiler: no-such-cc"):
-        build_kernels(tmp_path, ["no-such-cc"])
-    with pytest.raises(OSError, match="false failed"):
-        build_kernels(tmp_path, ["false"])
-    assert not any((tmp_path / "kernels").glob("cpu-*")), "a failed build left a library"
-
-
 FALLBACK_CHECK = """
 import logging, torch
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
@@ -178,7 +135,10 @@ def test_without_a_compiler_the_model_keeps_torchs_kernels(tmp_path: Path) -> No
         check=True,
     )
     assert result.stdout.strip() == "True"
-    assert "The model uses torch's kernels, ours did not build: no C compiler" in result.stderr
+    assert (
+        "4-bit products and attention use torch's kernels, ours did not build: no C compiler"
+        in (result.stderr)
+    )
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 32, 96), (9, 3, 64)])

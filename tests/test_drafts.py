@@ -16,7 +16,7 @@ import torch
 from transformers import Phi3Config
 
 from model_sources import tiny_sliding_window_phi3
-from phi3_lsp.cpu_kernels import own_kernels
+from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 from phi3_lsp.drafts import LOOKUP_WINDOW, TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import Generation, GreedyDecoder
@@ -123,14 +123,16 @@ def source_windows(count: int, characters: int) -> list[str]:
     return [source[start + 1 : start + 1 + characters] for start in starts[:count]]
 
 
-@pytest.fixture(params=["int4", "fp32"])
+@pytest.fixture(
+    params=["smollm2_int4_engine", "smollm2_engine", "smollm2_engine_without_avx512"],
+    ids=["int4", "fp32", "fp32 without AVX-512"],
+)
 def drafting_engine(request: pytest.FixtureRequest) -> ModelEngine:
     """SmolLM2 in either weight format: both check drafts, fp32 where our kernel runs its
-    short passes (see `fp32_products`)."""
-    if request.param == "fp32" and own_kernels() is None:
+    short passes (see `fp32_products`), in AVX-512 or AVX2."""
+    if request.param != "smollm2_int4_engine" and own_fp32_kernel() is None:
         pytest.skip("torch's fp32 products round a row differently beside other rows")
-    engine_fixture = "smollm2_int4_engine" if request.param == "int4" else "smollm2_engine"
-    engine: ModelEngine = request.getfixturevalue(engine_fixture)
+    engine: ModelEngine = request.getfixturevalue(request.param)
     return engine
 
 

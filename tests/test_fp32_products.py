@@ -12,7 +12,13 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from phi3_lsp.cpu_kernels import CPU_FLAGS, CpuKernels, build_kernels, compiler_command, cpu_flags
+from phi3_lsp.cpu_kernels import (
+    FP32_BUILDS,
+    Build,
+    Fp32Kernel,
+    build_library,
+    compiler_command,
+)
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed, reads_rows_alike
 from phi3_lsp.kv_cache import GrowingCache
@@ -20,26 +26,28 @@ from phi3_lsp.pass_planner import MAX_DRAFT
 from phi3_lsp.row_attention import attend_row_by_row
 from tiny_llama import VOCABULARY, prompt_then_steps
 
+RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
 pytestmark = pytest.mark.skipif(
-    not set(CPU_FLAGS) <= cpu_flags(), reason="the kernels need AVX-512 BF16 and VBMI"
+    not RUNNABLE, reason="the fp32 kernel needs an x86-64 CPU with AVX2 and FMA"
 )
 
 
-class CountingKernels(CpuKernels):
-    """Our kernels, counting the products asked of the fp32 one."""
+class CountingKernel(Fp32Kernel):
+    """Our fp32 kernel, counting the products asked of it."""
 
-    def __init__(self, kernels: CpuKernels) -> None:
-        self.__dict__.update(kernels.__dict__)
-        self.fp32_calls = 0
+    def __init__(self, kernel: Fp32Kernel) -> None:
+        self.__dict__.update(kernel.__dict__)
+        self.calls = 0
 
-    def multiply_fp32(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        self.fp32_calls += 1
-        return super().multiply_fp32(rows, weight)
+    def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().multiply(rows, weight)
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
-    return CpuKernels(build_kernels(tmp_path_factory.mktemp("cache"), compiler_command()))
+@pytest.fixture(scope="module", params=RUNNABLE, ids=lambda build: build.name)
+def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Fp32Kernel:
+    build: Build = request.param
+    return Fp32Kernel(build_library(build, tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
 def tiny_fp32_llama() -> nn.Module:
@@ -57,10 +65,10 @@ def tiny_fp32_llama() -> nn.Module:
     return model
 
 
-def test_short_passes_take_our_kernel_and_a_prompt_torchs(kernels: CpuKernels) -> None:
+def test_short_passes_take_our_kernel_and_a_prompt_torchs(kernel: Fp32Kernel) -> None:
     model = tiny_fp32_llama()
     torchs = copy.deepcopy(model)
-    counting = CountingKernels(kernels)
+    counting = CountingKernel(kernel)
 
     layers = read_at_memory_speed(model, counting)
     prompt_length = ROWS_AT_MOST + 1
@@ -68,15 +76,15 @@ def test_short_passes_take_our_kernel_and_a_prompt_torchs(kernels: CpuKernels) -
 
     assert layers == sum(isinstance(module, nn.Linear) for module in torchs.modules())
     assert reads_rows_alike(model) and not reads_rows_alike(torchs)
-    assert counting.fp32_calls == 3 * layers  # the three one-token passes, not the prompt's
+    assert counting.calls == 3 * layers  # the three one-token passes, not the prompt's
     assert torch.equal(ours[0], theirs[0])
     for step, (one, other) in enumerate(zip(ours[1:], theirs[1:], strict=True)):
         assert torch.allclose(one, other, rtol=1e-4, atol=1e-5), f"step {step + 1} differs"
 
 
-def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernels: CpuKernels) -> None:
+def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kernel) -> None:
     model = tiny_fp32_llama()
-    read_at_memory_speed(model, kernels)
+    read_at_memory_speed(model, kernel)
     assert attend_row_by_row(model)
     tokens = torch.arange(20, 20 + 12)[None]
     prompt, fed = tokens[:, : -1 - MAX_DRAFT], tokens[:, -1 - MAX_DRAFT :]
@@ -94,24 +102,25 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernels: CpuKern
         assert torch.equal(together[row], logits), f"row {row} differs"
 
 
+@pytest.mark.parametrize("engine_fixture", ["smollm2_engine", "smollm2_engine_without_avx512"])
 @pytest.mark.parametrize(
     "prompt", ["The capital of France is", "def fibonacci(n):\n    if n < 2:\n        return"]
 )
 def test_smollm2_in_fp32_gives_transformers_greedy_text(
-    smollm2_engine: ModelEngine, smollm2_dir: Path, prompt: str
+    request: pytest.FixtureRequest, engine_fixture: str, smollm2_dir: Path, prompt: str
 ) -> None:
+    engine: ModelEngine = request.getfixturevalue(engine_fixture)
     # The seed's way: transformers' own generate(), greedy, torch's kernels throughout.
     model: Any = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
     model.eval()
-    prompt_ids = smollm2_engine.tokenizer.encode_prompt(prompt)
+    prompt_ids = engine.tokenizer.encode_prompt(prompt)
     with torch.inference_mode():
         generated = model.generate(
             torch.tensor([prompt_ids]), max_new_tokens=50, do_sample=False, top_p=None, top_k=None
         )[0, len(prompt_ids) :].tolist()
-    eos = smollm2_engine.eos_token_ids
-    while generated and generated[-1] in eos:
+    while generated and generated[-1] in engine.eos_token_ids:
         generated.pop()
 
-    ours = smollm2_engine.generate(prompt_ids, max_new_tokens=50)
+    ours = engine.generate(prompt_ids, max_new_tokens=50)
 
     assert list(ours.token_ids) == generated

@@ -9,11 +9,15 @@
   attention gives it.
 - `decoder_layer.c`: a whole decoder layer of a 4-bit model in one call, on the two above
   (see `layer_kernel`).
+
+These need a CPU with AVX-512 BF16 and VBMI. One more is built on its own, for any x86-64 CPU
+with AVX2 and FMA (in AVX-512 where the CPU has it):
+
 - `fp32_kernel.c`: a few rows times an fp32 weight, read at 18-32 GB/s against torch's
   10-23 GB/s, each row with the bits it gets alone (see `fp32_products`).
 
-They need a C compiler (`$CC`, else `cc`) and a CPU with AVX-512 BF16 and VBMI; elsewhere, or
-when the build fails, the model keeps torch's kernels and the log says why.
+They need a C compiler (`$CC`, else `cc`); without one, on other CPUs, or when a build fails,
+the model keeps torch's kernels and the log says why.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +41,39 @@ from phi3_lsp.paths import build_once, cache_dir
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(
-    Path(__file__).with_name(name)
-    for name in ("int4_kernel.c", "attention_kernel.c", "decoder_layer.c", "fp32_kernel.c")
+
+@dataclass(frozen=True)
+class Build:
+    """One shared library of our kernels: what it is built from, and for which CPUs."""
+
+    name: str
+    sources: tuple[str, ...]
+    cpu_flags: tuple[str, ...]
+    """What its instructions need, as Linux's /proc/cpuinfo names them."""
+    instruction_flags: tuple[str, ...]
+
+    def runs_here(self) -> bool:
+        return set(self.cpu_flags) <= cpu_flags()
+
+
+KERNELS = Build(
+    "cpu",
+    ("int4_kernel.c", "attention_kernel.c", "decoder_layer.c"),
+    ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16"),
+    ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vbmi", "-mavx512bf16"),
 )
-HEADERS = (Path(__file__).with_name("vector_math.h"),)
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16")
-"""What the kernels' instructions need, as Linux's /proc/cpuinfo names them."""
-_COMPILE_FLAGS = (
+FP32_BUILDS = (
+    Build("fp32-avx512", ("fp32_kernel.c",), ("avx512f",), ("-mavx512f",)),
+    Build("fp32-avx2", ("fp32_kernel.c",), ("avx2", "fma"), ("-mavx2", "-mfma")),
+)
+"""The fp32 kernel's builds, the widest vectors first."""
+HEADERS = ("vector_math.h",)
+_COMMON_FLAGS = (
     "-O3",
-    "-mavx512f",
-    "-mavx512bw",
-    "-mavx512vl",
-    "-mavx512vbmi",
-    "-mavx512bf16",
     "-fopenmp",  # the threads are torch's: libgomp is loaded once, under one name
     "-shared",
     "-fPIC",
 )
-_LIBRARY = "cpu_kernels.so"
 _BUILD_SECONDS = 120
 OUTPUT_BLOCK = 64
 """The 4-bit kernel reads whole blocks of 64 output rows, as torch packs them for AVX-512."""
@@ -175,12 +194,6 @@ class CpuKernels:
             *(_pointer, _size, _size, _pointer, _pointer, _size, _size, _size, _size, _size),
             *(_size, _size, ctypes.c_float, _pointer, ctypes.c_int),
         ]
-        self._fp32_multiply = loaded.phi3_fp32_multiply
-        self._fp32_multiply.restype = None
-        self._fp32_multiply.argtypes = [
-            *(_pointer, _size, _size, _pointer, _size, _pointer),
-            ctypes.c_int,
-        ]
         self.decoder_layer_entry: Any = loaded.phi3_decoder_layer
         """`phi3_decoder_layer`, which `DecoderLayer` calls."""
         self.decoder_layer_entry.restype = ctypes.c_int
@@ -217,26 +230,6 @@ class CpuKernels:
         )
         if status != 0:
             raise MemoryError("the 4-bit kernel found no memory for its rows in bf16")
-        return products
-
-    def multiply_fp32(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """`rows @ weight.T` for fp32 rows [n, in] and a contiguous fp32 weight [out, in]:
-        products [n, out], each with the same bits on any number of rows or threads."""
-        if rows.dtype != torch.float32 or weight.dtype != torch.float32:
-            raise ValueError("the fp32 kernel takes fp32 rows and weights only")
-        if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
-            raise ValueError("the fp32 kernel cannot take these rows and weight")
-        rows = rows.contiguous()
-        products = torch.empty(len(rows), weight.shape[0])
-        self._fp32_multiply(
-            rows.data_ptr(),
-            len(rows),
-            weight.shape[1],
-            weight.data_ptr(),
-            weight.shape[0],
-            products.data_ptr(),
-            torch.get_num_threads(),
-        )
         return products
 
     def attend_one_position(
@@ -281,6 +274,38 @@ class CpuKernels:
         return outputs
 
 
+class Fp32Kernel:
+    """The compiled fp32 kernel (`fp32_kernel.c`)."""
+
+    def __init__(self, library: Path) -> None:
+        self._multiply = ctypes.CDLL(str(library)).phi3_fp32_multiply
+        self._multiply.restype = None
+        self._multiply.argtypes = [
+            *(_pointer, _size, _size, _pointer, _size, _pointer),
+            ctypes.c_int,
+        ]
+
+    def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """`rows @ weight.T` for fp32 rows [n, in] and a contiguous fp32 weight [out, in]:
+        products [n, out], each with the same bits on any number of rows or threads."""
+        if rows.dtype != torch.float32 or weight.dtype != torch.float32:
+            raise ValueError("the fp32 kernel takes fp32 rows and weights only")
+        if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
+            raise ValueError("the fp32 kernel cannot take these rows and weight")
+        rows = rows.contiguous()
+        products = torch.empty(len(rows), weight.shape[0])
+        self._multiply(
+            rows.data_ptr(),
+            len(rows),
+            weight.shape[1],
+            weight.data_ptr(),
+            weight.shape[0],
+            products.data_ptr(),
+            torch.get_num_threads(),
+        )
+        return products
+
+
 def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:
     """Whether the attention kernels take these: fp32; queries [heads, head_dim] (one
     position) or [heads, rows, head_dim] (each row's values contiguous, no more rows than
@@ -313,31 +338,51 @@ def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) 
 def own_kernels() -> CpuKernels | None:
     """This machine's build of the kernels, or None (logged once) where they cannot run or
     build."""
-    missing = [flag for flag in CPU_FLAGS if flag not in cpu_flags()]
+    library = _library_for_this_cpu(KERNELS, "4-bit products and attention use torch's kernels")
+    return None if library is None else CpuKernels(library)
+
+
+@functools.cache
+def own_fp32_kernel() -> Fp32Kernel | None:
+    """The fp32 kernel in the widest vectors this CPU has, or None (logged once) where it
+    cannot run or build."""
+    build = next((build for build in FP32_BUILDS if build.runs_here()), FP32_BUILDS[-1])
+    library = _library_for_this_cpu(build, "fp32 products use torch's kernels")
+    if library is None:
+        return None
+    log.info("fp32 products of short passes use our kernel built for %s", build.name)
+    return Fp32Kernel(library)
+
+
+def _library_for_this_cpu(build: Build, otherwise: str) -> Path | None:
+    missing = [flag for flag in build.cpu_flags if flag not in cpu_flags()]
     if missing:
-        log.info("The model uses torch's kernels: this CPU lacks %s", ", ".join(missing))
+        log.info("%s: this CPU lacks %s", otherwise, ", ".join(missing))
         return None
     try:
-        return CpuKernels(build_kernels(cache_dir(), compiler_command()))
+        return build_library(build, cache_dir(), compiler_command())
     except (OSError, subprocess.SubprocessError) as error:
-        log.warning("The model uses torch's kernels, ours did not build: %s", error)
+        log.warning("%s, ours did not build: %s", otherwise, error)
         return None
 
 
-def build_kernels(cache: Path, compiler: list[str]) -> Path:
-    """The kernels' shared library, compiled by `compiler` into `cache` unless it is there."""
+def build_library(build: Build, cache: Path, compiler: list[str]) -> Path:
+    """`build`'s shared library, compiled by `compiler` into `cache` unless it is there."""
     if not compiler or shutil.which(compiler[0]) is None:
         raise FileNotFoundError(f"no C compiler: {shlex.join(compiler) or 'none'}")
-    command = [*compiler, *_COMPILE_FLAGS]
+    command = [*compiler, *_COMMON_FLAGS, *build.instruction_flags]
+    sources = [Path(__file__).with_name(name) for name in build.sources]
+    headers = [Path(__file__).with_name(name) for name in HEADERS]
     key = hashlib.sha256(
         "\0".join(
-            [*command, platform.machine(), *(file.read_text() for file in (*SOURCES, *HEADERS))]
+            [*command, platform.machine(), *(file.read_text() for file in (*sources, *headers))]
         ).encode()
     ).hexdigest()[:16]
+    library = f"{build.name}_kernels.so"
 
     def compile_into(staging: Path) -> None:
         done = subprocess.run(
-            [*command, "-o", str(staging / _LIBRARY), *map(str, SOURCES)],
+            [*command, "-o", str(staging / library), *map(str, sources)],
             capture_output=True,
             text=True,
             timeout=_BUILD_SECONDS,
@@ -346,10 +391,10 @@ def build_kernels(cache: Path, compiler: list[str]) -> Path:
         if done.returncode != 0:
             output = (done.stderr or done.stdout).strip().splitlines()[-3:]
             raise OSError(f"{shlex.join(compiler)} failed: {' / '.join(output)}")
-        log.info("Built our CPU kernels with %s", shlex.join(compiler))
+        log.info("Built our %s kernels with %s", build.name, shlex.join(compiler))
 
-    entry = build_once(cache / "kernels" / f"cpu-{key}", compile_into, {"command": command})
-    return entry / _LIBRARY
+    entry = cache / "kernels" / f"{build.name}-{key}"
+    return build_once(entry, compile_into, {"command": command}) / library
 
 
 def compiler_command() -> list[str]:

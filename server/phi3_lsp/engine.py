@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
-from phi3_lsp.cpu_kernels import own_kernels
+from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.fp32_products import read_at_memory_speed, reads_rows_alike
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
@@ -296,9 +296,9 @@ def _build_model(
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
         model = _from_pretrained(source, source.weights_dir, config, torch.float32)
-        kernels = own_kernels()  # built on a first start (~1 s), not in the first completion
-        if kernels is not None:
-            read_at_memory_speed(model, kernels)
+        kernel = own_fp32_kernel()  # built on a first start (~0.5 s), not in a completion
+        if kernel is not None:
+            read_at_memory_speed(model, kernel)
     model.eval()
     return model
 

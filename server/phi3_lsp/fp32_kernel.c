@@ -1,4 +1,5 @@
-/* A few rows times an fp32 weight for x86-64 CPUs with AVX-512; built by cpu_kernels.py.
+/* A few rows times an fp32 weight for x86-64 CPUs with AVX-512, or AVX2 and FMA; built by
+ * cpu_kernels.py, once per instruction set.
  *
  * products[r, o] = sum over i of rows[r, i] * weight[o, i], for a weight [out, in] in torch's
  * row-major layout, in fp32. A one-token fp32 pass is nearly all such products, and torch's
@@ -9,47 +10,86 @@
  * (a token and its drafted ones) reads the weights about once.
  *
  * Every output is computed by the same steps whatever the number of rows or threads, so a
- * row's products have the same bits alone, among drafted rows, and on any thread count.
+ * row's products have the same bits alone, among drafted rows, and on any thread count (the
+ * two instruction sets sum in different orders, so their bits differ from each other).
  */
 #include <immintrin.h>
 #include <stdint.h>
 
+#if defined(__AVX512F__)
+typedef __m512 Vector;
+enum { LANES = 16 };
+#define ZERO() _mm512_setzero_ps()
+#define LOAD(p) _mm512_loadu_ps(p)
+#define MULTIPLY_ADD(a, b, sum) _mm512_fmadd_ps(a, b, sum)
+#define ADD(a, b) _mm512_add_ps(a, b)
+
+/* The first `left` (< LANES) values at p, zeros after them. */
+static inline Vector load_first(const float *p, int64_t left) {
+  return _mm512_maskz_loadu_ps((__mmask16)((1u << left) - 1), p);
+}
+
+static inline float sum_of_lanes(Vector v) { return _mm512_reduce_add_ps(v); }
+
+#elif defined(__AVX2__) && defined(__FMA__)
+typedef __m256 Vector;
+enum { LANES = 8 };
+#define ZERO() _mm256_setzero_ps()
+#define LOAD(p) _mm256_loadu_ps(p)
+#define MULTIPLY_ADD(a, b, sum) _mm256_fmadd_ps(a, b, sum)
+#define ADD(a, b) _mm256_add_ps(a, b)
+
+static inline Vector load_first(const float *p, int64_t left) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), lane));
+}
+
+static inline float sum_of_lanes(Vector v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
+}
+
+#else
+#error "the fp32 kernel needs AVX-512, or AVX2 and FMA"
+#endif
+
 enum {
   OUTPUTS_AT_ONCE = 4, /* weight rows read side by side, each beside the same inputs */
+  STEP = 2 * LANES,    /* inputs per step: two sums over alternate LANES inputs */
   /* Weight bytes are asked for this far ahead of their use: the CPU's own prefetcher stops at
    * 4 KB pages (as in int4_kernel.c). */
   PREFETCH_BYTES = 4096,
+  CACHE_LINE = 64,
 };
 
-/* `count` (at most OUTPUTS_AT_ONCE) outputs from `first` of one row: two sums of 16 lanes
- * each over alternate 16 inputs, a masked tail into the first, then both added and reduced. */
+/* `count` (at most OUTPUTS_AT_ONCE) outputs from `first` of one row: two sums over alternate
+ * LANES inputs, a tail of fewer than STEP inputs into the first, then both added and reduced. */
 static inline __attribute__((always_inline)) void multiply_outputs(
     const float *row, const float *weight, int64_t in_features, int64_t first, int count,
     float *products) {
-  __m512 sums[OUTPUTS_AT_ONCE][2];
-  for (int k = 0; k < count; k++) sums[k][0] = sums[k][1] = _mm512_setzero_ps();
+  Vector sums[OUTPUTS_AT_ONCE][2];
+  for (int k = 0; k < count; k++) sums[k][0] = sums[k][1] = ZERO();
   int64_t i = 0;
-  for (; i + 32 <= in_features; i += 32) {
-    const __m512 low = _mm512_loadu_ps(row + i), high = _mm512_loadu_ps(row + i + 16);
+  for (; i + STEP <= in_features; i += STEP) {
+    const Vector low = LOAD(row + i), high = LOAD(row + i + LANES);
     for (int k = 0; k < count; k++) {
       const float *w = weight + (first + k) * in_features + i;
-      _mm_prefetch((const char *)w + PREFETCH_BYTES, _MM_HINT_T0);
-      _mm_prefetch((const char *)w + PREFETCH_BYTES + 64, _MM_HINT_T0);
-      sums[k][0] = _mm512_fmadd_ps(_mm512_loadu_ps(w), low, sums[k][0]);
-      sums[k][1] = _mm512_fmadd_ps(_mm512_loadu_ps(w + 16), high, sums[k][1]);
+      for (int line = 0; line < STEP * (int)sizeof(float); line += CACHE_LINE)
+        _mm_prefetch((const char *)w + PREFETCH_BYTES + line, _MM_HINT_T0);
+      sums[k][0] = MULTIPLY_ADD(LOAD(w), low, sums[k][0]);
+      sums[k][1] = MULTIPLY_ADD(LOAD(w + LANES), high, sums[k][1]);
     }
   }
-  for (; i < in_features; i += 16) {
+  for (; i < in_features; i += LANES) {
     const int64_t left = in_features - i;
-    const __mmask16 mask = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
-    const __m512 inputs = _mm512_maskz_loadu_ps(mask, row + i);
+    const Vector inputs = left >= LANES ? LOAD(row + i) : load_first(row + i, left);
     for (int k = 0; k < count; k++) {
       const float *w = weight + (first + k) * in_features + i;
-      sums[k][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, w), inputs, sums[k][0]);
+      sums[k][0] = MULTIPLY_ADD(left >= LANES ? LOAD(w) : load_first(w, left), inputs, sums[k][0]);
     }
   }
-  for (int k = 0; k < count; k++)
-    products[first + k] = _mm512_reduce_add_ps(_mm512_add_ps(sums[k][0], sums[k][1]));
+  for (int k = 0; k < count; k++) products[first + k] = sum_of_lanes(ADD(sums[k][0], sums[k][1]));
 }
 
 void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,

@@ -1,0 +1,82 @@
+"""Our fp32 kernel in each instruction set this CPU runs: torch's products, each row's bits its
+own; and how our kernels are built and kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from phi3_lsp.cpu_kernels import FP32_BUILDS, Build, Fp32Kernel, build_library, compiler_command
+
+RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
+NARROWEST = FP32_BUILDS[-1]
+"""AVX2 and FMA: every build here compiles wherever this one does."""
+
+pytestmark = pytest.mark.skipif(
+    not RUNNABLE, reason="the fp32 kernel needs an x86-64 CPU with AVX2 and FMA"
+)
+
+
+@pytest.fixture(scope="module", params=RUNNABLE, ids=lambda build: build.name)
+def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Fp32Kernel:
+    build: Build = request.param
+    return Fp32Kernel(build_library(build, tmp_path_factory.mktemp("cache"), compiler_command()))
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1000), (5, 7)])
+@pytest.mark.parametrize("row_count", [1, 3])
+def test_fp32_products_are_as_exact_as_torchs(
+    kernel: Fp32Kernel, out_features: int, in_features: int, row_count: int
+) -> None:
+    # SmolLM2's up projection, and sizes that leave every tail of inputs and outputs.
+    torch.manual_seed(out_features * in_features + row_count)
+    weight, rows = torch.randn(out_features, in_features), torch.randn(row_count, in_features)
+    ours, theirs = kernel.multiply(rows, weight), torch.nn.functional.linear(rows, weight)
+    exact = rows.double() @ weight.double().T
+    assert ours.shape == theirs.shape
+    assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-4)
+    # Sums of a few products differ by a rounding or two, whoever adds them.
+    roundings = torch.finfo(torch.float32).eps * exact.norm()
+    assert (ours.double() - exact).norm() <= 1.5 * (theirs.double() - exact).norm() + roundings
+
+
+def test_an_fp32_rows_products_depend_on_nothing_but_the_row(kernel: Fp32Kernel) -> None:
+    weight, rows = torch.randn(300, 640), torch.randn(3, 640)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        on_one_thread = kernel.multiply(rows, weight)
+        torch.set_num_threads(2)
+        on_two_threads = kernel.multiply(rows, weight)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(on_one_thread, on_two_threads)
+    assert torch.equal(kernel.multiply(rows[1:2], weight), on_two_threads[1:2])
+
+
+def test_the_fp32_kernel_refuses_other_dtypes(kernel: Fp32Kernel) -> None:
+    with pytest.raises(ValueError, match="fp32 rows and weights only"):
+        kernel.multiply(torch.randn(1, 64).bfloat16(), torch.randn(8, 64))
+
+
+def test_a_second_build_reuses_the_first(tmp_path: Path) -> None:
+    first = build_library(NARROWEST, tmp_path, compiler_command())
+    built_at = first.stat().st_mtime_ns
+    assert build_library(NARROWEST, tmp_path, compiler_command()) == first
+    assert first.stat().st_mtime_ns == built_at
+
+
+def test_each_build_is_kept_apart(tmp_path: Path) -> None:
+    libraries = {build_library(build, tmp_path, compiler_command()) for build in FP32_BUILDS}
+    assert len(libraries) == len(FP32_BUILDS)
+    assert all(library.is_file() for library in libraries)
+
+
+def test_a_missing_or_failing_compiler_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no C compiler: no-such-cc"):
+        build_library(NARROWEST, tmp_path, ["no-such-cc"])
+    with pytest.raises(OSError, match="false failed"):
+        build_library(NARROWEST, tmp_path, ["false"])
+    assert not any((tmp_path / "kernels").glob("*/*.so")), "a failed build left a library"

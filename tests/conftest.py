@@ -78,6 +78,19 @@ def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path)
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_bf16_phi3_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: Path) -> Path:
+    """The tiny Phi-3 saved in bf16, as most checkpoints (Phi-3-mini's among them) are."""
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-phi3-bf16")
+    for item in tiny_phi3_dir.iterdir():
+        shutil.copy2(item, folder / item.name)
+    model = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype="bfloat16")
+    model.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def seeded() -> Iterator[None]:
     """torch's random numbers from seed 0 for one test, restored afterwards."""

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from torch import nn
+from transformers import PreTrainedModel
 
 from model_sources import folder_source
 from phi3_lsp import memory_fit
+from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import (
     DEFAULT_PROMPT_CACHE_BYTES,
     ModelEngine,
@@ -123,45 +124,44 @@ def test_physical_cores_is_within_the_logical_count() -> None:
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
-@pytest.fixture
-def bf16_phi3_dir(tiny_phi3_dir: Path, tmp_path: Path) -> Path:
-    """The tiny Phi-3 with its weights saved in bf16, as Phi-3-mini's checkpoint has them."""
-    for item in tiny_phi3_dir.iterdir():
-        shutil.copy2(item, tmp_path / item.name)
-    model = AutoModelForCausalLM.from_pretrained(tiny_phi3_dir, dtype=torch.bfloat16)
-    model.save_pretrained(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize("weights", ["fp32", "int4"])
-def test_a_bf16_checkpoint_runs_in_fp32(weights: WeightFormat, bf16_phi3_dir: Path) -> None:
+def test_a_bf16_checkpoint_runs_in_fp32(weights: WeightFormat, tiny_bf16_phi3_dir: Path) -> None:
     # This class of CPU has no native bf16: whatever the checkpoint, nothing computes in bf16.
-    # int4 keeps the input embedding and the vocabulary projection in bf16: it reads a few of
-    # their rows for a token, which widen exactly.
-    engine = ModelEngine.load(folder_source(bf16_phi3_dir, weights=True), weights=weights)
+    # Weights that widen exactly as they are read stay bf16: int4 reads a few rows of the input
+    # embedding and the vocabulary projection for a token; fp32 also reads every linear layer
+    # through our kernel, which widens each value as it loads it.
+    engine = ModelEngine.load(folder_source(tiny_bf16_phi3_dir, weights=True), weights=weights)
     assert isinstance(engine.model, PreTrainedModel)
     projection = engine.model.get_output_embeddings()  # type: ignore[no-untyped-call]
     tables = [engine.model.get_input_embeddings(), projection]
-    table_weights = [table.weight for table in tables]
-    others = [p for p in engine.model.parameters() if all(p is not w for w in table_weights)]
+    held_in_bf16 = [table.weight for table in tables]
+    if weights == "fp32":
+        linears = [module for module in engine.model.modules() if isinstance(module, nn.Linear)]
+        kept = [tables[0].weight, *(linear.weight for linear in linears)]
+        held_in_bf16 = kept if own_fp32_kernel() else []
+    held = {id(weight) for weight in held_in_bf16}
+    others = [p for p in engine.model.parameters() if id(p) not in held]
     assert {parameter.dtype for parameter in others} == {torch.float32}
-    table_dtype = torch.bfloat16 if weights == "int4" else torch.float32
-    assert {weight.dtype for weight in table_weights} == {table_dtype}
+    assert all(weight.dtype == torch.bfloat16 for weight in held_in_bf16)
     with torch.inference_mode():
         assert tables[0](torch.tensor([[1, 450]])).dtype == torch.float32
         logits = engine.model(input_ids=torch.tensor([[1, 450]])).logits
         assert logits.dtype == torch.float32
-    expected = "float32" if weights == "fp32" else "float32 elsewhere"
+    expected = "float32 elsewhere" if held_in_bf16 else "float32"
     assert engine.architecture().config.dtype.endswith(expected)
+    if weights == "fp32" and held_in_bf16:
+        assert engine.architecture().config.dtype == (
+            "bfloat16 linear layers, input embeddings and vocabulary projection, float32 elsewhere"
+        )
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int4"])
 def test_cached_prompts_are_budgeted_as_fp32_keys_and_values(
-    weights: WeightFormat, bf16_phi3_dir: Path
+    weights: WeightFormat, tiny_bf16_phi3_dir: Path
 ) -> None:
     # int4 keeps a bf16 checkpoint's input embedding in bf16; its keys and values are fp32
     # all the same, so a token of them takes 4 bytes a value, not that embedding's 2.
-    engine = ModelEngine.load(folder_source(bf16_phi3_dir, weights=True), weights=weights)
+    engine = ModelEngine.load(folder_source(tiny_bf16_phi3_dir, weights=True), weights=weights)
     text = engine.config.get_text_config()
     head_dim = text.hidden_size // text.num_attention_heads
     per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4

@@ -56,9 +56,19 @@ def test_an_fp32_rows_products_depend_on_nothing_but_the_row(kernel: Fp32Kernel)
     assert torch.equal(kernel.multiply(rows[1:2], weight), on_two_threads[1:2])
 
 
+@pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1000), (5, 7)])
+def test_a_bf16_weight_gives_the_bits_of_its_fp32_widening(
+    kernel: Fp32Kernel, out_features: int, in_features: int
+) -> None:
+    weight, rows = torch.randn(out_features, in_features).bfloat16(), torch.randn(3, in_features)
+    assert torch.equal(kernel.multiply(rows, weight), kernel.multiply(rows, weight.float()))
+
+
 def test_the_fp32_kernel_refuses_other_dtypes(kernel: Fp32Kernel) -> None:
-    with pytest.raises(ValueError, match="fp32 rows and weights only"):
+    with pytest.raises(ValueError, match="fp32 rows and fp32 or bf16 weights only"):
         kernel.multiply(torch.randn(1, 64).bfloat16(), torch.randn(8, 64))
+    with pytest.raises(ValueError, match="fp32 rows and fp32 or bf16 weights only"):
+        kernel.multiply(torch.randn(1, 64), torch.randn(8, 64).half())
 
 
 def test_a_second_build_reuses_the_first(tmp_path: Path) -> None:

@@ -18,12 +18,15 @@ from phi3_lsp.cpu_kernels import (
     Fp32Kernel,
     build_library,
     compiler_command,
+    own_fp32_kernel,
 )
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed, reads_rows_alike
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.pass_planner import MAX_DRAFT
+from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row
+from phi3_lsp.sources import resolve_model
 from tiny_llama import VOCABULARY, prompt_then_steps
 
 RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
@@ -100,6 +103,36 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kern
     assert fed.shape[1] <= ROWS_AT_MOST
     for row, logits in enumerate(alone):
         assert torch.equal(together[row], logits), f"row {row} differs"
+
+
+def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
+    tiny_bf16_phi3_dir: Path,
+) -> None:
+    engine = ModelEngine.load(resolve_model(str(tiny_bf16_phi3_dir)))
+    linears = [module for module in engine.model.modules() if isinstance(module, nn.Linear)]
+    embedding = input_embedding(engine.model)
+    assert embedding is not None and embedding.weight.dtype == torch.bfloat16
+    assert all(linear.weight.dtype == torch.bfloat16 for linear in linears)  # half the memory
+    assert all(
+        parameter.dtype == torch.float32
+        for name, parameter in engine.model.named_parameters()
+        if "norm" in name
+    )
+    # The same checkpoint widened to fp32 as it is loaded, through the same kernel.
+    widened: Any = AutoModelForCausalLM.from_pretrained(tiny_bf16_phi3_dir, dtype=torch.float32)
+    widened.eval()
+    kernel = own_fp32_kernel()
+    assert kernel is not None
+    read_at_memory_speed(widened, kernel)
+    attend_row_by_row(widened)
+
+    prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then our kernel's
+    ours = prompt_then_steps(engine.model, prompt_length)
+    theirs = prompt_then_steps(widened, prompt_length)
+
+    for step, (one, other) in enumerate(zip(ours, theirs, strict=True)):
+        assert one.dtype == torch.float32
+        assert torch.equal(one, other), f"pass {step} differs"
 
 
 @pytest.mark.parametrize("engine_fixture", ["smollm2_engine", "smollm2_engine_without_avx512"])

@@ -11,7 +11,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from model_sources import folder_source
+from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import ModelEngine
+from phi3_lsp.fp32_products import stored_in_bf16
 from phi3_lsp.memory_fit import (
     RUNTIME_BYTES,
     kv_bytes_per_token,
@@ -41,8 +43,10 @@ def bytes_held(model: nn.Module) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
 
 
-def assert_estimate_matches_the_load(folder: Path, weights: WeightFormat) -> None:
-    estimate = weights_bytes(meta_model(folder), weights)
+def assert_estimate_matches_the_load(
+    folder: Path, weights: WeightFormat, *, bf16_held: bool = False
+) -> None:
+    estimate = weights_bytes(meta_model(folder), weights, bf16_held=bf16_held)
     engine = ModelEngine.load(folder_source(folder, weights=True), weights=weights)
     assert engine.has_weights
     assert estimate == pytest.approx(bytes_held(engine.model), rel=0.02)
@@ -53,6 +57,12 @@ def test_the_estimate_is_what_loading_the_weights_takes(
     weights: WeightFormat, tiny_phi3_dir: Path
 ) -> None:
     assert_estimate_matches_the_load(tiny_phi3_dir, weights)
+
+
+@pytest.mark.skipif(own_fp32_kernel() is None, reason="fp32 holds bf16 weights for our kernel")
+def test_the_estimate_is_what_fp32_takes_from_a_bf16_checkpoint(tiny_bf16_phi3_dir: Path) -> None:
+    assert stored_in_bf16(tiny_bf16_phi3_dir)
+    assert_estimate_matches_the_load(tiny_bf16_phi3_dir, "fp32", bf16_held=True)
 
 
 @pytest.mark.slow
@@ -82,6 +92,25 @@ def test_fp32_phi3_on_a_16_gb_laptop_is_told_to_use_int4(phi3_mini_dir: Path) ->
     assert "loaded without weights" in message
     assert 'set phi3.weights to "int4" (it needs about 4.' in message
     assert "phi3.model" in message
+
+
+def test_fp32_phi3_from_its_bf16_checkpoint_fits_a_16_gb_laptop(phi3_mini_dir: Path) -> None:
+    # Its linear weights and embedding stay bf16 (7.6 GB), widened as they are read; the server
+    # and a completion's keys and values (0.8 GB) come on top.
+    model = meta_model(phi3_mini_dir)
+    assert memory_shortfall("Phi-3-mini", model, "fp32", 10 * GB, bf16_held=True) is None
+    message = memory_shortfall("Phi-3-mini", model, "fp32", 8 * GB, bf16_held=True)
+    assert message is not None
+    assert message.startswith("Phi-3-mini in fp32 needs about 9.0 GB")
+
+
+def test_a_checkpoint_with_any_tensor_beside_bf16_is_not_held_in_bf16(
+    tiny_phi3_dir: Path, tiny_bf16_phi3_dir: Path, tmp_path: Path
+) -> None:
+    assert not stored_in_bf16(tiny_phi3_dir)  # fp32: holding it in bf16 would round it
+    assert not stored_in_bf16(tmp_path)  # no weights at all
+    (tmp_path / "model.safetensors").write_bytes(b"not a checkpoint")
+    assert not stored_in_bf16(tmp_path)
 
 
 def test_when_int4_does_not_fit_either_only_the_other_fixes_are_offered(

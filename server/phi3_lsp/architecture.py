@@ -158,29 +158,43 @@ def module_counts(model: nn.Module) -> list[ModuleCount]:
 
 
 def _parameter_dtype(model: nn.Module) -> str:
-    """E.g. "float32", or "int4 linear layers (groups of 32), bfloat16 input embeddings and
-    vocabulary projection, float32 elsewhere"."""
-    tables = {
-        "input embeddings": input_embedding(model),
-        "vocabulary projection": vocabulary_projection(model),
-    }
-    weights: dict[str, torch.Tensor] = {}
-    for name, module in tables.items():
+    """E.g. "float32", "bfloat16 linear layers, input embeddings and vocabulary projection,
+    float32 elsewhere" (fp32 arithmetic on a bf16 checkpoint's weights), or "int4 linear layers
+    (groups of 32), bfloat16 input embeddings and vocabulary projection, float32 elsewhere"."""
+    projection = vocabulary_projection(model)
+    described: dict[str, list[torch.Tensor]] = {}
+    linear_weights = [
+        module.weight
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and module is not projection
+    ]
+    if linear_weights:
+        described["linear layers"] = linear_weights
+    for name, module in (
+        ("input embeddings", input_embedding(model)),
+        ("vocabulary projection", projection),
+    ):
         weight = getattr(module, "weight", None)
         if isinstance(weight, torch.Tensor):
-            weights[name] = weight
-    table_ids = {id(weight) for weight in weights.values()}
-    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if id(p) not in table_ids})
+            described[name] = [weight]
+    described_ids = {id(weight) for weights in described.values() for weight in weights}
+    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if id(p) not in described_ids})
     dtype = "/".join(rest) or "unknown"
     parts = []
     if any(isinstance(layer, Int4Linear) for layer in model.modules()):
         parts.append(f"int4 linear layers (groups of {GROUP_SIZE})")
     by_dtype: dict[str, list[str]] = {}
-    for name, weight in weights.items():
-        if _dtype_name(weight.dtype) != dtype:
-            by_dtype.setdefault(_dtype_name(weight.dtype), []).append(name)
-    parts += [f"{table_dtype} {' and '.join(names)}" for table_dtype, names in by_dtype.items()]
+    for name, weights in described.items():
+        weights_dtype = "/".join(sorted({_dtype_name(weight.dtype) for weight in weights}))
+        if weights_dtype != dtype:
+            by_dtype.setdefault(weights_dtype, []).append(name)
+    parts += [f"{weights_dtype} {_listed(names)}" for weights_dtype, names in by_dtype.items()]
     return ", ".join([*parts, f"{dtype} elsewhere"]) if parts else dtype
+
+
+def _listed(names: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

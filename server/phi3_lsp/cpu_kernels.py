@@ -14,7 +14,8 @@ These need a CPU with AVX-512 BF16 and VBMI. One more is built on its own, for a
 with AVX2 and FMA (in AVX-512 where the CPU has it):
 
 - `fp32_kernel.c`: a few rows times an fp32 weight, read at 18-32 GB/s against torch's
-  10-23 GB/s, each row with the bits it gets alone (see `fp32_products`).
+  10-23 GB/s, each row with the bits it gets alone (see `fp32_products`); or times a bf16
+  weight widened exactly as it is read, the same bits from half the bytes.
 
 They need a C compiler (`$CC`, else `cc`); without one, on other CPUs, or when a build fails,
 the model keeps torch's kernels and the log says why.
@@ -278,23 +279,27 @@ class Fp32Kernel:
     """The compiled fp32 kernel (`fp32_kernel.c`)."""
 
     def __init__(self, library: Path) -> None:
-        self._multiply = ctypes.CDLL(str(library)).phi3_fp32_multiply
-        self._multiply.restype = None
-        self._multiply.argtypes = [
-            *(_pointer, _size, _size, _pointer, _size, _pointer),
-            ctypes.c_int,
-        ]
+        loaded = ctypes.CDLL(str(library))
+        self._multiply = {
+            torch.float32: loaded.phi3_fp32_multiply,
+            torch.bfloat16: loaded.phi3_bf16_weight_multiply,
+        }
+        for function in self._multiply.values():
+            function.restype = None
+            function.argtypes = [*(_pointer, _size, _size, _pointer, _size, _pointer), ctypes.c_int]
 
     def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """`rows @ weight.T` for fp32 rows [n, in] and a contiguous fp32 weight [out, in]:
-        products [n, out], each with the same bits on any number of rows or threads."""
-        if rows.dtype != torch.float32 or weight.dtype != torch.float32:
-            raise ValueError("the fp32 kernel takes fp32 rows and weights only")
+        """`rows @ weight.T` in fp32 for fp32 rows [n, in] and a contiguous weight [out, in] in
+        fp32 or bf16: products [n, out], each with the same bits on any number of rows or
+        threads, and a bf16 weight's the bits of its fp32 widening's."""
+        multiply = self._multiply.get(weight.dtype)
+        if rows.dtype != torch.float32 or multiply is None:
+            raise ValueError("the fp32 kernel takes fp32 rows and fp32 or bf16 weights only")
         if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
             raise ValueError("the fp32 kernel cannot take these rows and weight")
         rows = rows.contiguous()
         products = torch.empty(len(rows), weight.shape[0])
-        self._multiply(
+        multiply(
             rows.data_ptr(),
             len(rows),
             weight.shape[1],

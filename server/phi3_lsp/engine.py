@@ -25,7 +25,12 @@ from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.cpu_kernels import own_fp32_kernel
-from phi3_lsp.fp32_products import read_at_memory_speed, reads_rows_alike
+from phi3_lsp.fp32_products import (
+    keep_bf16_weights,
+    read_at_memory_speed,
+    reads_rows_alike,
+    stored_in_bf16,
+)
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
 from phi3_lsp.int4_cache import load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
@@ -137,9 +142,17 @@ class ModelEngine:
             source.config_dir, trust_remote_code=source.trust_remote_code
         )
         tokenizer_seconds = time.perf_counter() - started
+        # fp32 keeps a bf16 checkpoint's weights in bf16 where our kernel widens them as it
+        # reads them: fp32's arithmetic in half the memory (see `fp32_products`).
+        bf16_held = (
+            weights == "fp32"
+            and source.weights_dir is not None
+            and own_fp32_kernel() is not None  # built on a first start (~0.4 s)
+            and stored_in_bf16(source.weights_dir)
+        )
         if source.weights_dir is not None:
-            source = _without_weights_beyond_memory(source, config, weights)
-        model = _build_model(source, config, weights, report)
+            source = _without_weights_beyond_memory(source, config, weights, bf16_held)
+        model = _build_model(source, config, weights, report, bf16_held)
         rows_alike = weights == "fp32" and reads_rows_alike(model)
         engine = cls(
             source,
@@ -269,9 +282,14 @@ class ModelEngine:
 
 
 def _build_model(
-    source: ModelSource, config: Any, weights: WeightFormat, report: ProgressCallback
+    source: ModelSource,
+    config: Any,
+    weights: WeightFormat,
+    report: ProgressCallback,
+    bf16_held: bool,
 ) -> nn.Module:
-    """The model in eval mode: from the weights, or on the meta device when there are none."""
+    """The model in eval mode: from the weights, or on the meta device when there are none.
+    `bf16_held`: an fp32 model keeps its linear weights and input embedding in bf16."""
     # Our own progress reports replace transformers' terminal bars, which would only clutter
     # a language server's stderr.
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -295,8 +313,11 @@ def _build_model(
         run_layers_in_one_call(model)
     else:
         report(ProgressUpdate("loading", f"Loading the weights of {source.name}", 0.3))
-        model = _from_pretrained(source, source.weights_dir, config, torch.float32)
-        kernel = own_fp32_kernel()  # built on a first start (~0.5 s), not in a completion
+        dtype = torch.bfloat16 if bf16_held else torch.float32
+        model = _from_pretrained(source, source.weights_dir, config, dtype)
+        if bf16_held:
+            keep_bf16_weights(model)
+        kernel = own_fp32_kernel()  # built on a first start (~0.4 s), not in a completion
         if kernel is not None:
             read_at_memory_speed(model, kernel)
     model.eval()
@@ -304,17 +325,18 @@ def _build_model(
 
 
 def _without_weights_beyond_memory(
-    source: ModelSource, config: Any, weights: WeightFormat
+    source: ModelSource, config: Any, weights: WeightFormat, bf16_held: bool
 ) -> ModelSource:
     """`source`, or `source` without weights and with the reason when they would not fit."""
     available = available_memory()
     model = _meta_model(source, config)
-    shortfall = memory_shortfall(source.name, model, weights, available)
+    shortfall = memory_shortfall(source.name, model, weights, available, bf16_held=bf16_held)
     log.info(
-        "%s in %s: weights %.2f GB, memory available %s%s",
+        "%s in %s: weights %.2f GB%s, memory available %s%s",
         source.name,
         weights,
-        weights_bytes(model, weights) / 1e9,
+        weights_bytes(model, weights, bf16_held=bf16_held) / 1e9,
+        " (linear layers and input embedding in bf16)" if bf16_held else "",
         "unknown" if available is None else f"{available / 1e9:.2f} GB",
         "" if shortfall is None else ": loading it without weights",
     )

@@ -12,6 +12,10 @@
  * Every output is computed by the same steps whatever the number of rows or threads, so a
  * row's products have the same bits alone, among drafted rows, and on any thread count (the
  * two instruction sets sum in different orders, so their bits differ from each other).
+ *
+ * A weight may also be held in bf16, as most checkpoints store it: each value widens to fp32
+ * exactly (its bits shifted up by 16) as it is loaded, so the products have the bits of the
+ * fp32 weight's, from half the bytes.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -30,6 +34,9 @@ static inline Vector load_first(const float *p, int64_t left) {
 }
 
 static inline float sum_of_lanes(Vector v) { return _mm512_reduce_add_ps(v); }
+
+#define LOAD_BF16(p) _mm256_loadu_si256((const __m256i *)(p))
+#define WIDEN_BF16(half) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16))
 
 #elif defined(__AVX2__) && defined(__FMA__)
 typedef __m256 Vector;
@@ -50,6 +57,9 @@ static inline float sum_of_lanes(Vector v) {
   return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
 }
 
+#define LOAD_BF16(p) _mm_loadu_si128((const __m128i *)(p))
+#define WIDEN_BF16(half) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16))
+
 #else
 #error "the fp32 kernel needs AVX-512, or AVX2 and FMA"
 #endif
@@ -63,38 +73,55 @@ enum {
   CACHE_LINE = 64,
 };
 
+/* LANES bf16 values at p widened to fp32 (exactly); the first `left` of them only, zeros after. */
+static inline Vector load_bf16(const uint16_t *p, int64_t left) {
+  if (left >= LANES) return WIDEN_BF16(LOAD_BF16(p));
+  uint16_t first[LANES] = {0}; /* a tail: at most once per weight row */
+  for (int64_t i = 0; i < left; i++) first[i] = p[i];
+  return WIDEN_BF16(LOAD_BF16(first));
+}
+
+/* LANES weights at w + i (fp32, or bf16 where `bf16`); the first `left` only, zeros after. */
+static inline __attribute__((always_inline)) Vector load_weights(const void *w, int64_t i,
+                                                                 int64_t left, int bf16) {
+  if (bf16) return load_bf16((const uint16_t *)w + i, left);
+  const float *values = (const float *)w + i;
+  return left >= LANES ? LOAD(values) : load_first(values, left);
+}
+
 /* `count` (at most OUTPUTS_AT_ONCE) outputs from `first` of one row: two sums over alternate
  * LANES inputs, a tail of fewer than STEP inputs into the first, then both added and reduced. */
 static inline __attribute__((always_inline)) void multiply_outputs(
-    const float *row, const float *weight, int64_t in_features, int64_t first, int count,
-    float *products) {
+    const float *row, const void *weight, int bf16, int64_t in_features, int64_t first,
+    int count, float *products) {
+  const int64_t weight_bytes = bf16 ? 2 : 4;
   Vector sums[OUTPUTS_AT_ONCE][2];
   for (int k = 0; k < count; k++) sums[k][0] = sums[k][1] = ZERO();
   int64_t i = 0;
   for (; i + STEP <= in_features; i += STEP) {
     const Vector low = LOAD(row + i), high = LOAD(row + i + LANES);
     for (int k = 0; k < count; k++) {
-      const float *w = weight + (first + k) * in_features + i;
-      for (int line = 0; line < STEP * (int)sizeof(float); line += CACHE_LINE)
-        _mm_prefetch((const char *)w + PREFETCH_BYTES + line, _MM_HINT_T0);
-      sums[k][0] = MULTIPLY_ADD(LOAD(w), low, sums[k][0]);
-      sums[k][1] = MULTIPLY_ADD(LOAD(w + LANES), high, sums[k][1]);
+      const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
+      for (int64_t line = 0; line < STEP * weight_bytes; line += CACHE_LINE)
+        _mm_prefetch(w + i * weight_bytes + PREFETCH_BYTES + line, _MM_HINT_T0);
+      sums[k][0] = MULTIPLY_ADD(load_weights(w, i, LANES, bf16), low, sums[k][0]);
+      sums[k][1] = MULTIPLY_ADD(load_weights(w, i + LANES, LANES, bf16), high, sums[k][1]);
     }
   }
   for (; i < in_features; i += LANES) {
     const int64_t left = in_features - i;
     const Vector inputs = left >= LANES ? LOAD(row + i) : load_first(row + i, left);
     for (int k = 0; k < count; k++) {
-      const float *w = weight + (first + k) * in_features + i;
-      sums[k][0] = MULTIPLY_ADD(left >= LANES ? LOAD(w) : load_first(w, left), inputs, sums[k][0]);
+      const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
+      sums[k][0] = MULTIPLY_ADD(load_weights(w, i, left, bf16), inputs, sums[k][0]);
     }
   }
   for (int k = 0; k < count; k++) products[first + k] = sum_of_lanes(ADD(sums[k][0], sums[k][1]));
 }
 
-void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
-                        const float *weight, int64_t out_features, float *products,
-                        int threads) {
+static inline __attribute__((always_inline)) void multiply(
+    const float *rows, int64_t n_rows, int64_t in_features, const void *weight, int bf16,
+    int64_t out_features, float *products, int threads) {
   const int64_t blocks = (out_features + OUTPUTS_AT_ONCE - 1) / OUTPUTS_AT_ONCE;
   /* Whole blocks per thread: each thread reads its own stretch of the weight. */
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -105,9 +132,22 @@ void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
       const float *row = rows + r * in_features;
       float *row_products = products + r * out_features;
       if (left >= OUTPUTS_AT_ONCE) /* a constant count keeps the sums in registers */
-        multiply_outputs(row, weight, in_features, first, OUTPUTS_AT_ONCE, row_products);
+        multiply_outputs(row, weight, bf16, in_features, first, OUTPUTS_AT_ONCE, row_products);
       else
-        multiply_outputs(row, weight, in_features, first, (int)left, row_products);
+        multiply_outputs(row, weight, bf16, in_features, first, (int)left, row_products);
     }
   }
+}
+
+void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                        const float *weight, int64_t out_features, float *products,
+                        int threads) {
+  multiply(rows, n_rows, in_features, weight, 0, out_features, products, threads);
+}
+
+/* The same products for a weight held in bf16 (uint16 bit patterns), with the same bits. */
+void phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                               const uint16_t *weight, int64_t out_features, float *products,
+                               int threads) {
+  multiply(rows, n_rows, in_features, weight, 1, out_features, products, threads);
 }

@@ -1,7 +1,8 @@
 """Whether a model's weights fit in the memory left, asked before they are loaded.
 
-Phi-3-mini in fp32 (the default) takes ~15 GB: on a 16 GB laptop loading it would end with
-the out-of-memory killer, and the editor restarting the server into the same end. A model
+Phi-3-mini in fp32 (the default) takes 7.6 GB from its bf16 checkpoint where our fp32 kernel
+runs (see `fp32_products`), ~15 GB elsewhere: on a laptop with too little free, loading it would
+end with the out-of-memory killer, and the editor restarting the server into the same end. A model
 that does not fit is loaded without weights instead (hover and the architecture still work),
 with a message that says what it needs, what is free and what would fit.
 """
@@ -13,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from phi3_lsp.architecture import count_parameters
+from phi3_lsp.fp32_products import bytes_held_from_bf16
 from phi3_lsp.quantize import int4_bytes
 from phi3_lsp.settings import Settings, WeightFormat
 from phi3_lsp.system_memory import available_memory
@@ -27,19 +29,27 @@ PROMPT_TOKENS = Settings.context_tokens + Settings.max_new_tokens
 values (Phi-3-mini in fp32: ~0.8 GB)."""
 
 
-def weights_bytes(model: nn.Module, weights: WeightFormat) -> int:
+def weights_bytes(model: nn.Module, weights: WeightFormat, *, bf16_held: bool = False) -> int:
     """Bytes the weights of `model` take in memory as `weights`; `model` may be on the meta
-    device (only shapes count)."""
-    return int4_bytes(model) if weights == "int4" else 4 * count_parameters(model)
+    device (only shapes count). `bf16_held`: fp32 keeps a bf16 checkpoint's weights that widen
+    as they are read in bf16 (see `fp32_products`)."""
+    if weights == "int4":
+        return int4_bytes(model)
+    return bytes_held_from_bf16(model) if bf16_held else 4 * count_parameters(model)
 
 
 def memory_shortfall(
-    name: str, model: nn.Module, weights: WeightFormat, available: int | None
+    name: str,
+    model: nn.Module,
+    weights: WeightFormat,
+    available: int | None,
+    *,
+    bf16_held: bool = False,
 ) -> str | None:
     """Why `model` in `weights` cannot be loaded in `available` bytes, with what would fit;
-    None when it fits or nothing is known of the memory."""
+    None when it fits or nothing is known of the memory. `bf16_held`: see `weights_bytes`."""
     beside_weights = RUNTIME_BYTES + prompt_bytes(model.config)
-    needed = beside_weights + weights_bytes(model, weights)
+    needed = beside_weights + weights_bytes(model, weights, bf16_held=bf16_held)
     if available is None or needed <= available:
         return None
     fixes = []

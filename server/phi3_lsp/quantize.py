@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from phi3_lsp.int4_weights import BYTES_PER_WEIGHT, GROUP_SIZE, Int4Weight
+from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.screened_projection import ScreenedProjection
 
 if TYPE_CHECKING:
@@ -123,9 +124,9 @@ def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None
     screened = output if isinstance(output, nn.Linear) and can_quantize(output) else None
     embedding = input_embedding(model)
     kept_in_bf16 = _bf16_row_readers(embedding, output, screened)
-    _to_fp32(model, keep=kept_in_bf16)
+    to_fp32_except(model, keep=kept_in_bf16)
     if embedding is not None and embedding in kept_in_bf16:
-        embedding.register_forward_hook(_outputs_in_fp32)
+        outputs_in_fp32(embedding)
     if screened is not None:
         name = _module_name(model, screened)
         screen = (
@@ -166,21 +167,6 @@ def _bf16_row_readers(
         for module in (embedding, screened)
         if module is not None and module.weight.dtype == torch.bfloat16
     ]
-
-
-def _to_fp32(model: nn.Module, keep: list[nn.Module]) -> None:
-    """Every floating parameter and buffer of `model` in fp32, except the weights of `keep`."""
-    weights = [(module, module.weight) for module in keep]
-    for module, _ in weights:
-        del module.weight  # out of the cast's reach (a tied weight: from both modules)
-    model.float()
-    for module, weight in weights:
-        module.weight = weight
-
-
-def _outputs_in_fp32(_module: nn.Module, _inputs: object, outputs: torch.Tensor) -> torch.Tensor:
-    # A forward hook rather than a wrapping module: the tree prints as transformers prints it.
-    return outputs.float()
 
 
 def int4_tensors(model: nn.Module) -> dict[str, torch.Tensor]:

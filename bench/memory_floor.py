@@ -56,16 +56,17 @@ def read_bandwidth() -> float:
     return buffer.numel() * buffer.element_size() / best
 
 
-def fp32_weight_bytes(weights_dir: Path, tied: bool) -> int:
-    """fp32 bytes of every tensor in the checkpoint but the input embeddings (unless the
-    vocabulary projection is the same matrix)."""
+def fp32_weight_bytes(weights_dir: Path, tied: bool, *, held_in_bf16: bool = False) -> int:
+    """Bytes of every tensor in the checkpoint but the input embeddings (unless the vocabulary
+    projection is the same matrix): 4 a value, 2 where the server holds a bf16 checkpoint's
+    weights in bf16 for the fp32 format (see phi3_lsp.fp32_products)."""
     elements = 0
     for file in sorted(weights_dir.glob("*.safetensors")):
         with safe_open(str(file), framework="pt") as tensors:
             # safe_open has keys() but cannot be iterated itself.
             names = [name for name in tensors.keys() if name != _EMBEDDINGS or tied]  # noqa: SIM118
             elements += sum(math.prod(tensors.get_slice(name).get_shape()) for name in names)
-    return 4 * elements
+    return (2 if held_in_bf16 else 4) * elements
 
 
 def int4_weight_bytes(weights_dir: Path) -> int:
@@ -92,7 +93,12 @@ def measure(weights_dir: Path, weights: str) -> MemoryFloor:
     if weights == "int4":
         weight_bytes = int4_weight_bytes(weights_dir)
     else:
-        weight_bytes = fp32_weight_bytes(weights_dir, bool(config.get("tie_word_embeddings")))
+        from phi3_lsp.cpu_kernels import own_fp32_kernel
+        from phi3_lsp.fp32_products import stored_in_bf16
+
+        held_in_bf16 = own_fp32_kernel() is not None and stored_in_bf16(weights_dir)
+        tied = bool(config.get("tie_word_embeddings"))
+        weight_bytes = fp32_weight_bytes(weights_dir, tied, held_in_bf16=held_in_bf16)
     return MemoryFloor(read_bandwidth(), weight_bytes, kv_bytes_per_token(config))
 
 

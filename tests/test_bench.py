@@ -408,6 +408,8 @@ def test_the_floor_counts_what_a_decode_pass_reads(tmp_path: Path) -> None:
     # A pass reads one row of the input embeddings, unless they are the output projection.
     assert fp32_weight_bytes(tmp_path, tied=False) == 4 * (16 * 8 + 100 * 8)
     assert fp32_weight_bytes(tmp_path, tied=True) == 4 * (100 * 8 + 16 * 8 + 100 * 8)
+    # A bf16 checkpoint's weights stay bf16 in the server's fp32 format: half the bytes.
+    assert fp32_weight_bytes(tmp_path, tied=False, held_in_bf16=True) == 2 * (16 * 8 + 100 * 8)
     config: dict[str, object] = {"num_hidden_layers": 30, "num_attention_heads": 9}
     config |= {"num_key_value_heads": 3, "hidden_size": 576}
     # SmolLM2: keys and values of 3 heads of 64 in 30 layers, fp32.

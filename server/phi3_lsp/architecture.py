@@ -193,7 +193,7 @@ def _parameter_dtype(model: nn.Module) -> str:
 
 
 def _listed(names: list[str]) -> str:
-    """ "a", "a and b", "a, b and c"."""
+    """The names as prose: "a", "a and b", "a, b and c"."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 

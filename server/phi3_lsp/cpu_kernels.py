@@ -53,8 +53,12 @@ class Build:
     """What its instructions need, as Linux's /proc/cpuinfo names them."""
     instruction_flags: tuple[str, ...]
 
+    def missing_here(self) -> list[str]:
+        """The CPU flags it needs that this CPU lacks."""
+        return [flag for flag in self.cpu_flags if flag not in cpu_flags()]
+
     def runs_here(self) -> bool:
-        return set(self.cpu_flags) <= cpu_flags()
+        return not self.missing_here()
 
 
 KERNELS = Build(
@@ -360,7 +364,7 @@ def own_fp32_kernel() -> Fp32Kernel | None:
 
 
 def _library_for_this_cpu(build: Build, otherwise: str) -> Path | None:
-    missing = [flag for flag in build.cpu_flags if flag not in cpu_flags()]
+    missing = build.missing_here()
     if missing:
         log.info("%s: this CPU lacks %s", otherwise, ", ".join(missing))
         return None

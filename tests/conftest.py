@@ -91,6 +91,30 @@ def tiny_bf16_phi3_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: 
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_tied_bf16_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A tiny Llama in bf16 whose vocabulary projection is its input embeddings (as in many
+    small models), with SmolLM2's tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-tied-bf16-llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=96,
+        intermediate_size=160,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).bfloat16().save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(smollm2_dir / name, folder / name)
+    return folder
+
+
 @pytest.fixture
 def seeded() -> Iterator[None]:
     """torch's random numbers from seed 0 for one test, restored afterwards."""

@@ -105,10 +105,12 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kern
         assert torch.equal(together[row], logits), f"row {row} differs"
 
 
+@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_llama_dir"])
 def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
-    tiny_bf16_phi3_dir: Path,
+    request: pytest.FixtureRequest, checkpoint: str
 ) -> None:
-    engine = ModelEngine.load(resolve_model(str(tiny_bf16_phi3_dir)))
+    folder: Path = request.getfixturevalue(checkpoint)
+    engine = ModelEngine.load(resolve_model(str(folder)))
     linears = [module for module in engine.model.modules() if isinstance(module, nn.Linear)]
     embedding = input_embedding(engine.model)
     assert embedding is not None and embedding.weight.dtype == torch.bfloat16
@@ -119,7 +121,7 @@ def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
         if "norm" in name
     )
     # The same checkpoint widened to fp32 as it is loaded, through the same kernel.
-    widened: Any = AutoModelForCausalLM.from_pretrained(tiny_bf16_phi3_dir, dtype=torch.float32)
+    widened: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     widened.eval()
     kernel = own_fp32_kernel()
     assert kernel is not None

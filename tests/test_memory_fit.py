@@ -60,9 +60,14 @@ def test_the_estimate_is_what_loading_the_weights_takes(
 
 
 @pytest.mark.skipif(own_fp32_kernel() is None, reason="fp32 holds bf16 weights for our kernel")
-def test_the_estimate_is_what_fp32_takes_from_a_bf16_checkpoint(tiny_bf16_phi3_dir: Path) -> None:
-    assert stored_in_bf16(tiny_bf16_phi3_dir)
-    assert_estimate_matches_the_load(tiny_bf16_phi3_dir, "fp32", bf16_held=True)
+@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_llama_dir"])
+def test_the_estimate_is_what_fp32_takes_from_a_bf16_checkpoint(
+    request: pytest.FixtureRequest, checkpoint: str
+) -> None:
+    # A tied vocabulary projection is the input embeddings' weight, held once.
+    folder: Path = request.getfixturevalue(checkpoint)
+    assert stored_in_bf16(folder)
+    assert_estimate_matches_the_load(folder, "fp32", bf16_held=True)
 
 
 @pytest.mark.slow

@@ -92,26 +92,17 @@ def tiny_bf16_phi3_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: 
 
 
 @pytest.fixture(scope="session")
-def tiny_tied_bf16_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
-    """A tiny Llama in bf16 whose vocabulary projection is its input embeddings (as in many
-    small models), with SmolLM2's tokenizer."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_tied_bf16_phi3_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: Path) -> Path:
+    """A tiny Phi-3 in bf16 whose vocabulary projection is its input embeddings (as in many
+    small models), with the real Phi-3 tokenizer."""
+    from model_sources import tiny_sliding_window_phi3
 
-    folder = tmp_path_factory.mktemp("tiny-tied-bf16-llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=49152,
-        hidden_size=96,
-        intermediate_size=160,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).bfloat16().save_pretrained(folder)
+    folder = tmp_path_factory.mktemp("tiny-tied-bf16-phi3")
+    # A window as long as the context: every test's text is attended in full.
+    window = TINY_PHI3["max_position_embeddings"]
+    tiny_sliding_window_phi3(window, tied_embeddings=True).bfloat16().save_pretrained(folder)
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy2(smollm2_dir / name, folder / name)
+        shutil.copy2(tiny_phi3_dir / name, folder / name)
     return folder
 
 

@@ -105,7 +105,7 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kern
         assert torch.equal(together[row], logits), f"row {row} differs"
 
 
-@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_llama_dir"])
+@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_phi3_dir"])
 def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
     request: pytest.FixtureRequest, checkpoint: str
 ) -> None:

@@ -60,7 +60,7 @@ def test_the_estimate_is_what_loading_the_weights_takes(
 
 
 @pytest.mark.skipif(own_fp32_kernel() is None, reason="fp32 holds bf16 weights for our kernel")
-@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_llama_dir"])
+@pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_phi3_dir"])
 def test_the_estimate_is_what_fp32_takes_from_a_bf16_checkpoint(
     request: pytest.FixtureRequest, checkpoint: str
 ) -> None:

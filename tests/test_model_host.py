@@ -85,9 +85,12 @@ def new_host(listener: RecordingListener) -> Iterator[Callable[[str], ModelHost]
 def loaded_host(
     tiny_phi3_dir: Path, listener: RecordingListener, new_host: Callable[[str], ModelHost]
 ) -> ModelHost:
+    """A host with the tiny Phi-3 loaded and its model thread idle: the job after the load,
+    its 4-bit drafts, is done (a completion waits for it)."""
     host = new_host(str(tiny_phi3_dir))
     assert host.load(str(tiny_phi3_dir), threads=1)
     assert listener.wait_for_load() == LoadOutcome(model=str(tiny_phi3_dir))
+    assert asyncio.run(host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="warm-up"))
     return host
 
 
@@ -97,8 +100,9 @@ def test_a_load_reports_progress_and_ends_ready_with_weights(
     assert listener.began == [str(tiny_phi3_dir)]
     assert listener.progress, "progress steps were reported"
     states = [status.state for status in listener.statuses]
-    assert states[0] == "loading" and states[-1] == "ready"
-    assert set(states) == {"loading", "ready"}
+    until_ready = states[: states.index("ready") + 1]  # then the fixture's completion
+    assert until_ready[0] == "loading" and set(until_ready) == {"loading", "ready"}
+    assert states[-1] == "ready"
     assert loaded_host.status.weights_loaded
     assert loaded_host.tokenizer is not None
     assert loaded_host.can_generate()
@@ -122,6 +126,18 @@ async def test_a_generation_updates_the_last_completion_figures(
     assert states == ["generating", "ready"]
     assert loaded_host.status.last_tokens == len(generation.token_ids)
     assert loaded_host.status.last_latency_ms is not None
+
+
+async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
+    loaded_host: ModelHost,
+) -> None:
+    engine = loaded_host.engine
+    assert engine is not None
+    if not engine.drafts_until:
+        pytest.skip("this CPU's fp32 passes cannot check drafts")
+    # Loading them is the model thread's next job after the load: a completion comes after it.
+    assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
+    assert engine.drafts_from_int4
 
 
 async def test_the_caller_hears_the_end_before_the_status_says_ready(

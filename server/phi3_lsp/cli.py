@@ -156,6 +156,7 @@ def run_complete(args: argparse.Namespace) -> int:
                 source.missing_weights_hint or f"{source.name} has no weights to complete with."
             )
         engine = _load_engine(source, threads=args.threads, weights=args.weights)
+        engine.load_drafter()  # fp32's decode passes check its 4-bit drafts, as the server's do
         prompt_ids = engine.tokenizer.encode_prompt(text)
         print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
         on_text = None if args.json else _write_stdout

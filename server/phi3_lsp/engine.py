@@ -32,10 +32,11 @@ from phi3_lsp.fp32_products import (
     stored_in_bf16,
 )
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
-from phi3_lsp.int4_cache import load_int4
+from phi3_lsp.int4_cache import int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import (
+    drafter_fits,
     kv_bytes_per_token,
     memory_is_short,
     memory_shortfall,
@@ -43,7 +44,9 @@ from phi3_lsp.memory_fit import (
     weights_bytes,
 )
 from phi3_lsp.memory_release import keep_freed_memory_for_reuse
+from phi3_lsp.model_drafts import ModelDrafter
 from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.paths import is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
@@ -59,6 +62,9 @@ log = logging.getLogger(__name__)
 # Memory for the keys and values of recent prompts (Phi-3-mini in fp32 needs ~0.8 MB per token).
 DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_CONTEXT_LENGTH = 2048
+QUANTIZED_AT_ONCE_PARAMETERS = 500_000_000
+"""Models up to this size are quantized for 4-bit drafts when first loaded (SmolLM2's 135
+million parameters: ~1 s); larger ones draft once a load in int4 has cached their layers."""
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -78,6 +84,7 @@ class ModelEngine:
         has_weights: bool,
         eos_token_ids: frozenset[int],
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
+        weights: WeightFormat = "fp32",
         checks_drafts: bool = False,
         same_bits_on_any_threads: Literal["every pass", "decode passes", "no pass"] = "no pass",
     ) -> None:
@@ -93,6 +100,7 @@ class ModelEngine:
         self.model = model
         self.config = config
         self.has_weights = has_weights
+        self.weights = weights
         self.eos_token_ids = eos_token_ids
         self.context_length = _context_length(config)
         kv_bytes = kv_bytes_per_token(config)  # fp32, whatever the checkpoint's dtype
@@ -161,6 +169,7 @@ class ModelEngine:
             config,
             has_weights=source.weights_dir is not None,
             eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
+            weights=weights,
             # torch's fp32 products round a row differently beside other rows, ours do not.
             checks_drafts=(weights == "int4" or rows_alike) and attend_row_by_row(model),
             same_bits_on_any_threads=(
@@ -185,6 +194,54 @@ class ModelEngine:
             f"{engine.prompt_cache_tokens:,}",
         )
         return engine
+
+    def load_drafter(self) -> bool:
+        """Load the 4-bit copy of the model that drafts tokens for fp32's decode passes to check
+        (see `model_drafts`): the same text in fewer fp32 passes. Returns whether drafts are
+        used now.
+
+        Only for an fp32 model with weights whose passes check drafts, where the 4-bit form fits
+        in the memory left and its layers are in the cache or quick to make: quantizing
+        Phi-3-mini takes about half a minute, which would hold up completions (they run on the
+        same thread); its layers are cached by a load with phi3.weights "int4".
+        """
+        weights_dir = self.source.weights_dir
+        if self.weights != "fp32" or not self.has_weights or not self.drafts_until:
+            return False
+        if self.drafts_from_int4 or weights_dir is None:
+            return self.drafts_from_int4
+        shapes = _meta_model(self.source, self.config)
+        if not is_built(int4_entry(weights_dir)) and (
+            count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS
+        ):
+            log.info(
+                "%s decodes without 4-bit drafts: its 4-bit layers are not cached yet (a load "
+                'with phi3.weights "int4" makes them)',
+                self.name,
+            )
+            return False
+        if not drafter_fits(shapes):
+            log.info("%s decodes without 4-bit drafts: they would not fit in memory", self.name)
+            return False
+        started = time.perf_counter()
+        drafts = _build_model(self.source, self.config, "int4", ignore_progress, False)
+        self._decoder.drafter = ModelDrafter(drafts)
+        # Its first passes set up kernels and buffers: here, not in the first completion.
+        self._decoder.generate(
+            self.tokenizer.encode_prompt("Hello, world") or [0], max_new_tokens=4
+        )
+        log.info(
+            "%s decodes with 4-bit drafts (loaded in %.2f s, %.2f GB)",
+            self.name,
+            time.perf_counter() - started,
+            weights_bytes(shapes, "int4") / 1e9,
+        )
+        return True
+
+    @property
+    def drafts_from_int4(self) -> bool:
+        """Whether decode passes check tokens drafted by the model's 4-bit copy."""
+        return self._decoder.drafter is not None
 
     @property
     def prompt_cache_tokens(self) -> int:

@@ -2,13 +2,14 @@
 
 Passes over the uncached part of the prompt (prefill, in chunks of up to
 `PREFILL_CHUNK_TOKENS`), then one pass per new token, each time taking the most likely next
-token (argmax); a pass can also check tokens drafted from the text so far, and keeps those the
-argmax confirms (see `drafts`); each pass runs on the thread count and with the draft length
-that `pass_planner` chooses. A stop event is checked before every decoder layer (see
-`stoppable_passes`), so a cancelled request returns within one layer of one pass (or, if the
-stop spares it, after the prompt chunk in flight), and the prompt chunks it finished stay
-cached for the next request. Caches are kept per key (a document URI): when the next prompt of
-that document shares a token prefix with the last one, only the tail is computed.
+token (argmax); a pass can also check tokens drafted from the text so far (see `drafts`) or
+by a 4-bit copy of the model (see `model_drafts`), and keeps those the argmax confirms; each
+pass runs on the thread count and with the draft length that `pass_planner` chooses. A stop
+event is checked before every decoder layer (see `stoppable_passes`), so a cancelled request
+returns within one layer of one pass (or, if the stop spares it, after the prompt chunk in
+flight), and the prompt chunks it finished stay cached for the next request. Caches are kept
+per key (a document URI): when the next prompt of that document shares a token prefix with the
+last one, only the tail is computed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from transformers import DynamicCache
 
 from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, truncate
-from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.model_drafts import ModelDrafter
+from phi3_lsp.pass_planner import PassPlan, PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptProgress, PromptReadCallback
@@ -100,6 +102,8 @@ class GreedyDecoder:
         self._keeps_logits = "logits_to_keep" in accepted
         self.planner = pass_planner or PassPlanner((torch.get_num_threads(),))
         self.drafts_until = drafts_until
+        self.drafter: ModelDrafter | None = None
+        """Drafts tokens with a 4-bit copy of the model, in place of drafts from the text."""
         self._stops = LayerStops(model)
         self._progress = PromptProgress(model)
 
@@ -183,7 +187,9 @@ class GreedyDecoder:
         """Pick tokens until EOS, the token limit or (`one_line`) a line break, checking
         drafted tokens on the way (see `drafts`): each pass feeds the last chosen token and any
         drafted ones. A stop raises `PassStopped`."""
-        lookup = TokenLookup(run.fed_ids if self.drafts_until else ())  # index only to draft
+        drafter = self.drafter
+        # Index the text only where drafts come from it.
+        lookup = TokenLookup(run.fed_ids if self.drafts_until and drafter is None else ())
         chosen = [int(torch.argmax(logits[-1]))]
         while True:
             # `chosen`: tokens now certain, all fed to the model but the last.
@@ -204,22 +210,38 @@ class GreedyDecoder:
                 self.drafts_until - len(run.fed_ids) - 1,
             )
             plan = self.planner.plan(room)
-            draft = lookup.draft(plan.draft_length)
-            # A pass the planner kept to one token still shows whether a draft would have been
-            # kept, so the kept share follows the text: drafting resumes where it starts repeating.
-            unchecked = lookup.draft(1) if plan.draft_length == 0 and room > 0 else []
             torch.set_num_threads(plan.threads)
+            unchecked: list[int] = []
+            if drafter is not None:
+                length = 0 if plan.probe else self._model_draft_length(drafter, plan, room)
+                draft = drafter.draft(
+                    run.cache, len(run.fed_ids), chosen[-1], length, self._stops.check
+                )
+            else:
+                draft = lookup.draft(plan.draft_length)
+                # A pass the planner kept to one token still shows whether a draft would have
+                # been kept, so the kept share follows the text: drafting resumes where it
+                # starts repeating.
+                unchecked = lookup.draft(1) if plan.draft_length == 0 and room > 0 else []
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
             run.decode_passes += 1
             self.planner.record_pass(plan.threads, 1 + len(draft), time.perf_counter() - started)
             choices = logits.argmax(dim=-1).tolist()
             kept = common_prefix_length(draft, choices)
-            self.planner.record_draft(len(draft), kept)
-            self.planner.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
+            if drafter is not None:
+                drafter.planner.record_draft(len(draft), kept)
+            else:
+                self.planner.record_draft(len(draft), kept)
+                self.planner.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]
+
+    def _model_draft_length(self, drafter: ModelDrafter, plan: PassPlan, room: int) -> int:
+        return drafter.planner.length(
+            plan.threads, room, lambda width: self.planner.pass_seconds(plan.threads, width)
+        )
 
     def _feed(self, run: _Run, token_ids: Sequence[int], keep: int | None = None) -> torch.Tensor:
         """Run `token_ids` through the model after what the cache holds; return the logits of

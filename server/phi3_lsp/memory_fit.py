@@ -86,6 +86,13 @@ def room_for_a_completion(kv_bytes_per_token: int, tokens: int) -> int:
     return PASS_BYTES + kv_bytes_per_token * max(PROMPT_TOKENS, tokens)
 
 
+def drafter_fits(model: nn.Module) -> bool:
+    """Whether the int4 form of `model` (on any device: only shapes count) fits in the memory
+    left beside what is loaded, with room for a completion (True when nothing is known)."""
+    needed = weights_bytes(model, "int4") + PASS_BYTES + prompt_bytes(model.config)
+    return not memory_is_short(needed)
+
+
 def memory_is_short(needed: int) -> bool:
     """True when less than `needed` bytes are left for this process (False when unknown)."""
     available = available_memory()

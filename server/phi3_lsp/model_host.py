@@ -426,6 +426,19 @@ class ModelHost:
             self._listener.load_ended(outcome)
             self._engine = engine
             self._set_status(status)
+        if engine is not None:
+            self._thread.submit(self._load_drafter, load_id, engine)
+
+    def _load_drafter(self, load_id: int, engine: ModelEngine) -> None:
+        """After the model is ready, on the model thread: its 4-bit drafts, where it takes them
+        (see `ModelEngine.load_drafter`). Without them it decodes as it did, only slower."""
+        if load_id != self._load_id:
+            return
+        try:
+            engine.load_drafter()
+        except Exception:
+            logger.exception("%s decodes without 4-bit drafts: they failed to load", engine.name)
+        _freeze_loaded_objects()  # they live as long as the model
 
     def _load_steps(
         self, load_id: int, request: LoadRequest

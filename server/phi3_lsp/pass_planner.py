@@ -52,6 +52,8 @@ class PassPlan:
     threads: int
     draft_length: int
     """Drafted tokens to check beside the next one (0: feed one token)."""
+    probe: bool = False
+    """The pass times a thread count: it feeds one token, whatever could be drafted."""
 
 
 class PassPlanner:
@@ -115,11 +117,11 @@ class PassPlanner:
         the draft length (at most `draft_limit`) that yields the most tokens per second."""
         untimed = [t for t in self.thread_counts if 1 not in self._pass_seconds[t]]
         if untimed:
-            return PassPlan(untimed[-1], 0)
+            return PassPlan(untimed[-1], 0, probe=True)
         fastest = self._fastest_threads()
         for threads in self.thread_counts:
             if threads != fastest and self._passes_since(threads) >= self._probe_gap[threads]:
-                return PassPlan(threads, 0)
+                return PassPlan(threads, 0, probe=True)
         return PassPlan(fastest, self._draft_length(fastest, draft_limit))
 
     def record_pass(self, threads: int, width: int, seconds: float) -> None:
@@ -156,15 +158,15 @@ class PassPlanner:
 
     def _draft_length(self, threads: int, limit: int) -> int:
         share = self.kept_share
-        best_length, best_rate = 0, 1.0 / self._cost(threads, 1)
+        best_length, best_rate = 0, 1.0 / self.pass_seconds(threads, 1)
         for length in range(1, min(MAX_DRAFT, limit) + 1):
             expected_tokens = sum(share**kept for kept in range(length + 1))
-            rate = expected_tokens / self._cost(threads, length + 1)
+            rate = expected_tokens / self.pass_seconds(threads, length + 1)
             if rate > best_rate:
                 best_length, best_rate = length, rate
         return best_length
 
-    def _cost(self, threads: int, width: int) -> float:
+    def pass_seconds(self, threads: int, width: int) -> float:
         """Seconds of a pass over `width` tokens: measured, or guessed from a 1-token pass."""
         timings = self._pass_seconds[threads]
         measured = timings.get(width)

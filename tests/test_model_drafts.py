@@ -1,0 +1,174 @@
+"""Tokens drafted by the 4-bit copy of an fp32 model: fp32's text, in fewer fp32 passes."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from phi3_lsp import engine as engine_module
+from phi3_lsp import memory_fit
+from phi3_lsp.cpu_kernels import own_fp32_kernel
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, DraftPlanner
+from phi3_lsp.sources import resolve_model
+from phi3_lsp.stoppable_passes import PassStopped
+from test_drafts import plain_decoder, source_windows
+
+FRENCH_CAPITAL = "The capital of France is"
+
+
+def checking_pass(width: int) -> float:
+    """A checking pass over `width` tokens: 40 ms, and 3 % more for each token beyond one."""
+    return 0.040 * (1 + 0.03 * (width - 1))
+
+
+class TestDraftPlanner:
+    def test_drafts_that_are_kept_and_cheap_grow_long(self) -> None:
+        planner = DraftPlanner()
+        planner.record_passes(threads=2, passes=10, seconds=0.065)  # 6.5 ms each
+        for _ in range(30):
+            planner.record_draft(drafted=8, kept=8)
+        assert planner.length(2, 50, checking_pass) == MAX_MODEL_DRAFT
+
+    def test_a_draft_never_passes_the_limit(self) -> None:
+        planner = DraftPlanner()
+        for _ in range(30):
+            planner.record_draft(drafted=8, kept=8)
+        assert planner.length(2, 3, checking_pass) == 3
+        assert planner.length(2, 0, checking_pass) == 0
+
+    def test_drafts_that_are_rejected_stop(self) -> None:
+        planner = DraftPlanner()
+        for _ in range(30):
+            planner.record_draft(drafted=2, kept=0)
+        assert planner.length(2, 50, checking_pass) == 0
+
+    def test_draft_passes_as_slow_as_checking_ones_are_not_worth_it(self) -> None:
+        planner = DraftPlanner()
+        planner.record_passes(threads=1, passes=1, seconds=0.040)
+        for _ in range(30):
+            planner.record_draft(drafted=4, kept=3)
+        assert planner.length(1, 50, checking_pass) == 0
+        # The same drafts on another thread count, whose draft passes are not timed yet, are.
+        assert planner.length(2, 50, checking_pass) > 0
+
+
+@pytest.fixture(scope="module")
+def drafting_fp32_engine(smollm2_dir: Path) -> Iterator[ModelEngine]:
+    """SmolLM2 in fp32 with its 4-bit drafts, loaded for this module (the session's fp32 engine
+    stays without them)."""
+    if own_fp32_kernel() is None:
+        pytest.skip("torch's fp32 products round a row differently beside other rows")
+    engine = ModelEngine.load(resolve_model("smollm2-135m"))
+    assert engine.load_drafter()
+    yield engine
+
+
+@pytest.mark.slow
+class TestSmolLM2WithDrafts:
+    def test_the_text_is_fp32s_in_fewer_passes(
+        self, drafting_fp32_engine: ModelEngine, smollm2_engine: ModelEngine
+    ) -> None:
+        assert drafting_fp32_engine.drafts_from_int4
+        assert not smollm2_engine.drafts_from_int4
+        plain = plain_decoder(smollm2_engine)  # fp32, one token a pass
+        passes = tokens = 0
+        for text in [FRENCH_CAPITAL, *source_windows(5, 600)]:
+            prompt = smollm2_engine.tokenizer.encode_prompt(text)
+            generation = drafting_fp32_engine.generate(prompt, max_new_tokens=50)
+            assert generation.token_ids == plain.generate(prompt, max_new_tokens=50).token_ids
+            passes += generation.decode_passes
+            tokens += generation.decoded_tokens
+        # Code that does not repeat itself, where drafts from the text find little.
+        assert passes < 0.5 * tokens
+
+    def test_a_reused_prompt_gives_the_text_of_a_cold_run(
+        self, drafting_fp32_engine: ModelEngine
+    ) -> None:
+        engine = drafting_fp32_engine
+        window = source_windows(1, 900)[0]
+        engine.generate(engine.tokenizer.encode_prompt(window[:600]), cache_key="file")
+        prompt = engine.tokenizer.encode_prompt(window)
+        reused = engine.generate(prompt, cache_key="file")
+        assert reused.reused_prompt_tokens > 0
+        assert reused.token_ids == engine.generate(prompt).token_ids
+
+    def test_a_stop_while_drafting_leaves_the_cache_as_fed(
+        self, drafting_fp32_engine: ModelEngine
+    ) -> None:
+        engine = drafting_fp32_engine
+        prompt = engine.tokenizer.encode_prompt(source_windows(2, 600)[1])
+        stop, pieces = threading.Event(), list[str]()
+
+        def on_text(text: str) -> None:
+            pieces.append(text)
+            if len(pieces) == 3:
+                stop.set()
+
+        stopped = engine.generate(prompt, stop_event=stop, on_text=on_text, cache_key="stopped")
+        assert stopped.finish_reason == "stopped"
+        assert "".join(pieces) == stopped.text
+        # What the stopped run left in the cache is reused as if a cold run had computed it.
+        again = engine.generate(prompt, cache_key="stopped")
+        assert again.reused_prompt_tokens == len(prompt) - 1
+        assert again.token_ids == engine.generate(prompt).token_ids
+
+    def test_drafting_leaves_the_cache_as_it_found_it(
+        self, drafting_fp32_engine: ModelEngine
+    ) -> None:
+        engine = drafting_fp32_engine
+        drafter = engine._decoder.drafter
+        assert drafter is not None
+        prompt = engine.tokenizer.encode_prompt(FRENCH_CAPITAL)
+        with torch.inference_mode():
+            cache = GrowingCache()
+            engine.model(input_ids=torch.tensor([prompt[:-1]]), cache=cache)
+            draft = drafter.draft(cache, len(prompt) - 1, prompt[-1], 5, lambda: None)
+            assert len(draft) == 5
+            assert cache.get_seq_length() == len(prompt) - 1
+
+            def stop_after_two() -> None:
+                stop_after_two.calls += 1  # type: ignore[attr-defined]
+                if stop_after_two.calls > 2:  # type: ignore[attr-defined]
+                    raise PassStopped
+
+            stop_after_two.calls = 0  # type: ignore[attr-defined]
+            with pytest.raises(PassStopped):
+                drafter.draft(cache, len(prompt) - 1, prompt[-1], 5, stop_after_two)
+            assert cache.get_seq_length() == len(prompt) - 1
+
+
+@pytest.mark.slow
+class TestWhoDrafts:
+    def test_an_int4_model_checks_no_4bit_drafts(self, smollm2_int4_engine: ModelEngine) -> None:
+        assert not smollm2_int4_engine.load_drafter()
+        assert not smollm2_int4_engine.drafts_from_int4
+
+    def test_no_drafts_when_they_would_not_fit_in_memory(
+        self, tiny_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        engine = ModelEngine.load(resolve_model(str(tiny_phi3_dir)), threads=1)
+        monkeypatch.setattr(memory_fit, "available_memory", lambda: 1 << 20)
+        assert not engine.load_drafter()
+        prompt = engine.tokenizer.encode_prompt(FRENCH_CAPITAL)
+        assert len(engine.generate(prompt, max_new_tokens=5).token_ids) > 0
+
+    def test_a_large_model_drafts_only_once_its_4bit_layers_are_cached(
+        self, tiny_phi3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Quantizing Phi-3-mini takes about half a minute on the thread completions run on.
+        monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
+        folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
+        engine = ModelEngine.load(resolve_model(str(folder)), threads=1)
+        if not engine.drafts_until:
+            pytest.skip("this CPU's fp32 passes cannot check drafts")
+        assert not engine.load_drafter()
+        ModelEngine.load(resolve_model(str(folder)), threads=1, weights="int4")  # caches them
+        assert engine.load_drafter()
+        assert engine.drafts_from_int4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,29 @@ def test_complete_with_int4_weights(offline_env: dict[str, str]) -> None:
     assert unknown.returncode == 2
     assert "invalid choice: 'int8'" in unknown.stderr
     assert "fp32" in unknown.stderr and "int4" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_quantize_keeps_a_models_4bit_layers_in_the_cache(
+    offline_env: dict[str, str], tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    env = {**offline_env, "PHI3_LSP_CACHE": str(tmp_path / "cache")}
+    made = phi3_lsp(env, "quantize", "--model", str(tiny_phi3_dir))
+    assert made.returncode == 0, made.stderr
+    found = re.fullmatch(r".+: 4-bit layers in (.+) \(\d+\.\d s\)\n", made.stdout)
+    assert found is not None, made.stdout
+    entry = Path(found[1])
+    assert entry.parent == tmp_path / "cache" / "int4"
+    assert (entry / "int4.safetensors").is_file()
+    assert "Storing it in 4 bits" in made.stderr
+    read_back = phi3_lsp(env, "quantize", "--model", str(tiny_phi3_dir))
+    assert read_back.returncode == 0, read_back.stderr
+    assert str(entry) in read_back.stdout
+    assert "Reading its 4-bit layers from the cache" in read_back.stderr
+
+
+def test_quantizing_without_weights_names_the_way_out(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "quantize")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "weights" in line

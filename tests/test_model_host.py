@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from phi3_lsp import engine as engine_module
+from phi3_lsp import int4_cache, paths
 from phi3_lsp import model_host as model_host_module
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
 from phi3_lsp.model_host import LoadOutcome, ModelHost, ModelThread, Status
@@ -38,9 +40,12 @@ class RecordingListener:
         self.readings: list[PromptReading] = []
         self.collector_on_while_loading: list[bool] = []
         self.load_done = threading.Event()
+        self.drafts_taken = threading.Event()
 
     def status_changed(self, status: Status) -> None:
         self.statuses.append(status)
+        if status.int4_drafts:
+            self.drafts_taken.set()
 
     def load_began(self, model: str) -> None:
         self.began.append(model)
@@ -138,6 +143,33 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     # Loading them is the model thread's next job after the load: a completion comes after it.
     assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
     assert engine.drafts_from_int4
+    assert loaded_host.status.int4_drafts
+
+
+def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layers(
+    new_host: Callable[[str], ModelHost],
+    listener: RecordingListener,
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As Phi-3-mini: quantizing it on the model thread would hold up completions.
+    monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
+    # The other process keeps the layers where this one reads them.
+    monkeypatch.setenv("PHI3_LSP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(int4_cache, "cache_dir", paths.cache_dir)
+    folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
+    host = new_host(str(folder))
+    host.load(str(folder), threads=1)
+    assert listener.wait_for_load().error is None
+    engine = host.engine
+    assert engine is not None
+    if not engine.drafts_until:
+        pytest.skip("this CPU's fp32 passes cannot check drafts")
+    assert not host.status.int4_drafts
+    assert listener.drafts_taken.wait(LOAD_TIMEOUT)
+    assert engine.drafts_from_int4
+    assert paths.is_built(int4_cache.int4_entry(folder))
 
 
 async def test_the_caller_hears_the_end_before_the_status_says_ready(

@@ -21,6 +21,8 @@ export interface ServerStatus {
   readonly lastLatencyMs: number | null;
   readonly lastTokensPerSecond: number | null;
   readonly lastTokens: number | null;
+  /** fp32's decode passes check tokens drafted by the model's 4-bit copy (absent: false). */
+  readonly int4Drafts?: boolean;
 }
 
 export interface ArchitectureConfig {

@@ -113,6 +113,7 @@ export function renderStatus(inputs: StatusInputs): StatusView {
   const lines = [
     generating ? `Generating with ${server.model}` : `Phi-3 ready: ${server.model}`,
     server.weightsLoaded ? "" : "No weights loaded: hovers and architecture only",
+    server.int4Drafts === true ? "Decoding checks 4-bit drafts: the same text in fewer passes" : "",
     inputs.inlineCompletions ? "" : "Inline completions are off",
     ...lastCompletionLines(server, inputs.lastRoundTripMs),
   ].filter((line) => line !== "");

@@ -1,4 +1,5 @@
-"""Command-line tools next to the server: fetch the offline pack, tokenize, complete, architecture.
+"""Command-line tools next to the server: fetch the offline pack, tokenize, complete, quantize,
+architecture.
 
 Each command resolves a model spec the same way the server does (`--model`, else the
 top-level `--model`, else the default Phi-3-mini). Results go to stdout, progress and timings
@@ -47,7 +48,8 @@ docs/protocol.md."""
 
 
 def register_commands(subparsers: Any) -> None:
-    """Add `fetch`, `tokenize`, `complete` and `architecture` to the `phi3-lsp` command line."""
+    """Add `fetch`, `tokenize`, `complete`, `quantize` and `architecture` to the `phi3-lsp`
+    command line."""
     fetch = subparsers.add_parser(
         "fetch",
         help="download, verify and convert the offline model pack",
@@ -92,6 +94,17 @@ def register_commands(subparsers: Any) -> None:
     complete.add_argument("--json", action="store_true", help="print JSON")
     complete.add_argument("text", metavar="TEXT", help='the prompt; "-" reads stdin')
     complete.set_defaults(run=run_complete)
+
+    quantize = subparsers.add_parser(
+        "quantize",
+        help="make a model's 4-bit layers once and keep them in the cache",
+        description="Make the 4-bit layers of a model's decoder and keep them in the cache, "
+        "where loads with --weights int4, and fp32's 4-bit drafts, read them. The server runs "
+        "this in the background for models too large to quantize in front of completions. "
+        "Prints where the layers are.",
+    )
+    _add_model_option(quantize)
+    quantize.set_defaults(run=run_quantize)
 
     architecture = subparsers.add_parser(
         "architecture",
@@ -187,6 +200,25 @@ def run_complete(args: argparse.Namespace) -> int:
         + f"; finished by {generation.finish_reason}",
         file=sys.stderr,
     )
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """`phi3-lsp quantize`: the model's 4-bit layers, made once into the cache."""
+    from phi3_lsp.int4_cache import int4_entry
+
+    started = time.perf_counter()
+    try:
+        source = _resolve(args)
+    except ModelSourceError as error:
+        return _fail(str(error))
+    if source.weights_dir is None:
+        return _fail(source.missing_weights_hint or f"{source.name} has no weights to quantize.")
+    engine = _load_engine(source, threads=0, weights="int4")  # makes them, or reads them
+    if not engine.has_weights:  # they would not fit in the memory left
+        return _fail(engine.source.missing_weights_hint or f"{source.name} did not load.")
+    elapsed = time.perf_counter() - started
+    print(f"{engine.name}: 4-bit layers in {int4_entry(source.weights_dir)} ({elapsed:.1f} s)")
     return 0
 
 

@@ -40,6 +40,7 @@ from phi3_lsp.memory_fit import (
     kv_bytes_per_token,
     memory_is_short,
     memory_shortfall,
+    quantizing_fits,
     room_for_a_completion,
     weights_bytes,
 )
@@ -203,22 +204,18 @@ class ModelEngine:
         Only for an fp32 model with weights whose passes check drafts, where the 4-bit form fits
         in the memory left and its layers are in the cache or quick to make: quantizing
         Phi-3-mini takes about half a minute, which would hold up completions (they run on the
-        same thread); its layers are cached by a load with phi3.weights "int4".
+        same thread); see `wants_int4_layers`.
         """
-        weights_dir = self.source.weights_dir
-        if self.weights != "fp32" or not self.has_weights or not self.drafts_until:
+        if not self._checks_fp32_drafts():
             return False
-        if self.drafts_from_int4 or weights_dir is None:
-            return self.drafts_from_int4
+        if self.drafts_from_int4:
+            return True
         shapes = _meta_model(self.source, self.config)
-        if not is_built(int4_entry(weights_dir)) and (
-            count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS
+        if (
+            not self._int4_layers_cached()
+            and count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS
         ):
-            log.info(
-                "%s decodes without 4-bit drafts: its 4-bit layers are not cached yet (a load "
-                'with phi3.weights "int4" makes them)',
-                self.name,
-            )
+            log.info("%s decodes without 4-bit drafts until its 4-bit layers are made", self.name)
             return False
         if not drafter_fits(shapes):
             log.info("%s decodes without 4-bit drafts: they would not fit in memory", self.name)
@@ -237,6 +234,24 @@ class ModelEngine:
             weights_bytes(shapes, "int4") / 1e9,
         )
         return True
+
+    def wants_int4_layers(self) -> bool:
+        """True when the model would take 4-bit drafts once its 4-bit layers are in the cache,
+        and another process can make them in the memory left (`phi3-lsp quantize`)."""
+        return (
+            self._checks_fp32_drafts()
+            and not self.drafts_from_int4
+            and not self.source.trust_remote_code  # the other process would have to trust it
+            and not self._int4_layers_cached()
+            and quantizing_fits(_meta_model(self.source, self.config))
+        )
+
+    def _checks_fp32_drafts(self) -> bool:
+        return self.weights == "fp32" and self.has_weights and self.drafts_until > 0
+
+    def _int4_layers_cached(self) -> bool:
+        weights_dir = self.source.weights_dir
+        return weights_dir is not None and is_built(int4_entry(weights_dir))
 
     @property
     def drafts_from_int4(self) -> bool:

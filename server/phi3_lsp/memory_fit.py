@@ -93,6 +93,14 @@ def drafter_fits(model: nn.Module) -> bool:
     return not memory_is_short(needed)
 
 
+def quantizing_fits(model: nn.Module) -> bool:
+    """Whether another process can make the int4 form of `model` beside what is loaded and
+    leave room for that form here (True when nothing is known). The checkpoint it reads is
+    mapped from its file: the process holds the int4 form and its own imports."""
+    needed = 2 * weights_bytes(model, "int4") + RUNTIME_BYTES + PASS_BYTES
+    return not memory_is_short(needed + prompt_bytes(model.config))
+
+
 def memory_is_short(needed: int) -> bool:
     """True when less than `needed` bytes are left for this process (False when unknown)."""
     available = available_memory()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.int4_layers_process import Int4LayersProcess
 from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
@@ -58,6 +59,8 @@ class Status:
     last_tokens: int | None = None
     last_decode_ms: int | None = None
     last_decode_passes: int | None = None
+    int4_drafts: bool = False
+    """fp32's decode passes check tokens drafted by the model's 4-bit copy (the same text)."""
 
     def to_json(self) -> dict[str, object]:
         """The notification's payload, in the protocol's camelCase."""
@@ -72,6 +75,7 @@ class Status:
             "lastTokens": self.last_tokens,
             "lastDecodeMs": self.last_decode_ms,
             "lastDecodePasses": self.last_decode_passes,
+            "int4Drafts": self.int4_drafts,
         }
 
 
@@ -198,6 +202,7 @@ class ModelHost:
         self._tokenizer: DocumentTokenizer | None = None
         self._engine: ModelEngine | None = None
         self._running: _RunningGeneration | None = None
+        self._int4_layers: Int4LayersProcess | None = None
 
     @property
     def status(self) -> Status:
@@ -243,6 +248,7 @@ class ModelHost:
             self._tokenizer = None
             self._engine = None
             self._stop_running_generation()
+            self._stop_making_int4_layers()
             self._set_status(
                 Status(state="loading", model=model, message="Queued", weights_loaded=False)
             )
@@ -322,6 +328,7 @@ class ModelHost:
         """
         with self._lock:
             self._stop_running_generation()
+            self._stop_making_int4_layers()
             loading = self._status.state == "loading"
         self._thread.shutdown(wait=False)
         # torch aborts the process ("terminate called without an active exception") when the
@@ -431,14 +438,38 @@ class ModelHost:
 
     def _load_drafter(self, load_id: int, engine: ModelEngine) -> None:
         """After the model is ready, on the model thread: its 4-bit drafts, where it takes them
-        (see `ModelEngine.load_drafter`). Without them it decodes as it did, only slower."""
+        (see `ModelEngine.load_drafter`), once another process has made its 4-bit layers where
+        that would take too long here. Without them it decodes as it did, only slower."""
         if load_id != self._load_id:
             return
         try:
-            engine.load_drafter()
+            drafts = engine.load_drafter()
+            if not drafts and engine.wants_int4_layers():
+                self._make_int4_layers(load_id, engine)
         except Exception:
             logger.exception("%s decodes without 4-bit drafts: they failed to load", engine.name)
-        _freeze_loaded_objects()  # they live as long as the model
+            return
+        finally:
+            _freeze_loaded_objects()  # they live as long as the model
+        with self._lock:
+            if drafts and load_id == self._load_id:
+                self._set_status(replace(self._status, int4_drafts=True))
+
+    def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
+        def made(succeeded: bool) -> None:
+            with self._lock:
+                if succeeded and load_id == self._load_id and not self._thread.closed:
+                    self._thread.submit(self._load_drafter, load_id, engine)
+
+        with self._lock:
+            if load_id == self._load_id and not self._thread.closed:
+                self._int4_layers = Int4LayersProcess(engine.source.spec, on_end=made)
+
+    def _stop_making_int4_layers(self) -> None:
+        """Called with the lock held."""
+        if self._int4_layers is not None:
+            self._int4_layers.stop()
+            self._int4_layers = None
 
     def _load_steps(
         self, load_id: int, request: LoadRequest

@@ -55,6 +55,12 @@ describe("status bar rendering", () => {
     assert.match(waiting.text, /^\$\(sync~spin\)/);
   });
 
+  it("says when decoding checks 4-bit drafts", () => {
+    assert.doesNotMatch(renderStatus(inputs({})).tooltip, /4-bit drafts/);
+    const drafting = renderStatus(inputs({ server: { ...ready, int4Drafts: true } }));
+    assert.match(drafting.tooltip, /Decoding checks 4-bit drafts: the same text in fewer passes/);
+  });
+
   it("puts the last latency, token count and speed in the tooltip", () => {
     const timed: ServerStatus = {
       ...ready,

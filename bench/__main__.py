@@ -247,6 +247,8 @@ async def bench_model(
             hovers=setup.hovers,
             log_dir=format_logs,
             weights=weights,
+            # Random weights' next token is noise that a 4-bit copy cannot predict.
+            int4_drafts=setup.real_weights,
             measure_floor=functools.partial(memory_floor, setup.seed_dir, weights, log_dir),
         )
         servers[weights] = await run_server(plan, say)
@@ -424,18 +426,21 @@ an answer with maxNewTokens 1; prefill speed = prompt tokens / that time; decode
 tokens after the first over the time from the first to the last, timed inside each full answer
 (the server's `lastDecodeMs`; a streamer for the seed; streamed chunks for llama.cpp), with the
 server's decode passes beside it (a pass checks drafted tokens and can keep several: int4's,
-and fp32's where phi3-lsp's own kernels run).
+and fp32's where phi3-lsp's own kernels run; fp32's drafts come from the model's 4-bit copy,
+`phi3.int4Drafts`, loaded after ready, so its "decode time per token" can be under the floor
+of one fp32 pass).
 "after a 1-char edit" compares each answer with the decode time of its own run, as the server
 reports it (`lastDecodeMs`); the edits of a text longer than the prompt budget (the first 400
 lines of the 10,000-line file, a 512-token budget) must each stay within the target, since a
 prompt cut that moved would compute the whole prompt again.
-Phi-3-mini-sized rows use random weights: their text never repeats, so nothing is drafted
-there. The seed pipeline and llama.cpp run in their own processes, greedy, with EOS
-suppressed so that every answer has 50 tokens; the server stops at EOS or its own stop rules
-(token counts in brackets). llama.cpp runs the original Q4_1 GGUF, the seed pipeline its fp32
-conversion, and the server that conversion in its "fp32" rows and 4-bit layers made from it in
-its "int4" rows (`phi3.weights`). "load" is the baseline's in-process load time (no interpreter
-start); the server's time to ready includes starting Python.
+Phi-3-mini-sized rows use random weights: their text never repeats and a 4-bit copy cannot
+predict it, so nothing is drafted there (`phi3.int4Drafts` off). The seed pipeline and llama.cpp
+run in their own processes, greedy, with EOS suppressed so that every answer has 50 tokens; the
+server stops at EOS or its own stop rules (token counts in brackets). llama.cpp runs the
+original Q4_1 GGUF, the seed pipeline its fp32 conversion, and the server that conversion in its
+"fp32" rows and 4-bit layers made from it in its "int4" rows (`phi3.weights`). "load" is the
+baseline's in-process load time (no interpreter start); the server's time to ready includes
+starting Python.
 """
 
 

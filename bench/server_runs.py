@@ -103,6 +103,8 @@ class ServerPlan:
     hovers: int
     log_dir: Path
     weights: str = "fp32"
+    int4_drafts: bool = True
+    """fp32's 4-bit drafts (`phi3.int4Drafts`)."""
     measure_floor: Callable[[], MemoryFloor | None] | None = None
     """Measures the memory floor now, while the server idles (in a process of its own)."""
 
@@ -141,6 +143,7 @@ async def run_server(plan: ServerPlan, progress: Callable[[str], None]) -> Serve
         "maxNewTokens": plan.max_new_tokens,
         "contextTokens": plan.context_tokens,
         "weights": plan.weights,
+        "int4Drafts": plan.int4_drafts,
         # 0: every answer is the whole continuation (the early answer is timed on its own).
         "answerBudgetMs": 0,
     }

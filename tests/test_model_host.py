@@ -146,6 +146,17 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     assert loaded_host.status.int4_drafts
 
 
+async def test_with_int4_drafts_off_an_fp32_model_decodes_without_them(
+    tiny_phi3_dir: Path, listener: RecordingListener, new_host: Callable[[str], ModelHost]
+) -> None:
+    host = new_host(str(tiny_phi3_dir))
+    assert host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
+    assert listener.wait_for_load().error is None
+    assert await host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
+    assert host.engine is not None and not host.engine.drafts_from_int4
+    assert not host.status.int4_drafts
+
+
 def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layers(
     new_host: Callable[[str], ModelHost],
     listener: RecordingListener,

@@ -21,6 +21,7 @@ def test_every_key_is_read_into_its_field() -> None:
         "maxNewTokens": 20,
         "contextTokens": 256,
         "threads": 2,
+        "int4Drafts": False,
         "inlineCompletions": False,
         "trustRemoteCode": True,
     }
@@ -30,6 +31,7 @@ def test_every_key_is_read_into_its_field() -> None:
         max_new_tokens=20,
         context_tokens=256,
         threads=2,
+        int4_drafts=False,
         inline_completions=False,
         trust_remote_code=True,
     )
@@ -96,11 +98,12 @@ def test_a_section_that_is_not_an_object_is_reported() -> None:
     assert problems == ["The phi3 settings must be an object, got an array."]
 
 
-def test_only_model_threads_and_remote_code_changes_need_a_reload() -> None:
+def test_only_model_threads_drafts_and_remote_code_changes_need_a_reload() -> None:
     base = Settings()
     assert not base.needs_reload(Settings(max_new_tokens=10, inline_completions=False))
     assert base.needs_reload(Settings(model="smollm2-135m"))
     assert base.needs_reload(Settings(threads=1))
+    assert base.needs_reload(Settings(int4_drafts=False))
     assert base.needs_reload(Settings(trust_remote_code=True))
 
 

@@ -12,6 +12,7 @@ export interface ServerSettings {
   readonly contextTokens: number;
   readonly threads: number;
   readonly weights: WeightFormat;
+  readonly int4Drafts: boolean;
   readonly inlineCompletions: boolean;
   readonly trustRemoteCode: boolean;
 }
@@ -35,6 +36,7 @@ export const DEFAULT_SETTINGS: ExtensionSettings = {
   contextTokens: 1024,
   threads: 0,
   weights: "fp32",
+  int4Drafts: true,
   inlineCompletions: true,
   trustRemoteCode: false,
   debounceMs: 250,
@@ -98,6 +100,7 @@ export function readSettings(lookup: SettingLookup): ExtensionSettings {
     contextTokens: readInteger(lookup, "contextTokens") ?? d.contextTokens,
     threads: readInteger(lookup, "threads") ?? d.threads,
     weights: readWeightFormat(lookup) ?? d.weights,
+    int4Drafts: readBoolean(lookup, "int4Drafts") ?? d.int4Drafts,
     inlineCompletions: readBoolean(lookup, "inlineCompletions") ?? d.inlineCompletions,
     trustRemoteCode: readBoolean(lookup, "trustRemoteCode") ?? d.trustRemoteCode,
     debounceMs: readInteger(lookup, "debounceMs") ?? d.debounceMs,
@@ -114,6 +117,7 @@ export function serverSettings(settings: ExtensionSettings): ServerSettings {
     contextTokens: settings.contextTokens,
     threads: settings.threads,
     weights: settings.weights,
+    int4Drafts: settings.int4Drafts,
     inlineCompletions: settings.inlineCompletions,
     trustRemoteCode: settings.trustRemoteCode,
   };

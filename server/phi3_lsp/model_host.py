@@ -86,6 +86,7 @@ class LoadRequest:
     model: str
     threads: int
     weights: WeightFormat
+    int4_drafts: bool
     trust_remote_code: bool
 
 
@@ -230,6 +231,7 @@ class ModelHost:
         *,
         threads: int = 0,
         weights: WeightFormat = "fp32",
+        int4_drafts: bool = True,
         trust_remote_code: bool = False,
     ) -> bool:
         """Start loading `model` in the background unless it is already loaded or loading.
@@ -238,7 +240,7 @@ class ModelHost:
         requests during the reload get empty answers instead of answers from the old model.
         A model that failed to load is tried again (the user may have fixed the cause).
         """
-        request = LoadRequest(model, threads, weights, trust_remote_code)
+        request = LoadRequest(model, threads, weights, int4_drafts, trust_remote_code)
         with self._lock:
             if request == self._loaded and self._status.state != "error":
                 return False
@@ -433,7 +435,7 @@ class ModelHost:
             self._listener.load_ended(outcome)
             self._engine = engine
             self._set_status(status)
-        if engine is not None:
+        if engine is not None and request.int4_drafts:
             self._thread.submit(self._load_drafter, load_id, engine)
 
     def _load_drafter(self, load_id: int, engine: ModelEngine) -> None:

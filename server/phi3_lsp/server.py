@@ -141,6 +141,7 @@ class Phi3LanguageServer(LanguageServer):
             settings.model,
             threads=settings.threads,
             weights=settings.weights,
+            int4_drafts=settings.int4_drafts,
             trust_remote_code=settings.trust_remote_code,
         )
         if reloading:

@@ -34,6 +34,8 @@ class Settings:
     """Torch threads; 0 means one per physical core."""
     weights: WeightFormat = "fp32"
     """fp32 keeps the model's own greedy text; int4 decodes 2-4x faster, its text can differ."""
+    int4_drafts: bool = True
+    """fp32: the model's 4-bit copy drafts tokens its passes check (the same text, faster)."""
     inline_completions: bool = True
     """False: inline and classic completion requests return nothing."""
     answer_budget_ms: int = 600
@@ -43,12 +45,10 @@ class Settings:
 
     def needs_reload(self, other: Settings) -> bool:
         """True when switching from `self` to `other` means loading the model again."""
-        return (self.model, self.threads, self.weights, self.trust_remote_code) != (
-            other.model,
-            other.threads,
-            other.weights,
-            other.trust_remote_code,
-        )
+        return self._load_fields() != other._load_fields()
+
+    def _load_fields(self) -> tuple[object, ...]:
+        return (self.model, self.threads, self.weights, self.int4_drafts, self.trust_remote_code)
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ _FIELDS: dict[str, _Field] = {
     "contextTokens": _Field("context_tokens", int, 16, 32768),
     "threads": _Field("threads", int, 0, None),
     "weights": _Field("weights", str, choices=WEIGHT_FORMATS),
+    "int4Drafts": _Field("int4_drafts", bool),
     "inlineCompletions": _Field("inline_completions", bool),
     "answerBudgetMs": _Field("answer_budget_ms", int, 0, 60000),
     "trustRemoteCode": _Field("trust_remote_code", bool),

@@ -56,3 +56,22 @@ async def test_int4_weights_load_on_a_settings_change_and_fp32_comes_back(
 
     await switch_to(session, "fp32")
     assert await completion(session, "fp32-again.txt") == fp32_text
+
+
+async def test_fp32_takes_its_4bit_drafts_after_ready_and_the_setting_turns_them_off(
+    session: Phi3Client,
+) -> None:
+    if not any(status["int4Drafts"] for status in session.statuses):
+        drafting = await session.wait_for_status(lambda status: status["int4Drafts"] is True)
+        assert drafting["state"] == "ready" and drafting["model"] == "smollm2-135m"
+    with_drafts = await completion(session, "with-drafts.txt")
+
+    seen = len(session.statuses)
+    await session.change_settings({**SMOLLM2_SETTINGS, "int4Drafts": False})
+    await session.wait_for_status(lambda status: status["state"] == "loading", after=seen)
+    ready = await session.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    assert ready["int4Drafts"] is False
+    # The 4-bit copy only drafts: fp32's text is the same without it.
+    assert await completion(session, "without-drafts.txt") == with_drafts
+    assert not any(status["int4Drafts"] for status in session.statuses[seen:])
+    await session.change_settings(SMOLLM2_SETTINGS)

@@ -65,7 +65,8 @@ DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_CONTEXT_LENGTH = 2048
 QUANTIZED_AT_ONCE_PARAMETERS = 500_000_000
 """Models up to this size are quantized for 4-bit drafts when first loaded (SmolLM2's 135
-million parameters: ~1 s); larger ones draft once a load in int4 has cached their layers."""
+million parameters: ~1 s); larger ones draft once their 4-bit layers are cached (see
+`wants_int4_layers`)."""
 
 
 class WeightsNotAvailableError(RuntimeError):
@@ -238,13 +239,17 @@ class ModelEngine:
     def wants_int4_layers(self) -> bool:
         """True when the model would take 4-bit drafts once its 4-bit layers are in the cache,
         and another process can make them in the memory left (`phi3-lsp quantize`)."""
-        return (
-            self._checks_fp32_drafts()
-            and not self.drafts_from_int4
-            and not self.source.trust_remote_code  # the other process would have to trust it
-            and not self._int4_layers_cached()
-            and quantizing_fits(_meta_model(self.source, self.config))
-        )
+        if (
+            not self._checks_fp32_drafts()
+            or self.drafts_from_int4
+            or self.source.trust_remote_code  # the other process would have to trust it
+            or self._int4_layers_cached()
+        ):
+            return False
+        if not quantizing_fits(_meta_model(self.source, self.config)):
+            log.info("%s: making its 4-bit layers would not fit in memory", self.name)
+            return False
+        return True
 
     def _checks_fp32_drafts(self) -> bool:
         return self.weights == "fp32" and self.has_weights and self.drafts_until > 0

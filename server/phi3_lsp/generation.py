@@ -185,8 +185,8 @@ class GreedyDecoder:
         self, run: _Run, logits: torch.Tensor, max_new_tokens: int, one_line: bool
     ) -> FinishReason:
         """Pick tokens until EOS, the token limit or (`one_line`) a line break, checking
-        drafted tokens on the way (see `drafts`): each pass feeds the last chosen token and any
-        drafted ones. A stop raises `PassStopped`."""
+        drafted tokens on the way (see `drafts` and `model_drafts`): each pass feeds the last
+        chosen token and any drafted ones. A stop raises `PassStopped`."""
         drafter = self.drafter
         # Index the text only where drafts come from it.
         lookup = TokenLookup(run.fed_ids if self.drafts_until and drafter is None else ())

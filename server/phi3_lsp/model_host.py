@@ -60,7 +60,8 @@ class Status:
     last_decode_ms: int | None = None
     last_decode_passes: int | None = None
     int4_drafts: bool = False
-    """fp32's decode passes check tokens drafted by the model's 4-bit copy (the same text)."""
+    """fp32's decode passes check tokens drafted by the model's 4-bit copy (the same text);
+    sent with the next change of state after they are loaded."""
 
     def to_json(self) -> dict[str, object]:
         """The notification's payload, in the protocol's camelCase."""
@@ -455,7 +456,9 @@ class ModelHost:
             _freeze_loaded_objects()  # they live as long as the model
         with self._lock:
             if drafts and load_id == self._load_id:
-                self._set_status(replace(self._status, int4_drafts=True))
+                # Not a change of state of its own: clients that wait for "ready" after a
+                # request would take it for the request's end. The next status carries it.
+                self._status = replace(self._status, int4_drafts=True)
 
     def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
         def made(succeeded: bool) -> None:

@@ -61,10 +61,15 @@ async def test_int4_weights_load_on_a_settings_change_and_fp32_comes_back(
 async def test_fp32_takes_its_4bit_drafts_after_ready_and_the_setting_turns_them_off(
     session: Phi3Client,
 ) -> None:
-    if not any(status["int4Drafts"] for status in session.statuses):
-        drafting = await session.wait_for_status(lambda status: status["int4Drafts"] is True)
-        assert drafting["state"] == "ready" and drafting["model"] == "smollm2-135m"
+    # They load on the model thread right after ready: a completion runs after them, and its
+    # statuses say so.
+    seen = len(session.statuses)
     with_drafts = await completion(session, "with-drafts.txt")
+    generating = await session.wait_for_status(
+        lambda status: status["state"] == "generating", after=seen
+    )
+    assert generating["int4Drafts"] is True
+    assert (await session.command("phi3.status"))["int4Drafts"] is True
 
     seen = len(session.statuses)
     await session.change_settings({**SMOLLM2_SETTINGS, "int4Drafts": False})

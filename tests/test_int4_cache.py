@@ -67,6 +67,7 @@ def test_new_layers_replace_those_of_an_earlier_checkpoint_state_only(
     load_int4(checkpoint)
     earlier = int4_entry(checkpoint)
     weights = str(checkpoint.resolve())
+    (tmp_path / "other").mkdir()
     # Entries that must stay: another CPU code path's (a cache shared by several machines)
     # and another checkpoint's.
     kept = {
@@ -84,6 +85,20 @@ def test_new_layers_replace_those_of_an_earlier_checkpoint_state_only(
     assert is_built(int4_entry(checkpoint))
     assert not earlier.exists()
     assert all(is_built(entry) for entry in kept)
+
+
+def test_new_layers_remove_those_of_checkpoints_that_are_gone(
+    checkpoint: Path, tmp_path: Path, tiny_phi3_dir: Path
+) -> None:
+    gone = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "deleted-later"))
+    load_int4(gone)
+    gone_entry = int4_entry(gone)
+    shutil.rmtree(gone)
+    assert is_built(gone_entry)
+
+    load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+    assert not gone_entry.exists()
 
 
 def test_another_cpu_code_path_gets_layers_of_its_own(checkpoint: Path) -> None:

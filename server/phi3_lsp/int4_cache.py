@@ -74,21 +74,24 @@ def load_int4(
 
 
 def _remove_superseded(entry: Path, weights_dir: Path) -> None:
-    """Delete the other entries for `weights_dir` on this CPU code path.
+    """Delete the other entries on this CPU code path for `weights_dir`, and for checkpoint
+    folders that no longer exist.
 
-    They were made for an earlier state of the checkpoint or another torch or format version,
-    so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries for other CPU code paths
-    stay: a cache folder shared by several machines uses them.
+    They were made for an earlier state of the checkpoint, another torch or format version, or
+    a checkpoint since deleted, so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries
+    for other CPU code paths stay: a cache folder shared by several machines uses them.
     """
     weights, cpu = str(weights_dir.resolve()), _cpu_code_path()
     for other in entry.parent.iterdir():
         manifest = _manifest(other) if other != entry else None
-        if (
-            manifest is not None
-            and manifest.get("weights") == weights
-            and manifest.get("cpu", cpu) == cpu  # entries made before 6e3ba0e lack "cpu"
-        ):
+        if manifest is None or manifest.get("cpu", cpu) != cpu:  # before 6e3ba0e: no "cpu"
+            continue
+        made_for = manifest.get("weights")
+        if made_for == weights:
             log.info("Removing %s: superseded by %s", other, entry.name)
+            shutil.rmtree(other, ignore_errors=True)
+        elif isinstance(made_for, str) and not Path(made_for).is_dir():
+            log.info("Removing %s: its checkpoint %s is gone", other, made_for)
             shutil.rmtree(other, ignore_errors=True)
 
 

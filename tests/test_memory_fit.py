@@ -11,13 +11,16 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from model_sources import folder_source
+from phi3_lsp import memory_fit
 from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import stored_in_bf16
 from phi3_lsp.memory_fit import (
     RUNTIME_BYTES,
+    drafter_fits,
     kv_bytes_per_token,
     memory_shortfall,
+    quantizing_fits,
     room_for_a_completion,
     weights_bytes,
 )
@@ -166,3 +169,21 @@ def test_the_check_leaves_the_checkpoint_dtype_for_the_load(
     engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights="int4")
     assert saved == torch.bfloat16
     assert engine.config.dtype == torch.bfloat16
+
+
+def test_making_phi3_minis_4bit_layers_beside_it_needs_its_checkpoint_and_their_room(
+    phi3_mini_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Measured: making them in another process peaked at 10.7 GB (Phi-3-mini-sized, its bf16
+    # checkpoint 7.6 GB, the 4-bit form ~2.3 GB, torch and transformers); the estimate is
+    # 11.6 GB (the 4-bit form's count is an upper bound).
+    model = meta_model(phi3_mini_dir)
+    checkpoint = 2 * sum(parameter.numel() for parameter in model.parameters())  # bf16
+    monkeypatch.setattr(memory_fit, "available_memory", lambda: 11 * GB)
+    assert not quantizing_fits(model, checkpoint)
+    monkeypatch.setattr(memory_fit, "available_memory", lambda: 12 * GB)
+    assert quantizing_fits(model, checkpoint)
+    # Once they are made, the 4-bit copy fits in far less (with a completion's room: 4.2 GB).
+    monkeypatch.setattr(memory_fit, "available_memory", lambda: 5 * GB)
+    assert drafter_fits(model)
+    assert not drafter_fits(model, checkpoint)  # quantized here, it would read the checkpoint

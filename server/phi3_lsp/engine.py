@@ -36,6 +36,7 @@ from phi3_lsp.int4_cache import int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import (
+    checkpoint_bytes,
     drafter_fits,
     kv_bytes_per_token,
     memory_is_short,
@@ -212,13 +213,11 @@ class ModelEngine:
         if self.drafts_from_int4:
             return True
         shapes = _meta_model(self.source, self.config)
-        if (
-            not self._int4_layers_cached()
-            and count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS
-        ):
+        quantizing = not self._int4_layers_cached()
+        if quantizing and count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS:
             log.info("%s decodes without 4-bit drafts until its 4-bit layers are made", self.name)
             return False
-        if not drafter_fits(shapes):
+        if not drafter_fits(shapes, self._checkpoint_bytes() if quantizing else 0):
             log.info("%s decodes without 4-bit drafts: they would not fit in memory", self.name)
             return False
         started = time.perf_counter()
@@ -246,13 +245,17 @@ class ModelEngine:
             or self._int4_layers_cached()
         ):
             return False
-        if not quantizing_fits(_meta_model(self.source, self.config)):
+        if not quantizing_fits(_meta_model(self.source, self.config), self._checkpoint_bytes()):
             log.info("%s: making its 4-bit layers would not fit in memory", self.name)
             return False
         return True
 
     def _checks_fp32_drafts(self) -> bool:
         return self.weights == "fp32" and self.has_weights and self.drafts_until > 0
+
+    def _checkpoint_bytes(self) -> int:
+        weights_dir = self.source.weights_dir
+        return 0 if weights_dir is None else checkpoint_bytes(weights_dir)
 
     def _int4_layers_cached(self) -> bool:
         weights_dir = self.source.weights_dir

@@ -15,7 +15,7 @@ from phi3_lsp import memory_fit
 from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.kv_cache import GrowingCache
-from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, DraftPlanner
+from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner
 from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import PassStopped
 from test_drafts import plain_decoder, source_windows
@@ -48,6 +48,17 @@ class TestDraftPlanner:
         for _ in range(30):
             planner.record_draft(drafted=2, kept=0)
         assert planner.length(2, 50, checking_pass) == 0
+
+    def test_after_drafts_stopped_one_token_is_drafted_now_and_then(self) -> None:
+        # So that drafting resumes where the text becomes predictable again.
+        planner = DraftPlanner()
+        for _ in range(30):
+            planner.record_draft(drafted=2, kept=0)
+        lengths = [planner.length(2, 50, checking_pass) for _ in range(3 * PROBE_AFTER_PASSES)]
+        assert lengths.count(1) == 2 and set(lengths) == {0, 1}
+        for _ in range(30):
+            planner.record_draft(drafted=1, kept=1)
+        assert planner.length(2, 50, checking_pass) > 1
 
     def test_draft_passes_as_slow_as_checking_ones_are_not_worth_it(self) -> None:
         planner = DraftPlanner()

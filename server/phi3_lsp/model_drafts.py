@@ -40,6 +40,11 @@ _GUESSED_DRAFT_SHARE = 0.25
 """Until a draft pass has been timed, it is guessed to cost this share of a one-token fp32
 pass: a 4-bit weight is an eighth of an fp32 one, a bf16-held one's quarter."""
 
+PROBE_AFTER_PASSES = 16
+"""While drafting does not pay, one token is still drafted after this many passes without a
+draft, so that the kept share follows the text (a pass of 4-bit weights: ~1/4 of an fp32 one,
+so at most ~1.5 % more time where drafts never pay)."""
+
 PassSeconds = Callable[[int], float]
 """The seconds of a checking pass over that many tokens (measured or guessed)."""
 
@@ -56,6 +61,7 @@ class DraftPlanner:
         self._kept = _PRIOR_KEPT
         self._pass_seconds: dict[int, float] = {}
         """Recent seconds of one draft pass, per torch thread count."""
+        self._passes_without_draft = 0
 
     @property
     def kept_share(self) -> float:
@@ -63,7 +69,15 @@ class DraftPlanner:
         return self._kept / self._drafted
 
     def length(self, threads: int, limit: int, checking_pass: PassSeconds) -> int:
-        """The draft length (at most `limit`) that yields the most tokens per second."""
+        """The draft length (at most `limit`) that yields the most tokens per second; 1 now and
+        then where none does (see `PROBE_AFTER_PASSES`)."""
+        length = self._best_length(threads, limit, checking_pass)
+        if length == 0 and limit > 0 and self._passes_without_draft >= PROBE_AFTER_PASSES:
+            length = 1
+        self._passes_without_draft = 0 if length else self._passes_without_draft + 1
+        return length
+
+    def _best_length(self, threads: int, limit: int, checking_pass: PassSeconds) -> int:
         draft_pass = self._pass_seconds.get(threads, checking_pass(1) * _GUESSED_DRAFT_SHARE)
         share = self.kept_share
         best_length, best_rate = 0, 1.0 / checking_pass(1)

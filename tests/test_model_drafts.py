@@ -161,6 +161,15 @@ class TestWhoDrafts:
         assert not smollm2_int4_engine.load_drafter()
         assert not smollm2_int4_engine.drafts_from_int4
 
+    def test_no_4bit_drafts_without_our_4bit_kernels(
+        self, smollm2_engine_without_avx512: ModelEngine
+    ) -> None:
+        # Torch's 4-bit passes cost too much to pay for drafts there: drafts from the text.
+        engine = smollm2_engine_without_avx512
+        assert engine.drafts_until > 0
+        assert not engine.load_drafter()
+        assert not engine.wants_int4_layers()
+
     def test_no_drafts_when_they_would_not_fit_in_memory(
         self, tiny_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -12,7 +12,6 @@ import torch
 
 from phi3_lsp import engine as engine_module
 from phi3_lsp import memory_fit
-from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner
@@ -74,9 +73,9 @@ class TestDraftPlanner:
 def drafting_fp32_engine(smollm2_dir: Path) -> Iterator[ModelEngine]:
     """SmolLM2 in fp32 with its 4-bit drafts, loaded for this module (the session's fp32 engine
     stays without them)."""
-    if own_fp32_kernel() is None:
-        pytest.skip("torch's fp32 products round a row differently beside other rows")
     engine = ModelEngine.load(resolve_model("smollm2-135m"))
+    if not engine.takes_int4_drafts:
+        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
     assert engine.load_drafter()
     yield engine
 
@@ -167,6 +166,7 @@ class TestWhoDrafts:
         # Torch's 4-bit passes cost too much to pay for drafts there: drafts from the text.
         engine = smollm2_engine_without_avx512
         assert engine.drafts_until > 0
+        assert not engine.takes_int4_drafts
         assert not engine.load_drafter()
         assert not engine.wants_int4_layers()
 
@@ -186,8 +186,8 @@ class TestWhoDrafts:
         monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
         folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
         engine = ModelEngine.load(resolve_model(str(folder)), threads=1)
-        if not engine.drafts_until:
-            pytest.skip("this CPU's fp32 passes cannot check drafts")
+        if not engine.takes_int4_drafts:
+            pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
         assert not engine.load_drafter()
         ModelEngine.load(resolve_model(str(folder)), threads=1, weights="int4")  # caches them
         assert engine.load_drafter()

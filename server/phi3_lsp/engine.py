@@ -211,7 +211,7 @@ class ModelEngine:
         Phi-3-mini takes about half a minute, which would hold up completions (they run on the
         same thread); see `wants_int4_layers`.
         """
-        if not self._checks_fp32_drafts():
+        if not self.takes_int4_drafts:
             return False
         if self.drafts_from_int4:
             return True
@@ -242,7 +242,7 @@ class ModelEngine:
         """True when the model would take 4-bit drafts once its 4-bit layers are in the cache,
         and another process can make them in the memory left (`phi3-lsp quantize`)."""
         if (
-            not self._checks_fp32_drafts()
+            not self.takes_int4_drafts
             or self.drafts_from_int4
             or self.source.trust_remote_code  # the other process would have to trust it
             or self._int4_layers_cached()
@@ -253,7 +253,10 @@ class ModelEngine:
             return False
         return True
 
-    def _checks_fp32_drafts(self) -> bool:
+    @property
+    def takes_int4_drafts(self) -> bool:
+        """Whether the model decodes with 4-bit drafts once they are loaded: fp32 with weights
+        whose passes check drafts, on a CPU where our 4-bit kernels run (see `load_drafter`)."""
         return (
             self.weights == "fp32"
             and self.has_weights

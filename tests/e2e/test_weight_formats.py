@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from e2e.lsp_session import SMOLLM2_SETTINGS, Phi3Client, start_smollm2, stop
+from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -61,15 +62,16 @@ async def test_int4_weights_load_on_a_settings_change_and_fp32_comes_back(
 async def test_fp32_takes_its_4bit_drafts_after_ready_and_the_setting_turns_them_off(
     session: Phi3Client,
 ) -> None:
-    # They load on the model thread right after ready: a completion runs after them, and its
-    # statuses say so.
+    # They load on the model thread right after ready, where our 4-bit kernels run (elsewhere
+    # fp32 drafts from the text): a completion runs after them, and its statuses say so.
+    drafts_here = own_kernels() is not None and own_fp32_kernel() is not None
     seen = len(session.statuses)
     with_drafts = await completion(session, "with-drafts.txt")
     generating = await session.wait_for_status(
         lambda status: status["state"] == "generating", after=seen
     )
-    assert generating["int4Drafts"] is True
-    assert (await session.command("phi3.status"))["int4Drafts"] is True
+    assert generating["int4Drafts"] is drafts_here
+    assert (await session.command("phi3.status"))["int4Drafts"] is drafts_here
 
     seen = len(session.statuses)
     await session.change_settings({**SMOLLM2_SETTINGS, "int4Drafts": False})

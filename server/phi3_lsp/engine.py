@@ -206,10 +206,9 @@ class ModelEngine:
         Only for an fp32 model with weights whose passes check drafts, on a CPU where our 4-bit
         kernels run (elsewhere torch's 4-bit pass costs ~0.6 of an fp32 one, and drafts from the
         text do better: SmolLM2 as on an AVX2 CPU, 17 reference prompts, 26.3-28.0 tok/s with
-        4-bit drafts against 29.5 without), where the 4-bit form fits
-        in the memory left and its layers are in the cache or quick to make: quantizing
-        Phi-3-mini takes about half a minute, which would hold up completions (they run on the
-        same thread); see `wants_int4_layers`.
+        4-bit drafts against 29.5 without); where the 4-bit form fits in the memory left; and
+        where its layers are in the cache or quick to make: quantizing Phi-3-mini takes 35-50 s,
+        which would hold up completions (they run on this thread); see `wants_int4_layers`.
         """
         if not self.takes_int4_drafts:
             return False

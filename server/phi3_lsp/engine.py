@@ -214,26 +214,23 @@ class ModelEngine:
             return False
         if self.drafts_from_int4:
             return True
-        shapes = _meta_model(self.source, self.config)
         quantizing = not self._int4_layers_cached()
-        if quantizing and count_parameters(shapes) > QUANTIZED_AT_ONCE_PARAMETERS:
+        if quantizing and count_parameters(self.model) > QUANTIZED_AT_ONCE_PARAMETERS:
             log.info("%s decodes without 4-bit drafts until its 4-bit layers are made", self.name)
             return False
-        if not drafter_fits(shapes, self._checkpoint_bytes() if quantizing else 0):
+        if not drafter_fits(self.model, self._checkpoint_bytes() if quantizing else 0):
             log.info("%s decodes without 4-bit drafts: they would not fit in memory", self.name)
             return False
         started = time.perf_counter()
         drafts = _build_model(self.source, self.config, "int4", ignore_progress, False)
         self._decoder.drafter = ModelDrafter(drafts)
         # Its first passes set up kernels and buffers: here, not in the first completion.
-        self._decoder.generate(
-            self.tokenizer.encode_prompt("Hello, world") or [0], max_new_tokens=4
-        )
+        self._decoder.generate(self._warm_up_prompt(), max_new_tokens=4)
         log.info(
             "%s decodes with 4-bit drafts (loaded in %.2f s, %.2f GB)",
             self.name,
             time.perf_counter() - started,
-            weights_bytes(shapes, "int4") / 1e9,
+            weights_bytes(self.model, "int4") / 1e9,
         )
         return True
 
@@ -247,7 +244,7 @@ class ModelEngine:
             or self._int4_layers_cached()
         ):
             return False
-        if not quantizing_fits(_meta_model(self.source, self.config), self._checkpoint_bytes()):
+        if not quantizing_fits(self.model, self._checkpoint_bytes()):
             log.info("%s: making its 4-bit layers would not fit in memory", self.name)
             return False
         return True
@@ -347,7 +344,7 @@ class ModelEngine:
         their usual time (Phi-3-mini-sized: 53 and 92 ms against 55 and 93 later), so one
         generation does both: the prompt's pass, then one pass on each thread count.
         """
-        prompt = self.tokenizer.encode_prompt("Hello, world") or [0]
+        prompt = self._warm_up_prompt()
         thread_counts = len(self._decoder.planner.thread_counts)
         self._decoder.generate(prompt, max_new_tokens=1 + thread_counts)
         log.info(
@@ -359,6 +356,9 @@ class ModelEngine:
             )
             or "no time (the model stopped at once)",
         )
+
+    def _warm_up_prompt(self) -> list[int]:
+        return self.tokenizer.encode_prompt("Hello, world") or [0]
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""

@@ -27,7 +27,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from phi3_lsp.drafts import TokenLookup
-from phi3_lsp.kv_cache import GrowingCache, truncate
+from phi3_lsp.kv_cache import GrowingCache, cache_argument, truncate
 from phi3_lsp.model_drafts import ModelDrafter
 from phi3_lsp.pass_planner import PassPlan, PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
@@ -95,8 +95,7 @@ class GreedyDecoder:
         self._eos_token_ids = eos_token_ids
         self._prompt_cache = prompt_cache
         accepted = inspect.signature(model.forward).parameters
-        # transformers 5.24 renamed `past_key_values` to `cache`; custom (remote) code may not have.
-        self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
+        self._cache_argument = cache_argument(model)
         # Models that accept `logits_to_keep` skip the vocabulary projection for all prompt
         # positions but the last: a large saving on long prompts.
         self._keeps_logits = "logits_to_keep" in accepted
@@ -214,8 +213,12 @@ class GreedyDecoder:
             unchecked: list[int] = []
             if drafter is not None:
                 length = 0 if plan.probe else self._model_draft_length(drafter, plan, room)
-                draft = drafter.draft(
-                    run.cache, len(run.fed_ids), chosen[-1], length, self._stops.check
+                draft = (
+                    drafter.draft(
+                        run.cache, len(run.fed_ids), chosen[-1], length, self._stops.check
+                    )
+                    if length
+                    else []
                 )
             else:
                 draft = lookup.draft(plan.draft_length)

@@ -1,6 +1,6 @@
 """Making a model's 4-bit layers in another process, at the lowest CPU priority.
 
-Quantizing Phi-3-mini takes about half a minute; on the model thread that would hold up every
+Quantizing Phi-3-mini takes 35-50 s; on the model thread that would hold up every
 completion, and on another thread of the server it would hold the GIL (and transformers sets
 torch's default dtype while it builds a model, which a running completion would see). So the
 server runs `phi3-lsp quantize` beside itself: the layers land in the cache (see `int4_cache`),

@@ -8,9 +8,11 @@ the model views of the filled part; cropping (for prompt reuse) only shortens th
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
+from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -77,6 +79,12 @@ class GrowingCache(DynamicCache):
         layer = self.layers[index]
         assert isinstance(layer, GrowingLayer)
         return layer
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The name under which `model.forward` takes a KV cache: transformers 5.24 renamed
+    `past_key_values` to `cache`; custom (remote) code may not have."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def truncate(cache: DynamicCache, tokens: int) -> None:

@@ -17,7 +17,6 @@ pass of each width.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
 
@@ -26,7 +25,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from phi3_lsp.fp32_products import ROWS_AT_MOST
-from phi3_lsp.kv_cache import truncate
+from phi3_lsp.kv_cache import cache_argument, truncate
 
 MAX_MODEL_DRAFT = ROWS_AT_MOST - 1
 """A checking pass feeds the draft and one more token: up to the rows our fp32 kernel takes in
@@ -111,8 +110,7 @@ class ModelDrafter:
     def __init__(self, model: nn.Module) -> None:
         """`model`: the 4-bit form of the checking model (same config, same tokens)."""
         self._model = model
-        accepted = inspect.signature(model.forward).parameters
-        self._cache_argument = "cache" if "cache" in accepted else "past_key_values"
+        self._cache_argument = cache_argument(model)
         self.planner = DraftPlanner()
 
     def draft(

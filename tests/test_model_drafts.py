@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import threading
 from collections.abc import Iterator
@@ -143,12 +144,12 @@ class TestSmolLM2WithDrafts:
             assert len(draft) == 5
             assert cache.get_seq_length() == len(prompt) - 1
 
+            passes = itertools.count(1)
+
             def stop_after_two() -> None:
-                stop_after_two.calls += 1  # type: ignore[attr-defined]
-                if stop_after_two.calls > 2:  # type: ignore[attr-defined]
+                if next(passes) > 2:
                     raise PassStopped
 
-            stop_after_two.calls = 0  # type: ignore[attr-defined]
             with pytest.raises(PassStopped):
                 drafter.draft(cache, len(prompt) - 1, prompt[-1], 5, stop_after_two)
             assert cache.get_seq_length() == len(prompt) - 1

@@ -193,3 +193,13 @@ class TestWhoDrafts:
         ModelEngine.load(resolve_model(str(folder)), threads=1, weights="int4")  # caches them
         assert engine.load_drafter()
         assert engine.drafts_from_int4
+
+    def test_loading_drafts_runs_no_pass_of_the_fp32_model(self, tiny_phi3_dir: Path) -> None:
+        # On the thread completions run on: Phi-3-mini's fp32 passes would hold one up ~2 s.
+        engine = ModelEngine.load(resolve_model(str(tiny_phi3_dir)), threads=1)
+        if not engine.takes_int4_drafts:
+            pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+        fp32_passes = itertools.count()
+        engine.model.register_forward_hook(lambda *_: next(fp32_passes))
+        assert engine.load_drafter()
+        assert next(fp32_passes) == 0

@@ -223,9 +223,9 @@ class ModelEngine:
             return False
         started = time.perf_counter()
         drafts = _build_model(self.source, self.config, "int4", ignore_progress, False)
-        self._decoder.drafter = ModelDrafter(drafts)
-        # Its first passes set up kernels and buffers: here, not in the first completion.
-        self._decoder.generate(self._warm_up_prompt(), max_new_tokens=4)
+        drafter = ModelDrafter(drafts)
+        drafter.warm_up(self._warm_up_prompt()[-1])
+        self._decoder.drafter = drafter
         log.info(
             "%s decodes with 4-bit drafts (loaded in %.2f s, %.2f GB)",
             self.name,

@@ -19,10 +19,12 @@ import pytest
 from phi3_lsp import engine as engine_module
 from phi3_lsp import int4_cache, paths
 from phi3_lsp import model_host as model_host_module
+from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
 from phi3_lsp.model_host import LoadOutcome, ModelHost, ModelThread, Status
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
+from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import decoder_layers
 
 LOAD_TIMEOUT = 120.0
@@ -141,6 +143,45 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
     assert engine.drafts_from_int4
     assert loaded_host.status.int4_drafts
+
+
+async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
+    tiny_phi3_dir: Path,
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As Phi-3-mini's 4-bit layers: 2.3 GB, seconds to read from a cold disk.
+    monkeypatch.setattr(model_host_module, "READ_AHEAD_FROM_BYTES", 0)
+    monkeypatch.setenv("PHI3_LSP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(int4_cache, "cache_dir", paths.cache_dir)
+    folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
+    ModelEngine.load(resolve_model(str(folder)), weights="int4")  # caches its 4-bit layers
+    disk_answers, read = threading.Event(), []
+
+    def slow_read_ahead(files: list[Path], keep_going: Callable[[], bool]) -> bool:
+        read.extend(files)
+        assert disk_answers.wait(LOAD_TIMEOUT)
+        return True
+
+    monkeypatch.setattr(model_host_module, "read_ahead", slow_read_ahead)
+    host = new_host(str(folder))
+    host.load(str(folder), threads=1)
+    assert listener.wait_for_load().error is None
+    engine = host.engine
+    assert engine is not None
+    if not engine.takes_int4_drafts:
+        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+    assert await host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
+    assert read == [int4_cache.int4_entry(Path(folder)) / int4_cache.TENSORS_FILE]
+    assert not engine.drafts_from_int4  # the completion ran while the disk was read
+    disk_answers.set()
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while not host.status.int4_drafts:
+        assert time.monotonic() < deadline, "the 4-bit drafts never loaded"
+        time.sleep(0.02)
+    assert engine.drafts_from_int4
 
 
 async def test_with_int4_drafts_off_an_fp32_model_decodes_without_them(

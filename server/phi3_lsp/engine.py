@@ -32,7 +32,7 @@ from phi3_lsp.fp32_products import (
     stored_in_bf16,
 )
 from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
-from phi3_lsp.int4_cache import int4_entry, load_int4
+from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.memory_fit import (
@@ -233,6 +233,15 @@ class ModelEngine:
             weights_bytes(self.model, "int4") / 1e9,
         )
         return True
+
+    def drafter_files(self) -> list[Path]:
+        """The files `load_drafter` would read its 4-bit layers from (none when it would not
+        load them from the cache), for `read_ahead` to fetch from the disk beforehand."""
+        weights_dir = self.source.weights_dir
+        if weights_dir is None or not self.takes_int4_drafts or self.drafts_from_int4:
+            return []
+        entry = int4_entry(weights_dir)
+        return [entry / TENSORS_FILE] if is_built(entry) else []
 
     def wants_int4_layers(self) -> bool:
         """True when the model would take 4-bit drafts once its 4-bit layers are in the cache,

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 MODEL_THREAD_NICENESS = 10
 """Added to the nice value: a nice-0 thread then gets ~90 % of a core both want."""
-_HIGHEST_NICE = 19
+HIGHEST_NICE = 19
 
 
 def lower_current_thread_priority(increment: int = MODEL_THREAD_NICENESS) -> bool:
@@ -32,8 +32,10 @@ def lower_current_thread_priority(increment: int = MODEL_THREAD_NICENESS) -> boo
     thread_id = threading.get_native_id()
     try:
         nice = os.getpriority(os.PRIO_PROCESS, thread_id)
-        os.setpriority(os.PRIO_PROCESS, thread_id, min(_HIGHEST_NICE, nice + increment))
+        os.setpriority(os.PRIO_PROCESS, thread_id, min(HIGHEST_NICE, nice + increment))
     except OSError as error:
-        log.warning("Could not lower the model thread's priority: %s", error)
+        log.warning(
+            "Could not lower the priority of thread %s: %s", threading.current_thread().name, error
+        )
         return False
     return True

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from model_sources import folder_source
+from phi3_lsp import int4_cache
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry
 from phi3_lsp.int4_weights import Int4Weight
@@ -126,3 +127,19 @@ def test_a_damaged_cache_entry_is_made_again(checkpoint: Path) -> None:
     tensors.write_bytes(b"not safetensors")
     assert greedy_ids(load_int4(checkpoint)) == expected
     assert tensors.stat().st_size > 1000  # written again, whole
+
+
+def test_a_bf16_checkpoint_gets_its_layers_from_its_files_and_the_same_text(
+    tiny_bf16_phi3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = Path(shutil.copytree(tiny_bf16_phi3_dir, tmp_path / "bf16"))
+    from_files = load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+    shutil.rmtree(int4_entry(checkpoint))
+    # As before: quantizing the loaded model.
+    monkeypatch.setattr(int4_cache, "int4_tensors_from_files", lambda *_: None)
+    from_model = load_int4(checkpoint)
+    made, read = int4_tensors(from_model.model), int4_tensors(from_files.model)
+    assert made.keys() == read.keys()
+    assert all(torch.equal(made[name], read[name]) for name in made)
+    assert greedy_ids(from_files) == greedy_ids(from_model)

@@ -253,7 +253,9 @@ class ModelEngine:
             or self._int4_layers_cached()
         ):
             return False
-        if not quantizing_fits(self.model, self._checkpoint_bytes()):
+        weights_dir = self.source.weights_dir
+        from_files = weights_dir is not None and stored_in_bf16(weights_dir)
+        if not quantizing_fits(self.model, self._checkpoint_bytes(), from_files):
             log.info("%s: making its 4-bit layers would not fit in memory", self.name)
             return False
         return True
@@ -405,6 +407,7 @@ def _build_model(
             lambda: _from_pretrained(source, weights_dir, config, "auto"),
             weights_dir,
             lambda step: report(ProgressUpdate("loading", f"{source.name}: {step}", 0.5)),
+            lambda: _meta_model(source, config),
         )
         share_products(model)
         lean_decoding(model)

@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
 from phi3_lsp.paths import MANIFEST, build_once, cache_dir, is_built
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
@@ -34,14 +35,28 @@ TENSORS_FILE = "int4.safetensors"
 
 
 def load_int4(
-    load_checkpoint: Callable[[], nn.Module], weights_dir: Path, report: Callable[[str], None]
+    load_checkpoint: Callable[[], nn.Module],
+    weights_dir: Path,
+    report: Callable[[str], None],
+    shapes: Callable[[], nn.Module],
 ) -> nn.Module:
     """The model `load_checkpoint()` gives, in its int4 form, from the cache when it has it.
 
-    `report` hears what is being done. A cache entry that cannot be used (damaged, or from
-    another version of the model code) is made again.
+    `report` hears what is being done. `shapes()` gives the model's modules without weights:
+    the 4-bit layers are made from the files one weight at a time where they allow it (see
+    `checkpoint_int4`), else from the loaded model. A cache entry that cannot be used
+    (damaged, or from another version of the model code) is made again.
     """
     entry = int4_entry(weights_dir)
+    if not is_built(entry):
+        stored = int4_tensors_from_files(shapes(), weights_dir)
+        if stored is not None:
+            report("Storing it in 4 bits, one weight at a time (once: later loads read the cache)")
+            log.info("Made %d 4-bit tensors from the files of %s", len(stored), weights_dir)
+            _store(entry, weights_dir, stored)
+            model = load_checkpoint()
+            quantize_to_int4(model, stored)
+            return model
     if is_built(entry):
         report("Reading its 4-bit layers from the cache")
         model = load_checkpoint()
@@ -56,10 +71,16 @@ def load_int4(
     report("Storing it in 4 bits (once: later loads read the cache)")
     layers = quantize_to_int4(model)
     log.info("Stored %d linear layers in 4 bits; keeping them in %s", layers, entry)
+    _store(entry, weights_dir, int4_tensors(model))
+    return model
+
+
+def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> None:
+    """Keep `stored` (`int4_tensors` of the checkpoint in `weights_dir`) in `entry`."""
     try:
         build_once(
             entry,
-            lambda staging: save_file(int4_tensors(model), str(staging / TENSORS_FILE)),
+            lambda staging: save_file(stored, str(staging / TENSORS_FILE)),
             manifest={
                 "weights": str(weights_dir.resolve()),
                 "torch": torch.__version__,
@@ -68,9 +89,8 @@ def load_int4(
         )
     except OSError as error:  # a full or read-only disk costs the next load time, nothing else
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
-    else:
-        _remove_superseded(entry, weights_dir)
-    return model
+        return
+    _remove_superseded(entry, weights_dir)
 
 
 def _remove_superseded(entry: Path, weights_dir: Path) -> None:

@@ -95,12 +95,22 @@ def drafter_fits(model: nn.Module, checkpoint_bytes: int = 0) -> bool:
     return not memory_is_short(needed + checkpoint_bytes)
 
 
-def quantizing_fits(model: nn.Module, checkpoint_bytes: int) -> bool:
+def quantizing_fits(model: nn.Module, checkpoint_bytes: int, from_files: bool = False) -> bool:
     """Whether another process can make the int4 form of `model` from its checkpoint of
-    `checkpoint_bytes` beside what is loaded (True when nothing is known). It holds the
-    checkpoint, the int4 form and its own imports: Phi-3-mini-sized, 10.7 GB at the peak."""
-    needed = checkpoint_bytes + weights_bytes(model, "int4") + RUNTIME_BYTES + PASS_BYTES
+    `checkpoint_bytes` beside what is loaded (True when nothing is known). It holds the int4
+    form and its own imports, and either the loaded checkpoint (Phi-3-mini-sized: 10.7 GB at
+    the peak) or, `from_files` one weight at a time (see `checkpoint_int4`), the temporaries of
+    its largest weight (3.3-3.7 GB at the peak)."""
+    held = _largest_weight_temporaries(model) if from_files else checkpoint_bytes
+    needed = held + weights_bytes(model, "int4") + RUNTIME_BYTES + PASS_BYTES
     return not memory_is_short(needed)
+
+
+def _largest_weight_temporaries(model: nn.Module) -> int:
+    """Quantizing a weight holds it in fp32 about four times over: a copy, its codes and, for
+    the vocabulary projection, its dequantized form and the checkpoint's own tensor."""
+    largest = max((p.numel() for p in model.parameters() if p.dim() == 2), default=0)
+    return 4 * 4 * largest
 
 
 def checkpoint_bytes(weights_dir: Path) -> int:

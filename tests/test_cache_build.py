@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from phi3_lsp.paths import build_once, is_built
+from phi3_lsp.paths import build_once, is_built, remove_built
 
 
 def slow_build(staging: Path) -> None:
@@ -60,3 +61,16 @@ def test_an_entry_left_incomplete_by_a_killed_build_is_rebuilt(tmp_path: Path) -
 
     assert sorted(path.name for path in entry.iterdir()) == ["model.bin", "phi3-lsp.json"]
     assert not (tmp_path / ".model.staging-999999").exists()
+
+
+def test_a_removed_entry_leaves_nothing_behind(tmp_path: Path) -> None:
+    entry = build_once(tmp_path / "model", lambda staging: None, manifest={})
+    remove_built(entry)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_entry_whose_lock_another_holds_is_left_alone(tmp_path: Path) -> None:
+    entry = build_once(tmp_path / "model", lambda staging: None, manifest={})
+    with FileLock(str(tmp_path / ".model.lock")):  # as a build of it in another process
+        remove_built(entry)
+    assert is_built(entry)

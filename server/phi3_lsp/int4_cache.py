@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
-from phi3_lsp.paths import MANIFEST, build_once, cache_dir, is_built
+from phi3_lsp.paths import MANIFEST, build_once, cache_dir, is_built, remove_built
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -109,10 +109,10 @@ def _remove_superseded(entry: Path, weights_dir: Path) -> None:
         made_for = manifest.get("weights")
         if made_for == weights:
             log.info("Removing %s: superseded by %s", other, entry.name)
-            shutil.rmtree(other, ignore_errors=True)
+            remove_built(other)
         elif isinstance(made_for, str) and not Path(made_for).is_dir():
             log.info("Removing %s: its checkpoint %s is gone", other, made_for)
-            shutil.rmtree(other, ignore_errors=True)
+            remove_built(other)
 
 
 def int4_entry(weights_dir: Path) -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 CACHE_ENV = "PHI3_LSP_CACHE"
 MANIFEST = "phi3-lsp.json"
@@ -39,7 +39,7 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
     if is_built(entry):
         return entry
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry.parent / f".{entry.name}.lock")):
+    with FileLock(str(_lock_file(entry))):
         if is_built(entry):
             return entry
         _remove_leftovers(entry)
@@ -52,6 +52,21 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return entry
+
+
+def remove_built(entry: Path) -> None:
+    """Delete the cache folder `entry` and its lock file, unless a build of it holds the lock."""
+    lock_file = _lock_file(entry)
+    try:
+        with FileLock(str(lock_file), timeout=0):
+            shutil.rmtree(entry, ignore_errors=True)
+            lock_file.unlink(missing_ok=True)
+    except Timeout:
+        return
+
+
+def _lock_file(entry: Path) -> Path:
+    return entry.parent / f".{entry.name}.lock"
 
 
 def _remove_leftovers(entry: Path) -> None:

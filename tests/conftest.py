@@ -1,8 +1,9 @@
 """Shared fixtures: the offline pack's real assets, a tiny real Phi-3 and a loaded SmolLM2 engine.
 
 The pack assets are fetched and converted once into the normal cache (`$PHI3_LSP_CACHE` or
-the user cache dir), so a second test run starts at once. Heavy imports stay inside fixtures:
-collecting the tests must not load torch.
+the user cache dir), so a second test run starts at once; everything else the tests' processes
+cache goes to a folder of the session (see `cache_of_this_session`). Heavy imports stay inside
+fixtures: collecting the tests must not load torch.
 """
 
 from __future__ import annotations
@@ -117,16 +118,26 @@ def seeded() -> Iterator[None]:
     torch.random.set_rng_state(state)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def int4_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """4-bit layers made by in-process tests go to a temporary folder, not the user's cache:
-    most come from checkpoints in temporary folders, which are keyed by path."""
-    import phi3_lsp.int4_cache
+SHARED_CACHE_FOLDERS = ("pack", "kernels", "transformers-tables")
+"""What the tests take from the user's cache: the offline pack, built kernels and transformers'
+tables, made once for every run."""
 
-    folder = tmp_path_factory.mktemp("int4-cache")
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The cache root of this session, in-process and in every process the tests start: what
+    is made from the tests' temporary checkpoints (4-bit layers, keyed by their paths) stays
+    out of the user's cache. `SHARED_CACHE_FOLDERS` are the user cache's own, linked."""
+    from phi3_lsp.paths import CACHE_ENV, cache_dir
+
+    users = cache_dir()
+    session = tmp_path_factory.mktemp("phi3-lsp-cache")
+    for name in SHARED_CACHE_FOLDERS:
+        (users / name).mkdir(parents=True, exist_ok=True)
+        (session / name).symlink_to(users / name, target_is_directory=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(phi3_lsp.int4_cache, "cache_dir", lambda: folder)
-        yield folder
+        patch.setenv(CACHE_ENV, str(session))
+        yield session
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ quantizing the loaded model, or none where the files do not hold its values as t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -58,4 +59,16 @@ def test_a_checkpoint_whose_weights_the_load_renames_is_left_to_the_load(
     tensors = load_file(weights)
     renamed = {name.replace("qkv_proj", "qkv"): tensor for name, tensor in tensors.items()}
     save_file(renamed, str(weights), metadata={"format": "pt"})
+    assert int4_tensors_from_files(shapes(tmp_path), tmp_path) is None
+
+
+def test_a_checkpoint_its_config_loads_in_fp16_is_left_to_the_load(
+    tiny_bf16_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # fp16 rounds bf16 values: only the loaded model knows what the load made of them.
+    for file in tiny_bf16_phi3_dir.iterdir():
+        (tmp_path / file.name).write_bytes(file.read_bytes())
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["dtype"] = "float16"
+    (tmp_path / "config.json").write_text(json.dumps(config))
     assert int4_tensors_from_files(shapes(tmp_path), tmp_path) is None

@@ -9,6 +9,7 @@ from the loaded model, to the bit: each is quantized by the same code from the s
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -33,11 +34,12 @@ def int4_tensors_from_files(model: nn.Module, weights_dir: Path) -> dict[str, to
     the files; `model` only lends its module names and shapes (the meta device will do).
 
     None where the files do not hold the loaded values as they are: a checkpoint not all in
-    bf16 (a load may narrow a wider dtype, and bf16 widens exactly), or a weight missing
-    under its module's name or of another shape (one that transformers renames or converts as
-    it loads). The caller then loads the model and quantizes that.
+    bf16, or one its config loads in another dtype than bf16 or fp32 (bf16 widens to fp32
+    exactly; other casts round), or a weight missing under its module's name or of another
+    shape (one that transformers renames or converts as it loads). The caller then loads the
+    model and quantizes that.
     """
-    if not stored_in_bf16(weights_dir):
+    if not stored_in_bf16(weights_dir) or _loaded_dtype(weights_dir) not in _EXACT_LOADS:
         return None
     with ExitStack() as files:
         tensors = _Checkpoint(
@@ -66,6 +68,21 @@ def int4_tensors_from_files(model: nn.Module, weights_dir: Path) -> dict[str, to
             # the blocks of one weight fit the next one's badly and the heaps grew to 9.3 GB.
             release_freed_memory()
         return stored
+
+
+_EXACT_LOADS = (None, "bfloat16", "float32")
+"""The dtypes a load of a bf16 checkpoint may be in (None: the checkpoint's own) and keep its
+values: `from_pretrained(dtype="auto")` takes the config's."""
+
+
+def _loaded_dtype(weights_dir: Path) -> object:
+    try:
+        config = json.loads((weights_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "unknown"
+    if not isinstance(config, dict):
+        return "unknown"
+    return config.get("dtype", config.get("torch_dtype"))
 
 
 class _Checkpoint:

@@ -24,6 +24,12 @@ def shapes(folder: Path) -> nn.Module:
     return model
 
 
+def copy_of(folder: Path, destination: Path) -> Path:
+    for file in folder.iterdir():
+        (destination / file.name).write_bytes(file.read_bytes())
+    return destination
+
+
 def quantized_after_loading(folder: Path) -> dict[str, torch.Tensor]:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto")
     quantize_to_int4(model)
@@ -53,9 +59,7 @@ def test_a_checkpoint_not_all_in_bf16_is_left_to_the_load(tiny_phi3_dir: Path) -
 def test_a_checkpoint_whose_weights_the_load_renames_is_left_to_the_load(
     tiny_bf16_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    for file in tiny_bf16_phi3_dir.iterdir():
-        (tmp_path / file.name).write_bytes(file.read_bytes())
-    weights = next(tmp_path.glob("*.safetensors"))
+    weights = next(copy_of(tiny_bf16_phi3_dir, tmp_path).glob("*.safetensors"))
     tensors = load_file(weights)
     renamed = {name.replace("qkv_proj", "qkv"): tensor for name, tensor in tensors.items()}
     save_file(renamed, str(weights), metadata={"format": "pt"})
@@ -66,9 +70,7 @@ def test_a_checkpoint_its_config_loads_in_fp16_is_left_to_the_load(
     tiny_bf16_phi3_dir: Path, tmp_path: Path
 ) -> None:
     # fp16 rounds bf16 values: only the loaded model knows what the load made of them.
-    for file in tiny_bf16_phi3_dir.iterdir():
-        (tmp_path / file.name).write_bytes(file.read_bytes())
-    config = json.loads((tmp_path / "config.json").read_text())
+    config = json.loads((copy_of(tiny_bf16_phi3_dir, tmp_path) / "config.json").read_text())
     config["dtype"] = "float16"
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert int4_tensors_from_files(shapes(tmp_path), tmp_path) is None

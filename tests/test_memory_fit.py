@@ -171,7 +171,7 @@ def test_the_check_leaves_the_checkpoint_dtype_for_the_load(
     assert engine.config.dtype == torch.bfloat16
 
 
-def test_making_phi3_minis_4bit_layers_beside_it_needs_its_checkpoint_and_their_room(
+def test_making_phi3_minis_4bit_layers_beside_it_needs_room_for_what_it_reads(
     phi3_mini_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Measured: making them in another process peaked at 10.7 GB (Phi-3-mini-sized, its bf16
@@ -187,17 +187,8 @@ def test_making_phi3_minis_4bit_layers_beside_it_needs_its_checkpoint_and_their_
     monkeypatch.setattr(memory_fit, "available_memory", lambda: 5 * GB)
     assert drafter_fits(model)
     assert not drafter_fits(model, checkpoint)  # quantized here, it would read the checkpoint
-
-
-def test_making_phi3_minis_4bit_layers_from_its_files_needs_far_less(
-    phi3_mini_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Measured: one weight at a time from its bf16 files, the other process peaked at 3.3-3.7 GB
-    # (Phi-3-mini-sized): a 16 GB machine holding Phi-3-mini in fp32 (7.3 GiB) has that left.
-    model = meta_model(phi3_mini_dir)
-    checkpoint = 2 * sum(parameter.numel() for parameter in model.parameters())  # bf16
-    monkeypatch.setattr(memory_fit, "available_memory", lambda: 5 * GB)
+    # Measured: one weight at a time from its bf16 files, the other process peaked at 3.3-3.7 GB:
+    # a 16 GB machine holding Phi-3-mini in fp32 (7.3 GiB) has that left; the estimate is 5.5.
     assert not quantizing_fits(model, checkpoint, from_files=True)
     monkeypatch.setattr(memory_fit, "available_memory", lambda: 6 * GB)
     assert quantizing_fits(model, checkpoint, from_files=True)
-    assert not quantizing_fits(model, checkpoint)

@@ -154,8 +154,6 @@ async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
 ) -> None:
     # As Phi-3-mini's 4-bit layers: 2.3 GB, seconds to read from a cold disk.
     monkeypatch.setattr(model_host_module, "READ_AHEAD_FROM_BYTES", 0)
-    monkeypatch.setenv("PHI3_LSP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(int4_cache, "cache_dir", paths.cache_dir)
     folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
     ModelEngine.load(resolve_model(str(folder)), weights="int4")  # caches its 4-bit layers
     disk_answers, read = threading.Event(), []
@@ -167,21 +165,33 @@ async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
 
     monkeypatch.setattr(model_host_module, "read_ahead", slow_read_ahead)
     host = new_host(str(folder))
+    engine = load_taking_drafts(host, listener, Path(folder))
+    assert await host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
+    assert read == [int4_cache.int4_entry(Path(folder)) / int4_cache.TENSORS_FILE]
+    assert not engine.drafts_from_int4  # the completion ran while the disk was read
+    disk_answers.set()
+    wait_for_drafts(host)
+    assert engine.drafts_from_int4
+
+
+def load_taking_drafts(host: ModelHost, listener: RecordingListener, folder: Path) -> ModelEngine:
+    """`folder` loaded in fp32 on `host`; the test is skipped where the CPU takes no 4-bit
+    drafts."""
     host.load(str(folder), threads=1)
     assert listener.wait_for_load().error is None
     engine = host.engine
     assert engine is not None
     if not engine.takes_int4_drafts:
         pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
-    assert await host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
-    assert read == [int4_cache.int4_entry(Path(folder)) / int4_cache.TENSORS_FILE]
-    assert not engine.drafts_from_int4  # the completion ran while the disk was read
-    disk_answers.set()
+    return engine
+
+
+def wait_for_drafts(host: ModelHost) -> None:
+    """Until the status says the model decodes with its 4-bit drafts (loaded after ready)."""
     deadline = time.monotonic() + LOAD_TIMEOUT
     while not host.status.int4_drafts:
         assert time.monotonic() < deadline, "the 4-bit drafts never loaded"
         time.sleep(0.02)
-    assert engine.drafts_from_int4
 
 
 async def test_with_int4_drafts_off_an_fp32_model_decodes_without_them(
@@ -202,24 +212,14 @@ def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layer
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # As Phi-3-mini: quantizing it on the model thread would hold up completions.
+    # As Phi-3-mini: quantizing it on the model thread would hold up completions. (The other
+    # process keeps the layers where this one reads them: the session's cache, see conftest.)
     monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
-    # The other process keeps the layers where this one reads them.
-    monkeypatch.setenv("PHI3_LSP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(int4_cache, "cache_dir", paths.cache_dir)
     folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
     host = new_host(str(folder))
-    host.load(str(folder), threads=1)
-    assert listener.wait_for_load().error is None
-    engine = host.engine
-    assert engine is not None
-    if not engine.takes_int4_drafts:
-        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+    engine = load_taking_drafts(host, listener, Path(folder))
     assert not host.status.int4_drafts
-    # The other process has to start Python and import torch: seconds.
-    deadline = time.monotonic() + LOAD_TIMEOUT
-    while not host.status.int4_drafts and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_drafts(host)  # the other process has to start Python and import torch: seconds
     assert engine.drafts_from_int4
     assert paths.is_built(int4_cache.int4_entry(folder))
 

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+import pytest
+
 from phi3_lsp.handshake import frame, read_message
 from phi3_lsp.message_reader import MessageReader
 
@@ -124,15 +126,22 @@ def _start_and_initialize(model: str) -> subprocess.Popen[bytes]:
 
 
 def _exit(server: subprocess.Popen[bytes]) -> tuple[int, bytes]:
-    """Shut the server down and tell it to exit; its return code (killed after 60 s) and
-    what it wrote to stderr."""
+    """Shut the server down and tell it to exit; its return code and what it wrote to stderr
+    (a failure with the end of that log when it has not exited after 60 s)."""
+    returncode: int | None = None
     try:
         _send(server, {"jsonrpc": "2.0", "id": 1, "method": "shutdown"})
         _send(server, {"jsonrpc": "2.0", "method": "exit"})
         returncode = server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
     finally:
         server.kill()
         _, stderr = server.communicate()
+    if returncode is None:
+        pytest.fail(
+            f"no exit within 60 s; the log ends:\n{stderr.decode(errors='replace')[-4000:]}"
+        )
     return returncode, stderr
 
 

@@ -21,6 +21,8 @@ from phi3_lsp.stoppable_passes import PassStopped
 from test_drafts import plain_decoder, source_windows
 
 FRENCH_CAPITAL = "The capital of France is"
+NO_INT4_DRAFTS_HERE = "4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)"
+"""Why a test of 4-bit drafts is skipped on this CPU."""
 
 
 def checking_pass(width: int) -> float:
@@ -76,7 +78,7 @@ def drafting_fp32_engine(smollm2_dir: Path) -> Iterator[ModelEngine]:
     stays without them)."""
     engine = ModelEngine.load(resolve_model("smollm2-135m"))
     if not engine.takes_int4_drafts:
-        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+        pytest.skip(NO_INT4_DRAFTS_HERE)
     assert engine.load_drafter()
     yield engine
 
@@ -188,7 +190,7 @@ class TestWhoDrafts:
         folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
         engine = ModelEngine.load(resolve_model(str(folder)), threads=1)
         if not engine.takes_int4_drafts:
-            pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+            pytest.skip(NO_INT4_DRAFTS_HERE)
         assert not engine.load_drafter()
         ModelEngine.load(resolve_model(str(folder)), threads=1, weights="int4")  # caches them
         assert engine.load_drafter()
@@ -198,7 +200,7 @@ class TestWhoDrafts:
         # On the thread completions run on: Phi-3-mini's fp32 passes would hold one up ~2 s.
         engine = ModelEngine.load(resolve_model(str(tiny_phi3_dir)), threads=1)
         if not engine.takes_int4_drafts:
-            pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+            pytest.skip(NO_INT4_DRAFTS_HERE)
         fp32_passes = itertools.count()
         engine.model.register_forward_hook(lambda *_: next(fp32_passes))
         assert engine.load_drafter()

@@ -26,6 +26,7 @@ from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
 from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import decoder_layers
+from test_model_drafts import NO_INT4_DRAFTS_HERE
 
 LOAD_TIMEOUT = 120.0
 PROMPT_IDS = [1, 450, 7483, 310, 3444, 338]  # BOS + "The capital of France is" in Phi-3
@@ -138,7 +139,7 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     engine = loaded_host.engine
     assert engine is not None
     if not engine.takes_int4_drafts:
-        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+        pytest.skip(NO_INT4_DRAFTS_HERE)
     # Loading them is the model thread's next job after the load: a completion comes after it.
     assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
     assert engine.drafts_from_int4
@@ -182,7 +183,7 @@ def load_taking_drafts(host: ModelHost, listener: RecordingListener, folder: Pat
     engine = host.engine
     assert engine is not None
     if not engine.takes_int4_drafts:
-        pytest.skip("4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)")
+        pytest.skip(NO_INT4_DRAFTS_HERE)
     return engine
 
 

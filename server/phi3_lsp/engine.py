@@ -237,11 +237,11 @@ class ModelEngine:
     def drafter_files(self) -> list[Path]:
         """The files `load_drafter` would read its 4-bit layers from (none when it would not
         load them from the cache), for `read_ahead` to fetch from the disk beforehand."""
-        weights_dir = self.source.weights_dir
-        if weights_dir is None or not self.takes_int4_drafts or self.drafts_from_int4:
+        if not self.takes_int4_drafts or self.drafts_from_int4 or not self._int4_layers_cached():
             return []
-        entry = int4_entry(weights_dir)
-        return [entry / TENSORS_FILE] if is_built(entry) else []
+        entry = self._int4_entry()
+        assert entry is not None  # cached layers have a checkpoint
+        return [entry / TENSORS_FILE]
 
     def wants_int4_layers(self) -> bool:
         """True when the model would take 4-bit drafts once its 4-bit layers are in the cache,
@@ -276,8 +276,12 @@ class ModelEngine:
         return 0 if weights_dir is None else checkpoint_bytes(weights_dir)
 
     def _int4_layers_cached(self) -> bool:
+        entry = self._int4_entry()
+        return entry is not None and is_built(entry)
+
+    def _int4_entry(self) -> Path | None:
         weights_dir = self.source.weights_dir
-        return weights_dir is not None and is_built(int4_entry(weights_dir))
+        return None if weights_dir is None else int4_entry(weights_dir)
 
     @property
     def drafts_from_int4(self) -> bool:

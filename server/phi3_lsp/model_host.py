@@ -449,17 +449,23 @@ class ModelHost:
             self._thread.submit(self._load_drafter, load_id, engine)
             return
 
-        def still_wanted() -> bool:
-            return load_id == self._load_id and not self._thread.closed
-
         def read_then_load() -> None:
             lower_current_thread_priority(HIGHEST_NICE)  # behind completions and the editor
-            read_ahead(files, keep_going=still_wanted)
-            with self._lock:
-                if still_wanted():
-                    self._thread.submit(self._load_drafter, load_id, engine)
+            read_ahead(files, keep_going=lambda: self._is_current(load_id))
+            self._queue_drafter_load(load_id, engine)
 
         threading.Thread(target=read_then_load, name="phi3-read-ahead", daemon=True).start()
+
+    def _queue_drafter_load(self, load_id: int, engine: ModelEngine) -> None:
+        """From any thread: load the drafts on the model thread, unless a newer load or the
+        shutdown came meanwhile."""
+        with self._lock:
+            if self._is_current(load_id):
+                self._thread.submit(self._load_drafter, load_id, engine)
+
+    def _is_current(self, load_id: int) -> bool:
+        """Whether `load_id` is the latest load and the model thread still takes jobs."""
+        return load_id == self._load_id and not self._thread.closed
 
     def _load_drafter(self, load_id: int, engine: ModelEngine) -> None:
         """After the model is ready, on the model thread: its 4-bit drafts, where it takes them
@@ -484,12 +490,11 @@ class ModelHost:
 
     def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
         def made(succeeded: bool) -> None:
-            with self._lock:
-                if succeeded and load_id == self._load_id and not self._thread.closed:
-                    self._thread.submit(self._load_drafter, load_id, engine)
+            if succeeded:
+                self._queue_drafter_load(load_id, engine)
 
         with self._lock:
-            if load_id == self._load_id and not self._thread.closed:
+            if self._is_current(load_id):
                 self._int4_layers = Int4LayersProcess(engine.source.spec, on_end=made)
 
     def _stop_making_int4_layers(self) -> None:

@@ -42,8 +42,13 @@ def test_fp32_products_are_as_exact_as_torchs(
     assert (ours.double() - exact).norm() <= 1.5 * (theirs.double() - exact).norm() + roundings
 
 
-def test_an_fp32_rows_products_depend_on_nothing_but_the_row(kernel: Fp32Kernel) -> None:
-    weight, rows = torch.randn(300, 640), torch.randn(3, 640)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_fp32_rows_products_depend_on_nothing_but_the_row(
+    kernel: Fp32Kernel, dtype: torch.dtype
+) -> None:
+    # 5 rows: the AVX-512 build takes them two at a time, and the last alone; 37 outputs and
+    # 1000 inputs leave a tail of each.
+    weight, rows = torch.randn(37, 1000).to(dtype), torch.randn(5, 1000)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -53,7 +58,9 @@ def test_an_fp32_rows_products_depend_on_nothing_but_the_row(kernel: Fp32Kernel)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(on_one_thread, on_two_threads)
-    assert torch.equal(kernel.multiply(rows[1:2], weight), on_two_threads[1:2])
+    for index in range(len(rows)):
+        alone = kernel.multiply(rows[index : index + 1], weight)
+        assert torch.equal(alone, on_two_threads[index : index + 1]), f"row {index}"
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1000), (5, 7)])

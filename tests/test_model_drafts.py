@@ -182,6 +182,19 @@ class TestWhoDrafts:
         prompt = engine.tokenizer.encode_prompt(FRENCH_CAPITAL)
         assert len(engine.generate(prompt, max_new_tokens=5).token_ids) > 0
 
+    def test_drafts_files_are_not_read_ahead_when_they_would_not_fit_in_memory(
+        self, tiny_phi3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Phi-3-mini's are 2.3 GB: read for nothing, they would push other files out of memory.
+        folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
+        ModelEngine.load(resolve_model(str(folder)), threads=1, weights="int4")  # caches them
+        engine = ModelEngine.load(resolve_model(str(folder)), threads=1)
+        if not engine.takes_int4_drafts:
+            pytest.skip(NO_INT4_DRAFTS_HERE)
+        assert engine.drafter_files()
+        monkeypatch.setattr(memory_fit, "available_memory", lambda: 1 << 20)
+        assert engine.drafter_files() == []
+
     def test_a_large_model_drafts_only_once_its_4bit_layers_are_cached(
         self, tiny_phi3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -236,8 +236,14 @@ class ModelEngine:
 
     def drafter_files(self) -> list[Path]:
         """The files `load_drafter` would read its 4-bit layers from (none when it would not
-        load them from the cache), for `read_ahead` to fetch from the disk beforehand."""
-        if not self.takes_int4_drafts or self.drafts_from_int4 or not self._int4_layers_cached():
+        load them from the cache, or they would not fit in memory), for `read_ahead` to fetch
+        from the disk beforehand."""
+        if (
+            not self.takes_int4_drafts
+            or self.drafts_from_int4
+            or not self._int4_layers_cached()
+            or not drafter_fits(self.model)
+        ):
             return []
         entry = self._int4_entry()
         assert entry is not None  # cached layers have a checkpoint

@@ -13,7 +13,7 @@
 These need a CPU with AVX-512 BF16 and VBMI. One more is built on its own, for any x86-64 CPU
 with AVX2 and FMA (in AVX-512 where the CPU has it):
 
-- `fp32_kernel.c`: a few rows times an fp32 weight, read at 18-32 GB/s against torch's
+- `fp32_kernel.c`: a few rows times an fp32 weight, read at 27-40 GB/s against torch's
   10-23 GB/s, each row with the bits it gets alone (see `fp32_products`); or times a bf16
   weight widened exactly as it is read, the same bits from half the bytes.
 

@@ -4,12 +4,12 @@
  * products[r, o] = sum over i of rows[r, i] * weight[o, i], for a weight [out, in] in torch's
  * row-major layout, in fp32. A one-token fp32 pass is nearly all such products, and torch's
  * matrix-vector kernel reads their weights at 10-23 GB/s on a 2-core AMD EPYC that delivers
- * ~35: this one reads 4 weight rows at once beside the row they meet, asking for each row's
- * bytes ahead of their use (18-32 GB/s on the shapes of SmolLM2 and Phi-3-mini). The weight rows
- * of a block stay in the cache while the input rows meet them, so a pass over a few rows (a token
- * and its drafted ones) reads the weights from memory about once; with AVX-512, each weight
- * vector loaded (and widened, from bf16) meets two input rows, which made passes of 2-16 rows
- * over Phi-3-mini's bf16 weights 1.12-1.35x faster than one row at a time.
+ * 33-54: this one reads 4 weight rows at once beside the row they meet, asking for each row's
+ * bytes near and far ahead of their use (27-40 GB/s on the shapes of SmolLM2 and Phi-3-mini).
+ * The weight rows of a block stay in the cache while the input rows meet them, so a pass over a
+ * few rows (a token and its drafted ones) reads the weights from memory about once; with
+ * AVX-512, each weight vector loaded (and widened, from bf16) meets two input rows, which made
+ * passes of 2-16 rows over Phi-3-mini's bf16 weights 1.12-1.35x faster than one row at a time.
  *
  * Every output is computed by the same steps whatever the number of rows or threads, so a
  * row's products have the same bits alone, among drafted rows, and on any thread count (the
@@ -76,6 +76,13 @@ enum {
   /* Weight bytes are asked for this far ahead of their use: the CPU's own prefetcher stops at
    * 4 KB pages (as in int4_kernel.c). */
   PREFETCH_BYTES = 4096,
+  /* ...and these far ahead into the outer caches, so that more lines are on their way at once
+   * than the first cache can track (as in int4_kernel.c). 2 threads, against the near prefetch
+   * alone: 1-4 rows times 1.8 GB of Phi-3-mini's weights 1.22-1.52x faster from bf16 and
+   * 1.08-1.25x from fp32, SmolLM2's fp32 layers 1.23-1.46x (1 thread: 1.2-1.5x); 12 and 24 KB
+   * ahead gave about half that; 32 and 64, or 48 and 96, the same. */
+  FAR_PREFETCH_BYTES = 24576,
+  FARTHEST_PREFETCH_BYTES = 49152,
   CACHE_LINE = 64,
 };
 
@@ -99,10 +106,14 @@ static inline __attribute__((always_inline)) Vector load_weights(const void *w, 
  * rows, `row_stride` floats apart, into `products` (`product_stride` apart): for each row and
  * output, two sums over alternate LANES inputs, a tail of fewer than STEP inputs into the first,
  * then both added and reduced. Each weight vector is loaded (and widened) once for all the rows:
- * the rows only interleave these steps, so each row's sums are those it gets alone. */
+ * the rows only interleave these steps, so each row's sums are those it gets alone. Where
+ * `fetch_ahead`, the weight's bytes are asked for ahead of their use: the first rows to meet a
+ * block do, later ones find it in the cache (asking again made AVX2's 16-row passes 1.13-1.17x
+ * slower). */
 static inline __attribute__((always_inline)) void multiply_outputs(
     const float *rows, int row_count, int64_t row_stride, const void *weight, int bf16,
-    int64_t in_features, int64_t first, int count, float *products, int64_t product_stride) {
+    int64_t in_features, int64_t first, int count, float *products, int64_t product_stride,
+    int fetch_ahead) {
   const int64_t weight_bytes = bf16 ? 2 : 4;
   Vector sums[ROWS_AT_ONCE][OUTPUTS_AT_ONCE][2];
   for (int r = 0; r < row_count; r++)
@@ -116,8 +127,12 @@ static inline __attribute__((always_inline)) void multiply_outputs(
     }
     for (int k = 0; k < count; k++) {
       const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
-      for (int64_t line = 0; line < STEP * weight_bytes; line += CACHE_LINE)
-        _mm_prefetch(w + i * weight_bytes + PREFETCH_BYTES + line, _MM_HINT_T0);
+      for (int64_t line = 0; fetch_ahead && line < STEP * weight_bytes; line += CACHE_LINE) {
+        const char *at = w + i * weight_bytes + line;
+        _mm_prefetch(at + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch(at + FAR_PREFETCH_BYTES, _MM_HINT_T2);
+        _mm_prefetch(at + FARTHEST_PREFETCH_BYTES, _MM_HINT_T2);
+      }
       const Vector w_low = load_weights(w, i, LANES, bf16);
       const Vector w_high = load_weights(w, i + LANES, LANES, bf16);
       for (int r = 0; r < row_count; r++) {
@@ -158,14 +173,14 @@ static inline __attribute__((always_inline)) void multiply(
       for (; r + ROWS_AT_ONCE <= n_rows; r += ROWS_AT_ONCE)
         multiply_outputs(rows + r * in_features, ROWS_AT_ONCE, in_features, weight, bf16,
                          in_features, first, OUTPUTS_AT_ONCE, products + r * out_features,
-                         out_features);
+                         out_features, r == 0);
     for (; r < n_rows; r++)
       if (left >= OUTPUTS_AT_ONCE)
         multiply_outputs(rows + r * in_features, 1, in_features, weight, bf16, in_features, first,
-                         OUTPUTS_AT_ONCE, products + r * out_features, out_features);
+                         OUTPUTS_AT_ONCE, products + r * out_features, out_features, r == 0);
       else
         multiply_outputs(rows + r * in_features, 1, in_features, weight, bf16, in_features, first,
-                         (int)left, products + r * out_features, out_features);
+                         (int)left, products + r * out_features, out_features, r == 0);
   }
 }
 

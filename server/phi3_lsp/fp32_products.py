@@ -2,7 +2,7 @@
 
 A one-token pass of an fp32 model is nearly all matrix-vector products, bound by how fast their
 weights are read: torch's kernel reads them at 10-23 GB/s on a 2-core AMD EPYC that delivers
-~35, ours (`fp32_kernel.c`, for any x86-64 CPU with AVX2 and FMA) at 18-32.
+33-54, ours (`fp32_kernel.c`, for any x86-64 CPU with AVX2 and FMA) at 27-40.
 `read_at_memory_speed` gives every fp32 `nn.Linear` a forward that takes passes of a few rows (a
 decode pass and its drafted tokens) through our kernel, which gives each row the bits it gives
 that row alone; longer passes (a prompt) keep torch's, which computes many rows faster. The

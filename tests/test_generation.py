@@ -139,6 +139,26 @@ class TestTinyPhi3:
         assert generation.prefill_seconds > 0 and generation.decode_seconds > 0
         assert generation.decode_tokens_per_second is not None
 
+    def test_the_decode_speed_counts_no_draft_kept_past_the_end(self, tiny: ModelEngine) -> None:
+        # A draft can run past the end-of-sequence token, and the checking pass keep all of it:
+        # the speed the status shows must count the answer's tokens only.
+        prompt = tiny.tokenizer.encode_prompt(CODE)
+        reference = greedy_without_cache(tiny, prompt, 12)
+        end = next(i for i in range(2, 12) if reference[i] not in reference[:i])
+        decoder = GreedyDecoder(
+            tiny.model,
+            tiny.tokenizer,
+            frozenset({reference[end]}),  # the answer stops before this token
+            PromptCache(),
+            drafts_until=tiny.context_length,
+        )
+        drafter = ReferenceDrafter(prompt, reference)
+        decoder.drafter = drafter  # type: ignore[assignment]  # drafts the reference, past `end`
+        generation = decoder.generate(prompt, max_new_tokens=12)
+        assert list(generation.token_ids) == reference[:end]
+        assert max(drafter.drafted_until) > len(prompt) + end  # a draft did pass the end
+        assert generation.decoded_tokens == end  # all but the prefill's token, and the end
+
     def test_streamed_text_is_the_generated_text(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CAPITAL)
         pieces: list[str] = []
@@ -408,3 +428,26 @@ class TestSmolLM2:
         assert warm.reused_prompt_tokens > 0
         assert warm.text == cold.text
         smollm2_engine.forget_prompt(key)
+
+
+class ReferenceDrafter:
+    """Drafts the continuation given, as many tokens as asked: what a drafter that always
+    guesses right would draft."""
+
+    def __init__(self, prompt: list[int], continuation: list[int]) -> None:
+        self._tokens = [*prompt, *continuation]
+        self.drafted_until: list[int] = []
+        self.planner = self
+
+    def length(self, threads: int, limit: int, checking_pass: Callable[[int], float]) -> int:
+        return limit
+
+    def record_draft(self, drafted: int, kept: int) -> None:
+        pass
+
+    def draft(
+        self, cache: object, position: int, last: int, length: int, check: Callable[[], None]
+    ) -> list[int]:
+        # `position` tokens are in the cache; `last` comes next, then the draft.
+        self.drafted_until.append(position + 1 + length)
+        return self._tokens[position + 1 : position + 1 + length]

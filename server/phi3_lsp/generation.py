@@ -61,7 +61,8 @@ class Generation:
     prefill_seconds: float
     decode_seconds: float
     decoded_tokens: int
-    """Tokens fed to the model after the prompt (the first new token comes from the prefill)."""
+    """Tokens of the answer that decode passes chose: all but the first (the prefill's), and
+    the end-of-sequence token that stopped it; not drafted tokens kept past that token."""
     decode_passes: int
     """Forward passes after the prefill: fewer than `decoded_tokens` when drafts were kept."""
     finish_reason: FinishReason
@@ -154,7 +155,7 @@ class GreedyDecoder:
             reused_prompt_tokens=reused,
             prefill_seconds=prefill_ended - started,
             decode_seconds=ended - prefill_ended,
-            decoded_tokens=max(0, len(run.fed_ids) - len(prompt_ids)),
+            decoded_tokens=max(0, len(run.new_ids) - 1 + (finish == "eos")),
             decode_passes=run.decode_passes,
             finish_reason=finish,
         )

@@ -139,9 +139,10 @@ class TestTinyPhi3:
         assert generation.prefill_seconds > 0 and generation.decode_seconds > 0
         assert generation.decode_tokens_per_second is not None
 
-    def test_the_decode_speed_counts_no_draft_kept_past_the_end(self, tiny: ModelEngine) -> None:
-        # A draft can run past the end-of-sequence token, and the checking pass keep all of it:
-        # the speed the status shows must count the answer's tokens only.
+    def test_no_draft_past_the_end_is_checked_or_counted(self, tiny: ModelEngine) -> None:
+        # A draft can run past the end-of-sequence token (the model picks the same tokens after
+        # it): the pass that checks it needs none of them, and the speed the status shows counts
+        # the answer's tokens only.
         prompt = tiny.tokenizer.encode_prompt(CODE)
         reference = greedy_without_cache(tiny, prompt, 12)
         end = next(i for i in range(2, 12) if reference[i] not in reference[:i])
@@ -154,10 +155,13 @@ class TestTinyPhi3:
         )
         drafter = ReferenceDrafter(prompt, reference)
         decoder.drafter = drafter  # type: ignore[assignment]  # drafts the reference, past `end`
-        generation = decoder.generate(prompt, max_new_tokens=12)
+        with rows_per_pass(tiny.model) as rows:
+            generation = decoder.generate(prompt, max_new_tokens=12)
         assert list(generation.token_ids) == reference[:end]
         assert max(drafter.drafted_until) > len(prompt) + end  # a draft did pass the end
         assert generation.decoded_tokens == end  # all but the prefill's token, and the end
+        # ...but no pass computed what follows the end: the answer's tokens before it only.
+        assert sum(rows[1:]) == end
 
     def test_streamed_text_is_the_generated_text(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CAPITAL)
@@ -446,7 +450,13 @@ class ReferenceDrafter:
         pass
 
     def draft(
-        self, cache: object, position: int, last: int, length: int, check: Callable[[], None]
+        self,
+        cache: object,
+        position: int,
+        last: int,
+        length: int,
+        check: Callable[[], None],
+        ends: frozenset[int],
     ) -> list[int]:
         # `position` tokens are in the cache; `last` comes next, then the draft.
         self.drafted_until.append(position + 1 + length)

@@ -146,6 +146,14 @@ class TestSmolLM2WithDrafts:
             assert len(draft) == 5
             assert cache.get_seq_length() == len(prompt) - 1
 
+            # The text ends at an end token: nothing is drafted from it on.
+            end = next(i for i in range(1, 5) if draft[i] not in draft[:i])
+            ended = drafter.draft(
+                cache, len(prompt) - 1, prompt[-1], 5, lambda: None, frozenset({draft[end]})
+            )
+            assert ended == draft[:end]
+            assert cache.get_seq_length() == len(prompt) - 1
+
             passes = itertools.count(1)
 
             def stop_after_two() -> None:

@@ -216,7 +216,12 @@ class GreedyDecoder:
                 length = 0 if plan.probe else self._model_draft_length(drafter, plan, room)
                 draft = (
                     drafter.draft(
-                        run.cache, len(run.fed_ids), chosen[-1], length, self._stops.check
+                        run.cache,
+                        len(run.fed_ids),
+                        chosen[-1],
+                        length,
+                        self._stops.check,
+                        self._eos_token_ids,
                     )
                     if length
                     else []
@@ -227,6 +232,7 @@ class GreedyDecoder:
                 # been kept, so the kept share follows the text: drafting resumes where it
                 # starts repeating.
                 unchecked = lookup.draft(1) if plan.draft_length == 0 and room > 0 else []
+            draft = self._before_end(draft)
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
             run.decode_passes += 1
@@ -241,6 +247,14 @@ class GreedyDecoder:
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]
+
+    def _before_end(self, draft: list[int]) -> list[int]:
+        """`draft` up to its first end-of-sequence token: a pass that picks that token needs
+        none of what follows (the text ends there)."""
+        for index, token_id in enumerate(draft):
+            if token_id in self._eos_token_ids:
+                return draft[:index]
+        return draft
 
     def _model_draft_length(self, drafter: ModelDrafter, plan: PassPlan, room: int) -> int:
         return drafter.planner.length(

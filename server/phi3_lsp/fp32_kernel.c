@@ -104,7 +104,7 @@ static inline __attribute__((always_inline)) Vector load_weights(const void *w, 
 }
 
 /* `count` (at most OUTPUTS_AT_ONCE) outputs from `first` of `row_count` (at most ROWS_AT_ONCE)
- * rows, `row_stride` floats apart, into `products` (`product_stride` apart): for each row and
+ * rows [row_count, in_features] into their products [row_count, out_features]: for each row and
  * output, two sums over alternate LANES inputs, a tail of fewer than STEP inputs into the first,
  * then both added and reduced. Each weight vector is loaded (and widened) once for all the rows:
  * the rows only interleave these steps, so each row's sums are those it gets alone. Where
@@ -112,9 +112,8 @@ static inline __attribute__((always_inline)) Vector load_weights(const void *w, 
  * block do, later ones find it in the cache (asking again made AVX2's 16-row passes 1.13-1.17x
  * slower). */
 static inline __attribute__((always_inline)) void multiply_outputs(
-    const float *rows, int row_count, int64_t row_stride, const void *weight, int bf16,
-    int64_t in_features, int64_t first, int count, float *products, int64_t product_stride,
-    int fetch_ahead) {
+    const float *rows, int row_count, const void *weight, int bf16, int64_t in_features,
+    int64_t out_features, int64_t first, int count, float *products, int fetch_ahead) {
   const int64_t weight_bytes = bf16 ? 2 : 4;
   Vector sums[ROWS_AT_ONCE][OUTPUTS_AT_ONCE][2];
   for (int r = 0; r < row_count; r++)
@@ -123,8 +122,8 @@ static inline __attribute__((always_inline)) void multiply_outputs(
   for (; i + STEP <= in_features; i += STEP) {
     Vector low[ROWS_AT_ONCE], high[ROWS_AT_ONCE];
     for (int r = 0; r < row_count; r++) {
-      low[r] = LOAD(rows + r * row_stride + i);
-      high[r] = LOAD(rows + r * row_stride + i + LANES);
+      low[r] = LOAD(rows + r * in_features + i);
+      high[r] = LOAD(rows + r * in_features + i + LANES);
     }
     for (int k = 0; k < count; k++) {
       const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
@@ -148,7 +147,7 @@ static inline __attribute__((always_inline)) void multiply_outputs(
       const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
       const Vector w_part = load_weights(w, i, left, bf16);
       for (int r = 0; r < row_count; r++) {
-        const float *row = rows + r * row_stride;
+        const float *row = rows + r * in_features;
         const Vector inputs = left >= LANES ? LOAD(row + i) : load_first(row + i, left);
         sums[r][k][0] = MULTIPLY_ADD(w_part, inputs, sums[r][k][0]);
       }
@@ -156,7 +155,7 @@ static inline __attribute__((always_inline)) void multiply_outputs(
   }
   for (int r = 0; r < row_count; r++)
     for (int k = 0; k < count; k++)
-      products[r * product_stride + first + k] = sum_of_lanes(ADD(sums[r][k][0], sums[r][k][1]));
+      products[r * out_features + first + k] = sum_of_lanes(ADD(sums[r][k][0], sums[r][k][1]));
 }
 
 static inline __attribute__((always_inline)) void multiply(
@@ -172,16 +171,15 @@ static inline __attribute__((always_inline)) void multiply(
     int64_t r = 0;
     if (left >= OUTPUTS_AT_ONCE)
       for (; r + ROWS_AT_ONCE <= n_rows; r += ROWS_AT_ONCE)
-        multiply_outputs(rows + r * in_features, ROWS_AT_ONCE, in_features, weight, bf16,
-                         in_features, first, OUTPUTS_AT_ONCE, products + r * out_features,
-                         out_features, r == 0);
+        multiply_outputs(rows + r * in_features, ROWS_AT_ONCE, weight, bf16, in_features,
+                         out_features, first, OUTPUTS_AT_ONCE, products + r * out_features, r == 0);
     for (; r < n_rows; r++)
       if (left >= OUTPUTS_AT_ONCE)
-        multiply_outputs(rows + r * in_features, 1, in_features, weight, bf16, in_features, first,
-                         OUTPUTS_AT_ONCE, products + r * out_features, out_features, r == 0);
+        multiply_outputs(rows + r * in_features, 1, weight, bf16, in_features, out_features, first,
+                         OUTPUTS_AT_ONCE, products + r * out_features, r == 0);
       else
-        multiply_outputs(rows + r * in_features, 1, in_features, weight, bf16, in_features, first,
-                         (int)left, products + r * out_features, out_features, r == 0);
+        multiply_outputs(rows + r * in_features, 1, weight, bf16, in_features, out_features, first,
+                         (int)left, products + r * out_features, r == 0);
   }
 }
 

@@ -62,7 +62,7 @@ class Generation:
     decode_seconds: float
     decoded_tokens: int
     """Tokens of the answer that decode passes chose: all but the first (the prefill's), and
-    the end-of-sequence token that stopped it; not drafted tokens kept past that token."""
+    the end-of-sequence token that stopped it."""
     decode_passes: int
     """Forward passes after the prefill: fewer than `decoded_tokens` when drafts were kept."""
     finish_reason: FinishReason

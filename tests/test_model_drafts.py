@@ -45,6 +45,16 @@ class TestDraftPlanner:
         assert planner.length(2, 3, checking_pass) == 3
         assert planner.length(2, 0, checking_pass) == 0
 
+    def test_tokens_after_a_rejected_one_count_for_nothing(self) -> None:
+        # A checking pass keeps drafted tokens up to the first it rejects and never checks the
+        # rest: a long draft rejected there says no more of the drafter than a short one.
+        short, long = DraftPlanner(), DraftPlanner()
+        for planner, drafted in ((short, 9), (long, MAX_MODEL_DRAFT)):
+            planner.record_passes(threads=2, passes=10, seconds=0.065)
+            for _ in range(30):
+                planner.record_draft(drafted=drafted, kept=8)
+        assert long.length(2, 50, checking_pass) == short.length(2, 50, checking_pass) > 1
+
     def test_drafts_that_are_rejected_stop(self) -> None:
         planner = DraftPlanner()
         for _ in range(30):

@@ -102,6 +102,17 @@ class TestDrafts:
         assert planner.kept_share < 0.1
         assert planner.plan(MAX_DRAFT).draft_length == 0
 
+    def test_tokens_after_a_rejected_one_count_for_nothing(self) -> None:
+        # The pass checks drafted tokens up to the first it rejects, not the rest.
+        short, long = PassPlanner(), PassPlanner()
+        for planner, drafted in ((short, 2), (long, MAX_DRAFT)):
+            for width in range(1, MAX_DRAFT + 2):
+                planner.record_pass(1, width, 0.020 + 0.002 * width)
+            for _ in range(10):
+                planner.record_draft(drafted=drafted, kept=1)
+        assert long.plan(MAX_DRAFT) == short.plan(MAX_DRAFT)
+        assert short.plan(MAX_DRAFT).draft_length > 0
+
     def test_passes_that_cost_as_much_as_separate_ones_are_not_worth_it(self) -> None:
         planner = PassPlanner()
         for width in range(1, MAX_DRAFT + 2):

@@ -57,6 +57,14 @@ class TestTokenLookup:
         lookup.extend([1, 5, 6])
         assert lookup.draft(2) == [7, 1]
 
+    def test_tokens_not_yet_checked_end_the_looked_up_ngram_but_stay_out_of_the_text(
+        self,
+    ) -> None:
+        lookup = TokenLookup([1, 2, 3, 4, 9, 1])
+        assert lookup.draft(2) == []  # [9, 1] never occurred before
+        assert lookup.draft(2, after=[2]) == [3, 4]  # [1, 2] did
+        assert lookup.draft(2) == []
+
     def test_a_draft_is_cut_at_the_end_of_the_text(self) -> None:
         assert TokenLookup([1, 2, 3, 1, 2]).draft(5) == [3, 1, 2]
         assert TokenLookup([1, 2, 3, 1, 2]).draft(0) == []

@@ -457,6 +457,7 @@ class ReferenceDrafter:
         length: int,
         check: Callable[[], None],
         ends: frozenset[int],
+        text: object,
     ) -> list[int]:
         # `position` tokens are in the cache; `last` comes next, then the draft.
         self.drafted_until.append(position + 1 + length)

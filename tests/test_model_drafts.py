@@ -13,6 +13,7 @@ import torch
 
 from phi3_lsp import engine as engine_module
 from phi3_lsp import memory_fit
+from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner
@@ -21,6 +22,7 @@ from phi3_lsp.stoppable_passes import PassStopped
 from test_drafts import plain_decoder, source_windows
 
 FRENCH_CAPITAL = "The capital of France is"
+REPEATING_CODE = "".join(f"    total += price[{i}] * count[{i}]\n" for i in range(4)) + "    total"
 NO_INT4_DRAFTS_HERE = "4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)"
 """Why a test of 4-bit drafts is skipped on this CPU."""
 
@@ -33,7 +35,7 @@ def checking_pass(width: int) -> float:
 class TestDraftPlanner:
     def test_drafts_that_are_kept_and_cheap_grow_long(self) -> None:
         planner = DraftPlanner()
-        planner.record_passes(threads=2, passes=10, seconds=0.065)  # 6.5 ms each
+        planner.record_drafting(threads=2, tokens=10, seconds=0.065)  # 6.5 ms each
         for _ in range(30):
             planner.record_draft(drafted=8, kept=8)
         assert planner.length(2, 50, checking_pass) == MAX_MODEL_DRAFT
@@ -50,7 +52,7 @@ class TestDraftPlanner:
         # rest: a long draft rejected there says no more of the drafter than a short one.
         short, long = DraftPlanner(), DraftPlanner()
         for planner, drafted in ((short, 9), (long, MAX_MODEL_DRAFT)):
-            planner.record_passes(threads=2, passes=10, seconds=0.065)
+            planner.record_drafting(threads=2, tokens=10, seconds=0.065)
             for _ in range(30):
                 planner.record_draft(drafted=drafted, kept=8)
         assert long.length(2, 50, checking_pass) == short.length(2, 50, checking_pass) > 1
@@ -74,7 +76,7 @@ class TestDraftPlanner:
 
     def test_draft_passes_as_slow_as_checking_ones_are_not_worth_it(self) -> None:
         planner = DraftPlanner()
-        planner.record_passes(threads=1, passes=1, seconds=0.040)
+        planner.record_drafting(threads=1, tokens=1, seconds=0.040)
         for _ in range(30):
             planner.record_draft(drafted=4, kept=3)
         assert planner.length(1, 50, checking_pass) == 0
@@ -141,6 +143,32 @@ class TestSmolLM2WithDrafts:
         again = engine.generate(prompt, cache_key="stopped")
         assert again.reused_prompt_tokens == len(prompt) - 1
         assert again.token_ids == engine.generate(prompt).token_ids
+
+    def test_where_the_text_repeats_itself_a_draft_takes_fewer_passes(
+        self, drafting_fp32_engine: ModelEngine
+    ) -> None:
+        # Each draft pass also checks tokens looked up in the text: where the 4-bit model's own
+        # choices confirm them, several tokens come from one pass, and the draft is the same.
+        engine = drafting_fp32_engine
+        drafter = engine._decoder.drafter
+        assert drafter is not None
+        prompt = engine.tokenizer.encode_prompt(REPEATING_CODE)
+        passes: list[int] = []
+        counting = drafter._model.register_forward_pre_hook(lambda *_: passes.append(1))
+        drafts, pass_counts = [], []
+        with torch.inference_mode():
+            cache = GrowingCache()
+            engine.model(input_ids=torch.tensor([prompt[:-1]]), cache=cache)
+            for text in (None, TokenLookup(prompt)):
+                passes.clear()
+                drafts.append(
+                    drafter.draft(cache, len(prompt) - 1, prompt[-1], 24, lambda: None, text=text)
+                )
+                pass_counts.append(len(passes))
+                assert cache.get_seq_length() == len(prompt) - 1
+        counting.remove()
+        assert drafts[1] == drafts[0]
+        assert pass_counts[1] < pass_counts[0] == 24
 
     def test_drafting_leaves_the_cache_as_it_found_it(
         self, drafting_fp32_engine: ModelEngine

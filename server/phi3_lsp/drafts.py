@@ -13,6 +13,10 @@ drafts kept and what passes cost (see `pass_planner`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.prefixes import common_prefix_length
 
 MAX_NGRAM = 4
 MIN_NGRAM = 2
@@ -41,15 +45,50 @@ class TokenLookup:
                     followers[tuple(self._tokens[position - n :])] = position
             self._tokens.append(token)
 
-    def draft(self, count: int) -> list[int]:
+    def draft(self, count: int, after: Sequence[int] = ()) -> list[int]:
         """Up to `count` tokens that followed the latest earlier occurrence of the longest
-        n-gram the text ends with ([] when the text's last tokens never occurred before)."""
+        n-gram the text ends with ([] when the text's last tokens never occurred before).
+
+        `after`: tokens that follow the text but are not part of it (a draft not yet checked):
+        the n-gram is the one the text followed by them ends with.
+        """
         if count <= 0:
             return []
+        ending = [*self._tokens[-MAX_NGRAM:], *after][-MAX_NGRAM:]
         for n in range(MAX_NGRAM, MIN_NGRAM - 1, -1):
-            if len(self._tokens) <= n:
+            if len(self._tokens) + len(after) <= n:
                 continue
-            follower = self._followers[n].get(tuple(self._tokens[-n:]))
+            follower = self._followers[n].get(tuple(ending[-n:]))
             if follower is not None:
                 return self._tokens[follower : follower + count]
         return []
+
+
+@dataclass(frozen=True)
+class LookedUp:
+    """What a pass planned to check `length` drafted tokens gets from the text."""
+
+    draft: list[int]
+    """The tokens the pass checks."""
+    unchecked: list[int]
+    """With no draft planned, the token one would have begun with: whether the pass's own
+    choice equals it still shows whether drafts would be kept, so that drafting resumes where
+    the text starts repeating."""
+
+    @classmethod
+    def from_text(
+        cls, text: TokenLookup, length: int, room: int, after: Sequence[int] = ()
+    ) -> LookedUp:
+        """`length` tokens drafted from `text` (followed by `after`; see `TokenLookup.draft`)
+        for a pass that can still choose `room` tokens beyond its own."""
+        if length:
+            return cls(text.draft(length, after), [])
+        return cls([], text.draft(1, after) if room > 0 else [])
+
+    def record(self, planner: PassPlanner, choices: Sequence[int]) -> int:
+        """Note in `planner` what the pass's `choices` (its argmax at each position) kept;
+        returns the drafted tokens kept."""
+        kept = common_prefix_length(self.draft, choices)
+        planner.record_draft(len(self.draft), kept)
+        planner.record_draft(len(self.unchecked), common_prefix_length(self.unchecked, choices))
+        return kept

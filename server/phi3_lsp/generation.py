@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from phi3_lsp.drafts import TokenLookup
+from phi3_lsp.drafts import LookedUp, TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, cache_argument, truncate
 from phi3_lsp.model_drafts import ModelDrafter
 from phi3_lsp.pass_planner import PassPlan, PassPlanner
@@ -188,8 +188,9 @@ class GreedyDecoder:
         drafted tokens on the way (see `drafts` and `model_drafts`): each pass feeds the last
         chosen token and any drafted ones. A stop raises `PassStopped`."""
         drafter = self.drafter
-        # Index the text only where drafts come from it.
-        lookup = TokenLookup(run.fed_ids if self.drafts_until and drafter is None else ())
+        # Index the text only where drafts are checked: drafts come from it, or the 4-bit
+        # drafter checks tokens from it.
+        lookup = TokenLookup(run.fed_ids if self.drafts_until else ())
         chosen = [int(torch.argmax(logits[-1]))]
         while True:
             # `chosen`: tokens now certain, all fed to the model but the last.
@@ -211,7 +212,7 @@ class GreedyDecoder:
             )
             plan = self.planner.plan(room)
             torch.set_num_threads(plan.threads)
-            unchecked: list[int] = []
+            looked_up = LookedUp([], [])
             if drafter is not None:
                 length = 0 if plan.probe else self._model_draft_length(drafter, plan, room)
                 draft = (
@@ -222,16 +223,14 @@ class GreedyDecoder:
                         length,
                         self._stops.check,
                         self._eos_token_ids,
+                        lookup,
                     )
                     if length
                     else []
                 )
             else:
-                draft = lookup.draft(plan.draft_length)
-                # A pass the planner kept to one token still shows whether a draft would have
-                # been kept, so the kept share follows the text: drafting resumes where it
-                # starts repeating.
-                unchecked = lookup.draft(1) if plan.draft_length == 0 and room > 0 else []
+                looked_up = LookedUp.from_text(lookup, plan.draft_length, room)
+                draft = looked_up.draft
             draft = self._before_end(draft)
             started = time.perf_counter()
             logits = self._feed(run, [chosen[-1], *draft])
@@ -242,8 +241,7 @@ class GreedyDecoder:
             if drafter is not None:
                 drafter.planner.record_draft(len(draft), kept)
             else:
-                self.planner.record_draft(len(draft), kept)
-                self.planner.record_draft(len(unchecked), common_prefix_length(unchecked, choices))
+                looked_up.record(self.planner, choices)
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]

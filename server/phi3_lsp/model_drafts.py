@@ -24,9 +24,10 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from phi3_lsp.drafts import LookedUp, TokenLookup
 from phi3_lsp.fp32_products import ROWS_AT_MOST
 from phi3_lsp.kv_cache import GrowingCache, cache_argument, truncate
-from phi3_lsp.pass_planner import checked_tokens
+from phi3_lsp.pass_planner import PassPlanner, checked_tokens
 
 MAX_MODEL_DRAFT = ROWS_AT_MOST - 1
 """A checking pass feeds the draft and one more token: up to the rows our fp32 kernel takes in
@@ -59,8 +60,8 @@ class DraftPlanner:
     def __init__(self) -> None:
         self._checked = _PRIOR_CHECKED
         self._kept = _PRIOR_KEPT
-        self._pass_seconds: dict[int, float] = {}
-        """Recent seconds of one draft pass, per torch thread count."""
+        self._token_seconds: dict[int, float] = {}
+        """Recent seconds of drafting one token, per torch thread count."""
         self._passes_without_draft = 0
 
     @property
@@ -78,13 +79,13 @@ class DraftPlanner:
         return length
 
     def _best_length(self, threads: int, limit: int, checking_pass: PassSeconds) -> int:
-        draft_pass = self._pass_seconds.get(threads, checking_pass(1) * _GUESSED_DRAFT_SHARE)
+        draft_token = self._token_seconds.get(threads, checking_pass(1) * _GUESSED_DRAFT_SHARE)
         share = self.kept_share
         best_length, best_rate = 0, 1.0 / checking_pass(1)
         expected_tokens = 1.0
         for length in range(1, min(MAX_MODEL_DRAFT, limit) + 1):
             expected_tokens += share**length
-            rate = expected_tokens / (length * draft_pass + checking_pass(length + 1))
+            rate = expected_tokens / (length * draft_token + checking_pass(length + 1))
             if rate > best_rate:
                 best_length, best_rate = length, rate
         return best_length
@@ -95,12 +96,12 @@ class DraftPlanner:
             self._checked = self._checked * _DECAY + checked_tokens(drafted, kept)
             self._kept = self._kept * _DECAY + kept
 
-    def record_passes(self, threads: int, passes: int, seconds: float) -> None:
-        """Note that `passes` draft passes on `threads` threads took `seconds`."""
-        if passes:
-            each = seconds / passes
-            before = self._pass_seconds.get(threads)
-            self._pass_seconds[threads] = (
+    def record_drafting(self, threads: int, tokens: int, seconds: float) -> None:
+        """Note that drafting `tokens` tokens on `threads` threads took `seconds`."""
+        if tokens:
+            each = seconds / tokens
+            before = self._token_seconds.get(threads)
+            self._token_seconds[threads] = (
                 each if before is None else before * _DECAY + each * (1 - _DECAY)
             )
 
@@ -113,6 +114,9 @@ class ModelDrafter:
         self._model = model
         self._cache_argument = cache_argument(model)
         self.planner = DraftPlanner()
+        self._lookup_planners: dict[int, PassPlanner] = {}
+        """How many tokens from the text a draft pass checks, per torch thread count: the
+        planning of a 4-bit model's own decode passes (see `pass_planner`)."""
 
     def draft(
         self,
@@ -122,18 +126,23 @@ class ModelDrafter:
         count: int,
         before_pass: Callable[[], None],
         ends: frozenset[int] = frozenset(),
+        text: TokenLookup | None = None,
     ) -> list[int]:
         """Up to `count` tokens after `last_token`, which follows the `held` positions of
         `cache`; the cache holds exactly those again afterwards. `before_pass` runs before each
         pass (it may raise to stop drafting). Drafting stops before a token of `ends`: the text
-        ends there, and a checking pass that picks it needs none of what would follow."""
+        ends there, and a checking pass that picks it needs none of what would follow.
+
+        `text`: the text so far, up to `last_token`. Where it repeats itself, a pass also
+        checks tokens drafted from it (see `drafts`) and keeps those the 4-bit model's own
+        choice confirms: the same draft, in fewer passes."""
         drafted: list[int] = []
         started = time.perf_counter()
         try:
-            passes = self._passes(cache, last_token, count, before_pass, drafted, ends)
+            chosen = self._passes(cache, last_token, count, before_pass, drafted, ends, text)
         finally:
             truncate(cache, held)
-        self.planner.record_passes(torch.get_num_threads(), passes, time.perf_counter() - started)
+        self.planner.record_drafting(torch.get_num_threads(), chosen, time.perf_counter() - started)
         return drafted
 
     def warm_up(self, token: int) -> None:
@@ -143,7 +152,7 @@ class ModelDrafter:
         Only the drafter's own passes: checking passes are fp32's, already warm (Phi-3-mini-
         sized: a warm-up through the decoder spent ~2 s of 2.35 s on three fp32 passes).
         """
-        self._passes(GrowingCache(), token, 2, lambda: None, [], frozenset())
+        self._passes(GrowingCache(), token, 2, lambda: None, [], frozenset(), None)
 
     def _passes(
         self,
@@ -153,19 +162,36 @@ class ModelDrafter:
         before_pass: Callable[[], None],
         drafted: list[int],
         ends: frozenset[int],
+        text: TokenLookup | None,
     ) -> int:
-        """Appends to `drafted` the token of each pass as it comes (so a stop keeps them), until
-        one of `ends`; returns the passes run."""
-        for passes in range(1, count + 1):
+        """Appends to `drafted` the tokens each pass chooses as they come (so a stop keeps
+        them), until one of `ends`; returns the tokens chosen, that one included."""
+        threads = torch.get_num_threads()
+        planner = self._lookup_planners.setdefault(threads, PassPlanner((threads,)))
+        chosen = 0
+        while len(drafted) < count:
             before_pass()
+            room = count - len(drafted) - 1  # beyond the token the pass chooses itself
+            looked_up = (
+                LookedUp.from_text(text, planner.plan(room).draft_length, room, drafted)
+                if text is not None
+                else LookedUp([], [])
+            )
+            fed = [token, *looked_up.draft]
+            started = time.perf_counter()
             output = self._model(
-                input_ids=torch.tensor([[token]], dtype=torch.long),
+                input_ids=torch.tensor([fed], dtype=torch.long),
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=len(fed),
                 **{self._cache_argument: cache},
             )
-            token = int(output.logits[0, -1].argmax())
-            if token in ends:
-                return passes
-            drafted.append(token)
-        return count
+            planner.record_pass(threads, len(fed), time.perf_counter() - started)
+            choices = output.logits[0].argmax(dim=-1).tolist()
+            kept = looked_up.record(planner, choices)
+            truncate(cache, cache.get_seq_length() - (len(looked_up.draft) - kept))
+            for token in [*looked_up.draft[:kept], choices[kept]]:
+                chosen += 1
+                if token in ends:
+                    return chosen
+                drafted.append(token)
+        return chosen

@@ -4,15 +4,16 @@ fp32's greedy text is the reference, and its decode passes read every weight onc
 4-bit copy of the same decoder reads about a quarter of those bytes (SmolLM2 on 2 cores: a pass
 in ~6.5 ms against ~41 ms) and, run over the keys and values fp32 computed for the text so far,
 picks fp32's own next token almost every time (98 % of the drafted tokens over the 17 reference
-prompts). So it drafts a few tokens, one cheap pass each, and one fp32 pass over the last chosen
-token and the draft checks them all (see `drafts`): the text stays fp32's to the bit, in fewer
-fp32 passes (SmolLM2, those 17 prompts: 813 tokens in 571-577 passes and 22.6-23.5 s, with
+prompts). So it drafts a few tokens, one cheap pass each (where the text repeats itself, a pass
+also checks tokens looked up in it, as int4's decode passes do), and one fp32 pass over the last
+chosen token and the draft checks them all (see `drafts`): the text stays fp32's to the bit, in
+fewer fp32 passes (SmolLM2, those 17 prompts: 813 tokens in 571-577 passes and 22.6-23.5 s, with
 drafts in 74-89 passes and 10.2-11.7 s, the same 17 texts). The draft's keys and values are
 written after the run's own and dropped again before the checking pass, which writes fp32's.
 
 How many tokens to draft is planned like the draft length of `pass_planner`: from the share of
-recent drafted tokens that were kept, the measured time of a draft pass and that of a checking
-pass of each width.
+recently checked drafted tokens that were kept, the measured time of drafting a token and that of
+a checking pass of each width.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ losing.
 
 Drafts. A pass over more tokens costs more (on this CPU's int4 kernel, a pass over 3 tokens
 ~1.4x one over 1), so the planner drafts only as many tokens as pay for themselves, from the
-share of drafted tokens recently kept and the measured time of passes of each width.
+share of checked drafted tokens recently kept and the measured time of passes of each width.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner
+from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import PassStopped
 from test_drafts import plain_decoder, source_windows
@@ -39,6 +40,18 @@ class TestDraftPlanner:
         for _ in range(30):
             planner.record_draft(drafted=8, kept=8)
         assert planner.length(2, 50, checking_pass) == MAX_MODEL_DRAFT
+
+    def test_kept_drafts_grow_long_before_a_long_checking_pass_was_timed(self) -> None:
+        # Only checking passes of up to 5 tokens timed so far, each token ~1 ms more: a long
+        # one is not guessed dearer than that, or drafts would stay short until one was timed.
+        checking = PassPlanner()
+        for width in range(1, 6):
+            checking.record_pass(1, width, 0.028 + 0.001 * (width - 1))
+        planner = DraftPlanner()
+        planner.record_drafting(threads=1, tokens=10, seconds=0.055)
+        for _ in range(5):
+            planner.record_draft(drafted=4, kept=4)
+        assert planner.length(1, 50, lambda width: checking.pass_seconds(1, width)) > 16
 
     def test_a_draft_never_passes_the_limit(self) -> None:
         planner = DraftPlanner()

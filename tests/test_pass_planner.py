@@ -131,6 +131,22 @@ class TestDrafts:
         assert planner.plan(MAX_DRAFT) == PassPlan(2, MAX_DRAFT)
 
 
+class TestPassSeconds:
+    def test_a_width_not_timed_lies_between_the_timed_ones_around_it(self) -> None:
+        planner = PassPlanner()
+        for width, seconds in ((1, 0.020), (5, 0.030), (9, 0.050)):
+            planner.record_pass(1, width, seconds)
+        assert planner.pass_seconds(1, 3) == pytest.approx(0.025)
+        assert planner.pass_seconds(1, 7) == pytest.approx(0.040)
+        assert planner.pass_seconds(1, 9) == 0.050
+
+    def test_beyond_the_widest_timed_a_token_costs_what_it_did_up_to_there(self) -> None:
+        planner = PassPlanner()
+        planner.record_pass(1, 1, 0.020)
+        planner.record_pass(1, 5, 0.024)  # 1 ms a token
+        assert planner.pass_seconds(1, 32) == pytest.approx(0.024 + 27 * 0.001)
+
+
 class TestPromptThreads:
     def test_prompts_run_on_all_threads_until_a_decode_pass_was_timed(self) -> None:
         assert PassPlanner((1, 2)).prompt_threads() == 2

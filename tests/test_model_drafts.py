@@ -16,7 +16,7 @@ from phi3_lsp import memory_fit
 from phi3_lsp.drafts import TokenLookup
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.kv_cache import GrowingCache
-from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner
+from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlanner, ModelDrafter
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import PassStopped
@@ -162,16 +162,11 @@ class TestSmolLM2WithDrafts:
     ) -> None:
         # Each draft pass also checks tokens looked up in the text: where the 4-bit model's own
         # choices confirm them, several tokens come from one pass, and the draft is the same.
-        engine = drafting_fp32_engine
-        drafter = engine._decoder.drafter
-        assert drafter is not None
-        prompt = engine.tokenizer.encode_prompt(REPEATING_CODE)
         passes: list[int] = []
-        counting = drafter._model.register_forward_pre_hook(lambda *_: passes.append(1))
         drafts, pass_counts = [], []
         with torch.inference_mode():
-            cache = GrowingCache()
-            engine.model(input_ids=torch.tensor([prompt[:-1]]), cache=cache)
+            drafter, prompt, cache = prefilled_drafter(drafting_fp32_engine, REPEATING_CODE)
+            counting = drafter._model.register_forward_pre_hook(lambda *_: passes.append(1))
             for text in (None, TokenLookup(prompt)):
                 passes.clear()
                 drafts.append(
@@ -186,13 +181,8 @@ class TestSmolLM2WithDrafts:
     def test_drafting_leaves_the_cache_as_it_found_it(
         self, drafting_fp32_engine: ModelEngine
     ) -> None:
-        engine = drafting_fp32_engine
-        drafter = engine._decoder.drafter
-        assert drafter is not None
-        prompt = engine.tokenizer.encode_prompt(FRENCH_CAPITAL)
         with torch.inference_mode():
-            cache = GrowingCache()
-            engine.model(input_ids=torch.tensor([prompt[:-1]]), cache=cache)
+            drafter, prompt, cache = prefilled_drafter(drafting_fp32_engine, FRENCH_CAPITAL)
             draft = drafter.draft(cache, len(prompt) - 1, prompt[-1], 5, lambda: None)
             assert len(draft) == 5
             assert cache.get_seq_length() == len(prompt) - 1
@@ -214,6 +204,19 @@ class TestSmolLM2WithDrafts:
             with pytest.raises(PassStopped):
                 drafter.draft(cache, len(prompt) - 1, prompt[-1], 5, stop_after_two)
             assert cache.get_seq_length() == len(prompt) - 1
+
+
+def prefilled_drafter(
+    engine: ModelEngine, text: str
+) -> tuple[ModelDrafter, list[int], GrowingCache]:
+    """The engine's drafter, `text` as prompt tokens and a cache of all of them but the last
+    (under `torch.inference_mode`)."""
+    drafter = engine._decoder.drafter
+    assert drafter is not None
+    prompt = engine.tokenizer.encode_prompt(text)
+    cache = GrowingCache()
+    engine.model(input_ids=torch.tensor([prompt[:-1]]), cache=cache)
+    return drafter, prompt, cache
 
 
 @pytest.mark.slow

@@ -137,10 +137,9 @@ class ModelDrafter:
         `text`: the text so far, up to `last_token`. Where it repeats itself, a pass also
         checks tokens drafted from it (see `drafts`) and keeps those the 4-bit model's own
         choice confirms: the same draft, in fewer passes."""
-        drafted: list[int] = []
         started = time.perf_counter()
         try:
-            chosen = self._passes(cache, last_token, count, before_pass, drafted, ends, text)
+            drafted, chosen = self._passes(cache, last_token, count, before_pass, ends, text)
         finally:
             truncate(cache, held)
         self.planner.record_drafting(torch.get_num_threads(), chosen, time.perf_counter() - started)
@@ -153,7 +152,7 @@ class ModelDrafter:
         Only the drafter's own passes: checking passes are fp32's, already warm (Phi-3-mini-
         sized: a warm-up through the decoder spent ~2 s of 2.35 s on three fp32 passes).
         """
-        self._passes(GrowingCache(), token, 2, lambda: None, [], frozenset(), None)
+        self._passes(GrowingCache(), token, 2, lambda: None, frozenset(), None)
 
     def _passes(
         self,
@@ -161,14 +160,14 @@ class ModelDrafter:
         token: int,
         count: int,
         before_pass: Callable[[], None],
-        drafted: list[int],
         ends: frozenset[int],
         text: TokenLookup | None,
-    ) -> int:
-        """Appends to `drafted` the tokens each pass chooses as they come (so a stop keeps
-        them), until one of `ends`; returns the tokens chosen, that one included."""
+    ) -> tuple[list[int], int]:
+        """The tokens the passes choose after `token`, up to `count` or before one of `ends`,
+        and how many they chose (the end token included)."""
         threads = torch.get_num_threads()
         planner = self._lookup_planners.setdefault(threads, PassPlanner((threads,)))
+        drafted: list[int] = []
         chosen = 0
         while len(drafted) < count:
             before_pass()
@@ -190,9 +189,10 @@ class ModelDrafter:
             choices = output.logits[0].argmax(dim=-1).tolist()
             kept = looked_up.record(planner, choices)
             truncate(cache, cache.get_seq_length() - (len(looked_up.draft) - kept))
-            for token in [*looked_up.draft[:kept], choices[kept]]:
+            for new_token in [*looked_up.draft[:kept], choices[kept]]:
                 chosen += 1
-                if token in ends:
-                    return chosen
-                drafted.append(token)
-        return chosen
+                if new_token in ends:
+                    return drafted, chosen
+                drafted.append(new_token)
+            token = drafted[-1]  # the next pass feeds it
+        return drafted, chosen

@@ -358,6 +358,65 @@ class TestTinyPhi3:
         assert warm.token_ids == cold.token_ids
 
 
+class TestReadingAhead:
+    def test_a_prompt_read_ahead_leaves_only_its_last_token_to_the_completion(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = long_prompt(tiny, PREFILL_CHUNK_TOKENS + 100)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        with rows_per_pass(tiny.model) as rows:
+            read = decoder.read(prompt, cache_key="doc")
+        assert (read.prompt_tokens, read.cached_tokens, read.read_tokens) == (
+            len(prompt),
+            len(prompt) - 1,
+            len(prompt) - 1,
+        )
+        assert rows == [PREFILL_CHUNK_TOKENS, 99]  # chunks end where a completion's would
+        with rows_per_pass(tiny.model) as rows:
+            generation = decoder.generate(prompt, max_new_tokens=4, cache_key="doc")
+        assert generation.reused_prompt_tokens == len(prompt) - 1
+        assert rows == [1, 1, 1, 1]
+        assert list(generation.token_ids) == greedy_without_cache(tiny, prompt, 4)
+
+    def test_a_typed_character_after_reading_ahead_gives_the_cold_text(
+        self, tiny: ModelEngine
+    ) -> None:
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        decoder.read(tiny.tokenizer.encode_prompt(CODE), cache_key="doc")
+        typed = tiny.tokenizer.encode_prompt(CODE + " f")
+        generation = decoder.generate(typed, max_new_tokens=6, cache_key="doc")
+        assert generation.reused_prompt_tokens > 0
+        assert list(generation.token_ids) == greedy_without_cache(tiny, typed, 6)
+
+    def test_reading_what_the_cache_holds_runs_nothing_and_keeps_the_continuation(
+        self, tiny: ModelEngine
+    ) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CODE)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        first = decoder.generate(prompt, max_new_tokens=6, cache_key="doc")
+        with rows_per_pass(tiny.model) as rows:
+            read = decoder.read(prompt, cache_key="doc")
+        assert rows == []
+        assert (read.cached_tokens, read.read_tokens) == (len(prompt) - 1, 0)
+        # Accepting the suggestion: the prompt and the continuation are still cached.
+        accepted = [*prompt, *first.token_ids]
+        after = decoder.generate(accepted, max_new_tokens=1, cache_key="doc")
+        assert after.reused_prompt_tokens == len(accepted) - 1
+
+    def test_a_stopped_read_keeps_its_finished_chunks(self, tiny: ModelEngine) -> None:
+        prompt = long_prompt(tiny, 2 * PREFILL_CHUNK_TOKENS + 176)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        stop = threading.Event()
+        first_layer = decoder_layers(tiny.model)[0]
+        hook = stop_on_call(first_layer, 2, stop.set)  # in the second chunk
+        read = decoder.read(prompt, cache_key="doc", stop_event=stop)
+        hook.remove()
+        assert read.cached_tokens == PREFILL_CHUNK_TOKENS
+        resumed = decoder.generate(prompt, max_new_tokens=4, cache_key="doc")
+        assert resumed.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+        assert list(resumed.token_ids) == greedy_without_cache(tiny, prompt, 4)
+
+
 def test_a_sliding_window_model_reuses_prefixes_beyond_its_window(phi3_mini_dir: Path) -> None:
     model = tiny_sliding_window_phi3(8)
     tokenizer = DocumentTokenizer.from_dir(phi3_mini_dir)

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -276,11 +277,11 @@ def long_prompt(host: ModelHost, tokens: int) -> list[int]:
 
 @contextlib.asynccontextmanager
 async def older_request_held_in_its_second_chunk(
-    host: ModelHost, prompt: list[int]
-) -> AsyncIterator[tuple[asyncio.Future[Generation | None], threading.Event]]:
-    """A request for `prompt` on "doc", its model thread held after the first layer of the
-    second prompt chunk's pass until the event yielded beside it is set (at the latest when the
-    block ends)."""
+    host: ModelHost, prompt: list[int], *, read_ahead: bool = False
+) -> AsyncIterator[tuple[asyncio.Future[Any], threading.Event]]:
+    """A request for `prompt` on "doc" (a completion, or with `read_ahead` a read), its model
+    thread held after the first layer of the second prompt chunk's pass until the event
+    yielded beside it is set (at the latest when the block ends)."""
     assert host.engine is not None
     first_layer = decoder_layers(host.engine.model)[0]
     reached, release = threading.Event(), threading.Event()
@@ -293,7 +294,11 @@ async def older_request_held_in_its_second_chunk(
 
     handle = first_layer.register_forward_hook(after_layer)
     try:
-        older = asyncio.ensure_future(host.generate(prompt, max_new_tokens=4, cache_key="doc"))
+        older = asyncio.ensure_future(
+            host.read_prompt(prompt, cache_key="doc")
+            if read_ahead
+            else host.generate(prompt, max_new_tokens=4, cache_key="doc")
+        )
         assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
         yield older, release
     finally:
@@ -362,6 +367,60 @@ async def test_after_a_cancel_a_request_on_another_document_stops_the_chunk_with
     again = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
     assert again is not None
     assert again.reused_prompt_tokens == PREFILL_CHUNK_TOKENS
+
+
+async def test_a_prompt_read_ahead_changes_no_status_and_leaves_little_to_the_completion(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    prompt = long_prompt(loaded_host, PREFILL_CHUNK_TOKENS + 100)
+    statuses = len(listener.statuses)
+    read = await loaded_host.read_prompt(prompt, cache_key="doc")
+    assert read is not None and read.cached_tokens == len(prompt) - 1
+    assert len(listener.statuses) == statuses  # nothing generated: the status stays "ready"
+    generation = await loaded_host.generate(prompt, max_new_tokens=2, cache_key="doc")
+    assert generation is not None and generation.reused_prompt_tokens == len(prompt) - 1
+
+
+async def test_a_read_ahead_never_stops_a_running_completion(loaded_host: ModelHost) -> None:
+    running = asyncio.ensure_future(
+        loaded_host.generate(PROMPT_IDS, max_new_tokens=200, cache_key="doc")
+    )
+    await asyncio.sleep(0)  # the completion is on the model thread now
+    assert await loaded_host.read_prompt(long_prompt(loaded_host, 600), cache_key="other") is None
+    generation = await running
+    assert generation is not None and generation.finish_reason != "stopped"
+
+
+async def test_a_completion_takes_over_the_prompt_chunk_a_read_ahead_has_in_flight(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
+        read,
+        release,
+    ):
+        generation = await newer_request_then_release(loaded_host, typed_on, "doc", release)
+        stopped_read = await read
+    assert stopped_read is not None and stopped_read.cached_tokens == 2 * PREFILL_CHUNK_TOKENS
+    assert generation is not None
+    assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
+
+
+async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(
+    loaded_host: ModelHost,
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
+        older,
+        release,
+    ):
+        newer = asyncio.ensure_future(loaded_host.read_prompt(PROMPT_IDS, cache_key="other"))
+        await asyncio.sleep(0)
+        release.set()
+        assert await newer is not None
+        stopped_read = await older
+    assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
 
 
 async def test_a_prompt_read_for_long_is_reported_until_it_is_read(

@@ -31,7 +31,7 @@ from phi3_lsp.fp32_products import (
     reads_rows_alike,
     stored_in_bf16,
 )
-from phi3_lsp.generation import Generation, GreedyDecoder, TextCallback
+from phi3_lsp.generation import Generation, GreedyDecoder, PromptRead, TextCallback
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
@@ -354,6 +354,30 @@ class ModelEngine:
             cache_key=cache_key,
             one_line=one_line,
             on_prompt_read=on_prompt_read,
+        )
+
+    def read_prompt(
+        self,
+        prompt_ids: list[int],
+        *,
+        cache_key: str,
+        stop_event: threading.Event | None = None,
+        on_prompt_read: PromptReadCallback | None = None,
+    ) -> PromptRead:
+        """Keep the keys and values of `prompt_ids` under `cache_key` for a later `generate`
+        (see `GreedyDecoder.read`). Run on the thread that runs `generate`."""
+        if not self.has_weights:
+            raise WeightsNotAvailableError(
+                self.source.missing_weights_hint
+                or f"{self.source.name} was loaded without weights: reading needs weights."
+            )
+        if len(prompt_ids) > self.context_length:
+            raise ValueError(
+                f"A prompt of {len(prompt_ids)} tokens exceeds the context length of "
+                f"{self.context_length} tokens; shorten the prompt."
+            )
+        return self._decoder.read(
+            prompt_ids, cache_key=cache_key, stop_event=stop_event, on_prompt_read=on_prompt_read
         )
 
     def warm_up(self) -> None:

@@ -75,6 +75,18 @@ class Generation:
         return self.decoded_tokens / self.decode_seconds
 
 
+@dataclass(frozen=True)
+class PromptRead:
+    """What `GreedyDecoder.read` did with a prompt."""
+
+    prompt_tokens: int
+    cached_tokens: int
+    """Prompt tokens whose keys and values are now kept (at most all but the last)."""
+    read_tokens: int
+    """Of those, the ones this read computed; 0 when the cache already held them. A read that
+    was stopped keeps fewer than all but the last."""
+
+
 class GreedyDecoder:
     """Runs greedy generation on one causal LM. Not thread-safe: use it from one thread."""
 
@@ -123,15 +135,7 @@ class GreedyDecoder:
             raise ValueError("The prompt is empty: generation needs at least one token.")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, not {max_new_tokens}.")
-        cache, reused = None, 0
-        if cache_key is not None:
-            cache, reused = self._prompt_cache.take(cache_key, prompt_ids)
-        run = _Run(
-            cache=cache if cache is not None else GrowingCache(),
-            fed_ids=list(prompt_ids[:reused]),
-            stream=self._tokenizer.stream(prompt_ids),
-            on_text=on_text,
-        )
+        run, reused = self._start_run(prompt_ids, cache_key, on_text)
         started = time.perf_counter()
         prefilled: float | None = None
         with torch.inference_mode(), self._stops.watching(stop_event), _threads_restored():
@@ -159,6 +163,51 @@ class GreedyDecoder:
             decode_passes=run.decode_passes,
             finish_reason=finish,
         )
+
+    def read(
+        self,
+        prompt_ids: Sequence[int],
+        *,
+        cache_key: str,
+        stop_event: threading.Event | None = None,
+        on_prompt_read: PromptReadCallback | None = None,
+    ) -> PromptRead:
+        """Compute the keys and values of `prompt_ids` and keep them under `cache_key`, so that
+        a later `generate` of a prompt that begins with them reads only what follows.
+
+        The last token is left out: `generate` always computes it again, its logits give the
+        first new token. Nothing runs when the cache already covers the rest (it may hold a
+        continuation after them, which the next prompt may also reuse: it is left whole). A
+        stop keeps the chunks read so far, as in `generate`.
+        """
+        wanted = len(prompt_ids) - 1
+        cached = self._prompt_cache.reusable(cache_key, prompt_ids)
+        if cached >= wanted:
+            return PromptRead(len(prompt_ids), cached, read_tokens=0)
+        run, reused = self._start_run(prompt_ids, cache_key, on_text=None)
+        with torch.inference_mode(), self._stops.watching(stop_event), _threads_restored():
+            try:
+                self._prefill(run, prompt_ids[:wanted], on_prompt_read)
+            except PassStopped:
+                truncate(run.cache, len(run.fed_ids))
+        self._prompt_cache.put(cache_key, run.fed_ids, run.cache)
+        return PromptRead(len(prompt_ids), len(run.fed_ids), len(run.fed_ids) - reused)
+
+    def _start_run(
+        self, prompt_ids: Sequence[int], cache_key: str | None, on_text: TextCallback | None
+    ) -> tuple[_Run, int]:
+        """A run that begins with what the cache under `cache_key` holds of `prompt_ids`; also
+        returns how many prompt tokens that is."""
+        cache, reused = None, 0
+        if cache_key is not None:
+            cache, reused = self._prompt_cache.take(cache_key, prompt_ids)
+        run = _Run(
+            cache=cache if cache is not None else GrowingCache(),
+            fed_ids=list(prompt_ids[:reused]),
+            stream=self._tokenizer.stream(prompt_ids),
+            on_text=on_text,
+        )
+        return run, reused
 
     def _prefill(
         self, run: _Run, prompt_ids: Sequence[int], on_read: PromptReadCallback | None

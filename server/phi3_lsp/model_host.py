@@ -31,7 +31,7 @@ from phi3_lsp.stop_requests import StopRequest
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
-    from phi3_lsp.generation import Generation
+    from phi3_lsp.generation import Generation, PromptRead
     from phi3_lsp.tokens import DocumentTokenizer
 
 logger = logging.getLogger(__name__)
@@ -312,6 +312,34 @@ class ModelHost:
             stop.stop_keeping(prompt_ids)  # it may still run: `_running` keeps it until it ends
             raise
 
+    async def read_prompt(self, prompt_ids: list[int], *, cache_key: str) -> PromptRead | None:
+        """Read `prompt_ids` ahead of a completion that may ask for them, on the model thread
+        (see `ModelEngine.read_prompt`); its reading is reported as a completion's is.
+
+        A guess at what the user will do next never stops a completion: returns None at once
+        while one runs (or its continuation in the background), and when no model with weights
+        is loaded. A newer read or completion stops this one, sparing a prompt pass in flight
+        over tokens it begins with; so does cancelling the awaiting task. Also None when stopped
+        before it began. The status does not change: nothing is generated.
+        """
+        engine = self._engine
+        if engine is None or not engine.has_weights:
+            return None
+        stop = StopRequest()
+        with self._lock:
+            if self._running is not None and not self._running.reading:
+                return None
+            self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
+            self._running = _RunningGeneration(stop, cache_key, reading=True)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._thread, self._read_prompt, engine, prompt_ids, cache_key, stop
+            )
+        except asyncio.CancelledError:
+            stop.stop_keeping(prompt_ids)
+            raise
+
     def forget_document(self, uri: str) -> None:
         """Stop its generation and free what the engine keeps for a closed document (its
         prompt's keys and values)."""
@@ -378,6 +406,21 @@ class ModelHost:
             self._forget_running(stop)
             self._finish_generation(engine, generation, started)
         return None if stopped else generation
+
+    def _read_prompt(
+        self, engine: ModelEngine, prompt_ids: list[int], cache_key: str, stop: StopRequest
+    ) -> PromptRead | None:
+        if stop.is_set() or engine is not self._engine:
+            self._forget_running(stop)
+            return None
+        prompt_reports = PromptReadReports(self._listener.prompt_read)
+        try:
+            return engine.read_prompt(
+                prompt_ids, cache_key=cache_key, stop_event=stop, on_prompt_read=prompt_reports
+            )
+        finally:
+            prompt_reports.end()
+            self._forget_running(stop)
 
     def _finish_generation(
         self, engine: ModelEngine, generation: Generation | None, started: float
@@ -590,6 +633,8 @@ class ModelHost:
 class _RunningGeneration:
     stop: StopRequest
     cache_key: str
+    reading: bool = False
+    """Only reading a prompt ahead (`read_prompt`): no completion waits on it."""
 
 
 def _engine_class() -> type[ModelEngine]:

@@ -57,6 +57,14 @@ class PromptCache:
         """Tokens held over all keys."""
         return sum(len(entry.token_ids) for entry in self._entries.values())
 
+    def reusable(self, key: str, prompt_ids: Sequence[int]) -> int:
+        """How many of `prompt_ids` the key's cache covers, as `take` would count them, without
+        taking or cropping it."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0
+        return max(0, min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1))
+
     def take(self, key: str, prompt_ids: Sequence[int]) -> tuple[DynamicCache | None, int]:
         """Remove the key's cache and crop it to the prefix it shares with `prompt_ids`.
 

@@ -208,9 +208,19 @@ def build_server(default_model: str | None = None) -> Phi3LanguageServer:
         documents,
         hover,
         inline_completion,
+        read_at_cursor,
     )
 
     server = Phi3LanguageServer(default_model or DEFAULT_MODEL)
-    for feature in (configuration, documents, inline_completion, completion, hover, commands):
+    features = (
+        configuration,
+        documents,
+        inline_completion,
+        completion,
+        read_at_cursor,
+        hover,
+        commands,
+    )
+    for feature in features:
         feature.register(server)
     return server

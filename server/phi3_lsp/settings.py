@@ -38,6 +38,8 @@ class Settings:
     """fp32: the model's 4-bit copy drafts tokens its passes check (the same text, faster)."""
     inline_completions: bool = True
     """False: inline and classic completion requests return nothing."""
+    read_at_cursor: bool = True
+    """Read the prompt at a resting cursor when the client asks (`phi3/readAtCursor`)."""
     answer_budget_ms: int = 600
     """Answer with what is generated after this long and go on in the background; 0 waits."""
     trust_remote_code: bool = False
@@ -68,6 +70,7 @@ _FIELDS: dict[str, _Field] = {
     "weights": _Field("weights", str, choices=WEIGHT_FORMATS),
     "int4Drafts": _Field("int4_drafts", bool),
     "inlineCompletions": _Field("inline_completions", bool),
+    "readAtCursor": _Field("read_at_cursor", bool),
     "answerBudgetMs": _Field("answer_budget_ms", int, 0, 60000),
     "trustRemoteCode": _Field("trust_remote_code", bool),
 }

@@ -20,6 +20,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import register_lsp_features
 
 STATUS = "phi3/status"
+READ_AT_CURSOR = "phi3/readAtCursor"
 LOAD_TIMEOUT = 600.0
 """Seconds a model may take to load: SmolLM2 from the cache takes a few on a quiet machine."""
 ANSWER_TIMEOUT = 300.0
@@ -126,6 +127,19 @@ class Phi3Client(LanguageClient):
         if isinstance(answer, types.InlineCompletionList):
             return list(answer.items)
         return list(answer or [])
+
+    async def read_at_cursor(self, uri: str, line: int, character: int) -> Any:
+        """Ask the server to read the prompt at a position (`phi3/readAtCursor`); its answer
+        as plain JSON values."""
+        params = types.TextDocumentPositionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+        )
+        answer = await asyncio.wait_for(
+            self.protocol.send_request_async(READ_AT_CURSOR, params),  # type: ignore[no-untyped-call]
+            ANSWER_TIMEOUT,
+        )
+        return as_plain(answer)
 
     async def hover_at(self, uri: str, line: int, character: int) -> types.Hover | None:
         """The hover at a position."""

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from lsprotocol import types
 
 from phi3_lsp.completion import (
+    Prompt,
     build_prompt,
     fit_to_line,
     has_text_to_continue,
@@ -20,10 +21,13 @@ from phi3_lsp.features.documents import cursor_offset, open_document
 from phi3_lsp.model_host import ModelHost
 from phi3_lsp.positions import line_after
 from phi3_lsp.server import Phi3LanguageServer
+from phi3_lsp.settings import Settings
 from phi3_lsp.suggestions import LiveSuggestion
 
 if TYPE_CHECKING:
-    from phi3_lsp.generation import Generation  # imports torch: for annotations only
+    # For annotations only: they import torch and the tokenizers library.
+    from phi3_lsp.generation import Generation, PromptRead
+    from phi3_lsp.tokens import DocumentTokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +42,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     host = ls.host
     if host is None or not settings.inline_completions:
         return ""
-    document = open_document(ls, uri)
-    if document is None:
+    place = _text_around(ls, uri, position)
+    if place is None:
         return ""
-    offset = cursor_offset(ls, document, position)
-    if offset is None:
-        return ""
-    text_before_cursor = document.source[:offset]
-    rest_of_line = line_after(document.source, offset)
+    text_before_cursor, rest_of_line = place
     budget = settings.answer_budget_ms / 1000 or None
     # Typing through the last suggestion (or asking again at its place) is answered from it,
     # and leaves its generation running: it is the one that serves this request.
@@ -65,14 +65,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         return ""
     suggestion = LiveSuggestion(asyncio.get_running_loop())
     ls.suggestions.remember(uri, text_before_cursor, suggestion)
-    # Tokenizing up to contextTokens of text takes tens of milliseconds: off the event loop,
-    # so that hovers and cancellations are not kept waiting.
-    prompt = await asyncio.to_thread(
-        build_prompt,
-        tokenizer,
-        text_before_cursor,
-        prompt_budget(settings.context_tokens, engine.context_length, settings.max_new_tokens),
-    )
+    prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built
@@ -92,6 +85,58 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if generation.done() and generation.result() is False:
         return ""  # superseded: a newer request took over
     return tidy_continuation(fit_to_line(suggestion.shown(), rest_of_line))
+
+
+async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> PromptRead | None:
+    """Read the prompt a completion at `position` in `uri` would have, so that the suggestion
+    there need not wait for it; None when nothing was read.
+
+    Nothing is read when completions or reading at the cursor are off, no weights are loaded,
+    the document is not open, the position is past its end, there is no text before it, or a
+    completion is running (see `ModelHost.read_prompt`).
+    """
+    settings = await ls.settled_settings()
+    host = ls.host
+    if host is None or not settings.inline_completions or not settings.read_at_cursor:
+        return None
+    place = _text_around(ls, uri, position)
+    tokenizer, engine = host.tokenizer, host.engine
+    if (
+        place is None
+        or tokenizer is None
+        or engine is None
+        or not host.can_generate()
+        or not has_text_to_continue(place[0])
+    ):
+        return None
+    prompt = await _prompt(tokenizer, place[0], settings, engine.context_length)
+    return await host.read_prompt(prompt.ids, cache_key=uri)
+
+
+def _text_around(
+    ls: Phi3LanguageServer, uri: str, position: types.Position
+) -> tuple[str, str] | None:
+    """The text before `position` and the rest of its line; None when the document is not open
+    or the position is past its end."""
+    document = open_document(ls, uri)
+    if document is None:
+        return None
+    offset = cursor_offset(ls, document, position)
+    if offset is None:
+        return None
+    return document.source[:offset], line_after(document.source, offset)
+
+
+async def _prompt(
+    tokenizer: DocumentTokenizer, text_before_cursor: str, settings: Settings, model_context: int
+) -> Prompt:
+    """The prompt of a completion after `text_before_cursor` (see `build_prompt`).
+
+    Tokenizing up to contextTokens of text takes tens of milliseconds: off the event loop, so
+    that hovers and cancellations are not kept waiting.
+    """
+    budget = prompt_budget(settings.context_tokens, model_context, settings.max_new_tokens)
+    return await asyncio.to_thread(build_prompt, tokenizer, text_before_cursor, budget)
 
 
 async def _generate_into(

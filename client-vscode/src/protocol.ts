@@ -6,6 +6,8 @@
  */
 
 export const STATUS_NOTIFICATION = "phi3/status";
+/** Asks the server to read the prompt at a position before a completion there needs it. */
+export const READ_AT_CURSOR_REQUEST = "phi3/readAtCursor";
 export const SHOW_ARCHITECTURE_COMMAND = "phi3.showArchitecture";
 export const STATUS_COMMAND = "phi3.status";
 
@@ -23,6 +25,15 @@ export interface ServerStatus {
   readonly lastTokens: number | null;
   /** fp32's decode passes check tokens drafted by the model's 4-bit copy (absent: false). */
   readonly int4Drafts?: boolean;
+}
+
+/** Result of `phi3/readAtCursor` when the server read (or already held) the prompt. */
+export interface ReadAtCursorResult {
+  readonly promptTokens: number;
+  /** Prompt tokens whose keys and values the server now keeps (at most all but the last). */
+  readonly cachedTokens: number;
+  /** Of those, the ones this request read (0: they were kept already). */
+  readonly readTokens: number;
 }
 
 export interface ArchitectureConfig {
@@ -111,5 +122,15 @@ export function isArchitectureReport(value: unknown): value is ArchitectureRepor
     typeof value.parameters.total === "number" &&
     Array.isArray(byModule) &&
     byModule.every(isModuleParameters)
+  );
+}
+
+/** True when `value` is a `phi3/readAtCursor` result that says what was read. */
+export function isReadAtCursorResult(value: unknown): value is ReadAtCursorResult {
+  return (
+    isRecord(value) &&
+    typeof value.promptTokens === "number" &&
+    typeof value.cachedTokens === "number" &&
+    typeof value.readTokens === "number"
   );
 }

@@ -18,9 +18,15 @@ import {
   type StaticFeature,
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
+import { CursorRest } from "./cursorRest";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import type { PendingSuggestions } from "./pendingSuggestions";
-import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
+import {
+  isReadAtCursorResult,
+  isServerStatus,
+  READ_AT_CURSOR_REQUEST,
+  STATUS_NOTIFICATION,
+} from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
 import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
 import { decideAfterClose, RestartBudget } from "./restartBudget";
@@ -97,6 +103,32 @@ const EXITED_WHILE_STARTING =
   "The Phi-3 server exited while starting; its own lines in this output say why. Fix the " +
   'cause, then use "Phi-3: Restart server".';
 
+/** The documents the server completes (and reads ahead in). */
+const DOCUMENT_SELECTOR = [{ scheme: "file" }, { scheme: "untitled" }];
+
+/** A lone cursor in a document the server completes. */
+interface CursorPlace {
+  readonly document: vscode.TextDocument;
+  readonly position: vscode.Position;
+}
+
+/** The place of `editor`'s cursor, if it has one lone cursor in a document the server completes. */
+function cursorPlace(
+  editor: vscode.TextEditor,
+  selections: readonly vscode.Selection[],
+): CursorPlace | undefined {
+  const [selection, ...others] = selections;
+  if (
+    selection === undefined ||
+    others.length > 0 ||
+    !selection.isEmpty ||
+    vscode.languages.match(DOCUMENT_SELECTOR, editor.document) === 0
+  ) {
+    return undefined;
+  }
+  return { document: editor.document, position: selection.active };
+}
+
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
   readonly client: LanguageClient;
@@ -107,8 +139,22 @@ export class ServerSession implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private queue: Promise<void> = Promise.resolve();
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
+  private readonly cursorRest = new CursorRest<CursorPlace>((place) => {
+    this.readAtCursor(place);
+  });
+  private readonly cursorMoves: vscode.Disposable;
 
-  constructor(private readonly deps: SessionDependencies) {}
+  constructor(private readonly deps: SessionDependencies) {
+    this.cursorMoves = vscode.Disposable.from(
+      vscode.window.onDidChangeTextEditorSelection((event) => {
+        this.cursorRest.moved(cursorPlace(event.textEditor, event.selections));
+      }),
+      // Opening a file or switching to it puts the cursor at a place without moving it.
+      vscode.window.onDidChangeActiveTextEditor((editor) => {
+        this.cursorRest.moved(editor && cursorPlace(editor, editor.selections));
+      }),
+    );
+  }
 
   start(): Promise<void> {
     return this.enqueue(() => this.startNow());
@@ -137,7 +183,38 @@ export class ServerSession implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.cursorMoves.dispose();
+    this.cursorRest.dispose();
     void this.stop();
+  }
+
+  /**
+   * Asks the server to read the prompt where the cursor rests (`phi3/readAtCursor`); the
+   * answer only says what it read. A suggestion asked meanwhile stops the read on the server.
+   */
+  private readAtCursor({ document, position }: CursorPlace): void {
+    const client = this.client;
+    const settings = this.deps.settings();
+    if (
+      !client?.isRunning() ||
+      !settings.readAtCursor ||
+      !settings.inlineCompletions ||
+      document.isClosed
+    ) {
+      return;
+    }
+    const params = client.code2ProtocolConverter.asTextDocumentPositionParams(document, position);
+    const { output } = this.deps;
+    client.sendRequest(READ_AT_CURSOR_REQUEST, params).then(
+      (result: unknown) => {
+        if (isReadAtCursorResult(result) && result.readTokens > 0) {
+          output.debug(`Read ${String(result.readTokens)} tokens before the cursor`);
+        }
+      },
+      (error: unknown) => {
+        output.debug(`${READ_AT_CURSOR_REQUEST}: ${String(error)}`);
+      },
+    );
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {
@@ -210,7 +287,7 @@ export class ServerSession implements vscode.Disposable {
     // which the server does not take (it speaks stdio by default).
     const serverOptions: ServerOptions = { command: python, args: serverArguments(settings) };
     const clientOptions: LanguageClientOptions = {
-      documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+      documentSelector: DOCUMENT_SELECTOR,
       outputChannel: output,
       stdioOptions: {
         stdout: (input, channel) => {

@@ -14,6 +14,7 @@ export interface ServerSettings {
   readonly weights: WeightFormat;
   readonly int4Drafts: boolean;
   readonly inlineCompletions: boolean;
+  readonly readAtCursor: boolean;
   readonly trustRemoteCode: boolean;
 }
 
@@ -38,6 +39,7 @@ export const DEFAULT_SETTINGS: ExtensionSettings = {
   weights: "fp32",
   int4Drafts: true,
   inlineCompletions: true,
+  readAtCursor: true,
   trustRemoteCode: false,
   debounceMs: 250,
   pythonPath: "",
@@ -102,6 +104,7 @@ export function readSettings(lookup: SettingLookup): ExtensionSettings {
     weights: readWeightFormat(lookup) ?? d.weights,
     int4Drafts: readBoolean(lookup, "int4Drafts") ?? d.int4Drafts,
     inlineCompletions: readBoolean(lookup, "inlineCompletions") ?? d.inlineCompletions,
+    readAtCursor: readBoolean(lookup, "readAtCursor") ?? d.readAtCursor,
     trustRemoteCode: readBoolean(lookup, "trustRemoteCode") ?? d.trustRemoteCode,
     debounceMs: readInteger(lookup, "debounceMs") ?? d.debounceMs,
     pythonPath: readString(lookup, "pythonPath") ?? d.pythonPath,
@@ -119,6 +122,7 @@ export function serverSettings(settings: ExtensionSettings): ServerSettings {
     weights: settings.weights,
     int4Drafts: settings.int4Drafts,
     inlineCompletions: settings.inlineCompletions,
+    readAtCursor: settings.readAtCursor,
     trustRemoteCode: settings.trustRemoteCode,
   };
 }

@@ -23,7 +23,11 @@ import {
   ShutdownRequest,
 } from "vscode-languageserver-protocol/node";
 import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
-import { isArchitectureReport } from "../../src/protocol";
+import {
+  isArchitectureReport,
+  isReadAtCursorResult,
+  READ_AT_CURSOR_REQUEST,
+} from "../../src/protocol";
 import { DEFAULT_SETTINGS } from "../../src/settings";
 import { renderStatus } from "../../src/statusView";
 import { LanguageServerProcess, vocabularyId } from "./languageServer";
@@ -164,6 +168,36 @@ void describe(
           start: { line: 0, character: 4 },
           end: { line: 0, character: 11 },
         });
+      },
+    );
+
+    void it(
+      "reads the prompt where the cursor rests, and the suggestion there comes from it",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const line = "def add(a, b):\n    return a + b\n\n";
+        const text = line.repeat(20) + "def mul(a, b):\n    return";
+        const uri = await openDocument(server, "read-ahead.py", text);
+        const lines = text.split("\n");
+        const cursor = { line: lines.length - 1, character: (lines.at(-1) ?? "").length };
+        const read: unknown = await server.connection.sendRequest(READ_AT_CURSOR_REQUEST, {
+          textDocument: { uri },
+          position: cursor,
+        });
+        assert.ok(isReadAtCursorResult(read), JSON.stringify(read));
+        assert.ok(read.promptTokens > 200, "the whole text before the cursor");
+        assert.equal(read.cachedTokens, read.promptTokens - 1);
+        assert.equal(read.readTokens, read.cachedTokens);
+        const again: unknown = await server.connection.sendRequest(READ_AT_CURSOR_REQUEST, {
+          textDocument: { uri },
+          position: cursor,
+        });
+        assert.ok(isReadAtCursorResult(again) && again.readTokens === 0, "already read");
+        const [item] = items(await inlineCompletion(server, uri, cursor));
+        assert.ok(item !== undefined, "a suggestion after the read");
+        const insertText =
+          typeof item.insertText === "string" ? item.insertText : item.insertText.value;
+        assert.match(insertText, /a \* b/);
       },
     );
 

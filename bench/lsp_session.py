@@ -20,6 +20,7 @@ from pygls.lsp.client import LanguageClient
 
 from bench.workload import peak_rss_kib, rss_kib
 
+READ_AT_CURSOR = "phi3/readAtCursor"
 CLIENT_CAPABILITIES = types.ClientCapabilities(
     text_document=types.TextDocumentClientCapabilities(
         synchronization=types.TextDocumentSyncClientCapabilities(),
@@ -233,6 +234,16 @@ class ServerSession:
                 ],
             )
         )
+
+    async def read_at_cursor(self, uri: str, position: types.Position) -> float:
+        """Ask the server to read the prompt at `position` (`phi3/readAtCursor`), as an editor
+        does when the cursor rests there; the seconds until it answered."""
+        params = types.TextDocumentPositionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=position
+        )
+        begun = time.perf_counter()
+        await self.client.protocol.send_request_async(READ_AT_CURSOR, params)
+        return time.perf_counter() - begun
 
     async def complete(
         self, uri: str, position: types.Position, request_id: str | None = None

@@ -299,6 +299,7 @@ def _prompt_rows(report: ModelReport, prompt: PromptFigures) -> list[Row]:
                 f"{format_duration(seconds)} (answers of {characters:.0f} characters)",
             )
         )
+    rows.extend(_read_at_cursor_rows(report, prompt, label, server, seed))
     rows.extend(_core_taken_rows(report, prompt, label, server))
     rows.extend(_moved_rows(report, prompt, label))
     rows.extend(_typed_on_rows(report, prompt, label))
@@ -361,6 +362,33 @@ def _with_range(median_seconds: float, samples: Sequence[float]) -> str:
 
 def _without_target(row: Row) -> Row:
     return replace(row, target="none (the target is Phi-3-mini-sized's)", verdict="")
+
+
+def _read_at_cursor_rows(
+    report: ModelReport,
+    prompt: PromptFigures,
+    label: str,
+    cold: SpeedFigures,
+    seed: SpeedFigures | None,
+) -> list[Row]:
+    """Full answers once the cursor rested at the end (`phi3/readAtCursor` read the text before
+    it), beside the cold answers of the same windows and the seed's; the read's own time."""
+    if not prompt.read_at_cursor:
+        return []
+    seconds = median([completion.seconds for completion in prompt.read_at_cursor])
+    ratios = [f"{seconds / cold.full_seconds:.2f}x the cold answer"] if cold.full_seconds else []
+    if seed is not None and seed.full_seconds:
+        ratios.append(f"{seed.full_seconds / seconds:.2f}x the seed's speed")
+    read = median(prompt.read_at_cursor_seconds)
+    return [
+        Row(
+            "full answer after the cursor rested there (phi3/readAtCursor read the text first)",
+            report.model,
+            label,
+            f"{format_duration(seconds)}; {'; '.join(ratios)}; the read itself: "
+            f"{format_duration(read)}",
+        )
+    ]
 
 
 def _core_taken_rows(

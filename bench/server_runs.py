@@ -63,6 +63,11 @@ class PromptFigures:
     `full` window from the moment its completion was asked."""
     typed_on_idle: list[Completion] = field(default_factory=list)
     """The same answers asked of a server with nothing else to do (cold)."""
+    read_at_cursor: list[Completion] = field(default_factory=list)
+    """The `full` windows' answers (in new documents), asked once `phi3/readAtCursor` at the
+    end had read the text before it: the cursor rested there first."""
+    read_at_cursor_seconds: list[float] = field(default_factory=list)
+    """How long each of those reads took, until the server answered."""
     memory_floors: list[MemoryFloor] = field(default_factory=list)
     """Measured just before and just after the `full` windows: the host's read bandwidth
     drifts within a run, and the floor of these answers is the one of their minutes."""
@@ -329,6 +334,12 @@ async def _measure_prompt(
             figures.edits.append(await session.complete(uri, cursor))
         session.close(uri)
     await _measure_floor(plan, figures)
+    for number, text in enumerate(prompt.full):
+        uri = f"{uri_base}_rested{number}.py"
+        session.open(uri, text)
+        figures.read_at_cursor_seconds.append(await session.read_at_cursor(uri, end_position(text)))
+        figures.read_at_cursor.append(await session.complete(uri, end_position(text)))
+        session.close(uri)
     return figures
 
 

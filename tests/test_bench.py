@@ -349,6 +349,18 @@ def test_answers_after_typing_on_while_a_long_prompt_is_read_are_shown_beside_th
     assert row.server == "1.20 s; 0.30x the same answer on an idle server (4.00 s)"
 
 
+def test_answers_after_the_cursor_rested_are_shown_beside_the_cold_answers_and_the_read() -> None:
+    prompt = PromptFigures(
+        label="~1500",
+        first_token=[full_answer(2.5)],
+        full=[full_answer(3.0), full_answer(3.4), full_answer(3.2)],
+        read_at_cursor=[full_answer(0.7), full_answer(0.8), full_answer(5.0)],
+        read_at_cursor_seconds=[2.4, 2.6, 2.5],
+    )
+    [row] = [row for row in rows_of(prompt, 1500) if "cursor rested" in row.metric]
+    assert row.server == "800.0 ms; 0.25x the cold answer; the read itself: 2.50 s"
+
+
 def decoded(decode_ms: float, passes: int, tokens: int) -> Completion:
     status = {"lastDecodeMs": decode_ms, "lastDecodePasses": passes, "lastTokens": tokens}
     return Completion(decode_ms / 1000 + 0.1, "x", 1, status)

@@ -461,24 +461,40 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
   log(`status tooltip: ${JSON.stringify(tooltip)}`);
   check(tooltip.includes(`ready: ${MODEL}`), `the status tooltip does not say ready: ${tooltip}`);
 
-  // At the end of a long file the model reads ~1,000 tokens first: VS Code shows the server's
-  // progress of that reading in its status bar.
+  // At the end of a long file the model reads ~800 tokens first. Once the cursor rests there,
+  // the extension has the server read them before any suggestion is asked (phi3.readAtCursor),
+  // and VS Code shows the server's progress of that reading in its status bar.
   await workbench.openFile(LONG_FILE_NAME, TIMEOUT.ui);
   await page.keyboard.press("Control+End");
-  const reading = await timed("prompt reading shown (trigger at a long file's end → status bar)", async () => {
-    await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
-    return pollFor(page, TIMEOUT.suggestion, 100, async () => {
-      const text = await workbench.statusBarText();
-      return text.includes(READING_PROGRESS) ? text : null;
-    });
-  });
+  const readingShown = async () => {
+    const text = await workbench.statusBarText();
+    return text.includes(READING_PROGRESS) ? text : null;
+  };
+  const reading = await timed("prompt read at the resting cursor (Ctrl+End → status bar)", () =>
+    pollFor(page, TIMEOUT.suggestion, 100, readingShown),
+  );
   check(
     reading !== undefined,
-    `the status bar never showed "${READING_PROGRESS}" while the long file's prompt was read`,
+    `the status bar never showed "${READING_PROGRESS}" once the cursor rested at the long file's end`,
   );
   log(`status bar while reading: ${JSON.stringify(reading)}`);
   await screenshot(page, "09-reading-the-prompt");
+  const readingEnded = async () => !(await workbench.statusBarText()).includes(READING_PROGRESS);
+  check(
+    (await pollFor(page, TIMEOUT.suggestion, 100, readingEnded)) !== undefined,
+    `"${READING_PROGRESS}" stayed in the status bar for ${TIMEOUT.suggestion / 1000} s`,
+  );
+  // The suggestion asked there now reads only the prompt's last token: no reading to show.
+  await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+  const readAgain = await pollFor(page, 2000, 50, readingShown);
+  check(
+    readAgain === undefined,
+    `the suggestion at the rested cursor read the prompt again: ${JSON.stringify(readAgain)}`,
+  );
   await waitForServerReady(workbench);
+  const afterRead = await workbench.statusTooltip(TIMEOUT.ui);
+  const lastCompletion = afterRead.split("\n").find((line) => line.startsWith("Last completion"));
+  log(`the suggestion at the long file's end, after the read: ${lastCompletion}`);
 }
 
 async function main() {

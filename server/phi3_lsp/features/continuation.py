@@ -1,4 +1,5 @@
-"""The continuation at a cursor, shared by inline and classic completion."""
+"""The continuation at a cursor, shared by inline and classic completion, and the reading of
+its prompt ahead of a request for it (`phi3/readAtCursor`)."""
 
 from __future__ import annotations
 
@@ -101,15 +102,12 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
         return None
     place = _text_around(ls, uri, position)
     tokenizer, engine = host.tokenizer, host.engine
-    if (
-        place is None
-        or tokenizer is None
-        or engine is None
-        or not host.can_generate()
-        or not has_text_to_continue(place[0])
-    ):
+    if place is None or tokenizer is None or engine is None or not host.can_generate():
         return None
-    prompt = await _prompt(tokenizer, place[0], settings, engine.context_length)
+    text_before_cursor, _ = place
+    if not has_text_to_continue(text_before_cursor):
+        return None
+    prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 

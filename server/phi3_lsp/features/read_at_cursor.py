@@ -1,10 +1,11 @@
 """`phi3/readAtCursor`: read the prompt at a resting cursor before a completion asks for it.
 
 The first suggestion at a new place waits for the model to read the text before the cursor
-(SmolLM2: ~2.5 s for 1,500 tokens; Phi-3-mini: over a minute). A client sends this request
-when the cursor rests, and the model reads that text meanwhile, at low priority, stopped by
-any completion; the completion then reads only what was typed since. The result says what is
-now kept: `{"promptTokens", "cachedTokens", "readTokens"}`, or null when nothing was read.
+(SmolLM2 on 2 cores: ~2.7 s for 1,500 tokens; Phi-3-mini: over a minute). A client sends this
+request when the cursor rests, and the model reads that text meanwhile, at low priority,
+stopped by any completion; the completion then reads only what was typed since. The result
+says what is now kept: `{"promptTokens", "cachedTokens", "readTokens"}`, or null when nothing
+was read.
 """
 
 from __future__ import annotations

@@ -39,6 +39,17 @@ def test_nothing_shared_means_no_cache() -> None:
     assert cache.take("doc", [7, 8]) == (None, 0)
 
 
+def test_what_a_cache_covers_is_counted_as_take_counts_it_and_the_cache_stays_whole() -> None:
+    cache = PromptCache()
+    cache.put("doc", [1, 2, 3, 4, 5], filled_cache(5))
+    assert cache.reusable("doc", [1, 2, 3, 9]) == 3
+    assert cache.reusable("doc", [1, 2, 3]) == 2  # the last prompt token is recomputed
+    assert cache.reusable("other", [1, 2, 3]) == 0
+    kept, reused = cache.take("doc", [1, 2, 3, 4, 5, 6])
+    assert reused == 5
+    assert kept is not None and kept.get_seq_length() == 5
+
+
 def test_a_cache_is_handed_out_once() -> None:
     cache = PromptCache()
     cache.put("doc", [1, 2, 3], filled_cache(3))

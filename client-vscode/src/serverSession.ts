@@ -18,15 +18,10 @@ import {
   type StaticFeature,
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
-import { CursorRest } from "./cursorRest";
+import { readWhereTheCursorRests } from "./cursorReads";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import type { PendingSuggestions } from "./pendingSuggestions";
-import {
-  isReadAtCursorResult,
-  isServerStatus,
-  READ_AT_CURSOR_REQUEST,
-  STATUS_NOTIFICATION,
-} from "./protocol";
+import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
 import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
 import { decideAfterClose, RestartBudget } from "./restartBudget";
@@ -106,29 +101,6 @@ const EXITED_WHILE_STARTING =
 /** The documents the server completes (and reads ahead in). */
 const DOCUMENT_SELECTOR = [{ scheme: "file" }, { scheme: "untitled" }];
 
-/** A lone cursor in a document the server completes. */
-interface CursorPlace {
-  readonly document: vscode.TextDocument;
-  readonly position: vscode.Position;
-}
-
-/** The place of `editor`'s cursor, if it has one lone cursor in a document the server completes. */
-function cursorPlace(
-  editor: vscode.TextEditor,
-  selections: readonly vscode.Selection[],
-): CursorPlace | undefined {
-  const [selection, ...others] = selections;
-  if (
-    selection === undefined ||
-    others.length > 0 ||
-    !selection.isEmpty ||
-    vscode.languages.match(DOCUMENT_SELECTOR, editor.document) === 0
-  ) {
-    return undefined;
-  }
-  return { document: editor.document, position: selection.active };
-}
-
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
   readonly client: LanguageClient;
@@ -139,21 +111,15 @@ export class ServerSession implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private queue: Promise<void> = Promise.resolve();
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
-  private readonly cursorRest = new CursorRest<CursorPlace>((place) => {
-    this.readAtCursor(place);
-  });
-  private readonly cursorMoves: vscode.Disposable;
+  private readonly cursorReads: vscode.Disposable;
 
   constructor(private readonly deps: SessionDependencies) {
-    this.cursorMoves = vscode.Disposable.from(
-      vscode.window.onDidChangeTextEditorSelection((event) => {
-        this.cursorRest.moved(cursorPlace(event.textEditor, event.selections));
-      }),
-      // Opening a file or switching to it puts the cursor at a place without moving it.
-      vscode.window.onDidChangeActiveTextEditor((editor) => {
-        this.cursorRest.moved(editor && cursorPlace(editor, editor.selections));
-      }),
-    );
+    this.cursorReads = readWhereTheCursorRests({
+      selector: DOCUMENT_SELECTOR,
+      client: () => this.client,
+      settings: deps.settings,
+      output: deps.output,
+    });
   }
 
   start(): Promise<void> {
@@ -183,38 +149,8 @@ export class ServerSession implements vscode.Disposable {
   }
 
   dispose(): void {
-    this.cursorMoves.dispose();
-    this.cursorRest.dispose();
+    this.cursorReads.dispose();
     void this.stop();
-  }
-
-  /**
-   * Asks the server to read the prompt where the cursor rests (`phi3/readAtCursor`); the
-   * answer only says what it read. A suggestion asked meanwhile stops the read on the server.
-   */
-  private readAtCursor({ document, position }: CursorPlace): void {
-    const client = this.client;
-    const settings = this.deps.settings();
-    if (
-      !client?.isRunning() ||
-      !settings.readAtCursor ||
-      !settings.inlineCompletions ||
-      document.isClosed
-    ) {
-      return;
-    }
-    const params = client.code2ProtocolConverter.asTextDocumentPositionParams(document, position);
-    const { output } = this.deps;
-    client.sendRequest(READ_AT_CURSOR_REQUEST, params).then(
-      (result: unknown) => {
-        if (isReadAtCursorResult(result) && result.readTokens > 0) {
-          output.debug(`Read ${String(result.readTokens)} tokens before the cursor`);
-        }
-      },
-      (error: unknown) => {
-        output.debug(`${READ_AT_CURSOR_REQUEST}: ${String(error)}`);
-      },
-    );
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {

@@ -61,22 +61,19 @@ class PromptCache:
         """How many of `prompt_ids` the key's cache covers, as `take` would count them, without
         taking or cropping it."""
         entry = self._entries.get(key)
-        if entry is None:
-            return 0
-        return max(0, min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1))
+        return 0 if entry is None else _covered(entry.token_ids, prompt_ids)
 
     def take(self, key: str, prompt_ids: Sequence[int]) -> tuple[DynamicCache | None, int]:
         """Remove the key's cache and crop it to the prefix it shares with `prompt_ids`.
 
-        Returns the cache and the number of prompt tokens it covers, at most all but the last
-        (the last prompt token is always recomputed: its logits give the first new token).
+        Returns the cache and the number of prompt tokens it covers (see `_covered`).
         """
         entry = self._entries.pop(key, None)
         self._drop_while_memory_is_short(spare=None, tokens=len(prompt_ids))
         if entry is None:
             return None, 0
-        reusable = min(common_prefix_length(entry.token_ids, prompt_ids), len(prompt_ids) - 1)
-        if reusable <= 0:
+        reusable = _covered(entry.token_ids, prompt_ids)
+        if reusable == 0:
             return None, 0
         surplus = len(entry.token_ids) - reusable
         if surplus:
@@ -111,3 +108,9 @@ class PromptCache:
             del self._entries[others[0]]
             self._release()
             log.info("Memory is short: dropped the cached prompt of %s", others[0])
+
+
+def _covered(cached_ids: Sequence[int], prompt_ids: Sequence[int]) -> int:
+    """Prompt tokens that a cache of `cached_ids` covers: their shared prefix, at most all but
+    the last prompt token (which is always recomputed: its logits give the first new token)."""
+    return max(0, min(common_prefix_length(cached_ids, prompt_ids), len(prompt_ids) - 1))

@@ -317,14 +317,21 @@ async def newer_request_then_release(
     return await newer
 
 
+@pytest.mark.parametrize("read_ahead", [False, True], ids=["completion", "read-ahead"])
 async def test_a_newer_request_on_the_document_takes_over_the_prompt_chunk_in_flight(
-    loaded_host: ModelHost,
+    loaded_host: ModelHost, read_ahead: bool
 ) -> None:
     prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
     typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
-    async with older_request_held_in_its_second_chunk(loaded_host, prompt) as (older, release):
+    async with older_request_held_in_its_second_chunk(
+        loaded_host, prompt, read_ahead=read_ahead
+    ) as (older, release):
         generation = await newer_request_then_release(loaded_host, typed_on, "doc", release)
-        assert await older is None
+        stopped = await older
+    if read_ahead:  # a read says what it kept; a superseded completion answers nothing
+        assert stopped is not None and stopped.cached_tokens == 2 * PREFILL_CHUNK_TOKENS
+    else:
+        assert stopped is None
     assert generation is not None
     assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
 
@@ -389,22 +396,6 @@ async def test_a_read_ahead_never_stops_a_running_completion(loaded_host: ModelH
     assert await loaded_host.read_prompt(long_prompt(loaded_host, 600), cache_key="other") is None
     generation = await running
     assert generation is not None and generation.finish_reason != "stopped"
-
-
-async def test_a_completion_takes_over_the_prompt_chunk_a_read_ahead_has_in_flight(
-    loaded_host: ModelHost,
-) -> None:
-    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
-    typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
-    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
-        read,
-        release,
-    ):
-        generation = await newer_request_then_release(loaded_host, typed_on, "doc", release)
-        stopped_read = await read
-    assert stopped_read is not None and stopped_read.cached_tokens == 2 * PREFILL_CHUNK_TOKENS
-    assert generation is not None
-    assert generation.reused_prompt_tokens == 2 * PREFILL_CHUNK_TOKENS
 
 
 async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(

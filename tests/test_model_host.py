@@ -147,6 +147,37 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     assert loaded_host.status.int4_drafts
 
 
+class _ReadyListener(RecordingListener):
+    """Also wakes the test as soon as a status says the weights are ready."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready = threading.Event()
+
+    def status_changed(self, status: Status) -> None:
+        super().status_changed(status)
+        if status.state == "ready" and status.weights_loaded:
+            self.ready.set()
+
+
+def test_a_completion_asked_the_moment_the_status_says_ready_comes_after_the_drafts(
+    tiny_phi3_dir: Path,
+) -> None:
+    listener = _ReadyListener()
+    host = ModelHost(listener, str(tiny_phi3_dir))
+    try:
+        assert host.load(str(tiny_phi3_dir), threads=1)
+        assert listener.ready.wait(LOAD_TIMEOUT)
+        generation = asyncio.run(host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc"))
+        engine = host.engine
+        assert generation is not None and engine is not None
+        if not engine.takes_int4_drafts:
+            pytest.skip(NO_INT4_DRAFTS_HERE)
+        assert host.status.int4_drafts, "the completion ran before the drafts were loaded"
+    finally:
+        host.shutdown()
+
+
 async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
     tiny_phi3_dir: Path,
     listener: RecordingListener,

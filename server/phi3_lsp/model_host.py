@@ -479,9 +479,11 @@ class ModelHost:
             # The outcome first: a client that sees "ready" or "error" has had the message.
             self._listener.load_ended(outcome)
             self._engine = engine
+            if engine is not None and request.int4_drafts:
+                # Queued before the status says ready: a completion asked on seeing it comes
+                # after the drafts (when they are read here), not before them.
+                self._read_ahead_then_load_drafter(load_id, engine)
             self._set_status(status)
-        if engine is not None and request.int4_drafts:
-            self._read_ahead_then_load_drafter(load_id, engine)
 
     def _read_ahead_then_load_drafter(self, load_id: int, engine: ModelEngine) -> None:
         """Load the drafts on the model thread once their files are read on a thread of its own:

@@ -1,9 +1,12 @@
-"""Models for tests: a folder the fixtures built (with or without its weights), a tiny Phi-3."""
+"""Models for tests: a folder the fixtures built (with or without its weights), a tiny Phi-3,
+the bytes a checkpoint stores."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from safetensors import safe_open
 
 from phi3_lsp.sources import ModelSource
 
@@ -47,3 +50,15 @@ def tiny_sliding_window_phi3(window: int, *, tied_embeddings: bool = False) -> P
     model = Phi3ForCausalLM(config)
     model.train(False)
     return model
+
+
+def checkpoint_bytes(folder: Path, *, without: str | None = None) -> int:
+    """Bytes of the tensors a folder's safetensors files store (all but `without`)."""
+    total = 0
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as tensors:
+            for name in tensors.keys():  # noqa: SIM118 (safe_open cannot be iterated)
+                if name != without:
+                    tensor = tensors.get_tensor(name)
+                    total += tensor.numel() * tensor.element_size()
+    return total

@@ -429,6 +429,28 @@ async def test_a_read_ahead_never_stops_a_running_completion(loaded_host: ModelH
     assert generation is not None and generation.finish_reason != "stopped"
 
 
+async def test_the_weights_are_read_after_a_running_completion_never_beside_it(
+    loaded_host: ModelHost,
+) -> None:
+    running = asyncio.ensure_future(
+        loaded_host.generate(PROMPT_IDS, max_new_tokens=200, cache_key="doc")
+    )
+    await asyncio.sleep(0)  # the completion is on the model thread now
+    reading = loaded_host.read_weights()
+    assert reading is not None
+    reads = await asyncio.wrap_future(reading)
+    assert reads is not None and reads.bytes_read > 0
+    assert running.done(), "the read waited for the completion"
+    generation = running.result()
+    assert generation is not None and generation.finish_reason != "stopped"
+
+
+def test_no_weights_are_read_without_a_model(
+    new_host: Callable[[str], ModelHost], tiny_phi3_dir: Path
+) -> None:
+    assert new_host(str(tiny_phi3_dir)).read_weights() is None
+
+
 async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(
     loaded_host: ModelHost,
 ) -> None:

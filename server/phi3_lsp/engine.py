@@ -58,6 +58,7 @@ from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
 from phi3_lsp.system_memory import available_memory
 from phi3_lsp.tokens import DocumentTokenizer
+from phi3_lsp.weight_reads import WeightReads, time_weight_reads
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +409,10 @@ class ModelEngine:
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""
         self._prompt_cache.discard(cache_key)
+
+    def read_weights(self) -> WeightReads:
+        """How fast the weights a decode pass multiplies read from this process's memory."""
+        return time_weight_reads(self.model)
 
     def architecture(self) -> ArchitectureReport:
         """The module tree, config summary and parameter counts (weights or not)."""

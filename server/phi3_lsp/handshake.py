@@ -25,7 +25,9 @@ CAPABILITIES: dict[str, Any] = {
     "textDocumentSync": {"openClose": True, "change": 2, "save": False},
     "completionProvider": {},
     "hoverProvider": True,
-    "executeCommandProvider": {"commands": ["phi3.showArchitecture", "phi3.status"]},
+    "executeCommandProvider": {
+        "commands": ["phi3.showArchitecture", "phi3.measureWeightReads", "phi3.status"]
+    },
     "inlineCompletionProvider": {},
     "workspace": {
         "workspaceFolders": {"supported": True, "changeNotifications": True},

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.generation import Generation, PromptRead
     from phi3_lsp.tokens import DocumentTokenizer
+    from phi3_lsp.weight_reads import WeightReads
 
 logger = logging.getLogger(__name__)
 
@@ -350,6 +351,15 @@ class ModelHost:
         if engine is not None and not self._thread.closed:
             self._thread.submit(engine.forget_prompt, uri)
 
+    def read_weights(self) -> Future[WeightReads | None] | None:
+        """Time reads of the model's weights on the model thread, after the jobs already
+        queued, never beside a pass. None while no model with weights is loaded; the future
+        holds None when another model replaced it first."""
+        engine = self._engine
+        if engine is None or not engine.has_weights:
+            return None
+        return self._thread.submit(self._read_weights, engine)
+
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the running generation, take no more jobs, and wait for the model thread.
 
@@ -421,6 +431,9 @@ class ModelHost:
         finally:
             prompt_reports.end()
             self._forget_running(stop)
+
+    def _read_weights(self, engine: ModelEngine) -> WeightReads | None:
+        return engine.read_weights() if engine is self._engine else None
 
     def _finish_generation(
         self, engine: ModelEngine, generation: Generation | None, started: float

@@ -67,9 +67,12 @@ async def test_requests_answer_empty_while_no_model_is_loaded(broken: Phi3Client
     assert len([m for m in broken.messages if m.type == types.MessageType.Error]) == 1
 
 
-async def test_the_architecture_request_fails_with_the_reason(broken: Phi3Client) -> None:
+@pytest.mark.parametrize("command", ["phi3.showArchitecture", "phi3.measureWeightReads"])
+async def test_requests_for_the_model_fail_with_the_reason(
+    broken: Phi3Client, command: str
+) -> None:
     with pytest.raises(JsonRpcException, match="no-such-model"):
-        await broken.command("phi3.showArchitecture")
+        await broken.command(command)
 
 
 async def test_an_unknown_command_is_an_error_and_the_server_keeps_serving(

@@ -6,6 +6,7 @@ import re
 
 import pytest
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 
 from e2e.lsp_session import Phi3Client, hover_text
 
@@ -105,3 +106,11 @@ async def test_completions_are_empty_without_weights(phi3_no_weights: Phi3Client
 
 async def test_the_status_command_matches_the_notifications(phi3_no_weights: Phi3Client) -> None:
     assert await phi3_no_weights.command("phi3.status") == phi3_no_weights.statuses[-1]
+
+
+async def test_without_weights_reading_them_is_an_error_that_says_so(
+    phi3_no_weights: Phi3Client,
+) -> None:
+    with pytest.raises(JsonRpcException, match="without its weights"):
+        await phi3_no_weights.command("phi3.measureWeightReads")
+    assert (await phi3_no_weights.command("phi3.status"))["state"] == "ready"

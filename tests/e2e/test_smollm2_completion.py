@@ -16,6 +16,7 @@ from e2e.lsp_session import (
     hover_text,
     inline_params,
 )
+from model_sources import checkpoint_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -215,3 +216,14 @@ async def test_positions_past_the_end_and_unknown_documents_give_nothing(
     assert await smollm2.inline("file:///never/opened.txt", 0, 3) == []
     assert await smollm2.hover_at("file:///never/opened.txt", 0, 3) is None
     assert await smollm2.command("phi3.status") == smollm2.statuses[-1]
+
+
+async def test_the_weights_read_speed_counts_every_weight_once(smollm2: Phi3Client) -> None:
+    from phi3_lsp.offline_pack import ensure_asset
+
+    reads = await smollm2.command("phi3.measureWeightReads")
+    # SmolLM2's vocabulary projection is its input embeddings: every stored tensor is read.
+    stored = checkpoint_bytes(ensure_asset("smollm2-135m"))
+    assert stored <= reads["bytesRead"] <= stored + 1024
+    assert reads["seconds"] > 0
+    assert reads["bytesPerSecond"] == pytest.approx(reads["bytesRead"] / reads["seconds"])

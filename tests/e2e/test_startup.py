@@ -55,6 +55,7 @@ async def test_initialize_answers_before_the_model_is_ready(
     assert set(capabilities.execute_command_provider.commands) >= {
         "phi3.showArchitecture",
         "phi3.status",
+        "phi3.measureWeightReads",
     }
 
     ready = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))

@@ -1,4 +1,4 @@
-"""`workspace/executeCommand`: the architecture report and the status."""
+"""`workspace/executeCommand`: the architecture report, the status, the weights' read speed."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from phi3_lsp.server import Phi3LanguageServer
 
 SHOW_ARCHITECTURE = "phi3.showArchitecture"
 STATUS = "phi3.status"
+READ_WEIGHTS = "phi3.measureWeightReads"
 
 
 def register(server: Phi3LanguageServer) -> None:
@@ -22,11 +23,25 @@ def register(server: Phi3LanguageServer) -> None:
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(
-                message=_not_available(ls), code=types.LSPErrorCodes.RequestFailed
+                message=_not_available(ls, "architecture to show", "the architecture is available"),
+                code=types.LSPErrorCodes.RequestFailed,
             )
         # Built off the event loop: a repr of every module can take a moment on big models.
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: engine.architecture().to_json())
+
+    @server.command(READ_WEIGHTS)
+    async def measure_weight_reads(ls: Phi3LanguageServer) -> dict[str, object]:
+        reading = ls.host.read_weights() if ls.host is not None else None
+        if reading is None:
+            raise JsonRpcException(message=_no_weights(ls), code=types.LSPErrorCodes.RequestFailed)
+        reads = await asyncio.wrap_future(reading)
+        if reads is None:
+            raise JsonRpcException(
+                message="Another model was loaded before the weights could be read; try again.",
+                code=types.LSPErrorCodes.ContentModified,
+            )
+        return reads.to_json()
 
     @server.command(STATUS)
     def status(ls: Phi3LanguageServer) -> dict[str, object]:
@@ -38,8 +53,14 @@ def register(server: Phi3LanguageServer) -> None:
         return ls.host.status.to_json()
 
 
-def _not_available(ls: Phi3LanguageServer) -> str:
+def _no_weights(ls: Phi3LanguageServer) -> str:
+    if ls.host is not None and ls.host.engine is not None:
+        return "The model is loaded without its weights: there are none to read."
+    return _not_available(ls, "weights to read", "its weights can be read")
+
+
+def _not_available(ls: Phi3LanguageServer, missing: str, once_loaded: str) -> str:
     status = ls.host.status if ls.host is not None else None
     if status is not None and status.state == "error" and status.message:
-        return f"No architecture to show: {status.message}"
-    return "The model is still loading; the architecture is available once it has loaded."
+        return f"No {missing}: {status.message}"
+    return f"The model is still loading; {once_loaded} once it has loaded."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -398,6 +399,32 @@ def test_decode_time_is_judged_against_the_memory_floor_beside_its_answers() -> 
     reported = row(per_token_ms=300, floor_target=False)
     assert "2.87x the floor" in reported.server
     assert reported.verdict == ""
+
+
+def test_the_server_weights_read_speed_judges_decoding_when_it_was_measured() -> None:
+    # A fresh buffer read at 10 GB/s, the server's own weights at 8 GB/s (slower memory): the
+    # passes read the weights, so their floor is 1.04 GB at 8 GB/s = 130.6 ms a pass.
+    fresh = MemoryFloor(10e9, 1_000_000_000, 1_000_000)
+    own = replace(fresh, read_bytes_per_second=8e9)
+
+    def row(per_token_ms: float) -> Row:
+        prompt = PromptFigures(
+            label="~20",
+            full=[decoded(49 * per_token_ms, 49, 50)] * 3,
+            memory_floors=[fresh, fresh],
+            weight_floors=[own, own],
+        )
+        server = ServerFigures([0.17], [9.0], [1.2], transport_seconds=[0.001], prompts=[prompt])
+        report = ModelReport("Phi-3", server, {"~20": 20}, None, "", None, "", [0.87], 4)
+        [row] = [row for row in model_rows(report) if "memory floor" in row.metric]
+        return row
+
+    # 180 ms a token: 1.38x the weights' floor (met), though 1.72x the fresh buffer's.
+    judged = row(per_token_ms=180)
+    assert judged.verdict == "met"
+    assert "1.38x the floor: 1.04 GB a pass at 8.0 GB/s = 130.6 ms" in judged.server
+    assert "a fresh buffer in another process at 10.0 / 10.0 GB/s: 1.72x its floor" in judged.server
+    assert row(per_token_ms=200).verdict == "MISSED"
 
 
 def test_no_floor_row_without_a_floor_measured_beside_the_answers() -> None:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,10 @@ class PromptFigures:
     memory_floors: list[MemoryFloor] = field(default_factory=list)
     """Measured just before and just after the `full` windows: the host's read bandwidth
     drifts within a run, and the floor of these answers is the one of their minutes."""
-    weight_floors: list[MemoryFloor] = field(default_factory=list)
-    """The same floors at the speed the server read its own weights (`phi3.measureWeightReads`)
-    at those moments: the memory its passes read, which a fresh buffer may not share."""
+    weight_read_speeds: list[float] = field(default_factory=list)
+    """Bytes per second at which the server read its own weights (`phi3.measureWeightReads`)
+    right after each `full` answer: the memory those answers' passes read, at the speed it
+    had then (on this host the same weights read at ~35 GB/s and ~60 GB/s minutes apart)."""
 
 
 @dataclass
@@ -320,12 +321,15 @@ async def _measure_prompt(
         await session.wait_idle()
     await session.configure({**settings, "maxNewTokens": plan.max_new_tokens})
 
-    await _measure_floor(plan, session, figures)
+    await _measure_floor(plan, figures)
     for number, text in enumerate(prompt.full):
         uri = f"{uri_base}_full{number}.py"
         session.open(uri, text)
         full = await session.complete(uri, end_position(text))
         figures.full.append(full)
+        if plan.measure_floor is not None:
+            reads = await session.command("phi3.measureWeightReads")
+            figures.weight_read_speeds.append(float(reads["bytesPerSecond"]))
         if full.text:
             # The user types the suggestion's first character: the rest should come back at once.
             cursor = session.type_at_end(uri, full.text[0])
@@ -336,7 +340,7 @@ async def _measure_prompt(
             cursor = session.type_at_end(uri, diverging_character(full.text[1:]))
             figures.edits.append(await session.complete(uri, cursor))
         session.close(uri)
-    await _measure_floor(plan, session, figures)
+    await _measure_floor(plan, figures)
     for number, text in enumerate(prompt.full):
         uri = f"{uri_base}_rested{number}.py"
         session.open(uri, text)
@@ -346,16 +350,11 @@ async def _measure_prompt(
     return figures
 
 
-async def _measure_floor(plan: ServerPlan, session: ServerSession, figures: PromptFigures) -> None:
-    if plan.measure_floor is None:
-        return
-    floor = await asyncio.to_thread(plan.measure_floor)
-    if floor is None:
-        return
-    figures.memory_floors.append(floor)
-    reads = await session.command("phi3.measureWeightReads")
-    own_speed = float(reads["bytesPerSecond"])
-    figures.weight_floors.append(replace(floor, read_bytes_per_second=own_speed))
+async def _measure_floor(plan: ServerPlan, figures: PromptFigures) -> None:
+    if plan.measure_floor is not None:
+        floor = await asyncio.to_thread(plan.measure_floor)
+        if floor is not None:
+            figures.memory_floors.append(floor)
 
 
 async def complete_in_new_document(session: ServerSession, uri: str, text: str) -> Completion:

@@ -1,10 +1,10 @@
 """How fast this process reads its model's weights: the floor under every decode pass.
 
 A one-token pass reads each weight it multiplies once, so it cannot take less time than those
-bytes take to stream from memory. How fast they stream depends on where their pages landed as
-much as on the machine: on a 2-core AMD EPYC guest, fresh 1 GiB buffers read at ~35 GB/s in some
-processes and ~60 GB/s in others. Only a read of the weights themselves, in the process that
-decodes with them, gives a speed that compares with its passes.
+bytes take to stream from memory. How fast they stream depends on the moment as much as on the
+machine: on a 2-core AMD EPYC guest, the same weights in the same process read at 35.6 GB/s and,
+a minute later, 58.5 GB/s. A read of the weights themselves, in the process that decodes with
+them and right beside its passes, gives the speed that compares with them.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from phi3_lsp.server import Phi3LanguageServer
 
 SHOW_ARCHITECTURE = "phi3.showArchitecture"
 STATUS = "phi3.status"
-READ_WEIGHTS = "phi3.measureWeightReads"
+MEASURE_WEIGHT_READS = "phi3.measureWeightReads"
 
 
 def register(server: Phi3LanguageServer) -> None:
@@ -30,7 +30,7 @@ def register(server: Phi3LanguageServer) -> None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: engine.architecture().to_json())
 
-    @server.command(READ_WEIGHTS)
+    @server.command(MEASURE_WEIGHT_READS)
     async def measure_weight_reads(ls: Phi3LanguageServer) -> dict[str, object]:
         reading = ls.host.read_weights() if ls.host is not None else None
         if reading is None:

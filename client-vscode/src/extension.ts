@@ -2,12 +2,20 @@
 
 import * as vscode from "vscode";
 import { ArchitectureDocuments } from "./architectureView";
-import { isArchitectureReport, SHOW_ARCHITECTURE_COMMAND } from "./protocol";
+import {
+  isArchitectureReport,
+  isServerStatus,
+  isWeightReads,
+  MEASURE_WEIGHT_READS_COMMAND,
+  SHOW_ARCHITECTURE_COMMAND,
+  STATUS_COMMAND,
+} from "./protocol";
 import { PendingSuggestions } from "./pendingSuggestions";
 import { onActivePythonChanged } from "./pythonEnvironment";
 import { ServerSession } from "./serverSession";
 import { type ExtensionSettings, RESTART_KEYS, readSettings, SETTINGS_SECTION } from "./settings";
 import { SHOW_MENU_COMMAND, SHOW_OUTPUT_COMMAND, StatusBar } from "./statusBar";
+import { describeWeightReads } from "./weightReads";
 
 const RESTART_COMMAND = "phi3.restartServer";
 const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
@@ -43,6 +51,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     context.subscriptions.push(vscode.commands.registerCommand(id, run));
   };
   register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture, output));
+  register(MEASURE_WEIGHT_READS_COMMAND, () => measureWeightReads(session, output));
   register(RESTART_COMMAND, () => session.restart());
   register(TOGGLE_INLINE_COMMAND, () => toggleInlineCompletions());
   register(SHOW_OUTPUT_COMMAND, () => {
@@ -105,12 +114,42 @@ async function showArchitecture(
     }
     await documents.show(report);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
-    output.error(`Show Phi-3 architecture: ${message}`);
-    const showOutput = "Show output";
-    if ((await vscode.window.showErrorMessage(`Phi-3: ${message}`, showOutput)) === showOutput) {
-      output.show();
+    await reportFailure("Show Phi-3 architecture", error, output);
+  }
+}
+
+async function measureWeightReads(
+  session: ServerSession,
+  output: vscode.LogOutputChannel,
+): Promise<void> {
+  try {
+    const reads = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the model's weights" },
+      () => session.executeCommand(MEASURE_WEIGHT_READS_COMMAND),
+    );
+    if (!isWeightReads(reads)) {
+      throw new Error("the server's weight reads have an unexpected shape");
     }
+    const status = await session.executeCommand(STATUS_COMMAND);
+    const message = describeWeightReads(reads, isServerStatus(status) ? status : undefined);
+    output.info(message);
+    void vscode.window.showInformationMessage(message);
+  } catch (error) {
+    await reportFailure("Measure how fast the weights read", error, output);
+  }
+}
+
+/** A command that failed: logged, and shown with a way to the log. */
+async function reportFailure(
+  command: string,
+  error: unknown,
+  output: vscode.LogOutputChannel,
+): Promise<void> {
+  const message = error instanceof Error ? error.message : String(error);
+  output.error(`${command}: ${message}`);
+  const showOutput = "Show output";
+  if ((await vscode.window.showErrorMessage(`Phi-3: ${message}`, showOutput)) === showOutput) {
+    output.show();
   }
 }
 
@@ -136,6 +175,10 @@ async function showMenu(): Promise<void> {
   const enabled = currentSettings().inlineCompletions;
   const items: (vscode.QuickPickItem & { command: string })[] = [
     { label: "$(type-hierarchy) Show Phi-3 architecture", command: SHOW_ARCHITECTURE_COMMAND },
+    {
+      label: "$(dashboard) Measure how fast the weights read",
+      command: MEASURE_WEIGHT_READS_COMMAND,
+    },
     {
       label: enabled
         ? "$(circle-slash) Turn inline completions off"

@@ -10,6 +10,7 @@ export const STATUS_NOTIFICATION = "phi3/status";
 export const READ_AT_CURSOR_REQUEST = "phi3/readAtCursor";
 export const SHOW_ARCHITECTURE_COMMAND = "phi3.showArchitecture";
 export const STATUS_COMMAND = "phi3.status";
+export const MEASURE_WEIGHT_READS_COMMAND = "phi3.measureWeightReads";
 
 export type ServerState = "loading" | "ready" | "generating" | "error";
 
@@ -23,6 +24,9 @@ export interface ServerStatus {
   readonly lastLatencyMs: number | null;
   readonly lastTokensPerSecond: number | null;
   readonly lastTokens: number | null;
+  /** Time the last completion spent decoding after its first token, and its passes. */
+  readonly lastDecodeMs?: number | null;
+  readonly lastDecodePasses?: number | null;
   /** fp32's decode passes check tokens drafted by the model's 4-bit copy (absent: false). */
   readonly int4Drafts?: boolean;
 }
@@ -34,6 +38,14 @@ export interface ReadAtCursorResult {
   readonly cachedTokens: number;
   /** Of those, the ones this request read (0: they were kept already). */
   readonly readTokens: number;
+}
+
+/** Result of `phi3.measureWeightReads`: the fastest of `tries` reads of the model's weights. */
+export interface WeightReads {
+  readonly bytesRead: number;
+  readonly seconds: number;
+  readonly bytesPerSecond: number;
+  readonly tries: number;
 }
 
 export interface ArchitectureConfig {
@@ -132,5 +144,17 @@ export function isReadAtCursorResult(value: unknown): value is ReadAtCursorResul
     typeof value.promptTokens === "number" &&
     typeof value.cachedTokens === "number" &&
     typeof value.readTokens === "number"
+  );
+}
+
+/** True when `value` is a `phi3.measureWeightReads` result. */
+export function isWeightReads(value: unknown): value is WeightReads {
+  return (
+    isRecord(value) &&
+    typeof value.bytesRead === "number" &&
+    typeof value.seconds === "number" &&
+    value.seconds > 0 &&
+    typeof value.bytesPerSecond === "number" &&
+    typeof value.tries === "number"
   );
 }

@@ -26,10 +26,12 @@ import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
 import {
   isArchitectureReport,
   isReadAtCursorResult,
+  isWeightReads,
   READ_AT_CURSOR_REQUEST,
 } from "../../src/protocol";
 import { DEFAULT_SETTINGS } from "../../src/settings";
 import { renderStatus } from "../../src/statusView";
+import { describeWeightReads } from "../../src/weightReads";
 import { LanguageServerProcess, vocabularyId } from "./languageServer";
 
 // The first run fetches and converts the offline model (about a minute); later runs load in seconds.
@@ -226,6 +228,25 @@ void describe(
         );
         assert.match(markdown, /\| Decoder layers \| 30 \|/);
         assert.match(markdown, /\*\*134,515,008\*\*/);
+      },
+    );
+
+    void it(
+      "measures how fast the server reads SmolLM2's weights, each of them once",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async () => {
+        const reads: unknown = await server.connection.sendRequest(ExecuteCommandRequest.type, {
+          command: "phi3.measureWeightReads",
+          arguments: [],
+        });
+        assert.ok(isWeightReads(reads), "the documented result shape");
+        // 134,515,008 fp32 parameters, the input embeddings being the vocabulary projection.
+        const parameterBytes = 134515008 * 4;
+        assert.ok(reads.bytesRead >= parameterBytes && reads.bytesRead < parameterBytes + 1024);
+        assert.match(
+          describeWeightReads(reads),
+          /^Phi-3: the model's weights \(0\.54 GB\) read in /,
+        );
       },
     );
 

@@ -79,6 +79,7 @@ describe("the packaged extension (.vsix)", () => {
     const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
     const titles = new Map(manifest.contributes.commands.map((c) => [c.command, c.title]));
     assert.equal(titles.get("phi3.showArchitecture"), "Show Phi-3 architecture");
+    assert.equal(titles.get("phi3.measureWeightReads"), "Measure how fast the weights read");
     assert.equal(titles.get("phi3.restartServer"), "Restart server");
     assert.equal(titles.get("phi3.toggleInlineCompletions"), "Toggle inline completions");
     assert.equal(titles.get("phi3.showOutput"), "Show output");

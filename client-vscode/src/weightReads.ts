@@ -24,8 +24,16 @@ export function describeWeightReads(reads: WeightReads, status?: ServerStatus): 
   ];
   const decodeMs = status?.lastDecodeMs;
   const passes = status?.lastDecodePasses;
-  if (typeof decodeMs === "number" && typeof passes === "number" && passes > 0) {
-    sentences.push(`The last completion: ${milliseconds(decodeMs / 1000 / passes)} a decode pass.`);
+  // The decode time covers the tokens after the first, which the prompt's pass gave.
+  const tokens = (status?.lastTokens ?? 0) - 1;
+  if (typeof decodeMs === "number" && typeof passes === "number" && passes > 0 && tokens > 0) {
+    const perPass = milliseconds(decodeMs / 1000 / passes);
+    const perToken = milliseconds(decodeMs / 1000 / tokens);
+    sentences.push(
+      `The last completion decoded ${tokens} tokens in ${passes} passes: ${perPass} a pass, ` +
+        `${perToken} a token` +
+        (passes < tokens ? " (a pass can check several drafted tokens at once)." : "."),
+    );
   }
   return sentences.join(" ");
 }

@@ -18,14 +18,20 @@ void describe("describeWeightReads", () => {
   });
 
   void it("sets the last completion's decode passes beside it", () => {
-    const status: ServerStatus = {
-      ...readyStatus("smollm2-135m"),
-      lastDecodeMs: 10143,
-      lastDecodePasses: 49,
-    };
+    const last = { lastTokens: 50, lastDecodeMs: 10143, lastDecodePasses: 49 };
+    const status: ServerStatus = { ...readyStatus("smollm2-135m"), ...last };
     assert.match(
       describeWeightReads(reads, status),
-      /The last completion: 207\.0 ms a decode pass\.$/,
+      / The last completion decoded 49 tokens in 49 passes: 207\.0 ms a pass, 207\.0 ms a token\.$/,
+    );
+  });
+
+  void it("says that a pass checking drafted tokens can beat the floor per token", () => {
+    const last = { lastTokens: 50, lastDecodeMs: 1000, lastDecodePasses: 5 };
+    const status: ServerStatus = { ...readyStatus("smollm2-135m"), ...last };
+    assert.match(
+      describeWeightReads(reads, status),
+      /in 5 passes: 200\.0 ms a pass, 20\.4 ms a token \(a pass can check several drafted tokens at once\)\.$/,
     );
   });
 

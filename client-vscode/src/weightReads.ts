@@ -18,9 +18,8 @@ export function describeWeightReads(reads: WeightReads, status?: ServerStatus): 
   const speed = (reads.bytesPerSecond / 1e9).toFixed(1);
   const floor = milliseconds(reads.seconds);
   const sentences = [
-    `Phi-3: the model's weights (${gigabytes} GB) read in ${floor} here ` +
-      `(${speed} GB/s, the fastest of ${reads.tries} reads).`,
-    `Each generated token reads every weight once, so no decode pass can take less than ${floor}.`,
+    `Phi-3 read the model's ${gigabytes} GB of weights in ${floor} (${speed} GB/s):`,
+    "each token reads them all, so no decode pass can take less.",
   ];
   const decodeMs = status?.lastDecodeMs;
   const passes = status?.lastDecodePasses;
@@ -29,10 +28,10 @@ export function describeWeightReads(reads: WeightReads, status?: ServerStatus): 
   if (typeof decodeMs === "number" && typeof passes === "number" && passes > 0 && tokens > 0) {
     const perPass = milliseconds(decodeMs / 1000 / passes);
     const perToken = milliseconds(decodeMs / 1000 / tokens);
+    const drafted = passes < tokens ? ", checking drafted tokens" : "";
     sentences.push(
-      `The last completion decoded ${tokens} tokens in ${passes} passes: ${perPass} a pass, ` +
-        `${perToken} a token` +
-        (passes < tokens ? " (a pass can check several drafted tokens at once)." : "."),
+      `Last completion: ${perToken} a token, ${perPass} a pass (${tokens} tokens in ` +
+        `${passes} passes${drafted}).`,
     );
   }
   return sentences.join(" ");

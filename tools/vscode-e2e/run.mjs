@@ -2,7 +2,8 @@
 /**
  * The Phi-3 extension in a real VS Code (code-server 4.139 = VS Code 1.139), driven through
  * Chromium the way a user works: wait for the status bar to say ready, type a sentence, ask for
- * an inline suggestion, accept it with Tab, hover a word, open the architecture view.
+ * an inline suggestion, accept it with Tab, hover a word, open the architecture view, measure
+ * how fast the weights read.
  * A screenshot of each step goes to tools/vscode-e2e/screenshots/.
  *
  *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace] [--weights fp32|int4]
@@ -452,6 +453,23 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
     check(architecture.includes(module), `the architecture view lacks the module line ${module}`);
   }
   await screenshot(page, "07-architecture");
+
+  const weightReads = await timed("weights read (command → message)", async () => {
+    await workbench.runCommand("Measure how fast the weights read", TIMEOUT.ui);
+    return workbench.notificationContaining("of weights in", TIMEOUT.architecture);
+  });
+  log(`weights read: ${JSON.stringify(weightReads)}`);
+  check(
+    /Phi-3 read the model's \d+\.\d\d GB of weights in \d+\.\d ms \(\d+\.\d GB\/s\)/.test(weightReads),
+    `the weights' read message is not the documented one: ${JSON.stringify(weightReads)}`,
+  );
+  if (weights === "fp32") {
+    // 134,515,008 fp32 parameters, the input embeddings being the vocabulary projection.
+    check(weightReads.includes(" 0.54 GB of weights"), "the message does not count SmolLM2's 0.54 GB");
+  }
+  await page.waitForTimeout(600); // the toast slides in
+  await screenshot(page, "07b-weight-reads");
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
 
   // The slow suggestion's continuation may still be generated in the background.
   await waitForServerReady(workbench);

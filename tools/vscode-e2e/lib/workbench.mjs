@@ -172,6 +172,15 @@ export class Workbench {
     return plainText(await hover.first().innerText());
   }
 
+  /** Text of the first notification toast that contains `needle`, once one shows. */
+  async notificationContaining(needle, timeoutMs) {
+    const toast = this.page
+      .locator(".notifications-toasts .notification-toast")
+      .filter({ hasText: needle });
+    await toast.first().waitFor({ timeout: timeoutMs });
+    return plainText(await toast.first().innerText());
+  }
+
   /** Text of the first webview frame (markdown preview, ...) whose body contains `needle`. */
   async webviewTextContaining(needle, timeoutMs) {
     const deadline = Date.now() + timeoutMs;

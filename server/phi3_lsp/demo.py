@@ -22,7 +22,8 @@ def register_command(subparsers: Any) -> None:
         "demo",
         help="run a real LSP session against the server and print each answer",
         description="Start the server as a subprocess and drive it over LSP: initialize, "
-        "inline completion, hover and the architecture report, each with its latency.",
+        "inline completion, hover, the architecture report and a timed read of the weights, "
+        "each with its latency.",
     )
     parser.add_argument(
         "--model",

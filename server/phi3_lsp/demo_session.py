@@ -1,5 +1,6 @@
 """The LSP session `phi3-lsp demo` runs: initialize, wait for the model, open a document, ask
-for an inline completion at its end, hover a word, and show the model's architecture.
+for an inline completion at its end, hover a word, show the model's architecture and time a
+read of its weights.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ async def _steps(
     await _inline_completion(client, session, out)
     await _hover(client, out)
     await _architecture(client, out)
+    await _weight_reads(client, out)
     return 0
 
 
@@ -222,6 +224,19 @@ async def _architecture(client: LanguageClient, out: TextIO) -> None:
         print(f"  {line}", file=out)
     if len(lines) > 12:
         print(f"  … ({len(lines) - 12} more lines)", file=out)
+
+
+async def _weight_reads(client: LanguageClient, out: TextIO) -> None:
+    request = types.ExecuteCommandParams(command="phi3.measureWeightReads")
+    answer, seconds = await _timed(lambda: client.workspace_execute_command_async(request))
+    reads = _as_dict(answer)
+    gigabytes, speed = reads.get("bytesRead", 0) / 1e9, reads.get("bytesPerSecond", 0) / 1e9
+    print(f"\nphi3.measureWeightReads ({seconds * 1000:.0f} ms):", file=out)
+    print(
+        f"  {gigabytes:.2f} GB of weights read in {reads.get('seconds', 0) * 1000:.1f} ms "
+        f"({speed:.1f} GB/s): the least time a decode pass can take here",
+        file=out,
+    )
 
 
 async def _timed(call: Callable[[], Awaitable[_T]]) -> tuple[_T, float]:

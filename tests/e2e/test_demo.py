@@ -30,9 +30,12 @@ async def test_the_demo_runs_a_real_session_and_prints_each_answer(
     assert process.returncode == 0, output
     assert "initialize: phi3-lsp" in output
     assert "ready" in output
-    # The continuation, the hovered token and the architecture, each with its latency.
+    # The continuation, the hovered token, the architecture and the weights' read, each with
+    # its latency.
     completion = output.split("inline completion at the end (")[1]
     assert completion.split("\n")[1].strip().startswith("' Paris")
     assert "| `Ġcapital` | 3575 |" in output
     assert "LlamaForCausalLM: 30 layers, hidden 576" in output
-    assert output.count(" ms)") >= 3
+    # SmolLM2's 134,515,008 fp32 parameters, its input embeddings being its output layer.
+    assert "0.54 GB of weights read in " in output
+    assert output.count(" ms)") >= 4

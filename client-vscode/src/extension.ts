@@ -105,13 +105,12 @@ async function showArchitecture(
   output: vscode.LogOutputChannel,
 ): Promise<void> {
   try {
-    const report = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the architecture" },
-      () => session.executeCommand(SHOW_ARCHITECTURE_COMMAND),
+    const report = await askServer(
+      session,
+      SHOW_ARCHITECTURE_COMMAND,
+      "Phi-3: reading the architecture",
+      isArchitectureReport,
     );
-    if (!isArchitectureReport(report)) {
-      throw new Error("the server's architecture report has an unexpected shape");
-    }
     await documents.show(report);
   } catch (error) {
     await reportFailure("Show Phi-3 architecture", error, output);
@@ -123,13 +122,12 @@ async function measureWeightReads(
   output: vscode.LogOutputChannel,
 ): Promise<void> {
   try {
-    const reads = await vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: "Phi-3: reading the model's weights" },
-      () => session.executeCommand(MEASURE_WEIGHT_READS_COMMAND),
+    const reads = await askServer(
+      session,
+      MEASURE_WEIGHT_READS_COMMAND,
+      "Phi-3: reading the model's weights",
+      isWeightReads,
     );
-    if (!isWeightReads(reads)) {
-      throw new Error("the server's weight reads have an unexpected shape");
-    }
     const status = await session.executeCommand(STATUS_COMMAND);
     const message = describeWeightReads(reads, isServerStatus(status) ? status : undefined);
     output.info(message);
@@ -137,6 +135,23 @@ async function measureWeightReads(
   } catch (error) {
     await reportFailure("Measure how fast the weights read", error, output);
   }
+}
+
+/** A server command's result, with `progress` in the status bar until it comes. */
+async function askServer<T>(
+  session: ServerSession,
+  command: string,
+  progress: string,
+  isDocumentedShape: (result: unknown) => result is T,
+): Promise<T> {
+  const result = await vscode.window.withProgress(
+    { location: vscode.ProgressLocation.Window, title: progress },
+    () => session.executeCommand(command),
+  );
+  if (!isDocumentedShape(result)) {
+    throw new Error(`the server's answer to ${command} has an unexpected shape`);
+  }
+  return result;
 }
 
 /** A command that failed: logged, and shown with a way to the log. */

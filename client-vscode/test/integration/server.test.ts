@@ -66,6 +66,11 @@ function inlineCompletion(
   );
 }
 
+/** `workspace/executeCommand` without arguments, as the extension sends its commands. */
+function executeCommand(server: LanguageServerProcess, command: string): Promise<unknown> {
+  return server.connection.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+}
+
 function items(
   result: InlineCompletionList | InlineCompletionItem[] | null,
 ): InlineCompletionItem[] {
@@ -207,10 +212,7 @@ void describe(
       "returns the architecture, which renders as a markdown document",
       { timeout: REQUEST_TIMEOUT_MS },
       async () => {
-        const report: unknown = await server.connection.sendRequest(ExecuteCommandRequest.type, {
-          command: "phi3.showArchitecture",
-          arguments: [],
-        });
+        const report = await executeCommand(server, "phi3.showArchitecture");
         assert.ok(isArchitectureReport(report), "the documented report shape");
         assert.equal(report.className, "LlamaForCausalLM");
         assert.equal(report.weightsLoaded, true);
@@ -235,10 +237,7 @@ void describe(
       "measures how fast the server reads SmolLM2's weights, each of them once",
       { timeout: REQUEST_TIMEOUT_MS },
       async () => {
-        const reads: unknown = await server.connection.sendRequest(ExecuteCommandRequest.type, {
-          command: "phi3.measureWeightReads",
-          arguments: [],
-        });
+        const reads = await executeCommand(server, "phi3.measureWeightReads");
         assert.ok(isWeightReads(reads), "the documented result shape");
         // 134,515,008 fp32 parameters, the input embeddings being the vocabulary projection.
         const parameterBytes = 134515008 * 4;

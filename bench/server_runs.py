@@ -69,8 +69,9 @@ class PromptFigures:
     read_at_cursor_seconds: list[float] = field(default_factory=list)
     """How long each of those reads took, until the server answered."""
     memory_floors: list[MemoryFloor] = field(default_factory=list)
-    """Measured just before and just after the `full` windows: the host's read bandwidth
-    drifts within a run, and the floor of these answers is the one of their minutes."""
+    """A fresh buffer's floor, measured just before and just after the `full` windows; the
+    report sets it beside the floor of `weight_read_speeds`, which judges, and takes the pass
+    bytes of both from it."""
     weight_read_speeds: list[float] = field(default_factory=list)
     """Bytes per second at which the server read its own weights (`phi3.measureWeightReads`)
     right after each `full` answer: the memory those answers' passes read, at the speed it
@@ -115,7 +116,8 @@ class ServerPlan:
     int4_drafts: bool = True
     """fp32's 4-bit drafts (`phi3.int4Drafts`)."""
     measure_floor: Callable[[], MemoryFloor | None] | None = None
-    """Measures the memory floor now, while the server idles (in a process of its own)."""
+    """Measures a fresh buffer's memory floor now, while the server idles (in a process of its
+    own); when set, the server's own weights are read after each full answer too."""
 
 
 def server_command(model: str, log_file: Path) -> list[str]:

@@ -17,12 +17,12 @@
  *
  * A weight may also be held in bf16, as most checkpoints store it: each value widens to fp32
  * exactly (its bits shifted up by 16) as it is loaded, so the products have the bits of the
- * fp32 weight's, from half the bytes. Each step sums the even-numbered of its inputs in one
- * vector and the odd-numbered in another (an fp32 weight's too, for the same bits): a bf16
- * weight's values then widen from one load by a shift and a mask, without the shuffles that
- * widening them in order takes. Over Phi-3-mini-sized bf16 weights (one row, 2 threads, the
- * two ways alternating in one process) that took 0.80-0.90x the time where memory read at
- * 50-63 GB/s, and 0.95-1.0x where it read at ~33 (both bound by memory there).
+ * fp32 weight's, from half the bytes. A bf16 weight's values widen from one load by a shift and
+ * a mask, as its even- and its odd-numbered values, without the shuffles that widening them in
+ * order takes; the inputs are paired up to meet them (see `multiply_outputs`). Over
+ * Phi-3-mini-sized bf16 weights (one row, 2 threads, alternating with the in-order way in one
+ * process) that took 0.81-0.96x the time (median 0.88x) where memory read at 52-60 GB/s, and
+ * 0.94-1.01x where it read at ~32 (bound by memory either way); 4 rows 0.93x, 12 rows 1.0x.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -42,8 +42,6 @@ static inline Vector load_first(const float *p, int64_t left) {
 
 static inline float sum_of_lanes(Vector v) { return _mm512_reduce_add_ps(v); }
 
-#define LOAD_BF16(p) _mm256_loadu_si256((const __m256i *)(p))
-#define WIDEN_BF16(half) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16))
 /* 2 * LANES bf16 values at p widened to fp32 (exactly): the even-numbered (their bits shifted
  * up by 16) and the odd-numbered (the low 16 bits cleared). One load and two plain integer steps,
  * where widening them in order takes a shuffle for each LANES values. */
@@ -53,11 +51,10 @@ static inline void widen_bf16_evens_odds(const uint16_t *p, Vector *evens, Vecto
   *odds = _mm512_castsi512_ps(_mm512_and_si512(bits, _mm512_set1_epi32((int)0xFFFF0000u)));
 }
 
-/* The even- and the odd-numbered of the 2 * LANES values at p. */
-static inline void evens_odds(const float *p, Vector *evens, Vector *odds) {
+/* The even- and the odd-numbered of the 2 * LANES values in `low`, then `high`. */
+static inline void pair_up(Vector low, Vector high, Vector *evens, Vector *odds) {
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-  const Vector low = LOAD(p), high = LOAD(p + LANES);
   *evens = _mm512_permutex2var_ps(low, even, high);
   *odds = _mm512_permutex2var_ps(low, odd, high);
 }
@@ -86,16 +83,13 @@ static inline float sum_of_lanes(Vector v) {
   return _mm_cvtss_f32(_mm_add_ss(sum, _mm_movehdup_ps(sum)));
 }
 
-#define LOAD_BF16(p) _mm_loadu_si128((const __m128i *)(p))
-#define WIDEN_BF16(half) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(half), 16))
 static inline void widen_bf16_evens_odds(const uint16_t *p, Vector *evens, Vector *odds) {
   const __m256i bits = _mm256_loadu_si256((const __m256i *)p);
   *evens = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
   *odds = _mm256_castsi256_ps(_mm256_and_si256(bits, _mm256_set1_epi32((int)0xFFFF0000u)));
 }
 
-static inline void evens_odds(const float *p, Vector *evens, Vector *odds) {
-  const __m256 low = LOAD(p), high = LOAD(p + LANES);
+static inline void pair_up(Vector low, Vector high, Vector *evens, Vector *odds) {
   /* Within each 128-bit half, then the halves' 64-bit pairs back in order. */
   const __m256d even = _mm256_castps_pd(_mm256_shuffle_ps(low, high, _MM_SHUFFLE(2, 0, 2, 0)));
   const __m256d odd = _mm256_castps_pd(_mm256_shuffle_ps(low, high, _MM_SHUFFLE(3, 1, 3, 1)));
@@ -124,30 +118,59 @@ enum {
   CACHE_LINE = 64,
 };
 
-/* LANES bf16 values at p widened to fp32 (exactly); the first `left` of them only, zeros after. */
-static inline Vector load_bf16(const uint16_t *p, int64_t left) {
-  if (left >= LANES) return WIDEN_BF16(LOAD_BF16(p));
-  uint16_t first[LANES] = {0}; /* a tail: at most once per weight row */
-  for (int64_t i = 0; i < left; i++) first[i] = p[i];
-  return WIDEN_BF16(LOAD_BF16(first));
+/* The first `left` values at p (all LANES of them if there are as many), zeros after. */
+static inline Vector load_part(const float *p, int64_t left) {
+  if (left >= LANES) return LOAD(p);
+  return left > 0 ? load_first(p, left) : ZERO();
 }
 
-/* LANES weights at w + i (fp32, or bf16 where `bf16`); the first `left` only, zeros after. */
-static inline __attribute__((always_inline)) Vector load_weights(const void *w, int64_t i,
-                                                                 int64_t left, int bf16) {
-  if (bf16) return load_bf16((const uint16_t *)w + i, left);
-  const float *values = (const float *)w + i;
-  return left >= LANES ? LOAD(values) : load_first(values, left);
+/* A step's inputs, or an fp32 weight's values: the STEP values at p (the first `left`, zeros
+ * after, in a last step of fewer). In order (`pairs` 0): the first LANES, then the next; as
+ * pairs: the even-numbered, then the odd-numbered, as a bf16 weight's values widen. */
+static inline __attribute__((always_inline)) void load_step(const float *p, int64_t left,
+                                                            int pairs, Vector *a, Vector *b) {
+  const Vector low = left >= STEP ? LOAD(p) : load_part(p, left);
+  const Vector high = left >= STEP ? LOAD(p + LANES) : load_part(p + LANES, left - LANES);
+  if (pairs)
+    pair_up(low, high, a, b);
+  else
+    *a = low, *b = high;
+}
+
+/* A step of a weight row's values from `i` (fp32, or bf16 where `bf16`): in order for fp32, as
+ * pairs for bf16 (see `load_step`); the first `left` (all STEP if as many), zeros after. */
+static inline __attribute__((always_inline)) void load_weights(const void *w, int64_t i,
+                                                               int64_t left, int bf16,
+                                                               Vector *a, Vector *b) {
+  if (!bf16) {
+    load_step((const float *)w + i, left, 0, a, b);
+    return;
+  }
+  const uint16_t *values = (const uint16_t *)w + i;
+  if (left >= STEP) {
+    widen_bf16_evens_odds(values, a, b);
+    return;
+  }
+  uint16_t padded[STEP] = {0}; /* the last step, at most once per weight row */
+  for (int64_t j = 0; j < left; j++) padded[j] = values[j];
+  widen_bf16_evens_odds(padded, a, b);
 }
 
 /* `count` (at most OUTPUTS_AT_ONCE) outputs from `first` of `row_count` (at most ROWS_AT_ONCE)
- * rows [row_count, in_features] into their products [row_count, out_features]: for each row and
- * output, two sums over the even- and the odd-numbered inputs of each STEP, a tail of fewer than
- * STEP inputs into the first, then both added and reduced. Each weight vector is loaded (and
- * widened) once for all the rows: the rows only interleave these steps, so each row's sums are
- * those it gets alone. Where `fetch_ahead`, the weight's bytes are asked for ahead of their use:
- * the first rows to meet a block do, later ones find it in the cache (asking again made AVX2's
- * 16-row passes 1.13-1.17x slower). */
+ * rows [row_count, in_features] into their products [row_count, out_features].
+ *
+ * Each row and output has a sum for each input position of a step (STEP inputs, the last step
+ * padded with zeros), in two vectors, and the output is the sum of each even-numbered
+ * position's sum and the next, their lanes reduced. A bf16 weight's values widen as pairs
+ * (see `widen_bf16_evens_odds`), so its sums are kept as even- and odd-numbered positions and
+ * the inputs are paired up to meet them; an fp32 weight's sums are kept in order and paired up
+ * once at the end. Every position's sum takes the same steps either way, so a bf16 weight's
+ * products have the bits of its fp32 widening's.
+ *
+ * Each weight vector is loaded (and widened) once for all the rows: the rows only interleave
+ * these steps, so each row's sums are those it gets alone. Where `fetch_ahead`, the weight's
+ * bytes are asked for ahead of their use: the first rows to meet a block do, later ones find
+ * it in the cache (asking again made AVX2's 16-row passes 1.13-1.17x slower). */
 static inline __attribute__((always_inline)) void multiply_outputs(
     const float *rows, int row_count, const void *weight, int bf16, int64_t in_features,
     int64_t out_features, int64_t first, int count, float *products, int fetch_ahead) {
@@ -155,12 +178,11 @@ static inline __attribute__((always_inline)) void multiply_outputs(
   Vector sums[ROWS_AT_ONCE][OUTPUTS_AT_ONCE][2];
   for (int r = 0; r < row_count; r++)
     for (int k = 0; k < count; k++) sums[r][k][0] = sums[r][k][1] = ZERO();
+  Vector inputs_a[ROWS_AT_ONCE], inputs_b[ROWS_AT_ONCE], weights_a, weights_b;
   int64_t i = 0;
   for (; i + STEP <= in_features; i += STEP) {
-    Vector low[ROWS_AT_ONCE], high[ROWS_AT_ONCE];
-    for (int r = 0; r < row_count; r++) {
-      evens_odds(rows + r * in_features + i, &low[r], &high[r]);
-    }
+    for (int r = 0; r < row_count; r++)
+      load_step(rows + r * in_features + i, STEP, bf16, &inputs_a[r], &inputs_b[r]);
     for (int k = 0; k < count; k++) {
       const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
       for (int64_t line = 0; fetch_ahead && line < STEP * weight_bytes; line += CACHE_LINE) {
@@ -169,32 +191,33 @@ static inline __attribute__((always_inline)) void multiply_outputs(
         _mm_prefetch(at + FAR_PREFETCH_BYTES, _MM_HINT_T2);
         _mm_prefetch(at + FARTHEST_PREFETCH_BYTES, _MM_HINT_T2);
       }
-      Vector w_low, w_high;
-      if (bf16)
-        widen_bf16_evens_odds((const uint16_t *)w + i, &w_low, &w_high);
-      else
-        evens_odds((const float *)w + i, &w_low, &w_high);
+      load_weights(w, i, STEP, bf16, &weights_a, &weights_b);
       for (int r = 0; r < row_count; r++) {
-        sums[r][k][0] = MULTIPLY_ADD(w_low, low[r], sums[r][k][0]);
-        sums[r][k][1] = MULTIPLY_ADD(w_high, high[r], sums[r][k][1]);
+        sums[r][k][0] = MULTIPLY_ADD(weights_a, inputs_a[r], sums[r][k][0]);
+        sums[r][k][1] = MULTIPLY_ADD(weights_b, inputs_b[r], sums[r][k][1]);
       }
     }
   }
-  for (; i < in_features; i += LANES) {
+  if (i < in_features) { /* the same for a last step of fewer inputs (kept apart: the loop above
+                            ran 0.86-1.04x faster than one loop taking both) */
     const int64_t left = in_features - i;
+    for (int r = 0; r < row_count; r++)
+      load_step(rows + r * in_features + i, left, bf16, &inputs_a[r], &inputs_b[r]);
     for (int k = 0; k < count; k++) {
       const char *w = (const char *)weight + (first + k) * in_features * weight_bytes;
-      const Vector w_part = load_weights(w, i, left, bf16);
+      load_weights(w, i, left, bf16, &weights_a, &weights_b);
       for (int r = 0; r < row_count; r++) {
-        const float *row = rows + r * in_features;
-        const Vector inputs = left >= LANES ? LOAD(row + i) : load_first(row + i, left);
-        sums[r][k][0] = MULTIPLY_ADD(w_part, inputs, sums[r][k][0]);
+        sums[r][k][0] = MULTIPLY_ADD(weights_a, inputs_a[r], sums[r][k][0]);
+        sums[r][k][1] = MULTIPLY_ADD(weights_b, inputs_b[r], sums[r][k][1]);
       }
     }
   }
   for (int r = 0; r < row_count; r++)
-    for (int k = 0; k < count; k++)
-      products[r * out_features + first + k] = sum_of_lanes(ADD(sums[r][k][0], sums[r][k][1]));
+    for (int k = 0; k < count; k++) {
+      Vector evens = sums[r][k][0], odds = sums[r][k][1];
+      if (!bf16) pair_up(sums[r][k][0], sums[r][k][1], &evens, &odds);
+      products[r * out_features + first + k] = sum_of_lanes(ADD(evens, odds));
+    }
 }
 
 static inline __attribute__((always_inline)) void multiply(

@@ -91,8 +91,8 @@ async def test_asking_again_after_a_cancelled_request_never_shows_a_line_cut_sho
     await budgeted.change_settings({**SETTINGS, "answerBudgetMs": 0})
     answers: list[str] = []
     try:
-        # The first answer read the prompt as well; those below find it read (and answered in
-        # 0.34 s of a first answer's 0.48 s once), so they are timed on one of their own.
+        # The first answer read the prompt as well; those below find it read (one ended within
+        # 0.34 s where the first took 0.48 s), so they are timed on one of their own kind.
         generating = await generating_seconds(budgeted, "cut-timed.txt")
         # Stopped at several points of the continuation (its first line, its second), each
         # time well before it ends, then asked again.

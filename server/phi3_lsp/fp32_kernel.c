@@ -119,7 +119,7 @@ enum {
 };
 
 /* The first `left` values at p (all LANES of them if there are as many), zeros after. */
-static inline Vector load_part(const float *p, int64_t left) {
+static inline __attribute__((always_inline)) Vector load_part(const float *p, int64_t left) {
   if (left >= LANES) return LOAD(p);
   return left > 0 ? load_first(p, left) : ZERO();
 }
@@ -129,8 +129,7 @@ static inline Vector load_part(const float *p, int64_t left) {
  * pairs: the even-numbered, then the odd-numbered, as a bf16 weight's values widen. */
 static inline __attribute__((always_inline)) void load_step(const float *p, int64_t left,
                                                             int pairs, Vector *a, Vector *b) {
-  const Vector low = left >= STEP ? LOAD(p) : load_part(p, left);
-  const Vector high = left >= STEP ? LOAD(p + LANES) : load_part(p + LANES, left - LANES);
+  const Vector low = load_part(p, left), high = load_part(p + LANES, left - LANES);
   if (pairs)
     pair_up(low, high, a, b);
   else

@@ -23,6 +23,7 @@ from phi3_lsp.cpu_kernels import (
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed, reads_rows_alike
 from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.pass_planner import MAX_DRAFT
 from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row
@@ -120,12 +121,13 @@ def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
         for name, parameter in engine.model.named_parameters()
         if "norm" in name
     )
-    # The same checkpoint widened to fp32 as it is loaded, through the same kernel.
+    # The same checkpoint widened to fp32 as it is loaded, through the same kernels.
     widened: Any = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     widened.eval()
     kernel = own_fp32_kernel()
     assert kernel is not None
     read_at_memory_speed(widened, kernel)
+    run_layers_in_one_call(widened)
     attend_row_by_row(widened)
 
     prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then our kernel's

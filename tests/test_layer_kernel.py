@@ -1,5 +1,6 @@
 """Decoder layers run in one call by our kernel: what transformers computes, each position with
-the bits a one-token pass gives it, and transformers' forward wherever the kernel cannot run."""
+the bits a one-token pass gives it, and transformers' forward wherever the kernel cannot run;
+for 4-bit models and for fp32 ones (weights held in fp32 or bf16)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from phi3_lsp.cpu_kernels import own_kernels
+from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
+from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.shared_products import share_products
-from tiny_llama import LAYERS, VOCABULARY, new_int4_llama, new_int4_phi3, stacks_on_this_cpu
+from tiny_llama import (
+    LAYERS,
+    VOCABULARY,
+    new_fp32_llama,
+    new_fp32_phi3,
+    new_int4_llama,
+    new_int4_phi3,
+    stacks_on_this_cpu,
+)
 
 pytestmark = pytest.mark.skipif(
     own_kernels() is None or not stacks_on_this_cpu(),
@@ -134,6 +144,78 @@ def test_passes_beyond_the_sliding_window_keep_the_layers_forward(
     assert attention_calls == []  # 8 keys at most: the window masks none
     _hidden_states(model, [tokens[:, :6], *(tokens[:, i : i + 1] for i in range(6, 12))])
     assert len(attention_calls) == 4 * LAYERS  # the passes over 9 to 12 keys
+
+
+def _new_fp32_model(phi3: bool) -> nn.Module:
+    """A tiny fp32 model whose linear layers take our fp32 kernel: a Llama with its weights in
+    fp32 and its projections apart (as SmolLM2), a Phi-3 with fused ones held in bf16 (as
+    Phi-3-mini)."""
+    model = new_fp32_phi3() if phi3 else new_fp32_llama()
+    if phi3:
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.data = module.weight.data.to(torch.bfloat16)
+    kernel = own_fp32_kernel()
+    assert kernel is not None
+    read_at_memory_speed(model, kernel)
+    return model
+
+
+@pytest.fixture(params=[False, True], ids=["llama-fp32", "phi3-bf16-weights"])
+def fp32_models(request: pytest.FixtureRequest) -> tuple[nn.Module, nn.Module]:
+    """A tiny fp32 model with our fp32 products, and the same whose layers run in one call."""
+    models = []
+    for _ in range(2):  # the same weights twice (our kernel's forward cannot be deep-copied)
+        torch.manual_seed(0)
+        models.append(_new_fp32_model(request.param))
+    layers_forward, one_call = models
+    assert run_layers_in_one_call(one_call) == LAYERS
+    return layers_forward, one_call
+
+
+def test_fp32_short_passes_in_one_call_compute_what_the_layers_compute(
+    fp32_models: tuple[nn.Module, nn.Module], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layers_forward, one_call = fp32_models
+    tokens = _tokens(ROWS_AT_MOST + 18, seed=4)
+    prompt, drafted = tokens[:, : ROWS_AT_MOST + 8], tokens[:, ROWS_AT_MOST + 8 : -3]
+    passes = [
+        prompt,
+        drafted,
+        *(tokens[:, i : i + 1] for i in range(tokens.shape[1] - 3, tokens.shape[1])),
+    ]
+    expected = _hidden_states(layers_forward, passes)
+    attention_calls = _count_attention_calls(monkeypatch)
+    actual = _hidden_states(one_call, passes)
+    # The prompt is longer than our fp32 kernel takes: torch's products, the layers' forward.
+    assert len(attention_calls) == LAYERS
+    assert torch.equal(actual[0], expected[0])
+    for got, wanted in zip(actual[1:], expected[1:], strict=True):
+        # The same products; norms, rotary embeddings, SiLU and attention in another order.
+        torch.testing.assert_close(got, wanted, rtol=0, atol=1e-5 * float(wanted.abs().max()))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_position_of_a_short_fp32_pass_gets_one_token_passes_bits(
+    fp32_models: tuple[nn.Module, nn.Module], threads: int
+) -> None:
+    _, one_call = fp32_models
+    tokens = _tokens(30 + ROWS_AT_MOST)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        together = _hidden_states(one_call, [tokens[:, :30], tokens[:, 30:]])[1]
+        alone = _hidden_states(
+            one_call, [tokens[:, :30], *(tokens[:, i : i + 1] for i in range(30, tokens.shape[1]))]
+        )[1:]
+    finally:
+        torch.set_num_threads(before)
+    for row, state in enumerate(alone):
+        assert torch.equal(together[row], state[0]), f"position {30 + row}"
+
+
+def test_fp32_layers_without_our_fp32_products_keep_their_forward(seeded: None) -> None:
+    assert run_layers_in_one_call(new_fp32_llama()) == 0
 
 
 def test_layers_whose_products_are_not_shared_keep_their_forward(seeded: None) -> None:

@@ -1,5 +1,5 @@
 """A tiny Llama (grouped keys and values, like SmolLM2) and a tiny Phi-3 (fused projections) in
-their int4 form, and a pass runner."""
+their int4 and fp32 forms, and a pass runner."""
 
 from __future__ import annotations
 
@@ -33,18 +33,28 @@ _SHAPE: dict[str, Any] = {
 
 def new_int4_llama() -> nn.Module:
     """A seeded tiny Llama with int4 layers (seed torch first for the same weights)."""
-    return _in_int4(LlamaForCausalLM(LlamaConfig(**_SHAPE)))
+    return _in_int4(new_fp32_llama())
 
 
 def new_int4_phi3() -> nn.Module:
     """A seeded tiny Phi-3 with int4 layers (seed torch first for the same weights)."""
+    return _in_int4(new_fp32_phi3())
+
+
+def new_fp32_llama() -> nn.Module:
+    """A seeded tiny Llama in fp32, in eval mode (seed torch first for the same weights)."""
+    return LlamaForCausalLM(LlamaConfig(**_SHAPE)).eval()
+
+
+def new_fp32_phi3() -> nn.Module:
+    """A seeded tiny Phi-3 in fp32, in eval mode (seed torch first for the same weights)."""
     # Phi3Config's default special tokens lie beyond this vocabulary.
     special_tokens: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-    return _in_int4(Phi3ForCausalLM(Phi3Config(**_SHAPE, **special_tokens)))
+    return Phi3ForCausalLM(Phi3Config(**_SHAPE, **special_tokens)).eval()
 
 
 def _in_int4(model: nn.Module) -> nn.Module:
-    quantize_to_int4(model.eval())
+    quantize_to_int4(model)
     return model
 
 

@@ -7,11 +7,11 @@
   ~38 GB/s against torch SDPA's ~17 (Phi-3-mini-sized, 500-1,500 tokens); a prompt's positions
   take 0.4x SDPA's time (SmolLM2, 476 rows over 1,500 keys), each with the bits one position's
   attention gives it.
-- `decoder_layer.c`: a whole decoder layer of a 4-bit model in one call, on the two above
-  (see `layer_kernel`).
+- `decoder_layer.c`: a whole decoder layer in one call, of a 4-bit model on the two above, of
+  an fp32 one on those and `fp32_kernel.c` (see `layer_kernel`).
 
-These need a CPU with AVX-512 BF16 and VBMI. One more is built on its own, for any x86-64 CPU
-with AVX2 and FMA (in AVX-512 where the CPU has it):
+These need a CPU with AVX-512 BF16 and VBMI. One more is also built on its own, for any x86-64
+CPU with AVX2 and FMA (in AVX-512 where the CPU has it):
 
 - `fp32_kernel.c`: a few rows times an fp32 weight, read at 27-40 GB/s against torch's
   10-23 GB/s, each row with the bits it gets alone (see `fp32_products`); or times a bf16
@@ -63,7 +63,7 @@ class Build:
 
 KERNELS = Build(
     "cpu",
-    ("int4_kernel.c", "attention_kernel.c", "decoder_layer.c"),
+    ("int4_kernel.c", "attention_kernel.c", "fp32_kernel.c", "decoder_layer.c"),
     ("avx512f", "avx512bw", "avx512vl", "avx512vbmi", "avx512_bf16"),
     ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vbmi", "-mavx512bf16"),
 )
@@ -89,8 +89,22 @@ _LAYER_SIZES = ("hidden", "heads", "kv_heads", "head_dim", "rotary_dim", "interm
 _pointer, _size = ctypes.c_void_p, ctypes.c_int64
 
 
-class _Int4Weight(ctypes.Structure):
-    _fields_ = [("packed", _pointer), ("scales_and_zeros", _pointer), ("out_features", _size)]
+_MAX_PARTS = 3
+_WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2}
+"""decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32 and bf16 ones by dtype."""
+
+
+class _Weight(ctypes.Structure):
+    _fields_ = [
+        ("kind", ctypes.c_int),
+        ("values", _pointer),
+        ("scales_and_zeros", _pointer),
+        ("out_features", _size),
+    ]
+
+
+class _Product(ctypes.Structure):
+    _fields_ = [("parts", _Weight * _MAX_PARTS), ("count", ctypes.c_int)]
 
 
 class _DecoderLayer(ctypes.Structure):
@@ -99,10 +113,10 @@ class _DecoderLayer(ctypes.Structure):
     _fields_ = [
         ("input_norm", _pointer),
         ("post_attention_norm", _pointer),
-        ("qkv", _Int4Weight),
-        ("output", _Int4Weight),
-        ("gate_up", _Int4Weight),
-        ("down", _Int4Weight),
+        ("qkv", _Product),
+        ("output", _Product),
+        ("gate_up", _Product),
+        ("down", _Product),
         *((name, _size) for name in _LAYER_SIZES),
         ("norm_epsilon", ctypes.c_float),
         ("scaling", ctypes.c_float),
@@ -111,10 +125,16 @@ class _DecoderLayer(ctypes.Structure):
 
 Int4Tensors = tuple[torch.Tensor, torch.Tensor]
 """A 4-bit weight as the kernel reads it: packed codes, scales and zeros (see int4_weights)."""
+KernelWeight = torch.Tensor | Int4Tensors
+"""A weight as the decoder layer kernel reads it: fp32 or bf16 [out, in], contiguous, or a
+4-bit one."""
+LayerProduct = tuple[KernelWeight, ...]
+"""A product of a decoder layer: the outputs of 1 to 3 weights side by side (Phi-3 fuses its
+query, key and value projections, a Llama checkpoint holds them apart)."""
 
 
 class DecoderLayer:
-    """One decoder layer of a 4-bit model as `phi3_decoder_layer` runs it (see `layer_kernel`).
+    """One decoder layer as `phi3_decoder_layer` runs it (see `layer_kernel`).
 
     Holds the tensors whose memory the kernel reads, so they live as long as it may run.
     """
@@ -123,7 +143,7 @@ class DecoderLayer:
         self,
         kernels: CpuKernels,
         norms: tuple[torch.Tensor, torch.Tensor],
-        products: tuple[Int4Tensors, Int4Tensors, Int4Tensors, Int4Tensors],
+        products: tuple[LayerProduct, LayerProduct, LayerProduct, LayerProduct],
         sizes: dict[str, int],
         norm_epsilon: float,
         scaling: float,
@@ -132,12 +152,9 @@ class DecoderLayer:
         gate-up and down; `sizes` hidden, heads, kv_heads, head_dim and intermediate (see
         decoder_layer.c for what they must be)."""
         self._function = kernels.decoder_layer_entry
-        self._tensors = (*norms, *(t for weight in products for t in weight))
+        self._tensors = (norms, products)
         self.sizes = sizes
-        qkv, output, gate_up, down = (
-            _Int4Weight(packed.data_ptr(), scales.data_ptr(), packed.shape[0])
-            for packed, scales in products
-        )
+        qkv, output, gate_up, down = (_product(product) for product in products)
         self._layer = _DecoderLayer(
             norms[0].data_ptr(),
             norms[1].data_ptr(),
@@ -180,6 +197,25 @@ class DecoderLayer:
         )
         if status != 0:
             raise MemoryError("the decoder layer kernel found no memory for its rows")
+
+
+def _product(weights: LayerProduct) -> _Product:
+    if not 1 <= len(weights) <= _MAX_PARTS:
+        raise ValueError(
+            f"the decoder layer kernel takes 1 to 3 weights a product, not {len(weights)}"
+        )
+    return _Product((_Weight * _MAX_PARTS)(*map(_weight, weights)), len(weights))
+
+
+def _weight(weight: KernelWeight) -> _Weight:
+    if isinstance(weight, tuple):
+        packed, scales_and_zeros = weight
+        return _Weight(
+            _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
+        )
+    if weight.dtype not in _WEIGHT_KINDS or weight.dim() != 2 or not weight.is_contiguous():
+        raise ValueError("the decoder layer kernel reads contiguous fp32 or bf16 weights only")
+    return _Weight(_WEIGHT_KINDS[weight.dtype], weight.data_ptr(), None, weight.shape[0])
 
 
 class CpuKernels:

@@ -1,12 +1,13 @@
-/* A whole Llama- or Phi-3-style decoder layer in one call, for 4-bit models (AVX-512); built
- * by cpu_kernels.py with int4_kernel.c and attention_kernel.c, whose entry points it calls.
+/* A whole Llama- or Phi-3-style decoder layer in one call (AVX-512), for 4-bit models and for
+ * fp32 ones (weights in fp32 or bf16); built by cpu_kernels.py with int4_kernel.c,
+ * fp32_kernel.c and attention_kernel.c, whose entry points it calls.
  *
  * transformers' layer forward is a few dozen torch calls, each with its Python and dispatch
- * cost: on SmolLM2 in int4 a one-token pass spent ~8 ms where its weights take ~2 ms to read.
- * Here the layer is one call: RMS norm, the fused query-key-value product, rotary embeddings,
- * the keys and values written into the cache, causal attention, the output product and the
- * residual, RMS norm, the fused gate-up product, SiLU(gate) * up, the down product and the
- * residual.
+ * cost: on SmolLM2 in int4 a one-token pass spent ~8 ms where its weights take ~2 ms to read,
+ * in fp32 ~11 ms beside ~13 ms of products. Here the layer is one call: RMS norm, the
+ * query-key-value product, rotary embeddings, the keys and values written into the cache,
+ * causal attention, the output product and the residual, RMS norm, the gate-up product,
+ * SiLU(gate) * up, the down product and the residual.
  *
  * Every step computes each row (position) on its own, by the same instructions whatever the
  * number of rows and threads, so a position read with a prompt or checked among drafted tokens
@@ -23,6 +24,12 @@
 int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_features,
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
                        int64_t out_features, void *products, int threads);
+void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                        const float *weight, int64_t out_features, float *products,
+                        int threads);
+void phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                               const uint16_t *weight, int64_t out_features, float *products,
+                               int threads);
 int phi3_attend_causal(const float *query, int64_t query_head_stride, int64_t query_row_stride,
                        const float *keys, const float *values, int64_t heads, int64_t kv_heads,
                        int64_t head_dim, int64_t rows, int64_t tokens, int64_t head_stride,
@@ -33,22 +40,35 @@ enum {
   /* Below this many rows, the element-wise steps run on the calling thread alone (a decode
    * pass's take ~1 us a layer). */
   THREADED_FROM_ROWS = 8,
+  /* A product's outputs come from at most this many weights (query, key and value). */
+  MAX_PARTS = 3,
 };
 
-/* A weight in the 4-bit kernel's layout (see int4_kernel.c). */
+enum WeightKind { WEIGHT_INT4, WEIGHT_FP32, WEIGHT_BF16 };
+
+/* A weight as our kernels read it: 4-bit (packed codes with their scales and zeros, see
+ * int4_kernel.c), or fp32 or bf16 values [out_features, in_features] (see fp32_kernel.c). */
 typedef struct {
-  const uint8_t *packed;
-  const uint16_t *scales_and_zeros;
+  int kind; /* a WeightKind */
+  const void *values;
+  const uint16_t *scales_and_zeros; /* 4-bit only */
   int64_t out_features;
-} Int4Weight;
+} Weight;
+
+/* A product whose outputs are those of `count` weights side by side: Phi-3 fuses its query,
+ * key and value projections into one weight, a Llama checkpoint holds three. */
+typedef struct {
+  Weight parts[MAX_PARTS];
+  int count;
+} Product;
 
 /* One decoder layer: cpu_kernels.DecoderLayer mirrors it field by field. */
 typedef struct {
   const float *input_norm, *post_attention_norm; /* [hidden] */
-  Int4Weight qkv;     /* queries of every head, then keys, then values */
-  Int4Weight output;  /* [hidden, heads * head_dim] */
-  Int4Weight gate_up; /* gate, then up: [2 * intermediate, hidden] */
-  Int4Weight down;    /* [hidden, intermediate] */
+  Product qkv;     /* queries of every head, then keys, then values */
+  Product output;  /* [hidden, heads * head_dim] */
+  Product gate_up; /* gate, then up: [2 * intermediate, hidden] */
+  Product down;    /* [hidden, intermediate] */
   int64_t hidden, heads, kv_heads, head_dim, rotary_dim, intermediate;
   float norm_epsilon, scaling;
 } DecoderLayer;
@@ -98,10 +118,54 @@ static void add_into(float *sums, const float *terms, int64_t count) {
     _mm512_storeu_ps(sums + i, _mm512_add_ps(_mm512_loadu_ps(sums + i), _mm512_loadu_ps(terms + i)));
 }
 
-static int multiply(const Int4Weight *weight, const float *rows, int64_t n_rows,
+static int multiply_weight(const Weight *weight, const float *rows, int64_t n_rows,
+                           int64_t in_features, float *products, int threads) {
+  switch (weight->kind) {
+  case WEIGHT_INT4:
+    return phi3_int4_multiply(rows, 1, n_rows, in_features, weight->values,
+                              weight->scales_and_zeros, weight->out_features, products, threads);
+  case WEIGHT_FP32:
+    phi3_fp32_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
+                       products, threads);
+    return 0;
+  case WEIGHT_BF16:
+    phi3_bf16_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
+                              products, threads);
+    return 0;
+  }
+  return -1;
+}
+
+/* rows [n_rows, in_features] times `product`: each row's outputs of its weights side by side. */
+static int multiply(const Product *product, const float *rows, int64_t n_rows,
                     int64_t in_features, float *products, int threads) {
-  return phi3_int4_multiply(rows, 1, n_rows, in_features, weight->packed,
-                            weight->scales_and_zeros, weight->out_features, products, threads);
+  if (product->count == 1)
+    return multiply_weight(&product->parts[0], rows, n_rows, in_features, products, threads);
+  int64_t width = 0, widest = 0;
+  for (int p = 0; p < product->count; p++) {
+    width += product->parts[p].out_features;
+    if (product->parts[p].out_features > widest) widest = product->parts[p].out_features;
+  }
+  /* One row's outputs of each weight go straight to their place; several rows' go apart. */
+  float *part_products = NULL;
+  if (n_rows > 1 && (part_products = malloc((size_t)(n_rows * widest) * sizeof(float))) == NULL)
+    return -1;
+  int status = 0;
+  int64_t offset = 0;
+  for (int p = 0; p < product->count; p++) {
+    const Weight *weight = &product->parts[p];
+    if (n_rows == 1) {
+      status |= multiply_weight(weight, rows, 1, in_features, products + offset, threads);
+    } else {
+      status |= multiply_weight(weight, rows, n_rows, in_features, part_products, threads);
+      for (int64_t r = 0; r < n_rows; r++)
+        memcpy(products + r * width + offset, part_products + r * weight->out_features,
+               (size_t)weight->out_features * sizeof(float));
+    }
+    offset += weight->out_features;
+  }
+  free(part_products);
+  return status;
 }
 
 /* Runs `layer` on `rows` positions of the residual stream `hidden` [rows, hidden], in place.

@@ -461,6 +461,7 @@ def _build_model(
         kernel = own_fp32_kernel()  # built on a first start (~0.4 s), not in a completion
         if kernel is not None:
             read_at_memory_speed(model, kernel)
+            run_layers_in_one_call(model)
     model.eval()
     return model
 

@@ -113,8 +113,13 @@ def reads_rows_alike(model: nn.Module) -> bool:
     """True when every linear layer of `model` has our forward: short passes then give each row
     the bits a one-row pass gives it (see `ROWS_AT_MOST`)."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    return bool(linears) and all(
-        getattr(module.forward, "func", None) is _few_rows_forward for module in linears
+    return bool(linears) and all(map(reads_at_memory_speed, linears))
+
+
+def reads_at_memory_speed(module: nn.Module) -> bool:
+    """True when `module` is a linear layer whose short passes take our kernel."""
+    return (
+        isinstance(module, nn.Linear) and getattr(module.forward, "func", None) is _few_rows_forward
     )
 
 

@@ -1,16 +1,19 @@
-"""Decoder layers of 4-bit models run by our kernel in one call each (see decoder_layer.c).
+"""Decoder layers run by our kernel in one call each (see decoder_layer.c).
 
-A pass through transformers' decoder layer is a few dozen torch calls, and with 4-bit weights
-read at memory speed their Python and dispatch costs are most of a small model's pass: on
-SmolLM2 a one-token pass took ~8 ms for ~2 ms of weights to read. `run_layers_in_one_call`
-gives every Llama- or Phi-3-style layer that our kernels can run (4-bit projections sharing or
-fusing their products, no bias, no dropout, SiLU) a forward that runs the whole layer in one
-call, for passes of any length over our KV cache with a causal mask. Every position gets the
-bits a one-token pass gives it, as with row_attention; the text is the int4 model's, not
-transformers' bits (its norms, rotary embeddings and SiLU are computed in the kernel's own
-order). Any other pass runs the forward the layer had. Measured in one process, alternating
-(2-core AMD EPYC): decode passes of SmolLM2 11.8 -> 6.0 ms and of Phi-3-mini-sized layers
-113 -> 56 ms, a 500-token SmolLM2 prompt read 0.42 -> 0.30 s, the same greedy text.
+A pass through transformers' decoder layer is a few dozen torch calls, and where the weights
+read at memory speed their Python and dispatch costs are much of a pass: on SmolLM2 a one-token
+pass took ~8 ms for ~2 ms of 4-bit weights to read, and in fp32 ~24 ms of which ~13 ms were
+products. `run_layers_in_one_call` gives every Llama- or Phi-3-style layer that our kernels can
+run (no bias, no dropout, SiLU; 4-bit projections sharing or fusing their products, or fp32
+ones whose short passes take our fp32 kernel, fused or not) a forward that runs the whole layer
+in one call over our KV cache with a causal mask: every pass of a 4-bit layer, and the passes
+of an fp32 layer short enough for our fp32 kernel (`ROWS_AT_MOST`: a decode pass and its drafted
+tokens, a short prompt), where a longer pass keeps torch's faster products for many rows. Every
+position gets the bits a one-token pass gives it, as with row_attention; norms, rotary
+embeddings and SiLU are computed in the kernel's own order, so the bits are not transformers'.
+Any other pass runs the forward the layer had. Measured in one process, alternating (2-core AMD
+EPYC): 4-bit decode passes of SmolLM2 11.8 -> 6.0 ms and of Phi-3-mini-sized layers 113 -> 56
+ms, a 500-token SmolLM2 prompt read 0.42 -> 0.30 s, the same greedy text.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from phi3_lsp.cpu_kernels import (
     MAX_HEAD_DIM,
     CpuKernels,
     DecoderLayer,
-    Int4Tensors,
+    KernelWeight,
+    LayerProduct,
     own_kernels,
 )
+from phi3_lsp.fp32_products import ROWS_AT_MOST, reads_at_memory_speed
 from phi3_lsp.int4_weights import Int4Weight, own_kernel_for
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.lean_layers import (
     fused_unbiased_without_dropout,
+    residual_dropouts_drop_nothing,
     shares_unbiased_products,
     take_fast_way,
 )
@@ -67,15 +73,18 @@ class _KernelLayer:
 
     kernel: DecoderLayer
     layer_index: int
+    rows_at_most: int | None
+    """The longest pass the kernel takes (None: any)."""
     sliding_window: int | None
     no_keys: torch.Tensor
     """[1, kv_heads, 0, head_dim] fp32: the shape and dtype of the layer's cache buffers."""
 
 
 def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
-    products = _products(layer)
-    if products is None or not isinstance(_activation(layer), SiLUActivation):
+    found = _products(layer)
+    if found is None or not isinstance(_activation(layer), SiLUActivation):
         return None
+    products, rows_at_most = found
     attention, config = layer.self_attn, layer.self_attn.config
     sizes = {
         "hidden": config.hidden_size,
@@ -84,25 +93,24 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
         "head_dim": attention.head_dim,
         "intermediate": config.intermediate_size,
     }
-    qkv, output, gate_up, down = products
+    qkv, output, gate_up, _ = products
     fits = (
         sizes["hidden"] % _VECTOR == 0
         and sizes["intermediate"] % _VECTOR == 0
         and sizes["head_dim"] % HEAD_DIM_STEP == 0
         and sizes["head_dim"] <= MAX_HEAD_DIM
         and sizes["heads"] % sizes["kv_heads"] == 0
-        and qkv.out_features == (sizes["heads"] + 2 * sizes["kv_heads"]) * sizes["head_dim"]
-        and output.in_features == sizes["heads"] * sizes["head_dim"]
-        and gate_up.out_features == 2 * sizes["intermediate"]
-        and all(own_kernel_for(weight.out_features) is not None for weight in products)
+        and _out_features(qkv) == (sizes["heads"] + 2 * sizes["kv_heads"]) * sizes["head_dim"]
+        and _in_features(output) == sizes["heads"] * sizes["head_dim"]
+        and _out_features(gate_up) == 2 * sizes["intermediate"]
     )
-    if not fits:
-        return None
     norms = (layer.input_layernorm, layer.post_attention_layernorm)
+    if not fits or any(norm.weight.dtype != torch.float32 for norm in norms):
+        return None
     kernel = DecoderLayer(
         kernels,
         (norms[0].weight.detach(), norms[1].weight.detach()),
-        (_tensors(qkv), _tensors(output), _tensors(gate_up), _tensors(down)),
+        products,
         sizes,
         norm_epsilon=norms[0].variance_epsilon,
         scaling=attention.scaling,
@@ -110,13 +118,37 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
     return _KernelLayer(
         kernel,
         attention.layer_idx,
+        rows_at_most,
         getattr(config, "sliding_window", None),
         torch.empty(1, sizes["kv_heads"], 0, sizes["head_dim"]),
     )
 
 
-def _products(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weight] | None:
-    """The layer's 4-bit weights: queries-keys-values, output, gate-up, down."""
+_Products = tuple[LayerProduct, LayerProduct, LayerProduct, LayerProduct]
+"""A layer's products as the kernel reads them: queries-keys-values, output, gate-up, down."""
+
+
+def _products(layer: Any) -> tuple[_Products, int | None] | None:
+    """The layer's products, and the longest pass the kernel takes (None: any)."""
+    int4 = _int4_products(layer)
+    if int4 is not None:
+        products = tuple((_tensors(weight),) for weight in int4)
+        return (products[0], products[1], products[2], products[3]), None
+    fp32 = _fp32_products(layer)
+    if fp32 is not None:
+        return fp32, ROWS_AT_MOST
+    return None
+
+
+def _int4_products(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weight] | None:
+    """The layer's 4-bit weights that our 4-bit kernel reads, each product's in one."""
+    weights = _int4_weights(layer)
+    if weights is None or any(own_kernel_for(w.out_features) is None for w in weights):
+        return None
+    return weights
+
+
+def _int4_weights(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weight] | None:
     kind = type(layer)  # (not `type(layer) is`, which would narrow the modules' types)
     if kind is LlamaDecoderLayer and shares_unbiased_products(layer):
         attention, mlp = layer.self_attn, layer.mlp
@@ -136,12 +168,58 @@ def _products(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weigh
     return None
 
 
+def _fp32_products(layer: Any) -> _Products | None:
+    """The weights of a layer whose linear layers take our fp32 kernel, none with a bias."""
+    kind = type(layer)
+    products: tuple[tuple[nn.Linear, ...], ...]
+    if kind is LlamaDecoderLayer:
+        attention, mlp = layer.self_attn, layer.mlp
+        products = (
+            (attention.q_proj, attention.k_proj, attention.v_proj),
+            (attention.o_proj,),
+            (mlp.gate_proj, mlp.up_proj),
+            (mlp.down_proj,),
+        )
+    elif kind is Phi3DecoderLayer and residual_dropouts_drop_nothing(layer):
+        attention, mlp = layer.self_attn, layer.mlp
+        products = (
+            (attention.qkv_proj,),
+            (attention.o_proj,),
+            (mlp.gate_up_proj,),
+            (mlp.down_proj,),
+        )
+    else:
+        return None
+    linears = [linear for product in products for linear in product]
+    if not all(reads_at_memory_speed(linear) and linear.bias is None for linear in linears):
+        return None
+    qkv, output, gate_up, down = (
+        tuple(linear.weight.detach() for linear in product) for product in products
+    )
+    return qkv, output, gate_up, down
+
+
 def _activation(layer: Any) -> object:
     return getattr(layer.mlp, "act_fn", None) or getattr(layer.mlp, "activation_fn", None)
 
 
-def _tensors(weight: Int4Weight) -> Int4Tensors:
+def _tensors(weight: Int4Weight) -> KernelWeight:
     return weight.packed.contiguous(), weight.scales_and_zeros.contiguous()
+
+
+def _out_features(product: LayerProduct) -> int:
+    return sum(_shape(weight)[0] for weight in product)
+
+
+def _in_features(product: LayerProduct) -> int:
+    return _shape(product[0])[1]
+
+
+def _shape(weight: KernelWeight) -> tuple[int, int]:
+    """[out, in] of a weight: a 4-bit weight's codes pack two inputs a byte."""
+    if isinstance(weight, tuple):
+        return weight[0].shape[0], weight[0].shape[1] * 2
+    return weight.shape[0], weight.shape[1]
 
 
 def _in_one_call(
@@ -162,6 +240,8 @@ def _in_one_call(
     ):
         return None
     rows = hidden_states.shape[1]
+    if layer.rows_at_most is not None and rows > layer.rows_at_most:
+        return None
     cache_layer = cache.layer(layer.layer_index)
     tokens = cache_layer.get_seq_length() + rows
     if not is_causal_pass(attention_mask, rows, tokens, layer.sliding_window):

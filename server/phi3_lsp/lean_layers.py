@@ -119,10 +119,16 @@ def fused_unbiased_without_dropout(layer: nn.Module) -> bool:
     """True when Phi-3's fused projections are 4-bit layers without a bias and its residual
     dropouts drop nothing (the short way leaves them out)."""
     projections = [layer.get_submodule(name) for name in _PHI3_PROJECTIONS]
+    return all(
+        isinstance(p, Int4Linear) and p.bias is None for p in projections
+    ) and residual_dropouts_drop_nothing(layer)
+
+
+def residual_dropouts_drop_nothing(layer: nn.Module) -> bool:
+    """True when a Phi-3 layer's residual dropouts drop nothing: a way that leaves them out
+    computes what its forward computes."""
     dropouts = [layer.get_submodule(name) for name in ("resid_attn_dropout", "resid_mlp_dropout")]
-    return all(isinstance(p, Int4Linear) and p.bias is None for p in projections) and all(
-        isinstance(d, nn.Dropout) and d.p == 0 for d in dropouts
-    )
+    return all(isinstance(d, nn.Dropout) and d.p == 0 for d in dropouts)
 
 
 def _one_token_way(

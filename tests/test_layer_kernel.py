@@ -104,19 +104,24 @@ def test_passes_in_one_call_compute_what_transformers_computes(
 def test_every_position_of_a_pass_gets_one_token_passes_bits(
     models: tuple[nn.Module, nn.Module], threads: int
 ) -> None:
-    _, one_call = models
-    tokens = _tokens(90)
+    _assert_each_position_gets_one_token_passes_bits(models[1], _tokens(90), threads)
+
+
+def _assert_each_position_gets_one_token_passes_bits(
+    model: nn.Module, tokens: torch.Tensor, threads: int, cached: int = 30
+) -> None:
+    """The positions after the first `cached` of `tokens`, fed in one pass and one at a time
+    on `threads` threads, get the same final hidden states to the bit."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        together = _hidden_states(one_call, [tokens[:, :30], tokens[:, 30:]])[1]
-        alone = _hidden_states(
-            one_call, [tokens[:, :30], *(tokens[:, i : i + 1] for i in range(30, 90))]
-        )[1:]
+        together = _hidden_states(model, [tokens[:, :cached], tokens[:, cached:]])[1]
+        one_at_a_time = [tokens[:, i : i + 1] for i in range(cached, tokens.shape[1])]
+        alone = _hidden_states(model, [tokens[:, :cached], *one_at_a_time])[1:]
     finally:
         torch.set_num_threads(before)
     for row, state in enumerate(alone):
-        assert torch.equal(together[row], state[0]), f"position {30 + row}"
+        assert torch.equal(together[row], state[0]), f"position {cached + row}"
 
 
 def test_a_pass_with_padding_keeps_the_layers_forward(
@@ -199,19 +204,9 @@ def test_fp32_short_passes_in_one_call_compute_what_the_layers_compute(
 def test_every_position_of_a_short_fp32_pass_gets_one_token_passes_bits(
     fp32_models: tuple[nn.Module, nn.Module], threads: int
 ) -> None:
-    _, one_call = fp32_models
-    tokens = _tokens(30 + ROWS_AT_MOST)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        together = _hidden_states(one_call, [tokens[:, :30], tokens[:, 30:]])[1]
-        alone = _hidden_states(
-            one_call, [tokens[:, :30], *(tokens[:, i : i + 1] for i in range(30, tokens.shape[1]))]
-        )[1:]
-    finally:
-        torch.set_num_threads(before)
-    for row, state in enumerate(alone):
-        assert torch.equal(together[row], state[0]), f"position {30 + row}"
+    _assert_each_position_gets_one_token_passes_bits(
+        fp32_models[1], _tokens(30 + ROWS_AT_MOST), threads
+    )
 
 
 def test_fp32_layers_without_our_fp32_products_keep_their_forward(seeded: None) -> None:

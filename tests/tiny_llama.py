@@ -43,14 +43,16 @@ def new_int4_phi3() -> nn.Module:
 
 def new_fp32_llama() -> nn.Module:
     """A seeded tiny Llama in fp32, in eval mode (seed torch first for the same weights)."""
-    return LlamaForCausalLM(LlamaConfig(**_SHAPE)).eval()
+    model: nn.Module = LlamaForCausalLM(LlamaConfig(**_SHAPE))
+    return model.eval()
 
 
 def new_fp32_phi3() -> nn.Module:
     """A seeded tiny Phi-3 in fp32, in eval mode (seed torch first for the same weights)."""
     # Phi3Config's default special tokens lie beyond this vocabulary.
     special_tokens: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
-    return Phi3ForCausalLM(Phi3Config(**_SHAPE, **special_tokens)).eval()
+    model: nn.Module = Phi3ForCausalLM(Phi3Config(**_SHAPE, **special_tokens))
+    return model.eval()
 
 
 def _in_int4(model: nn.Module) -> nn.Module:

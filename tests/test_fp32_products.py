@@ -21,7 +21,12 @@ from phi3_lsp.cpu_kernels import (
     own_fp32_kernel,
 )
 from phi3_lsp.engine import ModelEngine
-from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed, reads_rows_alike
+from phi3_lsp.fp32_products import (
+    BF16_ROWS_AT_MOST,
+    ROWS_AT_MOST,
+    read_at_memory_speed,
+    reads_rows_alike,
+)
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.pass_planner import MAX_DRAFT
@@ -86,6 +91,20 @@ def test_short_passes_take_our_kernel_and_a_prompt_torchs(kernel: Fp32Kernel) ->
         assert torch.allclose(one, other, rtol=1e-4, atol=1e-5), f"step {step + 1} differs"
 
 
+def test_a_bf16_weight_takes_our_kernel_in_longer_passes(kernel: Fp32Kernel) -> None:
+    # torch's products would widen the whole weight first.
+    layer = nn.Linear(96, 64, bias=False).to(torch.bfloat16)
+    counting = CountingKernel(kernel)
+    read_at_memory_speed(layer, counting)
+    widened = layer.weight.float()
+    with torch.inference_mode():
+        for rows, our_calls in ((BF16_ROWS_AT_MOST, 1), (BF16_ROWS_AT_MOST + 1, 1)):
+            inputs = torch.randn(rows, 96)
+            products = layer(inputs)
+            torch.testing.assert_close(products, inputs @ widened.T, rtol=1e-5, atol=1e-5)
+            assert counting.calls == our_calls, f"{rows} rows"
+
+
 def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kernel) -> None:
     model = tiny_fp32_llama()
     read_at_memory_speed(model, kernel)
@@ -126,11 +145,11 @@ def test_a_bf16_checkpoint_keeps_its_weights_in_bf16_with_fp32s_arithmetic(
     widened.eval()
     kernel = own_fp32_kernel()
     assert kernel is not None
-    read_at_memory_speed(widened, kernel)
+    read_at_memory_speed(widened, kernel, rows_at_most=BF16_ROWS_AT_MOST)  # a bf16 weight's
     run_layers_in_one_call(widened)
     attend_row_by_row(widened)
 
-    prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then our kernel's
+    prompt_length = BF16_ROWS_AT_MOST + 4  # a prompt pass of torch's products, then ours
     ours = prompt_then_steps(engine.model, prompt_length)
     theirs = prompt_then_steps(widened, prompt_length)
 

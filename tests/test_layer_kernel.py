@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
-from phi3_lsp.fp32_products import ROWS_AT_MOST, read_at_memory_speed
+from phi3_lsp.fp32_products import read_at_memory_speed, short_pass_rows
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.shared_products import share_products
@@ -182,8 +182,9 @@ def test_fp32_short_passes_in_one_call_compute_what_the_layers_compute(
     fp32_models: tuple[nn.Module, nn.Module], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     layers_forward, one_call = fp32_models
-    tokens = _tokens(ROWS_AT_MOST + 18, seed=4)
-    prompt, drafted = tokens[:, : ROWS_AT_MOST + 8], tokens[:, ROWS_AT_MOST + 8 : -3]
+    bound = _short_pass_rows(one_call)
+    tokens = _tokens(bound + 18, seed=4)
+    prompt, drafted = tokens[:, : bound + 8], tokens[:, bound + 8 : -3]
     passes = [
         prompt,
         drafted,
@@ -192,7 +193,8 @@ def test_fp32_short_passes_in_one_call_compute_what_the_layers_compute(
     expected = _hidden_states(layers_forward, passes)
     attention_calls = _count_attention_calls(monkeypatch)
     actual = _hidden_states(one_call, passes)
-    # The prompt is longer than our fp32 kernel takes: torch's products, the layers' forward.
+    # The prompt is longer than our fp32 kernel takes (the weights' dtype tells how long):
+    # torch's products, the layers' forward.
     assert len(attention_calls) == LAYERS
     assert torch.equal(actual[0], expected[0])
     for got, wanted in zip(actual[1:], expected[1:], strict=True):
@@ -204,9 +206,19 @@ def test_fp32_short_passes_in_one_call_compute_what_the_layers_compute(
 def test_every_position_of_a_short_fp32_pass_gets_one_token_passes_bits(
     fp32_models: tuple[nn.Module, nn.Module], threads: int
 ) -> None:
-    _assert_each_position_gets_one_token_passes_bits(
-        fp32_models[1], _tokens(30 + ROWS_AT_MOST), threads
-    )
+    one_call = fp32_models[1]
+    tokens = _tokens(30 + _short_pass_rows(one_call))
+    _assert_each_position_gets_one_token_passes_bits(one_call, tokens, threads)
+
+
+def _short_pass_rows(model: nn.Module) -> int:
+    """The most rows of a pass that our fp32 kernel takes in `model` (as its weights' dtype)."""
+    bounds = {
+        short_pass_rows(module) for module in model.modules() if isinstance(module, nn.Linear)
+    }
+    (bound,) = bounds
+    assert bound is not None
+    return bound
 
 
 def test_fp32_layers_without_our_fp32_products_keep_their_forward(seeded: None) -> None:

@@ -31,11 +31,18 @@ from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.quantize import input_embedding
 
 ROWS_AT_MOST = 32
-"""Passes of up to this many rows take our kernel: a decode pass with its drafted tokens, a
-short prompt. For 16 / 32 / 48 rows, torch's products took 2.7 / 1.6 / 1.4x our time over
-Phi-3-mini's layers in fp32, 2.7 / 1.9 / 1.5x widened from bf16, 1.3 / 1.1 / 0.97x over
-SmolLM2's; held to AVX2, 1.3-1.8 / 1.0 / 0.85-1.1x (2 threads). One bound whatever the weight's
-dtype, so that a bf16 weight's products keep its fp32 widening's bits."""
+"""Passes of up to this many rows take our kernel where a weight is held in fp32: a decode pass
+with its drafted tokens, a short prompt. For 16 / 32 / 48 rows, torch's products took 2.7 / 1.6
+/ 1.4x our time over Phi-3-mini's layers in fp32, 1.3 / 1.1 / 0.97x over SmolLM2's; held to
+AVX2, 1.3-1.8 / 1.0 / 0.85-1.1x (2 threads)."""
+BF16_ROWS_AT_MOST = 128
+"""The same where a weight is held in bf16, which torch's products must widen first, a read and
+a write of the whole weight a pass. Whole passes after a 200-token prompt (2 threads, decoder
+layers in one call where ours run, see `layer_kernel`), of 64 / 128 / 192 rows: Phi-3-mini-sized
+3.1 / 6.5 / 9.7 s ours against 7.1 / 9.6 / 8.8 s torch's; SmolLM2 from a bf16 copy 112 / 224 /
+347 ms against 149 / 231 / 320 ms (from its fp32 weights, at 64 / 128 rows: 162 / 305 ms
+against 151 / 236 ms). A bf16 weight's products keep its fp32 widening's bits in the passes of
+a bound both take (`read_at_memory_speed` can give fp32 weights this bound too)."""
 
 
 _LARGEST_HEADER = 100 << 20  # safetensors' own limit
@@ -97,13 +104,19 @@ def keep_bf16_weights(model: nn.Module) -> None:
     to_fp32_except(model, keep)
 
 
-def read_at_memory_speed(model: nn.Module, kernel: Fp32Kernel) -> int:
+def read_at_memory_speed(
+    model: nn.Module, kernel: Fp32Kernel, rows_at_most: int | None = None
+) -> int:
     """Give the linear layers of `model` whose weights our kernel reads (fp32 or bf16) the short
-    passes' forward; returns how many."""
+    passes' forward, for passes of up to `rows_at_most` rows (default: `ROWS_AT_MOST` for an
+    fp32 weight, `BF16_ROWS_AT_MOST` for a bf16 one); returns how many."""
     layers = 0
     for module in model.modules():
         if isinstance(module, nn.Linear) and _our_kernel_reads(module.weight):
-            few_rows = functools.partial(_few_rows_forward, kernel, module)
+            bound = rows_at_most or (
+                BF16_ROWS_AT_MOST if module.weight.dtype == torch.bfloat16 else ROWS_AT_MOST
+            )
+            few_rows = functools.partial(_few_rows_forward, kernel, bound, module)
             module.forward = few_rows  # type: ignore[method-assign]  # this layer only
             layers += 1
     return layers
@@ -113,20 +126,25 @@ def reads_rows_alike(model: nn.Module) -> bool:
     """True when every linear layer of `model` has our forward: short passes then give each row
     the bits a one-row pass gives it (see `ROWS_AT_MOST`)."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    return bool(linears) and all(map(reads_at_memory_speed, linears))
+    return bool(linears) and all(short_pass_rows(linear) is not None for linear in linears)
 
 
-def reads_at_memory_speed(module: nn.Module) -> bool:
-    """True when `module` is a linear layer whose short passes take our kernel."""
-    return (
-        isinstance(module, nn.Linear) and getattr(module.forward, "func", None) is _few_rows_forward
-    )
+def short_pass_rows(module: nn.Module) -> int | None:
+    """The most rows of a pass that take our kernel, for a linear layer with our forward; else
+    None."""
+    forward = module.forward
+    if not isinstance(module, nn.Linear) or getattr(forward, "func", None) is not _few_rows_forward:
+        return None
+    bound: int = forward.args[1]  # type: ignore[attr-defined]  # the partial's (kernel, bound, layer)
+    return bound
 
 
-def _few_rows_forward(kernel: Fp32Kernel, layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+def _few_rows_forward(
+    kernel: Fp32Kernel, rows_at_most: int, layer: nn.Linear, inputs: torch.Tensor
+) -> torch.Tensor:
     rows = inputs.numel() // layer.in_features
     if (
-        rows <= ROWS_AT_MOST
+        rows <= rows_at_most
         and inputs.shape[-1] == layer.in_features
         and inputs.dtype == torch.float32
         and not torch.is_grad_enabled()  # our products have no gradient

@@ -7,8 +7,9 @@ products. `run_layers_in_one_call` gives every Llama- or Phi-3-style layer that 
 run (no bias, no dropout, SiLU; 4-bit projections sharing or fusing their products, or fp32
 ones whose short passes take our fp32 kernel, fused or not) a forward that runs the whole layer
 in one call over our KV cache with a causal mask: every pass of a 4-bit layer, and the passes
-of an fp32 layer short enough for our fp32 kernel (`ROWS_AT_MOST`: a decode pass and its drafted
-tokens, a short prompt), where a longer pass keeps torch's faster products for many rows. Every
+of an fp32 layer short enough for our fp32 kernel (`fp32_products.ROWS_AT_MOST`, 32 rows, for
+fp32 weights, 128 for bf16 ones: a decode pass and its drafted tokens, a short prompt), where a
+longer pass keeps torch's faster products for many rows. Every
 position gets the bits a one-token pass gives it, as with row_attention; norms, rotary
 embeddings and SiLU are computed in the kernel's own order, so the bits are not transformers'.
 Any other pass runs the forward the layer had. Measured in one process, alternating (2-core AMD
@@ -37,7 +38,7 @@ from phi3_lsp.cpu_kernels import (
     LayerProduct,
     own_kernels,
 )
-from phi3_lsp.fp32_products import ROWS_AT_MOST, reads_at_memory_speed
+from phi3_lsp.fp32_products import short_pass_rows
 from phi3_lsp.int4_weights import Int4Weight, own_kernel_for
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.lean_layers import (
@@ -134,10 +135,7 @@ def _products(layer: Any) -> tuple[_Products, int | None] | None:
     if int4 is not None:
         products = tuple((_tensors(weight),) for weight in int4)
         return (products[0], products[1], products[2], products[3]), None
-    fp32 = _fp32_products(layer)
-    if fp32 is not None:
-        return fp32, ROWS_AT_MOST
-    return None
+    return _fp32_products(layer)
 
 
 def _int4_products(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weight] | None:
@@ -168,8 +166,9 @@ def _int4_weights(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4W
     return None
 
 
-def _fp32_products(layer: Any) -> _Products | None:
-    """The weights of a layer whose linear layers take our fp32 kernel, none with a bias."""
+def _fp32_products(layer: Any) -> tuple[_Products, int] | None:
+    """The weights of a layer whose linear layers take our fp32 kernel, none with a bias, and
+    the most rows of a pass that all of them take it for."""
     kind = type(layer)
     products: tuple[tuple[nn.Linear, ...], ...]
     if kind is LlamaDecoderLayer:
@@ -191,12 +190,13 @@ def _fp32_products(layer: Any) -> _Products | None:
     else:
         return None
     linears = [linear for product in products for linear in product]
-    if not all(reads_at_memory_speed(linear) and linear.bias is None for linear in linears):
+    bounds = [short_pass_rows(linear) for linear in linears]
+    if any(bound is None for bound in bounds) or any(linear.bias is not None for linear in linears):
         return None
     qkv, output, gate_up, down = (
         tuple(linear.weight.detach() for linear in product) for product in products
     )
-    return qkv, output, gate_up, down
+    return (qkv, output, gate_up, down), min(bound for bound in bounds if bound is not None)
 
 
 def _activation(layer: Any) -> object:

@@ -133,10 +133,10 @@ _Products = tuple[LayerProduct, LayerProduct, LayerProduct, LayerProduct]
 def _products(layer: Any) -> tuple[_Products, int | None] | None:
     """The layer's products, and the longest pass the kernel takes (None: any)."""
     int4 = _int4_products(layer)
-    if int4 is not None:
-        products = tuple((_tensors(weight),) for weight in int4)
-        return (products[0], products[1], products[2], products[3]), None
-    return _fp32_products(layer)
+    if int4 is None:
+        return _fp32_products(layer)
+    qkv, output, gate_up, down = ((_tensors(weight),) for weight in int4)
+    return (qkv, output, gate_up, down), None
 
 
 def _int4_products(layer: Any) -> tuple[Int4Weight, Int4Weight, Int4Weight, Int4Weight] | None:

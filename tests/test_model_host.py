@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import logging
 import shutil
 import subprocess
 import sys
@@ -175,6 +176,46 @@ def test_a_completion_asked_the_moment_the_status_says_ready_comes_after_the_dra
             pytest.skip(NO_INT4_DRAFTS_HERE)
         assert host.status.int4_drafts, "the completion ran before the drafts were loaded"
     finally:
+        host.shutdown()
+
+
+async def test_ready_comes_before_the_warm_up_and_a_completion_then_stops_it_within_a_layer(
+    tiny_phi3_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    reached, release = threading.Event(), threading.Event()
+    states_when_reached: list[str] = []
+
+    def after_layer(*_: object) -> None:
+        if not reached.is_set():
+            states_when_reached.extend(status.state for status in listener.statuses)
+            reached.set()
+            release.wait(LOAD_TIMEOUT)
+
+    class HoldingTheWarmUp(RecordingListener):
+        """Holds the first pass after the status says ready (the warm-up's) in its first layer."""
+
+        def status_changed(self, status: Status) -> None:
+            super().status_changed(status)
+            if status.state == "ready" and host.engine is not None and not reached.is_set():
+                decoder_layers(host.engine.model)[0].register_forward_hook(after_layer)
+
+    listener = HoldingTheWarmUp()
+    host = ModelHost(listener, str(tiny_phi3_dir))
+    try:
+        caplog.set_level(logging.INFO, logger=engine_module.__name__)
+        assert host.load(str(tiny_phi3_dir), threads=1)
+        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
+        assert states_when_reached[-1] == "ready"  # and the warm-up changes no status
+        completion = asyncio.ensure_future(
+            host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc")
+        )
+        await asyncio.sleep(0)  # the completion has stopped the warm-up
+        release.set()
+        generation = await completion
+        assert generation is not None and len(generation.token_ids) == 2
+        assert "The warm-up of" in caplog.text and "stopped for a request" in caplog.text
+    finally:
+        release.set()
         host.shutdown()
 
 

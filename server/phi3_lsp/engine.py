@@ -180,9 +180,6 @@ class ModelEngine:
                 "every pass" if weights == "int4" else "decode passes" if rows_alike else "no pass"
             ),
         )
-        if engine.has_weights:
-            report(ProgressUpdate("loading", f"Warming up {source.name}", 0.9))
-            engine.warm_up()
         report(ProgressUpdate("loading", f"{source.name} is ready", 1.0))
         log.info(
             "Loaded %s (%s, %s parameters, %s weights, %s) in %.2f s (tokenizer and config "
@@ -381,18 +378,25 @@ class ModelEngine:
             prompt_ids, cache_key=cache_key, stop_event=stop_event, on_prompt_read=on_prompt_read
         )
 
-    def warm_up(self) -> None:
+    def warm_up(self, stop_event: threading.Event | None = None) -> bool:
         """Run a tiny generation, so the first real one pays for no lazy initialization, and
-        time a decode pass on each thread count the planner may choose.
+        time a decode pass on each thread count the planner may choose. Returns False when
+        `stop_event` stopped it: a real generation then pays what is left, as it would have.
 
-        The first pass sets up kernels and buffers (~0.15 s on Phi-3-mini-sized int4), which
-        would otherwise land on the user's first completion. The decode passes after it take
-        their usual time (Phi-3-mini-sized: 53 and 92 ms against 55 and 93 later), so one
-        generation does both: the prompt's pass, then one pass on each thread count.
+        The first pass sets up kernels and buffers and maps the weights' pages (~0.15 s on
+        Phi-3-mini-sized int4, ~0.3 s in fp32), which would otherwise land on the user's first
+        completion. The decode passes after it take their usual time (Phi-3-mini-sized: 53 and
+        92 ms against 55 and 93 later), so one generation does both: the prompt's pass, then one
+        pass on each thread count.
         """
         prompt = self._warm_up_prompt()
         thread_counts = len(self._decoder.planner.thread_counts)
-        self._decoder.generate(prompt, max_new_tokens=1 + thread_counts)
+        warm = self._decoder.generate(
+            prompt, max_new_tokens=1 + thread_counts, stop_event=stop_event
+        )
+        if warm.finish_reason == "stopped":
+            log.info("The warm-up of %s stopped for a request", self.name)
+            return False
         log.info(
             "Decode passes choose among %s torch threads; a 1-token pass took %s",
             ", ".join(map(str, self._decoder.planner.thread_counts)),
@@ -402,6 +406,7 @@ class ModelEngine:
             )
             or "no time (the model stopped at once)",
         )
+        return True
 
     def _warm_up_prompt(self) -> list[int]:
         return self.tokenizer.encode_prompt("Hello, world") or [0]

@@ -312,6 +312,14 @@ def rows_of(prompt: PromptFigures, tokens: int) -> list[Row]:
     return model_rows(report)
 
 
+def test_the_first_completion_asked_at_ready_is_also_timed_from_spawn() -> None:
+    prompt = PromptFigures(
+        label="~20", first_token=[full_answer(0.05)], warmup=full_answer(1.5), full=[]
+    )
+    [row] = [row for row in rows_of(prompt, 20) if row.metric.startswith("first completion")]
+    assert row.server == "1.50 s (10.50 s from spawn)"  # the start was ready at 9.0 s
+
+
 def test_answers_with_a_core_taken_are_shown_beside_the_same_answers_idle() -> None:
     prompt = PromptFigures(
         label="~20",

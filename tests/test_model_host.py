@@ -213,7 +213,7 @@ async def test_ready_comes_before_the_warm_up_and_a_completion_then_stops_it_wit
         release.set()
         generation = await completion
         assert generation is not None and len(generation.token_ids) == 2
-        assert "The warm-up of" in caplog.text and "stopped for a request" in caplog.text
+        assert "The warm-up of" in caplog.text and "stopped early" in caplog.text
     finally:
         release.set()
         host.shutdown()

@@ -395,7 +395,10 @@ class ModelEngine:
             prompt, max_new_tokens=1 + thread_counts, stop_event=stop_event
         )
         if warm.finish_reason == "stopped":
-            log.info("The warm-up of %s stopped for a request", self.name)
+            log.info(
+                "The warm-up of %s stopped early, for a request, a reload or the shutdown",
+                self.name,
+            )
             return False
         log.info(
             "Decode passes choose among %s torch threads; a 1-token pass took %s",

@@ -513,11 +513,9 @@ class ModelHost:
         self._thread.submit(self._warm_up, engine, stop)
 
     def _warm_up(self, engine: ModelEngine, stop: StopRequest) -> None:
-        if stop.is_set() or engine is not self._engine:
-            self._forget_running(stop)
-            return
         try:
-            engine.warm_up(stop)
+            if not stop.is_set() and engine is self._engine:
+                engine.warm_up(stop)
         except Exception:
             # The first completion pays what it skipped; a real fault shows there again.
             logger.exception("The warm-up of %s failed", engine.name)

@@ -17,7 +17,6 @@ fp32 weights, in half the memory."""
 
 from __future__ import annotations
 
-import functools
 import json
 import struct
 from pathlib import Path
@@ -116,8 +115,7 @@ def read_at_memory_speed(
             bound = rows_at_most or (
                 BF16_ROWS_AT_MOST if module.weight.dtype == torch.bfloat16 else ROWS_AT_MOST
             )
-            few_rows = functools.partial(_few_rows_forward, kernel, bound, module)
-            module.forward = few_rows  # type: ignore[method-assign]  # this layer only
+            module.forward = _ShortPassForward(kernel, bound, module)  # type: ignore[method-assign,assignment]
             layers += 1
     return layers
 
@@ -133,29 +131,36 @@ def short_pass_rows(module: nn.Module) -> int | None:
     """The most rows of a pass that take our kernel, for a linear layer with our forward; else
     None."""
     forward = module.forward
-    if not isinstance(module, nn.Linear) or getattr(forward, "func", None) is not _few_rows_forward:
-        return None
-    bound: int = forward.args[1]  # type: ignore[attr-defined]  # the partial's (kernel, bound, layer)
-    return bound
+    return forward.rows_at_most if isinstance(forward, _ShortPassForward) else None
 
 
-def _few_rows_forward(
-    kernel: Fp32Kernel, rows_at_most: int, layer: nn.Linear, inputs: torch.Tensor
-) -> torch.Tensor:
-    rows = inputs.numel() // layer.in_features
-    if (
-        rows <= rows_at_most
-        and inputs.shape[-1] == layer.in_features
-        and inputs.dtype == torch.float32
-        and not torch.is_grad_enabled()  # our products have no gradient
-    ):
-        products = kernel.multiply(inputs.reshape(rows, -1), layer.weight)
-        if layer.bias is not None:
-            products += layer.bias
-        return products.reshape(*inputs.shape[:-1], layer.out_features)
-    if layer.weight.dtype == torch.bfloat16:
-        return _widened_products(inputs, layer)
-    return functional.linear(inputs, layer.weight, layer.bias)
+class _ShortPassForward:
+    """A linear layer's forward: passes of up to `rows_at_most` rows through our kernel, longer
+    ones through torch's products."""
+
+    __slots__ = ("kernel", "layer", "rows_at_most")
+
+    def __init__(self, kernel: Fp32Kernel, rows_at_most: int, layer: nn.Linear) -> None:
+        self.kernel = kernel
+        self.rows_at_most = rows_at_most
+        self.layer = layer
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        rows = inputs.numel() // layer.in_features
+        if (
+            rows <= self.rows_at_most
+            and inputs.shape[-1] == layer.in_features
+            and inputs.dtype == torch.float32
+            and not torch.is_grad_enabled()  # our products have no gradient
+        ):
+            products = self.kernel.multiply(inputs.reshape(rows, -1), layer.weight)
+            if layer.bias is not None:
+                products += layer.bias
+            return products.reshape(*inputs.shape[:-1], layer.out_features)
+        if layer.weight.dtype == torch.bfloat16:
+            return _widened_products(inputs, layer)
+        return functional.linear(inputs, layer.weight, layer.bias)
 
 
 def _widened_products(inputs: torch.Tensor, layer: nn.Linear) -> torch.Tensor:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from huggingface_hub import constants
@@ -135,9 +136,25 @@ def test_a_hub_id_completes_from_the_offline_cache_with_hf_hub_offline(
 
 
 @pytest.mark.slow
-def test_a_gguf_file_is_converted_once(tmp_path: Path, smollm2_dir: Path) -> None:
+def test_a_gguf_file_is_converted_once(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gguf as gguf_package
+
+    parses: list[str] = []
+
+    class CountedReader(gguf_package.GGUFReader):
+        def __init__(self, path: str | Path, mode: Literal["r", "r+", "c"] = "r") -> None:
+            parses.append(str(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf_package, "GGUFReader", CountedReader)
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     first = resolve_model(str(gguf), cache=tmp_path)
+    # Its metadata takes seconds to parse: once to check the file, once for the conversion
+    # (transformers asks for it for the tokenizer, the config and the weights).
+    assert len(parses) == 2, parses
+    assert gguf_package.GGUFReader is CountedReader, "the gguf module is left as it was"
     assert first.weights_dir is not None
     assert (first.weights_dir / "model.safetensors").is_file()
     updates: list[ProgressUpdate] = []

@@ -49,18 +49,18 @@ def convert_gguf(
     fix_config: ConfigFix | None = None,
 ) -> None:
     """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`."""
-    with _CONVERTING, _each_gguf_parsed_once():
+    with gguf_parsed_once():
         _convert(gguf_path, dest, with_weights=with_weights, fix_config=fix_config)
 
 
-_CONVERTING = threading.Lock()
-"""One conversion at a time: `_each_gguf_parsed_once` swaps two functions of the gguf module."""
+_SWAPPING = threading.RLock()
+"""One thread at a time in `gguf_parsed_once`, which swaps two functions of the gguf module."""
 
 
 @contextlib.contextmanager
-def _each_gguf_parsed_once() -> Iterator[None]:
+def gguf_parsed_once() -> Iterator[None]:
     """Within the block, one gguf reader per file and one tensor-name table per architecture
-    and depth, handed out again on every later call.
+    and depth, handed out again on every later call (a nested block shares its outer one's).
 
     transformers parses a GGUF's metadata anew for its tokenizer, its config and its weights
     (~2.4 s each here for SmolLM2's 49,152-token vocabulary, in pure Python) and builds the
@@ -71,21 +71,31 @@ def _each_gguf_parsed_once() -> Iterator[None]:
     """
     import gguf
 
-    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], Any] = {}
+    with _SWAPPING:
+        if isinstance(gguf.GGUFReader, _OneReaderPerFile):
+            yield  # within an outer block
+            return
+        reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+        gguf.GGUFReader = _OneReaderPerFile(reader_class)  # type: ignore[assignment,misc]
+        gguf.get_tensor_name_map = functools.cache(name_map)
+        try:
+            yield
+        finally:
+            gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map  # type: ignore[misc]
 
-    def read_once(path: str | Path, mode: Literal["r", "r+", "c"] = "r") -> Any:
+
+class _OneReaderPerFile:
+    """Stands in for `gguf.GGUFReader`: the reader made first for a file, on every call."""
+
+    def __init__(self, reader_class: Any) -> None:
+        self._reader_class = reader_class
+        self._readers: dict[tuple[str, str], Any] = {}
+
+    def __call__(self, path: str | Path, mode: Literal["r", "r+", "c"] = "r") -> Any:
         key = (str(Path(path).resolve()), mode)
-        if key not in readers:
-            readers[key] = reader_class(path, mode)
-        return readers[key]
-
-    gguf.GGUFReader = read_once  # type: ignore[assignment,misc]
-    gguf.get_tensor_name_map = functools.cache(name_map)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map  # type: ignore[misc]
+        if key not in self._readers:
+            self._readers[key] = self._reader_class(path, mode)
+        return self._readers[key]
 
 
 def _convert(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.gguf_convert import convert_gguf, validate_gguf
+from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
@@ -113,8 +113,6 @@ def _from_gguf(spec: str, path: Path, root: Path, report: ProgressCallback) -> M
     if not path.is_file():
         raise ModelSourceError(f"GGUF file {path} does not exist — {SPEC_HELP}.")
     entry = root / "gguf" / f"{path.stem}-{_file_key(path)}"
-    if not is_built(entry):
-        validate_gguf(path)
 
     def convert(staging: Path) -> None:
         report(ProgressUpdate("converting", f"Converting {path.name} to safetensors (once)"))
@@ -128,8 +126,11 @@ def _from_gguf(spec: str, path: Path, root: Path, report: ProgressCallback) -> M
                 f"transformers may not support its architecture or quantization — {SPEC_HELP}."
             ) from exc
 
-    folder = build_once(entry, convert, manifest={"gguf": str(path.resolve())})
-    return _from_folder(spec, folder, name=path.name, trust_remote_code=False)
+    if not is_built(entry):
+        with gguf_parsed_once():  # the check and the conversion parse the file's metadata once
+            validate_gguf(path)
+            build_once(entry, convert, manifest={"gguf": str(path.resolve())})
+    return _from_folder(spec, entry, name=path.name, trust_remote_code=False)
 
 
 def _file_key(path: Path) -> str:

@@ -378,10 +378,10 @@ class ModelEngine:
             prompt_ids, cache_key=cache_key, stop_event=stop_event, on_prompt_read=on_prompt_read
         )
 
-    def warm_up(self, stop_event: threading.Event | None = None) -> bool:
+    def warm_up(self, stop_event: threading.Event | None = None) -> None:
         """Run a tiny generation, so the first real one pays for no lazy initialization, and
-        time a decode pass on each thread count the planner may choose. Returns False when
-        `stop_event` stopped it: a real generation then pays what is left, as it would have.
+        time a decode pass on each thread count the planner may choose. Once `stop_event` is set
+        it stops within a layer: a real generation then pays what is left, as it would have.
 
         The first pass sets up kernels and buffers and maps the weights' pages (~0.15 s on
         Phi-3-mini-sized int4, ~0.3 s in fp32), which would otherwise land on the user's first
@@ -399,7 +399,7 @@ class ModelEngine:
                 "The warm-up of %s stopped early, for a request, a reload or the shutdown",
                 self.name,
             )
-            return False
+            return
         log.info(
             "Decode passes choose among %s torch threads; a 1-token pass took %s",
             ", ".join(map(str, self._decoder.planner.thread_counts)),
@@ -409,7 +409,6 @@ class ModelEngine:
             )
             or "no time (the model stopped at once)",
         )
-        return True
 
     def _warm_up_prompt(self) -> list[int]:
         return self.tokenizer.encode_prompt("Hello, world") or [0]

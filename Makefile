@@ -2,8 +2,10 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU build of torch; a plain `torch` requirement may pull a multi-GB CUDA build.
+# torch first, pinned; a plain `torch` requirement may pull a multi-GB CUDA build. Where pip
+# finds no CPU wheel of its own: TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH  ?= torch==2.13.0
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint test-python test-vscode bench clean
 
@@ -12,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet "$(TORCH)" $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 

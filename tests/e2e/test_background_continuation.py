@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -171,3 +172,30 @@ async def test_reading_a_long_prompt_shows_progress_until_it_is_read(
     assert tokens_read is not None
     read, total = tokens_read.groups()
     assert read == total
+
+
+async def test_a_request_cancelled_while_its_prompt_is_built_leaves_nothing_to_wait_for(
+    budgeted: Phi3Client,
+) -> None:
+    # A long prompt: tokenizing ~7,000 tokens of it takes ~26 ms here, the span in which most of
+    # the cancels below land (one landing before or after it passes either way).
+    package = Path(generation_module.__file__).parent
+    source = "\n".join(path.read_text(encoding="utf-8") for path in sorted(package.glob("*.py")))
+    line, character = source.count("\n"), len(source.split("\n")[-1])
+    try:
+        for delay_ms in (1, 3, 6, 10, 15):
+            name = f"cancelled-early-{delay_ms}.py"
+            uri = budgeted.open_text(name, source)
+            await budgeted.change_settings({**SETTINGS, "contextTokens": 8192})
+            request = asyncio.ensure_future(budgeted.inline(uri, line, character, msg_id=name))
+            await asyncio.sleep(delay_ms / 1000)
+            # The user typed on: the editor cancels the request and later asks at the same place.
+            budgeted.cancel_request(types.CancelParams(id=name))
+            with contextlib.suppress(JsonRpcRequestCancelled):  # a cancel may also come too late
+                await request
+            # A short prompt, so that asking again answers quickly once nothing stale is awaited.
+            await budgeted.change_settings({**SETTINGS, "contextTokens": 64})
+            [again] = await asyncio.wait_for(budgeted.inline(uri, line, character), 30)
+            assert isinstance(again.insert_text, str) and again.insert_text.strip(), delay_ms
+    finally:
+        await budgeted.change_settings(SETTINGS)

@@ -66,7 +66,13 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         return ""
     suggestion = LiveSuggestion(asyncio.get_running_loop())
     ls.suggestions.remember(uri, text_before_cursor, suggestion)
-    prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
+    try:
+        prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
+    except BaseException:
+        # Cancelled (the user typed on) or failed before a generation could finish it: asking
+        # again here would otherwise wait on it for good.
+        suggestion.finish(stopped=True)
+        raise
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built

@@ -131,7 +131,10 @@ async def _steps(
     await _inline_completion(client, session, out)
     await _hover(client, out)
     await _architecture(client, out)
-    await _weight_reads(client, out)
+    if session.status.get("weightsLoaded"):
+        await _weight_reads(client, out)
+    else:
+        print("\nphi3.measureWeightReads: skipped, no weights are loaded", file=out)
     return 0
 
 

@@ -12,22 +12,28 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-async def test_the_demo_runs_a_real_session_and_prints_each_answer(
-    offline_pack: None, hf_home: Path
-) -> None:
+async def run_demo(hf_home: Path, *options: str) -> tuple[int | None, str, str]:
+    """`phi3-lsp demo` offline: its exit code, its output and its error output."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(hf_home))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "phi3_lsp",
         "demo",
+        *options,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    stdout, _ = await asyncio.wait_for(process.communicate(), 900)
-    output = stdout.decode()
-    assert process.returncode == 0, output
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 900)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_the_demo_runs_a_real_session_and_prints_each_answer(
+    offline_pack: None, hf_home: Path
+) -> None:
+    returncode, output, _ = await run_demo(hf_home)
+    assert returncode == 0, output
     assert "initialize: phi3-lsp" in output
     assert "ready" in output
     # The continuation, the hovered token, the architecture and the weights' read, each with
@@ -39,3 +45,18 @@ async def test_the_demo_runs_a_real_session_and_prints_each_answer(
     # SmolLM2's 134,515,008 fp32 parameters, its input embeddings being its output layer.
     assert "0.54 GB of weights read in " in output
     assert output.count(" ms)") >= 4
+
+
+async def test_the_demo_of_a_model_without_weights_shows_what_works_and_ends_cleanly(
+    offline_pack: None, hf_home: Path
+) -> None:
+    # Offline, Phi-3-mini has its tokenizer and architecture but no weights.
+    returncode, output, errors = await run_demo(
+        hf_home, "--model", "microsoft/Phi-3-mini-4k-instruct"
+    )
+    assert returncode == 0, output + errors
+    assert "Traceback" not in errors, errors
+    assert "completions need weights" in output
+    assert "| `␣capital` | `▁capital` | 7483 |" in output
+    assert "Phi3ForCausalLM: 32 layers, hidden 3072, vocabulary 32064" in output
+    assert "phi3.measureWeightReads: skipped, no weights are loaded" in output

@@ -90,6 +90,7 @@ class ServerSession:
         self.generating_count = 0
         self.warnings: list[str] = []
         self._ready = asyncio.Event()
+        self._outcome: dict[str, Any] | None = None
         self._versions: dict[str, int] = {}
         self._texts: dict[str, str] = {}
         self._stderr_task: asyncio.Task[None] | None = None
@@ -160,9 +161,10 @@ class ServerSession:
         state = status.get("state")
         if state == "generating":
             self.generating_count += 1
-        if state in ("ready", "error") and self.ready_seconds is None:
-            if state == "ready" and not status.get("weightsLoaded", False):
-                return
+        # The load's outcome: ready (with its weights, or without them and a message saying
+        # why), or an error.
+        if state in ("ready", "error") and self._outcome is None:
+            self._outcome = status
             self.ready_seconds = time.perf_counter() - self.spawned_at
             self._ready.set()
 
@@ -171,11 +173,11 @@ class ServerSession:
         return self.statuses[-1] if self.statuses else None
 
     async def wait_ready(self, timeout: float) -> float:
-        """Seconds from spawn to the first `ready` status with weights loaded."""
+        """Seconds from spawn to the first `ready` status, which must have the weights loaded."""
         await asyncio.wait_for(self._ready.wait(), timeout)
-        status = self.last_status or {}
-        if self.ready_seconds is None or status.get("state") == "error":
-            raise ServerError(f"the server did not get ready: {status.get('message')}")
+        outcome = self._outcome or {}
+        if self.ready_seconds is None or not outcome.get("weightsLoaded", False):
+            raise ServerError(f"the server did not load the weights: {outcome.get('message')}")
         return self.ready_seconds
 
     async def configure(self, settings: Mapping[str, Any]) -> None:

@@ -98,13 +98,13 @@ def test_a_section_that_is_not_an_object_is_reported() -> None:
     assert problems == ["The phi3 settings must be an object, got an array."]
 
 
-def test_only_model_threads_drafts_and_remote_code_changes_need_a_reload() -> None:
+def test_only_the_length_limit_and_the_prompt_budget_shape_a_suggestion() -> None:
     base = Settings()
-    assert not base.needs_reload(Settings(max_new_tokens=10, inline_completions=False))
-    assert base.needs_reload(Settings(model="smollm2-135m"))
-    assert base.needs_reload(Settings(threads=1))
-    assert base.needs_reload(Settings(int4_drafts=False))
-    assert base.needs_reload(Settings(trust_remote_code=True))
+    assert base.shapes_suggestions_unlike(Settings(max_new_tokens=10))
+    assert base.shapes_suggestions_unlike(Settings(context_tokens=64))
+    assert not base.shapes_suggestions_unlike(
+        Settings(answer_budget_ms=0, read_at_cursor=False, threads=1)
+    )
 
 
 def test_the_section_is_found_in_client_payloads() -> None:
@@ -121,7 +121,6 @@ def test_weights_take_one_of_the_known_formats() -> None:
     assert problems == [
         "phi3.weights must be 'fp32' or 'int4', got 'int8'. Using the default, 'fp32'."
     ]
-    assert Settings().needs_reload(Settings(weights="int4"))
 
 
 def test_a_change_is_described_with_the_keys_users_write() -> None:

@@ -134,6 +134,8 @@ class Phi3LanguageServer(LanguageServer):
             self.show_message(types.MessageType.Warning, "phi3-lsp settings: " + " ".join(problems))
         for change in describe_changes(self.settings, settings):
             logger.info("Setting changed: %s", change)  # the output shows what took effect
+        if self.settings.shapes_suggestions_unlike(settings):
+            self.suggestions.forget()  # asking again at its place makes the new one
         self.settings = settings
         if self.host is None:
             return

@@ -45,12 +45,13 @@ class Settings:
     trust_remote_code: bool = False
     """Passed to transformers for hub models that need custom code."""
 
-    def needs_reload(self, other: Settings) -> bool:
-        """True when switching from `self` to `other` means loading the model again."""
-        return self._load_fields() != other._load_fields()
-
-    def _load_fields(self) -> tuple[object, ...]:
-        return (self.model, self.threads, self.weights, self.int4_drafts, self.trust_remote_code)
+    def shapes_suggestions_unlike(self, other: Settings) -> bool:
+        """True when a suggestion made under `self` may not be what `other` makes: its length
+        limit or its prompt budget differs."""
+        return (self.max_new_tokens, self.context_tokens) != (
+            other.max_new_tokens,
+            other.context_tokens,
+        )
 
 
 @dataclass(frozen=True)

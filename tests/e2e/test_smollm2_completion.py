@@ -116,6 +116,24 @@ async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Clien
         await smollm2.change_settings(SMOLLM2_SETTINGS)
 
 
+async def test_a_changed_limit_applies_when_asked_again_at_the_same_place(
+    smollm2: Phi3Client,
+) -> None:
+    uri = smollm2.open_text("limit-here.txt", PROMPT)
+    [long] = await smollm2.inline(uri, 0, len(PROMPT))
+    await smollm2.change_settings({**SMOLLM2_SETTINGS, "maxNewTokens": 2})
+    try:
+        seen = len(smollm2.statuses)
+        [short] = await smollm2.inline(uri, 0, len(PROMPT))
+    finally:
+        await smollm2.change_settings(SMOLLM2_SETTINGS)
+    # Made anew under the new limit, not the suggestion already made here.
+    assert smollm2.generations_since(seen) == 1
+    assert isinstance(long.insert_text, str) and isinstance(short.insert_text, str)
+    assert short.insert_text and long.insert_text.startswith(short.insert_text)
+    assert len(short.insert_text) < len(long.insert_text)
+
+
 async def test_a_request_sent_right_after_a_settings_change_obeys_it(smollm2: Phi3Client) -> None:
     # The server asks the client for the new settings (workspace/configuration) after the
     # change, and a completion request is already on its way: it must wait for them.

@@ -45,8 +45,8 @@ def serve(args: argparse.Namespace) -> int:
         # A model load or a read of stdin is still running and cannot be interrupted: leave
         # without unwinding the interpreter under it, which would abort the process.
         logging.shutdown()
-        os._exit(0)
-    return 0
+        os._exit(server.exit_code)
+    return server.exit_code
 
 
 def _protocol_stdout() -> BinaryIO:

@@ -26,6 +26,7 @@ from phi3_lsp.message_reader import MessageReader
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
 from phi3_lsp.protocol_warmup import warm_up
+from phi3_lsp.request_rules import RequestRulesProtocol
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
 from phi3_lsp.suggestions import SuggestionCache
 from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
@@ -49,6 +50,7 @@ class Phi3LanguageServer(LanguageServer):
             "phi3-lsp",
             __version__,
             text_document_sync_kind=SYNC_KIND,
+            protocol_cls=RequestRulesProtocol,
             converter_factory=lambda: converter,
         )
         self.converter = converter
@@ -61,6 +63,8 @@ class Phi3LanguageServer(LanguageServer):
         self._detach_log_handler: Callable[[], None] | None = None
         self._message_reader: MessageReader | None = None
         self._settings_reads: set[asyncio.Future[None]] = set()
+        self.exit_code = 0
+        """The process's, once the client said exit (see `start_io`)."""
 
     # --- start-up ------------------------------------------------------------------------
 
@@ -73,8 +77,10 @@ class Phi3LanguageServer(LanguageServer):
             asyncio.run(self._serve_messages(stdin or sys.stdin.buffer, stop_event))
         except BrokenPipeError:
             logger.error("The client closed the connection")
-        except (KeyboardInterrupt, SystemExit):
-            pass  # pygls answers `exit` with SystemExit
+        except KeyboardInterrupt:
+            pass
+        except SystemExit as exit:  # pygls answers `exit` with it: 1 unless `shutdown` came first
+            self.exit_code = exit.code if isinstance(exit.code, int) else 0
         finally:
             self.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pygls
 

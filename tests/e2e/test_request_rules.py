@@ -1,0 +1,98 @@
+"""Every request gets an answer, as JSON-RPC and LSP require: params that do not fit, requests
+before `initialize` or after `shutdown`, and `exit` without `shutdown` (exit code 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pygls.protocol import JsonRPCRequestMessage
+
+from e2e.lsp_session import ANSWER_TIMEOUT, Phi3Client, hover_text, start, stop, vscode_capabilities
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
+HOVER_PARAMS = {
+    "textDocument": {"uri": "untitled:rules.txt"},
+    "position": {"line": 0, "character": 4},
+}
+
+
+async def raw_request(client: Phi3Client, method: str, params: Any) -> Any:
+    """A request with `params` as given, even where they break the protocol's types (pygls'
+    own request methods type the params by the method, so this one goes out by hand)."""
+    protocol = client.protocol
+    msg_id = str(uuid.uuid4())
+    answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    protocol._request_futures[msg_id] = answer
+    request = JsonRPCRequestMessage(id=msg_id, method=method, params=params, jsonrpc="2.0")
+    protocol._send_data(request)
+    return await asyncio.wait_for(asyncio.wrap_future(answer), ANSWER_TIMEOUT)
+
+
+async def exit_code(client: Phi3Client) -> int | None:
+    """The server's exit code once it has gone."""
+    process = client._server  # pygls keeps the child process only here
+    assert process is not None
+    code = await asyncio.wait_for(process.wait(), ANSWER_TIMEOUT)
+    await client.stop()  # type: ignore[no-untyped-call]
+    return code
+
+
+async def test_params_that_do_not_fit_are_refused_naming_the_field(
+    offline_pack: None, hf_home: Path
+) -> None:
+    client = await start(None, hf_home, vscode_capabilities())
+    try:
+        client.open_text("rules.txt", "The capital of France is")
+        bad_position = {**HOVER_PARAMS, "position": {"line": 0, "character": -1}}
+        with pytest.raises(JsonRpcException, match=r"textDocument/hover.*position") as refused:
+            await raw_request(client, types.TEXT_DOCUMENT_HOVER, bad_position)
+        assert refused.value.code == types.ErrorCodes.InvalidParams
+        no_command: dict[str, Any] = {"arguments": []}
+        with pytest.raises(JsonRpcException, match=r"required field missing.*command"):
+            await raw_request(client, types.WORKSPACE_EXECUTE_COMMAND, no_command)
+        # The server goes on serving, and the client was sent no traceback.
+        await client.wait_for_status(lambda status: status["state"] == "ready")
+        assert "capital" in hover_text(await client.hover_at("untitled:rules.txt", 0, 6))
+        assert not [m for m in client.messages if "Traceback" in m.message]
+    finally:
+        await stop(client)
+
+
+async def test_a_request_before_initialize_is_refused_and_the_session_then_starts(
+    offline_pack: None, hf_home: Path
+) -> None:
+    client = await start(None, hf_home, vscode_capabilities(), initialize=False)
+    try:
+        with pytest.raises(JsonRpcException, match="before initialize") as refused:
+            await raw_request(client, types.TEXT_DOCUMENT_HOVER, HOVER_PARAMS)
+        assert refused.value.code == types.ErrorCodes.ServerNotInitialized
+        await client.initialize_session(types.InitializeParams(capabilities=vscode_capabilities()))
+        assert (await client.command("phi3.status"))["state"] in ("loading", "ready")
+    finally:
+        await stop(client)
+
+
+async def test_after_shutdown_requests_are_refused_and_exit_ends_with_0(
+    offline_pack: None, hf_home: Path
+) -> None:
+    client = await start(None, hf_home, vscode_capabilities())
+    await asyncio.wait_for(client.shutdown_async(None), ANSWER_TIMEOUT)
+    with pytest.raises(JsonRpcException, match="after shutdown") as refused:
+        await raw_request(client, types.TEXT_DOCUMENT_HOVER, HOVER_PARAMS)
+    assert refused.value.code == types.ErrorCodes.InvalidRequest
+    client.exit(None)
+    assert await exit_code(client) == 0
+
+
+async def test_exit_without_shutdown_ends_with_1(offline_pack: None, hf_home: Path) -> None:
+    client = await start(None, hf_home, vscode_capabilities())
+    client.exit(None)
+    assert await exit_code(client) == 1

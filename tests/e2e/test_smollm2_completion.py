@@ -236,6 +236,26 @@ async def test_positions_past_the_end_and_unknown_documents_give_nothing(
     assert await smollm2.command("phi3.status") == smollm2.statuses[-1]
 
 
+async def test_a_character_past_the_end_of_the_line_completes_at_its_end(
+    smollm2: Phi3Client,
+) -> None:
+    uri = smollm2.open_text("past-the-end.txt", PROMPT)
+    [item] = await smollm2.inline(uri, 0, 999)
+    assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
+    end = types.Position(line=0, character=len(PROMPT))
+    # The suggestion goes where the text ends, not at a place the document does not have.
+    assert item.range == types.Range(start=end, end=end)
+    params = types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=0, character=999),
+    )
+    answer = await asyncio.wait_for(smollm2.text_document_completion_async(params), ANSWER_TIMEOUT)
+    assert isinstance(answer, types.CompletionList)
+    [classic] = answer.items
+    assert isinstance(classic.text_edit, types.TextEdit)
+    assert classic.text_edit.range == types.Range(start=end, end=end)
+
+
 async def test_the_weights_read_speed_counts_every_weight_once(smollm2: Phi3Client) -> None:
     from phi3_lsp.offline_pack import ensure_asset
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lsprotocol import types
 
 from phi3_lsp.features.continuation import continuation_at
+from phi3_lsp.features.documents import cursor_position
 from phi3_lsp.server import Phi3LanguageServer
 
 _LABEL_LENGTH = 40
@@ -17,11 +18,14 @@ def register(server: Phi3LanguageServer) -> None:
     async def completion(
         ls: Phi3LanguageServer, params: types.CompletionParams
     ) -> types.CompletionList:
-        text = await continuation_at(ls, params.text_document.uri, params.position)
+        uri = params.text_document.uri
+        # The cursor as read now: a character past the line's end answers at the end.
+        at = cursor_position(ls, uri, params.position)
+        text = await continuation_at(ls, uri, at)
         # Incomplete: the next keystroke asks again rather than filtering a stale item.
         if not text:
             return types.CompletionList(is_incomplete=True, items=[])
-        cursor = types.Range(start=params.position, end=params.position)
+        cursor = types.Range(start=at, end=at)
         item = types.CompletionItem(
             label=completion_label(text),
             kind=types.CompletionItemKind.Text,

@@ -38,3 +38,14 @@ def cursor_offset(
 ) -> int | None:
     """The Python offset of an LSP position in `document`; None past the last line."""
     return document.line_index.offset_at(position.line, position.character, ls.position_encoding)
+
+
+def cursor_position(ls: Phi3LanguageServer, uri: str, position: types.Position) -> types.Position:
+    """`position` as the server reads it: a character past the end of its line is the end of
+    the line (unchanged when the document is not open or the line is past its end)."""
+    document = open_document(ls, uri)
+    offset = None if document is None else cursor_offset(ls, document, position)
+    if document is None or offset is None:
+        return position
+    line, character = document.line_index.position_at(offset, ls.position_encoding)
+    return types.Position(line=line, character=character)

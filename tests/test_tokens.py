@@ -195,6 +195,13 @@ class TestWords:
     def test_words_in_other_scripts(self) -> None:
         assert word_at("naïve 我想 x", 7) == Word("我想", 6, 8)
 
+    def test_combining_marks_stay_in_their_word(self) -> None:
+        # Devanagari vowel signs and viramas, and an accent written as its own character.
+        hindi = "भाषा: हिन्दी और"
+        assert word_at(hindi, hindi.index("ह")) == Word("हिन्दी", 6, 12)
+        assert word_at(hindi, hindi.index("ि")) == Word("हिन्दी", 6, 12)
+        assert word_at("cafe\u0301 ok", 4) == Word("cafe\u0301", 0, 5)
+
     def test_tokens_covering_a_word(self, phi3: DocumentTokenizer) -> None:
         spans = phi3.token_spans(CAPITAL)
         word = word_at(CAPITAL, CAPITAL.index("France"))

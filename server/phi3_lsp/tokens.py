@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +25,6 @@ from phi3_lsp.errors import ModelSourceError
 # first token that may stand for nothing in the document.
 METASPACE = "\u2581"
 REPLACEMENT_CHARACTER = "\ufffd"
-_WORD_CHARS = re.compile(r"\w+")
-_PUNCTUATION_CHARS = re.compile(r"[^\w\s]+")
 
 
 @dataclass(frozen=True)
@@ -217,17 +215,27 @@ class ContinuationStream:
 def word_at(text: str, offset: int) -> Word | None:
     """The word at `offset`: a run of word characters, or of punctuation; None on whitespace.
 
-    `offset` is the character under the cursor (LSP hover positions point before it).
+    `offset` is the character under the cursor (LSP hover positions point before it). Word
+    characters are letters, digits, "_" and combining marks, so that a Devanagari vowel sign or
+    a decomposed accent stays in its word.
     """
     if not 0 <= offset < len(text) or text[offset].isspace():
         return None
-    pattern = _WORD_CHARS if _WORD_CHARS.match(text[offset]) else _PUNCTUATION_CHARS
-    start = offset
-    while start > 0 and pattern.match(text[start - 1]):
+    same_kind = _is_word_char if _is_word_char(text[offset]) else _is_punctuation
+    start, end = offset, offset + 1
+    while start > 0 and same_kind(text[start - 1]):
         start -= 1
-    match = pattern.match(text, start)
-    assert match is not None  # text[start] matches by construction
-    return Word(match.group(), start, match.end())
+    while end < len(text) and same_kind(text[end]):
+        end += 1
+    return Word(text[start:end], start, end)
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
+
+
+def _is_punctuation(char: str) -> bool:
+    return not char.isspace() and not _is_word_char(char)
 
 
 def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:

@@ -132,3 +132,14 @@ def test_a_change_is_described_with_the_keys_users_write() -> None:
         "phi3.answerBudgetMs: 600 → 0",
     ]
     assert describe_changes(after, after) == []
+
+
+def test_values_are_written_as_in_the_settings_file() -> None:
+    # JSON's true and false, not Python's True and False.
+    settings, problems = parse_settings({"int4Drafts": "yes"}, Settings())
+    assert problems == [
+        "phi3.int4Drafts must be true or false, got 'yes'. Using the default, true."
+    ]
+    assert describe_changes(settings, Settings(int4_drafts=False)) == [
+        "phi3.int4Drafts: true → false"
+    ]

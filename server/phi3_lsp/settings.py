@@ -96,7 +96,7 @@ def parse_settings(raw: object, defaults: Settings) -> tuple[Settings, list[str]
             values[field.attribute] = value
         else:
             default = getattr(defaults, field.attribute)
-            problems.append(f"{problem} Using the default, {default!r}.")
+            problems.append(f"{problem} Using the default, {_describe(default)}.")
     return replace(defaults, **values), problems
 
 
@@ -106,7 +106,7 @@ def describe_changes(before: Settings, after: Settings) -> list[str]:
     for key, field in _FIELDS.items():
         old, new = getattr(before, field.attribute), getattr(after, field.attribute)
         if old != new:
-            changes.append(f"{SECTION}.{key}: {old!r} → {new!r}")
+            changes.append(f"{SECTION}.{key}: {_describe(old)} → {_describe(new)}")
     return changes
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from phi3_lsp.settings import Settings, describe_changes, parse_settings, section_of
 from phi3_lsp.sources import DEFAULT_MODEL
 
@@ -64,6 +66,13 @@ def test_limits_are_inclusive_and_enforced_at_both_ends() -> None:
     assert settings.max_new_tokens == 50
     assert "at most 512" in problems[0]
     assert parse_settings({"threads": -1}, Settings())[1] != []
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    assert parse_settings({"threads": cpus}, Settings())[0].threads == cpus
+    many, problems = parse_settings({"threads": cpus + 1}, Settings())
+    assert many.threads == 0
+    assert problems == [
+        f"phi3.threads must be at most {cpus}, got {cpus + 1}. Using the default, 0."
+    ]
 
 
 def test_json_numbers_with_integer_values_are_integers_but_booleans_are_not() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import replace
@@ -53,6 +52,7 @@ from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
+from phi3_lsp.scheduling import logical_cpus
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
@@ -521,8 +521,7 @@ def decode_thread_counts(threads: int) -> tuple[int, ...]:
 
 def physical_cores() -> int:
     """Physical CPU cores available to this process (hyper-threads share one core's units)."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    logical = available or os.cpu_count() or 1
+    logical = logical_cpus()
     cores = _physical_cores_from_cpuinfo()
     return max(1, min(cores, logical)) if cores else logical
 

@@ -39,3 +39,9 @@ def lower_current_thread_priority(increment: int = MODEL_THREAD_NICENESS) -> boo
         )
         return False
     return True
+
+
+def logical_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity, where the system has one)."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return available or os.cpu_count() or 1

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from phi3_lsp.scheduling import logical_cpus
+
 SECTION = "phi3"
 # Here, not in `sources`: the server needs it at start, and `sources` imports what resolves a
 # model (the offline pack, the hub's cache, GGUF conversion), which `initialize` need not wait for.
@@ -67,7 +69,8 @@ _FIELDS: dict[str, _Field] = {
     "model": _Field("model", str),
     "maxNewTokens": _Field("max_new_tokens", int, 1, 512),
     "contextTokens": _Field("context_tokens", int, 16, 32768),
-    "threads": _Field("threads", int, 0, None),
+    # More threads than CPUs only make them wait on each other (4,096 on 2 CPUs: a 66 s answer).
+    "threads": _Field("threads", int, 0, logical_cpus()),
     "weights": _Field("weights", str, choices=WEIGHT_FORMATS),
     "int4Drafts": _Field("int4_drafts", bool),
     "inlineCompletions": _Field("inline_completions", bool),

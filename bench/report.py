@@ -139,10 +139,6 @@ def _timings(result: BaselineResult | None, label: str) -> PromptTimings | None:
     return next((prompt for prompt in result.prompts if prompt.label == label), None)
 
 
-def _cell(value: str | None, missing: str) -> str:
-    return value if value is not None else missing
-
-
 @dataclass(frozen=True)
 class ModelReport:
     """All that was measured for one model in this run."""

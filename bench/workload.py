@@ -64,7 +64,6 @@ class BaselineResult:
     load_seconds: float
     prompts: list[PromptTimings]
     peak_rss_kib: int | None = None
-    note: str = ""
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self)), encoding="utf-8")

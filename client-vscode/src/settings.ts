@@ -111,7 +111,7 @@ export function readSettings(lookup: SettingLookup): ExtensionSettings {
   };
 }
 
-/** Only the keys the server knows about, so that it never warns about client-side keys. */
+/** The keys the server reads; debounceMs, pythonPath and trace.server are the extension's own. */
 export function serverSettings(settings: ExtensionSettings): ServerSettings {
   return {
     model: settings.model,

@@ -139,7 +139,7 @@ async def _steps(
 
 
 async def _inline_completion(client: LanguageClient, session: _Session, out: TextIO) -> None:
-    shown, seconds = await _suggest(client, DEMO_TEXT, version=1)
+    shown, seconds = await _suggest(client, DEMO_TEXT)
     print(f"\ninline completion at the end ({seconds * 1000:.0f} ms):", file=out)
     if not shown:
         print("  (no suggestion)", file=out)
@@ -153,7 +153,7 @@ async def _inline_completion(client: LanguageClient, session: _Session, out: Tex
             content_changes=[types.TextDocumentContentChangeWholeDocument(text=accepted)],
         )
     )
-    rest, seconds = await _suggest(client, accepted, version=2)
+    rest, seconds = await _suggest(client, accepted)
     print(f"\nafter accepting it, the rest ({seconds * 1000:.0f} ms):", file=out)
     print(_styled(accepted, rest, out) if rest else "  (nothing more)", file=out)
     with contextlib.suppress(TimeoutError):
@@ -167,7 +167,7 @@ async def _inline_completion(client: LanguageClient, session: _Session, out: Tex
         )
 
 
-async def _suggest(client: LanguageClient, text: str, version: int) -> tuple[str, float]:
+async def _suggest(client: LanguageClient, text: str) -> tuple[str, float]:
     """The inline suggestion at the end of the demo document, and how long it took."""
     lines = text.split("\n")
     end = types.Position(line=len(lines) - 1, character=len(lines[-1].encode("utf-16-le")) // 2)

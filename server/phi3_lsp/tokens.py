@@ -83,12 +83,6 @@ class DocumentTokenizer:
         eos = _token_content(config.get("eos_token"))
         return cls(tokenizer, eos_tokens=[eos] if eos else [])
 
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, added tokens included."""
-        size: int = self._tokenizer.get_vocab_size(with_added_tokens=True)
-        return size
-
     def piece(self, token_id: int) -> str | None:
         """The vocabulary entry of an id (e.g. "▁Paris", "<0x0A>", "Ġthe"), or None if unknown."""
         return self._tokenizer.id_to_token(token_id)

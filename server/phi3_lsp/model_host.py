@@ -372,7 +372,8 @@ class ModelHost:
             self._stop_running_generation()
             self._stop_making_int4_layers()
             loading = self._status.state == "loading"
-        self._thread.shutdown(wait=False)
+            # Under the lock: a drafter load queued from another thread checks, then submits.
+            self._thread.shutdown(wait=False)
         # torch aborts the process ("terminate called without an active exception") when the
         # interpreter exits while a daemon thread is inside an operator.
         return self._thread.join(0 if loading else timeout)

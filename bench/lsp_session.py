@@ -19,6 +19,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from bench.workload import peak_rss_kib, rss_kib
+from phi3_lsp.json_values import as_plain
 
 READ_AT_CURSOR = "phi3/readAtCursor"
 CLIENT_CAPABILITIES = types.ClientCapabilities(
@@ -51,17 +52,6 @@ def insert_text(text: str, at: types.Position, typed: str) -> str:
     index = len(line.encode("utf-16-le")[: at.character * 2].decode("utf-16-le"))
     lines[at.line] = line[:index] + typed + line[index:]
     return "\n".join(lines)
-
-
-def as_plain(value: Any) -> Any:
-    """pygls hands unknown payloads over as namedtuples; turn them back into dicts and lists."""
-    if hasattr(value, "_asdict"):
-        return {key: as_plain(item) for key, item in value._asdict().items()}
-    if isinstance(value, list | tuple):
-        return [as_plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: as_plain(item) for key, item in value.items()}
-    return value
 
 
 class ServerError(RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench.lsp_session import Completion, as_plain, end_position, insert_text, utf16_length
+from bench.lsp_session import Completion, end_position, insert_text, utf16_length
 from bench.memory_floor import MemoryFloor, fp32_weight_bytes, kv_bytes_per_token
 from bench.prompts import (
     cut_to_tokens,
@@ -28,6 +28,8 @@ from bench.workload import (
     Workload,
     time_workload,
 )
+
+from phi3_lsp.json_values import as_plain
 
 
 def count_words(text: str) -> int:

@@ -15,6 +15,8 @@ from typing import Any, TextIO, TypeVar
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from phi3_lsp.json_values import as_plain
+
 DEMO_TEXT = "The capital of France is"
 DEMO_URI = "untitled:demo.txt"
 HOVER_WORD = "capital"
@@ -259,15 +261,5 @@ async def _stop(client: LanguageClient) -> None:
 
 def _as_dict(value: Any) -> dict[str, Any]:
     """A JSON object as a dict: pygls hands unknown objects over as named tuples."""
-    plain = _plain(value)
+    plain = as_plain(value)
     return plain if isinstance(plain, dict) else {}
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "_asdict"):
-        return {key: _plain(item) for key, item in value._asdict().items()}
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value

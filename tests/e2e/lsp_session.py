@@ -19,6 +19,8 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import register_lsp_features
 
+from phi3_lsp.json_values import as_plain
+
 STATUS = "phi3/status"
 READ_AT_CURSOR = "phi3/readAtCursor"
 LOAD_TIMEOUT = 600.0
@@ -174,15 +176,6 @@ def hover_text(hover: types.Hover | None) -> str:
         return ""
     assert isinstance(hover.contents, types.MarkupContent)
     return hover.contents.value
-
-
-def as_plain(value: Any) -> Any:
-    """JSON objects that pygls hands over as named tuples, as dicts."""
-    if hasattr(value, "_asdict"):
-        return {key: as_plain(item) for key, item in value._asdict().items()}
-    if isinstance(value, list | tuple):
-        return [as_plain(item) for item in value]
-    return value
 
 
 def make_client() -> Phi3Client:

@@ -16,6 +16,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from phi3_lsp.features.continuation import read_at
+from phi3_lsp.json_values import as_plain
 from phi3_lsp.server import Phi3LanguageServer
 
 READ_AT_CURSOR = "phi3/readAtCursor"
@@ -27,7 +28,7 @@ def register(server: Phi3LanguageServer) -> None:
     @server.feature(READ_AT_CURSOR)
     async def read_at_cursor(ls: Phi3LanguageServer, params: Any) -> dict[str, int] | None:
         try:
-            place = ls.converter.structure(_as_json(params), types.TextDocumentPositionParams)
+            place = ls.converter.structure(as_plain(params), types.TextDocumentPositionParams)
         except Exception as error:
             raise JsonRpcInvalidParams(
                 f"{READ_AT_CURSOR} takes a text document and a position: {error}"
@@ -40,12 +41,3 @@ def register(server: Phi3LanguageServer) -> None:
             "cachedTokens": read.cached_tokens,
             "readTokens": read.read_tokens,
         }
-
-
-def _as_json(value: Any) -> Any:
-    """Params as JSON values: pygls hands a custom request's objects over as named tuples."""
-    if hasattr(value, "_asdict"):
-        return {key: _as_json(item) for key, item in value._asdict().items()}
-    if isinstance(value, list | tuple):
-        return [_as_json(item) for item in value]
-    return value

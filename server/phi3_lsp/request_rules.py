@@ -35,9 +35,15 @@ class RequestRulesProtocol(LanguageServerProtocol):
     def structure_message(self, data: dict[str, Any]) -> Any:
         if not _is_request(data):
             return super().structure_message(data)
-        request_type = self.get_message_type(data["method"]) or JsonRPCRequestMessage
+        request_type = self.get_message_type(data["method"])
+        if request_type is None and data.get("params") is None:
+            # pygls' converter refuses a custom request without params (or with null ones):
+            # made here, it reaches its handler, or MethodNotFound when there is none.
+            return JsonRPCRequestMessage(
+                id=data["id"], method=data["method"], params=None, jsonrpc=data["jsonrpc"]
+            )
         try:
-            return self._converter.structure(data, request_type)
+            return self._converter.structure(data, request_type or JsonRPCRequestMessage)
         except cattrs.BaseValidationError as error:
             problems = "; ".join(cattrs.transform_error(error))
             message = f"{data['method']}: its params do not fit the protocol ({problems})"
@@ -58,6 +64,11 @@ class RequestRulesProtocol(LanguageServerProtocol):
         if method is None or msg_id is None:
             return None  # a notification or a response
         if method == types.INITIALIZE:
+            if self._initialize_seen:
+                code = types.ErrorCodes.InvalidRequest
+                return _Refused(
+                    msg_id, code, "initialize came again: a session is initialized once"
+                )
             self._initialize_seen = True
             return None
         if not self._initialize_seen:

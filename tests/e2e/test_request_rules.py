@@ -55,6 +55,11 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         with pytest.raises(JsonRpcException, match=r"textDocument/hover.*position") as refused:
             await raw_request(client, types.TEXT_DOCUMENT_HOVER, bad_position)
         assert refused.value.code == types.ErrorCodes.InvalidParams
+        with pytest.raises(JsonRpcException, match="takes a text document and a position"):
+            await raw_request(client, "phi3/readAtCursor", None)
+        with pytest.raises(JsonRpcException, match="phi3/noSuchMethod") as unknown:
+            await raw_request(client, "phi3/noSuchMethod", None)
+        assert unknown.value.code == types.ErrorCodes.MethodNotFound
         no_command: dict[str, Any] = {"arguments": []}
         with pytest.raises(JsonRpcException, match=r"required field missing.*command"):
             await raw_request(client, types.WORKSPACE_EXECUTE_COMMAND, no_command)
@@ -74,8 +79,12 @@ async def test_a_request_before_initialize_is_refused_and_the_session_then_start
         with pytest.raises(JsonRpcException, match="before initialize") as refused:
             await raw_request(client, types.TEXT_DOCUMENT_HOVER, HOVER_PARAMS)
         assert refused.value.code == types.ErrorCodes.ServerNotInitialized
-        await client.initialize_session(types.InitializeParams(capabilities=vscode_capabilities()))
+        params = types.InitializeParams(capabilities=vscode_capabilities())
+        await client.initialize_session(params)
         assert (await client.command("phi3.status"))["state"] in ("loading", "ready")
+        with pytest.raises(JsonRpcException, match="initialize came again") as again:
+            await client.initialize_async(params)
+        assert again.value.code == types.ErrorCodes.InvalidRequest
     finally:
         await stop(client)
 

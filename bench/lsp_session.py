@@ -158,10 +158,6 @@ class ServerSession:
             self.ready_seconds = time.perf_counter() - self.spawned_at
             self._ready.set()
 
-    @property
-    def last_status(self) -> dict[str, Any] | None:
-        return self.statuses[-1] if self.statuses else None
-
     async def wait_ready(self, timeout: float) -> float:
         """Seconds from spawn to the first `ready` status, which must have the weights loaded."""
         await asyncio.wait_for(self._ready.wait(), timeout)

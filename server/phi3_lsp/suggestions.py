@@ -101,7 +101,9 @@ class LiveSuggestion:
                 # the model thread in between is delivered later through call_soon_threadsafe.
                 self._changed.clear()
                 try:
-                    await asyncio.wait_for(self._changed.wait(), remaining)
+                    # Not asyncio.wait_for, which can swallow a cancel on Python 3.11.
+                    async with asyncio.timeout(remaining):
+                        await self._changed.wait()
                 except TimeoutError:
                     return
         finally:

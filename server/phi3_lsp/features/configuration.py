@@ -67,9 +67,8 @@ async def _pull_section(ls: Phi3LanguageServer) -> object | None:
         return None
     request = types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
     try:
-        answer = await asyncio.wait_for(
-            ls.workspace_configuration_async(request), _PULL_TIMEOUT_SECONDS
-        )
+        async with asyncio.timeout(_PULL_TIMEOUT_SECONDS):  # see LoadReporter._begin
+            answer = await ls.workspace_configuration_async(request)
     except Exception as error:
         logger.warning("Could not read the %s settings from the client: %s", SECTION, error)
         return None

@@ -106,7 +106,10 @@ class LoadReporter:
         token = f"{token_prefix}-{uuid.uuid4()}"  # a fresh token for every progress
         progress = self._server.work_done_progress
         try:
-            await asyncio.wait_for(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that comes as the
+            # answer does, and this task, cancelled at exit, then waited for events for good.
+            async with asyncio.timeout(_CREATE_TIMEOUT_SECONDS):
+                await progress.create_async(token)
         except Exception as error:
             logger.info("%s (the client refused a progress bar: %s)", title, error)
             return None

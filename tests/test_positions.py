@@ -46,6 +46,35 @@ def test_a_position_inside_a_surrogate_pair_rounds_down_to_the_character() -> No
     assert offset_at(TEXT, 0, 6) == TEXT.index("😀")
 
 
+def units_of(char: str, encoding: Encoding) -> int:
+    """The code units of one code point, by definition (a lone surrogate is one UTF-16 unit)."""
+    if encoding == "utf-32":
+        return 1
+    if encoding == "utf-16":
+        return 2 if ord(char) > 0xFFFF else 1
+    return len(char.encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-32"])
+@pytest.mark.parametrize("lone_surrogates", [False, True])
+def test_every_character_of_a_mixed_line_maps_to_the_code_point_it_falls_in(
+    encoding: Encoding, lone_surrogates: bool
+) -> None:
+    chooser = random.Random(5)
+    alphabet = ["a", " ", "é", "€", "😀", "中"] + (["\ud800", "\udfff"] if lone_surrogates else [])
+    line = "".join(chooser.choice(alphabet) for _ in range(300))
+    index = LineIndex(f"first\n{line}\nlast")
+    units_before = [0]
+    for char in line:
+        units_before.append(units_before[-1] + units_of(char, encoding))
+    for character in range(units_before[-1] + 3):
+        # The code point whose units hold `character`, or the end of the line past its end.
+        expected = max(i for i, before in enumerate(units_before) if before <= character)
+        assert index.offset_at(1, character, encoding) == len("first\n") + expected
+    for offset in range(len(line) + 1):
+        assert index.position_at(len("first\n") + offset, encoding) == (1, units_before[offset])
+
+
 def test_all_three_line_breaks_start_new_lines() -> None:
     assert line_starts(TEXT) == [
         0,

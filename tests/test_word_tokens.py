@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from phi3_lsp.positions import line_starts
-from phi3_lsp.tokens import DocumentTokenizer, tokens_covering
-from phi3_lsp.word_tokens import NEAR_LINES, tokens_near
+from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, tokens_covering
+from phi3_lsp.word_tokens import FAR_CHARACTERS, NEAR_LINES, tokens_near
 
 # Real source with indentation, blank lines, strings and comments, plus lines that byte-level
 # and SentencePiece tokenizers split in unusual ways.
@@ -53,3 +54,35 @@ def test_a_short_document_is_tokenized_whole(tokenizer: DocumentTokenizer) -> No
     near = tokens_near(tokenizer, text, line_starts(text), start, start + len("France"))
     whole = tokens_covering(tokenizer.token_spans(text), start, start + len("France"))
     assert near == whole
+
+
+def test_a_word_in_a_long_line_is_tokenized_from_the_characters_around_it(
+    tokenizer: DocumentTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Minified code: the whole source on one line of ~100,000 characters.
+    line = " ".join(Path(argparse.__file__).read_text(encoding="utf-8").split())
+    text = f"# minified\n{line}\n"
+    whole = tokenizer.token_spans(text)
+    excerpt_lengths: list[int] = []
+    covering_spans = tokenizer.covering_spans
+
+    def recording_covering_spans(
+        excerpts: Sequence[tuple[str, int, int]],
+    ) -> list[list[TokenSpan]]:
+        excerpt_lengths.extend(len(excerpt) for excerpt, _, _ in excerpts)
+        return covering_spans(excerpts)
+
+    monkeypatch.setattr(tokenizer, "covering_spans", recording_covering_spans)
+    starts = line_starts(text)
+    words = list(re.finditer(r"\w+|[^\w\s]+", text))[::25]
+    assert len(words) > 500
+    agreed = 0
+    for word in words:
+        near = tokens_near(tokenizer, text, starts, word.start(), word.end())
+        if near is not None:
+            assert near == tokens_covering(whole, word.start(), word.end()), word.group()
+            agreed += 1
+    assert agreed > 0.99 * len(words)
+    # No window held more than the characters around its word, never the 100,000 of the line.
+    longest_word = max(len(word.group()) for word in words)
+    assert max(excerpt_lengths) <= 2 * FAR_CHARACTERS + longest_word

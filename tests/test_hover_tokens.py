@@ -7,7 +7,7 @@ import asyncio
 from tokenizers import Tokenizer
 from tokenizers.models import BPE
 
-from phi3_lsp.features.hover import DocumentTokens
+from phi3_lsp.document_tokens import DocumentTokens
 from phi3_lsp.positions import LineIndex
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, tokens_covering, word_at
 from phi3_lsp.word_tokens import tokens_near

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from phi3_lsp.tokens import TokenSpan, Word
+
+_BACKTICKS = re.compile("`+")
 
 
 def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
@@ -13,7 +17,7 @@ def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
     """
     count = f"{len(spans)} token" + ("" if len(spans) == 1 else "s")
     rows = "\n".join(
-        f"| {_code(text[span.start : span.end].replace(' ', '␣'))} | {_code(span.piece)} "
+        f"| {_cell(text[span.start : span.end].replace(' ', '␣'))} | {_cell(span.piece)} "
         f"| {span.id} |"
         for span in spans
     )
@@ -21,9 +25,19 @@ def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
     return f"{_code(word.text)} — {count}\n\n{header}\n{rows}\n"
 
 
+def _cell(text: str) -> str:
+    """`text` as inline code in a table cell: a pipe would end the cell unless escaped (GFM)."""
+    return _code(text).replace("|", "\\|")
+
+
 def _code(text: str) -> str:
-    """`text` as inline code that survives Markdown tables (pipes, backticks, newlines)."""
+    """`text` as inline code, line breaks and tabs shown as escapes.
+
+    The fence is one backtick longer than any run of backticks inside, so that "``" shows as
+    itself rather than ending the span; a space either side, which Markdown drops, keeps a
+    backtick at either end apart from the fence.
+    """
     visible = text.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    visible = visible.replace("|", "\\|")
-    fence = "``" if "`" in visible else "`"
-    return f"{fence} {visible} {fence}" if fence == "``" else f"`{visible}`"
+    longest_run = max((len(run) for run in _BACKTICKS.findall(visible)), default=0)
+    fence = "`" * (longest_run + 1)
+    return f"{fence} {visible} {fence}" if longest_run else f"{fence}{visible}{fence}"

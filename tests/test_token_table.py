@@ -1,0 +1,71 @@
+"""A hover's token table shows each token as it is, whatever characters it holds.
+
+The table is rendered by markdown-it-py, the Python port of the Markdown renderer that shows
+VS Code's hovers, with GitHub's tables turned on as there.
+"""
+
+from __future__ import annotations
+
+import pytest
+from markdown_it import MarkdownIt
+
+from phi3_lsp.token_table import token_table
+from phi3_lsp.tokens import TokenSpan, Word
+
+
+def rendered(markdown: str) -> tuple[list[str], list[list[str]]]:
+    """The inline code outside the table, and the text of each body row's cells."""
+    tokens = MarkdownIt("commonmark").enable("table").parse(markdown)
+    outside: list[str] = []
+    rows: list[list[str]] = []
+    in_body = False
+    for token in tokens:
+        if token.type in ("tbody_open", "tbody_close"):
+            in_body = token.type == "tbody_open"
+        elif token.type == "tr_open" and in_body:
+            rows.append([])
+        elif token.type == "inline":
+            text = "".join(child.content for child in token.children or [])
+            if in_body:
+                rows[-1].append(text)
+            else:
+                outside.extend(c.content for c in token.children or [] if c.type == "code_inline")
+    return outside, rows
+
+
+@pytest.mark.parametrize(
+    ("text", "word", "spans", "shown"),
+    [
+        (
+            "x = a||b",
+            Word("||", 5, 7),
+            [TokenSpan(11, "||", 5, 7)],
+            [["||", "||", "11"]],
+        ),
+        (
+            "say `c` or ``d``",
+            Word("``", 11, 13),
+            [TokenSpan(13, "Ġ``", 10, 13), TokenSpan(14, "``", 14, 16)],
+            [["␣``", "Ġ``", "13"], ["``", "``", "14"]],
+        ),
+        (
+            "end`\n\tnext",
+            Word("`", 3, 4),
+            [TokenSpan(15, "`\n\t", 3, 6)],
+            [["`\\n\\t", "`\\n\\t", "15"]],
+        ),
+    ],
+)
+def test_each_token_shows_its_text_piece_and_id_in_its_own_row(
+    text: str, word: Word, spans: list[TokenSpan], shown: list[list[str]]
+) -> None:
+    title, rows = rendered(token_table(word, spans, text))
+    assert title == [word.text]
+    assert rows == shown
+
+
+def test_the_title_counts_the_tokens() -> None:
+    one = token_table(Word("is", 1, 3), [TokenSpan(338, "▁is", 0, 3)], " is")
+    assert one.startswith("`is` — 1 token\n")
+    two = token_table(Word("ab", 0, 2), [TokenSpan(1, "a", 0, 1), TokenSpan(2, "b", 1, 2)], "ab")
+    assert two.startswith("`ab` — 2 tokens\n")

@@ -8,6 +8,8 @@ import logging
 import sys
 from collections.abc import Callable
 
+from pygls.exceptions import JsonRpcException
+
 PACKAGE_LOGGER = "phi3_lsp"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -23,6 +25,7 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.addFilter(_answered_errors_in_one_line)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     numeric = logging.getLevelName(level.upper())
@@ -31,6 +34,22 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
     logging.getLogger("pygls").setLevel(logging.WARNING)
     if not isinstance(numeric, int):
         logging.getLogger(PACKAGE_LOGGER).warning("Unknown log level %r, using INFO", level)
+
+
+def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:
+    """Log a request answered with a protocol error in one line, without pygls' traceback.
+
+    pygls logs a traceback for every such error, also for those our handlers raise by design
+    ("the model is still loading"): in a log a person reads, they look like crashes. The error
+    is the request's answer, so one line says it. Any other exception keeps its traceback.
+    """
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, JsonRpcException) and record.name.startswith("pygls"):
+        record.msg, record.args = "Request answered with error %d: %s", (error.code, error.message)
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger().isEnabledFor(logging.INFO)
+    return True
 
 
 class ClientLogHandler(logging.Handler):

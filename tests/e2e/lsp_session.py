@@ -187,11 +187,15 @@ def make_client() -> Phi3Client:
     return client
 
 
-def server_config(model: str | None, hf_home: Path) -> ClientServerConfig:
+def server_config(
+    model: str | None, hf_home: Path, log_file: Path | None = None
+) -> ClientServerConfig:
     """The real server as a subprocess, offline, with an empty Hugging Face home."""
     command = [sys.executable, "-m", "phi3_lsp"]
     if model is not None:
         command += ["--model", model]
+    if log_file is not None:
+        command += ["--log-file", str(log_file)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), PYTHONUNBUFFERED="1")
     return ClientServerConfig(server_command=command, client_factory=make_client, server_env=env)
 
@@ -203,9 +207,10 @@ async def start(
     settings: dict[str, Any] | None = None,
     *,
     initialize: bool = True,
+    log_file: Path | None = None,
 ) -> Phi3Client:
     """Start a server and (unless told not to) initialize a session; the model loads after."""
-    client = await server_config(model, hf_home).start()
+    client = await server_config(model, hf_home, log_file).start()
     assert isinstance(client, Phi3Client)
     if settings is not None:
         client.set_configuration({"phi3": settings})

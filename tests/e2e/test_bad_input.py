@@ -25,14 +25,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 PROMPT = "The capital of France is"
 
 
+@pytest.fixture(scope="module")
+def broken_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("broken-server") / "server.log"
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def broken(
-    offline_pack: None, hf_home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Phi3Client]:
+async def broken(offline_pack: None, hf_home: Path, broken_log: Path) -> AsyncIterator[Phi3Client]:
     """A server asked for a model folder that does not exist, with one invalid setting."""
-    missing = tmp_path_factory.mktemp("models") / "no-such-model"
     client = await start(
-        str(missing), hf_home, vscode_capabilities(), settings={"maxNewTokens": "lots"}
+        str(broken_log.parent / "no-such-model"),
+        hf_home,
+        vscode_capabilities(),
+        settings={"maxNewTokens": "lots"},
+        log_file=broken_log,
     )
     await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
     yield client
@@ -69,10 +75,15 @@ async def test_requests_answer_empty_while_no_model_is_loaded(broken: Phi3Client
 
 @pytest.mark.parametrize("command", ["phi3.showArchitecture", "phi3.measureWeightReads"])
 async def test_requests_for_the_model_fail_with_the_reason(
-    broken: Phi3Client, command: str
+    broken: Phi3Client, command: str, broken_log: Path
 ) -> None:
-    with pytest.raises(JsonRpcException, match="no-such-model"):
+    with pytest.raises(JsonRpcException, match="no-such-model") as refused:
         await broken.command(command)
+    # The server's log says it in one line, not in a traceback that looks like a crash.
+    log = broken_log.read_text(encoding="utf-8")
+    assert "Traceback" not in log
+    answered = [line for line in log.splitlines() if refused.value.message in line]
+    assert answered and all("Request answered with error" in line for line in answered)
 
 
 async def test_an_unknown_command_is_an_error_and_the_server_keeps_serving(

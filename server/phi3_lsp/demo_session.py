@@ -15,12 +15,13 @@ from typing import Any, TextIO, TypeVar
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from phi3_lsp.features.commands import MEASURE_WEIGHT_READS, SHOW_ARCHITECTURE
 from phi3_lsp.json_values import as_plain
+from phi3_lsp.server import STATUS_NOTIFICATION
 
 DEMO_TEXT = "The capital of France is"
 DEMO_URI = "untitled:demo.txt"
 HOVER_WORD = "capital"
-STATUS_NOTIFICATION = "phi3/status"
 _T = TypeVar("_T")
 
 
@@ -212,7 +213,7 @@ async def _hover(client: LanguageClient, out: TextIO) -> None:
 
 
 async def _architecture(client: LanguageClient, out: TextIO) -> None:
-    request = types.ExecuteCommandParams(command="phi3.showArchitecture")
+    request = types.ExecuteCommandParams(command=SHOW_ARCHITECTURE)
     answer, seconds = await _timed(lambda: client.workspace_execute_command_async(request))
     report = _as_dict(answer)
     config = _as_dict(report.get("config", {}))
@@ -232,7 +233,7 @@ async def _architecture(client: LanguageClient, out: TextIO) -> None:
 
 
 async def _weight_reads(client: LanguageClient, out: TextIO) -> None:
-    request = types.ExecuteCommandParams(command="phi3.measureWeightReads")
+    request = types.ExecuteCommandParams(command=MEASURE_WEIGHT_READS)
     answer, seconds = await _timed(lambda: client.workspace_execute_command_async(request))
     reads = _as_dict(answer)
     gigabytes, speed = reads.get("bytesRead", 0) / 1e9, reads.get("bytesPerSecond", 0) / 1e9

@@ -16,10 +16,9 @@ import sys
 import threading
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from phi3_lsp.scheduling import HIGHEST_NICE
 
-LOWEST_PRIORITY = 19
-"""The nice value of the process: it gets a core only when completions and the editor leave one."""
+log = logging.getLogger(__name__)
 
 
 class Int4LayersProcess:
@@ -34,7 +33,8 @@ class Int4LayersProcess:
             stdout=subprocess.DEVNULL,  # its progress goes to stderr, the server's log
         )
         try:
-            os.setpriority(os.PRIO_PROCESS, self._process.pid, LOWEST_PRIORITY)
+            # It gets a core only when completions and the editor leave one.
+            os.setpriority(os.PRIO_PROCESS, self._process.pid, HIGHEST_NICE)
         except OSError as error:  # it then runs at the server's priority
             log.warning("Could not lower the priority of the 4-bit layers' process: %s", error)
         log.info("Making the 4-bit layers of %s in process %d", spec, self._process.pid)

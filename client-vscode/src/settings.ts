@@ -134,9 +134,13 @@ export function initializationOptions(settings: ExtensionSettings): {
   return { [SETTINGS_SECTION]: serverSettings(settings) };
 }
 
-/** Arguments after the interpreter: `python -m phi3_lsp --model <model>`. */
+/**
+ * Arguments after the interpreter: `python -P -m phi3_lsp --model <model>`. The server runs in
+ * the workspace folder, and `-P` keeps that folder off the module path: a `queue.py` or
+ * `json.py` of the user's would otherwise be imported in place of the standard library's.
+ */
 export function serverArguments(settings: ExtensionSettings): string[] {
-  return ["-m", "phi3_lsp", "--model", settings.model];
+  return ["-P", "-m", "phi3_lsp", "--model", settings.model];
 }
 
 /**

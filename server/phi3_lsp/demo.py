@@ -1,6 +1,6 @@
 """`phi3-lsp demo`: a real LSP session against the server, printed for a person to read.
 
-It starts `python -m phi3_lsp` as a subprocess and talks to it with pygls' LanguageClient over
+It starts `python -P -m phi3_lsp` as a subprocess and talks to it with pygls' LanguageClient over
 stdio, exactly as an editor would (see `demo_session`). Registering the command imports
 nothing heavy: the server's own start builds this parser too.
 """
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("pygls").setLevel(logging.ERROR)
     model = args.demo_model or getattr(args, "model", None) or DEMO_MODEL
     # The demo prints what the server answers; the server's own log stays at warnings.
-    command = [sys.executable, "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
+    # -P, as editors should start it: the folder the demo runs in is not on the module path.
+    command = [sys.executable, "-P", "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
     from phi3_lsp.demo_session import demo  # pygls' client and lsprotocol
 
     return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))

@@ -28,7 +28,9 @@ class Int4LayersProcess:
     def __init__(self, spec: str, on_end: Callable[[bool], None]) -> None:
         self._stopped = False
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "phi3_lsp", "quantize", "--model", spec],
+            # -P: it runs in the server's folder, often the user's project, whose modules
+            # must not stand in for the standard library's.
+            [sys.executable, "-P", "-m", "phi3_lsp", "quantize", "--model", spec],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # its progress goes to stderr, the server's log
         )

@@ -21,7 +21,12 @@ import {
   WorkDoneProgressCreateRequest,
 } from "vscode-languageserver-protocol/node";
 import { isServerStatus, type ServerStatus, STATUS_NOTIFICATION } from "../../src/protocol";
-import { initializationOptions, readSettings, type ServerSettings } from "../../src/settings";
+import {
+  initializationOptions,
+  readSettings,
+  type ServerSettings,
+  serverArguments,
+} from "../../src/settings";
 
 /** The interpreter with phi3_lsp installed: `$PHI3_LSP_PYTHON` (set by `make test-vscode`). */
 export const PYTHON = process.env.PHI3_LSP_PYTHON ?? "python3";
@@ -102,11 +107,15 @@ export class LanguageServerProcess {
     this.connection.listen();
   }
 
-  /** Starts `python -m phi3_lsp --model <model>`, as the extension does. */
-  static start(model: string): LanguageServerProcess {
+  /**
+   * Starts the server with the extension's arguments, in `workspaceFolder` (where
+   * vscode-languageclient runs it) or else in this process's folder.
+   */
+  static start(model: string, workspaceFolder?: string): LanguageServerProcess {
     const settings = readSettings((key) => (key === "model" ? model : undefined));
-    const child = spawn(PYTHON, ["-m", "phi3_lsp", "--model", model], {
+    const child = spawn(PYTHON, serverArguments(settings), {
       stdio: ["pipe", "pipe", "pipe"],
+      cwd: workspaceFolder,
     });
     return new LanguageServerProcess(child, initializationOptions(settings).phi3);
   }

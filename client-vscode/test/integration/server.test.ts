@@ -4,6 +4,9 @@
  */
 
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import {
   CancellationTokenSource,
@@ -344,3 +347,29 @@ void describe(
     });
   },
 );
+
+void describe("a workspace folder with files named like the standard library's", () => {
+  void it(
+    "does not stop the server from starting there",
+    { timeout: LOAD_TIMEOUT_MS },
+    async () => {
+      // The server runs in the workspace folder: a user's own `queue.py` or `json.py` there
+      // must not be imported in place of the standard library's.
+      const workspace = mkdtempSync(join(tmpdir(), "phi3-workspace-"));
+      writeFileSync(join(workspace, "queue.py"), "class Queue:\n    pass\n");
+      writeFileSync(join(workspace, "json.py"), 'raise ImportError("the workspace\'s json.py")\n');
+      const server = LanguageServerProcess.start("smollm2-135m", workspace);
+      try {
+        const result = await server.initialize();
+        assert.equal(result.serverInfo?.name, "phi3-lsp");
+        const ready = await server.waitForStatus(
+          (s) => s.state === "ready" || s.state === "error",
+          LOAD_TIMEOUT_MS,
+        );
+        assert.equal(ready.state, "ready");
+      } finally {
+        server.kill();
+      }
+    },
+  );
+});

@@ -142,9 +142,10 @@ describe("settings", () => {
     });
   });
 
-  it("starts the server as python -m phi3_lsp --model <model>", () => {
+  it("starts the server as python -P -m phi3_lsp --model <model>", () => {
     const settings = readSettings(lookupFrom({ model: "/models/my model.gguf" }));
     assert.deepEqual(serverArguments(settings), [
+      "-P",
       "-m",
       "phi3_lsp",
       "--model",

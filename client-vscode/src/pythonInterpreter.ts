@@ -16,13 +16,21 @@ export interface Interpreter {
 /** The fallback when neither the setting nor the Python extension names an interpreter. */
 export const DEFAULT_PYTHON = process.platform === "win32" ? "python" : "python3";
 
+/** Where `~`, `${userHome}` and `${workspaceFolder}` in phi3.pythonPath point. */
+export interface PathPlaces {
+  readonly home: string;
+  /** The first workspace folder; undefined in a window without one. */
+  readonly workspaceFolder: string | undefined;
+}
+
 /** The setting wins, then the Python extension's active environment, then `python3`. */
 export function chooseInterpreter(
   pythonPath: string,
   activeEnvironment: string | undefined,
+  places: PathPlaces,
 ): Interpreter {
   if (pythonPath.trim() !== "") {
-    return { command: pythonPath.trim(), source: "phi3.pythonPath" };
+    return { command: expandPath(pythonPath.trim(), places), source: "phi3.pythonPath" };
   }
   if (activeEnvironment !== undefined && activeEnvironment.trim() !== "") {
     return { command: activeEnvironment.trim(), source: "Python extension" };
@@ -30,18 +38,44 @@ export function chooseInterpreter(
   return { command: DEFAULT_PYTHON, source: "default" };
 }
 
+/**
+ * `path` with a leading `~` and the variables VS Code users write in settings replaced (VS Code
+ * does not replace them in an extension's settings). A variable with no value stays as it is.
+ */
+export function expandPath(path: string, places: PathPlaces): string {
+  let expanded = path.replace(/^~(?=$|[\\/])/, places.home).replaceAll("${userHome}", places.home);
+  if (places.workspaceFolder !== undefined) {
+    expanded = expanded.replaceAll("${workspaceFolder}", places.workspaceFolder);
+  }
+  return expanded;
+}
+
 export type InstallCheck =
   | { readonly kind: "installed" }
   | { readonly kind: "no-python"; readonly detail: string }
+  | { readonly kind: "old-python"; readonly detail: string }
   | { readonly kind: "not-installed"; readonly detail: string }
   | { readonly kind: "failed"; readonly detail: string };
 
-/** `phi3_lsp/__init__.py` imports nothing heavy, so this answers in well under a second. */
-const IMPORT_PROBE = "import phi3_lsp";
+const OLD_PYTHON = /phi3-lsp needs Python 3\.11 or newer, not (\S+)/;
 
 /**
- * Runs `<python> -c "import phi3_lsp"` to tell a missing interpreter from a missing package
- * before the language client starts (and would restart) a server that cannot run.
+ * The server's version check and import, as the server will run: without the folder it runs
+ * in on the module path (`-P`, which Python 3.10 does not know). `phi3_lsp/__init__.py`
+ * imports nothing heavy, so this answers in well under a second.
+ */
+const IMPORT_PROBE = [
+  "import sys",
+  "if sys.version_info < (3, 11):",
+  "    sys.exit('phi3-lsp needs Python 3.11 or newer, not ' + sys.version.split()[0])",
+  "del sys.path[0]",
+  "import phi3_lsp",
+].join("\n");
+
+/**
+ * Runs the import probe with `python` to tell a missing interpreter, a too old one and a
+ * missing package apart before the language client starts (and would restart) a server that
+ * cannot run.
  */
 export function checkServerInstalled(python: string, timeoutMs = 20_000): Promise<InstallCheck> {
   return new Promise((resolve) => {
@@ -52,8 +86,14 @@ export function checkServerInstalled(python: string, timeoutMs = 20_000): Promis
       }
       const detail = stderr.trim() || error.message;
       const code = (error as NodeJS.ErrnoException).code;
+      const oldVersion = OLD_PYTHON.exec(stderr)?.[1];
       if (code === "ENOENT" || code === "EACCES") {
         resolve({ kind: "no-python", detail: `${python}: ${code}` });
+      } else if (error.killed) {
+        const seconds = Math.round(timeoutMs / 1000);
+        resolve({ kind: "failed", detail: `it gave no answer within ${seconds} s` });
+      } else if (oldVersion !== undefined) {
+        resolve({ kind: "old-python", detail: oldVersion });
       } else if (stderr.includes("ModuleNotFoundError: No module named 'phi3_lsp'")) {
         resolve({ kind: "not-installed", detail });
       } else {
@@ -77,6 +117,11 @@ export function installAdvice(check: InstallCheck, interpreter: Interpreter): st
       return `The Phi-3 server is installed for ${where}.`;
     case "no-python":
       return `Phi-3: cannot run Python ${where}. Set phi3.pythonPath to a Python 3.11+ interpreter. ${fix}`;
+    case "old-python":
+      return (
+        `Phi-3: ${where} is Python ${check.detail}; the server needs Python 3.11 or newer. ` +
+        "Set phi3.pythonPath to a Python 3.11+ interpreter that has phi3_lsp installed."
+      );
     case "not-installed":
       return `Phi-3: the phi3_lsp package is not installed for ${where}. ${fix}`;
     case "failed":

@@ -3,6 +3,7 @@
  * the client, restart it a limited number of times, and stop it. One operation at a time.
  */
 
+import { homedir } from "node:os";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import * as vscode from "vscode";
@@ -169,6 +170,7 @@ export class ServerSession implements vscode.Disposable {
     const interpreter = chooseInterpreter(
       settings.pythonPath,
       settings.pythonPath === "" ? await activePythonInterpreter(output) : undefined,
+      { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
     );
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = await checkServerInstalled(interpreter.command);

@@ -7,38 +7,70 @@ import {
   checkServerInstalled,
   chooseInterpreter,
   DEFAULT_PYTHON,
+  expandPath,
   installAdvice,
 } from "../../src/pythonInterpreter";
 
-/** A python3 that sees no site-packages: a real interpreter without phi3_lsp. */
-function bareInterpreter(): string {
-  const dir = mkdtempSync(join(tmpdir(), "phi3-bare-python-"));
+const PLACES = { home: "/home/me", workspaceFolder: "/work/project" } as const;
+
+/** An executable shell script `python` running `body`. */
+function interpreterScript(body: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "phi3-python-"));
   const path = join(dir, "python");
-  writeFileSync(path, '#!/bin/sh\nexec python3 -S "$@"\n');
+  writeFileSync(path, `#!/bin/sh\n${body}\n`);
   chmodSync(path, 0o755);
   return path;
 }
 
+/** A python3 that sees no site-packages: a real interpreter without phi3_lsp. */
+function bareInterpreter(): string {
+  return interpreterScript('exec python3 -S "$@"');
+}
+
+/** A real python3 that reports itself as 3.10 to the code it runs with `-c`. */
+function python310(): string {
+  const pretend = "import sys; sys.version_info = (3, 10, 12); sys.version = '3.10.12 (main)'";
+  return interpreterScript(`exec python3 -S -c "${pretend}; exec(sys.argv[1])" "$2"`);
+}
+
 describe("choosing the interpreter", () => {
   it("prefers phi3.pythonPath", () => {
-    assert.deepEqual(chooseInterpreter(" /venv/bin/python ", "/usr/bin/python3.12"), {
+    assert.deepEqual(chooseInterpreter(" /venv/bin/python ", "/usr/bin/python3.12", PLACES), {
       command: "/venv/bin/python",
       source: "phi3.pythonPath",
     });
   });
 
   it("then the Python extension's active environment", () => {
-    assert.deepEqual(chooseInterpreter("", "/home/me/.venv/bin/python"), {
+    assert.deepEqual(chooseInterpreter("", "/home/me/.venv/bin/python", PLACES), {
       command: "/home/me/.venv/bin/python",
       source: "Python extension",
     });
   });
 
   it("then python3", () => {
-    assert.deepEqual(chooseInterpreter("", undefined), {
+    assert.deepEqual(chooseInterpreter("", undefined, PLACES), {
       command: DEFAULT_PYTHON,
       source: "default",
     });
+  });
+
+  it("finds phi3.pythonPath under ~, ${userHome} and ${workspaceFolder}", () => {
+    assert.equal(
+      chooseInterpreter("~/.venv/bin/python", undefined, PLACES).command,
+      "/home/me/.venv/bin/python",
+    );
+    assert.equal(
+      chooseInterpreter("${workspaceFolder}/.venv/bin/python", undefined, PLACES).command,
+      "/work/project/.venv/bin/python",
+    );
+    assert.equal(expandPath("${userHome}/py/bin/python", PLACES), "/home/me/py/bin/python");
+    // Only a leading ~ is the home folder; a variable without a value stays as written.
+    assert.equal(expandPath("/opt/~py/bin/python", PLACES), "/opt/~py/bin/python");
+    assert.equal(
+      expandPath("${workspaceFolder}/bin/python", { home: "/home/me", workspaceFolder: undefined }),
+      "${workspaceFolder}/bin/python",
+    );
   });
 });
 
@@ -46,6 +78,20 @@ describe("checking that phi3_lsp is installed", () => {
   it("tells a missing interpreter apart", async () => {
     const check = await checkServerInstalled("/nonexistent/bin/python3");
     assert.equal(check.kind, "no-python");
+  });
+
+  it("tells a Python older than 3.11 apart, with its version", async () => {
+    const check = await checkServerInstalled(python310());
+    assert.deepEqual(check, { kind: "old-python", detail: "3.10.12" });
+    const interpreter = { command: "/usr/bin/python3.10", source: "phi3.pythonPath" } as const;
+    const advice = installAdvice(check, interpreter);
+    assert.match(advice, /is Python 3\.10\.12; the server needs Python 3\.11 or newer/);
+    assert.doesNotMatch(advice, /not installed/);
+  });
+
+  it("says so when the interpreter does not answer in time", async () => {
+    const check = await checkServerInstalled(interpreterScript("sleep 5"), 1000);
+    assert.deepEqual(check, { kind: "failed", detail: "it gave no answer within 1 s" });
   });
 
   it("tells a Python without the package apart", async () => {

@@ -62,6 +62,10 @@ function isNotRunningError(error: unknown): error is Error {
   return error instanceof Error && error.message.startsWith("Client is not running");
 }
 
+function ignore(): void {
+  // A promise's outcome that does not matter here.
+}
+
 /** Resolves true when `promise` settles within `ms`, else false. */
 function settlesWithin(promise: Promise<void>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -93,6 +97,8 @@ function forEachLine(input: Readable, onLine: (line: string) => void): void {
 
 const RESTARTS_ALLOWED = 3;
 const RESTART_WINDOW_MS = 3 * 60_000;
+/** How long a stop waits for the library's own restart after a crash to finish. */
+const RESTART_SETTLE_MS = 15_000;
 /** How long a failed start waits for the exit report that may follow its rejection. */
 const EXIT_REPORT_GRACE_MS = 2000;
 const EXITED_WHILE_STARTING =
@@ -201,6 +207,11 @@ export class ServerSession implements vscode.Disposable {
     const client = this.client;
     this.client = undefined;
     if (client !== undefined) {
+      if (client.state === State.Starting) {
+        // The library is starting it again after a crash. Disposing it now would fail ("not
+        // running") and leave that start to fail with two error notifications of its own.
+        await settlesWithin(client.start().then(ignore, ignore), RESTART_SETTLE_MS);
+      }
       try {
         await client.dispose();
       } catch (error) {
@@ -254,6 +265,10 @@ export class ServerSession implements vscode.Disposable {
         }),
         // The one place that reacts to the process going away, during a start or later.
         closed: () => {
+          if (this.client !== client) {
+            // A client being replaced: the session has moved on, and the status bar with it.
+            return { action: CloseAction.DoNotRestart, handled: true };
+          }
           switch (decideAfterClose(running, this.crashes)) {
             case "restart":
               output.warn("The Phi-3 server stopped unexpectedly; restarting it.");
@@ -299,6 +314,9 @@ export class ServerSession implements vscode.Disposable {
     });
     client.onDidChangeState(({ newState }) => {
       running = newState === State.Running;
+      if (this.client !== client) {
+        return;
+      }
       if (newState === State.Running) {
         statusBar.setConnection({ kind: "running" });
       } else if (newState === State.Starting) {

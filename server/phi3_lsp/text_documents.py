@@ -9,12 +9,16 @@ line index it needs is kept with the text for the handlers to use too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.workspace import TextDocument, Workspace
 
 from phi3_lsp.positions import Encoding, LineIndex
+
+logger = logging.getLogger(__name__)
 
 SYNC_KIND = types.TextDocumentSyncKind.Incremental
 
@@ -52,6 +56,18 @@ class IndexedWorkspace(Workspace):
         position_encoding: types.PositionEncodingKind | str | None,
     ) -> None:
         super().__init__(root_uri, SYNC_KIND, workspace_folders, position_encoding)
+
+    def update_text_document(
+        self,
+        text_doc: types.VersionedTextDocumentIdentifier,
+        change: types.TextDocumentContentChangeEvent,
+    ) -> None:
+        """Apply `change`; an edit of a document that was never opened (or was closed) is logged
+        and dropped, where pygls raised KeyError and the client was shown "Error in server"."""
+        if unquote(text_doc.uri) not in self.text_documents:
+            logger.warning("Ignoring an edit of %s, which is not open", text_doc.uri)
+            return
+        super().update_text_document(text_doc, change)
 
     def _create_text_document(
         self,

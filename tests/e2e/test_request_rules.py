@@ -63,10 +63,21 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         no_command: dict[str, Any] = {"arguments": []}
         with pytest.raises(JsonRpcException, match=r"required field missing.*command"):
             await raw_request(client, types.WORKSPACE_EXECUTE_COMMAND, no_command)
+        # An edit of a document that was never opened is dropped, not shown as an error.
+        never_opened = types.VersionedTextDocumentIdentifier(
+            uri="untitled:never-opened.txt", version=2
+        )
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=never_opened,
+                content_changes=[types.TextDocumentContentChangeWholeDocument(text="x")],
+            )
+        )
         # The server goes on serving, and the client was sent no traceback.
         await client.wait_for_status(lambda status: status["state"] == "ready")
         assert "capital" in hover_text(await client.hover_at("untitled:rules.txt", 0, 6))
         assert not [m for m in client.messages if "Traceback" in m.message]
+        assert not [m for m in client.messages if "never-opened" in m.message]
     finally:
         await stop(client)
 

@@ -45,7 +45,14 @@ class MessageReader:
         return self._thread.is_alive()
 
     async def readline(self) -> bytes:
-        """The next line; b"" once the stream has ended."""
+        """The next line; b"" once the stream has ended.
+
+        First it lets the handlers of the message just handled start. Reading what is already
+        here does not wait, so pygls would otherwise handle a request and the edit sent after
+        it before the request's handler ran: a completion then read the edited text, a version
+        its position does not belong to.
+        """
+        await asyncio.sleep(0)
         return await self._received.readline()
 
     async def readexactly(self, size: int) -> bytes:

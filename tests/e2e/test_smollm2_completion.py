@@ -147,6 +147,24 @@ async def test_a_request_sent_right_after_a_settings_change_obeys_it(smollm2: Ph
     assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
 
 
+async def test_a_request_waiting_for_settings_continues_the_text_it_was_asked_on(
+    smollm2: Phi3Client,
+) -> None:
+    # The request waits for the settings the server is asking for; an edit that comes
+    # meanwhile must not give it another text than the one its position belongs to.
+    uri = smollm2.open_text("edited-meanwhile.txt", PROMPT)
+    smollm2.announce_settings(SMOLLM2_SETTINGS)
+    # Sent at once (pytest-lsp's send_request_async sends only once awaited), then the edit:
+    # the server reads both before it runs a handler.
+    answer = smollm2.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 0, len(PROMPT))
+    )
+    smollm2.replace_text(uri, "The capital of Spain is", version=2)
+    result = await asyncio.wait_for(asyncio.wrap_future(answer), ANSWER_TIMEOUT)
+    [item] = result.items if isinstance(result, types.InlineCompletionList) else result
+    assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
+
+
 async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Phi3Client) -> None:
     uri = smollm2.open_text("typing.txt", PROMPT)
     [first] = await smollm2.inline(uri, 0, len(PROMPT))

@@ -39,12 +39,12 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     Nothing is added when completions are off, no weights are loaded, the document is not
     open, the position is past its end, or a newer request took over.
     """
+    # The text first: it must be the version the request was made on, which an edit coming
+    # while settings are read would replace.
+    place = _text_around(ls, uri, position)
     settings = await ls.settled_settings()
     host = ls.host
-    if host is None or not settings.inline_completions:
-        return ""
-    place = _text_around(ls, uri, position)
-    if place is None:
+    if host is None or not settings.inline_completions or place is None:
         return ""
     text_before_cursor, rest_of_line = place
     budget = settings.answer_budget_ms / 1000 or None
@@ -102,11 +102,11 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     the document is not open, the position is past its end, there is no text before it, or a
     completion is running (see `ModelHost.read_prompt`).
     """
+    place = _text_around(ls, uri, position)  # first, as in `continuation_at`
     settings = await ls.settled_settings()
     host = ls.host
     if host is None or not settings.inline_completions or not settings.read_at_cursor:
         return None
-    place = _text_around(ls, uri, position)
     tokenizer, engine = host.tokenizer, host.engine
     if place is None or tokenizer is None or engine is None or not host.can_generate():
         return None

@@ -61,6 +61,15 @@ class TestTypingThrough:
         cache.forget()
         assert cache.typed_through(URI, BEFORE) is None
 
+    async def test_what_is_left_after_accepting_it_all_is_no_answer(self) -> None:
+        # " Paris.\n" was cut after its line break and shown as " Paris.": accepting that
+        # leaves only the break, which is nothing to show; the model must be asked anew.
+        suggestion = LiveSuggestion.complete(" Paris.\n")
+        assert await rest_after(cache_with(suggestion), BEFORE + " Paris.") is None
+        indented = LiveSuggestion.complete(" Paris.\n    ")
+        assert await rest_after(cache_with(indented), BEFORE + " Paris.") is None
+        assert await rest_after(cache_with(indented), BEFORE + " Paris.\n") is None
+
 
 class TestGrowingSuggestion:
     async def test_typing_through_sees_text_generated_after_the_answer(self) -> None:

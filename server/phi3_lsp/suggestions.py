@@ -146,16 +146,17 @@ class TypedThrough:
     async def rest(self, budget: float | None) -> str | None:
         """The suggestion after what was typed, settled and shown as a fresh answer would be.
 
-        None when the suggestion turned out to differ from what was typed, when nothing is left
-        of it, or when its generation was stopped with no complete line left: the caller then
-        generates anew from the cursor.
+        None when the suggestion turned out to differ from what was typed, when nothing but
+        whitespace is left of it, or when its generation was stopped with no complete line
+        left: the caller then generates anew from the cursor. (Accepting a suggestion cut after
+        a line break leaves that break: the user saw none, and expects a new suggestion.)
         """
         typed = self.typed
         await self.suggestion.settle(len(typed), budget)
-        text = self.suggestion.text
-        if not text.startswith(typed) or len(text) == len(typed):
+        if not self.suggestion.text.startswith(typed):
             return None
-        return self.suggestion.shown(len(typed)) or None
+        rest = self.suggestion.shown(len(typed))
+        return rest if rest.strip() else None
 
 
 @dataclass(frozen=True)

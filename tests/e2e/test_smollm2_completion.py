@@ -134,6 +134,25 @@ async def test_a_changed_limit_applies_when_asked_again_at_the_same_place(
     assert len(short.insert_text) < len(long.insert_text)
 
 
+async def test_after_accepting_a_suggestion_cut_at_a_line_break_a_new_one_comes(
+    smollm2: Phi3Client,
+) -> None:
+    # Three tokens make " Paris.\n", shown as " Paris.": accepting it leaves the break unseen.
+    await smollm2.change_settings({**SMOLLM2_SETTINGS, "maxNewTokens": 3})
+    try:
+        uri = smollm2.open_text("accepted.txt", PROMPT)
+        [item] = await smollm2.inline(uri, 0, len(PROMPT))
+        assert item.insert_text == " Paris."
+        accepted = PROMPT + item.insert_text
+        smollm2.replace_text(uri, accepted, version=2)
+        seen = len(smollm2.statuses)
+        [after] = await smollm2.inline(uri, 0, len(accepted))
+    finally:
+        await smollm2.change_settings(SMOLLM2_SETTINGS)
+    assert isinstance(after.insert_text, str) and after.insert_text.strip()
+    assert smollm2.generations_since(seen) == 1
+
+
 async def test_a_request_sent_right_after_a_settings_change_obeys_it(smollm2: Phi3Client) -> None:
     # The server asks the client for the new settings (workspace/configuration) after the
     # change, and a completion request is already on its way: it must wait for them.

@@ -70,6 +70,16 @@ class TestTypingThrough:
         assert await rest_after(cache_with(indented), BEFORE + " Paris.") is None
         assert await rest_after(cache_with(indented), BEFORE + " Paris.\n") is None
 
+    async def test_a_one_line_suggestion_answers_only_in_the_middle_of_a_line(self) -> None:
+        # Made before the rest of a line: it stopped at its first line break.
+        cache = SuggestionCache()
+        cache.remember(URI, BEFORE, LiveSuggestion.complete(" Paris"), one_line=True)
+        assert cache.typed_through(URI, BEFORE + " P", one_line=True) is not None
+        assert cache.typed_through(URI, BEFORE + " P", one_line=False) is None
+        # A whole continuation answers both: the middle of a line shows its first line.
+        cache.remember(URI, BEFORE, LiveSuggestion.complete(" Paris.\nIt"), one_line=False)
+        assert cache.typed_through(URI, BEFORE + " P", one_line=True) is not None
+
 
 class TestGrowingSuggestion:
     async def test_typing_through_sees_text_generated_after_the_answer(self) -> None:

@@ -164,6 +164,7 @@ class _Shown:
     uri: str
     text_before_cursor: str
     suggestion: LiveSuggestion
+    one_line: bool
 
 
 class SuggestionCache:
@@ -172,9 +173,19 @@ class SuggestionCache:
     def __init__(self) -> None:
         self._last: _Shown | None = None
 
-    def remember(self, uri: str, text_before_cursor: str, suggestion: LiveSuggestion) -> None:
-        """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`."""
-        self._last = _Shown(uri, text_before_cursor, suggestion)
+    def remember(
+        self,
+        uri: str,
+        text_before_cursor: str,
+        suggestion: LiveSuggestion,
+        *,
+        one_line: bool = False,
+    ) -> None:
+        """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`.
+
+        `one_line`: it was made in the middle of a line, so it stops at its first line break.
+        """
+        self._last = _Shown(uri, text_before_cursor, suggestion, one_line)
 
     def is_current(self, suggestion: LiveSuggestion) -> bool:
         """True while `suggestion` is the last one remembered (no newer request replaced it)."""
@@ -184,15 +195,19 @@ class SuggestionCache:
         """Drop the remembered suggestion (e.g. when the model changes)."""
         self._last = None
 
-    def typed_through(self, uri: str, text_before_cursor: str) -> TypedThrough | None:
+    def typed_through(
+        self, uri: str, text_before_cursor: str, *, one_line: bool = False
+    ) -> TypedThrough | None:
         """The last suggestion, if the user has since typed nothing but its first characters.
 
         Typing through means: same document, the text before the cursor is the old text plus
         what was typed, and the suggestion (as far as it has been generated) starts with it.
-        Asking again at the same place counts too (nothing typed).
+        Asking again at the same place counts too (nothing typed). A suggestion made for one
+        line does not answer where the whole continuation is shown (`one_line` False: the end
+        of a line, e.g. once the rest of the line was deleted).
         """
         last = self._last
-        if last is None or last.uri != uri:
+        if last is None or last.uri != uri or (last.one_line and not one_line):
             return None
         if not text_before_cursor.startswith(last.text_before_cursor):
             return None

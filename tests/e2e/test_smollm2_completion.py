@@ -87,6 +87,22 @@ async def test_in_the_middle_of_a_line_the_suggestion_ends_before_its_rest(
     assert smollm2.statuses[-1]["lastTokens"] < tokens_at_the_end
 
 
+async def test_once_the_rest_of_the_line_is_deleted_the_whole_continuation_comes(
+    smollm2: Phi3Client,
+) -> None:
+    before = "def add(a, b):\n    return max("
+    line, character = 1, len("    return max(")
+    uri = smollm2.open_text("max-deleted.py", before + ")\n")
+    [one_line] = await smollm2.inline(uri, line, character)
+    assert isinstance(one_line.insert_text, str) and "\n" not in one_line.insert_text
+    smollm2.replace_text(uri, before, version=2)  # the ")" deleted: the cursor ends its line
+    [whole] = await smollm2.inline(uri, line, character)
+    reference = smollm2.open_text("max-deleted-reference.py", before)
+    [fresh] = await smollm2.inline(reference, line, character)
+    assert isinstance(fresh.insert_text, str) and "\n" in fresh.insert_text
+    assert whole.insert_text == fresh.insert_text
+
+
 async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:
     uri = smollm2.open_text("classic.txt", PROMPT)
     params = types.CompletionParams(

@@ -48,9 +48,11 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         return ""
     text_before_cursor, rest_of_line = place
     budget = settings.answer_budget_ms / 1000 or None
+    # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
+    one_line = in_middle_of_line(rest_of_line)
     # Typing through the last suggestion (or asking again at its place) is answered from it,
     # and leaves its generation running: it is the one that serves this request.
-    through = ls.suggestions.typed_through(uri, text_before_cursor)
+    through = ls.suggestions.typed_through(uri, text_before_cursor, one_line=one_line)
     if through is not None:
         rest = await through.rest(budget)
         if rest is not None:
@@ -65,7 +67,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         host.supersede()  # any other request makes the running generation useless
         return ""
     suggestion = LiveSuggestion(asyncio.get_running_loop())
-    ls.suggestions.remember(uri, text_before_cursor, suggestion)
+    ls.suggestions.remember(uri, text_before_cursor, suggestion, one_line=one_line)
     try:
         prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
     except BaseException:
@@ -76,8 +78,6 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     if not ls.suggestions.is_current(suggestion):
         suggestion.finish(stopped=True)
         return ""  # a newer request took over while the prompt was built
-    # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
-    one_line = in_middle_of_line(rest_of_line)
     # It stops the running generation, which may first finish a prompt pass this one needs.
     generation = asyncio.ensure_future(
         _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)

@@ -71,12 +71,13 @@ def test_the_budget_counts_bos_and_the_cut_adds_no_token(
     assert prompt.text == " France is"
 
 
-def test_the_cut_falls_on_a_line_start(phi3_tokenizer: DocumentTokenizer) -> None:
-    text = "".join(f"line_{number} = {number} * 2\n" for number in range(400)) + "total ="
+@pytest.mark.parametrize("line_break", ["\n", "\r\n", "\r"])
+def test_the_cut_falls_on_a_line_start(phi3_tokenizer: DocumentTokenizer, line_break: str) -> None:
+    text = "".join(f"line_{number} = {number} * 2{line_break}" for number in range(400)) + "total ="
     prompt = build_prompt(phi3_tokenizer, text, budget=256)
     assert_fits_and_keeps_the_end(phi3_tokenizer, text, 256, prompt)
     assert prompt.text.startswith("line_")
-    assert text[-len(prompt.text) - 1] == "\n"
+    assert text[: -len(prompt.text)].endswith(line_break)
 
 
 @pytest.mark.parametrize("tokenizer_name", ["phi3", "smollm2"])
@@ -163,6 +164,9 @@ def test_while_the_model_adds_to_it_only_complete_lines_are_shown() -> None:
     assert lines_to_show("\n    return a", finished=False) == "\n    return a"
     assert lines_to_show("\n    return a\n    b = ", finished=False) == "\n    return a\n"
     assert lines_to_show("", finished=False) == ""
+    # Every line break LSP knows ends a line, a lone "\r" too.
+    assert lines_to_show(" Paris.\r\rThe answer is: 2", finished=False) == " Paris.\r\r"
+    assert lines_to_show(" Paris.\r\nThe answer", finished=False) == " Paris.\r\n"
 
 
 def test_at_the_end_of_a_line_the_whole_continuation_is_shown() -> None:
@@ -175,6 +179,8 @@ def test_in_the_middle_of_a_line_only_the_first_line_is_shown() -> None:
     assert fit_to_line("a, b) + 1\nx = 2", ")") == "a, b) + 1"
     # A continuation that starts a new line has nothing to show before the rest of the line.
     assert fit_to_line("\n    return x", ")") == ""
+    assert fit_to_line(" Paris.\rIt is big.", " and that is a fact.") == " Paris."
+    assert fit_to_line(" Paris.\r\nIt is big.", " and that is a fact.") == " Paris."
 
 
 def test_in_the_middle_of_a_line_the_rest_of_the_line_is_not_typed_twice() -> None:

@@ -469,6 +469,19 @@ class TestSmolLM2:
         )
         assert len(line.token_ids) < len(whole.token_ids)
 
+    def test_one_line_stops_at_a_lone_carriage_return_too(
+        self, smollm2_engine: ModelEngine
+    ) -> None:
+        # A document with classic Mac line breaks: LSP counts "\r" alone as one.
+        document = "def add(a, b):\r    return a + b\r\rdef mul(a, b):"
+        prompt = smollm2_engine.tokenizer.encode_prompt(document)
+        whole = smollm2_engine.generate(prompt)
+        line = smollm2_engine.generate(prompt, one_line=True)
+        assert whole.text.startswith("\r    return")  # a lone "\r" first
+        assert line.finish_reason == "line" and "\n" not in line.text
+        assert whole.token_ids[: len(line.token_ids)] == line.token_ids
+        assert len(line.token_ids) < len(whole.token_ids)
+
     @pytest.mark.parametrize(
         ("before", "after"),
         [

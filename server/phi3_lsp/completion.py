@@ -6,6 +6,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
+from phi3_lsp.positions import LINE_BREAK
 from phi3_lsp.tokens import TokenStarts
 
 # Characters per token tried for the window cut from the document before tokenizing it, so
@@ -85,8 +86,8 @@ def _anchor(text: str, earliest: int, step: int) -> int:
     if slot == 0:
         return 0
     end = min(slot + step, len(text))
-    newline = text.find("\n", slot - 1, end - 1)  # a line starts after it, within the slot
-    return newline + 1 if newline >= 0 else slot
+    line_break = LINE_BREAK.search(text, slot - 1, end - 1)  # a line starts after it, in the slot
+    return line_break.end() if line_break else slot
 
 
 def in_middle_of_line(rest_of_line: str) -> bool:
@@ -104,7 +105,7 @@ def fit_to_line(continuation: str, rest_of_line: str) -> str:
     """
     if not in_middle_of_line(rest_of_line):
         return continuation
-    first_line = continuation.split("\n", 1)[0].rstrip()
+    first_line = LINE_BREAK.split(continuation, maxsplit=1)[0].rstrip()
     return first_line.removesuffix(rest_of_line.strip())
 
 
@@ -114,7 +115,7 @@ def complete_lines(continuation: str) -> str:
     A line break before any visible text only ends the cursor's own line.
     """
     first_visible = len(continuation) - len(continuation.lstrip())
-    last_break = continuation.rfind("\n")
+    last_break = max(continuation.rfind("\n"), continuation.rfind("\r"))
     return continuation[: last_break + 1] if last_break >= first_visible else ""
 
 

@@ -251,7 +251,7 @@ class GreedyDecoder:
                 run.emit(piece)
                 if len(run.new_ids) >= max_new_tokens:
                     return "length"
-                if one_line and "\n" in piece:
+                if one_line and ("\n" in piece or "\r" in piece):  # "\r": LSP's lone break too
                     return "line"
             lookup.extend(chosen)
             self._stops.check()  # also before every layer, but a pass would first be planned

@@ -14,7 +14,8 @@ from typing import Literal
 
 Encoding = Literal["utf-8", "utf-16", "utf-32"]
 
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""A line break as LSP counts them: "\\n", "\\r\\n" or a lone "\\r"."""
 
 
 def line_starts(text: str) -> list[int]:
@@ -24,12 +25,12 @@ def line_starts(text: str) -> list[int]:
         # every first hover on a new version of the document pays.
         lengths = (len(line) + 1 for line in text.split("\n")[:-1])
         return [0, *itertools.accumulate(lengths)]
-    return [0, *(match.end() for match in _LINE_BREAK.finditer(text))]
+    return [0, *(match.end() for match in LINE_BREAK.finditer(text))]
 
 
 def line_after(text: str, offset: int) -> str:
     """The rest of the line after `offset` in `text`, up to its line break."""
-    line_break = _LINE_BREAK.search(text, offset)
+    line_break = LINE_BREAK.search(text, offset)
     return text[offset : line_break.start() if line_break else None]
 
 
@@ -95,7 +96,7 @@ class LineIndex:
             return LineIndex(text)
         starts = self.starts
         shift = len(new_text) - (end - start)
-        inserted = [start + match.end() for match in _LINE_BREAK.finditer(new_text)]
+        inserted = [start + match.end() for match in LINE_BREAK.finditer(new_text)]
         moved = [line_start + shift for line_start in starts[bisect.bisect_right(starts, end) :]]
         return LineIndex(text, starts[: bisect.bisect_right(starts, start)] + inserted + moved)
 

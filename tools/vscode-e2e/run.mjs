@@ -157,7 +157,7 @@ function userSettings(python, trace, weights) {
     "phi3.pythonPath": python,
     "phi3.model": MODEL,
     "phi3.weights": weights,
-    "phi3.trace.server": trace ? "verbose" : "off",
+    "phi3.trace.server": trace ? "verbose" : "messages",
     // A quiet first start: no welcome page, no chat panel, no recommendation pop-ups.
     "workbench.startupEditor": "none",
     "workbench.secondarySideBar.defaultVisibility": "hidden",

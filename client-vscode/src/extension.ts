@@ -78,8 +78,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   try {
     const pythonChanged = await onActivePythonChanged(() => {
       if (currentSettings().pythonPath === "") {
-        output.info("The Python extension's environment changed; restarting the server.");
-        void session.restart();
+        void session.restartIfInterpreterChanged();
       }
     });
     if (pythonChanged !== undefined) {

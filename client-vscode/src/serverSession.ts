@@ -24,7 +24,12 @@ import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import type { PendingSuggestions } from "./pendingSuggestions";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
-import { checkServerInstalled, chooseInterpreter, installAdvice } from "./pythonInterpreter";
+import {
+  checkServerInstalled,
+  chooseInterpreter,
+  type Interpreter,
+  installAdvice,
+} from "./pythonInterpreter";
 import { decideAfterClose, RestartBudget } from "./restartBudget";
 import { stderrLineLevel } from "./serverLog";
 import {
@@ -117,6 +122,8 @@ interface SessionClient {
 export class ServerSession implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private queue: Promise<void> = Promise.resolve();
+  /** The interpreter of the last start, whether or not the server ran on it. */
+  private startedWith: string | undefined;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
   private readonly cursorReads: vscode.Disposable;
 
@@ -135,10 +142,22 @@ export class ServerSession implements vscode.Disposable {
 
   /** Stops the running server (if any) and starts a fresh one with a fresh restart budget. */
   restart(): Promise<void> {
+    return this.enqueue(() => this.restartNow());
+  }
+
+  /**
+   * `restart`, but only if the interpreter chosen now is not the one the server was started
+   * with: the Python extension reports environment changes that leave ours as it was (another
+   * workspace folder's, or the same path chosen again), and a restart reloads the model.
+   */
+  restartIfInterpreterChanged(): Promise<void> {
     return this.enqueue(async () => {
-      this.crashes.reset();
-      await this.stopNow();
-      await this.startNow();
+      const interpreter = await this.chooseInterpreterNow();
+      if (interpreter.command === this.startedWith) {
+        return;
+      }
+      this.deps.output.info(`Python is now ${interpreter.command}; restarting the server.`);
+      await this.restartNow();
     });
   }
 
@@ -169,15 +188,27 @@ export class ServerSession implements vscode.Disposable {
     return this.queue;
   }
 
+  private async restartNow(): Promise<void> {
+    this.crashes.reset();
+    await this.stopNow();
+    await this.startNow();
+  }
+
+  private async chooseInterpreterNow(): Promise<Interpreter> {
+    const { pythonPath } = this.deps.settings();
+    return chooseInterpreter(
+      pythonPath,
+      pythonPath === "" ? await activePythonInterpreter(this.deps.output) : undefined,
+      { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
+    );
+  }
+
   private async startNow(): Promise<void> {
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
     statusBar.setConnection({ kind: "starting" });
-    const interpreter = chooseInterpreter(
-      settings.pythonPath,
-      settings.pythonPath === "" ? await activePythonInterpreter(output) : undefined,
-      { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
-    );
+    const interpreter = await this.chooseInterpreterNow();
+    this.startedWith = interpreter.command;
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = await checkServerInstalled(interpreter.command);
     if (check.kind !== "installed") {

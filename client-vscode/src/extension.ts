@@ -171,13 +171,12 @@ async function toggleInlineCompletions(): Promise<void> {
   const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
   const enabled = readSettings((key) => section.get(key)).inlineCompletions;
   // Written where the user's value lives, so a workspace override is not shadowed silently.
+  // (Folder values play no part: the server reads the settings of no particular folder.)
   const inspected = section.inspect<boolean>("inlineCompletions");
   const target =
-    inspected?.workspaceFolderValue !== undefined
-      ? vscode.ConfigurationTarget.WorkspaceFolder
-      : inspected?.workspaceValue !== undefined
-        ? vscode.ConfigurationTarget.Workspace
-        : vscode.ConfigurationTarget.Global;
+    inspected?.workspaceValue !== undefined
+      ? vscode.ConfigurationTarget.Workspace
+      : vscode.ConfigurationTarget.Global;
   await section.update("inlineCompletions", !enabled, target);
   void vscode.window.setStatusBarMessage(
     `Phi-3 inline completions ${enabled ? "off" : "on"}`,

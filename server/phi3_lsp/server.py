@@ -63,6 +63,7 @@ class Phi3LanguageServer(LanguageServer):
         self._detach_log_handler: Callable[[], None] | None = None
         self._message_reader: MessageReader | None = None
         self._settings_reads: set[asyncio.Future[None]] = set()
+        self._status_changed = asyncio.Event()
         self.exit_code = 0
         """The process's, once the client said exit (see `start_io`)."""
 
@@ -126,6 +127,16 @@ class Phi3LanguageServer(LanguageServer):
         finally:
             self._settings_reads.discard(read)
             read.set_result(None)
+
+    def status_sent(self) -> None:
+        """Wake what waits for the model's status to change (call on the event loop)."""
+        changed, self._status_changed = self._status_changed, asyncio.Event()
+        changed.set()
+
+    async def load_settled(self) -> None:
+        """Return once no model is loading: it loaded (with or without weights), or failed."""
+        while self.host is not None and self.host.status.state == "loading":
+            await self._status_changed.wait()
 
     async def settled_settings(self) -> Settings:
         """The settings, once those announced before now are read: a request sent after a

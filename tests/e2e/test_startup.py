@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from lsprotocol import types
 
-from e2e.lsp_session import PROFILES, Phi3Client, hover_text, start, stop
+from e2e.lsp_session import PROFILES, Phi3Client, hover_text, start, stop, vscode_capabilities
 from phi3_lsp import generation as generation_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -129,3 +129,18 @@ async def test_hover_ranges_use_the_negotiated_position_encoding(
         start=types.Position(line=0, character=start),
         end=types.Position(line=0, character=start + len("capital")),
     )
+
+
+async def test_the_architecture_asked_while_the_model_loads_comes_once_it_has_loaded(
+    offline_pack: None, hf_home: Path
+) -> None:
+    client = await start("smollm2-135m", hf_home, vscode_capabilities())
+    try:
+        asked_while = client.statuses[-1]["state"] if client.statuses else "loading"
+        report = await client.command("phi3.showArchitecture")
+        reads = await client.command("phi3.measureWeightReads")
+    finally:
+        await stop(client)
+    assert asked_while == "loading"
+    assert report["className"] == "LlamaForCausalLM"
+    assert reads["bytesRead"] > 0

@@ -18,12 +18,16 @@ MEASURE_WEIGHT_READS = "phi3.measureWeightReads"
 def register(server: Phi3LanguageServer) -> None:
     """Add the commands to `server`."""
 
+    # Asked while a model loads (e.g. just after the editor started), these answer once it
+    # has loaded rather than fail: the client shows its progress meanwhile, or cancels.
+
     @server.command(SHOW_ARCHITECTURE)
     async def show_architecture(ls: Phi3LanguageServer) -> dict[str, Any]:
+        await ls.load_settled()
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(
-                message=_not_available(ls, "architecture to show", "the architecture is available"),
+                message=_not_available(ls, "architecture to show"),
                 code=types.LSPErrorCodes.RequestFailed,
             )
         # Built off the event loop: a repr of every module can take a moment on big models.
@@ -32,6 +36,7 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.command(MEASURE_WEIGHT_READS)
     async def measure_weight_reads(ls: Phi3LanguageServer) -> dict[str, object]:
+        await ls.load_settled()
         reading = ls.host.read_weights() if ls.host is not None else None
         if reading is None:
             raise JsonRpcException(message=_no_weights(ls), code=types.LSPErrorCodes.RequestFailed)
@@ -56,11 +61,11 @@ def register(server: Phi3LanguageServer) -> None:
 def _no_weights(ls: Phi3LanguageServer) -> str:
     if ls.host is not None and ls.host.engine is not None:
         return "The model is loaded without its weights: there are none to read."
-    return _not_available(ls, "weights to read", "its weights can be read")
+    return _not_available(ls, "weights to read")
 
 
-def _not_available(ls: Phi3LanguageServer, missing: str, once_loaded: str) -> str:
+def _not_available(ls: Phi3LanguageServer, missing: str) -> str:
     status = ls.host.status if ls.host is not None else None
     if status is not None and status.state == "error" and status.message:
         return f"No {missing}: {status.message}"
-    return f"The model is still loading; {once_loaded} once it has loaded."
+    return f"No {missing}: no model is loaded."

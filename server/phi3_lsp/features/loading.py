@@ -86,6 +86,7 @@ class LoadReporter:
                 token = await self._begin(f"Loading {event.model}", "phi3-load")
             elif isinstance(event, Status):
                 self._server.protocol.notify(STATUS_NOTIFICATION, event.to_json())
+                self._server.status_sent()
             elif isinstance(event, ProgressUpdate):
                 self._report(token, event)
             elif isinstance(event, PromptReading):

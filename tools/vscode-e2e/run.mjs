@@ -527,6 +527,8 @@ async function main() {
   mkdirSync(workspace);
   writeFileSync(path.join(workspace, FILE_NAME), "");
   writeFileSync(path.join(workspace, LONG_FILE_NAME), readFileSync(LONG_SOURCE, "utf8"));
+  // A user's module named like the standard library's, in the folder the server runs in.
+  writeFileSync(path.join(workspace, "queue.py"), "class Queue:\n    pass\n");
   log(`profile and workspace in ${workDir}`);
 
   const facts = await referenceFacts(settings.python, MODEL, `${PROMPT} Paris.`, HOVERED_WORD);

@@ -200,6 +200,27 @@ async def test_a_request_waiting_for_settings_continues_the_text_it_was_asked_on
     assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
 
 
+async def test_a_document_closed_while_its_prompt_is_built_gets_no_generation(
+    smollm2: Phi3Client,
+) -> None:
+    # Tokenizing this prompt takes tens of milliseconds: the close is handled meanwhile.
+    text = "".join(f"value_{number} = {number} * 2\n" for number in range(3000)) + PROMPT
+    uri = smollm2.open_text("closed-meanwhile.txt", text)
+    line = text.count("\n")
+    seen = len(smollm2.statuses)
+    answer = smollm2.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, len(PROMPT))
+    )
+    smollm2.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    result = await asyncio.wait_for(asyncio.wrap_future(answer), ANSWER_TIMEOUT)
+    assert isinstance(result, types.InlineCompletionList) and not result.items
+    # Nothing was generated for it (and no keys and values kept for a closed document).
+    await smollm2.hover_at(uri, 0, 0)  # answered after any status the request caused
+    assert smollm2.generations_since(seen) == 0
+
+
 async def test_typing_through_a_suggestion_answers_without_the_model(smollm2: Phi3Client) -> None:
     uri = smollm2.open_text("typing.txt", PROMPT)
     [first] = await smollm2.inline(uri, 0, len(PROMPT))

@@ -75,9 +75,11 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         # again here would otherwise wait on it for good.
         suggestion.finish(stopped=True)
         raise
-    if not ls.suggestions.is_current(suggestion):
+    if not ls.suggestions.is_current(suggestion) or open_document(ls, uri) is None:
+        # A newer request took over while the prompt was built, or the document was closed
+        # (its keys and values are freed: a generation now would keep them again).
         suggestion.finish(stopped=True)
-        return ""  # a newer request took over while the prompt was built
+        return ""
     # It stops the running generation, which may first finish a prompt pass this one needs.
     generation = asyncio.ensure_future(
         _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)

@@ -40,8 +40,9 @@ def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:
     """Log a request answered with a protocol error in one line, without pygls' traceback.
 
     pygls logs a traceback for every such error, also for those our handlers raise by design
-    ("the model is still loading"): in a log a person reads, they look like crashes. The error
-    is the request's answer, so one line says it. Any other exception keeps its traceback.
+    (no architecture to show after a failed load): in a log a person reads, they look like
+    crashes. The error is the request's answer, so one line says it. Any other exception
+    keeps its traceback.
     """
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, JsonRpcException) and record.name.startswith("pygls"):

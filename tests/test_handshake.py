@@ -72,8 +72,12 @@ def test_the_early_answer_is_the_one_pygls_gives(profile: str) -> None:
 
 
 def test_initialize_is_answered_without_importing_the_protocol_libraries() -> None:
+    # All that `phi3-lsp` runs before its answer: the command line, the launch, logging.
     script = (
         "import io, sys\n"
+        "import phi3_lsp.__main__, phi3_lsp.launch\n"
+        "from phi3_lsp.logs import setup_logging\n"
+        "setup_logging()\n"
         "from phi3_lsp.handshake import answer_initialize, frame\n"
         f"request = frame({_initialize_request({}, 'init-1')!r})\n"
         "out = io.BytesIO()\n"

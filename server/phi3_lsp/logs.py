@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Callable
 
-from pygls.exceptions import JsonRpcException
-
 PACKAGE_LOGGER = "phi3_lsp"
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -45,7 +43,13 @@ def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:
     keeps its traceback.
     """
     error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, JsonRpcException) and record.name.startswith("pygls"):
+    if error is None or not record.name.startswith("pygls"):
+        return True
+    # Imported here: this module is loaded before `initialize` is answered, and importing
+    # pygls (with lsprotocol, ~0.25 s) would delay that answer. A pygls record means it is in.
+    from pygls.exceptions import JsonRpcException
+
+    if isinstance(error, JsonRpcException):
         record.msg, record.args = "Request answered with error %d: %s", (error.code, error.message)
         record.exc_info, record.exc_text = None, None
         record.levelno, record.levelname = logging.INFO, "INFO"

@@ -70,6 +70,12 @@ class TestTypingThrough:
         assert await rest_after(cache_with(indented), BEFORE + " Paris.") is None
         assert await rest_after(cache_with(indented), BEFORE + " Paris.\n") is None
 
+    async def test_asked_again_where_the_model_ended_with_only_whitespace_it_answers_nothing(
+        self,
+    ) -> None:
+        # No new generation each time: the model's answer there is known, and shows nothing.
+        assert await rest_after(cache_with(LiveSuggestion.complete("\n")), BEFORE) == ""
+
     async def test_a_one_line_suggestion_answers_only_in_the_middle_of_a_line(self) -> None:
         # Made before the rest of a line: it stopped at its first line break.
         cache = SuggestionCache()
@@ -176,9 +182,10 @@ class TestGrowingSuggestion:
     async def test_a_suggestion_that_turns_away_from_what_was_typed_misses(self) -> None:
         suggestion = LiveSuggestion(asyncio.get_running_loop())
         cache = cache_with(suggestion)
-        through = cache.typed_through(URI, BEFORE)
+        suggestion.append(" P")
+        through = cache.typed_through(URI, BEFORE + " P")
         assert through is not None
-        suggestion.finish("")  # the model had nothing to add
+        suggestion.finish(" Lyon")  # the final text, decoded whole, differs from the pieces
         assert await through.rest(budget=1) is None
 
 

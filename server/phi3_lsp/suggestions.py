@@ -149,14 +149,20 @@ class TypedThrough:
         None when the suggestion turned out to differ from what was typed, when nothing but
         whitespace is left of it, or when its generation was stopped with no complete line
         left: the caller then generates anew from the cursor. (Accepting a suggestion cut after
-        a line break leaves that break: the user saw none, and expects a new suggestion.)
+        a line break leaves that break: the user saw none, and expects a new suggestion.) ""
+        when nothing was typed and the model ended there with only whitespace.
         """
         typed = self.typed
-        await self.suggestion.settle(len(typed), budget)
-        if not self.suggestion.text.startswith(typed):
+        suggestion = self.suggestion
+        await suggestion.settle(len(typed), budget)
+        if not suggestion.text.startswith(typed):
             return None
-        rest = self.suggestion.shown(len(typed))
-        return rest if rest.strip() else None
+        rest = suggestion.shown(len(typed))
+        if rest.strip():
+            return rest
+        # Asked again where the model ended with nothing to show: that is the answer, again.
+        answered = not typed and suggestion.finished and not suggestion.stopped
+        return "" if answered else None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from phi3_lsp.completion import (
     prompt_budget,
     tidy_continuation,
 )
+from phi3_lsp.completion import _anchor as cut_anchor
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.tokens import DocumentTokenizer
 
@@ -78,6 +79,13 @@ def test_the_cut_falls_on_a_line_start(phi3_tokenizer: DocumentTokenizer, line_b
     assert_fits_and_keeps_the_end(phi3_tokenizer, text, 256, prompt)
     assert prompt.text.startswith("line_")
     assert text[: -len(prompt.text)].endswith(line_break)
+
+
+def test_the_cut_never_falls_between_a_carriage_return_and_its_line_feed() -> None:
+    # Slots of 10 characters: the cut is the first line start in [10, 20), else 10.
+    assert cut_anchor("x" * 15 + "\r\n" + "y" * 13, 10, 10) == 17
+    # A "\r\n" at the slot's very end starts its line at 20, outside the slot.
+    assert cut_anchor("x" * 18 + "\r\n" + "y" * 10, 10, 10) == 10
 
 
 @pytest.mark.parametrize("tokenizer_name", ["phi3", "smollm2"])

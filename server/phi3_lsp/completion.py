@@ -86,8 +86,9 @@ def _anchor(text: str, earliest: int, step: int) -> int:
     if slot == 0:
         return 0
     end = min(slot + step, len(text))
-    line_break = LINE_BREAK.search(text, slot - 1, end - 1)  # a line starts after it, in the slot
-    return line_break.end() if line_break else slot
+    # The first line that starts in the slot (a "\r\n" at its end is searched whole).
+    line_break = LINE_BREAK.search(text, slot - 1, end)
+    return line_break.end() if line_break is not None and line_break.end() < end else slot
 
 
 def in_middle_of_line(rest_of_line: str) -> bool:

@@ -1,7 +1,8 @@
 """A hover's token table shows each token as it is, whatever characters it holds.
 
-The table is rendered by markdown-it-py, the Python port of the Markdown renderer that shows
-VS Code's hovers, with GitHub's tables turned on as there.
+The table is rendered by markdown-it-py (CommonMark with GitHub's tables), the Python port of
+the renderer of VS Code's Markdown preview; its hovers use marked, which splits cells the same
+way except at a pipe after a backslash (see `token_table._cell`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from phi3_lsp.token_table import token_table
+from phi3_lsp.token_table import PIPE_STAND_IN, token_table
 from phi3_lsp.tokens import TokenSpan, Word
 
 
@@ -47,6 +48,12 @@ def rendered(markdown: str) -> tuple[list[str], list[list[str]]]:
             Word("``", 11, 13),
             [TokenSpan(13, "Ġ``", 10, 13), TokenSpan(14, "``", 14, 16)],
             [["␣``", "Ġ``", "13"], ["``", "``", "14"]],
+        ),
+        (
+            "grep 'a\\|b'",
+            Word("\\|", 7, 9),
+            [TokenSpan(16, "\\|", 7, 9)],
+            [["\\" + PIPE_STAND_IN, "\\" + PIPE_STAND_IN, "16"]],
         ),
         (
             "end`\n\tnext",

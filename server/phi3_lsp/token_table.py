@@ -7,6 +7,8 @@ import re
 from phi3_lsp.tokens import TokenSpan, Word
 
 _BACKTICKS = re.compile("`+")
+_PIPE_AFTER_BACKSLASH = re.compile(r"(?<=\\)\|")
+PIPE_STAND_IN = "\u2223"  # DIVIDES, which looks like "|"
 
 
 def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
@@ -26,8 +28,13 @@ def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    """`text` as inline code in a table cell: a pipe would end the cell unless escaped (GFM)."""
-    return _code(text).replace("|", "\\|")
+    """`text` as inline code in a table cell: a pipe would end the cell unless escaped (GFM).
+
+    VS Code's hover renderer (marked) takes a pipe after an even number of backslashes for the
+    end of a cell: one that follows a backslash of the text (`a\\|b`) is shown as
+    `PIPE_STAND_IN`.
+    """
+    return _code(_PIPE_AFTER_BACKSLASH.sub(PIPE_STAND_IN, text)).replace("|", "\\|")
 
 
 def _code(text: str) -> str:

@@ -109,13 +109,18 @@ export class LanguageServerProcess {
 
   /**
    * Starts the server with the extension's arguments, in `workspaceFolder` (where
-   * vscode-languageclient runs it) or else in this process's folder.
+   * vscode-languageclient runs it) or else in this process's folder, with `env` added to
+   * this process's environment.
    */
-  static start(model: string, workspaceFolder?: string): LanguageServerProcess {
+  static start(
+    model: string,
+    { workspaceFolder, env }: { workspaceFolder?: string; env?: NodeJS.ProcessEnv } = {},
+  ): LanguageServerProcess {
     const settings = readSettings((key) => (key === "model" ? model : undefined));
     const child = spawn(PYTHON, serverArguments(settings), {
       stdio: ["pipe", "pipe", "pipe"],
       cwd: workspaceFolder,
+      env: { ...process.env, ...env },
     });
     return new LanguageServerProcess(child, initializationOptions(settings).phi3);
   }

@@ -8,6 +8,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { marked, type Tokens } from "marked";
 import {
   CancellationTokenSource,
   DidOpenTextDocumentNotification,
@@ -361,7 +362,7 @@ void describe("a workspace folder with files named like the standard library's",
       const workspace = mkdtempSync(join(tmpdir(), "phi3-workspace-"));
       writeFileSync(join(workspace, "queue.py"), "class Queue:\n    pass\n");
       writeFileSync(join(workspace, "json.py"), 'raise ImportError("the workspace\'s json.py")\n');
-      const server = LanguageServerProcess.start("smollm2-135m", workspace);
+      const server = LanguageServerProcess.start("smollm2-135m", { workspaceFolder: workspace });
       try {
         const result = await server.initialize();
         assert.equal(result.serverInfo?.name, "phi3-lsp");
@@ -370,6 +371,47 @@ void describe("a workspace folder with files named like the standard library's",
           LOAD_TIMEOUT_MS,
         );
         assert.equal(ready.state, "ready");
+      } finally {
+        server.kill();
+      }
+    },
+  );
+});
+
+void describe("the default model offline: Phi-3's tokenizer and config, no weights", () => {
+  void it(
+    "renders every hover, pipes and backticks too, as one table row per token",
+    { timeout: LOAD_TIMEOUT_MS },
+    async () => {
+      // An empty hub cache, offline: the default model resolves to the offline pack's files.
+      const hfHome = mkdtempSync(join(tmpdir(), "phi3-hf-home-"));
+      const server = LanguageServerProcess.start(DEFAULT_SETTINGS.model, {
+        env: { HF_HUB_OFFLINE: "1", HF_HOME: hfHome },
+      });
+      try {
+        await server.initialize();
+        await server.waitForStatus((s) => s.state === "ready", LOAD_TIMEOUT_MS);
+        // Phi-3 reads `\|` as one token. VS Code renders hovers with marked, which ends a
+        // table cell at a pipe after an even number of backslashes.
+        const text = "grep 'a\\|b' || echo `x` ``y``";
+        const uri = await openDocument(server, "pipes.sh", text);
+        for (const word of ["\\|", "||", "`", "``"]) {
+          const hover = await server.connection.sendRequest(HoverRequest.type, {
+            textDocument: { uri },
+            position: { line: 0, character: text.indexOf(word) },
+          });
+          assert.ok(hover !== null, `a hover on ${word}`);
+          const markdown = (hover.contents as MarkupContent).value;
+          const table = marked.lexer(markdown).find((token) => token.type === "table");
+          assert.ok(table !== undefined, markdown);
+          const tokenCount = Number(/ — (\d+) tokens?\n/.exec(markdown)?.[1]);
+          const rows = (table as Tokens.Table).rows;
+          assert.equal(rows.length, tokenCount, markdown);
+          for (const row of rows) {
+            assert.equal(row.length, 3, markdown);
+            assert.match(row[2]?.text ?? "", /^\d+$/, markdown);
+          }
+        }
       } finally {
         server.kill();
       }

@@ -43,9 +43,11 @@ export function chooseInterpreter(
  * does not replace them in an extension's settings). A variable with no value stays as it is.
  */
 export function expandPath(path: string, places: PathPlaces): string {
-  let expanded = path.replace(/^~(?=$|[\\/])/, places.home).replaceAll("${userHome}", places.home);
-  if (places.workspaceFolder !== undefined) {
-    expanded = expanded.replaceAll("${workspaceFolder}", places.workspaceFolder);
+  // Replacement functions: a "$" in a folder's name must not read as a replacement pattern.
+  const { home, workspaceFolder } = places;
+  let expanded = path.replace(/^~(?=$|[\\/])/, () => home).replaceAll("${userHome}", () => home);
+  if (workspaceFolder !== undefined) {
+    expanded = expanded.replaceAll("${workspaceFolder}", () => workspaceFolder);
   }
   return expanded;
 }
@@ -54,6 +56,7 @@ export type InstallCheck =
   | { readonly kind: "installed" }
   | { readonly kind: "no-python"; readonly detail: string }
   | { readonly kind: "old-python"; readonly detail: string }
+  | { readonly kind: "no-answer"; readonly detail: string }
   | { readonly kind: "not-installed"; readonly detail: string }
   | { readonly kind: "failed"; readonly detail: string };
 
@@ -90,8 +93,7 @@ export function checkServerInstalled(python: string, timeoutMs = 20_000): Promis
       if (code === "ENOENT" || code === "EACCES") {
         resolve({ kind: "no-python", detail: `${python}: ${code}` });
       } else if (error.killed) {
-        const seconds = Math.round(timeoutMs / 1000);
-        resolve({ kind: "failed", detail: `it gave no answer within ${seconds} s` });
+        resolve({ kind: "no-answer", detail: `${Math.round(timeoutMs / 1000)} s` });
       } else if (oldVersion !== undefined) {
         resolve({ kind: "old-python", detail: oldVersion });
       } else if (stderr.includes("ModuleNotFoundError: No module named 'phi3_lsp'")) {
@@ -117,6 +119,11 @@ export function installAdvice(check: InstallCheck, interpreter: Interpreter): st
       return `The Phi-3 server is installed for ${where}.`;
     case "no-python":
       return `Phi-3: cannot run Python ${where}. Set phi3.pythonPath to a Python 3.11+ interpreter. ${fix}`;
+    case "no-answer":
+      return (
+        `Phi-3: ${where} gave no answer within ${check.detail} when asked to import phi3_lsp ` +
+        '(a slow disk, or an import that hangs). Check that it runs, then use "Phi-3: Restart server".'
+      );
     case "old-python":
       return (
         `Phi-3: ${where} is Python ${check.detail}; the server needs Python 3.11 or newer. ` +

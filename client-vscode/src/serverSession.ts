@@ -241,7 +241,11 @@ export class ServerSession implements vscode.Disposable {
       if (client.state === State.Starting) {
         // The library is starting it again after a crash. Disposing it now would fail ("not
         // running") and leave that start to fail with two error notifications of its own.
-        await settlesWithin(client.start().then(ignore, ignore), RESTART_SETTLE_MS);
+        const restarting = client.start();
+        if (!(await settlesWithin(restarting.then(ignore, ignore), RESTART_SETTLE_MS))) {
+          // Still starting: stop it once it has (else its server would run on, unseen).
+          void restarting.then(() => client.dispose(), ignore);
+        }
       }
       try {
         await client.dispose();

@@ -65,6 +65,10 @@ describe("choosing the interpreter", () => {
       "/work/project/.venv/bin/python",
     );
     assert.equal(expandPath("${userHome}/py/bin/python", PLACES), "/home/me/py/bin/python");
+    // A "$" in a folder's name is kept as it is.
+    const dollars = { home: "/home/a$$b", workspaceFolder: "/work/c$&d" };
+    assert.equal(expandPath("~/bin/python", dollars), "/home/a$$b/bin/python");
+    assert.equal(expandPath("${workspaceFolder}/python", dollars), "/work/c$&d/python");
     // Only a leading ~ is the home folder; a variable without a value stays as written.
     assert.equal(expandPath("/opt/~py/bin/python", PLACES), "/opt/~py/bin/python");
     assert.equal(
@@ -91,7 +95,10 @@ describe("checking that phi3_lsp is installed", () => {
 
   it("says so when the interpreter does not answer in time", async () => {
     const check = await checkServerInstalled(interpreterScript("sleep 5"), 1000);
-    assert.deepEqual(check, { kind: "failed", detail: "it gave no answer within 1 s" });
+    assert.deepEqual(check, { kind: "no-answer", detail: "1 s" });
+    const advice = installAdvice(check, { command: "/slow/python", source: "default" });
+    assert.match(advice, /\/slow\/python \(from default\) gave no answer within 1 s/);
+    assert.doesNotMatch(advice, /pip install/);
   });
 
   it("tells a Python without the package apart", async () => {

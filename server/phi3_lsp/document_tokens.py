@@ -1,7 +1,7 @@
 """The tokens that cover a word as the whole document tokenizes them, for hovers.
 
 A word's tokens depend on what surrounds it (a leading space, a merge across punctuation), so
-they come from the lines around it, checked against a wider window (`word_tokens`), and from the
+they come from the text around it, checked against a wider window (`word_tokens`), and from the
 whole document (tokenized once per version) only when the two disagree. That takes ~0.6 s on
 10,000 lines, so it runs on a worker thread: the event loop handles other messages meanwhile.
 """

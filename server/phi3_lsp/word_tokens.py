@@ -48,8 +48,9 @@ def _window(
     first_line = bisect.bisect_right(line_starts, start) - 1
     last_line = bisect.bisect_right(line_starts, max(start, end - 1)) - 1
     window_first = max(0, first_line - lines)
-    # The window begins with the line break before its first line: a tokenizer that marks the
-    # start of a text (SentencePiece's "▁") then marks the break, not the first word.
+    # Unless cut to its characters, the window begins with the line break before its first
+    # line: a tokenizer that marks the start of a text (SentencePiece's "▁") then marks the
+    # break, not the first word. A cut window begins mid-line, far from the word.
     window_start = line_starts[window_first] - 1 if window_first > 0 else 0
     after_last = last_line + lines + 1
     window_end = line_starts[after_last] if after_last < len(line_starts) else len(text)

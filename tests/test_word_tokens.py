@@ -33,19 +33,26 @@ def tokenizer(request: pytest.FixtureRequest) -> DocumentTokenizer:
     return DocumentTokenizer.from_dir(folder)
 
 
-def test_every_word_gets_the_tokens_of_the_whole_document(tokenizer: DocumentTokenizer) -> None:
-    whole = tokenizer.token_spans(DOCUMENT)
-    starts = line_starts(DOCUMENT)
-    words = list(re.finditer(r"\w+|[^\w\s]+", DOCUMENT))
-    assert len(words) > 1000
+def share_of_words_answered_near(
+    tokenizer: DocumentTokenizer, text: str, words: list[re.Match[str]]
+) -> float:
+    """The share of `words` the windows answer; each answer must be the whole text's tokens."""
+    whole = tokenizer.token_spans(text)
+    starts = line_starts(text)
     agreed = 0
     for word in words:
-        near = tokens_near(tokenizer, DOCUMENT, starts, word.start(), word.end())
+        near = tokens_near(tokenizer, text, starts, word.start(), word.end())
         if near is not None:
             assert near == tokens_covering(whole, word.start(), word.end()), word.group()
             agreed += 1
+    return agreed / len(words)
+
+
+def test_every_word_gets_the_tokens_of_the_whole_document(tokenizer: DocumentTokenizer) -> None:
+    words = list(re.finditer(r"\w+|[^\w\s]+", DOCUMENT))
+    assert len(words) > 1000
     # The windows answer nearly always; the whole document is the rare fallback.
-    assert agreed > 0.99 * len(words)
+    assert share_of_words_answered_near(tokenizer, DOCUMENT, words) > 0.99
 
 
 def test_a_short_document_is_tokenized_whole(tokenizer: DocumentTokenizer) -> None:
@@ -62,7 +69,6 @@ def test_a_word_in_a_long_line_is_tokenized_from_the_characters_around_it(
     # Minified code: the whole source on one line of ~100,000 characters.
     line = " ".join(Path(argparse.__file__).read_text(encoding="utf-8").split())
     text = f"# minified\n{line}\n"
-    whole = tokenizer.token_spans(text)
     excerpt_lengths: list[int] = []
     covering_spans = tokenizer.covering_spans
 
@@ -73,16 +79,9 @@ def test_a_word_in_a_long_line_is_tokenized_from_the_characters_around_it(
         return covering_spans(excerpts)
 
     monkeypatch.setattr(tokenizer, "covering_spans", recording_covering_spans)
-    starts = line_starts(text)
     words = list(re.finditer(r"\w+|[^\w\s]+", text))[::25]
     assert len(words) > 500
-    agreed = 0
-    for word in words:
-        near = tokens_near(tokenizer, text, starts, word.start(), word.end())
-        if near is not None:
-            assert near == tokens_covering(whole, word.start(), word.end()), word.group()
-            agreed += 1
-    assert agreed > 0.99 * len(words)
+    assert share_of_words_answered_near(tokenizer, text, words) > 0.99
     # No window held more than the characters around its word, never the 100,000 of the line.
     longest_word = max(len(word.group()) for word in words)
     assert max(excerpt_lengths) <= 2 * FAR_CHARACTERS + longest_word

@@ -73,6 +73,18 @@ def test_a_truncated_gguf_is_named_and_nothing_is_cached(tmp_path: Path, smollm2
     assert not (cache / "gguf").exists()
 
 
+def test_a_gguf_without_weights_is_named_and_nothing_is_cached(
+    tmp_path: Path, phi3_mini_dir: Path
+) -> None:
+    # llama.cpp's vocabulary-only GGUF: converted, it would be random weights.
+    vocabulary_only = tmp_path / "vocab.gguf"
+    shutil.copy2(phi3_mini_dir / "ggml-vocab-phi-3.gguf", vocabulary_only)
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelSourceError, match="holds a vocabulary but no weights"):
+        resolve_model(str(vocabulary_only), cache=cache)
+    assert not (cache / "gguf").exists()
+
+
 def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
     fake = tmp_path / "weights.gguf"
     fake.write_bytes(b"PK\x03\x04 not a gguf")

@@ -33,12 +33,19 @@ def validate_gguf(path: Path) -> None:
             "Set phi3.model to a .gguf model file, a model folder, a hub id, or smollm2-135m."
         )
     try:
-        gguf.GGUFReader(path)
+        reader = gguf.GGUFReader(path)
     except Exception as exc:  # the reader raises whatever numpy raises on short data
         raise ModelSourceError(
             f"GGUF file {path} is truncated or corrupt ({type(exc).__name__}: {exc}). "
             "Download it again, or set phi3.model to another model."
         ) from exc
+    if not reader.tensors:
+        # A vocabulary-only file (as llama.cpp ships for tests): transformers would fill every
+        # weight with random values, some 15 GB for Phi-3-mini, and complete with gibberish.
+        raise ModelSourceError(
+            f"GGUF file {path} holds a vocabulary but no weights. "
+            "Set phi3.model to a .gguf model file, a model folder, a hub id, or smollm2-135m."
+        )
 
 
 def convert_gguf(

@@ -131,6 +131,87 @@ def test_a_bad_spec_is_one_line_and_exit_code_2(offline_env: dict[str, str]) -> 
         assert line.startswith("phi3-lsp: error: Model folder /no/such/model does not exist")
 
 
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The error line a failed command ends with (after any progress lines): exit code 2, no
+    traceback, nothing on stdout."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("phi3-lsp: error: ")
+    return errors[0]
+
+
+def test_broken_model_files_are_one_line_in_every_command(
+    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    bad_config = tmp_path / "bad-config"
+    bad_config.mkdir()
+    (bad_config / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    line = one_error_line(phi3_lsp(offline_env, "architecture", "--model", str(bad_config)))
+    assert str(bad_config) in line
+    bad_tokenizer = tmp_path / "bad-tokenizer"
+    bad_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bad_tokenizer / name).symlink_to(smollm2_dir / name)
+    (bad_tokenizer / "tokenizer.json").write_text("{}")
+    for command in (["tokenize", "x"], ["quantize"]):
+        result = phi3_lsp(offline_env, command[0], "--model", str(bad_tokenizer), *command[1:])
+        assert "cannot be read as a tokenizer file" in one_error_line(result)
+
+
+def test_text_that_is_not_utf8_is_one_line(offline_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "phi3_lsp", "tokenize", "-"],
+        input=b"\xff\xfeabc",
+        capture_output=True,
+        env=offline_env,
+        timeout=600,
+        check=False,
+    )
+    decoded = subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
+    )
+    assert one_error_line(decoded) == "phi3-lsp: error: the text is not valid UTF-8."
+
+
+def test_option_values_are_checked_before_anything_runs(offline_env: dict[str, str]) -> None:
+    too_many = str((os.cpu_count() or 1) + 1000)
+    for args, expected in (
+        (["complete", "--threads", too_many, "x"], "--threads: must be from 0 to"),
+        (["complete", "--max-new-tokens", "abc", "x"], "must be a whole number, not 'abc'"),
+        (["--tcp", "nonsense"], "--tcp: must be HOST:PORT"),
+        (["--log-file", "/no/such/folder/server.log"], "--log-file: cannot write to"),
+    ):
+        result = phi3_lsp(offline_env, *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert expected in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_too_many_new_tokens_are_named_as_the_fix(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(
+        offline_env, "complete", "--model", "smollm2-135m", "--max-new-tokens", "100000", "hi"
+    )
+    assert "ask for at most 8191 new tokens" in one_error_line(result)
+
+
+def test_output_into_a_closed_pipe_ends_quietly(offline_env: dict[str, str]) -> None:
+    # `phi3-lsp tokenize ... | head -1`: the reader leaves after the first line.
+    command = [sys.executable, "-m", "phi3_lsp", "tokenize", "-"]
+    pipe = subprocess.PIPE
+    tokenizer = subprocess.Popen(command, stdin=pipe, stdout=pipe, stderr=pipe, env=offline_env)
+    assert tokenizer.stdin and tokenizer.stdout and tokenizer.stderr
+    tokenizer.stdin.write(("word " * 200_000).encode())
+    tokenizer.stdin.close()
+    tokenizer.stdout.readline()
+    tokenizer.stdout.close()
+    errors = tokenizer.stderr.read()
+    assert tokenizer.wait(timeout=600) == 0
+    assert b"Traceback" not in errors
+
+
 def test_completing_without_weights_names_the_way_out(offline_env: dict[str, str]) -> None:
     result = phi3_lsp(offline_env, "complete", CAPITAL)
     assert result.returncode == 2

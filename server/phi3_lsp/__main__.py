@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from phi3_lsp.launch import host_and_port
+
     parser = argparse.ArgumentParser(
         prog="phi3-lsp",
         description="A language server that holds a real transformer on the CPU. "
@@ -24,9 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     transport = parser.add_mutually_exclusive_group()
     # Clients such as vscode-languageclient pass --stdio; stdio is the default anyway.
     transport.add_argument("--stdio", action="store_true", help="serve over stdio (the default)")
-    transport.add_argument("--tcp", metavar="HOST:PORT", help="serve over TCP instead of stdio")
-    transport.add_argument("--ws", metavar="HOST:PORT", help="serve over WebSocket, not stdio")
-    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    transport.add_argument(
+        "--tcp", metavar="HOST:PORT", type=host_and_port, help="serve over TCP instead of stdio"
+    )
+    transport.add_argument(
+        "--ws", metavar="HOST:PORT", type=host_and_port, help="serve over WebSocket, not stdio"
+    )
+    parser.add_argument(
+        "--log-file", type=_writable_file, help="write logs to this file instead of stderr"
+    )
     parser.add_argument(
         "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
     )
@@ -51,8 +59,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from phi3_lsp.launch import serve
 
         return serve(args)
-    exit_code: int = args.run(args)
+    try:
+        exit_code: int = args.run(args)
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
     return exit_code
+
+
+def _writable_file(value: str) -> str:
+    try:
+        with open(value, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write to {value}: {error.strerror}") from None
+    return value
 
 
 if __name__ == "__main__":

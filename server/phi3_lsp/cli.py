@@ -47,6 +47,9 @@ this is instant for any size. --json prints the phi3.showArchitecture result of
 docs/protocol.md."""
 
 
+NOT_UTF8 = "the text is not valid UTF-8."
+
+
 def register_commands(subparsers: Any) -> None:
     """Add `fetch`, `tokenize`, `complete`, `quantize` and `architecture` to the `phi3-lsp`
     command line."""
@@ -83,7 +86,10 @@ def register_commands(subparsers: Any) -> None:
         "--max-new-tokens", type=_positive_int, default=50, help="longest continuation (50)"
     )
     complete.add_argument(
-        "--threads", type=_non_negative_int, default=0, help="torch threads; 0 = physical cores"
+        "--threads",
+        type=_thread_count,
+        default=0,
+        help="torch threads, at most the CPUs this process may use; 0 = physical cores",
     )
     complete.add_argument(
         "--weights",
@@ -137,11 +143,13 @@ def run_tokenize(args: argparse.Namespace) -> int:
     from phi3_lsp.tokens import DocumentTokenizer
 
     text = _read_text(args.text)
+    if text is None:
+        return _fail(NOT_UTF8)
     try:
         source = _resolve(args)
+        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
     except ModelSourceError as error:
         return _fail(str(error))
-    tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
     rows = _token_rows(tokenizer, text)
     prompt_ids = tokenizer.encode_prompt(text)
     if args.json:
@@ -161,6 +169,8 @@ def run_complete(args: argparse.Namespace) -> int:
     from phi3_lsp.engine import WeightsNotAvailableError
 
     text = _read_text(args.text)
+    if text is None:
+        return _fail(NOT_UTF8)
     started = time.perf_counter()
     try:
         source = _resolve(args)
@@ -214,7 +224,10 @@ def run_quantize(args: argparse.Namespace) -> int:
         return _fail(str(error))
     if source.weights_dir is None:
         return _fail(source.missing_weights_hint or f"{source.name} has no weights to quantize.")
-    engine = _load_engine(source, threads=0, weights="int4")  # makes them, or reads them
+    try:
+        engine = _load_engine(source, threads=0, weights="int4")  # makes them, or reads them
+    except Exception as error:  # a broken file: one line that names it, as the server says
+        return _fail(_load_error(source.spec, error))
     if not engine.has_weights:  # they would not fit in the memory left
         return _fail(engine.source.missing_weights_hint or f"{source.name} did not load.")
     elapsed = time.perf_counter() - started
@@ -226,10 +239,13 @@ def run_architecture(args: argparse.Namespace) -> int:
     """`phi3-lsp architecture`: module tree, config and parameter counts."""
     try:
         source = _resolve(args)
-        # The architecture needs no weights: building on the meta device is instant at any size.
-        engine = _load_engine(dataclasses.replace(source, weights_dir=None), threads=0)
     except ModelSourceError as error:
         return _fail(str(error))
+    try:
+        # The architecture needs no weights: building on the meta device is instant at any size.
+        engine = _load_engine(dataclasses.replace(source, weights_dir=None), threads=0)
+    except Exception as error:  # a broken config: one line that names it, as the server says
+        return _fail(_load_error(source.spec, error))
     report = engine.architecture()
     if args.json:
         print(json.dumps(report.to_json()))
@@ -302,8 +318,14 @@ def _token_rows(tokenizer: DocumentTokenizer, text: str) -> list[dict[str, Any]]
     ]
 
 
-def _read_text(argument: str) -> str:
-    return sys.stdin.read() if argument == "-" else argument
+def _read_text(argument: str) -> str | None:
+    """The text of TEXT ("-": stdin), or None when it is not valid UTF-8."""
+    text = sys.stdin.read() if argument == "-" else argument
+    try:
+        text.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError:
+        return None
+    return text
 
 
 def _write_stdout(text: str) -> None:
@@ -322,15 +344,31 @@ def _fail(message: str) -> int:
     return USAGE_ERROR
 
 
+def _load_error(spec: str, error: Exception) -> str:
+    from phi3_lsp.model_host import load_error_message
+
+    return load_error_message(spec, error)
+
+
+def _whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+
+
 def _positive_int(value: str) -> int:
-    number = int(value)
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
     return number
 
 
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {number}")
+def _thread_count(value: str) -> int:
+    from phi3_lsp.scheduling import logical_cpus
+
+    number = _whole_number(value)
+    if not 0 <= number <= logical_cpus():
+        # More threads than CPUs only wait on each other: ~15x slower here with 999.
+        raise argparse.ArgumentTypeError(f"must be from 0 to {logical_cpus()}, not {number}")
     return number

@@ -340,9 +340,11 @@ class ModelEngine:
                 or f"{self.source.name} was loaded without weights: completions need weights."
             )
         if len(prompt_ids) + max_new_tokens > self.context_length:
+            room = self.context_length - len(prompt_ids)
+            fix = f"ask for at most {room} new tokens" if room > 0 else "shorten the prompt"
             raise ValueError(
                 f"A prompt of {len(prompt_ids)} tokens plus {max_new_tokens} new tokens exceeds "
-                f"the context length of {self.context_length} tokens; shorten the prompt."
+                f"the context length of {self.context_length} tokens; {fix}."
             )
         return self._decoder.generate(
             prompt_ids,

@@ -34,9 +34,9 @@ def serve(args: argparse.Namespace) -> int:
     server = build_server(args.model)
     try:
         if args.tcp:
-            server.start_tcp(*_host_port(args.tcp))
+            server.start_tcp(*args.tcp)
         elif args.ws:
-            server.start_ws(*_host_port(args.ws))
+            server.start_ws(*args.ws)
         else:
             server.start_io(stdin, stdout)
     finally:
@@ -63,6 +63,9 @@ def _protocol_stdout() -> BinaryIO:
     return protocol
 
 
-def _host_port(value: str) -> tuple[str, int]:
+def host_and_port(value: str) -> tuple[str, int]:
+    """`--tcp` and `--ws`: "HOST:PORT" (or ":PORT", on 127.0.0.1) as argparse reads it."""
     host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT, e.g. 127.0.0.1:2087, not {value!r}")
     return host or "127.0.0.1", int(port)

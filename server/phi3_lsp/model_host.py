@@ -477,7 +477,7 @@ class ModelHost:
             status = Status(state="ready", model=model, message=hint, weights_loaded=has_weights)
             outcome = LoadOutcome(model=model, hint=hint)
         except Exception as error:
-            message = _error_message(model, error)
+            message = load_error_message(model, error)
             if isinstance(error, ModelSourceError):
                 logger.warning("%s", message)  # the user's to fix: no traceback needed
             else:
@@ -704,7 +704,7 @@ def _freeze_loaded_objects() -> None:
     gc.freeze()
 
 
-def _error_message(model: str, error: Exception) -> str:
+def load_error_message(model: str, error: Exception) -> str:
     """The message a user sees when a model cannot load."""
     if isinstance(error, ModelSourceError):
         return str(error)

@@ -129,6 +129,8 @@ def test_a_bad_spec_is_one_line_and_exit_code_2(offline_env: dict[str, str]) -> 
         assert "Traceback" not in result.stderr
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("phi3-lsp: error: Model folder /no/such/model does not exist")
+        # The fix names the command line's option, not the editor's setting.
+        assert "set --model to" in line and "phi3.model" not in line
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:

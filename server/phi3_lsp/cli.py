@@ -43,8 +43,9 @@ is generated, then a newline; load time and timings on stderr. --json prints {"m
 ARCHITECTURE_OUTPUT = """\
 output: what print(model) shows, a table of key hyper-parameters and the parameters per
 module and in total (shared weights counted once). The model is built without weights, so
-this is instant for any size. --json prints the phi3.showArchitecture result of
-docs/protocol.md."""
+this is instant for any size (a .gguf file is converted once first, weights included).
+--json prints the phi3.showArchitecture result of docs/protocol.md, for the model as built
+here: fp32 and no weights loaded, where the server reports what it holds."""
 
 
 NOT_UTF8 = "the text is not valid UTF-8."
@@ -340,7 +341,9 @@ def _print_progress(update: ProgressUpdate) -> None:
 
 def _fail(message: str) -> int:
     # One line, whatever the message's layout: the fix is in the message, no traceback needed.
-    print(f"phi3-lsp: error: {' '.join(message.split())}", file=sys.stderr)
+    # Messages shared with the server name its setting; here the model is --model.
+    one_line = " ".join(message.split()).replace("phi3.model", "--model")
+    print(f"phi3-lsp: error: {one_line}", file=sys.stderr)
     return USAGE_ERROR
 
 

@@ -214,6 +214,11 @@ def test_output_into_a_closed_pipe_ends_quietly(offline_env: dict[str, str]) -> 
     assert b"Traceback" not in errors
 
 
+def test_an_empty_model_is_named_not_replaced_by_the_default(offline_env: dict[str, str]) -> None:
+    line = one_error_line(phi3_lsp(offline_env, "tokenize", "--model", "", "x"))
+    assert "empty" in line
+
+
 def test_completing_without_weights_names_the_way_out(offline_env: dict[str, str]) -> None:
     result = phi3_lsp(offline_env, "complete", CAPITAL)
     assert result.returncode == 2

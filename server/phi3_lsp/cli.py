@@ -294,8 +294,8 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
 def _resolve(args: argparse.Namespace) -> ModelSource:
     from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
 
-    spec = getattr(args, "model", None) or DEFAULT_MODEL
-    return resolve_model(spec, progress=_print_progress)
+    model = getattr(args, "model", None)  # "" is a mistake to name, not the default
+    return resolve_model(DEFAULT_MODEL if model is None else model, progress=_print_progress)
 
 
 def _load_engine(

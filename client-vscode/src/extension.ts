@@ -76,10 +76,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     }),
   );
   try {
+    // With phi3.pythonPath set, the interpreter chosen stays the same: no restart.
     const pythonChanged = await onActivePythonChanged(() => {
-      if (currentSettings().pythonPath === "") {
-        void session.restartIfInterpreterChanged();
-      }
+      void session.restartIfInterpreterChanged();
     });
     if (pythonChanged !== undefined) {
       context.subscriptions.push(pythonChanged);

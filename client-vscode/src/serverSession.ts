@@ -157,7 +157,7 @@ export class ServerSession implements vscode.Disposable {
         return;
       }
       this.deps.output.info(`Python is now ${interpreter.command}; restarting the server.`);
-      await this.restartNow();
+      await this.restartNow(interpreter);
     });
   }
 
@@ -188,10 +188,10 @@ export class ServerSession implements vscode.Disposable {
     return this.queue;
   }
 
-  private async restartNow(): Promise<void> {
+  private async restartNow(interpreter?: Interpreter): Promise<void> {
     this.crashes.reset();
     await this.stopNow();
-    await this.startNow();
+    await this.startNow(interpreter);
   }
 
   private async chooseInterpreterNow(): Promise<Interpreter> {
@@ -203,11 +203,12 @@ export class ServerSession implements vscode.Disposable {
     );
   }
 
-  private async startNow(): Promise<void> {
+  /** Starts on `chosen`, or on the interpreter chosen now. */
+  private async startNow(chosen?: Interpreter): Promise<void> {
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
     statusBar.setConnection({ kind: "starting" });
-    const interpreter = await this.chooseInterpreterNow();
+    const interpreter = chosen ?? (await this.chooseInterpreterNow());
     this.startedWith = interpreter.command;
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = await checkServerInstalled(interpreter.command);

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.scheduling import logical_cpus
 from phi3_lsp.settings import WEIGHT_FORMATS, WeightFormat
 
 if TYPE_CHECKING:
@@ -368,8 +369,6 @@ def _positive_int(value: str) -> int:
 
 
 def _thread_count(value: str) -> int:
-    from phi3_lsp.scheduling import logical_cpus
-
     number = _whole_number(value)
     if not 0 <= number <= logical_cpus():
         # More threads than CPUs only wait on each other: ~15x slower here with 999.

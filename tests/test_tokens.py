@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -254,3 +255,26 @@ def test_covering_spans_of_several_texts_match_their_whole_token_lists(
         ranges = [(text, start, start + 1) for text in texts for start in range(len(text) or 1)]
         expected = [tokens_covering(tokenizer.token_spans(t), a, b) for t, a, b in ranges]
         assert tokenizer.covering_spans(ranges) == expected
+
+
+@pytest.mark.parametrize("add_bos_token", [None, False, True])
+def test_a_prompt_is_what_transformers_makes_of_the_same_folder(
+    phi3_mini_dir: Path, smollm2_dir: Path, tmp_path: Path, add_bos_token: bool | None
+) -> None:
+    # Completions must start from the prompt transformers' own `generate()` would get. The
+    # published Phi-3-mini config names `LlamaTokenizer` and `add_bos_token: false`; the
+    # installed transformers lets `tokenizer.json` decide, and so must the server.
+    from transformers import AutoTokenizer
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(phi3_mini_dir / name, tmp_path / name)
+    config_file = tmp_path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "LlamaTokenizer"
+    config.pop("add_bos_token", None)
+    if add_bos_token is not None:
+        config["add_bos_token"] = add_bos_token
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    for folder in (tmp_path, smollm2_dir):
+        expected = AutoTokenizer.from_pretrained(folder)(MIXED_TEXT)["input_ids"]
+        assert DocumentTokenizer.from_dir(folder).encode_prompt(MIXED_TEXT) == expected

@@ -126,5 +126,15 @@ def test_a_grouped_query_model_reports_its_key_value_heads(smollm2_dir: Path) ->
     assert config["tieWordEmbeddings"] is True
     hidden, kv, ffn = 576, 3 * 64, 1536
     per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * ffn + 2 * hidden
-    # The tied lm_head shares the embedding: counted once in the total.
+    # The tied lm_head shares the embedding: counted once in the total, and said so in its row.
     assert result["parameters"]["total"] == 49152 * hidden + 30 * per_layer + hidden
+    rows = result["parameters"]["byModule"]
+    assert [(row["name"], row["sharedWith"]) for row in rows] == [
+        ("model.embed_tokens", None),
+        ("model.layers", None),
+        ("model.norm", None),
+        ("model.rotary_emb", None),
+        ("lm_head", "model.embed_tokens"),
+    ]
+    unshared = sum(row["count"] for row in rows if row["sharedWith"] is None)
+    assert unshared == result["parameters"]["total"]

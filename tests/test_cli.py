@@ -111,6 +111,17 @@ def test_architecture_of_phi3_mini_without_weights(offline_env: dict[str, str]) 
     assert result.stdout.splitlines()[-1].split() == ["total", "3,821,079,552"]
 
 
+def test_architecture_says_which_rows_share_their_weights(
+    offline_env: dict[str, str], smollm2_dir: Path
+) -> None:
+    # SmolLM2's rows add up to more than its total: its lm_head is its input embedding.
+    result = phi3_lsp(offline_env, "architecture", "--model", str(smollm2_dir))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert rows["lm_head"].endswith("same weights as model.embed_tokens: counted once in the total")
+    assert "same weights" not in rows["model.embed_tokens"]
+
+
 def test_architecture_json_is_the_protocol_report(offline_env: dict[str, str]) -> None:
     result = phi3_lsp(offline_env, "architecture", "--json")
     assert result.returncode == 0, result.stderr

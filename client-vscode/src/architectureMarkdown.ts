@@ -103,7 +103,8 @@ function parametersTable(report: ArchitectureReport): string {
     `${"\u00a0\u00a0".repeat(module.name.split(".").length - 1)}${module.name}`,
     module.type,
     groupDigits(module.count),
-    share(module.count, total),
+    // A tied lm_head's share would count the embedding's weights twice.
+    module.sharedWith ? `same weights as ${module.sharedWith}` : share(module.count, total),
   ]);
   rows.push(["**Total**", report.className, `**${groupDigits(total)}**`, share(total, total)]);
   return table(["Module", "Type", "Parameters", "Share"], rows, ["---", "---", "---:", "---:"]);

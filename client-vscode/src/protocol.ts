@@ -66,6 +66,8 @@ export interface ModuleParameters {
   readonly name: string;
   readonly type: string;
   readonly count: number;
+  /** An earlier module that holds the same weights (tied embeddings), counted once in the total. */
+  readonly sharedWith?: string | null;
 }
 
 /** Result of `phi3.showArchitecture`. */
@@ -116,7 +118,8 @@ function isModuleParameters(value: unknown): value is ModuleParameters {
     isRecord(value) &&
     typeof value.name === "string" &&
     typeof value.type === "string" &&
-    typeof value.count === "number"
+    typeof value.count === "number" &&
+    (value.sharedWith === undefined || isStringOrNull(value.sharedWith))
   );
 }
 

@@ -51,11 +51,16 @@ class ConfigSummary:
 
 @dataclass(frozen=True)
 class ModuleCount:
-    """Parameters held by one named module (its children included)."""
+    """Parameters held by one named module (its children included).
+
+    `shared_with` names an earlier module that holds the same parameters (a tied `lm_head` and
+    `model.embed_tokens`): the rows then add up to more than the total, which counts them once.
+    """
 
     name: str
     type: str
     count: int
+    shared_with: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,12 @@ class ArchitectureReport:
             "parameters": {
                 "total": self.total_parameters,
                 "byModule": [
-                    {"name": entry.name, "type": entry.type, "count": entry.count}
+                    {
+                        "name": entry.name,
+                        "type": entry.type,
+                        "count": entry.count,
+                        "sharedWith": entry.shared_with,
+                    }
                     for entry in self.by_module
                 ],
             },
@@ -143,17 +153,20 @@ def module_counts(model: nn.Module) -> list[ModuleCount]:
     For `Phi3ForCausalLM` that is `model.embed_tokens`, `model.layers`, `model.norm`,
     `model.rotary_emb`, then `lm_head`, in model order.
     """
-    counts: list[ModuleCount] = []
+    named: list[tuple[str, nn.Module]] = []
     for top_name, top in model.named_children():
         children = list(top.named_children())
         if not children:
-            counts.append(ModuleCount(top_name, type(top).__name__, count_parameters(top)))
-        for child_name, child in children:
-            counts.append(
-                ModuleCount(
-                    f"{top_name}.{child_name}", type(child).__name__, count_parameters(child)
-                )
-            )
+            named.append((top_name, top))
+        named.extend((f"{top_name}.{child_name}", child) for child_name, child in children)
+    holder_of: dict[int, str] = {}  # id of a parameter -> the first listed module that holds it
+    counts: list[ModuleCount] = []
+    for name, module in named:
+        holders = [holder_of.setdefault(id(p), name) for p in module.parameters()]
+        shared_with = next((holder for holder in holders if holder != name), None)
+        counts.append(
+            ModuleCount(name, type(module).__name__, count_parameters(module), shared_with)
+        )
     return counts
 
 

@@ -22,7 +22,7 @@ from phi3_lsp.scheduling import logical_cpus
 from phi3_lsp.settings import WEIGHT_FORMATS, WeightFormat
 
 if TYPE_CHECKING:
-    from phi3_lsp.architecture import ArchitectureReport
+    from phi3_lsp.architecture import ArchitectureReport, ModuleCount
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.offline_pack import AssetName
     from phi3_lsp.sources import ModelSource
@@ -274,12 +274,18 @@ def format_architecture(report: ArchitectureReport) -> str:
         "parameters",
         *(
             f"  {entry.name:<{name_width}}  {entry.type:<{type_width}}  "
-            f"{entry.count:>{count_width},}"
+            f"{entry.count:>{count_width},}{_shared_note(entry)}"
             for entry in report.by_module
         ),
         f"  {'total':<{name_width}}  {'':<{type_width}}  {report.total_parameters:>{count_width},}",
     ]
     return "\n".join(lines)
+
+
+def _shared_note(entry: ModuleCount) -> str:
+    if entry.shared_with is None:
+        return ""
+    return f"  same weights as {entry.shared_with}: counted once in the total"
 
 
 def _add_model_option(parser: argparse.ArgumentParser) -> None:

@@ -227,6 +227,8 @@ void describe(
         assert.equal(report.config.layers, 30);
         assert.equal(report.config.hiddenSize, 576);
         assert.equal(report.parameters.total, 134515008);
+        const lmHead = report.parameters.byModule.find((module) => module.name === "lm_head");
+        assert.equal(lmHead?.sharedWith, "model.embed_tokens", "the tied output projection");
         assert.ok(report.repr.startsWith("LlamaForCausalLM(\n  (model): LlamaModel("));
         assert.match(report.repr, /\(0-29\): 30 x LlamaDecoderLayer\(/);
 

@@ -105,6 +105,31 @@ describe("architecture markdown", () => {
     assert.match(markdown, /\*\*3\.82 B parameters\*\*/);
   });
 
+  it("says which module shares its weights with another, instead of a share of the total", () => {
+    const tied = renderArchitectureMarkdown({
+      ...report,
+      parameters: {
+        total: 134515008,
+        byModule: [
+          { name: "model.embed_tokens", type: "Embedding", count: 28311552, sharedWith: null },
+          { name: "lm_head", type: "Linear", count: 28311552, sharedWith: "model.embed_tokens" },
+        ],
+      },
+    });
+    assert.deepEqual(tableRow(tied, "model.embed_tokens"), [
+      "model.embed_tokens",
+      "Embedding",
+      "28,311,552",
+      "21.0 %",
+    ]);
+    assert.deepEqual(tableRow(tied, "lm_head"), [
+      "lm_head",
+      "Linear",
+      "28,311,552",
+      "same weights as model.embed_tokens",
+    ]);
+  });
+
   it("indents child modules under their parent", () => {
     const child = markdown.split("\n").find((line) => line.includes("model.embed_tokens"));
     assert.ok(child?.startsWith("| \u00a0\u00a0model.embed_tokens |"), child);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,27 @@ def test_a_command_model_and_the_top_level_model_both_work(
         # SmolLM2's byte-level vocabulary, not Phi-3's: no "▁", and no BOS in its prompts.
         assert [token["piece"] for token in output["tokens"]] == ["Hello"]
         assert output["promptIds"] == [token["id"] for token in output["tokens"]]
+
+
+def test_an_unreachable_hub_falls_back_to_the_pack_without_claiming_a_download(
+    offline_env: dict[str, str],
+) -> None:
+    # Not HF_HUB_OFFLINE: the hub is tried, as on a machine without network, and refused.
+    unreachable = {**offline_env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    del unreachable["HF_HUB_OFFLINE"]
+    result = phi3_lsp(unreachable, "tokenize", "The capital of France is")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith("5 tokens")
+    assert result.stderr.splitlines() == [
+        f"fetching 0%: Looking for {DEFAULT_MODEL} on the Hugging Face hub"
+    ]
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def test_architecture_of_phi3_mini_without_weights(offline_env: dict[str, str]) -> None:

@@ -194,7 +194,8 @@ def _hub_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path | None, 
         pass
     if constants.HF_HUB_OFFLINE:
         return None, "HF_HUB_OFFLINE=1 is set"
-    report(ProgressUpdate("fetching", f"Downloading {repo_id}", 0.0))
+    # Offline, this is as far as it gets: say what is tried, not that a download runs.
+    report(ProgressUpdate("fetching", f"Looking for {repo_id} on the Hugging Face hub", 0.0))
     try:
         folder = snapshot_download(
             repo_id, allow_patterns=HUB_FILES, etag_timeout=5, tqdm_class=_progress_bar(report)

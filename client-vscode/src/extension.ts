@@ -75,6 +75,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
     }),
   );
+  context.subscriptions.push(
+    vscode.workspace.onDidGrantWorkspaceTrust(() => {
+      void session.workspaceTrusted();
+    }),
+  );
   try {
     // With phi3.pythonPath set, the interpreter chosen stays the same: no restart.
     const pythonChanged = await onActivePythonChanged(() => {

@@ -5,6 +5,7 @@
  */
 
 import { execFile } from "node:child_process";
+import * as path from "node:path";
 
 export type InterpreterSource = "phi3.pythonPath" | "Python extension" | "default";
 
@@ -52,8 +53,27 @@ export function expandPath(path: string, places: PathPlaces): string {
   return expanded;
 }
 
+/**
+ * In Restricted Mode, the workspace folder that holds `interpreter` (a virtual environment
+ * there runs the workspace's own code: its site-packages, its `.pth` files), else undefined.
+ * A bare command such as `python3` is looked up on PATH, not in the workspace.
+ */
+export function restrictedFolder(
+  interpreter: Interpreter,
+  workspaceFolders: readonly string[],
+): string | undefined {
+  if (!path.isAbsolute(interpreter.command)) {
+    return undefined;
+  }
+  return workspaceFolders.find((folder) => {
+    const relative = path.relative(folder, interpreter.command);
+    return relative !== "" && !relative.startsWith("..") && !path.isAbsolute(relative);
+  });
+}
+
 export type InstallCheck =
   | { readonly kind: "installed" }
+  | { readonly kind: "restricted"; readonly detail: string }
   | { readonly kind: "no-python"; readonly detail: string }
   | { readonly kind: "old-python"; readonly detail: string }
   | { readonly kind: "no-answer"; readonly detail: string }
@@ -131,6 +151,12 @@ export function installAdvice(check: InstallCheck, interpreter: Interpreter): st
       );
     case "not-installed":
       return `Phi-3: the phi3_lsp package is not installed for ${where}. ${fix}`;
+    case "restricted":
+      return (
+        `Phi-3: ${where} lies inside the workspace folder ${check.detail}, and the workspace is ` +
+        "in Restricted Mode, so it is not run. Trust the workspace, or set phi3.pythonPath in " +
+        "your user settings to a Python 3.11+ outside it that has phi3_lsp installed."
+      );
     case "failed":
       return `Phi-3: importing phi3_lsp with ${where} failed: ${errorLine(check.detail)}. ${fix}`;
   }

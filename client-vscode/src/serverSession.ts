@@ -9,6 +9,7 @@ import type { Readable } from "node:stream";
 import * as vscode from "vscode";
 import {
   CloseAction,
+  DidChangeConfigurationNotification,
   type DynamicFeature,
   ErrorAction,
   ExecuteCommandRequest,
@@ -27,8 +28,10 @@ import { activePythonInterpreter } from "./pythonEnvironment";
 import {
   checkServerInstalled,
   chooseInterpreter,
+  type InstallCheck,
   type Interpreter,
   installAdvice,
+  restrictedFolder,
 } from "./pythonInterpreter";
 import { decideAfterClose, RestartBudget } from "./restartBudget";
 import { stderrLineLevel } from "./serverLog";
@@ -113,6 +116,16 @@ const EXITED_WHILE_STARTING =
 /** The documents the server completes (and reads ahead in). */
 const DOCUMENT_SELECTOR = [{ scheme: "file" }, { scheme: "untitled" }];
 
+/** The check that keeps Restricted Mode from running an interpreter of the workspace's own. */
+function restrictedCheck(interpreter: Interpreter): InstallCheck | undefined {
+  if (vscode.workspace.isTrusted) {
+    return undefined;
+  }
+  const folders = (vscode.workspace.workspaceFolders ?? []).map((folder) => folder.uri.fsPath);
+  const folder = restrictedFolder(interpreter, folders);
+  return folder === undefined ? undefined : { kind: "restricted", detail: folder };
+}
+
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
   readonly client: LanguageClient;
@@ -157,6 +170,26 @@ export class ServerSession implements vscode.Disposable {
         return;
       }
       this.deps.output.info(`Python is now ${interpreter.command}; restarting the server.`);
+      await this.restartNow(interpreter);
+    });
+  }
+
+  /**
+   * The workspace is trusted now: the workspace's values of the restricted settings apply, and
+   * an interpreter inside it may run. A server still on the same interpreter re-reads its
+   * settings (reloading the model only if phi3.model changed); any other case starts anew.
+   */
+  workspaceTrusted(): Promise<void> {
+    return this.enqueue(async () => {
+      const interpreter = await this.chooseInterpreterNow();
+      const client = this.client;
+      if (client?.isRunning() === true && interpreter.command === this.startedWith) {
+        await client.sendNotification(DidChangeConfigurationNotification.type, {
+          settings: null,
+        });
+        return;
+      }
+      this.deps.output.info("The workspace is trusted now; starting the server.");
       await this.restartNow(interpreter);
     });
   }
@@ -211,12 +244,12 @@ export class ServerSession implements vscode.Disposable {
     const interpreter = chosen ?? (await this.chooseInterpreterNow());
     this.startedWith = interpreter.command;
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
-    const check = await checkServerInstalled(interpreter.command);
+    const check = restrictedCheck(interpreter) ?? (await checkServerInstalled(interpreter.command));
     if (check.kind !== "installed") {
       const advice = installAdvice(check, interpreter);
       output.error(`${advice}\n${check.detail}`);
       statusBar.setConnection({ kind: "failed", reason: advice });
-      void this.offerInstallFixes(advice);
+      void this.offerInstallFixes(advice, check.kind === "restricted");
       return;
     }
     const { client, exitedWhileStarting } = this.createClient(interpreter.command, settings);
@@ -362,12 +395,18 @@ export class ServerSession implements vscode.Disposable {
     return { client, exitedWhileStarting };
   }
 
-  private async offerInstallFixes(advice: string): Promise<void> {
+  private async offerInstallFixes(advice: string, restricted: boolean): Promise<void> {
+    const manageTrust = "Manage Workspace Trust";
     const openSettings = "Set phi3.pythonPath";
     const showOutput = "Show output";
     const retry = "Retry";
-    const choice = await vscode.window.showErrorMessage(advice, openSettings, showOutput, retry);
-    if (choice === openSettings) {
+    const choices = restricted
+      ? [manageTrust, openSettings, showOutput]
+      : [openSettings, showOutput, retry];
+    const choice = await vscode.window.showErrorMessage(advice, ...choices);
+    if (choice === manageTrust) {
+      await vscode.commands.executeCommand("workbench.trust.manage");
+    } else if (choice === openSettings) {
       await vscode.commands.executeCommand("workbench.action.openSettings", "phi3.pythonPath");
     } else if (choice === showOutput) {
       this.deps.output.show();

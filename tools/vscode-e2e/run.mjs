@@ -124,6 +124,7 @@ function options() {
       keep: { type: "boolean", default: false },
       trace: { type: "boolean", default: false },
       weights: { type: "string", default: "fp32" },
+      restricted: { type: "boolean", default: false },
     },
   });
   if (!["fp32", "int4"].includes(values.weights)) {
@@ -149,11 +150,23 @@ function options() {
     keep: values.keep,
     trace: values.trace,
     weights: values.weights,
+    restricted: values.restricted,
   };
 }
 
-function userSettings(python, trace, weights) {
+/**
+ * Workspace values of the settings that choose what runs. Restricted Mode must ignore them: if it
+ * did not, the server would not start.
+ */
+const UNTRUSTED_WORKSPACE_SETTINGS = {
+  "phi3.pythonPath": "/nonexistent/bin/python",
+  "phi3.model": "/nonexistent/model",
+};
+
+function userSettings(python, trace, weights, restricted) {
   return {
+    // A folder not trusted yet opens in Restricted Mode, without asking.
+    ...(restricted ? { "security.workspace.trust.startupPrompt": "never" } : {}),
     "phi3.pythonPath": python,
     "phi3.model": MODEL,
     "phi3.weights": weights,
@@ -281,7 +294,7 @@ async function ghostTextWithin(workbench, ms) {
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
-async function drive(page, workbench, facts, weights, { userDataDir, workspace }) {
+async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings }) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
     log("workbench loaded");
@@ -365,6 +378,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace }
   // As workspace settings: VS Code watches the workspace's files (not the user settings file here).
   mkdirSync(path.join(workspace, ".vscode"), { recursive: true });
   const slowSettings = {
+    ...workspaceSettings,
     "phi3.answerBudgetMs": 0,
     ...(weights === "int4" ? { "phi3.maxNewTokens": SLOW_INT4_TOKENS } : {}),
   };
@@ -535,7 +549,18 @@ async function main() {
   const vsix =
     settings.vsix ??
     (await timed("vsix build (npm ci + package)", () => packageExtension(REPO, workDir, log)));
-  const profile = createProfile(workDir, userSettings(settings.python, settings.trace, settings.weights));
+  const profile = createProfile(
+    workDir,
+    userSettings(settings.python, settings.trace, settings.weights, settings.restricted),
+  );
+  const workspaceSettings = settings.restricted ? UNTRUSTED_WORKSPACE_SETTINGS : {};
+  if (settings.restricted) {
+    mkdirSync(path.join(workspace, ".vscode"));
+    writeFileSync(
+      path.join(workspace, ".vscode", "settings.json"),
+      JSON.stringify(workspaceSettings, null, 2),
+    );
+  }
   await timed("vsix install (code-server --install-extension)", () =>
     installExtension(install, profile, vsix),
   );
@@ -560,6 +585,7 @@ async function main() {
       startCodeServer(install, profile, {
         timeoutMs: TIMEOUT.codeServerListening,
         logLevel: settings.trace ? "trace" : "info",
+        workspaceTrust: settings.restricted,
       }),
     );
     log(`code-server listening on ${codeServer.url}`);
@@ -576,6 +602,7 @@ async function main() {
     await drive(page, new Workbench(page), facts, settings.weights, {
       userDataDir: profile.userDataDir,
       workspace,
+      workspaceSettings,
     });
     passed = problems.length === 0;
     if (!passed) {

@@ -9,6 +9,7 @@ import {
   DEFAULT_PYTHON,
   expandPath,
   installAdvice,
+  restrictedFolder,
 } from "../../src/pythonInterpreter";
 
 const PLACES = { home: "/home/me", workspaceFolder: "/work/project" } as const;
@@ -75,6 +76,33 @@ describe("choosing the interpreter", () => {
       expandPath("${workspaceFolder}/bin/python", { home: "/home/me", workspaceFolder: undefined }),
       "${workspaceFolder}/bin/python",
     );
+  });
+});
+
+describe("Restricted Mode", () => {
+  const folders = ["/work/project", "/work/other"];
+  const from = (command: string) => ({ command, source: "Python extension" as const });
+
+  it("names the workspace folder that holds the interpreter", () => {
+    assert.equal(restrictedFolder(from("/work/project/.venv/bin/python"), folders), folders[0]);
+    assert.equal(restrictedFolder(from("/work/other/../other/py/python"), folders), folders[1]);
+  });
+
+  it("runs interpreters outside the workspace, and bare commands found on PATH", () => {
+    assert.equal(restrictedFolder(from("/home/me/.venv/bin/python"), folders), undefined);
+    assert.equal(restrictedFolder(from("/work/project-venv/bin/python"), folders), undefined);
+    assert.equal(restrictedFolder(from("/work/project/../venv/bin/python"), folders), undefined);
+    assert.equal(restrictedFolder(from("python3"), folders), undefined);
+  });
+
+  it("advises trusting the workspace or a user-level phi3.pythonPath", () => {
+    const advice = installAdvice(
+      { kind: "restricted", detail: "/work/project" },
+      from("/work/project/.venv/bin/python"),
+    );
+    assert.match(advice, /\/work\/project\/\.venv\/bin\/python \(from Python extension\)/);
+    assert.match(advice, /Restricted Mode/);
+    assert.match(advice, /Trust the workspace, or set phi3\.pythonPath in your user settings/);
   });
 });
 

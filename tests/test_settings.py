@@ -56,7 +56,7 @@ def test_an_invalid_value_is_reported_and_its_default_kept() -> None:
     assert settings.model == "smollm2-135m"  # the valid key still applies
     assert len(problems) == 2
     assert "phi3.maxNewTokens must be at least 1, got 0" in problems[0]
-    assert "Using the default, 50" in problems[0]
+    assert "Keeping 50" in problems[0]
     assert "phi3.contextTokens must be an integer, got 'lots'" in problems[1]
 
 
@@ -70,9 +70,7 @@ def test_limits_are_inclusive_and_enforced_at_both_ends() -> None:
     assert parse_settings({"threads": cpus}, Settings())[0].threads == cpus
     many, problems = parse_settings({"threads": cpus + 1}, Settings())
     assert many.threads == 0
-    assert problems == [
-        f"phi3.threads must be at most {cpus}, got {cpus + 1}. Using the default, 0."
-    ]
+    assert problems == [f"phi3.threads must be at most {cpus}, got {cpus + 1}. Keeping 0."]
 
 
 def test_json_numbers_with_integer_values_are_integers_but_booleans_are_not() -> None:
@@ -102,9 +100,27 @@ def test_unknown_keys_and_nulls_are_ignored() -> None:
 
 
 def test_a_section_that_is_not_an_object_is_reported() -> None:
-    settings, problems = parse_settings(["smollm2-135m"], Settings())
-    assert settings == Settings()
-    assert problems == ["The phi3 settings must be an object, got an array."]
+    current = Settings(model="smollm2-135m", weights="int4")
+    settings, problems = parse_settings(["smollm2-135m"], Settings(), current=current)
+    assert settings == current
+    assert problems == [
+        "The phi3 settings must be an object, got an array. Keeping the settings in force."
+    ]
+
+
+def test_an_invalid_value_keeps_the_one_in_force_not_the_default() -> None:
+    # A typo in `weights` must not reload the model in fp32; a key left out is the default.
+    current = Settings(model="smollm2-135m", weights="int4", threads=1, max_new_tokens=8)
+    settings, problems = parse_settings(
+        {"model": "", "weights": "int8", "threads": 10_000}, Settings(), current=current
+    )
+    assert (settings.model, settings.weights, settings.threads) == ("smollm2-135m", "int4", 1)
+    assert settings.max_new_tokens == 50
+    assert [problem.rsplit(". ", 1)[1] for problem in problems] == [
+        "Keeping 'smollm2-135m'.",
+        "Keeping 1.",
+        "Keeping 'int4'.",
+    ]
 
 
 def test_only_the_length_limit_and_the_prompt_budget_shape_a_suggestion() -> None:
@@ -127,9 +143,7 @@ def test_weights_take_one_of_the_known_formats() -> None:
     assert settings.weights == "int4" and problems == []
     settings, problems = parse_settings({"weights": "int8"}, Settings())
     assert settings.weights == "fp32"
-    assert problems == [
-        "phi3.weights must be 'fp32' or 'int4', got 'int8'. Using the default, 'fp32'."
-    ]
+    assert problems == ["phi3.weights must be 'fp32' or 'int4', got 'int8'. Keeping 'fp32'."]
 
 
 def test_a_change_is_described_with_the_keys_users_write() -> None:
@@ -146,9 +160,7 @@ def test_a_change_is_described_with_the_keys_users_write() -> None:
 def test_values_are_written_as_in_the_settings_file() -> None:
     # JSON's true and false, not Python's True and False.
     settings, problems = parse_settings({"int4Drafts": "yes"}, Settings())
-    assert problems == [
-        "phi3.int4Drafts must be true or false, got 'yes'. Using the default, true."
-    ]
+    assert problems == ["phi3.int4Drafts must be true or false, got 'yes'. Keeping true."]
     assert describe_changes(settings, Settings(int4_drafts=False)) == [
         "phi3.int4Drafts: true → false"
     ]

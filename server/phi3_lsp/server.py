@@ -63,6 +63,7 @@ class Phi3LanguageServer(LanguageServer):
         self._detach_log_handler: Callable[[], None] | None = None
         self._message_reader: MessageReader | None = None
         self._settings_reads: set[asyncio.Future[None]] = set()
+        self._problems_shown: frozenset[str] = frozenset()
         self._status_changed = asyncio.Event()
         self.exit_code = 0
         """The process's, once the client said exit (see `start_io`)."""
@@ -146,9 +147,17 @@ class Phi3LanguageServer(LanguageServer):
         return self.settings
 
     def apply_settings(self, settings: Settings, problems: list[str]) -> None:
-        """Use `settings` from now on: report `problems`, and reload the model if it changed."""
-        if problems:
-            self.show_message(types.MessageType.Warning, "phi3-lsp settings: " + " ".join(problems))
+        """Use `settings` from now on: report `problems`, and reload the model if it changed.
+
+        A problem already reported by the last change is not shown again: a bad value stays in
+        the client's settings while the user changes others.
+        """
+        new_problems = [problem for problem in problems if problem not in self._problems_shown]
+        self._problems_shown = frozenset(problems)
+        if new_problems:
+            self.show_message(
+                types.MessageType.Warning, "phi3-lsp settings: " + " ".join(new_problems)
+            )
         for change in describe_changes(self.settings, settings):
             logger.info("Setting changed: %s", change)  # the output shows what took effect
         if self.settings.shapes_suggestions_unlike(settings):

@@ -80,15 +80,23 @@ _FIELDS: dict[str, _Field] = {
 }
 
 
-def parse_settings(raw: object, defaults: Settings) -> tuple[Settings, list[str]]:
+def parse_settings(
+    raw: object, defaults: Settings, *, current: Settings | None = None
+) -> tuple[Settings, list[str]]:
     """Read a `phi3` section into Settings; returns the settings and one problem per bad value.
 
-    Keys missing from `raw` take their value from `defaults`; so do invalid ones.
+    The section is the whole of the settings: keys missing from `raw` take their value from
+    `defaults`. An invalid value keeps the one in force (`current`, else the default), so that
+    a typo in one setting does not reload the model with another.
     """
+    current = current or defaults
     if raw is None:
         return defaults, []
     if not isinstance(raw, Mapping):
-        return defaults, [f"The {SECTION} settings must be an object, got {_describe(raw)}."]
+        return current, [
+            f"The {SECTION} settings must be an object, got {_describe(raw)}. "
+            "Keeping the settings in force."
+        ]
     values: dict[str, Any] = {}
     problems: list[str] = []
     for key, field in _FIELDS.items():
@@ -98,8 +106,9 @@ def parse_settings(raw: object, defaults: Settings) -> tuple[Settings, list[str]
         if problem is None:
             values[field.attribute] = value
         else:
-            default = getattr(defaults, field.attribute)
-            problems.append(f"{problem} Using the default, {_describe(default)}.")
+            kept = getattr(current, field.attribute)
+            values[field.attribute] = kept
+            problems.append(f"{problem} Keeping {_describe(kept)}.")
     return replace(defaults, **values), problems
 
 

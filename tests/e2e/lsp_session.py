@@ -11,13 +11,13 @@ import asyncio
 import itertools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-from pytest_lsp.client import register_lsp_features
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
 
 from phi3_lsp.json_values import as_plain
 
@@ -40,6 +40,9 @@ class Phi3Client(LanguageClient):
         self.statuses: list[dict[str, Any]] = []
         self._status_changed = asyncio.Event()
         self.configuration_pulled = asyncio.Event()
+        self.pull_answers: list[Callable[[], Awaitable[None]]] = []
+        """How the next pulls are answered, oldest first: each is awaited before its answer
+        (it may sleep, or raise to answer with an error). Empty: answered at once."""
 
     def get_configuration(
         self, *, section: str | None = None, scope_uri: str | None = None
@@ -178,11 +181,24 @@ def hover_text(hover: types.Hover | None) -> str:
     return hover.contents.value
 
 
+async def answer_configuration(client: Phi3Client, params: types.ConfigurationParams) -> Any:
+    """The settings as they are when asked, answered as `client.pull_answers` says."""
+    answer = [
+        client.get_configuration(section=item.section, scope_uri=item.scope_uri)
+        for item in params.items
+    ]
+    if client.pull_answers:
+        await client.pull_answers.pop(0)()
+    return answer
+
+
 def make_client() -> Phi3Client:
     from pygls.protocol import default_converter
 
     client = Phi3Client(converter_factory=default_converter)
-    register_lsp_features(client)
+    register_lsp_features(
+        client, {**DEFAULT_CLIENT_FEATURES, types.WORKSPACE_CONFIGURATION: answer_configuration}
+    )
     client.feature(STATUS)(lambda params: client.add_status(params))
     return client
 

@@ -6,14 +6,15 @@ once the client's `workspace/configuration` (when it has one) has been asked for
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import logging
 
 from lsprotocol import types
 
+from phi3_lsp.features.client_requests import answer_within
 from phi3_lsp.features.loading import LoadReporter
 from phi3_lsp.server import Phi3LanguageServer
-from phi3_lsp.settings import SECTION, parse_settings, section_of
+from phi3_lsp.settings import SECTION, Settings, parse_settings, section_of
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,19 @@ def register(server: Phi3LanguageServer) -> None:
     """Add the life-cycle and settings handlers to `server`."""
     reporter = LoadReporter(server)
     initial_problems: list[str] = []
+    # Reads of the settings are numbered as they start; one that ends after a later one was
+    # applied is stale (a client may answer pulls out of order).
+    read_numbers = itertools.count(1)
+    applied = [0]
+
+    def apply_unless_stale(
+        ls: Phi3LanguageServer, number: int, settings: Settings, problems: list[str]
+    ) -> None:
+        if number < applied[0]:
+            logger.info("A settings read answered after a newer one: dropped")
+            return
+        applied[0] = number
+        ls.apply_settings(settings, problems)
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: Phi3LanguageServer, params: types.InitializeParams) -> None:
@@ -37,11 +51,15 @@ def register(server: Phi3LanguageServer) -> None:
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: Phi3LanguageServer, params: types.InitializedParams) -> None:
         reporter.start()
-        settings, problems = ls.settings, list(initial_problems)
+        number = next(read_numbers)
         with ls.reading_settings():
-            if (pulled := await _pull_section(ls)) is not None:
-                settings, problems = parse_settings(pulled, ls.defaults)
-            ls.apply_settings(settings, problems)
+            pulled = await _pull_section(ls)
+            if pulled is None:  # the initializationOptions stand
+                apply_unless_stale(ls, number, ls.settings, list(initial_problems))
+            else:
+                apply_unless_stale(
+                    ls, number, *parse_settings(pulled, ls.defaults, current=ls.settings)
+                )
         ls.warm_up_protocol()  # while the model loads
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -49,12 +67,17 @@ def register(server: Phi3LanguageServer) -> None:
         ls: Phi3LanguageServer, params: types.DidChangeConfigurationParams
     ) -> None:
         # Clients that support the pull send `settings: null`; ask them for the section.
+        number = next(read_numbers)
         with ls.reading_settings():
             raw = await _pull_section(ls)
             if raw is None:
                 raw = section_of(params.settings)
-            settings, problems = parse_settings(raw, ls.defaults)
-            ls.apply_settings(settings, problems)
+            if raw is None:
+                # No phi3 section to read (a failed pull, or a change of other tools' settings):
+                # the settings in force stay, rather than all going back to their defaults.
+                logger.info("No %s settings came with the change: they stay as they are", SECTION)
+                return
+            apply_unless_stale(ls, number, *parse_settings(raw, ls.defaults, current=ls.settings))
 
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: Phi3LanguageServer, params: None) -> None:
@@ -67,8 +90,16 @@ async def _pull_section(ls: Phi3LanguageServer) -> object | None:
         return None
     request = types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
     try:
-        async with asyncio.timeout(_PULL_TIMEOUT_SECONDS):  # see LoadReporter._begin
-            answer = await ls.workspace_configuration_async(request)
+        answer = await answer_within(
+            ls.workspace_configuration_async(request), _PULL_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        logger.warning(
+            "The client did not answer for the %s settings within %.0f s",
+            SECTION,
+            _PULL_TIMEOUT_SECONDS,
+        )
+        return None
     except Exception as error:
         logger.warning("Could not read the %s settings from the client: %s", SECTION, error)
         return None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from lsprotocol import types
 
+from phi3_lsp.features.client_requests import answer_within
 from phi3_lsp.model_host import LoadOutcome, Status
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading
@@ -107,10 +108,7 @@ class LoadReporter:
         token = f"{token_prefix}-{uuid.uuid4()}"  # a fresh token for every progress
         progress = self._server.work_done_progress
         try:
-            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancel that comes as the
-            # answer does, and this task, cancelled at exit, then waited for events for good.
-            async with asyncio.timeout(_CREATE_TIMEOUT_SECONDS):
-                await progress.create_async(token)
+            await answer_within(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
         except Exception as error:
             logger.info("%s (the client refused a progress bar: %s)", title, error)
             return None

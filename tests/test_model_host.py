@@ -596,7 +596,7 @@ def test_the_tokenizer_of_a_superseded_load_never_serves_hovers(
     assert host.tokenizer is None
 
 
-def test_a_model_that_failed_is_tried_again_when_asked_for_again(
+def test_a_failed_load_is_tried_again_only_when_a_setting_of_the_load_changes(
     listener: RecordingListener,
     new_host: Callable[[str], ModelHost],
     tmp_path: Path,
@@ -606,8 +606,12 @@ def test_a_model_that_failed_is_tried_again_when_asked_for_again(
     host = new_host(str(folder))
     host.load(str(folder), threads=1)
     assert listener.wait_for_load().error is not None
+    # The same request again (the user changed some other setting): the same error would
+    # come again, with its message.
+    assert not host.load(str(folder), threads=1)
+    assert host.status.state == "error"
     shutil.copytree(tiny_phi3_dir, folder)  # the user fixes the cause
-    assert host.load(str(folder), threads=1)
+    assert host.load(str(folder), threads=2)
     assert listener.wait_for_load().error is None
     assert host.can_generate()
 

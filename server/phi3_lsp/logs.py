@@ -67,12 +67,15 @@ class ClientLogHandler(logging.Handler):
     def __init__(self, send: Callable[[int, str], None], level: int = logging.INFO) -> None:
         super().__init__(level)
         self._send = send
-        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Format the record and hand it to `send`; failures never reach the caller."""
+        """Hand the record's message to `send`; failures never reach the caller.
+
+        Without a traceback: the client shows these lines to people, and the log (stderr or
+        the log file) keeps the traceback.
+        """
         try:
-            self._send(record.levelno, self.format(record))
+            self._send(record.levelno, f"{record.name}: {record.getMessage()}")
         except Exception:
             self.handleError(record)
 

@@ -241,11 +241,12 @@ class ModelHost:
 
         Returns True when a load was started. The previous model is dropped at once, so that
         requests during the reload get empty answers instead of answers from the old model.
-        A model that failed to load is tried again (the user may have fixed the cause).
+        A load that failed is not tried again for the same request: a change of some other
+        setting would repeat the error (a restart of the server tries again).
         """
         request = LoadRequest(model, threads, weights, int4_drafts, trust_remote_code)
         with self._lock:
-            if request == self._loaded and self._status.state != "error":
+            if request == self._loaded:
                 return False
             self._loaded = request
             self._load_id += 1
@@ -709,6 +710,20 @@ def load_error_message(model: str, error: Exception) -> str:
     if isinstance(error, ModelSourceError):
         return str(error)
     return (
-        f"Could not load {model}: {error}. Set phi3.model to a hub id, a local folder, "
+        f"Could not load {model}: {_one_line(error)}. Set phi3.model to a hub id, a local folder, "
         'a .gguf file, or "smollm2-135m".'
     )
+
+
+_ONE_LINE_LIMIT = 300
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message as one line a pop-up can show: transformers' run to several lines,
+    the cause first and then advice, so a long one is cut after its first sentences."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    text = text or type(error).__name__
+    if len(text) > _ONE_LINE_LIMIT:
+        sentence_end = text.rfind(". ", 0, _ONE_LINE_LIMIT)
+        text = text[: sentence_end + 1] if sentence_end > 0 else text[:_ONE_LINE_LIMIT] + "…"
+    return text.rstrip(".")

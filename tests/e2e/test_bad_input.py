@@ -96,6 +96,17 @@ async def test_an_unknown_command_is_an_error_and_the_server_keeps_serving(
     assert (await broken.command("phi3.status"))["state"] == "error"
 
 
+async def test_a_change_of_another_setting_does_not_repeat_the_failed_load(
+    broken: Phi3Client,
+) -> None:
+    seen, shown = len(broken.statuses), len(broken.messages)
+    await broken.change_settings({"maxNewTokens": 7})
+    uri = broken.open_text("unrelated-change.txt", PROMPT)
+    assert await broken.inline(uri, 0, len(PROMPT)) == []  # answered once the change is read
+    assert [status["state"] for status in broken.statuses[seen:]] == []
+    assert broken.messages[shown:] == []
+
+
 async def test_a_new_model_loads_without_a_restart(broken: Phi3Client) -> None:
     seen = len(broken.statuses)
     await broken.change_settings({"model": "microsoft/Phi-3-mini-4k-instruct"})
@@ -129,6 +140,30 @@ async def test_a_tokenizer_file_that_cannot_be_read_is_named_without_a_traceback
     assert status["state"] == "error"
     assert f"{folder / 'tokenizer.json'} cannot be read as a tokenizer file" in status["message"]
     assert "phi3.model" in status["message"]
+    assert not [m for m in broken.log_messages[logged:] if "Traceback" in m.message]
+
+
+async def test_a_config_transformers_cannot_build_is_one_line_without_a_traceback(
+    broken: Phi3Client, tmp_path: Path
+) -> None:
+    from phi3_lsp.offline_pack import ensure_asset
+
+    folder = tmp_path / "unknown-architecture"
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "model.safetensors"):
+        (folder / name).symlink_to(ensure_asset("smollm2-135m") / name)
+    (folder / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    seen, shown, logged = len(broken.statuses), len(broken.messages), len(broken.log_messages)
+    await broken.change_settings({"model": str(folder)})
+    status = await broken.wait_for_status(
+        lambda status: status["state"] in ("ready", "error"), after=seen
+    )
+    assert status["state"] == "error"
+    # transformers' message runs to three lines of advice; the pop-up shows its cause.
+    assert "\n" not in status["message"]
+    assert "no_such_architecture" in status["message"]
+    assert status["message"].endswith('or "smollm2-135m".')
+    assert [m.message for m in broken.messages[shown:]] == [status["message"]]
     assert not [m for m in broken.log_messages[logged:] if "Traceback" in m.message]
 
 

@@ -563,6 +563,17 @@ def test_a_reload_drops_the_old_model_at_once(
     assert listener.statuses[-1].state == "error"
 
 
+def test_a_reload_of_the_same_model_keeps_serving_hovers(
+    loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
+) -> None:
+    tokenizer = loaded_host.tokenizer
+    assert loaded_host.load(str(tiny_phi3_dir), threads=2)  # only how it runs changes
+    assert loaded_host.tokenizer is tokenizer
+    assert not loaded_host.can_generate()
+    assert listener.wait_for_load().error is None
+    assert loaded_host.tokenizer is not None and loaded_host.can_generate()
+
+
 class _SupersedingListener(RecordingListener):
     """Asks its host for `other` once a load starts its imports, beside its tokenizer's read."""
 

@@ -240,7 +240,8 @@ class ModelHost:
         """Start loading `model` in the background unless it is already loaded or loading.
 
         Returns True when a load was started. The previous model is dropped at once, so that
-        requests during the reload get empty answers instead of answers from the old model.
+        requests during the reload get empty answers instead of answers from the old model;
+        its tokenizer keeps serving hovers when the model stays (only its weights change).
         A load that failed is not tried again for the same request: a change of some other
         setting would repeat the error (a restart of the server tries again).
         """
@@ -248,10 +249,11 @@ class ModelHost:
         with self._lock:
             if request == self._loaded:
                 return False
+            if self._loaded is None or request.model != self._loaded.model:
+                self._tokenizer = None  # another model's tokens: no hover until it is read
             self._loaded = request
             self._load_id += 1
             load_id = self._load_id
-            self._tokenizer = None
             self._engine = None
             self._stop_running_generation()
             self._stop_making_int4_layers()

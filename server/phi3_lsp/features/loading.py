@@ -136,7 +136,7 @@ class LoadReporter:
 
     def _end(self, token: str | None, outcome: LoadOutcome) -> None:
         if outcome.superseded:
-            summary = f"Stopped loading {outcome.model}: another model was asked for"
+            summary = f"Stopped loading {outcome.model}: another load was asked for"
         elif outcome.error is not None:
             summary = f"{outcome.model} could not load"
             self._show(types.MessageType.Error, outcome.error)

@@ -527,6 +527,36 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   const afterRead = await workbench.statusTooltip(TIMEOUT.ui);
   const lastCompletion = afterRead.split("\n").find((line) => line.startsWith("Last completion"));
   log(`the suggestion at the long file's end, after the read: ${lastCompletion}`);
+
+  if (workspaceSettings["phi3.pythonPath"] !== undefined) {
+    await trustTheWorkspace(page, workbench, workspaceSettings["phi3.pythonPath"]);
+  }
+}
+
+/**
+ * Restricted Mode's last step: trusting the workspace lets its own settings in. Its Python does
+ * not exist, so the extension must start the server anew on it and say that it cannot run it,
+ * once.
+ */
+async function trustTheWorkspace(page, workbench, workspacePython) {
+  await workbench.runCommand("Workspaces: Manage Workspace Trust", TIMEOUT.ui);
+  const trust = page.locator(".workspace-trust-editor .monaco-button").filter({ hasText: /^Trust$/ });
+  await trust.first().click({ timeout: TIMEOUT.ui });
+  const refused = await timed("trusted workspace (Trust → the workspace's Python named)", () =>
+    workbench.notificationContaining(workspacePython, TIMEOUT.ui),
+  );
+  log(`after trust: ${JSON.stringify(refused)}`);
+  check(
+    await waitForStatusIcon(workbench, "error"),
+    `the status bar does not show the server failing on ${workspacePython}`,
+  );
+  await screenshot(page, "10-trusted-workspace-settings");
+  await page.waitForTimeout(3000); // a second start would say so again meanwhile
+  const notices = await page
+    .locator(".notifications-toasts .notification-toast")
+    .filter({ hasText: workspacePython })
+    .count();
+  checkAndContinue(notices === 1, `${notices} notifications name ${workspacePython}, not one`);
 }
 
 async function main() {

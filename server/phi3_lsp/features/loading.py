@@ -110,7 +110,8 @@ class LoadReporter:
         try:
             await answer_within(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
         except Exception as error:
-            logger.info("%s (the client refused a progress bar: %s)", title, error)
+            reason = str(error) or f"no answer within {_CREATE_TIMEOUT_SECONDS:.0f} s"
+            logger.info("%s (the client refused a progress bar: %s)", title, reason)
             return None
         progress.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
         return token

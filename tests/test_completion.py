@@ -40,8 +40,7 @@ def assert_fits_and_keeps_the_end(
     tokenizer: DocumentTokenizer, text: str, budget: int, prompt: Prompt
 ) -> None:
     """The prompt is the special tokens and the document's own last tokens, within the budget,
-    and gives up less than two cut slots (2 x the room left by the special tokens, in
-    characters) of what would fit."""
+    and keeps more than half of the text that would fit."""
     specials = tokenizer.encode_prompt("")
     assert len(prompt.ids) <= budget
     assert prompt.ids[: len(specials)] == specials
@@ -49,7 +48,7 @@ def assert_fits_and_keeps_the_end(
     assert text.endswith(prompt.text)
     room = budget - len(specials)
     fitting = len(text) - tokenizer.token_spans(text)[-room].start
-    assert len(prompt.text) > fitting - 2 * room
+    assert len(prompt.text) > fitting // 2
 
 
 def test_a_long_text_is_cut_from_the_left_to_fit_the_budget(
@@ -111,6 +110,39 @@ def test_typing_at_the_end_of_a_long_document_keeps_the_prompts_start(
     assert_fits_and_keeps_the_end(tokenizer, text, 1024, previous)
     # The cut moves once per slot of 1,023 characters: at most once for these 234 characters.
     assert moves <= 1
+
+
+# Text where a character is about a token: the cut's slots of `room` characters are as long
+# as all the text that fits, and a cut at a slot's far end left an empty prompt.
+DENSE_TEXTS = {
+    "japanese": ("日本語の文章はトークンが多い。" * 20 + "\n") * 30,
+    "russian": ("Съешь же ещё этих мягких французских булок, да выпей чаю. " * 5 + "\n") * 30,
+    "digits": ("".join(f"{n * 7919 % 100000:05d}," for n in range(60)) + "\n") * 30,
+}
+
+
+@pytest.mark.parametrize("kind", DENSE_TEXTS)
+def test_text_of_about_a_token_per_character_keeps_half_the_budget_everywhere(
+    phi3_tokenizer: DocumentTokenizer, kind: str
+) -> None:
+    text = DENSE_TEXTS[kind]
+    for cursor in range(len(text) - 1500, len(text), 37):
+        prompt = build_prompt(phi3_tokenizer, text[:cursor], budget=256)
+        assert_fits_and_keeps_the_end(phi3_tokenizer, text[:cursor], 256, prompt)
+
+
+def test_typing_japanese_moves_the_cut_rarely(phi3_tokenizer: DocumentTokenizer) -> None:
+    text = DENSE_TEXTS["japanese"]
+    previous = build_prompt(phi3_tokenizer, text, budget=1024)
+    moves = 0
+    for character in "東京は日本の首都であり、人口が多い。" * 10:
+        text += character
+        prompt = build_prompt(phi3_tokenizer, text, budget=1024)
+        moves += common_prefix_length(previous.ids, prompt.ids) < len(previous.ids) - 3
+        previous = prompt
+    assert_fits_and_keeps_the_end(phi3_tokenizer, text, 1024, previous)
+    # Slots of a quarter of what fits (~256 characters): about one move per slot typed.
+    assert moves <= 3
 
 
 def test_a_huge_document_is_cut_without_tokenizing_it_whole(

@@ -67,11 +67,30 @@ def build_prompt(tokenizer: PromptTokenizer, text_before_cursor: str, budget: in
     starts = tokens.starts
     first_kept = max(first, len(starts) - room)
     if 0 < first_kept < len(starts):
-        anchor = _anchor(text_before_cursor, window_start + starts[first_kept], room)
+        earliest = window_start + starts[first_kept]
+        anchor = _stable_cut(text_before_cursor, earliest, room)
         # Starts never decrease (byte tokens of one character share theirs).
         first_kept = bisect.bisect_left(starts, anchor - window_start, lo=first_kept)
     text = window[starts[first_kept] :] if first_kept < len(starts) else ""
     return Prompt(ids=[*specials, *tokens.ids[first_kept:]], text=text)
+
+
+def _stable_cut(text: str, earliest: int, room: int) -> int:
+    """`_anchor` on slots of `room` characters, or of half as many as often as it takes for the
+    cut to keep at least half of the text that fits (from `earliest` to the end).
+
+    A slot of `room` characters suits text of several characters per token (code, English):
+    it moves least while the user types. Where a character is about a token (Chinese,
+    Japanese, digits, Cyrillic), that slot is as long as all the text that fits, and a cut at
+    its far end would keep next to nothing.
+    """
+    most = earliest + (len(text) - earliest) // 2
+    step = max(1, room)
+    anchor = _anchor(text, earliest, step)
+    while anchor > most and step > 1:
+        step //= 2
+        anchor = _anchor(text, earliest, step)
+    return min(anchor, most)
 
 
 def _anchor(text: str, earliest: int, step: int) -> int:

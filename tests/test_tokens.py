@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering, word_at
+from phi3_lsp.tokens import (
+    WORD_REACH,
+    DocumentTokenizer,
+    TokenSpan,
+    Word,
+    tokens_covering,
+    word_at,
+)
 
 CAPITAL = "The capital of France is"
 CAPITAL_IDS = [450, 7483, 310, 3444, 338]
@@ -186,6 +193,15 @@ class TestWords:
     def test_punctuation_is_its_own_word(self) -> None:
         assert word_at("f(x) -> y", 5) == Word("->", 5, 7)
         assert word_at("f(x) -> y", 1) == Word("(", 1, 2)
+
+    def test_a_word_reaches_a_bounded_distance_from_the_cursor(self) -> None:
+        # A 5,000,000-character run (minified code, base64) took 5-42 s to hover.
+        run = "x = " + "a" * 5_000_000 + " y"
+        middle = 2_500_000
+        assert word_at(run, middle) == Word(
+            "a" * (2 * WORD_REACH + 1), middle - WORD_REACH, middle + WORD_REACH + 1
+        )
+        assert word_at(run, 5) == Word("a" * (WORD_REACH + 2), 4, 5 + WORD_REACH + 1)
 
     def test_whitespace_and_outside_are_nothing(self) -> None:
         assert word_at("a b", 1) is None

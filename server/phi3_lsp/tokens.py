@@ -206,20 +206,28 @@ class ContinuationStream:
         return delta
 
 
+WORD_REACH = 64
+"""How far a word reaches from the cursor, each way: a longer run (minified code, base64, a
+line of "=") is shown as the part around the cursor, so that a hover stays as quick as on a
+word of this size instead of tokenizing and tabling megabytes."""
+
+
 def word_at(text: str, offset: int) -> Word | None:
     """The word at `offset`: a run of word characters, or of punctuation; None on whitespace.
 
     `offset` is the character under the cursor (LSP hover positions point before it). Word
     characters are letters, digits, "_" and combining marks, so that a Devanagari vowel sign or
-    a decomposed accent stays in its word.
+    a decomposed accent stays in its word. The word ends `WORD_REACH` characters from the
+    cursor at most.
     """
     if not 0 <= offset < len(text) or text[offset].isspace():
         return None
     same_kind = _is_word_char if _is_word_char(text[offset]) else _is_punctuation
     start, end = offset, offset + 1
-    while start > 0 and same_kind(text[start - 1]):
+    first, last = max(0, offset - WORD_REACH), min(len(text), offset + 1 + WORD_REACH)
+    while start > first and same_kind(text[start - 1]):
         start -= 1
-    while end < len(text) and same_kind(text[end]):
+    while end < last and same_kind(text[end]):
         end += 1
     return Word(text[start:end], start, end)
 

@@ -273,6 +273,20 @@ def test_covering_spans_of_several_texts_match_their_whole_token_lists(
         assert tokenizer.covering_spans(ranges) == expected
 
 
+def test_a_lone_surrogate_tokenizes_as_a_replacement_character(
+    phi3: DocumentTokenizer, smollm2: DocumentTokenizer
+) -> None:
+    # JSON lets an editor send "\ud800" alone; the tokenizer refused the whole text with a
+    # TypeError, and hovers and completions near it failed with tracebacks.
+    text = "def f\ud800oo(a):\n    x = \ud800\n    return x"
+    clean = text.replace("\ud800", "\ufffd")
+    for tokenizer in (phi3, smollm2):
+        assert tokenizer.token_spans(text) == tokenizer.token_spans(clean)
+        assert tokenizer.token_starts(text) == tokenizer.token_starts(clean)
+        assert tokenizer.encode_prompt(text) == tokenizer.encode_prompt(clean)
+        assert tokenizer.covering_spans([(text, 4, 8)]) == tokenizer.covering_spans([(clean, 4, 8)])
+
+
 @pytest.mark.parametrize("add_bos_token", [None, False, True])
 def test_a_prompt_is_what_transformers_makes_of_the_same_folder(
     phi3_mini_dir: Path, smollm2_dir: Path, tmp_path: Path, add_bos_token: bool | None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,17 @@ from phi3_lsp.errors import ModelSourceError
 # first token that may stand for nothing in the document.
 METASPACE = "\u2581"
 REPLACEMENT_CHARACTER = "\ufffd"
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _tokenizable(text: str) -> str:
+    """`text` with each lone surrogate (JSON lets an editor send one) as U+FFFD, which the
+    tokenizer takes; one character for one, so that offsets stay those of `text`."""
+    if _LONE_SURROGATE.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub(REPLACEMENT_CHARACTER, text)
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,7 @@ class DocumentTokenizer:
         the few tokens that cover the range, not for every token of the text.
         """
         encodings: list[Encoding] = self._tokenizer.encode_batch(
-            [text for text, _, _ in excerpts], add_special_tokens=False
+            [_tokenizable(text) for text, _, _ in excerpts], add_special_tokens=False
         )
         return [
             tokens_covering(_EncodedSpans(encoding, text), start, end)
@@ -135,7 +147,7 @@ class DocumentTokenizer:
         # prompt on a worker thread (~10 ms for 16,000 characters) would otherwise stall the
         # event loop, and a hover sent just after a completion request with it.
         encodings: list[Encoding] = self._tokenizer.encode_batch(
-            [text], add_special_tokens=add_special_tokens
+            [_tokenizable(text)], add_special_tokens=add_special_tokens
         )
         return encodings[0]
 

@@ -61,6 +61,13 @@ class TestTypingThrough:
         cache.forget()
         assert cache.typed_through(URI, BEFORE) is None
 
+    async def test_closing_its_document_drops_it_and_the_text_it_holds(self) -> None:
+        cache = self.cache()
+        cache.forget_document("file:///other.txt")
+        assert cache.typed_through(URI, BEFORE) is not None
+        cache.forget_document(URI)  # a closed document: its text may be megabytes
+        assert cache.typed_through(URI, BEFORE) is None
+
     async def test_what_is_left_after_accepting_it_all_is_no_answer(self) -> None:
         # " Paris.\n" was cut after its line break and shown as " Paris.": accepting that
         # leaves only the break, which is nothing to show; the model must be asked anew.

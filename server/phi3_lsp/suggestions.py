@@ -201,6 +201,12 @@ class SuggestionCache:
         """Drop the remembered suggestion (e.g. when the model changes)."""
         self._last = None
 
+    def forget_document(self, uri: str) -> None:
+        """Drop the remembered suggestion if it is `uri`'s: it holds the text before its cursor
+        (50 MB of a 50 MB file), which a closed document no longer needs."""
+        if self._last is not None and self._last.uri == uri:
+            self._last = None
+
     def typed_through(
         self, uri: str, text_before_cursor: str, *, one_line: bool = False
     ) -> TypedThrough | None:

@@ -57,6 +57,9 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         assert refused.value.code == types.ErrorCodes.InvalidParams
         with pytest.raises(JsonRpcException, match="takes a text document and a position"):
             await raw_request(client, "phi3/readAtCursor", None)
+        no_line = {**HOVER_PARAMS, "position": {"character": 3}}
+        with pytest.raises(JsonRpcException, match=r"required field missing @ \$\.position"):
+            await raw_request(client, "phi3/readAtCursor", no_line)
         with pytest.raises(JsonRpcException, match="phi3/noSuchMethod") as unknown:
             await raw_request(client, "phi3/noSuchMethod", None)
         assert unknown.value.code == types.ErrorCodes.MethodNotFound

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import cattrs
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
@@ -30,8 +31,13 @@ def register(server: Phi3LanguageServer) -> None:
         try:
             place = ls.converter.structure(as_plain(params), types.TextDocumentPositionParams)
         except Exception as error:
+            problems = (
+                "; ".join(cattrs.transform_error(error))
+                if isinstance(error, cattrs.BaseValidationError)
+                else str(error)
+            )
             raise JsonRpcInvalidParams(
-                f"{READ_AT_CURSOR} takes a text document and a position: {error}"
+                f"{READ_AT_CURSOR} takes a text document and a position ({problems})"
             ) from error
         read = await read_at(ls, place.text_document.uri, place.position)
         if read is None:

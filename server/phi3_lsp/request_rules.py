@@ -3,17 +3,22 @@
 pygls drops a request whose params do not match the protocol's types, and one that comes after
 `shutdown`: the client then waits for an answer that never comes. It also runs requests that
 come before `initialize`, which then fail with a traceback. Each of these gets an error
-response here instead, with a message that says what was wrong.
+response here instead, with a message that says what was wrong. A notification whose params do
+not fit is dropped with one line in the log (pygls logs two tracebacks); a dropped edit also
+tells the user that the document may now differ from the editor's.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import cattrs
 from lsprotocol import types
-from pygls.protocol import JsonRPCRequestMessage, LanguageServerProtocol
+from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage, LanguageServerProtocol
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,15 @@ class _Refused:
     message: str
 
 
+@dataclass(frozen=True)
+class _Dropped:
+    """A notification whose params do not fit the protocol: not handled."""
+
+    method: str
+    problems: str
+    uri: str | None
+
+
 class RequestRulesProtocol(LanguageServerProtocol):
     """pygls' LSP protocol, answering every request (see the module's docstring)."""
 
@@ -33,6 +47,13 @@ class RequestRulesProtocol(LanguageServerProtocol):
         self._initialize_seen = False
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if _is_notification(data):
+            # As pygls makes it, without its two tracebacks for params that do not fit.
+            notification_type = self.get_message_type(data["method"]) or JsonRPCNotification
+            try:
+                return self._converter.structure(data, notification_type)
+            except Exception as error:
+                return _Dropped(data["method"], _problems(error), _uri(data))
         if not _is_request(data):
             return super().structure_message(data)
         request_type = self.get_message_type(data["method"])
@@ -44,20 +65,36 @@ class RequestRulesProtocol(LanguageServerProtocol):
             )
         try:
             return self._converter.structure(data, request_type or JsonRPCRequestMessage)
-        except cattrs.BaseValidationError as error:
-            problems = "; ".join(cattrs.transform_error(error))
-            message = f"{data['method']}: its params do not fit the protocol ({problems})"
         except Exception as error:  # a converter failing in its own way: say so, still answer
-            message = f"{data['method']}: its params could not be read ({error})"
+            message = f"{data['method']}: its params do not fit the protocol ({_problems(error)})"
         return _Refused(data["id"], types.ErrorCodes.InvalidParams, message)
 
     def handle_message(self, message: Any) -> None:
+        if isinstance(message, _Dropped):
+            self._report_dropped(message)
+            return
         refusal = message if isinstance(message, _Refused) else self._refusal(message)
         if refusal is None:
             super().handle_message(message)
             return
         error = types.ResponseError(code=refusal.code, message=refusal.message)
         self._send_response(refusal.id, None, error)
+
+    def _report_dropped(self, dropped: _Dropped) -> None:
+        logger.warning(
+            "%s dropped: its params do not fit the protocol (%s)", dropped.method, dropped.problems
+        )
+        if dropped.method == types.TEXT_DOCUMENT_DID_CHANGE:
+            # Later edits are positions in the editor's text, which now has this one too.
+            self.notify(
+                types.WINDOW_SHOW_MESSAGE,
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning,
+                    message=f"phi3-lsp could not read an edit of {dropped.uri} "
+                    f"({dropped.problems}): its copy of the document may now differ from "
+                    "yours. Close and reopen the document.",
+                ),
+            )
 
     def _refusal(self, message: Any) -> _Refused | None:
         method, msg_id = getattr(message, "method", None), getattr(message, "id", None)
@@ -82,3 +119,20 @@ class RequestRulesProtocol(LanguageServerProtocol):
 
 def _is_request(data: Any) -> bool:
     return isinstance(data, dict) and "jsonrpc" in data and "id" in data and "method" in data
+
+
+def _is_notification(data: Any) -> bool:
+    return isinstance(data, dict) and "jsonrpc" in data and "id" not in data and "method" in data
+
+
+def _problems(error: BaseException) -> str:
+    if isinstance(error, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(error))
+    return str(error) or type(error).__name__
+
+
+def _uri(data: dict[str, Any]) -> str | None:
+    params = data.get("params")
+    document = params.get("textDocument") if isinstance(params, dict) else None
+    uri = document.get("uri") if isinstance(document, dict) else None
+    return uri if isinstance(uri, str) else None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pygls.protocol import JsonRPCRequestMessage
+from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage
 
 from e2e.lsp_session import ANSWER_TIMEOUT, Phi3Client, hover_text, start, stop, vscode_capabilities
 
@@ -81,6 +81,35 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         assert "capital" in hover_text(await client.hover_at("untitled:rules.txt", 0, 6))
         assert not [m for m in client.messages if "Traceback" in m.message]
         assert not [m for m in client.messages if "never-opened" in m.message]
+    finally:
+        await stop(client)
+
+
+async def test_an_edit_that_does_not_fit_says_the_document_may_differ(
+    offline_pack: None, hf_home: Path, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "server.log"
+    client = await start(None, hf_home, vscode_capabilities(), log_file=log_file)
+    try:
+        uri = client.open_text("edits.txt", "The capital of France is")
+        bad_range = {"start": {"line": -1, "character": 0}, "end": {"line": 0, "character": 2}}
+        edit = {
+            "textDocument": {"uri": uri, "version": 2},
+            "contentChanges": [{"range": bad_range, "text": "A"}],
+        }
+        client.protocol._send_data(
+            JsonRPCNotification(method=types.TEXT_DOCUMENT_DID_CHANGE, params=edit, jsonrpc="2.0")
+        )
+        # Read in order: the edit is dropped, and the server goes on serving.
+        await client.wait_for_status(lambda status: status["state"] == "ready")
+        assert "capital" in hover_text(await client.hover_at(uri, 0, 6))
+        warnings = [m.message for m in client.messages if "an edit" in m.message]
+        assert warnings == [
+            f"phi3-lsp could not read an edit of {uri} (invalid value @ "
+            "$.params.content_changes[0].range.start): its copy of the document may now differ "
+            "from yours. Close and reopen the document."
+        ]
+        assert "Traceback" not in log_file.read_text(encoding="utf-8")
     finally:
         await stop(client)
 

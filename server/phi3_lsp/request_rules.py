@@ -73,6 +73,11 @@ class RequestRulesProtocol(LanguageServerProtocol):
         if isinstance(message, _Dropped):
             self._report_dropped(message)
             return
+        if self._shutdown and _is_late_notice(message):
+            # Editors send these as they stop the server (a document closed, a setting
+            # changed): pygls warns about each; there is nothing left to do with them.
+            logger.debug("%s after shutdown: dropped", getattr(message, "method", "A response"))
+            return
         refusal = message if isinstance(message, _Refused) else self._refusal(message)
         if refusal is None:
             super().handle_message(message)
@@ -123,6 +128,12 @@ def _is_request(data: Any) -> bool:
 
 def _is_notification(data: Any) -> bool:
     return isinstance(data, dict) and "jsonrpc" in data and "id" not in data and "method" in data
+
+
+def _is_late_notice(message: Any) -> bool:
+    """A notification other than `exit`, or a response: what may come after `shutdown`."""
+    method = getattr(message, "method", None)
+    return method != types.EXIT and (method is None or getattr(message, "id", None) is None)
 
 
 def _problems(error: BaseException) -> str:

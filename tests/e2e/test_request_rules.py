@@ -133,15 +133,20 @@ async def test_a_request_before_initialize_is_refused_and_the_session_then_start
 
 
 async def test_after_shutdown_requests_are_refused_and_exit_ends_with_0(
-    offline_pack: None, hf_home: Path
+    offline_pack: None, hf_home: Path, tmp_path: Path
 ) -> None:
-    client = await start(None, hf_home, vscode_capabilities())
+    log_file = tmp_path / "server.log"
+    client = await start(None, hf_home, vscode_capabilities(), log_file=log_file)
     await asyncio.wait_for(client.shutdown_async(None), ANSWER_TIMEOUT)
+    # An editor closing its documents as it stops the server: nothing left to do, and
+    # nothing to warn about.
+    client.open_text("late.txt", "The capital of France is")
     with pytest.raises(JsonRpcException, match="after shutdown") as refused:
         await raw_request(client, types.TEXT_DOCUMENT_HOVER, HOVER_PARAMS)
     assert refused.value.code == types.ErrorCodes.InvalidRequest
     client.exit(None)
     assert await exit_code(client) == 0
+    assert "WARNING" not in log_file.read_text(encoding="utf-8")
 
 
 async def test_exit_without_shutdown_ends_with_1(offline_pack: None, hf_home: Path) -> None:

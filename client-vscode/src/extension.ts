@@ -66,9 +66,11 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
 
   context.subscriptions.push(
     vscode.workspace.onDidChangeConfiguration((event) => {
-      // Everything else reaches the server through workspace/didChangeConfiguration.
+      // Everything else reaches the server through workspace/didChangeConfiguration. A change
+      // of phi3.pythonPath that leaves the interpreter as it was (a workspace value that
+      // Restricted Mode ignores) keeps the server and its model.
       if (RESTART_KEYS.some((key) => event.affectsConfiguration(key))) {
-        void session.restart();
+        void session.restartIfInterpreterChanged();
       }
       if (event.affectsConfiguration(SETTINGS_SECTION)) {
         statusBar.render();

@@ -58,12 +58,21 @@ class Phi3LanguageClient extends LanguageClient {
    * expected, so it gets one debug line instead of an error with a stack trace.
    */
   override error(message: string, data?: unknown, showNotification?: boolean | "force"): void {
-    if (isNotRunningError(data)) {
-      this.outputChannel.debug(`${message}: ${data.message}`);
+    if (isNotRunningError(data) || this.retired) {
+      this.outputChannel.debug(
+        `${message}: ${data instanceof Error ? data.message : String(data)}`,
+      );
       return;
     }
     super.error(message, data, showNotification);
   }
+
+  /**
+   * Set when the session stops this client to replace it. What fails in it afterwards is the
+   * stop's doing: the library's own settings sync, sent as a setting change restarts the
+   * server, fails with "Starting server failed" and a stack trace otherwise shown to the user.
+   */
+  retired = false;
 }
 
 function isNotRunningError(error: unknown): error is Error {
@@ -128,12 +137,12 @@ function restrictedCheck(interpreter: Interpreter): InstallCheck | undefined {
 
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
-  readonly client: LanguageClient;
+  readonly client: Phi3LanguageClient;
   readonly exitedWhileStarting: Promise<void>;
 }
 
 export class ServerSession implements vscode.Disposable {
-  private client: LanguageClient | undefined;
+  private client: Phi3LanguageClient | undefined;
   private queue: Promise<void> = Promise.resolve();
   /** The interpreter of the last start, whether or not the server ran on it. */
   private startedWith: string | undefined;
@@ -161,7 +170,8 @@ export class ServerSession implements vscode.Disposable {
   /**
    * `restart`, but only if the interpreter chosen now is not the one the server was started
    * with: the Python extension reports environment changes that leave ours as it was (another
-   * workspace folder's, or the same path chosen again), and a restart reloads the model.
+   * workspace folder's, or the same path chosen again), a change of phi3.pythonPath may leave
+   * it too (a workspace value that Restricted Mode ignores), and a restart reloads the model.
    */
   restartIfInterpreterChanged(): Promise<void> {
     return this.enqueue(async () => {
@@ -272,6 +282,7 @@ export class ServerSession implements vscode.Disposable {
     const client = this.client;
     this.client = undefined;
     if (client !== undefined) {
+      client.retired = true;
       if (client.state === State.Starting) {
         // The library is starting it again after a crash. Disposing it now would fail ("not
         // running") and leave that start to fail with two error notifications of its own.

@@ -294,7 +294,7 @@ async function ghostTextWithin(workbench, ms) {
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
-async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings }) {
+async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings, python }) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
     log("workbench loaded");
@@ -529,7 +529,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   log(`the suggestion at the long file's end, after the read: ${lastCompletion}`);
 
   if (workspaceSettings["phi3.pythonPath"] !== undefined) {
-    await trustTheWorkspace(page, workbench, workspaceSettings["phi3.pythonPath"]);
+    await trustTheWorkspace(page, workbench, workspace, workspaceSettings, python);
   }
 }
 
@@ -538,7 +538,28 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
  * not exist, so the extension must start the server anew on it and say that it cannot run it,
  * once.
  */
-async function trustTheWorkspace(page, workbench, workspacePython) {
+async function trustTheWorkspace(page, workbench, workspace, workspaceSettings, userPython) {
+  const workspacePython = workspaceSettings["phi3.pythonPath"];
+  // Still restricted: another value of the workspace's pythonPath, which Restricted Mode
+  // ignores, must leave the server as it is (a restart would reload the model).
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify({ ...workspaceSettings, "phi3.pythonPath": `${workspacePython}-too` }, null, 2),
+  );
+  await page.waitForTimeout(3000);
+  check(
+    (await workbench.statusIcon()) === "sparkle",
+    `the status bar left ready after an ignored workspace pythonPath: ${await workbench.statusLabel()}`,
+  );
+  check(
+    (await page.locator(".notifications-toasts .notification-toast").count()) === 0,
+    "a notification came after a workspace pythonPath that Restricted Mode ignores",
+  );
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify(workspaceSettings, null, 2),
+  );
+  await page.waitForTimeout(1000);
   await workbench.runCommand("Workspaces: Manage Workspace Trust", TIMEOUT.ui);
   const trust = page.locator(".workspace-trust-editor .monaco-button").filter({ hasText: /^Trust$/ });
   await trust.first().click({ timeout: TIMEOUT.ui });
@@ -551,12 +572,35 @@ async function trustTheWorkspace(page, workbench, workspacePython) {
     `the status bar does not show the server failing on ${workspacePython}`,
   );
   await screenshot(page, "10-trusted-workspace-settings");
-  await page.waitForTimeout(3000); // a second start would say so again meanwhile
-  const notices = await page
-    .locator(".notifications-toasts .notification-toast")
-    .filter({ hasText: workspacePython })
-    .count();
-  checkAndContinue(notices === 1, `${notices} notifications name ${workspacePython}, not one`);
+  await page.waitForTimeout(3000); // a second start would show meanwhile
+  await expectOneNotification(page);
+
+  // Trusted now: the workspace's pythonPath applies. Pointed at the user's Python, the server
+  // starts; pointed away from it while it runs, the stop must not add a pop-up of its own.
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify({ ...workspaceSettings, "phi3.pythonPath": userPython, "phi3.model": MODEL }, null, 2),
+  );
+  const restarted = await timed("workspace pythonPath → server ready", () =>
+    pollFor(page, TIMEOUT.serverReady, 250, async () => (await workbench.statusIcon()) === "sparkle"),
+  );
+  check(restarted !== undefined, "the server did not start on the workspace's pythonPath");
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify({ ...workspaceSettings, "phi3.model": MODEL }, null, 2),
+  );
+  await workbench.notificationContaining(workspacePython, TIMEOUT.ui);
+  await page.waitForTimeout(3000);
+  await expectOneNotification(page);
+}
+
+async function expectOneNotification(page) {
+  const notices = await page.locator(".notifications-toasts .notification-toast").allInnerTexts();
+  checkAndContinue(
+    notices.length === 1,
+    `${notices.length} notifications, not one: ${JSON.stringify(notices)}`,
+  );
 }
 
 async function main() {
@@ -633,6 +677,7 @@ async function main() {
       userDataDir: profile.userDataDir,
       workspace,
       workspaceSettings,
+      python: settings.python,
     });
     passed = problems.length === 0;
     if (!passed) {

@@ -117,6 +117,19 @@ def test_an_unreachable_hub_falls_back_to_the_pack_without_claiming_a_download(
     ]
 
 
+def test_without_the_hub_a_completion_of_the_default_model_says_what_to_set(
+    offline_env: dict[str, str],
+) -> None:
+    unreachable = {**offline_env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    del unreachable["HF_HUB_OFFLINE"]
+    line = one_error_line(phi3_lsp(unreachable, "complete", "The capital of France is"))
+    assert line.startswith(
+        f"phi3-lsp: error: {DEFAULT_MODEL} has no weights on this machine (the Hugging Face "
+        "hub cannot be reached, and the model is not in its cache): hovers and the architecture "
+        'work, completions need weights. Set --model to "smollm2-135m"'
+    )
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -37,6 +37,7 @@ const SPINNER = "$(sync~spin)";
 const LOADING = "$(loading~spin)";
 const READY = "$(sparkle)";
 const DISABLED = "$(circle-slash)";
+const NO_WEIGHTS = "$(warning)";
 const ERROR = "$(error)";
 
 function lastCompletionLines(server: ServerStatus | undefined, roundTripMs?: number): string[] {
@@ -109,16 +110,19 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     };
   }
   const generating = server.state === "generating" || inputs.requestInFlight;
-  const icon = generating ? SPINNER : inputs.inlineCompletions ? READY : DISABLED;
+  const idleIcon = server.weightsLoaded ? READY : NO_WEIGHTS;
+  const icon = generating ? SPINNER : inputs.inlineCompletions ? idleIcon : DISABLED;
+  // Without weights there is no ghost text: the server's message says why and what to set.
+  const noWeights = `No weights loaded: hovers and architecture only. ${server.message ?? ""}`;
   const lines = [
     generating ? `Generating with ${server.model}` : `Phi-3 ready: ${server.model}`,
-    server.weightsLoaded ? "" : "No weights loaded: hovers and architecture only",
+    server.weightsLoaded ? "" : noWeights.trim(),
     server.int4Drafts === true ? "Decoding checks 4-bit drafts: the same text in fewer passes" : "",
     inputs.inlineCompletions ? "" : "Inline completions are off",
     ...lastCompletionLines(server, inputs.lastRoundTripMs),
   ].filter((line) => line !== "");
   return {
-    text: `${icon} ${shortModelName(server.model)}`,
+    text: `${icon} ${shortModelName(server.model)}${server.weightsLoaded ? "" : " (no weights)"}`,
     tooltip: withClickHint(lines, "showMenu"),
     onClick: "showMenu",
     isError: false,

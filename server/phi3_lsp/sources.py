@@ -174,10 +174,10 @@ def _from_hub(
         config_dir=folder,
         weights_dir=None,
         missing_weights_hint=(
-            f"The weights of {repo_id} are not available ({failure}): hover and the architecture "
-            f"work, completions need weights. Download them where the network allows "
-            f'(`hf download {repo_id}`), or set phi3.model to "smollm2-135m" '
-            "for completions from the offline model."
+            f"{repo_id} has no weights on this machine ({failure}): hovers and the architecture "
+            'work, completions need weights. Set phi3.model to "smollm2-135m" for completions '
+            "from the offline model, or download the weights where the network allows "
+            f"(`hf download {repo_id}`)."
         ),
         trust_remote_code=trust_remote_code,
     )
@@ -200,7 +200,9 @@ def _hub_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path | None, 
         folder = snapshot_download(
             repo_id, allow_patterns=HUB_FILES, etag_timeout=5, tqdm_class=_progress_bar(report)
         )
-    except Exception as exc:  # network, auth and missing-repo errors all mean "not available"
+    except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
+        return None, "the Hugging Face hub cannot be reached, and the model is not in its cache"
+    except Exception as exc:  # auth and missing-repo errors also mean "not available"
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
     return Path(folder), ""
 

@@ -87,9 +87,14 @@ describe("status bar rendering", () => {
     assert.match(view.tooltip, /Inline completions are off/);
   });
 
-  it("says when there are no weights (architecture-only model)", () => {
-    const view = renderStatus(inputs({ server: { ...ready, weightsLoaded: false } }));
-    assert.match(view.tooltip, /No weights loaded/);
+  it("says when there are no weights (architecture-only model), and what to do", () => {
+    const hint = 'Set phi3.model to "smollm2-135m" for completions from the offline model.';
+    const view = renderStatus(
+      inputs({ server: { ...ready, weightsLoaded: false, message: hint } }),
+    );
+    assert.equal(view.text, "$(warning) Phi-3-mini-4k-instruct (no weights)");
+    assert.match(view.tooltip, /No weights loaded: hovers and architecture only\. Set phi3\.model/);
+    assert.equal(view.isError, false);
   });
 
   it("turns red and opens the output on a server error", () => {

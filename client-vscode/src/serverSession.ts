@@ -135,6 +135,19 @@ function restrictedCheck(interpreter: Interpreter): InstallCheck | undefined {
   return folder === undefined ? undefined : { kind: "restricted", detail: folder };
 }
 
+/**
+ * The settings editor at phi3.pythonPath. A remote window (SSH, WSL, a container, code-server)
+ * takes that machine setting from its Remote tab only: the User tab would show no such setting.
+ */
+async function openPythonPathSetting(): Promise<void> {
+  const query = "phi3.pythonPath";
+  if (vscode.env.remoteName !== undefined) {
+    await vscode.commands.executeCommand("workbench.action.openRemoteSettings", { query });
+  } else {
+    await vscode.commands.executeCommand("workbench.action.openSettings", query);
+  }
+}
+
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
   readonly client: Phi3LanguageClient;
@@ -418,7 +431,7 @@ export class ServerSession implements vscode.Disposable {
     if (choice === manageTrust) {
       await vscode.commands.executeCommand("workbench.trust.manage");
     } else if (choice === openSettings) {
-      await vscode.commands.executeCommand("workbench.action.openSettings", "phi3.pythonPath");
+      await openPythonPathSetting();
     } else if (choice === showOutput) {
       this.deps.output.show();
     } else if (choice === retry) {

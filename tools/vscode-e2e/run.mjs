@@ -593,6 +593,21 @@ async function trustTheWorkspace(page, workbench, workspace, workspaceSettings, 
   await workbench.notificationContaining(workspacePython, TIMEOUT.ui);
   await page.waitForTimeout(3000);
   await expectOneNotification(page);
+
+  // Its "Set phi3.pythonPath" button opens the settings where that setting can be set here: in
+  // code-server, a remote window, the Remote tab.
+  await page
+    .locator(".notifications-toasts .notification-toast .monaco-button")
+    .filter({ hasText: "Set phi3.pythonPath" })
+    .first()
+    .click({ timeout: TIMEOUT.ui });
+  const setting = page.locator(".settings-editor .setting-item-contents").filter({ hasText: "Python Path" });
+  const shown = await setting
+    .first()
+    .waitFor({ timeout: TIMEOUT.ui })
+    .then(() => true, () => false);
+  await screenshot(page, "11-python-path-setting");
+  check(shown, `"Set phi3.pythonPath" opened no settings editor showing it`);
 }
 
 async function expectOneNotification(page) {

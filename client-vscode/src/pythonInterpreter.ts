@@ -139,7 +139,10 @@ export function installAdvice(check: InstallCheck, interpreter: Interpreter): st
     case "installed":
       return `The Phi-3 server is installed for ${where}.`;
     case "no-python":
-      return `Phi-3: cannot run Python ${where}. Set phi3.pythonPath to a Python 3.11+ interpreter. ${fix}`;
+      return (
+        `Phi-3: cannot run Python ${where}. Set phi3.pythonPath to a Python 3.11+ that has ` +
+        "phi3_lsp installed (`make install` in the phi3-lsp repository makes one in .venv)."
+      );
     case "no-answer":
       return (
         `Phi-3: ${where} gave no answer within ${check.detail} when asked to import phi3_lsp ` +

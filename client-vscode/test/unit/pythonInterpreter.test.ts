@@ -108,9 +108,17 @@ describe("Restricted Mode", () => {
 });
 
 describe("checking that phi3_lsp is installed", () => {
-  it("tells a missing interpreter apart", async () => {
+  it("tells a missing interpreter apart, naming the setting once", async () => {
     const check = await checkServerInstalled("/nonexistent/bin/python3");
     assert.equal(check.kind, "no-python");
+    const interpreter = { command: "/nonexistent/bin/python3", source: "phi3.pythonPath" } as const;
+    const advice = installAdvice(check, interpreter);
+    assert.match(
+      advice,
+      /^Phi-3: cannot run Python \/nonexistent\/bin\/python3 \(from phi3\.pythonPath\)/,
+    );
+    assert.equal(advice.split("Set phi3.pythonPath").length, 2, advice);
+    assert.match(advice, /make install/);
   });
 
   it("tells a Python older than 3.11 apart, with its version", async () => {

@@ -4,15 +4,15 @@ pygls drops a request whose params do not match the protocol's types, and one th
 `shutdown`: the client then waits for an answer that never comes. It also runs requests that
 come before `initialize`, which then fail with a traceback. Each of these gets an error
 response here instead, with a message that says what was wrong. A notification whose params do
-not fit is dropped with one line in the log (pygls logs two tracebacks); a dropped edit also
-tells the user that the document may now differ from the editor's.
+not fit is dropped with one line in the log (pygls logs two tracebacks); after a dropped edit,
+the server's copy of the document differs from the editor's: it is let go, and the user told.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import cattrs
 from lsprotocol import types
@@ -28,6 +28,12 @@ class _Refused:
     id: int | str
     code: int
     message: str
+
+
+class _DocumentKeeper(Protocol):
+    """The server this protocol serves (server.Phi3LanguageServer, which imports this module)."""
+
+    def forget_document(self, uri: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -70,18 +76,24 @@ class RequestRulesProtocol(LanguageServerProtocol):
         return _Refused(data["id"], types.ErrorCodes.InvalidParams, message)
 
     def handle_message(self, message: Any) -> None:
-        if isinstance(message, _Dropped):
-            self._report_dropped(message)
+        if isinstance(message, _Refused):
+            self._refuse(message)
             return
         if self._shutdown and _is_late_notice(message):
             # Editors send these as they stop the server (a document closed, a setting
             # changed): pygls warns about each; there is nothing left to do with them.
             logger.debug("%s after shutdown: dropped", getattr(message, "method", "A response"))
             return
-        refusal = message if isinstance(message, _Refused) else self._refusal(message)
+        if isinstance(message, _Dropped):
+            self._report_dropped(message)
+            return
+        refusal = self._refusal(message)
         if refusal is None:
             super().handle_message(message)
-            return
+        else:
+            self._refuse(refusal)
+
+    def _refuse(self, refusal: _Refused) -> None:
         error = types.ResponseError(code=refusal.code, message=refusal.message)
         self._send_response(refusal.id, None, error)
 
@@ -89,17 +101,19 @@ class RequestRulesProtocol(LanguageServerProtocol):
         logger.warning(
             "%s dropped: its params do not fit the protocol (%s)", dropped.method, dropped.problems
         )
-        if dropped.method == types.TEXT_DOCUMENT_DID_CHANGE:
-            # Later edits are positions in the editor's text, which now has this one too.
-            self.notify(
-                types.WINDOW_SHOW_MESSAGE,
-                types.ShowMessageParams(
-                    type=types.MessageType.Warning,
-                    message=f"phi3-lsp could not read an edit of {dropped.uri} "
-                    f"({dropped.problems}): its copy of the document may now differ from "
-                    "yours. Close and reopen the document.",
-                ),
-            )
+        if dropped.method != types.TEXT_DOCUMENT_DID_CHANGE or dropped.uri is None:
+            return
+        # Later edits are positions in the editor's text, which now has this one too: the
+        # server's copy is let go, so that no answer comes from text the user does not have.
+        cast(_DocumentKeeper, self._server).forget_document(dropped.uri)
+        self.notify(
+            types.WINDOW_SHOW_MESSAGE,
+            types.ShowMessageParams(
+                type=types.MessageType.Warning,
+                message=f"phi3-lsp could not read an edit of {dropped.uri} ({dropped.problems}): "
+                "it has no hovers or completions there until you close and reopen it.",
+            ),
+        )
 
     def _refusal(self, message: Any) -> _Refused | None:
         method, msg_id = getattr(message, "method", None), getattr(message, "id", None)

@@ -118,6 +118,13 @@ class Phi3LanguageServer(LanguageServer):
             workspace.root_uri, list(workspace.folders.values()), workspace.position_encoding
         )
 
+    def forget_document(self, uri: str) -> None:
+        """Let go of everything kept for `uri` (its text too, unlike a close, where pygls does)."""
+        self.workspace.remove_text_document(uri)
+        self.suggestions.forget_document(uri)
+        if self.host is not None:
+            self.host.forget_document(uri)
+
     @contextlib.contextmanager
     def reading_settings(self) -> Iterator[None]:
         """Mark settings the client has announced as on their way (see `settled_settings`)."""

@@ -85,7 +85,7 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         await stop(client)
 
 
-async def test_an_edit_that_does_not_fit_says_the_document_may_differ(
+async def test_an_edit_that_does_not_fit_lets_the_document_go_and_says_so(
     offline_pack: None, hf_home: Path, tmp_path: Path
 ) -> None:
     log_file = tmp_path / "server.log"
@@ -100,15 +100,21 @@ async def test_an_edit_that_does_not_fit_says_the_document_may_differ(
         client.protocol._send_data(
             JsonRPCNotification(method=types.TEXT_DOCUMENT_DID_CHANGE, params=edit, jsonrpc="2.0")
         )
-        # Read in order: the edit is dropped, and the server goes on serving.
+        # Read in order: the edit is dropped, and with it the server's copy, which now differs
+        # from the editor's ("AThe capital..."): no answer comes from it until it is reopened.
         await client.wait_for_status(lambda status: status["state"] == "ready")
-        assert "capital" in hover_text(await client.hover_at(uri, 0, 6))
+        assert await client.hover_at(uri, 0, 6) is None
         warnings = [m.message for m in client.messages if "an edit" in m.message]
         assert warnings == [
             f"phi3-lsp could not read an edit of {uri} (invalid value @ "
-            "$.params.content_changes[0].range.start): its copy of the document may now differ "
-            "from yours. Close and reopen the document."
+            "$.params.content_changes[0].range.start): it has no hovers or completions there "
+            "until you close and reopen it."
         ]
+        client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        client.open_text("edits.txt", "The capital of France is")
+        assert "capital" in hover_text(await client.hover_at(uri, 0, 6))
         assert "Traceback" not in log_file.read_text(encoding="utf-8")
     finally:
         await stop(client)
@@ -144,6 +150,9 @@ async def test_after_shutdown_requests_are_refused_and_exit_ends_with_0(
     with pytest.raises(JsonRpcException, match="after shutdown") as refused:
         await raw_request(client, types.TEXT_DOCUMENT_HOVER, HOVER_PARAMS)
     assert refused.value.code == types.ErrorCodes.InvalidRequest
+    bad_position = {**HOVER_PARAMS, "position": {"line": 0, "character": -1}}
+    with pytest.raises(JsonRpcException, match="do not fit the protocol"):
+        await raw_request(client, types.TEXT_DOCUMENT_HOVER, bad_position)
     client.exit(None)
     assert await exit_code(client) == 0
     assert "WARNING" not in log_file.read_text(encoding="utf-8")

@@ -15,9 +15,7 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: Phi3LanguageServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.suggestions.forget_document(params.text_document.uri)
-        if ls.host is not None:
-            ls.host.forget_document(params.text_document.uri)
+        ls.forget_document(params.text_document.uri)
 
 
 def open_document(ls: Phi3LanguageServer, uri: str) -> IndexedDocument | None:

@@ -13,7 +13,12 @@ import {
 import { PendingSuggestions } from "./pendingSuggestions";
 import { onActivePythonChanged } from "./pythonEnvironment";
 import { ServerSession } from "./serverSession";
-import { type ExtensionSettings, RESTART_KEYS, readSettings, SETTINGS_SECTION } from "./settings";
+import {
+  type ExtensionSettings,
+  INTERPRETER_KEYS,
+  readSettings,
+  SETTINGS_SECTION,
+} from "./settings";
 import { SHOW_MENU_COMMAND, SHOW_OUTPUT_COMMAND, StatusBar } from "./statusBar";
 import { describeWeightReads } from "./weightReads";
 
@@ -69,7 +74,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       // Everything else reaches the server through workspace/didChangeConfiguration. A change
       // of phi3.pythonPath that leaves the interpreter as it was (a workspace value that
       // Restricted Mode ignores) keeps the server and its model.
-      if (RESTART_KEYS.some((key) => event.affectsConfiguration(key))) {
+      if (INTERPRETER_KEYS.some((key) => event.affectsConfiguration(key))) {
         void session.restartIfInterpreterChanged();
       }
       if (event.affectsConfiguration(SETTINGS_SECTION)) {

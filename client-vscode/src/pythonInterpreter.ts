@@ -5,6 +5,7 @@
  */
 
 import { execFile } from "node:child_process";
+import { realpathSync } from "node:fs";
 import * as path from "node:path";
 
 export type InterpreterSource = "phi3.pythonPath" | "Python extension" | "default";
@@ -56,20 +57,37 @@ export function expandPath(path: string, places: PathPlaces): string {
 /**
  * In Restricted Mode, the workspace folder that holds `interpreter` (a virtual environment
  * there runs the workspace's own code: its site-packages, its `.pth` files), else undefined.
- * A bare command such as `python3` is looked up on PATH, not in the workspace.
+ * Folders are compared as written and with their links resolved (`/tmp` is `/private/tmp` on
+ * macOS); the interpreter's own link is not followed: a venv's `python` links to the system's.
+ * A bare command such as `python3` is left to PATH (which a shell with the workspace's venv
+ * activated would lead into it: that choice was the user's).
  */
 export function restrictedFolder(
   interpreter: Interpreter,
   workspaceFolders: readonly string[],
 ): string | undefined {
-  if (!path.isAbsolute(interpreter.command)) {
+  const { command } = interpreter;
+  if (!path.isAbsolute(command)) {
     return undefined;
   }
-  return workspaceFolders.find((folder) => {
-    const relative = path.relative(folder, interpreter.command);
-    const outside = relative === ".." || relative.startsWith(`..${path.sep}`);
-    return relative !== "" && !outside && !path.isAbsolute(relative);
-  });
+  const resolvedCommand = path.join(realPath(path.dirname(command)), path.basename(command));
+  return workspaceFolders.find(
+    (folder) => isInside(command, folder) || isInside(resolvedCommand, realPath(folder)),
+  );
+}
+
+function isInside(file: string, folder: string): boolean {
+  const relative = path.relative(folder, file);
+  const outside = relative === ".." || relative.startsWith(`..${path.sep}`);
+  return relative !== "" && !outside && !path.isAbsolute(relative);
+}
+
+function realPath(file: string): string {
+  try {
+    return realpathSync.native(file);
+  } catch {
+    return file; // not there (yet): compared as written
+  }
 }
 
 export type InstallCheck =
@@ -159,7 +177,8 @@ export function installAdvice(check: InstallCheck, interpreter: Interpreter): st
       return (
         `Phi-3: ${where} lies inside the workspace folder ${check.detail}, and the workspace is ` +
         "in Restricted Mode, so it is not run. Trust the workspace, or set phi3.pythonPath in " +
-        "your user settings to a Python 3.11+ outside it that has phi3_lsp installed."
+        "your user settings (the Remote tab in a remote window) to a Python 3.11+ outside it " +
+        "that has phi3_lsp installed."
       );
     case "failed":
       return `Phi-3: importing phi3_lsp with ${where} failed: ${errorLine(check.detail)}. ${fix}`;

@@ -159,6 +159,8 @@ export class ServerSession implements vscode.Disposable {
   private queue: Promise<void> = Promise.resolve();
   /** The interpreter of the last start, whether or not the server ran on it. */
   private startedWith: string | undefined;
+  /** Whether the workspace was trusted at the last start (it read the restricted settings). */
+  private startedTrusted = false;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
   private readonly cursorReads: vscode.Disposable;
 
@@ -189,7 +191,7 @@ export class ServerSession implements vscode.Disposable {
   restartIfInterpreterChanged(): Promise<void> {
     return this.enqueue(async () => {
       const interpreter = await this.chooseInterpreterNow();
-      if (interpreter.command === this.startedWith) {
+      if (interpreter.command === this.startedWith && this.isAlive()) {
         return;
       }
       this.deps.output.info(`Python is now ${interpreter.command}; restarting the server.`);
@@ -206,10 +208,15 @@ export class ServerSession implements vscode.Disposable {
     return this.enqueue(async () => {
       const interpreter = await this.chooseInterpreterNow();
       const client = this.client;
-      if (client?.isRunning() === true && interpreter.command === this.startedWith) {
-        await client.sendNotification(DidChangeConfigurationNotification.type, {
-          settings: null,
-        });
+      const running = client?.isRunning() === true;
+      // Started since the trust (a setting change VS Code announced first), or on the same
+      // Python: no new start, which would say a failure of the first one again.
+      if (this.startedTrusted || (running && interpreter.command === this.startedWith)) {
+        if (running) {
+          await client.sendNotification(DidChangeConfigurationNotification.type, {
+            settings: null,
+          });
+        }
         return;
       }
       this.deps.output.info("The workspace is trusted now; starting the server.");
@@ -233,6 +240,11 @@ export class ServerSession implements vscode.Disposable {
   dispose(): void {
     this.cursorReads.dispose();
     void this.stop();
+  }
+
+  /** A server process runs, or is being started, for the current client. */
+  private isAlive(): boolean {
+    return this.client !== undefined && this.client.state !== State.Stopped;
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {
@@ -266,6 +278,7 @@ export class ServerSession implements vscode.Disposable {
     statusBar.setConnection({ kind: "starting" });
     const interpreter = chosen ?? (await this.chooseInterpreterNow());
     this.startedWith = interpreter.command;
+    this.startedTrusted = vscode.workspace.isTrusted;
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = restrictedCheck(interpreter) ?? (await checkServerInstalled(interpreter.command));
     if (check.kind !== "installed") {

@@ -144,7 +144,8 @@ export function serverArguments(settings: ExtensionSettings): string[] {
 }
 
 /**
- * Settings whose change needs a new server process. Every other key reaches the running server
- * through workspace/didChangeConfiguration (a new model is reloaded in place).
+ * Settings that choose the interpreter: a change that chooses another one needs a new server
+ * process. Every other key reaches the running server through workspace/didChangeConfiguration
+ * (a new model is reloaded in place).
  */
-export const RESTART_KEYS: readonly string[] = [`${SETTINGS_SECTION}.pythonPath`];
+export const INTERPRETER_KEYS: readonly string[] = [`${SETTINGS_SECTION}.pythonPath`];

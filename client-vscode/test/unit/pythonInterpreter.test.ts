@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -87,6 +87,18 @@ describe("Restricted Mode", () => {
     assert.equal(restrictedFolder(from("/work/project/.venv/bin/python"), folders), folders[0]);
     assert.equal(restrictedFolder(from("/work/other/../other/py/python"), folders), folders[1]);
     assert.equal(restrictedFolder(from("/work/project/..venv/bin/python"), folders), folders[0]);
+  });
+
+  it("sees through a link to the workspace, not through the venv's link to the system", () => {
+    const root = mkdtempSync(join(tmpdir(), "phi3-trust-"));
+    const project = join(root, "project");
+    mkdirSync(join(project, ".venv", "bin"), { recursive: true });
+    symlinkSync("/usr/bin/python3", join(project, ".venv", "bin", "python"));
+    symlinkSync(project, join(root, "linked"));
+    // The Python extension may name the venv through another path than the folder's.
+    const venvPython = from(join(root, "linked", ".venv", "bin", "python"));
+    assert.equal(restrictedFolder(venvPython, [project]), project);
+    assert.equal(restrictedFolder(from(join(project, ".venv/bin/python")), [project]), project);
   });
 
   it("runs interpreters outside the workspace, and bare commands found on PATH", () => {

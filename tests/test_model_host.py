@@ -566,9 +566,9 @@ def test_a_reload_drops_the_old_model_at_once(
 def test_a_reload_of_the_same_model_keeps_serving_hovers(
     loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
 ) -> None:
-    tokenizer = loaded_host.tokenizer
     assert loaded_host.load(str(tiny_phi3_dir), threads=2)  # only how it runs changes
-    assert loaded_host.tokenizer is tokenizer
+    # Hovers answer while the model reloads (the load may already have read its tokenizer anew).
+    assert loaded_host.tokenizer is not None
     assert not loaded_host.can_generate()
     assert listener.wait_for_load().error is None
     assert loaded_host.tokenizer is not None and loaded_host.can_generate()

@@ -90,7 +90,7 @@ def _stable_cut(text: str, earliest: int, room: int) -> int:
     while anchor > most and step > 1:
         step //= 2
         anchor = _anchor(text, earliest, step)
-    return min(anchor, most)
+    return anchor  # a slot of 1 cuts at `earliest` itself
 
 
 def _anchor(text: str, earliest: int, step: int) -> int:

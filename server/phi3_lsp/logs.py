@@ -58,7 +58,8 @@ def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:
 
 
 class ClientLogHandler(logging.Handler):
-    """Forwards records to the client through `send(level, message)` (e.g. window/logMessage).
+    """Forwards records to the client through `send(level, message)` (e.g. window/logMessage),
+    as "logger: message" whatever formatter is set.
 
     Attach it to the project's logger only: records from pygls itself could otherwise loop
     back through the message they are about.

@@ -59,7 +59,7 @@ class RequestRulesProtocol(LanguageServerProtocol):
             try:
                 return self._converter.structure(data, notification_type)
             except Exception as error:
-                return _Dropped(data["method"], _problems(error), _uri(data))
+                return _Dropped(data["method"], params_problems(error), _uri(data))
         if not _is_request(data):
             return super().structure_message(data)
         request_type = self.get_message_type(data["method"])
@@ -72,7 +72,8 @@ class RequestRulesProtocol(LanguageServerProtocol):
         try:
             return self._converter.structure(data, request_type or JsonRPCRequestMessage)
         except Exception as error:  # a converter failing in its own way: say so, still answer
-            message = f"{data['method']}: its params do not fit the protocol ({_problems(error)})"
+            problems = params_problems(error)
+            message = f"{data['method']}: its params do not fit the protocol ({problems})"
         return _Refused(data["id"], types.ErrorCodes.InvalidParams, message)
 
     def handle_message(self, message: Any) -> None:
@@ -150,7 +151,8 @@ def _is_late_notice(message: Any) -> bool:
     return method != types.EXIT and (method is None or getattr(message, "id", None) is None)
 
 
-def _problems(error: BaseException) -> str:
+def params_problems(error: BaseException) -> str:
+    """What is wrong with params the converter refused, e.g. "required field missing @ $.x"."""
     if isinstance(error, cattrs.BaseValidationError):
         return "; ".join(cattrs.transform_error(error))
     return str(error) or type(error).__name__

@@ -89,7 +89,8 @@ def parse_settings(
     `defaults`. An invalid value keeps the one in force (`current`, else the default), so that
     a typo in one setting does not reload the model with another.
     """
-    current = current or defaults
+    if current is None:
+        current = defaults
     if raw is None:
         return defaults, []
     if not isinstance(raw, Mapping):

@@ -8,6 +8,7 @@ reload the model with them; a late answer must not reach the user as a server er
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 IN_FORCE: dict[str, Any] = {"threads": 1, "maxNewTokens": 4, "answerBudgetMs": 0}
 PULL_TIMEOUT_SECONDS = 5.0  # the server's wait for a pull's answer
 
-countries = iter(["France", "Italy", "Spain", "Peru", "Chile", "Japan", "Kenya", "Egypt"])
+completions = itertools.count(1)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -36,7 +37,7 @@ async def session(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client
 
 async def new_completion_tokens(client: Phi3Client) -> int:
     """Tokens generated for a fresh prompt in a new document: `maxNewTokens` in force."""
-    text = f"The capital of {next(countries)} is"
+    text = f"Document number {next(completions)} says that the capital of France is"
     uri = client.open_text(f"{text}.txt", text)
     assert await client.inline(uri, 0, len(text))
     tokens: int = (await client.command("phi3.status"))["lastTokens"]

@@ -6,7 +6,6 @@ once the client's `workspace/configuration` (when it has one) has been asked for
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 from lsprotocol import types
@@ -15,6 +14,7 @@ from phi3_lsp.features.client_requests import answer_within
 from phi3_lsp.features.loading import LoadReporter
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.settings import SECTION, Settings, parse_settings, section_of
+from phi3_lsp.settings_reads import SettingsReads
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +26,15 @@ def register(server: Phi3LanguageServer) -> None:
     """Add the life-cycle and settings handlers to `server`."""
     reporter = LoadReporter(server)
     initial_problems: list[str] = []
-    # Reads of the settings are numbered as they start; one that ends after a later one was
-    # applied is stale (a client may answer pulls out of order).
-    read_numbers = itertools.count(1)
-    applied = [0]
+    reads = SettingsReads()
 
     def apply_unless_stale(
         ls: Phi3LanguageServer, number: int, settings: Settings, problems: list[str]
     ) -> None:
-        if number < applied[0]:
+        if reads.take(number):
+            ls.apply_settings(settings, problems)
+        else:
             logger.info("A settings read answered after a newer one: dropped")
-            return
-        applied[0] = number
-        ls.apply_settings(settings, problems)
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: Phi3LanguageServer, params: types.InitializeParams) -> None:
@@ -51,7 +47,7 @@ def register(server: Phi3LanguageServer) -> None:
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: Phi3LanguageServer, params: types.InitializedParams) -> None:
         reporter.start()
-        number = next(read_numbers)
+        number = reads.start()
         with ls.reading_settings():
             pulled = await _pull_section(ls)
             if pulled is None:  # the initializationOptions stand
@@ -67,7 +63,7 @@ def register(server: Phi3LanguageServer) -> None:
         ls: Phi3LanguageServer, params: types.DidChangeConfigurationParams
     ) -> None:
         # Clients that support the pull send `settings: null`; ask them for the section.
-        number = next(read_numbers)
+        number = reads.start()
         with ls.reading_settings():
             raw = await _pull_section(ls)
             if raw is None:

@@ -109,9 +109,15 @@ class LoadReporter:
         progress = self._server.work_done_progress
         try:
             await answer_within(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.info(
+                "%s (the client did not answer for a progress bar within %.0f s)",
+                title,
+                _CREATE_TIMEOUT_SECONDS,
+            )
+            return None
         except Exception as error:
-            reason = str(error) or f"no answer within {_CREATE_TIMEOUT_SECONDS:.0f} s"
-            logger.info("%s (the client refused a progress bar: %s)", title, reason)
+            logger.info("%s (the client refused a progress bar: %s)", title, error)
             return None
         progress.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
         return token

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import cattrs
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from phi3_lsp.features.continuation import read_at
 from phi3_lsp.json_values import as_plain
+from phi3_lsp.request_rules import params_problems
 from phi3_lsp.server import Phi3LanguageServer
 
 READ_AT_CURSOR = "phi3/readAtCursor"
@@ -31,13 +31,8 @@ def register(server: Phi3LanguageServer) -> None:
         try:
             place = ls.converter.structure(as_plain(params), types.TextDocumentPositionParams)
         except Exception as error:
-            problems = (
-                "; ".join(cattrs.transform_error(error))
-                if isinstance(error, cattrs.BaseValidationError)
-                else str(error)
-            )
             raise JsonRpcInvalidParams(
-                f"{READ_AT_CURSOR} takes a text document and a position ({problems})"
+                f"{READ_AT_CURSOR} takes a text document and a position ({params_problems(error)})"
             ) from error
         read = await read_at(ls, place.text_document.uri, place.position)
         if read is None:

@@ -165,6 +165,8 @@ class Phi3LanguageServer(LanguageServer):
             self.show_message(
                 types.MessageType.Warning, "phi3-lsp settings: " + " ".join(new_problems)
             )
+        for problem in new_problems:
+            logger.warning("Setting not taken: %s", problem)  # the toast goes; the output stays
         for change in describe_changes(self.settings, settings):
             logger.info("Setting changed: %s", change)  # the output shows what took effect
         if self.settings.shapes_suggestions_unlike(settings):

@@ -111,3 +111,6 @@ async def test_an_invalid_value_keeps_the_one_in_force_and_is_said_once(
     assert len(warnings) == 1
     assert "phi3.threads must be at most" in warnings[0]
     assert warnings[0].endswith("Keeping 1.")
+    # In the output too, where it stays after the toast is gone.
+    logged = [m.message for m in session.log_messages if "Setting not taken" in m.message]
+    assert logged == [f"phi3_lsp.server: Setting not taken: {warnings[0].split(': ', 1)[1]}"]

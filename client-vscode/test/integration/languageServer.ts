@@ -51,6 +51,12 @@ export const VSCODE_LIKE_CAPABILITIES: ClientCapabilities = {
   },
 };
 
+/** Where the server runs, and what is added to this process's environment for it. */
+interface StartOptions {
+  readonly workspaceFolder?: string;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
 export class LanguageServerProcess {
   readonly connection: ProtocolConnection;
   readonly statuses: ServerStatus[] = [];
@@ -112,10 +118,21 @@ export class LanguageServerProcess {
    * vscode-languageclient runs it) or else in this process's folder, with `env` added to
    * this process's environment.
    */
-  static start(
+  /** `start`, then `use` the server; it is killed afterwards, whatever `use` did. */
+  static async with(
     model: string,
-    { workspaceFolder, env }: { workspaceFolder?: string; env?: NodeJS.ProcessEnv } = {},
-  ): LanguageServerProcess {
+    options: StartOptions,
+    use: (server: LanguageServerProcess) => Promise<void>,
+  ): Promise<void> {
+    const server = LanguageServerProcess.start(model, options);
+    try {
+      await use(server);
+    } finally {
+      server.kill();
+    }
+  }
+
+  static start(model: string, { workspaceFolder, env }: StartOptions = {}): LanguageServerProcess {
     const settings = readSettings((key) => (key === "model" ? model : undefined));
     const child = spawn(PYTHON, serverArguments(settings), {
       stdio: ["pipe", "pipe", "pipe"],

@@ -364,18 +364,19 @@ void describe("a workspace folder with files named like the standard library's",
       const workspace = mkdtempSync(join(tmpdir(), "phi3-workspace-"));
       writeFileSync(join(workspace, "queue.py"), "class Queue:\n    pass\n");
       writeFileSync(join(workspace, "json.py"), 'raise ImportError("the workspace\'s json.py")\n');
-      const server = LanguageServerProcess.start("smollm2-135m", { workspaceFolder: workspace });
-      try {
-        const result = await server.initialize();
-        assert.equal(result.serverInfo?.name, "phi3-lsp");
-        const ready = await server.waitForStatus(
-          (s) => s.state === "ready" || s.state === "error",
-          LOAD_TIMEOUT_MS,
-        );
-        assert.equal(ready.state, "ready");
-      } finally {
-        server.kill();
-      }
+      await LanguageServerProcess.with(
+        "smollm2-135m",
+        { workspaceFolder: workspace },
+        async (server) => {
+          const result = await server.initialize();
+          assert.equal(result.serverInfo?.name, "phi3-lsp");
+          const ready = await server.waitForStatus(
+            (s) => s.state === "ready" || s.state === "error",
+            LOAD_TIMEOUT_MS,
+          );
+          assert.equal(ready.state, "ready");
+        },
+      );
     },
   );
 });
@@ -387,10 +388,8 @@ void describe("the default model offline: Phi-3's tokenizer and config, no weigh
     async () => {
       // An empty hub cache, offline: the default model resolves to the offline pack's files.
       const hfHome = mkdtempSync(join(tmpdir(), "phi3-hf-home-"));
-      const server = LanguageServerProcess.start(DEFAULT_SETTINGS.model, {
-        env: { HF_HUB_OFFLINE: "1", HF_HOME: hfHome },
-      });
-      try {
+      const offline = { env: { HF_HUB_OFFLINE: "1", HF_HOME: hfHome } };
+      await LanguageServerProcess.with(DEFAULT_SETTINGS.model, offline, async (server) => {
         await server.initialize();
         await server.waitForStatus((s) => s.state === "ready", LOAD_TIMEOUT_MS);
         // Phi-3 reads `\|` as one token. VS Code renders hovers with marked, which ends a
@@ -414,9 +413,7 @@ void describe("the default model offline: Phi-3's tokenizer and config, no weigh
             assert.match(row[2]?.text ?? "", /^\d+$/, markdown);
           }
         }
-      } finally {
-        server.kill();
-      }
+      });
     },
   );
 });

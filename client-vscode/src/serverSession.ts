@@ -64,7 +64,13 @@ class Phi3LanguageClient extends LanguageClient {
       );
       return;
     }
-    super.error(message, data, showNotification);
+    // A start that fails is reported by the session, with its cause and the ways to fix it:
+    // the library's "couldn't create connection to server" (or, after a crash, "Restarting
+    // server failed" once the exit is reported) would say it again without either.
+    const saidAlready =
+      message.endsWith(CONNECTION_FAILED) ||
+      (message === RESTART_FAILED && this.exitWhileStartingReported);
+    super.error(message, data, saidAlready ? false : showNotification);
   }
 
   /**
@@ -73,7 +79,14 @@ class Phi3LanguageClient extends LanguageClient {
    * server, fails with "Starting server failed" and a stack trace otherwise shown to the user.
    */
   retired = false;
+
+  /** Set when the session has told the user that this client's server exited while starting. */
+  exitWhileStartingReported = false;
 }
+
+/** The ends of the library's messages for a start that failed (vscode-languageclient 9). */
+const CONNECTION_FAILED = "couldn't create connection to server.";
+const RESTART_FAILED = "Restarting server failed";
 
 function isNotRunningError(error: unknown): error is Error {
   return error instanceof Error && error.message.startsWith("Client is not running");
@@ -104,13 +117,18 @@ export interface SessionDependencies {
   readonly pendingSuggestions: PendingSuggestions;
 }
 
-/** Calls `onLine` for each line of `input`, as the library's default stdio handling does. */
-function forEachLine(input: Readable, onLine: (line: string) => void): void {
-  createInterface({ input, crlfDelay: Infinity, terminal: false, historySize: 0 }).on(
-    "line",
-    onLine,
-  );
+/**
+ * Calls `onLine` for each line of `input`, as the library's default stdio handling does;
+ * resolves once the last line has been handled.
+ */
+function forEachLine(input: Readable, onLine: (line: string) => void): Promise<void> {
+  const lines = createInterface({ input, crlfDelay: Infinity, terminal: false, historySize: 0 });
+  lines.on("line", onLine);
+  return new Promise((resolve) => lines.once("close", resolve));
 }
+
+/** How long an exit's report waits for the rest of the server's stderr, which says why. */
+const STDERR_GRACE_MS = 1000;
 
 const RESTARTS_ALLOWED = 3;
 const RESTART_WINDOW_MS = 3 * 60_000;
@@ -118,9 +136,14 @@ const RESTART_WINDOW_MS = 3 * 60_000;
 const RESTART_SETTLE_MS = 15_000;
 /** How long a failed start waits for the exit report that may follow its rejection. */
 const EXIT_REPORT_GRACE_MS = 2000;
-const EXITED_WHILE_STARTING =
-  "The Phi-3 server exited while starting; its own lines in this output say why. Fix the " +
-  'cause, then use "Phi-3: Restart server".';
+/** What the user is told when the server exits before the handshake, `lastLine` its last words. */
+function exitedWhileStartingAdvice(lastLine: string): string {
+  const said = lastLine === "" ? ", without a line on stderr" : `: ${lastLine}`;
+  return (
+    `Phi-3: the server exited while starting${said}. Its lines in the output say more. Fix the ` +
+    "cause (reinstall phi3_lsp, or set phi3.pythonPath to a Python that has it), then Retry."
+  );
+}
 
 /** The documents the server completes (and reads ahead in). */
 const DOCUMENT_SELECTOR = [{ scheme: "file" }, { scheme: "untitled" }];
@@ -299,8 +322,10 @@ export class ServerSession implements vscode.Disposable {
         return;
       }
       const reason = error instanceof Error ? error.message : String(error);
-      output.error(`The Phi-3 server did not start: ${reason}`);
+      const advice = `Phi-3: the server did not start: ${reason}`;
+      output.error(advice);
       statusBar.setConnection({ kind: "failed", reason: "the server did not start" });
+      void this.offerInstallFixes(advice, false);
     }
   }
 
@@ -335,6 +360,8 @@ export class ServerSession implements vscode.Disposable {
     // Whether the current process finished the initialize handshake; a restart resets it.
     let running = false;
     let reportExitWhileStarting = (): void => undefined;
+    // The current process's stderr: its last line (an exit's reason), and when it has all come.
+    let stderr = { lastLine: "", read: Promise.resolve() };
     const exitedWhileStarting = new Promise<void>((resolve) => {
       reportExitWhileStarting = resolve;
     });
@@ -346,14 +373,17 @@ export class ServerSession implements vscode.Disposable {
       outputChannel: output,
       stdioOptions: {
         stdout: (input, channel) => {
-          forEachLine(input, (line) => {
+          void forEachLine(input, (line) => {
             channel.info(line);
           });
         },
         stderr: (input, channel) => {
-          forEachLine(input, (line) => {
+          const current = { lastLine: "", read: Promise.resolve() };
+          current.read = forEachLine(input, (line) => {
+            current.lastLine = line.trim() === "" ? current.lastLine : line.trim();
             channel[stderrLineLevel(line)](line);
           });
+          stderr = current;
         },
       },
       // The server re-reads its settings (workspace/configuration) when this notifies it of a
@@ -370,7 +400,7 @@ export class ServerSession implements vscode.Disposable {
           action: count !== undefined && count <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown,
         }),
         // The one place that reacts to the process going away, during a start or later.
-        closed: () => {
+        closed: async () => {
           if (this.client !== client) {
             // A client being replaced: the session has moved on, and the status bar with it.
             return { action: CloseAction.DoNotRestart, handled: true };
@@ -379,15 +409,16 @@ export class ServerSession implements vscode.Disposable {
             case "restart":
               output.warn("The Phi-3 server stopped unexpectedly; restarting it.");
               return { action: CloseAction.Restart };
-            case "exitedWhileStarting":
+            case "exitedWhileStarting": {
+              await settlesWithin(stderr.read, STDERR_GRACE_MS);
+              const advice = exitedWhileStartingAdvice(stderr.lastLine);
               statusBar.setConnection({ kind: "failed", reason: "exited while starting" });
+              client.exitWhileStartingReported = true;
               reportExitWhileStarting();
-              // `handled`: logged once, without the library's generic notification.
-              return {
-                action: CloseAction.DoNotRestart,
-                message: EXITED_WHILE_STARTING,
-                handled: true,
-              };
+              void this.offerInstallFixes(advice, false);
+              // `handled`: logged, without the library's generic notification.
+              return { action: CloseAction.DoNotRestart, message: advice, handled: true };
+            }
             case "exhausted":
               statusBar.setConnection({ kind: "failed", reason: "stopped repeatedly" });
               return {

@@ -530,7 +530,53 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
 
   if (workspaceSettings["phi3.pythonPath"] !== undefined) {
     await trustTheWorkspace(page, workbench, workspace, workspaceSettings, python);
+  } else {
+    await serverExitsWhileStarting(page, workbench, workspace, python);
   }
+}
+
+/** What the Python of a broken install prints as its server exits while starting. */
+const BROKEN_INSTALL_ERROR = "ModuleNotFoundError: No module named 'phi3_lsp_missing_part'";
+
+/**
+ * A Python that imports phi3_lsp (the extension's check passes) but whose server exits before
+ * the handshake, as a half-installed environment does: the user must get one notification that
+ * says why, with the way to fix it, and not the language client's own "couldn't create
+ * connection to server".
+ */
+async function serverExitsWhileStarting(page, workbench, workspace, python) {
+  const brokenPython = path.join(path.dirname(workspace), "broken-python");
+  writeFileSync(
+    brokenPython,
+    [
+      "#!/bin/sh",
+      '# The extension\'s import check runs `python -c ...`: that works. The server does not.',
+      `if [ "$1" = "-c" ]; then exec "${python}" "$@"; fi`,
+      `exec "${python}" -c "import phi3_lsp_missing_part"`,
+      "",
+    ].join("\n"),
+    { mode: 0o755 },
+  );
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  writeFileSync(
+    path.join(workspace, ".vscode", "settings.json"),
+    JSON.stringify({ "phi3.pythonPath": brokenPython }, null, 2),
+  );
+  const notice = await timed("server exits while starting (pythonPath → notification)", () =>
+    workbench.notificationContaining("Phi-3", TIMEOUT.architecture),
+  );
+  log(`notification: ${JSON.stringify(notice)}`);
+  check(
+    notice.includes("exited while starting") && notice.includes(BROKEN_INSTALL_ERROR),
+    `the notification does not say that the server exited while starting, and why (${BROKEN_INSTALL_ERROR}): ${JSON.stringify(notice)}`,
+  );
+  check(
+    await waitForStatusIcon(workbench, "error"),
+    "the status bar does not show that the server failed to start",
+  );
+  await page.waitForTimeout(3000); // a second notification would show meanwhile
+  await screenshot(page, "10-server-exited-while-starting");
+  await expectOneNotification(page);
 }
 
 /**

@@ -1,27 +1,29 @@
 /**
  * Which output-channel level a line of the server's stderr deserves.
  *
- * The server logs `<date> <time> <LEVEL> <logger>: <message>` to stderr and forwards its INFO
- * records as window/logMessage too; showing both would print every line twice. Plain module.
+ * The server logs `<date> <time> <LEVEL> <logger>: <message>` to stderr and, once initialized,
+ * forwards its own records (logger `phi3_lsp...`, INFO and up) as window/logMessage too, which
+ * the output shows at their level: showing both would print those lines twice. Plain module.
  */
 
 export type ChannelLevel = "debug" | "info" | "warn" | "error";
 
-const RECORD = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) /;
+const RECORD =
+  /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+):/;
 
 /**
- * DEBUG and INFO records → debug (they also arrive as window/logMessage); WARNING → warn;
- * ERROR, CRITICAL and anything unformatted (a traceback, a crash before logging starts) → error.
+ * DEBUG and INFO records → debug; WARNING → warn and ERROR, CRITICAL → error, unless
+ * `forwarded` (the server is initialized) and the record is the server's own, which comes as
+ * window/logMessage: then debug. Anything unformatted (a traceback, a crash before logging
+ * starts) → error.
  */
-export function stderrLineLevel(line: string): ChannelLevel {
-  const level = RECORD.exec(line)?.[1];
-  switch (level) {
-    case "DEBUG":
-    case "INFO":
-      return "debug";
-    case "WARNING":
-      return "warn";
-    default:
-      return "error";
+export function stderrLineLevel(line: string, forwarded: boolean): ChannelLevel {
+  const [, level, logger] = RECORD.exec(line) ?? [];
+  if (level === "DEBUG" || level === "INFO") {
+    return "debug";
   }
+  if (forwarded && logger?.startsWith("phi3_lsp") === true) {
+    return "debug";
+  }
+  return level === "WARNING" ? "warn" : "error";
 }

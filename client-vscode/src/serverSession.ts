@@ -381,7 +381,7 @@ export class ServerSession implements vscode.Disposable {
           const current = { lastLine: "", read: Promise.resolve() };
           current.read = forEachLine(input, (line) => {
             current.lastLine = line.trim() === "" ? current.lastLine : line.trim();
-            channel[stderrLineLevel(line)](line);
+            channel[stderrLineLevel(line, running)](line);
           });
           stderr = current;
         },

@@ -11,6 +11,12 @@ import {
   STATUS_COMMAND,
 } from "./protocol";
 import { PendingSuggestions } from "./pendingSuggestions";
+import {
+  loadedWithoutWeights,
+  OFFLINE_MODEL,
+  USE_OFFLINE_MODEL_COMMAND,
+  useOfflineModel,
+} from "./noWeights";
 import { onActivePythonChanged } from "./pythonEnvironment";
 import { ServerSession } from "./serverSession";
 import {
@@ -62,7 +68,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   register(SHOW_OUTPUT_COMMAND, () => {
     output.show();
   });
-  register(SHOW_MENU_COMMAND, () => showMenu());
+  register(SHOW_MENU_COMMAND, () => showMenu(statusBar));
+  register(USE_OFFLINE_MODEL_COMMAND, () => useOfflineModel());
   // Escape while a suggestion is pending: turn it down, and hide any that is already shown.
   register(DISMISS_COMMAND, () => {
     pendingSuggestions.dismissAll();
@@ -195,9 +202,18 @@ async function toggleInlineCompletions(): Promise<void> {
   );
 }
 
-async function showMenu(): Promise<void> {
+async function showMenu(statusBar: StatusBar): Promise<void> {
   const enabled = currentSettings().inlineCompletions;
   const items: (vscode.QuickPickItem & { command: string })[] = [
+    ...(loadedWithoutWeights(statusBar.serverStatus)
+      ? [
+          {
+            label: `$(arrow-swap) Use the offline model ${OFFLINE_MODEL}`,
+            description: "this model has no weights here",
+            command: USE_OFFLINE_MODEL_COMMAND,
+          },
+        ]
+      : []),
     { label: "$(type-hierarchy) Show Phi-3 architecture", command: SHOW_ARCHITECTURE_COMMAND },
     {
       label: "$(dashboard) Measure how fast the weights read",

@@ -27,6 +27,11 @@ import { waitUnlessCancelled } from "./debounce";
 export interface InlineRequestHooks {
   /** Read on every request, so a settings change applies to the next keystroke. */
   currentSettings(): { readonly inlineCompletions: boolean; readonly debounceMs: number };
+  /**
+   * Asked when the user asks for a suggestion (by command or key): true if the server can make
+   * none (a model without weights) and the user has been told why; no request is sent then.
+   */
+  cannotSuggest(): boolean;
   requestStarted(): void;
   /** Always called once per started request, also when it fails or is cancelled. */
   requestFinished(roundTripMs: number, cancelled: boolean): void;
@@ -91,6 +96,9 @@ export function inlineCompletionMiddleware(
       try {
         // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
         const automatic = context.triggerKind !== INVOKED;
+        if (!automatic && hooks.cannotSuggest()) {
+          return null;
+        }
         // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
         const debounced = !automatic || (await waitUnlessCancelled(debounceMs, token));
         if (!debounced || !stillWanted()) {

@@ -22,6 +22,7 @@ import {
 import { isFeatureLeftOut } from "./clientFeatures";
 import { readWhereTheCursorRests } from "./cursorReads";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
+import { explainNoSuggestions, loadedWithoutWeights } from "./noWeights";
 import type { PendingSuggestions } from "./pendingSuggestions";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
 import { activePythonInterpreter } from "./pythonEnvironment";
@@ -430,6 +431,14 @@ export class ServerSession implements vscode.Disposable {
       },
       middleware: inlineCompletionMiddleware({
         currentSettings: () => this.deps.settings(),
+        cannotSuggest: () => {
+          const status = statusBar.serverStatus;
+          if (!loadedWithoutWeights(status)) {
+            return false;
+          }
+          explainNoSuggestions(status, output);
+          return true;
+        },
         requestStarted: () => {
           statusBar.requestStarted();
         },

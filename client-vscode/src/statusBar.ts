@@ -31,6 +31,11 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
+  /** The current process's latest `phi3/status`; undefined until its first one. */
+  get serverStatus(): ServerStatus | undefined {
+    return this.figures.serverStatus;
+  }
+
   setServerStatus(status: ServerStatus): void {
     this.figures.serverStatusArrived(status);
     this.render();

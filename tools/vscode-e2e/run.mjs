@@ -531,8 +531,46 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   if (workspaceSettings["phi3.pythonPath"] !== undefined) {
     await trustTheWorkspace(page, workbench, workspace, workspaceSettings, python);
   } else {
+    await modelWithoutWeights(page, workbench, workspace);
     await serverExitsWhileStarting(page, workbench, workspace, python);
   }
+}
+
+/** The extension's default model: this machine cannot reach the hub, so it has no weights. */
+const DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct";
+
+/**
+ * A user who asks for a suggestion from a model without weights is told why none comes, and
+ * one click switches to the offline model, whose suggestion then shows.
+ */
+async function modelWithoutWeights(page, workbench, workspace) {
+  const settingsFile = path.join(workspace, ".vscode", "settings.json");
+  writeFileSync(settingsFile, JSON.stringify({ "phi3.model": DEFAULT_MODEL }, null, 2));
+  const noWeights = await timed("model without weights (setting → status bar)", () =>
+    pollFor(page, TIMEOUT.serverReady, 250, async () => {
+      const label = await workbench.statusLabel();
+      return label?.includes("(no weights)") ? label : null;
+    }),
+  );
+  check(noWeights !== undefined, `the status bar never said that ${DEFAULT_MODEL} has no weights`);
+  log(`status bar: ${noWeights.split("\n")[0]}`);
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+  const notice = await workbench.notificationContaining("has no weights", TIMEOUT.ui);
+  log(`after the trigger: ${JSON.stringify(notice)}`);
+  await screenshot(page, "10-no-weights-told");
+  await page
+    .locator(".notifications-toasts .notification-toast .monaco-button")
+    .filter({ hasText: `Use ${MODEL}` })
+    .first()
+    .click({ timeout: TIMEOUT.ui });
+  await timed(`Use ${MODEL} → status bar ready`, () => waitForServerReady(workbench));
+  const written = JSON.parse(readFileSync(settingsFile, "utf8"))["phi3.model"];
+  check(written === MODEL, `the button left phi3.model at ${written} in the workspace settings`);
+  await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+  const ghost = await waitForGhostText(workbench);
+  log(`ghost text from ${MODEL}: ${JSON.stringify(ghost)}`);
+  await page.keyboard.press("Escape");
 }
 
 /** What the Python of a broken install prints as its server exits while starting. */
@@ -575,7 +613,7 @@ async function serverExitsWhileStarting(page, workbench, workspace, python) {
     "the status bar does not show that the server failed to start",
   );
   await page.waitForTimeout(3000); // a second notification would show meanwhile
-  await screenshot(page, "10-server-exited-while-starting");
+  await screenshot(page, "11-server-exited-while-starting");
   await expectOneNotification(page);
 }
 

@@ -83,6 +83,7 @@ describe("the packaged extension (.vsix)", () => {
     assert.equal(titles.get("phi3.restartServer"), "Restart server");
     assert.equal(titles.get("phi3.toggleInlineCompletions"), "Toggle inline completions");
     assert.equal(titles.get("phi3.showOutput"), "Show output");
+    assert.equal(titles.get("phi3.useOfflineModel"), "Use the offline model (smollm2-135m)");
     assert.ok(manifest.contributes.commands.every((c) => c.category === "Phi-3"));
     assert.deepEqual(manifest.activationEvents, ["onStartupFinished"]);
   });

@@ -50,6 +50,7 @@ function editableDocument() {
 function recorder(
   settings: { inlineCompletions: boolean; debounceMs: number },
   now?: () => number,
+  canSuggest = true,
 ) {
   const events: string[] = [];
   const asked: [vscode.TextDocument, vscode.Position][] = [];
@@ -57,6 +58,12 @@ function recorder(
   const pending = new PendingSuggestions(() => undefined);
   const hooks: InlineRequestHooks = {
     currentSettings: () => settings,
+    cannotSuggest: () => {
+      if (!canSuggest) {
+        events.push("told why not");
+      }
+      return !canSuggest;
+    },
     requestStarted: () => events.push("started"),
     requestFinished: (_ms, cancelled) => events.push(cancelled ? "cancelled" : "finished"),
     watchPlace: (_document, _position, listener) => {
@@ -160,6 +167,36 @@ describe("inline completion middleware", () => {
     const { token } = tokenSource();
     const result = await request(token, () => Promise.resolve(suggestion), invoked);
     assert.equal(result, suggestion);
+    assert.deepEqual(events, ["started", "finished"]);
+  });
+
+  it("tells the user who asks why no suggestion can come, and sends nothing", async () => {
+    const { events, request } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      undefined,
+      false,
+    );
+    const { token } = tokenSource();
+    const result = await request(
+      token,
+      () => {
+        throw new Error("must not be called");
+      },
+      invoked,
+    );
+    assert.equal(result, null);
+    assert.deepEqual(events, ["told why not"]);
+  });
+
+  it("tells nothing on automatic requests that can bring no suggestion", async () => {
+    const { events, request } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      undefined,
+      false,
+    );
+    const { token } = tokenSource();
+    const result = await request(token, () => Promise.resolve(nothing));
+    assert.equal(result, nothing);
     assert.deepEqual(events, ["started", "finished"]);
   });
 

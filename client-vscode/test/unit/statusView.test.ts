@@ -40,6 +40,20 @@ describe("status bar rendering", () => {
     assert.equal(view.isError, false);
   });
 
+  it("names the model once while loading", () => {
+    const model = "microsoft/Phi-3-mini-4k-instruct";
+    const looking: ServerStatus = {
+      ...ready,
+      state: "loading",
+      model,
+      message: `Looking for ${model} on the Hugging Face hub`,
+      percentage: 0,
+      weightsLoaded: false,
+    };
+    const view = renderStatus(inputs({ server: looking }));
+    assert.equal(view.tooltip.split(model).length - 1, 1, view.tooltip);
+  });
+
   it("names the model when ready, without a spinner", () => {
     const view = renderStatus(inputs({}));
     assert.match(view.text, /Phi-3-mini-4k-instruct$/);
@@ -71,7 +85,16 @@ describe("status bar rendering", () => {
     const view = renderStatus(inputs({ server: timed, lastRoundTripMs: 4400.2 }));
     assert.match(view.tooltip, /4322 ms on the server, 50 tokens/);
     assert.match(view.tooltip, /11\.0 tokens\/s/);
-    assert.match(view.tooltip, /Round trip in the editor: 4400 ms/);
+    assert.match(view.tooltip, /Round trip in the editor: 4400 ms\n/);
+  });
+
+  it("says when the editor's answer came before the server finished the completion", () => {
+    const timed: ServerStatus = { ...ready, lastLatencyMs: 683, lastTokens: 50 };
+    const view = renderStatus(inputs({ server: timed, lastRoundTripMs: 63 }));
+    assert.match(
+      view.tooltip,
+      /Round trip in the editor: 63 ms \(answered early; the server went on generating\)/,
+    );
   });
 
   it("says when the last completion had nothing to add rather than '0 tokens'", () => {

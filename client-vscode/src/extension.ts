@@ -62,7 +62,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     context.subscriptions.push(vscode.commands.registerCommand(id, run));
   };
   register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture, output));
-  register(MEASURE_WEIGHT_READS_COMMAND, () => measureWeightReads(session, output));
+  register(MEASURE_WEIGHT_READS_COMMAND, () => measureWeightReads(session, statusBar, output));
   register(RESTART_COMMAND, () => session.restart());
   register(TOGGLE_INLINE_COMMAND, () => toggleInlineCompletions());
   register(SHOW_OUTPUT_COMMAND, () => {
@@ -136,6 +136,7 @@ async function showArchitecture(
 
 async function measureWeightReads(
   session: ServerSession,
+  statusBar: StatusBar,
   output: vscode.LogOutputChannel,
 ): Promise<void> {
   try {
@@ -150,7 +151,11 @@ async function measureWeightReads(
     output.info(message);
     void vscode.window.showInformationMessage(message);
   } catch (error) {
-    await reportFailure("Measure how fast the weights read", error, output);
+    // Without weights there is nothing to read: the way on is a model that has them.
+    const offline = loadedWithoutWeights(statusBar.serverStatus)
+      ? { title: `Use ${OFFLINE_MODEL}`, run: useOfflineModel }
+      : undefined;
+    await reportFailure("Measure how fast the weights read", error, output, offline);
   }
 }
 
@@ -171,17 +176,22 @@ async function askServer<T>(
   return result;
 }
 
-/** A command that failed: logged, and shown with a way to the log. */
+/** A command that failed: logged, and shown with a way to the log (and `fix`, if given). */
 async function reportFailure(
   command: string,
   error: unknown,
   output: vscode.LogOutputChannel,
+  fix?: { readonly title: string; readonly run: () => Promise<void> },
 ): Promise<void> {
   const message = error instanceof Error ? error.message : String(error);
   output.error(`${command}: ${message}`);
   const showOutput = "Show output";
-  if ((await vscode.window.showErrorMessage(`Phi-3: ${message}`, showOutput)) === showOutput) {
+  const choices = fix === undefined ? [showOutput] : [fix.title, showOutput];
+  const choice = await vscode.window.showErrorMessage(`Phi-3: ${message}`, ...choices);
+  if (choice === showOutput) {
     output.show();
+  } else if (choice !== undefined) {
+    await fix?.run();
   }
 }
 

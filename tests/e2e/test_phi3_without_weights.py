@@ -108,9 +108,10 @@ async def test_the_status_command_matches_the_notifications(phi3_no_weights: Phi
     assert await phi3_no_weights.command("phi3.status") == phi3_no_weights.statuses[-1]
 
 
-async def test_without_weights_reading_them_is_an_error_that_says_so(
+async def test_without_weights_reading_them_is_an_error_that_says_so_and_what_to_do(
     phi3_no_weights: Phi3Client,
 ) -> None:
-    with pytest.raises(JsonRpcException, match="without its weights"):
+    with pytest.raises(JsonRpcException, match="without its weights") as refused:
         await phi3_no_weights.command("phi3.measureWeightReads")
+    assert 'Set phi3.model to "smollm2-135m"' in str(refused.value)
     assert (await phi3_no_weights.command("phi3.status"))["state"] == "ready"

@@ -555,6 +555,15 @@ async function modelWithoutWeights(page, workbench, workspace) {
   check(noWeights !== undefined, `the status bar never said that ${DEFAULT_MODEL} has no weights`);
   log(`status bar: ${noWeights.split("\n")[0]}`);
   await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  // Nothing to read either: the refusal offers the same way on.
+  await workbench.runCommand("Measure how fast the weights read", TIMEOUT.ui);
+  const readsRefused = await workbench.notificationContaining("without its weights", TIMEOUT.ui);
+  log(`weights read without weights: ${JSON.stringify(readsRefused)}`);
+  check(
+    readsRefused.includes(`Use ${MODEL}`),
+    `the weights' read without weights offers no Use ${MODEL}: ${JSON.stringify(readsRefused)}`,
+  );
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
   await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
   const notice = await workbench.notificationContaining("has no weights", TIMEOUT.ui);
   log(`after the trigger: ${JSON.stringify(notice)}`);

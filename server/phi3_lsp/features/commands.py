@@ -59,8 +59,13 @@ def register(server: Phi3LanguageServer) -> None:
 
 
 def _no_weights(ls: Phi3LanguageServer) -> str:
-    if ls.host is not None and ls.host.engine is not None:
-        return "The model is loaded without its weights: there are none to read."
+    engine = ls.host.engine if ls.host is not None else None
+    if engine is not None:
+        # The hint says how to get a model with weights (the offline one, or a download).
+        hint = engine.source.missing_weights_hint
+        return " ".join(
+            ["The model is loaded without its weights: there are none to read.", hint or ""]
+        ).strip()
     return _not_available(ls, "weights to read")
 
 

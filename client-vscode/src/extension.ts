@@ -106,7 +106,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     output.warn(`Not following the Python extension's environment: ${String(error)}`);
   }
 
-  await session.start();
+  await session.startWhenNeeded();
 }
 
 /** Shuts the server down cleanly (shutdown + exit) before VS Code ends the extension host. */

@@ -21,6 +21,7 @@ import {
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
 import { readWhereTheCursorRests } from "./cursorReads";
+import { COMPLETED_SCHEMES, isCompletedScheme, needsServerNow } from "./firstStart";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
 import { explainNoSuggestions, loadedWithoutWeights } from "./noWeights";
 import type { PendingSuggestions } from "./pendingSuggestions";
@@ -147,7 +148,7 @@ function exitedWhileStartingAdvice(lastLine: string): string {
 }
 
 /** The documents the server completes (and reads ahead in). */
-const DOCUMENT_SELECTOR = [{ scheme: "file" }, { scheme: "untitled" }];
+const DOCUMENT_SELECTOR = COMPLETED_SCHEMES.map((scheme) => ({ scheme }));
 
 /** The check that keeps Restricted Mode from running an interpreter of the workspace's own. */
 function restrictedCheck(interpreter: Interpreter): InstallCheck | undefined {
@@ -187,6 +188,8 @@ export class ServerSession implements vscode.Disposable {
   private startedTrusted = false;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
   private readonly cursorReads: vscode.Disposable;
+  /** Set while an empty window waits for its first document to start the server. */
+  private waitingForDocument: vscode.Disposable | undefined;
 
   constructor(private readonly deps: SessionDependencies) {
     this.cursorReads = readWhereTheCursorRests({
@@ -199,6 +202,30 @@ export class ServerSession implements vscode.Disposable {
 
   start(): Promise<void> {
     return this.enqueue(() => this.startNow());
+  }
+
+  /** Starts now if the window has something to complete in, else once a document opens. */
+  startWhenNeeded(): Promise<void> {
+    const schemes = vscode.workspace.textDocuments.map((document) => document.uri.scheme);
+    if (needsServerNow(vscode.workspace.workspaceFolders?.length ?? 0, schemes)) {
+      return this.start();
+    }
+    this.deps.statusBar.setConnection({ kind: "waiting" });
+    this.waitingForDocument = vscode.workspace.onDidOpenTextDocument((document) => {
+      if (isCompletedScheme(document.uri.scheme)) {
+        void this.startIfWaiting();
+      }
+    });
+    return Promise.resolve();
+  }
+
+  /** The first start of a waiting window; once it has begun, a no-op (documents open in bursts). */
+  private startIfWaiting(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.waitingForDocument !== undefined) {
+        await this.startNow();
+      }
+    });
   }
 
   /** Stops the running server (if any) and starts a fresh one with a fresh restart budget. */
@@ -214,6 +241,9 @@ export class ServerSession implements vscode.Disposable {
    */
   restartIfInterpreterChanged(): Promise<void> {
     return this.enqueue(async () => {
+      if (this.waitingForDocument !== undefined) {
+        return; // the first start will choose it
+      }
       const interpreter = await this.chooseInterpreterNow();
       if (interpreter.command === this.startedWith && this.isAlive()) {
         return;
@@ -230,6 +260,9 @@ export class ServerSession implements vscode.Disposable {
    */
   workspaceTrusted(): Promise<void> {
     return this.enqueue(async () => {
+      if (this.waitingForDocument !== undefined) {
+        return; // the first start will read the workspace's settings
+      }
       const interpreter = await this.chooseInterpreterNow();
       const client = this.client;
       const running = client?.isRunning() === true;
@@ -252,8 +285,11 @@ export class ServerSession implements vscode.Disposable {
     return this.enqueue(() => this.stopNow());
   }
 
-  /** Sends workspace/executeCommand to the running server. */
+  /** Sends workspace/executeCommand to the running server (started first in a waiting window). */
   async executeCommand(command: string): Promise<unknown> {
+    if (this.waitingForDocument !== undefined) {
+      await this.startIfWaiting();
+    }
     const client = this.client;
     if (!client?.isRunning()) {
       throw new Error('The Phi-3 server is not running. Use "Phi-3: Restart server".');
@@ -262,6 +298,7 @@ export class ServerSession implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.waitingForDocument?.dispose();
     this.cursorReads.dispose();
     void this.stop();
   }
@@ -297,6 +334,8 @@ export class ServerSession implements vscode.Disposable {
 
   /** Starts on `chosen`, or on the interpreter chosen now. */
   private async startNow(chosen?: Interpreter): Promise<void> {
+    this.waitingForDocument?.dispose();
+    this.waitingForDocument = undefined;
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
     statusBar.setConnection({ kind: "starting" });

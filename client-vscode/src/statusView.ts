@@ -9,6 +9,8 @@ import type { ServerStatus } from "./protocol";
 /** The client's own view of the server process, which the server cannot report itself. */
 export type ConnectionState =
   | { readonly kind: "starting" }
+  /** An empty window: the server starts with its first document. */
+  | { readonly kind: "waiting" }
   | { readonly kind: "running" }
   | { readonly kind: "stopped" }
   | { readonly kind: "failed"; readonly reason: string };
@@ -37,6 +39,7 @@ const SPINNER = "$(sync~spin)";
 const LOADING = "$(loading~spin)";
 const READY = "$(sparkle)";
 const DISABLED = "$(circle-slash)";
+const WAITING = "$(circle-outline)";
 const NO_WEIGHTS = "$(warning)";
 const ERROR = "$(error)";
 
@@ -83,6 +86,14 @@ export function renderStatus(inputs: StatusInputs): StatusView {
   const { connection, server } = inputs;
   if (connection.kind === "failed") {
     return failedView(connection.reason);
+  }
+  if (connection.kind === "waiting") {
+    return {
+      text: `${WAITING} Phi-3`,
+      tooltip: withClickHint(["Phi-3 starts once a file is open in this window"], "showMenu"),
+      onClick: "showMenu",
+      isError: false,
+    };
   }
   if (connection.kind === "stopped") {
     return {

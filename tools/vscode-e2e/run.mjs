@@ -12,6 +12,8 @@
  * --keep       keep the temporary profile (logs, settings, workspace) even when the run passes
  * --trace      log every LSP message in the extension's log (phi3.trace.server = verbose)
  * --weights W  the phi3.weights setting (default fp32); int4 also checks drafted tokens
+ * --restricted the workspace in Restricted Mode (see README.md)
+ * --empty-window  a window without folder or file: no server until an untitled file opens
  *
  * Environment: VSCODE_E2E_HOME (where setup.sh installed Node 24 and code-server),
  * PHI3_PYTHON (default: the repository's .venv), CHROMIUM_PATH (default /usr/bin/chromium).
@@ -125,6 +127,7 @@ function options() {
       trace: { type: "boolean", default: false },
       weights: { type: "string", default: "fp32" },
       restricted: { type: "boolean", default: false },
+      "empty-window": { type: "boolean", default: false },
     },
   });
   if (!["fp32", "int4"].includes(values.weights)) {
@@ -151,6 +154,7 @@ function options() {
     trace: values.trace,
     weights: values.weights,
     restricted: values.restricted,
+    emptyWindow: values["empty-window"],
   };
 }
 
@@ -706,6 +710,40 @@ async function trustTheWorkspace(page, workbench, workspace, workspaceSettings, 
   check(shown, `"Set phi3.pythonPath" opened no settings editor showing it`);
 }
 
+/**
+ * A window with no folder and no file has nothing to complete: the extension must not load a
+ * model there (seconds of CPU, gigabytes for Phi-3) until a document opens; then it must.
+ */
+async function driveEmptyWindow(page, workbench, userDataDir) {
+  await workbench.waitUntilLoaded(TIMEOUT.workbench);
+  log("workbench loaded");
+  check(
+    await waitForStatusIcon(workbench, "circle-outline"),
+    `the status bar does not show the server waiting: ${await workbench.statusLabel()}`,
+  );
+  await page.waitForTimeout(3000); // a server started anyway would be loading by now
+  const label = await workbench.statusLabel();
+  log(`status bar after 3 s: ${label?.split("\n")[0]}`);
+  check(
+    (await workbench.statusIcon()) === "circle-outline",
+    `the status bar left waiting in an empty window: ${label}`,
+  );
+  check(
+    !(extensionLog(userDataDir)?.text ?? "").includes("Using Python"),
+    "the extension started a server in a window without folder or file",
+  );
+  await screenshot(page, "e1-waiting");
+  await page.keyboard.press("Control+N");
+  await timed("server ready (new untitled file → status bar ready)", () =>
+    waitForServerReady(workbench),
+  );
+  await page.keyboard.type(PROMPT, { delay: 30 });
+  await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+  const ghost = await waitForGhostText(workbench, EXPECTED_IN_SUGGESTION);
+  log(`ghost text in the untitled file: ${JSON.stringify(ghost)}`);
+  await screenshot(page, "e2-untitled-suggestion");
+}
+
 async function expectOneNotification(page) {
   const notices = await page.locator(".notifications-toasts .notification-toast").allInnerTexts();
   checkAndContinue(
@@ -781,15 +819,19 @@ async function main() {
     });
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
     page.setDefaultTimeout(TIMEOUT.ui);
-    await page.goto(`${codeServer.url}?folder=${encodeURIComponent(workspace)}`, {
-      timeout: TIMEOUT.workbench,
-    });
-    await drive(page, new Workbench(page), facts, settings.weights, {
-      userDataDir: profile.userDataDir,
-      workspace,
-      workspaceSettings,
-      python: settings.python,
-    });
+    // `ew=true`: code-server's empty window, with no folder.
+    const opened = settings.emptyWindow ? "ew=true" : `folder=${encodeURIComponent(workspace)}`;
+    await page.goto(`${codeServer.url}?${opened}`, { timeout: TIMEOUT.workbench });
+    if (settings.emptyWindow) {
+      await driveEmptyWindow(page, new Workbench(page), profile.userDataDir);
+    } else {
+      await drive(page, new Workbench(page), facts, settings.weights, {
+        userDataDir: profile.userDataDir,
+        workspace,
+        workspaceSettings,
+        python: settings.python,
+      });
+    }
     passed = problems.length === 0;
     if (!passed) {
       process.stderr.write(`\nFAILED: ${problems.length} problem(s):\n  ${problems.join("\n  ")}\n`);

@@ -25,6 +25,13 @@ describe("status bar rendering", () => {
     assert.equal(view.onClick, "showMenu");
   });
 
+  it("says that an empty window's server starts with its first file", () => {
+    const view = renderStatus(inputs({ connection: { kind: "waiting" }, server: undefined }));
+    assert.doesNotMatch(view.text, /~spin/);
+    assert.match(view.tooltip, /starts once a file is open/);
+    assert.equal(view.isError, false);
+  });
+
   it("shows loading progress with its percentage and message", () => {
     const loading: ServerStatus = {
       ...ready,

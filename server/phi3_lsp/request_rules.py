@@ -3,13 +3,16 @@
 pygls drops a request whose params do not match the protocol's types, and one that comes after
 `shutdown`: the client then waits for an answer that never comes. It also runs requests that
 come before `initialize`, which then fail with a traceback. Each of these gets an error
-response here instead, with a message that says what was wrong. A notification whose params do
-not fit is dropped with one line in the log (pygls logs two tracebacks); after a dropped edit,
-the server's copy of the document differs from the editor's: it is let go, and the user told.
+response here instead, with a message that says what was wrong; a body that is not JSON (a
+traceback and an "Error in server" pop-up in pygls) gets JSON-RPC's parse error. A
+notification whose params do not fit is dropped with one line in the log (pygls logs two
+tracebacks); after a dropped edit, the server's copy of the document differs from the
+editor's: it is let go, and the user told.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -43,6 +46,18 @@ class _Dropped:
     method: str
     problems: str
     uri: str | None
+
+
+def is_unreadable(error: BaseException | None) -> bool:
+    """True for a message body that is not JSON: cut short, or not UTF-8."""
+    return isinstance(error, json.JSONDecodeError | UnicodeDecodeError)
+
+
+class UnreadableMessageTracebacks(logging.Filter):
+    """Drops pygls' traceback of a body that is not JSON: `answer_unreadable` logs it in a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and is_unreadable(record.exc_info[1]))
 
 
 class RequestRulesProtocol(LanguageServerProtocol):
@@ -93,6 +108,14 @@ class RequestRulesProtocol(LanguageServerProtocol):
             super().handle_message(message)
         else:
             self._refuse(refusal)
+
+    def answer_unreadable(self, error: ValueError) -> None:
+        """JSON-RPC's answer to a body that is not JSON: a parse error, with a null id, since
+        the message's own id cannot be read (pygls logged a traceback and answered nothing)."""
+        logger.warning("A message that is not JSON was dropped (%s)", error)
+        # As a plain dict: the protocol's converter leaves out a null id, which JSON-RPC requires.
+        error_object = {"code": types.ErrorCodes.ParseError, "message": f"Parse error: {error}"}
+        self._send_data({"jsonrpc": "2.0", "id": None, "error": error_object})
 
     def _refuse(self, refusal: _Refused) -> None:
         error = types.ResponseError(code=refusal.code, message=refusal.message)

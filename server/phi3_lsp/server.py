@@ -13,9 +13,10 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.io_ import StdoutWriter, run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import default_converter
@@ -26,12 +27,19 @@ from phi3_lsp.message_reader import MessageReader
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.positions import Encoding
 from phi3_lsp.protocol_warmup import warm_up
-from phi3_lsp.request_rules import RequestRulesProtocol
+from phi3_lsp.request_rules import (
+    RequestRulesProtocol,
+    UnreadableMessageTracebacks,
+    is_unreadable,
+)
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
 from phi3_lsp.suggestions import SuggestionCache
 from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
 
 logger = logging.getLogger(__name__)
+# What pygls' message loop logs: a body that is not JSON is answered, not a traceback.
+_message_loop_logger = logging.getLogger(f"{__name__}.messages")
+_message_loop_logger.addFilter(UnreadableMessageTracebacks())
 
 STATUS_NOTIFICATION = "phi3/status"
 _LOG_TYPES = [
@@ -93,9 +101,17 @@ class Phi3LanguageServer(LanguageServer):
             stop_event=stop_event,
             reader=self._message_reader,
             protocol=self.protocol,
-            logger=logger,
-            error_handler=self.report_server_error,
+            logger=_message_loop_logger,
+            error_handler=self._message_failed,
         )
+
+    def _message_failed(self, error: Exception, source: type[JsonRpcException]) -> None:
+        """A message pygls could not handle: one that is not JSON is answered as JSON-RPC says;
+        the rest go to pygls' report (an "Error in server" message)."""
+        if is_unreadable(error):
+            cast(RequestRulesProtocol, self.protocol).answer_unreadable(cast(ValueError, error))
+        else:
+            self.report_server_error(error, source)
 
     def attach_loop(self, listener: HostListener) -> None:
         """Bind to the running event loop and create the model host (on `initialize`)."""

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from phi3_lsp.positions import Encoding, LineIndex, line_after, line_starts
+from phi3_lsp.line_breaks import line_starts
+from phi3_lsp.positions import Encoding, LineIndex, line_after
 
 
 def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:

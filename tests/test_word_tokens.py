@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp.positions import line_starts
+from phi3_lsp.line_breaks import line_starts
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, tokens_covering
 from phi3_lsp.word_tokens import FAR_CHARACTERS, NEAR_LINES, tokens_near
 

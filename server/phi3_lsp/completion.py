@@ -6,7 +6,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol
 
-from phi3_lsp.positions import LINE_BREAK
+from phi3_lsp.line_breaks import LINE_BREAK
 from phi3_lsp.tokens import TokenStarts
 
 # Characters per token tried for the window cut from the document before tokenizing it, so

@@ -6,8 +6,17 @@ import random
 
 import pytest
 
+from phi3_lsp import text_blocks
 from phi3_lsp.line_breaks import line_starts
 from phi3_lsp.positions import Encoding, LineIndex, line_after
+
+
+@pytest.fixture(autouse=True, params=["usual blocks", "blocks of 3 characters"])
+def block_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test on texts held in blocks of the usual size (these texts fit in one) and in
+    blocks of 3 characters, so that lines, "\r\n" pairs and edits fall across blocks."""
+    if request.param == "blocks of 3 characters":
+        monkeypatch.setattr(text_blocks, "BLOCK_CHARACTERS", 3)
 
 
 def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int | None:
@@ -140,8 +149,38 @@ def test_an_edited_index_is_the_index_of_the_edited_text(text: str) -> None:
     for _ in range(200):
         start = chooser.randrange(len(text) + 1)
         end = min(len(text), start + chooser.choice([0, 0, 1, 5, 40]))
-        new_text = chooser.choice(["", "x", "\n", "ab\ncd\n", "\r", "é😀\n"])
+        new_text = chooser.choice(["", "x", "\n", "ab\ncd\n", "\r", "é😀\n", "\r\n" * 9])
         index = index.replaced(start, end, new_text)
         text = text[:start] + new_text + text[end:]
         assert index.text == text
-        assert index.starts == line_starts(text)
+        assert list(index.starts) == line_starts(text)
+        first, last = sorted(chooser.randrange(len(text) + 1) for _ in range(2))
+        assert index.blocks[first:last] == text[first:last]
+        fresh = LineIndex(text)
+        for offset in range(0, len(text) + 1, 7):
+            position = fresh.position_at(offset)
+            assert index.position_at(offset) == position
+            assert index.offset_at(*position) == fresh.offset_at(*position)
+
+
+@pytest.mark.parametrize("new_text", ["", "\n", "\r", "x"])
+@pytest.mark.parametrize("text", ["ab\rc\nd\r\nef\r", "abc\nde\nf\r\ng\r"])
+def test_an_edit_that_joins_or_splits_a_carriage_return_and_a_line_feed(
+    text: str, new_text: str
+) -> None:
+    for start in range(len(text) + 1):
+        for end in range(start, min(len(text), start + 2) + 1):
+            edited = text[:start] + new_text + text[end:]
+            assert list(LineIndex(text).replaced(start, end, new_text).starts) == line_starts(
+                edited
+            )
+
+
+def test_an_edit_leaves_the_text_it_was_made_on_as_it_was() -> None:
+    # A hover that waits for its tokens reads the text of its request after later edits.
+    text = "one\ntwo\r\nthree\n" * 3
+    before = LineIndex(text)
+    after = before.replaced(5, 20, "X\r")
+    assert str(before.blocks) == text
+    assert list(before.starts) == line_starts(text)
+    assert after.text == text[:5] + "X\r" + text[20:]

@@ -3,8 +3,9 @@
 pygls applies an edit by splitting the whole text into lines and writing it out again: ~4 ms a
 keystroke in a 10,000-line file, paid before the next request is read. It also splits lines
 where LSP does not (at form feeds and other separators `str.splitlines` knows), so an edit
-below a form feed landed on the wrong line. Here an edit is two offsets and one slice, and the
-line index it needs is kept with the text for the handlers to use too.
+below a form feed landed on the wrong line. Here an edit is two offsets and the blocks of text
+around them (see `text_blocks`), and the line index it needs is kept with the text for the
+handlers to use too.
 """
 
 from __future__ import annotations
@@ -24,16 +25,26 @@ SYNC_KIND = types.TextDocumentSyncKind.Incremental
 
 
 class IndexedDocument(TextDocument):
-    """A pygls document that keeps the line index of its current text."""
+    """A pygls document that keeps the line index of its current text.
+
+    After an edit the text lives in the index only (in blocks, see `text_blocks`): `source`
+    joins it when read, which handlers that need a part of it avoid by reading `line_index`.
+    """
 
     _index: LineIndex | None = None
 
     @property
+    def source(self) -> str:
+        """The whole text (after an edit, a copy of the whole document on first read)."""
+        if self._source is None and self._index is not None:
+            self._source = self._index.text
+        return super().source
+
+    @property
     def line_index(self) -> LineIndex:
-        """Where the lines of `source` start (computed once per text)."""
-        source = self.source
-        if self._index is None or self._index.text is not source:
-            self._index = LineIndex(source)
+        """The current text and where its lines start."""
+        if self._index is None:
+            self._index = LineIndex(self.source)
         return self._index
 
     def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
@@ -43,7 +54,11 @@ class IndexedDocument(TextDocument):
             for position in (change.range.start, change.range.end)
         )
         self._index = index.replaced(start, max(start, end), change.text)
-        self._source = self._index.text
+        self._source = None  # joined from the index when read
+
+    def _apply_full_change(self, change: types.TextDocumentContentChangeEvent) -> None:
+        super()._apply_full_change(change)
+        self._index = None  # made for the new text when asked
 
 
 class IndexedWorkspace(Workspace):
@@ -99,4 +114,4 @@ def encoding_named(value: object) -> Encoding:
 def _offset(index: LineIndex, position: types.Position, encoding: Encoding) -> int:
     """The offset of an edit's end point; a line past the last means the end of the text."""
     offset = index.offset_at(position.line, position.character, encoding)
-    return len(index.text) if offset is None else offset
+    return len(index.blocks) if offset is None else offset

@@ -55,13 +55,14 @@ class DocumentTokens:
         if tokenizer is not self._tokenizer:
             self._spans.clear()  # a new model: every document tokenizes differently
             self._tokenizer = tokenizer
-        near = tokens_near(tokenizer, lines.text, lines.starts, word.start, word.end)
+        near = tokens_near(tokenizer, lines.blocks, lines.starts, word.start, word.end)
         if near is not None:
             return near
         key = (uri, version)
         spans = self._spans.recent(key)
         if spans is None:
-            spans = await asyncio.to_thread(tokenizer.token_spans, lines.text)
+            # Joined there too: the whole text of a long document takes a while to copy.
+            spans = await asyncio.to_thread(lambda: tokenizer.token_spans(lines.text))
             if tokenizer is self._tokenizer:  # not a model's that was replaced meanwhile
                 self._spans.keep(key, spans)
         return tokens_covering(spans, word.start, word.end)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from phi3_lsp.text_blocks import Characters
 from phi3_lsp.tokens import TokenSpan, Word
 
 _BACKTICKS = re.compile("`+")
@@ -11,7 +12,7 @@ _PIPE_AFTER_BACKSLASH = re.compile(r"(?<=\\)\|")
 PIPE_STAND_IN = "\u2223"  # DIVIDES, which looks like "|"
 
 
-def token_table(word: Word, spans: list[TokenSpan], text: str) -> str:
+def token_table(word: Word, spans: list[TokenSpan], text: Characters) -> str:
     """Markdown: the word, then one `text | piece | id` row per token.
 
     `text` is what the token covers in the document, spaces shown as "␣"; `piece` is the

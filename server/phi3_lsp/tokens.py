@@ -21,6 +21,7 @@ from typing import Any, overload
 from tokenizers import Encoding, Tokenizer
 
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.text_blocks import Characters
 
 # SentencePiece's visible space. Tokenizers that prepend it to the text ("▁The") produce a
 # first token that may stand for nothing in the document.
@@ -224,7 +225,7 @@ line of "=") is shown as the part around the cursor, so that a hover stays as qu
 word of this size instead of tokenizing and tabling megabytes."""
 
 
-def word_at(text: str, offset: int) -> Word | None:
+def word_at(text: Characters, offset: int) -> Word | None:
     """The word at `offset`: a run of word characters, or of punctuation; None on whitespace.
 
     `offset` is the character under the cursor (LSP hover positions point before it). Word

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from phi3_lsp.text_blocks import Characters
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan
 
 NEAR_LINES = 2
@@ -29,7 +30,11 @@ FAR_CHARACTERS = 480
 
 
 def tokens_near(
-    tokenizer: DocumentTokenizer, text: str, line_starts: Sequence[int], start: int, end: int
+    tokenizer: DocumentTokenizer,
+    text: Characters,
+    line_starts: Sequence[int],
+    start: int,
+    end: int,
 ) -> list[TokenSpan] | None:
     """The tokens overlapping `text[start:end]`, or None when the windows disagree."""
     near = _window(text, line_starts, start, end, NEAR_LINES, NEAR_CHARACTERS)
@@ -41,7 +46,12 @@ def tokens_near(
 
 
 def _window(
-    text: str, line_starts: Sequence[int], start: int, end: int, lines: int, characters: int
+    text: Characters,
+    line_starts: Sequence[int],
+    start: int,
+    end: int,
+    lines: int,
+    characters: int,
 ) -> tuple[int, int]:
     """The character range of `lines` lines either side of the lines of `[start, end)`, cut to
     at most `characters` characters either side of `[start, end)`."""
@@ -59,7 +69,7 @@ def _window(
 
 def _covering_in_windows(
     tokenizer: DocumentTokenizer,
-    text: str,
+    text: Characters,
     windows: Sequence[tuple[int, int]],
     start: int,
     end: int,

@@ -28,7 +28,8 @@ def register(server: Phi3LanguageServer) -> None:
         lines = document.line_index
         position = params.position
         offset = lines.offset_at(position.line, position.character, ls.position_encoding)
-        word = word_at(lines.text, offset) if offset is not None else None
+        # The blocks, not `lines.text`: joining a 50 MB document after each edit took 0.25 s.
+        word = word_at(lines.blocks, offset) if offset is not None else None
         if word is None:
             return None
         covering = await cache.covering(tokenizer, document.uri, document.version, lines, word)
@@ -38,7 +39,7 @@ def register(server: Phi3LanguageServer) -> None:
         end = lines.position_at(word.end, ls.position_encoding)
         return types.Hover(
             contents=types.MarkupContent(
-                kind=types.MarkupKind.Markdown, value=token_table(word, covering, lines.text)
+                kind=types.MarkupKind.Markdown, value=token_table(word, covering, lines.blocks)
             ),
             range=types.Range(
                 start=types.Position(line=start[0], character=start[1]),

@@ -14,6 +14,7 @@ from phi3_lsp.completion import (
     has_text_to_continue,
     lines_to_show,
     prompt_budget,
+    prompt_text_start,
     tidy_continuation,
 )
 from phi3_lsp.completion import _anchor as cut_anchor
@@ -160,6 +161,39 @@ def test_text_of_long_tokens_still_fills_the_budget(phi3_tokenizer: DocumentToke
     text = ("x" + " " * 31) * 400 + "The capital of France is"
     prompt = build_prompt(phi3_tokenizer, text, budget=64)
     assert_fits_and_keeps_the_end(phi3_tokenizer, text, 64, prompt)
+
+
+LONG_TEXTS = {
+    "code": Path(argparse.__file__).read_text(encoding="utf-8")[:60_000],
+    "code with \\r\\n": Path(argparse.__file__)
+    .read_text(encoding="utf-8")[:60_000]
+    .replace("\n", "\r\n"),
+    "long tokens": ("x" + " " * 31 + "\n") * 2_000,
+    "japanese": DENSE_TEXTS["japanese"] * 4,
+}
+
+
+@pytest.mark.parametrize("kind", LONG_TEXTS)
+@pytest.mark.parametrize("tokenizer_name", ["phi3", "smollm2"])
+def test_the_end_of_a_long_text_gives_the_prompt_the_whole_text_gives(
+    kind: str, tokenizer_name: str, phi3_mini_dir: Path, smollm2_dir: Path
+) -> None:
+    # A completion copies only the end of the text before the cursor: the prompt, its cut
+    # included, must be the one the whole text gives. Cursors at multiples of the reach leave
+    # the least text; smollm2 has no BOS, so its windows reach furthest back.
+    tokenizer = DocumentTokenizer.from_dir(
+        phi3_mini_dir if tokenizer_name == "phi3" else smollm2_dir
+    )
+    text = LONG_TEXTS[kind]
+    for budget in (16, 256):
+        reach = budget * 32 + 1  # 32 characters a token at most, and the one before them
+        assert prompt_text_start(3 * reach, budget) == 2 * reach  # the least text it leaves
+        cursors = [*range(reach, len(text), len(text) // 5), 3 * reach, 3 * reach + 1, len(text)]
+        for cursor in cursors:
+            start = prompt_text_start(cursor, budget)
+            assert start > 0 or cursor < 2 * reach
+            whole = build_prompt(tokenizer, text[:cursor], budget)
+            assert build_prompt(tokenizer, text[start:cursor], budget, start) == whole
 
 
 def test_emoji_and_accents_survive_the_cut(phi3_tokenizer: DocumentTokenizer) -> None:

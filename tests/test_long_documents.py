@@ -17,6 +17,8 @@ from typing import Any, cast
 import pytest
 from lsprotocol import types
 
+from phi3_lsp.completion import build_prompt, prompt_budget
+from phi3_lsp.features.read_at_cursor import READ_AT_CURSOR
 from phi3_lsp.model_host import ModelHost
 from phi3_lsp.server import Phi3LanguageServer, build_server
 from phi3_lsp.text_documents import IndexedWorkspace
@@ -26,6 +28,7 @@ URI = "file:///long.py"
 LINE = "    value = compute(item)  # 😀\n"
 LINES = 100_000
 ALLOCATED_AT_MOST = 1_000_000
+MODEL_CONTEXT = 4096
 
 
 @pytest.fixture(scope="module")
@@ -81,4 +84,53 @@ def test_a_hover_reads_the_text_around_its_word(phi3_tokenizer: DocumentTokenize
         start=types.Position(line=LINES // 2, character=4),
         end=types.Position(line=LINES // 2, character=10),
     )
+    assert peak[0] < ALLOCATED_AT_MOST
+
+
+class PromptRecorder:
+    """A model host that keeps the prompts it is asked to read or continue, and does neither."""
+
+    def __init__(self, tokenizer: DocumentTokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.engine = SimpleNamespace(context_length=MODEL_CONTEXT)
+        self.prompts: list[list[int]] = []
+
+    def can_generate(self) -> bool:
+        return True
+
+    async def generate(self, prompt_ids: list[int], **_: Any) -> None:
+        self.prompts.append(prompt_ids)
+        return None  # as a generation stopped before it began
+
+    async def read_prompt(self, prompt_ids: list[int], **_: Any) -> None:
+        self.prompts.append(prompt_ids)
+        return None
+
+
+@pytest.mark.parametrize("method", [types.TEXT_DOCUMENT_INLINE_COMPLETION, READ_AT_CURSOR])
+def test_a_completion_at_the_end_copies_what_its_prompt_reads(
+    phi3_tokenizer: DocumentTokenizer, method: str
+) -> None:
+    host = PromptRecorder(phi3_tokenizer)
+    server = serve_long_document(host)
+    at_the_end = types.Position(line=LINES, character=0)
+    document = types.TextDocumentIdentifier(uri=URI)
+    params: Any = types.InlineCompletionParams(
+        text_document=document,
+        position=at_the_end,
+        context=types.InlineCompletionContext(
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+        ),
+    )
+    if method == READ_AT_CURSOR:  # pygls hands it the message's JSON
+        params = server.converter.unstructure(
+            types.TextDocumentPositionParams(text_document=document, position=at_the_end)
+        )
+    with allocations() as peak:
+        asyncio.run(handler(server, method)(params))
+    # The prompt the whole text before the cursor gives.
+    settings = server.settings
+    budget = prompt_budget(settings.context_tokens, MODEL_CONTEXT, settings.max_new_tokens)
+    text = server.workspace.get_text_document(URI).source
+    assert host.prompts == [build_prompt(phi3_tokenizer, text, budget).ids]
     assert peak[0] < ALLOCATED_AT_MOST

@@ -8,7 +8,7 @@ import pytest
 
 from phi3_lsp import text_blocks
 from phi3_lsp.line_breaks import line_starts
-from phi3_lsp.positions import Encoding, LineIndex, line_after
+from phi3_lsp.positions import Encoding, LineIndex
 
 
 @pytest.fixture(autouse=True, params=["usual blocks", "blocks of 3 characters"])
@@ -25,6 +25,10 @@ def offset_at(text: str, line: int, character: int, encoding: Encoding = "utf-16
 
 def position_at(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
     return LineIndex(text).position_at(offset, encoding)
+
+
+def line_after(text: str, offset: int) -> str:
+    return LineIndex(text).line_after(offset)
 
 
 # "é" is 1 UTF-16 unit / 2 UTF-8 bytes; "😀" is 2 UTF-16 units / 4 UTF-8 bytes.
@@ -138,6 +142,8 @@ def test_the_line_after_the_cursor_ends_at_any_line_break() -> None:
     assert line_after("return max()\rnext", len("return max(")) == ")"
     assert line_after("return max()", len("return max(")) == ")"
     assert line_after("end\rnext", len("end")) == ""
+    assert line_after("end\r\nnext", len("end\r")) == ""  # between "\r" and "\n"
+    assert line_after("end", len("end")) == ""
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,14 @@ class TestTypingThrough:
     async def test_typing_the_whole_suggestion_leaves_nothing_to_show(self) -> None:
         assert await rest_after(self.cache(), BEFORE + " Paris. It is") is None
 
+    async def test_text_that_begins_elsewhere_in_the_document_misses(self) -> None:
+        # A completion keeps the end of the text before the cursor, from `start` on: the same
+        # characters from another start are another text.
+        cache = SuggestionCache()
+        cache.remember(URI, BEFORE, LiveSuggestion.complete(" Paris"), start=32_800)
+        assert cache.typed_through(URI, BEFORE + " P", start=32_800) is not None
+        assert cache.typed_through(URI, BEFORE + " P", start=65_600) is None
+
     async def test_a_newer_suggestion_replaces_the_current_one(self) -> None:
         first, second = LiveSuggestion(), LiveSuggestion()
         cache = cache_with(first)

@@ -10,16 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from phi3_lsp.line_breaks import LINE_BREAK
 from phi3_lsp.text_blocks import LineStarts, TextBlocks
 
 Encoding = Literal["utf-8", "utf-16", "utf-32"]
-
-
-def line_after(text: str, offset: int) -> str:
-    """The rest of the line after `offset` in `text`, up to its line break."""
-    line_break = LINE_BREAK.search(text, offset)
-    return text[offset : line_break.start() if line_break else None]
 
 
 # The codec whose bytes count an encoding's code units, and the bytes in one unit.
@@ -103,6 +96,10 @@ class LineIndex:
         line = blocks.line_at(offset)
         start = blocks.line_start(line)
         return line, _units_in(blocks[start : min(offset, self._line_end(line))], encoding)
+
+    def line_after(self, offset: int) -> str:
+        """The rest of the line after `offset`, up to its line break."""
+        return self.blocks[offset : self._line_end(self.blocks.line_at(offset))]
 
     def _line_end(self, line: int) -> int:
         """Offset just before the line break that ends `line` (or the end of the text)."""

@@ -169,6 +169,7 @@ class TypedThrough:
 class _Shown:
     uri: str
     text_before_cursor: str
+    start: int
     suggestion: LiveSuggestion
     one_line: bool
 
@@ -185,13 +186,16 @@ class SuggestionCache:
         text_before_cursor: str,
         suggestion: LiveSuggestion,
         *,
+        start: int = 0,
         one_line: bool = False,
     ) -> None:
         """Keep `suggestion`, shown at the end of `text_before_cursor` in document `uri`.
 
+        `start`: where `text_before_cursor` begins in the document (a completion keeps only the
+        part a prompt can use, see `completion.prompt_text_start`).
         `one_line`: it was made in the middle of a line, so it stops at its first line break.
         """
-        self._last = _Shown(uri, text_before_cursor, suggestion, one_line)
+        self._last = _Shown(uri, text_before_cursor, start, suggestion, one_line)
 
     def is_current(self, suggestion: LiveSuggestion) -> bool:
         """True while `suggestion` is the last one remembered (no newer request replaced it)."""
@@ -203,23 +207,26 @@ class SuggestionCache:
 
     def forget_document(self, uri: str) -> None:
         """Drop the remembered suggestion if it is `uri`'s: it holds the text before its cursor
-        (50 MB of a 50 MB file), which a closed document no longer needs."""
+        (the part a prompt can use), which a closed document no longer needs."""
         if self._last is not None and self._last.uri == uri:
             self._last = None
 
     def typed_through(
-        self, uri: str, text_before_cursor: str, *, one_line: bool = False
+        self, uri: str, text_before_cursor: str, *, start: int = 0, one_line: bool = False
     ) -> TypedThrough | None:
         """The last suggestion, if the user has since typed nothing but its first characters.
 
         Typing through means: same document, the text before the cursor is the old text plus
         what was typed, and the suggestion (as far as it has been generated) starts with it.
+        Texts that begin at different places in the document (`start`) are not compared.
         Asking again at the same place counts too (nothing typed). A suggestion made for one
         line does not answer where the whole continuation is shown (`one_line` False: the end
         of a line, e.g. once the rest of the line was deleted).
         """
         last = self._last
-        if last is None or last.uri != uri or (last.one_line and not one_line):
+        if last is None or last.uri != uri or last.start != start:
+            return None
+        if last.one_line and not one_line:
             return None
         if not text_before_cursor.startswith(last.text_before_cursor):
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lsprotocol import types
@@ -16,11 +17,12 @@ from phi3_lsp.completion import (
     has_text_to_continue,
     in_middle_of_line,
     prompt_budget,
+    prompt_text_start,
     tidy_continuation,
 )
 from phi3_lsp.features.documents import cursor_offset, open_document
 from phi3_lsp.model_host import ModelHost
-from phi3_lsp.positions import line_after
+from phi3_lsp.positions import LineIndex
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.settings import Settings
 from phi3_lsp.suggestions import LiveSuggestion
@@ -41,35 +43,39 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     """
     # The text first: it must be the version the request was made on, which an edit coming
     # while settings are read would replace.
-    place = _text_around(ls, uri, position)
+    cursor = _cursor_in(ls, uri, position)
     settings = await ls.settled_settings()
     host = ls.host
-    if host is None or not settings.inline_completions or place is None:
+    if host is None or not settings.inline_completions or cursor is None:
         return ""
-    text_before_cursor, rest_of_line = place
+    place = _Place.at(*cursor, settings)
     budget = settings.answer_budget_ms / 1000 or None
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
-    one_line = in_middle_of_line(rest_of_line)
+    one_line = in_middle_of_line(place.rest_of_line)
     # Typing through the last suggestion (or asking again at its place) is answered from it,
     # and leaves its generation running: it is the one that serves this request.
-    through = ls.suggestions.typed_through(uri, text_before_cursor, one_line=one_line)
+    through = ls.suggestions.typed_through(
+        uri, place.text_before_cursor, start=place.start, one_line=one_line
+    )
     if through is not None:
         rest = await through.rest(budget)
         if rest is not None:
-            return tidy_continuation(fit_to_line(rest, rest_of_line))
+            return tidy_continuation(fit_to_line(rest, place.rest_of_line))
     tokenizer, engine = host.tokenizer, host.engine
     if (
         tokenizer is None
         or engine is None
         or not host.can_generate()
-        or not has_text_to_continue(text_before_cursor)
+        or not has_text_to_continue(place.text_before_cursor)
     ):
         host.supersede()  # any other request makes the running generation useless
         return ""
     suggestion = LiveSuggestion(asyncio.get_running_loop())
-    ls.suggestions.remember(uri, text_before_cursor, suggestion, one_line=one_line)
+    ls.suggestions.remember(
+        uri, place.text_before_cursor, suggestion, start=place.start, one_line=one_line
+    )
     try:
-        prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
+        prompt = await _prompt(tokenizer, place, settings, engine.context_length)
     except BaseException:
         # Cancelled (the user typed on) or failed before a generation could finish it: asking
         # again here would otherwise wait on it for good.
@@ -93,7 +99,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         raise
     if generation.done() and generation.result() is False:
         return ""  # superseded: a newer request took over
-    return tidy_continuation(fit_to_line(suggestion.shown(), rest_of_line))
+    return tidy_continuation(fit_to_line(suggestion.shown(), place.rest_of_line))
 
 
 async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> PromptRead | None:
@@ -104,45 +110,64 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     the document is not open, the position is past its end, there is no text before it, or a
     completion is running (see `ModelHost.read_prompt`).
     """
-    place = _text_around(ls, uri, position)  # first, as in `continuation_at`
+    cursor = _cursor_in(ls, uri, position)  # first, as in `continuation_at`
     settings = await ls.settled_settings()
     host = ls.host
     if host is None or not settings.inline_completions or not settings.read_at_cursor:
         return None
     tokenizer, engine = host.tokenizer, host.engine
-    if place is None or tokenizer is None or engine is None or not host.can_generate():
+    if cursor is None or tokenizer is None or engine is None or not host.can_generate():
         return None
-    text_before_cursor, _ = place
-    if not has_text_to_continue(text_before_cursor):
+    place = _Place.at(*cursor, settings)
+    if not has_text_to_continue(place.text_before_cursor):
         return None
-    prompt = await _prompt(tokenizer, text_before_cursor, settings, engine.context_length)
+    prompt = await _prompt(tokenizer, place, settings, engine.context_length)
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 
-def _text_around(
+def _cursor_in(
     ls: Phi3LanguageServer, uri: str, position: types.Position
-) -> tuple[str, str] | None:
-    """The text before `position` and the rest of its line; None when the document is not open
-    or the position is past its end."""
+) -> tuple[LineIndex, int] | None:
+    """The text of `uri` (its line index, which an edit replaces but never changes) and the
+    offset of `position` in it; None when the document is not open or the position is past its
+    end."""
     document = open_document(ls, uri)
     if document is None:
         return None
     offset = cursor_offset(ls, document, position)
-    if offset is None:
-        return None
-    return document.source[:offset], line_after(document.source, offset)
+    return None if offset is None else (document.line_index, offset)
+
+
+@dataclass(frozen=True)
+class _Place:
+    """The text around a cursor that a completion reads."""
+
+    text_before_cursor: str
+    """The end of the text before the cursor, as much as a prompt can use."""
+    start: int
+    """Where `text_before_cursor` begins in the document."""
+    rest_of_line: str
+
+    @classmethod
+    def at(cls, lines: LineIndex, offset: int, settings: Settings) -> _Place:
+        """The place at `offset` in `lines`: the text a prompt of `settings` can use (its
+        budget is at most contextTokens) and the rest of the line."""
+        start = prompt_text_start(offset, settings.context_tokens)
+        return cls(lines.blocks[start:offset], start, lines.line_after(offset))
 
 
 async def _prompt(
-    tokenizer: DocumentTokenizer, text_before_cursor: str, settings: Settings, model_context: int
+    tokenizer: DocumentTokenizer, place: _Place, settings: Settings, model_context: int
 ) -> Prompt:
-    """The prompt of a completion after `text_before_cursor` (see `build_prompt`).
+    """The prompt of a completion at `place` (see `build_prompt`).
 
     Tokenizing up to contextTokens of text takes tens of milliseconds: off the event loop, so
     that hovers and cancellations are not kept waiting.
     """
     budget = prompt_budget(settings.context_tokens, model_context, settings.max_new_tokens)
-    return await asyncio.to_thread(build_prompt, tokenizer, text_before_cursor, budget)
+    return await asyncio.to_thread(
+        build_prompt, tokenizer, place.text_before_cursor, budget, place.start
+    )
 
 
 async def _generate_into(

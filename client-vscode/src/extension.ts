@@ -18,7 +18,7 @@ import {
   useOfflineModel,
 } from "./noWeights";
 import { onActivePythonChanged } from "./pythonEnvironment";
-import { ServerSession } from "./serverSession";
+import { ServerSession, StartFailed } from "./serverSession";
 import {
   type ExtensionSettings,
   INTERPRETER_KEYS,
@@ -185,6 +185,9 @@ async function reportFailure(
 ): Promise<void> {
   const message = error instanceof Error ? error.message : String(error);
   output.error(`${command}: ${message}`);
+  if (error instanceof StartFailed) {
+    return; // its notification is out already
+  }
   const showOutput = "Show output";
   const choices = fix === undefined ? [showOutput] : [fix.title, showOutput];
   const choice = await vscode.window.showErrorMessage(`Phi-3: ${message}`, ...choices);

@@ -23,7 +23,7 @@ export function loadedWithoutWeights(status: ServerStatus | undefined): status i
 let shown: Promise<void> | undefined;
 
 /** Tells the user why no suggestion comes, with the offline model and the output as ways on. */
-export function explainNoSuggestions(status: ServerStatus, output: vscode.OutputChannel): void {
+export function explainNoSuggestions(status: ServerStatus, output: vscode.LogOutputChannel): void {
   shown ??= (async () => {
     const use = `Use ${OFFLINE_MODEL}`;
     const showOutput = "Show output";
@@ -39,9 +39,13 @@ export function explainNoSuggestions(status: ServerStatus, output: vscode.Output
     } else if (choice === showOutput) {
       output.show();
     }
-  })().finally(() => {
-    shown = undefined;
-  });
+  })()
+    .catch((error: unknown) => {
+      output.error(`Setting phi3.model to ${OFFLINE_MODEL} failed: ${String(error)}`);
+    })
+    .finally(() => {
+      shown = undefined;
+    });
 }
 
 /**

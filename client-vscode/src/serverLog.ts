@@ -3,7 +3,8 @@
  *
  * The server logs `<date> <time> <LEVEL> <logger>: <message>` to stderr and, once initialized,
  * forwards its own records (logger `phi3_lsp...`, INFO and up) as window/logMessage too, which
- * the output shows at their level: showing both would print those lines twice. Plain module.
+ * the output shows at their level: showing both would print those lines twice. An error shows
+ * twice all the same: on stderr its traceback follows it. Plain module.
  */
 
 export type ChannelLevel = "debug" | "info" | "warn" | "error";
@@ -12,18 +13,18 @@ const RECORD =
   /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2},\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+):/;
 
 /**
- * DEBUG and INFO records → debug; WARNING → warn and ERROR, CRITICAL → error, unless
- * `forwarded` (the server is initialized) and the record is the server's own, which comes as
- * window/logMessage: then debug. Anything unformatted (a traceback, a crash before logging
- * starts) → error.
+ * DEBUG and INFO records → debug; WARNING → warn, unless `forwarded` (the server is
+ * initialized) and the record is the server's own, which comes as window/logMessage: then
+ * debug. ERROR, CRITICAL and anything unformatted (a traceback, a crash before logging starts)
+ * → error: an error's record heads the traceback that follows it, which is not forwarded.
  */
 export function stderrLineLevel(line: string, forwarded: boolean): ChannelLevel {
   const [, level, logger] = RECORD.exec(line) ?? [];
   if (level === "DEBUG" || level === "INFO") {
     return "debug";
   }
-  if (forwarded && logger?.startsWith("phi3_lsp") === true) {
-    return "debug";
+  if (level === "WARNING") {
+    return forwarded && logger?.startsWith("phi3_lsp") === true ? "debug" : "warn";
   }
-  return level === "WARNING" ? "warn" : "error";
+  return "error";
 }

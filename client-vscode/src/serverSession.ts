@@ -86,7 +86,7 @@ class Phi3LanguageClient extends LanguageClient {
   exitWhileStartingReported = false;
 }
 
-/** The ends of the library's messages for a start that failed (vscode-languageclient 9). */
+/** The ends of the library's messages for a start that failed (vscode-languageclient 11). */
 const CONNECTION_FAILED = "couldn't create connection to server.";
 const RESTART_FAILED = "Restarting server failed";
 
@@ -140,11 +140,19 @@ const RESTART_SETTLE_MS = 15_000;
 const EXIT_REPORT_GRACE_MS = 2000;
 /** What the user is told when the server exits before the handshake, `lastLine` its last words. */
 function exitedWhileStartingAdvice(lastLine: string): string {
-  const said = lastLine === "" ? ", without a line on stderr" : `: ${lastLine}`;
+  const said = lastLine === "" ? ", without a line on stderr" : `: ${lastLine.replace(/\.$/, "")}`;
   return (
     `Phi-3: the server exited while starting${said}. Its lines in the output say more. Fix the ` +
-    "cause (reinstall phi3_lsp, or set phi3.pythonPath to a Python that has it), then Retry."
+    "cause (a module missing: reinstall phi3_lsp, or set phi3.pythonPath to a Python that has " +
+    "it), then Retry."
   );
+}
+
+/** A command's server failed to start; the start has told the user why. */
+export class StartFailed extends Error {
+  constructor() {
+    super("The Phi-3 server did not start.");
+  }
 }
 
 /** The documents the server completes (and reads ahead in). */
@@ -206,6 +214,9 @@ export class ServerSession implements vscode.Disposable {
 
   /** Starts now if the window has something to complete in, else once a document opens. */
   startWhenNeeded(): Promise<void> {
+    if (this.startedWith !== undefined || this.waitingForDocument !== undefined) {
+      return Promise.resolve(); // started, or waiting, already
+    }
     const schemes = vscode.workspace.textDocuments.map((document) => document.uri.scheme);
     if (needsServerNow(vscode.workspace.workspaceFolders?.length ?? 0, schemes)) {
       return this.start();
@@ -241,8 +252,8 @@ export class ServerSession implements vscode.Disposable {
    */
   restartIfInterpreterChanged(): Promise<void> {
     return this.enqueue(async () => {
-      if (this.waitingForDocument !== undefined) {
-        return; // the first start will choose it
+      if (this.startedWith === undefined) {
+        return; // not started yet (an empty window waits for a file): the start will choose it
       }
       const interpreter = await this.chooseInterpreterNow();
       if (interpreter.command === this.startedWith && this.isAlive()) {
@@ -260,8 +271,8 @@ export class ServerSession implements vscode.Disposable {
    */
   workspaceTrusted(): Promise<void> {
     return this.enqueue(async () => {
-      if (this.waitingForDocument !== undefined) {
-        return; // the first start will read the workspace's settings
+      if (this.startedWith === undefined) {
+        return; // not started yet: the start will read the workspace's settings
       }
       const interpreter = await this.chooseInterpreterNow();
       const client = this.client;
@@ -289,6 +300,9 @@ export class ServerSession implements vscode.Disposable {
   async executeCommand(command: string): Promise<unknown> {
     if (this.waitingForDocument !== undefined) {
       await this.startIfWaiting();
+      if (this.client?.isRunning() !== true) {
+        throw new StartFailed(); // the start has said why, with the ways to fix it
+      }
     }
     const client = this.client;
     if (!client?.isRunning()) {
@@ -336,6 +350,9 @@ export class ServerSession implements vscode.Disposable {
   private async startNow(chosen?: Interpreter): Promise<void> {
     this.waitingForDocument?.dispose();
     this.waitingForDocument = undefined;
+    if (this.client !== undefined) {
+      await this.stopNow(); // never two servers: the first would run on, unseen
+    }
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
     statusBar.setConnection({ kind: "starting" });
@@ -450,12 +467,15 @@ export class ServerSession implements vscode.Disposable {
               output.warn("The Phi-3 server stopped unexpectedly; restarting it.");
               return { action: CloseAction.Restart };
             case "exitedWhileStarting": {
-              await settlesWithin(stderr.read, STDERR_GRACE_MS);
-              const advice = exitedWhileStartingAdvice(stderr.lastLine);
-              statusBar.setConnection({ kind: "failed", reason: "exited while starting" });
+              // Before waiting: the library's own report of a failed restart comes meanwhile.
               client.exitWhileStartingReported = true;
+              statusBar.setConnection({ kind: "failed", reason: "exited while starting" });
+              await settlesWithin(stderr.read, STDERR_GRACE_MS);
               reportExitWhileStarting();
-              void this.offerInstallFixes(advice, false);
+              const advice = exitedWhileStartingAdvice(stderr.lastLine);
+              if (this.client === client) {
+                void this.offerInstallFixes(advice, false); // else the session has moved on
+              }
               // `handled`: logged, without the library's generic notification.
               return { action: CloseAction.DoNotRestart, message: advice, handled: true };
             }

@@ -8,10 +8,6 @@ describe("server stderr levels", () => {
     assert.equal(stderrLineLevel(line, false), "debug");
     const warning = "2026-11-28 03:51:21,006 WARNING phi3_lsp.settings: maxNewTokens must be 1-512";
     assert.equal(stderrLineLevel(warning, true), "debug");
-    assert.equal(
-      stderrLineLevel("2026-11-28 03:51:21,006 ERROR phi3_lsp.engine: boom", true),
-      "debug",
-    );
   });
 
   it("keeps warnings as warnings before the server forwards its records", () => {
@@ -24,6 +20,12 @@ describe("server stderr levels", () => {
     const line =
       "2026-11-28 03:51:21,006 WARNING pygls.protocol: Cancel notification for unknown id";
     assert.equal(stderrLineLevel(line, true), "warn");
+  });
+
+  it("keeps an error's record with the traceback that follows it, forwarded or not", () => {
+    const line = "2026-11-28 03:51:21,006 ERROR phi3_lsp.engine: A background generation failed";
+    assert.equal(stderrLineLevel(line, true), "error");
+    assert.equal(stderrLineLevel("Traceback (most recent call last):", true), "error");
   });
 
   it("shows errors, tracebacks and command-line errors as errors", () => {

@@ -540,7 +540,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   }
 }
 
-/** The extension's default model: this machine cannot reach the hub, so it has no weights. */
+/** The extension's default model: with the hub off for the run (codeServer.mjs), no weights. */
 const DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct";
 
 /**

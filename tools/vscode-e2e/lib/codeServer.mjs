@@ -50,9 +50,18 @@ function commonArguments(install, profile) {
   ];
 }
 
-/** Node 24's bin/ first on PATH: code-server's shell helpers and its extension host use it. */
-function codeServerEnv(install) {
-  return { ...process.env, PATH: `${path.dirname(install.node)}:${process.env.PATH ?? ""}` };
+/**
+ * Node 24's bin/ first on PATH: code-server's shell helpers and its extension host use it. The
+ * Hugging Face hub is off, with a cache of the run's own: the step with the default model needs
+ * it without weights, also on a machine that has them or could download them.
+ */
+function codeServerEnv(install, profile) {
+  return {
+    ...process.env,
+    PATH: `${path.dirname(install.node)}:${process.env.PATH ?? ""}`,
+    HF_HUB_OFFLINE: "1",
+    HF_HOME: path.join(path.dirname(profile.userDataDir), "hf-home"),
+  };
 }
 
 /** `code-server --install-extension x.vsix` into the profile. */
@@ -60,7 +69,7 @@ export async function installExtension(install, profile, vsix) {
   const output = await runToEnd(
     install.node,
     [...commonArguments(install, profile), "--install-extension", vsix],
-    { env: codeServerEnv(install), timeoutMs: 120_000, label: "code-server --install-extension" },
+    { env: codeServerEnv(install, profile), timeoutMs: 120_000, label: "code-server --install-extension" },
   );
   if (!/successfully installed/i.test(output)) {
     throw new Error(`code-server did not confirm the installation of ${vsix}:\n${tail(output)}`);
@@ -94,7 +103,7 @@ export function startCodeServer(
     logLevel,
   ];
   const child = spawn(install.node, args, {
-    env: codeServerEnv(install),
+    env: codeServerEnv(install, profile),
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -56,6 +56,18 @@ class TestTypingThrough:
         assert cache.typed_through(URI, BEFORE + " P", start=32_800) is not None
         assert cache.typed_through(URI, BEFORE + " P", start=65_600) is None
 
+    async def test_typing_through_goes_on_when_the_text_kept_begins_later(self) -> None:
+        # Typing moves the start of the part kept on by a grid step now and then; the new text
+        # still holds the old one's end and what was typed.
+        cache = SuggestionCache()
+        kept = "x" * 100 + BEFORE
+        cache.remember(URI, kept, LiveSuggestion.complete(" Paris"), start=32_700)
+        through = cache.typed_through(URI, BEFORE + " P", start=32_800)
+        assert through is not None
+        assert await through.rest(None) == "aris"
+        assert cache.typed_through(URI, BEFORE + " X", start=32_800) is None
+        assert cache.typed_through(URI, "x" * 120 + BEFORE + " P", start=32_680) is None
+
     async def test_a_newer_suggestion_replaces_the_current_one(self) -> None:
         first, second = LiveSuggestion(), LiveSuggestion()
         cache = cache_with(first)

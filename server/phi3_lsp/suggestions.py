@@ -218,19 +218,22 @@ class SuggestionCache:
 
         Typing through means: same document, the text before the cursor is the old text plus
         what was typed, and the suggestion (as far as it has been generated) starts with it.
-        Texts that begin at different places in the document (`start`) are not compared.
-        Asking again at the same place counts too (nothing typed). A suggestion made for one
-        line does not answer where the whole continuation is shown (`one_line` False: the end
-        of a line, e.g. once the rest of the line was deleted).
+        A text that begins later in the document (`start`: typing moved it on) is compared
+        with the end of the old one. Asking again at the same place counts too (nothing
+        typed). A suggestion made for one line does not answer where the whole continuation is
+        shown (`one_line` False: the end of a line, e.g. once the rest of the line was deleted).
         """
         last = self._last
-        if last is None or last.uri != uri or last.start != start:
+        if last is None or last.uri != uri or not last.start <= start:
             return None
         if last.one_line and not one_line:
             return None
-        if not text_before_cursor.startswith(last.text_before_cursor):
+        if start - last.start > len(last.text_before_cursor):
+            return None  # begins after the old text's end: nothing to compare
+        old_text = last.text_before_cursor[start - last.start :]
+        if not text_before_cursor.startswith(old_text):
             return None
-        typed = text_before_cursor[len(last.text_before_cursor) :]
+        typed = text_before_cursor[len(old_text) :]
         if not last.suggestion.text.startswith(typed):
             return None
         return TypedThrough(last.suggestion, typed)

@@ -48,6 +48,13 @@ class _Dropped:
     uri: str | None
 
 
+def _id_of(message: object) -> int | str | None:
+    """The id of a message that is not JSON-RPC, where it has a usable one (else JSON-RPC's
+    null)."""
+    msg_id = message.get("id") if isinstance(message, dict) else None
+    return msg_id if isinstance(msg_id, int | str) and not isinstance(msg_id, bool) else None
+
+
 def is_unreadable(error: BaseException | None) -> bool:
     """True for a message body that is not JSON: cut short, or not UTF-8."""
     return isinstance(error, json.JSONDecodeError | UnicodeDecodeError)
@@ -95,6 +102,11 @@ class RequestRulesProtocol(LanguageServerProtocol):
         if isinstance(message, _Refused):
             self._refuse(message)
             return
+        if message is None or isinstance(message, dict | list | str | int | float):
+            # JSON, but no JSON-RPC message: a number, an array, an object without "jsonrpc"
+            # (pygls' structure_message hands those on as they are, and handle_message fails).
+            self._answer_error(_id_of(message), types.ErrorCodes.InvalidRequest, "Invalid Request")
+            return
         if self._shutdown and _is_late_notice(message):
             # Editors send these as they stop the server (a document closed, a setting
             # changed): pygls warns about each; there is nothing left to do with them.
@@ -112,10 +124,14 @@ class RequestRulesProtocol(LanguageServerProtocol):
     def answer_unreadable(self, error: ValueError) -> None:
         """JSON-RPC's answer to a body that is not JSON: a parse error, with a null id, since
         the message's own id cannot be read (pygls logged a traceback and answered nothing)."""
-        logger.warning("A message that is not JSON was dropped (%s)", error)
+        self._answer_error(None, types.ErrorCodes.ParseError, f"Parse error: {error}")
+
+    def _answer_error(self, msg_id: int | str | None, code: int, message: str) -> None:
+        """An error response to a message that is not one pygls can handle, logged in a line."""
+        logger.warning("A message was refused: %s", message)
         # As a plain dict: the protocol's converter leaves out a null id, which JSON-RPC requires.
-        error_object = {"code": types.ErrorCodes.ParseError, "message": f"Parse error: {error}"}
-        self._send_data({"jsonrpc": "2.0", "id": None, "error": error_object})
+        error = {"code": code, "message": message}
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": error})
 
     def _refuse(self, refusal: _Refused) -> None:
         error = types.ResponseError(code=refusal.code, message=refusal.message)

@@ -85,7 +85,7 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         await stop(client)
 
 
-async def test_a_body_that_is_not_json_gets_a_parse_error_and_the_server_goes_on(
+async def test_a_body_that_is_not_json_rpc_gets_an_error_and_the_server_goes_on(
     offline_pack: None, hf_home: Path, tmp_path: Path
 ) -> None:
     log_file = tmp_path / "server.log"
@@ -93,9 +93,12 @@ async def test_a_body_that_is_not_json_gets_a_parse_error_and_the_server_goes_on
     protocol = client.protocol
     try:
         uri = client.open_text("parse.txt", "The capital of France is")
-        for body, problem in [
-            (b'{"jsonrpc": "2.0", "id": 7, "method": "textDocument/ho', "Unterminated string"),
-            (b'{"jsonrpc": "2.0", "id": 8, "method": "\xff"}', "can't decode byte 0xff"),
+        parse_error, invalid = types.ErrorCodes.ParseError, types.ErrorCodes.InvalidRequest
+        for body, problem, code in [
+            (b'{"jsonrpc": "2.0", "id": 7, "method": "textDoc', "Unterminated", parse_error),
+            (b'{"jsonrpc": "2.0", "id": 8, "method": "\xff"}', "can't decode byte", parse_error),
+            (b"42", "Invalid Request", invalid),
+            (b'[{"jsonrpc": "2.0", "method": "initialized"}]', "Invalid Request", invalid),
         ]:
             # JSON-RPC: "If there was an error in detecting the id ... it MUST be Null."
             answer: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -104,7 +107,7 @@ async def test_a_body_that_is_not_json_gets_a_parse_error_and_the_server_goes_on
             protocol.writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
             with pytest.raises(JsonRpcException, match=problem) as refused:
                 await asyncio.wait_for(asyncio.wrap_future(answer), ANSWER_TIMEOUT)
-            assert refused.value.code == types.ErrorCodes.ParseError
+            assert refused.value.code == code
         await client.wait_for_status(lambda status: status["state"] == "ready")
         assert "capital" in hover_text(await client.hover_at(uri, 0, 6))
         assert not [m for m in client.messages if "Error in server" in m.message]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -179,6 +180,25 @@ def test_a_bad_spec_is_one_line_and_exit_code_2(offline_env: dict[str, str]) -> 
         assert "set --model to" in line and "phi3.model" not in line
 
 
+def test_a_model_file_where_a_folder_is_wanted_is_named_as_a_file(
+    offline_env: dict[str, str], smollm2_dir: Path
+) -> None:
+    weights = smollm2_dir / "model.safetensors"
+    line = one_error_line(phi3_lsp(offline_env, "tokenize", "--model", str(weights), "x"))
+    assert f"{weights} is a file: give the folder that holds" in line
+
+
+def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    env = {**offline_env, "PHI3_LSP_CACHE": str(not_a_folder)}
+    line = one_error_line(phi3_lsp(env, "tokenize", "--model", "smollm2-135m", "x"))
+    assert f"cannot write to its cache folder {not_a_folder}" in line
+    assert "set PHI3_LSP_CACHE to a folder" in line
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The error line a failed command ends with (after any progress lines): exit code 2, no
     traceback, nothing on stdout."""
@@ -207,14 +227,28 @@ def test_broken_model_files_are_one_line_in_every_command(
     for command in (["tokenize", "x"], ["quantize"]):
         result = phi3_lsp(offline_env, command[0], "--model", str(bad_tokenizer), *command[1:])
         assert "cannot be read as a tokenizer file" in one_error_line(result)
+    # Weights cut short, as by a download that stopped: `complete` reads them.
+    cut_weights = tmp_path / "cut-weights"
+    cut_weights.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (cut_weights / name).symlink_to(smollm2_dir / name)
+    (cut_weights / "model.safetensors").write_bytes(
+        (smollm2_dir / "model.safetensors").read_bytes()[:100_000]
+    )
+    result = phi3_lsp(offline_env, "complete", "--model", str(cut_weights), "x")
+    assert str(cut_weights) in one_error_line(result)
 
 
-def test_text_that_is_not_utf8_is_one_line(offline_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("stdin_encoding", ["", "utf-8:strict"])
+def test_text_that_is_not_utf8_is_one_line(
+    offline_env: dict[str, str], stdin_encoding: str
+) -> None:
+    # "utf-8:strict" reads stdin as Python does under a UTF-8 locale such as en_US.UTF-8.
     result = subprocess.run(
         [sys.executable, "-m", "phi3_lsp", "tokenize", "-"],
         input=b"\xff\xfeabc",
         capture_output=True,
-        env=offline_env,
+        env={**offline_env, "PYTHONIOENCODING": stdin_encoding},
         timeout=600,
         check=False,
     )
@@ -224,6 +258,24 @@ def test_text_that_is_not_utf8_is_one_line(offline_env: dict[str, str]) -> None:
     assert one_error_line(decoded) == "phi3-lsp: error: the text is not valid UTF-8."
 
 
+def test_ctrl_c_stops_a_command_without_a_traceback(offline_env: dict[str, str]) -> None:
+    assert phi3_lsp(offline_env, "fetch").returncode == 0  # stopped while loading, not fetching
+    process = subprocess.Popen(
+        [sys.executable, "-m", "phi3_lsp", "complete", "--model", "smollm2-135m", CAPITAL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=offline_env,
+    )
+    assert process.stderr is not None
+    progress = process.stderr.readline()  # the first progress line: it is at work
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=600)
+    assert progress.startswith("loading")
+    assert process.returncode == 130
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
+
+
 def test_option_values_are_checked_before_anything_runs(offline_env: dict[str, str]) -> None:
     too_many = str((os.cpu_count() or 1) + 1000)
     for args, expected in (
@@ -231,6 +283,8 @@ def test_option_values_are_checked_before_anything_runs(offline_env: dict[str, s
         (["complete", "--max-new-tokens", "abc", "x"], "must be a whole number, not 'abc'"),
         (["--tcp", "nonsense"], "--tcp: must be HOST:PORT"),
         (["--log-file", "/no/such/folder/server.log"], "--log-file: cannot write to"),
+        (["demo", "--timeout", "-5"], "--timeout: must be a positive number of seconds"),
+        (["demo", "--timeout", "nan"], "--timeout: must be a positive number of seconds"),
     ):
         result = phi3_lsp(offline_env, *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr

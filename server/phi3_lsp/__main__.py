@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: the user stopped it, no traceback to read
+        print(file=sys.stderr)
+        return 130
     return exit_code
 
 

@@ -176,19 +176,25 @@ def run_complete(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         source = _resolve(args)
-        if source.weights_dir is None:  # say so before spending seconds on loading
-            raise WeightsNotAvailableError(
-                source.missing_weights_hint or f"{source.name} has no weights to complete with."
-            )
+    except ModelSourceError as error:
+        return _fail(str(error))
+    if source.weights_dir is None:  # say so before spending seconds on loading
+        return _fail(
+            source.missing_weights_hint or f"{source.name} has no weights to complete with."
+        )
+    try:
         engine = _load_engine(source, threads=args.threads, weights=args.weights)
         engine.load_drafter()  # fp32's decode passes check its 4-bit drafts, as the server's do
+    except Exception as error:  # a broken file: one line that names it, as the server says
+        return _fail(_load_error(source.spec, error))
+    print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    try:
         prompt_ids = engine.tokenizer.encode_prompt(text)
-        print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
         on_text = None if args.json else _write_stdout
         generation = engine.generate(
             prompt_ids, max_new_tokens=args.max_new_tokens, on_text=on_text
         )
-    except (ModelSourceError, WeightsNotAvailableError, ValueError) as error:
+    except (WeightsNotAvailableError, ValueError) as error:
         return _fail(str(error))
     speed = generation.decode_tokens_per_second
     if args.json:
@@ -327,13 +333,15 @@ def _token_rows(tokenizer: DocumentTokenizer, text: str) -> list[dict[str, Any]]
 
 
 def _read_text(argument: str) -> str | None:
-    """The text of TEXT ("-": stdin), or None when it is not valid UTF-8."""
-    text = sys.stdin.read() if argument == "-" else argument
+    """The text of TEXT ("-": stdin, read as UTF-8 whatever the locale), or None when it is not
+    valid UTF-8."""
     try:
-        text.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
-    except UnicodeEncodeError:
+        if argument == "-":
+            return sys.stdin.buffer.read().decode("utf-8")
+        argument.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+    except (UnicodeDecodeError, UnicodeEncodeError):
         return None
-    return text
+    return argument
 
 
 def _write_stdout(text: str) -> None:

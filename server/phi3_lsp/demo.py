@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import sys
 from typing import Any
 
@@ -32,7 +33,10 @@ def register_command(subparsers: Any) -> None:
         help=f"model spec for the server (default {DEMO_MODEL}, fetched into the cache if needed)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait for the model (default 600)"
+        "--timeout",
+        type=_seconds,
+        default=600.0,
+        help="seconds to wait for the model (default 600)",
     )
     parser.set_defaults(run=run)
 
@@ -47,3 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from phi3_lsp.demo_session import demo  # pygls' client and lsprotocol
 
     return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
+
+
+def _seconds(value: str) -> float:
+    """A positive number of seconds (argparse's `float` takes -5, 0 and nan)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {value!r}")
+    return seconds

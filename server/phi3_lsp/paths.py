@@ -12,6 +12,8 @@ from typing import Any
 import platformdirs
 from filelock import FileLock, Timeout
 
+from phi3_lsp.errors import ModelSourceError
+
 CACHE_ENV = "PHI3_LSP_CACHE"
 MANIFEST = "phi3-lsp.json"
 
@@ -38,8 +40,8 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
     """
     if is_built(entry):
         return entry
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(_lock_file(entry))):
+    lock = _held_lock(entry)
+    try:
         if is_built(entry):
             return entry
         _remove_leftovers(entry)
@@ -51,7 +53,24 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
             staging.rename(entry)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        lock.release()
     return entry
+
+
+def _held_lock(entry: Path) -> FileLock:
+    """The build lock of `entry`, acquired. A cache folder that cannot be made or written
+    (`$PHI3_LSP_CACHE` naming a file, a read-only disk) is the user's to fix: one line."""
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(_lock_file(entry)))
+        lock.acquire()
+    except OSError as error:
+        raise ModelSourceError(
+            f"phi3-lsp cannot write to its cache folder {entry.parent} "
+            f"({error.strerror or error}): set {CACHE_ENV} to a folder it can write to."
+        ) from error
+    return lock
 
 
 def remove_built(entry: Path) -> None:

@@ -81,6 +81,11 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _from_folder(spec: str, folder: Path, *, name: str, trust_remote_code: bool) -> ModelSource:
+    if folder.is_file():
+        raise ModelSourceError(
+            f"{folder} is a file: give the folder that holds its config.json, tokenizer.json "
+            f"and *.safetensors, or a .gguf file — {SPEC_HELP}."
+        )
     if not folder.is_dir():
         raise ModelSourceError(f"Model folder {folder} does not exist — {SPEC_HELP}.")
     if not (folder / "config.json").is_file():

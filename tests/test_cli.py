@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -256,6 +257,12 @@ def test_text_that_is_not_utf8_is_one_line(
         result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
     assert one_error_line(decoded) == "phi3-lsp: error: the text is not valid UTF-8."
+
+
+def test_version_is_the_installed_packages(offline_env: dict[str, str]) -> None:
+    result = phi3_lsp(offline_env, "--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"phi3-lsp {importlib.metadata.version('phi3-lsp')}"
 
 
 def test_ctrl_c_stops_a_command_without_a_traceback(offline_env: dict[str, str]) -> None:

@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from phi3_lsp import __version__
+
 
 def build_parser() -> argparse.ArgumentParser:
     from phi3_lsp.launch import host_and_port
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A language server that holds a real transformer on the CPU. "
         "With no command it serves LSP over stdio.",
     )
+    parser.add_argument("--version", action="version", version=f"phi3-lsp {__version__}")
     parser.add_argument(
         "--model", help="initial model spec: hub id, folder, .gguf file, or smollm2-135m"
     )

@@ -273,6 +273,9 @@ def test_ctrl_c_stops_a_command_without_a_traceback(offline_env: dict[str, str])
         stderr=subprocess.PIPE,
         text=True,
         env=offline_env,
+        # As in a terminal: a test run in the background (`make test &`) ignores SIGINT, and a
+        # child would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stderr is not None
     progress = process.stderr.readline()  # the first progress line: it is at work

@@ -200,6 +200,19 @@ def test_a_cache_that_cannot_be_written_is_one_line_naming_the_setting(
     assert "set PHI3_LSP_CACHE to a folder" in line
 
 
+def test_a_model_folder_completes_without_a_cache_it_can_write(
+    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # The cache only saves work there (our kernels' builds, the 4-bit drafts' layers).
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("")
+    env = {**offline_env, "PHI3_LSP_CACHE": str(not_a_folder)}
+    result = phi3_lsp(env, "complete", "--model", str(smollm2_dir), CAPITAL)
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     """The error line a failed command ends with (after any progress lines): exit code 2, no
     traceback, nothing on stdout."""

@@ -18,6 +18,12 @@ CACHE_ENV = "PHI3_LSP_CACHE"
 MANIFEST = "phi3-lsp.json"
 
 
+class CacheNotWritableError(ModelSourceError, OSError):
+    """The cache folder cannot be made or written. A `ModelSourceError` where the cache is
+    needed (the offline pack: one line for the user); an `OSError` where it is only helpful,
+    so that those paths go on without it as before (our kernels: torch's instead)."""
+
+
 def cache_dir() -> Path:
     """The cache root: `$PHI3_LSP_CACHE`, else the user cache dir / phi3-lsp."""
     configured = os.environ.get(CACHE_ENV)
@@ -66,7 +72,7 @@ def _held_lock(entry: Path) -> FileLock:
         lock = FileLock(str(_lock_file(entry)))
         lock.acquire()
     except OSError as error:
-        raise ModelSourceError(
+        raise CacheNotWritableError(
             f"phi3-lsp cannot write to its cache folder {entry.parent} "
             f"({error.strerror or error}): set {CACHE_ENV} to a folder it can write to."
         ) from error

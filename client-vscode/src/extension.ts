@@ -19,6 +19,7 @@ import {
 } from "./noWeights";
 import { onActivePythonChanged } from "./pythonEnvironment";
 import { ServerSession, StartFailed } from "./serverSession";
+import { writeSetting } from "./settingsWrites";
 import {
   type ExtensionSettings,
   INTERPRETER_KEYS,
@@ -199,16 +200,8 @@ async function reportFailure(
 }
 
 async function toggleInlineCompletions(): Promise<void> {
-  const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
-  const enabled = readSettings((key) => section.get(key)).inlineCompletions;
-  // Written where the user's value lives, so a workspace override is not shadowed silently.
-  // (Folder values play no part: the server reads the settings of no particular folder.)
-  const inspected = section.inspect<boolean>("inlineCompletions");
-  const target =
-    inspected?.workspaceValue !== undefined
-      ? vscode.ConfigurationTarget.Workspace
-      : vscode.ConfigurationTarget.Global;
-  await section.update("inlineCompletions", !enabled, target);
+  const enabled = currentSettings().inlineCompletions;
+  await writeSetting("inlineCompletions", !enabled);
   void vscode.window.setStatusBarMessage(
     `Phi-3 inline completions ${enabled ? "off" : "on"}`,
     3000,

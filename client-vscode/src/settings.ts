@@ -149,3 +149,6 @@ export function serverArguments(settings: ExtensionSettings): string[] {
  * (a new model is reloaded in place).
  */
 export const INTERPRETER_KEYS: readonly string[] = [`${SETTINGS_SECTION}.pythonPath`];
+
+/** Keys Restricted Mode takes from user settings only (package.json, restrictedConfigurations). */
+export const RESTRICTED_KEYS: readonly string[] = ["pythonPath", "model", "trustRemoteCode"];

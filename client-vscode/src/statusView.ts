@@ -72,6 +72,11 @@ function withClickHint(lines: string[], action: ClickAction): string {
   return [...lines, "", hint].join("\n");
 }
 
+/** A view whose click opens the Phi-3 commands: every state but a failure. */
+function menuView(text: string, lines: string[]): StatusView {
+  return { text, tooltip: withClickHint(lines, "showMenu"), onClick: "showMenu", isError: false };
+}
+
 function failedView(reason: string): StatusView {
   return {
     text: `${ERROR} Phi-3`,
@@ -88,28 +93,13 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     return failedView(connection.reason);
   }
   if (connection.kind === "waiting") {
-    return {
-      text: `${WAITING} Phi-3`,
-      tooltip: withClickHint(["Phi-3 starts once a file is open in this window"], "showMenu"),
-      onClick: "showMenu",
-      isError: false,
-    };
+    return menuView(`${WAITING} Phi-3`, ["Phi-3 starts once a file is open in this window"]);
   }
   if (connection.kind === "stopped") {
-    return {
-      text: `${DISABLED} Phi-3`,
-      tooltip: withClickHint(["Phi-3 server is stopped"], "showMenu"),
-      onClick: "showMenu",
-      isError: false,
-    };
+    return menuView(`${DISABLED} Phi-3`, ["Phi-3 server is stopped"]);
   }
   if (server === undefined) {
-    return {
-      text: `${LOADING} Phi-3`,
-      tooltip: withClickHint(["Starting the Phi-3 server…"], "showMenu"),
-      onClick: "showMenu",
-      isError: false,
-    };
+    return menuView(`${LOADING} Phi-3`, ["Starting the Phi-3 server…"]);
   }
   if (server.state === "error") {
     return failedView(server.message ?? `cannot load ${server.model}`);
@@ -119,12 +109,7 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     const detail = server.message ?? "Loading";
     // "Looking for microsoft/Phi-3-mini-4k-instruct on the hub" names the model already.
     const what = detail.includes(server.model) ? detail : `${detail}: ${server.model}`;
-    return {
-      text: `${LOADING} Phi-3${percent}`,
-      tooltip: withClickHint([`${what}${percent}`], "showMenu"),
-      onClick: "showMenu",
-      isError: false,
-    };
+    return menuView(`${LOADING} Phi-3${percent}`, [`${what}${percent}`]);
   }
   const generating = server.state === "generating" || inputs.requestInFlight;
   const idleIcon = server.weightsLoaded ? READY : NO_WEIGHTS;
@@ -138,12 +123,8 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     inputs.inlineCompletions ? "" : "Inline completions are off",
     ...lastCompletionLines(server, inputs.lastRoundTripMs),
   ].filter((line) => line !== "");
-  return {
-    text: `${icon} ${shortModelName(server.model)}${server.weightsLoaded ? "" : " (no weights)"}`,
-    tooltip: withClickHint(lines, "showMenu"),
-    onClick: "showMenu",
-    isError: false,
-  };
+  const name = `${shortModelName(server.model)}${server.weightsLoaded ? "" : " (no weights)"}`;
+  return menuView(`${icon} ${name}`, lines);
 }
 
 /** `microsoft/Phi-3-mini-4k-instruct` → `Phi-3-mini-4k-instruct`; `/models/x.gguf` → `x.gguf`. */

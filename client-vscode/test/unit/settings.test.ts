@@ -6,6 +6,7 @@ import {
   DEFAULT_SETTINGS,
   initializationOptions,
   readSettings,
+  RESTRICTED_KEYS,
   serverArguments,
 } from "../../src/settings";
 
@@ -72,6 +73,11 @@ describe("settings", () => {
       "phi3.pythonPath",
       "phi3.trustRemoteCode",
     ]);
+    // The keys a command's write leaves to the user's settings in Restricted Mode.
+    assert.deepEqual(
+      RESTRICTED_KEYS.map((key) => `phi3.${key}`).sort(),
+      [...restrictedConfigurations].sort(),
+    );
   });
 
   it("uses the same defaults as the settings editor shows", () => {

@@ -120,6 +120,23 @@ def test_threads_are_set_as_asked(tiny_phi3_dir: Path, restore_threads: None) ->
     assert torch.get_num_threads() == physical_cores()
 
 
+def test_a_thread_count_change_keeps_the_weights_and_the_text(
+    tiny_phi3_dir: Path, restore_threads: None
+) -> None:
+    engine = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), threads=1)
+    prompt = engine.tokenizer.encode_prompt("def add(a, b):")
+    on_one = engine.generate(prompt, max_new_tokens=8, cache_key="doc")
+    weights = [parameter.data_ptr() for parameter in engine.model.parameters()]
+    engine.use_threads(2)
+    assert torch.get_num_threads() == 2
+    assert max(engine.pass_planner.thread_counts) == 2
+    on_two = engine.generate(prompt, max_new_tokens=8, cache_key="doc")
+    assert [parameter.data_ptr() for parameter in engine.model.parameters()] == weights
+    assert on_two.token_ids == on_one.token_ids
+    # Keys and values of a prompt read on 1 thread would not be those 2 threads compute.
+    assert on_two.reused_prompt_tokens == 0
+
+
 def test_physical_cores_is_within_the_logical_count() -> None:
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 

@@ -563,10 +563,24 @@ def test_a_reload_drops_the_old_model_at_once(
     assert listener.statuses[-1].state == "error"
 
 
+async def test_a_thread_count_change_loads_nothing_and_takes_effect_for_the_next_completion(
+    loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
+) -> None:
+    statuses = len(listener.statuses)
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=2)
+    assert loaded_host.can_generate()
+    assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc")
+    assert listener.began == [str(tiny_phi3_dir)]
+    assert "loading" not in [status.state for status in listener.statuses[statuses:]]
+    assert loaded_host.engine is not None
+    assert max(loaded_host.engine.pass_planner.thread_counts) == 2
+
+
 def test_a_reload_of_the_same_model_keeps_serving_hovers(
     loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
 ) -> None:
-    assert loaded_host.load(str(tiny_phi3_dir), threads=2)  # only how it runs changes
+    # Only how it runs changes.
+    assert loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
     # Hovers answer while the model reloads (the load may already have read its tokenizer anew).
     assert loaded_host.tokenizer is not None
     assert not loaded_host.can_generate()
@@ -622,7 +636,7 @@ def test_a_failed_load_is_tried_again_only_when_a_setting_of_the_load_changes(
     assert not host.load(str(folder), threads=1)
     assert host.status.state == "error"
     shutil.copytree(tiny_phi3_dir, folder)  # the user fixes the cause
-    assert host.load(str(folder), threads=2)
+    assert host.load(str(folder), threads=1, int4_drafts=False)
     assert listener.wait_for_load().error is None
     assert host.can_generate()
 

@@ -75,6 +75,10 @@ class WeightsNotAvailableError(RuntimeError):
     """Generation was asked of a model loaded without weights; the message says how to get them."""
 
 
+SameBitsOnAnyThreads = Literal["every pass", "decode passes", "no pass"]
+"""Which passes give the same logits on any number of threads (see `ModelEngine.__init__`)."""
+
+
 class ModelEngine:
     """Owns a tokenizer and a model; generates on the caller's thread (one caller at a time)."""
 
@@ -90,7 +94,7 @@ class ModelEngine:
         prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         weights: WeightFormat = "fp32",
         checks_drafts: bool = False,
-        same_bits_on_any_threads: Literal["every pass", "decode passes", "no pass"] = "no pass",
+        same_bits_on_any_threads: SameBitsOnAnyThreads = "no pass",
     ) -> None:
         """`checks_drafts`: the model computes every position of a pass as a one-token pass
         would (int4 layers, or our fp32 kernel; row-by-row attention), so drafted tokens can be
@@ -119,13 +123,9 @@ class ModelEngine:
             eos_token_ids,
             self._prompt_cache,
             drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
-            pass_planner=PassPlanner(
-                decode_thread_counts(torch.get_num_threads())
-                if same_bits_on_any_threads != "no pass"
-                else (torch.get_num_threads(),),
-                prompts_on_all_threads=same_bits_on_any_threads == "decode passes",
-            ),
+            pass_planner=_pass_planner(same_bits_on_any_threads),
         )
+        self._same_bits_on_any_threads = same_bits_on_any_threads
 
     @classmethod
     def load(
@@ -415,6 +415,18 @@ class ModelEngine:
     def _warm_up_prompt(self) -> list[int]:
         return self.tokenizer.encode_prompt("Hello, world") or [0]
 
+    def use_threads(self, threads: int) -> None:
+        """Run on `threads` torch threads from now on (0: one per physical core), with the
+        weights as they are. Passes over prompts whose bits depend on the thread count would
+        now give other keys and values than those cached: those are dropped, so that the text
+        stays the one a cold run on the new count gives."""
+        torch.set_num_threads(threads or physical_cores())
+        self._decoder.planner = _pass_planner(self._same_bits_on_any_threads)
+        if self._same_bits_on_any_threads != "every pass":
+            self._prompt_cache.clear()
+        in_use = torch.get_num_threads()
+        log.info("%s now runs on %d torch thread%s", self.name, in_use, "" if in_use == 1 else "s")
+
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""
         self._prompt_cache.discard(cache_key)
@@ -514,6 +526,18 @@ def _from_pretrained(
         weights_dir, config=config, dtype=dtype, trust_remote_code=source.trust_remote_code
     )
     return model
+
+
+def _pass_planner(
+    same_bits_on_any_threads: SameBitsOnAnyThreads,
+) -> PassPlanner:
+    """A planner for the current torch thread count: decode passes whose bits do not depend on
+    the thread count may move to fewer threads (see `ModelEngine.__init__`)."""
+    threads = torch.get_num_threads()
+    return PassPlanner(
+        decode_thread_counts(threads) if same_bits_on_any_threads != "no pass" else (threads,),
+        prompts_on_all_threads=same_bits_on_any_threads == "decode passes",
+    )
 
 
 def decode_thread_counts(threads: int) -> tuple[int, ...]:

@@ -243,11 +243,17 @@ class ModelHost:
         requests during the reload get empty answers instead of answers from the old model;
         its tokenizer keeps serving hovers when the model stays (only its weights change).
         A load that failed is not tried again for the same request: a change of some other
-        setting would repeat the error (a restart of the server tries again).
+        setting would repeat the error (a restart of the server tries again). A change of the
+        thread count alone loads nothing: the model moves to the new count once the load or
+        completion in progress ends.
         """
         request = LoadRequest(model, threads, weights, int4_drafts, trust_remote_code)
         with self._lock:
             if request == self._loaded:
+                return False
+            if self._loaded is not None and replace(self._loaded, threads=threads) == request:
+                self._loaded = request
+                self._thread.submit(self._use_threads, self._load_id, threads)
                 return False
             if self._loaded is None or request.model != self._loaded.model:
                 self._tokenizer = None  # another model's tokens: no hover until it is read
@@ -633,6 +639,12 @@ class ModelHost:
             progress=on_progress,
         )
         return engine, None if engine.has_weights else engine.source.missing_weights_hint
+
+    def _use_threads(self, load_id: int, threads: int) -> None:
+        """On the model thread, after the load `load_id` (queued before): run on `threads`."""
+        engine = self._engine
+        if load_id == self._load_id and engine is not None:
+            engine.use_threads(threads)
 
     def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
         """Serve hovers with the tokenizer just read, unless a newer load has begun."""

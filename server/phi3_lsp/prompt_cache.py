@@ -97,6 +97,12 @@ class PromptCache:
         if self._entries.pop(key, None) is not None:
             self._release()
 
+    def clear(self) -> None:
+        """Forget every cache (e.g. when passes over prompts would now give other bits)."""
+        if self._entries:
+            self._entries.clear()
+            self._release()
+
     def _drop_while_memory_is_short(self, spare: str | None, tokens: int) -> None:
         """Drop the least recently used caches but `spare`'s while memory is short for a
         completion of `tokens`; one at a time, released at once, so that the next measure

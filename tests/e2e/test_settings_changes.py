@@ -21,8 +21,13 @@ from e2e.lsp_session import Phi3Client, start_smollm2, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-# threads 1: a reset to the default (0) would reload the model, which the statuses show.
-IN_FORCE: dict[str, Any] = {"threads": 1, "maxNewTokens": 4, "answerBudgetMs": 0}
+# int4Drafts off: a reset to the default (on) would reload the model, which the statuses show.
+IN_FORCE: dict[str, Any] = {
+    "int4Drafts": False,
+    "threads": 1,
+    "maxNewTokens": 4,
+    "answerBudgetMs": 0,
+}
 PULL_TIMEOUT_SECONDS = 5.0  # the server's wait for a pull's answer
 
 completions = itertools.count(1)
@@ -114,3 +119,19 @@ async def test_an_invalid_value_keeps_the_one_in_force_and_is_said_once(
     # In the output too, where it stays after the toast is gone.
     logged = [m.message for m in session.log_messages if "Setting not taken" in m.message]
     assert logged == [f"phi3_lsp.server: Setting not taken: {warnings[0].split(': ', 1)[1]}"]
+
+
+async def test_a_thread_count_change_takes_effect_without_loading_the_model_again(
+    session: Phi3Client,
+) -> None:
+    seen, logged = len(session.statuses), len(session.log_messages)
+    await session.change_settings({**IN_FORCE, "threads": 2})
+    assert await new_completion_tokens(session) == IN_FORCE["maxNewTokens"]
+    await session.change_settings(dict(IN_FORCE))
+    assert await new_completion_tokens(session) == IN_FORCE["maxNewTokens"]
+    assert loads_since(session, seen) == 0
+    moves = [m.message for m in session.log_messages[logged:] if " now runs on " in m.message]
+    assert [move.rsplit(" now ", 1)[1] for move in moves] == [
+        "runs on 2 torch threads",
+        "runs on 1 torch thread",
+    ]

@@ -24,6 +24,7 @@ from phi3_lsp.memory_fit import (
     room_for_a_completion,
     weights_bytes,
 )
+from phi3_lsp.other_servers import OtherProcess
 from phi3_lsp.quantize import int4_tensors
 from phi3_lsp.settings import WeightFormat
 
@@ -100,6 +101,37 @@ def test_fp32_phi3_on_a_16_gb_laptop_is_told_to_use_int4(phi3_mini_dir: Path) ->
     assert "loaded without weights" in message
     assert 'set phi3.weights to "int4" (it needs about 4.' in message
     assert "phi3.model" in message
+
+
+def test_another_windows_server_holding_the_memory_is_named_with_the_fix(
+    phi3_mini_dir: Path,
+) -> None:
+    # The second window's server finds 1.2 GB free: the first window's holds 8.1 GB.
+    model = meta_model(phi3_mini_dir)
+    first_window = [OtherProcess(pid=4242, resident_bytes=8_100_000_000)]
+    message = memory_shortfall(
+        "Phi-3-mini", model, "fp32", int(1.2 * GB), bf16_held=True, find_others=lambda: first_window
+    )
+    assert message is not None
+    assert "Another phi3-lsp process holds 8.1 GB (process 4242, perhaps another editor" in message
+    assert "To complete, stop it and restart this server, or set phi3.model" in message
+    two = [OtherProcess(4242, 4_100_000_000), OtherProcess(4343, 4_000_000_000)]
+    message = memory_shortfall(
+        "Phi-3-mini", model, "fp32", int(1.2 * GB), bf16_held=True, find_others=lambda: two
+    )
+    assert message is not None
+    assert "2 other phi3-lsp processes hold 8.1 GB (processes 4242, 4343," in message
+    assert "stop them and restart this server" in message
+
+
+def test_other_servers_too_small_to_make_room_are_not_blamed(phi3_mini_dir: Path) -> None:
+    small = [OtherProcess(pid=4242, resident_bytes=300_000_000)]  # a server without a model
+    message = memory_shortfall(
+        "Phi-3-mini", meta_model(phi3_mini_dir), "fp32", 8 * GB, find_others=lambda: small
+    )
+    assert message is not None
+    assert "4242" not in message
+    assert "free memory and restart the server" in message
 
 
 def test_fp32_phi3_from_its_bf16_checkpoint_fits_a_16_gb_laptop(phi3_mini_dir: Path) -> None:

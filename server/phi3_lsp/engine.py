@@ -46,6 +46,7 @@ from phi3_lsp.memory_fit import (
 )
 from phi3_lsp.memory_release import keep_freed_memory_for_reuse
 from phi3_lsp.model_drafts import ModelDrafter
+from phi3_lsp.other_servers import other_phi3_processes
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.paths import is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
@@ -493,7 +494,14 @@ def _without_weights_beyond_memory(
     """`source`, or `source` without weights and with the reason when they would not fit."""
     available = available_memory()
     model = _meta_model(source, config)
-    shortfall = memory_shortfall(source.name, model, weights, available, bf16_held=bf16_held)
+    shortfall = memory_shortfall(
+        source.name,
+        model,
+        weights,
+        available,
+        bf16_held=bf16_held,
+        find_others=other_phi3_processes,
+    )
     log.info(
         "%s in %s: weights %.2f GB%s, memory available %s%s",
         source.name,

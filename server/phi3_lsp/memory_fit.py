@@ -9,6 +9,7 @@ with a message that says what it needs, what is free and what would fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch import nn
 
 from phi3_lsp.architecture import count_parameters
 from phi3_lsp.fp32_products import bytes_held_from_bf16
+from phi3_lsp.other_servers import OtherProcess
 from phi3_lsp.quantize import int4_bytes
 from phi3_lsp.settings import Settings, WeightFormat
 from phi3_lsp.system_memory import available_memory
@@ -46,23 +48,49 @@ def memory_shortfall(
     available: int | None,
     *,
     bf16_held: bool = False,
+    find_others: Callable[[], Sequence[OtherProcess]] = list,
 ) -> str | None:
     """Why `model` in `weights` cannot be loaded in `available` bytes, with what would fit;
-    None when it fits or nothing is known of the memory. `bf16_held`: see `weights_bytes`."""
+    None when it fits or nothing is known of the memory. `bf16_held`: see `weights_bytes`.
+    `find_others`: lists the other phi3-lsp processes (asked only when the model does not fit),
+    named when stopping them would make room."""
     beside_weights = RUNTIME_BYTES + prompt_bytes(model.config)
     needed = beside_weights + weights_bytes(model, weights, bf16_held=bf16_held)
     if available is None or needed <= available:
         return None
+    others = find_others()
+    held_by_others = sum(other.resident_bytes for other in others)
+    others_named = bool(others) and needed <= available + held_by_others
     fixes = []
+    if others_named:
+        fixes.append(f"stop {'it' if len(others) == 1 else 'them'} and restart this server")
     if weights == "fp32":
         int4_needed = beside_weights + weights_bytes(model, "int4")
         if int4_needed <= available:
             fixes.append(f'set phi3.weights to "int4" (it needs about {_gb(int4_needed)})')
-    fixes += ["free memory and restart the server", "set phi3.model to a smaller model"]
+    if not others_named:
+        fixes.append("free memory and restart the server")
+    fixes.append("set phi3.model to a smaller model")
     return (
         f"{name} in {weights} needs about {_gb(needed)} of memory and {_gb(available)} is "
         "free, so it was loaded without weights: hover and the architecture work, completions "
-        f"need the weights. To complete, {', '.join(fixes[:-1])}, or {fixes[-1]}."
+        "need the weights. "
+        + (_holders(others, held_by_others) if others_named else "")
+        + f"To complete, {', '.join(fixes[:-1])}, or {fixes[-1]}."
+    )
+
+
+def _holders(others: Sequence[OtherProcess], held: int) -> str:
+    """Who holds the memory: most often the server of another editor window."""
+    if len(others) == 1:
+        return (
+            f"Another phi3-lsp process holds {_gb(held)} (process {others[0].pid}, perhaps "
+            "another editor window's server). "
+        )
+    pids = ", ".join(str(other.pid) for other in others)
+    return (
+        f"{len(others)} other phi3-lsp processes hold {_gb(held)} (processes {pids}, perhaps "
+        "other editor windows' servers). "
     )
 
 

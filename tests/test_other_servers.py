@@ -1,0 +1,103 @@
+"""Other phi3-lsp processes on the machine: found by their command line, with their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from model_sources import folder_source
+from phi3_lsp import engine as engine_module
+from phi3_lsp.engine import ModelEngine
+from phi3_lsp.memory_fit import RUNTIME_BYTES, prompt_bytes, weights_bytes
+from phi3_lsp.other_servers import OtherProcess, other_phi3_processes
+from test_memory_fit import meta_model
+
+STARTED_WITHIN_SECONDS = 30.0
+
+
+def find(pid: int) -> OtherProcess | None:
+    return next((other for other in other_phi3_processes() if other.pid == pid), None)
+
+
+@pytest.fixture
+def detached() -> Iterator[Callable[[str], int]]:
+    """Starts `command` (a shell command line, its stdin a pipe that stays open) from a shell
+    that exits at once: like another editor window's server, it is no descendant of this
+    process. Returns its pid; it is killed after the test."""
+    groups: list[int] = []
+
+    def start(command: str) -> int:
+        launched = subprocess.run(
+            ["setsid", "sh", "-c", f"sleep 120 2>/dev/null | {command} >/dev/null 2>&1 & echo $!"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        pid = int(launched.stdout)
+        groups.append(os.getpgid(pid))  # the command and its stdin's `sleep`
+        return pid
+
+    yield start
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):  # all of it ended by itself
+            os.killpg(group, signal.SIGKILL)
+
+
+def test_another_windows_server_is_found_with_the_memory_it_holds(
+    detached: Callable[[str], int],
+) -> None:
+    server = detached(f"{shlex.quote(sys.executable)} -m phi3_lsp")
+    deadline = time.monotonic() + STARTED_WITHIN_SECONDS
+    while (found := find(server)) is None or found.resident_bytes < 20 << 20:
+        assert time.monotonic() < deadline, "the server never showed up, or holds no memory"
+        time.sleep(0.1)
+    assert found.resident_bytes < 2 << 30  # a server without a model: ~50-100 MB
+    assert find(os.getpid()) is None  # not this process
+
+
+def test_a_process_this_one_started_is_its_own_and_not_listed() -> None:
+    # As the server's own 4-bit layers' process: `python -m phi3_lsp quantize ...`.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "phi3_lsp"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    try:
+        time.sleep(0.5)
+        assert child.poll() is None
+        assert find(child.pid) is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_other_programs_are_not_listed(detached: Callable[[str], int]) -> None:
+    # A Python process that has phi3_lsp on its command line only as arguments.
+    other = detached(f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(30)' phi3_lsp -m")
+    time.sleep(0.5)
+    assert find(other) is None
+
+
+def test_a_model_left_without_weights_names_the_server_whose_memory_would_make_room(
+    detached: Callable[[str], int], tiny_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = detached(f"{shlex.quote(sys.executable)} -m phi3_lsp")
+    deadline = time.monotonic() + STARTED_WITHIN_SECONDS
+    while (found := find(server)) is None or found.resident_bytes < 20 << 20:
+        assert time.monotonic() < deadline, "the server never showed up, or holds no memory"
+        time.sleep(0.1)
+    model = meta_model(tiny_phi3_dir)
+    needed = RUNTIME_BYTES + prompt_bytes(model.config) + weights_bytes(model, "fp32")
+    monkeypatch.setattr(engine_module, "available_memory", lambda: needed - (10 << 20))
+    engine = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True), threads=1)
+    assert not engine.has_weights
+    hint = engine.source.missing_weights_hint or ""
+    assert f"(process {server}, perhaps another editor window's server)" in hint
+    assert "stop it and restart this server" in hint

@@ -106,6 +106,22 @@ def test_an_uncached_hub_model_fails_fast_offline(offline_hub: Path, tmp_path: P
     assert "smollm2-135m" in message
 
 
+def test_a_mistyped_relative_folder_is_named_as_neither_folder_nor_hub_model(
+    offline_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "models/phi3" reads as a hub id too: when neither exists, the user is told of both.
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model("models/phi3", cache=tmp_path / "cache")
+    message = str(caught.value)
+    assert message.startswith(f"There is no folder ./models/phi3 in {tmp_path}, and models/phi3 ")
+    assert "not in the local Hugging Face cache" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    assert "set phi3.model to its full path" in message
+    assert "`hf download models/phi3`" in message
+
+
 def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(
     offline_hub: Path, phi3_mini_dir: Path
 ) -> None:

@@ -164,11 +164,13 @@ def _from_hub(
                 return source
             failure = f"the local copy of {repo_id} has no safetensors weights"
     if fallback is None:
+        # owner/name is also a relative path: a mistyped folder ends here too, so say both.
         raise ModelSourceError(
-            f"Model {repo_id} is not in the local Hugging Face cache and could not be downloaded "
-            f"({failure}). Download it where the network allows "
-            f"(`hf download {repo_id}`), point phi3.model at a local folder, "
-            'or use the offline model "smollm2-135m".'
+            f"There is no folder ./{repo_id} in {Path.cwd()}, and {repo_id} is not in the local "
+            f"Hugging Face cache and could not be downloaded ({failure}). For a folder, check "
+            "the path or set phi3.model to its full path; for a hub model, download it where "
+            f"the network allows (`hf download {repo_id}`); or use the offline model "
+            '"smollm2-135m".'
         )
     folder = ensure_asset(fallback, cache=root, progress=report)
     log.info("Using the offline pack's tokenizer and config for %s (%s)", repo_id, failure)

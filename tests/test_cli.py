@@ -169,6 +169,23 @@ def test_architecture_json_is_the_protocol_report(offline_env: dict[str, str]) -
     assert report["repr"].startswith("Phi3ForCausalLM(")
 
 
+def test_tokenize_and_architecture_of_a_gguf_leave_its_weights_alone(
+    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # Neither needs weights: dequantizing them would write 0.5 GB of fp32 for this small model.
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cache = tmp_path / "cache"
+    env = {**offline_env, "PHI3_LSP_CACHE": str(cache)}
+    tokens = phi3_lsp(env, "tokenize", "--json", "--model", str(gguf), "Hello")
+    assert tokens.returncode == 0, tokens.stderr
+    assert json.loads(tokens.stdout)["promptIds"] == [19556]
+    architecture = phi3_lsp(env, "architecture", "--model", str(gguf))
+    assert architecture.returncode == 0, architecture.stderr
+    assert architecture.stdout.startswith(f"{gguf}: LlamaForCausalLM, 134,515,008 parameters")
+    assert "to safetensors" not in tokens.stderr + architecture.stderr
+    assert list(cache.rglob("*.safetensors")) == []
+
+
 def test_a_bad_spec_is_one_line_and_exit_code_2(offline_env: dict[str, str]) -> None:
     for command in (["tokenize", "x"], ["complete", "x"], ["architecture"]):
         result = phi3_lsp(offline_env, command[0], "--model", "/no/such/model", *command[1:])

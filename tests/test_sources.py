@@ -85,6 +85,23 @@ def test_a_gguf_without_weights_is_named_and_nothing_is_cached(
     assert not (cache / "gguf").exists()
 
 
+@pytest.mark.slow
+def test_a_gguf_read_without_weights_still_gets_them_when_they_are_wanted(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    cache = tmp_path / "cache"
+    tokenizer_only = resolve_model(str(gguf), cache=cache, weights=False)
+    assert tokenizer_only.weights_dir is None
+    assert (tokenizer_only.tokenizer_dir / "tokenizer.json").is_file()
+    assert (tokenizer_only.config_dir / "config.json").is_file()
+    complete = resolve_model(str(gguf), cache=cache)
+    assert complete.weights_dir is not None
+    assert any(complete.weights_dir.glob("*.safetensors"))
+    # Once converted with them, a read for the tokenizer takes that folder: no second copy.
+    assert resolve_model(str(gguf), cache=cache, weights=False) == complete
+
+
 def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
     fake = tmp_path / "weights.gguf"
     fake.write_bytes(b"PK\x03\x04 not a gguf")

@@ -44,7 +44,7 @@ is generated, then a newline; load time and timings on stderr. --json prints {"m
 ARCHITECTURE_OUTPUT = """\
 output: what print(model) shows, a table of key hyper-parameters and the parameters per
 module and in total (shared weights counted once). The model is built without weights, so
-this is instant for any size (a .gguf file is converted once first, weights included).
+this is instant for any size (a .gguf file's tokenizer and config are read once first).
 --json prints the phi3.showArchitecture result of docs/protocol.md, for the model as built
 here: fp32 and no weights loaded, where the server reports what it holds."""
 
@@ -148,7 +148,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
     if text is None:
         return _fail(NOT_UTF8)
     try:
-        source = _resolve(args)
+        source = _resolve(args, weights=False)
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
     except ModelSourceError as error:
         return _fail(str(error))
@@ -249,7 +249,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 def run_architecture(args: argparse.Namespace) -> int:
     """`phi3-lsp architecture`: module tree, config and parameter counts."""
     try:
-        source = _resolve(args)
+        source = _resolve(args, weights=False)
     except ModelSourceError as error:
         return _fail(str(error))
     try:
@@ -307,11 +307,14 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve(args: argparse.Namespace) -> ModelSource:
+def _resolve(args: argparse.Namespace, *, weights: bool = True) -> ModelSource:
+    """The source of the command's model; `weights=False` when it needs only the tokenizer and
+    config (a .gguf file is then not dequantized for them)."""
     from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
 
     model = getattr(args, "model", None)  # "" is a mistake to name, not the default
-    return resolve_model(DEFAULT_MODEL if model is None else model, progress=_print_progress)
+    spec = DEFAULT_MODEL if model is None else model
+    return resolve_model(spec, progress=_print_progress, weights=weights)
 
 
 def _load_engine(

@@ -168,7 +168,7 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
 def run_complete(args: argparse.Namespace) -> int:
     """`phi3-lsp complete`: stream the greedy continuation of a text."""
-    from phi3_lsp.engine import WeightsNotAvailableError
+    from phi3_lsp.tokens import DocumentTokenizer
 
     text = _read_text(args.text)
     if text is None:
@@ -183,7 +183,19 @@ def run_complete(args: argparse.Namespace) -> int:
             source.missing_weights_hint or f"{source.name} has no weights to complete with."
         )
     try:
-        engine = _load_engine(source, threads=args.threads, weights=args.weights)
+        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+    except ModelSourceError as error:
+        return _fail(str(error))
+    prompt_ids = tokenizer.encode_prompt(text)
+    if not prompt_ids:  # the tokenizer alone tells: no need to wait for the weights
+        return _fail(
+            f"The text is empty and {source.name}'s tokenizer adds no beginning-of-text token, "
+            "so there is nothing to continue: give a TEXT that is not empty."
+        )
+    try:
+        engine = _load_engine(
+            source, threads=args.threads, weights=args.weights, tokenizer=tokenizer
+        )
     except Exception as error:  # a broken file: one line that names it, as the server says
         return _fail(_load_error(source.spec, error))
     try:
@@ -191,8 +203,9 @@ def run_complete(args: argparse.Namespace) -> int:
     except Exception as error:  # they only save time: the text is the same without them
         print(f"decoding without 4-bit drafts: {error}", file=sys.stderr)
     print(f"loaded {engine.name} in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+    from phi3_lsp.engine import WeightsNotAvailableError  # torch: imported by the load above
+
     try:
-        prompt_ids = engine.tokenizer.encode_prompt(text)
         on_text = None if args.json else _write_stdout
         generation = engine.generate(
             prompt_ids, max_new_tokens=args.max_new_tokens, on_text=on_text
@@ -318,11 +331,17 @@ def _resolve(args: argparse.Namespace, *, weights: bool = True) -> ModelSource:
 
 
 def _load_engine(
-    source: ModelSource, *, threads: int, weights: WeightFormat = "fp32"
+    source: ModelSource,
+    *,
+    threads: int,
+    weights: WeightFormat = "fp32",
+    tokenizer: DocumentTokenizer | None = None,
 ) -> ModelEngine:
     from phi3_lsp.engine import ModelEngine
 
-    return ModelEngine.load(source, threads=threads, weights=weights, progress=_print_progress)
+    return ModelEngine.load(
+        source, tokenizer=tokenizer, threads=threads, weights=weights, progress=_print_progress
+    )
 
 
 def _token_rows(tokenizer: DocumentTokenizer, text: str) -> list[dict[str, Any]]:

@@ -331,6 +331,25 @@ def test_option_values_are_checked_before_anything_runs(offline_env: dict[str, s
         assert expected in result.stderr, result.stderr
 
 
+def test_server_options_given_to_a_command_are_refused_and_make_no_log_file(
+    offline_env: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "server.log"
+    for options in (
+        ["--log-file", str(log)],
+        ["--log-level", "DEBUG"],
+        ["--tcp", "127.0.0.1:2087"],
+        ["--stdio"],
+    ):
+        result = phi3_lsp(offline_env, *options, "tokenize", "x")
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.splitlines()[-1] == (
+            "phi3-lsp: error: `phi3-lsp tokenize` does not start the language server: drop "
+            f"{options[0]}, which only the server (phi3-lsp with no command) reads"
+        )
+    assert not log.exists()
+
+
 @pytest.mark.slow
 def test_too_many_new_tokens_are_named_as_the_fix(offline_env: dict[str, str]) -> None:
     result = phi3_lsp(

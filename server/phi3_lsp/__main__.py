@@ -13,6 +13,15 @@ from collections.abc import Sequence
 
 from phi3_lsp import __version__
 
+# The language server's own options, by `args` attribute: a command would ignore them.
+SERVER_OPTIONS = {
+    "stdio": "--stdio",
+    "tcp": "--tcp",
+    "ws": "--ws",
+    "log_file": "--log-file",
+    "log_level": "--log-level",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     from phi3_lsp.launch import host_and_port
@@ -35,12 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     transport.add_argument(
         "--ws", metavar="HOST:PORT", type=host_and_port, help="serve over WebSocket, not stdio"
     )
-    parser.add_argument(
-        "--log-file", type=_writable_file, help="write logs to this file instead of stderr"
-    )
-    parser.add_argument(
-        "--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)"
-    )
+    # Checked after parsing (see `_check_server_options`): a command is refused before the
+    # file is made.
+    parser.add_argument("--log-file", help="write logs to this file instead of stderr")
+    # No default here, so that one given to a command can be told from none.
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from phi3_lsp import cli, demo
@@ -57,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Texts are tokenized one at a time: the tokenizers thread pool would gain nothing, and
     # having used it makes any later fork print a warning.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_server_options(parser, args)
     if args.command is None:
         from phi3_lsp.launch import serve
 
@@ -73,13 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code
 
 
-def _writable_file(value: str) -> str:
-    try:
-        with open(value, "a", encoding="utf-8"):
-            pass
-    except OSError as error:
-        raise argparse.ArgumentTypeError(f"cannot write to {value}: {error.strerror}") from None
-    return value
+def _check_server_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse server options given to a command (exit code 2), and a log file that cannot be
+    written."""
+    if args.command is not None:
+        given = [
+            option
+            for name, option in SERVER_OPTIONS.items()
+            if getattr(args, name) not in (None, False)
+        ]
+        if given:
+            parser.error(
+                f"`phi3-lsp {args.command}` does not start the language server: drop "
+                f"{' and '.join(given)}, which only the server (phi3-lsp with no command) reads"
+            )
+    elif args.log_file is not None:
+        try:
+            with open(args.log_file, "a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            parser.error(f"argument --log-file: cannot write to {args.log_file}: {error.strerror}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from phi3_lsp.logs import setup_logging
 
 def serve(args: argparse.Namespace) -> int:
     """Run the server until the client says exit."""
-    setup_logging(args.log_level, args.log_file)
+    setup_logging(args.log_level or "INFO", args.log_file)
     if args.tcp or args.ws:
         stdin = stdout = None
     else:

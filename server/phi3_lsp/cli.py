@@ -3,8 +3,9 @@ architecture.
 
 Each command resolves a model spec the same way the server does (`--model`, else the
 top-level `--model`, else the default Phi-3-mini). Results go to stdout, progress and timings
-to stderr. A problem the user can fix (a bad spec, no weights) is one line on stderr and exit
-code 2. torch and transformers are imported only by the commands that need them.
+to stderr. A failure found while running (a bad spec, no weights, a broken file) is one line
+on stderr, with the fix, and exit code 1; a bad option is argparse's usage error, exit code 2.
+torch and transformers are imported only by the commands that need them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from phi3_lsp.sources import ModelSource
     from phi3_lsp.tokens import DocumentTokenizer
 
-USAGE_ERROR = 2
+# As most tools: 2 is argparse's, for a command line that cannot be parsed.
+RUNTIME_FAILURE = 1
 PACK_ASSETS: tuple[AssetName, ...] = ("smollm2-135m", "phi3-mini")
 
 TOKENIZE_OUTPUT = """\
@@ -384,7 +386,7 @@ def _fail(message: str) -> int:
     # Messages shared with the server name its setting; here the model is --model.
     one_line = " ".join(message.split()).replace("phi3.model", "--model")
     print(f"phi3-lsp: error: {one_line}", file=sys.stderr)
-    return USAGE_ERROR
+    return RUNTIME_FAILURE
 
 
 def _load_error(spec: str, error: Exception) -> str:

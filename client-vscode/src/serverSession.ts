@@ -36,6 +36,7 @@ import {
   restrictedFolder,
 } from "./pythonInterpreter";
 import { decideAfterClose, RestartBudget } from "./restartBudget";
+import { ServerLifecycle } from "./serverLifecycle";
 import { stderrLineLevel } from "./serverLog";
 import {
   type ExtensionSettings,
@@ -189,15 +190,10 @@ interface SessionClient {
 
 export class ServerSession implements vscode.Disposable {
   private client: Phi3LanguageClient | undefined;
-  private queue: Promise<void> = Promise.resolve();
-  /** The interpreter of the last start, whether or not the server ran on it. */
-  private startedWith: string | undefined;
-  /** Whether the workspace was trusted at the last start (it read the restricted settings). */
-  private startedTrusted = false;
+  /** When to start, restart and stop (serverLifecycle.ts); the how is here. */
+  private readonly lifecycle: ServerLifecycle<Interpreter>;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
   private readonly cursorReads: vscode.Disposable;
-  /** Set while an empty window waits for its first document to start the server. */
-  private waitingForDocument: vscode.Disposable | undefined;
 
   constructor(private readonly deps: SessionDependencies) {
     this.cursorReads = readWhereTheCursorRests({
@@ -206,135 +202,81 @@ export class ServerSession implements vscode.Disposable {
       settings: deps.settings,
       output: deps.output,
     });
-  }
-
-  start(): Promise<void> {
-    return this.enqueue(() => this.startNow());
+    this.lifecycle = new ServerLifecycle<Interpreter>({
+      chooseInterpreter: () => this.chooseInterpreterNow(),
+      starting: () => {
+        deps.statusBar.setConnection({ kind: "starting" });
+      },
+      start: (interpreter) => this.startNow(interpreter),
+      stop: () => this.stopNow(),
+      isAlive: () => this.client !== undefined && this.client.state !== State.Stopped,
+      isRunning: () => this.client?.isRunning() === true,
+      rereadSettings: async () => {
+        await this.client?.sendNotification(DidChangeConfigurationNotification.type, {
+          settings: null,
+        });
+      },
+      isTrusted: () => vscode.workspace.isTrusted,
+      waitForDocument: () => {
+        deps.statusBar.setConnection({ kind: "waiting" });
+        return vscode.workspace.onDidOpenTextDocument((document) => {
+          if (isCompletedScheme(document.uri.scheme)) {
+            void this.lifecycle.documentOpened();
+          }
+        });
+      },
+      log: deps.output,
+    });
   }
 
   /** Starts now if the window has something to complete in, else once a document opens. */
   startWhenNeeded(): Promise<void> {
-    if (this.startedWith !== undefined || this.waitingForDocument !== undefined) {
-      return Promise.resolve(); // started, or waiting, already
-    }
-    const schemes = vscode.workspace.textDocuments.map((document) => document.uri.scheme);
-    if (needsServerNow(vscode.workspace.workspaceFolders?.length ?? 0, schemes)) {
-      return this.start();
-    }
-    this.deps.statusBar.setConnection({ kind: "waiting" });
-    this.waitingForDocument = vscode.workspace.onDidOpenTextDocument((document) => {
-      if (isCompletedScheme(document.uri.scheme)) {
-        void this.startIfWaiting();
-      }
-    });
-    return Promise.resolve();
-  }
-
-  /** The first start of a waiting window; once it has begun, a no-op (documents open in bursts). */
-  private startIfWaiting(): Promise<void> {
-    return this.enqueue(async () => {
-      if (this.waitingForDocument !== undefined) {
-        await this.startNow();
-      }
-    });
+    return this.lifecycle.startWhenNeeded(() =>
+      needsServerNow(
+        vscode.workspace.workspaceFolders?.length ?? 0,
+        vscode.workspace.textDocuments.map((document) => document.uri.scheme),
+      ),
+    );
   }
 
   /** Stops the running server (if any) and starts a fresh one with a fresh restart budget. */
   restart(): Promise<void> {
-    return this.enqueue(() => this.restartNow());
+    return this.lifecycle.restart();
   }
 
-  /**
-   * `restart`, but only if the interpreter chosen now is not the one the server was started
-   * with: the Python extension reports environment changes that leave ours as it was (another
-   * workspace folder's, or the same path chosen again), a change of phi3.pythonPath may leave
-   * it too (a workspace value that Restricted Mode ignores), and a restart reloads the model.
-   */
+  /** Restarts if the interpreter chosen now is not the server's (serverLifecycle.ts). */
   restartIfInterpreterChanged(): Promise<void> {
-    return this.enqueue(async () => {
-      if (this.startedWith === undefined) {
-        return; // not started yet (an empty window waits for a file): the start will choose it
-      }
-      const interpreter = await this.chooseInterpreterNow();
-      if (interpreter.command === this.startedWith && this.isAlive()) {
-        return;
-      }
-      this.deps.output.info(`Python is now ${interpreter.command}; restarting the server.`);
-      await this.restartNow(interpreter);
-    });
+    return this.lifecycle.interpreterMayHaveChanged();
   }
 
-  /**
-   * The workspace is trusted now: the workspace's values of the restricted settings apply, and
-   * an interpreter inside it may run. A server still on the same interpreter re-reads its
-   * settings (reloading the model only if phi3.model changed); any other case starts anew.
-   */
+  /** Re-reads the settings, or starts anew, now that the workspace is trusted. */
   workspaceTrusted(): Promise<void> {
-    return this.enqueue(async () => {
-      if (this.startedWith === undefined) {
-        return; // not started yet: the start will read the workspace's settings
-      }
-      const interpreter = await this.chooseInterpreterNow();
-      const client = this.client;
-      const running = client?.isRunning() === true;
-      // Started since the trust (a setting change VS Code announced first), or on the same
-      // Python: no new start, which would say a failure of the first one again.
-      if (this.startedTrusted || (running && interpreter.command === this.startedWith)) {
-        if (running) {
-          await client.sendNotification(DidChangeConfigurationNotification.type, {
-            settings: null,
-          });
-        }
-        return;
-      }
-      this.deps.output.info("The workspace is trusted now; starting the server.");
-      await this.restartNow(interpreter);
-    });
+    return this.lifecycle.workspaceTrusted();
   }
 
   stop(): Promise<void> {
-    return this.enqueue(() => this.stopNow());
+    return this.lifecycle.stop();
   }
 
-  /** Sends workspace/executeCommand to the running server (started first in a waiting window). */
+  /**
+   * Sends workspace/executeCommand to the running server, after the start it needs (in a
+   * waiting window) or one under way.
+   */
   async executeCommand(command: string): Promise<unknown> {
-    if (this.waitingForDocument !== undefined) {
-      await this.startIfWaiting();
-      if (this.client?.isRunning() !== true) {
-        throw new StartFailed(); // the start has said why, with the ways to fix it
-      }
-    }
+    const startEnded = await this.lifecycle.serverNeeded();
     const client = this.client;
     if (!client?.isRunning()) {
+      if (startEnded) {
+        throw new StartFailed(); // the start has said why, with the ways to fix it
+      }
       throw new Error('The Phi-3 server is not running. Use "Phi-3: Restart server".');
     }
     return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
   }
 
   dispose(): void {
-    this.waitingForDocument?.dispose();
     this.cursorReads.dispose();
-    void this.stop();
-  }
-
-  /** A server process runs, or is being started, for the current client. */
-  private isAlive(): boolean {
-    return this.client !== undefined && this.client.state !== State.Stopped;
-  }
-
-  private enqueue(operation: () => Promise<void>): Promise<void> {
-    // Operations never overlap, and one failure (logged here) does not block the ones after
-    // it; the returned promise never rejects, so callers may fire and forget.
-    this.queue = this.queue.then(operation).catch((error: unknown) => {
-      this.deps.output.error(`Phi-3 server: ${String(error)}`);
-    });
-    return this.queue;
-  }
-
-  private async restartNow(interpreter?: Interpreter): Promise<void> {
-    this.crashes.reset();
-    await this.stopNow();
-    await this.startNow(interpreter);
+    void this.lifecycle.dispose();
   }
 
   private async chooseInterpreterNow(): Promise<Interpreter> {
@@ -346,19 +288,15 @@ export class ServerSession implements vscode.Disposable {
     );
   }
 
-  /** Starts on `chosen`, or on the interpreter chosen now. */
-  private async startNow(chosen?: Interpreter): Promise<void> {
-    this.waitingForDocument?.dispose();
-    this.waitingForDocument = undefined;
+  /** Starts on `interpreter`, with a fresh restart budget. */
+  private async startNow(interpreter: Interpreter): Promise<void> {
     if (this.client !== undefined) {
       await this.stopNow(); // never two servers: the first would run on, unseen
     }
+    this.crashes.reset();
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
     statusBar.setConnection({ kind: "starting" });
-    const interpreter = chosen ?? (await this.chooseInterpreterNow());
-    this.startedWith = interpreter.command;
-    this.startedTrusted = vscode.workspace.isTrusted;
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = restrictedCheck(interpreter) ?? (await checkServerInstalled(interpreter.command));
     if (check.kind !== "installed") {

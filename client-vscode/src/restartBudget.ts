@@ -32,13 +32,23 @@ export class RestartBudget {
     this.crashes = [];
   }
 
-  /** A sentence for the user once the budget is spent. */
+  /**
+   * What the user is told once the budget is spent, in a notification with no buttons: VS Code
+   * keeps an error notification with buttons on screen until it is clicked or closed, and an
+   * extension cannot close one, so it would still say the server is down after a restart by
+   * hand. Without buttons, VS Code hides it by itself, and shows it on one line: the first
+   * words say what happened. The status bar says it until a restart (`exhaustedReason`).
+   */
   exhaustedMessage(): string {
+    return `Phi-3: the server ${this.exhaustedReason()}`;
+  }
+
+  /** The status bar's reason once the budget is spent, shown until the server starts again. */
+  exhaustedReason(): string {
     const minutes = Math.round(this.windowMs / 60_000);
     return (
-      `The Phi-3 server stopped ${this.maxRestarts + 1} times within ${minutes} minutes and ` +
-      "will not be restarted automatically. See the output for the cause, then use " +
-      '"Phi-3: Restart server".'
+      `stopped ${this.maxRestarts + 1} times within ${minutes} minutes and is not restarted ` +
+      'automatically. The output says why; fix that, then run "Phi-3: Restart server".'
     );
   }
 }

@@ -417,12 +417,15 @@ export class ServerSession implements vscode.Disposable {
               // `handled`: logged, without the library's generic notification.
               return { action: CloseAction.DoNotRestart, message: advice, handled: true };
             }
-            case "exhausted":
-              statusBar.setConnection({ kind: "failed", reason: "stopped repeatedly" });
-              return {
-                action: CloseAction.DoNotRestart,
-                message: this.crashes.exhaustedMessage(),
-              };
+            case "exhausted": {
+              // The status bar says it until a restart; the notification goes by itself (the
+              // library's own, with its "Go to output" button, would stay after a restart).
+              statusBar.setConnection({ kind: "failed", reason: this.crashes.exhaustedReason() });
+              const message = this.crashes.exhaustedMessage();
+              void vscode.window.showErrorMessage(message);
+              // `handled`: logged, without the library's notification.
+              return { action: CloseAction.DoNotRestart, message, handled: true };
+            }
           }
         },
       },

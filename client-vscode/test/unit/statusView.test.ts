@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ServerStatus } from "../../src/protocol";
+import { RestartBudget } from "../../src/restartBudget";
 import { readyStatus } from "./statusFixtures";
 import { type StatusInputs, renderStatus, shortModelName } from "../../src/statusView";
 
@@ -145,6 +146,20 @@ describe("status bar rendering", () => {
     assert.equal(view.isError, true);
     assert.equal(view.onClick, "showOutput");
     assert.match(view.tooltip, /phi3_lsp is not installed/);
+  });
+
+  it("says, until a restart, that a server which kept stopping was given up on, and the way out", () => {
+    // The notification that said so goes by itself (restartBudget.ts): this is what stays.
+    const budget = new RestartBudget(3, 180_000, () => 0);
+    while (budget.recordCrash()) {
+      // the server crashed again, and was restarted
+    }
+    const view = renderStatus(
+      inputs({ connection: { kind: "failed", reason: budget.exhaustedReason() }, server: ready }),
+    );
+    assert.equal(view.isError, true);
+    assert.match(view.tooltip, /stopped 4 times within 3 minutes and is not restarted/);
+    assert.match(view.tooltip, /then run "Phi-3: Restart server"/);
   });
 
   it("shortens model specs to their last path part", () => {

@@ -73,12 +73,33 @@ const EDITOR_PATIENCE_MS = EDITOR_GIVES_UP_MS - 110;
  */
 const ASK_AGAIN_FROM_MS = EDITOR_GIVES_UP_MS + 150;
 
+/** The middleware of one client. */
+export interface InlineCompletionMiddleware extends Pick<
+  Middleware,
+  "provideInlineCompletionItems"
+> {
+  /**
+   * For when the client stops: asks the editor again for no answer that came before, and ends
+   * those answers' pending state (the extension's Escape binding would stay on otherwise).
+   */
+  dispose(): void;
+}
+
 /** Builds the `provideInlineCompletionItems` middleware. */
-export function inlineCompletionMiddleware(
-  hooks: InlineRequestHooks,
-): Pick<Middleware, "provideInlineCompletionItems"> {
+export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCompletionMiddleware {
   const now = hooks.now ?? (() => performance.now());
+  /** Asking again for answers already in, each with the end of its pending state. */
+  const laterAsks = new Map<ReturnType<typeof setTimeout>, () => void>();
+  let disposed = false;
   return {
+    dispose: () => {
+      disposed = true;
+      for (const [timer, endPending] of laterAsks) {
+        clearTimeout(timer);
+        endPending();
+      }
+      laterAsks.clear();
+    },
     provideInlineCompletionItems: async (document, position, context, token, next) => {
       const called = now();
       const { inlineCompletions, debounceMs } = hooks.currentSettings();
@@ -121,7 +142,13 @@ export function inlineCompletionMiddleware(
         // Asked again only once: the new request is the user's (`Invoke`), answered at once.
         const askAgainIfStillWanted = (late: Awaited<typeof answer>) => {
           pending.dispose();
-          if (automatic && stillWanted() && hasSuggestion(late) && document.version === version) {
+          if (
+            !disposed &&
+            automatic &&
+            stillWanted() &&
+            hasSuggestion(late) &&
+            document.version === version
+          ) {
             hooks.askAgain(document, position);
           }
         };
@@ -143,12 +170,16 @@ export function inlineCompletionMiddleware(
         if (answeredAfter >= EDITOR_PATIENCE_MS) {
           pendingAfterReturn = true;
           const items = outcome.items;
-          setTimeout(
+          const timer = setTimeout(
             () => {
+              laterAsks.delete(timer);
               askAgainIfStillWanted(items);
             },
             Math.max(0, ASK_AGAIN_FROM_MS - answeredAfter),
           );
+          laterAsks.set(timer, () => {
+            pending.dispose();
+          });
         }
         return stillWanted() ? outcome.items : null;
       } finally {

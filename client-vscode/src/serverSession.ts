@@ -85,6 +85,14 @@ class Phi3LanguageClient extends LanguageClient {
 
   /** Set when the session has told the user that this client's server exited while starting. */
   exitWhileStartingReported = false;
+
+  /** Disposed with the client: what its middleware has scheduled must not outlive it. */
+  ownMiddleware: { dispose(): void } | undefined;
+
+  override dispose(timeout?: number): Promise<void> {
+    this.ownMiddleware?.dispose();
+    return super.dispose(timeout);
+  }
 }
 
 /** The ends of the library's messages for a start that failed (vscode-languageclient 11). */
@@ -363,6 +371,26 @@ export class ServerSession implements vscode.Disposable {
     // No `transport`: with TransportKind.stdio the library appends `--stdio` to the arguments,
     // which the server does not take (it speaks stdio by default).
     const serverOptions: ServerOptions = { command: python, args: serverArguments(settings) };
+    const middleware = inlineCompletionMiddleware({
+      currentSettings: () => this.deps.settings(),
+      cannotSuggest: () => {
+        const status = statusBar.serverStatus;
+        if (!loadedWithoutWeights(status)) {
+          return false;
+        }
+        explainNoSuggestions(status, output);
+        return true;
+      },
+      requestStarted: () => {
+        statusBar.requestStarted();
+      },
+      requestFinished: (ms, cancelled) => {
+        statusBar.requestFinished(ms, cancelled);
+      },
+      watchPlace,
+      askAgain: askForInlineSuggestionsAgain,
+      suggestionPending: (dismiss) => this.deps.pendingSuggestions.add(dismiss),
+    });
     const clientOptions: LanguageClientOptions = {
       documentSelector: DOCUMENT_SELECTOR,
       outputChannel: output,
@@ -429,28 +457,10 @@ export class ServerSession implements vscode.Disposable {
           }
         },
       },
-      middleware: inlineCompletionMiddleware({
-        currentSettings: () => this.deps.settings(),
-        cannotSuggest: () => {
-          const status = statusBar.serverStatus;
-          if (!loadedWithoutWeights(status)) {
-            return false;
-          }
-          explainNoSuggestions(status, output);
-          return true;
-        },
-        requestStarted: () => {
-          statusBar.requestStarted();
-        },
-        requestFinished: (ms, cancelled) => {
-          statusBar.requestFinished(ms, cancelled);
-        },
-        watchPlace,
-        askAgain: askForInlineSuggestionsAgain,
-        suggestionPending: (dismiss) => this.deps.pendingSuggestions.add(dismiss),
-      }),
+      middleware,
     };
     const client = new Phi3LanguageClient("phi3", "Phi-3", serverOptions, clientOptions);
+    client.ownMiddleware = middleware;
     client.onNotification(STATUS_NOTIFICATION, (status: unknown) => {
       if (isServerStatus(status)) {
         statusBar.setServerStatus(status);

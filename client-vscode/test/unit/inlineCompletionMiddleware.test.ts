@@ -74,8 +74,13 @@ function recorder(
     suggestionPending: (dismiss) => pending.add(dismiss),
     ...(now === undefined ? {} : { now }),
   };
-  const provide = inlineCompletionMiddleware(hooks).provideInlineCompletionItems;
+  const middleware = inlineCompletionMiddleware(hooks);
+  const provide = middleware.provideInlineCompletionItems;
   assert.ok(provide);
+  /** What the session does when it stops the client (a restart, or VS Code closing). */
+  const stopClient = () => {
+    middleware.dispose();
+  };
   const request = (
     token: vscode.CancellationToken,
     next: Next,
@@ -85,7 +90,18 @@ function recorder(
   const escape = () => {
     pending.dismissAll();
   };
-  return { events, asked, document, watchers, edit, moveCursor, request, pending, escape };
+  return {
+    events,
+    asked,
+    document,
+    watchers,
+    edit,
+    moveCursor,
+    request,
+    pending,
+    escape,
+    stopClient,
+  };
 }
 
 function tokenSource() {
@@ -392,6 +408,31 @@ describe("inline completion middleware", () => {
     assert.equal(pending.pending, true, "asking again is still to come");
     escape();
     await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(asked, []);
+  });
+
+  it("does not ask again once the client has stopped between a late answer and asking again", async () => {
+    let clock = 0;
+    const { asked, server, result, pending, stopClient } = await sentRequest({
+      now: () => clock,
+    });
+    clock = 700;
+    server.give(suggestion);
+    assert.equal(await result, suggestion);
+    assert.equal(pending.pending, true, "asking again is still to come");
+    stopClient(); // the user restarts the server, or closes the window
+    assert.equal(pending.pending, false, "Escape is VS Code's again");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(asked, []);
+  });
+
+  it("does not ask again with an answer that comes after the client has stopped", async () => {
+    const { asked, server, result, stopClient, editorCancels } = await sentRequest();
+    editorCancels(); // VS Code gave up waiting; the answer is still wanted
+    assert.equal(await result, null);
+    stopClient();
+    server.give(suggestion);
+    await settled();
     assert.deepEqual(asked, []);
   });
 });

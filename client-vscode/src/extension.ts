@@ -45,7 +45,7 @@ let activeSession: ServerSession | undefined;
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
   const output = vscode.window.createOutputChannel("Phi-3", { log: true });
-  const statusBar = new StatusBar(() => currentSettings().inlineCompletions);
+  const statusBar = new StatusBar(currentSettings);
   const architecture = new ArchitectureDocuments();
   const pendingSuggestions = new PendingSuggestions((pending) => {
     void vscode.commands.executeCommand("setContext", PENDING_CONTEXT, pending);

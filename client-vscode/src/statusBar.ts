@@ -3,6 +3,7 @@
 import * as vscode from "vscode";
 import { CompletionFigures } from "./completionFigures";
 import type { ServerStatus } from "./protocol";
+import type { ExtensionSettings } from "./settings";
 import { type ConnectionState, renderStatus } from "./statusView";
 
 export const SHOW_OUTPUT_COMMAND = "phi3.showOutput";
@@ -14,7 +15,10 @@ export class StatusBar implements vscode.Disposable {
   private readonly figures = new CompletionFigures();
   private requestsInFlight = 0;
 
-  constructor(private readonly inlineCompletionsEnabled: () => boolean) {
+  /** `settings`: read on each render, which a settings change asks for. */
+  constructor(
+    private readonly settings: () => Pick<ExtensionSettings, "inlineCompletions" | "weights">,
+  ) {
     this.item = vscode.window.createStatusBarItem("phi3.status", vscode.StatusBarAlignment.Right);
     this.item.name = "Phi-3";
     this.render();
@@ -52,13 +56,15 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
-  /** Re-renders after a settings change (inline completions on/off). */
+  /** Re-renders after a settings change (inline completions on/off, the weight format). */
   render(): void {
+    const settings = this.settings();
     const view = renderStatus({
       connection: this.connection,
       server: this.figures.serverStatus,
       requestInFlight: this.requestsInFlight > 0,
-      inlineCompletions: this.inlineCompletionsEnabled(),
+      inlineCompletions: settings.inlineCompletions,
+      weights: settings.weights,
       lastRoundTripMs: this.figures.roundTripMs,
     });
     this.item.text = view.text;

@@ -5,6 +5,7 @@
  */
 
 import type { ServerStatus } from "./protocol";
+import type { WeightFormat } from "./settings";
 
 /** The client's own view of the server process, which the server cannot report itself. */
 export type ConnectionState =
@@ -22,6 +23,11 @@ export interface StatusInputs {
   /** A completion request of ours is on its way (debounce elapsed, answer not yet back). */
   readonly requestInFlight: boolean;
   readonly inlineCompletions: boolean;
+  /**
+   * phi3.weights as set here. `phi3/status` does not say which format a load uses; the server
+   * reads this same setting (workspace/configuration), and loads again when it changes.
+   */
+  readonly weights: WeightFormat;
   /** Round trip of our last completion request as VS Code saw it. */
   readonly lastRoundTripMs: number | undefined;
 }
@@ -42,6 +48,12 @@ const DISABLED = "$(circle-slash)";
 const WAITING = "$(circle-outline)";
 const NO_WEIGHTS = "$(warning)";
 const ERROR = "$(error)";
+
+/** How the tooltip names each phi3.weights value (package.json describes them at length). */
+const WEIGHT_FORMAT_NAMES: Readonly<Record<WeightFormat, string>> = {
+  fp32: "fp32 (32-bit floats)",
+  int4: "int4 (4-bit linear layers)",
+};
 
 function lastCompletionLines(server: ServerStatus | undefined, roundTripMs?: number): string[] {
   const lines: string[] = [];
@@ -109,7 +121,10 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     const detail = server.message ?? "Loading";
     // "Looking for microsoft/Phi-3-mini-4k-instruct on the hub" names the model already.
     const what = detail.includes(server.model) ? detail : `${detail}: ${server.model}`;
-    return menuView(`${LOADING} Phi-3${percent}`, [`${what}${percent}`]);
+    return menuView(`${LOADING} Phi-3${percent}`, [
+      `${what}${percent}`,
+      `Weight format: ${WEIGHT_FORMAT_NAMES[inputs.weights]} (phi3.weights)`,
+    ]);
   }
   const generating = server.state === "generating" || inputs.requestInFlight;
   const idleIcon = server.weightsLoaded ? READY : NO_WEIGHTS;

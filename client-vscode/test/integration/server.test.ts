@@ -150,6 +150,7 @@ void describe(
           server: timed,
           requestInFlight: false,
           inlineCompletions: true,
+          weights: "fp32",
           lastRoundTripMs: undefined,
         });
         assert.match(view.tooltip, /Last completion: \d+ ms on the server, \d+ tokens/);

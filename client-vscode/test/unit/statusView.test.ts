@@ -13,6 +13,7 @@ function inputs(overrides: Partial<StatusInputs>): StatusInputs {
     server: ready,
     requestInFlight: false,
     inlineCompletions: true,
+    weights: "fp32",
     lastRoundTripMs: undefined,
     ...overrides,
   };
@@ -46,6 +47,21 @@ describe("status bar rendering", () => {
     assert.match(view.text, /40%/);
     assert.match(view.tooltip, /Converting the GGUF file: smollm2-135m 40%/);
     assert.equal(view.isError, false);
+  });
+
+  it("says which weight format a model loads in", () => {
+    const loading: ServerStatus = {
+      ...ready,
+      state: "loading",
+      model: "smollm2-135m",
+      message: "Loading the weights of smollm2-135m",
+      percentage: 30,
+      weightsLoaded: false,
+    };
+    const int4 = renderStatus(inputs({ server: loading, weights: "int4" }));
+    assert.match(int4.tooltip, /Weight format: int4 \(4-bit linear layers\) \(phi3\.weights\)/);
+    const fp32 = renderStatus(inputs({ server: loading, weights: "fp32" }));
+    assert.match(fp32.tooltip, /Weight format: fp32/);
   });
 
   it("names the model once while loading", () => {

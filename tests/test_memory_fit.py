@@ -108,7 +108,7 @@ def test_another_windows_server_holding_the_memory_is_named_with_the_fix(
 ) -> None:
     # The second window's server finds 1.2 GB free: the first window's holds 8.1 GB.
     model = meta_model(phi3_mini_dir)
-    first_window = [OtherProcess(pid=4242, resident_bytes=8_100_000_000)]
+    first_window = [OtherProcess(pid=4242, private_bytes=8_100_000_000)]
     message = memory_shortfall(
         "Phi-3-mini", model, "fp32", int(1.2 * GB), bf16_held=True, find_others=lambda: first_window
     )
@@ -125,7 +125,7 @@ def test_another_windows_server_holding_the_memory_is_named_with_the_fix(
 
 
 def test_other_servers_too_small_to_make_room_are_not_blamed(phi3_mini_dir: Path) -> None:
-    small = [OtherProcess(pid=4242, resident_bytes=300_000_000)]  # a server without a model
+    small = [OtherProcess(pid=4242, private_bytes=300_000_000)]  # a server without a model
     message = memory_shortfall(
         "Phi-3-mini", meta_model(phi3_mini_dir), "fp32", 8 * GB, find_others=lambda: small
     )

@@ -59,7 +59,7 @@ def memory_shortfall(
     if available is None or needed <= available:
         return None
     others = find_others()
-    held_by_others = sum(other.resident_bytes for other in others)
+    held_by_others = sum(other.private_bytes for other in others)
     others_named = bool(others) and needed <= available + held_by_others
     fixes = []
     if others_named:

@@ -1,20 +1,20 @@
-"""The other phi3-lsp processes on this machine, and the memory they hold.
+"""The other phi3-lsp processes of this user, and the memory that stopping them would free.
 
 Each editor window starts a server of its own, and each server loads its model: the second
 window's may find too little memory left for the weights. Its message then names the processes
-that hold it, so that the user knows what to close. Processes this one started (its 4-bit
-layers' process) are its own, not others.
+that hold it, so that the user knows what to close. This process's own lineage is not "other":
+its children (the 4-bit layers' process) and its parents (`phi3-lsp demo`, which runs it).
 """
 
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
-_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass(frozen=True)
@@ -22,24 +22,30 @@ class OtherProcess:
     """A phi3-lsp process other than this one."""
 
     pid: int
-    resident_bytes: int
+    private_bytes: int
+    """Its memory that no other process maps (libraries shared with this one are not counted):
+    about what stopping it frees."""
 
 
 def other_phi3_processes(proc: Path = PROC) -> list[OtherProcess]:
-    """The phi3-lsp processes other than this one and its descendants, the largest first;
-    none where /proc cannot be read (not Linux)."""
+    """This user's phi3-lsp processes outside this one's lineage, the largest first; none where
+    /proc cannot be read (not Linux)."""
     try:
         own = int((proc / "self").resolve().name)
         pids = [int(entry.name) for entry in proc.iterdir() if entry.name.isdigit()]
     except (OSError, ValueError):
         return []
     parents = {pid: _parent(proc, pid) for pid in pids}
+    own_and_parents = {own, *_ancestors(own, parents)}
     others = [
-        OtherProcess(pid, _resident_bytes(proc, pid))
+        OtherProcess(pid, _private_bytes(proc, pid))
         for pid in pids
-        if pid != own and not _descends_from(pid, own, parents) and _runs_phi3_lsp(proc, pid)
+        if pid not in own_and_parents
+        and own not in _ancestors(pid, parents)  # a child of this process
+        and _is_this_users(proc, pid)
+        and _runs_phi3_lsp(proc, pid)
     ]
-    return sorted(others, key=lambda other: -other.resident_bytes)
+    return sorted(others, key=lambda other: -other.private_bytes)
 
 
 def _runs_phi3_lsp(proc: Path, pid: int) -> bool:
@@ -47,9 +53,17 @@ def _runs_phi3_lsp(proc: Path, pid: int) -> bool:
     try:
         args = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False  # it ended meanwhile, or is not ours to read
+        return False  # it ended meanwhile
     module_run = any(pair == (b"-m", b"phi3_lsp") for pair in itertools.pairwise(args))
     return module_run or any(os.path.basename(arg) == b"phi3-lsp" for arg in args[:2])
+
+
+def _is_this_users(proc: Path, pid: int) -> bool:
+    """Only the user's own processes are theirs to stop."""
+    try:
+        return (proc / str(pid)).stat().st_uid == os.getuid()
+    except OSError:
+        return False
 
 
 def _parent(proc: Path, pid: int) -> int | None:
@@ -61,19 +75,20 @@ def _parent(proc: Path, pid: int) -> int | None:
         return None
 
 
-def _descends_from(pid: int, ancestor: int, parents: dict[int, int | None]) -> bool:
-    seen = set()
+def _ancestors(pid: int, parents: dict[int, int | None]) -> list[int]:
+    found: list[int] = []
     parent = parents.get(pid)
-    while parent is not None and parent not in seen:
-        if parent == ancestor:
-            return True
-        seen.add(parent)
+    while parent is not None and parent not in found:
+        found.append(parent)
         parent = parents.get(parent)
-    return False
+    return found
 
 
-def _resident_bytes(proc: Path, pid: int) -> int:
+def _private_bytes(proc: Path, pid: int) -> int:
+    """Resident memory less the pages backed by files or shared (libraries, torch's code):
+    `statm`'s resident minus shared fields, in pages."""
     try:
-        return int((proc / str(pid) / "statm").read_text(encoding="ascii").split()[1]) * _PAGE_BYTES
+        fields = (proc / str(pid) / "statm").read_text(encoding="ascii").split()
+        return max(0, int(fields[1]) - int(fields[2])) * mmap.PAGESIZE
     except (OSError, IndexError, ValueError):
         return 0

@@ -135,6 +135,8 @@ def test_a_thread_count_change_keeps_the_weights_and_the_text(
     assert on_two.token_ids == on_one.token_ids
     # Keys and values of a prompt read on 1 thread would not be those 2 threads compute.
     assert on_two.reused_prompt_tokens == 0
+    engine.use_threads(2)  # no change: the prompt just read stays
+    assert engine.generate(prompt, max_new_tokens=8, cache_key="doc").reused_prompt_tokens > 0
 
 
 def test_physical_cores_is_within_the_logical_count() -> None:

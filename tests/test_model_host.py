@@ -508,6 +508,22 @@ async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(
     assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
 
 
+async def test_a_thread_count_change_stops_a_read_ahead_whose_prompt_it_would_drop(
+    loaded_host: ModelHost, tiny_phi3_dir: Path
+) -> None:
+    # fp32: a prompt read on 1 thread is dropped on the move to 2 (its bits differ there).
+    assert loaded_host.engine is not None and loaded_host.engine.prompt_bits_depend_on_threads
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
+        read,
+        release,
+    ):
+        assert not loaded_host.load(str(tiny_phi3_dir), threads=2)
+        release.set()
+        stopped_read = await read
+    assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
+
+
 async def test_a_prompt_read_for_long_is_reported_until_it_is_read(
     loaded_host: ModelHost, listener: RecordingListener
 ) -> None:

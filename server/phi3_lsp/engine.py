@@ -416,14 +416,22 @@ class ModelEngine:
     def _warm_up_prompt(self) -> list[int]:
         return self.tokenizer.encode_prompt("Hello, world") or [0]
 
+    @property
+    def prompt_bits_depend_on_threads(self) -> bool:
+        """Whether a prompt's keys and values differ in their bits with the thread count."""
+        return self._same_bits_on_any_threads != "every pass"
+
     def use_threads(self, threads: int) -> None:
         """Run on `threads` torch threads from now on (0: one per physical core), with the
         weights as they are. Passes over prompts whose bits depend on the thread count would
         now give other keys and values than those cached: those are dropped, so that the text
         stays the one a cold run on the new count gives."""
-        torch.set_num_threads(threads or physical_cores())
+        wanted = threads or physical_cores()
+        if wanted == torch.get_num_threads():  # e.g. 0 and the number of cores
+            return
+        torch.set_num_threads(wanted)
         self._decoder.planner = _pass_planner(self._same_bits_on_any_threads)
-        if self._same_bits_on_any_threads != "every pass":
+        if self.prompt_bits_depend_on_threads:
             self._prompt_cache.clear()
         in_use = torch.get_num_threads()
         log.info("%s now runs on %d torch thread%s", self.name, in_use, "" if in_use == 1 else "s")

@@ -253,6 +253,9 @@ class ModelHost:
                 return False
             if self._loaded is not None and replace(self._loaded, threads=threads) == request:
                 self._loaded = request
+                engine = self._engine
+                if engine is not None and engine.prompt_bits_depend_on_threads:
+                    self._stop_work_ahead()  # its prompt would be dropped with the count's change
                 self._thread.submit(self._use_threads, self._load_id, threads)
                 return False
             if self._loaded is None or request.model != self._loaded.model:
@@ -643,8 +646,12 @@ class ModelHost:
     def _use_threads(self, load_id: int, threads: int) -> None:
         """On the model thread, after the load `load_id` (queued before): run on `threads`."""
         engine = self._engine
-        if load_id == self._load_id and engine is not None:
+        if load_id != self._load_id or engine is None:
+            return
+        try:
             engine.use_threads(threads)
+        except Exception:
+            logger.exception("%s could not move to %d torch threads", engine.name, threads)
 
     def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
         """Serve hovers with the tokenizer just read, unless a newer load has begun."""
@@ -669,6 +676,11 @@ class ModelHost:
         with self._lock:
             if self._running is not None and self._running.stop is stop:
                 self._running = None
+
+    def _stop_work_ahead(self) -> None:
+        """Called with the lock held: stop a prompt's read ahead or the warm-up, if running."""
+        if self._running is not None and self._running.ahead:
+            self._stop_running_generation()
 
     def _stop_running_generation(
         self, keeping: Sequence[int] = (), cache_key: str | None = None

@@ -49,10 +49,12 @@ class Settings:
 
     def shapes_suggestions_unlike(self, other: Settings) -> bool:
         """True when a suggestion made under `self` may not be what `other` makes: its length
-        limit or its prompt budget differs."""
-        return (self.max_new_tokens, self.context_tokens) != (
+        limit, its prompt budget or the thread count differs (an fp32 prompt's bits depend on
+        the count)."""
+        return (self.max_new_tokens, self.context_tokens, self.threads) != (
             other.max_new_tokens,
             other.context_tokens,
+            other.threads,
         )
 
 

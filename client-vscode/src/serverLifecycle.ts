@@ -209,8 +209,13 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     await this.startNow(choice);
   }
 
-  /** Starts on `choice`, or on the interpreter chosen now. */
+  /** Starts on `choice`, or on the interpreter chosen now; nothing once disposed. */
   private async startNow(choice?: Choice<I>): Promise<void> {
+    // An operation that looked at the phase before an await may come here after dispose:
+    // its server would load a model while the window closes.
+    if (this.phase === "disposed") {
+      return;
+    }
     this.phase = "started";
     this.waiting?.dispose();
     this.waiting = undefined;

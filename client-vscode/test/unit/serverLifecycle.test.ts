@@ -238,4 +238,19 @@ describe("when the server starts and restarts", () => {
     ]);
     assert.deepEqual(starts, []);
   });
+
+  it("starts nothing when disposed while an environment event chooses its interpreter", async () => {
+    const { state, starts, lifecycle } = fakeSession();
+    await lifecycle.startWhenNeeded(() => true);
+    // The Python extension reports a new environment; as it is asked, the window closes.
+    state.python = "/venv/bin/python";
+    let disposed: Promise<void> | undefined;
+    state.whileChoosing = () => {
+      disposed = lifecycle.dispose();
+    };
+    await lifecycle.interpreterMayHaveChanged();
+    await disposed;
+    assert.deepEqual(starts, ["/usr/bin/python3"]);
+    assert.equal(state.alive, false);
+  });
 });

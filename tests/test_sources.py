@@ -139,6 +139,18 @@ def test_a_mistyped_relative_folder_is_named_as_neither_folder_nor_hub_model(
     assert "`hf download models/phi3`" in message
 
 
+def test_a_hub_id_not_found_speaks_of_the_hub_only(
+    offline_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no folder "Qwen" here: nothing suggests a mistyped folder
+    with pytest.raises(ModelSourceError) as caught:
+        resolve_model("Qwen/Qwen2.5-0.5B", cache=tmp_path / "cache")
+    message = str(caught.value)
+    assert message.startswith("Model Qwen/Qwen2.5-0.5B is not in the local Hugging Face cache")
+    assert "no folder" not in message
+    assert "`hf download Qwen/Qwen2.5-0.5B`" in message
+
+
 def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(
     offline_hub: Path, phi3_mini_dir: Path
 ) -> None:

@@ -6,7 +6,6 @@ engine loads all of them the same way. Nothing here imports torch; transformers 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -130,10 +129,7 @@ def _from_gguf(
     if not weights and not is_built(entry):
         # The weights would be dequantized and written as fp32, which grows with the model:
         # `phi3-lsp tokenize` on SmolLM2-135M's took 10.4 s and wrote 0.5 GB, now 7.7 s.
-        source = _gguf_converted(spec, path, root / "gguf-metadata" / key, report, weights=False)
-        return dataclasses.replace(
-            source, missing_weights_hint=f"Only the tokenizer and config of {path} were read."
-        )
+        return _gguf_converted(spec, path, root / "gguf-metadata" / key, report, weights=False)
     return _gguf_converted(spec, path, entry, report, weights=True)
 
 
@@ -191,14 +187,7 @@ def _from_hub(
                 return source
             failure = f"the local copy of {repo_id} has no safetensors weights"
     if fallback is None:
-        # owner/name is also a relative path: a mistyped folder ends here too, so say both.
-        raise ModelSourceError(
-            f"There is no folder ./{repo_id} in {Path.cwd()}, and {repo_id} is not in the local "
-            f"Hugging Face cache and could not be downloaded ({failure}). For a folder, check "
-            "the path or set phi3.model to its full path; for a hub model, download it where "
-            f"the network allows (`hf download {repo_id}`); or use the offline model "
-            '"smollm2-135m".'
-        )
+        raise ModelSourceError(_not_found_message(repo_id, failure))
     folder = ensure_asset(fallback, cache=root, progress=report)
     log.info("Using the offline pack's tokenizer and config for %s (%s)", repo_id, failure)
     return ModelSource(
@@ -214,6 +203,25 @@ def _from_hub(
             f"(`hf download {repo_id}`)."
         ),
         trust_remote_code=trust_remote_code,
+    )
+
+
+def _not_found_message(repo_id: str, failure: str) -> str:
+    not_on_hub = (
+        f"{repo_id} is not in the local Hugging Face cache and could not be downloaded ({failure})"
+    )
+    # owner/name is also a relative path: where its first part is a folder here, a mistyped
+    # folder is as likely as a hub id, so say both.
+    if Path(repo_id).parent.is_dir():
+        return (
+            f"There is no folder ./{repo_id} in {Path.cwd()}, and {not_on_hub}. For a folder, "
+            "check the path or set phi3.model to its full path; for a hub model, download it "
+            f"where the network allows (`hf download {repo_id}`); or use the offline model "
+            '"smollm2-135m".'
+        )
+    return (
+        f"Model {not_on_hub}. Download it where the network allows (`hf download {repo_id}`), "
+        'point phi3.model at a local folder, or use the offline model "smollm2-135m".'
     )
 
 

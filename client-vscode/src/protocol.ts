@@ -29,6 +29,8 @@ export interface ServerStatus {
   readonly lastDecodePasses?: number | null;
   /** fp32's decode passes check tokens drafted by the model's 4-bit copy (absent: false). */
   readonly int4Drafts?: boolean;
+  /** The weight format loading or loaded (absent from older servers, null before a load). */
+  readonly weights?: string | null;
 }
 
 /** Result of `phi3/readAtCursor` when the server read (or already held) the prompt. */

@@ -16,9 +16,7 @@ export class StatusBar implements vscode.Disposable {
   private requestsInFlight = 0;
 
   /** `settings`: read on each render, which a settings change asks for. */
-  constructor(
-    private readonly settings: () => Pick<ExtensionSettings, "inlineCompletions" | "weights">,
-  ) {
+  constructor(private readonly settings: () => Pick<ExtensionSettings, "inlineCompletions">) {
     this.item = vscode.window.createStatusBarItem("phi3.status", vscode.StatusBarAlignment.Right);
     this.item.name = "Phi-3";
     this.render();
@@ -56,7 +54,7 @@ export class StatusBar implements vscode.Disposable {
     this.render();
   }
 
-  /** Re-renders after a settings change (inline completions on/off, the weight format). */
+  /** Re-renders after a settings change (inline completions on/off). */
   render(): void {
     const settings = this.settings();
     const view = renderStatus({
@@ -64,7 +62,6 @@ export class StatusBar implements vscode.Disposable {
       server: this.figures.serverStatus,
       requestInFlight: this.requestsInFlight > 0,
       inlineCompletions: settings.inlineCompletions,
-      weights: settings.weights,
       lastRoundTripMs: this.figures.roundTripMs,
     });
     this.item.text = view.text;

@@ -5,7 +5,6 @@
  */
 
 import type { ServerStatus } from "./protocol";
-import type { WeightFormat } from "./settings";
 
 /** The client's own view of the server process, which the server cannot report itself. */
 export type ConnectionState =
@@ -23,11 +22,6 @@ export interface StatusInputs {
   /** A completion request of ours is on its way (debounce elapsed, answer not yet back). */
   readonly requestInFlight: boolean;
   readonly inlineCompletions: boolean;
-  /**
-   * phi3.weights as set here. `phi3/status` does not say which format a load uses; the server
-   * reads this same setting (workspace/configuration), and loads again when it changes.
-   */
-  readonly weights: WeightFormat;
   /** Round trip of our last completion request as VS Code saw it. */
   readonly lastRoundTripMs: number | undefined;
 }
@@ -50,8 +44,8 @@ const NO_WEIGHTS = "$(warning)";
 const ERROR = "$(error)";
 
 /** How the tooltip names each phi3.weights value (package.json describes them at length). */
-const WEIGHT_FORMAT_NAMES: Readonly<Record<WeightFormat, string>> = {
-  fp32: "fp32 (32-bit floats)",
+const WEIGHT_FORMAT_NAMES: Readonly<Partial<Record<string, string>>> = {
+  fp32: "fp32 arithmetic",
   int4: "int4 (4-bit linear layers)",
 };
 
@@ -121,10 +115,12 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     const detail = server.message ?? "Loading";
     // "Looking for microsoft/Phi-3-mini-4k-instruct on the hub" names the model already.
     const what = detail.includes(server.model) ? detail : `${detail}: ${server.model}`;
-    return menuView(`${LOADING} Phi-3${percent}`, [
-      `${what}${percent}`,
-      `Weight format: ${WEIGHT_FORMAT_NAMES[inputs.weights]} (phi3.weights)`,
-    ]);
+    // The server's own word: a phi3.weights value it refused is not what loads.
+    const format =
+      server.weights != null
+        ? [`Weights: ${WEIGHT_FORMAT_NAMES[server.weights] ?? server.weights}`]
+        : [];
+    return menuView(`${LOADING} Phi-3${percent}`, [`${what}${percent}`, ...format]);
   }
   const generating = server.state === "generating" || inputs.requestInFlight;
   const idleIcon = server.weightsLoaded ? READY : NO_WEIGHTS;

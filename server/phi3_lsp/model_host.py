@@ -64,6 +64,8 @@ class Status:
     int4_drafts: bool = False
     """fp32's decode passes check tokens drafted by the model's 4-bit copy (the same text);
     sent with the next change of state after they are loaded."""
+    weights: WeightFormat | None = None
+    """The weight format of the model loading or loaded (None before the first load)."""
 
     def to_json(self) -> dict[str, object]:
         """The notification's payload, in the protocol's camelCase."""
@@ -79,6 +81,7 @@ class Status:
             "lastDecodeMs": self.last_decode_ms,
             "lastDecodePasses": self.last_decode_passes,
             "int4Drafts": self.int4_drafts,
+            "weights": self.weights,
         }
 
 
@@ -267,7 +270,7 @@ class ModelHost:
             self._stop_running_generation()
             self._stop_making_int4_layers()
             self._set_status(
-                Status(state="loading", model=model, message="Queued", weights_loaded=False)
+                Status(state="loading", model=model, message="Queued", weights=weights)
             )
         self._thread.submit(self._load, load_id, request)
         return True
@@ -486,7 +489,13 @@ class ModelHost:
             engine, hint = self._load_steps(load_id, request)
             _freeze_loaded_objects()
             has_weights = engine is not None and engine.has_weights
-            status = Status(state="ready", model=model, message=hint, weights_loaded=has_weights)
+            status = Status(
+                state="ready",
+                model=model,
+                message=hint,
+                weights_loaded=has_weights,
+                weights=request.weights,
+            )
             outcome = LoadOutcome(model=model, hint=hint)
         except Exception as error:
             message = load_error_message(model, error)
@@ -494,7 +503,7 @@ class ModelHost:
                 logger.warning("%s", message)  # the user's to fix: no traceback needed
             else:
                 logger.exception("Loading %s failed", model)
-            status = Status(state="error", model=model, message=message)
+            status = Status(state="error", model=model, message=message, weights=request.weights)
             outcome = LoadOutcome(model=model, error=message)
         finally:
             gc.enable()

@@ -26,11 +26,13 @@ async def session(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client
 async def switch_to(client: Phi3Client, weights: str) -> None:
     seen = len(client.statuses)
     await client.change_settings({**SMOLLM2_SETTINGS, "weights": weights})
-    await client.wait_for_status(lambda status: status["state"] == "loading", after=seen)
+    loading = await client.wait_for_status(lambda status: status["state"] == "loading", after=seen)
+    assert loading["weights"] == weights  # a client can say which format loads
     ready = await client.wait_for_status(
         lambda status: status["state"] in ("ready", "error"), after=seen
     )
     assert ready["state"] == "ready" and ready["weightsLoaded"] is True
+    assert ready["weights"] == weights
 
 
 async def completion(client: Phi3Client, name: str) -> str:

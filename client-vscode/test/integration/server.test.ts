@@ -150,7 +150,6 @@ void describe(
           server: timed,
           requestInFlight: false,
           inlineCompletions: true,
-          weights: "fp32",
           lastRoundTripMs: undefined,
         });
         assert.match(view.tooltip, /Last completion: \d+ ms on the server, \d+ tokens/);

@@ -13,7 +13,6 @@ function inputs(overrides: Partial<StatusInputs>): StatusInputs {
     server: ready,
     requestInFlight: false,
     inlineCompletions: true,
-    weights: "fp32",
     lastRoundTripMs: undefined,
     ...overrides,
   };
@@ -58,10 +57,14 @@ describe("status bar rendering", () => {
       percentage: 30,
       weightsLoaded: false,
     };
-    const int4 = renderStatus(inputs({ server: loading, weights: "int4" }));
-    assert.match(int4.tooltip, /Weight format: int4 \(4-bit linear layers\) \(phi3\.weights\)/);
-    const fp32 = renderStatus(inputs({ server: loading, weights: "fp32" }));
-    assert.match(fp32.tooltip, /Weight format: fp32/);
+    const int4 = renderStatus(inputs({ server: { ...loading, weights: "int4" } }));
+    assert.match(int4.tooltip, /\bint4\b/);
+    const fp32 = renderStatus(inputs({ server: { ...loading, weights: "fp32" } }));
+    assert.match(fp32.tooltip, /\bfp32\b/);
+    assert.doesNotMatch(fp32.tooltip, /\bint4\b/);
+    // A server that does not say (an older one) gets no line rather than a guess.
+    const unsaid = renderStatus(inputs({ server: loading }));
+    assert.doesNotMatch(unsaid.tooltip, /\b(fp32|int4)\b/);
   });
 
   it("names the model once while loading", () => {

@@ -148,6 +148,27 @@ async def test_once_ready_an_fp32_model_takes_its_4bit_drafts_before_completing(
     assert loaded_host.status.int4_drafts
 
 
+async def test_int4_drafts_turned_off_and_on_go_and_come_back_with_the_model_kept(
+    loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
+) -> None:
+    engine = loaded_host.engine
+    assert engine is not None
+    if not engine.takes_int4_drafts:
+        pytest.skip(NO_INT4_DRAFTS_HERE)
+    statuses = len(listener.statuses)
+    with_drafts = await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc")
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
+    without = await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc")
+    assert not engine.drafts_from_int4 and not loaded_host.status.int4_drafts
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=True)
+    again = await loaded_host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc")
+    assert engine.drafts_from_int4 and loaded_host.status.int4_drafts
+    assert loaded_host.engine is engine  # never loaded again
+    assert "loading" not in [status.state for status in listener.statuses[statuses:]]
+    assert with_drafts and without and again
+    assert with_drafts.token_ids == without.token_ids == again.token_ids
+
+
 class _ReadyListener(RecordingListener):
     """Also wakes the test as soon as a status says the weights are ready."""
 
@@ -596,7 +617,7 @@ def test_a_reload_of_the_same_model_keeps_serving_hovers(
     loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
 ) -> None:
     # Only how it runs changes.
-    assert loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
+    assert loaded_host.load(str(tiny_phi3_dir), threads=1, trust_remote_code=True)
     # Hovers answer while the model reloads (the load may already have read its tokenizer anew).
     assert loaded_host.tokenizer is not None
     assert not loaded_host.can_generate()
@@ -652,7 +673,7 @@ def test_a_failed_load_is_tried_again_only_when_a_setting_of_the_load_changes(
     assert not host.load(str(folder), threads=1)
     assert host.status.state == "error"
     shutil.copytree(tiny_phi3_dir, folder)  # the user fixes the cause
-    assert host.load(str(folder), threads=1, int4_drafts=False)
+    assert host.load(str(folder), threads=1, trust_remote_code=True)
     assert listener.wait_for_load().error is None
     assert host.can_generate()
 

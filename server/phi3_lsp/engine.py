@@ -233,6 +233,11 @@ class ModelEngine:
         )
         return True
 
+    def drop_drafter(self) -> None:
+        """Decode without the 4-bit drafts from now on (the same text, in more passes)."""
+        self._decoder.drafter = None
+        log.info("%s decodes without 4-bit drafts", self.name)
+
     def drafter_files(self) -> list[Path]:
         """The files `load_drafter` would read its 4-bit layers from (none when it would not
         load them from the cache, or they would not fit in memory), for `read_ahead` to fetch

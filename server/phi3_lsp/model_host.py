@@ -95,6 +95,11 @@ class LoadRequest:
     int4_drafts: bool
     trust_remote_code: bool
 
+    def keeps_the_model_of(self, other: LoadRequest) -> bool:
+        """Whether `other`'s model serves this request as it is: only how it runs differs (the
+        thread count, the 4-bit drafts), not what is loaded."""
+        return replace(self, threads=other.threads, int4_drafts=other.int4_drafts) == other
+
 
 @dataclass(frozen=True)
 class LoadOutcome:
@@ -247,19 +252,20 @@ class ModelHost:
         its tokenizer keeps serving hovers when the model stays (only its weights change).
         A load that failed is not tried again for the same request: a change of some other
         setting would repeat the error (a restart of the server tries again). A change of the
-        thread count alone loads nothing: the model moves to the new count once the load or
-        completion in progress ends.
+        thread count or of `int4_drafts` alone loads nothing: the model moves to the new count,
+        and takes or drops its 4-bit drafts, once the load or completion in progress ends.
         """
         request = LoadRequest(model, threads, weights, int4_drafts, trust_remote_code)
         with self._lock:
             if request == self._loaded:
                 return False
-            if self._loaded is not None and replace(self._loaded, threads=threads) == request:
+            loaded = self._loaded
+            if loaded is not None and request.keeps_the_model_of(loaded):
                 self._loaded = request
-                engine = self._engine
-                if engine is not None and engine.prompt_bits_depend_on_threads:
-                    self._stop_work_ahead()  # its prompt would be dropped with the count's change
-                self._thread.submit(self._use_threads, self._load_id, threads)
+                if threads != loaded.threads:
+                    self._move_to_threads(threads)
+                if int4_drafts != loaded.int4_drafts:
+                    self._turn_drafts(int4_drafts)
                 return False
             if self._loaded is None or request.model != self._loaded.model:
                 self._tokenizer = None  # another model's tokens: no hover until it is read
@@ -274,6 +280,26 @@ class ModelHost:
             )
         self._thread.submit(self._load, load_id, request)
         return True
+
+    def _move_to_threads(self, threads: int) -> None:
+        """Called with the lock held: run on `threads` once the work queued before ends."""
+        engine = self._engine
+        if engine is not None and engine.prompt_bits_depend_on_threads:
+            self._stop_work_ahead()  # its prompt would be dropped with the count's change
+        self._thread.submit(self._use_threads, self._load_id, threads)
+
+    def _turn_drafts(self, on: bool) -> None:
+        """Called with the lock held: have the loaded model take its 4-bit drafts, or drop them.
+        A load in progress takes them or not as the setting is when it ends."""
+        engine = self._engine
+        if not on:
+            self._stop_making_int4_layers()
+            self._thread.submit(self._drop_drafter, self._load_id)
+            # Every completion asked from now on runs after the drop. As for taking them, not a
+            # change of state of its own (see `_load_drafter`).
+            self._status = replace(self._status, int4_drafts=False)
+        elif engine is not None:
+            self._read_ahead_then_load_drafter(self._load_id, engine)
 
     def supersede(self) -> None:
         """Stop the running completion: a newer request has made it useless."""
@@ -516,7 +542,7 @@ class ModelHost:
             self._engine = engine
             if engine is not None and engine.has_weights:
                 self._queue_warm_up(engine)
-            if engine is not None and request.int4_drafts:
+            if engine is not None and self._wants_drafts():
                 # Queued before the status says ready: a completion asked on seeing it comes
                 # after the drafts (when they are read here), not before them.
                 self._read_ahead_then_load_drafter(load_id, engine)
@@ -575,7 +601,7 @@ class ModelHost:
         """After the model is ready, on the model thread: its 4-bit drafts, where it takes them
         (see `ModelEngine.load_drafter`), once another process has made its 4-bit layers where
         that would take too long here. Without them it decodes as it did, only slower."""
-        if load_id != self._load_id:
+        if load_id != self._load_id or not self._wants_drafts():
             return
         try:
             drafts = engine.load_drafter()
@@ -591,6 +617,20 @@ class ModelHost:
                 # Not a change of state of its own: clients that wait for "ready" after a
                 # request would take it for the request's end. The next status carries it.
                 self._status = replace(self._status, int4_drafts=True)
+
+    def _wants_drafts(self) -> bool:
+        """Whether the setting in force asks for 4-bit drafts (it may change during a load)."""
+        return self._loaded is not None and self._loaded.int4_drafts
+
+    def _drop_drafter(self, load_id: int) -> None:
+        """On the model thread: decode without 4-bit drafts, and give their memory back."""
+        engine = self._engine
+        if load_id != self._load_id or engine is None or not engine.drafts_from_int4:
+            return
+        engine.drop_drafter()
+        _collect_previous_model()  # the drafts' objects were frozen with the model's
+        _freeze_loaded_objects()
+        release_freed_memory()
 
     def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
         def made(succeeded: bool) -> None:

@@ -21,9 +21,10 @@ from e2e.lsp_session import Phi3Client, start_smollm2, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
-# int4Drafts off: a reset to the default (on) would reload the model, which the statuses show.
+# trustRemoteCode on (SmolLM2 runs no code of its own either way): a reset to the default
+# (off) would reload the model, which the statuses show.
 IN_FORCE: dict[str, Any] = {
-    "int4Drafts": False,
+    "trustRemoteCode": True,
     "threads": 1,
     "maxNewTokens": 4,
     "answerBudgetMs": 0,

@@ -36,6 +36,15 @@ def find(pid: int) -> OtherProcess | None:
     return next((other for other in other_phi3_processes() if other.pid == pid), None)
 
 
+def found_holding_memory(pid: int) -> OtherProcess:
+    """The server `pid` once it is listed with the memory its imports take (~10 MB)."""
+    deadline = time.monotonic() + STARTED_WITHIN_SECONDS
+    while (found := find(pid)) is None or found.private_bytes < 5 << 20:
+        assert time.monotonic() < deadline, "the server never showed up, or holds no memory"
+        time.sleep(0.1)
+    return found
+
+
 def wait_for_exec(pid: int, argument: str) -> None:
     """Wait until `pid` runs the command line that has `argument` (not yet the shell's)."""
     deadline = time.monotonic() + STARTED_WITHIN_SECONDS
@@ -73,11 +82,7 @@ def detached() -> Iterator[Callable[[str, str], int]]:
 def test_another_windows_server_is_found_with_the_memory_it_holds(
     detached: Callable[[str, str], int],
 ) -> None:
-    server = detached(f"{PYTHON} -m phi3_lsp", "phi3_lsp")
-    deadline = time.monotonic() + STARTED_WITHIN_SECONDS
-    while (found := find(server)) is None or found.private_bytes < 5 << 20:
-        assert time.monotonic() < deadline, "the server never showed up, or holds no memory"
-        time.sleep(0.1)
+    found = found_holding_memory(detached(f"{PYTHON} -m phi3_lsp", "phi3_lsp"))
     assert found.private_bytes < 2 << 30  # a server without a model: ~10 MB
     assert find(os.getpid()) is None  # not this process
 
@@ -116,11 +121,7 @@ def test_other_programs_are_not_listed(detached: Callable[[str, str], int]) -> N
 def test_a_model_left_without_weights_names_the_server_whose_memory_would_make_room(
     detached: Callable[[str, str], int], tiny_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = detached(f"{PYTHON} -m phi3_lsp", "phi3_lsp")
-    deadline = time.monotonic() + STARTED_WITHIN_SECONDS
-    while (found := find(server)) is None or found.private_bytes < 5 << 20:
-        assert time.monotonic() < deadline, "the server never showed up, or holds no memory"
-        time.sleep(0.1)
+    server = found_holding_memory(detached(f"{PYTHON} -m phi3_lsp", "phi3_lsp")).pid
     model = meta_model(tiny_phi3_dir)
     needed = RUNTIME_BYTES + prompt_bytes(model.config) + weights_bytes(model, "fp32")
     monkeypatch.setattr(engine_module, "available_memory", lambda: needed - (4 << 20))

@@ -44,7 +44,7 @@ def read_bandwidth() -> float:
     """Bytes per second that summing a large fp32 buffer reads, on one thread per core."""
     import torch
 
-    from phi3_lsp.engine import physical_cores
+    from phi3_lsp.scheduling import physical_cores
 
     torch.set_num_threads(physical_cores())
     buffer = torch.ones(_BUFFER_FLOATS)

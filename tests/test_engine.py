@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from phi3_lsp.engine import (
     DEFAULT_PROMPT_CACHE_BYTES,
     ModelEngine,
     WeightsNotAvailableError,
-    physical_cores,
 )
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.scheduling import physical_cores
 from phi3_lsp.settings import WeightFormat
 
 CAPITAL = "The capital of France is"
@@ -137,10 +136,6 @@ def test_a_thread_count_change_keeps_the_weights_and_the_text(
     assert on_two.reused_prompt_tokens == 0
     engine.use_threads(2)  # no change: the prompt just read stays
     assert engine.generate(prompt, max_new_tokens=8, cache_key="doc").reused_prompt_tokens > 0
-
-
-def test_physical_cores_is_within_the_logical_count() -> None:
-    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
 
 
 @pytest.mark.parametrize("weights", ["fp32", "int4"])

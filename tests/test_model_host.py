@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -317,6 +317,77 @@ def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layer
     wait_for_drafts(host)  # the other process has to start Python and import torch: seconds
     assert engine.drafts_from_int4
     assert paths.is_built(int4_cache.int4_entry(folder))
+
+
+async def test_drafts_turned_off_while_they_load_are_dropped_and_the_status_says_so(
+    loaded_host: ModelHost, tiny_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = loaded_host.engine
+    assert engine is not None
+    if not engine.takes_int4_drafts:
+        pytest.skip(NO_INT4_DRAFTS_HERE)
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
+    assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="doc")
+    loading, release = threading.Event(), threading.Event()
+    load_drafter = engine.load_drafter
+
+    def held_while_loading() -> bool:
+        loaded = load_drafter()
+        loading.set()
+        assert release.wait(LOAD_TIMEOUT)
+        return loaded
+
+    monkeypatch.setattr(engine, "load_drafter", held_while_loading)
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=True)
+    assert await asyncio.to_thread(loading.wait, LOAD_TIMEOUT)
+    assert not loaded_host.load(str(tiny_phi3_dir), threads=1, int4_drafts=False)
+    release.set()
+    assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc")
+    assert not engine.drafts_from_int4
+    assert not loaded_host.status.int4_drafts
+
+
+class _RecordedInt4LayersProcess:
+    """Stands in for the process that makes a model's 4-bit layers: records starts and stops."""
+
+    started: ClassVar[list[_RecordedInt4LayersProcess]] = []
+
+    def __init__(self, spec: str, on_end: Callable[[bool], None]) -> None:
+        self.stopped = False
+        self.started.append(self)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_process(
+    new_host: Callable[[str], ModelHost],
+    listener: RecordingListener,
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As Phi-3-mini, whose 4-bit layers another process makes (~40 s, gigabytes): on, off and
+    # on again while a completion runs must not leave two of them at work, one unstoppable.
+    monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
+    monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
+    monkeypatch.setattr(model_host_module, "Int4LayersProcess", _RecordedInt4LayersProcess)
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
+    host = new_host(str(folder))
+    load_taking_drafts(host, listener, folder)
+    assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="warm-up")
+    assert len(_RecordedInt4LayersProcess.started) == 1  # after ready, as always
+    prompt = long_prompt(host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    async with older_request_held_in_its_second_chunk(host, prompt) as (completion, release):
+        for on in (False, True, False, True):
+            assert not host.load(str(folder), threads=1, int4_drafts=on)
+        release.set()
+        await completion
+    assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="after")
+    at_work = [made for made in _RecordedInt4LayersProcess.started if not made.stopped]
+    assert len(at_work) == 1
+    host.shutdown()
+    assert at_work[0].stopped
 
 
 async def test_the_caller_hears_the_end_before_the_status_says_ready(

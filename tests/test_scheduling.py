@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp.model_host import ModelThread
-from phi3_lsp.scheduling import MODEL_THREAD_NICENESS
+from phi3_lsp.scheduling import MODEL_THREAD_NICENESS, physical_cores
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="nice values are per thread on Linux only"
@@ -68,3 +68,7 @@ def test_torch_threads_started_by_the_model_thread_run_at_its_priority() -> None
     started = set(nice_values) - threads_before - {model_thread_id}
     assert started, "torch started no thread for a product on 2 threads"
     assert {nice_values[thread_id] for thread_id in started} == {expected_nice()}
+
+
+def test_physical_cores_is_within_the_logical_count() -> None:
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from phi3_lsp.scheduling import physical_cores
 from phi3_lsp.settings import Settings, describe_changes, parse_settings, section_of
 from phi3_lsp.sources import DEFAULT_MODEL
 
@@ -128,7 +129,8 @@ def test_only_the_length_limit_the_prompt_budget_and_the_threads_shape_a_suggest
     assert base.shapes_suggestions_unlike(Settings(max_new_tokens=10))
     assert base.shapes_suggestions_unlike(Settings(context_tokens=64))
     # No reload on a change of threads, and an fp32 prompt's bits change with them.
-    assert base.shapes_suggestions_unlike(Settings(threads=1))
+    assert base.shapes_suggestions_unlike(Settings(threads=physical_cores() + 1))
+    assert not base.shapes_suggestions_unlike(Settings(threads=physical_cores()))  # the same count
     assert not base.shapes_suggestions_unlike(Settings(answer_budget_ms=0, read_at_cursor=False))
 
 

@@ -53,7 +53,7 @@ from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
-from phi3_lsp.scheduling import logical_cpus
+from phi3_lsp.scheduling import physical_cores
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
@@ -127,6 +127,8 @@ class ModelEngine:
             pass_planner=_pass_planner(same_bits_on_any_threads),
         )
         self._same_bits_on_any_threads = same_bits_on_any_threads
+        self.threads = torch.get_num_threads()
+        """The torch thread count it runs on (passes may take fewer, see `pass_planner`)."""
 
     @classmethod
     def load(
@@ -432,14 +434,19 @@ class ModelEngine:
         now give other keys and values than those cached: those are dropped, so that the text
         stays the one a cold run on the new count gives."""
         wanted = threads or physical_cores()
-        if wanted == torch.get_num_threads():  # e.g. 0 and the number of cores
+        if wanted == self.threads:  # e.g. 0 and the number of cores
             return
         torch.set_num_threads(wanted)
+        self.threads = torch.get_num_threads()
         self._decoder.planner = _pass_planner(self._same_bits_on_any_threads)
         if self.prompt_bits_depend_on_threads:
             self._prompt_cache.clear()
-        in_use = torch.get_num_threads()
-        log.info("%s now runs on %d torch thread%s", self.name, in_use, "" if in_use == 1 else "s")
+        log.info(
+            "%s now runs on %d torch thread%s",
+            self.name,
+            self.threads,
+            "" if self.threads == 1 else "s",
+        )
 
     def forget_prompt(self, cache_key: str) -> None:
         """Free the cached keys and values kept for `cache_key` (e.g. a closed document)."""
@@ -564,36 +571,6 @@ def _pass_planner(
 def decode_thread_counts(threads: int) -> tuple[int, ...]:
     """The thread counts a decode pass may run on: all, half and one (see `pass_planner`)."""
     return tuple(sorted({1, max(1, threads // 2), threads}))
-
-
-def physical_cores() -> int:
-    """Physical CPU cores available to this process (hyper-threads share one core's units)."""
-    logical = logical_cpus()
-    cores = _physical_cores_from_cpuinfo()
-    return max(1, min(cores, logical)) if cores else logical
-
-
-def _physical_cores_from_cpuinfo() -> int | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    cores: set[tuple[str, str]] = set()
-    physical_id = core_id = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "physical id":
-            physical_id = value
-        elif key == "core id":
-            core_id = value
-        elif not key:
-            if core_id:
-                cores.add((physical_id, core_id))
-            physical_id = core_id = ""
-    if core_id:
-        cores.add((physical_id, core_id))
-    return len(cores) or None
 
 
 def _context_length(config: Any) -> int:

@@ -25,7 +25,7 @@ from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
 from phi3_lsp.read_ahead import READ_AHEAD_FROM_BYTES, read_ahead, total_bytes
-from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority
+from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority, physical_cores
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.stop_requests import StopRequest
 
@@ -284,8 +284,12 @@ class ModelHost:
     def _move_to_threads(self, threads: int) -> None:
         """Called with the lock held: run on `threads` once the work queued before ends."""
         engine = self._engine
-        if engine is not None and engine.prompt_bits_depend_on_threads:
-            self._stop_work_ahead()  # its prompt would be dropped with the count's change
+        if (
+            engine is not None
+            and engine.prompt_bits_depend_on_threads
+            and (threads or physical_cores()) != engine.threads
+        ):
+            self._stop_reading_ahead()  # its prompt would be dropped with the count's change
         self._thread.submit(self._use_threads, self._load_id, threads)
 
     def _turn_drafts(self, on: bool) -> None:
@@ -581,7 +585,7 @@ class ModelHost:
 
         def read_then_load() -> None:
             lower_current_thread_priority(HIGHEST_NICE)  # behind completions and the editor
-            read_ahead(files, keep_going=lambda: self._is_current(load_id))
+            read_ahead(files, keep_going=lambda: self._is_current(load_id) and self._wants_drafts())
             self._queue_drafter_load(load_id, engine)
 
         threading.Thread(target=read_then_load, name="phi3-read-ahead", daemon=True).start()
@@ -613,10 +617,11 @@ class ModelHost:
         finally:
             _freeze_loaded_objects()  # they live as long as the model
         with self._lock:
-            if drafts and load_id == self._load_id:
+            if load_id == self._load_id:
                 # Not a change of state of its own: clients that wait for "ready" after a
                 # request would take it for the request's end. The next status carries it.
-                self._status = replace(self._status, int4_drafts=True)
+                # Turned off meanwhile, they are dropped by the job queued then.
+                self._status = replace(self._status, int4_drafts=drafts and self._wants_drafts())
 
     def _wants_drafts(self) -> bool:
         """Whether the setting in force asks for 4-bit drafts (it may change during a load)."""
@@ -627,18 +632,25 @@ class ModelHost:
         engine = self._engine
         if load_id != self._load_id or engine is None or not engine.drafts_from_int4:
             return
+        if self._wants_drafts():
+            return  # turned on again meanwhile: kept
         engine.drop_drafter()
         _collect_previous_model()  # the drafts' objects were frozen with the model's
         _freeze_loaded_objects()
         release_freed_memory()
 
     def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
+        """Have another process make the 4-bit layers, unless one already does, or the drafts
+        were turned off meanwhile (the check and the start are one step under the lock)."""
+
         def made(succeeded: bool) -> None:
+            with self._lock:
+                self._int4_layers = None  # ended by itself: `on_end` never follows a stop
             if succeeded:
                 self._queue_drafter_load(load_id, engine)
 
         with self._lock:
-            if self._is_current(load_id):
+            if self._is_current(load_id) and self._wants_drafts() and self._int4_layers is None:
                 self._int4_layers = Int4LayersProcess(engine.source.spec, on_end=made)
 
     def _stop_making_int4_layers(self) -> None:
@@ -726,9 +738,11 @@ class ModelHost:
             if self._running is not None and self._running.stop is stop:
                 self._running = None
 
-    def _stop_work_ahead(self) -> None:
-        """Called with the lock held: stop a prompt's read ahead or the warm-up, if running."""
-        if self._running is not None and self._running.ahead:
+    def _stop_reading_ahead(self) -> None:
+        """Called with the lock held: stop a prompt's read ahead, if running (not the warm-up,
+        which keeps no prompt and readies what the first completion would)."""
+        running = self._running
+        if running is not None and running.ahead and running.cache_key:
             self._stop_running_generation()
 
     def _stop_running_generation(

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +46,33 @@ def logical_cpus() -> int:
     """The logical CPUs this process may run on (its affinity, where the system has one)."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return available or os.cpu_count() or 1
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (hyper-threads share one core's units)."""
+    logical = logical_cpus()
+    cores = _physical_cores_from_cpuinfo()
+    return max(1, min(cores, logical)) if cores else logical
+
+
+def _physical_cores_from_cpuinfo() -> int | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    cores: set[tuple[str, str]] = set()
+    physical_id = core_id = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "physical id":
+            physical_id = value
+        elif key == "core id":
+            core_id = value
+        elif not key:
+            if core_id:
+                cores.add((physical_id, core_id))
+            physical_id = core_id = ""
+    if core_id:
+        cores.add((physical_id, core_id))
+    return len(cores) or None

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from phi3_lsp.scheduling import logical_cpus
+from phi3_lsp.scheduling import logical_cpus, physical_cores
 
 SECTION = "phi3"
 # Here, not in `sources`: the server needs it at start, and `sources` imports what resolves a
@@ -47,14 +47,19 @@ class Settings:
     trust_remote_code: bool = False
     """Passed to transformers for hub models that need custom code."""
 
+    @property
+    def torch_threads(self) -> int:
+        """The thread count `threads` asks for."""
+        return self.threads or physical_cores()
+
     def shapes_suggestions_unlike(self, other: Settings) -> bool:
         """True when a suggestion made under `self` may not be what `other` makes: its length
         limit, its prompt budget or the thread count differs (an fp32 prompt's bits depend on
         the count)."""
-        return (self.max_new_tokens, self.context_tokens, self.threads) != (
+        return (self.max_new_tokens, self.context_tokens, self.torch_threads) != (
             other.max_new_tokens,
             other.context_tokens,
-            other.threads,
+            other.torch_threads,
         )
 
 

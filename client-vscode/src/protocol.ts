@@ -111,7 +111,8 @@ export function isServerStatus(value: unknown): value is ServerStatus {
     typeof value.weightsLoaded === "boolean" &&
     isNumberOrNull(value.lastLatencyMs) &&
     isNumberOrNull(value.lastTokensPerSecond) &&
-    isNumberOrNull(value.lastTokens)
+    isNumberOrNull(value.lastTokens) &&
+    (value.weights === undefined || isStringOrNull(value.weights))
   );
 }
 

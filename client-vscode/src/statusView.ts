@@ -43,11 +43,14 @@ const WAITING = "$(circle-outline)";
 const NO_WEIGHTS = "$(warning)";
 const ERROR = "$(error)";
 
-/** How the tooltip names each phi3.weights value (package.json describes them at length). */
-const WEIGHT_FORMAT_NAMES: Readonly<Partial<Record<string, string>>> = {
-  fp32: "fp32 arithmetic",
-  int4: "int4 (4-bit linear layers)",
-};
+/**
+ * How the tooltip names each phi3.weights value (package.json describes them at length); a
+ * format this extension does not know (a newer server's) is shown as the server names it.
+ */
+const WEIGHT_FORMAT_NAMES: ReadonlyMap<string, string> = new Map([
+  ["fp32", "fp32 arithmetic"],
+  ["int4", "int4 (4-bit linear layers)"],
+]);
 
 function lastCompletionLines(server: ServerStatus | undefined, roundTripMs?: number): string[] {
   const lines: string[] = [];
@@ -118,7 +121,7 @@ export function renderStatus(inputs: StatusInputs): StatusView {
     // The server's own word: a phi3.weights value it refused is not what loads.
     const format =
       server.weights != null
-        ? [`Weights: ${WEIGHT_FORMAT_NAMES[server.weights] ?? server.weights}`]
+        ? [`Weights: ${WEIGHT_FORMAT_NAMES.get(server.weights) ?? server.weights}`]
         : [];
     return menuView(`${LOADING} Phi-3${percent}`, [`${what}${percent}`, ...format]);
   }

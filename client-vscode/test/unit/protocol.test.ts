@@ -20,12 +20,15 @@ describe("phi3/status payload check", () => {
       isServerStatus({ ...loading, state: "ready", lastLatencyMs: 812.5, lastTokens: 50 }),
       true,
     );
+    assert.equal(isServerStatus({ ...loading, weights: "int4" }), true);
+    assert.equal(isServerStatus({ ...loading, weights: null }), true);
   });
 
   it("rejects unknown states and wrong types", () => {
     assert.equal(isServerStatus({ ...loading, state: "sleeping" }), false);
     assert.equal(isServerStatus({ ...loading, percentage: "40" }), false);
     assert.equal(isServerStatus({ ...loading, weightsLoaded: undefined }), false);
+    assert.equal(isServerStatus({ ...loading, weights: 4 }), false);
     assert.equal(isServerStatus([loading]), false);
     assert.equal(isServerStatus(undefined), false);
   });

@@ -62,6 +62,9 @@ describe("status bar rendering", () => {
     const fp32 = renderStatus(inputs({ server: { ...loading, weights: "fp32" } }));
     assert.match(fp32.tooltip, /\bfp32\b/);
     assert.doesNotMatch(fp32.tooltip, /\bint4\b/);
+    // A format this extension does not know is named as the server names it.
+    const newer = renderStatus(inputs({ server: { ...loading, weights: "constructor" } }));
+    assert.match(newer.tooltip, /Weights: constructor$/m);
     // A server that does not say (an older one) gets no line rather than a guess.
     const unsaid = renderStatus(inputs({ server: loading }));
     assert.doesNotMatch(unsaid.tooltip, /\b(fp32|int4)\b/);

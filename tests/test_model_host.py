@@ -300,19 +300,22 @@ async def test_with_int4_drafts_off_an_fp32_model_decodes_without_them(
     assert not host.status.int4_drafts
 
 
-def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layers(
-    new_host: Callable[[str], ModelHost],
-    listener: RecordingListener,
-    tiny_phi3_dir: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # As Phi-3-mini: quantizing it on the model thread would hold up completions. (The other
-    # process keeps the layers where this one reads them: the session's cache, see conftest.)
+@pytest.fixture
+def large_checkpoint(tiny_phi3_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The tiny Phi-3 in a folder of its own, taken for a model as large as Phi-3-mini:
+    quantizing it on the model thread would hold up completions, so another process makes its
+    4-bit layers (and keeps them where this one reads them: the session's cache, see
+    conftest)."""
     monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
-    folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
+    return Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
+
+
+def test_a_large_model_takes_its_4bit_drafts_once_another_process_made_its_layers(
+    new_host: Callable[[str], ModelHost], listener: RecordingListener, large_checkpoint: Path
+) -> None:
+    folder = large_checkpoint
     host = new_host(str(folder))
-    engine = load_taking_drafts(host, listener, Path(folder))
+    engine = load_taking_drafts(host, listener, folder)
     assert not host.status.int4_drafts
     wait_for_drafts(host)  # the other process has to start Python and import torch: seconds
     assert engine.drafts_from_int4
@@ -363,16 +366,14 @@ class _RecordedInt4LayersProcess:
 async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_process(
     new_host: Callable[[str], ModelHost],
     listener: RecordingListener,
-    tiny_phi3_dir: Path,
-    tmp_path: Path,
+    large_checkpoint: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # As Phi-3-mini, whose 4-bit layers another process makes (~40 s, gigabytes): on, off and
-    # on again while a completion runs must not leave two of them at work, one unstoppable.
-    monkeypatch.setattr(engine_module, "QUANTIZED_AT_ONCE_PARAMETERS", 0)
+    # Making Phi-3-mini's 4-bit layers takes ~40 s and gigabytes: on, off and on again while a
+    # completion runs must not leave two processes at it, one unstoppable.
     monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
     monkeypatch.setattr(model_host_module, "Int4LayersProcess", _RecordedInt4LayersProcess)
-    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint"))
+    folder = large_checkpoint
     host = new_host(str(folder))
     load_taking_drafts(host, listener, folder)
     assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="warm-up")

@@ -556,9 +556,7 @@ def _from_pretrained(
     return model
 
 
-def _pass_planner(
-    same_bits_on_any_threads: SameBitsOnAnyThreads,
-) -> PassPlanner:
+def _pass_planner(same_bits_on_any_threads: SameBitsOnAnyThreads) -> PassPlanner:
     """A planner for the current torch thread count: decode passes whose bits do not depend on
     the thread count may move to fewer threads (see `ModelEngine.__init__`)."""
     threads = torch.get_num_threads()

@@ -127,8 +127,8 @@ def _from_gguf(
     key = f"{path.stem}-{_file_key(path)}"
     entry = root / "gguf" / key
     if not weights and not is_built(entry):
-        # The weights would be dequantized and written as fp32, which grows with the model:
-        # `phi3-lsp tokenize` on SmolLM2-135M's took 10.4 s and wrote 0.5 GB, now 7.7 s.
+        # The weights would be dequantized and written as fp32, which grows with the model
+        # (SmolLM2-135M's: 0.5 GB and ~3 s more), for commands that read none of them.
         return _gguf_converted(spec, path, root / "gguf-metadata" / key, report, weights=False)
     return _gguf_converted(spec, path, entry, report, weights=True)
 

@@ -662,6 +662,7 @@ async def test_no_generation_without_a_model(
 def test_a_reload_drops_the_old_model_at_once(
     loaded_host: ModelHost, listener: RecordingListener, tmp_path: Path
 ) -> None:
+    seen = len(listener.statuses)
     loaded_host.load(str(tmp_path / "another-missing-model"))
     # Until the new model loads, nothing answers from the old one.
     assert loaded_host.tokenizer is None
@@ -670,6 +671,9 @@ def test_a_reload_drops_the_old_model_at_once(
     outcome = listener.wait_for_load()
     assert outcome.error is not None
     assert listener.statuses[-1].state == "error"
+    # Its memory goes first, and the status says so rather than "Queued".
+    messages = [status.message for status in listener.statuses[seen:]]
+    assert messages[:2] == ["Queued", "Freeing the previous model"]
 
 
 async def test_a_thread_count_change_loads_nothing_and_takes_effect_for_the_next_completion(

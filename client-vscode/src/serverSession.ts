@@ -304,7 +304,6 @@ export class ServerSession implements vscode.Disposable {
     this.crashes.reset();
     const { output, statusBar } = this.deps;
     const settings = this.deps.settings();
-    statusBar.setConnection({ kind: "starting" });
     output.info(`Using Python ${interpreter.command} (from ${interpreter.source})`);
     const check = restrictedCheck(interpreter) ?? (await checkServerInstalled(interpreter.command));
     if (check.kind !== "installed") {

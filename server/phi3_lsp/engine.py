@@ -53,7 +53,7 @@ from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
-from phi3_lsp.scheduling import physical_cores
+from phi3_lsp.scheduling import torch_thread_count
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import ModelSource
@@ -149,7 +149,7 @@ class ModelEngine:
         report = progress or ignore_progress
         started = time.perf_counter()
         keep_freed_memory_for_reuse()  # before the weights are allocated under the defaults
-        torch.set_num_threads(threads or physical_cores())
+        torch.set_num_threads(torch_thread_count(threads))
         if tokenizer is None:
             report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))
             tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
@@ -433,7 +433,7 @@ class ModelEngine:
         weights as they are. Passes over prompts whose bits depend on the thread count would
         now give other keys and values than those cached: those are dropped, so that the text
         stays the one a cold run on the new count gives."""
-        wanted = threads or physical_cores()
+        wanted = torch_thread_count(threads)
         if wanted == self.threads:  # e.g. 0 and the number of cores
             return
         torch.set_num_threads(wanted)

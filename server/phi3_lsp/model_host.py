@@ -25,7 +25,7 @@ from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
 from phi3_lsp.read_ahead import READ_AHEAD_FROM_BYTES, read_ahead, total_bytes
-from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority, physical_cores
+from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority, torch_thread_count
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.stop_requests import StopRequest
 
@@ -287,7 +287,7 @@ class ModelHost:
         if (
             engine is not None
             and engine.prompt_bits_depend_on_threads
-            and (threads or physical_cores()) != engine.threads
+            and torch_thread_count(threads) != engine.threads
         ):
             self._stop_reading_ahead()  # its prompt would be dropped with the count's change
         self._thread.submit(self._use_threads, self._load_id, threads)
@@ -514,7 +514,7 @@ class ModelHost:
             # The previous model's modules hold reference cycles: its memory goes here, in a
             # full collection (~0.3 s after a model), which would otherwise read as "Queued".
             self._update_status(message="Freeing the previous model")
-            _collect_previous_model()
+            _collect_dropped_objects()
         # Imports and the model make ~400,000 objects, and the collector's full passes over
         # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
@@ -638,7 +638,7 @@ class ModelHost:
         if self._wants_drafts():
             return  # turned on again meanwhile: kept
         engine.drop_drafter()
-        _collect_previous_model()  # the drafts' objects were frozen with the model's
+        _collect_dropped_objects()  # the drafts' objects were frozen with the model's
         _freeze_loaded_objects()
         release_freed_memory()
 
@@ -777,10 +777,10 @@ def _engine_class() -> type[ModelEngine]:
     return ModelEngine
 
 
-def _collect_previous_model() -> None:
-    """Give the objects frozen after the last load back to the collector, and collect: the
-    model just dropped may hold reference cycles (a full collection: ~30 ms with only the
-    server's own objects, so the first load skips it).
+def _collect_dropped_objects() -> None:
+    """Give the objects frozen after the last load back to the collector, and collect: a model
+    just dropped (or its 4-bit drafts) may hold reference cycles (a full collection: ~30 ms
+    with only the server's own objects, so the first load skips it).
     """
     gc.unfreeze()
     gc.collect()

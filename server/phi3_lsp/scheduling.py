@@ -48,6 +48,11 @@ def logical_cpus() -> int:
     return available or os.cpu_count() or 1
 
 
+def torch_thread_count(threads: int) -> int:
+    """The torch thread count a `threads` setting asks for: 0 means one per physical core."""
+    return threads or physical_cores()
+
+
 def physical_cores() -> int:
     """Physical CPU cores available to this process (hyper-threads share one core's units)."""
     logical = logical_cpus()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from phi3_lsp.scheduling import logical_cpus, physical_cores
+from phi3_lsp.scheduling import logical_cpus, torch_thread_count
 
 SECTION = "phi3"
 # Here, not in `sources`: the server needs it at start, and `sources` imports what resolves a
@@ -47,19 +47,14 @@ class Settings:
     trust_remote_code: bool = False
     """Passed to transformers for hub models that need custom code."""
 
-    @property
-    def torch_threads(self) -> int:
-        """The thread count `threads` asks for."""
-        return self.threads or physical_cores()
-
     def shapes_suggestions_unlike(self, other: Settings) -> bool:
         """True when a suggestion made under `self` may not be what `other` makes: its length
         limit, its prompt budget or the thread count differs (an fp32 prompt's bits depend on
         the count)."""
-        return (self.max_new_tokens, self.context_tokens, self.torch_threads) != (
+        return (self.max_new_tokens, self.context_tokens, torch_thread_count(self.threads)) != (
             other.max_new_tokens,
             other.context_tokens,
-            other.torch_threads,
+            torch_thread_count(other.threads),
         )
 
 

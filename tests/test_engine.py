@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -190,3 +192,44 @@ def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:
     assert fractions == sorted(f for f in fractions if f is not None)
     assert fractions[-1] == 1.0
     assert any("weights" in update.message for update in updates)
+
+
+def _live_modules() -> list[nn.Module]:
+    # (type(), not isinstance(): some objects warn when their __class__ is read)
+    return [thing for thing in gc.get_objects() if issubclass(type(thing), nn.Module)]
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+@pytest.mark.parametrize("folder", ["tiny_phi3_dir", "smollm2_dir"])
+def test_a_dropped_model_gives_its_memory_back_at_once(
+    folder: str, weights: WeightFormat, request: pytest.FixtureRequest
+) -> None:
+    # Reference cycles would keep a dropped model's weights until a full garbage collection,
+    # which holds the GIL (~0.3 s with a model loaded): a reload or a settings change would
+    # stall the editor's requests, or hold two models' memory for a while.
+    model_dir: Path = request.getfixturevalue(folder)
+    modules_before = {id(module) for module in _live_modules()}
+    engine = ModelEngine.load(folder_source(model_dir, weights=True), weights=weights)
+    engine.generate(engine.tokenizer.encode_prompt(CAPITAL), max_new_tokens=3, cache_key="doc")
+    engine.load_drafter()  # fp32 only, where our 4-bit kernels run
+    made = [weakref.ref(m) for m in _live_modules() if id(m) not in modules_before]
+    gc.disable()
+    try:
+        del engine
+        assert sum(ref() is not None for ref in made) == 0
+    finally:
+        gc.enable()
+
+
+def test_dropped_drafts_give_their_memory_back_at_once(tiny_phi3_dir: Path) -> None:
+    engine = ModelEngine.load(folder_source(tiny_phi3_dir, weights=True))
+    modules_before = {id(module) for module in _live_modules()}
+    if not engine.load_drafter():
+        pytest.skip("4-bit drafts need our 4-bit kernels, which this CPU cannot run")
+    made = [weakref.ref(m) for m in _live_modules() if id(m) not in modules_before]
+    gc.disable()
+    try:
+        engine.drop_drafter()
+        assert made and sum(ref() is not None for ref in made) == 0
+    finally:
+        gc.enable()

@@ -760,12 +760,13 @@ def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     import weakref
 
     assert loaded_host.engine is not None
-    old_model = weakref.ref(loaded_host.engine.model)
+    old_modules = [weakref.ref(module) for module in loaded_host.engine.model.modules()]
     # Full collections would walk every object of torch, transformers and the model.
     assert gc.get_freeze_count() > 0
     assert loaded_host.load(str(tiny_phi3_dir), threads=1, weights="int4")
     assert listener.wait_for_load().error is None
-    assert old_model() is None, "the previous model was freed"
+    # With none: frozen, the previous model's memory goes only as its last reference does.
+    assert [ref for ref in old_modules if ref() is not None] == []
     assert loaded_host.can_generate()
 
 

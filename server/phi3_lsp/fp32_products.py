@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import struct
+import weakref
 from pathlib import Path
 
 import torch
@@ -138,15 +139,18 @@ class _ShortPassForward:
     """A linear layer's forward: passes of up to `rows_at_most` rows through our kernel, longer
     ones through torch's products."""
 
-    __slots__ = ("kernel", "layer", "rows_at_most")
+    __slots__ = ("_layer", "kernel", "rows_at_most")
 
     def __init__(self, kernel: Fp32Kernel, rows_at_most: int, layer: nn.Linear) -> None:
         self.kernel = kernel
         self.rows_at_most = rows_at_most
-        self.layer = layer
+        # Weakly: the layer holds this forward, and a cycle would keep a dropped model's
+        # weights until a full garbage collection.
+        self._layer = weakref.ref(layer)
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        layer = self.layer
+        layer = self._layer()
+        assert layer is not None  # it is calling this
         rows = inputs.numel() // layer.in_features
         if (
             rows <= self.rows_at_most

@@ -19,6 +19,7 @@ the passes it leaves.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -67,7 +68,8 @@ def lean_decoding(model: nn.Module) -> int:
     for module in model.modules():
         short = _short_forward_for(module)
         if short is not None:
-            take_fast_way(module, functools.partial(_one_token_way, module, short))
+            # The layer weakly, as `_FastWayForward` holds it.
+            take_fast_way(module, functools.partial(_one_token_way, weakref.ref(module), short))
             layers += 1
     return layers
 
@@ -75,26 +77,44 @@ def lean_decoding(model: nn.Module) -> int:
 def take_fast_way(layer: nn.Module, fast_way: FastWay) -> None:
     """Give `layer` a forward that runs `fast_way`, and the forward it had for the passes
     `fast_way` leaves. Hooks on the layer still run."""
-    layer.forward = functools.partial(_forward_trying, fast_way, layer.forward)
+    layer.forward = _FastWayForward(fast_way, layer)  # type: ignore[method-assign]
 
 
-def _forward_trying(
-    fast_way: FastWay,
-    other_forward: Callable[..., torch.Tensor],
-    hidden_states: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    **kwargs: Any,
-) -> torch.Tensor:
-    output = fast_way(hidden_states, attention_mask, position_embeddings, kwargs)
-    if output is not None:
-        return output
-    return other_forward(
-        hidden_states,
-        attention_mask=attention_mask,
-        position_embeddings=position_embeddings,
-        **kwargs,
-    )
+class _FastWayForward:
+    """A decoder layer's forward: `fast_way` for the passes it takes, else the one it had."""
+
+    __slots__ = ("_fast_way", "_had", "_layer")
+
+    def __init__(self, fast_way: FastWay, layer: nn.Module) -> None:
+        self._fast_way = fast_way
+        self._had: Callable[..., torch.Tensor] | None = layer.__dict__.get("forward")
+        """A fast way taken before, or None: the forward of the layer's class."""
+        # Weakly, not its bound forward: the layer holds this, and a cycle would keep a dropped
+        # model's weights until a full garbage collection.
+        self._layer = weakref.ref(layer)
+
+    def __call__(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        output = self._fast_way(hidden_states, attention_mask, position_embeddings, kwargs)
+        if output is not None:
+            return output
+        if self._had is not None:
+            forward = self._had
+        else:
+            layer = self._layer()
+            assert layer is not None  # it is calling this
+            forward = type(layer).forward.__get__(layer)
+        return forward(
+            hidden_states,
+            attention_mask=attention_mask,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
 
 
 def _short_forward_for(layer: nn.Module) -> _ShortForward | None:
@@ -132,7 +152,7 @@ def residual_dropouts_drop_nothing(layer: nn.Module) -> bool:
 
 
 def _one_token_way(
-    layer: Any,
+    layer: weakref.ref[nn.Module],
     short_forward: _ShortForward,
     hidden_states: torch.Tensor,
     attention_mask: torch.Tensor | None,
@@ -148,7 +168,7 @@ def _one_token_way(
         or position_embeddings is None
     ):
         return None
-    return short_forward(layer, hidden_states, position_embeddings, cache)
+    return short_forward(layer(), hidden_states, position_embeddings, cache)
 
 
 def _llama_one_token(

@@ -213,6 +213,8 @@ class ModelHost:
         self._loaded: LoadRequest | None = None
         self._tokenizer: DocumentTokenizer | None = None
         self._engine: ModelEngine | None = None
+        self._dropped_engine: ModelEngine | None = None
+        """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
         self._running: _RunningGeneration | None = None
         self._int4_layers: Int4LayersProcess | None = None
 
@@ -272,7 +274,8 @@ class ModelHost:
             self._loaded = request
             self._load_id += 1
             load_id = self._load_id
-            self._engine = None
+            if self._engine is not None:
+                self._dropped_engine, self._engine = self._engine, None
             self._stop_running_generation()
             self._stop_making_int4_layers()
             self._set_status(
@@ -510,11 +513,7 @@ class ModelHost:
             return  # a newer load is queued behind this one
         self._listener.load_began(model)
         engine: ModelEngine | None = None
-        if load_id > 1:
-            # The previous model's modules hold reference cycles: its memory goes here, in a
-            # full collection (~0.3 s after a model), which would otherwise read as "Queued".
-            self._update_status(message="Freeing the previous model")
-            _collect_dropped_objects()
+        self._free_dropped_engine()
         # Imports and the model make ~400,000 objects, and the collector's full passes over
         # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
@@ -554,6 +553,16 @@ class ModelHost:
                 # after the drafts (when they are read here), not before them.
                 self._read_ahead_then_load_drafter(load_id, engine)
             self._set_status(status)
+
+    def _free_dropped_engine(self) -> None:
+        """On the model thread, once the work queued before the reload has ended with it: free
+        the previous model. Its memory goes back to the system here, holding the GIL (Phi-3-mini
+        fp32: ~0.5 s), which would otherwise read as "Queued"."""
+        with self._lock:
+            dropped, self._dropped_engine = self._dropped_engine, None
+            if dropped is not None:
+                self._set_status(replace(self._status, message="Freeing the previous model"))
+        del dropped  # the last reference: its memory goes now
 
     def _queue_warm_up(self, engine: ModelEngine) -> None:
         """Called with the lock held, before the status says ready: warm the model up on its
@@ -638,8 +647,6 @@ class ModelHost:
         if self._wants_drafts():
             return  # turned on again meanwhile: kept
         engine.drop_drafter()
-        _collect_dropped_objects()  # the drafts' objects were frozen with the model's
-        _freeze_loaded_objects()
         release_freed_memory()
 
     def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
@@ -777,22 +784,15 @@ def _engine_class() -> type[ModelEngine]:
     return ModelEngine
 
 
-def _collect_dropped_objects() -> None:
-    """Give the objects frozen after the last load back to the collector, and collect: a model
-    just dropped (or its 4-bit drafts) may hold reference cycles (a full collection: ~30 ms
-    with only the server's own objects, so the first load skips it).
-    """
-    gc.unfreeze()
-    gc.collect()
-
-
 def _freeze_loaded_objects() -> None:
     """Move the objects of imports and the loaded model out of the garbage collector's reach.
 
     There are ~400,000 of them with SmolLM2 (torch, transformers, the module tree), and a full
     collection walks them all: 190 ms measured, during which no request is answered. They live
-    until the next load. A load leaves almost no garbage behind (78 objects, no memory measured
-    with SmolLM2), so neither a collection during the load nor one before freezing is needed.
+    until the next load, which frees them as their last reference goes: a model holds no
+    reference cycles (tested), so frozen ones need no collection. A load leaves almost no
+    garbage behind (78 objects, no memory measured with SmolLM2), so neither a collection
+    during the load nor one before freezing is needed.
     """
     gc.freeze()
 

@@ -13,6 +13,9 @@
  * environment and phi3.pythonPath, those before a start's choice change nothing either, and
  * those during a start restart only onto another interpreter.
  *
+ * A start may never end (a Python that never answers the handshake). A restart or a stop,
+ * which the user or the window asks for, gives it up instead of waiting behind it.
+ *
  * Plain module (no VS Code API).
  */
 
@@ -34,6 +37,11 @@ export interface ServerSteps<I extends ChosenInterpreter> {
   start(interpreter: I): Promise<void>;
   /** Stops the server, if there is one. */
   stop(): Promise<void>;
+  /**
+   * Stops the server whose start is under way, so that `start` ends: a Python that never
+   * answers the handshake would hold every operation after it, a restart's or a stop's too.
+   */
+  abandonStart(): void;
   /** A server process runs, or is being started. */
   isAlive(): boolean;
   /** The server has finished its handshake and runs. */
@@ -75,6 +83,8 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   private eventsBeforeLastStart = 0;
   /** Starts that have ended, with a running server or not. */
   private startsEnded = 0;
+  /** `steps.start` has been called and has not returned. */
+  private startUnderWay = false;
 
   constructor(private readonly steps: ServerSteps<I>) {}
 
@@ -116,8 +126,12 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     return this.startsEnded !== ended;
   }
 
-  /** Stops the server (if any) and starts a fresh one: the user asked. */
+  /**
+   * Stops the server (if any) and starts a fresh one: the user asked. A start under way is
+   * given up at once: it may be one that never ends.
+   */
   restart(): Promise<void> {
+    this.abandonStartUnderWay();
     return this.enqueue(async () => {
       if (this.phase !== "disposed") {
         await this.restartNow();
@@ -177,7 +191,9 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     });
   }
 
+  /** Stops the server, giving up a start under way. */
   stop(): Promise<void> {
+    this.abandonStartUnderWay();
     return this.enqueue(() => this.steps.stop());
   }
 
@@ -187,6 +203,12 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     this.waiting?.dispose();
     this.waiting = undefined;
     return this.stop();
+  }
+
+  private abandonStartUnderWay(): void {
+    if (this.startUnderWay) {
+      this.steps.abandonStart();
+    }
   }
 
   private enqueue(operation: () => Promise<void>): Promise<void> {
@@ -225,8 +247,10 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
       this.startedWith = interpreter.command;
       this.eventsBeforeLastStart = eventsBefore;
       this.startedTrusted = this.steps.isTrusted();
+      this.startUnderWay = true;
       await this.steps.start(interpreter);
     } finally {
+      this.startUnderWay = false;
       this.startsEnded += 1;
     }
   }

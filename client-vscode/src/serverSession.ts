@@ -198,6 +198,8 @@ interface SessionClient {
 
 export class ServerSession implements vscode.Disposable {
   private client: Phi3LanguageClient | undefined;
+  /** The client whose handshake `startNow` awaits, if any. */
+  private handshaking: Phi3LanguageClient | undefined;
   /** When to start, restart and stop (serverLifecycle.ts); the how is here. */
   private readonly lifecycle: ServerLifecycle<Interpreter>;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
@@ -217,6 +219,12 @@ export class ServerSession implements vscode.Disposable {
       },
       start: (interpreter) => this.startNow(interpreter),
       stop: () => this.stopNow(),
+      abandonStart: () => {
+        if (this.handshaking !== undefined && this.handshaking === this.client) {
+          this.deps.output.info("Giving up the server's start, which has not finished.");
+          void this.stopNow(); // its start() then fails, and `startNow` ends
+        }
+      },
       isAlive: () => this.client !== undefined && this.client.state !== State.Stopped,
       isRunning: () => this.client?.isRunning() === true,
       rereadSettings: async () => {
@@ -315,9 +323,13 @@ export class ServerSession implements vscode.Disposable {
     }
     const { client, exitedWhileStarting } = this.createClient(interpreter.command, settings);
     this.client = client;
+    this.handshaking = client;
     try {
       await client.start();
     } catch (error) {
+      if (this.client !== client) {
+        return; // given up (a restart, a stop): nothing failed that the user must hear of
+      }
       // A process that exits is reported by the error handler's `closed`, which may run a
       // moment after this rejection; only a start that failed otherwise is reported here.
       if (await settlesWithin(exitedWhileStarting, EXIT_REPORT_GRACE_MS)) {
@@ -328,6 +340,8 @@ export class ServerSession implements vscode.Disposable {
       output.error(advice);
       statusBar.setConnection({ kind: "failed", reason: "the server did not start" });
       void this.offerInstallFixes(advice, false);
+    } finally {
+      this.handshaking = undefined;
     }
   }
 
@@ -336,7 +350,9 @@ export class ServerSession implements vscode.Disposable {
     this.client = undefined;
     if (client !== undefined) {
       client.retired = true;
-      if (client.state === State.Starting) {
+      // A handshake of our own start is not waited for: it may never end, and disposing the
+      // client ends its process (the library does so 2 s after a stop it cannot make).
+      if (client.state === State.Starting && client !== this.handshaking) {
         // The library is starting it again after a crash. Disposing it now would fail ("not
         // running") and leave that start to fail with two error notifications of its own.
         const restarting = client.start();

@@ -1,90 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import {
-  type ChosenInterpreter,
-  ServerLifecycle,
-  type ServerSteps,
-} from "../../src/serverLifecycle";
-
-const settled = () => new Promise((resolve) => setImmediate(resolve));
-
-/**
- * A session that records the starts and stops asked of it. Its starts take a few turns of the
- * event loop, or, while `holdStarts` is on, until `finishStart` (so that events can come during
- * one); `startsFail` makes them end without a server, as a missing phi3_lsp does.
- */
-function fakeSession(options: { python?: string; trusted?: boolean } = {}) {
-  const state = {
-    python: options.python ?? "/usr/bin/python3",
-    trusted: options.trusted ?? true,
-    alive: false,
-    startsFail: false,
-    holdStarts: false,
-    waitingForDocument: false,
-    /** Called as the interpreter is asked for, before the answer. */
-    whileChoosing: (): void => undefined,
-  };
-  const starts: string[] = [];
-  const calls: string[] = [];
-  const heldStarts: (() => void)[] = [];
-  const steps: ServerSteps<ChosenInterpreter> = {
-    chooseInterpreter: async () => {
-      calls.push("choose");
-      state.whileChoosing();
-      await settled(); // the Python extension answers a moment later
-      return { command: state.python };
-    },
-    starting: () => undefined,
-    start: async (interpreter) => {
-      starts.push(interpreter.command);
-      calls.push(`start ${interpreter.command}`);
-      state.alive = true;
-      if (state.holdStarts) {
-        await new Promise<void>((resolve) => heldStarts.push(resolve));
-      } else {
-        await settled();
-      }
-      state.alive = !state.startsFail;
-    },
-    stop: () => {
-      if (state.alive) {
-        calls.push("stop");
-      }
-      state.alive = false;
-      return Promise.resolve();
-    },
-    isAlive: () => state.alive,
-    isRunning: () => state.alive,
-    rereadSettings: () => {
-      calls.push("reread settings");
-      return Promise.resolve();
-    },
-    isTrusted: () => state.trusted,
-    waitForDocument: () => {
-      state.waitingForDocument = true;
-      return {
-        dispose: () => {
-          state.waitingForDocument = false;
-        },
-      };
-    },
-    log: {
-      info: () => undefined,
-      error: (message) => {
-        calls.push(`error ${message}`);
-      },
-    },
-  };
-  const lifecycle = new ServerLifecycle(steps);
-  /** Ends the held start, once it has begun. */
-  const finishStart = async () => {
-    while (heldStarts.length === 0) {
-      await settled();
-    }
-    heldStarts.shift()?.();
-  };
-  return { state, starts, calls, lifecycle, finishStart };
-}
+import { fakeSession, settled } from "./fakeSession";
 
 describe("when the server starts and restarts", () => {
   it("starts at once in a window with something to complete, and not again for its documents", async () => {
@@ -224,6 +140,41 @@ describe("when the server starts and restarts", () => {
     assert.deepEqual(starts, ["/usr/bin/python3"]);
     assert.ok(calls.includes("reread settings"));
   });
+
+  it(
+    "gives up a start that never ends when the user restarts, and starts anew",
+    { timeout: 5000 },
+    async () => {
+      const { starts, calls, lifecycle, state, finishStart } = fakeSession();
+      state.holdStarts = true; // a Python that never answers the handshake
+      void lifecycle.startWhenNeeded(() => true);
+      while (starts.length === 0) {
+        await settled();
+      }
+      const restarted = lifecycle.restart();
+      await finishStart(); // the new start's handshake
+      await restarted;
+      assert.deepEqual(starts, ["/usr/bin/python3", "/usr/bin/python3"]);
+      assert.ok(calls.includes("abandon start"), calls.join("\n"));
+      assert.equal(state.running, true);
+    },
+  );
+
+  it(
+    "stops a start that never ends when the window closes, without waiting for it",
+    { timeout: 5000 },
+    async () => {
+      const { starts, lifecycle, state } = fakeSession();
+      state.holdStarts = true;
+      void lifecycle.startWhenNeeded(() => true);
+      while (starts.length === 0) {
+        await settled();
+      }
+      await lifecycle.dispose();
+      assert.equal(state.alive, false, "no server process left behind");
+      assert.deepEqual(starts, ["/usr/bin/python3"]);
+    },
+  );
 
   it("starts nothing once disposed", async () => {
     const { starts, lifecycle, state } = fakeSession();

@@ -1,0 +1,98 @@
+import {
+  type ChosenInterpreter,
+  ServerLifecycle,
+  type ServerSteps,
+} from "../../src/serverLifecycle";
+
+export const settled = () => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * A session that records the starts and stops asked of it. Its starts take a few turns of the
+ * event loop, or, while `holdStarts` is on, until `finishStart` (so that events can come during
+ * one) or until given up, as a Python that never answers the handshake is; `startsFail` makes
+ * them end without a server, as a missing phi3_lsp does.
+ */
+export function fakeSession(options: { python?: string; trusted?: boolean } = {}) {
+  const state = {
+    python: options.python ?? "/usr/bin/python3",
+    trusted: options.trusted ?? true,
+    /** A server process runs, or is being started. */
+    alive: false,
+    /** The server has finished its handshake. */
+    running: false,
+    startsFail: false,
+    holdStarts: false,
+    waitingForDocument: false,
+    /** Called as the interpreter is asked for, before the answer. */
+    whileChoosing: (): void => undefined,
+  };
+  const starts: string[] = [];
+  const calls: string[] = [];
+  /** Ends a held start: given up (true) or with its handshake done (false). */
+  const heldStarts: ((abandoned: boolean) => void)[] = [];
+  const steps: ServerSteps<ChosenInterpreter> = {
+    chooseInterpreter: async () => {
+      calls.push("choose");
+      state.whileChoosing();
+      await settled(); // the Python extension answers a moment later
+      return { command: state.python };
+    },
+    starting: () => undefined,
+    start: async (interpreter) => {
+      starts.push(interpreter.command);
+      calls.push(`start ${interpreter.command}`);
+      state.alive = true;
+      state.running = false;
+      let abandoned = false;
+      if (state.holdStarts) {
+        abandoned = await new Promise<boolean>((resolve) => heldStarts.push(resolve));
+      } else {
+        await settled();
+      }
+      state.alive = !state.startsFail && !abandoned;
+      state.running = state.alive;
+    },
+    stop: () => {
+      if (state.alive) {
+        calls.push("stop");
+      }
+      state.alive = false;
+      state.running = false;
+      return Promise.resolve();
+    },
+    abandonStart: () => {
+      calls.push("abandon start");
+      heldStarts.shift()?.(true);
+    },
+    isAlive: () => state.alive,
+    isRunning: () => state.running,
+    rereadSettings: () => {
+      calls.push("reread settings");
+      return Promise.resolve();
+    },
+    isTrusted: () => state.trusted,
+    waitForDocument: () => {
+      state.waitingForDocument = true;
+      return {
+        dispose: () => {
+          state.waitingForDocument = false;
+        },
+      };
+    },
+    log: {
+      info: () => undefined,
+      error: (message) => {
+        calls.push(`error ${message}`);
+      },
+    },
+  };
+  const lifecycle = new ServerLifecycle(steps);
+  /** Ends the held start, once it has begun. */
+  const finishStart = async () => {
+    while (heldStarts.length === 0) {
+      await settled();
+    }
+    heldStarts.shift()?.(false);
+  };
+  return { state, starts, calls, lifecycle, finishStart };
+}

@@ -18,7 +18,8 @@ import {
   useOfflineModel,
 } from "./noWeights";
 import { onActivePythonChanged } from "./pythonEnvironment";
-import { ServerSession, StartFailed } from "./serverSession";
+import { type CommandRequest, ServerSession, StartFailed } from "./serverSession";
+import { WaitCancelled } from "./serverWait";
 import { writeSetting } from "./settingsWrites";
 import {
   type ExtensionSettings,
@@ -122,16 +123,16 @@ async function showArchitecture(
   documents: ArchitectureDocuments,
   output: vscode.LogOutputChannel,
 ): Promise<void> {
+  const title = "Show Phi-3 architecture";
   try {
     const report = await askServer(
       session,
-      SHOW_ARCHITECTURE_COMMAND,
-      "Phi-3: reading the architecture",
+      { command: SHOW_ARCHITECTURE_COMMAND, title, progress: "Phi-3: reading the architecture" },
       isArchitectureReport,
     );
     await documents.show(report);
   } catch (error) {
-    await reportFailure("Show Phi-3 architecture", error, output);
+    await reportFailure(title, error, output);
   }
 }
 
@@ -140,14 +141,18 @@ async function measureWeightReads(
   statusBar: StatusBar,
   output: vscode.LogOutputChannel,
 ): Promise<void> {
+  const title = "Measure how fast the weights read";
   try {
     const reads = await askServer(
       session,
-      MEASURE_WEIGHT_READS_COMMAND,
-      "Phi-3: reading the model's weights",
+      {
+        command: MEASURE_WEIGHT_READS_COMMAND,
+        title,
+        progress: "Phi-3: reading the model's weights",
+      },
       isWeightReads,
     );
-    const status = await session.executeCommand(STATUS_COMMAND);
+    const status = await session.executeCommand({ command: STATUS_COMMAND, title });
     const message = describeWeightReads(reads, isServerStatus(status) ? status : undefined);
     output.info(message);
     void vscode.window.showInformationMessage(message);
@@ -156,23 +161,19 @@ async function measureWeightReads(
     const offline = loadedWithoutWeights(statusBar.serverStatus)
       ? { title: `Use ${OFFLINE_MODEL}`, run: useOfflineModel }
       : undefined;
-    await reportFailure("Measure how fast the weights read", error, output, offline);
+    await reportFailure(title, error, output, offline);
   }
 }
 
-/** A server command's result, with `progress` in the status bar until it comes. */
+/** A server command's result, checked against its documented shape. */
 async function askServer<T>(
   session: ServerSession,
-  command: string,
-  progress: string,
+  request: CommandRequest,
   isDocumentedShape: (result: unknown) => result is T,
 ): Promise<T> {
-  const result = await vscode.window.withProgress(
-    { location: vscode.ProgressLocation.Window, title: progress },
-    () => session.executeCommand(command),
-  );
+  const result = await session.executeCommand(request);
   if (!isDocumentedShape(result)) {
-    throw new Error(`the server's answer to ${command} has an unexpected shape`);
+    throw new Error(`the server's answer to ${request.command} has an unexpected shape`);
   }
   return result;
 }
@@ -185,6 +186,11 @@ async function reportFailure(
   fix?: { readonly title: string; readonly run: () => Promise<void> },
 ): Promise<void> {
   const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof WaitCancelled) {
+    output.info(message);
+    void vscode.window.showInformationMessage(message); // the user's own doing: no error
+    return;
+  }
   output.error(`${command}: ${message}`);
   if (error instanceof StartFailed) {
     return; // its notification is out already

@@ -14,7 +14,8 @@
  * those during a start restart only onto another interpreter.
  *
  * A start may never end (a Python that never answers the handshake). A restart or a stop,
- * which the user or the window asks for, gives it up instead of waiting behind it.
+ * which the user or the window asks for, gives it up instead of waiting behind it; a command
+ * that waits for it shows its wait and may cancel it (serverWait.ts).
  *
  * Plain module (no VS Code API).
  */
@@ -83,6 +84,8 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   private eventsBeforeLastStart = 0;
   /** Starts that have ended, with a running server or not. */
   private startsEnded = 0;
+  /** Operations queued or running. */
+  private operationsPending = 0;
   /** `steps.start` has been called and has not returned. */
   private startUnderWay = false;
 
@@ -110,6 +113,15 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
         await this.startNow();
       }
     });
+  }
+
+  /**
+   * Whether a command that needs the server now would wait: a start (or another operation that
+   * may start one) is queued or under way, or none has begun yet. Otherwise the server runs,
+   * or it is down and only a restart brings it back.
+   */
+  get commandMustWait(): boolean {
+    return this.operationsPending > 0 || this.phase === "undecided" || this.phase === "waiting";
   }
 
   /**
@@ -214,9 +226,15 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   private enqueue(operation: () => Promise<void>): Promise<void> {
     // Operations never overlap, and one failure (logged here) does not block the ones after
     // it; the returned promise never rejects, so callers may fire and forget.
-    this.queue = this.queue.then(operation).catch((error: unknown) => {
-      this.steps.log.error(`Phi-3 server: ${String(error)}`);
-    });
+    this.operationsPending += 1;
+    this.queue = this.queue
+      .then(operation)
+      .catch((error: unknown) => {
+        this.steps.log.error(`Phi-3 server: ${String(error)}`);
+      })
+      .finally(() => {
+        this.operationsPending -= 1;
+      });
     return this.queue;
   }
 

@@ -38,6 +38,7 @@ import {
 import { decideAfterClose, RestartBudget } from "./restartBudget";
 import { ServerLifecycle } from "./serverLifecycle";
 import { stderrLineLevel } from "./serverLog";
+import { waitForServer, WAITING_TITLE, WaitCancelled, waitingFor } from "./serverWait";
 import {
   type ExtensionSettings,
   initializationOptions,
@@ -190,6 +191,15 @@ async function openPythonPathSetting(): Promise<void> {
   }
 }
 
+/** What a command sends the server, and how the user knows it. */
+export interface CommandRequest {
+  readonly command: string;
+  /** The command's title in the palette, named while it waits for the server to start. */
+  readonly title: string;
+  /** Shown in the status bar while the server works on it, if given. */
+  readonly progress?: string;
+}
+
 /** A client and the report of its process exiting before it ever ran. */
 interface SessionClient {
   readonly client: Phi3LanguageClient;
@@ -276,18 +286,40 @@ export class ServerSession implements vscode.Disposable {
 
   /**
    * Sends workspace/executeCommand to the running server, after the start it needs (in a
-   * waiting window) or one under way.
+   * waiting window) or one under way; that wait shows in a notification the user can cancel.
    */
-  async executeCommand(command: string): Promise<unknown> {
-    const startEnded = await this.lifecycle.serverNeeded();
+  async executeCommand(request: CommandRequest): Promise<unknown> {
+    const isRunning = () => this.client?.isRunning() === true;
+    const wait = await waitForServer(this.lifecycle, isRunning, (waitUntilEnded) =>
+      vscode.window.withProgress(
+        { location: vscode.ProgressLocation.Notification, title: WAITING_TITLE, cancellable: true },
+        (progress, cancel) => {
+          progress.report({ message: waitingFor(request.title) });
+          return waitUntilEnded(cancel);
+        },
+      ),
+    );
     const client = this.client;
-    if (!client?.isRunning()) {
-      if (startEnded) {
-        throw new StartFailed(); // the start has said why, with the ways to fix it
-      }
+    if (wait === "cancelled") {
+      throw new WaitCancelled(request.title);
+    }
+    if (wait === "startFailed") {
+      throw new StartFailed(); // the start has said why, with the ways to fix it
+    }
+    if (wait === "notRunning" || client === undefined) {
       throw new Error('The Phi-3 server is not running. Use "Phi-3: Restart server".');
     }
-    return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: [] });
+    const answer = client.sendRequest(ExecuteCommandRequest.type, {
+      command: request.command,
+      arguments: [],
+    });
+    if (request.progress === undefined) {
+      return answer;
+    }
+    return vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Window, title: request.progress },
+      () => answer,
+    );
   }
 
   dispose(): void {

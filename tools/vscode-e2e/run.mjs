@@ -537,6 +537,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   } else {
     await modelWithoutWeights(page, workbench, workspace);
     await serverExitsWhileStarting(page, workbench, workspace, python);
+    await serverNeverAnswers(page, workbench, workspace, python, userDataDir);
   }
 }
 
@@ -628,6 +629,94 @@ async function serverExitsWhileStarting(page, workbench, workspace, python) {
   await page.waitForTimeout(3000); // a second notification would show meanwhile
   await screenshot(page, "11-server-exited-while-starting");
   await expectOneNotification(page);
+}
+
+/** In the command line of the process that stands for a server that never answers. */
+const NEVER_ANSWERS_MARK = "phi3-e2e-never-answers";
+
+/** True while a process whose command line holds `mark` runs. */
+function processRuns(mark) {
+  return readdirSync("/proc").some((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(mark);
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+}
+
+/**
+ * A Python that passes the extension's import check, then never answers the handshake: a
+ * command run meanwhile must show that it waits, with a Cancel button that ends the wait, and
+ * "Restart server" must give the start up (its process ends) instead of waiting behind it.
+ */
+async function serverNeverAnswers(page, workbench, workspace, python, userDataDir) {
+  const silentPython = path.join(path.dirname(workspace), "silent-python");
+  writeFileSync(
+    silentPython,
+    [
+      "#!/bin/sh",
+      `if [ "$1" = "-c" ]; then exec "${python}" "$@"; fi`,
+      `exec "${python}" -c "import time; time.sleep(3600)" ${NEVER_ANSWERS_MARK}`,
+      "",
+    ].join("\n"),
+    { mode: 0o755 },
+  );
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  const settingsFile = path.join(workspace, ".vscode", "settings.json");
+  writeFileSync(settingsFile, JSON.stringify({ "phi3.pythonPath": silentPython }, null, 2));
+  await waitForServerLog(userDataDir, `Using Python ${silentPython}`);
+  check(
+    (await pollFor(page, TIMEOUT.ui, 100, async () => processRuns(NEVER_ANSWERS_MARK))) === true,
+    "the server that never answers did not start",
+  );
+  await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
+  const waiting = await timed("command during a start that never ends (→ its wait shown)", () =>
+    workbench.notificationContaining("Waiting for the Phi-3 server to start", TIMEOUT.ui),
+  );
+  log(`while the server starts: ${JSON.stringify(waiting)}`);
+  check(
+    waiting.includes("Show Phi-3 architecture"),
+    `the wait does not name the command that waits: ${JSON.stringify(waiting)}`,
+  );
+  await screenshot(page, "12-waiting-for-the-server");
+  await page
+    .locator(".notifications-toasts .notification-toast")
+    .filter({ hasText: "Waiting for the Phi-3 server to start" })
+    .locator(".monaco-button")
+    .filter({ hasText: "Cancel" })
+    .first()
+    .click({ timeout: TIMEOUT.ui });
+  const cancelled = await workbench.notificationContaining("cancelled", TIMEOUT.ui);
+  log(`after Cancel: ${JSON.stringify(cancelled)}`);
+  const stillWaiting = await page
+    .locator(".notifications-toasts .notification-toast")
+    .filter({ hasText: "Waiting for the Phi-3 server to start" })
+    .count();
+  check(stillWaiting === 0, "the wait's notification stayed after Cancel");
+  await screenshot(page, "12b-wait-cancelled");
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+
+  // Back to the user's Python: that change waits behind the start; a restart gives it up.
+  writeFileSync(settingsFile, JSON.stringify({}, null, 2));
+  await page.waitForTimeout(1000);
+  await workbench.runCommand("Phi-3: Restart server", TIMEOUT.ui);
+  await timed("restart during a start that never ends (→ status bar ready)", () =>
+    waitForServerReady(workbench),
+  );
+  check(
+    (await pollFor(page, TIMEOUT.ui, 100, async () => !processRuns(NEVER_ANSWERS_MARK))) === true,
+    "the server that never answered still runs after the restart",
+  );
+  // The architecture view of the earlier step goes first: the new one must come from this server.
+  await workbench.runCommand("File: Save All Files", TIMEOUT.ui); // else closing asks first
+  await workbench.runCommand("View: Close All Editors", TIMEOUT.ui);
+  const architecture = await timed("architecture after the restart", async () => {
+    await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
+    return workbench.webviewTextContaining("LlamaForCausalLM", TIMEOUT.architecture);
+  });
+  check(architecture !== null, "the architecture view did not open after the restart");
+  await screenshot(page, "13-restarted");
 }
 
 /**

@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { RequestCancellation } from "../../src/cancellation";
+import { type ShowWait, waitForServer } from "../../src/serverWait";
+import { fakeSession, settled } from "./fakeSession";
+
+/** The notification a command's wait shows, which the user can cancel. */
+function waitNotification() {
+  const cancelButton = new RequestCancellation();
+  const shown = { times: 0, open: false };
+  const show: ShowWait = async (wait) => {
+    shown.times += 1;
+    shown.open = true;
+    try {
+      return await wait(cancelButton.token);
+    } finally {
+      shown.open = false;
+    }
+  };
+  const cancel = () => {
+    cancelButton.cancel();
+  };
+  return { show, shown, cancel };
+}
+
+describe("a command that needs the server", () => {
+  it(
+    "shows its wait for a start that never ends, and stops waiting when the user cancels",
+    { timeout: 5000 },
+    async () => {
+      const { starts, lifecycle, state } = fakeSession();
+      state.holdStarts = true; // a Python that never answers the handshake
+      void lifecycle.startWhenNeeded(() => true);
+      while (starts.length === 0) {
+        await settled();
+      }
+      const notification = waitNotification();
+      const wait = waitForServer(lifecycle, () => state.running, notification.show);
+      await settled();
+      assert.equal(notification.shown.open, true, "the wait is on screen");
+      notification.cancel();
+      assert.equal(await wait, "cancelled");
+      assert.equal(notification.shown.open, false, "the notification goes with the wait");
+      assert.deepEqual(starts, ["/usr/bin/python3"], "the start goes on; the command does not");
+    },
+  );
+
+  it("stops waiting when the start fails: the start has said why", async () => {
+    const { lifecycle, state } = fakeSession();
+    state.startsFail = true; // phi3_lsp missing in that Python
+    void lifecycle.startWhenNeeded(() => true);
+    const notification = waitNotification();
+    assert.equal(
+      await waitForServer(lifecycle, () => state.running, notification.show),
+      "startFailed",
+    );
+    assert.equal(notification.shown.times, 1);
+    assert.equal(notification.shown.open, false);
+  });
+
+  it("goes on once a start under way ends with a running server", async () => {
+    const { starts, lifecycle, state, finishStart } = fakeSession();
+    state.holdStarts = true;
+    void lifecycle.startWhenNeeded(() => true);
+    while (starts.length === 0) {
+      await settled();
+    }
+    const notification = waitNotification();
+    const wait = waitForServer(lifecycle, () => state.running, notification.show);
+    await finishStart();
+    assert.equal(await wait, "running");
+    assert.equal(notification.shown.open, false);
+  });
+
+  it("starts the server of a window that waits for a document, showing the wait", async () => {
+    const { starts, lifecycle, state } = fakeSession();
+    await lifecycle.startWhenNeeded(() => false);
+    const notification = waitNotification();
+    assert.equal(await waitForServer(lifecycle, () => state.running, notification.show), "running");
+    assert.equal(notification.shown.times, 1);
+    assert.deepEqual(starts, ["/usr/bin/python3"]);
+  });
+
+  it("asks a running server at once, with no notification to flash by", async () => {
+    const { lifecycle, state } = fakeSession();
+    await lifecycle.startWhenNeeded(() => true);
+    const notification = waitNotification();
+    assert.equal(await waitForServer(lifecycle, () => state.running, notification.show), "running");
+    assert.equal(notification.shown.times, 0);
+  });
+
+  it("is told at once that the server is down when no start is under way", async () => {
+    const { lifecycle, state } = fakeSession();
+    state.startsFail = true;
+    await lifecycle.startWhenNeeded(() => true); // failed, and said so, before the command
+    const notification = waitNotification();
+    assert.equal(
+      await waitForServer(lifecycle, () => state.running, notification.show),
+      "notRunning",
+    );
+    assert.equal(notification.shown.times, 0);
+  });
+});

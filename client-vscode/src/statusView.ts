@@ -87,9 +87,12 @@ function menuView(text: string, lines: string[]): StatusView {
 }
 
 function failedView(reason: string): StatusView {
+  // A notification's sentence ("Phi-3: the phi3_lsp package is not installed…") names the
+  // product first, which the tooltip's own prefix does already.
+  const said = reason.replace(/^Phi-3: /, "");
   return {
     text: `${ERROR} Phi-3`,
-    tooltip: withClickHint([`Phi-3 server: ${reason}`], "showOutput"),
+    tooltip: withClickHint([`Phi-3 server: ${said}`], "showOutput"),
     onClick: "showOutput",
     isError: true,
   };

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { ServerStatus } from "../../src/protocol";
+import { installAdvice } from "../../src/pythonInterpreter";
 import { RestartBudget } from "../../src/restartBudget";
 import { readyStatus } from "./statusFixtures";
 import { type StatusInputs, renderStatus, shortModelName } from "../../src/statusView";
@@ -168,6 +169,19 @@ describe("status bar rendering", () => {
     assert.equal(view.isError, true);
     assert.equal(view.onClick, "showOutput");
     assert.match(view.tooltip, /phi3_lsp is not installed/);
+  });
+
+  it("names the product once in the tooltip of a Python without phi3_lsp", () => {
+    // The session passes the notification's own sentence, which starts with "Phi-3: ".
+    const advice = installAdvice(
+      { kind: "not-installed", detail: "ModuleNotFoundError: No module named 'phi3_lsp'" },
+      { command: "/usr/bin/python3", source: "default" },
+    );
+    const view = renderStatus(inputs({ connection: { kind: "failed", reason: advice } }));
+    assert.match(
+      view.tooltip,
+      /^Phi-3 server: the phi3_lsp package is not installed for \/usr\/bin/,
+    );
   });
 
   it("says, until a restart, that a server which kept stopping was given up on, and the way out", () => {

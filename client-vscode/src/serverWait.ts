@@ -42,11 +42,24 @@ export async function waitForServer(
   if (!lifecycle.commandMustWait) {
     return isRunning() ? "running" : "notRunning";
   }
-  const startEnded = lifecycle.serverNeeded();
+  // Asked before the wait shows: the start a waiting window needs is queued now, in order.
+  let queueDone = lifecycle.serverNeeded();
   const ended = await showWait(async (cancel) => {
     const cancelled = whenCancelled(cancel);
+    let startEnded = false;
     try {
-      return await Promise.race([startEnded, cancelled.promise]);
+      for (;;) {
+        const outcome = await Promise.race([queueDone, cancelled.promise]);
+        if (outcome === "cancelled") {
+          return outcome;
+        }
+        startEnded ||= outcome;
+        // A start that a restart gave up is followed by the restart's own: wait for it too.
+        if (isRunning() || !lifecycle.commandMustWait) {
+          return { startEnded };
+        }
+        queueDone = lifecycle.serverNeeded();
+      }
     } finally {
       cancelled.dispose();
     }
@@ -57,7 +70,7 @@ export async function waitForServer(
   if (isRunning()) {
     return "running";
   }
-  return ended ? "startFailed" : "notRunning";
+  return ended.startEnded ? "startFailed" : "notRunning";
 }
 
 /** The progress notification's title while a command waits (VS Code adds ": " and the line). */

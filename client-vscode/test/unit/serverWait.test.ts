@@ -72,6 +72,29 @@ describe("a command that needs the server", () => {
     assert.equal(notification.shown.open, false);
   });
 
+  it(
+    "goes on waiting through a restart that gives up the start, and runs once it is done",
+    { timeout: 5000 },
+    async () => {
+      const { starts, lifecycle, state, finishStart } = fakeSession();
+      state.holdStarts = true; // a Python that never answers the handshake
+      void lifecycle.startWhenNeeded(() => true);
+      while (starts.length === 0) {
+        await settled();
+      }
+      const notification = waitNotification();
+      const wait = waitForServer(lifecycle, () => state.running, notification.show);
+      await settled();
+      // The user, tired of waiting, runs "Restart server" (on a Python that answers).
+      const restarted = lifecycle.restart();
+      await finishStart();
+      await restarted;
+      assert.equal(await wait, "running");
+      assert.equal(notification.shown.times, 1, "one notification for the whole wait");
+      assert.equal(notification.shown.open, false);
+    },
+  );
+
   it("starts the server of a window that waits for a document, showing the wait", async () => {
     const { starts, lifecycle, state } = fakeSession();
     await lifecycle.startWhenNeeded(() => false);

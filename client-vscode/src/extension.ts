@@ -108,7 +108,9 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     output.warn(`Not following the Python extension's environment: ${String(error)}`);
   }
 
-  await session.startWhenNeeded();
+  // Not awaited: VS Code runs none of this extension's commands before activate() has ended,
+  // and a start can take long or never end. The lifecycle's promises never reject.
+  void session.startWhenNeeded();
 }
 
 /** Shuts the server down cleanly (shutdown + exit) before VS Code ends the extension host. */

@@ -634,9 +634,9 @@ async function serverExitsWhileStarting(page, workbench, workspace, python) {
 /** In the command line of the process that stands for a server that never answers. */
 const NEVER_ANSWERS_MARK = "phi3-e2e-never-answers";
 
-/** True while a process whose command line holds `mark` runs. */
-function processRuns(mark) {
-  return readdirSync("/proc").some((pid) => {
+/** The processes whose command line holds `mark`. */
+function processesMarked(mark) {
+  return readdirSync("/proc").filter((pid) => {
     try {
       return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(mark);
     } catch {
@@ -645,10 +645,30 @@ function processRuns(mark) {
   });
 }
 
+/** True while a process whose command line holds `mark` runs. */
+function processRuns(mark) {
+  return processesMarked(mark).length > 0;
+}
+
+/** Waits for the notification of a command waiting for the server, and returns its text. */
+async function waitNotification(workbench) {
+  const waiting = await workbench.notificationContaining(WAITING_FOR_START, TIMEOUT.ui);
+  check(
+    waiting.includes("Show Phi-3 architecture"),
+    `the wait does not name the command that waits: ${JSON.stringify(waiting)}`,
+  );
+  return waiting;
+}
+
+/** The progress notification of a command that waits for the server to start. */
+const WAITING_FOR_START = "Waiting for the Phi-3 server to start";
+
 /**
  * A Python that passes the extension's import check, then never answers the handshake: a
- * command run meanwhile must show that it waits, with a Cancel button that ends the wait, and
- * "Restart server" must give the start up (its process ends) instead of waiting behind it.
+ * command run meanwhile must show that it waits, with a Cancel button that ends the wait, also
+ * when that start is the window's first (made as the extension activates: VS Code runs none of
+ * its commands before its activation has ended), and "Restart server" must give the start up
+ * (its process ends) instead of waiting behind it, after which the waiting command runs.
  */
 async function serverNeverAnswers(page, workbench, workspace, python, userDataDir) {
   const silentPython = path.join(path.dirname(workspace), "silent-python");
@@ -672,17 +692,13 @@ async function serverNeverAnswers(page, workbench, workspace, python, userDataDi
   );
   await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
   const waiting = await timed("command during a start that never ends (→ its wait shown)", () =>
-    workbench.notificationContaining("Waiting for the Phi-3 server to start", TIMEOUT.ui),
+    waitNotification(workbench),
   );
   log(`while the server starts: ${JSON.stringify(waiting)}`);
-  check(
-    waiting.includes("Show Phi-3 architecture"),
-    `the wait does not name the command that waits: ${JSON.stringify(waiting)}`,
-  );
   await screenshot(page, "12-waiting-for-the-server");
   await page
     .locator(".notifications-toasts .notification-toast")
-    .filter({ hasText: "Waiting for the Phi-3 server to start" })
+    .filter({ hasText: WAITING_FOR_START })
     .locator(".monaco-button")
     .filter({ hasText: "Cancel" })
     .first()
@@ -691,13 +707,40 @@ async function serverNeverAnswers(page, workbench, workspace, python, userDataDi
   log(`after Cancel: ${JSON.stringify(cancelled)}`);
   const stillWaiting = await page
     .locator(".notifications-toasts .notification-toast")
-    .filter({ hasText: "Waiting for the Phi-3 server to start" })
+    .filter({ hasText: WAITING_FOR_START })
     .count();
   check(stillWaiting === 0, "the wait's notification stayed after Cancel");
   await screenshot(page, "12b-wait-cancelled");
-  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
 
-  // Back to the user's Python: that change waits behind the start; a restart gives it up.
+  // The window reloaded on that Python: its first start, as the extension activates, hangs.
+  // The architecture view of the earlier step goes first: the next one must come from the
+  // server that follows the restart below.
+  await workbench.runCommand("File: Save All Files", TIMEOUT.ui); // else closing asks first
+  await workbench.runCommand("View: Close All Editors", TIMEOUT.ui);
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  const before = processesMarked(NEVER_ANSWERS_MARK);
+  await workbench.runCommand("Developer: Reload Window", TIMEOUT.ui);
+  await workbench.waitUntilLoaded(TIMEOUT.workbench);
+  const firstStart = await pollFor(page, TIMEOUT.ui, 100, async () =>
+    processesMarked(NEVER_ANSWERS_MARK).some((pid) => !before.includes(pid)),
+  );
+  check(firstStart === true, "the reloaded window did not start its server on that Python");
+  check(
+    (await pollFor(page, TIMEOUT.ui, 100, async () =>
+      processesMarked(NEVER_ANSWERS_MARK).every((pid) => !before.includes(pid)),
+    )) === true,
+    "the server of the window before the reload still runs",
+  );
+  await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
+  const waitingAtActivation = await timed(
+    "command during a first start that never ends (→ its wait shown)",
+    () => waitNotification(workbench),
+  );
+  log(`while the window's first start hangs: ${JSON.stringify(waitingAtActivation)}`);
+  await screenshot(page, "12c-waiting-for-the-first-start");
+
+  // Back to the user's Python: that change waits behind the start; a restart gives it up, and
+  // the command still waiting runs on the server that follows.
   writeFileSync(settingsFile, JSON.stringify({}, null, 2));
   await page.waitForTimeout(1000);
   await workbench.runCommand("Phi-3: Restart server", TIMEOUT.ui);
@@ -708,14 +751,10 @@ async function serverNeverAnswers(page, workbench, workspace, python, userDataDi
     (await pollFor(page, TIMEOUT.ui, 100, async () => !processRuns(NEVER_ANSWERS_MARK))) === true,
     "the server that never answered still runs after the restart",
   );
-  // The architecture view of the earlier step goes first: the new one must come from this server.
-  await workbench.runCommand("File: Save All Files", TIMEOUT.ui); // else closing asks first
-  await workbench.runCommand("View: Close All Editors", TIMEOUT.ui);
-  const architecture = await timed("architecture after the restart", async () => {
-    await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
-    return workbench.webviewTextContaining("LlamaForCausalLM", TIMEOUT.architecture);
-  });
-  check(architecture !== null, "the architecture view did not open after the restart");
+  const architecture = await timed("the waiting command after the restart (→ view)", () =>
+    workbench.webviewTextContaining("LlamaForCausalLM", TIMEOUT.architecture),
+  );
+  check(architecture !== null, "the waiting command's architecture view did not open after the restart");
   await screenshot(page, "13-restarted");
 }
 

@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 
 import pytest
 
+from phi3_lsp import drafts_keeper, int4_cache, paths
 from phi3_lsp import engine as engine_module
-from phi3_lsp import int4_cache, paths
 from phi3_lsp import model_host as model_host_module
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
@@ -248,7 +248,7 @@ async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # As Phi-3-mini's 4-bit layers: 2.3 GB, seconds to read from a cold disk.
-    monkeypatch.setattr(model_host_module, "READ_AHEAD_FROM_BYTES", 0)
+    monkeypatch.setattr(drafts_keeper, "READ_AHEAD_FROM_BYTES", 0)
     folder = shutil.copytree(tiny_phi3_dir, tmp_path / "checkpoint")
     ModelEngine.load(resolve_model(str(folder)), weights="int4")  # caches its 4-bit layers
     disk_answers, read = threading.Event(), []
@@ -258,7 +258,7 @@ async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
         assert disk_answers.wait(LOAD_TIMEOUT)
         return True
 
-    monkeypatch.setattr(model_host_module, "read_ahead", slow_read_ahead)
+    monkeypatch.setattr(drafts_keeper, "read_ahead", slow_read_ahead)
     host = new_host(str(folder))
     engine = load_taking_drafts(host, listener, Path(folder))
     assert await host.generate(PROMPT_IDS, max_new_tokens=5, cache_key="doc") is not None
@@ -372,7 +372,7 @@ async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_p
     # Making Phi-3-mini's 4-bit layers takes ~40 s and gigabytes: on, off and on again while a
     # completion runs must not leave two processes at it, one unstoppable.
     monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
-    monkeypatch.setattr(model_host_module, "Int4LayersProcess", _RecordedInt4LayersProcess)
+    monkeypatch.setattr(drafts_keeper, "Int4LayersProcess", _RecordedInt4LayersProcess)
     folder = large_checkpoint
     host = new_host(str(folder))
     load_taking_drafts(host, listener, folder)

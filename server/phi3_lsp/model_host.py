@@ -19,13 +19,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
+from phi3_lsp.drafts_keeper import DraftsKeeper
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.int4_layers_process import Int4LayersProcess
 from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
-from phi3_lsp.read_ahead import READ_AHEAD_FROM_BYTES, read_ahead, total_bytes
-from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority, torch_thread_count
+from phi3_lsp.scheduling import lower_current_thread_priority, torch_thread_count
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.stop_requests import StopRequest
 
@@ -216,12 +215,12 @@ class ModelHost:
         self._dropped_engine: ModelEngine | None = None
         """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
         self._running: _RunningGeneration | None = None
-        self._int4_layers: Int4LayersProcess | None = None
+        self._drafts = DraftsKeeper(self._thread)
 
     @property
     def status(self) -> Status:
         """The current status."""
-        return self._status
+        return self._with_drafts(self._status)
 
     @property
     def tokenizer(self) -> DocumentTokenizer | None:
@@ -266,8 +265,7 @@ class ModelHost:
                 self._loaded = request
                 if threads != loaded.threads:
                     self._move_to_threads(threads)
-                if int4_drafts != loaded.int4_drafts:
-                    self._turn_drafts(int4_drafts)
+                self._drafts.want(int4_drafts)
                 return False
             if self._loaded is None or request.model != self._loaded.model:
                 self._tokenizer = None  # another model's tokens: no hover until it is read
@@ -277,7 +275,8 @@ class ModelHost:
             if self._engine is not None:
                 self._dropped_engine, self._engine = self._engine, None
             self._stop_running_generation()
-            self._stop_making_int4_layers()
+            self._drafts.serve(None)
+            self._drafts.want(int4_drafts)
             self._set_status(
                 Status(state="loading", model=model, message="Queued", weights=weights)
             )
@@ -294,19 +293,6 @@ class ModelHost:
         ):
             self._stop_reading_ahead()  # its prompt would be dropped with the count's change
         self._thread.submit(self._use_threads, self._load_id, threads)
-
-    def _turn_drafts(self, on: bool) -> None:
-        """Called with the lock held: have the loaded model take its 4-bit drafts, or drop them.
-        A load in progress takes them or not as the setting is when it ends."""
-        engine = self._engine
-        if not on:
-            self._stop_making_int4_layers()
-            self._thread.submit(self._drop_drafter, self._load_id)
-            # Every completion asked from now on runs after the drop. As for taking them, not a
-            # change of state of its own (see `_load_drafter`).
-            self._status = replace(self._status, int4_drafts=False)
-        elif engine is not None:
-            self._read_ahead_then_load_drafter(self._load_id, engine)
 
     def supersede(self) -> None:
         """Stop the running completion: a newer request has made it useless."""
@@ -418,7 +404,7 @@ class ModelHost:
         """
         with self._lock:
             self._stop_running_generation()
-            self._stop_making_int4_layers()
+            self._drafts.serve(None)
             loading = self._status.state == "loading"
             # Under the lock: a drafter load queued from another thread checks, then submits.
             self._thread.shutdown(wait=False)
@@ -548,10 +534,10 @@ class ModelHost:
             self._engine = engine
             if engine is not None and engine.has_weights:
                 self._queue_warm_up(engine)
-            if engine is not None and self._wants_drafts():
-                # Queued before the status says ready: a completion asked on seeing it comes
-                # after the drafts (when they are read here), not before them.
-                self._read_ahead_then_load_drafter(load_id, engine)
+            if engine is not None:
+                # Before the status says ready: a completion asked on seeing it comes after
+                # the drafts (when their load reads their files itself), not before them.
+                self._drafts.serve(engine)
             self._set_status(status)
 
     def _free_dropped_engine(self) -> None:
@@ -585,89 +571,6 @@ class ModelHost:
             logger.exception("The warm-up of %s failed", engine.name)
         finally:
             self._forget_running(stop)
-
-    def _read_ahead_then_load_drafter(self, load_id: int, engine: ModelEngine) -> None:
-        """Load the drafts on the model thread once their files are read on a thread of its own:
-        from a cold disk (Phi-3-mini: 2.3 GB, ~5 s) the load would hold up completions. Smaller
-        files the load reads itself, and a completion asked meanwhile has its drafts."""
-        files = engine.drafter_files()
-        if total_bytes(files) < READ_AHEAD_FROM_BYTES:
-            self._thread.submit(self._load_drafter, load_id, engine)
-            return
-
-        def read_then_load() -> None:
-            lower_current_thread_priority(HIGHEST_NICE)  # behind completions and the editor
-            read_ahead(files, keep_going=lambda: self._is_current(load_id) and self._wants_drafts())
-            self._queue_drafter_load(load_id, engine)
-
-        threading.Thread(target=read_then_load, name="phi3-read-ahead", daemon=True).start()
-
-    def _queue_drafter_load(self, load_id: int, engine: ModelEngine) -> None:
-        """From any thread: load the drafts on the model thread, unless a newer load or the
-        shutdown came meanwhile."""
-        with self._lock:
-            if self._is_current(load_id):
-                self._thread.submit(self._load_drafter, load_id, engine)
-
-    def _is_current(self, load_id: int) -> bool:
-        """Whether `load_id` is the latest load and the model thread still takes jobs."""
-        return load_id == self._load_id and not self._thread.closed
-
-    def _load_drafter(self, load_id: int, engine: ModelEngine) -> None:
-        """After the model is ready, on the model thread: its 4-bit drafts, where it takes them
-        (see `ModelEngine.load_drafter`), once another process has made its 4-bit layers where
-        that would take too long here. Without them it decodes as it did, only slower."""
-        if load_id != self._load_id or not self._wants_drafts():
-            return
-        try:
-            drafts = engine.load_drafter()
-            if not drafts and engine.wants_int4_layers():
-                self._make_int4_layers(load_id, engine)
-        except Exception:
-            logger.exception("%s decodes without 4-bit drafts: they failed to load", engine.name)
-            return
-        finally:
-            _freeze_loaded_objects()  # they live as long as the model
-        with self._lock:
-            if load_id == self._load_id:
-                # Not a change of state of its own: clients that wait for "ready" after a
-                # request would take it for the request's end. The next status carries it.
-                # Turned off meanwhile, they are dropped by the job queued then.
-                self._status = replace(self._status, int4_drafts=drafts and self._wants_drafts())
-
-    def _wants_drafts(self) -> bool:
-        """Whether the setting in force asks for 4-bit drafts (it may change during a load)."""
-        return self._loaded is not None and self._loaded.int4_drafts
-
-    def _drop_drafter(self, load_id: int) -> None:
-        """On the model thread: decode without 4-bit drafts, and give their memory back."""
-        engine = self._engine
-        if load_id != self._load_id or engine is None or not engine.drafts_from_int4:
-            return
-        if self._wants_drafts():
-            return  # turned on again meanwhile: kept
-        engine.drop_drafter()
-        release_freed_memory()
-
-    def _make_int4_layers(self, load_id: int, engine: ModelEngine) -> None:
-        """Have another process make the 4-bit layers, unless one already does, or the drafts
-        were turned off meanwhile (the check and the start are one step under the lock)."""
-
-        def made(succeeded: bool) -> None:
-            with self._lock:
-                self._int4_layers = None  # ended by itself: `on_end` never follows a stop
-            if succeeded:
-                self._queue_drafter_load(load_id, engine)
-
-        with self._lock:
-            if self._is_current(load_id) and self._wants_drafts() and self._int4_layers is None:
-                self._int4_layers = Int4LayersProcess(engine.source.spec, on_end=made)
-
-    def _stop_making_int4_layers(self) -> None:
-        """Called with the lock held."""
-        if self._int4_layers is not None:
-            self._int4_layers.stop()
-            self._int4_layers = None
 
     def _load_steps(
         self, load_id: int, request: LoadRequest
@@ -738,9 +641,17 @@ class ModelHost:
 
     def _set_status(self, status: Status) -> None:
         # Called with the lock held, so listeners see the states in the order they happened.
+        status = self._with_drafts(status)
         if status != self._status:
             self._status = status
             self._listener.status_changed(status)
+
+    def _with_drafts(self, status: Status) -> Status:
+        """`status` saying whether the model decodes with its 4-bit drafts now. Their taking or
+        dropping is not a change of state of its own: clients that wait for "ready" after a
+        request would take it for the request's end. The next status carries it."""
+        in_use = self._drafts.in_use
+        return status if status.int4_drafts == in_use else replace(status, int4_drafts=in_use)
 
     def _forget_running(self, stop: threading.Event) -> None:
         """The generation stopped by `stop` has ended: nothing is left to stop."""

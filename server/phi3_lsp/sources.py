@@ -7,12 +7,15 @@ engine loads all of them the same way. Nothing here imports torch; transformers 
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
@@ -23,14 +26,24 @@ from phi3_lsp.settings import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "OFFLINE_MODEL", "ModelSource", "ModelSourceError", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "OFFLINE_MODEL",
+    "ModelSource",
+    "ModelSourceError",
+    "fetch_weights",
+    "resolve_model",
+]
 
 OFFLINE_MODEL: AssetName = "smollm2-135m"
 # Hub models whose tokenizer and config the offline pack carries, so they work without weights.
 PACK_FALLBACKS: dict[str, AssetName] = {DEFAULT_MODEL.lower(): "phi3-mini"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# What a causal LM needs from a hub repo; the weights in safetensors only.
-HUB_FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt", "*.py", "*.jinja"]
+# What a causal LM needs from a hub repo, in two parts: the weights (safetensors only) are
+# fetched after the rest, which is a few MB where they can be gigabytes (Phi-3-mini's: 7.6 GB).
+HUB_WEIGHTS = ["*.safetensors"]
+HUB_SMALL_FILES = ["*.json", "tokenizer.model", "*.tiktoken", "*.txt", "*.py", "*.jinja"]
+HUB_FILES = [*HUB_SMALL_FILES, *HUB_WEIGHTS]
 SPEC_HELP = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 
 
@@ -45,6 +58,9 @@ class ModelSource:
     weights_dir: Path | None
     missing_weights_hint: str | None = None
     trust_remote_code: bool = False
+    weights_pending: bool = False
+    """A hub model's weights are not on the machine yet, and the hub may be asked for them:
+    `fetch_weights` does."""
 
 
 def resolve_model(
@@ -53,12 +69,15 @@ def resolve_model(
     cache: Path | None = None,
     progress: ProgressCallback | None = None,
     trust_remote_code: bool = False,
-    weights: bool = True,
+    weights: bool | Literal["later"] = True,
 ) -> ModelSource:
     """Find (fetching or converting once if needed) the files for `spec`.
 
-    `weights=False`: only the tokenizer and config are wanted. A .gguf file not converted yet
-    then gives them from its metadata, without dequantizing its weights.
+    `weights=False`: only the tokenizer and config are wanted. A hub model's weights are then
+    not downloaded, and a .gguf file not converted yet gives them from its metadata, without
+    dequantizing its weights. `weights="later"`: a hub model's weights are left to
+    `fetch_weights`, so that its tokenizer can be in use while they download; other specs
+    resolve as with True.
     """
     spec = spec.strip()
     report = progress or ignore_progress
@@ -70,11 +89,12 @@ def resolve_model(
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
-        return _from_gguf(spec, path, root, report, weights=weights)
+        return _from_gguf(spec, path, root, report, weights=weights is not False)
     if path.is_dir() or _looks_like_path(spec):
         return _from_folder(spec, path, name=path.name, trust_remote_code=trust_remote_code)
     if HUB_ID.match(spec):
-        return _from_hub(spec, root, report, trust_remote_code)
+        source = _from_hub(spec, root, report, trust_remote_code)
+        return fetch_weights(source, progress=report) if weights is True else source
     raise ModelSourceError(
         f"Unknown model '{spec}': it is not the offline model {OFFLINE_MODEL}, "
         f"an existing folder, a .gguf file, or a hub id of the form owner/name — {SPEC_HELP}."
@@ -171,21 +191,16 @@ def _file_key(path: Path) -> str:
 def _from_hub(
     repo_id: str, root: Path, report: ProgressCallback, trust_remote_code: bool
 ) -> ModelSource:
+    """The repo's tokenizer and config, with its weights where the cache holds them all."""
     fallback = PACK_FALLBACKS.get(repo_id.lower())
-    snapshot, failure = _hub_snapshot(repo_id, report)
+    snapshot, failure = _small_files_snapshot(repo_id, report)
     if snapshot is not None:
         try:
-            source = _from_folder(
-                repo_id, snapshot, name=repo_id, trust_remote_code=trust_remote_code
-            )
+            return _hub_source(repo_id, snapshot, trust_remote_code)
         except ModelSourceError as incomplete:
             if fallback is None:
                 raise
             failure = str(incomplete)
-        else:
-            if source.weights_dir is not None or fallback is None:
-                return source
-            failure = f"the local copy of {repo_id} has no safetensors weights"
     if fallback is None:
         raise ModelSourceError(_not_found_message(repo_id, failure))
     folder = ensure_asset(fallback, cache=root, progress=report)
@@ -196,13 +211,88 @@ def _from_hub(
         tokenizer_dir=folder,
         config_dir=folder,
         weights_dir=None,
-        missing_weights_hint=(
-            f"{repo_id} has no weights on this machine ({failure}): hovers and the architecture "
-            'work, completions need weights. Set phi3.model to "smollm2-135m" for completions '
-            "from the offline model, or download the weights where the network allows "
-            f"(`hf download {repo_id}`)."
-        ),
+        missing_weights_hint=_missing_weights_hint(repo_id, failure),
         trust_remote_code=trust_remote_code,
+    )
+
+
+def fetch_weights(source: ModelSource, *, progress: ProgressCallback | None = None) -> ModelSource:
+    """`source` with the weights it left to fetch (a hub model's, see `weights_pending`), or as
+    it is. Weights that cannot be had leave it without them, its hint saying why."""
+    if not source.weights_pending:
+        return source
+    report = progress or ignore_progress
+    repo_id = source.spec
+    report(
+        ProgressUpdate(
+            "fetching", f"Looking for the weights of {repo_id} on the Hugging Face hub", 0.0
+        )
+    )
+    snapshot, failure = _downloaded_snapshot(
+        repo_id,
+        HUB_FILES,
+        report,
+        downloading=f"Downloading the weights of {repo_id}",
+        unreachable="the Hugging Face hub cannot be reached, and its weights are not in its cache",
+    )
+    if snapshot is not None:
+        try:
+            fetched = _hub_source(repo_id, snapshot, source.trust_remote_code)
+        except ModelSourceError as incomplete:  # the repo changed since its tokenizer was read
+            failure = str(incomplete)
+        else:
+            if fetched.weights_dir is not None:
+                return fetched
+            failure = (
+                "its weights (safetensors) are not in the Hugging Face cache, and none could be "
+                "downloaded"
+            )
+    log.info("%s has no weights here (%s)", repo_id, failure)
+    return replace(
+        source, weights_pending=False, missing_weights_hint=_missing_weights_hint(repo_id, failure)
+    )
+
+
+def _hub_source(repo_id: str, snapshot: Path, trust_remote_code: bool) -> ModelSource:
+    """The source of a snapshot folder that holds the repo's tokenizer and config; its weights
+    are pending when the cache lacks some, unless HF_HUB_OFFLINE=1 forbids fetching them."""
+    from huggingface_hub import constants
+
+    source = _from_folder(repo_id, snapshot, name=repo_id, trust_remote_code=trust_remote_code)
+    if _holds_all_weights(repo_id, snapshot):
+        return replace(source, weights_dir=snapshot, missing_weights_hint=None)
+    if constants.HF_HUB_OFFLINE:
+        hint = _missing_weights_hint(repo_id, "HF_HUB_OFFLINE=1 is set")
+        return replace(source, weights_dir=None, missing_weights_hint=hint)
+    return replace(source, weights_dir=None, missing_weights_hint=None, weights_pending=True)
+
+
+def _holds_all_weights(repo_id: str, snapshot: Path) -> bool:
+    """Whether the cache holds every weight file of the repo in `snapshot`.
+
+    huggingface_hub knows the repo's files where a snapshot download listed them, and reports
+    a snapshot that misses some; a cache filled file by file (as transformers reads a repo) has
+    no such list, so the safetensors index, where there is one, names the shards to check.
+    """
+    if _cached_snapshot(repo_id, HUB_FILES) != snapshot:
+        return False
+    index = snapshot / "model.safetensors.index.json"
+    if not index.is_file():
+        return any(snapshot.glob("*.safetensors"))
+    try:
+        shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        # The load names a broken index better than a guess here.
+        return any(snapshot.glob("*.safetensors"))
+    return bool(shards) and all((snapshot / shard).is_file() for shard in shards)
+
+
+def _missing_weights_hint(repo_id: str, failure: str) -> str:
+    return (
+        f"{repo_id} has no weights on this machine ({failure}): hovers and the architecture "
+        'work, completions need weights. Set phi3.model to "smollm2-135m" for completions '
+        "from the offline model, or download the weights where the network allows "
+        f"(`hf download {repo_id}`)."
     )
 
 
@@ -225,40 +315,104 @@ def _not_found_message(repo_id: str, failure: str) -> str:
     )
 
 
-def _hub_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path | None, str]:
-    """The repo's folder from the hub cache, downloading it if allowed; else (None, why)."""
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _small_files_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path | None, str]:
+    """The repo's folder with its tokenizer and config from the hub cache, downloading them (not
+    the weights) if allowed; else (None, why)."""
+    from huggingface_hub import constants
 
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=True)), ""
-    except LocalEntryNotFoundError:
-        pass
+    snapshot = _cached_snapshot(repo_id, HUB_SMALL_FILES)
+    if snapshot is not None:
+        return snapshot, ""
     if constants.HF_HUB_OFFLINE:
         return None, "HF_HUB_OFFLINE=1 is set"
     # Offline, this is as far as it gets: say what is tried, not that a download runs.
     report(ProgressUpdate("fetching", f"Looking for {repo_id} on the Hugging Face hub", 0.0))
+    return _downloaded_snapshot(
+        repo_id,
+        HUB_SMALL_FILES,
+        report,
+        downloading=f"Downloading the tokenizer and config of {repo_id}",
+        unreachable="the Hugging Face hub cannot be reached, and the model is not in its cache",
+    )
+
+
+def _cached_snapshot(repo_id: str, patterns: list[str]) -> Path | None:
+    """The repo's folder in the hub cache, without asking the hub; None where huggingface_hub
+    finds none, or knows it misses files that `patterns` match."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:  # its IncompleteSnapshotError too
+        return None
+
+
+def _downloaded_snapshot(
+    repo_id: str,
+    patterns: list[str],
+    report: ProgressCallback,
+    *,
+    downloading: str,
+    unreachable: str,
+) -> tuple[Path | None, str]:
+    """The repo's folder once the files that `patterns` match are downloaded, reported as
+    `downloading`; else (None, why), `unreachable` where the hub cannot be reached.
+
+    Where the hub cannot be reached, huggingface_hub may return the cached folder as it is.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
     try:
         folder = snapshot_download(
-            repo_id, allow_patterns=HUB_FILES, etag_timeout=5, tqdm_class=_progress_bar(report)
+            repo_id,
+            allow_patterns=patterns,
+            etag_timeout=5,
+            tqdm_class=_progress_bar(report, downloading),
         )
     except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
-        return None, "the Hugging Face hub cannot be reached, and the model is not in its cache"
+        return None, unreachable
     except Exception as exc:  # auth and missing-repo errors also mean "not available"
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
     return Path(folder), ""
 
 
-def _progress_bar(report: ProgressCallback) -> Any:
-    """A tqdm class that forwards hub download progress to `report`."""
+def _progress_bar(report: ProgressCallback, message: str) -> Any:
+    """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
+    drawing bars on stderr (the server's log).
+
+    Only the bars that count bytes say how far it is, and their total grows as each file
+    starts: the percentage reported only goes up, once per percent (a 7.6 GB download updates
+    them ~1,500 times).
+    """
     from tqdm.auto import tqdm
 
+    lock = threading.Lock()
+    reported = -1
+
     class ForwardingBar(tqdm):  # type: ignore[misc, type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "file": _DISCARDED})
+
         def update(self, n: float | None = 1) -> bool | None:
+            nonlocal reported
             shown: bool | None = super().update(n)
-            if self.total:
-                label = str(self.desc or "Downloading")
-                report(ProgressUpdate("fetching", label, self.n / self.total))
+            if self.unit == "B" and self.total:
+                percent = min(100, int(100 * self.n / self.total))
+                with lock:
+                    if percent <= reported:
+                        return shown
+                    reported = percent
+                report(ProgressUpdate("fetching", message, percent / 100))
             return shown
 
     return ForwardingBar
+
+
+class _Discarded(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+_DISCARDED = _Discarded()

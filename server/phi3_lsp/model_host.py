@@ -575,7 +575,8 @@ class ModelHost:
     def _load_steps(
         self, load_id: int, request: LoadRequest
     ) -> tuple[ModelEngine | None, str | None]:
-        """Resolve, load the tokenizer, then the engine; returns it and the missing-weights hint.
+        """Resolve, load the tokenizer, fetch a hub model's weights, then load the engine; returns
+        it and the missing-weights hint.
 
         Returns no engine when a newer load superseded this one before the weights.
         """
@@ -589,12 +590,17 @@ class ModelHost:
 
         # The tokenizer needs neither torch nor transformers: hovers work seconds before the
         # first load has imported them.
-        from phi3_lsp.sources import resolve_model
+        from phi3_lsp.sources import fetch_weights, resolve_model
         from phi3_lsp.tokens import DocumentTokenizer
 
         on_progress(ProgressUpdate("loading", f"Finding {request.model}"))
+        # A hub model's weights are gigabytes (Phi-3-mini's: 7.6 GB), its tokenizer and config a
+        # few MB: hovers work from the tokenizer on, while the weights download.
         source = resolve_model(
-            request.model, progress=on_progress, trust_remote_code=request.trust_remote_code
+            request.model,
+            progress=on_progress,
+            trust_remote_code=request.trust_remote_code,
+            weights="later",
         )
         # torch and transformers are imported on a thread of their own (seconds, on the first
         # load, holding the GIL) while this one reads the tokenizer's file, which is parsed
@@ -605,6 +611,9 @@ class ModelHost:
         importer.shutdown(wait=False)  # an error below must not wait for the imports
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
         self._take_tokenizer(load_id, tokenizer)
+        if load_id != self._load_id:
+            return None, None  # a newer load waits: a download, once begun, cannot be stopped
+        source = fetch_weights(source, progress=on_progress)
         engine_class = importing.result()
         if load_id != self._load_id:
             return None, None

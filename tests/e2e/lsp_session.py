@@ -1,8 +1,8 @@
 """A pytest-lsp session with the real server (`python -m phi3_lsp`) as a subprocess over stdio.
 
-Each server runs with an empty, offline HF_HOME, so the default model resolves to the offline
-pack's Phi-3 tokenizer and config, and `smollm2-135m` to the pack's SmolLM2 weights in the
-usual phi3-lsp cache (built once, reused by every run).
+Each server runs with an empty, offline HF_HOME (unless a test gives it a hub to ask), so the
+default model resolves to the offline pack's Phi-3 tokenizer and config, and `smollm2-135m` to
+the pack's SmolLM2 weights in the usual phi3-lsp cache (built once, reused by every run).
 """
 
 from __future__ import annotations
@@ -204,15 +204,23 @@ def make_client() -> Phi3Client:
 
 
 def server_config(
-    model: str | None, hf_home: Path, log_file: Path | None = None
+    model: str | None,
+    hf_home: Path,
+    log_file: Path | None = None,
+    hub_endpoint: str | None = None,
 ) -> ClientServerConfig:
-    """The real server as a subprocess, offline, with an empty Hugging Face home."""
+    """The real server as a subprocess with the Hugging Face home `hf_home`: offline, unless a
+    `hub_endpoint` is given for it to ask."""
     command = [sys.executable, "-m", "phi3_lsp"]
     if model is not None:
         command += ["--model", model]
     if log_file is not None:
         command += ["--log-file", str(log_file)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(hf_home), PYTHONUNBUFFERED="1")
+    if hub_endpoint is not None:
+        del env["HF_HUB_OFFLINE"]
+        # A download the test holds must outlast huggingface_hub's wait for data (10 s).
+        env.update(HF_ENDPOINT=hub_endpoint, HF_HUB_DOWNLOAD_TIMEOUT=str(int(LOAD_TIMEOUT)))
     return ClientServerConfig(server_command=command, client_factory=make_client, server_env=env)
 
 
@@ -224,9 +232,10 @@ async def start(
     *,
     initialize: bool = True,
     log_file: Path | None = None,
+    hub_endpoint: str | None = None,
 ) -> Phi3Client:
     """Start a server and (unless told not to) initialize a session; the model loads after."""
-    client = await server_config(model, hf_home, log_file).start()
+    client = await server_config(model, hf_home, log_file, hub_endpoint).start()
     assert isinstance(client, Phi3Client)
     if settings is not None:
         client.set_configuration({"phi3": settings})

@@ -1,0 +1,150 @@
+"""A local server that answers as the Hugging Face hub does for snapshot downloads (the repo's
+commit, its file list, each file), for tests of downloads on machines that cannot reach the hub."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from hub_cache import COMMIT, WEIGHTS, repo_files, sha256_of
+
+HELD_BYTES = 1 << 20
+"""What a held weights download keeps back until it is released."""
+
+
+@dataclass
+class LocalHub:
+    """What the local hub serves and has sent; with `hold_weights`, the end of a weights file
+    waits for `weights_released`, and `weights_asked` is set once such a file is asked for."""
+
+    repos: dict[str, Path]
+    endpoint: str = ""
+    sent: list[str] = field(default_factory=list)
+    """`repo/file` of each file sent whole, in order."""
+    hold_weights: bool = False
+    weights_asked: threading.Event = field(default_factory=threading.Event)
+    weights_released: threading.Event = field(default_factory=threading.Event)
+
+    def bytes_sent(self, pattern: str = "*") -> int:
+        return sum(
+            (self.repos[path.rsplit("/", 1)[0]] / path.rsplit("/", 1)[1]).stat().st_size
+            for path in self.sent
+            if fnmatch(path.rsplit("/", 1)[1], pattern)
+        )
+
+
+@contextmanager
+def local_hub(repos: dict[str, Path], *, hold_weights: bool = False) -> Iterator[LocalHub]:
+    """Serve `repos` (repo id → folder) on 127.0.0.1 as the hub's API and file downloads do."""
+    hub = LocalHub(repos, hold_weights=hold_weights)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
+    server.daemon_threads = True
+    hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield hub
+    finally:
+        hub.weights_released.set()
+        server.shutdown()
+        server.server_close()
+
+
+def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
+    class HubHandler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # the test's output is not the place
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def _answer(self, *, body: bool) -> None:
+            path = unquote(urlsplit(self.path).path).strip("/").split("/")
+            if path[:2] == ["api", "models"] and len(path) >= 6:
+                repo_id, kind = "/".join(path[2:4]), path[4]
+                folder = hub.repos.get(repo_id)
+                if folder is not None and kind == "revision":
+                    names = [{"rfilename": file.name} for file in repo_files(folder)]
+                    self._json({"id": repo_id, "sha": COMMIT, "siblings": names}, body)
+                    return
+                if folder is not None and kind == "tree":
+                    self._json(_tree_entries(folder), body)
+                    return
+            elif len(path) >= 5 and path[2] == "resolve":
+                repo_id, name = "/".join(path[:2]), "/".join(path[4:])
+                folder = hub.repos.get(repo_id)
+                if folder is not None and (folder / name).is_file():
+                    self._file(repo_id, folder / name, body)
+                    return
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _json(self, value: object, body: bool) -> None:
+            data = json.dumps(value).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body:
+                self.wfile.write(data)
+
+        def _file(self, repo_id: str, file: Path, body: bool) -> None:
+            data = file.read_bytes()
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("ETag", f'"{sha256_of(file)}"')
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if not body:
+                return
+            if hub.hold_weights and fnmatch(file.name, WEIGHTS):
+                # huggingface_hub reads 10 MiB at a time: a file larger than that is seen in
+                # part, and its progress reported, before the rest waits.
+                sent_first = max(0, len(data) - HELD_BYTES)
+                self.wfile.write(data[:sent_first])
+                self.wfile.flush()
+                hub.weights_asked.set()
+                hub.weights_released.wait()
+                data = data[sent_first:]
+            self.wfile.write(data)
+            hub.sent.append(f"{repo_id}/{file.name}")
+
+    return HubHandler
+
+
+def _tree_entries(folder: Path) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = []
+    for file in repo_files(folder):
+        entry: dict[str, object] = {
+            "type": "file",
+            "path": file.name,
+            "size": file.stat().st_size,
+            "oid": sha256_of(file),
+        }
+        if fnmatch(file.name, WEIGHTS):
+            size = file.stat().st_size
+            entry["lfs"] = {"oid": sha256_of(file), "size": size, "pointerSize": 134}
+        entries.append(entry)
+    return entries
+
+
+def unreachable_endpoint() -> str:
+    """An address on this machine where nothing answers, as the hub is for a machine without
+    network."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

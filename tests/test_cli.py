@@ -7,15 +7,18 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
+from local_hub import local_hub, unreachable_endpoint
+
 CAPITAL = "The capital of France is"
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
+TINY_REPO = "phi3-lsp-tests/tiny-phi3"
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +112,7 @@ def test_an_unreachable_hub_falls_back_to_the_pack_without_claiming_a_download(
     offline_env: dict[str, str],
 ) -> None:
     # Not HF_HUB_OFFLINE: the hub is tried, as on a machine without network, and refused.
-    unreachable = {**offline_env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    unreachable = {**offline_env, "HF_ENDPOINT": unreachable_endpoint()}
     del unreachable["HF_HUB_OFFLINE"]
     result = phi3_lsp(unreachable, "tokenize", "The capital of France is")
     assert result.returncode == 0, result.stderr
@@ -122,7 +125,7 @@ def test_an_unreachable_hub_falls_back_to_the_pack_without_claiming_a_download(
 def test_without_the_hub_a_completion_of_the_default_model_says_what_to_set(
     offline_env: dict[str, str],
 ) -> None:
-    unreachable = {**offline_env, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}
+    unreachable = {**offline_env, "HF_ENDPOINT": unreachable_endpoint()}
     del unreachable["HF_HUB_OFFLINE"]
     line = one_error_line(phi3_lsp(unreachable, "complete", "The capital of France is"))
     assert line.startswith(
@@ -132,11 +135,64 @@ def test_without_the_hub_a_completion_of_the_default_model_says_what_to_set(
     )
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+def online_env(offline_env: dict[str, str], endpoint: str, hf_home: Path) -> dict[str, str]:
+    """The hub at `endpoint` may be asked, with `hf_home` as the Hugging Face home."""
+    env = {**offline_env, "HF_ENDPOINT": endpoint, "HF_HOME": str(hf_home)}
+    del env["HF_HUB_OFFLINE"]
+    return env
+
+
+def test_a_hub_models_weights_are_downloaded_only_by_the_commands_that_use_them(
+    offline_env: dict[str, str], tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    hf_home = tmp_path / "hf-home"
+    with local_hub({TINY_REPO: tiny_phi3_dir}) as hub:
+        env = online_env(offline_env, hub.endpoint, hf_home)
+        tokenized = phi3_lsp(env, "tokenize", "--model", TINY_REPO, "--json", CAPITAL)
+        assert tokenized.returncode == 0, tokenized.stderr
+        assert json.loads(tokenized.stdout)["promptIds"] == [1, 450, 7483, 310, 3444, 338]
+        shown = phi3_lsp(env, "architecture", "--model", TINY_REPO)
+        assert shown.returncode == 0, shown.stderr
+        assert shown.stdout.startswith(f"{TINY_REPO}: Phi3ForCausalLM, ")
+        assert f"{TINY_REPO}/tokenizer.json" in hub.sent
+        assert hub.bytes_sent(WEIGHTS) == 0
+        assert not list(hf_home.rglob(WEIGHTS))
+        completed = phi3_lsp(env, "complete", "--model", TINY_REPO, "--max-new-tokens", "3", "Hi")
+        assert completed.returncode == 0, completed.stderr
+        assert hub.sent[-1] == f"{TINY_REPO}/model.safetensors"
+    assert f"fetching 0%: Looking for the weights of {TINY_REPO}" in completed.stderr
+    assert f"fetching 100%: Downloading the weights of {TINY_REPO}" in completed.stderr
+
+
+def test_a_completion_downloads_the_weights_that_a_cached_tokenizer_came_without(
+    offline_env: dict[str, str], tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # As transformers leaves the cache after reading the tokenizer: its files, no file list.
+    hf_home = tmp_path / "hf-home"
+    place_in_hub_cache(hf_home / "hub", TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS)
+    with local_hub({TINY_REPO: tiny_phi3_dir}) as hub:
+        env = online_env(offline_env, hub.endpoint, hf_home)
+        completed = phi3_lsp(env, "complete", "--model", TINY_REPO, "--max-new-tokens", "3", "Hi")
+    assert completed.returncode == 0, completed.stderr
+    assert hub.sent == [f"{TINY_REPO}/model.safetensors"]
+
+
+def test_after_a_download_cut_short_tokenize_works_without_the_hub(
+    offline_env: dict[str, str], tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # The tokenizer and config came, and the file list that names the weights still missing.
+    hf_home = tmp_path / "hf-home"
+    place_in_hub_cache(hf_home / "hub", TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS, listed=True)
+    env = online_env(offline_env, unreachable_endpoint(), hf_home)
+    tokenized = phi3_lsp(env, "tokenize", "--model", TINY_REPO, "--json", CAPITAL)
+    assert tokenized.returncode == 0, tokenized.stderr
+    assert json.loads(tokenized.stdout)["promptIds"] == [1, 450, 7483, 310, 3444, 338]
+    line = one_error_line(phi3_lsp(env, "complete", "--model", TINY_REPO, CAPITAL))
+    assert line.startswith(
+        f"phi3-lsp: error: {TINY_REPO} has no weights on this machine (the Hugging Face hub "
+        "cannot be reached, and its weights are not in its cache)"
+    )
+    assert f"(`hf download {TINY_REPO}`)" in line
 
 
 def test_architecture_of_phi3_mini_without_weights(offline_env: dict[str, str]) -> None:

@@ -33,12 +33,9 @@ class LocalHub:
     weights_asked: threading.Event = field(default_factory=threading.Event)
     weights_released: threading.Event = field(default_factory=threading.Event)
 
-    def bytes_sent(self, pattern: str = "*") -> int:
-        return sum(
-            (self.repos[path.rsplit("/", 1)[0]] / path.rsplit("/", 1)[1]).stat().st_size
-            for path in self.sent
-            if fnmatch(path.rsplit("/", 1)[1], pattern)
-        )
+    def sent_matching(self, pattern: str) -> list[str]:
+        """The files sent whose names match `pattern`."""
+        return [path for path in self.sent if fnmatch(path.rsplit("/", 1)[1], pattern)]
 
 
 @contextmanager

@@ -80,7 +80,9 @@ class DraftsKeeper:
     # --- with the lock held -----------------------------------------------------------------
 
     def _serves(self, engine: ModelEngine) -> bool:
-        """Whether `engine`'s drafts are still wanted, and the model thread still takes jobs."""
+        """Whether `engine`'s drafts are still wanted, and the model thread still takes jobs.
+        Asked without the lock, an answer may be stale: drafts loaded on one are dropped by the
+        job that the change queued, after the load on the same thread."""
         return engine is self._engine and self._wanted and not self._thread.closed
 
     def _take(self, engine: ModelEngine) -> None:

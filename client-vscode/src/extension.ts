@@ -2,6 +2,7 @@
 
 import * as vscode from "vscode";
 import { ArchitectureDocuments } from "./architectureView";
+import { AnswerCancelled } from "./commandAnswer";
 import {
   isArchitectureReport,
   isServerStatus,
@@ -188,6 +189,10 @@ async function reportFailure(
   fix?: { readonly title: string; readonly run: () => Promise<void> },
 ): Promise<void> {
   const message = error instanceof Error ? error.message : String(error);
+  if (error instanceof AnswerCancelled) {
+    output.info(message); // the user's own doing, and its notification has gone: nothing to add
+    return;
+  }
   if (error instanceof WaitCancelled) {
     output.info(message);
     void vscode.window.showInformationMessage(message); // the user's own doing: no error

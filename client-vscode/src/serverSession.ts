@@ -20,6 +20,7 @@ import {
   type StaticFeature,
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
+import { AnswerCancelled, awaitAnswer, SLOW_ANSWER_MS, slowAnswerReason } from "./commandAnswer";
 import { readWhereTheCursorRests } from "./cursorReads";
 import { COMPLETED_SCHEMES, isCompletedScheme, needsServerNow } from "./firstStart";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
@@ -102,6 +103,10 @@ const RESTART_FAILED = "Restarting server failed";
 
 function isNotRunningError(error: unknown): error is Error {
   return error instanceof Error && error.message.startsWith("Client is not running");
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function ignore(): void {
@@ -196,7 +201,10 @@ export interface CommandRequest {
   readonly command: string;
   /** The command's title in the palette, named while it waits for the server to start. */
   readonly title: string;
-  /** Shown in the status bar while the server works on it, if given. */
+  /**
+   * Shown in the status bar while the server works on it, if given, and as the title of a
+   * slow answer's notification.
+   */
   readonly progress?: string;
 }
 
@@ -286,7 +294,8 @@ export class ServerSession implements vscode.Disposable {
 
   /**
    * Sends workspace/executeCommand to the running server, after the start it needs (in a
-   * waiting window) or one under way; that wait shows in a notification the user can cancel.
+   * waiting window) or one under way; that wait shows in a notification the user can cancel,
+   * and so does a wait for the answer that lasts more than a moment (commandAnswer.ts).
    */
   async executeCommand(request: CommandRequest): Promise<unknown> {
     const isRunning = () => this.client?.isRunning() === true;
@@ -309,17 +318,31 @@ export class ServerSession implements vscode.Disposable {
     if (wait === "notRunning" || client === undefined) {
       throw new Error('The Phi-3 server is not running. Use "Phi-3: Restart server".');
     }
-    const answer = client.sendRequest(ExecuteCommandRequest.type, {
-      command: request.command,
-      arguments: [],
-    });
-    if (request.progress === undefined) {
-      return answer;
-    }
-    return vscode.window.withProgress(
-      { location: vscode.ProgressLocation.Window, title: request.progress },
-      () => answer,
+    const params = { command: request.command, arguments: [] };
+    const title = request.progress ?? `Phi-3: ${request.title}`;
+    const reply = awaitAnswer(
+      (token) => client.sendRequest(ExecuteCommandRequest.type, params, token),
+      delay(SLOW_ANSWER_MS),
+      (waitUntilAnswered) =>
+        vscode.window.withProgress(
+          { location: vscode.ProgressLocation.Notification, title, cancellable: true },
+          (progress, cancel) => {
+            progress.report({ message: slowAnswerReason(this.deps.statusBar.serverStatus) });
+            return waitUntilAnswered(cancel);
+          },
+        ),
     );
+    const ended =
+      request.progress === undefined
+        ? await reply
+        : await vscode.window.withProgress(
+            { location: vscode.ProgressLocation.Window, title: request.progress },
+            () => reply,
+          );
+    if (ended.kind === "cancelled") {
+      throw new AnswerCancelled(request.title);
+    }
+    return ended.answer;
   }
 
   dispose(): void {

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { marked, type Tokens } from "marked";
 import {
+  type CancellationToken,
   CancellationTokenSource,
   DidOpenTextDocumentNotification,
   ExecuteCommandRequest,
@@ -27,11 +28,13 @@ import {
   ShutdownRequest,
 } from "vscode-languageserver-protocol/node";
 import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
+import { awaitAnswer } from "../../src/commandAnswer";
 import {
   isArchitectureReport,
   isReadAtCursorResult,
   isWeightReads,
   READ_AT_CURSOR_REQUEST,
+  SHOW_ARCHITECTURE_COMMAND,
 } from "../../src/protocol";
 import { DEFAULT_SETTINGS } from "../../src/settings";
 import { renderStatus } from "../../src/statusView";
@@ -413,6 +416,57 @@ void describe("the default model offline: Phi-3's tokenizer and config, no weigh
             assert.match(row[2]?.text ?? "", /^\d+$/, markdown);
           }
         }
+      });
+    },
+  );
+});
+
+void describe("a command asked while the model loads", () => {
+  void it(
+    "waits for the load in a wait the user can cancel; cancelled, the server answers at once",
+    { timeout: LOAD_TIMEOUT_MS },
+    async () => {
+      await LanguageServerProcess.with("smollm2-135m", {}, async (server) => {
+        await server.initialize();
+        const askArchitecture = (token: CancellationToken): Promise<unknown> =>
+          server.connection.sendRequest(
+            ExecuteCommandRequest.type,
+            { command: SHOW_ARCHITECTURE_COMMAND, arguments: [] },
+            token,
+          );
+        // The moment has passed already: both waits show while the model loads.
+        const shown: string[] = [];
+        const waitedFor = awaitAnswer(askArchitecture, Promise.resolve(), (wait) => {
+          shown.push("architecture");
+          return wait(new CancellationTokenSource().token);
+        });
+        let cancelledRequest: Promise<unknown> = Promise.resolve();
+        const cancelButton = new CancellationTokenSource();
+        const cancelled = awaitAnswer(
+          (token) => (cancelledRequest = askArchitecture(token)),
+          Promise.resolve(),
+          (wait) => {
+            shown.push("cancelled");
+            const ended = wait(cancelButton.token);
+            cancelButton.cancel();
+            return ended;
+          },
+        );
+        assert.deepEqual(await cancelled, { kind: "cancelled" });
+        await assert.rejects(
+          cancelledRequest,
+          (error) =>
+            error instanceof ResponseError && error.code === LSPErrorCodes.RequestCancelled,
+        );
+        assert.ok(
+          !server.statuses.some((status) => status.state === "ready"),
+          "the cancel is answered before the load ends",
+        );
+
+        const answered = await waitedFor;
+        const report = answered.kind === "answered" ? answered.answer : answered.kind;
+        assert.ok(isArchitectureReport(report) && report.weightsLoaded, "the loaded model's");
+        assert.deepEqual(shown, ["architecture", "cancelled"]);
       });
     },
   );

@@ -1,0 +1,70 @@
+/**
+ * How a command waits for the running server's answer. Most answers come within a moment, but
+ * a command asked while the model loads is answered once the load has ended (Phi-3-mini:
+ * minutes). So a wait that lasts more than a moment is shown, with a Cancel button that
+ * cancels the request: the server answers a cancelled request at once, and the load goes on.
+ * A quick answer shows nothing, which would flash by.
+ *
+ * Plain module: only type imports from `vscode`.
+ */
+
+import type * as vscode from "vscode";
+import { RequestCancellation, whenCancelled } from "./cancellation";
+import type { ServerStatus } from "./protocol";
+import type { ShowWait } from "./serverWait";
+
+/** How long an answer may take before its wait is shown. */
+export const SLOW_ANSWER_MS = 1000;
+
+/** How a command's request to the running server ended. */
+export type CommandAnswer<T> =
+  | { readonly kind: "answered"; readonly answer: T }
+  /** The user cancelled the shown wait; the request was cancelled with it. */
+  | { readonly kind: "cancelled" };
+
+/**
+ * Sends a request with `ask` and waits for its answer: quietly until `aMomentPassed`, then
+ * with `showWait`, whose cancel cancels the request (the token handed to `ask`). A request that
+ * fails rejects, as `ask`'s promise does.
+ */
+export async function awaitAnswer<T>(
+  ask: (token: vscode.CancellationToken) => Promise<T>,
+  aMomentPassed: Promise<unknown>,
+  showWait: ShowWait,
+): Promise<CommandAnswer<T>> {
+  const request = new RequestCancellation();
+  const answer = ask(request.token).then((value) => ({ kind: "answered", answer: value }) as const);
+  const quick = await Promise.race([answer, aMomentPassed.then(() => undefined)]);
+  if (quick !== undefined) {
+    return quick;
+  }
+  const ended = await showWait(async (cancelButton) => {
+    const cancelled = whenCancelled(cancelButton);
+    try {
+      return await Promise.race([answer, cancelled.promise]);
+    } finally {
+      cancelled.dispose();
+    }
+  });
+  if (ended !== "cancelled") {
+    return ended;
+  }
+  request.cancel(); // $/cancelRequest: the server answers with an error, which nobody waits for
+  answer.catch(() => undefined);
+  return { kind: "cancelled" };
+}
+
+/** The line under a slow answer's title: why it waits, when the server's status says. */
+export function slowAnswerReason(status: ServerStatus | undefined): string | undefined {
+  if (status?.state !== "loading") {
+    return undefined;
+  }
+  return `The server answers once ${status.model} has loaded (the status bar shows how far).`;
+}
+
+/** A command whose slow answer the user cancelled. */
+export class AnswerCancelled extends Error {
+  constructor(commandTitle: string) {
+    super(`Phi-3: "${commandTitle}" cancelled.`);
+  }
+}

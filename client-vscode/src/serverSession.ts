@@ -532,6 +532,13 @@ export class ServerSession implements vscode.Disposable {
     const client = new Phi3LanguageClient("phi3", "Phi-3", serverOptions, clientOptions);
     client.ownMiddleware = middleware;
     client.onNotification(STATUS_NOTIFICATION, (status: unknown) => {
+      // A client given up or replaced may still hear from its process for a while: a start
+      // given up finishes its handshake if the process answers within the 2 s before the
+      // library ends it, and a stop that times out leaves the connection open as long. Its
+      // statuses are not those of the server the status bar shows.
+      if (this.client !== client) {
+        return;
+      }
       if (isServerStatus(status)) {
         statusBar.setServerStatus(status);
       } else {

@@ -13,6 +13,10 @@
  * An answer that comes about when VS Code gives up may cross its cancellation and be dropped
  * unseen: a late answer is followed by asking again too.
  *
+ * A request made while the model loads (a restart after a crash, say) is sent once it has
+ * loaded, as long as the document and the cursor stay (modelLoad.ts); its answer then comes
+ * late, and asking again shows it.
+ *
  * Until then the suggestion is pending: Escape turns it down (pendingSuggestions.ts). The
  * server stops, and neither the answer nor asking again shows anything.
  *
@@ -21,7 +25,7 @@
 
 import type * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient";
-import { RequestCancellation, whenCancelled } from "./cancellation";
+import { type CancellationSignal, RequestCancellation, whenCancelled } from "./cancellation";
 import { waitUnlessCancelled } from "./debounce";
 
 export interface InlineRequestHooks {
@@ -32,6 +36,11 @@ export interface InlineRequestHooks {
    * none (a model without weights) and the user has been told why; no request is sent then.
    */
   cannotSuggest(): boolean;
+  /**
+   * Resolves true once the server's model is loaded (at once when it is), false if `cancel`
+   * comes first: a server whose model loads answers nothing (modelLoad.ts).
+   */
+  untilModelLoaded(cancel: CancellationSignal): Promise<boolean>;
   requestStarted(): void;
   /** Always called once per started request, also when it fails or is cancelled. */
   requestFinished(roundTripMs: number, cancelled: boolean): void;
@@ -117,9 +126,6 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       try {
         // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
         const automatic = context.triggerKind !== INVOKED;
-        if (!automatic && hooks.cannotSuggest()) {
-          return null;
-        }
         // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
         const debounced = !automatic || (await waitUnlessCancelled(debounceMs, token));
         if (!debounced || !stillWanted()) {
@@ -129,14 +135,30 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
         const place = hooks.watchPlace(document, position, () => {
           serverRequest.cancel();
         });
-        const started = now();
-        hooks.requestStarted();
-        const answer = (async () => {
+        const ask = async () => {
+          const started = now();
+          hooks.requestStarted();
           try {
             return await next(document, position, context, serverRequest.token);
           } finally {
-            place.dispose();
             hooks.requestFinished(now() - started, serverRequest.isCancellationRequested);
+          }
+        };
+        const answer = (async () => {
+          try {
+            // Asked while the model loads, the request is sent once it has loaded: an answer
+            // then comes as a late one does (below), while the place stays as it was.
+            const loaded = await hooks.untilModelLoaded(serverRequest.token);
+            if (!loaded || disposed || !stillWanted()) {
+              return null;
+            }
+            // Asked once the model is there: it may have come without weights.
+            if (!automatic && hooks.cannotSuggest()) {
+              return null;
+            }
+            return await ask();
+          } finally {
+            place.dispose();
           }
         })();
         // Asked again only once: the new request is the user's (`Invoke`), answered at once.

@@ -24,6 +24,7 @@ import { AnswerCancelled, awaitAnswer, SLOW_ANSWER_MS, slowAnswerReason } from "
 import { readWhereTheCursorRests } from "./cursorReads";
 import { COMPLETED_SCHEMES, isCompletedScheme, needsServerNow } from "./firstStart";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
+import { modelLoaded } from "./modelLoad";
 import { explainNoSuggestions, loadedWithoutWeights } from "./noWeights";
 import type { PendingSuggestions } from "./pendingSuggestions";
 import { isServerStatus, STATUS_NOTIFICATION } from "./protocol";
@@ -451,6 +452,7 @@ export class ServerSession implements vscode.Disposable {
         explainNoSuggestions(status, output);
         return true;
       },
+      untilModelLoaded: (cancel) => modelLoaded(statusBar, cancel),
       requestStarted: () => {
         statusBar.requestStarted();
       },

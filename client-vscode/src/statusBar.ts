@@ -2,6 +2,7 @@
 
 import * as vscode from "vscode";
 import { CompletionFigures } from "./completionFigures";
+import type { ServerStatusSource } from "./modelLoad";
 import type { ServerStatus } from "./protocol";
 import type { ExtensionSettings } from "./settings";
 import { type ConnectionState, renderStatus } from "./statusView";
@@ -9,8 +10,11 @@ import { type ConnectionState, renderStatus } from "./statusView";
 export const SHOW_OUTPUT_COMMAND = "phi3.showOutput";
 export const SHOW_MENU_COMMAND = "phi3.showMenu";
 
-export class StatusBar implements vscode.Disposable {
+export class StatusBar implements vscode.Disposable, ServerStatusSource {
   private readonly item: vscode.StatusBarItem;
+  private readonly statusChanges = new vscode.EventEmitter<void>();
+  /** Fires whenever `serverStatus` may have changed (a new status, or the server gone). */
+  readonly onServerStatusChanged = this.statusChanges.event;
   private connection: ConnectionState = { kind: "starting" };
   private readonly figures = new CompletionFigures();
   private requestsInFlight = 0;
@@ -31,6 +35,7 @@ export class StatusBar implements vscode.Disposable {
       this.requestsInFlight = 0;
     }
     this.render();
+    this.statusChanges.fire();
   }
 
   /** The current process's latest `phi3/status`; undefined until its first one. */
@@ -41,6 +46,7 @@ export class StatusBar implements vscode.Disposable {
   setServerStatus(status: ServerStatus): void {
     this.figures.serverStatusArrived(status);
     this.render();
+    this.statusChanges.fire();
   }
 
   requestStarted(): void {
@@ -73,6 +79,7 @@ export class StatusBar implements vscode.Disposable {
   }
 
   dispose(): void {
+    this.statusChanges.dispose();
     this.item.dispose();
   }
 }

@@ -6,7 +6,10 @@ import {
   type InlineRequestHooks,
   inlineCompletionMiddleware,
 } from "../../src/inlineCompletionMiddleware";
+import { modelLoaded, type ServerStatusSource } from "../../src/modelLoad";
 import { PendingSuggestions } from "../../src/pendingSuggestions";
+import type { ServerStatus } from "../../src/protocol";
+import { readyStatus } from "./statusFixtures";
 
 // The middleware only passes these through; plain objects stand in for VS Code's.
 const position = { line: 0, character: 24 } as unknown as vscode.Position;
@@ -50,7 +53,8 @@ function editableDocument() {
 function recorder(
   settings: { inlineCompletions: boolean; debounceMs: number },
   now?: () => number,
-  canSuggest = true,
+  canSuggest: () => boolean = () => true,
+  serverStatus: ServerStatusSource = loadingServer().source,
 ) {
   const events: string[] = [];
   const asked: [vscode.TextDocument, vscode.Position][] = [];
@@ -59,11 +63,12 @@ function recorder(
   const hooks: InlineRequestHooks = {
     currentSettings: () => settings,
     cannotSuggest: () => {
-      if (!canSuggest) {
+      if (!canSuggest()) {
         events.push("told why not");
       }
-      return !canSuggest;
+      return !canSuggest();
     },
+    untilModelLoaded: (cancel) => modelLoaded(serverStatus, cancel),
     requestStarted: () => events.push("started"),
     requestFinished: (_ms, cancelled) => events.push(cancelled ? "cancelled" : "finished"),
     watchPlace: (_document, _position, listener) => {
@@ -130,6 +135,27 @@ function pendingAnswer() {
 
 const settled = () => new Promise((resolve) => setImmediate(resolve));
 
+/** The server's status as the status bar keeps it: loading until `loaded`, if `loading`. */
+function loadingServer(options: { loading?: boolean; weights?: boolean } = {}) {
+  const listeners = new Set<() => void>();
+  const model = "smollm2-135m";
+  const source: { serverStatus: ServerStatus | undefined } & ServerStatusSource = {
+    serverStatus:
+      options.loading === true ? { ...readyStatus(model), state: "loading" } : readyStatus(model),
+    onServerStatusChanged: (listener) => {
+      listeners.add(listener);
+      return { dispose: () => listeners.delete(listener) };
+    },
+  };
+  const loaded = () => {
+    source.serverStatus = { ...readyStatus(model), weightsLoaded: options.weights ?? true };
+    for (const listener of [...listeners]) {
+      listener();
+    }
+  };
+  return { source, loaded, listeners };
+}
+
 /** A request the middleware has sent on to a server that answers when the test says. */
 async function sentRequest(
   options: { now?: () => number; context?: vscode.InlineCompletionContext } = {},
@@ -190,7 +216,7 @@ describe("inline completion middleware", () => {
     const { events, request } = recorder(
       { inlineCompletions: true, debounceMs: 0 },
       undefined,
-      false,
+      () => false,
     );
     const { token } = tokenSource();
     const result = await request(
@@ -208,7 +234,7 @@ describe("inline completion middleware", () => {
     const { events, request } = recorder(
       { inlineCompletions: true, debounceMs: 0 },
       undefined,
-      false,
+      () => false,
     );
     const { token } = tokenSource();
     const result = await request(token, () => Promise.resolve(nothing));
@@ -434,5 +460,106 @@ describe("inline completion middleware", () => {
     server.give(suggestion);
     await settled();
     assert.deepEqual(asked, []);
+  });
+
+  it("sends a request made while the model loads once it has loaded, and asks again with its answer", async () => {
+    const server = loadingServer({ loading: true });
+    const { events, asked, document, watchers, request, pending } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      undefined,
+      undefined,
+      server.source,
+    );
+    const { source, token } = tokenSource();
+    const answer = pendingAnswer();
+    const result = request(token, answer.next);
+    await settled();
+    assert.equal(
+      answer.sentWith(),
+      undefined,
+      "nothing is sent to a server that would say nothing",
+    );
+    source.cancel(); // VS Code stops waiting after 750 ms
+    assert.equal(await result, null);
+    assert.equal(pending.pending, true, "the suggestion is still to come");
+    server.loaded();
+    await settled();
+    assert.ok(answer.sentWith(), "sent once the model has loaded");
+    answer.give(suggestion);
+    await settled();
+    assert.deepEqual(asked, [[document, position]], "VS Code is asked again: the ghost text shows");
+    assert.deepEqual(events, ["started", "finished"]);
+    assert.equal(pending.pending, false);
+    assert.equal(watchers.size, 0);
+    assert.equal(server.listeners.size, 0);
+  });
+
+  it("answers a suggestion the user asked for while the model loads once it has loaded", async () => {
+    const server = loadingServer({ loading: true });
+    const { request } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      undefined,
+      undefined,
+      server.source,
+    );
+    const { token } = tokenSource();
+    // As phi3-lsp does: nothing while the model loads.
+    const loading = () => server.source.serverStatus?.state === "loading";
+    const result = request(token, () => Promise.resolve(loading() ? nothing : suggestion), invoked);
+    await settled();
+    server.loaded();
+    assert.equal(await result, suggestion);
+  });
+
+  it("tells the user who asked during the load why no suggestion comes from a model without weights", async () => {
+    const server = loadingServer({ loading: true, weights: false });
+    const { events, request } = recorder(
+      { inlineCompletions: true, debounceMs: 0 },
+      undefined,
+      () => server.source.serverStatus?.weightsLoaded === true,
+      server.source,
+    );
+    const { token } = tokenSource();
+    const result = request(
+      token,
+      () => {
+        throw new Error("must not be called");
+      },
+      invoked,
+    );
+    await settled();
+    assert.deepEqual(events, [], "nothing to say before the load has ended");
+    server.loaded();
+    assert.equal(await result, null);
+    assert.deepEqual(events, ["told why not"]);
+  });
+
+  it("sends nothing when the document is edited, or Escape pressed, while the model loads", async () => {
+    for (const change of ["edit", "escape"] as const) {
+      const server = loadingServer({ loading: true });
+      const recorded = recorder(
+        { inlineCompletions: true, debounceMs: 0 },
+        undefined,
+        undefined,
+        server.source,
+      );
+      const { source, token } = tokenSource();
+      let calls = 0;
+      const result = recorded.request(token, () => {
+        calls += 1;
+        return Promise.resolve(suggestion);
+      });
+      await settled();
+      source.cancel();
+      assert.equal(await result, null);
+      recorded[change]();
+      await settled();
+      assert.equal(recorded.pending.pending, false, change);
+      assert.equal(server.listeners.size, 0, change);
+      server.loaded();
+      await settled();
+      assert.equal(calls, 0, change);
+      assert.deepEqual(recorded.asked, [], change);
+    }
   });
 });

@@ -532,6 +532,8 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   const lastCompletion = afterRead.split("\n").find((line) => line.startsWith("Last completion"));
   log(`the suggestion at the long file's end, after the read: ${lastCompletion}`);
 
+  await serverCrashes(page, workbench);
+
   if (workspaceSettings["phi3.pythonPath"] !== undefined) {
     await trustTheWorkspace(page, workbench, workspace, workspaceSettings, python);
   } else {
@@ -539,6 +541,122 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
     await serverExitsWhileStarting(page, workbench, workspace, python);
     await serverNeverAnswers(page, workbench, workspace, python, userDataDir);
   }
+}
+
+/** The status bar entry of the server's work-done progress while it loads the model. */
+const LOADING_PROGRESS = `Loading ${MODEL}`;
+/** A prompt typed while the model loads after a crash. */
+const CRASH_PROMPT = "The capital of Germany is";
+/** The notification of a command whose answer waits for the model's load. */
+const SLOW_ARCHITECTURE = "reading the architecture";
+
+/** The process's parent, or undefined once it is gone. */
+function parentOf(pid) {
+  try {
+    // The command's name, in parentheses, may hold spaces: the fields after it are plain.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/** True if `pid` was started, through code-server and its extension host, by this run. */
+function startedByThisRun(pid) {
+  for (let ancestor = parentOf(pid); ancestor !== undefined && ancestor !== "0"; ancestor = parentOf(ancestor)) {
+    if (ancestor === String(process.pid)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/** This run's language server processes (the extension's `python -P -m phi3_lsp ...`). */
+function serverProcesses() {
+  return readdirSync("/proc").filter((pid) => {
+    try {
+      return (
+        /^\d+$/.test(pid) &&
+        readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("-m\0phi3_lsp\0") &&
+        startedByThisRun(pid)
+      );
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
+}
+
+/**
+ * The server crashes; the extension restarts it, and its model loads again. Meanwhile, held
+ * stopped (SIGSTOP) so that the steps do not race the load: "Show Phi-3 architecture" shows its
+ * wait for the load with a Cancel button that ends it quietly, and a suggestion asked by typing
+ * shows as ghost text once the load is done, with no further keystroke (the server answers
+ * nothing while it loads).
+ */
+async function serverCrashes(page, workbench) {
+  const [crashed, ...others] = serverProcesses();
+  check(crashed !== undefined && others.length === 0, `not one server process: ${[crashed, ...others]}`);
+  await workbench.runCommand("Notifications: Clear All Notifications", TIMEOUT.ui);
+  process.kill(Number(crashed), "SIGKILL");
+  const restarted = await pollFor(page, TIMEOUT.ui, 50, async () =>
+    serverProcesses().find((pid) => pid !== crashed),
+  );
+  check(restarted !== undefined, "the extension did not restart the server after it crashed");
+  const loadBegun = async () => (await workbench.statusBarText()).includes(LOADING_PROGRESS);
+  check(
+    (await pollFor(page, TIMEOUT.ui, 20, loadBegun)) === true,
+    `the restarted server's status bar never showed "${LOADING_PROGRESS}"`,
+  );
+  process.kill(Number(restarted), "SIGSTOP");
+  try {
+    check(
+      await loadBegun(),
+      "the restarted server loaded its model before the step could hold it (a faster machine?)",
+    );
+    log(`server ${crashed} killed; ${restarted} restarted and held while it loads`);
+
+    await workbench.runCommand("Show Phi-3 architecture", TIMEOUT.ui);
+    const slow = await timed("command while the model loads (→ its wait shown)", () =>
+      workbench.notificationContaining(SLOW_ARCHITECTURE, TIMEOUT.ui),
+    );
+    log(`while the model loads: ${JSON.stringify(slow)}`);
+    check(
+      slow.includes(`once ${MODEL} has loaded`),
+      `the wait does not say that it waits for the model's load: ${JSON.stringify(slow)}`,
+    );
+    await screenshot(page, "09b-waiting-for-the-load");
+    const waitToast = page
+      .locator(".notifications-toasts .notification-toast")
+      .filter({ hasText: SLOW_ARCHITECTURE });
+    await waitToast.locator(".monaco-button").filter({ hasText: "Cancel" }).first().click({ timeout: TIMEOUT.ui });
+    check(
+      (await pollFor(page, TIMEOUT.ui, 100, async () => (await waitToast.count()) === 0)) === true,
+      "the wait's notification stayed after Cancel",
+    );
+    await page.waitForTimeout(1000); // an error notification would show meanwhile
+    const toasts = await page.locator(".notifications-toasts .notification-toast").allInnerTexts();
+    check(toasts.length === 0, `a cancelled command left notifications: ${JSON.stringify(toasts)}`);
+
+    await workbench.openFile(FILE_NAME, TIMEOUT.ui);
+    await page.keyboard.press("Control+End");
+    await page.keyboard.press("Enter");
+    await page.keyboard.type(CRASH_PROMPT, { delay: 30 });
+    await page.waitForTimeout(2 * EDITOR_WAIT_MS); // VS Code has given up on its request
+    check((await workbench.ghostText()) === "", "ghost text showed while the model was held");
+  } finally {
+    process.kill(Number(restarted), "SIGCONT");
+  }
+  const ghost = await timed("suggestion typed during the load (load's end → ghost text)", () =>
+    waitForGhostText(workbench),
+  );
+  log(`ghost text once the model loaded: ${JSON.stringify(ghost)}`);
+  await screenshot(page, "09c-suggestion-after-the-load");
+  await page.keyboard.press("Escape");
+  check(
+    await waitForNoGhostText(workbench),
+    `Escape did not dismiss the suggestion: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+  await waitForServerReady(workbench);
 }
 
 /** The extension's default model: with the hub off for the run (codeServer.mjs), no weights. */

@@ -3,7 +3,8 @@
  * a command asked while the model loads is answered once the load has ended (Phi-3-mini:
  * minutes). So a wait that lasts more than a moment is shown, with a Cancel button that
  * cancels the request: the server answers a cancelled request at once, and the load goes on.
- * A quick answer shows nothing, which would flash by.
+ * A quick answer shows nothing, which would flash by. A server that stops before it answers
+ * because of a restart is asked again once the next one runs.
  *
  * Plain module: only type imports from `vscode`.
  */
@@ -60,6 +61,63 @@ export function slowAnswerReason(status: ServerStatus | undefined): string | und
     return undefined;
   }
   return `The server answers once ${status.model} has loaded (the status bar shows how far).`;
+}
+
+/**
+ * Error codes of a request the server never answered because it stopped: pygls answers what is
+ * pending with RequestCancelled when it is asked to shut down, and the connection rejects what
+ * is still pending when it closes (a crash) or is disposed, and whatever is sent to a client
+ * that no longer runs.
+ */
+const STOPPED_BEFORE_ANSWERING: ReadonlySet<unknown> = new Set([
+  -32800, // RequestCancelled (a request the user cancelled never gets here: awaitAnswer)
+  -32097, // PendingResponseRejected
+  -32096, // ConnectionInactive
+]);
+
+/** True if `error` says that the server stopped before it answered. */
+export function stoppedBeforeAnswering(error: unknown): boolean {
+  return (
+    typeof error === "object" &&
+    error !== null &&
+    "code" in error &&
+    STOPPED_BEFORE_ANSWERING.has(error.code)
+  );
+}
+
+/**
+ * Runs `ask` (which waits for a running server, then asks it); if the server stops before it
+ * answers because a restart is under way (the user's, or onto another Python), runs it once
+ * more, on the server that follows. A server that stopped otherwise (a crash) is reported
+ * plainly: the JSON-RPC wording ("Request with id 4 is canceled") means nothing to the user.
+ */
+export async function askThroughRestart<T>(
+  ask: () => Promise<T>,
+  restartUnderWay: () => boolean,
+  commandTitle: string,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ask();
+    } catch (error) {
+      if (!stoppedBeforeAnswering(error)) {
+        throw error;
+      }
+      if (attempt > 1 || !restartUnderWay()) {
+        throw new ServerStoppedAnswering(commandTitle);
+      }
+    }
+  }
+}
+
+/** A command whose server stopped before it answered, with no restart to ask again after. */
+export class ServerStoppedAnswering extends Error {
+  constructor(commandTitle: string) {
+    super(
+      `the server stopped before it answered "${commandTitle}". Run it again once the status ` +
+        "bar shows the server ready.",
+    );
+  }
 }
 
 /** A command whose slow answer the user cancelled. */

@@ -20,7 +20,13 @@ import {
   type StaticFeature,
 } from "vscode-languageclient/node";
 import { isFeatureLeftOut } from "./clientFeatures";
-import { AnswerCancelled, awaitAnswer, SLOW_ANSWER_MS, slowAnswerReason } from "./commandAnswer";
+import {
+  AnswerCancelled,
+  askThroughRestart,
+  awaitAnswer,
+  SLOW_ANSWER_MS,
+  slowAnswerReason,
+} from "./commandAnswer";
 import { readWhereTheCursorRests } from "./cursorReads";
 import { COMPLETED_SCHEMES, isCompletedScheme, needsServerNow } from "./firstStart";
 import { inlineCompletionMiddleware } from "./inlineCompletionMiddleware";
@@ -296,9 +302,24 @@ export class ServerSession implements vscode.Disposable {
   /**
    * Sends workspace/executeCommand to the running server, after the start it needs (in a
    * waiting window) or one under way; that wait shows in a notification the user can cancel,
-   * and so does a wait for the answer that lasts more than a moment (commandAnswer.ts).
+   * and so does a wait for the answer that lasts more than a moment (commandAnswer.ts). A
+   * restart that stops the server before it answers has the command asked again after it.
    */
-  async executeCommand(request: CommandRequest): Promise<unknown> {
+  executeCommand(request: CommandRequest): Promise<unknown> {
+    return askThroughRestart(
+      () => this.askRunningServer(request),
+      () => this.lifecycle.commandMustWait,
+      request.title,
+    );
+  }
+
+  dispose(): void {
+    this.cursorReads.dispose();
+    void this.lifecycle.dispose();
+  }
+
+  /** `executeCommand` once, on the server that runs or the start under way. */
+  private async askRunningServer(request: CommandRequest): Promise<unknown> {
     const isRunning = () => this.client?.isRunning() === true;
     const wait = await waitForServer(this.lifecycle, isRunning, (waitUntilEnded) =>
       vscode.window.withProgress(
@@ -344,11 +365,6 @@ export class ServerSession implements vscode.Disposable {
       throw new AnswerCancelled(request.title);
     }
     return ended.answer;
-  }
-
-  dispose(): void {
-    this.cursorReads.dispose();
-    void this.lifecycle.dispose();
   }
 
   private async chooseInterpreterNow(): Promise<Interpreter> {

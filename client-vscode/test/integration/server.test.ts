@@ -28,7 +28,7 @@ import {
   ShutdownRequest,
 } from "vscode-languageserver-protocol/node";
 import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
-import { awaitAnswer } from "../../src/commandAnswer";
+import { awaitAnswer, stoppedBeforeAnswering } from "../../src/commandAnswer";
 import {
   isArchitectureReport,
   isReadAtCursorResult,
@@ -467,6 +467,21 @@ void describe("a command asked while the model loads", () => {
         const report = answered.kind === "answered" ? answered.answer : answered.kind;
         assert.ok(isArchitectureReport(report) && report.weightsLoaded, "the loaded model's");
         assert.deepEqual(shown, ["architecture", "cancelled"]);
+      });
+    },
+  );
+
+  void it(
+    "pending when a restart shuts the server down, is answered as one the server stopped before",
+    { timeout: LOAD_TIMEOUT_MS },
+    async () => {
+      await LanguageServerProcess.with("smollm2-135m", {}, async (server) => {
+        await server.initialize();
+        const architecture = executeCommand(server, SHOW_ARCHITECTURE_COMMAND);
+        // The extension's restart (or stop) begins with shutdown.
+        void server.connection.sendRequest(ShutdownRequest.type).catch(() => undefined);
+        await assert.rejects(architecture, (error) => stoppedBeforeAnswering(error));
+        assert.ok(!server.statuses.some((status) => status.state === "ready"));
       });
     },
   );

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
+import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
 import { RequestCancellation } from "../../src/cancellation";
-import { awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
-import type { ShowWait } from "../../src/serverWait";
-import { settled } from "./fakeSession";
+import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
+import { type ShowWait, waitForServer } from "../../src/serverWait";
+import { fakeSession, settled } from "./fakeSession";
 import { readyStatus } from "./statusFixtures";
 
 /** A moment that passes when the test says so. */
@@ -116,5 +117,125 @@ describe("the line under a slow answer's wait", () => {
   it("says nothing when the server's status gives no reason", () => {
     assert.equal(slowAnswerReason(readyStatus("smollm2-135m")), undefined);
     assert.equal(slowAnswerReason(undefined), undefined);
+  });
+});
+
+/**
+ * A server that answers each request with the report of the process that got it, when the test
+ * says; stopping a process answers what is pending there as pygls does at shutdown.
+ */
+function restartableServer(state: ReturnType<typeof fakeSession>["state"]) {
+  let process = 1;
+  const pending: { answer(report: string): void; reject(error: unknown): void }[] = [];
+  state.whileStopping = () => {
+    process += 1;
+    for (const request of pending.splice(0)) {
+      request.reject(
+        new ResponseError(LSPErrorCodes.RequestCancelled, 'Request with id "4" is canceled'),
+      );
+    }
+  };
+  const request = () =>
+    new Promise<string>((answer, reject) => {
+      pending.push({ answer, reject });
+    });
+  const answerAll = () => {
+    for (const request of pending.splice(0)) {
+      request.answer(`the architecture from process ${process}`);
+    }
+  };
+  return { request, answerAll, pending };
+}
+
+/** The session's command: wait for a running server, then ask it (serverSession.ts). */
+function askWhenRunning(
+  lifecycle: ReturnType<typeof fakeSession>["lifecycle"],
+  state: ReturnType<typeof fakeSession>["state"],
+  request: () => Promise<string>,
+) {
+  return async () => {
+    const wait = await waitForServer(
+      lifecycle,
+      () => state.running,
+      (wait) => wait(new RequestCancellation().token),
+    );
+    if (wait !== "running") {
+      throw new Error(`the server is ${wait}`);
+    }
+    return request();
+  };
+}
+
+describe("a command whose server stops before it answers", () => {
+  it(
+    "is asked again of the server a restart brings, and answered by it",
+    { timeout: 5000 },
+    async () => {
+      const { lifecycle, state } = fakeSession();
+      await lifecycle.startWhenNeeded(() => true);
+      const server = restartableServer(state);
+      const answered = askThroughRestart(
+        askWhenRunning(lifecycle, state, server.request),
+        () => lifecycle.commandMustWait,
+        "Show Phi-3 architecture",
+      );
+      await settled();
+      await lifecycle.restart(); // "Restart server" while the command waits for the model's load
+      while (server.pending.length === 0) {
+        await settled();
+      }
+      server.answerAll();
+      assert.equal(await answered, "the architecture from process 2");
+    },
+  );
+
+  it("says so in plain words when no restart follows (a crash)", async () => {
+    const { lifecycle, state } = fakeSession();
+    await lifecycle.startWhenNeeded(() => true);
+    // What the connection rejects pending requests with when the server's process ends.
+    const crashed = () =>
+      Promise.reject(
+        new ResponseError(
+          ErrorCodes.PendingResponseRejected,
+          "Pending response rejected since connection got disposed",
+        ),
+      );
+    await assert.rejects(
+      askThroughRestart(
+        askWhenRunning(lifecycle, state, crashed),
+        () => lifecycle.commandMustWait,
+        "Show Phi-3 architecture",
+      ),
+      (error: Error) =>
+        error.message.startsWith('the server stopped before it answered "Show Phi-3 architecture"'),
+    );
+  });
+
+  it("asks again only once", async () => {
+    let asked = 0;
+    const stopped = () => {
+      asked += 1;
+      return Promise.reject(new ResponseError(LSPErrorCodes.RequestCancelled, "canceled"));
+    };
+    await assert.rejects(
+      askThroughRestart(stopped, () => true, "Show Phi-3 architecture"),
+      /stopped before it answered/,
+    );
+    assert.equal(asked, 2);
+  });
+
+  it("passes the server's own refusal on as it is", async () => {
+    const refusal = new ResponseError(
+      LSPErrorCodes.RequestFailed,
+      "No weights to read: no model is loaded.",
+    );
+    await assert.rejects(
+      askThroughRestart(
+        () => Promise.reject(refusal),
+        () => true,
+        "Measure",
+      ),
+      (error) => error === refusal,
+    );
   });
 });

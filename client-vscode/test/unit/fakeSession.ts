@@ -25,6 +25,8 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     waitingForDocument: false,
     /** Called as the interpreter is asked for, before the answer. */
     whileChoosing: (): void => undefined,
+    /** Called as a server that is alive stops: what it has not answered goes unanswered. */
+    whileStopping: (): void => undefined,
   };
   const starts: string[] = [];
   const calls: string[] = [];
@@ -55,6 +57,7 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     stop: () => {
       if (state.alive) {
         calls.push("stop");
+        state.whileStopping();
       }
       state.alive = false;
       state.running = false;

@@ -1,7 +1,9 @@
 """Answers JSON-RPC and LSP require for requests that pygls would leave unanswered.
 
 pygls drops a request whose params do not match the protocol's types, and one that comes after
-`shutdown`: the client then waits for an answer that never comes. It also runs requests that
+`shutdown`: the client then waits for an answer that never comes. Its `shutdown` failed with an
+internal error while a command still waited (for a model's load, say), so an editor that closed
+then killed the server instead of its clean exit. It also runs requests that
 come before `initialize`, which then fail with a traceback. Each of these gets an error
 response here instead, with a message that says what was wrong; a body that is not JSON (a
 traceback and an "Error in server" pop-up in pygls) gets JSON-RPC's parse error. A
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import cattrs
 from lsprotocol import types
 from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage, LanguageServerProtocol
+from pygls.protocol.language_server import lsp_method
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,17 @@ class RequestRulesProtocol(LanguageServerProtocol):
             super().handle_message(message)
         else:
             self._refuse(refusal)
+
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args: Any) -> Generator[Any, Any, None]:
+        """pygls' shutdown, the requests still pending cancelled first. pygls cancels them
+        while it walks its table of pending requests, and a request that pygls runs as a
+        generator (`workspace/executeCommand`) leaves the table as it is cancelled: the walk
+        failed ("dictionary changed size during iteration")."""
+        for msg_id, pending in list(self._request_futures.items()):
+            if msg_id != self.msg_id:  # not the shutdown's own
+                pending.cancel()
+        yield from super().lsp_shutdown(*args)
 
     def answer_unreadable(self, error: ValueError) -> None:
         """JSON-RPC's answer to a body that is not JSON: a parse error, with a null id, since

@@ -189,6 +189,22 @@ async def test_after_shutdown_requests_are_refused_and_exit_ends_with_0(
     assert "WARNING" not in log_file.read_text(encoding="utf-8")
 
 
+async def test_shutdown_while_a_command_waits_answers_both_and_exit_ends_with_0(
+    offline_pack: None, hf_home: Path
+) -> None:
+    # An editor closed while "Show architecture" waits for the model's load.
+    client = await start("smollm2-135m", hf_home, vscode_capabilities())
+    waiting = asyncio.ensure_future(client.command("phi3.showArchitecture"))
+    await asyncio.sleep(0.2)  # received: it waits for the load
+    assert not waiting.done()
+    await asyncio.wait_for(client.shutdown_async(None), ANSWER_TIMEOUT)
+    with pytest.raises(JsonRpcException) as cancelled:
+        await waiting
+    assert cancelled.value.code == types.LSPErrorCodes.RequestCancelled
+    client.exit(None)
+    assert await exit_code(client) == 0
+
+
 async def test_exit_without_shutdown_ends_with_1(offline_pack: None, hf_home: Path) -> None:
     client = await start(None, hf_home, vscode_capabilities())
     client.exit(None)

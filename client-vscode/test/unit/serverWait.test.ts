@@ -23,17 +23,23 @@ function waitNotification() {
   return { show, shown, cancel };
 }
 
+/** A session whose first start is under way and held, as one on a Python that never answers. */
+async function sessionWithAHeldStart() {
+  const session = fakeSession();
+  session.state.holdStarts = true;
+  void session.lifecycle.startWhenNeeded(() => true);
+  while (session.starts.length === 0) {
+    await settled();
+  }
+  return session;
+}
+
 describe("a command that needs the server", () => {
   it(
     "shows its wait for a start that never ends, and stops waiting when the user cancels",
     { timeout: 5000 },
     async () => {
-      const { starts, lifecycle, state } = fakeSession();
-      state.holdStarts = true; // a Python that never answers the handshake
-      void lifecycle.startWhenNeeded(() => true);
-      while (starts.length === 0) {
-        await settled();
-      }
+      const { starts, lifecycle, state } = await sessionWithAHeldStart();
       const notification = waitNotification();
       const wait = waitForServer(lifecycle, () => state.running, notification.show);
       await settled();
@@ -59,12 +65,7 @@ describe("a command that needs the server", () => {
   });
 
   it("goes on once a start under way ends with a running server", async () => {
-    const { starts, lifecycle, state, finishStart } = fakeSession();
-    state.holdStarts = true;
-    void lifecycle.startWhenNeeded(() => true);
-    while (starts.length === 0) {
-      await settled();
-    }
+    const { lifecycle, state, finishStart } = await sessionWithAHeldStart();
     const notification = waitNotification();
     const wait = waitForServer(lifecycle, () => state.running, notification.show);
     await finishStart();
@@ -76,12 +77,7 @@ describe("a command that needs the server", () => {
     "goes on waiting through a restart that gives up the start, and runs once it is done",
     { timeout: 5000 },
     async () => {
-      const { starts, lifecycle, state, finishStart } = fakeSession();
-      state.holdStarts = true; // a Python that never answers the handshake
-      void lifecycle.startWhenNeeded(() => true);
-      while (starts.length === 0) {
-        await settled();
-      }
+      const { lifecycle, state, finishStart } = await sessionWithAHeldStart();
       const notification = waitNotification();
       const wait = waitForServer(lifecycle, () => state.running, notification.show);
       await settled();

@@ -4,9 +4,10 @@ import type * as vscode from "vscode";
 import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
 import { RequestCancellation } from "../../src/cancellation";
 import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
-import { type ShowWait, waitForServer } from "../../src/serverWait";
+import { waitForServer } from "../../src/serverWait";
 import { fakeSession, settled } from "./fakeSession";
 import { readyStatus } from "./statusFixtures";
+import { waitNotification } from "./waitNotification";
 
 /** A moment that passes when the test says so. */
 function moment() {
@@ -39,25 +40,6 @@ function loadingServer() {
     answer(report);
   };
   return { ask, requests, loaded };
-}
-
-/** The notification a slow answer's wait shows, which the user can cancel. */
-function waitNotification() {
-  const cancelButton = new RequestCancellation();
-  const shown = { times: 0, open: false };
-  const show: ShowWait = async (wait) => {
-    shown.times += 1;
-    shown.open = true;
-    try {
-      return await wait(cancelButton.token);
-    } finally {
-      shown.open = false;
-    }
-  };
-  const cancel = () => {
-    cancelButton.cancel();
-  };
-  return { show, shown, cancel };
 }
 
 describe("a command's request to the running server", () => {

@@ -1,27 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { RequestCancellation } from "../../src/cancellation";
-import { type ShowWait, waitForServer } from "../../src/serverWait";
+import { waitForServer } from "../../src/serverWait";
 import { fakeSession, settled } from "./fakeSession";
-
-/** The notification a command's wait shows, which the user can cancel. */
-function waitNotification() {
-  const cancelButton = new RequestCancellation();
-  const shown = { times: 0, open: false };
-  const show: ShowWait = async (wait) => {
-    shown.times += 1;
-    shown.open = true;
-    try {
-      return await wait(cancelButton.token);
-    } finally {
-      shown.open = false;
-    }
-  };
-  const cancel = () => {
-    cancelButton.cancel();
-  };
-  return { show, shown, cancel };
-}
+import { waitNotification } from "./waitNotification";
 
 /** A session whose first start is under way and held, as one on a Python that never answers. */
 async function sessionWithAHeldStart() {

@@ -770,6 +770,29 @@ def test_a_loaded_model_is_kept_out_of_garbage_collection_and_freed_on_reload(
     assert loaded_host.can_generate()
 
 
+async def test_a_reload_during_a_completion_frees_the_previous_model_on_the_model_thread(
+    loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
+) -> None:
+    # Freeing a model's memory holds the GIL (Phi-3-mini: ~0.5 s). On the model thread it
+    # happens as the status says "Freeing the previous model"; from the request that awaited
+    # the completion, it would come later, in the middle of answering the editor.
+    import weakref
+
+    assert loaded_host.engine is not None
+    freed_on: list[str] = []
+    weakref.finalize(
+        loaded_host.engine.model, lambda: freed_on.append(threading.current_thread().name)
+    )
+    completion = asyncio.ensure_future(
+        loaded_host.generate(PROMPT_IDS * 20, max_new_tokens=200, cache_key="doc")
+    )
+    await asyncio.sleep(0.05)  # on the model thread now
+    assert loaded_host.load(str(tiny_phi3_dir), threads=1, weights="int4")
+    assert await completion is None  # stopped by the reload
+    assert (await asyncio.to_thread(listener.wait_for_load)).error is None
+    assert freed_on == ["phi3-model"]
+
+
 def test_the_collector_rests_while_a_model_loads_and_runs_after_any_load(
     new_host: Callable[[str], ModelHost],
     listener: RecordingListener,

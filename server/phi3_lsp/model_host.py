@@ -232,6 +232,12 @@ class ModelHost:
         """The loaded engine (possibly without weights), or None while loading or after an error."""
         return self._engine
 
+    @property
+    def context_length(self) -> int | None:
+        """The loaded model's context length, in tokens; None while none is loaded."""
+        engine = self._engine
+        return None if engine is None else engine.context_length
+
     def can_generate(self) -> bool:
         """True when completions can run: an engine with weights is loaded."""
         engine = self._engine
@@ -329,20 +335,22 @@ class ModelHost:
             self._running = _RunningGeneration(stop, cache_key)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        generation = loop.run_in_executor(
+            self._thread,
+            self._generate,
+            engine,
+            prompt_ids,
+            max_new_tokens,
+            cache_key,
+            stop,
+            started,
+            on_text,
+            on_end,
+            one_line,
+        )
+        del engine  # its job holds it: see `_free_dropped_engine`
         try:
-            return await loop.run_in_executor(
-                self._thread,
-                self._generate,
-                engine,
-                prompt_ids,
-                max_new_tokens,
-                cache_key,
-                stop,
-                started,
-                on_text,
-                on_end,
-                one_line,
-            )
+            return await generation
         except asyncio.CancelledError:
             stop.stop_keeping(prompt_ids)  # it may still run: `_running` keeps it until it ends
             raise
@@ -367,10 +375,12 @@ class ModelHost:
             self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
             self._running = _RunningGeneration(stop, cache_key, ahead=True)
         loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(
+            self._thread, self._read_prompt, engine, prompt_ids, cache_key, stop
+        )
+        del engine  # its job holds it: see `_free_dropped_engine`
         try:
-            return await loop.run_in_executor(
-                self._thread, self._read_prompt, engine, prompt_ids, cache_key, stop
-            )
+            return await reading
         except asyncio.CancelledError:
             stop.stop_keeping(prompt_ids)
             raise
@@ -543,7 +553,9 @@ class ModelHost:
     def _free_dropped_engine(self) -> None:
         """On the model thread, once the work queued before the reload has ended with it: free
         the previous model. Its memory goes back to the system here, holding the GIL (Phi-3-mini
-        fp32: ~0.5 s), which would otherwise read as "Queued"."""
+        fp32: ~0.5 s), which would otherwise read as "Queued". Nothing else may hold the engine
+        then: requests awaiting the model thread keep no reference to it (the jobs do), and
+        read what they need of it through the host (`context_length`)."""
         with self._lock:
             dropped, self._dropped_engine = self._dropped_engine, None
             if dropped is not None:

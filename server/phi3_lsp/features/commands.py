@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
 from phi3_lsp.server import Phi3LanguageServer
+
+if TYPE_CHECKING:
+    from phi3_lsp.engine import ModelEngine  # imports torch
 
 SHOW_ARCHITECTURE = "phi3.showArchitecture"
 STATUS = "phi3.status"
@@ -32,7 +35,9 @@ def register(server: Phi3LanguageServer) -> None:
             )
         # Built off the event loop: a repr of every module can take a moment on big models.
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: engine.architecture().to_json())
+        report = loop.run_in_executor(None, _architecture_json, engine)
+        del engine  # a reload frees the model on its thread (see `ModelHost._free_dropped_engine`)
+        return await report
 
     @server.command(MEASURE_WEIGHT_READS)
     async def measure_weight_reads(ls: Phi3LanguageServer) -> dict[str, object]:
@@ -56,6 +61,10 @@ def register(server: Phi3LanguageServer) -> None:
                 code=types.ErrorCodes.ServerNotInitialized,
             )
         return ls.host.status.to_json()
+
+
+def _architecture_json(engine: ModelEngine) -> dict[str, Any]:
+    return engine.architecture().to_json()
 
 
 def _no_weights(ls: Phi3LanguageServer) -> str:

@@ -61,10 +61,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         rest = await through.rest(budget)
         if rest is not None:
             return tidy_continuation(fit_to_line(rest, place.rest_of_line))
-    tokenizer, engine = host.tokenizer, host.engine
+    tokenizer, context_length = host.tokenizer, host.context_length
     if (
         tokenizer is None
-        or engine is None
+        or context_length is None
         or not host.can_generate()
         or not has_text_to_continue(place.text_before_cursor)
     ):
@@ -75,7 +75,7 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         uri, place.text_before_cursor, suggestion, start=place.start, one_line=one_line
     )
     try:
-        prompt = await _prompt(tokenizer, place, settings, engine.context_length)
+        prompt = await _prompt(tokenizer, place, settings, context_length)
     except BaseException:
         # Cancelled (the user typed on) or failed before a generation could finish it: asking
         # again here would otherwise wait on it for good.
@@ -115,13 +115,13 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     host = ls.host
     if host is None or not settings.inline_completions or not settings.read_at_cursor:
         return None
-    tokenizer, engine = host.tokenizer, host.engine
-    if cursor is None or tokenizer is None or engine is None or not host.can_generate():
+    tokenizer, context_length = host.tokenizer, host.context_length
+    if cursor is None or tokenizer is None or context_length is None or not host.can_generate():
         return None
     place = _Place.at(*cursor, settings)
     if not has_text_to_continue(place.text_before_cursor):
         return None
-    prompt = await _prompt(tokenizer, place, settings, engine.context_length)
+    prompt = await _prompt(tokenizer, place, settings, context_length)
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from phi3_lsp.int4_layers_process import Int4LayersProcess
@@ -85,6 +86,10 @@ class DraftsKeeper:
         job that the change queued, after the load on the same thread."""
         return engine is self._engine and self._wanted and not self._thread.closed
 
+    def _still_serves(self, engine: weakref.ref[ModelEngine]) -> bool:
+        served = engine()
+        return served is not None and self._serves(served)
+
     def _take(self, engine: ModelEngine) -> None:
         """Load the drafts on the model thread, once their files are read (larger ones on a
         thread of their own, behind completions and the editor; smaller ones the load reads)."""
@@ -93,11 +98,16 @@ class DraftsKeeper:
             self._queue_load(engine)
             return
 
+        # Weakly: a thread at the lowest priority may run on after its model was dropped, and
+        # would hold it in memory beside the next one.
+        served = weakref.ref(engine)
+
         def read_then_load() -> None:
             lower_current_thread_priority(HIGHEST_NICE)
-            read_ahead(files, keep_going=lambda: self._serves(engine))
+            read_ahead(files, keep_going=lambda: self._still_serves(served))
             with self._lock:
-                self._queue_load(engine)
+                if (engine := served()) is not None:
+                    self._queue_load(engine)
 
         threading.Thread(target=read_then_load, name="phi3-read-ahead", daemon=True).start()
 
@@ -106,13 +116,22 @@ class DraftsKeeper:
             self._thread.submit(self._load, engine)
 
     def _make_layers(self, engine: ModelEngine) -> None:
-        """Have another process make the 4-bit layers, unless one already does."""
-        if self._serves(engine) and self._layers_process is None:
-            # `on_end` takes the lock first, so it sees `process` assigned.
-            process = Int4LayersProcess(
-                engine.source.spec, on_end=lambda made: self._layers_ended(process, engine, made)
-            )
-            self._layers_process = process
+        """Have another process make the 4-bit layers, unless one already does; once it has,
+        load the drafts (unless it was stopped meanwhile: another model, or drafts turned off).
+        """
+        if not self._serves(engine) or self._layers_process is not None:
+            return
+
+        def ended(made: bool) -> None:  # on the process's waiting thread
+            with self._lock:  # as `process` is assigned under it, it is read under it
+                if process is not self._layers_process:
+                    return
+                self._layers_process = None
+                if made:
+                    self._queue_load(engine)
+
+        process = Int4LayersProcess(engine.source.spec, on_end=ended)
+        self._layers_process = process
 
     def _stop_making_layers(self) -> None:
         if self._layers_process is not None:
@@ -148,13 +167,3 @@ class DraftsKeeper:
             return  # another model, turned on again, or never taken
         engine.drop_drafter()
         release_freed_memory()
-
-    def _layers_ended(self, process: Int4LayersProcess, engine: ModelEngine, made: bool) -> None:
-        """On the process's waiting thread: load the drafts if it made their layers, unless it
-        was stopped meanwhile (another model, or the drafts turned off)."""
-        with self._lock:
-            if process is not self._layers_process:
-                return
-            self._layers_process = None
-            if made:
-                self._queue_load(engine)

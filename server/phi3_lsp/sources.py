@@ -7,18 +7,17 @@ engine loads all of them the same way. Nothing here imports torch; transformers 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import re
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
+from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
@@ -228,7 +227,7 @@ def fetch_weights(source: ModelSource, *, progress: ProgressCallback | None = No
             "fetching", f"Looking for the weights of {repo_id} on the Hugging Face hub", 0.0
         )
     )
-    snapshot, failure = _downloaded_snapshot(
+    snapshot, failure = downloaded_snapshot(
         repo_id,
         HUB_FILES,
         report,
@@ -274,7 +273,7 @@ def _holds_all_weights(repo_id: str, snapshot: Path) -> bool:
     a snapshot that misses some; a cache filled file by file (as transformers reads a repo) has
     no such list, so the safetensors index, where there is one, names the shards to check.
     """
-    if _cached_snapshot(repo_id, HUB_FILES) != snapshot:
+    if cached_snapshot(repo_id, HUB_FILES) != snapshot:
         return False
     index = snapshot / "model.safetensors.index.json"
     if not index.is_file():
@@ -320,99 +319,17 @@ def _small_files_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path 
     the weights) if allowed; else (None, why)."""
     from huggingface_hub import constants
 
-    snapshot = _cached_snapshot(repo_id, HUB_SMALL_FILES)
+    snapshot = cached_snapshot(repo_id, HUB_SMALL_FILES)
     if snapshot is not None:
         return snapshot, ""
     if constants.HF_HUB_OFFLINE:
         return None, "HF_HUB_OFFLINE=1 is set"
     # Offline, this is as far as it gets: say what is tried, not that a download runs.
     report(ProgressUpdate("fetching", f"Looking for {repo_id} on the Hugging Face hub", 0.0))
-    return _downloaded_snapshot(
+    return downloaded_snapshot(
         repo_id,
         HUB_SMALL_FILES,
         report,
         downloading=f"Downloading the tokenizer and config of {repo_id}",
         unreachable="the Hugging Face hub cannot be reached, and the model is not in its cache",
     )
-
-
-def _cached_snapshot(repo_id: str, patterns: list[str]) -> Path | None:
-    """The repo's folder in the hub cache, without asking the hub; None where huggingface_hub
-    finds none, or knows it misses files that `patterns` match."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except LocalEntryNotFoundError:  # its IncompleteSnapshotError too
-        return None
-
-
-def _downloaded_snapshot(
-    repo_id: str,
-    patterns: list[str],
-    report: ProgressCallback,
-    *,
-    downloading: str,
-    unreachable: str,
-) -> tuple[Path | None, str]:
-    """The repo's folder once the files that `patterns` match are downloaded, reported as
-    `downloading`; else (None, why), `unreachable` where the hub cannot be reached.
-
-    Where the hub cannot be reached, huggingface_hub may return the cached folder as it is.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=patterns,
-            etag_timeout=5,
-            tqdm_class=_progress_bar(report, downloading),
-        )
-    except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
-        return None, unreachable
-    except Exception as exc:  # auth and missing-repo errors also mean "not available"
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
-    return Path(folder), ""
-
-
-def _progress_bar(report: ProgressCallback, message: str) -> Any:
-    """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
-    drawing bars on stderr (the server's log).
-
-    Only the bars that count bytes say how far it is, and their total grows as each file
-    starts: the percentage reported only goes up, once per percent (a 7.6 GB download updates
-    them ~1,500 times).
-    """
-    from tqdm.auto import tqdm
-
-    lock = threading.Lock()
-    reported = -1
-
-    class ForwardingBar(tqdm):  # type: ignore[misc, type-arg]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **{**kwargs, "file": _DISCARDED})
-
-        def update(self, n: float | None = 1) -> bool | None:
-            nonlocal reported
-            shown: bool | None = super().update(n)
-            if self.unit == "B" and self.total:
-                percent = min(100, int(100 * self.n / self.total))
-                with lock:
-                    if percent <= reported:
-                        return shown
-                    reported = percent
-                report(ProgressUpdate("fetching", message, percent / 100))
-            return shown
-
-    return ForwardingBar
-
-
-class _Discarded(io.TextIOBase):
-    def write(self, text: str) -> int:
-        return len(text)
-
-
-_DISCARDED = _Discarded()

@@ -1,0 +1,94 @@
+"""The Hugging Face hub's cache and downloads, as `sources` uses them: a repo's snapshot folder
+from the cache alone, or once the files it wants are downloaded, with the download's progress
+reported instead of drawn on stderr."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+from typing import Any
+
+from phi3_lsp.progress import ProgressCallback, ProgressUpdate
+
+
+def cached_snapshot(repo_id: str, patterns: list[str]) -> Path | None:
+    """The repo's folder in the hub cache, without asking the hub; None where huggingface_hub
+    finds none, or knows it misses files that `patterns` match."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except LocalEntryNotFoundError:  # its IncompleteSnapshotError too
+        return None
+
+
+def downloaded_snapshot(
+    repo_id: str,
+    patterns: list[str],
+    report: ProgressCallback,
+    *,
+    downloading: str,
+    unreachable: str,
+) -> tuple[Path | None, str]:
+    """The repo's folder once the files that `patterns` match are downloaded, reported as
+    `downloading`; else (None, why), `unreachable` where the hub cannot be reached.
+
+    Where the hub cannot be reached, huggingface_hub may return the cached folder as it is.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            allow_patterns=patterns,
+            etag_timeout=5,
+            tqdm_class=_progress_bar(report, downloading),
+        )
+    except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
+        return None, unreachable
+    except Exception as exc:  # auth and missing-repo errors also mean "not available"
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
+    return Path(folder), ""
+
+
+def _progress_bar(report: ProgressCallback, message: str) -> Any:
+    """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
+    drawing bars on stderr (the server's log).
+
+    Only the bars that count bytes say how far it is, and their total grows as each file
+    starts: the percentage reported only goes up, once per percent (a 7.6 GB download updates
+    them ~1,500 times).
+    """
+    from tqdm.auto import tqdm
+
+    lock = threading.Lock()
+    reported = -1
+
+    class ForwardingBar(tqdm):  # type: ignore[misc, type-arg]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "file": _DISCARDED})
+
+        def update(self, n: float | None = 1) -> bool | None:
+            nonlocal reported
+            shown: bool | None = super().update(n)
+            if self.unit == "B" and self.total:
+                percent = min(100, int(100 * self.n / self.total))
+                with lock:
+                    if percent <= reported:
+                        return shown
+                    reported = percent
+                report(ProgressUpdate("fetching", message, percent / 100))
+            return shown
+
+    return ForwardingBar
+
+
+class _Discarded(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+_DISCARDED = _Discarded()

@@ -20,6 +20,7 @@ from phi3_lsp.openmp import configure_waiting
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from local_hub import LocalHub
     from phi3_lsp.engine import ModelEngine
 
 # As `phi3-lsp` does before torch loads (see __main__.main).
@@ -181,3 +182,26 @@ def smollm2_engine_without_avx512(smollm2_dir: Path) -> Iterator[ModelEngine]:
             yield ModelEngine.load(resolve_model("smollm2-135m"))
     finally:
         forget_kernels()  # the next test sees this CPU's kernels again
+
+
+@pytest.fixture
+def holding_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_phi3_dir: Path
+) -> Iterator[LocalHub]:
+    """The tiny Phi-3 (as phi3-lsp-tests/tiny-phi3) on a local hub that holds back the end of
+    its weights, asked by this process with an empty hub cache (`constants.HF_HUB_CACHE`)."""
+    from huggingface_hub import constants
+
+    from local_hub import local_hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 600)  # as long as the test holds
+    with local_hub({"phi3-lsp-tests/tiny-phi3": tiny_phi3_dir}, hold_weights=True) as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+        yield hub

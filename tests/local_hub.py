@@ -107,16 +107,19 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not body:
                 return
-            if hub.hold_weights and fnmatch(file.name, WEIGHTS):
-                # huggingface_hub reads 10 MiB at a time: a file larger than that is seen in
-                # part, and its progress reported, before the rest waits.
-                sent_first = max(0, len(data) - HELD_BYTES)
-                self.wfile.write(data[:sent_first])
-                self.wfile.flush()
-                hub.weights_asked.set()
-                hub.weights_released.wait()
-                data = data[sent_first:]
-            self.wfile.write(data)
+            try:
+                if hub.hold_weights and fnmatch(file.name, WEIGHTS):
+                    # huggingface_hub reads 10 MiB at a time: a file larger than that is seen in
+                    # part, and its progress reported, before the rest waits.
+                    sent_first = max(0, len(data) - HELD_BYTES)
+                    self.wfile.write(data[:sent_first])
+                    self.wfile.flush()
+                    hub.weights_asked.set()
+                    hub.weights_released.wait()
+                    data = data[sent_first:]
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the client stopped its download, as the hub sees it too
             hub.sent.append(f"{repo_id}/{file.name}")
 
     return HubHandler

@@ -7,16 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import pytest
 from huggingface_hub import constants
 
-from hub_cache import NO_WEIGHTS, place_in_hub_cache
+from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
+from local_hub import LocalHub
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressUpdate
-from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
+from phi3_lsp.sources import DEFAULT_MODEL, fetch_weights, resolve_model
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
@@ -273,3 +277,35 @@ def test_a_gguf_file_is_converted_once(
     again = resolve_model(str(gguf), cache=tmp_path, progress=updates.append)
     assert again.weights_dir == first.weights_dir
     assert updates == [], "a converted GGUF must not be converted again"
+
+
+def test_a_stopped_download_lets_go_at_once_and_leaves_no_part_of_the_weights(
+    holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    source = resolve_model(TINY_REPO, cache=tmp_path, weights="later")
+    assert source.weights_pending
+    stop = LoadStop()
+    downloading = threading.Event()  # its first 10 MiB have come, the held end is awaited
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Downloading") and update.fraction:
+            downloading.set()
+
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(fetch_weights, source, progress=report, stop=stop)
+        assert downloading.wait(60)
+        stop.set()
+        # While the hub still holds the rest of the file.
+        assert isinstance(fetching.exception(timeout=10), LoadStopped)
+    holding_hub.weights_released.set()  # the download reads on, and sees its stop
+    assert stop.wait_for_work(60)
+    # Neither whole weights nor a part of them, which nothing would ever read or delete.
+    assert [path.name for path in (tmp_path / "hub").rglob("*.incomplete")] == []
+    assert [path.name for path in (tmp_path / "hub").rglob(WEIGHTS)] == []
+    assert resolve_model(TINY_REPO, cache=tmp_path, weights="later").weights_pending
+
+    holding_hub.hold_weights = False
+    fetched = fetch_weights(source)
+    assert fetched.weights_dir is not None
+    weights = (fetched.weights_dir / "model.safetensors").read_bytes()
+    assert weights == (tiny_phi3_dir / "model.safetensors").read_bytes()

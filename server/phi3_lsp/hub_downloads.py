@@ -1,6 +1,7 @@
 """The Hugging Face hub's cache and downloads, as `sources` uses them: a repo's snapshot folder
 from the cache alone, or once the files it wants are downloaded, with the download's progress
-reported instead of drawn on stderr."""
+reported instead of drawn on stderr. A download given a `LoadStop` runs on a thread of its own
+and can be left at once (see `load_stops`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 
 
@@ -31,22 +33,32 @@ def downloaded_snapshot(
     *,
     downloading: str,
     unreachable: str,
+    stop: LoadStop | None = None,
 ) -> tuple[Path | None, str]:
     """The repo's folder once the files that `patterns` match are downloaded, reported as
     `downloading`; else (None, why), `unreachable` where the hub cannot be reached.
 
     Where the hub cannot be reached, huggingface_hub may return the cached folder as it is.
+    Raises `LoadStopped` as soon as `stop` is set: the download ends at its next read, and
+    deletes the file it was writing (huggingface_hub moves a file into the cache only whole).
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    try:
-        folder = snapshot_download(
+    def download() -> str:
+        return snapshot_download(
             repo_id,
             allow_patterns=patterns,
             etag_timeout=5,
-            tqdm_class=_progress_bar(report, downloading),
+            tqdm_class=_progress_bar(report, downloading, stop),
         )
+
+    try:
+        # A download waits on the network where nothing can interrupt it: on a thread of its
+        # own, it holds up nobody once stopped (Phi-3-mini's weights take many minutes).
+        folder = download() if stop is None else stop.result_of(download, name="phi3-download")
+    except LoadStopped:
+        raise
     except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
         return None, unreachable
     except Exception as exc:  # auth and missing-repo errors also mean "not available"
@@ -54,9 +66,10 @@ def downloaded_snapshot(
     return Path(folder), ""
 
 
-def _progress_bar(report: ProgressCallback, message: str) -> Any:
+def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None) -> Any:
     """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
-    drawing bars on stderr (the server's log).
+    drawing bars on stderr (the server's log), and raises `LoadStopped` in the download's
+    workers once `stop` is set.
 
     Only the bars that count bytes say how far it is, and their total grows as each file
     starts: the percentage reported only goes up, once per percent (a 7.6 GB download updates
@@ -73,6 +86,8 @@ def _progress_bar(report: ProgressCallback, message: str) -> Any:
 
         def update(self, n: float | None = 1) -> bool | None:
             nonlocal reported
+            if stop is not None:
+                stop.check()  # huggingface_hub then deletes the partial file and cancels the rest
             shown: bool | None = super().update(n)
             if self.unit == "B" and self.total:
                 percent = min(100, int(100 * self.n / self.total))

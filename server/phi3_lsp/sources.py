@@ -18,6 +18,7 @@ from typing import Literal
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
 from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
+from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
@@ -69,6 +70,7 @@ def resolve_model(
     progress: ProgressCallback | None = None,
     trust_remote_code: bool = False,
     weights: bool | Literal["later"] = True,
+    stop: LoadStop | None = None,
 ) -> ModelSource:
     """Find (fetching or converting once if needed) the files for `spec`.
 
@@ -76,7 +78,7 @@ def resolve_model(
     not downloaded, and a .gguf file not converted yet gives them from its metadata, without
     dequantizing its weights. `weights="later"`: a hub model's weights are left to
     `fetch_weights`, so that its tokenizer can be in use while they download; other specs
-    resolve as with True.
+    resolve as with True. Raises `LoadStopped` as soon as `stop` is set during a download.
     """
     spec = spec.strip()
     report = progress or ignore_progress
@@ -92,8 +94,8 @@ def resolve_model(
     if path.is_dir() or _looks_like_path(spec):
         return _from_folder(spec, path, name=path.name, trust_remote_code=trust_remote_code)
     if HUB_ID.match(spec):
-        source = _from_hub(spec, root, report, trust_remote_code)
-        return fetch_weights(source, progress=report) if weights is True else source
+        source = _from_hub(spec, root, report, trust_remote_code, stop)
+        return fetch_weights(source, progress=report, stop=stop) if weights is True else source
     raise ModelSourceError(
         f"Unknown model '{spec}': it is not the offline model {OFFLINE_MODEL}, "
         f"an existing folder, a .gguf file, or a hub id of the form owner/name — {SPEC_HELP}."
@@ -188,11 +190,15 @@ def _file_key(path: Path) -> str:
 
 
 def _from_hub(
-    repo_id: str, root: Path, report: ProgressCallback, trust_remote_code: bool
+    repo_id: str,
+    root: Path,
+    report: ProgressCallback,
+    trust_remote_code: bool,
+    stop: LoadStop | None,
 ) -> ModelSource:
     """The repo's tokenizer and config, with its weights where the cache holds them all."""
     fallback = PACK_FALLBACKS.get(repo_id.lower())
-    snapshot, failure = _small_files_snapshot(repo_id, report)
+    snapshot, failure = _small_files_snapshot(repo_id, report, stop)
     if snapshot is not None:
         try:
             return _hub_source(repo_id, snapshot, trust_remote_code)
@@ -215,9 +221,18 @@ def _from_hub(
     )
 
 
-def fetch_weights(source: ModelSource, *, progress: ProgressCallback | None = None) -> ModelSource:
+def fetch_weights(
+    source: ModelSource,
+    *,
+    progress: ProgressCallback | None = None,
+    stop: LoadStop | None = None,
+) -> ModelSource:
     """`source` with the weights it left to fetch (a hub model's, see `weights_pending`), or as
-    it is. Weights that cannot be had leave it without them, its hint saying why."""
+    it is. Weights that cannot be had leave it without them, its hint saying why.
+
+    Raises `LoadStopped` as soon as `stop` is set: the download ends at its next read, leaving
+    no part of a file in the cache (see `hub_downloads`).
+    """
     if not source.weights_pending:
         return source
     report = progress or ignore_progress
@@ -233,6 +248,7 @@ def fetch_weights(source: ModelSource, *, progress: ProgressCallback | None = No
         report,
         downloading=f"Downloading the weights of {repo_id}",
         unreachable="the Hugging Face hub cannot be reached, and its weights are not in its cache",
+        stop=stop,
     )
     if snapshot is not None:
         try:
@@ -314,7 +330,9 @@ def _not_found_message(repo_id: str, failure: str) -> str:
     )
 
 
-def _small_files_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path | None, str]:
+def _small_files_snapshot(
+    repo_id: str, report: ProgressCallback, stop: LoadStop | None
+) -> tuple[Path | None, str]:
     """The repo's folder with its tokenizer and config from the hub cache, downloading them (not
     the weights) if allowed; else (None, why)."""
     from huggingface_hub import constants
@@ -332,4 +350,5 @@ def _small_files_snapshot(repo_id: str, report: ProgressCallback) -> tuple[Path 
         report,
         downloading=f"Downloading the tokenizer and config of {repo_id}",
         unreachable="the Hugging Face hub cannot be reached, and the model is not in its cache",
+        stop=stop,
     )

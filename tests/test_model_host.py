@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from local_hub import LocalHub
 from phi3_lsp import drafts_keeper, int4_cache, paths
 from phi3_lsp import engine as engine_module
 from phi3_lsp import model_host as model_host_module
@@ -31,6 +32,7 @@ from phi3_lsp.stoppable_passes import decoder_layers
 from test_model_drafts import NO_INT4_DRAFTS_HERE
 
 LOAD_TIMEOUT = 120.0
+HUB_REPO = "phi3-lsp-tests/tiny-phi3"  # as `holding_hub` serves it
 PROMPT_IDS = [1, 450, 7483, 310, 3444, 338]  # BOS + "The capital of France is" in Phi-3
 
 
@@ -45,9 +47,12 @@ class RecordingListener:
         self.readings: list[PromptReading] = []
         self.collector_on_while_loading: list[bool] = []
         self.load_done = threading.Event()
+        self._status_changed = threading.Condition()
 
     def status_changed(self, status: Status) -> None:
-        self.statuses.append(status)
+        with self._status_changed:
+            self.statuses.append(status)
+            self._status_changed.notify_all()
 
     def load_began(self, model: str) -> None:
         self.began.append(model)
@@ -62,6 +67,14 @@ class RecordingListener:
 
     def prompt_read(self, reading: PromptReading) -> None:
         self.readings.append(reading)
+
+    def wait_for_status(self, accept: Callable[[Status], bool]) -> None:
+        """Wait until a status that `accept`s has come."""
+        with self._status_changed:
+            found = self._status_changed.wait_for(
+                lambda: any(accept(status) for status in self.statuses), LOAD_TIMEOUT
+            )
+        assert found
 
     def wait_for_load(self) -> LoadOutcome:
         assert self.load_done.wait(LOAD_TIMEOUT)
@@ -732,6 +745,44 @@ def test_the_tokenizer_of_a_superseded_load_never_serves_hovers(
     assert listener.outcomes[1].error is not None
     # Hovers would show the first model's tokens while the user asked for another model.
     assert host.tokenizer is None
+
+
+def test_the_exit_leaves_at_once_a_download_that_has_not_seen_its_stop(
+    holding_hub: LocalHub,
+    listener: RecordingListener,
+    tiny_phi3_dir: Path,
+) -> None:
+    host = ModelHost(listener, HUB_REPO)
+    host.load(HUB_REPO, threads=1)
+    downloading = f"Downloading the weights of {HUB_REPO}"
+    # Its first 10 MiB have come: the download waits for the held end of the file.
+    listener.wait_for_status(lambda status: status.message == downloading)
+    host.load(str(tiny_phi3_dir), threads=1)  # the user gives up waiting
+    listener.wait_for_status(lambda status: status.state == "ready")
+    assert listener.outcomes[0].superseded
+    began = time.monotonic()
+    # The download still waits for the hub's next bytes: the interpreter's exit would wait for
+    # it (its workers are not daemons), so the server must leave without it.
+    assert host.shutdown() is False
+    assert time.monotonic() - began < model_host_module.DOWNLOAD_STOP_SECONDS + 5
+
+
+def test_a_superseded_download_that_reads_on_stops_and_leaves_nothing_in_the_cache(
+    holding_hub: LocalHub,
+    listener: RecordingListener,
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+) -> None:
+    host = ModelHost(listener, HUB_REPO)
+    host.load(HUB_REPO, threads=1)
+    assert holding_hub.weights_asked.wait(LOAD_TIMEOUT)
+    host.load(str(tiny_phi3_dir), threads=1)
+    listener.wait_for_status(lambda status: status.state == "ready")
+    holding_hub.weights_released.set()  # the download reads on, and sees its stop
+    assert host.shutdown() is True
+    # Neither whole weights nor a part of them, which nothing would ever read or delete.
+    assert [path.name for path in (tmp_path / "hub").rglob("*.incomplete")] == []
+    assert [path.name for path in (tmp_path / "hub").rglob("*.safetensors")] == []
 
 
 def test_a_failed_load_is_tried_again_only_when_a_setting_of_the_load_changes(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, Protocol, TypeVar
 
 from phi3_lsp.drafts_keeper import DraftsKeeper
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.load_stops import LoadStop, LoadStopped, wait_for_stopped_work
 from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
@@ -42,6 +43,9 @@ RELEASE_AFTER_IDLE_SECONDS = 2.0
 the heap's lock while it works (~90 ms after a Phi-3-mini-sized answer to 1,500 tokens), and
 the event loop's allocations wait for it: run as soon as a completion ended, it met the user's
 first keystroke after it (typing through the suggestion answered in 89 ms, once)."""
+DOWNLOAD_STOP_SECONDS = 2.0
+"""How long the server's exit waits for a stopped download to see its stop, and delete the
+part of a file it has written: it reads 10 MiB at a time (a second at 10 MB/s)."""
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -216,6 +220,9 @@ class ModelHost:
         """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
         self._running: _RunningGeneration | None = None
         self._drafts = DraftsKeeper(self._thread)
+        self._load_stop = LoadStop()
+        self._stopped_loads: list[LoadStop] = []
+        """Stops of superseded loads whose download may still run, until it sees its stop."""
 
     @property
     def status(self) -> Status:
@@ -278,6 +285,7 @@ class ModelHost:
             self._loaded = request
             self._load_id += 1
             load_id = self._load_id
+            stop = self._stop_load()
             if self._engine is not None:
                 self._dropped_engine, self._engine = self._engine, None
             self._stop_running_generation()
@@ -286,8 +294,17 @@ class ModelHost:
             self._set_status(
                 Status(state="loading", model=model, message="Queued", weights=weights)
             )
-        self._thread.submit(self._load, load_id, request)
+        self._thread.submit(self._load, load_id, request, stop)
         return True
+
+    def _stop_load(self) -> LoadStop:
+        """Called with the lock held: stop the load in progress (its download, which would
+        hold up the model thread for as long as it lasts); returns the next load's stop."""
+        self._load_stop.set()
+        stopped = [*self._stopped_loads, self._load_stop]
+        self._stopped_loads = [stop for stop in stopped if stop.work_running()]
+        self._load_stop = LoadStop()
+        return self._load_stop
 
     def _move_to_threads(self, threads: int) -> None:
         """Called with the lock held: run on `threads` once the work queued before ends."""
@@ -409,18 +426,23 @@ class ModelHost:
 
         A generation stops within a decoder layer. A load cannot be interrupted, and nothing it
         makes is of use once the server is gone (a cache it was writing is made again next
-        time), so it is not waited for. Returns False when the thread is still busy: at once
-        during a load, otherwise after `timeout` seconds.
+        time), so it is not waited for; downloads are stopped, and given up to
+        `DOWNLOAD_STOP_SECONDS` to delete their partial files. Returns False when a thread is
+        still busy: the model thread at once during a load, otherwise after `timeout` seconds;
+        a download that has not seen its stop.
         """
         with self._lock:
             self._stop_running_generation()
             self._drafts.serve(None)
             loading = self._status.state == "loading"
+            stops = [*self._stopped_loads, self._load_stop]
             # Under the lock: a drafter load queued from another thread checks, then submits.
             self._thread.shutdown(wait=False)
+        # The download's workers would hold the interpreter's exit until the download ends.
+        downloads_ended = wait_for_stopped_work(stops, DOWNLOAD_STOP_SECONDS)
         # torch aborts the process ("terminate called without an active exception") when the
         # interpreter exits while a daemon thread is inside an operator.
-        return self._thread.join(0 if loading else timeout)
+        return self._thread.join(0 if loading else timeout) and downloads_ended
 
     # --- on the model thread -------------------------------------------------------------
 
@@ -503,7 +525,7 @@ class ModelHost:
                 )
             )
 
-    def _load(self, load_id: int, request: LoadRequest) -> None:
+    def _load(self, load_id: int, request: LoadRequest, stop: LoadStop) -> None:
         model = request.model
         if load_id != self._load_id:
             return  # a newer load is queued behind this one
@@ -514,9 +536,9 @@ class ModelHost:
         # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
         try:
-            engine, hint = self._load_steps(load_id, request)
+            engine, hint = self._load_steps(load_id, request, stop)
             _freeze_loaded_objects()
-            has_weights = engine is not None and engine.has_weights
+            has_weights = engine.has_weights
             status = Status(
                 state="ready",
                 model=model,
@@ -525,6 +547,9 @@ class ModelHost:
                 weights=request.weights,
             )
             outcome = LoadOutcome(model=model, hint=hint)
+        except LoadStopped:  # by a newer load, or the server's exit
+            self._listener.load_ended(LoadOutcome(model=model, superseded=True))
+            return
         except Exception as error:
             message = load_error_message(model, error)
             if isinstance(error, ModelSourceError):
@@ -585,20 +610,25 @@ class ModelHost:
             self._forget_running(stop)
 
     def _load_steps(
-        self, load_id: int, request: LoadRequest
-    ) -> tuple[ModelEngine | None, str | None]:
+        self, load_id: int, request: LoadRequest, stop: LoadStop
+    ) -> tuple[ModelEngine, str | None]:
         """Resolve, load the tokenizer, fetch a hub model's weights, then load the engine; returns
         it and the missing-weights hint.
 
-        Returns no engine when a newer load superseded this one before the weights.
+        Raises `LoadStopped` once `stop` is set (at once during a download), before the weights.
         """
 
         def on_progress(update: ProgressUpdate) -> None:
-            if load_id != self._load_id:
-                return
             percentage = None if update.fraction is None else round(update.fraction * 100)
-            self._update_status(state="loading", message=update.message, percentage=percentage)
-            self._listener.load_progressed(update)
+            with self._lock:  # a newer load's first status must come after the last of these
+                if load_id != self._load_id:
+                    return  # e.g. a stopped download's, before it has seen its stop
+                self._set_status(
+                    replace(
+                        self._status, state="loading", message=update.message, percentage=percentage
+                    )
+                )
+                self._listener.load_progressed(update)
 
         # The tokenizer needs neither torch nor transformers: hovers work seconds before the
         # first load has imported them.
@@ -613,6 +643,7 @@ class ModelHost:
             progress=on_progress,
             trust_remote_code=request.trust_remote_code,
             weights="later",
+            stop=stop,
         )
         # torch and transformers are imported on a thread of their own (seconds, on the first
         # load, holding the GIL) while this one reads the tokenizer's file, which is parsed
@@ -623,12 +654,10 @@ class ModelHost:
         importer.shutdown(wait=False)  # an error below must not wait for the imports
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
         self._take_tokenizer(load_id, tokenizer)
-        if load_id != self._load_id:
-            return None, None  # a newer load waits: a download, once begun, cannot be stopped
-        source = fetch_weights(source, progress=on_progress)
+        stop.check()  # superseded while the tokenizer was read: no download to begin
+        source = fetch_weights(source, progress=on_progress, stop=stop)
         engine_class = importing.result()
-        if load_id != self._load_id:
-            return None, None
+        stop.check()
         engine = engine_class.load(
             source,
             tokenizer=tokenizer,

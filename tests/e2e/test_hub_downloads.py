@@ -1,23 +1,26 @@
 """A hub model the server downloads: its tokenizer serves hovers before its weights have come,
-and weights it cannot get leave hovers working and a status that says why."""
+weights it cannot get leave hovers working and a status that says why, and a download never
+holds up another model or the server's exit."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lsprotocol import types
 
 from e2e.lsp_session import (
     LOAD_TIMEOUT,
+    SMOLLM2_SETTINGS,
     Phi3Client,
     hover_text,
     start,
     stop,
     vscode_capabilities,
 )
-from hub_cache import NO_WEIGHTS, place_in_hub_cache
+from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -25,6 +28,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 REPO = "phi3-lsp-tests/tiny-phi3"
 PROMPT = "The capital of France is"
 FRANCE_ROW = "| `␣France` | `▁France` | 3444 |"
+SWITCH_TIMEOUT = 180.0
+"""Seconds SmolLM2 may take to load from the cache on a busy machine (a few on a quiet one),
+far less than the held download, which lasts as long as the test holds it."""
+EXIT_TIMEOUT = 30.0
 
 
 async def france_hover(client: Phi3Client) -> str:
@@ -77,3 +84,81 @@ async def test_weights_the_hub_cannot_give_leave_hovers_and_say_why(
         assert FRANCE_ROW in await france_hover(client)
     finally:
         await stop(client)
+
+
+def mentions(report: Any, text: str) -> bool:
+    return text in str(getattr(report, "message", None)) or text in str(
+        getattr(report, "title", None)
+    )
+
+
+async def test_a_model_chosen_during_a_download_loads_without_waiting_for_it(
+    offline_pack: None, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
+        client = await start(
+            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
+        )
+        stopped = False
+        try:
+            # Its first 10 MiB have come: the download waits for the held end of the file.
+            await client.wait_for_status(
+                lambda status: status["message"] == f"Downloading the weights of {REPO}"
+            )
+            seen = len(client.statuses)
+            # What the status's hint suggests to a user tired of waiting.
+            await client.change_settings({**SMOLLM2_SETTINGS, "model": "smollm2-135m"})
+            ready = await asyncio.wait_for(
+                client.wait_for_status(
+                    lambda status: (
+                        status["model"] == "smollm2-135m" and status["state"] in ("ready", "error")
+                    ),
+                    after=seen,
+                ),
+                SWITCH_TIMEOUT,
+            )
+            assert ready["state"] == "ready" and ready["weightsLoaded"] is True
+            uri = client.open_text("capital.txt", PROMPT)
+            [item] = await client.inline(uri, 0, len(PROMPT))
+            assert str(item.insert_text).startswith(" Paris")
+            assert hub.sent_matching(WEIGHTS) == [], "the old model's weights are still held"
+
+            # Once the new load has begun, nothing speaks of the old download any more.
+            switched = next(
+                index
+                for index, status in enumerate(client.statuses)
+                if status["model"] == "smollm2-135m"
+            )
+            assert all(REPO not in str(status) for status in client.statuses[switched:])
+            new_loads = [
+                reports
+                for reports in client.progress_reports.values()
+                if mentions(reports[0], "smollm2-135m")
+            ]
+            assert new_loads, "the new load shows its progress"
+            assert not any(mentions(report, REPO) for reports in new_loads for report in reports)
+            # The old download is still held: the server exits all the same.
+            await asyncio.wait_for(stop(client), EXIT_TIMEOUT)
+            stopped = True
+        finally:
+            hub.weights_released.set()
+            if not stopped:
+                await stop(client)
+
+
+async def test_the_server_exits_at_once_during_a_download(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
+        client = await start(
+            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
+        )
+        stopped = False
+        try:
+            await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+            await asyncio.wait_for(stop(client), EXIT_TIMEOUT)
+            stopped = True
+        finally:
+            hub.weights_released.set()
+            if not stopped:
+                await stop(client)

@@ -211,6 +211,10 @@ class ModelHost:
             when_idle=release_freed_memory, idle_after=RELEASE_AFTER_IDLE_SECONDS
         )
         self._lock = threading.Lock()
+        self._reports_lock = threading.Lock()
+        """Held while a load's progress is reported and as a load begins: a superseded load's
+        last report (from its download's thread) goes before the next load's beginning. Not
+        `_lock`, which listeners may take, by calling the host back."""
         self._status = Status(state="loading", model=model, message="Waiting to start")
         self._load_id = 0
         self._loaded: LoadRequest | None = None
@@ -529,7 +533,8 @@ class ModelHost:
         model = request.model
         if load_id != self._load_id:
             return  # a newer load is queued behind this one
-        self._listener.load_began(model)
+        with self._reports_lock:
+            self._listener.load_began(model)
         engine: ModelEngine | None = None
         self._free_dropped_engine()
         # Imports and the model make ~400,000 objects, and the collector's full passes over
@@ -620,14 +625,12 @@ class ModelHost:
 
         def on_progress(update: ProgressUpdate) -> None:
             percentage = None if update.fraction is None else round(update.fraction * 100)
-            with self._lock:  # a newer load's first status must come after the last of these
-                if load_id != self._load_id:
-                    return  # e.g. a stopped download's, before it has seen its stop
-                self._set_status(
-                    replace(
-                        self._status, state="loading", message=update.message, percentage=percentage
-                    )
-                )
+            with self._reports_lock:
+                with self._lock:  # a newer load's first status comes after this one's
+                    if load_id != self._load_id:
+                        return  # e.g. a stopped download's, before it has seen its stop
+                    loading = replace(self._status, state="loading", message=update.message)
+                    self._set_status(replace(loading, percentage=percentage))
                 self._listener.load_progressed(update)
 
         # The tokenizer needs neither torch nor transformers: hovers work seconds before the

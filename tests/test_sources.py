@@ -20,7 +20,7 @@ from local_hub import LocalHub
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressUpdate
-from phi3_lsp.sources import DEFAULT_MODEL, fetch_weights, resolve_model
+from phi3_lsp.sources import DEFAULT_MODEL, fetch_weights, parsed_once, resolve_model
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
@@ -34,6 +34,21 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
     return hub
+
+
+def count_gguf_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the gguf package's reader parses from now on, one entry per parse."""
+    import gguf as gguf_package
+
+    parses: list[str] = []
+
+    class CountedReader(gguf_package.GGUFReader):
+        def __init__(self, path: str | Path, mode: Literal["r", "r+", "c"] = "r") -> None:
+            parses.append(str(path))
+            super().__init__(path, mode)
+
+    monkeypatch.setattr(gguf_package, "GGUFReader", CountedReader)
+    return parses
 
 
 def test_a_missing_folder_is_named(tmp_path: Path) -> None:
@@ -96,6 +111,30 @@ def test_a_gguf_read_without_weights_still_gets_them_when_they_are_wanted(
     assert any(complete.weights_dir.glob("*.safetensors"))
     # Once converted with them, a read for the tokenizer takes that folder: no second copy.
     assert resolve_model(str(gguf), cache=cache, weights=False) == complete
+
+
+@pytest.mark.slow
+def test_a_gguf_loaded_later_gives_its_tokenizer_first_and_is_parsed_once(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parses = count_gguf_parses(monkeypatch)
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    updates: list[ProgressUpdate] = []
+    with parsed_once(str(gguf)):
+        first = resolve_model(str(gguf), cache=tmp_path, progress=updates.append, weights="later")
+        assert first.weights_pending and first.weights_dir is None
+        assert first.missing_weights_hint is None
+        assert (first.tokenizer_dir / "tokenizer.json").is_file()
+        assert [update.message for update in updates] == [
+            f"Reading the tokenizer and config of {gguf.name}"
+        ]
+        complete = fetch_weights(first, progress=updates.append)
+    assert updates[-1].message == f"Converting {gguf.name} to safetensors (once)"
+    assert complete.weights_dir is not None
+    assert (complete.weights_dir / "model.safetensors").is_file()
+    assert len(parses) == 1, parses  # seconds each, in pure Python
+    # Converted, it has its weights at once.
+    assert resolve_model(str(gguf), cache=tmp_path, weights="later") == complete
 
 
 def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:
@@ -257,20 +296,14 @@ def test_a_gguf_file_is_converted_once(
 ) -> None:
     import gguf as gguf_package
 
-    parses: list[str] = []
-
-    class CountedReader(gguf_package.GGUFReader):
-        def __init__(self, path: str | Path, mode: Literal["r", "r+", "c"] = "r") -> None:
-            parses.append(str(path))
-            super().__init__(path, mode)
-
-    monkeypatch.setattr(gguf_package, "GGUFReader", CountedReader)
+    parses = count_gguf_parses(monkeypatch)
+    counted_reader = gguf_package.GGUFReader
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     first = resolve_model(str(gguf), cache=tmp_path)
     # Its metadata takes seconds to parse, and the file's check and the conversion's tokenizer,
     # config and weights all ask for it: parsed once.
     assert len(parses) == 1, parses
-    assert gguf_package.GGUFReader is CountedReader, "the gguf module is left as it was"
+    assert gguf_package.GGUFReader is counted_reader, "the gguf module is left as it was"
     assert first.weights_dir is not None
     assert (first.weights_dir / "model.safetensors").is_file()
     updates: list[ProgressUpdate] = []

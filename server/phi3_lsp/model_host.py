@@ -617,8 +617,8 @@ class ModelHost:
     def _load_steps(
         self, load_id: int, request: LoadRequest, stop: LoadStop
     ) -> tuple[ModelEngine, str | None]:
-        """Resolve, load the tokenizer, fetch a hub model's weights, then load the engine; returns
-        it and the missing-weights hint.
+        """Resolve, load the tokenizer, fetch a hub model's weights (or convert a .gguf file's),
+        then load the engine; returns it and the missing-weights hint.
 
         Raises `LoadStopped` once `stop` is set (at once during a download), before the weights.
         """
@@ -635,30 +635,32 @@ class ModelHost:
 
         # The tokenizer needs neither torch nor transformers: hovers work seconds before the
         # first load has imported them.
-        from phi3_lsp.sources import fetch_weights, resolve_model
+        from phi3_lsp.sources import fetch_weights, parsed_once, resolve_model
         from phi3_lsp.tokens import DocumentTokenizer
 
         on_progress(ProgressUpdate("loading", f"Finding {request.model}"))
         # A hub model's weights are gigabytes (Phi-3-mini's: 7.6 GB), its tokenizer and config a
-        # few MB: hovers work from the tokenizer on, while the weights download.
-        source = resolve_model(
-            request.model,
-            progress=on_progress,
-            trust_remote_code=request.trust_remote_code,
-            weights="later",
-            stop=stop,
-        )
-        # torch and transformers are imported on a thread of their own (seconds, on the first
-        # load, holding the GIL) while this one reads the tokenizer's file, which is parsed
-        # without it: a tokenizer that cannot be read is reported at once, not after them.
-        on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-        importer = ModelThread(name="phi3-imports")  # a daemon: it never holds up an exit
-        importing = importer.submit(_engine_class)
-        importer.shutdown(wait=False)  # an error below must not wait for the imports
-        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
-        self._take_tokenizer(load_id, tokenizer)
-        stop.check()  # superseded while the tokenizer was read: no download to begin
-        source = fetch_weights(source, progress=on_progress, stop=stop)
+        # few MB; a .gguf file's weights take long to convert (SmolLM2's: ~10 s), its tokenizer
+        # and config come from its metadata: hovers work from the tokenizer on.
+        with parsed_once(request.model):  # a GGUF's metadata, read once for both
+            source = resolve_model(
+                request.model,
+                progress=on_progress,
+                trust_remote_code=request.trust_remote_code,
+                weights="later",
+                stop=stop,
+            )
+            # torch and transformers are imported on a thread of their own (seconds, on the
+            # first load, holding the GIL) while this one reads the tokenizer's file, which is
+            # parsed without it: a tokenizer that cannot be read is reported at once.
+            on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
+            importer = ModelThread(name="phi3-imports")  # a daemon: it never holds up an exit
+            importing = importer.submit(_engine_class)
+            importer.shutdown(wait=False)  # an error below must not wait for the imports
+            tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+            self._take_tokenizer(load_id, tokenizer)
+            stop.check()  # superseded while the tokenizer was read: no download to begin
+            source = fetch_weights(source, progress=on_progress, stop=stop)
         engine_class = importing.result()
         stop.check()
         engine = engine_class.load(

@@ -43,9 +43,10 @@ RELEASE_AFTER_IDLE_SECONDS = 2.0
 the heap's lock while it works (~90 ms after a Phi-3-mini-sized answer to 1,500 tokens), and
 the event loop's allocations wait for it: run as soon as a completion ended, it met the user's
 first keystroke after it (typing through the suggestion answered in 89 ms, once)."""
-DOWNLOAD_STOP_SECONDS = 2.0
+DOWNLOAD_STOP_SECONDS = 1.0
 """How long the server's exit waits for a stopped download to see its stop, and delete the
-part of a file it has written: it reads 10 MiB at a time (a second at 10 MB/s)."""
+part of a file it has written: it reads 10 MiB at a time (a second at 10 MB/s). VS Code's
+client kills a server still running 2 s after `exit`, which would leave that part behind."""
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 

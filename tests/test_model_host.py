@@ -767,6 +767,17 @@ def test_the_exit_leaves_at_once_a_download_that_has_not_seen_its_stop(
     assert time.monotonic() - began < model_host_module.DOWNLOAD_STOP_SECONDS + 5
 
 
+def test_the_collector_runs_while_the_weights_download(
+    holding_hub: LocalHub, new_host: Callable[[str], ModelHost]
+) -> None:
+    # A download lasts minutes (Phi-3-mini: 7.6 GB), and hovers are answered meanwhile: their
+    # garbage must not pile up as it does, uncollected, for the seconds of a load.
+    host = new_host(HUB_REPO)
+    host.load(HUB_REPO, threads=1)
+    assert holding_hub.weights_asked.wait(LOAD_TIMEOUT)
+    assert gc.isenabled()
+
+
 def test_a_superseded_download_that_reads_on_stops_and_leaves_nothing_in_the_cache(
     holding_hub: LocalHub,
     listener: RecordingListener,

@@ -312,6 +312,20 @@ def test_a_gguf_file_is_converted_once(
     assert updates == [], "a converted GGUF must not be converted again"
 
 
+def test_weights_of_a_repo_the_hub_no_longer_has_are_said_to_be_missing_there(
+    holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # Its tokenizer cached in an earlier session; the repo renamed or made private since. The
+    # hub answers: it is not that the hub cannot be reached.
+    gone = "phi3-lsp-tests/renamed-since"
+    place_in_hub_cache(tmp_path / "hub", gone, tiny_phi3_dir, only=NO_WEIGHTS, listed=True)
+    source = resolve_model(gone, cache=tmp_path)
+    assert source.weights_dir is None
+    assert source.missing_weights_hint is not None
+    assert "RepositoryNotFoundError" in source.missing_weights_hint
+    assert "cannot be reached" not in source.missing_weights_hint
+
+
 def test_a_stopped_download_lets_go_at_once_and_leaves_no_part_of_the_weights(
     holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:

@@ -43,7 +43,7 @@ def downloaded_snapshot(
     deletes the file it was writing (huggingface_hub moves a file into the cache only whole).
     """
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     def download() -> str:
         return snapshot_download(
@@ -59,11 +59,19 @@ def downloaded_snapshot(
         folder = download() if stop is None else stop.result_of(download, name="phi3-download")
     except LoadStopped:
         raise
-    except LocalEntryNotFoundError:  # what the hub's client raises when it cannot connect
-        return None, unreachable
-    except Exception as exc:  # auth and missing-repo errors also mean "not available"
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else exc}"
+    except LocalEntryNotFoundError as error:
+        # What the hub's client raises when it cannot connect; and, where the cache holds part
+        # of the repo, also when the hub answered that it has no such repo, or not for this
+        # user: that answer is then the cause.
+        answer = error.__cause__
+        return None, _one_line(answer) if isinstance(answer, HfHubHTTPError) else unreachable
+    except Exception as error:  # auth and missing-repo errors also mean "not available"
+        return None, _one_line(error)
     return Path(folder), ""
+
+
+def _one_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else error}"
 
 
 def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None) -> Any:

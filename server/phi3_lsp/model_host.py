@@ -661,7 +661,12 @@ class ModelHost:
             tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
             self._take_tokenizer(load_id, tokenizer)
             stop.check()  # superseded while the tokenizer was read: no download to begin
-            source = fetch_weights(source, progress=on_progress, stop=stop)
+            if source.weights_pending and source.conversion is None:
+                gc.enable()  # a download lasts minutes, with hovers answered meanwhile
+            try:
+                source = fetch_weights(source, progress=on_progress, stop=stop)
+            finally:
+                gc.disable()
         engine_class = importing.result()
         stop.check()
         engine = engine_class.load(

@@ -316,8 +316,8 @@ def fetch_weights(
             if fetched.weights_dir is not None:
                 return fetched
             failure = (
-                "its weights (safetensors) are not in the Hugging Face cache, and none could be "
-                "downloaded"
+                "neither the Hugging Face hub nor its cache gave weights in safetensors, the "
+                "only format phi3-lsp reads"
             )
     log.info("%s has no weights here (%s)", repo_id, failure)
     return replace(

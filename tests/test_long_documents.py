@@ -92,7 +92,7 @@ class PromptRecorder:
 
     def __init__(self, tokenizer: DocumentTokenizer) -> None:
         self.tokenizer = tokenizer
-        self.engine = SimpleNamespace(context_length=MODEL_CONTEXT)
+        self.context_length = MODEL_CONTEXT
         self.prompts: list[list[int]] = []
 
     def can_generate(self) -> bool:

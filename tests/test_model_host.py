@@ -767,6 +767,22 @@ def test_the_exit_leaves_at_once_a_download_that_has_not_seen_its_stop(
     assert time.monotonic() - began < model_host_module.DOWNLOAD_STOP_SECONDS + 5
 
 
+def test_the_same_model_asked_in_another_format_during_its_download_keeps_the_download(
+    holding_hub: LocalHub, listener: RecordingListener, new_host: Callable[[str], ModelHost]
+) -> None:
+    # huggingface_hub does not resume a stopped download: picking int4 at 80 % of Phi-3-mini's
+    # 7.6 GB would fetch them all again.
+    host = new_host(HUB_REPO)
+    host.load(HUB_REPO, threads=1)
+    assert holding_hub.weights_asked.wait(LOAD_TIMEOUT)
+    host.load(HUB_REPO, threads=1, weights="int4")
+    holding_hub.weights_released.set()
+    listener.wait_for_status(lambda status: status.state in ("ready", "error"))
+    assert listener.statuses[-1].state == "ready"
+    assert listener.statuses[-1].weights == "int4"
+    assert len(holding_hub.sent_matching("*.safetensors")) == 1
+
+
 def test_the_collector_runs_while_the_weights_download(
     holding_hub: LocalHub, new_host: Callable[[str], ModelHost]
 ) -> None:

@@ -285,12 +285,13 @@ class ModelHost:
                     self._move_to_threads(threads)
                 self._drafts.want(int4_drafts)
                 return False
-            if self._loaded is None or request.model != self._loaded.model:
+            same_model = self._loaded is not None and request.model == self._loaded.model
+            if not same_model:
                 self._tokenizer = None  # another model's tokens: no hover until it is read
             self._loaded = request
             self._load_id += 1
             load_id = self._load_id
-            stop = self._stop_load()
+            stop = self._stop_load(keeping_its_download=same_model)
             if self._engine is not None:
                 self._dropped_engine, self._engine = self._engine, None
             self._stop_running_generation()
@@ -302,10 +303,13 @@ class ModelHost:
         self._thread.submit(self._load, load_id, request, stop)
         return True
 
-    def _stop_load(self) -> LoadStop:
+    def _stop_load(self, *, keeping_its_download: bool) -> LoadStop:
         """Called with the lock held: stop the load in progress (its download, which would
-        hold up the model thread for as long as it lasts); returns the next load's stop."""
-        self._load_stop.set()
+        hold up the model thread for as long as it lasts), unless the next load wants the same
+        files (the same model in another format: a download stopped starts again from zero);
+        returns the next load's stop."""
+        if not keeping_its_download:
+            self._load_stop.set()
         stopped = [*self._stopped_loads, self._load_stop]
         self._stopped_loads = [stop for stop in stopped if stop.work_running()]
         self._load_stop = LoadStop()
@@ -446,8 +450,9 @@ class ModelHost:
         # The download's workers would hold the interpreter's exit until the download ends.
         downloads_ended = wait_for_stopped_work(stops, DOWNLOAD_STOP_SECONDS)
         # torch aborts the process ("terminate called without an active exception") when the
-        # interpreter exits while a daemon thread is inside an operator.
-        return self._thread.join(0 if loading else timeout) and downloads_ended
+        # interpreter exits while a daemon thread is inside an operator, or importing torch
+        # (during a load, which may have left the model thread already: a stopped download).
+        return not loading and self._thread.join(timeout) and downloads_ended
 
     # --- on the model thread -------------------------------------------------------------
 
@@ -554,7 +559,8 @@ class ModelHost:
             )
             outcome = LoadOutcome(model=model, hint=hint)
         except LoadStopped:  # by a newer load, or the server's exit
-            self._listener.load_ended(LoadOutcome(model=model, superseded=True))
+            with self._reports_lock:  # after its download's last report, if any came late
+                self._listener.load_ended(LoadOutcome(model=model, superseded=True))
             return
         except Exception as error:
             message = load_error_message(model, error)
@@ -634,6 +640,11 @@ class ModelHost:
                     self._set_status(replace(loading, percentage=percentage))
                 self._listener.load_progressed(update)
 
+        def still_current() -> None:
+            stop.check()
+            if load_id != self._load_id:  # the same model asked again (see `_stop_load`)
+                raise LoadStopped
+
         # The tokenizer needs neither torch nor transformers: hovers work seconds before the
         # first load has imported them.
         from phi3_lsp.sources import fetch_weights, parsed_once, resolve_model
@@ -660,15 +671,17 @@ class ModelHost:
             importer.shutdown(wait=False)  # an error below must not wait for the imports
             tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
             self._take_tokenizer(load_id, tokenizer)
-            stop.check()  # superseded while the tokenizer was read: no download to begin
-            if source.weights_pending and source.conversion is None:
-                gc.enable()  # a download lasts minutes, with hovers answered meanwhile
+            still_current()  # superseded while the tokenizer was read: no download to begin
+            if source.weights_pending:
+                # A download, or a GGUF file's conversion, lasts minutes for Phi-3-mini, with
+                # hovers answered meanwhile: their garbage is collected as usual.
+                gc.enable()
             try:
                 source = fetch_weights(source, progress=on_progress, stop=stop)
             finally:
                 gc.disable()
         engine_class = importing.result()
-        stop.check()
+        still_current()
         engine = engine_class.load(
             source,
             tokenizer=tokenizer,

@@ -316,8 +316,8 @@ def fetch_weights(
             if fetched.weights_dir is not None:
                 return fetched
             failure = (
-                "neither the Hugging Face hub nor its cache gave weights in safetensors, the "
-                "only format phi3-lsp reads"
+                "no weights in safetensors, the only format phi3-lsp reads, came from the "
+                "Hugging Face cache or the hub: it may not be reachable, or have none for it"
             )
     log.info("%s has no weights here (%s)", repo_id, failure)
     return replace(

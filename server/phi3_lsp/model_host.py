@@ -627,7 +627,8 @@ class ModelHost:
         """Resolve, load the tokenizer, fetch a hub model's weights (or convert a .gguf file's),
         then load the engine; returns it and the missing-weights hint.
 
-        Raises `LoadStopped` once `stop` is set (at once during a download), before the weights.
+        Raises `LoadStopped` before the weights load once `stop` is set (at once during a
+        download), or once a newer load has begun (the same model, after its download).
         """
 
         def on_progress(update: ProgressUpdate) -> None:

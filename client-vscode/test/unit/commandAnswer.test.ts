@@ -42,6 +42,17 @@ function loadingServer() {
   return { ask, requests, loaded };
 }
 
+/** A request to a loading server whose moment has passed: its wait is on screen. */
+async function slowAnswerShown() {
+  const server = loadingServer();
+  const notification = waitNotification();
+  const aMoment = moment();
+  const answered = awaitAnswer(server.ask, aMoment.passed, notification.show);
+  aMoment.pass();
+  await settled();
+  return { server, notification, answered };
+}
+
 describe("a command's request to the running server", () => {
   it("shows nothing for an answer that comes within a moment", async () => {
     const server = loadingServer();
@@ -56,12 +67,7 @@ describe("a command's request to the running server", () => {
   });
 
   it("shows a wait that lasts more than a moment, until the answer comes", async () => {
-    const server = loadingServer();
-    const notification = waitNotification();
-    const aMoment = moment();
-    const answered = awaitAnswer(server.ask, aMoment.passed, notification.show);
-    aMoment.pass();
-    await settled();
+    const { server, notification, answered } = await slowAnswerShown();
     assert.equal(notification.shown.open, true, "the wait is on screen while the model loads");
     server.loaded("LlamaForCausalLM");
     assert.deepEqual(await answered, { kind: "answered", answer: "LlamaForCausalLM" });
@@ -70,12 +76,7 @@ describe("a command's request to the running server", () => {
   });
 
   it("cancels the request when the user cancels its wait, without waiting for the load", async () => {
-    const server = loadingServer();
-    const notification = waitNotification();
-    const aMoment = moment();
-    const answered = awaitAnswer(server.ask, aMoment.passed, notification.show);
-    aMoment.pass();
-    await settled();
+    const { server, notification, answered } = await slowAnswerShown();
     notification.cancel();
     assert.deepEqual(await answered, { kind: "cancelled" });
     assert.equal(notification.shown.open, false);

@@ -190,18 +190,51 @@ def holding_hub(
 ) -> Iterator[LocalHub]:
     """The tiny Phi-3 (as phi3-lsp-tests/tiny-phi3) on a local hub that holds back the end of
     its weights, asked by this process with an empty hub cache (`constants.HF_HUB_CACHE`)."""
-    from huggingface_hub import constants
-
     from local_hub import local_hub
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 600)  # as long as the test holds
     with local_hub({"phi3-lsp-tests/tiny-phi3": tiny_phi3_dir}, hold_weights=True) as hub:
-        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
-        monkeypatch.setattr(
-            constants,
-            "HUGGINGFACE_CO_URL_TEMPLATE",
-            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
-        )
+        _ask_only(hub, tmp_path / "hub", monkeypatch)
         yield hub
+
+
+@pytest.fixture
+def xet_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, large_weights_dir: Path
+) -> Iterator[LocalHub]:
+    """Large weights (as phi3-lsp-tests/large-weights) on a local hub that keeps them in its Xet
+    storage, as the hub keeps large files, asked by this process with an empty hub cache."""
+    from local_hub import local_hub
+
+    monkeypatch.setenv("HF_XET_CACHE", str(tmp_path / "xet-cache"))  # hf_xet's logs
+    repos = {"phi3-lsp-tests/large-weights": large_weights_dir}
+    with local_hub(repos, xet_store=tmp_path / "xet-storage") as hub:
+        _ask_only(hub, tmp_path / "hub", monkeypatch)
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def large_weights_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: Path) -> Path:
+    """The tiny Phi-3's tokenizer and config with 192 MB of weights (random bytes: they are
+    downloaded, never read): a download that lasts long enough to be stopped midway."""
+    folder = tmp_path_factory.mktemp("large-weights")
+    for file in tiny_phi3_dir.glob("*.json"):
+        shutil.copy2(file, folder / file.name)
+    with open(folder / "model.safetensors", "wb") as weights:
+        for _ in range(192):
+            weights.write(os.urandom(1 << 20))
+    return folder
+
+
+def _ask_only(hub: LocalHub, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process's huggingface_hub ask `hub` (online), with `cache` as its hub cache."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 600)  # as long as a test holds
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(
+        constants,
+        "HUGGINGFACE_CO_URL_TEMPLATE",
+        hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+    )

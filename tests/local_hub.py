@@ -1,11 +1,16 @@
 """A local server that answers as the Hugging Face hub does for snapshot downloads (the repo's
-commit, its file list, each file), for tests of downloads on machines that cannot reach the hub."""
+commit, its file list, each file), for tests of downloads on machines that cannot reach the hub.
+
+The hub keeps large files in its Xet storage, which huggingface_hub downloads through hf_xet: with
+`xet_store`, the weights are stored there by hf_xet itself, in its local storage (a folder
+that its client reads as it reads the hub's), and the hub answers with their Xet hashes."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +37,9 @@ class LocalHub:
     hold_weights: bool = False
     weights_asked: threading.Event = field(default_factory=threading.Event)
     weights_released: threading.Event = field(default_factory=threading.Event)
+    xet_store: Path | None = None
+    xet_hashes: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The Xet hash of each weights file, by repo id and name, where `xet_store` holds them."""
 
     def sent_matching(self, pattern: str) -> list[str]:
         """The files sent whose names match `pattern`."""
@@ -39,9 +47,14 @@ class LocalHub:
 
 
 @contextmanager
-def local_hub(repos: dict[str, Path], *, hold_weights: bool = False) -> Iterator[LocalHub]:
-    """Serve `repos` (repo id → folder) on 127.0.0.1 as the hub's API and file downloads do."""
-    hub = LocalHub(repos, hold_weights=hold_weights)
+def local_hub(
+    repos: dict[str, Path], *, hold_weights: bool = False, xet_store: Path | None = None
+) -> Iterator[LocalHub]:
+    """Serve `repos` (repo id → folder) on 127.0.0.1 as the hub's API and file downloads do;
+    with `xet_store`, their weights from a Xet storage in that folder."""
+    hub = LocalHub(repos, hold_weights=hold_weights, xet_store=xet_store)
+    if xet_store is not None:
+        hub.xet_hashes = _stored_in_xet(repos, xet_store)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
     server.daemon_threads = True
     hub.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
@@ -76,7 +89,10 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                     self._json({"id": repo_id, "sha": COMMIT, "siblings": names}, body)
                     return
                 if folder is not None and kind == "tree":
-                    self._json(_tree_entries(folder), body)
+                    self._json(_tree_entries(hub, repo_id, folder), body)
+                    return
+                if folder is not None and kind == "xet-read-token" and hub.xet_store is not None:
+                    self._xet_token(hub.xet_store)
                     return
             elif len(path) >= 5 and path[2] == "resolve":
                 repo_id, name = "/".join(path[:2]), "/".join(path[4:])
@@ -104,6 +120,13 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self.send_header("X-Repo-Commit", COMMIT)
             self.send_header("ETag", f'"{sha256_of(file)}"')
             self.send_header("Content-Length", str(len(data)))
+            xet_hash = hub.xet_hashes.get((repo_id, file.name))
+            if xet_hash is not None:
+                self.send_header("X-Xet-Hash", xet_hash)
+                self.send_header(
+                    "X-Xet-Refresh-Route",
+                    f"{hub.endpoint}/api/models/{repo_id}/xet-read-token/{COMMIT}",
+                )
             self.end_headers()
             if not body:
                 return
@@ -122,10 +145,19 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 return  # the client stopped its download, as the hub sees it too
             hub.sent.append(f"{repo_id}/{file.name}")
 
+        def _xet_token(self, store: Path) -> None:
+            # Where hf_xet is to read, and with what token, as the hub's answer says.
+            self.send_response(200)
+            self.send_header("X-Xet-Cas-Url", f"local://{store}")
+            self.send_header("X-Xet-Access-Token", "local")
+            self.send_header("X-Xet-Token-Expiration", str(int(time.time()) + 3600))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
     return HubHandler
 
 
-def _tree_entries(folder: Path) -> list[dict[str, object]]:
+def _tree_entries(hub: LocalHub, repo_id: str, folder: Path) -> list[dict[str, object]]:
     entries: list[dict[str, object]] = []
     for file in repo_files(folder):
         entry: dict[str, object] = {
@@ -137,8 +169,30 @@ def _tree_entries(folder: Path) -> list[dict[str, object]]:
         if fnmatch(file.name, WEIGHTS):
             size = file.stat().st_size
             entry["lfs"] = {"oid": sha256_of(file), "size": size, "pointerSize": 134}
+        xet_hash = hub.xet_hashes.get((repo_id, file.name))
+        if xet_hash is not None:
+            entry["xetHash"] = xet_hash
         entries.append(entry)
     return entries
+
+
+def _stored_in_xet(repos: dict[str, Path], store: Path) -> dict[tuple[str, str], str]:
+    """Store the repos' weights in a Xet storage in `store`, as hf_xet uploads them."""
+    from hf_xet import XetSession
+
+    weights = [
+        (repo_id, file)
+        for repo_id, folder in repos.items()
+        for file in repo_files(folder)
+        if fnmatch(file.name, WEIGHTS)
+    ]
+    commit = XetSession().new_upload_commit(endpoint=f"local://{store}")
+    uploads = [commit.start_upload_file(str(file)) for _, file in weights]
+    commit.wait_to_finish()
+    return {
+        (repo_id, file.name): upload.result().xet_info.hash
+        for (repo_id, file), upload in zip(weights, uploads, strict=True)
+    }
 
 
 def unreachable_endpoint() -> str:

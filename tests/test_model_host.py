@@ -33,6 +33,7 @@ from test_model_drafts import NO_INT4_DRAFTS_HERE
 
 LOAD_TIMEOUT = 120.0
 HUB_REPO = "phi3-lsp-tests/tiny-phi3"  # as `holding_hub` serves it
+LARGE_REPO = "phi3-lsp-tests/large-weights"  # as `xet_hub` serves it
 PROMPT_IDS = [1, 450, 7483, 310, 3444, 338]  # BOS + "The capital of France is" in Phi-3
 
 
@@ -765,6 +766,22 @@ def test_the_exit_leaves_at_once_a_download_that_has_not_seen_its_stop(
     # it (its workers are not daemons), so the server must leave without it.
     assert host.shutdown() is False
     assert time.monotonic() - began < model_host_module.DOWNLOAD_STOP_SECONDS + 5
+
+
+def test_the_exit_stops_a_download_from_xet_storage(
+    xet_hub: LocalHub, listener: RecordingListener, tmp_path: Path
+) -> None:
+    # VS Code closed while the weights download from the hub's Xet storage: hf_xet's threads
+    # would download on to the end while the process exits, and leave their partial file.
+    host = ModelHost(listener, LARGE_REPO)
+    host.load(LARGE_REPO, threads=1)
+    listener.wait_for_status(lambda status: 0 < (status.percentage or 0) < 100)
+    host.shutdown()
+    for thread in threading.enumerate():
+        if thread.name == "phi3-download":
+            thread.join(LOAD_TIMEOUT)  # a download that runs on ends here
+    assert [path.name for path in (tmp_path / "hub").rglob("*.incomplete")] == []
+    assert [path.name for path in (tmp_path / "hub").rglob("*.safetensors")] == []
 
 
 def test_the_same_model_asked_in_another_format_during_its_download_keeps_the_download(

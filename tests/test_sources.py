@@ -24,6 +24,7 @@ from phi3_lsp.sources import DEFAULT_MODEL, fetch_weights, parsed_once, resolve_
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
+LARGE_REPO = "phi3-lsp-tests/large-weights"  # as `xet_hub` serves it
 
 
 @pytest.fixture
@@ -310,6 +311,38 @@ def test_a_gguf_file_is_converted_once(
     again = resolve_model(str(gguf), cache=tmp_path, progress=updates.append)
     assert again.weights_dir == first.weights_dir
     assert updates == [], "a converted GGUF must not be converted again"
+
+
+def test_a_stopped_download_from_xet_storage_ends_and_leaves_no_part_of_the_weights(
+    xet_hub: LocalHub, tmp_path: Path
+) -> None:
+    # The hub keeps large files in its Xet storage, which hf_xet downloads in threads of its
+    # own: they would run on to the download's end (Phi-3-mini: 7.6 GB) after the stop.
+    source = resolve_model(LARGE_REPO, cache=tmp_path, weights="later")
+    assert source.weights_pending
+    stop = LoadStop()
+    downloading = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Downloading") and 0 < (update.fraction or 0) < 1:
+            downloading.set()
+
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(fetch_weights, source, progress=report, stop=stop)
+        assert downloading.wait(60)
+        stop.set()
+        assert isinstance(fetching.exception(timeout=10), LoadStopped)
+    assert stop.wait_for_work(10)
+    # Neither whole weights nor a part of them, which nothing would ever read or delete.
+    assert [path.name for path in (tmp_path / "hub").rglob("*.incomplete")] == []
+    assert [path.name for path in (tmp_path / "hub").rglob(WEIGHTS)] == []
+
+    # The next download from Xet storage, in the session huggingface_hub makes anew.
+    fetched = fetch_weights(source)
+    assert fetched.weights_dir is not None
+    weights = (fetched.weights_dir / "model.safetensors").read_bytes()
+    assert weights == (xet_hub.repos[LARGE_REPO] / "model.safetensors").read_bytes()
+    assert xet_hub.sent_matching(WEIGHTS) == [], "the weights came from Xet storage, not HTTP"
 
 
 def test_weights_of_a_repo_the_hub_no_longer_has_are_said_to_be_missing_there(

@@ -1,7 +1,7 @@
 """The Hugging Face hub's cache and downloads, as `sources` uses them: a repo's snapshot folder
 from the cache alone, or once the files it wants are downloaded, with the download's progress
 reported instead of drawn on stderr. A download given a `LoadStop` runs on a thread of its own
-and can be left at once (see `load_stops`)."""
+and can be left at once (see `load_stops`), and is stopped, over HTTP and from Xet storage."""
 
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ def downloaded_snapshot(
     `downloading`; else (None, why), `unreachable` where the hub cannot be reached.
 
     Where the hub cannot be reached, huggingface_hub may return the cached folder as it is.
-    Raises `LoadStopped` as soon as `stop` is set: the download ends at its next read, and
-    deletes the file it was writing (huggingface_hub moves a file into the cache only whole).
+    Raises `LoadStopped` as soon as `stop` is set: the download ends, over HTTP at its next
+    read, from Xet storage before this returns, and deletes the file it was writing
+    (huggingface_hub moves a file into the cache only whole).
     """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
@@ -58,6 +59,7 @@ def downloaded_snapshot(
         # own, it holds up nobody once stopped (Phi-3-mini's weights take many minutes).
         folder = download() if stop is None else stop.result_of(download, name="phi3-download")
     except LoadStopped:
+        _stop_xet_downloads()
         raise
     except LocalEntryNotFoundError as error:
         # What the hub's client raises when it cannot connect; and, where the cache holds part
@@ -70,13 +72,29 @@ def downloaded_snapshot(
     return Path(folder), ""
 
 
+def _stop_xet_downloads() -> None:
+    """Stop the downloads from the hub's Xet storage (where the hub keeps large files): they run
+    in hf_xet's threads, which do not stop for an error raised in a progress report as
+    huggingface_hub's HTTP downloads do, and would run on to their end (7.6 GB).
+
+    Aborts the process's Xet session: huggingface_hub deletes each file it was writing and
+    starts a new session for the next download. Only stopped loads can be downloading here:
+    loads take turns on the model thread, and the next one starts after this returns.
+    """
+    try:
+        from huggingface_hub.utils._xet import abort_xet_session
+    except ImportError:  # a huggingface_hub without Xet storage downloads over HTTP alone
+        return
+    abort_xet_session()  # type: ignore[no-untyped-call]
+
+
 def _one_line(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else error}"
 
 
 def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None) -> Any:
     """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
-    drawing bars on stderr (the server's log), and raises `LoadStopped` in the download's
+    drawing bars on stderr (the server's log), and raises `LoadStopped` in the download's HTTP
     workers once `stop` is set.
 
     Only the bars that count bytes say how far it is, and their total grows as each file
@@ -94,7 +112,7 @@ def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None)
 
         def update(self, n: float | None = 1) -> bool | None:
             nonlocal reported
-            if stop is not None:
+            if stop is not None and not _in_xet_thread():
                 stop.check()  # huggingface_hub then deletes the partial file and cancels the rest
             shown: bool | None = super().update(n)
             if self.unit == "B" and self.total:
@@ -107,6 +125,12 @@ def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None)
             return shown
 
     return ForwardingBar
+
+
+def _in_xet_thread() -> bool:
+    """Whether this is one of hf_xet's threads, which print an error raised in their progress
+    reports to stderr and go on (Python knows them only as dummy threads)."""
+    return isinstance(threading.current_thread(), threading._DummyThread)
 
 
 class _Discarded(io.TextIOBase):

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from model_sources import folder_source
 from phi3_lsp.architecture import ArchitectureReport, count_parameters
-from phi3_lsp.engine import ModelEngine
+from phi3_lsp.engine import ModelEngine, architecture_before_weights
 
 PHI3_MINI_PARAMETERS = 3_821_079_552
 HIDDEN, FFN, VOCAB, LAYERS = 3072, 8192, 32064, 32
@@ -61,10 +61,19 @@ def test_phi3_mini_has_its_published_parameter_count(report: ArchitectureReport)
 
 def test_the_json_has_the_documented_shape(report: ArchitectureReport) -> None:
     result = report.to_json()
-    assert set(result) == {"model", "className", "weightsLoaded", "repr", "config", "parameters"}
+    assert set(result) == {
+        "model",
+        "className",
+        "weightsLoaded",
+        "weightsPending",
+        "repr",
+        "config",
+        "parameters",
+    }
     assert result["model"] == "microsoft/Phi-3-mini-4k-instruct"
     assert result["className"] == "Phi3ForCausalLM"
     assert result["weightsLoaded"] is False
+    assert result["weightsPending"] is False
     assert result["config"] == {
         "modelType": "phi3",
         "layers": LAYERS,
@@ -138,3 +147,18 @@ def test_a_grouped_query_model_reports_its_key_value_heads(smollm2_dir: Path) ->
     ]
     unshared = sum(row["count"] for row in rows if row["sharedWith"] is None)
     assert unshared == result["parameters"]["total"]
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_phi3_dir", "tiny_bf16_phi3_dir", "smollm2_dir"])
+def test_the_architecture_before_the_weights_is_the_loaded_models(
+    checkpoint: str, request: pytest.FixtureRequest
+) -> None:
+    # Shown while the weights download (minutes for Phi-3-mini): the loaded model must not
+    # show another tree, other counts or other dtypes (a bf16 checkpoint keeps bf16 weights).
+    folder: Path = request.getfixturevalue(checkpoint)
+    before = architecture_before_weights(folder_source(folder, weights=False)).to_json()
+    loaded = ModelEngine.load(folder_source(folder, weights=True)).architecture().to_json()
+    assert (before["weightsLoaded"], before["weightsPending"]) == (False, True)
+    assert (loaded["weightsLoaded"], loaded["weightsPending"]) == (True, False)
+    unchanged = ["model", "className", "repr", "config", "parameters"]
+    assert {key: before[key] for key in unchanged} == {key: loaded[key] for key in unchanged}

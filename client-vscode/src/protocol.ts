@@ -77,6 +77,8 @@ export interface ArchitectureReport {
   readonly model: string;
   readonly className: string;
   readonly weightsLoaded: boolean;
+  /** Built from the config while the weights still download or convert (absent: false). */
+  readonly weightsPending?: boolean;
   readonly repr: string;
   readonly config: ArchitectureConfig;
   readonly parameters: {

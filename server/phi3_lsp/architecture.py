@@ -74,6 +74,9 @@ class ArchitectureReport:
     config: ConfigSummary
     total_parameters: int
     by_module: tuple[ModuleCount, ...]
+    weights_pending: bool = False
+    """Built from the config while the weights still download or convert: the loaded model's
+    report will differ only in `weights_loaded`."""
 
     def to_json(self) -> dict[str, Any]:
         """The report in the JSON shape of docs/protocol.md."""
@@ -81,6 +84,7 @@ class ArchitectureReport:
             "model": self.model,
             "className": self.class_name,
             "weightsLoaded": self.weights_loaded,
+            "weightsPending": self.weights_pending,
             "repr": self.repr,
             "config": self.config.to_json(),
             "parameters": {
@@ -99,7 +103,12 @@ class ArchitectureReport:
 
 
 def describe_model(
-    model: nn.Module, config: Any, *, name: str, weights_loaded: bool
+    model: nn.Module,
+    config: Any,
+    *,
+    name: str,
+    weights_loaded: bool,
+    weights_pending: bool = False,
 ) -> ArchitectureReport:
     """Build the report for `model` (any device, meta included) and its transformers config."""
     return ArchitectureReport(
@@ -110,6 +119,7 @@ def describe_model(
         config=summarize_config(config, model),
         total_parameters=count_parameters(model),
         by_module=tuple(module_counts(model)),
+        weights_pending=weights_pending,
     )
 
 

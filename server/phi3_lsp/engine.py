@@ -536,13 +536,39 @@ def _without_weights_beyond_memory(
     return replace(source, weights_dir=None, missing_weights_hint=shortfall)
 
 
-def _meta_model(source: ModelSource, config: Any) -> nn.Module:
-    """The model's modules with fp32 parameters on the meta device: shapes, no memory."""
+def architecture_before_weights(source: ModelSource) -> ArchitectureReport:
+    """What `ModelEngine.load(source).architecture()` will report in fp32, known from the
+    config alone while the weights still download or convert (minutes for Phi-3-mini): built
+    on the meta device, with the weights in the dtypes the load will keep them in."""
+    config = AutoConfig.from_pretrained(
+        source.config_dir, trust_remote_code=source.trust_remote_code
+    )
+    # The load keeps a bf16 checkpoint's weights in bf16 where our kernel reads them (see
+    # `ModelEngine.load`); the checkpoint's dtype is the one its config declares.
+    if _declared_dtype(config) == torch.bfloat16 and own_fp32_kernel() is not None:
+        model = _meta_model(source, config, torch.bfloat16)
+        keep_bf16_weights(model)
+    else:
+        model = _meta_model(source, config)
+    return describe_model(
+        model, config, name=source.spec, weights_loaded=False, weights_pending=True
+    )
+
+
+def _declared_dtype(config: Any) -> torch.dtype | None:
+    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(declared, str):
+        declared = getattr(torch, declared, None)
+    return declared if isinstance(declared, torch.dtype) else None
+
+
+def _meta_model(source: ModelSource, config: Any, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The model's modules with parameters in `dtype` on the meta device: shapes, no memory."""
     # A copy: `from_config` sets the config's dtype, which a later `from_pretrained` with
     # dtype "auto" would then load in (Phi-3-mini's bf16 checkpoint as 15 GB of fp32).
     with torch.device("meta"):
         model: nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-            copy.deepcopy(config), dtype=torch.float32, trust_remote_code=source.trust_remote_code
+            copy.deepcopy(config), dtype=dtype, trust_remote_code=source.trust_remote_code
         )
     return model
 

@@ -89,14 +89,15 @@ def bytes_held_from_bf16(model: nn.Module) -> int:
 def keep_bf16_weights(model: nn.Module) -> None:
     """Turn `model`, loaded in its checkpoint's dtypes, to fp32, except the bf16 weights that
     widen as they are read: those of linear layers our kernel reads, and the input
-    embedding's (its rows are given in fp32)."""
+    embedding's (its rows are given in fp32). A model on the meta device turns as it will
+    once loaded."""
     embedding = input_embedding(model)
     keep: list[nn.Module] = [
         module
         for module in model.modules()
         if isinstance(module, nn.Linear)
         and module.weight.dtype == torch.bfloat16
-        and _our_kernel_reads(module.weight)
+        and (module.weight.is_meta or _our_kernel_reads(module.weight))
     ]
     if embedding is not None and embedding.weight.dtype == torch.bfloat16:
         keep.append(embedding)

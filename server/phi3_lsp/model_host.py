@@ -32,6 +32,7 @@ from phi3_lsp.stop_requests import StopRequest
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.generation import Generation, PromptRead
+    from phi3_lsp.sources import ModelSource
     from phi3_lsp.tokens import DocumentTokenizer
     from phi3_lsp.weight_reads import WeightReads
 
@@ -220,6 +221,8 @@ class ModelHost:
         self._load_id = 0
         self._loaded: LoadRequest | None = None
         self._tokenizer: DocumentTokenizer | None = None
+        self._found: tuple[int, ModelSource, WeightFormat] | None = None
+        """The load id, source and weight format of the last load whose source was found."""
         self._engine: ModelEngine | None = None
         self._dropped_engine: ModelEngine | None = None
         """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
@@ -238,6 +241,17 @@ class ModelHost:
     def tokenizer(self) -> DocumentTokenizer | None:
         """The model's tokenizer, available before the weights finish loading."""
         return self._tokenizer
+
+    @property
+    def loading_source(self) -> tuple[ModelSource, WeightFormat] | None:
+        """The source of the model being loaded, once found (its config is read then), and the
+        format its weights load in: it is known before its weights have come (Phi-3-mini's
+        download takes minutes). None when no load is in progress or none has found it yet."""
+        with self._lock:
+            found = self._found
+            if found is None or found[0] != self._load_id or self._status.state != "loading":
+                return None
+            return found[1], found[2]
 
     @property
     def engine(self) -> ModelEngine | None:
@@ -663,6 +677,8 @@ class ModelHost:
                 weights="later",
                 stop=stop,
             )
+            with self._lock:  # before the status that wakes the requests waiting for it
+                self._found = (load_id, source, request.weights)
             # torch and transformers are imported on a thread of their own (seconds, on the
             # first load, holding the GIL) while this one reads the tokenizer's file, which is
             # parsed without it: a tokenizer that cannot be read is reported at once.

@@ -157,9 +157,10 @@ class Phi3LanguageServer(LanguageServer):
         changed, self._status_changed = self._status_changed, asyncio.Event()
         changed.set()
 
-    async def load_settled(self) -> None:
-        """Return once no model is loading: it loaded (with or without weights), or failed."""
-        while self.host is not None and self.host.status.state == "loading":
+    async def load_settled(self, or_once: Callable[[], bool] = lambda: False) -> None:
+        """Return once no model is loading: it loaded (with or without weights), or failed;
+        or once `or_once()`, checked as the model's status changes."""
+        while self.host is not None and self.host.status.state == "loading" and not or_once():
             await self._status_changed.wait()
 
     async def settled_settings(self) -> Settings:

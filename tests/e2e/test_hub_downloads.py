@@ -32,6 +32,8 @@ SWITCH_TIMEOUT = 180.0
 """Seconds SmolLM2 may take to load from the cache on a busy machine (a few on a quiet one),
 far less than the held download, which lasts as long as the test holds it."""
 EXIT_TIMEOUT = 30.0
+ANSWER_WHILE_HELD = 60.0
+"""Seconds the architecture may take while the weights are held (torch's import, ~4 s here)."""
 
 
 async def france_hover(client: Phi3Client) -> str:
@@ -58,6 +60,37 @@ async def test_hovers_work_while_the_weights_download(tiny_phi3_dir: Path, tmp_p
             )
             assert ended["state"] == "ready"
             assert ended["weightsLoaded"] is True
+        finally:
+            hub.weights_released.set()
+            await stop(client)
+
+
+async def test_the_architecture_shows_while_the_weights_download(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # A learner's first "Show architecture" comes during Phi-3-mini's download (minutes).
+    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
+        client = await start(
+            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
+        )
+        try:
+            await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+            before = await asyncio.wait_for(
+                client.command("phi3.showArchitecture"), ANSWER_WHILE_HELD
+            )
+            assert client.statuses[-1]["state"] == "loading", "the weights are still held back"
+            assert (before["weightsLoaded"], before["weightsPending"]) == (False, True)
+            hub.weights_released.set()
+            ended = await client.wait_for_status(
+                lambda status: status["state"] in ("ready", "error")
+            )
+            assert ended["state"] == "ready"
+            loaded = await client.command("phi3.showArchitecture")
+            assert (loaded["weightsLoaded"], loaded["weightsPending"]) == (True, False)
+            unchanged = ["model", "className", "repr", "config", "parameters"]
+            assert {key: before[key] for key in unchanged} == {
+                key: loaded[key] for key in unchanged
+            }
         finally:
             hub.weights_released.set()
             await stop(client)

@@ -131,7 +131,7 @@ async def test_hover_ranges_use_the_negotiated_position_encoding(
     )
 
 
-async def test_the_architecture_asked_while_the_model_loads_comes_once_it_has_loaded(
+async def test_commands_asked_while_the_model_loads_are_answered(
     offline_pack: None, hf_home: Path
 ) -> None:
     client = await start("smollm2-135m", hf_home, vscode_capabilities())

@@ -141,6 +141,13 @@ describe("architecture markdown", () => {
     assert.doesNotMatch(loaded, /No weights are loaded/);
   });
 
+  it("says when the weights are still on their way", () => {
+    const pending = renderArchitectureMarkdown({ ...report, weightsPending: true });
+    assert.match(pending, /Its weights are still on their way/);
+    assert.doesNotMatch(pending, /No weights are loaded/);
+    assert.doesNotMatch(markdown, /still on their way/);
+  });
+
   it("keeps a repr with backticks inside its code block", () => {
     const tricky = "Custom(\n  (note): ```quoted```\n)";
     const rendered = renderArchitectureMarkdown({ ...report, repr: tricky });

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
@@ -12,6 +13,9 @@ from phi3_lsp.server import Phi3LanguageServer
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine  # imports torch
+    from phi3_lsp.sources import ModelSource
+
+logger = logging.getLogger(__name__)
 
 SHOW_ARCHITECTURE = "phi3.showArchitecture"
 STATUS = "phi3.status"
@@ -26,7 +30,17 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.command(SHOW_ARCHITECTURE)
     async def show_architecture(ls: Phi3LanguageServer) -> dict[str, Any]:
-        await ls.load_settled()
+        # The architecture is known from the config: Phi-3-mini's is shown while its weights
+        # download (minutes), not after.
+        await ls.load_settled(or_once=lambda: _config_found(ls) is not None)
+        source = _config_found(ls)
+        loop = asyncio.get_running_loop()
+        if source is not None:
+            try:
+                return await loop.run_in_executor(None, _architecture_before_weights_json, source)
+            except Exception:  # e.g. a config that cannot build: the load will say why
+                logger.info("The architecture of %s waits for its load", source.spec, exc_info=True)
+                await ls.load_settled()
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(
@@ -34,7 +48,6 @@ def register(server: Phi3LanguageServer) -> None:
                 code=types.LSPErrorCodes.RequestFailed,
             )
         # Built off the event loop: a repr of every module can take a moment on big models.
-        loop = asyncio.get_running_loop()
         report = loop.run_in_executor(None, _architecture_json, engine)
         del engine  # a reload frees the model on its thread (see `ModelHost._free_dropped_engine`)
         return await report
@@ -61,6 +74,21 @@ def register(server: Phi3LanguageServer) -> None:
                 code=types.ErrorCodes.ServerNotInitialized,
             )
         return ls.host.status.to_json()
+
+
+def _config_found(ls: Phi3LanguageServer) -> ModelSource | None:
+    """The loading model's source once found, where its weights' format keeps the module tree
+    that its config builds (int4 replaces the linear layers as the weights load)."""
+    loading = ls.host.loading_source if ls.host is not None else None
+    if loading is None or loading[1] != "fp32":
+        return None
+    return loading[0]
+
+
+def _architecture_before_weights_json(source: ModelSource) -> dict[str, Any]:
+    from phi3_lsp.engine import architecture_before_weights  # imports torch
+
+    return architecture_before_weights(source).to_json()
 
 
 def _architecture_json(engine: ModelEngine) -> dict[str, Any]:

@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from filelock import FileLock
 from huggingface_hub import constants
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
@@ -311,6 +313,34 @@ def test_a_gguf_file_is_converted_once(
     again = resolve_model(str(gguf), cache=tmp_path, progress=updates.append)
     assert again.weights_dir == first.weights_dir
     assert updates == [], "a converted GGUF must not be converted again"
+
+
+def test_a_download_deletes_the_parts_that_killed_downloads_left(
+    holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # A server killed during a download (by its editor, or a crash) leaves the part it wrote,
+    # up to 7.6 GB, under a name of its own that no later download reuses or deletes.
+    holding_hub.hold_weights = False
+    snapshot = place_in_hub_cache(tmp_path / "hub", TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS)
+    repo = snapshot.parent.parent
+    blobs = repo / "blobs"
+    abandoned = blobs / "1e0f.0a1b2c3d.incomplete"
+    recent = blobs / "1e0f.4e5f6a7b.incomplete"  # a download that may still be writing
+    locked = blobs / "2f1a.8c9d0e1f.incomplete"  # a download of another process
+    for part in (abandoned, recent, locked):
+        part.write_bytes(b"\0" * 1024)
+    hour_ago = time.time() - 3600
+    for part in (abandoned, locked):
+        os.utime(part, (hour_ago, hour_ago))
+    lock = tmp_path / "hub" / ".locks" / repo.name / "2f1a.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+
+    with FileLock(lock):
+        fetched = fetch_weights(resolve_model(TINY_REPO, cache=tmp_path, weights="later"))
+    assert fetched.weights_dir is not None
+    assert not abandoned.exists()
+    assert recent.exists()
+    assert locked.exists()
 
 
 def test_a_stopped_download_from_xet_storage_ends_and_leaves_no_part_of_the_weights(

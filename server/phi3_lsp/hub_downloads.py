@@ -6,12 +6,19 @@ and can be left at once (see `load_stops`), and is stopped, over HTTP and from X
 from __future__ import annotations
 
 import io
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
+
+log = logging.getLogger(__name__)
+
+ABANDONED_AFTER_SECONDS = 600.0
+"""A download's partial file unchanged for this long is taken to be abandoned."""
 
 
 def cached_snapshot(repo_id: str, patterns: list[str]) -> Path | None:
@@ -47,6 +54,7 @@ def downloaded_snapshot(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     def download() -> str:
+        _delete_abandoned_parts(repo_id)
         return snapshot_download(
             repo_id,
             allow_patterns=patterns,
@@ -70,6 +78,31 @@ def downloaded_snapshot(
     except Exception as error:  # auth and missing-repo errors also mean "not available"
         return None, _one_line(error)
     return Path(folder), ""
+
+
+def _delete_abandoned_parts(repo_id: str) -> None:
+    """Delete the partial files that downloads of `repo_id` left in the hub cache when their
+    process was killed (a server killed by its editor, a crash): up to a whole weights file
+    each, which nothing else would ever delete, huggingface_hub naming each download's part
+    anew. A part is left alone while a download holds its file's lock (huggingface_hub holds
+    it for the whole download), or when it was written to in the last `ABANDONED_AFTER_SECONDS`
+    (a lock that a shared file system does not honour)."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub import constants
+
+    repo_folder = f"models--{repo_id.replace('/', '--')}"
+    cache = Path(constants.HF_HUB_CACHE)
+    for part in (cache / repo_folder / "blobs").glob("*.incomplete"):
+        etag = part.name.split(".", 1)[0]  # huggingface_hub's `<etag>.<random>.incomplete`
+        try:
+            if time.time() - part.stat().st_mtime < ABANDONED_AFTER_SECONDS:
+                continue
+            lock = cache / ".locks" / repo_folder / f"{etag}.lock"
+            with FileLock(lock, timeout=0, mode=0o664):  # as huggingface_hub makes it
+                part.unlink(missing_ok=True)
+        except (Timeout, OSError):
+            continue  # being downloaded, or not ours to delete: left as it is
+        log.info("Deleted %s, left by a download that was cut short", part)
 
 
 def _stop_xet_downloads() -> None:

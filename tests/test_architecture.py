@@ -155,10 +155,18 @@ def test_the_architecture_before_the_weights_is_the_loaded_models(
 ) -> None:
     # Shown while the weights download (minutes for Phi-3-mini): the loaded model must not
     # show another tree, other counts or other dtypes (a bf16 checkpoint keeps bf16 weights).
-    folder: Path = request.getfixturevalue(checkpoint)
-    before = architecture_before_weights(folder_source(folder, weights=False)).to_json()
-    loaded = ModelEngine.load(folder_source(folder, weights=True)).architecture().to_json()
+    source = folder_source(request.getfixturevalue(checkpoint), weights=True)
+    before = architecture_before_weights(source).to_json()
+    loaded = ModelEngine.load(source).architecture().to_json()
     assert (before["weightsLoaded"], before["weightsPending"]) == (False, True)
     assert (loaded["weightsLoaded"], loaded["weightsPending"]) == (True, False)
     unchanged = ["model", "className", "repr", "config", "parameters"]
     assert {key: before[key] for key in unchanged} == {key: loaded[key] for key in unchanged}
+
+
+def test_the_architecture_before_the_weights_of_a_model_without_weights_says_none_come(
+    phi3_mini_dir: Path,
+) -> None:
+    # The default model offline: the load ends without weights, showing the same report.
+    source = folder_source(phi3_mini_dir, weights=False)
+    assert architecture_before_weights(source).to_json()["weightsPending"] is False

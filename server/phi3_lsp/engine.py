@@ -539,7 +539,8 @@ def _without_weights_beyond_memory(
 def architecture_before_weights(source: ModelSource) -> ArchitectureReport:
     """What `ModelEngine.load(source).architecture()` will report in fp32, known from the
     config alone while the weights still download or convert (minutes for Phi-3-mini): built
-    on the meta device, with the weights in the dtypes the load will keep them in."""
+    on the meta device, with the weights in the dtypes the load will keep them in, and said
+    to be pending where they are to come."""
     config = AutoConfig.from_pretrained(
         source.config_dir, trust_remote_code=source.trust_remote_code
     )
@@ -550,8 +551,10 @@ def architecture_before_weights(source: ModelSource) -> ArchitectureReport:
         keep_bf16_weights(model)
     else:
         model = _meta_model(source, config)
+    # A model with no weights to come (offline, none cached) will show this report as it is.
+    coming = source.weights_pending or source.weights_dir is not None
     return describe_model(
-        model, config, name=source.spec, weights_loaded=False, weights_pending=True
+        model, config, name=source.spec, weights_loaded=False, weights_pending=coming
     )
 
 

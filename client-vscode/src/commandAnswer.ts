@@ -4,7 +4,8 @@
  * minutes). So a wait that lasts more than a moment is shown, with a Cancel button that
  * cancels the request: the server answers a cancelled request at once, and the load goes on.
  * A quick answer shows nothing, which would flash by. A server that stops before it answers
- * because of a restart is asked again once the next one runs.
+ * because of a restart is asked again once the next one runs, also when it did not answer the
+ * shutdown in time.
  *
  * Plain module: only type imports from `vscode`.
  */
@@ -26,15 +27,24 @@ export type CommandAnswer<T> =
 /**
  * Sends a request with `ask` and waits for its answer: quietly until `aMomentPassed`, then
  * with `showWait`, whose cancel cancels the request (the token handed to `ask`). A request that
- * fails rejects, as `ask`'s promise does.
+ * fails rejects, as `ask`'s promise does, and so does one still unanswered when `serverStopped`
+ * resolves (`StoppedUnanswered`).
  */
 export async function awaitAnswer<T>(
   ask: (token: vscode.CancellationToken) => Promise<T>,
   aMomentPassed: Promise<unknown>,
   showWait: ShowWait,
+  serverStopped: Promise<void>,
 ): Promise<CommandAnswer<T>> {
   const request = new RequestCancellation();
-  const answer = ask(request.token).then((value) => ({ kind: "answered", answer: value }) as const);
+  // A shutdown that is not answered in time leaves the connection open (vscode-languageclient
+  // disposes it only after one that is), so nothing would ever answer or reject the request.
+  const unanswered = serverStopped.then(() => {
+    throw new StoppedUnanswered();
+  });
+  const answer = Promise.race([ask(request.token), unanswered]).then(
+    (value) => ({ kind: "answered", answer: value }) as const,
+  );
   const quick = await Promise.race([answer, aMomentPassed.then(() => undefined)]);
   if (quick !== undefined) {
     return quick;
@@ -75,13 +85,21 @@ const STOPPED_BEFORE_ANSWERING: ReadonlySet<unknown> = new Set([
   -32096, // ConnectionInactive
 ]);
 
+/** A request still unanswered when its server's stop has ended. */
+export class StoppedUnanswered extends Error {
+  constructor() {
+    super("the server was stopped before it answered");
+  }
+}
+
 /** True if `error` says that the server stopped before it answered. */
 export function stoppedBeforeAnswering(error: unknown): boolean {
   return (
-    typeof error === "object" &&
-    error !== null &&
-    "code" in error &&
-    STOPPED_BEFORE_ANSWERING.has(error.code)
+    error instanceof StoppedUnanswered ||
+    (typeof error === "object" &&
+      error !== null &&
+      "code" in error &&
+      STOPPED_BEFORE_ANSWERING.has(error.code))
   );
 }
 

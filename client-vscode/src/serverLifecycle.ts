@@ -70,6 +70,14 @@ interface Choice<I> {
   readonly eventsBefore: number;
 }
 
+function stopSignal(): { readonly promise: Promise<void>; ended(): void } {
+  let ended = (): void => undefined;
+  const promise = new Promise<void>((resolve) => {
+    ended = resolve;
+  });
+  return { promise, ended };
+}
+
 export class ServerLifecycle<I extends ChosenInterpreter> {
   private queue: Promise<void> = Promise.resolve();
   private phase: Phase = "undecided";
@@ -88,6 +96,8 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   private operationsPending = 0;
   /** `steps.start` has been called and has not returned. */
   private startUnderWay = false;
+  /** Resolves as the stop under way, or the next one, ends. */
+  private stopEnded = stopSignal();
 
   constructor(private readonly steps: ServerSteps<I>) {}
 
@@ -206,7 +216,15 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   /** Stops the server, giving up a start under way. */
   stop(): Promise<void> {
     this.abandonStartUnderWay();
-    return this.enqueue(() => this.steps.stop());
+    return this.enqueue(() => this.stopServer());
+  }
+
+  /**
+   * Resolves once the server that runs now has been stopped (the stop under way or the next
+   * one has ended), whether its shutdown was answered in time or not.
+   */
+  nextStopEnded(): Promise<void> {
+    return this.stopEnded.promise;
   }
 
   /** Starts nothing more, and stops the server. */
@@ -245,8 +263,17 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   }
 
   private async restartNow(choice?: Choice<I>): Promise<void> {
-    await this.steps.stop();
+    await this.stopServer();
     await this.startNow(choice);
+  }
+
+  private async stopServer(): Promise<void> {
+    try {
+      await this.steps.stop();
+    } finally {
+      this.stopEnded.ended();
+      this.stopEnded = stopSignal();
+    }
   }
 
   /** Starts on `choice`, or on the interpreter chosen now; nothing once disposed. */

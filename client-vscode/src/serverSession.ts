@@ -353,6 +353,7 @@ export class ServerSession implements vscode.Disposable {
             return waitUntilAnswered(cancel);
           },
         ),
+      this.lifecycle.nextStopEnded(),
     );
     const ended =
       request.progress === undefined

@@ -436,10 +436,16 @@ void describe("a command asked while the model loads", () => {
           );
         // The moment has passed already: both waits show while the model loads.
         const shown: string[] = [];
-        const waitedFor = awaitAnswer(askArchitecture, Promise.resolve(), (wait) => {
-          shown.push("architecture");
-          return wait(new CancellationTokenSource().token);
-        });
+        const runsOn = new Promise<void>(() => undefined); // no stop in this test
+        const waitedFor = awaitAnswer(
+          askArchitecture,
+          Promise.resolve(),
+          (wait) => {
+            shown.push("architecture");
+            return wait(new CancellationTokenSource().token);
+          },
+          runsOn,
+        );
         let cancelledRequest: Promise<unknown> = Promise.resolve();
         const cancelButton = new CancellationTokenSource();
         const cancelled = awaitAnswer(
@@ -451,6 +457,7 @@ void describe("a command asked while the model loads", () => {
             cancelButton.cancel();
             return ended;
           },
+          runsOn,
         );
         assert.deepEqual(await cancelled, { kind: "cancelled" });
         await assert.rejects(

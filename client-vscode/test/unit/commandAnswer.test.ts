@@ -4,7 +4,7 @@ import type * as vscode from "vscode";
 import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
 import { RequestCancellation } from "../../src/cancellation";
 import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
-import { waitForServer } from "../../src/serverWait";
+import { type ShowWait, waitForServer } from "../../src/serverWait";
 import { fakeSession, settled } from "./fakeSession";
 import { readyStatus } from "./statusFixtures";
 import { waitNotification } from "./waitNotification";
@@ -17,6 +17,9 @@ function moment() {
   });
   return { passed, pass };
 }
+
+/** The stop of a server that runs on: none. */
+const aServerThatRuns = new Promise<void>(() => undefined);
 
 /**
  * A server that answers `phi3.showArchitecture` when the test says (after its model's load), and
@@ -47,7 +50,7 @@ async function slowAnswerShown() {
   const server = loadingServer();
   const notification = waitNotification();
   const aMoment = moment();
-  const answered = awaitAnswer(server.ask, aMoment.passed, notification.show);
+  const answered = awaitAnswer(server.ask, aMoment.passed, notification.show, aServerThatRuns);
   aMoment.pass();
   await settled();
   return { server, notification, answered };
@@ -58,7 +61,7 @@ describe("a command's request to the running server", () => {
     const server = loadingServer();
     const notification = waitNotification();
     const aMoment = moment();
-    const answered = awaitAnswer(server.ask, aMoment.passed, notification.show);
+    const answered = awaitAnswer(server.ask, aMoment.passed, notification.show, aServerThatRuns);
     server.loaded("LlamaForCausalLM");
     assert.deepEqual(await answered, { kind: "answered", answer: "LlamaForCausalLM" });
     aMoment.pass();
@@ -86,7 +89,10 @@ describe("a command's request to the running server", () => {
   it("fails as the request does, with nothing shown for a quick failure", async () => {
     const notification = waitNotification();
     const failing = () => Promise.reject(new Error("No architecture to show: no model is loaded."));
-    await assert.rejects(awaitAnswer(failing, moment().passed, notification.show), /no model/);
+    await assert.rejects(
+      awaitAnswer(failing, moment().passed, notification.show, aServerThatRuns),
+      /no model/,
+    );
     assert.equal(notification.shown.times, 0);
   });
 });
@@ -105,13 +111,23 @@ describe("the line under a slow answer's wait", () => {
 
 /**
  * A server that answers each request with the report of the process that got it, when the test
- * says; stopping a process answers what is pending there as pygls does at shutdown.
+ * says; stopping a process answers what is pending there as pygls does at shutdown, unless
+ * `shutdownTimesOut`: a process that does not answer the shutdown in time leaves its requests
+ * unanswered, and the library does not reject them either (it disposes the connection only
+ * after a shutdown in time).
  */
-function restartableServer(state: ReturnType<typeof fakeSession>["state"]) {
+function restartableServer(
+  state: ReturnType<typeof fakeSession>["state"],
+  { shutdownTimesOut = false } = {},
+) {
   let process = 1;
   const pending: { answer(report: string): void; reject(error: unknown): void }[] = [];
   state.whileStopping = () => {
     process += 1;
+    if (shutdownTimesOut) {
+      pending.splice(0);
+      return;
+    }
     for (const request of pending.splice(0)) {
       request.reject(
         new ResponseError(LSPErrorCodes.RequestCancelled, 'Request with id "4" is canceled'),
@@ -130,22 +146,33 @@ function restartableServer(state: ReturnType<typeof fakeSession>["state"]) {
   return { request, answerAll, pending };
 }
 
+/**
+ * Resolves once `server` has a request pending, or after enough turns of the event loop for a
+ * command to have asked (a command that never asks must fail its test, not spin on).
+ */
+async function untilAsked(server: { readonly pending: readonly unknown[] }) {
+  for (let turn = 0; turn < 1000 && server.pending.length === 0; turn++) {
+    await settled();
+  }
+}
+
 /** The session's command: wait for a running server, then ask it (serverSession.ts). */
 function askWhenRunning(
   lifecycle: ReturnType<typeof fakeSession>["lifecycle"],
   state: ReturnType<typeof fakeSession>["state"],
   request: () => Promise<string>,
 ) {
+  const showWait: ShowWait = (wait) => wait(new RequestCancellation().token);
   return async () => {
-    const wait = await waitForServer(
-      lifecycle,
-      () => state.running,
-      (wait) => wait(new RequestCancellation().token),
-    );
+    const wait = await waitForServer(lifecycle, () => state.running, showWait);
     if (wait !== "running") {
       throw new Error(`the server is ${wait}`);
     }
-    return request();
+    const ended = await awaitAnswer(request, moment().passed, showWait, lifecycle.nextStopEnded());
+    if (ended.kind === "cancelled") {
+      throw new Error("cancelled");
+    }
+    return ended.answer;
   };
 }
 
@@ -164,11 +191,48 @@ describe("a command whose server stops before it answers", () => {
       );
       await settled();
       await lifecycle.restart(); // "Restart server" while the command waits for the model's load
-      while (server.pending.length === 0) {
-        await settled();
-      }
+      await untilAsked(server);
       server.answerAll();
       assert.equal(await answered, "the architecture from process 2");
+    },
+  );
+
+  it(
+    "is asked again of the server a restart brings when the old one's shutdown timed out",
+    { timeout: 5000 },
+    async () => {
+      const { lifecycle, state } = fakeSession();
+      await lifecycle.startWhenNeeded(() => true);
+      const server = restartableServer(state, { shutdownTimesOut: true });
+      const answered = askThroughRestart(
+        askWhenRunning(lifecycle, state, server.request),
+        () => lifecycle.commandMustWait,
+        "Show Phi-3 architecture",
+      );
+      await settled();
+      await lifecycle.restart();
+      await untilAsked(server);
+      server.answerAll();
+      assert.equal(await answered, "the architecture from process 2");
+    },
+  );
+
+  it(
+    "ends, rather than waiting for good, when a stop that timed out leaves it unanswered",
+    { timeout: 5000 },
+    async () => {
+      const { lifecycle, state } = fakeSession();
+      await lifecycle.startWhenNeeded(() => true);
+      const server = restartableServer(state, { shutdownTimesOut: true });
+      const answered = askThroughRestart(
+        askWhenRunning(lifecycle, state, server.request),
+        () => lifecycle.commandMustWait,
+        "Show Phi-3 architecture",
+      );
+      await settled();
+      await lifecycle.stop(); // the window closes, or the server's last stop
+      // Told in plain words: no JSON-RPC wording, no wait left on screen.
+      await assert.rejects(answered, /stopped before it answered|not ?running/i);
     },
   );
 

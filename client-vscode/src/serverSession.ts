@@ -245,9 +245,14 @@ export class ServerSession implements vscode.Disposable {
       start: (interpreter) => this.startNow(interpreter),
       stop: () => this.stopNow(),
       abandonStart: () => {
-        if (this.handshaking !== undefined && this.handshaking === this.client) {
+        const client = this.client;
+        if (this.handshaking !== undefined && this.handshaking === client) {
           this.deps.output.info("Giving up the server's start, which has not finished.");
-          void this.stopNow(); // its start() then fails, and `startNow` ends
+          this.client = undefined;
+          // Its start() then fails, and `startNow` ends. Not awaited, so the status bar is left
+          // to the restart or stop that follows in turn: this stop may end after a newer
+          // client has started (a handshake just done makes it a real shutdown, up to 2 s).
+          void this.disposeClient(client);
         }
       },
       isAlive: () => this.client !== undefined && this.client.state !== State.Stopped,
@@ -422,28 +427,33 @@ export class ServerSession implements vscode.Disposable {
     const client = this.client;
     this.client = undefined;
     if (client !== undefined) {
-      client.retired = true;
-      // A handshake of our own start is not waited for: it may never end, and disposing the
-      // client ends its process (the library does so 2 s after a stop it cannot make).
-      if (client.state === State.Starting && client !== this.handshaking) {
-        // The library is starting it again after a crash. Disposing it now would fail ("not
-        // running") and leave that start to fail with two error notifications of its own.
-        const restarting = client.start();
-        if (!(await settlesWithin(restarting.then(ignore, ignore), RESTART_SETTLE_MS))) {
-          // Still starting: stop it once it has (else its server would run on, unseen).
-          void restarting.then(() => client.dispose(), ignore);
-        }
-      }
-      try {
-        await client.dispose();
-      } catch (error) {
-        // A client whose start failed has nothing left to stop (its process is gone).
-        if (!isNotRunningError(error)) {
-          this.deps.output.warn(`Stopping the Phi-3 server: ${String(error)}`);
-        }
-      }
+      await this.disposeClient(client);
     }
     this.deps.statusBar.setConnection({ kind: "stopped" });
+  }
+
+  /** Stops `client`, which the session no longer holds; its process ends with it. */
+  private async disposeClient(client: Phi3LanguageClient): Promise<void> {
+    client.retired = true;
+    // A handshake of our own start is not waited for: it may never end, and disposing the
+    // client ends its process (the library does so 2 s after a stop it cannot make).
+    if (client.state === State.Starting && client !== this.handshaking) {
+      // The library is starting it again after a crash. Disposing it now would fail ("not
+      // running") and leave that start to fail with two error notifications of its own.
+      const restarting = client.start();
+      if (!(await settlesWithin(restarting.then(ignore, ignore), RESTART_SETTLE_MS))) {
+        // Still starting: stop it once it has (else its server would run on, unseen).
+        void restarting.then(() => client.dispose(), ignore);
+      }
+    }
+    try {
+      await client.dispose();
+    } catch (error) {
+      // A client whose start failed has nothing left to stop (its process is gone).
+      if (!isNotRunningError(error)) {
+        this.deps.output.warn(`Stopping the Phi-3 server: ${String(error)}`);
+      }
+    }
   }
 
   private createClient(python: string, settings: ExtensionSettings): SessionClient {

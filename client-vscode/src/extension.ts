@@ -2,6 +2,7 @@
 
 import * as vscode from "vscode";
 import { ArchitectureDocuments } from "./architectureView";
+import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
 import {
   isArchitectureReport,
@@ -45,7 +46,7 @@ function currentSettings(): ExtensionSettings {
 /** Kept for `deactivate`, which must return the server's shutdown for VS Code to wait on it. */
 let activeSession: ServerSession | undefined;
 
-export async function activate(context: vscode.ExtensionContext): Promise<void> {
+export function activate(context: vscode.ExtensionContext): void {
   const output = vscode.window.createOutputChannel("Phi-3", { log: true });
   const statusBar = new StatusBar(currentSettings);
   const architecture = new ArchitectureDocuments();
@@ -97,20 +98,22 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       void session.workspaceTrusted();
     }),
   );
-  try {
-    // With phi3.pythonPath set, the interpreter chosen stays the same: no restart.
-    const pythonChanged = await onActivePythonChanged(() => {
-      void session.restartIfInterpreterChanged();
-    });
-    if (pythonChanged !== undefined) {
-      context.subscriptions.push(pythonChanged);
-    }
-  } catch (error) {
-    output.warn(`Not following the Python extension's environment: ${String(error)}`);
-  }
-
-  // Not awaited: VS Code runs none of this extension's commands before activate() has ended,
-  // and a start can take long or never end. The lifecycle's promises never reject.
+  // Neither is awaited: VS Code runs none of this extension's commands before activate() has
+  // ended, and the Python extension's API (which the first start also asks for its
+  // environment: a start under way, whose wait commands show) or a start can take long or never
+  // end. The lifecycle's promises never reject.
+  context.subscriptions.push(
+    subscribeInBackground(
+      // With phi3.pythonPath set, the interpreter chosen stays the same: no restart.
+      () =>
+        onActivePythonChanged(() => {
+          void session.restartIfInterpreterChanged();
+        }),
+      (error) => {
+        output.warn(`Not following the Python extension's environment: ${String(error)}`);
+      },
+    ),
+  );
   void session.startWhenNeeded();
 }
 

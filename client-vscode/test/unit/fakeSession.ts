@@ -23,6 +23,8 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     startsFail: false,
     holdStarts: false,
     waitingForDocument: false,
+    /** Awaited before the interpreter is chosen: the Python extension's API, once it is there. */
+    pythonExtensionReady: Promise.resolve(),
     /** Called as the interpreter is asked for, before the answer. */
     whileChoosing: (): void => undefined,
     /** Called as a server that is alive stops: what it has not answered goes unanswered. */
@@ -36,6 +38,7 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     chooseInterpreter: async () => {
       calls.push("choose");
       state.whileChoosing();
+      await state.pythonExtensionReady;
       await settled(); // the Python extension answers a moment later
       return { command: state.python };
     },

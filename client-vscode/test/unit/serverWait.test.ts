@@ -32,6 +32,23 @@ describe("a command that needs the server", () => {
     },
   );
 
+  it(
+    "shows its wait while the first start waits for the Python extension, and may cancel it",
+    { timeout: 5000 },
+    async () => {
+      const { starts, lifecycle, state } = fakeSession();
+      state.pythonExtensionReady = new Promise(() => undefined); // an extension that never activates
+      void lifecycle.startWhenNeeded(() => true);
+      const notification = waitNotification();
+      const wait = waitForServer(lifecycle, () => state.running, notification.show);
+      await settled();
+      assert.equal(notification.shown.open, true, "the wait is on screen");
+      notification.cancel();
+      assert.equal(await wait, "cancelled");
+      assert.deepEqual(starts, [], "no interpreter chosen yet");
+    },
+  );
+
   it("stops waiting when the start fails: the start has said why", async () => {
     const { lifecycle, state } = fakeSession();
     state.startsFail = true; // phi3_lsp missing in that Python

@@ -24,7 +24,8 @@ from phi3_lsp import engine as engine_module
 from phi3_lsp import model_host as model_host_module
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation
-from phi3_lsp.model_host import LoadOutcome, ModelHost, ModelThread, Status
+from phi3_lsp.model_host import LoadOutcome, ModelHost, Status
+from phi3_lsp.model_thread import ModelThread
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import SHOWN_AFTER_SECONDS, PromptReading
 from phi3_lsp.sources import resolve_model

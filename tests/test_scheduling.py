@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp.model_host import ModelThread
+from phi3_lsp.model_thread import ModelThread
 from phi3_lsp.scheduling import MODEL_THREAD_NICENESS, physical_cores
 
 pytestmark = pytest.mark.skipif(

@@ -26,7 +26,7 @@ from phi3_lsp.scheduling import HIGHEST_NICE, lower_current_thread_priority
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
-    from phi3_lsp.model_host import ModelThread
+    from phi3_lsp.model_thread import ModelThread
 
 logger = logging.getLogger(__name__)
 

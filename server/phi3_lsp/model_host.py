@@ -1,9 +1,10 @@
-"""Holds the tokenizer and the model engine for the server: loading in the background, the one
-model thread, supersession of completions, and the status that clients see.
+"""Holds the tokenizer and the model engine for the server: loading in the background (the
+load's steps are `load_steps`'), the one model thread's jobs, supersession of completions, and
+the status that clients see.
 
 Nothing here knows LSP. The server passes a `HostListener`, called from the model thread, and
-turns its calls into notifications. torch and transformers are imported on the model thread
-only, so that starting the server (and answering `initialize`) stays fast.
+turns its calls into notifications. torch and transformers are imported by a load only, so
+that starting the server (and answering `initialize`) stays fast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from phi3_lsp.drafts_keeper import DraftsKeeper
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.load_steps import LoadHooks, LoadRequest, load_engine
 from phi3_lsp.load_stops import LoadStop, LoadStopped, wait_for_stopped_work
 from phi3_lsp.memory_release import release_freed_memory
 from phi3_lsp.model_thread import ModelThread
@@ -86,22 +88,6 @@ class Status:
             "int4Drafts": self.int4_drafts,
             "weights": self.weights,
         }
-
-
-@dataclass(frozen=True)
-class LoadRequest:
-    """What to load and how: a new request (not an equal one) means loading again."""
-
-    model: str
-    threads: int
-    weights: WeightFormat
-    int4_drafts: bool
-    trust_remote_code: bool
-
-    def keeps_the_model_of(self, other: LoadRequest) -> bool:
-        """Whether `other`'s model serves this request as it is: only how it runs differs (the
-        thread count, the 4-bit drafts), not what is loaded."""
-        return replace(self, threads=other.threads, int4_drafts=other.int4_drafts) == other
 
 
 @dataclass(frozen=True)
@@ -488,7 +474,7 @@ class ModelHost:
         # those made so far (6 or 7 in a SmolLM2 load, 10 to 140 ms each) added ~0.5 s to it.
         gc.disable()
         try:
-            engine, hint = self._load_steps(load_id, request, stop)
+            engine, hint = load_engine(request, stop, self._hooks_of_load(load_id, request))
             _freeze_loaded_objects()
             has_weights = engine.has_weights
             status = Status(
@@ -562,78 +548,36 @@ class ModelHost:
         finally:
             self._forget_running(stop)
 
-    def _load_steps(
-        self, load_id: int, request: LoadRequest, stop: LoadStop
-    ) -> tuple[ModelEngine, str | None]:
-        """Resolve, load the tokenizer, fetch a hub model's weights (or convert a .gguf file's),
-        then load the engine; returns it and the missing-weights hint.
-
-        Raises `LoadStopped` before the weights load once `stop` is set (at once during a
-        download), or once a newer load has begun (the same model, after its download).
-        """
-
-        def on_progress(update: ProgressUpdate) -> None:
-            percentage = None if update.fraction is None else round(update.fraction * 100)
-            with self._reports_lock:
-                with self._lock:  # a newer load's first status comes after this one's
-                    if load_id != self._load_id:
-                        return  # e.g. a stopped download's, before it has seen its stop
-                    loading = replace(self._status, state="loading", message=update.message)
-                    self._set_status(replace(loading, percentage=percentage))
-                self._listener.load_progressed(update)
-
-        def still_current() -> None:
-            stop.check()
-            if load_id != self._load_id:  # the same model asked again (see `_stop_load`)
-                raise LoadStopped
-
-        # The tokenizer needs neither torch nor transformers: hovers work seconds before the
-        # first load has imported them.
-        from phi3_lsp.sources import fetch_weights, parsed_once, resolve_model
-        from phi3_lsp.tokens import DocumentTokenizer
-
-        on_progress(ProgressUpdate("loading", f"Finding {request.model}"))
-        # A hub model's weights are gigabytes (Phi-3-mini's: 7.6 GB), its tokenizer and config a
-        # few MB; a .gguf file's weights take long to convert (SmolLM2's: ~10 s), its tokenizer
-        # and config come from its metadata: hovers work from the tokenizer on.
-        with parsed_once(request.model):  # a GGUF's metadata, read once for both
-            source = resolve_model(
-                request.model,
-                progress=on_progress,
-                trust_remote_code=request.trust_remote_code,
-                weights="later",
-                stop=stop,
-            )
-            with self._lock:  # before the status that wakes the requests waiting for it
-                self._found = (load_id, source, request.weights)
-            # torch and transformers are imported on a thread of their own (seconds, on the
-            # first load, holding the GIL) while this one reads the tokenizer's file, which is
-            # parsed without it: a tokenizer that cannot be read is reported at once.
-            on_progress(ProgressUpdate("loading", "Starting torch and transformers"))
-            importer = ModelThread(name="phi3-imports")  # a daemon: it never holds up an exit
-            importing = importer.submit(_engine_class)
-            importer.shutdown(wait=False)  # an error below must not wait for the imports
-            tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
-            self._take_tokenizer(load_id, tokenizer)
-            still_current()  # superseded while the tokenizer was read: no download to begin
-            if source.weights_pending:
-                # A download, or a GGUF file's conversion, lasts minutes for Phi-3-mini, with
-                # hovers answered meanwhile: their garbage is collected as usual.
-                gc.enable()
-            try:
-                source = fetch_weights(source, progress=on_progress, stop=stop)
-            finally:
-                gc.disable()
-        engine_class = importing.result()
-        still_current()
-        engine = engine_class.load(
-            source,
-            tokenizer=tokenizer,
-            threads=request.threads,
-            weights=request.weights,
-            progress=on_progress,
+    def _hooks_of_load(self, load_id: int, request: LoadRequest) -> LoadHooks:
+        """Where the steps of the load `load_id` report, and hand over what they have read."""
+        return LoadHooks(
+            progressed=lambda update: self._report_load_progress(load_id, update),
+            is_current=lambda: load_id == self._load_id,
+            source_found=lambda source: self._take_source(load_id, source, request.weights),
+            tokenizer_read=lambda tokenizer: self._take_tokenizer(load_id, tokenizer),
         )
-        return engine, None if engine.has_weights else engine.source.missing_weights_hint
+
+    def _report_load_progress(self, load_id: int, update: ProgressUpdate) -> None:
+        """Show the load `load_id`'s step, unless a newer load has begun."""
+        percentage = None if update.fraction is None else round(update.fraction * 100)
+        with self._reports_lock:
+            with self._lock:  # a newer load's first status comes after this one's
+                if load_id != self._load_id:
+                    return  # e.g. a stopped download's, before it has seen its stop
+                loading = replace(self._status, state="loading", message=update.message)
+                self._set_status(replace(loading, percentage=percentage))
+            self._listener.load_progressed(update)
+
+    def _take_source(self, load_id: int, source: ModelSource, weights: WeightFormat) -> None:
+        """Keep the source the load `load_id` has found (see `loading_source`)."""
+        with self._lock:
+            self._found = (load_id, source, weights)
+
+    def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
+        """Serve hovers with the tokenizer just read, unless a newer load has begun."""
+        with self._lock:
+            if load_id == self._load_id:
+                self._tokenizer = tokenizer
 
     def _use_threads(self, load_id: int, threads: int) -> None:
         """On the model thread, after the load `load_id` (queued before): run on `threads`."""
@@ -644,12 +588,6 @@ class ModelHost:
             engine.use_threads(threads)
         except Exception:
             logger.exception("%s could not move to %d torch threads", engine.name, threads)
-
-    def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
-        """Serve hovers with the tokenizer just read, unless a newer load has begun."""
-        with self._lock:
-            if load_id == self._load_id:
-                self._tokenizer = tokenizer
 
     # --- status ----------------------------------------------------------------------------
 
@@ -705,12 +643,6 @@ class _RunningGeneration:
     ahead: bool = False
     """Work ahead of requests (reading a prompt ahead, the warm-up): none waits on it, and any
     newer request stops it."""
-
-
-def _engine_class() -> type[ModelEngine]:
-    from phi3_lsp.engine import ModelEngine  # imports torch and transformers
-
-    return ModelEngine
 
 
 def _freeze_loaded_objects() -> None:

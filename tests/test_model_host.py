@@ -801,6 +801,25 @@ def test_the_same_model_asked_in_another_format_during_its_download_keeps_the_do
     assert len(holding_hub.sent_matching("*.safetensors")) == 1
 
 
+def test_another_model_after_a_format_change_does_not_wait_for_the_kept_download(
+    holding_hub: LocalHub,
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tiny_phi3_dir: Path,
+) -> None:
+    # int4 picked during the download keeps it; then the user gives up waiting.
+    host = new_host(HUB_REPO)
+    host.load(HUB_REPO, threads=1)
+    assert holding_hub.weights_asked.wait(LOAD_TIMEOUT)
+    host.load(HUB_REPO, threads=1, weights="int4")
+    host.load(str(tiny_phi3_dir), threads=1)
+    listener.wait_for_status(
+        lambda status: status.model == str(tiny_phi3_dir) and status.state in ("ready", "error")
+    )
+    assert listener.statuses[-1].state == "ready"
+    assert not holding_hub.weights_released.is_set(), "loaded while the download was held"
+
+
 def test_the_collector_runs_while_the_weights_download(
     holding_hub: LocalHub, new_host: Callable[[str], ModelHost]
 ) -> None:

@@ -235,9 +235,10 @@ class ModelHost:
         hold up the model thread for as long as it lasts), unless the next load wants the same
         files (the same model in another format: a download stopped starts again from zero);
         returns the next load's stop."""
-        if not keeping_its_download:
-            self._load_stop.set()
         stopped = [*self._stopped_loads, self._load_stop]
+        if not keeping_its_download:
+            for stop in stopped:  # a download kept for the same model before is moot too
+                stop.set()
         self._stopped_loads = [stop for stop in stopped if stop.work_running()]
         self._load_stop = LoadStop()
         return self._load_stop

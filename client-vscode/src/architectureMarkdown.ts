@@ -116,8 +116,8 @@ export function renderArchitectureMarkdown(report: ArchitectureReport): string {
   const weights = report.weightsLoaded
     ? "Weights are loaded."
     : report.weightsPending
-      ? "Its weights are still on their way (downloading or converting): the model was built " +
-        "from its config on the meta device, as it will be once they load."
+      ? "Its weights are not loaded yet (downloading, converting or loading): the model was " +
+        "built from its config on the meta device, as it will be once they load."
       : "No weights are loaded: the model was built on the meta device, so the structure and " +
         "the counts are exact but it cannot generate text.";
   return [

@@ -157,14 +157,7 @@ class ModelEngine:
             source.config_dir, trust_remote_code=source.trust_remote_code
         )
         tokenizer_seconds = time.perf_counter() - started
-        # fp32 keeps a bf16 checkpoint's weights in bf16 where our kernel widens them as it
-        # reads them: fp32's arithmetic in half the memory (see `fp32_products`).
-        bf16_held = (
-            weights == "fp32"
-            and source.weights_dir is not None
-            and own_fp32_kernel() is not None  # built on a first start (~0.4 s)
-            and stored_in_bf16(source.weights_dir)
-        )
+        bf16_held = weights == "fp32" and _keeps_bf16_weights(source.weights_dir)
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)
         model = _build_model(source, config, weights, report, bf16_held)
@@ -538,31 +531,36 @@ def _without_weights_beyond_memory(
 
 def architecture_before_weights(source: ModelSource) -> ArchitectureReport:
     """What `ModelEngine.load(source).architecture()` will report in fp32, known from the
-    config alone while the weights still download or convert (minutes for Phi-3-mini): built
-    on the meta device, with the weights in the dtypes the load will keep them in, and said
-    to be pending where they are to come."""
+    config alone while the weights still download, convert or load (minutes for Phi-3-mini):
+    built on the meta device, with the weights in the dtypes the load will keep them in, and
+    said to be pending where they are to come."""
     config = AutoConfig.from_pretrained(
         source.config_dir, trust_remote_code=source.trust_remote_code
     )
-    # The load keeps a bf16 checkpoint's weights in bf16 where our kernel reads them (see
-    # `ModelEngine.load`); the checkpoint's dtype is the one its config declares.
-    if _declared_dtype(config) == torch.bfloat16 and own_fp32_kernel() is not None:
-        model = _meta_model(source, config, torch.bfloat16)
+    if source.weights_dir is not None:  # on disk: as the load will decide
+        bf16_held = _keeps_bf16_weights(source.weights_dir)
+    elif source.weights_pending:  # to come, stored as their config says
+        declared = getattr(config, "dtype", None)
+        bf16_held = declared == torch.bfloat16 and own_fp32_kernel() is not None
+    else:  # none to come: the load builds the model in fp32
+        bf16_held = False
+    model = _meta_model(source, config, torch.bfloat16 if bf16_held else torch.float32)
+    if bf16_held:
         keep_bf16_weights(model)
-    else:
-        model = _meta_model(source, config)
-    # A model with no weights to come (offline, none cached) will show this report as it is.
     coming = source.weights_pending or source.weights_dir is not None
     return describe_model(
         model, config, name=source.spec, weights_loaded=False, weights_pending=coming
     )
 
 
-def _declared_dtype(config: Any) -> torch.dtype | None:
-    declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
-    if isinstance(declared, str):
-        declared = getattr(torch, declared, None)
-    return declared if isinstance(declared, torch.dtype) else None
+def _keeps_bf16_weights(weights_dir: Path | None) -> bool:
+    """Whether fp32 keeps the checkpoint's weights in bf16 where our kernel widens them as it
+    reads them: fp32's arithmetic in half the memory (see `fp32_products`)."""
+    return (
+        weights_dir is not None
+        and own_fp32_kernel() is not None  # built on a first start (~0.4 s)
+        and stored_in_bf16(weights_dir)
+    )
 
 
 def _meta_model(source: ModelSource, config: Any, dtype: torch.dtype = torch.float32) -> nn.Module:

@@ -141,11 +141,11 @@ describe("architecture markdown", () => {
     assert.doesNotMatch(loaded, /No weights are loaded/);
   });
 
-  it("says when the weights are still on their way", () => {
+  it("says when the weights are not loaded yet", () => {
     const pending = renderArchitectureMarkdown({ ...report, weightsPending: true });
-    assert.match(pending, /Its weights are still on their way/);
+    assert.match(pending, /Its weights are not loaded yet/);
     assert.doesNotMatch(pending, /No weights are loaded/);
-    assert.doesNotMatch(markdown, /still on their way/);
+    assert.doesNotMatch(markdown, /not loaded yet/);
   });
 
   it("keeps a repr with backticks inside its code block", () => {

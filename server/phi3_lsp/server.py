@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, cast
+from typing import BinaryIO, TypeVar, cast
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
@@ -25,6 +25,7 @@ from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler
 from phi3_lsp.message_reader import MessageReader
 from phi3_lsp.model_host import HostListener, ModelHost
+from phi3_lsp.model_thread import ModelThread
 from phi3_lsp.positions import Encoding
 from phi3_lsp.protocol_warmup import warm_up
 from phi3_lsp.request_rules import (
@@ -42,6 +43,9 @@ _message_loop_logger = logging.getLogger(f"{__name__}.messages")
 _message_loop_logger.addFilter(UnreadableMessageTracebacks())
 
 STATUS_NOTIFICATION = "phi3/status"
+ASIDE_END_SECONDS = 0.1
+"""How long the exit waits for the thread of work aside to end, when it has nothing to do."""
+_T = TypeVar("_T")
 _LOG_TYPES = [
     (logging.ERROR, types.MessageType.Error),
     (logging.WARNING, types.MessageType.Warning),
@@ -73,6 +77,8 @@ class Phi3LanguageServer(LanguageServer):
         self._settings_reads: set[asyncio.Future[None]] = set()
         self._problems_shown: frozenset[str] = frozenset()
         self._status_changed = asyncio.Event()
+        self._aside: ModelThread | None = None
+        """Runs work beside the model thread's (see `run_aside`), once there is some."""
         self.exit_code = 0
         """The process's, once the client said exit (see `start_io`)."""
 
@@ -239,13 +245,25 @@ class Phi3LanguageServer(LanguageServer):
                 return False
         return bool(value)
 
+    def run_aside(self, work: Callable[[], _T]) -> asyncio.Future[_T]:
+        """`work()`'s result, run on a daemon thread beside the model thread's work: the exit
+        does not wait for it (asyncio's executor threads hold up the exit until they end, e.g.
+        in torch's first import while a load does it too)."""
+        if self._aside is None:
+            self._aside = ModelThread(name="phi3-aside")
+        return asyncio.wrap_future(self._aside.submit(work))
+
     def close(self) -> bool:
         """Stop the model thread's work and stop forwarding logs.
 
-        False if a thread is still busy: the model thread in work it cannot leave (a load), or
-        the stdin reader in a read that only the client's closing of stdin ends.
+        False if a thread is still busy: the model thread in work it cannot leave (a load), the
+        thread of work aside (see `run_aside`), or the stdin reader in a read that only the
+        client's closing of stdin ends.
         """
         idle = self.host.shutdown() if self.host is not None else True
+        if self._aside is not None:
+            self._aside.shutdown(wait=False)
+            idle = self._aside.join(ASIDE_END_SECONDS) and idle
         if self._detach_log_handler is not None:
             self._detach_log_handler()
             self._detach_log_handler = None

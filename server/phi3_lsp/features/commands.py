@@ -34,10 +34,9 @@ def register(server: Phi3LanguageServer) -> None:
         # download (minutes), not after.
         await ls.load_settled(or_once=lambda: _config_found(ls) is not None)
         source = _config_found(ls)
-        loop = asyncio.get_running_loop()
         if source is not None:
             try:
-                return await loop.run_in_executor(None, _architecture_before_weights_json, source)
+                return await ls.run_aside(lambda: _architecture_before_weights_json(source))
             except Exception:  # e.g. a config that cannot build: the load will say why
                 logger.info("The architecture of %s waits for its load", source.spec, exc_info=True)
                 await ls.load_settled()
@@ -48,7 +47,7 @@ def register(server: Phi3LanguageServer) -> None:
                 code=types.LSPErrorCodes.RequestFailed,
             )
         # Built off the event loop: a repr of every module can take a moment on big models.
-        report = loop.run_in_executor(None, _architecture_json, engine)
+        report = asyncio.get_running_loop().run_in_executor(None, _architecture_json, engine)
         del engine  # a reload frees the model on its thread (see `ModelHost._free_dropped_engine`)
         return await report
 

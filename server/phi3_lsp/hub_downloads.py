@@ -143,9 +143,16 @@ def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **{**kwargs, "file": _DISCARDED})
 
+        def refresh(self, *args: Any, **kwargs: Any) -> None:
+            # Also as a file starts (its size added to the total): after a stop, a file whose
+            # download would start in the Xet session made anew does not.
+            if stop is not None and _stops_the_download_here():
+                stop.check()
+            super().refresh(*args, **kwargs)
+
         def update(self, n: float | None = 1) -> bool | None:
             nonlocal reported
-            if stop is not None and not _in_xet_thread():
+            if stop is not None and _stops_the_download_here():
                 stop.check()  # huggingface_hub then deletes the partial file and cancels the rest
             shown: bool | None = super().update(n)
             if self.unit == "B" and self.total:
@@ -160,10 +167,13 @@ def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None)
     return ForwardingBar
 
 
-def _in_xet_thread() -> bool:
-    """Whether this is one of hf_xet's threads, which print an error raised in their progress
-    reports to stderr and go on (Python knows them only as dummy threads)."""
-    return isinstance(threading.current_thread(), threading._DummyThread)
+def _stops_the_download_here() -> bool:
+    """Whether an error raised on this thread stops the download: on its workers, not on
+    hf_xet's threads, which print it to stderr and go on (Python knows them only as dummy
+    threads), nor on tqdm's monitor thread, which redraws every bar now and then."""
+    from tqdm._monitor import TMonitor
+
+    return not isinstance(threading.current_thread(), threading._DummyThread | TMonitor)
 
 
 class _Discarded(io.TextIOBase):

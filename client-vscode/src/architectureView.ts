@@ -30,10 +30,7 @@ export class ArchitectureDocuments
 
   /** Renders `report` and opens it in the markdown preview (the source view if that fails). */
   async show(report: ArchitectureReport): Promise<void> {
-    const name = report.model.replace(/[\\/:]+/g, "_");
-    const uri = vscode.Uri.from({ scheme: ARCHITECTURE_SCHEME, path: `/${name}.md` });
-    this.documents.set(uri.toString(), renderArchitectureMarkdown(report));
-    this.changed.fire(uri);
+    const uri = this.render(report);
     try {
       await vscode.commands.executeCommand("markdown.showPreview", uri);
     } catch {
@@ -41,6 +38,19 @@ export class ArchitectureDocuments
       const document = await vscode.workspace.openTextDocument(uri);
       await vscode.window.showTextDocument(document, { preview: true });
     }
+  }
+
+  /** Renders `report` into the document shown for its model, which an open view shows. */
+  update(report: ArchitectureReport): void {
+    this.render(report);
+  }
+
+  private render(report: ArchitectureReport): vscode.Uri {
+    const name = report.model.replace(/[\\/:]+/g, "_");
+    const uri = vscode.Uri.from({ scheme: ARCHITECTURE_SCHEME, path: `/${name}.md` });
+    this.documents.set(uri.toString(), renderArchitectureMarkdown(report));
+    this.changed.fire(uri);
+    return uri;
   }
 
   dispose(): void {

@@ -1,6 +1,7 @@
 /** Entry point: wires settings, the status bar, the commands and the server session together. */
 
 import * as vscode from "vscode";
+import { reportOnceLoaded } from "./architectureRefresh";
 import { ArchitectureDocuments } from "./architectureView";
 import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
@@ -65,7 +66,9 @@ export function activate(context: vscode.ExtensionContext): void {
   const register = (id: string, run: () => unknown): void => {
     context.subscriptions.push(vscode.commands.registerCommand(id, run));
   };
-  register(SHOW_ARCHITECTURE_COMMAND, () => showArchitecture(session, architecture, output));
+  register(SHOW_ARCHITECTURE_COMMAND, () =>
+    showArchitecture(session, architecture, statusBar, output),
+  );
   register(MEASURE_WEIGHT_READS_COMMAND, () => measureWeightReads(session, statusBar, output));
   register(RESTART_COMMAND, () => session.restart());
   register(TOGGLE_INLINE_COMMAND, () => toggleInlineCompletions());
@@ -127,6 +130,7 @@ export function deactivate(): Promise<void> | undefined {
 async function showArchitecture(
   session: ServerSession,
   documents: ArchitectureDocuments,
+  statusBar: StatusBar,
   output: vscode.LogOutputChannel,
 ): Promise<void> {
   const title = "Show Phi-3 architecture";
@@ -137,6 +141,14 @@ async function showArchitecture(
       isArchitectureReport,
     );
     await documents.show(report);
+    // Built before the weights came: its view shows the loaded model once it has loaded.
+    void reportOnceLoaded(report, statusBar, () =>
+      session.executeCommand({ command: SHOW_ARCHITECTURE_COMMAND, title }),
+    ).then((loaded) => {
+      if (loaded !== undefined) {
+        documents.update(loaded);
+      }
+    });
   } catch (error) {
     await reportFailure(title, error, output);
   }

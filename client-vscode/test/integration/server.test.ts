@@ -33,6 +33,7 @@ import {
   isArchitectureReport,
   isReadAtCursorResult,
   isWeightReads,
+  MEASURE_WEIGHT_READS_COMMAND,
   READ_AT_CURSOR_REQUEST,
   SHOW_ARCHITECTURE_COMMAND,
 } from "../../src/protocol";
@@ -222,7 +223,7 @@ void describe(
       "returns the architecture, which renders as a markdown document",
       { timeout: REQUEST_TIMEOUT_MS },
       async () => {
-        const report = await executeCommand(server, "phi3.showArchitecture");
+        const report = await executeCommand(server, SHOW_ARCHITECTURE_COMMAND);
         assert.ok(isArchitectureReport(report), "the documented report shape");
         assert.equal(report.className, "LlamaForCausalLM");
         assert.equal(report.weightsLoaded, true);
@@ -428,20 +429,21 @@ void describe("a command asked while the model loads", () => {
     async () => {
       await LanguageServerProcess.with("smollm2-135m", {}, async (server) => {
         await server.initialize();
-        const askArchitecture = (token: CancellationToken): Promise<unknown> =>
+        // The weights' read waits for the load (the architecture is answered before it).
+        const askReads = (token: CancellationToken): Promise<unknown> =>
           server.connection.sendRequest(
             ExecuteCommandRequest.type,
-            { command: SHOW_ARCHITECTURE_COMMAND, arguments: [] },
+            { command: MEASURE_WEIGHT_READS_COMMAND, arguments: [] },
             token,
           );
         // The moment has passed already: both waits show while the model loads.
         const shown: string[] = [];
         const runsOn = new Promise<void>(() => undefined); // no stop in this test
         const waitedFor = awaitAnswer(
-          askArchitecture,
+          askReads,
           Promise.resolve(),
           (wait) => {
-            shown.push("architecture");
+            shown.push("reads");
             return wait(new CancellationTokenSource().token);
           },
           runsOn,
@@ -449,7 +451,7 @@ void describe("a command asked while the model loads", () => {
         let cancelledRequest: Promise<unknown> = Promise.resolve();
         const cancelButton = new CancellationTokenSource();
         const cancelled = awaitAnswer(
-          (token) => (cancelledRequest = askArchitecture(token)),
+          (token) => (cancelledRequest = askReads(token)),
           Promise.resolve(),
           (wait) => {
             shown.push("cancelled");
@@ -471,9 +473,9 @@ void describe("a command asked while the model loads", () => {
         );
 
         const answered = await waitedFor;
-        const report = answered.kind === "answered" ? answered.answer : answered.kind;
-        assert.ok(isArchitectureReport(report) && report.weightsLoaded, "the loaded model's");
-        assert.deepEqual(shown, ["architecture", "cancelled"]);
+        const reads = answered.kind === "answered" ? answered.answer : answered.kind;
+        assert.ok(isWeightReads(reads) && reads.bytesRead > 0, "the loaded model's");
+        assert.deepEqual(shown, ["reads", "cancelled"]);
       });
     },
   );
@@ -484,10 +486,10 @@ void describe("a command asked while the model loads", () => {
     async () => {
       await LanguageServerProcess.with("smollm2-135m", {}, async (server) => {
         await server.initialize();
-        const architecture = executeCommand(server, SHOW_ARCHITECTURE_COMMAND);
+        const reads = executeCommand(server, MEASURE_WEIGHT_READS_COMMAND);
         // The extension's restart (or stop) begins with shutdown.
         void server.connection.sendRequest(ShutdownRequest.type).catch(() => undefined);
-        await assert.rejects(architecture, (error) => stoppedBeforeAnswering(error));
+        await assert.rejects(reads, (error) => stoppedBeforeAnswering(error));
         assert.ok(!server.statuses.some((status) => status.state === "ready"));
       });
     },

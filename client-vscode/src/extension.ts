@@ -21,7 +21,8 @@ import {
   useOfflineModel,
 } from "./noWeights";
 import { onActivePythonChanged } from "./pythonEnvironment";
-import { type CommandRequest, ServerSession, StartFailed } from "./serverSession";
+import { type CommandRequest, StartFailed } from "./serverCommands";
+import { ServerSession } from "./serverSession";
 import { WaitCancelled } from "./serverWait";
 import { writeSetting } from "./settingsWrites";
 import {

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
 import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
-import { RequestCancellation } from "../../src/cancellation";
 import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
-import { type ShowWait, waitForServer } from "../../src/serverWait";
-import { fakeSession, settled } from "./fakeSession";
+import { SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
+import { sendServerCommand } from "../../src/serverCommands";
+import { commandDependencies, fakeSession, settled } from "./fakeSession";
 import { readyStatus } from "./statusFixtures";
 import { waitNotification } from "./waitNotification";
 
@@ -156,24 +156,15 @@ async function untilAsked(server: { readonly pending: readonly unknown[] }) {
   }
 }
 
-/** The session's command: wait for a running server, then ask it (serverSession.ts). */
-function askWhenRunning(
-  lifecycle: ReturnType<typeof fakeSession>["lifecycle"],
-  state: ReturnType<typeof fakeSession>["state"],
-  request: () => Promise<string>,
-) {
-  const showWait: ShowWait = (wait) => wait(new RequestCancellation().token);
-  return async () => {
-    const wait = await waitForServer(lifecycle, () => state.running, showWait);
-    if (wait !== "running") {
-      throw new Error(`the server is ${wait}`);
-    }
-    const ended = await awaitAnswer(request, moment().passed, showWait, lifecycle.nextStopEnded());
-    if (ended.kind === "cancelled") {
-      throw new Error("cancelled");
-    }
-    return ended.answer;
-  };
+/** "Show Phi-3 architecture" as the session sends it, to `session`'s server (serverCommands.ts). */
+function showArchitecture(
+  session: ReturnType<typeof fakeSession>,
+  answer: () => Promise<string>,
+): Promise<unknown> {
+  return sendServerCommand(
+    { command: SHOW_ARCHITECTURE_COMMAND, title: "Show Phi-3 architecture" },
+    commandDependencies(session, answer),
+  );
 }
 
 describe("a command whose server stops before it answers", () => {
@@ -181,14 +172,11 @@ describe("a command whose server stops before it answers", () => {
     "is asked again of the server a restart brings, and answered by it",
     { timeout: 5000 },
     async () => {
-      const { lifecycle, state } = fakeSession();
+      const session = fakeSession();
+      const { lifecycle, state } = session;
       await lifecycle.startWhenNeeded(() => true);
       const server = restartableServer(state);
-      const answered = askThroughRestart(
-        askWhenRunning(lifecycle, state, server.request),
-        () => lifecycle.commandMustWait,
-        "Show Phi-3 architecture",
-      );
+      const answered = showArchitecture(session, server.request);
       await settled();
       await lifecycle.restart(); // "Restart server" while the command waits for the model's load
       await untilAsked(server);
@@ -201,14 +189,11 @@ describe("a command whose server stops before it answers", () => {
     "is asked again of the server a restart brings when the old one's shutdown timed out",
     { timeout: 5000 },
     async () => {
-      const { lifecycle, state } = fakeSession();
+      const session = fakeSession();
+      const { lifecycle, state } = session;
       await lifecycle.startWhenNeeded(() => true);
       const server = restartableServer(state, { shutdownTimesOut: true });
-      const answered = askThroughRestart(
-        askWhenRunning(lifecycle, state, server.request),
-        () => lifecycle.commandMustWait,
-        "Show Phi-3 architecture",
-      );
+      const answered = showArchitecture(session, server.request);
       await settled();
       await lifecycle.restart();
       await untilAsked(server);
@@ -221,14 +206,11 @@ describe("a command whose server stops before it answers", () => {
     "ends, rather than waiting for good, when a stop that timed out leaves it unanswered",
     { timeout: 5000 },
     async () => {
-      const { lifecycle, state } = fakeSession();
+      const session = fakeSession();
+      const { lifecycle, state } = session;
       await lifecycle.startWhenNeeded(() => true);
       const server = restartableServer(state, { shutdownTimesOut: true });
-      const answered = askThroughRestart(
-        askWhenRunning(lifecycle, state, server.request),
-        () => lifecycle.commandMustWait,
-        "Show Phi-3 architecture",
-      );
+      const answered = showArchitecture(session, server.request);
       await settled();
       await lifecycle.stop(); // the window closes, or the server's last stop
       // Told in plain words: no JSON-RPC wording, no wait left on screen.
@@ -237,8 +219,8 @@ describe("a command whose server stops before it answers", () => {
   );
 
   it("says so in plain words when no restart follows (a crash)", async () => {
-    const { lifecycle, state } = fakeSession();
-    await lifecycle.startWhenNeeded(() => true);
+    const session = fakeSession();
+    await session.lifecycle.startWhenNeeded(() => true);
     // What the connection rejects pending requests with when the server's process ends.
     const crashed = () =>
       Promise.reject(
@@ -247,14 +229,8 @@ describe("a command whose server stops before it answers", () => {
           "Pending response rejected since connection got disposed",
         ),
       );
-    await assert.rejects(
-      askThroughRestart(
-        askWhenRunning(lifecycle, state, crashed),
-        () => lifecycle.commandMustWait,
-        "Show Phi-3 architecture",
-      ),
-      (error: Error) =>
-        error.message.startsWith('the server stopped before it answered "Show Phi-3 architecture"'),
+    await assert.rejects(showArchitecture(session, crashed), (error: Error) =>
+      error.message.startsWith('the server stopped before it answered "Show Phi-3 architecture"'),
     );
   });
 

@@ -1,8 +1,11 @@
+import { RequestCancellation } from "../../src/cancellation";
+import type { CommandDependencies } from "../../src/serverCommands";
 import {
   type ChosenInterpreter,
   ServerLifecycle,
   type ServerSteps,
 } from "../../src/serverLifecycle";
+import type { ShowWait } from "../../src/serverWait";
 
 export const settled = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -101,4 +104,30 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     heldStarts.shift()?.(false);
   };
   return { state, starts, calls, lifecycle, finishStart };
+}
+
+/** A wait shown where no one cancels it. */
+const uncancelledWait: ShowWait = (wait) => wait(new RequestCancellation().token);
+
+/**
+ * What a command needs of `session` (serverCommands.ts): its server answers with `answer`, and
+ * `startWait` shows the wait for a start.
+ */
+export function commandDependencies(
+  { lifecycle, state }: ReturnType<typeof fakeSession>,
+  answer: () => Promise<unknown>,
+  startWait: ShowWait = uncancelledWait,
+): CommandDependencies {
+  return {
+    lifecycle,
+    server: () => ({
+      isRunning: () => state.running,
+      executeCommand: answer,
+    }),
+    views: {
+      startWait: () => startWait,
+      slowAnswer: () => uncancelledWait,
+      working: (_progress, reply) => reply,
+    },
+  };
 }

@@ -22,7 +22,13 @@ from local_hub import LocalHub
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressUpdate
-from phi3_lsp.sources import DEFAULT_MODEL, fetch_weights, parsed_once, resolve_model
+from phi3_lsp.sources import (
+    DEFAULT_MODEL,
+    ModelSource,
+    fetch_weights,
+    parsed_once,
+    resolve_model,
+)
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
@@ -315,6 +321,25 @@ def test_a_gguf_file_is_converted_once(
     assert updates == [], "a converted GGUF must not be converted again"
 
 
+def stopped_midway(source: ModelSource) -> LoadStop:
+    """Fetch `source`'s weights, and stop once part of them has come: the fetch lets go at
+    once; returns its stop, whose work (the download) may still run."""
+    assert source.weights_pending
+    stop = LoadStop()
+    downloading = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Downloading") and 0 < (update.fraction or 0) < 1:
+            downloading.set()
+
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(fetch_weights, source, progress=report, stop=stop)
+        assert downloading.wait(60)
+        stop.set()
+        assert isinstance(fetching.exception(timeout=10), LoadStopped)
+    return stop
+
+
 def test_a_download_deletes_the_parts_that_killed_downloads_left(
     holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
@@ -349,19 +374,7 @@ def test_a_stopped_download_from_xet_storage_ends_and_leaves_no_part_of_the_weig
     # The hub keeps large files in its Xet storage, which hf_xet downloads in threads of its
     # own: they would run on to the download's end (Phi-3-mini: 7.6 GB) after the stop.
     source = resolve_model(LARGE_REPO, cache=tmp_path, weights="later")
-    assert source.weights_pending
-    stop = LoadStop()
-    downloading = threading.Event()
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message.startswith("Downloading") and 0 < (update.fraction or 0) < 1:
-            downloading.set()
-
-    with ThreadPoolExecutor(1) as fetcher:
-        fetching = fetcher.submit(fetch_weights, source, progress=report, stop=stop)
-        assert downloading.wait(60)
-        stop.set()
-        assert isinstance(fetching.exception(timeout=10), LoadStopped)
+    stop = stopped_midway(source)
     assert stop.wait_for_work(10)
     # Neither whole weights nor a part of them, which nothing would ever read or delete.
     assert [path.name for path in (tmp_path / "hub").rglob("*.incomplete")] == []
@@ -393,20 +406,8 @@ def test_a_stopped_download_lets_go_at_once_and_leaves_no_part_of_the_weights(
     holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
     source = resolve_model(TINY_REPO, cache=tmp_path, weights="later")
-    assert source.weights_pending
-    stop = LoadStop()
-    downloading = threading.Event()  # its first 10 MiB have come, the held end is awaited
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message.startswith("Downloading") and update.fraction:
-            downloading.set()
-
-    with ThreadPoolExecutor(1) as fetcher:
-        fetching = fetcher.submit(fetch_weights, source, progress=report, stop=stop)
-        assert downloading.wait(60)
-        stop.set()
-        # While the hub still holds the rest of the file.
-        assert isinstance(fetching.exception(timeout=10), LoadStopped)
+    # Its first 10 MiB have come; let go while the hub still holds the rest of the file.
+    stop = stopped_midway(source)
     holding_hub.weights_released.set()  # the download reads on, and sees its stop
     assert stop.wait_for_work(60)
     # Neither whole weights nor a part of them, which nothing would ever read or delete.

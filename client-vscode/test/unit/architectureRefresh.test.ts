@@ -1,58 +1,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { reportOnceLoaded } from "../../src/architectureRefresh";
-import type { ServerStatusSource } from "../../src/modelLoad";
-import type { ArchitectureReport, ServerStatus } from "../../src/protocol";
-import { readyStatus } from "./statusFixtures";
+import type { ServerStatus } from "../../src/protocol";
+import { phi3MiniReport } from "./architectureFixtures";
+import { readyStatus, statusSource } from "./statusFixtures";
 
-const MODEL = "microsoft/Phi-3-mini-4k-instruct";
+const MODEL = phi3MiniReport.model;
 
-function architecture(weights: { loaded: boolean; pending: boolean }): ArchitectureReport {
-  return {
-    model: MODEL,
-    className: "Phi3ForCausalLM",
-    weightsLoaded: weights.loaded,
-    weightsPending: weights.pending,
-    repr: "Phi3ForCausalLM()",
-    config: {
-      modelType: "phi3",
-      layers: 32,
-      hiddenSize: 3072,
-      intermediateSize: 8192,
-      attentionHeads: 32,
-      keyValueHeads: 32,
-      headDim: 96,
-      vocabSize: 32064,
-      contextLength: 4096,
-      dtype: "float32",
-      tieWordEmbeddings: false,
-    },
-    parameters: { total: 3821079552, byModule: [] },
-  };
-}
-
-const beforeTheWeights = architecture({ loaded: false, pending: true });
-const loaded = architecture({ loaded: true, pending: false });
+const beforeTheWeights = { ...phi3MiniReport, weightsPending: true };
+const loaded = { ...phi3MiniReport, weightsLoaded: true, weightsPending: false };
 const downloading: ServerStatus = { ...readyStatus(MODEL), state: "loading", percentage: 40 };
-
-/** The status bar's copy of the server's status, which the test changes. */
-function statusSource(status: ServerStatus) {
-  const listeners = new Set<() => void>();
-  const source: { serverStatus: ServerStatus | undefined } & ServerStatusSource = {
-    serverStatus: status,
-    onServerStatusChanged: (listener) => {
-      listeners.add(listener);
-      return { dispose: () => listeners.delete(listener) };
-    },
-  };
-  const change = (next: ServerStatus) => {
-    source.serverStatus = next;
-    for (const listener of [...listeners]) {
-      listener();
-    }
-  };
-  return { source, change };
-}
 
 describe("an architecture view shown before the weights came", () => {
   it("gets the loaded model's report once the model has loaded", async () => {

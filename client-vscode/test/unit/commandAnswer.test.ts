@@ -168,39 +168,25 @@ function showArchitecture(
 }
 
 describe("a command whose server stops before it answers", () => {
-  it(
-    "is asked again of the server a restart brings, and answered by it",
-    { timeout: 5000 },
-    async () => {
-      const session = fakeSession();
-      const { lifecycle, state } = session;
-      await lifecycle.startWhenNeeded(() => true);
-      const server = restartableServer(state);
-      const answered = showArchitecture(session, server.request);
-      await settled();
-      await lifecycle.restart(); // "Restart server" while the command waits for the model's load
-      await untilAsked(server);
-      server.answerAll();
-      assert.equal(await answered, "the architecture from process 2");
-    },
-  );
-
-  it(
-    "is asked again of the server a restart brings when the old one's shutdown timed out",
-    { timeout: 5000 },
-    async () => {
-      const session = fakeSession();
-      const { lifecycle, state } = session;
-      await lifecycle.startWhenNeeded(() => true);
-      const server = restartableServer(state, { shutdownTimesOut: true });
-      const answered = showArchitecture(session, server.request);
-      await settled();
-      await lifecycle.restart();
-      await untilAsked(server);
-      server.answerAll();
-      assert.equal(await answered, "the architecture from process 2");
-    },
-  );
+  for (const shutdownTimesOut of [false, true]) {
+    it(
+      "is asked again of the server a restart brings, and answered by it" +
+        (shutdownTimesOut ? ", also when the old one's shutdown timed out" : ""),
+      { timeout: 5000 },
+      async () => {
+        const session = fakeSession();
+        const { lifecycle, state } = session;
+        await lifecycle.startWhenNeeded(() => true);
+        const server = restartableServer(state, { shutdownTimesOut });
+        const answered = showArchitecture(session, server.request);
+        await settled();
+        await lifecycle.restart(); // "Restart server" while the command waits for the load
+        await untilAsked(server);
+        server.answerAll();
+        assert.equal(await answered, "the architecture from process 2");
+      },
+    );
+  }
 
   it(
     "ends, rather than waiting for good, when a stop that timed out leaves it unanswered",

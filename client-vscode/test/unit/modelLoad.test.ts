@@ -1,28 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { RequestCancellation } from "../../src/cancellation";
-import { modelLoaded, type ServerStatusSource } from "../../src/modelLoad";
+import { modelLoaded } from "../../src/modelLoad";
 import type { ServerStatus } from "../../src/protocol";
-import { readyStatus } from "./statusFixtures";
-
-/** The status bar's copy of the server's status, which the test changes. */
-function statusSource(status: ServerStatus | undefined) {
-  const listeners = new Set<() => void>();
-  const source: { serverStatus: ServerStatus | undefined } & ServerStatusSource = {
-    serverStatus: status,
-    onServerStatusChanged: (listener) => {
-      listeners.add(listener);
-      return { dispose: () => listeners.delete(listener) };
-    },
-  };
-  const change = (next: ServerStatus | undefined) => {
-    source.serverStatus = next;
-    for (const listener of [...listeners]) {
-      listener();
-    }
-  };
-  return { source, change, listeners };
-}
+import { readyStatus, statusSource } from "./statusFixtures";
 
 const ready = readyStatus("smollm2-135m");
 const loading: ServerStatus = { ...ready, state: "loading", percentage: 40 };

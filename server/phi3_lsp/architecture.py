@@ -75,8 +75,9 @@ class ArchitectureReport:
     total_parameters: int
     by_module: tuple[ModuleCount, ...]
     weights_pending: bool = False
-    """Built from the config while the weights still download or convert: the loaded model's
-    report will differ only in `weights_loaded`."""
+    """Built from the config before the weights have come (see
+    `engine.architecture_before_weights`): the loaded model's report will differ in
+    `weights_loaded`."""
 
     def to_json(self) -> dict[str, Any]:
         """The report in the JSON shape of docs/protocol.md."""

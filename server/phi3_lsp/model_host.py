@@ -1,6 +1,6 @@
-"""Holds the tokenizer and the model engine for the server: loading in the background (the
-load's steps are `load_steps`'), the one model thread's jobs, supersession of completions, and
-the status that clients see.
+"""Holds the tokenizer and the model engine for the server: loading in the background (its
+steps are in `load_steps`), the one model thread's jobs, supersession of completions, and the
+status that clients see.
 
 Nothing here knows LSP. The server passes a `HostListener`, called from the model thread, and
 turns its calls into notifications. torch and transformers are imported by a load only, so

@@ -1,4 +1,6 @@
-"""The model thread: the one thread that the model's work (every torch call) runs on, in order."""
+"""The model thread: the one thread that the model's work (every torch call) runs on, in order;
+also the threads of work beside it that the exit must not wait for (the imports of a load, the
+architecture before the weights)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ _T = TypeVar("_T")
 
 
 class ModelThread(Executor):
-    """A single daemon thread that runs every torch call in order.
+    """A single daemon thread that runs its jobs in order (the model thread's: every torch call).
 
     A daemon thread, unlike a ThreadPoolExecutor worker, does not hold the process open at
     exit while a load that cannot be interrupted (e.g. dequantizing a GGUF) is still running.

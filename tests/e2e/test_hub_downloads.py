@@ -5,6 +5,8 @@ holds up another model or the server's exit."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from e2e.lsp_session import (
     vscode_capabilities,
 )
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
-from local_hub import local_hub, unreachable_endpoint
+from local_hub import LocalHub, local_hub, unreachable_endpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -41,59 +43,55 @@ async def france_hover(client: Phi3Client) -> str:
     return hover_text(await client.hover_at(uri, 0, PROMPT.index("France")))
 
 
-async def test_hovers_work_while_the_weights_download(tiny_phi3_dir: Path, tmp_path: Path) -> None:
+@asynccontextmanager
+async def held_download(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> AsyncIterator[tuple[LocalHub, Phi3Client]]:
+    """A server loading the tiny Phi-3 from a local hub that holds back the end of its weights;
+    after the test, the weights are released and the server stopped, unless the test did."""
     with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
         client = await start(
             REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
         )
         try:
-            await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
-            assert FRANCE_ROW in await france_hover(client)
-            downloading = await client.wait_for_status(
-                lambda status: status["message"] == f"Downloading the weights of {REPO}"
-            )
-            assert 0 < downloading["percentage"] < 100
-            assert client.statuses[-1]["state"] == "loading", "the weights are still held back"
-            hub.weights_released.set()
-            ended = await client.wait_for_status(
-                lambda status: status["state"] in ("ready", "error")
-            )
-            assert ended["state"] == "ready"
-            assert ended["weightsLoaded"] is True
+            yield hub, client
         finally:
             hub.weights_released.set()
-            await stop(client)
+            if not client.stopped:
+                await stop(client)
+
+
+async def test_hovers_work_while_the_weights_download(tiny_phi3_dir: Path, tmp_path: Path) -> None:
+    async with held_download(tiny_phi3_dir, tmp_path) as (hub, client):
+        await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+        assert FRANCE_ROW in await france_hover(client)
+        downloading = await client.wait_for_status(
+            lambda status: status["message"] == f"Downloading the weights of {REPO}"
+        )
+        assert 0 < downloading["percentage"] < 100
+        assert client.statuses[-1]["state"] == "loading", "the weights are still held back"
+        hub.weights_released.set()
+        ended = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        assert ended["state"] == "ready"
+        assert ended["weightsLoaded"] is True
 
 
 async def test_the_architecture_shows_while_the_weights_download(
     tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
     # A learner's first "Show architecture" comes during Phi-3-mini's download (minutes).
-    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
-        client = await start(
-            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
-        )
-        try:
-            await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
-            before = await asyncio.wait_for(
-                client.command("phi3.showArchitecture"), ANSWER_WHILE_HELD
-            )
-            assert client.statuses[-1]["state"] == "loading", "the weights are still held back"
-            assert (before["weightsLoaded"], before["weightsPending"]) == (False, True)
-            hub.weights_released.set()
-            ended = await client.wait_for_status(
-                lambda status: status["state"] in ("ready", "error")
-            )
-            assert ended["state"] == "ready"
-            loaded = await client.command("phi3.showArchitecture")
-            assert (loaded["weightsLoaded"], loaded["weightsPending"]) == (True, False)
-            unchanged = ["model", "className", "repr", "config", "parameters"]
-            assert {key: before[key] for key in unchanged} == {
-                key: loaded[key] for key in unchanged
-            }
-        finally:
-            hub.weights_released.set()
-            await stop(client)
+    async with held_download(tiny_phi3_dir, tmp_path) as (hub, client):
+        await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+        before = await asyncio.wait_for(client.command("phi3.showArchitecture"), ANSWER_WHILE_HELD)
+        assert client.statuses[-1]["state"] == "loading", "the weights are still held back"
+        assert (before["weightsLoaded"], before["weightsPending"]) == (False, True)
+        hub.weights_released.set()
+        ended = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        assert ended["state"] == "ready"
+        loaded = await client.command("phi3.showArchitecture")
+        assert (loaded["weightsLoaded"], loaded["weightsPending"]) == (True, False)
+        unchanged = ["model", "className", "repr", "config", "parameters"]
+        assert {key: before[key] for key in unchanged} == {key: loaded[key] for key in unchanged}
 
 
 async def test_weights_the_hub_cannot_give_leave_hovers_and_say_why(
@@ -128,70 +126,50 @@ def mentions(report: Any, text: str) -> bool:
 async def test_a_model_chosen_during_a_download_loads_without_waiting_for_it(
     offline_pack: None, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
-        client = await start(
-            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
+    async with held_download(tiny_phi3_dir, tmp_path) as (hub, client):
+        # Its first 10 MiB have come: the download waits for the held end of the file.
+        await client.wait_for_status(
+            lambda status: status["message"] == f"Downloading the weights of {REPO}"
         )
-        stopped = False
-        try:
-            # Its first 10 MiB have come: the download waits for the held end of the file.
-            await client.wait_for_status(
-                lambda status: status["message"] == f"Downloading the weights of {REPO}"
-            )
-            seen = len(client.statuses)
-            # What the status's hint suggests to a user tired of waiting.
-            await client.change_settings({**SMOLLM2_SETTINGS, "model": "smollm2-135m"})
-            ready = await asyncio.wait_for(
-                client.wait_for_status(
-                    lambda status: (
-                        status["model"] == "smollm2-135m" and status["state"] in ("ready", "error")
-                    ),
-                    after=seen,
+        seen = len(client.statuses)
+        # What the status's hint suggests to a user tired of waiting.
+        await client.change_settings({**SMOLLM2_SETTINGS, "model": "smollm2-135m"})
+        ready = await asyncio.wait_for(
+            client.wait_for_status(
+                lambda status: (
+                    status["model"] == "smollm2-135m" and status["state"] in ("ready", "error")
                 ),
-                SWITCH_TIMEOUT,
-            )
-            assert ready["state"] == "ready" and ready["weightsLoaded"] is True
-            uri = client.open_text("capital.txt", PROMPT)
-            [item] = await client.inline(uri, 0, len(PROMPT))
-            assert str(item.insert_text).startswith(" Paris")
-            assert hub.sent_matching(WEIGHTS) == [], "the old model's weights are still held"
+                after=seen,
+            ),
+            SWITCH_TIMEOUT,
+        )
+        assert ready["state"] == "ready" and ready["weightsLoaded"] is True
+        uri = client.open_text("capital.txt", PROMPT)
+        [item] = await client.inline(uri, 0, len(PROMPT))
+        assert str(item.insert_text).startswith(" Paris")
+        assert hub.sent_matching(WEIGHTS) == [], "the old model's weights are still held"
 
-            # Once the new load has begun, nothing speaks of the old download any more.
-            switched = next(
-                index
-                for index, status in enumerate(client.statuses)
-                if status["model"] == "smollm2-135m"
-            )
-            assert all(REPO not in str(status) for status in client.statuses[switched:])
-            new_loads = [
-                reports
-                for reports in client.progress_reports.values()
-                if mentions(reports[0], "smollm2-135m")
-            ]
-            assert new_loads, "the new load shows its progress"
-            assert not any(mentions(report, REPO) for reports in new_loads for report in reports)
-            # The old download is still held: the server exits all the same.
-            await asyncio.wait_for(stop(client), EXIT_TIMEOUT)
-            stopped = True
-        finally:
-            hub.weights_released.set()
-            if not stopped:
-                await stop(client)
+        # Once the new load has begun, nothing speaks of the old download any more.
+        switched = next(
+            index
+            for index, status in enumerate(client.statuses)
+            if status["model"] == "smollm2-135m"
+        )
+        assert all(REPO not in str(status) for status in client.statuses[switched:])
+        new_loads = [
+            reports
+            for reports in client.progress_reports.values()
+            if mentions(reports[0], "smollm2-135m")
+        ]
+        assert new_loads, "the new load shows its progress"
+        assert not any(mentions(report, REPO) for reports in new_loads for report in reports)
+        # The old download is still held: the server exits all the same.
+        await asyncio.wait_for(stop(client), EXIT_TIMEOUT)
 
 
 async def test_the_server_exits_at_once_during_a_download(
     tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    with local_hub({REPO: tiny_phi3_dir}, hold_weights=True) as hub:
-        client = await start(
-            REPO, tmp_path / "hf-home", vscode_capabilities(), hub_endpoint=hub.endpoint
-        )
-        stopped = False
-        try:
-            await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
-            await asyncio.wait_for(stop(client), EXIT_TIMEOUT)
-            stopped = True
-        finally:
-            hub.weights_released.set()
-            if not stopped:
-                await stop(client)
+    async with held_download(tiny_phi3_dir, tmp_path) as (hub, client):
+        await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+        await asyncio.wait_for(stop(client), EXIT_TIMEOUT)

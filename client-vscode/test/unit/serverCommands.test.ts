@@ -18,18 +18,24 @@ function answeringServer() {
   return { server, answer };
 }
 
+/** The command asked while the server's start is held (`finishStart` ends it), and waiting. */
+async function askedDuringAHeldStart() {
+  const session = fakeSession();
+  session.state.holdStarts = true;
+  void session.lifecycle.startWhenNeeded(() => true);
+  const { server, answer } = answeringServer();
+  const notification = waitNotification();
+  const answered = sendServerCommand(
+    SHOW_ARCHITECTURE,
+    commandDependencies(session, answer, notification.show),
+  );
+  await settled();
+  return { session, server, notification, answered };
+}
+
 describe("a palette command sent to the server", () => {
   it("runs once the start it waited for has finished", async () => {
-    const session = fakeSession();
-    session.state.holdStarts = true;
-    void session.lifecycle.startWhenNeeded(() => true);
-    const { server, answer } = answeringServer();
-    const notification = waitNotification();
-    const answered = sendServerCommand(
-      SHOW_ARCHITECTURE,
-      commandDependencies(session, answer, notification.show),
-    );
-    await settled();
+    const { session, server, notification, answered } = await askedDuringAHeldStart();
     assert.equal(server.asked, 0, "not asked before the server runs");
     await session.finishStart();
     assert.equal(await answered, "LlamaForCausalLM");
@@ -48,16 +54,7 @@ describe("a palette command sent to the server", () => {
   });
 
   it("does not run later when the user cancels its wait", { timeout: 5000 }, async () => {
-    const session = fakeSession();
-    session.state.holdStarts = true;
-    void session.lifecycle.startWhenNeeded(() => true);
-    const { server, answer } = answeringServer();
-    const notification = waitNotification();
-    const answered = sendServerCommand(
-      SHOW_ARCHITECTURE,
-      commandDependencies(session, answer, notification.show),
-    );
-    await settled();
+    const { session, server, notification, answered } = await askedDuringAHeldStart();
     notification.cancel();
     await assert.rejects(answered, WaitCancelled);
     await session.finishStart();

@@ -101,6 +101,17 @@ class LoadOutcome:
     superseded: bool = False
 
 
+@dataclass(frozen=True)
+class FoundSource:
+    """The source a load has found, before its weights have come (see `loading_source`)."""
+
+    source: ModelSource
+    weights: WeightFormat
+    """The format its weights load in."""
+    load: int
+    """Which load found it: `ModelHost.loads_begun` as that load began."""
+
+
 class HostListener(Protocol):
     """Receives the host's events; every method may be called from the model thread."""
 
@@ -134,8 +145,8 @@ class ModelHost:
         self._load_id = 0
         self._loaded: LoadRequest | None = None
         self._tokenizer: DocumentTokenizer | None = None
-        self._found: tuple[int, ModelSource, WeightFormat] | None = None
-        """The load id, source and weight format of the last load whose source was found."""
+        self._found: FoundSource | None = None
+        """The source of the last load that found one."""
         self._engine: ModelEngine | None = None
         self._dropped_engine: ModelEngine | None = None
         """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
@@ -156,15 +167,20 @@ class ModelHost:
         return self._tokenizer
 
     @property
-    def loading_source(self) -> tuple[ModelSource, WeightFormat] | None:
-        """The source of the model being loaded, once found (its config is read then), and the
-        format its weights load in: it is known before its weights have come (Phi-3-mini's
-        download takes minutes). None when no load is in progress or none has found it yet."""
+    def loading_source(self) -> FoundSource | None:
+        """The source of the model being loaded, once found (its config is read then): it is
+        known before its weights have come (Phi-3-mini's download takes minutes). None when no
+        load is in progress or none has found it yet."""
         with self._lock:
             found = self._found
-            if found is None or found[0] != self._load_id or self._status.state != "loading":
+            if found is None or found.load != self._load_id or self._status.state != "loading":
                 return None
-            return found[1], found[2]
+            return found
+
+    @property
+    def loads_begun(self) -> int:
+        """How many loads have begun: it changes as another model (or format) is chosen."""
+        return self._load_id
 
     @property
     def engine(self) -> ModelEngine | None:
@@ -572,7 +588,7 @@ class ModelHost:
     def _take_source(self, load_id: int, source: ModelSource, weights: WeightFormat) -> None:
         """Keep the source the load `load_id` has found (see `loading_source`)."""
         with self._lock:
-            self._found = (load_id, source, weights)
+            self._found = FoundSource(source, weights, load_id)
 
     def _take_tokenizer(self, load_id: int, tokenizer: DocumentTokenizer) -> None:
         """Serve hovers with the tokenizer just read, unless a newer load has begun."""

@@ -94,6 +94,20 @@ async def test_the_architecture_shows_while_the_weights_download(
         assert {key: before[key] for key in unchanged} == {key: loaded[key] for key in unchanged}
 
 
+async def test_the_architecture_asked_just_before_another_model_is_chosen_is_the_new_ones(
+    offline_pack: None, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # Asked first, its answer is built while torch is still being imported (seconds): the
+    # model chosen meanwhile is the one whose architecture the user will read.
+    async with held_download(tiny_phi3_dir, tmp_path) as (hub, client):
+        await asyncio.to_thread(hub.weights_asked.wait, LOAD_TIMEOUT)
+        asked = asyncio.ensure_future(client.command("phi3.showArchitecture"))
+        await client.change_settings({**SMOLLM2_SETTINGS, "model": "smollm2-135m"})
+        report = await asyncio.wait_for(asked, SWITCH_TIMEOUT)
+        assert report["model"] == "smollm2-135m"
+        assert report["config"]["hiddenSize"] == 576
+
+
 async def test_weights_the_hub_cannot_give_leave_hovers_and_say_why(
     tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:

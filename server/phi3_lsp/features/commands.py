@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from phi3_lsp.model_host import FoundSource
 from phi3_lsp.server import Phi3LanguageServer
 
 if TYPE_CHECKING:
@@ -32,14 +34,23 @@ def register(server: Phi3LanguageServer) -> None:
     async def show_architecture(ls: Phi3LanguageServer) -> dict[str, Any]:
         # The architecture is known from the config: Phi-3-mini's is shown while its weights
         # download (minutes), not after.
-        await ls.load_settled(or_once=lambda: _config_found(ls) is not None)
-        source = _config_found(ls)
-        if source is not None:
+        while True:
+            await ls.load_settled(or_once=lambda: _config_found(ls) is not None)
+            found = _config_found(ls)
+            if found is None:
+                break
+            build = functools.partial(_architecture_before_weights_json, found.source)
             try:
-                return await ls.run_aside(lambda: _architecture_before_weights_json(source))
+                preview = await ls.run_aside(build)
             except Exception:  # e.g. a config that cannot build: the load will say why
-                logger.info("The architecture of %s waits for its load", source.spec, exc_info=True)
+                logger.info(
+                    "The architecture of %s waits for its load", found.source.spec, exc_info=True
+                )
                 await ls.load_settled()
+                break
+            if ls.host is not None and ls.host.loads_begun == found.load:
+                return preview
+            # Another model was chosen while it was built: the user asks for that one's.
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(
@@ -75,13 +86,13 @@ def register(server: Phi3LanguageServer) -> None:
         return ls.host.status.to_json()
 
 
-def _config_found(ls: Phi3LanguageServer) -> ModelSource | None:
+def _config_found(ls: Phi3LanguageServer) -> FoundSource | None:
     """The loading model's source once found, where its weights' format keeps the module tree
     that its config builds (int4 replaces the linear layers as the weights load)."""
     loading = ls.host.loading_source if ls.host is not None else None
-    if loading is None or loading[1] != "fp32":
+    if loading is None or loading.weights != "fp32":
         return None
-    return loading[0]
+    return loading
 
 
 def _architecture_before_weights_json(source: ModelSource) -> dict[str, Any]:

@@ -321,6 +321,30 @@ def test_a_gguf_file_is_converted_once(
     assert updates == [], "a converted GGUF must not be converted again"
 
 
+@pytest.mark.slow
+def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    # A GGUF downloaded again, or deleted: its old conversion would never be read again.
+    original = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    edited, deleted, kept = (
+        Path(shutil.copy2(original, tmp_path / f"{name}.gguf"))
+        for name in ("edited", "deleted", "kept")
+    )
+    cache = tmp_path / "cache"
+    before, gone, other = (
+        resolve_model(str(gguf), cache=cache, weights=False) for gguf in (edited, deleted, kept)
+    )
+    deleted.unlink()
+    mtime = edited.stat().st_mtime_ns
+    os.utime(edited, ns=(mtime, mtime + 1_000_000_000))
+    after = resolve_model(str(edited), cache=cache, weights=False)
+    assert after.tokenizer_dir != before.tokenizer_dir
+    entries = {entry for entry in (cache / "gguf-metadata").iterdir() if entry.name[0] != "."}
+    assert entries == {after.tokenizer_dir, other.tokenizer_dir}
+    assert gone.tokenizer_dir not in entries
+
+
 def stopped_midway(source: ModelSource) -> LoadStop:
     """Fetch `source`'s weights, and stop once part of them has come: the fetch lets go at
     once; returns its stop, whose work (the download) may still run."""

@@ -11,12 +11,10 @@ checkpoint. A new entry replaces the ones it supersedes.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -24,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
-from phi3_lsp.paths import MANIFEST, build_once, cache_dir, is_built, remove_built
+from phi3_lsp.paths import build_once, cache_dir, is_built, remove_superseded
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -90,29 +88,20 @@ def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> N
     except OSError as error:  # a full or read-only disk costs the next load time, nothing else
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
         return
-    _remove_superseded(entry, weights_dir)
+    _remove_superseded(entry)
 
 
-def _remove_superseded(entry: Path, weights_dir: Path) -> None:
-    """Delete the other entries on this CPU code path for `weights_dir`, and for checkpoint
-    folders that no longer exist.
+def _remove_superseded(entry: Path) -> None:
+    """Delete the other entries on this CPU code path for the same checkpoint folder, and for
+    checkpoint folders that no longer exist.
 
     They were made for an earlier state of the checkpoint, another torch or format version, or
     a checkpoint since deleted, so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries
     for other CPU code paths stay: a cache folder shared by several machines uses them.
     """
-    weights, cpu = str(weights_dir.resolve()), _cpu_code_path()
-    for other in entry.parent.iterdir():
-        manifest = _manifest(other) if other != entry else None
-        if manifest is None or manifest.get("cpu", cpu) != cpu:  # before 6e3ba0e: no "cpu"
-            continue
-        made_for = manifest.get("weights")
-        if made_for == weights:
-            log.info("Removing %s: superseded by %s", other, entry.name)
-            remove_built(other)
-        elif isinstance(made_for, str) and not Path(made_for).is_dir():
-            log.info("Removing %s: its checkpoint %s is gone", other, made_for)
-            remove_built(other)
+    cpu = _cpu_code_path()
+    # Entries made before 6e3ba0e have no "cpu".
+    remove_superseded(entry, "weights", applies=lambda manifest: manifest.get("cpu", cpu) == cpu)
 
 
 def int4_entry(weights_dir: Path) -> Path:
@@ -133,12 +122,3 @@ def int4_entry(weights_dir: Path) -> Path:
 
 def _cpu_code_path() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
-
-
-def _manifest(entry: Path) -> dict[str, Any] | None:
-    """The manifest of a complete cache entry; None for anything else."""
-    try:
-        manifest = json.loads((entry / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -13,6 +14,8 @@ import platformdirs
 from filelock import FileLock, Timeout
 
 from phi3_lsp.errors import ModelSourceError
+
+log = logging.getLogger(__name__)
 
 CACHE_ENV = "PHI3_LSP_CACHE"
 MANIFEST = "phi3-lsp.json"
@@ -88,6 +91,38 @@ def remove_built(entry: Path) -> None:
             lock_file.unlink(missing_ok=True)
     except Timeout:
         return
+
+
+def remove_superseded(
+    entry: Path, made_from: str, *, applies: Callable[[dict[str, Any]], bool] = lambda _: True
+) -> None:
+    """Delete the other complete entries beside `entry` made from the same file or folder
+    (`made_from`, a field of their manifests: an earlier state of it), or from one since
+    deleted: nothing reads them again. Entries whose manifest `applies` rejects stay."""
+    source = built_manifest(entry)
+    made_for = None if source is None else source.get(made_from)
+    for other in entry.parent.iterdir():
+        manifest = built_manifest(other) if other != entry else None
+        if manifest is None or not applies(manifest):
+            continue
+        other_made_for = manifest.get(made_from)
+        if not isinstance(other_made_for, str):
+            continue
+        if other_made_for == made_for:
+            log.info("Removing %s: superseded by %s", other, entry.name)
+            remove_built(other)
+        elif not Path(other_made_for).exists():
+            log.info("Removing %s: %s is gone", other, other_made_for)
+            remove_built(other)
+
+
+def built_manifest(entry: Path) -> dict[str, Any] | None:
+    """The manifest of a complete cache entry; None for anything else."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _lock_file(entry: Path) -> Path:

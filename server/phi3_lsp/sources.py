@@ -22,7 +22,7 @@ from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
 from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.offline_pack import AssetName, ensure_asset
-from phi3_lsp.paths import build_once, cache_dir, is_built
+from phi3_lsp.paths import build_once, cache_dir, is_built, remove_superseded
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.settings import DEFAULT_MODEL
 
@@ -211,6 +211,9 @@ def _gguf_converted(
         with gguf_parsed_once():  # the check and the conversion parse the file's metadata once
             validate_gguf(path)
             build_once(entry, convert, manifest={"gguf": str(path.resolve())})
+        # The conversion of the file before it changed, or of one deleted since: a Phi-3-mini
+        # GGUF's weights are 15 GB in fp32.
+        remove_superseded(entry, "gguf")
     return _from_folder(spec, entry, name=path.name, trust_remote_code=False)
 
 

@@ -345,6 +345,38 @@ def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
     assert gone.tokenizer_dir not in entries
 
 
+@pytest.mark.slow
+def test_a_gguf_conversion_shows_how_far_it_is_and_stops_when_told(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    # A Phi-3-mini GGUF's conversion takes minutes: another model chosen meanwhile must not
+    # wait for its end.
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
+    assert later.conversion is not None
+    stop = LoadStop()
+    fractions: list[float] = []
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Converting") and update.fraction is not None:
+            fractions.append(update.fraction)
+            if update.fraction >= 0.5:
+                stop.set()
+
+    with pytest.raises(LoadStopped):
+        fetch_weights(later, progress=report, stop=stop)
+    assert fractions[0] == 0 and fractions == sorted(set(fractions))
+    assert 0.5 <= fractions[-1] < 1, "it stopped before the next tensor"
+    assert [entry.name for entry in (tmp_path / "gguf").iterdir() if entry.name[0] != "."] == []
+    assert not list((tmp_path / "gguf").glob(".*staging*")), "no part of it is left"
+    # Asked again, it converts whole, from the start.
+    fractions.clear()
+    complete = fetch_weights(later, progress=report)
+    assert complete.weights_dir is not None
+    assert (complete.weights_dir / "model.safetensors").is_file()
+    assert fractions[0] == 0 and fractions[-1] > 0.9
+
+
 def stopped_midway(source: ModelSource) -> LoadStop:
     """Fetch `source`'s weights, and stop once part of them has come: the fetch lets go at
     once; returns its stop, whose work (the download) may still run."""

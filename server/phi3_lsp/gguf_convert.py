@@ -11,7 +11,7 @@ import functools
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,7 @@ from phi3_lsp.paths import MANIFEST
 log = logging.getLogger(__name__)
 
 ConfigFix = Callable[[Any], None]
+TensorHook = Callable[[float], None]
 
 
 def validate_gguf(path: Path) -> None:
@@ -57,13 +58,16 @@ def convert_gguf(
     with_weights: bool,
     fix_config: ConfigFix | None = None,
     tokenizer_dir: Path | None = None,
+    before_tensor: TensorHook | None = None,
 ) -> None:
     """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`.
 
     `tokenizer_dir`: a conversion of the same file without weights, whose tokenizer is copied
     rather than made again (SmolLM2's: 1.5 s, building its 49,152-token vocabulary).
+    `before_tensor`: called with the fraction of the weights dequantized so far, before each
+    tensor; what it raises ends the conversion (a Phi-3-mini GGUF's takes minutes).
     """
-    with gguf_parsed_once():
+    with gguf_parsed_once(), _tensors_announced(before_tensor):
         _convert(
             gguf_path,
             dest,
@@ -73,8 +77,38 @@ def convert_gguf(
         )
 
 
+@contextlib.contextmanager
+def _tensors_announced(before_tensor: TensorHook | None) -> Iterator[None]:
+    """Within the block (and `gguf_parsed_once`'s, whose lock keeps other threads out),
+    transformers' loop over a GGUF's tensors calls `before_tensor` where it would draw its
+    progress bar: the loop has no other hook."""
+    if before_tensor is None:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils
+
+    gguf_loading: Any = modeling_gguf_pytorch_utils  # its `tqdm` is an import, not an export
+
+    def announced(tensors: Iterable[Any], *_: Any, **__: Any) -> Iterator[Any]:
+        listed = list(tensors)
+        total = sum(tensor.n_elements for tensor in listed) or 1
+        done = 0
+        for tensor in listed:
+            before_tensor(done / total)
+            yield tensor
+            done += tensor.n_elements
+
+    progress_bar = gguf_loading.tqdm
+    gguf_loading.tqdm = announced
+    try:
+        yield
+    finally:
+        gguf_loading.tqdm = progress_bar
+
+
 _SWAPPING = threading.RLock()
-"""One thread at a time in `gguf_parsed_once`, which swaps two functions of the gguf module."""
+"""One thread at a time in `gguf_parsed_once`, which swaps two functions of the gguf module
+(and, within it, `_tensors_announced` transformers' progress bar)."""
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from typing import Literal
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
 from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
-from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, is_built, remove_superseded
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
@@ -188,18 +188,36 @@ def _gguf_converted(
     *,
     weights: bool,
     tokenizer_dir: Path | None = None,
+    stop: LoadStop | None = None,
 ) -> ModelSource:
     """The source of `path` converted once into the cache folder `entry` (with its weights or
-    without), with the tokenizer converted already in `tokenizer_dir` if given."""
+    without), with the tokenizer converted already in `tokenizer_dir` if given. Raises
+    `LoadStopped` between two tensors once `stop` is set, leaving nothing in the cache."""
+    converting = f"Converting {path.name} to safetensors (once)"
+    shown = -1
+
+    def before_tensor(fraction: float) -> None:
+        nonlocal shown
+        if stop is not None:
+            stop.check()
+        if int(100 * fraction) > shown:  # once per percent: SmolLM2 has 272 tensors
+            shown = int(100 * fraction)
+            report(ProgressUpdate("converting", converting, shown / 100))
 
     def convert(staging: Path) -> None:
         if weights:
-            report(ProgressUpdate("converting", f"Converting {path.name} to safetensors (once)"))
+            report(ProgressUpdate("converting", converting))
         else:
             report(ProgressUpdate("converting", f"Reading the tokenizer and config of {path.name}"))
         try:
-            convert_gguf(path, staging, with_weights=weights, tokenizer_dir=tokenizer_dir)
-        except ModelSourceError:
+            convert_gguf(
+                path,
+                staging,
+                with_weights=weights,
+                tokenizer_dir=tokenizer_dir,
+                before_tensor=before_tensor,
+            )
+        except (ModelSourceError, LoadStopped):
             raise
         except Exception as exc:  # transformers raises many kinds for unsupported GGUFs
             raise ModelSourceError(
@@ -279,7 +297,7 @@ def fetch_weights(
 
     Raises `LoadStopped` as soon as `stop` is set before a conversion, or during a download:
     the download ends at its next read, leaving no part of a file in the cache (see
-    `hub_downloads`). A conversion, once begun, runs to its end.
+    `hub_downloads`), or during a conversion, between two of its tensors.
     """
     if not source.weights_pending:
         return source
@@ -295,6 +313,7 @@ def fetch_weights(
             report,
             weights=True,
             tokenizer_dir=conversion.tokenizer_dir,
+            stop=stop,
         )
     repo_id = source.spec
     report(

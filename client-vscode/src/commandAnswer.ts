@@ -1,18 +1,18 @@
 /**
  * How a command waits for the running server's answer. Most answers come within a moment, but
  * a command asked while the model loads is answered once the load has ended (Phi-3-mini:
- * minutes). So a wait that lasts more than a moment is shown, with a Cancel button that
- * cancels the request: the server answers a cancelled request at once, and the load goes on.
- * A quick answer shows nothing, which would flash by. A server that stops before it answers
- * because of a restart is asked again once the next one runs, also when it did not answer the
- * shutdown in time.
+ * minutes), the architecture once the model's config has been read. So a wait that lasts more
+ * than a moment is shown, with a Cancel button that cancels the request: the server answers a
+ * cancelled request at once, and the load goes on. A quick answer shows nothing, which would
+ * flash by. A server that stops before it answers because of a restart is asked again once the
+ * next one runs, also when it did not answer the shutdown in time.
  *
  * Plain module: only type imports from `vscode`.
  */
 
 import type * as vscode from "vscode";
 import { RequestCancellation, whenCancelled } from "./cancellation";
-import type { ServerStatus } from "./protocol";
+import { type ServerStatus, SHOW_ARCHITECTURE_COMMAND } from "./protocol";
 import type { ShowWait } from "./serverWait";
 
 /** How long an answer may take before its wait is shown. */
@@ -65,10 +65,21 @@ export async function awaitAnswer<T>(
   return { kind: "cancelled" };
 }
 
-/** The line under a slow answer's title: why it waits, when the server's status says. */
-export function slowAnswerReason(status: ServerStatus | undefined): string | undefined {
+/**
+ * The line under a slow answer's title: why `command` waits, when the server's status says. The
+ * architecture is answered from the loading model's config, before its weights, where their
+ * format keeps the module tree the config builds (fp32; int4 replaces the linear layers as the
+ * weights load); every other answer waits for the whole load.
+ */
+export function slowAnswerReason(
+  status: ServerStatus | undefined,
+  command: string,
+): string | undefined {
   if (status?.state !== "loading") {
     return undefined;
+  }
+  if (command === SHOW_ARCHITECTURE_COMMAND && status.weights === "fp32") {
+    return `The server answers once the configuration of ${status.model} has been read (before its weights).`;
   }
   return `The server answers once ${status.model} has loaded (the status bar shows how far).`;
 }

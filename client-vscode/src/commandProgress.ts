@@ -23,11 +23,11 @@ export function commandProgress(statusBar: {
           return waitUntilEnded(cancel);
         },
       ),
-    slowAnswer: (title) => (waitUntilAnswered) =>
+    slowAnswer: (title, command) => (waitUntilAnswered) =>
       vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title, cancellable: true },
         (progress, cancel) => {
-          progress.report({ message: slowAnswerReason(statusBar.serverStatus) });
+          progress.report({ message: slowAnswerReason(statusBar.serverStatus, command) });
           return waitUntilAnswered(cancel);
         },
       ),

@@ -44,8 +44,11 @@ export interface CommandServer {
 export interface CommandWaitViews {
   /** Shows the command's wait for the server's start, with a Cancel button. */
   startWait(commandTitle: string): ShowWait;
-  /** Shows a wait for an answer that lasts more than a moment, under `title`, with a Cancel button. */
-  slowAnswer(title: string): ShowWait;
+  /**
+   * Shows a wait for `command`'s answer that lasts more than a moment, under `title`, with a
+   * Cancel button.
+   */
+  slowAnswer(title: string, command: string): ShowWait;
   /** Shows `progress` in the status bar until `reply` settles. */
   working<T>(progress: string, reply: Promise<T>): PromiseLike<T>;
 }
@@ -97,7 +100,7 @@ async function askRunningServer(
   const reply = awaitAnswer(
     (token) => server.executeCommand(params, token),
     delay(SLOW_ANSWER_MS),
-    views.slowAnswer(request.progress ?? `Phi-3: ${request.title}`),
+    views.slowAnswer(request.progress ?? `Phi-3: ${request.title}`, request.command),
     lifecycle.nextStopEnded(),
   );
   const ended =

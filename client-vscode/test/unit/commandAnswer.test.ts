@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import type * as vscode from "vscode";
 import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
 import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
-import { SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
+import { MEASURE_WEIGHT_READS_COMMAND, SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
 import { sendServerCommand } from "../../src/serverCommands";
 import { commandDependencies, fakeSession, settled } from "./fakeSession";
 import { readyStatus } from "./statusFixtures";
@@ -98,14 +98,42 @@ describe("a command's request to the running server", () => {
 });
 
 describe("the line under a slow answer's wait", () => {
-  it("says the answer waits for the model's load, which the status bar shows", () => {
-    const loading = { ...readyStatus("smollm2-135m"), state: "loading" as const };
-    assert.match(slowAnswerReason(loading) ?? "", /once smollm2-135m has loaded/);
+  /** The status of a server loading smollm2-135m with `weights`. */
+  const loading = (weights: string) => ({
+    ...readyStatus("smollm2-135m"),
+    state: "loading" as const,
+    weights,
+  });
+
+  it("says the architecture waits for the model's configuration, not its weights", () => {
+    const reason = slowAnswerReason(loading("fp32"), SHOW_ARCHITECTURE_COMMAND) ?? "";
+    assert.match(
+      reason,
+      /once the configuration of smollm2-135m has been read \(before its weights\)/,
+    );
+    assert.doesNotMatch(reason, /has loaded/);
+  });
+
+  it("says the weights' read waits for the model's load, which the status bar shows", () => {
+    assert.match(
+      slowAnswerReason(loading("fp32"), MEASURE_WEIGHT_READS_COMMAND) ?? "",
+      /once smollm2-135m has loaded \(the status bar shows how far\)/,
+    );
+  });
+
+  it("says the architecture waits for the whole load with int4 weights", () => {
+    assert.match(
+      slowAnswerReason(loading("int4"), SHOW_ARCHITECTURE_COMMAND) ?? "",
+      /once smollm2-135m has loaded/,
+    );
   });
 
   it("says nothing when the server's status gives no reason", () => {
-    assert.equal(slowAnswerReason(readyStatus("smollm2-135m")), undefined);
-    assert.equal(slowAnswerReason(undefined), undefined);
+    assert.equal(
+      slowAnswerReason(readyStatus("smollm2-135m"), SHOW_ARCHITECTURE_COMMAND),
+      undefined,
+    );
+    assert.equal(slowAnswerReason(undefined, MEASURE_WEIGHT_READS_COMMAND), undefined);
   });
 });
 

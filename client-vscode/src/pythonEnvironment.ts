@@ -5,7 +5,10 @@ import * as vscode from "vscode";
 
 const PYTHON_EXTENSION_ID = "ms-python.python";
 
-/** The active interpreter's executable, or undefined without the Python extension. */
+/**
+ * The active interpreter's executable, or undefined without the Python extension. Waits for that
+ * extension's activation, which may never end: a start limits the wait (pythonExtensionAnswer.ts).
+ */
 export async function activePythonInterpreter(
   log: vscode.LogOutputChannel,
 ): Promise<string | undefined> {

@@ -16,9 +16,9 @@ import { readWhereTheCursorRests } from "./cursorReads";
 import { isCompletedScheme, needsServerNow } from "./firstStart";
 import { isNotRunningError, type Phi3LanguageClient } from "./phi3LanguageClient";
 import { activePythonInterpreter } from "./pythonEnvironment";
+import { chooseInterpreterInTime } from "./pythonExtensionAnswer";
 import {
   checkServerInstalled,
-  chooseInterpreter,
   type InstallCheck,
   type Interpreter,
   installAdvice,
@@ -170,12 +170,12 @@ export class ServerSession implements vscode.Disposable {
     };
   }
 
-  private async chooseInterpreterNow(): Promise<Interpreter> {
-    const { pythonPath } = this.deps.settings();
-    return chooseInterpreter(
-      pythonPath,
-      pythonPath === "" ? await activePythonInterpreter(this.deps.output) : undefined,
+  private chooseInterpreterNow(): Promise<Interpreter> {
+    return chooseInterpreterInTime(
+      this.deps.settings().pythonPath,
+      () => activePythonInterpreter(this.deps.output),
       { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
+      this.deps.output,
     );
   }
 

@@ -13,9 +13,16 @@ export const settled = () => new Promise((resolve) => setImmediate(resolve));
  * A session that records the starts and stops asked of it. Its starts take a few turns of the
  * event loop, or, while `holdStarts` is on, until `finishStart` (so that events can come during
  * one) or until given up, as a Python that never answers the handshake is; `startsFail` makes
- * them end without a server, as a missing phi3_lsp does.
+ * them end without a server, as a missing phi3_lsp does. Its interpreter is `state.python`,
+ * once `state.pythonExtensionReady`, unless `options.chooseInterpreter` chooses it.
  */
-export function fakeSession(options: { python?: string; trusted?: boolean } = {}) {
+export function fakeSession(
+  options: {
+    python?: string;
+    trusted?: boolean;
+    chooseInterpreter?: () => Promise<ChosenInterpreter>;
+  } = {},
+) {
   const state = {
     python: options.python ?? "/usr/bin/python3",
     trusted: options.trusted ?? true,
@@ -41,6 +48,9 @@ export function fakeSession(options: { python?: string; trusted?: boolean } = {}
     chooseInterpreter: async () => {
       calls.push("choose");
       state.whileChoosing();
+      if (options.chooseInterpreter !== undefined) {
+        return options.chooseInterpreter();
+      }
       await state.pythonExtensionReady;
       await settled(); // the Python extension answers a moment later
       return { command: state.python };

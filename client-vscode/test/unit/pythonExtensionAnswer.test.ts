@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
+import { chooseInterpreterInTime } from "../../src/pythonExtensionAnswer";
+import { DEFAULT_PYTHON } from "../../src/pythonInterpreter";
+import { sendServerCommand } from "../../src/serverCommands";
+import { commandDependencies, fakeSession, settled } from "./fakeSession";
+
+const PLACES = { home: "/home/me", workspaceFolder: "/work/project" } as const;
+const VENV_PYTHON = "/home/me/.venv/bin/python";
+/** The time limit in these tests: short, so that a wait that ends with it ends quickly. */
+const LIMIT_MS = 50;
+
+/** The Python extension, asked for its active environment: it answers when the test says. */
+function pythonExtension() {
+  const asked = { times: 0 };
+  let answer: (environment: string) => void = () => undefined;
+  const ask = () => {
+    asked.times += 1;
+    return new Promise<string | undefined>((resolve) => {
+      answer = resolve;
+    });
+  };
+  return {
+    ask,
+    asked,
+    answer: (environment: string) => {
+      answer(environment);
+    },
+  };
+}
+
+/** The output's warnings. */
+function outputLog() {
+  const warnings: string[] = [];
+  return { warnings, warn: (message: string) => warnings.push(message) };
+}
+
+describe("the interpreter of a start, with the Python extension asked in time", () => {
+  it("is the Python extension's environment when it answers in time", async () => {
+    const extension = pythonExtension();
+    const log = outputLog();
+    const chosen = chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS);
+    extension.answer(VENV_PYTHON);
+    assert.deepEqual(await chosen, { command: VENV_PYTHON, source: "Python extension" });
+    assert.deepEqual(log.warnings, []);
+  });
+
+  it(
+    "is python3 when the Python extension does not answer in time, as the output says",
+    { timeout: 5000 },
+    async () => {
+      const extension = pythonExtension(); // activating for good
+      const log = outputLog();
+      const chosen = await chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS);
+      assert.deepEqual(chosen, { command: DEFAULT_PYTHON, source: "default" });
+      assert.equal(log.warnings.length, 1);
+      assert.match(log.warnings[0] ?? "", /The Python extension did not answer within 0\.05 s/);
+      assert.match(log.warnings[0] ?? "", new RegExp(`using ${DEFAULT_PYTHON} instead`));
+    },
+  );
+
+  it("does not ask the Python extension when phi3.pythonPath names the Python", async () => {
+    const extension = pythonExtension();
+    const chosen = await chooseInterpreterInTime(
+      "~/py/bin/python",
+      extension.ask,
+      PLACES,
+      outputLog(),
+      LIMIT_MS,
+    );
+    assert.deepEqual(chosen, { command: "/home/me/py/bin/python", source: "phi3.pythonPath" });
+    assert.equal(extension.asked.times, 0);
+  });
+});
+
+describe("a first start whose Python extension never answers", () => {
+  it(
+    "goes on with python3, answers the command waiting for it, and is not redone by a late answer",
+    { timeout: 5000 },
+    async () => {
+      const extension = pythonExtension(); // activating for good, until the test says
+      const log = outputLog();
+      const session = fakeSession({
+        chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
+      });
+      void session.lifecycle.startWhenNeeded(() => true);
+      const answered = sendServerCommand(
+        { command: SHOW_ARCHITECTURE_COMMAND, title: "Show Phi-3 architecture" },
+        commandDependencies(session, () => Promise.resolve("LlamaForCausalLM")),
+      );
+      assert.equal(await answered, "LlamaForCausalLM");
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON]);
+      extension.answer(VENV_PYTHON);
+      await settled();
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON], "no second start");
+      assert.equal(log.warnings.length, 1, "nothing more said");
+    },
+  );
+});

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from hub_cache import COMMIT, WEIGHTS, repo_files, sha256_of
 
@@ -28,7 +28,9 @@ HELD_BYTES = 1 << 20
 @dataclass
 class LocalHub:
     """What the local hub serves and has sent; with `hold_weights`, the end of a weights file
-    waits for `weights_released`, and `weights_asked` is set once such a file is asked for."""
+    waits for `weights_released`, and `weights_asked` is set once such a file is asked for; with
+    `hold_weights_after`, the weights files asked after that many wait whole for
+    `weights_released`, `weights_held` released once for each."""
 
     repos: dict[str, Path]
     endpoint: str = ""
@@ -37,6 +39,10 @@ class LocalHub:
     hold_weights: bool = False
     weights_asked: threading.Event = field(default_factory=threading.Event)
     weights_released: threading.Event = field(default_factory=threading.Event)
+    hold_weights_after: int | None = None
+    weights_held: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    weights_files_asked: int = field(default=0, init=False)
+    asking: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     xet_store: Path | None = None
     xet_hashes: dict[tuple[str, str], str] = field(default_factory=dict)
     """The Xet hash of each weights file, by repo id and name, where `xet_store` holds them."""
@@ -45,14 +51,31 @@ class LocalHub:
         """The files sent whose names match `pattern`."""
         return [path for path in self.sent if fnmatch(path.rsplit("/", 1)[1], pattern)]
 
+    def holds_whole(self, file: Path) -> bool:
+        """Whether `file`, asked for now, waits whole for `weights_released`."""
+        if self.hold_weights_after is None or not fnmatch(file.name, WEIGHTS):
+            return False
+        with self.asking:
+            self.weights_files_asked += 1
+            return self.weights_files_asked > self.hold_weights_after
+
 
 @contextmanager
 def local_hub(
-    repos: dict[str, Path], *, hold_weights: bool = False, xet_store: Path | None = None
+    repos: dict[str, Path],
+    *,
+    hold_weights: bool = False,
+    hold_weights_after: int | None = None,
+    xet_store: Path | None = None,
 ) -> Iterator[LocalHub]:
     """Serve `repos` (repo id → folder) on 127.0.0.1 as the hub's API and file downloads do;
     with `xet_store`, their weights from a Xet storage in that folder."""
-    hub = LocalHub(repos, hold_weights=hold_weights, xet_store=xet_store)
+    hub = LocalHub(
+        repos,
+        hold_weights=hold_weights,
+        hold_weights_after=hold_weights_after,
+        xet_store=xet_store,
+    )
     if xet_store is not None:
         hub.xet_hashes = _stored_in_xet(repos, xet_store)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(hub))
@@ -80,13 +103,14 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self._answer(body=True)
 
         def _answer(self, *, body: bool) -> None:
-            path = unquote(urlsplit(self.path).path).strip("/").split("/")
+            url = urlsplit(self.path)
+            path = unquote(url.path).strip("/").split("/")
             if path[:2] == ["api", "models"] and len(path) >= 6:
                 repo_id, kind = "/".join(path[2:4]), path[4]
                 folder = hub.repos.get(repo_id)
                 if folder is not None and kind == "revision":
-                    names = [{"rfilename": file.name} for file in repo_files(folder)]
-                    self._json({"id": repo_id, "sha": COMMIT, "siblings": names}, body)
+                    sizes = "blobs" in parse_qs(url.query)
+                    self._json(_repo_info(repo_id, folder, sizes=sizes), body)
                     return
                 if folder is not None and kind == "tree":
                     self._json(_tree_entries(hub, repo_id, folder), body)
@@ -115,6 +139,10 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
 
         def _file(self, repo_id: str, file: Path, body: bool) -> None:
+            if body and hub.holds_whole(file):
+                # Before its answer starts: huggingface_hub counts the file in its download then.
+                hub.weights_held.release()
+                hub.weights_released.wait()
             data = file.read_bytes()
             self.send_response(200)
             self.send_header("X-Repo-Commit", COMMIT)
@@ -155,6 +183,16 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
     return HubHandler
+
+
+def _repo_info(repo_id: str, folder: Path, *, sizes: bool) -> dict[str, object]:
+    """The repo's commit and files, as the hub answers; with `sizes` (asked as `blobs`), each
+    file's size."""
+    files: list[dict[str, object]] = [
+        {"rfilename": file.name, **({"size": file.stat().st_size} if sizes else {})}
+        for file in repo_files(folder)
+    ]
+    return {"id": repo_id, "sha": COMMIT, "siblings": files}
 
 
 def _tree_entries(hub: LocalHub, repo_id: str, folder: Path) -> list[dict[str, object]]:

@@ -217,11 +217,44 @@ def large_weights_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: P
     """The tiny Phi-3's tokenizer and config with 192 MB of weights (random bytes: they are
     downloaded, never read): a download that lasts long enough to be stopped midway."""
     folder = tmp_path_factory.mktemp("large-weights")
+    return _with_random_weights(folder, tiny_phi3_dir, {"model.safetensors": 192})
+
+
+SHARDS = 16
+"""Twice as many weights files as huggingface_hub downloads at once."""
+
+
+@pytest.fixture
+def sharded_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sharded_weights_dir: Path
+) -> Iterator[LocalHub]:
+    """`SHARDS` weights files (as phi3-lsp-tests/sharded-weights) on a local hub that sends the
+    first half asked for and holds the rest, asked by this process with an empty hub cache."""
+    from local_hub import local_hub
+
+    repos = {"phi3-lsp-tests/sharded-weights": sharded_weights_dir}
+    with local_hub(repos, hold_weights_after=SHARDS // 2) as hub:
+        _ask_only(hub, tmp_path / "hub", monkeypatch)
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def sharded_weights_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir: Path) -> Path:
+    """The tiny Phi-3's tokenizer and config with its weights in `SHARDS` files of 1 MB (random
+    bytes: they are downloaded, never read), as large models' weights come."""
+    shards = {f"model-{index:05d}-of-{SHARDS:05d}.safetensors": 1 for index in range(1, SHARDS + 1)}
+    return _with_random_weights(tmp_path_factory.mktemp("sharded-weights"), tiny_phi3_dir, shards)
+
+
+def _with_random_weights(folder: Path, tiny_phi3_dir: Path, weights: dict[str, int]) -> Path:
+    """`folder` with the tiny Phi-3's tokenizer and config, and `weights` (file name → MB) of
+    random bytes."""
     for file in tiny_phi3_dir.glob("*.json"):
         shutil.copy2(file, folder / file.name)
-    with open(folder / "model.safetensors", "wb") as weights:
-        for _ in range(192):
-            weights.write(os.urandom(1 << 20))
+    for name, megabytes in weights.items():
+        with open(folder / name, "wb") as written:
+            for _ in range(megabytes):
+                written.write(os.urandom(1 << 20))
     return folder
 
 

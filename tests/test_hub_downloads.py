@@ -18,7 +18,7 @@ from phi3_lsp.progress import ProgressUpdate
 def snapshot_bar(stop: LoadStop, reports: list[ProgressUpdate]) -> Any:
     """A bar as huggingface_hub's snapshot download makes it: bytes, its total growing as
     each file starts."""
-    return _progress_bar(reports.append, "Downloading the weights", stop)(total=0, unit="B")
+    return _progress_bar(reports.append, "Downloading the weights", stop, None)(total=0, unit="B")
 
 
 def file_starts(bar: Any, size: int) -> None:
@@ -85,3 +85,17 @@ def test_tqdms_monitor_thread_redraws_a_stopped_downloads_bar_without_error(
         monitor.exit()
     assert bar.miniters == 1, "the monitor did not redraw the bar"
     assert errors == []
+
+
+def test_a_download_larger_than_listed_shows_100_percent_only_once_it_has_ended() -> None:
+    # The repo changed between its listing and its download: more bytes come than were listed.
+    reports = list[ProgressUpdate]()
+    bars = _progress_bar(reports.append, "Downloading the weights", None, 1000)
+    bar = bars(total=0, unit="B")
+    file_starts(bar, 1000)
+    bar.update(1000)
+    file_starts(bar, 1000)
+    bar.update(500)
+    assert [report.fraction for report in reports] == [0.99]
+    bars.finished()
+    assert [report.fraction for report in reports] == [0.99, 1.0]

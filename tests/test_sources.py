@@ -33,6 +33,7 @@ from phi3_lsp.sources import (
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
 LARGE_REPO = "phi3-lsp-tests/large-weights"  # as `xet_hub` serves it
+SHARDED_REPO = "phi3-lsp-tests/sharded-weights"  # as `sharded_hub` serves it
 
 
 @pytest.fixture
@@ -442,6 +443,33 @@ def test_a_stopped_download_from_xet_storage_ends_and_leaves_no_part_of_the_weig
     weights = (fetched.weights_dir / "model.safetensors").read_bytes()
     assert weights == (xet_hub.repos[LARGE_REPO] / "model.safetensors").read_bytes()
     assert xet_hub.sent_matching(WEIGHTS) == [], "the weights came from Xet storage, not HTTP"
+
+
+def test_a_download_of_many_shards_shows_the_share_of_all_their_bytes_that_has_come(
+    sharded_hub: LocalHub, tmp_path: Path
+) -> None:
+    # huggingface_hub downloads 8 files at a time and counts a file's bytes only as it starts:
+    # once the first 8 had come, the status said 100 % for the rest of the download.
+    source = resolve_model(SHARDED_REPO, cache=tmp_path, weights="later")
+    shards = len(list(sharded_hub.repos[SHARDED_REPO].glob(WEIGHTS)))
+    fractions: list[float] = []
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Downloading") and update.fraction is not None:
+            fractions.append(update.fraction)
+
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(fetch_weights, source, progress=report)
+        try:
+            for _ in range(shards // 2):  # the half that the hub holds, asked for
+                assert sharded_hub.weights_held.acquire(timeout=60)
+            at_half = fractions[-1]
+        finally:
+            sharded_hub.weights_released.set()
+        assert fetching.result(timeout=60).weights_dir is not None
+    assert at_half == pytest.approx(0.5, abs=0.02), "half of the shards, of one size, have come"
+    assert fractions == sorted(set(fractions)), "the percentage only goes up"
+    assert fractions[-1] == 1.0
 
 
 def test_weights_of_a_repo_the_hub_no_longer_has_are_said_to_be_missing_there(

@@ -55,12 +55,15 @@ def downloaded_snapshot(
 
     def download() -> str:
         _delete_abandoned_parts(repo_id)
-        return snapshot_download(
+        bars = _progress_bar(report, downloading, stop, _bytes_to_download(repo_id, patterns))
+        folder = snapshot_download(
             repo_id,
             allow_patterns=patterns,
             etag_timeout=5,
-            tqdm_class=_progress_bar(report, downloading, stop),
+            tqdm_class=bars,
         )
+        bars.finished()
+        return folder
 
     try:
         # A download waits on the network where nothing can interrupt it: on a thread of its
@@ -78,6 +81,31 @@ def downloaded_snapshot(
     except Exception as error:  # auth and missing-repo errors also mean "not available"
         return None, _one_line(error)
     return Path(folder), ""
+
+
+def _bytes_to_download(repo_id: str, patterns: list[str]) -> int | None:
+    """The bytes of the repo's files that `patterns` match and the hub cache lacks, as the hub
+    lists them; None where it lists no sizes, or cannot be asked.
+
+    One request more than huggingface_hub makes: the file list it asks for has no sizes (1.x),
+    or is kept where it is not ours to read before the download starts (2.x).
+    """
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
+
+    try:
+        info = HfApi().model_info(repo_id, revision=constants.DEFAULT_REVISION, files_metadata=True)
+    except Exception as error:  # the download asks again, and says what is wrong
+        log.debug("No file sizes for %s (%s)", repo_id, _one_line(error))
+        return None
+    sizes = {file.rfilename: file.size for file in info.siblings or []}
+    to_download = [
+        sizes[name]
+        for name in filter_repo_objects(sizes, allow_patterns=patterns)
+        if not isinstance(try_to_load_from_cache(repo_id, name, revision=info.sha), str)
+    ]
+    known = [size for size in to_download if size is not None]
+    return sum(known) if len(known) == len(to_download) else None
 
 
 def _delete_abandoned_parts(repo_id: str) -> None:
@@ -125,19 +153,31 @@ def _one_line(error: Exception) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else error}"
 
 
-def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None) -> Any:
+def _progress_bar(
+    report: ProgressCallback, message: str, stop: LoadStop | None, whole: int | None
+) -> Any:
     """A tqdm class that reports a hub download's progress to `report` as `message`, instead of
     drawing bars on stderr (the server's log), and raises `LoadStopped` in the download's HTTP
-    workers once `stop` is set.
+    workers once `stop` is set; its `finished` says the download has ended.
 
     Only the bars that count bytes say how far it is, and their total grows as each file
-    starts: the percentage reported only goes up, once per percent (a 7.6 GB download updates
-    them ~1,500 times).
+    starts: huggingface_hub downloads 8 files at a time, so a download of more would near 100 %
+    on its first 8. The percentage is of `whole`, the bytes to download where known (or of
+    their total where larger: the repo may have changed since); it only goes up, once per
+    percent (a 7.6 GB download updates them ~1,500 times), and reaches 100 once it has ended.
     """
     from tqdm.auto import tqdm
 
     lock = threading.Lock()
     reported = -1
+
+    def reached(percent: int) -> None:
+        nonlocal reported
+        with lock:
+            if percent <= reported:
+                return
+            reported = percent
+        report(ProgressUpdate("fetching", message, percent / 100))
 
     class ForwardingBar(tqdm):  # type: ignore[misc, type-arg]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -151,18 +191,18 @@ def _progress_bar(report: ProgressCallback, message: str, stop: LoadStop | None)
             super().refresh(*args, **kwargs)
 
         def update(self, n: float | None = 1) -> bool | None:
-            nonlocal reported
             if stop is not None and _stops_the_download_here():
                 stop.check()  # huggingface_hub then deletes the partial file and cancels the rest
             shown: bool | None = super().update(n)
             if self.unit == "B" and self.total:
-                percent = min(100, int(100 * self.n / self.total))
-                with lock:
-                    if percent <= reported:
-                        return shown
-                    reported = percent
-                report(ProgressUpdate("fetching", message, percent / 100))
+                # 99 at most: where `whole` falls short, the last bytes are yet to come.
+                reached(min(99, int(100 * self.n / max(self.total, whole or 0))))
             return shown
+
+        @staticmethod
+        def finished() -> None:
+            if reported >= 0:  # else nothing was downloaded
+                reached(100)
 
     return ForwardingBar
 

@@ -17,6 +17,8 @@ from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 
 log = logging.getLogger(__name__)
 
+HUB_ANSWER_SECONDS = 5.0
+"""How long a download waits for the hub's answer about a file, or about the repo's files."""
 ABANDONED_AFTER_SECONDS = 600.0
 """A download's partial file unchanged for this long is taken to be abandoned."""
 
@@ -59,7 +61,7 @@ def downloaded_snapshot(
         folder = snapshot_download(
             repo_id,
             allow_patterns=patterns,
-            etag_timeout=5,
+            etag_timeout=HUB_ANSWER_SECONDS,
             tqdm_class=bars,
         )
         bars.finished()
@@ -94,7 +96,12 @@ def _bytes_to_download(repo_id: str, patterns: list[str]) -> int | None:
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     try:
-        info = HfApi().model_info(repo_id, revision=constants.DEFAULT_REVISION, files_metadata=True)
+        info = HfApi().model_info(
+            repo_id,
+            revision=constants.DEFAULT_REVISION,
+            files_metadata=True,
+            timeout=HUB_ANSWER_SECONDS,  # a hub that does not answer costs the download no more
+        )
     except Exception as error:  # the download asks again, and says what is wrong
         log.debug("No file sizes for %s (%s)", repo_id, _one_line(error))
         return None

@@ -820,6 +820,31 @@ def test_another_model_after_a_format_change_does_not_wait_for_the_kept_download
     assert not holding_hub.weights_released.is_set(), "loaded while the download was held"
 
 
+def test_another_model_after_a_format_change_stops_the_kept_gguf_conversion(
+    smollm2_dir: Path,
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A Phi-3-mini GGUF converts for minutes: int4 picked meanwhile keeps the conversion, then
+    # the user gives up waiting.
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(paths.CACHE_ENV, str(cache))
+    gguf = str(shutil.copy2(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path))
+    host = new_host(gguf)
+    host.load(gguf, threads=1)
+    listener.wait_for_status(lambda status: (status.percentage or 0) > 0)
+    host.load(gguf, threads=1, weights="int4")
+    host.load(str(tiny_phi3_dir), threads=1)
+    listener.wait_for_status(
+        lambda status: status.model == str(tiny_phi3_dir) and status.state in ("ready", "error")
+    )
+    assert listener.statuses[-1].state == "ready"
+    assert not [entry for entry in (cache / "gguf").iterdir() if paths.is_built(entry)]
+
+
 def test_the_collector_runs_while_the_weights_download(
     holding_hub: LocalHub, new_host: Callable[[str], ModelHost]
 ) -> None:

@@ -27,6 +27,7 @@ class LoadStop:
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._stopped = False
+        self._load_ended = False
         self._work: list[Future[Any]] = []
 
     def set(self) -> None:
@@ -59,10 +60,17 @@ class LoadStop:
             raise LoadStopped
         return future.result()
 
-    def work_running(self) -> bool:
-        """Whether work started through `result_of` is still running."""
+    def load_ended(self) -> None:
+        """Its load has left the model thread (or never ran): only work started through
+        `result_of` can still see the stop."""
         with self._condition:
-            return not all(future.done() for future in self._work)
+            self._load_ended = True
+
+    def in_use(self) -> bool:
+        """Whether setting it would still stop something: its load (a conversion sees it
+        between two tensors), or work started through `result_of` (a download)."""
+        with self._condition:
+            return not self._load_ended or not all(future.done() for future in self._work)
 
     def wait_for_work(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the work started through `result_of` to end (a

@@ -153,8 +153,10 @@ class ModelHost:
         self._running: _RunningGeneration | None = None
         self._drafts = DraftsKeeper(self._thread)
         self._load_stop = LoadStop()
+        self._load_stop.load_ended()  # no load has it: the first `load` makes its own
         self._stopped_loads: list[LoadStop] = []
-        """Stops of superseded loads whose download may still run, until it sees its stop."""
+        """Stops of superseded loads while setting them still stops something: a load kept
+        for the same model in another format, or a download that has not seen its stop."""
 
     @property
     def status(self) -> Status:
@@ -255,7 +257,7 @@ class ModelHost:
         if not keeping_its_download:
             for stop in stopped:  # a download kept for the same model before is moot too
                 stop.set()
-        self._stopped_loads = [stop for stop in stopped if stop.work_running()]
+        self._stopped_loads = [stop for stop in stopped if stop.in_use()]
         self._load_stop = LoadStop()
         return self._load_stop
 
@@ -377,9 +379,9 @@ class ModelHost:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the running generation, take no more jobs, and wait for the model thread.
 
-        A generation stops within a decoder layer. A load cannot be interrupted, and nothing it
-        makes is of use once the server is gone (a cache it was writing is made again next
-        time), so it is not waited for; downloads are stopped, and given up to
+        A generation stops within a decoder layer. A load is not waited for: nothing it makes
+        is of use once the server is gone (a cache it was writing is made again next time). Its
+        download or conversion is stopped, and downloads are given up to
         `DOWNLOAD_STOP_SECONDS` to delete their partial files. Returns False when a thread is
         still busy: the model thread at once during a load, otherwise after `timeout` seconds;
         a download that has not seen its stop.
@@ -480,6 +482,12 @@ class ModelHost:
             )
 
     def _load(self, load_id: int, request: LoadRequest, stop: LoadStop) -> None:
+        try:
+            self._run_load(load_id, request, stop)
+        finally:
+            stop.load_ended()  # no longer kept to be set (see `_stop_load`)
+
+    def _run_load(self, load_id: int, request: LoadRequest, stop: LoadStop) -> None:
         model = request.model
         if load_id != self._load_id:
             return  # a newer load is queued behind this one

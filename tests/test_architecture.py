@@ -172,6 +172,24 @@ def test_the_architecture_before_the_weights_is_the_loaded_models(
     }
 
 
+def test_the_architecture_before_the_weights_leaves_torchs_default_dtype_alone(
+    tiny_bf16_phi3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It is built on a thread beside the model thread's load: a default dtype it set would be
+    # the dtype of the weights that load creates meanwhile.
+    defaults_set: list[torch.dtype] = []
+    set_default_dtype = torch.set_default_dtype
+
+    def recorded(dtype: torch.dtype) -> None:
+        defaults_set.append(dtype)
+        set_default_dtype(dtype)
+
+    monkeypatch.setattr(torch, "set_default_dtype", recorded)
+    for weights in (True, False):
+        architecture_before_weights(folder_source(tiny_bf16_phi3_dir, weights=weights))
+    assert defaults_set == []
+
+
 def test_the_architecture_before_the_weights_of_a_model_without_weights_is_its_report(
     tiny_bf16_phi3_dir: Path, tmp_path: Path
 ) -> None:

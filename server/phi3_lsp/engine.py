@@ -567,11 +567,13 @@ def _meta_model(source: ModelSource, config: Any, dtype: torch.dtype = torch.flo
     """The model's modules with parameters in `dtype` on the meta device: shapes, no memory."""
     # A copy: `from_config` sets the config's dtype, which a later `from_pretrained` with
     # dtype "auto" would then load in (Phi-3-mini's bf16 checkpoint as 15 GB of fp32).
+    # No dtype there: it would set torch's default dtype for the whole process while it builds,
+    # and the architecture's preview builds beside a load (whose weights would take it).
     with torch.device("meta"):
         model: nn.Module = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
-            copy.deepcopy(config), dtype=dtype, trust_remote_code=source.trust_remote_code
+            copy.deepcopy(config), dtype=None, trust_remote_code=source.trust_remote_code
         )
-    return model
+    return model.to(dtype)
 
 
 def _from_pretrained(

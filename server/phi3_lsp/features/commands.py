@@ -41,16 +41,18 @@ def register(server: Phi3LanguageServer) -> None:
                 break
             build = functools.partial(_architecture_before_weights_json, found.source)
             try:
-                preview = await ls.run_aside(build)
+                preview: dict[str, Any] | None = await ls.run_aside(build)
             except Exception:  # e.g. a config that cannot build: the load will say why
                 logger.info(
                     "The architecture of %s waits for its load", found.source.spec, exc_info=True
                 )
-                await ls.load_settled()
-                break
-            if ls.host is not None and ls.host.loads_begun == found.load:
+                preview = None
+            if ls.host is not None and ls.host.loads_begun != found.load:
+                continue  # another model was chosen meanwhile: the user asks for that one's
+            if preview is not None:
                 return preview
-            # Another model was chosen while it was built: the user asks for that one's.
+            await ls.load_settled()
+            break
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(

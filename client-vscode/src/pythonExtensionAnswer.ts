@@ -19,16 +19,14 @@ export const PYTHON_EXTENSION_ANSWER_MS = 10_000;
 
 /**
  * The interpreter phi3.pythonPath names, else the active environment `askPythonExtension`
- * answers within `limitMs`, else the default, which `log` says is used instead. An answer that
- * comes later changes nothing: the start has gone on.
+ * answers within `limitMs`; undefined when it has not answered by then.
  */
-export async function chooseInterpreterInTime(
+export async function interpreterAnsweredInTime(
   pythonPath: string,
   askPythonExtension: () => Promise<string | undefined>,
   places: PathPlaces,
-  log: { warn(message: string): void },
   limitMs = PYTHON_EXTENSION_ANSWER_MS,
-): Promise<Interpreter> {
+): Promise<Interpreter | undefined> {
   if (pythonPath !== "") {
     return chooseInterpreter(pythonPath, undefined, places);
   }
@@ -37,8 +35,26 @@ export async function chooseInterpreterInTime(
     () => undefined,
     () => undefined,
   );
-  if (await settlesWithin(settled, limitMs)) {
-    return chooseInterpreter(pythonPath, await answer, places);
+  if (!(await settlesWithin(settled, limitMs))) {
+    return undefined;
+  }
+  return chooseInterpreter(pythonPath, await answer, places);
+}
+
+/**
+ * The interpreter of a start: as `interpreterAnsweredInTime`, else the default, which `log` says
+ * is used instead. An answer that comes later starts nothing: the start has gone on.
+ */
+export async function chooseInterpreterInTime(
+  pythonPath: string,
+  askPythonExtension: () => Promise<string | undefined>,
+  places: PathPlaces,
+  log: { warn(message: string): void },
+  limitMs = PYTHON_EXTENSION_ANSWER_MS,
+): Promise<Interpreter> {
+  const answered = await interpreterAnsweredInTime(pythonPath, askPythonExtension, places, limitMs);
+  if (answered !== undefined) {
+    return answered;
   }
   const instead = chooseInterpreter(pythonPath, undefined, places);
   log.warn(

@@ -27,8 +27,13 @@ export interface ChosenInterpreter {
 
 /** The work the decisions here call for, done by the session. */
 export interface ServerSteps<I extends ChosenInterpreter> {
-  /** The interpreter that phi3.pythonPath or the Python extension chooses now. */
+  /** The interpreter that phi3.pythonPath or the Python extension chooses now, for a start. */
   chooseInterpreter(): Promise<I>;
+  /**
+   * The interpreter chosen now, as `chooseInterpreter`, or undefined when the Python extension
+   * did not answer in time: a server that runs keeps its own rather than move to the default.
+   */
+  interpreterIfAnswered(): Promise<I | undefined>;
   /** Shows that a start has begun (the interpreter is chosen next). */
   starting(): void;
   /**
@@ -175,7 +180,13 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
       if (this.phase !== "started" || event <= this.eventsBeforeLastStart) {
         return; // the start chooses, or chose, after this event
       }
-      const choice = await this.choose();
+      const choice = await this.chooseAgain();
+      if (choice === undefined) {
+        this.steps.log.info(
+          "The Python extension did not answer in time; the server stays as it is.",
+        );
+        return;
+      }
       // A server that is down is tried again on the same interpreter only for an event after
       // its start ended (the user chose it again, say after installing phi3_lsp there): during
       // the start, the same answer is one that start had, and would fail the same way.
@@ -198,11 +209,14 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
       if (this.phase !== "started") {
         return; // not started: the start will read the workspace's settings
       }
-      const choice = await this.choose();
+      const choice = await this.chooseAgain();
       const running = this.steps.isRunning();
       // Started since the trust (a setting change VS Code announced first), or on the same
-      // Python: no new start, which would say a failure of the first one again.
-      if (this.startedTrusted || (running && choice.interpreter.command === this.startedWith)) {
+      // Python (or one the Python extension did not name in time): no new start, which would
+      // say a failure of the first one again.
+      const sameInterpreter =
+        choice === undefined || choice.interpreter.command === this.startedWith;
+      if (this.startedTrusted || (running && sameInterpreter)) {
         if (running) {
           await this.steps.rereadSettings();
         }
@@ -260,6 +274,13 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     // Taken before asking: the answer reflects at least every event counted so far.
     const eventsBefore = this.interpreterEvents;
     return { interpreter: await this.steps.chooseInterpreter(), eventsBefore };
+  }
+
+  /** As `choose`, for a server that may run: undefined when the answer did not come in time. */
+  private async chooseAgain(): Promise<Choice<I> | undefined> {
+    const eventsBefore = this.interpreterEvents;
+    const interpreter = await this.steps.interpreterIfAnswered();
+    return interpreter === undefined ? undefined : { interpreter, eventsBefore };
   }
 
   private async restartNow(choice?: Choice<I>): Promise<void> {

@@ -16,12 +16,13 @@ import { readWhereTheCursorRests } from "./cursorReads";
 import { isCompletedScheme, needsServerNow } from "./firstStart";
 import { isNotRunningError, type Phi3LanguageClient } from "./phi3LanguageClient";
 import { activePythonInterpreter } from "./pythonEnvironment";
-import { chooseInterpreterInTime } from "./pythonExtensionAnswer";
+import { chooseInterpreterInTime, interpreterAnsweredInTime } from "./pythonExtensionAnswer";
 import {
   checkServerInstalled,
   type InstallCheck,
   type Interpreter,
   installAdvice,
+  type PathPlaces,
   restrictedFolder,
 } from "./pythonInterpreter";
 import { RestartBudget } from "./restartBudget";
@@ -78,6 +79,12 @@ export class ServerSession implements vscode.Disposable {
     });
     this.lifecycle = new ServerLifecycle<Interpreter>({
       chooseInterpreter: () => this.chooseInterpreterNow(),
+      interpreterIfAnswered: () =>
+        interpreterAnsweredInTime(
+          this.deps.settings().pythonPath,
+          () => activePythonInterpreter(this.deps.output),
+          this.pathPlaces(),
+        ),
       starting: () => {
         deps.statusBar.setConnection({ kind: "starting" });
       },
@@ -174,9 +181,13 @@ export class ServerSession implements vscode.Disposable {
     return chooseInterpreterInTime(
       this.deps.settings().pythonPath,
       () => activePythonInterpreter(this.deps.output),
-      { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath },
+      this.pathPlaces(),
       this.deps.output,
     );
+  }
+
+  private pathPlaces(): PathPlaces {
+    return { home: homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath };
   }
 
   /** Starts on `interpreter`, with a fresh restart budget. */

@@ -14,13 +14,15 @@ export const settled = () => new Promise((resolve) => setImmediate(resolve));
  * event loop, or, while `holdStarts` is on, until `finishStart` (so that events can come during
  * one) or until given up, as a Python that never answers the handshake is; `startsFail` makes
  * them end without a server, as a missing phi3_lsp does. Its interpreter is `state.python`,
- * once `state.pythonExtensionReady`, unless `options.chooseInterpreter` chooses it.
+ * once `state.pythonExtensionReady`, unless `options.chooseInterpreter` chooses it for a start,
+ * or `options.interpreterIfAnswered` for a server that may run.
  */
 export function fakeSession(
   options: {
     python?: string;
     trusted?: boolean;
     chooseInterpreter?: () => Promise<ChosenInterpreter>;
+    interpreterIfAnswered?: () => Promise<ChosenInterpreter | undefined>;
   } = {},
 ) {
   const state = {
@@ -44,16 +46,21 @@ export function fakeSession(
   const calls: string[] = [];
   /** Ends a held start: given up (true) or with its handshake done (false). */
   const heldStarts: ((abandoned: boolean) => void)[] = [];
+  const pythonExtensionAnswer = async (): Promise<ChosenInterpreter> => {
+    await state.pythonExtensionReady;
+    await settled(); // the Python extension answers a moment later
+    return { command: state.python };
+  };
   const steps: ServerSteps<ChosenInterpreter> = {
-    chooseInterpreter: async () => {
+    chooseInterpreter: () => {
       calls.push("choose");
       state.whileChoosing();
-      if (options.chooseInterpreter !== undefined) {
-        return options.chooseInterpreter();
-      }
-      await state.pythonExtensionReady;
-      await settled(); // the Python extension answers a moment later
-      return { command: state.python };
+      return (options.chooseInterpreter ?? pythonExtensionAnswer)();
+    },
+    interpreterIfAnswered: () => {
+      calls.push("choose");
+      state.whileChoosing();
+      return (options.interpreterIfAnswered ?? pythonExtensionAnswer)();
     },
     starting: () => undefined,
     start: async (interpreter) => {

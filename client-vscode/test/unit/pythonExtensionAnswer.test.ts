@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
-import { chooseInterpreterInTime } from "../../src/pythonExtensionAnswer";
+import {
+  chooseInterpreterInTime,
+  interpreterAnsweredInTime,
+} from "../../src/pythonExtensionAnswer";
 import { DEFAULT_PYTHON } from "../../src/pythonInterpreter";
 import { sendServerCommand } from "../../src/serverCommands";
 import { commandDependencies, fakeSession, settled } from "./fakeSession";
@@ -75,26 +78,43 @@ describe("the interpreter of a start, with the Python extension asked in time", 
 });
 
 describe("a first start whose Python extension never answers", () => {
-  it(
-    "goes on with python3, answers the command waiting for it, and is not redone by a late answer",
-    { timeout: 5000 },
-    async () => {
-      const extension = pythonExtension(); // activating for good, until the test says
-      const log = outputLog();
-      const session = fakeSession({
-        chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
-      });
-      void session.lifecycle.startWhenNeeded(() => true);
-      const answered = sendServerCommand(
-        { command: SHOW_ARCHITECTURE_COMMAND, title: "Show Phi-3 architecture" },
-        commandDependencies(session, () => Promise.resolve("LlamaForCausalLM")),
-      );
-      assert.equal(await answered, "LlamaForCausalLM");
-      assert.deepEqual(session.starts, [DEFAULT_PYTHON]);
-      extension.answer(VENV_PYTHON);
+  it("goes on with python3 and answers the command waiting for it", { timeout: 5000 }, async () => {
+    const extension = pythonExtension(); // activating for good
+    const log = outputLog();
+    const session = fakeSession({
+      chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
+    });
+    void session.lifecycle.startWhenNeeded(() => true);
+    const answered = sendServerCommand(
+      { command: SHOW_ARCHITECTURE_COMMAND, title: "Show Phi-3 architecture" },
+      commandDependencies(session, () => Promise.resolve("LlamaForCausalLM")),
+    );
+    assert.equal(await answered, "LlamaForCausalLM");
+    assert.deepEqual(session.starts, [DEFAULT_PYTHON]);
+    assert.equal(log.warnings.length, 1);
+  });
+});
+
+describe("a server that runs, when the Python extension is slow to answer again", () => {
+  it("stays on its interpreter rather than move to python3", { timeout: 5000 }, async () => {
+    const extension = pythonExtension();
+    const log = outputLog();
+    const session = fakeSession({
+      chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
+      interpreterIfAnswered: () => interpreterAnsweredInTime("", extension.ask, PLACES, LIMIT_MS),
+    });
+    const started = session.lifecycle.startWhenNeeded(() => true);
+    while (extension.asked.times === 0) {
       await settled();
-      assert.deepEqual(session.starts, [DEFAULT_PYTHON], "no second start");
-      assert.equal(log.warnings.length, 1, "nothing more said");
-    },
-  );
+    }
+    extension.answer(VENV_PYTHON);
+    await started;
+    assert.deepEqual(session.starts, [VENV_PYTHON]);
+    // E.g. the user picked another environment, and resolving it takes a while.
+    await session.lifecycle.interpreterMayHaveChanged();
+    await session.lifecycle.workspaceTrusted();
+    assert.deepEqual(session.starts, [VENV_PYTHON], "no restart");
+    assert.ok(!session.calls.includes("stop"), "the server was not stopped");
+    assert.deepEqual(log.warnings, []);
+  });
 });

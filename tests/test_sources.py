@@ -326,23 +326,27 @@ def test_a_gguf_file_is_converted_once(
 def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:
-    # A GGUF downloaded again, or deleted: its old conversion would never be read again.
+    # A GGUF downloaded again, or deleted: its old conversion would never be read again. One on
+    # a disk not mounted now is not deleted: its conversion took minutes.
     original = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    edited, deleted, kept = (
+    (tmp_path / "usb").mkdir()
+    edited, deleted, kept, unmounted = (
         Path(shutil.copy2(original, tmp_path / f"{name}.gguf"))
-        for name in ("edited", "deleted", "kept")
+        for name in ("edited", "deleted", "kept", "usb/unmounted")
     )
     cache = tmp_path / "cache"
-    before, gone, other = (
-        resolve_model(str(gguf), cache=cache, weights=False) for gguf in (edited, deleted, kept)
+    before, gone, other, elsewhere = (
+        resolve_model(str(gguf), cache=cache, weights=False)
+        for gguf in (edited, deleted, kept, unmounted)
     )
     deleted.unlink()
+    (tmp_path / "usb").rename(tmp_path / "usb-unmounted")  # its disk is not there for now
     mtime = edited.stat().st_mtime_ns
     os.utime(edited, ns=(mtime, mtime + 1_000_000_000))
     after = resolve_model(str(edited), cache=cache, weights=False)
     assert after.tokenizer_dir != before.tokenizer_dir
     entries = {entry for entry in (cache / "gguf-metadata").iterdir() if entry.name[0] != "."}
-    assert entries == {after.tokenizer_dir, other.tokenizer_dir}
+    assert entries == {after.tokenizer_dir, other.tokenizer_dir, elsewhere.tokenizer_dir}
     assert gone.tokenizer_dir not in entries
 
 

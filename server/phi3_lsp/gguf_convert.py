@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.paths import MANIFEST
+from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,30 @@ def convert_gguf(
             tokenizer_dir=tokenizer_dir,
             before_writing=None if before_tensor is None else lambda: before_tensor(1.0),
         )
+
+
+def conversion_hook(
+    report: ProgressCallback,
+    message: str,
+    stop: LoadStop | None,
+    within: tuple[float, float] = (0.0, 1.0),
+) -> TensorHook:
+    """A `before_tensor` for `convert_gguf`: raises `LoadStopped` once `stop` is set, and
+    reports `message` with the share of the conversion done, mapped into `within`, once per
+    percent (SmolLM2 has 272 tensors)."""
+    shown = -1
+    low, high = within
+
+    def before_tensor(fraction: float) -> None:
+        nonlocal shown
+        if stop is not None:
+            stop.check()
+        percent = int(100 * (low + (high - low) * fraction))
+        if percent > shown:
+            shown = percent
+            report(ProgressUpdate("converting", message, percent / 100))
+
+    return before_tensor
 
 
 @contextlib.contextmanager

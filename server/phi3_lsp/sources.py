@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.gguf_convert import convert_gguf, gguf_parsed_once, validate_gguf
+from phi3_lsp.gguf_convert import (
+    conversion_hook,
+    convert_gguf,
+    gguf_parsed_once,
+    validate_gguf,
+)
 from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import AssetName, ensure_asset
@@ -93,7 +98,7 @@ def resolve_model(
     dequantizing its weights. `weights="later"`: the weights of a hub model, or of a .gguf file
     not converted yet, are left to `fetch_weights`, so that its tokenizer can be in use while
     they download or convert; other specs resolve as with True. Raises `LoadStopped` as soon as
-    `stop` is set during a download.
+    `stop` is set during a download, or during a conversion between two tensors.
     """
     spec = spec.strip()
     report = progress or ignore_progress
@@ -101,7 +106,7 @@ def resolve_model(
     if not spec:
         raise ModelSourceError(f"The model spec is empty — {SPEC_HELP}.")
     if spec == OFFLINE_MODEL:
-        folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report)
+        folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
@@ -194,15 +199,6 @@ def _gguf_converted(
     without), with the tokenizer converted already in `tokenizer_dir` if given. Raises
     `LoadStopped` between two tensors once `stop` is set, leaving nothing in the cache."""
     converting = f"Converting {path.name} to safetensors (once)"
-    shown = -1
-
-    def before_tensor(fraction: float) -> None:
-        nonlocal shown
-        if stop is not None:
-            stop.check()
-        if int(100 * fraction) > shown:  # once per percent: SmolLM2 has 272 tensors
-            shown = int(100 * fraction)
-            report(ProgressUpdate("converting", converting, shown / 100))
 
     def convert(staging: Path) -> None:
         if weights:
@@ -215,7 +211,7 @@ def _gguf_converted(
                 staging,
                 with_weights=weights,
                 tokenizer_dir=tokenizer_dir,
-                before_tensor=before_tensor,
+                before_tensor=conversion_hook(report, converting, stop),
             )
         except (ModelSourceError, LoadStopped):
             raise

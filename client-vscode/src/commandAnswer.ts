@@ -12,6 +12,7 @@
 
 import type * as vscode from "vscode";
 import { RequestCancellation, whenCancelled } from "./cancellation";
+import type { ServerStatusSource } from "./modelLoad";
 import { type ServerStatus, SHOW_ARCHITECTURE_COMMAND } from "./protocol";
 import type { ShowWait } from "./serverWait";
 
@@ -82,6 +83,27 @@ export function slowAnswerReason(
     return `The server answers once the configuration of ${status.model} has been read (before its weights).`;
   }
   return `The server answers once ${status.model} has loaded (the status bar shows how far).`;
+}
+
+/**
+ * Calls `show` with the line under `command`'s slow answer now, and again whenever the server's
+ * status changes it (the load moved to another model or format, or ended), until disposed.
+ */
+export function followSlowAnswerReason(
+  status: ServerStatusSource,
+  command: string,
+  show: (reason: string) => void,
+): { dispose(): void } {
+  let shown: string | undefined;
+  const update = () => {
+    const reason = slowAnswerReason(status.serverStatus, command) ?? "";
+    if (reason !== shown) {
+      shown = reason;
+      show(reason);
+    }
+  };
+  update();
+  return status.onServerStatusChanged(update);
 }
 
 /**

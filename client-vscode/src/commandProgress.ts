@@ -5,15 +5,13 @@
  */
 
 import * as vscode from "vscode";
-import { slowAnswerReason } from "./commandAnswer";
-import type { ServerStatus } from "./protocol";
+import { followSlowAnswerReason } from "./commandAnswer";
+import type { ServerStatusSource } from "./modelLoad";
 import type { CommandWaitViews } from "./serverCommands";
 import { WAITING_TITLE, waitingFor } from "./serverWait";
 
 /** The views of a command's waits; a slow answer's says why from `statusBar`'s status. */
-export function commandProgress(statusBar: {
-  readonly serverStatus: ServerStatus | undefined;
-}): CommandWaitViews {
+export function commandProgress(statusBar: ServerStatusSource): CommandWaitViews {
   return {
     startWait: (commandTitle) => (waitUntilEnded) =>
       vscode.window.withProgress(
@@ -26,9 +24,15 @@ export function commandProgress(statusBar: {
     slowAnswer: (title, command) => (waitUntilAnswered) =>
       vscode.window.withProgress(
         { location: vscode.ProgressLocation.Notification, title, cancellable: true },
-        (progress, cancel) => {
-          progress.report({ message: slowAnswerReason(statusBar.serverStatus, command) });
-          return waitUntilAnswered(cancel);
+        async (progress, cancel) => {
+          const reason = followSlowAnswerReason(statusBar, command, (message) => {
+            progress.report({ message });
+          });
+          try {
+            return await waitUntilAnswered(cancel);
+          } finally {
+            reason.dispose();
+          }
         },
       ),
     working: (progress, reply) =>

@@ -2,11 +2,16 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
 import { ErrorCodes, LSPErrorCodes, ResponseError } from "vscode-languageserver-protocol";
-import { askThroughRestart, awaitAnswer, slowAnswerReason } from "../../src/commandAnswer";
+import {
+  askThroughRestart,
+  awaitAnswer,
+  followSlowAnswerReason,
+  slowAnswerReason,
+} from "../../src/commandAnswer";
 import { MEASURE_WEIGHT_READS_COMMAND, SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
 import { sendServerCommand } from "../../src/serverCommands";
 import { commandDependencies, fakeSession, settled } from "./fakeSession";
-import { readyStatus } from "./statusFixtures";
+import { readyStatus, statusSource } from "./statusFixtures";
 import { waitNotification } from "./waitNotification";
 
 /** A moment that passes when the test says so. */
@@ -126,6 +131,24 @@ describe("the line under a slow answer's wait", () => {
       slowAnswerReason(loading("int4"), SHOW_ARCHITECTURE_COMMAND) ?? "",
       /once smollm2-135m has loaded/,
     );
+  });
+
+  it("follows the status while the wait shows: another format, then the load's end", () => {
+    const status = statusSource(loading("fp32"));
+    const shown: string[] = [];
+    const following = followSlowAnswerReason(status.source, SHOW_ARCHITECTURE_COMMAND, (line) =>
+      shown.push(line),
+    );
+    status.change(loading("fp32")); // a percentage more: the same line
+    status.change(loading("int4")); // the user picked int4 meanwhile
+    status.change(readyStatus("smollm2-135m"));
+    following.dispose();
+    status.change(loading("fp32"));
+    assert.equal(shown.length, 3);
+    assert.match(shown[0] ?? "", /configuration of smollm2-135m/);
+    assert.match(shown[1] ?? "", /once smollm2-135m has loaded/);
+    assert.equal(shown[2], "");
+    assert.equal(status.listeners.size, 0);
   });
 
   it("says nothing when the server's status gives no reason", () => {

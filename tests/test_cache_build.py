@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from phi3_lsp.paths import build_once, is_built, remove_built
+from phi3_lsp.paths import build_once, is_built, remove_built, remove_superseded
 
 
 def slow_build(staging: Path) -> None:
@@ -74,3 +75,34 @@ def test_an_entry_whose_lock_another_holds_is_left_alone(tmp_path: Path) -> None
     with FileLock(str(tmp_path / ".model.lock")):  # as a build of it in another process
         remove_built(entry)
     assert is_built(entry)
+
+
+def test_a_build_that_died_leaves_nothing_once_another_entry_is_made(tmp_path: Path) -> None:
+    # A process killed while it converted a file that has changed since: no build of that
+    # entry will ever come to delete its staging folder.
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF")
+    cache = tmp_path / "gguf"
+    dead, held, recent = (
+        cache / f".{name}.staging-999999" for name in ("model-old", "model-other", "model-recent")
+    )
+    for staging in (dead, held, recent):
+        staging.mkdir(parents=True)
+        (staging / "model.safetensors").write_bytes(b"half-written")
+    an_hour_ago = time.time() - 3600
+    for path in (dead, dead / "model.safetensors", held, held / "model.safetensors"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    entry = build_once(cache / "model-new", lambda staging: None, manifest={"gguf": str(source)})
+    with FileLock(str(cache / ".model-other.lock")):  # as a build of it in another process
+        remove_superseded(entry, "gguf")
+    assert not dead.exists()
+    assert held.is_dir(), "a build that runs keeps its staging folder"
+    # Written to minutes ago: on a share that does not honour locks, its build may still run.
+    assert recent.is_dir()
+    assert sorted(path.name for path in cache.iterdir()) == [
+        ".model-new.lock",
+        ".model-other.lock",
+        ".model-other.staging-999999",
+        ".model-recent.staging-999999",
+        "model-new",
+    ]

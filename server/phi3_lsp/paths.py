@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from phi3_lsp.errors import ModelSourceError
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "PHI3_LSP_CACHE"
+DEAD_BUILD_AFTER_SECONDS = 600.0
+"""A build's staging folder unchanged for this long, its lock free, is taken to be dead."""
 MANIFEST = "phi3-lsp.json"
 
 
@@ -116,8 +119,34 @@ def remove_superseded(
             elif _deleted(Path(other_made_for)):
                 log.info("Removing %s: %s is gone", other, other_made_for)
                 remove_built(other)
+        _remove_dead_builds(entry.parent)
     except OSError as error:
         log.warning("Could not tidy up the cache folder %s: %s", entry.parent, error)
+
+
+def _remove_dead_builds(folder: Path) -> None:
+    """Delete the staging folders in `folder` of builds that died (a killed process) where no
+    build holds their entry's lock: only the next build of the same entry would delete one, and
+    an entry keyed by a file that has changed since is never built again (a Phi-3-mini GGUF's
+    conversion: up to 15 GB)."""
+    for staging in folder.glob(".*.staging-*"):
+        entry = folder / staging.name[1:].rsplit(".staging-", 1)[0]
+        if _changed_within(staging, DEAD_BUILD_AFTER_SECONDS):
+            continue  # a file system that does not honour locks (a share) may hide its build
+        try:
+            with FileLock(str(_lock_file(entry)), timeout=0):
+                log.info("Removing %s: its build died", staging)
+                shutil.rmtree(staging, ignore_errors=True)
+                if not entry.exists():
+                    _lock_file(entry).unlink(missing_ok=True)
+        except Timeout:
+            continue  # a build is writing it
+
+
+def _changed_within(folder: Path, seconds: float) -> bool:
+    """Whether `folder` or a file in it changed in the last `seconds`."""
+    newest = max(path.stat().st_mtime for path in [folder, *folder.iterdir()])
+    return time.time() - newest < seconds
 
 
 def _deleted(path: Path) -> bool:

@@ -47,12 +47,12 @@ def register(server: Phi3LanguageServer) -> None:
                     "The architecture of %s waits for its load", found.source.spec, exc_info=True
                 )
                 preview = None
-            if ls.host is not None and ls.host.loads_begun != found.load:
-                continue  # another model was chosen meanwhile: the user asks for that one's
-            if preview is not None:
+            if preview is not None and not _another_load_began(ls, found):
                 return preview
-            await ls.load_settled()
-            break
+            # The load says why the preview failed; another model chosen meanwhile has its own.
+            await ls.load_settled(or_once=functools.partial(_another_load_began, ls, found))
+            if not _another_load_began(ls, found):
+                break
         engine = ls.host.engine if ls.host is not None else None
         if engine is None:
             raise JsonRpcException(
@@ -95,6 +95,11 @@ def _config_found(ls: Phi3LanguageServer) -> FoundSource | None:
     if loading is None or loading.weights != "fp32":
         return None
     return loading
+
+
+def _another_load_began(ls: Phi3LanguageServer, found: FoundSource) -> bool:
+    """Whether a load has begun since the one that found `found`: another model, or format."""
+    return ls.host is not None and ls.host.loads_begun != found.load
 
 
 def _architecture_before_weights_json(source: ModelSource) -> dict[str, Any]:

@@ -19,13 +19,15 @@ export const PYTHON_EXTENSION_ANSWER_MS = 10_000;
 
 /**
  * The interpreter phi3.pythonPath names, else the active environment `askPythonExtension`
- * answers within `limitMs`; undefined when it has not answered by then.
+ * answers within `limitMs`; undefined when it has not answered by then, and `answeredLate` is
+ * called with its answer once it has.
  */
 export async function interpreterAnsweredInTime(
   pythonPath: string,
   askPythonExtension: () => Promise<string | undefined>,
   places: PathPlaces,
   limitMs = PYTHON_EXTENSION_ANSWER_MS,
+  answeredLate: (interpreter: Interpreter) => void = () => undefined,
 ): Promise<Interpreter | undefined> {
   if (pythonPath !== "") {
     return chooseInterpreter(pythonPath, undefined, places);
@@ -36,6 +38,12 @@ export async function interpreterAnsweredInTime(
     () => undefined,
   );
   if (!(await settlesWithin(settled, limitMs))) {
+    answer.then(
+      (environment) => {
+        answeredLate(chooseInterpreter(pythonPath, environment, places));
+      },
+      () => undefined,
+    );
     return undefined;
   }
   return chooseInterpreter(pythonPath, await answer, places);

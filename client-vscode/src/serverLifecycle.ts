@@ -31,9 +31,10 @@ export interface ServerSteps<I extends ChosenInterpreter> {
   chooseInterpreter(): Promise<I>;
   /**
    * The interpreter chosen now, as `chooseInterpreter`, or undefined when the Python extension
-   * did not answer in time: a server that runs keeps its own rather than move to the default.
+   * did not answer in time (a server keeps its own rather than move to the default), and then
+   * `answeredLate` is called with the interpreter it names once it has.
    */
-  interpreterIfAnswered(): Promise<I | undefined>;
+  interpreterIfAnswered(answeredLate: (interpreter: I) => void): Promise<I | undefined>;
   /** Shows that a start has begun (the interpreter is chosen next). */
   starting(): void;
   /**
@@ -173,6 +174,11 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
    * Restricted Mode ignores), and a restart reloads the model.
    */
   interpreterMayHaveChanged(): Promise<void> {
+    return this.checkInterpreter();
+  }
+
+  /** As `interpreterMayHaveChanged`, with the interpreter `answered` late, if given. */
+  private checkInterpreter(answered?: Choice<I>): Promise<void> {
     this.interpreterEvents += 1;
     const event = this.interpreterEvents;
     const startsEndedBefore = this.startsEnded;
@@ -180,12 +186,9 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
       if (this.phase !== "started" || event <= this.eventsBeforeLastStart) {
         return; // the start chooses, or chose, after this event
       }
-      const choice = await this.chooseAgain();
+      const choice = answered ?? (await this.chooseAgain());
       if (choice === undefined) {
-        this.steps.log.info(
-          "The Python extension did not answer in time; the server stays as it is.",
-        );
-        return;
+        return; // checked again once the Python extension answers
       }
       // A server that is down is tried again on the same interpreter only for an event after
       // its start ended (the user chose it again, say after installing phi3_lsp there): during
@@ -276,11 +279,23 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
     return { interpreter: await this.steps.chooseInterpreter(), eventsBefore };
   }
 
-  /** As `choose`, for a server that may run: undefined when the answer did not come in time. */
+  /**
+   * As `choose`, for a server that may run: undefined when the answer did not come in time, and
+   * the interpreter is checked again once it has (the user's pick of an environment may take a
+   * while to resolve).
+   */
   private async chooseAgain(): Promise<Choice<I> | undefined> {
     const eventsBefore = this.interpreterEvents;
-    const interpreter = await this.steps.interpreterIfAnswered();
-    return interpreter === undefined ? undefined : { interpreter, eventsBefore };
+    const interpreter = await this.steps.interpreterIfAnswered((late) => {
+      void this.checkInterpreter({ interpreter: late, eventsBefore });
+    });
+    if (interpreter === undefined) {
+      this.steps.log.info(
+        "The Python extension did not answer in time; the server stays as it is until it does.",
+      );
+      return undefined;
+    }
+    return { interpreter, eventsBefore };
   }
 
   private async restartNow(choice?: Choice<I>): Promise<void> {

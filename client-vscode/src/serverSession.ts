@@ -16,7 +16,11 @@ import { readWhereTheCursorRests } from "./cursorReads";
 import { isCompletedScheme, needsServerNow } from "./firstStart";
 import { isNotRunningError, type Phi3LanguageClient } from "./phi3LanguageClient";
 import { activePythonInterpreter } from "./pythonEnvironment";
-import { chooseInterpreterInTime, interpreterAnsweredInTime } from "./pythonExtensionAnswer";
+import {
+  chooseInterpreterInTime,
+  interpreterAnsweredInTime,
+  PYTHON_EXTENSION_ANSWER_MS,
+} from "./pythonExtensionAnswer";
 import {
   checkServerInstalled,
   type InstallCheck,
@@ -79,11 +83,13 @@ export class ServerSession implements vscode.Disposable {
     });
     this.lifecycle = new ServerLifecycle<Interpreter>({
       chooseInterpreter: () => this.chooseInterpreterNow(),
-      interpreterIfAnswered: () =>
+      interpreterIfAnswered: (answeredLate) =>
         interpreterAnsweredInTime(
           this.deps.settings().pythonPath,
           () => activePythonInterpreter(this.deps.output),
           this.pathPlaces(),
+          PYTHON_EXTENSION_ANSWER_MS,
+          answeredLate,
         ),
       starting: () => {
         deps.statusBar.setConnection({ kind: "starting" });

@@ -22,7 +22,9 @@ export function fakeSession(
     python?: string;
     trusted?: boolean;
     chooseInterpreter?: () => Promise<ChosenInterpreter>;
-    interpreterIfAnswered?: () => Promise<ChosenInterpreter | undefined>;
+    interpreterIfAnswered?: (
+      answeredLate: (interpreter: ChosenInterpreter) => void,
+    ) => Promise<ChosenInterpreter | undefined>;
   } = {},
 ) {
   const state = {
@@ -57,10 +59,10 @@ export function fakeSession(
       state.whileChoosing();
       return (options.chooseInterpreter ?? pythonExtensionAnswer)();
     },
-    interpreterIfAnswered: () => {
+    interpreterIfAnswered: (answeredLate) => {
       calls.push("choose");
       state.whileChoosing();
-      return (options.interpreterIfAnswered ?? pythonExtensionAnswer)();
+      return options.interpreterIfAnswered?.(answeredLate) ?? pythonExtensionAnswer();
     },
     starting: () => undefined,
     start: async (interpreter) => {

@@ -33,6 +33,13 @@ function pythonExtension() {
   };
 }
 
+/** Lets the event loop turn until `done()`, a thousand turns at most. */
+async function settledUntil(done: () => boolean) {
+  for (let turn = 0; turn < 1000 && !done(); turn += 1) {
+    await settled();
+  }
+}
+
 /** The output's warnings. */
 function outputLog() {
   const warnings: string[] = [];
@@ -96,25 +103,50 @@ describe("a first start whose Python extension never answers", () => {
 });
 
 describe("a server that runs, when the Python extension is slow to answer again", () => {
-  it("stays on its interpreter rather than move to python3", { timeout: 5000 }, async () => {
+  /** A session started on the venv, whose Python extension then answers when the test says. */
+  async function startedOnTheVenv(trusted = true) {
     const extension = pythonExtension();
     const log = outputLog();
     const session = fakeSession({
+      trusted,
       chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
-      interpreterIfAnswered: () => interpreterAnsweredInTime("", extension.ask, PLACES, LIMIT_MS),
+      interpreterIfAnswered: (answeredLate) =>
+        interpreterAnsweredInTime("", extension.ask, PLACES, LIMIT_MS, answeredLate),
     });
     const started = session.lifecycle.startWhenNeeded(() => true);
-    while (extension.asked.times === 0) {
-      await settled();
-    }
+    await settledUntil(() => extension.asked.times > 0);
     extension.answer(VENV_PYTHON);
     await started;
     assert.deepEqual(session.starts, [VENV_PYTHON]);
-    // E.g. the user picked another environment, and resolving it takes a while.
-    await session.lifecycle.interpreterMayHaveChanged();
+    return { extension, log, session };
+  }
+
+  it(
+    "stays on its interpreter until the answer comes, then moves to it",
+    { timeout: 5000 },
+    async () => {
+      const { extension, log, session } = await startedOnTheVenv();
+      // The user picked another environment, and resolving it takes a while.
+      await session.lifecycle.interpreterMayHaveChanged();
+      assert.deepEqual(session.starts, [VENV_PYTHON], "no restart on python3");
+      assert.ok(!session.calls.includes("stop"), "the server was not stopped");
+      extension.answer("/home/me/other/bin/python");
+      await settledUntil(() => session.starts.length === 2);
+      assert.deepEqual(session.starts, [VENV_PYTHON, "/home/me/other/bin/python"]);
+      assert.equal(extension.asked.times, 2, "the late answer is used, not asked for again");
+      assert.deepEqual(log.warnings, []);
+    },
+  );
+
+  it("keeps it when the workspace becomes trusted meanwhile", { timeout: 5000 }, async () => {
+    const { extension, session } = await startedOnTheVenv(false);
+    session.state.trusted = true;
     await session.lifecycle.workspaceTrusted();
-    assert.deepEqual(session.starts, [VENV_PYTHON], "no restart");
-    assert.ok(!session.calls.includes("stop"), "the server was not stopped");
-    assert.deepEqual(log.warnings, []);
+    assert.deepEqual(session.starts, [VENV_PYTHON], "no restart on python3");
+    assert.ok(session.calls.includes("reread settings"));
+    extension.answer(VENV_PYTHON); // the same: nothing more to do
+    await settled();
+    await settled();
+    assert.deepEqual(session.starts, [VENV_PYTHON]);
   });
 });

@@ -341,6 +341,13 @@ def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
     )
     deleted.unlink()
     (tmp_path / "usb").rename(tmp_path / "usb-unmounted")  # its disk is not there for now
+    (tmp_path / "usb").mkdir()  # its mount point, on the disk that holds it
+    manifest_file = elsewhere.tokenizer_dir / "phi3-lsp.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert manifest["device"] == (tmp_path / "usb").stat().st_dev
+    # As its conversion recorded it while its disk was mounted: another device than the
+    # empty mount point's.
+    manifest_file.write_text(json.dumps({**manifest, "device": manifest["device"] + 1}))
     mtime = edited.stat().st_mtime_ns
     os.utime(edited, ns=(mtime, mtime + 1_000_000_000))
     after = resolve_model(str(edited), cache=cache, weights=False)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
-from phi3_lsp.paths import build_once, cache_dir, is_built, remove_superseded
+from phi3_lsp.paths import build_once, cache_dir, folder_device, is_built, remove_superseded
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> N
             lambda staging: save_file(stored, str(staging / TENSORS_FILE)),
             manifest={
                 "weights": str(weights_dir.resolve()),
+                "device": folder_device(weights_dir),
                 "torch": torch.__version__,
                 "cpu": _cpu_code_path(),
             },

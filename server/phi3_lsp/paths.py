@@ -116,7 +116,7 @@ def remove_superseded(
             if other_made_for == made_for:
                 log.info("Removing %s: superseded by %s", other, entry.name)
                 remove_built(other)
-            elif _deleted(Path(other_made_for)):
+            elif _deleted(Path(other_made_for), manifest.get("device")):
                 log.info("Removing %s: %s is gone", other, other_made_for)
                 remove_built(other)
         _remove_dead_builds(entry.parent)
@@ -149,14 +149,24 @@ def _changed_within(folder: Path, seconds: float) -> bool:
     return time.time() - newest < seconds
 
 
-def _deleted(path: Path) -> bool:
-    """Whether `path` was deleted: its folder is there, and it is not. Where the folder is not
-    there either, the file may be on a disk not mounted now, or another machine's (a cache
-    folder shared by several): its entry may be needed again."""
+def folder_device(path: Path) -> int | None:
+    """The device of the folder that holds `path`, for a manifest (see `remove_superseded`)."""
+    try:
+        return path.resolve().parent.stat().st_dev
+    except OSError:
+        return None
+
+
+def _deleted(path: Path, device: object) -> bool:
+    """Whether `path` was deleted: its folder is there, on the `device` it was on when the entry
+    was made (where recorded), and it is not. A folder not there, or on another device (an
+    empty mount point), may hold the file again once its disk is mounted; another machine's
+    path (a cache folder shared by several) too: its entry may be needed again."""
     try:
         path.stat()
     except FileNotFoundError:
-        return path.parent.is_dir()
+        folder = path.parent
+        return folder.is_dir() and (not isinstance(device, int) or folder.stat().st_dev == device)
     except OSError:  # there, but not readable by us now
         return False
     return False

@@ -27,7 +27,7 @@ from phi3_lsp.gguf_convert import (
 from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import AssetName, ensure_asset
-from phi3_lsp.paths import build_once, cache_dir, is_built, remove_superseded
+from phi3_lsp.paths import build_once, cache_dir, folder_device, is_built, remove_superseded
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.settings import DEFAULT_MODEL
 
@@ -224,7 +224,8 @@ def _gguf_converted(
     if not is_built(entry):
         with gguf_parsed_once():  # the check and the conversion parse the file's metadata once
             validate_gguf(path)
-            build_once(entry, convert, manifest={"gguf": str(path.resolve())})
+            manifest = {"gguf": str(path.resolve()), "device": folder_device(path)}
+            build_once(entry, convert, manifest=manifest)
         # The conversion of the file before it changed, or of one deleted since: a Phi-3-mini
         # GGUF's weights are 15 GB in fp32.
         remove_superseded(entry, "gguf")

@@ -15,6 +15,8 @@ import pytest
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
+from phi3_lsp.cli import ProgressLines
+from phi3_lsp.progress import ProgressUpdate
 
 CAPITAL = "The capital of France is"
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
@@ -529,3 +531,19 @@ def test_quantizing_without_weights_names_the_way_out(offline_env: dict[str, str
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()
     assert "weights" in line
+
+
+def test_a_step_that_reports_each_percent_prints_a_line_per_ten(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    print_progress = ProgressLines()
+    print_progress(ProgressUpdate("loading", "Finding model.gguf"))
+    for percent in range(101):
+        print_progress(ProgressUpdate("converting", "Converting model.gguf", percent / 100))
+    print_progress(ProgressUpdate("loading", "Loading the weights"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "loading: Finding model.gguf"
+    assert lines[1:-1] == [
+        f"converting {percent}%: Converting model.gguf" for percent in range(0, 101, 10)
+    ]
+    assert lines[-1] == "loading: Loading the weights"

@@ -376,9 +376,23 @@ def _write_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-def _print_progress(update: ProgressUpdate) -> None:
-    percent = f" {update.fraction:.0%}" if update.fraction is not None else ""
-    print(f"{update.stage}{percent}: {update.message}", file=sys.stderr)
+class ProgressLines:
+    """Prints a load's progress on stderr: a line per step, and per 10 % of a step that reports
+    each percent (a download, a conversion), not a hundred lines."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int] | None = None
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        tenths = -1 if update.fraction is None else int(10 * update.fraction)
+        if (update.message, tenths) == self._last:
+            return
+        self._last = (update.message, tenths)
+        percent = f" {update.fraction:.0%}" if update.fraction is not None else ""
+        print(f"{update.stage}{percent}: {update.message}", file=sys.stderr)
+
+
+_print_progress = ProgressLines()
 
 
 def _fail(message: str) -> int:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
+from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import ModelSource
 
 if TYPE_CHECKING:
@@ -62,3 +64,19 @@ def checkpoint_bytes(folder: Path, *, without: str | None = None) -> int:
                     tensor = tensors.get_tensor(name)
                     total += tensor.numel() * tensor.element_size()
     return total
+
+
+class ConversionWatch:
+    """A conversion's progress callback: keeps the fractions it reports, and sets `stop` once
+    one reaches `stop_at`."""
+
+    def __init__(self, stop_at: float) -> None:
+        self.stop = LoadStop()
+        self.fractions: list[float] = []
+        self._stop_at = stop_at
+
+    def __call__(self, update: ProgressUpdate) -> None:
+        if update.message.startswith("Converting") and update.fraction is not None:
+            self.fractions.append(update.fraction)
+            if update.fraction >= self._stop_at:
+                self.stop.set()

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from model_sources import ConversionWatch
 from phi3_lsp import offline_pack
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.load_stops import LoadStop, LoadStopped
+from phi3_lsp.load_stops import LoadStopped
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.progress import ProgressUpdate
 
@@ -138,21 +139,13 @@ def test_the_offline_models_conversion_shows_how_far_it_is_and_stops_when_told(
         offline_pack.ASSETS, "smollm2-135m", replace(pinned, sha256=sha256_of(wheel))
     )
     cache = tmp_path / "cache"
-    stop = LoadStop()
-    fractions: list[float] = []
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message.startswith("Converting") and update.fraction is not None:
-            fractions.append(update.fraction)
-            if update.fraction >= 0.85:
-                stop.set()
-
+    watch = ConversionWatch(stop_at=0.85)
     with pytest.raises(LoadStopped):
-        ensure_asset("smollm2-135m", cache=cache, progress=report, stop=stop)
+        ensure_asset("smollm2-135m", cache=cache, progress=watch, stop=watch.stop)
     assert pack_entries(cache) == [".smollm2-135m.lock"], "nothing of it is left"
-    assert fractions[0] == 0.7 and fractions == sorted(fractions)
-    assert 0.85 <= fractions[-1] < 1
-    fractions.clear()
-    built = ensure_asset("smollm2-135m", cache=cache, progress=report)
+    assert watch.fractions[0] == 0.7 and watch.fractions == sorted(watch.fractions)
+    assert 0.85 <= watch.fractions[-1] < 1
+    watch.fractions.clear()
+    built = ensure_asset("smollm2-135m", cache=cache, progress=watch)
     assert (built / "model.safetensors").is_file()
-    assert fractions[0] == 0.7 and fractions[-1] == 1.0
+    assert watch.fractions[0] == 0.7 and watch.fractions[-1] == 1.0

@@ -19,6 +19,7 @@ from huggingface_hub import constants
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import LocalHub
+from model_sources import ConversionWatch
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressUpdate
@@ -366,27 +367,19 @@ def test_a_gguf_conversion_shows_how_far_it_is_and_stops_when_told(
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     later = resolve_model(str(gguf), cache=tmp_path, weights="later")
     assert later.conversion is not None
-    stop = LoadStop()
-    fractions: list[float] = []
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message.startswith("Converting") and update.fraction is not None:
-            fractions.append(update.fraction)
-            if update.fraction >= 0.5:
-                stop.set()
-
+    watch = ConversionWatch(stop_at=0.5)
     with pytest.raises(LoadStopped):
-        fetch_weights(later, progress=report, stop=stop)
-    assert fractions[0] == 0 and fractions == sorted(set(fractions))
-    assert 0.5 <= fractions[-1] < 1, "it stopped before the next tensor"
+        fetch_weights(later, progress=watch, stop=watch.stop)
+    assert watch.fractions[0] == 0 and watch.fractions == sorted(set(watch.fractions))
+    assert 0.5 <= watch.fractions[-1] < 1, "it stopped before the next tensor"
     assert [entry.name for entry in (tmp_path / "gguf").iterdir() if entry.name[0] != "."] == []
     assert not list((tmp_path / "gguf").glob(".*staging*")), "no part of it is left"
     # Asked again, it converts whole, from the start.
-    fractions.clear()
-    complete = fetch_weights(later, progress=report)
+    watch.fractions.clear()
+    complete = fetch_weights(later, progress=watch)
     assert complete.weights_dir is not None
     assert (complete.weights_dir / "model.safetensors").is_file()
-    assert fractions[0] == 0 and fractions[-1] == 1.0
+    assert watch.fractions[0] == 0 and watch.fractions[-1] == 1.0
 
 
 def stopped_midway(source: ModelSource) -> LoadStop:

@@ -103,11 +103,11 @@ def remove_superseded(
     (`made_from`, a field of their manifests: an earlier state of it), or from one since
     deleted: nothing reads them again. Entries whose manifest `applies` rejects stay. Only
     tidies up: a cache it cannot read or write is left as it is."""
-    source = built_manifest(entry)
+    source = _built_manifest(entry)
     made_for = None if source is None else source.get(made_from)
     try:
         for other in entry.parent.iterdir():
-            manifest = built_manifest(other) if other != entry else None
+            manifest = _built_manifest(other) if other != entry else None
             if manifest is None or not applies(manifest):
                 continue
             other_made_for = manifest.get(made_from)
@@ -172,7 +172,7 @@ def _deleted(path: Path, device: object) -> bool:
     return False
 
 
-def built_manifest(entry: Path) -> dict[str, Any] | None:
+def _built_manifest(entry: Path) -> dict[str, Any] | None:
     """The manifest of a complete cache entry; None for anything else."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text())

@@ -51,7 +51,7 @@ export async function interpreterAnsweredInTime(
 
 /**
  * The interpreter of a start: as `interpreterAnsweredInTime`, else the default, which `log` says
- * is used instead. An answer that comes later starts nothing: the start has gone on.
+ * is used instead; `answeredLate` is then called with the answer once it comes.
  */
 export async function chooseInterpreterInTime(
   pythonPath: string,
@@ -59,8 +59,15 @@ export async function chooseInterpreterInTime(
   places: PathPlaces,
   log: { warn(message: string): void },
   limitMs = PYTHON_EXTENSION_ANSWER_MS,
+  answeredLate: (interpreter: Interpreter) => void = () => undefined,
 ): Promise<Interpreter> {
-  const answered = await interpreterAnsweredInTime(pythonPath, askPythonExtension, places, limitMs);
+  const answered = await interpreterAnsweredInTime(
+    pythonPath,
+    askPythonExtension,
+    places,
+    limitMs,
+    answeredLate,
+  );
   if (answered !== undefined) {
     return answered;
   }

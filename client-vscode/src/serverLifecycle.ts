@@ -27,8 +27,12 @@ export interface ChosenInterpreter {
 
 /** The work the decisions here call for, done by the session. */
 export interface ServerSteps<I extends ChosenInterpreter> {
-  /** The interpreter that phi3.pythonPath or the Python extension chooses now, for a start. */
-  chooseInterpreter(): Promise<I>;
+  /**
+   * The interpreter that phi3.pythonPath or the Python extension chooses now, for a start; where
+   * the Python extension did not answer in time, the default, and then `answeredLate` is called
+   * with the interpreter it names once it has.
+   */
+  chooseInterpreter(answeredLate: (interpreter: I) => void): Promise<I>;
   /**
    * The interpreter chosen now, as `chooseInterpreter`, or undefined when the Python extension
    * did not answer in time (a server keeps its own rather than move to the default), and then
@@ -276,7 +280,8 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
   private async choose(): Promise<Choice<I>> {
     // Taken before asking: the answer reflects at least every event counted so far.
     const eventsBefore = this.interpreterEvents;
-    return { interpreter: await this.steps.chooseInterpreter(), eventsBefore };
+    const interpreter = await this.steps.chooseInterpreter(this.checkLateAnswer(eventsBefore));
+    return { interpreter, eventsBefore };
   }
 
   /**
@@ -286,9 +291,7 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
    */
   private async chooseAgain(): Promise<Choice<I> | undefined> {
     const eventsBefore = this.interpreterEvents;
-    const interpreter = await this.steps.interpreterIfAnswered((late) => {
-      void this.checkInterpreter({ interpreter: late, eventsBefore });
-    });
+    const interpreter = await this.steps.interpreterIfAnswered(this.checkLateAnswer(eventsBefore));
     if (interpreter === undefined) {
       this.steps.log.info(
         "The Python extension did not answer in time; the server stays as it is until it does.",
@@ -296,6 +299,13 @@ export class ServerLifecycle<I extends ChosenInterpreter> {
       return undefined;
     }
     return { interpreter, eventsBefore };
+  }
+
+  /** Checks the interpreter the Python extension names late, asked after `eventsBefore`. */
+  private checkLateAnswer(eventsBefore: number): (interpreter: I) => void {
+    return (interpreter) => {
+      void this.checkInterpreter({ interpreter, eventsBefore });
+    };
   }
 
   private async restartNow(choice?: Choice<I>): Promise<void> {

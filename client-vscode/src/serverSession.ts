@@ -82,7 +82,7 @@ export class ServerSession implements vscode.Disposable {
       output: deps.output,
     });
     this.lifecycle = new ServerLifecycle<Interpreter>({
-      chooseInterpreter: () => this.chooseInterpreterNow(),
+      chooseInterpreter: (answeredLate) => this.chooseInterpreterNow(answeredLate),
       interpreterIfAnswered: (answeredLate) =>
         interpreterAnsweredInTime(
           this.deps.settings().pythonPath,
@@ -183,12 +183,16 @@ export class ServerSession implements vscode.Disposable {
     };
   }
 
-  private chooseInterpreterNow(): Promise<Interpreter> {
+  private chooseInterpreterNow(
+    answeredLate: (interpreter: Interpreter) => void,
+  ): Promise<Interpreter> {
     return chooseInterpreterInTime(
       this.deps.settings().pythonPath,
       () => activePythonInterpreter(this.deps.output),
       this.pathPlaces(),
       this.deps.output,
+      PYTHON_EXTENSION_ANSWER_MS,
+      answeredLate,
     );
   }
 

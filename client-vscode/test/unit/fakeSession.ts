@@ -21,7 +21,9 @@ export function fakeSession(
   options: {
     python?: string;
     trusted?: boolean;
-    chooseInterpreter?: () => Promise<ChosenInterpreter>;
+    chooseInterpreter?: (
+      answeredLate: (interpreter: ChosenInterpreter) => void,
+    ) => Promise<ChosenInterpreter>;
     interpreterIfAnswered?: (
       answeredLate: (interpreter: ChosenInterpreter) => void,
     ) => Promise<ChosenInterpreter | undefined>;
@@ -54,10 +56,10 @@ export function fakeSession(
     return { command: state.python };
   };
   const steps: ServerSteps<ChosenInterpreter> = {
-    chooseInterpreter: () => {
+    chooseInterpreter: (answeredLate) => {
       calls.push("choose");
       state.whileChoosing();
-      return (options.chooseInterpreter ?? pythonExtensionAnswer)();
+      return options.chooseInterpreter?.(answeredLate) ?? pythonExtensionAnswer();
     },
     interpreterIfAnswered: (answeredLate) => {
       calls.push("choose");

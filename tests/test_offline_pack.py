@@ -127,7 +127,11 @@ def test_an_unknown_asset_is_named() -> None:
 
 @pytest.mark.slow
 def test_the_offline_models_conversion_shows_how_far_it_is_and_stops_when_told(
-    tmp_path: Path, local_index: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    local_index: Path,
+    smollm2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     # A first start converts it (~9 s here): the status shows it move, and another model
     # chosen meanwhile does not wait for its end.
@@ -149,3 +153,5 @@ def test_the_offline_models_conversion_shows_how_far_it_is_and_stops_when_told(
     built = ensure_asset("smollm2-135m", cache=cache, progress=watch)
     assert (built / "model.safetensors").is_file()
     assert watch.fractions[0] == 0.7 and watch.fractions[-1] == 1.0
+    # Only its own progress: no terminal bars in a server's log, or the CLI's stderr.
+    assert "\r" not in capfd.readouterr().err

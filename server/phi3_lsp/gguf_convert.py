@@ -206,7 +206,11 @@ def _convert(
         return
 
     import torch
+    from transformers.utils import logging as transformers_logging
 
+    # Its bars ("Loading weights", "Writing model shards") would clutter the server's log and
+    # the CLI's stderr; `before_tensor` reports how far it is instead.
+    transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained ("not serializable") while it still
     # carries the quantizer; its weights are already dequantized to plain tensors.

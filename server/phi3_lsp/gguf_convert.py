@@ -78,7 +78,7 @@ def convert_gguf(
             with_weights=with_weights,
             fix_config=fix_config,
             tokenizer_dir=tokenizer_dir,
-            before_writing=None if before_tensor is None else lambda: before_tensor(1.0),
+            before_tensor=before_tensor,
         )
 
 
@@ -188,7 +188,7 @@ def _convert(
     with_weights: bool,
     fix_config: ConfigFix | None,
     tokenizer_dir: Path | None,
-    before_writing: Callable[[], None] | None,
+    before_tensor: TensorHook | None,
 ) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -219,8 +219,8 @@ def _convert(
         del model.config.quantization_config
     if fix_config is not None:
         fix_config(model.config)
-    if before_writing is not None:
-        before_writing()  # a Phi-3-mini GGUF's fp32 weights: 15 GB to write
+    if before_tensor is not None:
+        before_tensor(1.0)  # every tensor dequantized; a Phi-3-mini GGUF's: 15 GB to write
     model.save_pretrained(dest)
 
 

@@ -15,18 +15,27 @@ async function sessionWithAHeldStart() {
   return session;
 }
 
+/** A command's wait for the server, shown, then cancelled by the user; its notification. */
+async function cancelledWait(
+  lifecycle: ReturnType<typeof fakeSession>["lifecycle"],
+  state: ReturnType<typeof fakeSession>["state"],
+) {
+  const notification = waitNotification();
+  const wait = waitForServer(lifecycle, () => state.running, notification.show);
+  await settled();
+  assert.equal(notification.shown.open, true, "the wait is on screen");
+  notification.cancel();
+  assert.equal(await wait, "cancelled");
+  return notification;
+}
+
 describe("a command that needs the server", () => {
   it(
     "shows its wait for a start that never ends, and stops waiting when the user cancels",
     { timeout: 5000 },
     async () => {
       const { starts, lifecycle, state } = await sessionWithAHeldStart();
-      const notification = waitNotification();
-      const wait = waitForServer(lifecycle, () => state.running, notification.show);
-      await settled();
-      assert.equal(notification.shown.open, true, "the wait is on screen");
-      notification.cancel();
-      assert.equal(await wait, "cancelled");
+      const notification = await cancelledWait(lifecycle, state);
       assert.equal(notification.shown.open, false, "the notification goes with the wait");
       assert.deepEqual(starts, ["/usr/bin/python3"], "the start goes on; the command does not");
     },
@@ -39,12 +48,7 @@ describe("a command that needs the server", () => {
       const { starts, lifecycle, state } = fakeSession();
       state.pythonExtensionReady = new Promise(() => undefined); // an extension that never activates
       void lifecycle.startWhenNeeded(() => true);
-      const notification = waitNotification();
-      const wait = waitForServer(lifecycle, () => state.running, notification.show);
-      await settled();
-      assert.equal(notification.shown.open, true, "the wait is on screen");
-      notification.cancel();
-      assert.equal(await wait, "cancelled");
+      await cancelledWait(lifecycle, state);
       assert.deepEqual(starts, [], "no interpreter chosen yet");
     },
   );

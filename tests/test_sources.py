@@ -20,6 +20,7 @@ from huggingface_hub import constants
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import LocalHub
 from model_sources import ConversionWatch
+from phi3_lsp import gguf_convert
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressUpdate
@@ -380,6 +381,59 @@ def test_a_gguf_conversion_shows_how_far_it_is_and_stops_when_told(
     assert complete.weights_dir is not None
     assert (complete.weights_dir / "model.safetensors").is_file()
     assert watch.fractions[0] == 0 and watch.fractions[-1] == 1.0
+
+
+@pytest.mark.slow
+def test_a_gguf_conversion_shows_its_writing_and_stops_during_it(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Phi-3-mini GGUF's fp32 weights are 15 GB to write: the status must not say 100 % while
+    # they are written, and a model chosen meanwhile must not wait for the last of them.
+    monkeypatch.setattr(gguf_convert, "WEIGHT_FILE_SIZE", "200MB")  # SmolLM2's 540 MB: 3 files
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
+    watch = ConversionWatch(stop_at=0.85)
+    files_written_when_shown: dict[float, int] = {}
+
+    def report(update: ProgressUpdate) -> None:
+        watch(update)
+        if watch.fractions:
+            written = len(list((tmp_path / "gguf").glob(".*staging*/*.safetensors")))
+            files_written_when_shown[watch.fractions[-1]] = written
+
+    with pytest.raises(LoadStopped):
+        fetch_weights(later, progress=report, stop=watch.stop)
+    assert 0.85 <= watch.fractions[-1] < 1, "it stopped between two files"
+    assert files_written_when_shown[watch.fractions[-1]] == 1, "it had written one file"
+    assert [entry.name for entry in (tmp_path / "gguf").iterdir() if entry.name[0] != "."] == []
+    assert not list((tmp_path / "gguf").glob(".*staging*")), "no part of it is left"
+    watch.fractions.clear()
+    complete = fetch_weights(later, progress=watch)
+    assert complete.weights_dir is not None
+    assert len(list(complete.weights_dir.glob("*.safetensors"))) == 3
+    assert watch.fractions[-1] == 1.0
+    assert any(0.8 < fraction < 1 for fraction in watch.fractions), "shown as it writes"
+
+
+@pytest.mark.slow
+def test_a_gguf_conversion_leaves_other_threads_progress_bars_alone(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    # The architecture preview or another load may draw transformers' bars on their threads
+    # while a conversion writes: its stop must not end their loops.
+    from transformers.utils import logging as transformers_logging
+
+    threads_asking: set[int] = set()
+
+    def before_step(fraction: float) -> None:
+        threads_asking.add(threading.get_ident())
+        if fraction == 1 - gguf_convert.WRITING_SHARE:  # before the weights' first file
+            with ThreadPoolExecutor(1) as other:
+                assert other.submit(lambda: list(transformers_logging.tqdm(range(3)))).result()
+
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    gguf_convert.convert_gguf(gguf, tmp_path, with_weights=True, before_step=before_step)
+    assert threads_asking == {threading.get_ident()}
 
 
 def stopped_midway(source: ModelSource) -> LoadStop:

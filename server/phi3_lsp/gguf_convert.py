@@ -23,7 +23,15 @@ from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 log = logging.getLogger(__name__)
 
 ConfigFix = Callable[[Any], None]
-TensorHook = Callable[[float], None]
+StepHook = Callable[[float], None]
+
+WEIGHT_FILE_SIZE = "1GB"
+"""The most fp32 weights a converted file holds: a Phi-3-mini GGUF's 15 GB are written in 16
+files, between which the conversion reports how far it is and can stop."""
+
+WRITING_SHARE = 0.2
+"""The part of a conversion's time spent writing its weights (SmolLM2's: 0.55 s of 2.85 s once
+the tokenizer is made); dequantizing takes the rest."""
 
 
 def validate_gguf(path: Path) -> None:
@@ -60,25 +68,26 @@ def convert_gguf(
     with_weights: bool,
     fix_config: ConfigFix | None = None,
     tokenizer_dir: Path | None = None,
-    before_tensor: TensorHook | None = None,
+    before_step: StepHook | None = None,
 ) -> None:
     """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`.
 
     `tokenizer_dir`: a conversion of the same file without weights, whose tokenizer is copied
     rather than made again (SmolLM2's: 1.5 s, building its 49,152-token vocabulary).
-    `before_tensor`: called with the fraction of the weights dequantized so far, before each
-    tensor, and with 1.0 before they are written; what it raises ends the conversion (a
-    Phi-3-mini GGUF's takes minutes). GGUF architectures that transformers loads otherwise
-    than tensor by tensor get only the last call.
+    `before_step`: called with the share of the weights' conversion done so far before each
+    tensor is dequantized and each file of weights is written, and with 1.0 once all are
+    written; what it raises ends the conversion (a Phi-3-mini GGUF's takes minutes). GGUF
+    architectures that transformers loads otherwise than tensor by tensor get no calls while
+    they dequantize.
     """
-    with gguf_parsed_once(), _tensors_announced(before_tensor):
+    with gguf_parsed_once(), _tensors_announced(before_step):
         _convert(
             gguf_path,
             dest,
             with_weights=with_weights,
             fix_config=fix_config,
             tokenizer_dir=tokenizer_dir,
-            before_tensor=before_tensor,
+            before_step=before_step,
         )
 
 
@@ -87,31 +96,32 @@ def conversion_hook(
     message: str,
     stop: LoadStop | None,
     within: tuple[float, float] = (0.0, 1.0),
-) -> TensorHook:
-    """A `before_tensor` for `convert_gguf`: raises `LoadStopped` once `stop` is set, and
-    reports `message` with the share of the conversion done, mapped into `within`, once per
-    percent (SmolLM2 has 272 tensors)."""
+) -> StepHook:
+    """A `before_step` for `convert_gguf`: raises `LoadStopped` once `stop` is set while there
+    is work left, and reports `message` with the share of the conversion done, mapped into
+    `within`, once per percent (SmolLM2 has 272 tensors)."""
     shown = -1
     low, high = within
 
-    def before_tensor(fraction: float) -> None:
+    def before_step(fraction: float) -> None:
         nonlocal shown
-        if stop is not None:
+        if stop is not None and fraction < 1:
             stop.check()
         percent = int(100 * (low + (high - low) * fraction))
         if percent > shown:
             shown = percent
             report(ProgressUpdate("converting", message, percent / 100))
 
-    return before_tensor
+    return before_step
 
 
 @contextlib.contextmanager
-def _tensors_announced(before_tensor: TensorHook | None) -> Iterator[None]:
+def _tensors_announced(before_step: StepHook | None) -> Iterator[None]:
     """Within the block (and `gguf_parsed_once`'s, whose lock keeps other threads out),
-    transformers' loop over a GGUF's tensors calls `before_tensor` where it would draw its
-    progress bar: the loop has no other hook."""
-    if before_tensor is None:
+    transformers' loop over a GGUF's tensors calls `before_step` where it would draw its
+    progress bar (the loop has no other hook), with the share dequantized scaled to the
+    conversion's part before its writing."""
+    if before_step is None:
         yield
         return
     from transformers import modeling_gguf_pytorch_utils
@@ -123,7 +133,7 @@ def _tensors_announced(before_tensor: TensorHook | None) -> Iterator[None]:
         total = sum(tensor.n_elements for tensor in listed) or 1
         done = 0
         for tensor in listed:
-            before_tensor(done / total)
+            before_step((1 - WRITING_SHARE) * done / total)
             yield tensor
             done += tensor.n_elements
 
@@ -137,7 +147,8 @@ def _tensors_announced(before_tensor: TensorHook | None) -> Iterator[None]:
 
 _SWAPPING = threading.RLock()
 """One thread at a time in `gguf_parsed_once`, which swaps two functions of the gguf module
-(and, within it, `_tensors_announced` transformers' progress bar)."""
+(and, within it, `_tensors_announced` and `_weight_files_announced` transformers' progress
+bars)."""
 
 
 @contextlib.contextmanager
@@ -188,7 +199,7 @@ def _convert(
     with_weights: bool,
     fix_config: ConfigFix | None,
     tokenizer_dir: Path | None,
-    before_tensor: TensorHook | None,
+    before_step: StepHook | None,
 ) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -209,7 +220,7 @@ def _convert(
     from transformers.utils import logging as transformers_logging
 
     # Its bars ("Loading weights", "Writing model shards") would clutter the server's log and
-    # the CLI's stderr; `before_tensor` reports how far it is instead.
+    # the CLI's stderr; `before_step` reports how far it is instead.
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     # A GGUF-loaded model refuses save_pretrained ("not serializable") while it still
@@ -219,9 +230,42 @@ def _convert(
         del model.config.quantization_config
     if fix_config is not None:
         fix_config(model.config)
-    if before_tensor is not None:
-        before_tensor(1.0)  # every tensor dequantized; a Phi-3-mini GGUF's: 15 GB to write
-    model.save_pretrained(dest)
+    with _weight_files_announced(before_step):
+        model.save_pretrained(dest, max_shard_size=WEIGHT_FILE_SIZE)
+    if before_step is not None:
+        before_step(1.0)
+
+
+@contextlib.contextmanager
+def _weight_files_announced(before_step: StepHook | None) -> Iterator[None]:
+    """Within the block, transformers' loop over the files `save_pretrained` writes on this
+    thread calls `before_step` where it would draw its progress bar, with the share of the
+    files written scaled to the conversion's writing part; other threads get their bars."""
+    if before_step is None:
+        yield
+        return
+    from transformers.utils import logging as transformers_logging
+
+    logging_module: Any = transformers_logging  # its `tqdm` is typed as its own class
+    writing_thread = threading.get_ident()
+    progress_bar = logging_module.tqdm
+
+    def announced(files: Iterable[Any]) -> Iterator[Any]:
+        listed = list(files)
+        for written, file in enumerate(listed):
+            before_step(1 - WRITING_SHARE + WRITING_SHARE * written / len(listed))
+            yield file
+
+    def bar_or_announced(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != writing_thread or not args:
+            return progress_bar(*args, **kwargs)
+        return announced(args[0])
+
+    logging_module.tqdm = bar_or_announced
+    try:
+        yield
+    finally:
+        logging_module.tqdm = progress_bar
 
 
 def _copy_tokenizer(tokenizer_dir: Path, dest: Path) -> None:

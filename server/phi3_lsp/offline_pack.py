@@ -128,8 +128,8 @@ def _build_asset(
         converting = f"Converting {model_file.name}"
         report(ProgressUpdate("converting", converting, 0.7))
         if name == "smollm2-135m":
-            before_tensor = conversion_hook(report, converting, stop, within=(0.7, 1.0))
-            convert_gguf(model_file, staging, with_weights=True, before_tensor=before_tensor)
+            before_step = conversion_hook(report, converting, stop, within=(0.7, 1.0))
+            convert_gguf(model_file, staging, with_weights=True, before_step=before_step)
             shutil.copy2(model_file, staging / model_file.name)
         else:
             convert_gguf(model_file, staging, with_weights=False, fix_config=phi3_mini_config_fix)

@@ -211,7 +211,7 @@ def _gguf_converted(
                 staging,
                 with_weights=weights,
                 tokenizer_dir=tokenizer_dir,
-                before_tensor=conversion_hook(report, converting, stop),
+                before_step=conversion_hook(report, converting, stop),
             )
         except (ModelSourceError, LoadStopped):
             raise

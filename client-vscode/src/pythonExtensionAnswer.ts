@@ -17,36 +17,104 @@ import { settlesWithin } from "./timeouts";
  */
 export const PYTHON_EXTENSION_ANSWER_MS = 10_000;
 
+/** What the Python extension said when asked for its environment. */
+export type EnvironmentAnswer =
+  /** Its environment, within the time limit (undefined: it has none to give). */
+  | { readonly kind: "answered"; readonly environment: string | undefined }
+  /** Nothing within the time limit. */
+  | { readonly kind: "late" }
+  /** Nothing yet to a question asked before, which was not waited for again. */
+  | { readonly kind: "stillPending" };
+
+/** Whoever gets the answer of a question that was not answered in time, if anyone. */
+interface OpenQuestion {
+  answeredLate?: (environment: string | undefined) => void;
+}
+
 /**
- * The interpreter phi3.pythonPath names, else the active environment `askPythonExtension`
- * answers within `limitMs`; undefined when it has not answered by then, and `answeredLate` is
- * called with its answer once it has.
+ * The question to the Python extension for its active environment, one at a time. While one
+ * has no answer, the extension is not asked again, nor waited for again: its activation is
+ * stuck, and each restart would wait out the limit anew. Once answered, it is asked afresh
+ * (the environment may have changed since).
  */
-export async function interpreterAnsweredInTime(
+export class PythonEnvironmentQuestion {
+  /** The question not yet answered, and who gets its answer; undefined when none is pending. */
+  private pending: OpenQuestion | undefined;
+
+  constructor(
+    private readonly askPythonExtension: () => Promise<string | undefined>,
+    readonly limitMs = PYTHON_EXTENSION_ANSWER_MS,
+  ) {}
+
+  /**
+   * The environment answered within `limitMs`, or at once "stillPending" when the question
+   * asked before has no answer yet. Without an answer, `answeredLate` is called with it once it
+   * comes, unless a later call has taken its place since: one answer
+   * moves the server once. A question that fails has no answer, and the next one asks anew.
+   */
+  async environmentInTime(
+    answeredLate: (environment: string | undefined) => void,
+  ): Promise<EnvironmentAnswer> {
+    if (this.pending !== undefined) {
+      this.pending.answeredLate = answeredLate;
+      return { kind: "stillPending" };
+    }
+    const question: OpenQuestion = {};
+    this.pending = question;
+    const answer = this.askPythonExtension();
+    // First in line: by the time the wait below hears of the answer, the question is closed.
+    void answer.then(
+      (environment) => {
+        this.pending = undefined;
+        question.answeredLate?.(environment);
+      },
+      () => {
+        this.pending = undefined;
+      },
+    );
+    const settled = answer.then(
+      () => undefined,
+      () => undefined,
+    );
+    if (!(await settlesWithin(settled, this.limitMs))) {
+      question.answeredLate ??= answeredLate;
+      return { kind: "late" };
+    }
+    return { kind: "answered", environment: await answer };
+  }
+}
+
+/** The interpreter chosen now, or how the Python extension failed to answer in time. */
+async function interpreterOrLate(
   pythonPath: string,
-  askPythonExtension: () => Promise<string | undefined>,
+  question: PythonEnvironmentQuestion,
   places: PathPlaces,
-  limitMs = PYTHON_EXTENSION_ANSWER_MS,
-  answeredLate: (interpreter: Interpreter) => void = () => undefined,
-): Promise<Interpreter | undefined> {
+  answeredLate: (interpreter: Interpreter) => void,
+): Promise<Interpreter | "late" | "stillPending"> {
   if (pythonPath !== "") {
     return chooseInterpreter(pythonPath, undefined, places);
   }
-  const answer = askPythonExtension();
-  const settled = answer.then(
-    () => undefined,
-    () => undefined,
-  );
-  if (!(await settlesWithin(settled, limitMs))) {
-    answer.then(
-      (environment) => {
-        answeredLate(chooseInterpreter(pythonPath, environment, places));
-      },
-      () => undefined,
-    );
-    return undefined;
-  }
-  return chooseInterpreter(pythonPath, await answer, places);
+  const answer = await question.environmentInTime((environment) => {
+    answeredLate(chooseInterpreter(pythonPath, environment, places));
+  });
+  return answer.kind === "answered"
+    ? chooseInterpreter(pythonPath, answer.environment, places)
+    : answer.kind;
+}
+
+/**
+ * The interpreter phi3.pythonPath names, else the active environment the Python extension
+ * answers within the question's limit; undefined when it has not answered by then (or has not
+ * answered a question asked before), and `answeredLate` is called with its answer once it has.
+ */
+export async function interpreterAnsweredInTime(
+  pythonPath: string,
+  question: PythonEnvironmentQuestion,
+  places: PathPlaces,
+  answeredLate: (interpreter: Interpreter) => void = () => undefined,
+): Promise<Interpreter | undefined> {
+  const chosen = await interpreterOrLate(pythonPath, question, places, answeredLate);
+  return typeof chosen === "string" ? undefined : chosen;
 }
 
 /**
@@ -55,27 +123,23 @@ export async function interpreterAnsweredInTime(
  */
 export async function chooseInterpreterInTime(
   pythonPath: string,
-  askPythonExtension: () => Promise<string | undefined>,
+  question: PythonEnvironmentQuestion,
   places: PathPlaces,
   log: { warn(message: string): void },
-  limitMs = PYTHON_EXTENSION_ANSWER_MS,
   answeredLate: (interpreter: Interpreter) => void = () => undefined,
 ): Promise<Interpreter> {
-  const answered = await interpreterAnsweredInTime(
-    pythonPath,
-    askPythonExtension,
-    places,
-    limitMs,
-    answeredLate,
-  );
-  if (answered !== undefined) {
-    return answered;
+  const chosen = await interpreterOrLate(pythonPath, question, places, answeredLate);
+  if (typeof chosen !== "string") {
+    return chosen;
   }
   const instead = chooseInterpreter(pythonPath, undefined, places);
+  const unanswered =
+    chosen === "late"
+      ? `did not answer within ${question.limitMs / 1000} s when asked for its environment`
+      : "has still not answered when asked for its environment by an earlier start";
   log.warn(
-    `The Python extension did not answer within ${limitMs / 1000} s when asked for its ` +
-      `environment; using ${instead.command} instead. Set phi3.pythonPath to choose the Python ` +
-      "without it.",
+    `The Python extension ${unanswered}; using ${instead.command} instead, until it answers. ` +
+      "Set phi3.pythonPath to choose the Python without it.",
   );
   return instead;
 }

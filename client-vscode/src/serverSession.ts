@@ -19,7 +19,7 @@ import { activePythonInterpreter } from "./pythonEnvironment";
 import {
   chooseInterpreterInTime,
   interpreterAnsweredInTime,
-  PYTHON_EXTENSION_ANSWER_MS,
+  PythonEnvironmentQuestion,
 } from "./pythonExtensionAnswer";
 import {
   checkServerInstalled,
@@ -70,6 +70,8 @@ export class ServerSession implements vscode.Disposable {
   /** When to start, restart and stop (serverLifecycle.ts); the how is here. */
   private readonly lifecycle: ServerLifecycle<Interpreter>;
   private readonly crashes = new RestartBudget(RESTARTS_ALLOWED, RESTART_WINDOW_MS);
+  /** Asked by every start and check: one still unanswered is not waited for again. */
+  private readonly pythonEnvironment: PythonEnvironmentQuestion;
   private readonly cursorReads: vscode.Disposable;
   private readonly commandWaits: CommandWaitViews;
 
@@ -81,14 +83,16 @@ export class ServerSession implements vscode.Disposable {
       settings: deps.settings,
       output: deps.output,
     });
+    this.pythonEnvironment = new PythonEnvironmentQuestion(() =>
+      activePythonInterpreter(deps.output),
+    );
     this.lifecycle = new ServerLifecycle<Interpreter>({
       chooseInterpreter: (answeredLate) => this.chooseInterpreterNow(answeredLate),
       interpreterIfAnswered: (answeredLate) =>
         interpreterAnsweredInTime(
           this.deps.settings().pythonPath,
-          () => activePythonInterpreter(this.deps.output),
+          this.pythonEnvironment,
           this.pathPlaces(),
-          PYTHON_EXTENSION_ANSWER_MS,
           answeredLate,
         ),
       starting: () => {
@@ -188,10 +192,9 @@ export class ServerSession implements vscode.Disposable {
   ): Promise<Interpreter> {
     return chooseInterpreterInTime(
       this.deps.settings().pythonPath,
-      () => activePythonInterpreter(this.deps.output),
+      this.pythonEnvironment,
       this.pathPlaces(),
       this.deps.output,
-      PYTHON_EXTENSION_ANSWER_MS,
       answeredLate,
     );
   }

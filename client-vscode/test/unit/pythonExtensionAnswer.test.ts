@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { SHOW_ARCHITECTURE_COMMAND } from "../../src/protocol";
 import {
   chooseInterpreterInTime,
   interpreterAnsweredInTime,
+  PYTHON_EXTENSION_ANSWER_MS,
+  PythonEnvironmentQuestion,
 } from "../../src/pythonExtensionAnswer";
 import { DEFAULT_PYTHON } from "../../src/pythonInterpreter";
 import { sendServerCommand } from "../../src/serverCommands";
@@ -14,21 +16,29 @@ const VENV_PYTHON = "/home/me/.venv/bin/python";
 /** The time limit in these tests: short, so that a wait that ends with it ends quickly. */
 const LIMIT_MS = 50;
 
-/** The Python extension, asked for its active environment: it answers when the test says. */
-function pythonExtension() {
+/**
+ * The Python extension, asked for its active environment: it answers (or fails to) when the
+ * test says. Its `question` waits `limitMs` for an answer.
+ */
+function pythonExtension(limitMs = LIMIT_MS) {
   const asked = { times: 0 };
   let answer: (environment: string) => void = () => undefined;
+  let refuse: (error: Error) => void = () => undefined;
   const ask = () => {
     asked.times += 1;
-    return new Promise<string | undefined>((resolve) => {
+    return new Promise<string | undefined>((resolve, reject) => {
       answer = resolve;
+      refuse = reject;
     });
   };
   return {
-    ask,
+    question: new PythonEnvironmentQuestion(ask, limitMs),
     asked,
     answer: (environment: string) => {
       answer(environment);
+    },
+    refuse: () => {
+      refuse(new Error("the Python extension failed to activate"));
     },
   };
 }
@@ -50,7 +60,7 @@ describe("the interpreter of a start, with the Python extension asked in time", 
   it("is the Python extension's environment when it answers in time", async () => {
     const extension = pythonExtension();
     const log = outputLog();
-    const chosen = chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS);
+    const chosen = chooseInterpreterInTime("", extension.question, PLACES, log);
     extension.answer(VENV_PYTHON);
     assert.deepEqual(await chosen, { command: VENV_PYTHON, source: "Python extension" });
     assert.deepEqual(log.warnings, []);
@@ -62,7 +72,7 @@ describe("the interpreter of a start, with the Python extension asked in time", 
     async () => {
       const extension = pythonExtension(); // activating for good
       const log = outputLog();
-      const chosen = await chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS);
+      const chosen = await chooseInterpreterInTime("", extension.question, PLACES, log);
       assert.deepEqual(chosen, { command: DEFAULT_PYTHON, source: "default" });
       assert.equal(log.warnings.length, 1);
       assert.match(log.warnings[0] ?? "", /The Python extension did not answer within 0\.05 s/);
@@ -74,10 +84,9 @@ describe("the interpreter of a start, with the Python extension asked in time", 
     const extension = pythonExtension();
     const chosen = await chooseInterpreterInTime(
       "~/py/bin/python",
-      extension.ask,
+      extension.question,
       PLACES,
       outputLog(),
-      LIMIT_MS,
     );
     assert.deepEqual(chosen, { command: "/home/me/py/bin/python", source: "phi3.pythonPath" });
     assert.equal(extension.asked.times, 0);
@@ -93,7 +102,7 @@ describe("a first start whose Python extension does not answer in time", () => {
       const log = outputLog();
       const session = fakeSession({
         chooseInterpreter: (answeredLate) =>
-          chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS, answeredLate),
+          chooseInterpreterInTime("", extension.question, PLACES, log, answeredLate),
       });
       void session.lifecycle.startWhenNeeded(() => true);
       const answered = sendServerCommand(
@@ -117,9 +126,9 @@ describe("a server that runs, when the Python extension is slow to answer again"
     const log = outputLog();
     const session = fakeSession({
       trusted,
-      chooseInterpreter: () => chooseInterpreterInTime("", extension.ask, PLACES, log, LIMIT_MS),
+      chooseInterpreter: () => chooseInterpreterInTime("", extension.question, PLACES, log),
       interpreterIfAnswered: (answeredLate) =>
-        interpreterAnsweredInTime("", extension.ask, PLACES, LIMIT_MS, answeredLate),
+        interpreterAnsweredInTime("", extension.question, PLACES, answeredLate),
     });
     const started = session.lifecycle.startWhenNeeded(() => true);
     await settledUntil(() => extension.asked.times > 0);
@@ -157,4 +166,111 @@ describe("a server that runs, when the Python extension is slow to answer again"
     await settled();
     assert.deepEqual(session.starts, [VENV_PYTHON]);
   });
+});
+
+describe("restarts while the Python extension has still not answered the first start", () => {
+  /**
+   * A session whose first start went on with python3 once the Python extension had not answered
+   * in 10 s. The clock is the test's: a wait for another 10 s would never end by itself.
+   */
+  async function startedOnPython3(t: TestContext) {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const extension = pythonExtension(PYTHON_EXTENSION_ANSWER_MS); // stuck activating
+    const log = outputLog();
+    const settings = { pythonPath: "" };
+    const session = fakeSession({
+      chooseInterpreter: (answeredLate) =>
+        chooseInterpreterInTime(settings.pythonPath, extension.question, PLACES, log, answeredLate),
+      interpreterIfAnswered: (answeredLate) =>
+        interpreterAnsweredInTime(settings.pythonPath, extension.question, PLACES, answeredLate),
+    });
+    const started = session.lifecycle.startWhenNeeded(() => true);
+    await settledUntil(() => extension.asked.times > 0);
+    t.mock.timers.tick(PYTHON_EXTENSION_ANSWER_MS);
+    await started;
+    assert.deepEqual(session.starts, [DEFAULT_PYTHON]);
+    return { extension, log, settings, session };
+  }
+
+  /** Restarts the server, asserting that the restart ends while the clock stands still. */
+  async function restartedAtOnce(session: ReturnType<typeof fakeSession>) {
+    let restarted = false;
+    void session.lifecycle.restart().then(() => {
+      restarted = true;
+    });
+    await settledUntil(() => restarted);
+    assert.ok(restarted, "the restart waits for the Python extension again");
+  }
+
+  it(
+    "each restart goes on with python3 at once, and the answer moves the server once",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, log, session } = await startedOnPython3(t);
+      await restartedAtOnce(session);
+      await restartedAtOnce(session);
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON, DEFAULT_PYTHON, DEFAULT_PYTHON]);
+      assert.equal(extension.asked.times, 1, "the question still pending is not asked again");
+      assert.equal(log.warnings.length, 3, "each start on python3 says so");
+      assert.match(log.warnings[2] ?? "", /The Python extension has still not answered/);
+      assert.match(log.warnings[2] ?? "", new RegExp(`using ${DEFAULT_PYTHON} instead`));
+      extension.answer(VENV_PYTHON);
+      await settledUntil(() => session.starts.length === 4);
+      await settledUntil(() => session.starts.length > 4); // a second move, if any
+      assert.deepEqual(session.starts.slice(3), [VENV_PYTHON]);
+    },
+  );
+
+  it(
+    "once the answer has come, a restart asks the Python extension again",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, log, session } = await startedOnPython3(t);
+      await restartedAtOnce(session);
+      extension.answer(VENV_PYTHON);
+      await settledUntil(() => session.starts.length === 3);
+      assert.equal(session.starts[2], VENV_PYTHON);
+      // The user picked another environment meanwhile, and restarts.
+      const restarted = session.lifecycle.restart();
+      await settledUntil(() => extension.asked.times === 2);
+      extension.answer("/home/me/other/bin/python");
+      await restarted;
+      assert.deepEqual(session.starts.slice(3), ["/home/me/other/bin/python"]);
+      assert.equal(log.warnings.length, 2, "the answer came in time: nothing more to say");
+    },
+  );
+
+  it(
+    "once the question has failed, a restart asks the Python extension again",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await startedOnPython3(t);
+      await restartedAtOnce(session);
+      extension.refuse();
+      const restarted = session.lifecycle.restart();
+      await settledUntil(() => extension.asked.times === 2);
+      extension.answer(VENV_PYTHON);
+      await restarted;
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON, DEFAULT_PYTHON, VENV_PYTHON]);
+    },
+  );
+
+  it(
+    "a check of the interpreter keeps the server at once, and the answer moves it",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await startedOnPython3(t);
+      let checked = false;
+      void session.lifecycle.interpreterMayHaveChanged().then(() => {
+        checked = true;
+      });
+      await settledUntil(() => checked);
+      assert.ok(checked, "the check waits for the Python extension again");
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON], "the server is kept");
+      extension.answer(VENV_PYTHON);
+      await settledUntil(() => session.starts.length === 2);
+      await settledUntil(() => session.starts.length > 2); // a second move, if any
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON, VENV_PYTHON]);
+    },
+  );
 });

@@ -49,7 +49,7 @@ export class PythonEnvironmentQuestion {
   /**
    * The environment answered within `limitMs`, or at once "stillPending" when the question
    * asked before has no answer yet. Without an answer, `answeredLate` is called with it once it
-   * comes, unless a later call has taken its place since: one answer
+   * comes, unless a later call (or `forgetLateAnswer`) has taken its place since: one answer
    * moves the server once. A question that fails has no answer, and the next one asks anew.
    */
   async environmentInTime(
@@ -82,6 +82,13 @@ export class PythonEnvironmentQuestion {
     }
     return { kind: "answered", environment: await answer };
   }
+
+  /** The answer still pending, if any, goes to no one: phi3.pythonPath names the Python now. */
+  forgetLateAnswer(): void {
+    if (this.pending !== undefined) {
+      this.pending.answeredLate = undefined;
+    }
+  }
 }
 
 /** The interpreter chosen now, or how the Python extension failed to answer in time. */
@@ -92,6 +99,7 @@ async function interpreterOrLate(
   answeredLate: (interpreter: Interpreter) => void,
 ): Promise<Interpreter | "late" | "stillPending"> {
   if (pythonPath !== "") {
+    question.forgetLateAnswer();
     return chooseInterpreter(pythonPath, undefined, places);
   }
   const answer = await question.environmentInTime((environment) => {

@@ -273,4 +273,18 @@ describe("restarts while the Python extension has still not answered the first s
       assert.deepEqual(session.starts, [DEFAULT_PYTHON, VENV_PYTHON]);
     },
   );
+
+  it(
+    "the answer does not move a server that phi3.pythonPath has moved since",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, settings, session } = await startedOnPython3(t);
+      settings.pythonPath = "/opt/py/bin/python";
+      await session.lifecycle.interpreterMayHaveChanged();
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON, "/opt/py/bin/python"]);
+      extension.answer(VENV_PYTHON);
+      await settledUntil(() => session.starts.length > 2);
+      assert.deepEqual(session.starts, [DEFAULT_PYTHON, "/opt/py/bin/python"]);
+    },
+  );
 });

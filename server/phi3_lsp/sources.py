@@ -270,7 +270,7 @@ def _from_hub(
             failure = str(incomplete)
     if fallback is None:
         raise ModelSourceError(_not_found_message(repo_id, failure))
-    folder = ensure_asset(fallback, cache=root, progress=report)
+    folder = ensure_asset(fallback, cache=root, progress=report, stop=stop)
     log.info("Using the offline pack's tokenizer and config for %s (%s)", repo_id, failure)
     return ModelSource(
         spec=repo_id,

@@ -246,6 +246,24 @@ def sharded_weights_dir(tmp_path_factory: pytest.TempPathFactory, tiny_phi3_dir:
     return _with_random_weights(tmp_path_factory.mktemp("sharded-weights"), tiny_phi3_dir, shards)
 
 
+@pytest.fixture
+def changed_shard_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sharded_weights_dir: Path
+) -> Iterator[LocalHub]:
+    """phi3-lsp-tests/sharded-weights at a newer commit than `sharded_weights_dir`: its last
+    shard changed (2 MB now), on a local hub that holds back the end of each weights file, asked
+    by this process with an empty hub cache."""
+    from local_hub import local_hub
+
+    newer = tmp_path / "newer-commit"
+    shutil.copytree(sharded_weights_dir, newer)
+    last_shard = sorted(newer.glob("*.safetensors"))[-1]
+    last_shard.write_bytes(os.urandom(2 << 20))
+    with local_hub({"phi3-lsp-tests/sharded-weights": newer}, hold_weights=True) as hub:
+        _ask_only(hub, tmp_path / "hub", monkeypatch)
+        yield hub
+
+
 def _with_random_weights(folder: Path, tiny_phi3_dir: Path, weights: dict[str, int]) -> Path:
     """`folder` with the tiny Phi-3's tokenizer and config, and `weights` (file name → MB) of
     random bytes."""

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from hub_cache import COMMIT, WEIGHTS, repo_files, sha256_of
+from hub_cache import COMMIT, WEIGHTS, blob_id, lfs_pointer, repo_files, sha256_of
 
 HELD_BYTES = 1 << 20
 """What a held weights download keeps back until it is released."""
@@ -187,11 +187,20 @@ def _handler(hub: LocalHub) -> type[BaseHTTPRequestHandler]:
 
 def _repo_info(repo_id: str, folder: Path, *, sizes: bool) -> dict[str, object]:
     """The repo's commit and files, as the hub answers; with `sizes` (asked as `blobs`), each
-    file's size."""
-    files: list[dict[str, object]] = [
-        {"rfilename": file.name, **({"size": file.stat().st_size} if sizes else {})}
-        for file in repo_files(folder)
-    ]
+    file's size, blob id, and LFS pointer (the weights)."""
+    files: list[dict[str, object]] = []
+    for file in repo_files(folder):
+        entry: dict[str, object] = {"rfilename": file.name}
+        if sizes:
+            entry.update(size=file.stat().st_size, blobId=blob_id(file))
+            if fnmatch(file.name, WEIGHTS):
+                pointer = lfs_pointer(file)
+                entry["lfs"] = {
+                    "size": file.stat().st_size,
+                    "sha256": sha256_of(file),
+                    "pointerSize": len(pointer),
+                }
+        files.append(entry)
     return {"id": repo_id, "sha": COMMIT, "siblings": files}
 
 
@@ -202,11 +211,11 @@ def _tree_entries(hub: LocalHub, repo_id: str, folder: Path) -> list[dict[str, o
             "type": "file",
             "path": file.name,
             "size": file.stat().st_size,
-            "oid": sha256_of(file),
+            "oid": blob_id(file),
         }
         if fnmatch(file.name, WEIGHTS):
-            size = file.stat().st_size
-            entry["lfs"] = {"oid": sha256_of(file), "size": size, "pointerSize": 134}
+            size, pointer_size = file.stat().st_size, len(lfs_pointer(file))
+            entry["lfs"] = {"oid": sha256_of(file), "size": size, "pointerSize": pointer_size}
         xet_hash = hub.xet_hashes.get((repo_id, file.name))
         if xet_hash is not None:
             entry["xetHash"] = xet_hash

@@ -17,7 +17,7 @@ import pytest
 from filelock import FileLock
 from huggingface_hub import constants
 
-from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
+from hub_cache import EARLIER_COMMIT, NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import LocalHub
 from model_sources import ConversionWatch
 from phi3_lsp import gguf_convert
@@ -481,6 +481,46 @@ def test_a_download_deletes_the_parts_that_killed_downloads_left(
     assert not abandoned.exists()
     assert recent.exists()
     assert locked.exists()
+
+
+def test_a_new_commit_shows_the_share_of_its_changed_weights_that_has_come(
+    changed_shard_hub: LocalHub,
+    sharded_weights_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The weights of an earlier commit are in the cache: huggingface_hub links the shards that
+    # have not changed, and downloads the one that has. The status counted the unchanged ones
+    # as to come: it stayed near 0 % and jumped to 100 % at the end.
+    hub = tmp_path / "hub"
+    place_in_hub_cache(hub, SHARDED_REPO, sharded_weights_dir, commit=EARLIER_COMMIT)
+    newer = changed_shard_hub.repos[SHARDED_REPO]
+    place_in_hub_cache(hub, SHARDED_REPO, newer, only=NO_WEIGHTS)  # as `phi3-lsp tokenize` does
+    # Read in small pieces: the half of the changed shard that comes is seen before the rest.
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 64 << 10)
+    source = resolve_model(SHARDED_REPO, cache=tmp_path, weights="later")
+    fractions: list[float] = []
+    half_shown = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.startswith("Downloading") and update.fraction is not None:
+            fractions.append(update.fraction)
+            if update.fraction >= 0.5:
+                half_shown.set()
+
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(fetch_weights, source, progress=report)
+        try:
+            # The hub holds back the second half of the changed shard.
+            assert half_shown.wait(20), f"half of the changed shard came; the status: {fractions}"
+            assert fractions[-1] == 0.5
+        finally:
+            changed_shard_hub.weights_released.set()
+        assert fetching.result(timeout=60).weights_dir is not None
+    changed = sorted(newer.glob(WEIGHTS))[-1].name
+    assert changed_shard_hub.sent_matching(WEIGHTS) == [f"{SHARDED_REPO}/{changed}"]
+    assert fractions == sorted(set(fractions)), "the percentage only goes up"
+    assert fractions[-1] == 1.0
 
 
 def test_a_stopped_download_from_xet_storage_ends_and_leaves_no_part_of_the_weights(

@@ -10,10 +10,13 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
+
+if TYPE_CHECKING:
+    from huggingface_hub.hf_api import RepoSibling
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ def _bytes_to_download(repo_id: str, patterns: list[str]) -> int | None:
     One request more than huggingface_hub makes: the file list it asks for has no sizes (1.x),
     or is kept where it is not ours to read before the download starts (2.x).
     """
-    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub import HfApi, constants
     from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]
 
     try:
@@ -105,14 +108,31 @@ def _bytes_to_download(repo_id: str, patterns: list[str]) -> int | None:
     except Exception as error:  # the download asks again, and says what is wrong
         log.debug("No file sizes for %s (%s)", repo_id, _one_line(error))
         return None
-    sizes = {file.rfilename: file.size for file in info.siblings or []}
+    files = {file.rfilename: file for file in info.siblings or []}
     to_download = [
-        sizes[name]
-        for name in filter_repo_objects(sizes, allow_patterns=patterns)
-        if not isinstance(try_to_load_from_cache(repo_id, name, revision=info.sha), str)
+        files[name].size
+        for name in filter_repo_objects(files, allow_patterns=patterns)
+        if not _is_cached(repo_id, files[name], info.sha)
     ]
     known = [size for size in to_download if size is not None]
     return sum(known) if len(known) == len(to_download) else None
+
+
+def _is_cached(repo_id: str, file: RepoSibling, commit: str | None) -> bool:
+    """Whether huggingface_hub takes `file` of `commit` from the hub cache instead of
+    downloading it: from that commit's snapshot, or from the repo's blobs, where its content
+    came with another commit (it links the blob, named by the file's etag)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.file_download import repo_folder_name
+
+    if isinstance(try_to_load_from_cache(repo_id, file.rfilename, revision=commit), str):
+        return True
+    # The etag huggingface_hub names the blob by: the content's sha256 for a file kept in LFS
+    # (the hub's X-Linked-Etag), else its git blob id (the hub's ETag).
+    etag = file.lfs.sha256 if file.lfs is not None else file.blob_id
+    repo_folder = repo_folder_name(repo_id=repo_id, repo_type="model")
+    blobs = Path(constants.HF_HUB_CACHE) / repo_folder / "blobs"
+    return etag is not None and (blobs / etag).is_file()
 
 
 def _delete_abandoned_parts(repo_id: str) -> None:

@@ -455,32 +455,36 @@ def stopped_midway(source: ModelSource) -> LoadStop:
     return stop
 
 
-def test_a_download_deletes_the_parts_that_killed_downloads_left(
-    holding_hub: LocalHub, tiny_phi3_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("from_hub", [True, False], ids=["hub-model", "model-folder"])
+def test_a_load_deletes_the_parts_that_killed_downloads_of_any_model_left(
+    offline_hub: Path, tiny_phi3_dir: Path, tmp_path: Path, from_hub: bool
 ) -> None:
     # A server killed during a download (by its editor, or a crash) leaves the part it wrote,
-    # up to 7.6 GB, under a name of its own that no later download reuses or deletes.
-    holding_hub.hold_weights = False
-    snapshot = place_in_hub_cache(tmp_path / "hub", TINY_REPO, tiny_phi3_dir, only=NO_WEIGHTS)
-    repo = snapshot.parent.parent
-    blobs = repo / "blobs"
+    # up to 7.6 GB, under a name of its own that no later download reuses or deletes; and the
+    # user may have chosen another model since, never to download that one again.
+    place_in_hub_cache(offline_hub, TINY_REPO, tiny_phi3_dir)
+    blobs = offline_hub / "models--microsoft--Phi-3-mini-4k-instruct" / "blobs"
+    blobs.mkdir(parents=True)
     abandoned = blobs / "1e0f.0a1b2c3d.incomplete"
     recent = blobs / "1e0f.4e5f6a7b.incomplete"  # a download that may still be writing
     locked = blobs / "2f1a.8c9d0e1f.incomplete"  # a download of another process
-    for part in (abandoned, recent, locked):
+    unlockable = blobs / "3a2b.5d6e7f80.incomplete"  # its lock cannot be made: left, no error
+    for part in (abandoned, recent, locked, unlockable):
         part.write_bytes(b"\0" * 1024)
     hour_ago = time.time() - 3600
-    for part in (abandoned, locked):
+    for part in (abandoned, locked, unlockable):
         os.utime(part, (hour_ago, hour_ago))
-    lock = tmp_path / "hub" / ".locks" / repo.name / "2f1a.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    locks = offline_hub / ".locks" / blobs.parent.name
+    locks.mkdir(parents=True)
+    (locks / "3a2b.lock").mkdir()
 
-    with FileLock(lock):
-        fetched = fetch_weights(resolve_model(TINY_REPO, cache=tmp_path, weights="later"))
-    assert fetched.weights_dir is not None
+    with FileLock(locks / "2f1a.lock"):
+        loaded = resolve_model(TINY_REPO if from_hub else str(tiny_phi3_dir), cache=tmp_path)
+    assert loaded.weights_dir is not None
     assert not abandoned.exists()
     assert recent.exists()
     assert locked.exists()
+    assert unlockable.exists()
 
 
 def test_a_new_commit_shows_the_share_of_its_changed_weights_that_has_come(

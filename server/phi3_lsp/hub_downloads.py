@@ -59,7 +59,6 @@ def downloaded_snapshot(
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     def download() -> str:
-        _delete_abandoned_parts(repo_id)
         bars = _progress_bar(report, downloading, stop, _bytes_to_download(repo_id, patterns))
         folder = snapshot_download(
             repo_id,
@@ -135,28 +134,31 @@ def _is_cached(repo_id: str, file: RepoSibling, commit: str | None) -> bool:
     return etag is not None and (blobs / etag).is_file()
 
 
-def _delete_abandoned_parts(repo_id: str) -> None:
-    """Delete the partial files that downloads of `repo_id` left in the hub cache when their
+def delete_abandoned_parts() -> None:
+    """Delete the partial files that downloads left in the hub cache, of any model, when their
     process was killed (a server killed by its editor, a crash): up to a whole weights file
     each, which nothing else would ever delete, huggingface_hub naming each download's part
-    anew. A part is left alone while a download holds its file's lock (huggingface_hub holds
-    it for the whole download), or when it was written to in the last `ABANDONED_AFTER_SECONDS`
-    (a lock that a shared file system does not honour)."""
+    anew, and which stay for good where that model is not downloaded again. A part is left
+    alone while a download holds its file's lock (huggingface_hub holds it for the whole
+    download), or when it was written to in the last `ABANDONED_AFTER_SECONDS` (a lock that a
+    shared file system does not honour). Never raises: what cannot be deleted is logged."""
     from filelock import FileLock, Timeout
     from huggingface_hub import constants
 
-    repo_folder = f"models--{repo_id.replace('/', '--')}"
     cache = Path(constants.HF_HUB_CACHE)
-    for part in (cache / repo_folder / "blobs").glob("*.incomplete"):
+    for part in cache.glob("models--*/blobs/*.incomplete"):
         etag = part.name.split(".", 1)[0]  # huggingface_hub's `<etag>.<random>.incomplete`
+        lock = cache / ".locks" / part.parent.parent.name / f"{etag}.lock"
         try:
             if time.time() - part.stat().st_mtime < ABANDONED_AFTER_SECONDS:
                 continue
-            lock = cache / ".locks" / repo_folder / f"{etag}.lock"
             with FileLock(lock, timeout=0, mode=0o664):  # as huggingface_hub makes it
                 part.unlink(missing_ok=True)
-        except (Timeout, OSError):
-            continue  # being downloaded, or not ours to delete: left as it is
+        except (Timeout, FileNotFoundError):
+            continue  # being downloaded, or whole since
+        except OSError as error:  # not ours to delete, say: the load goes on
+            log.info("Could not delete %s, left by a download (%s)", part, _one_line(error))
+            continue
         log.info("Deleted %s, left by a download that was cut short", part)
 
 

@@ -24,7 +24,7 @@ from phi3_lsp.gguf_convert import (
     gguf_parsed_once,
     validate_gguf,
 )
-from phi3_lsp.hub_downloads import cached_snapshot, downloaded_snapshot
+from phi3_lsp.hub_downloads import cached_snapshot, delete_abandoned_parts, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import AssetName, ensure_asset
 from phi3_lsp.paths import build_once, cache_dir, folder_device, is_built, remove_superseded
@@ -105,6 +105,9 @@ def resolve_model(
     root = cache or cache_dir()
     if not spec:
         raise ModelSourceError(f"The model spec is empty — {SPEC_HELP}.")
+    # Whatever the model: one whose download was killed may never be asked for again (the
+    # user chose another), and its part can be gigabytes.
+    delete_abandoned_parts()
     if spec == OFFLINE_MODEL:
         folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)

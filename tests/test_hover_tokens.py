@@ -39,7 +39,7 @@ def test_a_word_the_windows_disagree_on_gets_the_whole_documents_tokens() -> Non
             handled.append("another request")
 
         waiting = asyncio.create_task(another_request())
-        covering = await DocumentTokens().covering(tokenizer, "file:///x", 1, lines, word)
+        covering = await DocumentTokens().covering(tokenizer, lines, word)
         handled.append("hover")
         await waiting
         return covering, handled

@@ -2,54 +2,40 @@
 
 A word's tokens depend on what surrounds it (a leading space, a merge across punctuation), so
 they come from the text around it, checked against a wider window (`word_tokens`), and from the
-whole document (tokenized once per version) only when the two disagree. That takes ~0.6 s on
+whole document (tokenized once per text) only when the two disagree. That takes ~0.6 s on
 10,000 lines, so it runs on a worker thread: the event loop handles other messages meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import OrderedDict
-from typing import TypeVar
 
 from phi3_lsp.positions import LineIndex
 from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering
 from phi3_lsp.word_tokens import tokens_near
 
-_CACHED_DOCUMENTS = 8
-_T = TypeVar("_T")
-
-
-class _VersionCache(OrderedDict[tuple[str, int | None], _T]):
-    """What was computed for the last few document versions."""
-
-    def recent(self, key: tuple[str, int | None]) -> _T | None:
-        """The value kept for `key` (now the most recent), or None."""
-        if key not in self:
-            return None
-        self.move_to_end(key)
-        return self[key]
-
-    def keep(self, key: tuple[str, int | None], value: _T) -> None:
-        self[key] = value
-        while len(self) > _CACHED_DOCUMENTS:
-            self.popitem(last=False)
+_CACHED_TEXTS = 8
 
 
 class DocumentTokens:
-    """Whole-document tokens of recent document versions (made only when needed)."""
+    """Whole-document tokens of the last few texts hovered (made only when needed).
+
+    Kept by the text's `LineIndex` (one per document version: every edit and every open makes
+    another), not by uri and version: a document closed and opened again, or an untitled one
+    made anew, starts again at version 1 with another text.
+    """
 
     def __init__(self) -> None:
         self._tokenizer: DocumentTokenizer | None = None
-        self._spans: _VersionCache[list[TokenSpan]] = _VersionCache()
+        # id(lines) → (lines, while it lives, its spans): an id is reused once its object dies.
+        self._spans: OrderedDict[int, tuple[weakref.ref[LineIndex], list[TokenSpan]]] = (
+            OrderedDict()
+        )
 
     async def covering(
-        self,
-        tokenizer: DocumentTokenizer,
-        uri: str,
-        version: int | None,
-        lines: LineIndex,
-        word: Word,
+        self, tokenizer: DocumentTokenizer, lines: LineIndex, word: Word
     ) -> list[TokenSpan]:
         """The tokens that cover `word` in the document (`lines.text`) as a whole tokenizes."""
         if tokenizer is not self._tokenizer:
@@ -58,11 +44,23 @@ class DocumentTokens:
         near = tokens_near(tokenizer, lines.blocks, lines.starts, word.start, word.end)
         if near is not None:
             return near
-        key = (uri, version)
-        spans = self._spans.recent(key)
+        spans = self._kept_spans(lines)
         if spans is None:
             # Joined there too: the whole text of a long document takes a while to copy.
             spans = await asyncio.to_thread(lambda: tokenizer.token_spans(lines.text))
             if tokenizer is self._tokenizer:  # not a model's that was replaced meanwhile
-                self._spans.keep(key, spans)
+                self._keep(lines, spans)
         return tokens_covering(spans, word.start, word.end)
+
+    def _kept_spans(self, lines: LineIndex) -> list[TokenSpan] | None:
+        kept = self._spans.get(id(lines))
+        if kept is None or kept[0]() is not lines:
+            return None
+        self._spans.move_to_end(id(lines))
+        return kept[1]
+
+    def _keep(self, lines: LineIndex, spans: list[TokenSpan]) -> None:
+        self._spans[id(lines)] = (weakref.ref(lines), spans)
+        self._spans.move_to_end(id(lines))
+        while len(self._spans) > _CACHED_TEXTS:
+            self._spans.popitem(last=False)

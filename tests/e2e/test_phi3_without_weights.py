@@ -80,6 +80,24 @@ async def test_hover_after_typing_below_a_form_feed(phi3_no_weights: Phi3Client)
     )
 
 
+async def test_hover_in_a_document_opened_again_reads_its_new_text(
+    phi3_no_weights: Phi3Client,
+) -> None:
+    # Editors number a document opened again from version 1 anew, and reuse untitled names.
+    # A long rule's tokens depend on text far from the cursor: the whole document decides them.
+    pieces = []
+    for rule in ("-" * 600, "=" * 600):
+        uri = phi3_no_weights.open_text("rule.md", rule + " word")
+        markdown = hover_text(await phi3_no_weights.hover_at(uri, 0, 300))
+        pieces.append(set(re.findall(r"\|\s*`([^`]*)`\s*\|\s*\d+\s*\|\s*$", markdown, re.M)))
+        phi3_no_weights.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+    dashes, equals = pieces
+    assert dashes and all(set(piece) == {"-"} for piece in dashes), dashes
+    assert equals and all(set(piece) == {"="} for piece in equals), equals
+
+
 async def test_hover_on_whitespace_is_empty(phi3_no_weights: Phi3Client) -> None:
     uri = phi3_no_weights.open_text("spaces.txt", "The   capital")
     assert await phi3_no_weights.hover_at(uri, 0, 4) is None

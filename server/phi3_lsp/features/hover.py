@@ -32,7 +32,7 @@ def register(server: Phi3LanguageServer) -> None:
         word = word_at(lines.blocks, offset) if offset is not None else None
         if word is None:
             return None
-        covering = await cache.covering(tokenizer, document.uri, document.version, lines, word)
+        covering = await cache.covering(tokenizer, lines, word)
         if not covering:
             return None
         start = lines.position_at(word.start, ls.position_encoding)

@@ -34,6 +34,7 @@ from phi3_lsp.request_rules import (
     is_unreadable,
 )
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
+from phi3_lsp.strict_params import read_strictly
 from phi3_lsp.suggestions import SuggestionCache
 from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
 
@@ -58,6 +59,7 @@ class Phi3LanguageServer(LanguageServer):
 
     def __init__(self, default_model: str = DEFAULT_MODEL) -> None:
         converter = default_converter()  # type: ignore[no-untyped-call]  # unannotated in pygls
+        read_strictly(converter)
         super().__init__(
             "phi3-lsp",
             __version__,

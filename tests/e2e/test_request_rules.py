@@ -55,6 +55,16 @@ async def test_params_that_do_not_fit_are_refused_naming_the_field(
         with pytest.raises(JsonRpcException, match=r"textDocument/hover.*position") as refused:
             await raw_request(client, types.TEXT_DOCUMENT_HOVER, bad_position)
         assert refused.value.code == types.ErrorCodes.InvalidParams
+        # Not taken for line 0: a client that sends these has a bug to hear of.
+        for line in ("0", 0.5, True):
+            guessed = {**HOVER_PARAMS, "position": {"line": line, "character": 4}}
+            with pytest.raises(
+                JsonRpcException, match=r"expected int @ \$\.params\.position\.line"
+            ):
+                await raw_request(client, types.TEXT_DOCUMENT_HOVER, guessed)
+        letters = {"command": "phi3.status", "arguments": "xyz"}  # not three arguments
+        with pytest.raises(JsonRpcException, match=r"@ \$\.params\.arguments"):
+            await raw_request(client, types.WORKSPACE_EXECUTE_COMMAND, letters)
         with pytest.raises(JsonRpcException, match="takes a text document and a position"):
             await raw_request(client, "phi3/readAtCursor", None)
         no_line = {**HOVER_PARAMS, "position": {"character": 3}}

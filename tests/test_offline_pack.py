@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -149,6 +150,51 @@ def test_a_download_that_hangs_ends_when_the_load_stops(
             stop.set()
             assert isinstance(fetching.exception(timeout=60), LoadStopped)
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
+
+
+def test_a_stopped_download_leaves_no_process_of_it_and_no_temporary_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip builds an sdist's metadata in processes of its own, in temporary folders that a
+    # killed pip cannot delete: the pip here is one that starts a process and waits with it.
+    fake_pip = tmp_path / "fake" / "pip"
+    fake_pip.mkdir(parents=True)
+    (fake_pip / "__init__.py").touch()
+    started = tmp_path / "started.json"
+    (fake_pip / "__main__.py").write_text(
+        "import json, subprocess, sys, tempfile\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(started)!r}, 'w').write(json.dumps([child.pid, tempfile.gettempdir()]))\n"
+        "child.wait()\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(fake_pip.parent))
+    monkeypatch.delenv(FIND_LINKS_ENV, raising=False)
+    stop = LoadStop()
+    with ThreadPoolExecutor(1) as fetcher:
+        fetching = fetcher.submit(ensure_asset, "smollm2-135m", cache=tmp_path, stop=stop)
+        for _ in range(600):
+            if started.is_file() and started.read_text():
+                break
+            time.sleep(0.05)
+        assert started.is_file(), f"pip ran: {fetching.exception() if fetching.done() else ''}"
+        child, temporary = json.loads(started.read_text())
+        stop.set()
+        assert isinstance(fetching.exception(timeout=60), LoadStopped)
+    assert not Path(temporary).exists(), "its temporary files went with it"
+    for _ in range(200):  # killed at once; gone once reaped
+        if not process_runs(child):
+            break
+        time.sleep(0.05)
+    assert not process_runs(child), "what it started was killed too"
+
+
+def process_runs(pid: int) -> bool:
+    """Whether `pid` is a process that runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "zombie" not in status
 
 
 def test_an_unknown_asset_is_named() -> None:

@@ -22,7 +22,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -170,7 +170,7 @@ def _download(artifact: PinnedArtifact, dest: Path, stop: LoadStop | None) -> Pa
         command += ["--no-index", "--find-links", find_links]
     command += ["--dest", str(dest), artifact.requirement]
     log.info("Running %s", " ".join(command))
-    result = _run_until_stopped(command, stop)
+    result = _run_until_stopped(command, stop, dest)
     downloaded = dest / artifact.filename
     if result.returncode != 0 or not downloaded.is_file():
         detail = _last_error_line(result.stderr) or f"pip exited with {result.returncode}"
@@ -183,30 +183,45 @@ def _download(artifact: PinnedArtifact, dest: Path, stop: LoadStop | None) -> Pa
 
 
 def _run_until_stopped(
-    command: list[str], stop: LoadStop | None
+    command: list[str], stop: LoadStop | None, scratch: Path
 ) -> subprocess.CompletedProcess[str]:
-    """`command` run to its end; once `stop` is set, it and what it started (pip builds an
-    sdist's metadata in a process of its own) are killed, and `LoadStopped` is raised."""
+    """`command` run to its end, its temporary files in `scratch`, which goes after it (pip
+    unpacks an sdist and builds its metadata there; killed, it cannot clean up). Once `stop` is
+    set, it and what it started are killed, and `LoadStopped` is raised."""
+    # In a process group of its own only where a stop may kill it whole: otherwise it stays in
+    # the caller's, which a terminal's Ctrl-C reaches.
+    own_group = stop is not None and hasattr(os, "killpg")
+    temporary = scratch / "tmp"
+    temporary.mkdir()
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=hasattr(os, "killpg"),  # a process group of its own, to kill whole
+        env={**os.environ, "TMPDIR": str(temporary)},
+        start_new_session=own_group,
     ) as process:
-        while True:
-            try:
-                stdout, stderr = process.communicate(timeout=STOP_CHECK_SECONDS)
-            except subprocess.TimeoutExpired:
-                if stop is None or not stop.is_set():
+        try:
+            while True:
+                try:
+                    stdout, stderr = process.communicate(timeout=STOP_CHECK_SECONDS)
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        raise LoadStopped from None
                     continue
-                if hasattr(os, "killpg"):
-                    os.killpg(process.pid, signal.SIGKILL)
-                else:
-                    process.kill()
-                process.communicate()
-                raise LoadStopped from None
-            return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+                return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+        except BaseException:  # stopped, or the caller interrupted (Ctrl-C)
+            _kill(process, own_group)
+            raise
+
+
+def _kill(process: subprocess.Popen[str], with_its_group: bool) -> None:
+    if with_its_group:
+        # Gone already, or only zombies left in its group (macOS refuses those).
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.kill()
+    process.communicate()
 
 
 def _last_error_line(stderr: str) -> str:

@@ -26,9 +26,19 @@ export type EnvironmentAnswer =
   /** Nothing yet to a question asked before, which was not waited for again. */
   | { readonly kind: "stillPending" };
 
-/** Whoever gets the answer of a question that was not answered in time, if anyone. */
+/** Who gets the answer of a question that was not answered in time. */
+interface Recipient {
+  readonly answeredLate: (environment: string | undefined) => void;
+  /**
+   * It took over a question asked before it came, whose answer may predate what it wants to
+   * know (an environment picked meanwhile): it gets the answer of a question asked after that.
+   */
+  readonly tookOver: boolean;
+}
+
+/** A question not yet answered, and who gets its answer, if anyone. */
 interface OpenQuestion {
-  answeredLate?: (environment: string | undefined) => void;
+  recipient?: Recipient;
 }
 
 /**
@@ -50,34 +60,27 @@ export class PythonEnvironmentQuestion {
    * The environment answered within `limitMs`, or at once "stillPending" when the question
    * asked before has no answer yet. Without an answer, `answeredLate` is called with it once it
    * comes, unless a later call (or `forgetLateAnswer`) has taken its place since: one answer
-   * moves the server once. A question that fails has no answer, and the next one asks anew.
+   * moves the server once. After "stillPending", that answer was asked for before this call,
+   * and may name an environment the user has changed since: once it comes, the extension is
+   * asked again, and `answeredLate` gets this second answer instead, whenever it comes, unless
+   * a later call has taken it over in turn. A question that fails has no answer, and the next
+   * one asks anew.
    */
   async environmentInTime(
     answeredLate: (environment: string | undefined) => void,
   ): Promise<EnvironmentAnswer> {
     if (this.pending !== undefined) {
-      this.pending.answeredLate = answeredLate;
+      this.pending.recipient = { answeredLate, tookOver: true };
       return { kind: "stillPending" };
     }
     const question: OpenQuestion = {};
-    this.pending = question;
-    const answer = this.askPythonExtension();
-    // First in line: by the time the wait below hears of the answer, the question is closed.
-    void answer.then(
-      (environment) => {
-        this.pending = undefined;
-        question.answeredLate?.(environment);
-      },
-      () => {
-        this.pending = undefined;
-      },
-    );
+    const answer = this.ask(question);
     const settled = answer.then(
       () => undefined,
       () => undefined,
     );
     if (!(await settlesWithin(settled, this.limitMs))) {
-      question.answeredLate ??= answeredLate;
+      question.recipient ??= { answeredLate, tookOver: false };
       return { kind: "late" };
     }
     return { kind: "answered", environment: await answer };
@@ -86,8 +89,31 @@ export class PythonEnvironmentQuestion {
   /** The answer still pending, if any, goes to no one: phi3.pythonPath names the Python now. */
   forgetLateAnswer(): void {
     if (this.pending !== undefined) {
-      this.pending.answeredLate = undefined;
+      this.pending.recipient = undefined;
     }
+  }
+
+  /** Asks the Python extension, with `question` pending until it answers or fails. */
+  private ask(question: OpenQuestion): Promise<string | undefined> {
+    this.pending = question;
+    const answer = this.askPythonExtension();
+    // First in line: by the time a wait for the answer hears of it, the question is closed.
+    void answer.then(
+      (environment) => {
+        this.pending = undefined;
+        const recipient = question.recipient;
+        if (recipient?.tookOver === true) {
+          // Asked once more, for this recipient only: a stuck extension is not asked in a loop.
+          void this.ask({ recipient: { ...recipient, tookOver: false } });
+        } else {
+          recipient?.answeredLate(environment);
+        }
+      },
+      () => {
+        this.pending = undefined;
+      },
+    );
+    return answer;
   }
 }
 

@@ -13,6 +13,8 @@ import { commandDependencies, fakeSession, settled } from "./fakeSession";
 
 const PLACES = { home: "/home/me", workspaceFolder: "/work/project" } as const;
 const VENV_PYTHON = "/home/me/.venv/bin/python";
+const OTHER_PYTHON = "/home/me/other/bin/python";
+const THIRD_PYTHON = "/home/me/third/bin/python";
 /** The time limit in these tests: short, so that a wait that ends with it ends quickly. */
 const LIMIT_MS = 50;
 
@@ -214,6 +216,9 @@ describe("restarts while the Python extension has still not answered the first s
       assert.equal(log.warnings.length, 3, "each start on python3 says so");
       assert.match(log.warnings[2] ?? "", /The Python extension has still not answered/);
       assert.match(log.warnings[2] ?? "", new RegExp(`using ${DEFAULT_PYTHON} instead`));
+      extension.answer(OTHER_PYTHON); // read before the restarts
+      await settledUntil(() => extension.asked.times === 2);
+      assert.equal(extension.asked.times, 2, "asked again for the last restart");
       extension.answer(VENV_PYTHON);
       await settledUntil(() => session.starts.length === 4);
       await settledUntil(() => session.starts.length > 4); // a second move, if any
@@ -228,11 +233,13 @@ describe("restarts while the Python extension has still not answered the first s
       const { extension, log, session } = await startedOnPython3(t);
       await restartedAtOnce(session);
       extension.answer(VENV_PYTHON);
+      await settledUntil(() => extension.asked.times === 2); // for the restart that took it over
+      extension.answer(VENV_PYTHON);
       await settledUntil(() => session.starts.length === 3);
       assert.equal(session.starts[2], VENV_PYTHON);
       // The user picked another environment meanwhile, and restarts.
       const restarted = session.lifecycle.restart();
-      await settledUntil(() => extension.asked.times === 2);
+      await settledUntil(() => extension.asked.times === 3);
       extension.answer("/home/me/other/bin/python");
       await restarted;
       assert.deepEqual(session.starts.slice(3), ["/home/me/other/bin/python"]);
@@ -267,7 +274,9 @@ describe("restarts while the Python extension has still not answered the first s
       await settledUntil(() => checked);
       assert.ok(checked, "the check waits for the Python extension again");
       assert.deepEqual(session.starts, [DEFAULT_PYTHON], "the server is kept");
-      extension.answer(VENV_PYTHON);
+      extension.answer(VENV_PYTHON); // read before the check
+      await settledUntil(() => extension.asked.times === 2);
+      extension.answer(VENV_PYTHON); // read after it
       await settledUntil(() => session.starts.length === 2);
       await settledUntil(() => session.starts.length > 2); // a second move, if any
       assert.deepEqual(session.starts, [DEFAULT_PYTHON, VENV_PYTHON]);
@@ -285,6 +294,145 @@ describe("restarts while the Python extension has still not answered the first s
       extension.answer(VENV_PYTHON);
       await settledUntil(() => session.starts.length > 2);
       assert.deepEqual(session.starts, [DEFAULT_PYTHON, "/opt/py/bin/python"]);
+    },
+  );
+});
+
+describe("a check that takes over an answer asked for before the user picked again", () => {
+  /**
+   * A session started on the venv; the user then picked OTHER_PYTHON, whose resolve has not
+   * ended in 10 s (the check keeps the server), and then THIRD_PYTHON, whose check takes over
+   * the question still pending. The clock is the test's.
+   */
+  async function pickedTwiceWhileSlow(t: TestContext) {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
+    const extension = pythonExtension(PYTHON_EXTENSION_ANSWER_MS);
+    const settings = { pythonPath: "" };
+    const session = fakeSession({
+      chooseInterpreter: (answeredLate) =>
+        chooseInterpreterInTime(
+          settings.pythonPath,
+          extension.question,
+          PLACES,
+          outputLog(),
+          answeredLate,
+        ),
+      interpreterIfAnswered: (answeredLate) =>
+        interpreterAnsweredInTime(settings.pythonPath, extension.question, PLACES, answeredLate),
+    });
+    const started = session.lifecycle.startWhenNeeded(() => true);
+    await settledUntil(() => extension.asked.times === 1);
+    extension.answer(VENV_PYTHON);
+    await started;
+    const firstPick = session.lifecycle.interpreterMayHaveChanged();
+    await settledUntil(() => extension.asked.times === 2);
+    t.mock.timers.tick(PYTHON_EXTENSION_ANSWER_MS);
+    await firstPick;
+    await checkedAtOnce(session);
+    assert.equal(extension.asked.times, 2, "the question still pending is not asked again");
+    assert.deepEqual(session.starts, [VENV_PYTHON]);
+    return { extension, settings, session };
+  }
+
+  /** Checks the interpreter, asserting that the check ends while the clock stands still. */
+  async function checkedAtOnce(session: ReturnType<typeof fakeSession>) {
+    let checked = false;
+    void session.lifecycle.interpreterMayHaveChanged().then(() => {
+      checked = true;
+    });
+    await settledUntil(() => checked);
+    assert.ok(checked, "the check waits for the Python extension again");
+  }
+
+  /** The answer read before the second pick, which names the first; then asked again. */
+  async function staleAnswerCame(extension: ReturnType<typeof pythonExtension>) {
+    extension.answer(OTHER_PYTHON);
+    await settledUntil(() => extension.asked.times === 3);
+    assert.equal(extension.asked.times, 3, "asked again for the check that took the answer over");
+  }
+
+  it(
+    "moves the server once, to the environment the question asked again names",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await pickedTwiceWhileSlow(t);
+      extension.answer(OTHER_PYTHON); // read before the second pick
+      await settledUntil(() => session.starts.length > 1 || extension.asked.times === 3);
+      await settledUntil(() => session.starts.length > 1); // a move, if any
+      assert.deepEqual(session.starts, [VENV_PYTHON], "not moved to the environment picked first");
+      assert.equal(extension.asked.times, 3, "asked again for the check that took the answer over");
+      extension.answer(THIRD_PYTHON);
+      await settledUntil(() => session.starts.length === 2);
+      await settledUntil(() => session.starts.length > 2); // a second move, if any
+      assert.deepEqual(session.starts, [VENV_PYTHON, THIRD_PYTHON]);
+      assert.equal(extension.asked.times, 3, "not asked once more");
+    },
+  );
+
+  it(
+    "moves it when the question asked again is answered late too, asking no more meanwhile",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await pickedTwiceWhileSlow(t);
+      await staleAnswerCame(extension);
+      t.mock.timers.tick(PYTHON_EXTENSION_ANSWER_MS);
+      t.mock.timers.tick(PYTHON_EXTENSION_ANSWER_MS);
+      await settledUntil(() => session.starts.length > 1);
+      assert.equal(extension.asked.times, 3, "a stuck extension is not asked in a loop");
+      extension.answer(THIRD_PYTHON);
+      await settledUntil(() => session.starts.length === 2);
+      assert.deepEqual(session.starts, [VENV_PYTHON, THIRD_PYTHON]);
+    },
+  );
+
+  it(
+    "a check while the question is asked again takes it over in turn",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await pickedTwiceWhileSlow(t);
+      await staleAnswerCame(extension);
+      const fourth = "/home/me/fourth/bin/python";
+      await checkedAtOnce(session); // the user picked a fourth environment
+      assert.equal(extension.asked.times, 3);
+      extension.answer(THIRD_PYTHON);
+      await settledUntil(() => extension.asked.times === 4);
+      assert.equal(extension.asked.times, 4, "asked again for the latest check");
+      extension.answer(fourth);
+      await settledUntil(() => session.starts.length === 2);
+      await settledUntil(() => session.starts.length > 2); // a second move, if any
+      assert.deepEqual(session.starts, [VENV_PYTHON, fourth]);
+    },
+  );
+
+  it(
+    "keeps the server when the question asked again fails, and the next check asks anew",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, session } = await pickedTwiceWhileSlow(t);
+      await staleAnswerCame(extension);
+      extension.refuse();
+      await settledUntil(() => session.starts.length > 1);
+      assert.deepEqual(session.starts, [VENV_PYTHON]);
+      const checked = session.lifecycle.interpreterMayHaveChanged();
+      await settledUntil(() => extension.asked.times === 4);
+      extension.answer(THIRD_PYTHON);
+      await checked;
+      assert.deepEqual(session.starts, [VENV_PYTHON, THIRD_PYTHON]);
+    },
+  );
+
+  it(
+    "moves it nowhere when phi3.pythonPath is set while the question is asked again",
+    { timeout: 5000 },
+    async (t) => {
+      const { extension, settings, session } = await pickedTwiceWhileSlow(t);
+      await staleAnswerCame(extension);
+      settings.pythonPath = "/opt/py/bin/python";
+      await session.lifecycle.interpreterMayHaveChanged();
+      assert.deepEqual(session.starts, [VENV_PYTHON, "/opt/py/bin/python"]);
+      extension.answer(THIRD_PYTHON);
+      await settledUntil(() => session.starts.length > 2);
+      assert.deepEqual(session.starts, [VENV_PYTHON, "/opt/py/bin/python"]);
     },
   );
 });

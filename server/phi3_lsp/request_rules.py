@@ -14,6 +14,7 @@ editor's: it is let go, and the user told.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Generator
@@ -24,6 +25,8 @@ import cattrs
 from lsprotocol import types
 from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage, LanguageServerProtocol
 from pygls.protocol.language_server import lsp_method
+
+from phi3_lsp.strict_params import leniently
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +98,11 @@ class RequestRulesProtocol(LanguageServerProtocol):
             return JsonRPCRequestMessage(
                 id=data["id"], method=data["method"], params=None, jsonrpc=data["jsonrpc"]
             )
+        # Answered already by the handshake: refused here, the session would be dead.
+        reading = leniently() if data["method"] == types.INITIALIZE else contextlib.nullcontext()
         try:
-            return self._converter.structure(data, request_type or JsonRPCRequestMessage)
+            with reading:
+                return self._converter.structure(data, request_type or JsonRPCRequestMessage)
         except Exception as error:  # a converter failing in its own way: say so, still answer
             problems = params_problems(error)
             message = f"{data['method']}: its params do not fit the protocol ({problems})"

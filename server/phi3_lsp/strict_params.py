@@ -5,11 +5,18 @@ The protocol's converter takes what Python can turn into the type: `"0"` or `0.5
 of a position, and an `arguments` of `"xyz"` three arguments, "x", "y" and "z". A client that
 sends them has a bug it should hear of, as it hears of any other params that do not fit (see
 `request_rules`); guessed, a position or an edit lands where the user did not mean.
+
+What JSON encoders write for the right value is still taken: `2.0` for 2, and `{}` for an empty
+array (Lua's encoders cannot tell an empty table's kind). `initialize` is read as before
+(`leniently`): the session is already answered for when pygls reads it, and a client's
+capabilities decide nothing that a guess could misplace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cattrs import Converter
@@ -20,6 +27,8 @@ from cattrs.cols import (
     list_structure_factory,
 )
 
+_LENIENT = contextvars.ContextVar("lenient", default=False)
+
 
 def read_strictly(converter: Converter) -> None:
     """Make `converter` refuse values of another JSON type for integers and arrays (before it
@@ -28,15 +37,28 @@ def read_strictly(converter: Converter) -> None:
     converter.register_structure_hook_factory(is_sequence, _array_reader)
 
 
-def _integer(value: object, integer_type: type[int]) -> int:
+@contextlib.contextmanager
+def leniently() -> Iterator[None]:
+    """Within the block, the converter reads integers and arrays as it did before
+    `read_strictly`."""
+    token = _LENIENT.set(True)
+    try:
+        yield
+    finally:
+        _LENIENT.reset(token)
+
+
+def _integer(value: Any, integer_type: type[int]) -> int:
     """`value` as an `integer_type`: an int, or a subclass of it, which the converter finds this
     reader for too (bool, and the protocol's enumerations of integers)."""
     if integer_type is bool:
         # As the converter reads one: a client's capability given as "yes" still counts.
         return bool(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif not _LENIENT.get() and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f"expected an integer, got {value!r}")
-    return value if integer_type is int else integer_type(value)
+    return integer_type(value)
 
 
 def _array_reader(sequence_type: Any, converter: Converter) -> Callable[[object, Any], Any]:
@@ -47,7 +69,9 @@ def _array_reader(sequence_type: Any, converter: Converter) -> Callable[[object,
         items = homogenous_tuple_structure_factory(sequence_type, converter)
 
     def array(value: object, _: Any) -> Any:
-        if not isinstance(value, list | tuple):
+        if value == {}:
+            return items([], sequence_type)
+        if not _LENIENT.get() and not isinstance(value, list | tuple):
             raise TypeError(f"expected an array, got {type(value).__name__}")
         return items(value, sequence_type)
 

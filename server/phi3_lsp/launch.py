@@ -33,20 +33,32 @@ def serve(args: argparse.Namespace) -> int:
     gc.enable()
     server = build_server(args.model)
     try:
-        if args.tcp:
-            server.start_tcp(*args.tcp)
-        elif args.ws:
-            server.start_ws(*args.ws)
-        else:
-            server.start_io(stdin, stdout)
-    finally:
-        idle = server.close()
+        try:
+            if args.tcp:
+                server.start_tcp(*args.tcp)
+            elif args.ws:
+                server.start_ws(*args.ws)
+            else:
+                server.start_io(stdin, stdout)
+        finally:
+            idle = server.close()
+    except KeyboardInterrupt:  # Ctrl-C where the server was started by hand
+        exit_code = 130
+    except OSError as error:
+        if not (args.tcp or args.ws):
+            raise
+        # The address is taken, or its host unknown: the user's to fix, no traceback to read.
+        host, port = args.tcp or args.ws
+        logging.getLogger(__name__).error("Could not listen on %s:%d: %s", host, port, error)
+        exit_code = 1
+    else:
+        exit_code = server.exit_code
     if not idle:
         # A model load or a read of stdin is still running and cannot be interrupted: leave
         # without unwinding the interpreter under it, which would abort the process.
         logging.shutdown()
-        os._exit(server.exit_code)
-    return server.exit_code
+        os._exit(exit_code)
+    return exit_code
 
 
 def _protocol_stdout() -> BinaryIO:

@@ -118,6 +118,16 @@ def test_weights_that_are_not_the_configs_model_fail_to_load(
     assert "config.json belongs to these weights" in str(refused.value)
 
 
+@pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])
+def test_a_generation_config_that_cannot_be_read_is_named(
+    tiny_phi3_dir: Path, tmp_path: Path, content: bytes
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "bad-generation-config"))
+    (folder / "generation_config.json").write_bytes(content)
+    with pytest.raises(ModelSourceError, match=r"generation_config\.json cannot be read"):
+        ModelEngine.load(folder_source(folder, weights=True))
+
+
 def test_tokenizer_and_hover_data_work_without_weights(phi3_mini_dir: Path) -> None:
     engine = ModelEngine.load(folder_source(phi3_mini_dir, weights=False))
     assert [span.id for span in engine.tokenizer.token_spans(CAPITAL)] == [

@@ -158,6 +158,8 @@ class ModelEngine:
             source.config_dir, trust_remote_code=source.trust_remote_code
         )
         tokenizer_seconds = time.perf_counter() - started
+        # Before the weights: one that cannot be read fails the load, better not after minutes.
+        eos_token_ids = tokenizer.eos_token_ids | _configured_eos_ids(source, config)
         bf16_held = weights == "fp32" and _keeps_bf16_weights(source.weights_dir)
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)
@@ -169,7 +171,7 @@ class ModelEngine:
             model,
             config,
             has_weights=source.weights_dir is not None,
-            eos_token_ids=tokenizer.eos_token_ids | _configured_eos_ids(source, config),
+            eos_token_ids=eos_token_ids,
             weights=weights,
             # torch's fp32 products round a row differently beside other rows, ours do not.
             checks_drafts=(weights == "int4" or rows_alike) and attend_row_by_row(model),
@@ -636,9 +638,25 @@ def _configured_eos_ids(source: ModelSource, config: Any) -> frozenset[int]:
     ids = set(_as_id_list(getattr(config, "eos_token_id", None)))
     for folder in (source.weights_dir, source.config_dir):
         if folder is not None and (folder / "generation_config.json").is_file():
-            generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
-            ids.update(_as_id_list(generation.get("eos_token_id")))
+            ids.update(_as_id_list(_generation_config_eos(folder / "generation_config.json")))
     return frozenset(ids)
+
+
+def _generation_config_eos(file: Path) -> object:
+    """The `eos_token_id` of a generation_config.json; one it cannot read names itself."""
+    try:
+        generation = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        problem: str = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(generation, dict):
+            return generation.get("eos_token_id")
+        problem = f"a JSON {type(generation).__name__}, not an object"
+    # It names where answers end: without it, they would run on past the model's last word.
+    raise ModelSourceError(
+        f"{file} cannot be read ({problem}). Fix it, or delete it if the model's config.json "
+        "names its end-of-sequence tokens."
+    )
 
 
 def _as_id_list(value: object) -> list[int]:

@@ -118,6 +118,17 @@ def test_weights_that_are_not_the_configs_model_fail_to_load(
     assert "config.json belongs to these weights" in str(refused.value)
 
 
+def test_weights_of_other_shapes_than_the_configs_are_named(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "wider"))
+    config = json.loads((folder / "config.json").read_text())
+    config["intermediate_size"] *= 2
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSourceError, match=r"do not fit .*config\.json: \d+ tensors"):
+        ModelEngine.load(folder_source(folder, weights=True))
+
+
 @pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])
 def test_a_generation_config_that_cannot_be_read_is_named(
     tiny_phi3_dir: Path, tmp_path: Path, content: bytes

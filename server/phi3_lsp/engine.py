@@ -589,6 +589,9 @@ def _from_pretrained(
         dtype=dtype,
         trust_remote_code=source.trust_remote_code,
         output_loading_info=True,
+        # Refused below, with their names: transformers' own refusal points at a table on
+        # stderr and at an option the user never set.
+        ignore_mismatched_sizes=True,
     )
     model: nn.Module = loaded[0]
     # transformers leaves a weight the files lack as it was made, random, and says so only in
@@ -596,6 +599,15 @@ def _from_pretrained(
     missing = sorted(loaded[1]["missing_keys"])
     if missing:
         raise ModelSourceError(_missing_weights_message(source, weights_dir, model, missing))
+    mismatched = sorted(loaded[1]["mismatched_keys"])
+    if mismatched:
+        name, stored, expected = mismatched[0]
+        raise ModelSourceError(
+            f"The weights in {weights_dir} do not fit {source.name}'s config.json: "
+            f"{len(mismatched)} tensors have other shapes ({name}: {tuple(stored)} in the "
+            f"files, {tuple(expected)} by the config). Check that config.json belongs to "
+            "these weights."
+        )
     return model
 
 

@@ -257,6 +257,25 @@ def test_a_bad_spec_is_one_line_and_exit_code_1(offline_env: dict[str, str]) -> 
         assert "set --model to" in line and "phi3.model" not in line
 
 
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        # owner/name in form, but refused by the hub (huggingface_hub's `validate_repo_id`)
+        ("microsoft/Phi-3-mini-4k-instruct.", "is not a valid Hugging Face hub id"),
+        ("org/model--v2", "is not a valid Hugging Face hub id"),
+        ("owner/..", "is not a valid Hugging Face hub id"),
+        ("org/-x", "is not a valid Hugging Face hub id"),
+        pytest.param("org/" + "m" * 97, "is not a valid Hugging Face hub id", id="over-96"),
+        ("~no-such-user-here/model", "there is no user 'no-such-user-here' here"),
+    ],
+)
+def test_a_spec_neither_hub_nor_path_can_take_is_one_line(
+    offline_env: dict[str, str], spec: str, named: str
+) -> None:
+    line = one_error_line(phi3_lsp(offline_env, "tokenize", "--model", spec, "x"))
+    assert named in line and "set --model to a hub id" in line
+
+
 def test_a_model_file_where_a_folder_is_wanted_is_named_as_a_file(
     offline_env: dict[str, str], smollm2_dir: Path
 ) -> None:

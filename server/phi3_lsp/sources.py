@@ -111,18 +111,45 @@ def resolve_model(
     if spec == OFFLINE_MODEL:
         folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
-    path = Path(spec).expanduser()
+    path = _expanded(spec)
     if spec.lower().endswith(".gguf"):
         return _from_gguf(spec, path, root, report, weights=weights)
     if path.is_dir() or _looks_like_path(spec):
         return _from_folder(spec, path, name=path.name, trust_remote_code=trust_remote_code)
     if HUB_ID.match(spec):
+        _check_hub_id(spec)
         source = _from_hub(spec, root, report, trust_remote_code, stop)
         return fetch_weights(source, progress=report, stop=stop) if weights is True else source
     raise ModelSourceError(
         f"Unknown model '{spec}': it is not the offline model {OFFLINE_MODEL}, "
         f"an existing folder, a .gguf file, or a hub id of the form owner/name — {SPEC_HELP}."
     )
+
+
+def _expanded(spec: str) -> Path:
+    """`spec` as a path, with a leading ~ or ~user expanded."""
+    try:
+        return Path(spec).expanduser()
+    except RuntimeError as error:  # ~user of no user here, or ~ without a home directory
+        user = spec[1:].split("/", 1)[0].split(os.sep, 1)[0]
+        unknown = f"there is no user '{user}' here" if user else "the home directory is unknown"
+        raise ModelSourceError(
+            f"Model path {spec} cannot be expanded: {unknown} — give the full path, or {SPEC_HELP}."
+        ) from error
+
+
+def _check_hub_id(spec: str) -> None:
+    """Raise `ModelSourceError` for an owner/name the hub refuses (`HUB_ID` is looser)."""
+    # Imported here, as elsewhere in this module: folders and the offline model never need it.
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]
+
+    try:
+        validate_repo_id(spec)
+    except HFValidationError as error:
+        raise ModelSourceError(
+            f"'{spec}' is not a valid Hugging Face hub id ({str(error).rstrip('.')}) — {SPEC_HELP}."
+        ) from error
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -24,6 +24,7 @@ from phi3_lsp.engine import (
     WeightsNotAvailableError,
 )
 from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.model_host import load_error_message
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.scheduling import physical_cores
 from phi3_lsp.settings import WeightFormat
@@ -238,6 +239,25 @@ def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:
     assert fractions == sorted(f for f in fractions if f is not None)
     assert fractions[-1] == 1.0
     assert any("weights" in update.message for update in updates)
+
+
+@pytest.mark.parametrize("weights", [True, False])
+def test_a_tokenizer_with_more_ids_than_the_models_vocabulary_fails_the_load(
+    weights: bool, tiny_phi3_dir: Path, smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # The tiny Phi-3's 32,064 rows under SmolLM2's tokenizer (49,152 ids): each completion
+    # would index past the embedding. (Phi-3's own tokenizer, 32,064 ids at most, loads.)
+    for item in tiny_phi3_dir.iterdir():
+        shutil.copy2(item, tmp_path / item.name)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(smollm2_dir / name, tmp_path / name)
+    with pytest.raises(ModelSourceError) as raised:
+        ModelEngine.load(folder_source(tmp_path, weights=weights))
+    message = load_error_message(str(tmp_path), raised.value)
+    assert message.startswith(
+        f"{tmp_path}'s tokenizer has ids up to 49151 but the model's vocabulary has 32064 — "
+        "the tokenizer belongs to another model"
+    )
 
 
 def _live_modules() -> list[nn.Module]:

@@ -53,11 +53,12 @@ from phi3_lsp.paths import is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptReadCallback
+from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.scheduling import torch_thread_count
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
-from phi3_lsp.sources import ModelSource
+from phi3_lsp.sources import SPEC_HELP, ModelSource
 from phi3_lsp.system_memory import available_memory
 from phi3_lsp.tokens import DocumentTokenizer
 from phi3_lsp.weight_reads import WeightReads, time_weight_reads
@@ -164,6 +165,7 @@ class ModelEngine:
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)
         model = _build_model(source, config, weights, report, bf16_held)
+        _check_vocabulary(source, tokenizer, model, config)
         rows_alike = weights == "fp32" and reads_rows_alike(model)
         engine = cls(
             source,
@@ -502,6 +504,24 @@ def _build_model(
             run_layers_in_one_call(model)
     model.eval()
     return model
+
+
+def _check_vocabulary(
+    source: ModelSource, tokenizer: DocumentTokenizer, model: nn.Module, config: Any
+) -> None:
+    """Raise `ModelSourceError` when the tokenizer gives ids the model has no embedding for: each
+    completion would fail on them. Fewer ids are fine: rows are often padded (Phi-3-mini's
+    to 32,064)."""
+    embedding = input_embedding(model)
+    rows = (
+        embedding.num_embeddings if embedding is not None else config.get_text_config().vocab_size
+    )
+    if isinstance(rows, int) and tokenizer.id_count > rows:
+        raise ModelSourceError(
+            f"{source.tokenizer_dir}'s tokenizer has ids up to {tokenizer.id_count - 1} but the "
+            f"model's vocabulary has {rows} — the tokenizer belongs to another model: give "
+            f"{source.name} its own tokenizer.json, or {SPEC_HELP}."
+        )
 
 
 def _without_weights_beyond_memory(

@@ -96,6 +96,11 @@ class DocumentTokenizer:
         eos = _token_content(config.get("eos_token"))
         return cls(tokenizer, eos_tokens=[eos] if eos else [])
 
+    @property
+    def id_count(self) -> int:
+        """How many ids it gives, its added tokens' among them: ids 0 to `id_count - 1`."""
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
     def piece(self, token_id: int) -> str | None:
         """The vocabulary entry of an id (e.g. "▁Paris", "<0x0A>", "Ġthe"), or None if unknown."""
         return self._tokenizer.id_to_token(token_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -258,9 +259,39 @@ def test_a_tied_bf16_weight_is_fp32_when_the_projection_is_not_screened() -> Non
 
 
 def test_layers_the_kernel_cannot_take_are_left_as_they_are() -> None:
-    model = nn.Sequential(nn.Linear(40, 8), nn.Linear(8, 64))
+    # Inputs not in whole groups of 32; outputs even but not in torch's packed blocks of 16.
+    model = nn.Sequential(nn.Linear(40, 8), nn.Linear(8, 64), nn.Linear(64, 1000))
     assert quantize_to_int4(model) == 0
     assert all(isinstance(layer, nn.Linear) for layer in model)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_model_with_layers_of_rows_the_kernel_cannot_pack_loads_in_int4_and_answers(
+    dtype: torch.dtype, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # A fine-tune's vocabulary with 2 added tokens, and gate_up_proj's 200 rows: even, not
+    # multiples of 16. Those layers stay as they are; the rest is int4, made and then cached.
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    torch.manual_seed(0)
+    config = Phi3Config(**{**TINY_PHI3, "vocab_size": 32002, "intermediate_size": 100})
+    model = Phi3ForCausalLM(config)
+    nn.Module.to(model, dtype)
+    model.save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_phi3_dir / name, tmp_path / name)
+    answers = []
+    for _ in range(2):  # made, then read from the cache
+        engine = ModelEngine.load(folder_source(tmp_path, weights=True), weights="int4")
+        layer = engine.model.get_submodule("model.layers.0").get_submodule
+        assert type(layer("mlp.gate_up_proj")) is nn.Linear
+        assert type(layer("mlp.down_proj")) is nn.Linear  # 100 inputs: not whole groups
+        assert isinstance(layer("self_attn.qkv_proj"), Int4Linear)
+        assert type(engine.model.get_submodule("lm_head")) is nn.Linear
+        prompt = engine.tokenizer.encode_prompt("The capital of France is")
+        answers.append(engine.generate(prompt, max_new_tokens=5).token_ids)
+    assert len(answers[0]) >= 1
+    assert answers[1] == answers[0]
 
 
 @pytest.mark.slow

@@ -22,6 +22,9 @@ from phi3_lsp.cpu_kernels import OUTPUT_BLOCK, CpuKernels, own_kernels
 
 GROUP_SIZE = 32
 """Input values per scale and offset."""
+PACKED_ROWS = 16
+"""torch packs 4-bit codes (`_convert_weight_to_int4pack_for_cpu`) for weights of a multiple of
+this many output rows only; every weight here is packed by it (our kernel reads its layout)."""
 BYTES_PER_WEIGHT = 0.5 + 2 * 2 / GROUP_SIZE
 """A 4-bit code, plus its share of the group's bf16 scale and offset."""
 _LEVELS = 15  # 4-bit codes are 0..15; the kernel subtracts 8 before scaling

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from phi3_lsp.int4_weights import BYTES_PER_WEIGHT, GROUP_SIZE, Int4Weight
+from phi3_lsp.int4_weights import BYTES_PER_WEIGHT, GROUP_SIZE, PACKED_ROWS, Int4Weight
 from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.screened_projection import ScreenedProjection
 
@@ -93,8 +93,10 @@ class Int4Linear(nn.Module):
 
 
 def can_quantize(linear: nn.Linear) -> bool:
-    """True when the packed kernel takes this layer's shape."""
-    return linear.in_features % GROUP_SIZE == 0 and linear.out_features % 2 == 0
+    """True when the packed kernel takes this layer's shape: inputs in whole groups, outputs in
+    multiples of `PACKED_ROWS`. Other layers (a vocabulary of 32,002 with added tokens) stay
+    in their float form."""
+    return linear.in_features % GROUP_SIZE == 0 and linear.out_features % PACKED_ROWS == 0
 
 
 def quantize_to_int4(model: nn.Module, stored: Mapping[str, torch.Tensor] | None = None) -> int:

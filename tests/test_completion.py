@@ -13,6 +13,7 @@ from phi3_lsp.completion import (
     fit_to_line,
     has_text_to_continue,
     lines_to_show,
+    new_token_limit,
     prompt_budget,
     prompt_text_start,
     tidy_continuation,
@@ -212,6 +213,14 @@ def test_the_budget_leaves_room_for_the_continuation_in_the_context() -> None:
     assert prompt_budget(context_tokens=1024, model_context=4096, max_new_tokens=50) == 1024
     assert prompt_budget(context_tokens=8192, model_context=4096, max_new_tokens=50) == 4046
     assert prompt_budget(context_tokens=16, model_context=8, max_new_tokens=50) == 1
+
+
+def test_new_tokens_fill_at_most_what_the_context_leaves_after_the_prompt() -> None:
+    assert new_token_limit(max_new_tokens=50, model_context=4096, prompt_tokens=1024) == 50
+    assert new_token_limit(max_new_tokens=50, model_context=4096, prompt_tokens=4060) == 36
+    # A context of at most maxNewTokens: the 1-token prompt `prompt_budget` keeps, then the rest.
+    budget = prompt_budget(context_tokens=1024, model_context=32, max_new_tokens=50)
+    assert new_token_limit(max_new_tokens=50, model_context=32, prompt_tokens=budget) == 31
 
 
 def test_only_whitespace_before_the_cursor_has_nothing_to_continue() -> None:

@@ -36,6 +36,13 @@ def prompt_budget(context_tokens: int, model_context: int, max_new_tokens: int) 
     return max(1, min(context_tokens, model_context - max_new_tokens))
 
 
+def new_token_limit(max_new_tokens: int, model_context: int, prompt_tokens: int) -> int:
+    """New tokens a completion asks for: the user's limit, or what the context leaves after the
+    prompt where that is less (a context of at most maxNewTokens: `prompt_budget` then keeps
+    one prompt token, and a shorter answer beats none)."""
+    return max(1, min(max_new_tokens, model_context - prompt_tokens))
+
+
 def has_text_to_continue(text_before_cursor: str) -> bool:
     """False when there is nothing but whitespace before the cursor: no context to continue."""
     return bool(text_before_cursor.strip())

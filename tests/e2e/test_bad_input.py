@@ -18,6 +18,7 @@ import pytest_asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from conftest import TINY_PHI3
 from e2e.lsp_session import ANSWER_TIMEOUT, Phi3Client, hover_text, start, stop, vscode_capabilities
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -251,3 +252,30 @@ async def test_beside_a_model_beyond_memory_the_server_keeps_serving(
     assert report["className"] == "LlamaForCausalLM"
     assert report["weightsLoaded"] is False
     assert report["parameters"]["total"] == parameters
+
+
+async def test_a_context_shorter_than_max_new_tokens_gives_a_shorter_answer(
+    offline_pack: None, hf_home: Path, tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # A context of 32 tokens and the default maxNewTokens of 50: the prompt keeps 1 token
+    # (BOS), and the answer fills the 31 the context leaves instead of failing.
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    Phi3ForCausalLM(Phi3Config(**{**TINY_PHI3, "max_position_embeddings": 32})).save_pretrained(
+        tmp_path
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(tiny_phi3_dir / name, tmp_path / name)
+    client = await start(str(tmp_path), hf_home, vscode_capabilities())
+    try:
+        ready = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        assert ready["state"] == "ready"
+        seen = len(client.statuses)
+        uri = client.open_text("short-context.txt", PROMPT)
+        await client.inline(uri, 0, len(PROMPT))  # an answer, not an error
+        done = await client.wait_for_status(
+            lambda status: status["lastTokens"] is not None, after=seen
+        )
+        assert 1 <= done["lastTokens"] <= 31
+    finally:
+        await stop(client)

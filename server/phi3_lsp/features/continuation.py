@@ -16,6 +16,7 @@ from phi3_lsp.completion import (
     fit_to_line,
     has_text_to_continue,
     in_middle_of_line,
+    new_token_limit,
     prompt_budget,
     prompt_text_start,
     tidy_continuation,
@@ -86,9 +87,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         # (its keys and values are freed: a generation now would keep them again).
         suggestion.finish(stopped=True)
         return ""
+    limit = new_token_limit(settings.max_new_tokens, context_length, len(prompt.ids))
     # It stops the running generation, which may first finish a prompt pass this one needs.
     generation = asyncio.ensure_future(
-        _generate_into(host, suggestion, prompt.ids, settings.max_new_tokens, uri, one_line)
+        _generate_into(host, suggestion, prompt.ids, limit, uri, one_line)
     )
     generation.add_done_callback(_log_failure)
     try:

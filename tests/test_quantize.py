@@ -269,12 +269,13 @@ def test_layers_the_kernel_cannot_take_are_left_as_they_are() -> None:
 def test_a_model_with_layers_of_rows_the_kernel_cannot_pack_loads_in_int4_and_answers(
     dtype: torch.dtype, tiny_phi3_dir: Path, tmp_path: Path
 ) -> None:
-    # A fine-tune's vocabulary with 2 added tokens, and gate_up_proj's 200 rows: even, not
-    # multiples of 16. Those layers stay as they are; the rest is int4, made and then cached.
+    # A fine-tune's vocabulary with 2 added tokens (32,066 rows: room for the Phi-3 tokenizer's
+    # 32,064 ids, as 32,002 is for the original's 32,000), and gate_up_proj's 200 rows: even,
+    # not multiples of 16. Those layers stay as they are; the rest is int4, made then cached.
     from transformers import Phi3Config, Phi3ForCausalLM
 
     torch.manual_seed(0)
-    config = Phi3Config(**{**TINY_PHI3, "vocab_size": 32002, "intermediate_size": 100})
+    config = Phi3Config(**{**TINY_PHI3, "vocab_size": 32066, "intermediate_size": 100})
     model = Phi3ForCausalLM(config)
     nn.Module.to(model, dtype)
     model.save_pretrained(tmp_path)

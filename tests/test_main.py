@@ -69,16 +69,27 @@ def test_ctrl_c_stops_a_tcp_server_without_a_traceback(tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as free:
         port = free.getsockname()[1]
     command = [sys.executable, "-m", "phi3_lsp", "--tcp", f"127.0.0.1:{port}"]
-    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path) as server:
-        # Listening once pygls has imported. Not found by connecting: a client that leaves
-        # ends a TCP server's session, and the server with it.
-        for _ in range(1200):
-            if listens(port):
-                break
-            time.sleep(0.05)
-        assert listens(port)
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=60)
+    with subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        # As from a terminal: a shell without job control starts background jobs (CI's)
+        # with Ctrl-C ignored, which their children inherit.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    ) as server:
+        try:
+            # Listening once pygls has imported. Not found by connecting: a client that leaves
+            # ends a TCP server's session, and the server with it.
+            for _ in range(1200):
+                if listens(port):
+                    break
+                time.sleep(0.05)
+            assert listens(port)
+            server.send_signal(signal.SIGINT)
+            _, stderr = server.communicate(timeout=60)
+        finally:
+            server.kill()  # a server the Ctrl-C did not stop fails the test, not hangs it
     assert server.returncode == 130
     assert "Traceback" not in stderr
 

@@ -212,15 +212,18 @@ def test_an_empty_text_is_only_the_special_tokens(phi3_tokenizer: DocumentTokeni
 def test_the_budget_leaves_room_for_the_continuation_in_the_context() -> None:
     assert prompt_budget(context_tokens=1024, model_context=4096, max_new_tokens=50) == 1024
     assert prompt_budget(context_tokens=8192, model_context=4096, max_new_tokens=50) == 4046
-    assert prompt_budget(context_tokens=16, model_context=8, max_new_tokens=50) == 1
+    # A context of less than twice maxNewTokens: half of it for the prompt.
+    assert prompt_budget(context_tokens=16, model_context=8, max_new_tokens=50) == 4
+    assert prompt_budget(context_tokens=1024, model_context=80, max_new_tokens=50) == 40
+    assert prompt_budget(context_tokens=16, model_context=80, max_new_tokens=50) == 16
 
 
 def test_new_tokens_fill_at_most_what_the_context_leaves_after_the_prompt() -> None:
     assert new_token_limit(max_new_tokens=50, model_context=4096, prompt_tokens=1024) == 50
     assert new_token_limit(max_new_tokens=50, model_context=4096, prompt_tokens=4060) == 36
-    # A context of at most maxNewTokens: the 1-token prompt `prompt_budget` keeps, then the rest.
+    # A context of at most maxNewTokens: the half `prompt_budget` keeps, then the rest.
     budget = prompt_budget(context_tokens=1024, model_context=32, max_new_tokens=50)
-    assert new_token_limit(max_new_tokens=50, model_context=32, prompt_tokens=budget) == 31
+    assert new_token_limit(max_new_tokens=50, model_context=32, prompt_tokens=budget) == 16
 
 
 def test_only_whitespace_before_the_cursor_has_nothing_to_continue() -> None:

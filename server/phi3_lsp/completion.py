@@ -32,14 +32,19 @@ class Prompt:
 
 
 def prompt_budget(context_tokens: int, model_context: int, max_new_tokens: int) -> int:
-    """Prompt tokens allowed: the user's budget, and room for the continuation in the context."""
-    return max(1, min(context_tokens, model_context - max_new_tokens))
+    """Prompt tokens allowed: the user's budget, and room for the continuation in the context.
+
+    A context of less than twice maxNewTokens still gives the prompt half of it: a prompt of
+    the special tokens alone would continue nothing of the document.
+    """
+    room = max(model_context - max_new_tokens, model_context // 2)
+    return max(1, min(context_tokens, room))
 
 
 def new_token_limit(max_new_tokens: int, model_context: int, prompt_tokens: int) -> int:
     """New tokens a completion asks for: the user's limit, or what the context leaves after the
-    prompt where that is less (a context of at most maxNewTokens: `prompt_budget` then keeps
-    one prompt token, and a shorter answer beats none)."""
+    prompt where that is less (a small context, see `prompt_budget`: a shorter answer beats
+    none)."""
     return max(1, min(max_new_tokens, model_context - prompt_tokens))
 
 

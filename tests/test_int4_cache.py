@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -127,6 +128,31 @@ def test_a_damaged_cache_entry_is_made_again(checkpoint: Path) -> None:
     tensors.write_bytes(b"not safetensors")
     assert greedy_ids(load_int4(checkpoint)) == expected
     assert tensors.stat().st_size > 1000  # written again, whole
+
+
+@pytest.mark.parametrize("damage", ["cut", "deleted"])
+def test_layers_cut_short_or_deleted_are_made_again_and_the_log_says_which(
+    checkpoint: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    # A power cut or a full disk after they were stored.
+    expected = greedy_ids(load_int4(checkpoint))
+    tensors = int4_entry(checkpoint) / TENSORS_FILE
+    size = tensors.stat().st_size
+    if damage == "cut":
+        with tensors.open("r+b") as file:
+            file.truncate(size // 2)
+    else:
+        tensors.unlink()
+
+    with caplog.at_level(logging.WARNING):
+        assert greedy_ids(load_int4(checkpoint)) == expected
+
+    assert tensors.stat().st_size == size
+    said = {
+        "cut": f"{TENSORS_FILE} has {size // 2:,} bytes, expected {size:,}",
+        "deleted": f"{TENSORS_FILE} is missing, expected {size:,} bytes",
+    }[damage]
+    assert f"is damaged ({said}): making it again" in caplog.text
 
 
 def test_a_bf16_checkpoint_gets_its_layers_from_its_files_and_the_same_text(

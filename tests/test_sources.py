@@ -325,6 +325,36 @@ def test_a_gguf_file_is_converted_once(
 
 
 @pytest.mark.slow
+def test_a_gguf_conversion_cut_short_is_converted_again_and_completes_the_same(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    # A power cut or a full disk after the conversion: every load would fail on its weights.
+    from phi3_lsp.engine import ModelEngine
+
+    def greedy_ids(source: ModelSource) -> tuple[int, ...]:
+        engine = ModelEngine.load(source)
+        prompt = engine.tokenizer.encode_prompt("The capital of France is")
+        return engine.generate(prompt, max_new_tokens=8).token_ids
+
+    gguf = str(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    first = resolve_model(gguf, cache=tmp_path)
+    assert first.weights_dir is not None
+    expected = greedy_ids(first)
+    [weights] = first.weights_dir.glob("*.safetensors")
+    size = weights.stat().st_size
+    with weights.open("r+b") as file:
+        file.truncate(size // 2)
+
+    updates: list[ProgressUpdate] = []
+    again = resolve_model(gguf, cache=tmp_path, progress=updates.append)
+
+    assert again == first
+    assert weights.stat().st_size == size
+    assert updates[0].message == "Converting SmolLM2-135M-Instruct.Q4_1.gguf to safetensors (once)"
+    assert greedy_ids(again) == expected
+
+
+@pytest.mark.slow
 def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
-from phi3_lsp.paths import build_once, cache_dir, folder_device, is_built, remove_superseded
+from phi3_lsp.paths import (
+    build_once,
+    cache_dir,
+    folder_device,
+    is_built,
+    remove_built,
+    remove_superseded,
+)
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -64,7 +70,7 @@ def load_int4(
             return model
         except (OSError, KeyError, ValueError, SafetensorError) as error:
             log.warning("The 4-bit cache %s is unusable (%s); quantizing again.", entry, error)
-            shutil.rmtree(entry, ignore_errors=True)
+            remove_built(entry)  # unless a build of it holds the lock: then it makes a new one
     model = load_checkpoint()
     report("Storing it in 4 bits (once: later loads read the cache)")
     layers = quantize_to_int4(model)

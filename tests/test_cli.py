@@ -532,6 +532,7 @@ def test_option_values_are_checked_before_anything_runs(offline_env: dict[str, s
         (["complete", "--max-new-tokens", "abc", "x"], "must be a whole number, not 'abc'"),
         (["--tcp", "nonsense"], "--tcp: must be HOST:PORT"),
         (["--log-file", "/no/such/folder/server.log"], "--log-file: cannot write to"),
+        (["--log-level", "verbose"], "--log-level: must be DEBUG, INFO, WARNING or ERROR"),
         (["demo", "--timeout", "-5"], "--timeout: must be a positive number of seconds"),
         (["demo", "--timeout", "nan"], "--timeout: must be a positive number of seconds"),
     ):

@@ -33,6 +33,11 @@ def test_editors_start_the_stdio_server(argv: list[str]) -> None:
     assert args.ws is None
 
 
+@pytest.mark.parametrize("given", ["debug", "Warning", "ERROR"])
+def test_a_log_level_is_taken_in_any_case(given: str) -> None:
+    assert build_parser().parse_args(["--log-level", given]).log_level == given.upper()
+
+
 def test_stdio_and_tcp_cannot_be_combined(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--stdio", "--tcp", "127.0.0.1:2087"])

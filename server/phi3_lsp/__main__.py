@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from phi3_lsp import __version__
+from phi3_lsp.logs import LEVELS
 
 # The language server's own options, by `args` attribute: a command would ignore them.
 SERVER_OPTIONS = {
@@ -48,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     # file is made.
     parser.add_argument("--log-file", help="write logs to this file instead of stderr")
     # No default here, so that one given to a command can be told from none.
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--log-level", type=_log_level, help="DEBUG, INFO, WARNING or ERROR (default INFO)"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from phi3_lsp import cli, demo
@@ -83,6 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(file=sys.stderr)
         return 130
     return exit_code
+
+
+def _log_level(value: str) -> str:
+    """A log level's name in capitals, from any case (`debug`, `Debug`)."""
+    if value.upper() not in LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"must be {', '.join(LEVELS[:-1])} or {LEVELS[-1]} (in any case), not {value!r}"
+        )
+    return value.upper()
 
 
 def _check_server_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

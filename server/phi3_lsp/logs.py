@@ -9,14 +9,14 @@ import sys
 from collections.abc import Callable
 
 PACKAGE_LOGGER = "phi3_lsp"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The levels `--log-level` takes (in any case)."""
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
-    """Send log records to `log_file` (or stderr) at `level`; pygls only from WARNING up.
-
-    An unknown level name falls back to INFO with a warning rather than stopping the server.
-    """
+    """Send log records to `log_file` (or stderr) at `level` (one of `LEVELS`, in any case);
+    pygls only from WARNING up."""
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file, encoding="utf-8")
@@ -27,12 +27,9 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
     handler.addFilter(_not_a_cancelled_connection)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    numeric = logging.getLevelName(level.upper())
-    root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
+    root.setLevel(level.upper())
     # pygls logs every message it sends at INFO: far too much for a log a person reads.
     logging.getLogger("pygls").setLevel(logging.WARNING)
-    if not isinstance(numeric, int):
-        logging.getLogger(PACKAGE_LOGGER).warning("Unknown log level %r, using INFO", level)
 
 
 def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:

@@ -242,7 +242,7 @@ def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("weights", [True, False])
-def test_a_tokenizer_with_more_ids_than_the_models_vocabulary_fails_the_load(
+def test_a_tokenizer_with_more_ids_than_the_models_vocabulary_fails_the_load_before_its_weights(
     weights: bool, tiny_phi3_dir: Path, smollm2_dir: Path, tmp_path: Path
 ) -> None:
     # The tiny Phi-3's 32,064 rows under SmolLM2's tokenizer (49,152 ids): each completion
@@ -251,13 +251,16 @@ def test_a_tokenizer_with_more_ids_than_the_models_vocabulary_fails_the_load(
         shutil.copy2(item, tmp_path / item.name)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy2(smollm2_dir / name, tmp_path / name)
+    updates: list[ProgressUpdate] = []
     with pytest.raises(ModelSourceError) as raised:
-        ModelEngine.load(folder_source(tmp_path, weights=weights))
+        ModelEngine.load(folder_source(tmp_path, weights=weights), progress=updates.append)
     message = load_error_message(str(tmp_path), raised.value)
     assert message.startswith(
         f"{tmp_path}'s tokenizer has ids up to 49151 but the model's vocabulary has 32064 — "
         "the tokenizer belongs to another model"
     )
+    # The config's vocab_size tells: the weights are not read first (Phi-3-mini's: seconds).
+    assert [update.message for update in updates] == [f"Loading the tokenizer of {tmp_path.name}"]
 
 
 def _live_modules() -> list[nn.Module]:

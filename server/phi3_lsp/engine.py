@@ -161,11 +161,16 @@ class ModelEngine:
         tokenizer_seconds = time.perf_counter() - started
         # Before the weights: one that cannot be read fails the load, better not after minutes.
         eos_token_ids = tokenizer.eos_token_ids | _configured_eos_ids(source, config)
+        # From the config, before the weights (Phi-3-mini's: tens of seconds) are read.
+        _check_vocabulary(source, tokenizer, getattr(config.get_text_config(), "vocab_size", None))
         bf16_held = weights == "fp32" and _keeps_bf16_weights(source.weights_dir)
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)
         model = _build_model(source, config, weights, report, bf16_held)
-        _check_vocabulary(source, tokenizer, model, config)
+        # Again by the rows built: a remote-code model's config may size them under another name.
+        embedding = input_embedding(model)
+        if embedding is not None:
+            _check_vocabulary(source, tokenizer, embedding.num_embeddings)
         rows_alike = weights == "fp32" and reads_rows_alike(model)
         engine = cls(
             source,
@@ -506,16 +511,10 @@ def _build_model(
     return model
 
 
-def _check_vocabulary(
-    source: ModelSource, tokenizer: DocumentTokenizer, model: nn.Module, config: Any
-) -> None:
-    """Raise `ModelSourceError` when the tokenizer gives ids the model has no embedding for: each
-    completion would fail on them. Fewer ids are fine: rows are often padded (Phi-3-mini's
-    to 32,064)."""
-    embedding = input_embedding(model)
-    rows = (
-        embedding.num_embeddings if embedding is not None else config.get_text_config().vocab_size
-    )
+def _check_vocabulary(source: ModelSource, tokenizer: DocumentTokenizer, rows: object) -> None:
+    """Raise `ModelSourceError` when the tokenizer gives ids beyond the model's `rows` of
+    embeddings (not checked when `rows` is not a number): each completion would fail on them.
+    Fewer ids are fine: rows are often padded (Phi-3-mini's to 32,064)."""
     if isinstance(rows, int) and tokenizer.id_count > rows:
         raise ModelSourceError(
             f"{source.tokenizer_dir}'s tokenizer has ids up to {tokenizer.id_count - 1} but the "

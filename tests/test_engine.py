@@ -130,6 +130,39 @@ def test_weights_of_other_shapes_than_the_configs_are_named(
         ModelEngine.load(folder_source(folder, weights=True))
 
 
+@pytest.mark.parametrize("weights", ["fp32", "int4"])
+@pytest.mark.parametrize(
+    ("breakage", "named"),
+    [
+        ("cut short", r"model\.safetensors is cut short \([\d,]+ of the [\d,]+ bytes its header"),
+        ("an index that is not JSON", r"model\.safetensors\.index\.json cannot be read \(JSON"),
+        ("an index of another file", r"\.index\.json puts weights in model-00002-of-00002"),
+        ("a Git LFS pointer", r"model\.safetensors is not a safetensors file \(a Git LFS"),
+    ],
+)
+def test_weight_files_that_cannot_load_whole_are_named_with_the_fix(
+    tiny_phi3_dir: Path, tmp_path: Path, breakage: str, named: str, weights: WeightFormat
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "broken"))
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    if breakage == "cut short":  # as a copy or a download that stopped
+        single.write_bytes(single.read_bytes()[:100_000])
+    elif breakage == "an index that is not JSON":
+        single.rename(folder / "model-00001-of-00001.safetensors")
+        index.write_text("{")
+    elif breakage == "a Git LFS pointer":  # as `git clone` leaves it without git-lfs
+        single.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n")
+    else:  # a checkpoint in two files, the second missing
+        shards = [f"model-0000{part}-of-00002.safetensors" for part in (1, 2)]
+        weight_map = {name: shards[i % 2] for i, name in enumerate(load_file(single))}
+        single.rename(folder / shards[0])
+        index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(ModelSourceError, match=named) as refused:
+        ModelEngine.load(folder_source(folder, weights=True), weights=weights)
+    assert f"{folder}/" in str(refused.value)
+    assert "copy or download" in str(refused.value)
+
+
 @pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])
 def test_a_generation_config_that_cannot_be_read_is_named(
     tiny_phi3_dir: Path, tmp_path: Path, content: bytes

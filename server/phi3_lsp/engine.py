@@ -61,6 +61,7 @@ from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import SPEC_HELP, ModelSource
 from phi3_lsp.system_memory import available_memory
 from phi3_lsp.tokens import DocumentTokenizer
+from phi3_lsp.weight_files import check_weight_files
 from phi3_lsp.weight_reads import WeightReads, time_weight_reads
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class ModelEngine:
         eos_token_ids = tokenizer.eos_token_ids | _configured_eos_ids(source, config)
         # From the config, before the weights (Phi-3-mini's: tens of seconds) are read.
         _check_vocabulary(source, tokenizer, getattr(config.get_text_config(), "vocab_size", None))
+        if source.weights_dir is not None:  # a file cut short, named before it is read
+            check_weight_files(source.weights_dir)
         bf16_held = weights == "fp32" and _keeps_bf16_weights(source.weights_dir)
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)

@@ -75,6 +75,36 @@ def test_a_folder_without_config_is_named(tmp_path: Path) -> None:
     assert FIX in str(caught.value)
 
 
+def test_a_folder_named_like_a_gguf_file_is_named_as_a_folder(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    folder = tmp_path / "SmolLM2.gguf"  # as a download of one may be put in
+    folder.mkdir()
+    with pytest.raises(ModelSourceError) as empty:
+        resolve_model(str(folder), cache=tmp_path)
+    problem = f"{folder} is a folder, not a GGUF file, and has no config.json of a model folder"
+    assert str(empty.value) == f"{problem} — {FIX}."
+    (folder / "model.Q4_1.gguf").symlink_to(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    with pytest.raises(ModelSourceError) as holding_one:
+        resolve_model(str(folder), cache=tmp_path)
+    assert str(holding_one.value) == (
+        f"{problem} — set phi3.model to the GGUF file in it, {folder / 'model.Q4_1.gguf'}."
+    )
+
+
+def test_a_model_folder_named_like_a_gguf_file_loads_as_the_folder_it_is(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    folder = tmp_path / "SmolLM2.gguf"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "model.safetensors"):
+        (folder / name).symlink_to(smollm2_dir / name)
+    cache = tmp_path / "cache"
+    source = resolve_model(str(folder), cache=cache)
+    assert (source.tokenizer_dir, source.weights_dir) == (folder, folder)
+    assert not (cache / "gguf").exists()
+
+
 def test_a_folder_without_weights_gives_tokenizer_and_architecture(
     tmp_path: Path, phi3_mini_dir: Path
 ) -> None:

@@ -112,7 +112,8 @@ def resolve_model(
         folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
     path = _expanded(spec)
-    if spec.lower().endswith(".gguf"):
+    # A folder named like a .gguf file is still a folder: loaded as one if it is a model's.
+    if spec.lower().endswith(".gguf") and not path.is_dir():
         return _from_gguf(spec, path, root, report, weights=weights)
     if path.is_dir() or _looks_like_path(spec):
         return _from_folder(spec, path, name=path.name, trust_remote_code=trust_remote_code)
@@ -165,7 +166,7 @@ def _from_folder(spec: str, folder: Path, *, name: str, trust_remote_code: bool)
     if not folder.is_dir():
         raise ModelSourceError(f"Model folder {folder} does not exist — {SPEC_HELP}.")
     if not (folder / "config.json").is_file():
-        raise ModelSourceError(f"Model folder {folder} has no config.json — {SPEC_HELP}.")
+        raise ModelSourceError(_no_config_message(folder))
     if not (folder / "tokenizer.json").is_file():
         raise ModelSourceError(
             f"Model folder {folder} has no tokenizer.json (phi3-lsp reads the fast tokenizer "
@@ -188,6 +189,20 @@ def _from_folder(spec: str, folder: Path, *, name: str, trust_remote_code: bool)
         ),
         trust_remote_code=trust_remote_code,
     )
+
+
+def _no_config_message(folder: Path) -> str:
+    """What to do about a folder without config.json (one named like a .gguf file included)."""
+    if folder.suffix.lower() != ".gguf":
+        return f"Model folder {folder} has no config.json — {SPEC_HELP}."
+    # Named like a GGUF file: most likely the folder a download of one was put in.
+    problem = f"{folder} is a folder, not a GGUF file, and has no config.json of a model folder"
+    inside = sorted(file.name for file in folder.glob("*.gguf") if file.is_file())
+    if len(inside) == 1:
+        return f"{problem} — set phi3.model to the GGUF file in it, {folder / inside[0]}."
+    if inside:
+        return f"{problem} — set phi3.model to one of the GGUF files in it ({', '.join(inside)})."
+    return f"{problem} — {SPEC_HELP}."
 
 
 def _from_gguf(

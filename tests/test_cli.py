@@ -481,6 +481,28 @@ def test_broken_model_files_are_one_line_in_every_command(
     assert "copy or download it again, or set --model to" in line
 
 
+def test_a_demo_of_a_model_that_cannot_load_ends_in_one_line_naming_the_option(
+    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+) -> None:
+    bad_config = tmp_path / "bad-config"  # the server's log of it has a traceback
+    bad_config.mkdir()
+    (bad_config / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    (bad_config / "tokenizer.json").symlink_to(smollm2_dir / "tokenizer.json")
+    for model, named in (
+        ("/no/such/model", "Model folder /no/such/model does not exist"),
+        (str(bad_config), f"Could not load {bad_config}: "),
+    ):
+        result = phi3_lsp(offline_env, "demo", "--model", model, "--timeout", "300")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        # The server's message once, on stderr, as the other commands print theirs.
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"phi3-lsp: error: {named}")
+        assert "set --model to a hub id" in line.lower()
+        assert "phi3.model" not in result.stdout + result.stderr
+        assert f"Loading {model}" in result.stdout
+
+
 @pytest.mark.parametrize("stdin_encoding", ["", "utf-8:strict"])
 def test_text_that_is_not_utf8_is_one_line(
     offline_env: dict[str, str], stdin_encoding: str

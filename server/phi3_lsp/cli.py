@@ -137,7 +137,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         try:
             folder = ensure_asset(name, progress=_print_progress)
         except ModelSourceError as error:
-            return _fail(str(error))
+            return fail(str(error))
         print(f"{name}: {folder} ({time.perf_counter() - started:.1f} s)")
     return 0
 
@@ -148,12 +148,12 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
     text = _read_text(args.text)
     if text is None:
-        return _fail(NOT_UTF8)
+        return fail(NOT_UTF8)
     try:
         source = _resolve(args, weights=False)
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
     except ModelSourceError as error:
-        return _fail(str(error))
+        return fail(str(error))
     rows = _token_rows(tokenizer, text)
     prompt_ids = tokenizer.encode_prompt(text)
     if args.json:
@@ -174,23 +174,23 @@ def run_complete(args: argparse.Namespace) -> int:
 
     text = _read_text(args.text)
     if text is None:
-        return _fail(NOT_UTF8)
+        return fail(NOT_UTF8)
     started = time.perf_counter()
     try:
         source = _resolve(args)
     except ModelSourceError as error:
-        return _fail(str(error))
+        return fail(str(error))
     if source.weights_dir is None:  # say so before spending seconds on loading
-        return _fail(
+        return fail(
             source.missing_weights_hint or f"{source.name} has no weights to complete with."
         )
     try:
         tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
     except ModelSourceError as error:
-        return _fail(str(error))
+        return fail(str(error))
     prompt_ids = tokenizer.encode_prompt(text)
     if not prompt_ids:  # the tokenizer alone tells: no need to wait for the weights
-        return _fail(
+        return fail(
             f"The text is empty and {source.name}'s tokenizer adds no beginning-of-text token, "
             "so there is nothing to continue: give a TEXT that is not empty."
         )
@@ -199,7 +199,7 @@ def run_complete(args: argparse.Namespace) -> int:
             source, threads=args.threads, weights=args.weights, tokenizer=tokenizer
         )
     except Exception as error:  # a broken file: one line that names it, as the server says
-        return _fail(_load_error(source.spec, error))
+        return fail(_load_error(source.spec, error))
     try:
         engine.load_drafter()  # fp32's decode passes check its 4-bit drafts, as the server's do
     except Exception as error:  # they only save time: the text is the same without them
@@ -213,7 +213,7 @@ def run_complete(args: argparse.Namespace) -> int:
             prompt_ids, max_new_tokens=args.max_new_tokens, on_text=on_text
         )
     except (WeightsNotAvailableError, ValueError) as error:
-        return _fail(str(error))
+        return fail(str(error))
     speed = generation.decode_tokens_per_second
     if args.json:
         result = {
@@ -247,15 +247,15 @@ def run_quantize(args: argparse.Namespace) -> int:
     try:
         source = _resolve(args)
     except ModelSourceError as error:
-        return _fail(str(error))
+        return fail(str(error))
     if source.weights_dir is None:
-        return _fail(source.missing_weights_hint or f"{source.name} has no weights to quantize.")
+        return fail(source.missing_weights_hint or f"{source.name} has no weights to quantize.")
     try:
         engine = _load_engine(source, threads=0, weights="int4")  # makes them, or reads them
     except Exception as error:  # a broken file: one line that names it, as the server says
-        return _fail(_load_error(source.spec, error))
+        return fail(_load_error(source.spec, error))
     if not engine.has_weights:  # they would not fit in the memory left
-        return _fail(engine.source.missing_weights_hint or f"{source.name} did not load.")
+        return fail(engine.source.missing_weights_hint or f"{source.name} did not load.")
     elapsed = time.perf_counter() - started
     print(f"{engine.name}: 4-bit layers in {int4_entry(source.weights_dir)} ({elapsed:.1f} s)")
     return 0
@@ -266,12 +266,12 @@ def run_architecture(args: argparse.Namespace) -> int:
     try:
         source = _resolve(args, weights=False)
     except ModelSourceError as error:
-        return _fail(str(error))
+        return fail(str(error))
     try:
         # The architecture needs no weights: building on the meta device is instant at any size.
         engine = _load_engine(dataclasses.replace(source, weights_dir=None), threads=0)
     except Exception as error:  # a broken config: one line that names it, as the server says
-        return _fail(_load_error(source.spec, error))
+        return fail(_load_error(source.spec, error))
     report = engine.architecture()
     if args.json:
         print(json.dumps(report.to_json()))
@@ -395,7 +395,8 @@ class ProgressLines:
 _print_progress = ProgressLines()
 
 
-def _fail(message: str) -> int:
+def fail(message: str) -> int:
+    """Print `message` as the command's one error line on stderr; returns the exit code."""
     # One line, whatever the message's layout: the fix is in the message, no traceback needed.
     # Messages shared with the server name its setting; here the model is --model.
     one_line = " ".join(message.split()).replace("phi3.model", "--model")

@@ -48,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
     # The demo prints what the server answers; the server's own log stays at warnings.
     # -P, as editors should start it: the folder the demo runs in is not on the module path.
     command = [sys.executable, "-P", "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
-    from phi3_lsp.demo_session import demo  # pygls' client and lsprotocol
+    from phi3_lsp.cli import fail
+    from phi3_lsp.demo_session import ModelLoadFailed, demo  # pygls' client and lsprotocol
 
-    return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
+    try:
+        return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
+    except ModelLoadFailed as error:  # the server's message, as the other commands say theirs
+        return fail(str(error))
 
 
 def _seconds(value: str) -> float:

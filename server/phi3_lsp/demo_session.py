@@ -10,7 +10,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TextIO, TypeVar
+from typing import Any, Literal, TextIO, TypeVar
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
@@ -25,15 +25,49 @@ HOVER_WORD = "capital"
 _T = TypeVar("_T")
 
 
+class ModelLoadFailed(Exception):
+    """The server could not load the model; the message is the server's, with the fix."""
+
+
+class _ServerLog:
+    """The server's stderr, held until its model has loaded, then shown.
+
+    The log of a load that failed is left out: it repeats, with a traceback where the error
+    was not foreseen, the one line the demo ends with."""
+
+    def __init__(self, err: TextIO) -> None:
+        self._err = err
+        self._held: list[str] = []
+        self._state: Literal["held", "shown", "dropped"] = "held"
+
+    def write(self, text: str) -> None:
+        if self._state == "shown":
+            self._err.write(text)
+        elif self._state == "held":
+            self._held.append(text)
+
+    def show(self) -> None:
+        """Write what was held, and the rest as it comes (unless it was dropped)."""
+        if self._state == "held":
+            self._err.write("".join(self._held))
+            self._state = "shown"
+
+    def drop(self) -> None:
+        """Leave out what was held, and the rest."""
+        self._state = "dropped"
+        self._held.clear()
+
+
 class _Session:
     """What the server tells the demo between requests."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out = out
         self.status: dict[str, Any] = {}
         self.settled = asyncio.Event()
         self.idle = asyncio.Event()
         self.started = time.perf_counter()
+        self.server_log = _ServerLog(err)
         self._last_line = ""
 
     def on_status(self, params: Any) -> None:
@@ -44,9 +78,14 @@ class _Session:
         line = f"  [{self.elapsed():6.1f} s] {state}" + (f": {message}" if message else "")
         if percentage is not None:
             line += f" ({percentage} %)"
-        if line != self._last_line and not self.settled.is_set():
-            print(line, file=self.out, flush=True)
-            self._last_line = line
+        if not self.settled.is_set():
+            if state == "error":  # the demo's last line, on stderr (see `ModelLoadFailed`)
+                self.server_log.drop()
+            elif line != self._last_line:
+                print(line, file=self.out, flush=True)
+                self._last_line = line
+            if state == "ready":
+                self.server_log.show()
         if state in ("ready", "error"):
             self.settled.set()
         if state == "ready":
@@ -55,6 +94,8 @@ class _Session:
             self.idle.clear()
 
     def on_message(self, params: types.ShowMessageParams) -> None:
+        if params.type == types.MessageType.Error and not self.settled.is_set():
+            return  # the load's error: the status that follows says it (see `on_status`)
         print(f"  server says: {params.message}", file=self.out, flush=True)
 
     def elapsed(self) -> float:
@@ -62,8 +103,9 @@ class _Session:
 
 
 async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -> int:
-    """Drive the server started by `command` through the demo steps, printing as it goes."""
-    session = _Session(out)
+    """Drive the server started by `command` through the demo steps, printing as it goes.
+    Raises `ModelLoadFailed` with the server's message when the model does not load."""
+    session = _Session(out, sys.stderr)
     client = LanguageClient("phi3-lsp-demo", "1.0")
     # Plain functions: pygls marks handlers with attributes, which bound methods cannot carry.
     client.feature(STATUS_NOTIFICATION)(lambda params: session.on_status(params))
@@ -74,21 +116,22 @@ async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -
 
     print(f"Starting the server: {' '.join(command)}", file=out, flush=True)
     await client.start_io(*command)
-    forwarder = asyncio.create_task(_forward_stderr(client))
+    forwarder = asyncio.create_task(_forward_stderr(client, session.server_log))
     try:
         return await _steps(client, session, model, timeout, out)
     finally:
         await _stop(client)
         forwarder.cancel()
+        session.server_log.show()  # a model that never settled: its log may say why
 
 
-async def _forward_stderr(client: LanguageClient) -> None:
-    """Copy the server's stderr to ours: unread, a full pipe would block the server's logging."""
+async def _forward_stderr(client: LanguageClient, log: _ServerLog) -> None:
+    """Copy the server's stderr to `log`: unread, a full pipe would block the server's logging."""
     process = client._server  # pygls keeps the subprocess here and reads only its stdout
     if process is None or process.stderr is None:
         return
     while line := await process.stderr.readline():
-        sys.stderr.write(line.decode(errors="replace"))
+        log.write(line.decode(errors="replace"))
 
 
 async def _steps(
@@ -120,7 +163,7 @@ async def _steps(
         print(f"The model did not load within {timeout:.0f} s.", file=out)
         return 1
     if session.status.get("state") == "error":
-        return 1
+        raise ModelLoadFailed(session.status.get("message") or f"{model} could not load.")
     print(f"Model ready {session.elapsed():.1f} s after the process started", file=out)
 
     client.text_document_did_open(

@@ -135,6 +135,7 @@ def test_weights_of_other_shapes_than_the_configs_are_named(
     ("breakage", "named"),
     [
         ("cut short", r"model\.safetensors is cut short \([\d,]+ of the [\d,]+ bytes its header"),
+        ("cut within its header", r"model\.safetensors is cut short \(100 of the [\d,]+ bytes"),
         ("an index that is not JSON", r"model\.safetensors\.index\.json cannot be read \(JSON"),
         ("an index of another file", r"\.index\.json puts weights in model-00002-of-00002"),
         ("a Git LFS pointer", r"model\.safetensors is not a safetensors file \(a Git LFS"),
@@ -147,6 +148,8 @@ def test_weight_files_that_cannot_load_whole_are_named_with_the_fix(
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     if breakage == "cut short":  # as a copy or a download that stopped
         single.write_bytes(single.read_bytes()[:100_000])
+    elif breakage == "cut within its header":
+        single.write_bytes(single.read_bytes()[:100])
     elif breakage == "an index that is not JSON":
         single.rename(folder / "model-00001-of-00001.safetensors")
         index.write_text("{")
@@ -161,6 +164,15 @@ def test_weight_files_that_cannot_load_whole_are_named_with_the_fix(
         ModelEngine.load(folder_source(folder, weights=True), weights=weights)
     assert f"{folder}/" in str(refused.value)
     assert "copy or download" in str(refused.value)
+
+
+def test_weights_under_a_name_transformers_does_not_load_are_named_with_the_fix(
+    tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "renamed"))
+    (folder / "model.safetensors").rename(folder / "tiny-phi3.safetensors")
+    with pytest.raises(ModelSourceError, match=r"has tiny-phi3\.safetensors but no model\.safe"):
+        ModelEngine.load(folder_source(folder, weights=True))
 
 
 @pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])

@@ -17,8 +17,6 @@ fp32 weights, in half the memory."""
 
 from __future__ import annotations
 
-import json
-import struct
 import weakref
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from torch.nn import functional
 from phi3_lsp.cpu_kernels import Fp32Kernel
 from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.quantize import input_embedding
+from phi3_lsp.weight_files import read_header
 
 ROWS_AT_MOST = 32
 """Passes of up to this many rows take our kernel where a weight is held in fp32: a decode pass
@@ -45,7 +44,6 @@ against 151 / 236 ms). A bf16 weight's products keep its fp32 widening's bits in
 a bound both take (`read_at_memory_speed` can give fp32 weights this bound too)."""
 
 
-_LARGEST_HEADER = 100 << 20  # safetensors' own limit
 WIDENED_ROWS = 512
 """A longer pass widens a bf16 weight this many output rows at a time, a slice that stays in
 the cache for torch's products: Phi-3-mini's 16384x3072 up projection over 500 rows took 341 ms
@@ -59,19 +57,14 @@ def stored_in_bf16(weights_dir: Path) -> bool:
     files = sorted(weights_dir.glob("*.safetensors"))
     try:
         return bool(files) and all(_tensor_dtypes(file) == {"BF16"} for file in files)
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+    except (OSError, ValueError, KeyError, TypeError):
         return False  # the load itself will say what is wrong with the files
 
 
 def _tensor_dtypes(file: Path) -> set[str]:
-    """The dtypes of the tensors in a safetensors file, from its header: 8 bytes of length
-    (little-endian), then that much JSON, a tensor's entry by its name."""
-    with file.open("rb") as stream:
-        (length,) = struct.unpack("<Q", stream.read(8))
-        if length > _LARGEST_HEADER:
-            raise ValueError(f"{file} has a header of {length:,} bytes")
-        header = json.loads(stream.read(length))
-    return {entry["dtype"] for name, entry in header.items() if name != "__metadata__"}
+    """The dtypes of the tensors in a safetensors file, from its header."""
+    _, tensors = read_header(file)
+    return {entry["dtype"] for entry in tensors.values()}
 
 
 def bytes_held_from_bf16(model: nn.Module) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.sources import SPEC_HELP
@@ -31,13 +32,20 @@ def check_weight_files(weights_dir: Path) -> None:
 
 def _files_loaded(weights_dir: Path) -> list[Path]:
     """The files transformers loads a folder's weights from, as it chooses them:
-    model.safetensors, else the files its index names; none when there is neither (transformers
-    names what it looked for)."""
+    model.safetensors, else the files its index names. Other safetensors files alone are
+    refused, naming the names it loads; with none at all, the folder has no weights."""
     single = weights_dir / SINGLE_FILE
     if single.is_file():
         return [single]
     index = weights_dir / INDEX_FILE
     if not index.is_file():
+        others = sorted(file.name for file in weights_dir.glob("*.safetensors"))
+        if others:  # a checkpoint saved or renamed by hand
+            raise ModelSourceError(
+                f"{weights_dir} has {', '.join(others)} but no {SINGLE_FILE} or {INDEX_FILE}, "
+                f"the names transformers loads weights from — rename a single file to "
+                f"{SINGLE_FILE}, or {SPEC_HELP}."
+            )
         return []
     names = _shard_names(index)
     missing = [name for name in names if not (weights_dir / name).is_file()]
@@ -72,28 +80,55 @@ def _shard_names(index: Path) -> list[str]:
     )
 
 
+class NoHeaderError(ValueError):
+    """A file without a safetensors header's length at its start."""
+
+
+class HeaderCutShortError(ValueError):
+    """A file that ends within its header, which needs `needed` bytes of file."""
+
+    def __init__(self, needed: int) -> None:
+        super().__init__(f"the file ends within its header of {needed - 8:,} bytes")
+        self.needed = needed
+
+
+def read_header(file: Path) -> tuple[int, dict[str, Any]]:
+    """The bytes a safetensors file's header takes, and its tensors' entries by name: 8 bytes
+    of length (little-endian), then that much JSON. Raises `OSError`,
+    `NoHeaderError`, `HeaderCutShortError` or `ValueError` (a header that is not JSON)."""
+    with file.open("rb") as stream:
+        start = stream.read(8)
+        if start == b"version ":  # git clone without git-lfs leaves these few lines
+            raise NoHeaderError("a Git LFS pointer: `git lfs pull` fetches the file")
+        length = struct.unpack("<Q", start)[0] if len(start) == 8 else None
+        if length is None or length > _LARGEST_HEADER:
+            raise NoHeaderError(f"no header length in its first {len(start)} bytes")
+        text = stream.read(length)
+    if len(text) < length:
+        raise HeaderCutShortError(8 + length)
+    header = json.loads(text)
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    return length, {name: entry for name, entry in header.items() if name != "__metadata__"}
+
+
 def _check_safetensors(file: Path) -> None:
-    """Raise `ModelSourceError` when `file` is shorter than its header says, or has no header:
-    8 bytes of length (little-endian), then that much JSON, each tensor's byte range in it."""
+    """Raise `ModelSourceError` when `file` is shorter than its header says, or has no header."""
     try:
         size = file.stat().st_size
-        with file.open("rb") as stream:
-            start = stream.read(8)
-            length = struct.unpack("<Q", start)[0] if len(start) == 8 else None
-            if start == b"version ":  # git clone without git-lfs leaves these few lines
-                raise _not_safetensors(file, "a Git LFS pointer: `git lfs pull` fetches the file")
-            if length is None or length > _LARGEST_HEADER:
-                raise _not_safetensors(file, f"no header length in its first {len(start)} bytes")
-            if size < 8 + length:
-                raise _cut_short(file, size, 8 + length)
-            header = json.loads(stream.read(length))
-        tensors = [entry for name, entry in header.items() if name != "__metadata__"]
-        expected = 8 + length + max((entry["data_offsets"][1] for entry in tensors), default=0)
+        length, tensors = read_header(file)
+        expected = (
+            8 + length + max((entry["data_offsets"][1] for entry in tensors.values()), default=0)
+        )
     except OSError as error:
         raise ModelSourceError(
             f"{file} cannot be read ({error.strerror or error}) — check its permissions, or "
             f"{SPEC_HELP}."
         ) from error
+    except NoHeaderError as error:
+        raise _not_safetensors(file, str(error)) from error
+    except HeaderCutShortError as error:
+        raise _cut_short(file, size, error.needed) from error
     except (ValueError, AttributeError, KeyError, IndexError, TypeError) as error:
         raise _not_safetensors(file, f"its header is not safetensors JSON: {error}") from error
     if size < expected:

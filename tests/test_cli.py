@@ -503,6 +503,21 @@ def test_a_demo_of_a_model_that_cannot_load_ends_in_one_line_naming_the_option(
         assert f"Loading {model}" in result.stdout
 
 
+def test_a_demo_given_an_empty_model_or_too_little_time_ends_in_one_line(
+    offline_env: dict[str, str],
+) -> None:
+    # An empty --model is refused, as the other commands refuse it, not taken as no --model.
+    empty = phi3_lsp(offline_env, "demo", "--model", " ")
+    assert empty.returncode == 1
+    assert one_error_line(empty).startswith("phi3-lsp: error: The model spec is empty —")
+    late = phi3_lsp(offline_env, "demo", "--model", "smollm2-135m", "--timeout", "0.01")
+    assert late.returncode == 1
+    assert "Loading smollm2-135m" in late.stdout
+    assert late.stderr.splitlines()[-1] == (
+        "phi3-lsp: error: smollm2-135m did not load within 0.01 s: give it more with --timeout."
+    )
+
+
 @pytest.mark.parametrize("stdin_encoding", ["", "utf-8:strict"])
 def test_text_that_is_not_utf8_is_one_line(
     offline_env: dict[str, str], stdin_encoding: str

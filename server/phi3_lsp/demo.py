@@ -44,13 +44,17 @@ def register_command(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every step answered."""
     logging.getLogger("pygls").setLevel(logging.ERROR)
-    model = args.demo_model or getattr(args, "model", None) or DEMO_MODEL
+    given = args.demo_model if args.demo_model is not None else getattr(args, "model", None)
+    model = DEMO_MODEL if given is None else given
     # The demo prints what the server answers; the server's own log stays at warnings.
     # -P, as editors should start it: the folder the demo runs in is not on the module path.
     command = [sys.executable, "-P", "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
     from phi3_lsp.cli import fail
     from phi3_lsp.demo_session import ModelLoadFailed, demo  # pygls' client and lsprotocol
+    from phi3_lsp.sources import SPEC_HELP
 
+    if not model.strip():  # given empty, not left out: refused as the other commands do
+        return fail(f"The model spec is empty — {SPEC_HELP}.")
     try:
         return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
     except ModelLoadFailed as error:  # the server's message, as the other commands say theirs

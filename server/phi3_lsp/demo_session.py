@@ -160,8 +160,9 @@ async def _steps(
     try:
         await asyncio.wait_for(session.settled.wait(), timeout)
     except TimeoutError:
-        print(f"The model did not load within {timeout:.0f} s.", file=out)
-        return 1
+        raise ModelLoadFailed(
+            f"{model} did not load within {timeout:g} s: give it more with --timeout."
+        ) from None
     if session.status.get("state") == "error":
         raise ModelLoadFailed(session.status.get("message") or f"{model} could not load.")
     print(f"Model ready {session.elapsed():.1f} s after the process started", file=out)

@@ -175,6 +175,26 @@ def test_weights_under_a_name_transformers_does_not_load_are_named_with_the_fix(
         ModelEngine.load(folder_source(folder, weights=True))
 
 
+@pytest.mark.parametrize("sharded", [False, True])
+def test_weights_linked_to_a_file_that_is_gone_are_named_as_such(
+    tiny_phi3_dir: Path, tmp_path: Path, sharded: bool
+) -> None:
+    # As a snapshot of the hub's cache copied without following its links, or a deleted blob.
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "linked"))
+    single = folder / "model.safetensors"
+    linked = single
+    if sharded:
+        linked = folder / "model-00001-of-00001.safetensors"
+        weight_map = dict.fromkeys(load_file(single), linked.name)
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    single.unlink()
+    linked.symlink_to("../../blobs/0a1b2c")
+    with pytest.raises(
+        ModelSourceError, match=rf"{linked.name} is a link to \.\./\.\./blobs/0a1b2c, which is gone"
+    ):
+        ModelEngine.load(folder_source(folder, weights=True))
+
+
 @pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])
 def test_a_generation_config_that_cannot_be_read_is_named(
     tiny_phi3_dir: Path, tmp_path: Path, content: bytes

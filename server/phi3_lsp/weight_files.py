@@ -9,6 +9,7 @@ the fix first.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def _files_loaded(weights_dir: Path) -> list[Path]:
     model.safetensors, else the files its index names. Other safetensors files alone are
     refused, naming the names it loads; with none at all, the folder has no weights."""
     single = weights_dir / SINGLE_FILE
+    _check_not_a_broken_link(single)
     if single.is_file():
         return [single]
     index = weights_dir / INDEX_FILE
@@ -48,6 +50,8 @@ def _files_loaded(weights_dir: Path) -> list[Path]:
             )
         return []
     names = _shard_names(index)
+    for name in names:
+        _check_not_a_broken_link(weights_dir / name)
     missing = [name for name in names if not (weights_dir / name).is_file()]
     if missing:
         if len(missing) == 1:
@@ -61,6 +65,16 @@ def _files_loaded(weights_dir: Path) -> list[Path]:
             f"{index} puts weights in {absent} — copy or download the model again, or {SPEC_HELP}."
         )
     return [weights_dir / name for name in names]
+
+
+def _check_not_a_broken_link(file: Path) -> None:
+    """Raise `ModelSourceError` when `file` is a link to a file that is gone: a hub cache's blob
+    deleted, or a snapshot copied without following its relative links."""
+    if file.is_symlink() and not file.exists():
+        raise ModelSourceError(
+            f"{file} is a link to {os.readlink(file)}, which is gone — download the model "
+            f"again, or copy its folder with the links followed (`cp -rL`), or {SPEC_HELP}."
+        )
 
 
 def _shard_names(index: Path) -> list[str]:
@@ -120,10 +134,15 @@ def _check_safetensors(file: Path) -> None:
         expected = (
             8 + length + max((entry["data_offsets"][1] for entry in tensors.values()), default=0)
         )
-    except OSError as error:
+    except PermissionError as error:
         raise ModelSourceError(
             f"{file} cannot be read ({error.strerror or error}) — check its permissions, or "
             f"{SPEC_HELP}."
+        ) from error
+    except OSError as error:  # a disk error, a share that went away
+        raise ModelSourceError(
+            f"{file} cannot be read ({error.strerror or error}) — check the disk or share it is "
+            f"on, or {SPEC_HELP}."
         ) from error
     except NoHeaderError as error:
         raise _not_safetensors(file, str(error)) from error

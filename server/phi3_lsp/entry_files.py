@@ -8,9 +8,16 @@ instead of failing every load.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SYNC_REFUSED = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EROFS}
+"""What a file system that does not sync answers (fsync(2))."""
 
 FILES = "files"
 """The manifest field listing an entry's files: relative path → size in bytes. Entries made
@@ -52,6 +59,11 @@ def _sync(path: Path) -> None:
     descriptor = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
     try:
         os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in _SYNC_REFUSED:
+            raise
+        # Some shares and virtual file systems cannot sync: the entry is as safe as before.
+        log.debug("Cannot put %s on the disk: %s", path, error)
     finally:
         os.close(descriptor)
 

@@ -124,7 +124,7 @@ def _build_asset(
     stop: LoadStop | None,
 ) -> None:
     # In the staging folder, not the system's temporary one: a fetch killed outright leaves
-    # its files where the next build of the entry sweeps them (see `paths.build_once`).
+    # its files where the next model load sweeps them (see `paths.remove_dead_builds_in`).
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=staging) as scratch:
         scratch_dir = Path(scratch)
         report(ProgressUpdate("fetching", f"Downloading {artifact.filename}", 0.0))

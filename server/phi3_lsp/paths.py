@@ -56,7 +56,16 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
     """
     if is_built(entry):
         return entry
-    lock = _held_lock(entry)
+    try:
+        lock = _held_lock(entry)
+    except CacheNotWritableError as error:
+        damaged = _damage_of(entry)
+        if damaged is None:
+            raise
+        # Why a cache that holds the entry needs writing.
+        raise CacheNotWritableError(
+            f"The cache folder {entry} is damaged ({damaged}). {error}"
+        ) from error
     try:
         if is_built(entry):
             return entry
@@ -156,6 +165,17 @@ def remove_superseded(
         _remove_dead_builds(entry.parent)
     except OSError as error:
         log.warning("Could not tidy up the cache folder %s: %s", entry.parent, error)
+
+
+def remove_dead_builds_in(root: Path) -> None:
+    """Delete the staging folders of builds that died in each kind's folder of the cache `root`
+    (see `_remove_dead_builds`): a fetch of the offline model killed halfway leaves its download
+    there, and the user may never fetch it again. Only tidies up."""
+    try:
+        for folder in [path for path in root.iterdir() if path.is_dir()]:
+            _remove_dead_builds(folder)
+    except OSError as error:  # no cache yet, or one that cannot be read
+        log.debug("Could not look for dead builds in %s: %s", root, error)
 
 
 def _remove_dead_builds(folder: Path) -> None:

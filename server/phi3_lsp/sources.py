@@ -27,7 +27,14 @@ from phi3_lsp.gguf_convert import (
 from phi3_lsp.hub_downloads import cached_snapshot, delete_abandoned_parts, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import AssetName, ensure_asset
-from phi3_lsp.paths import build_once, cache_dir, folder_device, is_built, remove_superseded
+from phi3_lsp.paths import (
+    build_once,
+    cache_dir,
+    folder_device,
+    is_built,
+    remove_dead_builds_in,
+    remove_superseded,
+)
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.settings import DEFAULT_MODEL
 
@@ -108,6 +115,7 @@ def resolve_model(
     # Whatever the model: one whose download was killed may never be asked for again (the
     # user chose another), and its part can be gigabytes.
     delete_abandoned_parts()
+    remove_dead_builds_in(root)
     if spec == OFFLINE_MODEL:
         folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)

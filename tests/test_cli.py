@@ -490,7 +490,7 @@ def test_a_demo_of_a_model_that_cannot_load_ends_in_one_line_naming_the_option(
     (bad_config / "tokenizer.json").symlink_to(smollm2_dir / "tokenizer.json")
     for model, named in (
         ("/no/such/model", "Model folder /no/such/model does not exist"),
-        (str(bad_config), f"Could not load {bad_config}: "),
+        (str(bad_config), f"{bad_config / 'config.json'} has model type `no-such-architecture`"),
     ):
         result = phi3_lsp(offline_env, "demo", "--model", model, "--timeout", "300")
         assert result.returncode == 1, result.stdout + result.stderr

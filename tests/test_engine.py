@@ -22,6 +22,7 @@ from phi3_lsp.engine import (
     DEFAULT_PROMPT_CACHE_BYTES,
     ModelEngine,
     WeightsNotAvailableError,
+    architecture_before_weights,
 )
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.model_host import load_error_message
@@ -193,6 +194,35 @@ def test_weights_linked_to_a_file_that_is_gone_are_named_as_such(
         ModelSourceError, match=rf"{linked.name} is a link to \.\./\.\./blobs/0a1b2c, which is gone"
     ):
         ModelEngine.load(folder_source(folder, weights=True))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("not JSON", r"config\.json cannot be read \(JSONDecodeError: "),
+        ("not an object", r"config\.json is a JSON list, not the object of a model's config"),
+        ("an unknown model type", r"config\.json has model type `nosucharch`, which transformers"),
+        ("code of its own", r"runs code of its own .* set phi3\.trustRemoteCode to true if you"),
+    ],
+)
+def test_a_config_that_transformers_cannot_read_is_named_with_the_fix(
+    tiny_phi3_dir: Path, tmp_path: Path, change: str, named: str
+) -> None:
+    folder = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "config"))
+    config = json.loads((folder / "config.json").read_text())
+    if change == "not JSON":
+        (folder / "config.json").write_text("{'model_type': 'phi3'}")
+    elif change == "not an object":
+        (folder / "config.json").write_text("[1]")
+    else:
+        config["model_type"] = "nosucharch"
+        if change == "code of its own":  # as a hub model that needs trustRemoteCode
+            config["auto_map"] = {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}
+        (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSourceError, match=named):
+        ModelEngine.load(folder_source(folder, weights=True))
+    with pytest.raises(ModelSourceError, match=named):  # the architecture's preview too
+        architecture_before_weights(folder_source(folder, weights=True))
 
 
 @pytest.mark.parametrize("content", [b"{'eos_token_id': 2}", b"[1]", b"\xe9"])

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoModelForCausalLM
 from transformers.utils import logging as transformers_logging
 
 from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe_model
@@ -46,6 +46,7 @@ from phi3_lsp.memory_fit import (
     weights_bytes,
 )
 from phi3_lsp.memory_release import keep_freed_memory_for_reuse
+from phi3_lsp.model_config import read_config
 from phi3_lsp.model_drafts import ModelDrafter
 from phi3_lsp.other_servers import other_phi3_processes
 from phi3_lsp.pass_planner import PassPlanner
@@ -156,9 +157,7 @@ class ModelEngine:
         if tokenizer is None:
             report(ProgressUpdate("loading", f"Loading the tokenizer of {source.name}", 0.0))
             tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
-        config = AutoConfig.from_pretrained(
-            source.config_dir, trust_remote_code=source.trust_remote_code
-        )
+        config = read_config(source)
         tokenizer_seconds = time.perf_counter() - started
         # Before the weights: one that cannot be read fails the load, better not after minutes.
         eos_token_ids = tokenizer.eos_token_ids | _configured_eos_ids(source, config)
@@ -559,9 +558,7 @@ def architecture_before_weights(source: ModelSource) -> ArchitectureReport:
     config alone while the weights still download, convert or load (minutes for Phi-3-mini):
     built on the meta device, with the weights in the dtypes the load will keep them in, and
     said to be pending where they are to come."""
-    config = AutoConfig.from_pretrained(
-        source.config_dir, trust_remote_code=source.trust_remote_code
-    )
+    config = read_config(source)
     if source.weights_dir is not None:  # on disk: as the load will decide
         bf16_held = _keeps_bf16_weights(source.weights_dir)
     elif source.weights_pending:  # to come, stored as their config says

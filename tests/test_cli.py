@@ -398,6 +398,7 @@ def test_a_bad_spec_is_one_line_and_exit_code_1(offline_env: dict[str, str]) -> 
         ("org/-x", "is not a valid Hugging Face hub id"),
         pytest.param("org/" + "m" * 97, "is not a valid Hugging Face hub id", id="over-96"),
         ("~no-such-user-here/model", "there is no user 'no-such-user-here' here"),
+        ("https://example.com/model.gguf", "is a web address, which phi3-lsp does not download"),
     ],
 )
 def test_a_spec_neither_hub_nor_path_can_take_is_one_line(
@@ -405,6 +406,24 @@ def test_a_spec_neither_hub_nor_path_can_take_is_one_line(
 ) -> None:
     line = one_error_line(phi3_lsp(offline_env, "tokenize", "--model", spec, "x"))
     assert named in line and "set --model to a hub id" in line
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
+        "https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct/tree/main",
+        "http://hf.co/HuggingFaceTB/SmolLM2-135M-Instruct?library=transformers",
+    ],
+)
+def test_a_hub_model_page_is_answered_with_its_hub_id(
+    offline_env: dict[str, str], page: str
+) -> None:
+    line = one_error_line(phi3_lsp(offline_env, "tokenize", "--model", page, "x"))
+    assert line == (
+        f"phi3-lsp: error: {page} is a web page: set --model to its hub id, "
+        "HuggingFaceTB/SmolLM2-135M-Instruct."
+    )
 
 
 def test_a_model_file_where_a_folder_is_wanted_is_named_as_a_file(

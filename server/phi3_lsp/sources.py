@@ -53,6 +53,7 @@ __all__ = [
 OFFLINE_MODEL: AssetName = "smollm2-135m"
 # Hub models whose tokenizer and config the offline pack carries, so they work without weights.
 PACK_FALLBACKS: dict[str, AssetName] = {DEFAULT_MODEL.lower(): "phi3-mini"}
+WEB_ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a causal LM needs from a hub repo, in two parts: the weights (safetensors only) are
 # fetched after the rest, which is a few MB where they can be gigabytes (Phi-3-mini's: 7.6 GB).
@@ -119,6 +120,8 @@ def resolve_model(
     if spec == OFFLINE_MODEL:
         folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
+    if WEB_ADDRESS.match(spec):  # else taken for a folder, "https:/…" with a slash dropped
+        raise ModelSourceError(_web_address_message(spec))
     path = _expanded(spec)
     # A folder named like a .gguf file is still a folder: loaded as one if it is a model's.
     if spec.lower().endswith(".gguf") and not path.is_dir():
@@ -132,6 +135,17 @@ def resolve_model(
     raise ModelSourceError(
         f"Unknown model '{spec}': it is not the offline model {OFFLINE_MODEL}, "
         f"an existing folder, a .gguf file, or a hub id of the form owner/name — {SPEC_HELP}."
+    )
+
+
+def _web_address_message(spec: str) -> str:
+    """What to set instead of a web address: a hub model page's hub id, where it names one."""
+    page = re.match(r"^https?://(?:www\.)?(?:huggingface\.co|hf\.co)/([^/?#]+/[^/?#]+)", spec)
+    if page is not None and HUB_ID.match(page[1]):
+        return f"{spec} is a web page: set phi3.model to its hub id, {page[1]}."
+    return (
+        f"{spec} is a web address, which phi3-lsp does not download from — download the model, "
+        f"then {SPEC_HELP}."
     )
 
 

@@ -23,6 +23,20 @@ def process_runs(pid: int) -> bool:
     return "zombie" not in status
 
 
+def children_of(pid: int) -> set[int]:
+    """The pids of `pid`'s children that run (not zombies)."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+            state, parent = stat.read_text().rpartition(")")[2].split()[:2]
+        except OSError:  # ended meanwhile
+            continue
+        if int(parent) == pid and state != "Z":
+            children.add(int(stat.parent.name))
+    return children
+
+
 def all_ended(pids: list[int], within: float) -> bool:
     """Whether the processes `pids` (none of them ours to wait for) end within `within` s."""
     deadline = time.monotonic() + within

@@ -26,6 +26,7 @@ from phi3_lsp.entry_files import FILES
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.paths import CACHE_ENV, MANIFEST
 from phi3_lsp.progress import ProgressUpdate
+from processes import children_of
 
 CAPITAL = "The capital of France is"
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
@@ -535,6 +536,40 @@ def test_a_demo_given_an_empty_model_or_too_little_time_ends_in_one_line(
     assert late.stderr.splitlines()[-1] == (
         "phi3-lsp: error: smollm2-135m did not load within 0.01 s: give it more with --timeout."
     )
+
+
+def test_a_demo_whose_server_is_killed_while_loading_says_so_at_once(
+    offline_env: dict[str, str], tiny_phi3_dir: Path, tmp_path: Path
+) -> None:
+    # The load waits on the held download of the weights; there the server is killed outright,
+    # as the out-of-memory killer does.
+    with local_hub({TINY_REPO: tiny_phi3_dir}, hold_weights=True) as hub:
+        env = online_env(offline_env, hub.endpoint, tmp_path / "hf-home")
+        env["HF_HUB_DOWNLOAD_TIMEOUT"] = "600"  # the download waits as long as it is held
+        command = [sys.executable, "-m", "phi3_lsp", "demo", "--model", TINY_REPO]
+        with subprocess.Popen(
+            [*command, "--timeout", "300"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        ) as demo:
+            try:
+                assert hub.weights_asked.wait(timeout=300), "the server asked for the weights"
+                (server,) = children_of(demo.pid)
+                os.kill(server, signal.SIGKILL)
+                out, err = demo.communicate(timeout=60)  # not the 300 s of --timeout
+            finally:
+                demo.kill()
+    assert demo.returncode == 1
+    assert f"Loading {TINY_REPO}" in out
+    assert "Traceback" not in err
+    assert "--timeout" not in err
+    line = err.splitlines()[-1]
+    assert line.startswith(
+        f"phi3-lsp: error: The server was killed by SIGKILL while loading {TINY_REPO}: "
+    )
+    assert "out-of-memory killer" in line
 
 
 @pytest.mark.parametrize("stdin_encoding", ["", "utf-8:strict"])

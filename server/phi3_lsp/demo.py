@@ -50,14 +50,14 @@ def run(args: argparse.Namespace) -> int:
     # -P, as editors should start it: the folder the demo runs in is not on the module path.
     command = [sys.executable, "-P", "-m", "phi3_lsp", "--model", model, "--log-level", "WARNING"]
     from phi3_lsp.cli import fail
-    from phi3_lsp.demo_session import ModelLoadFailed, demo  # pygls' client and lsprotocol
+    from phi3_lsp.demo_session import ModelLoadFailed, ServerEnded, demo  # pygls, lsprotocol
     from phi3_lsp.sources import SPEC_HELP
 
     if not model.strip():  # given empty, not left out: refused as the other commands do
         return fail(f"The model spec is empty — {SPEC_HELP}.")
     try:
         return asyncio.run(demo(command, model, timeout=args.timeout, out=sys.stdout))
-    except ModelLoadFailed as error:  # the server's message, as the other commands say theirs
+    except (ModelLoadFailed, ServerEnded) as error:  # one line, as the other commands end
         return fail(str(error))
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, TextIO, TypeVar
 
 from lsprotocol import types
@@ -29,8 +30,12 @@ class ModelLoadFailed(Exception):
     """The server could not load the model; the message is the server's, with the fix."""
 
 
+class ServerEnded(Exception):
+    """The server's process ended before the demo did; the message says how, and when."""
+
+
 class _ServerLog:
-    """The server's stderr, held until its model has loaded, then shown.
+    """The server's stderr, held until its model has loaded or its process has ended, then shown.
 
     The log of a load that failed is left out: it repeats, with a traceback where the error
     was not foreseen, the one line the demo ends with."""
@@ -39,18 +44,22 @@ class _ServerLog:
         self._err = err
         self._held: list[str] = []
         self._state: Literal["held", "shown", "dropped"] = "held"
+        self.shown_any = False
+        """Whether any of the log was written out."""
 
     def write(self, text: str) -> None:
         if self._state == "shown":
             self._err.write(text)
+            self.shown_any = self.shown_any or bool(text)
         elif self._state == "held":
             self._held.append(text)
 
     def show(self) -> None:
         """Write what was held, and the rest as it comes (unless it was dropped)."""
         if self._state == "held":
-            self._err.write("".join(self._held))
             self._state = "shown"
+            self.write("".join(self._held))
+            self._held.clear()
 
     def drop(self) -> None:
         """Leave out what was held, and the rest."""
@@ -104,7 +113,8 @@ class _Session:
 
 async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -> int:
     """Drive the server started by `command` through the demo steps, printing as it goes.
-    Raises `ModelLoadFailed` with the server's message when the model does not load."""
+    Raises `ModelLoadFailed` with the server's message when the model does not load, and
+    `ServerEnded` when the server's process ends first."""
     session = _Session(out, sys.stderr)
     client = LanguageClient("phi3-lsp-demo", "1.0")
     # Plain functions: pygls marks handlers with attributes, which bound methods cannot carry.
@@ -116,22 +126,68 @@ async def demo(command: list[str], model: str, *, timeout: float, out: TextIO) -
 
     print(f"Starting the server: {' '.join(command)}", file=out, flush=True)
     await client.start_io(*command)
-    forwarder = asyncio.create_task(_forward_stderr(client, session.server_log))
+    process = client._server  # pygls keeps the subprocess here and reads only its stdout
+    assert process is not None  # start_io set it
+    forwarder = asyncio.create_task(_forward_stderr(process, session.server_log))
     try:
-        return await _steps(client, session, model, timeout, out)
+        steps = _steps(client, session, model, timeout, out)
+        return await _unless_it_ends(process, steps, session, model, forwarder)
     finally:
-        await _stop(client)
+        await _stop(client, process)
         forwarder.cancel()
         session.server_log.show()  # a model that never settled: its log may say why
 
 
-async def _forward_stderr(client: LanguageClient, log: _ServerLog) -> None:
+async def _forward_stderr(process: asyncio.subprocess.Process, log: _ServerLog) -> None:
     """Copy the server's stderr to `log`: unread, a full pipe would block the server's logging."""
-    process = client._server  # pygls keeps the subprocess here and reads only its stdout
-    if process is None or process.stderr is None:
+    if process.stderr is None:
         return
     while line := await process.stderr.readline():
         log.write(line.decode(errors="replace"))
+
+
+async def _unless_it_ends(
+    process: asyncio.subprocess.Process,
+    steps: Coroutine[Any, Any, int],
+    session: _Session,
+    model: str,
+    forwarder: asyncio.Task[None],
+) -> int:
+    """What `steps` return, unless the server's process ends first (the out-of-memory killer,
+    a crash): then its whole log is shown, and `ServerEnded` says how it ended."""
+    running = asyncio.ensure_future(steps)
+    ended = asyncio.ensure_future(process.wait())
+    try:
+        await asyncio.wait({running, ended}, return_when=asyncio.FIRST_COMPLETED)
+        if process.returncode is None:
+            return running.result()
+    finally:
+        running.cancel()  # the steps wait on a server that will not answer (or are done)
+        ended.cancel()
+    await asyncio.gather(running, return_exceptions=True)  # its requests failed with the exit
+    # What it wrote last may say why: its stderr ends with it (or with its last child).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(forwarder, 5)
+    session.server_log.show()
+    when = "during the demo" if session.settled.is_set() else f"while loading {model}"
+    log = "its log is above" if session.server_log.shown_any else "it wrote no log"
+    message = f"The server {_how_it_ended(process.returncode)} {when}: {log}."
+    if process.returncode == -signal.SIGKILL:
+        message += (
+            " The kernel's out-of-memory killer sends SIGKILL: free some memory, or try a "
+            "smaller model."
+        )
+    raise ServerEnded(message)
+
+
+def _how_it_ended(returncode: int) -> str:
+    """'exited with code 3', or 'was killed by SIGKILL', from an asyncio process's returncode."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"was killed by signal {-returncode}"
 
 
 async def _steps(
@@ -295,12 +351,13 @@ async def _timed(call: Callable[[], Awaitable[_T]]) -> tuple[_T, float]:
     return result, time.perf_counter() - started
 
 
-async def _stop(client: LanguageClient) -> None:
-    try:
-        await asyncio.wait_for(client.shutdown_async(None), 10)
-        client.exit(None)
-    except Exception as error:
-        print(f"(the server did not shut down cleanly: {error})", file=sys.stderr)
+async def _stop(client: LanguageClient, process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:  # an ended server would leave the shutdown unanswered
+        try:
+            await asyncio.wait_for(client.shutdown_async(None), 10)
+            client.exit(None)
+        except Exception as error:
+            print(f"(the server did not shut down cleanly: {error})", file=sys.stderr)
     await client.stop()  # type: ignore[no-untyped-call]
 
 

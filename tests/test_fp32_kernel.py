@@ -3,18 +3,12 @@ own; and how our kernels are built and kept."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from phi3_lsp import cpu_kernels
 from phi3_lsp.cpu_kernels import FP32_BUILDS, Build, Fp32Kernel, build_library, compiler_command
-from processes import all_ended, json_once_written, python_path
 
 RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
 NARROWEST = FP32_BUILDS[-1]
@@ -95,56 +89,3 @@ def test_each_build_is_kept_apart(tmp_path: Path) -> None:
     libraries = {build_library(build, tmp_path, compiler_command()) for build in FP32_BUILDS}
     assert len(libraries) == len(FP32_BUILDS)
     assert all(library.is_file() for library in libraries)
-
-
-def test_a_missing_or_failing_compiler_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no C compiler: no-such-cc"):
-        build_library(NARROWEST, tmp_path, ["no-such-cc"])
-    with pytest.raises(OSError, match="false failed"):
-        build_library(NARROWEST, tmp_path, ["false"])
-    assert not any((tmp_path / "kernels").glob("*/*.so")), "a failed build left a library"
-
-
-def hanging_compiler(folder: Path) -> tuple[Path, Path]:
-    """A stand-in compiler that writes `[its pid]` to the second path and hangs (a wrapper that
-    waits on a network)."""
-    started = folder / "started.json"
-    compiler = folder / "cc"
-    compiler.write_text(f"#!/bin/sh\necho [$$] > {started}\nexec sleep 120\n")
-    compiler.chmod(0o755)
-    return compiler, started
-
-
-def test_a_compiler_that_hangs_is_killed_at_its_time_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    compiler, started = hanging_compiler(tmp_path)
-    monkeypatch.setattr(cpu_kernels, "_BUILD_SECONDS", 1.0)
-    building = time.monotonic()
-    with pytest.raises(subprocess.TimeoutExpired):
-        build_library(NARROWEST, tmp_path / "cache", [str(compiler)])
-    assert time.monotonic() - building < 60, "the build did not wait for the compiler's end"
-    (pid,) = json_once_written(started)
-    assert all_ended([pid], within=5)
-    kept = [path.name for path in (tmp_path / "cache" / "kernels").iterdir() if path.is_dir()]
-    assert kept == [], "nothing half-built"
-
-
-BUILD_IN_A_SERVER = """
-import sys
-from pathlib import Path
-from phi3_lsp.cpu_kernels import FP32_BUILDS, build_library
-build_library(FP32_BUILDS[-1], Path(sys.argv[1]), [sys.argv[2]])
-"""
-
-
-def test_a_compiler_ends_when_the_server_is_killed_outright(tmp_path: Path) -> None:
-    compiler, started = hanging_compiler(tmp_path)
-    command = [sys.executable, "-c", BUILD_IN_A_SERVER, str(tmp_path / "cache"), str(compiler)]
-    with subprocess.Popen(command, env={**os.environ, "PYTHONPATH": python_path()}) as server:
-        try:
-            running = json_once_written(started)
-            assert running, "the compiler ran"
-        finally:
-            server.kill()
-    assert all_ended(running, within=5)

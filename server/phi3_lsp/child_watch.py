@@ -14,12 +14,17 @@ and turns off vfork, so each start copies the page tables of the model (0.27 s w
 resident, against 4 ms, the watcher's start); and it reaches the child only, not what pip
 starts. A pipe belongs to the process, needs no code in the child, and works on macOS too.
 Elsewhere (Windows) children are not watched.
+
+A child that is given up on while the server lives (stopped, timed out, Ctrl-C) is killed at
+once with `kill`; one that starts processes of its own (pip, a compiler wrapper such as ccache)
+is started as the leader of a process group (`OWN_GROUPS`), so that they go with it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -29,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # `read` fails at the end of the pipe without a line: the server is gone.
 _WATCHER = 'read -r released || kill -s KILL -- "$1"'
+
+OWN_GROUPS = hasattr(os, "killpg")
+"""Whether a child can lead a process group of its own (`start_new_session`), killed whole."""
 
 
 class ChildWatch:
@@ -75,3 +83,14 @@ def watched(process: subprocess.Popen[Any], *, with_its_group: bool = False) -> 
         yield
     finally:
         watch.release()
+
+
+def kill(process: subprocess.Popen[Any], *, with_its_group: bool = False) -> None:
+    """Kill `process` now (with its process group if `with_its_group`: it must have been started
+    as the leader of one) and wait for its end, reading what is left of its pipes."""
+    if with_its_group:
+        # Gone already, or only zombies left in its group (macOS refuses those).
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+    process.kill()
+    process.communicate()

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from phi3_lsp.child_watch import watched
+from phi3_lsp.child_watch import OWN_GROUPS, kill, watched
 from phi3_lsp.paths import build_once, cache_dir
 
 log = logging.getLogger(__name__)
@@ -427,20 +427,23 @@ def build_library(build: Build, cache: Path, compiler: list[str]) -> Path:
     library = f"{build.name}_kernels.so"
 
     def compile_into(staging: Path) -> None:
+        # In a process group of its own, killed whole: the compiler a wrapper (ccache, distcc, a
+        # script) starts goes with it. A compiler that hangs (a wrapper, a network) is killed at
+        # its time limit, on Ctrl-C (which then reaches the caller only) and with the server.
         with (
             subprocess.Popen(
                 [*command, "-o", str(staging / library), *map(str, sources)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
+                start_new_session=OWN_GROUPS,
             ) as compiling,
-            watched(compiling),  # a compiler that hangs (a wrapper, a network) outlives no server
+            watched(compiling, with_its_group=OWN_GROUPS),
         ):
             try:
                 stdout, stderr = compiling.communicate(timeout=_BUILD_SECONDS)
             except BaseException:  # too slow, or the caller interrupted
-                compiling.kill()
-                compiling.wait()
+                kill(compiling, with_its_group=OWN_GROUPS)
                 raise
         if compiling.returncode != 0:
             output = (stderr or stdout).strip().splitlines()[-3:]

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -22,12 +21,12 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from phi3_lsp.child_watch import watched
+from phi3_lsp.child_watch import OWN_GROUPS, kill, watched
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
 from phi3_lsp.load_stops import LoadStop, LoadStopped
@@ -194,7 +193,6 @@ def _run_until_stopped(
     caller is interrupted (Ctrl-C), and when its process dies (see `child_watch`)."""
     # In a process group of its own, which is killed whole: pip's own processes (an sdist's
     # build) go with it. A terminal's Ctrl-C then reaches the caller only, which kills it.
-    own_group = hasattr(os, "killpg")
     temporary = scratch / "tmp"
     temporary.mkdir()
     with (
@@ -204,9 +202,9 @@ def _run_until_stopped(
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "TMPDIR": str(temporary)},
-            start_new_session=own_group,
+            start_new_session=OWN_GROUPS,
         ) as process,
-        watched(process, with_its_group=own_group),
+        watched(process, with_its_group=OWN_GROUPS),
     ):
         try:
             while True:
@@ -218,17 +216,8 @@ def _run_until_stopped(
                     continue
                 return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
         except BaseException:  # stopped, or the caller interrupted (Ctrl-C)
-            _kill(process, own_group)
+            kill(process, with_its_group=OWN_GROUPS)
             raise
-
-
-def _kill(process: subprocess.Popen[str], with_its_group: bool) -> None:
-    if with_its_group:
-        # Gone already, or only zombies left in its group (macOS refuses those).
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-    process.kill()
-    process.communicate()
 
 
 def _last_error_line(stderr: str) -> str:

@@ -50,6 +50,10 @@ DOWNLOAD_STOP_SECONDS = 1.0
 """How long the server's exit waits for a stopped download to see its stop, and delete the
 part of a file it has written: it reads 10 MiB at a time (a second at 10 MB/s). VS Code's
 client kills a server still running 2 s after `exit`, which would leave that part behind."""
+LOAD_STOP_SECONDS = 1.5
+"""How long the server's exit waits in all for a stopped load (its downloads included) to end: a
+conversion sees its stop between two tensors or weight files, and then deletes what it wrote
+(up to 15 GB for a Phi-3-mini GGUF). Within VS Code's 2 s, as `DOWNLOAD_STOP_SECONDS`."""
 
 
 @dataclass(frozen=True)
@@ -379,12 +383,12 @@ class ModelHost:
     def shutdown(self, timeout: float = 5.0) -> bool:
         """Stop the running generation, take no more jobs, and wait for the model thread.
 
-        A generation stops within a decoder layer. A load is not waited for: nothing it makes
-        is of use once the server is gone (a cache it was writing is made again next time). Its
-        download or conversion is stopped, and downloads are given up to
-        `DOWNLOAD_STOP_SECONDS` to delete their partial files. Returns False when a thread is
-        still busy: the model thread at once during a load, otherwise after `timeout` seconds;
-        a download that has not seen its stop.
+        A generation stops within a decoder layer. A load is waited for only briefly: nothing
+        it makes is of use once the server is gone. Its download or conversion is stopped, and
+        given up to `LOAD_STOP_SECONDS` in all to delete what it wrote (downloads up to
+        `DOWNLOAD_STOP_SECONDS`). Returns False when a thread is still busy: the model thread
+        after that during a load, otherwise after `timeout` seconds; a download that has not
+        seen its stop.
         """
         with self._lock:
             self._stop_running_generation()
@@ -394,11 +398,14 @@ class ModelHost:
             # Under the lock: a drafter load queued from another thread checks, then submits.
             self._thread.shutdown(wait=False)
         # The download's workers would hold the interpreter's exit until the download ends.
+        deadline = time.monotonic() + LOAD_STOP_SECONDS
         downloads_ended = wait_for_stopped_work(stops, DOWNLOAD_STOP_SECONDS)
+        if loading:  # a stopped load that ends in time deletes what it was writing
+            timeout = max(0.0, deadline - time.monotonic())
         # torch aborts the process ("terminate called without an active exception") when the
         # interpreter exits while a daemon thread is inside an operator, or importing torch
         # (during a load, which may have left the model thread already: a stopped download).
-        return not loading and self._thread.join(timeout) and downloads_ended
+        return self._thread.join(timeout) and downloads_ended
 
     # --- on the model thread -------------------------------------------------------------
 

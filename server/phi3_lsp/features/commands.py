@@ -29,9 +29,12 @@ def register(server: Phi3LanguageServer) -> None:
 
     # Asked while a model loads (e.g. just after the editor started), these answer once it
     # has loaded rather than fail: the client shows its progress meanwhile, or cancels.
+    # Asked after a settings change, they answer for the model it chose: each first waits
+    # for the settings the server still pulls, if any.
 
     @server.command(SHOW_ARCHITECTURE)
     async def show_architecture(ls: Phi3LanguageServer) -> dict[str, Any]:
+        await ls.settled_settings()
         # The architecture is known from the config: Phi-3-mini's is shown while its weights
         # download (minutes), not after.
         while True:
@@ -66,6 +69,7 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.command(MEASURE_WEIGHT_READS)
     async def measure_weight_reads(ls: Phi3LanguageServer) -> dict[str, object]:
+        await ls.settled_settings()
         await ls.load_settled()
         reading = ls.host.read_weights() if ls.host is not None else None
         if reading is None:
@@ -79,7 +83,8 @@ def register(server: Phi3LanguageServer) -> None:
         return reads.to_json()
 
     @server.command(STATUS)
-    def status(ls: Phi3LanguageServer) -> dict[str, object]:
+    async def status(ls: Phi3LanguageServer) -> dict[str, object]:
+        await ls.settled_settings()
         if ls.host is None:
             raise JsonRpcException(
                 message="The server is not initialized yet.",

@@ -1,7 +1,7 @@
 """`textDocument/hover`: the tokens under the cursor, as the model reads the document.
 
 The tokenizer alone answers (never the model), so hovers work while weights load and while a
-completion runs.
+completion runs. A hover asked after a settings change uses the model that change chose.
 """
 
 from __future__ import annotations
@@ -21,11 +21,16 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.feature(types.TEXT_DOCUMENT_HOVER)
     async def hover(ls: Phi3LanguageServer, params: types.HoverParams) -> types.Hover | None:
-        tokenizer = ls.host.tokenizer if ls.host is not None else None
         document = open_document(ls, params.text_document.uri)
-        if tokenizer is None or document is None:
+        if document is None:
             return None
-        lines = document.line_index
+        lines = document.line_index  # the text the request was made on: read before any wait
+        # The tokenizer of the model the last settings change chose: a hover asked while the
+        # server still pulls them waits for them (none is pending in the common case).
+        await ls.settled_settings()
+        tokenizer = ls.host.tokenizer if ls.host is not None else None
+        if tokenizer is None:
+            return None
         position = params.position
         offset = lines.offset_at(position.line, position.character, ls.position_encoding)
         # The blocks, not `lines.text`: joining a 50 MB document after each edit took 0.25 s.

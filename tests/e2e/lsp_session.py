@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,14 @@ class Phi3Client(LanguageClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.statuses: list[dict[str, Any]] = []
+        self.status_arrivals: list[float] = []
+        """When each of `statuses` came (`time.monotonic()`)."""
         self._status_changed = asyncio.Event()
+        self.progress_creates: list[float] = []
+        """When each `window/workDoneProgress/create` came (`time.monotonic()`)."""
+        self.progress_creates_answered = asyncio.Event()
+        """Set: progress creates are answered at once; cleared: each waits until it is set."""
+        self.progress_creates_answered.set()
         self.configuration_pulled = asyncio.Event()
         self.pull_answers: list[Callable[[], Awaitable[None]]] = []
         """How the next pulls are answered, oldest first: each is awaited before its answer
@@ -78,6 +86,7 @@ class Phi3Client(LanguageClient):
 
     def add_status(self, params: Any) -> None:
         self.statuses.append(as_plain(params))
+        self.status_arrivals.append(time.monotonic())
         self._status_changed.set()
 
     async def wait_for_status(
@@ -192,12 +201,27 @@ async def answer_configuration(client: Phi3Client, params: types.ConfigurationPa
     return answer
 
 
+async def answer_progress_create(
+    client: Phi3Client, params: types.WorkDoneProgressCreateParams
+) -> None:
+    """Note when the server asked for a progress token; answer once
+    `client.progress_creates_answered` is set."""
+    client.progress_creates.append(time.monotonic())
+    await client.progress_creates_answered.wait()
+    DEFAULT_CLIENT_FEATURES[types.WINDOW_WORK_DONE_PROGRESS_CREATE](client, params)
+
+
 def make_client() -> Phi3Client:
     from pygls.protocol import default_converter
 
     client = Phi3Client(converter_factory=default_converter)
     register_lsp_features(
-        client, {**DEFAULT_CLIENT_FEATURES, types.WORKSPACE_CONFIGURATION: answer_configuration}
+        client,
+        {
+            **DEFAULT_CLIENT_FEATURES,
+            types.WORKSPACE_CONFIGURATION: answer_configuration,
+            types.WINDOW_WORK_DONE_PROGRESS_CREATE: answer_progress_create,
+        },
     )
     client.feature(STATUS)(lambda params: client.add_status(params))
     return client

@@ -4,15 +4,18 @@ Work-done progress shows a load, and the reading of a completion's long prompt (
 Phi-3-mini ~100 s for 1,500 tokens), each under a token of its own.
 
 The host calls in from the model thread; everything is handed to the event loop, where one
-task sends it all in order: a `$/progress` must not overtake the `create` it belongs to, and
-a load's message must reach the client before the status that says the load has ended.
+task sends it all in order: a load's message must reach the client before the status that says
+the load has ended. A progress's steps wait for the client's answer to its `create` (a
+`$/progress` must not overtake it); the statuses and messages do not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lsprotocol import types
@@ -37,6 +40,31 @@ class _Began:
 _Event = _Began | ProgressUpdate | LoadOutcome | Status | PromptReading
 PROMPT_READING_TITLE = "Reading the prompt"
 
+_Step = Callable[[str | None], None]
+"""Sends one step of a progress, given its token (None: the log has it instead)."""
+
+
+class _Progress:
+    """One progress: its steps wait until its token is known (the client answered its
+    `create`), or known to be none."""
+
+    def __init__(self) -> None:
+        self._token: str | None = None
+        self._waiting: list[_Step] | None = []
+
+    def then(self, step: _Step) -> None:
+        """Send `step` now if the token is known, else once it is, after the steps before it."""
+        if self._waiting is None:
+            step(self._token)
+        else:
+            self._waiting.append(step)
+
+    def created(self, token: str | None) -> None:
+        """The token is known: send the steps that waited for it."""
+        waiting, self._token, self._waiting = self._waiting or [], token, None
+        for step in waiting:
+            step(token)
+
 
 class LoadReporter:
     """Implements the model host's listener for an LSP client."""
@@ -45,6 +73,10 @@ class LoadReporter:
         self._server = server
         self._events: asyncio.Queue[_Event] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._last_create: asyncio.Task[None] | None = None
+        self._create_went_unanswered = False
+        """A client that left one `create` unanswered is not asked again: it would only hold
+        up the next progress's steps for as long."""
 
     def start(self) -> None:
         """Begin sending progress; call on the event loop."""
@@ -78,51 +110,81 @@ class LoadReporter:
 
     async def _send_events(self) -> None:
         assert self._events is not None
-        token: str | None = None
-        reading_token: str | None = None
-        reading = False  # a prompt's reading is shown (under `reading_token`, if it has one)
+        load: _Progress | None = None
+        reading: _Progress | None = None  # the prompt being read, once shown
         while True:
             event = await self._events.get()
             if isinstance(event, _Began):
-                token = await self._begin(f"Loading {event.model}", "phi3-load")
+                load = self._begin(f"Loading {event.model}", "phi3-load")
             elif isinstance(event, Status):
                 self._server.protocol.notify(STATUS_NOTIFICATION, event.to_json())
                 self._server.status_sent()
             elif isinstance(event, ProgressUpdate):
-                self._report(token, event)
+                if load is None:
+                    logger.info("%s", event.message)
+                else:
+                    load.then(functools.partial(self._report, update=event))
             elif isinstance(event, PromptReading):
-                if not reading:  # once per prompt, even when the client refused a token
-                    reading_token = await self._begin(PROMPT_READING_TITLE, "phi3-prompt")
-                    reading = True
-                self._report_reading(reading_token, event)
+                if reading is None:  # once per prompt, even when the client refused a token
+                    reading = self._begin(PROMPT_READING_TITLE, "phi3-prompt")
+                reading.then(functools.partial(self._report_reading, reading=event))
                 if event.ended:
-                    reading_token, reading = None, False
+                    reading = None
             else:
-                self._end(token, event)
-                token = None
+                self._end(load, event)
+                load = None
 
-    async def _begin(self, title: str, token_prefix: str) -> str | None:
-        if not self._server.client_supports("window.work_done_progress"):
+    def _begin(self, title: str, token_prefix: str) -> _Progress:
+        progress = _Progress()
+        if (
+            not self._server.client_supports("window.work_done_progress")
+            or self._create_went_unanswered
+        ):
             logger.info("%s", title)
-            return None
+            progress.created(None)
+            return progress
+        # Asked aside: the statuses do not wait for the answer.
+        self._last_create = asyncio.get_running_loop().create_task(
+            self._create(progress, title, token_prefix, after=self._last_create)
+        )
+        return progress
+
+    async def _create(
+        self,
+        progress: _Progress,
+        title: str,
+        token_prefix: str,
+        *,
+        after: asyncio.Task[None] | None,
+    ) -> None:
+        if after is not None and not after.done():
+            await asyncio.wait([after])  # answered at all? (a few ms, for most clients)
+        if self._create_went_unanswered:
+            logger.info("%s", title)
+            progress.created(None)
+            return
         token = f"{token_prefix}-{uuid.uuid4()}"  # a fresh token for every progress
-        progress = self._server.work_done_progress
+        work_done = self._server.work_done_progress
         try:
-            await answer_within(progress.create_async(token), _CREATE_TIMEOUT_SECONDS)
+            await answer_within(work_done.create_async(token), _CREATE_TIMEOUT_SECONDS)
         except TimeoutError:
+            self._create_went_unanswered = True
             logger.info(
-                "%s (the client did not answer for a progress bar within %.0f s)",
+                "%s (the client did not answer for a progress bar within %.0f s: "
+                "progress goes to the log from now on)",
                 title,
                 _CREATE_TIMEOUT_SECONDS,
             )
-            return None
+            progress.created(None)
+            return
         except Exception as error:
             logger.info("%s (the client refused a progress bar: %s)", title, error)
-            return None
-        progress.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
-        return token
+            progress.created(None)
+            return
+        work_done.begin(token, types.WorkDoneProgressBegin(title=title, percentage=0))
+        progress.created(token)
 
-    def _report_reading(self, token: str | None, reading: PromptReading) -> None:
+    def _report_reading(self, token: str | None, *, reading: PromptReading) -> None:
         message = f"{reading.read:,} of {reading.total:,} tokens"
         if token is None:
             logger.debug("%s: %s", PROMPT_READING_TITLE, message)
@@ -133,7 +195,7 @@ class LoadReporter:
             report = types.WorkDoneProgressReport(message=message, percentage=percentage)
             self._server.work_done_progress.report(token, report)
 
-    def _report(self, token: str | None, update: ProgressUpdate) -> None:
+    def _report(self, token: str | None, *, update: ProgressUpdate) -> None:
         percentage = None if update.fraction is None else round(update.fraction * 100)
         if token is None:
             logger.info("%s", update.message)
@@ -141,7 +203,9 @@ class LoadReporter:
         report = types.WorkDoneProgressReport(message=update.message, percentage=percentage)
         self._server.work_done_progress.report(token, report)
 
-    def _end(self, token: str | None, outcome: LoadOutcome) -> None:
+    def _end(self, load: _Progress | None, outcome: LoadOutcome) -> None:
+        # The message now, before the status that ends the load; the progress's end after its
+        # steps, once its token is known.
         if outcome.superseded:
             summary = f"Stopped loading {outcome.model}: another load was asked for"
         elif outcome.error is not None:
@@ -152,6 +216,12 @@ class LoadReporter:
             self._show(types.MessageType.Warning, outcome.hint)
         else:
             summary = f"{outcome.model} is ready"
+        if load is None:
+            logger.info("%s", summary)
+        else:
+            load.then(functools.partial(self._end_progress, summary=summary))
+
+    def _end_progress(self, token: str | None, *, summary: str) -> None:
         logger.info("%s", summary)
         if token is not None:
             end = types.WorkDoneProgressEnd(message=summary)

@@ -1,0 +1,62 @@
+"""A client that leaves `window/workDoneProgress/create` unanswered: the statuses do not wait
+for it, and once one has gone unanswered, later progress goes to the log without asking again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+
+from e2e.lsp_session import SMOLLM2_SETTINGS, Phi3Client, start, stop, vscode_capabilities
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+CREATE_TIMEOUT_SECONDS = 5.0  # the server's wait for a create's answer
+GAVE_UP = "did not answer for a progress bar"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def silent(
+    offline_pack: None, hf_home: Path, tiny_phi3_dir: Path
+) -> AsyncIterator[Phi3Client]:
+    """The tiny Phi-3 loading for a client that holds every progress create unanswered."""
+    client = await start(str(tiny_phi3_dir), hf_home, vscode_capabilities(), initialize=False)
+    client.progress_creates_answered.clear()
+    await client.initialize_session(types.InitializeParams(capabilities=vscode_capabilities()))
+    yield client
+    client.progress_creates_answered.set()  # late answers, which the server drops
+    await stop(client)
+
+
+async def test_statuses_do_not_wait_for_an_unanswered_progress_create(
+    silent: Phi3Client,
+) -> None:
+    ready = await silent.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+    assert ready["state"] == "ready"
+    [asked_at] = silent.progress_creates  # the load's
+    # The load's steps follow its create at once ("Finding ...", a few milliseconds later),
+    # not once the server has given up on it.
+    [first_after, *_] = [at for at in silent.status_arrivals if at > asked_at]
+    assert first_after - asked_at < CREATE_TIMEOUT_SECONDS / 2
+
+
+async def test_after_an_unanswered_create_later_progress_goes_to_the_log(
+    silent: Phi3Client,
+) -> None:
+    while not any(GAVE_UP in message.message for message in silent.log_messages):
+        await silent.wait_for_notification(types.WINDOW_LOG_MESSAGE)
+    seen, logged = len(silent.statuses), len(silent.log_messages)
+    await silent.change_settings({**SMOLLM2_SETTINGS, "model": "smollm2-135m"})
+    ready = await silent.wait_for_status(
+        lambda status: status["model"] == "smollm2-135m" and status["state"] != "loading",
+        after=seen,
+    )
+    assert ready["state"] == "ready"
+    assert len(silent.progress_creates) == 1  # not asked again
+    messages = [message.message for message in silent.log_messages[logged:]]
+    assert any("Loading smollm2-135m" in message for message in messages)
+    assert any("smollm2-135m is ready" in message for message in messages)

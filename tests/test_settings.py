@@ -74,6 +74,21 @@ def test_limits_are_inclusive_and_enforced_at_both_ends() -> None:
     assert problems == [f"phi3.threads must be at most {cpus}, got {cpus + 1}. Keeping 0."]
 
 
+def test_a_huge_number_is_shown_short_and_a_small_one_exactly() -> None:
+    # 1e300 is an integer to JSON: written out, it would fill the warning with 301 digits.
+    problems = parse_settings({"maxNewTokens": 1e300, "contextTokens": -(10**40) - 7}, Settings())[
+        1
+    ]
+    assert problems == [
+        "phi3.maxNewTokens must be at most 512, got 1e+300. Keeping 50.",
+        "phi3.contextTokens must be at least 16, got -1e+40. Keeping 1024.",
+    ]
+    problems = parse_settings({"maxNewTokens": 123_456_789_012_345}, Settings())[1]
+    assert problems == ["phi3.maxNewTokens must be at most 512, got 123456789012345. Keeping 50."]
+    problems = parse_settings({"maxNewTokens": 1_234_567_890_123_456_789}, Settings())[1]
+    assert problems == ["phi3.maxNewTokens must be at most 512, got 1.235e+18. Keeping 50."]
+
+
 def test_json_numbers_with_integer_values_are_integers_but_booleans_are_not() -> None:
     assert parse_settings({"maxNewTokens": 30.0}, Settings())[0].max_new_tokens == 30
     settings, problems = parse_settings({"maxNewTokens": True, "contextTokens": 12.5}, Settings())

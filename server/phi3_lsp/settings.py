@@ -18,6 +18,10 @@ SECTION = "phi3"
 # model (the offline pack, the hub's cache, GGUF conversion), which `initialize` need not wait for.
 DEFAULT_MODEL = "microsoft/Phi-3-mini-4k-instruct"
 
+_WHOLE_DIGITS = 15
+"""Integers of up to this many digits are shown whole; longer ones (1e300 in a settings file is
+an integer to JSON) in scientific notation."""
+
 WeightFormat = Literal["fp32", "int4"]
 WEIGHT_FORMATS: tuple[WeightFormat, ...] = ("fp32", "int4")
 
@@ -146,9 +150,9 @@ def _parse_value(key: str, field: _Field, value: object) -> tuple[object, str | 
     if not isinstance(value, int) or isinstance(value, bool):
         return None, f"{name} must be an integer, got {_describe(value)}."
     if field.minimum is not None and value < field.minimum:
-        return None, f"{name} must be at least {field.minimum}, got {value}."
+        return None, f"{name} must be at least {field.minimum}, got {_describe(value)}."
     if field.maximum is not None and value > field.maximum:
-        return None, f"{name} must be at most {field.maximum}, got {value}."
+        return None, f"{name} must be at most {field.maximum}, got {_describe(value)}."
     return value, None
 
 
@@ -159,6 +163,10 @@ def _describe(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) >= 10**_WHOLE_DIGITS:
+        from decimal import Context  # any integer, where float() overflows past 1e308
+
+        return f"{Context(prec=4).create_decimal(value).normalize():g}"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, Mapping):

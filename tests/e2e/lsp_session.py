@@ -39,14 +39,14 @@ class Phi3Client(LanguageClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.statuses: list[dict[str, Any]] = []
-        self.status_arrivals: list[float] = []
-        """When each of `statuses` came (`time.monotonic()`)."""
         self._status_changed = asyncio.Event()
         self.progress_creates: list[float] = []
         """When each `window/workDoneProgress/create` came (`time.monotonic()`)."""
         self.progress_creates_answered = asyncio.Event()
         """Set: progress creates are answered at once; cleared: each waits until it is set."""
         self.progress_creates_answered.set()
+        self.answer_creates_after_a_status = False
+        """True: each progress create is answered once a status has come after it."""
         self.configuration_pulled = asyncio.Event()
         self.pull_answers: list[Callable[[], Awaitable[None]]] = []
         """How the next pulls are answered, oldest first: each is awaited before its answer
@@ -86,7 +86,6 @@ class Phi3Client(LanguageClient):
 
     def add_status(self, params: Any) -> None:
         self.statuses.append(as_plain(params))
-        self.status_arrivals.append(time.monotonic())
         self._status_changed.set()
 
     async def wait_for_status(
@@ -205,8 +204,11 @@ async def answer_progress_create(
     client: Phi3Client, params: types.WorkDoneProgressCreateParams
 ) -> None:
     """Note when the server asked for a progress token; answer once
-    `client.progress_creates_answered` is set."""
+    `client.progress_creates_answered` is set, or a status has come after it (see
+    `client.answer_creates_after_a_status`)."""
     client.progress_creates.append(time.monotonic())
+    if client.answer_creates_after_a_status:
+        await client.wait_for_status(lambda status: True, after=len(client.statuses))
     await client.progress_creates_answered.wait()
     DEFAULT_CLIENT_FEATURES[types.WINDOW_WORK_DONE_PROGRESS_CREATE](client, params)
 

@@ -616,6 +616,79 @@ async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(
     assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
 
 
+def stop_what_the_newer_request_is_for(
+    host: ModelHost, how: str, model: str
+) -> asyncio.Future[Generation | None] | None:
+    """Do what stops a completion on "doc" within a layer (see the test below); returns a
+    request it makes, if any."""
+    if how == "another document":
+        return asyncio.ensure_future(host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="b"))
+    if how == "closing the document":
+        host.forget_document("doc")
+    elif how == "a reload":
+        assert host.load(model, threads=1, trust_remote_code=True)  # the same model, reloaded
+    elif how == "the exit":
+        host.shutdown(timeout=0)
+    else:
+        host.supersede()
+    return None
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["another document", "closing the document", "a reload", "the exit", "a request with no text"],
+)
+async def test_what_stops_a_newer_request_stops_the_prompt_chunk_kept_for_it_within_a_layer(
+    loaded_host: ModelHost, tiny_phi3_dir: Path, how: str
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
+    # A read ahead says how far it got; a completion's stop is the same `StopRequest`.
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
+        older,
+        release,
+    ):
+        # A keystroke: the newer request begins with the chunk in flight, which finishes for it.
+        newer = asyncio.ensure_future(
+            loaded_host.generate(typed_on, max_new_tokens=2, cache_key="doc")
+        )
+        await asyncio.sleep(0)
+        # Then what stops the newer request: nothing needs the older one's chunk any more.
+        elsewhere = stop_what_the_newer_request_is_for(loaded_host, how, str(tiny_phi3_dir))
+        release.set()
+        stopped_read = await older
+        assert await newer is None
+        if elsewhere is not None:
+            assert await elsewhere is not None
+    assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
+
+
+@pytest.mark.parametrize("keeps_the_chunk", [True, False], ids=["typed-on", "edited-before"])
+async def test_the_next_keystroke_decides_for_a_chunk_kept_for_the_one_before(
+    loaded_host: ModelHost, keeps_the_chunk: bool
+) -> None:
+    prompt = long_prompt(loaded_host, 2 * PREFILL_CHUNK_TOKENS + 176)
+    typed_on = [*prompt[: 2 * PREFILL_CHUNK_TOKENS + 10], 450]
+    # The third request types on, or follows an edit inside the chunk in flight.
+    end = 2 * PREFILL_CHUNK_TOKENS + 11 if keeps_the_chunk else PREFILL_CHUNK_TOKENS + 100
+    third = [*typed_on[:end], 29871]
+    async with older_request_held_in_its_second_chunk(loaded_host, prompt, read_ahead=True) as (
+        older,
+        release,
+    ):
+        second = asyncio.ensure_future(
+            loaded_host.generate(typed_on, max_new_tokens=2, cache_key="doc")
+        )
+        await asyncio.sleep(0)
+        second.cancel()  # as an editor does when the user types on
+        await asyncio.sleep(0)
+        newest = await newer_request_then_release(loaded_host, third, "doc", release)
+        stopped_read = await older
+    kept = 2 * PREFILL_CHUNK_TOKENS if keeps_the_chunk else PREFILL_CHUNK_TOKENS
+    assert stopped_read is not None and stopped_read.cached_tokens == kept
+    assert newest is not None and newest.reused_prompt_tokens == min(kept, end)
+
+
 async def test_a_thread_count_change_stops_a_read_ahead_whose_prompt_it_would_drop(
     loaded_host: ModelHost, tiny_phi3_dir: Path
 ) -> None:

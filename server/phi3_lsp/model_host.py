@@ -155,6 +155,10 @@ class ModelHost:
         self._dropped_engine: ModelEngine | None = None
         """The previous model until the model thread frees it (see `_free_dropped_engine`)."""
         self._running: _RunningGeneration | None = None
+        self._kept_for_running: list[_RunningGeneration] = []
+        """Older generations still finishing a prompt pass that the running one (or one it
+        superseded) reuses: a stop of the running one is theirs too (see
+        `_stop_running_generation`)."""
         self._drafts = DraftsKeeper(self._thread)
         self._load_stop = LoadStop()
         self._load_stop.load_ended()  # no load has it: the first `load` makes its own
@@ -365,7 +369,7 @@ class ModelHost:
         """Stop its generation and free what the engine keeps for a closed document (its
         prompt's keys and values)."""
         with self._lock:
-            if self._running is not None and self._running.cache_key == uri:
+            if any(running.cache_key == uri for running in self._generations()):
                 self._stop_running_generation()
         engine = self._engine
         if engine is not None and not self._thread.closed:
@@ -646,6 +650,14 @@ class ModelHost:
         with self._lock:
             if self._running is not None and self._running.stop is stop:
                 self._running = None
+            self._kept_for_running = [
+                kept for kept in self._kept_for_running if kept.stop is not stop
+            ]
+
+    def _generations(self) -> list[_RunningGeneration]:
+        """Called with the lock held: the running generation and those whose pass it keeps."""
+        running = [] if self._running is None else [self._running]
+        return [*self._kept_for_running, *running]
 
     def _stop_reading_ahead(self) -> None:
         """Called with the lock held: stop a prompt's read ahead, if running (not the warm-up,
@@ -658,14 +670,21 @@ class ModelHost:
         self, keeping: Sequence[int] = (), cache_key: str | None = None
     ) -> None:
         """Stop the running generation; a pass over prompt tokens that `keeping` begins with,
-        for the same `cache_key`, finishes first."""
-        running, self._running = self._running, None
-        if running is None:
-            return
-        if keeping and running.cache_key == cache_key:
-            running.stop.stop_keeping(keeping)
-        else:
-            running.stop.set()
+        for the same `cache_key`, finishes first.
+
+        Older generations that finish such a pass for the running one are stopped alike: the
+        request they finish it for may itself be stopped (a reload, the document closed, the
+        exit), and then nothing needs their pass. Those still finishing one are kept for the
+        next request, which is to reach them in turn.
+        """
+        generations = self._generations()
+        self._running, self._kept_for_running = None, []
+        for generation in generations:
+            if keeping and generation.cache_key == cache_key:
+                generation.stop.stop_keeping(keeping)
+                self._kept_for_running.append(generation)
+            else:
+                generation.stop.set()
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, register_lsp_features
+from pytest_lsp.client import progress as record_progress
 
 from phi3_lsp.json_values import as_plain
 
@@ -40,6 +41,7 @@ class Phi3Client(LanguageClient):
         super().__init__(*args, **kwargs)
         self.statuses: list[dict[str, Any]] = []
         self._status_changed = asyncio.Event()
+        self._progress_came = asyncio.Event()
         self.progress_creates: list[float] = []
         """When each `window/workDoneProgress/create` came (`time.monotonic()`)."""
         self.progress_creates_answered = asyncio.Event()
@@ -102,6 +104,32 @@ class Phi3Client(LanguageClient):
                 seen = max(seen, len(self.statuses))
                 self._status_changed.clear()
                 await self._status_changed.wait()
+
+        return await asyncio.wait_for(scan(), LOAD_TIMEOUT)
+
+    def add_progress(self, params: types.ProgressParams) -> None:
+        record_progress(self, params)  # into `progress_reports`, as pytest-lsp keeps them
+        self._progress_came.set()
+
+    async def wait_for_progress(
+        self,
+        accept: Callable[[types.ProgressToken, Any], bool],
+        *,
+        skip: Collection[types.ProgressToken] = (),
+    ) -> tuple[types.ProgressToken, Any]:
+        """The first progress report (begin, report or end) that `accept`s, with its token,
+        of the progresses whose tokens are not in `skip`; waiting for it if needed."""
+
+        async def scan() -> tuple[types.ProgressToken, Any]:
+            while True:
+                for token, reports in list(self.progress_reports.items()):
+                    if token in skip:
+                        continue
+                    for report in reports:
+                        if accept(token, report):
+                            return token, report
+                self._progress_came.clear()
+                await self._progress_came.wait()
 
         return await asyncio.wait_for(scan(), LOAD_TIMEOUT)
 
@@ -213,6 +241,10 @@ async def answer_progress_create(
     DEFAULT_CLIENT_FEATURES[types.WINDOW_WORK_DONE_PROGRESS_CREATE](client, params)
 
 
+def note_progress(client: Phi3Client, params: types.ProgressParams) -> None:
+    client.add_progress(params)
+
+
 def make_client() -> Phi3Client:
     from pygls.protocol import default_converter
 
@@ -223,6 +255,7 @@ def make_client() -> Phi3Client:
             **DEFAULT_CLIENT_FEATURES,
             types.WORKSPACE_CONFIGURATION: answer_configuration,
             types.WINDOW_WORK_DONE_PROGRESS_CREATE: answer_progress_create,
+            types.PROGRESS: note_progress,
         },
     )
     client.feature(STATUS)(lambda params: client.add_status(params))

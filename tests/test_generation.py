@@ -17,8 +17,9 @@ from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation, GreedyDecoder
 from phi3_lsp.pass_planner import PassPlanner
+from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.prompt_cache import PromptCache
-from phi3_lsp.stop_requests import StopRequest
+from phi3_lsp.stop_requests import StopRequest, TokenLimit
 from phi3_lsp.stoppable_passes import decoder_layers
 from phi3_lsp.tokens import DocumentTokenizer
 
@@ -131,6 +132,34 @@ class TestTinyPhi3:
             whole = tokenizer.decode([*prompt, *generation.token_ids])
             assert whole == tokenizer.decode(prompt) + generation.text
 
+    @pytest.mark.parametrize("lowered_to", [8, 1], ids=["above-what-is-made", "below-it"])
+    def test_a_limit_lowered_while_it_runs_ends_it_there_or_at_once(
+        self, tiny: ModelEngine, lowered_to: int
+    ) -> None:
+        prompt = tiny.tokenizer.encode_prompt(CAPITAL)
+        limit = TokenLimit(40)
+        made: list[int] = []
+        calls = itertools.count(1)
+
+        def before_pass(*_: object) -> None:
+            if next(calls) == 3:  # the prompt's pass and one decode pass have run
+                made.append(0)
+                limit.lower_to(lowered_to)
+
+        hook = tiny.model.register_forward_pre_hook(before_pass)
+        try:
+            generation = tiny.generate(prompt, max_new_tokens=40, limit=limit)
+        finally:
+            hook.remove()
+        assert made, "the limit was never lowered"
+        assert generation.finish_reason == "length"
+        tokens = list(generation.token_ids)
+        assert tokens == greedy_without_cache(tiny, prompt, len(tokens))
+        if lowered_to == 8:
+            assert len(tokens) == 8
+        else:  # it had made more: they stay, and no pass runs after the one in flight
+            assert 1 < len(tokens) < 40
+
     def test_the_limit_is_respected_and_counted(self, tiny: ModelEngine) -> None:
         prompt = tiny.tokenizer.encode_prompt(CODE)
         generation = tiny.generate(prompt, max_new_tokens=5)
@@ -224,9 +253,11 @@ class TestTinyPhi3:
         assert list(generation.token_ids) == greedy_without_cache(tiny, prompt, 4)
         # After an edit, chunks still end where a cold prompt's chunks end.
         edited = [*prompt[:700], *prompt[701:]]
+        # 700 tokens unless the next one is the same (the prompt is this project's source).
+        kept = common_prefix_length(prompt, edited)
         with rows_per_pass(tiny.model) as rows:
             decoder.generate(edited, max_new_tokens=1, cache_key="doc")
-        assert rows == [2 * PREFILL_CHUNK_TOKENS - 700, len(edited) - 2 * PREFILL_CHUNK_TOKENS]
+        assert rows == [2 * PREFILL_CHUNK_TOKENS - kept, len(edited) - 2 * PREFILL_CHUNK_TOKENS]
 
     def test_a_stop_during_a_prompt_ends_it_within_a_layer_and_keeps_the_finished_chunks(
         self, tiny: ModelEngine

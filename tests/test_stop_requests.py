@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from phi3_lsp.stop_requests import StopRequest
+from phi3_lsp.stop_requests import StopRequest, TokenLimit
 
 PROMPT = [1, 450, 7483, 310, 3444, 338]
 
@@ -40,3 +40,13 @@ def test_a_plain_stop_before_or_after_a_keeping_one_spares_nothing() -> None:
     stopped_then_kept.stop_keeping(PROMPT)
     assert not kept_then_stopped.spares(PROMPT[:2])
     assert not stopped_then_kept.spares(PROMPT[:2])
+
+
+def test_a_token_limit_is_only_ever_lowered_and_stays_at_least_one() -> None:
+    limit = TokenLimit(50)
+    limit.lower_to(400)
+    assert limit.tokens == 50
+    limit.lower_to(5)
+    assert limit.tokens == 5
+    limit.lower_to(0)
+    assert limit.tokens == 1

@@ -60,6 +60,7 @@ from phi3_lsp.scheduling import torch_thread_count
 from phi3_lsp.settings import WeightFormat
 from phi3_lsp.shared_products import share_products
 from phi3_lsp.sources import SPEC_HELP, ModelSource
+from phi3_lsp.stop_requests import TokenLimit
 from phi3_lsp.system_memory import available_memory
 from phi3_lsp.tokens import DocumentTokenizer
 from phi3_lsp.weight_files import check_weight_files
@@ -335,10 +336,12 @@ class ModelEngine:
         cache_key: str | None = None,
         one_line: bool = False,
         on_prompt_read: PromptReadCallback | None = None,
+        limit: TokenLimit | None = None,
     ) -> Generation:
         """The greedy continuation of `prompt_ids` (only new text; at most `max_new_tokens`).
 
-        Stops at an end-of-sequence token, at the limit, within one decoder layer of
+        Stops at an end-of-sequence token, at the limit (or at `limit`, lowered meanwhile),
+        within one decoder layer of
         `stop_event` being set (keeping the prompt chunks it finished for the next call with
         `cache_key`; a `StopRequest` may let the chunk in flight finish first), or
         (`one_line`) after the first token holding a line break.
@@ -367,6 +370,7 @@ class ModelEngine:
             cache_key=cache_key,
             one_line=one_line,
             on_prompt_read=on_prompt_read,
+            limit=limit,
         )
 
     def read_prompt(

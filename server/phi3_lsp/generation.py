@@ -33,6 +33,7 @@ from phi3_lsp.pass_planner import PassPlan, PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.prompt_progress import PromptProgress, PromptReadCallback
+from phi3_lsp.stop_requests import TokenLimit
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
 
@@ -129,6 +130,7 @@ class GreedyDecoder:
         cache_key: str | None = None,
         one_line: bool = False,
         on_prompt_read: PromptReadCallback | None = None,
+        limit: TokenLimit | None = None,
     ) -> Generation:
         """Greedy continuation of `prompt_ids`; see `ModelEngine.generate`."""
         if not prompt_ids:
@@ -142,7 +144,9 @@ class GreedyDecoder:
             try:
                 logits = self._prefill(run, prompt_ids, on_prompt_read)
                 prefilled = time.perf_counter()
-                finish = self._decode(run, logits, max_new_tokens, one_line)
+                limit = TokenLimit(max_new_tokens) if limit is None else limit
+                limit.lower_to(max_new_tokens)
+                finish = self._decode(run, logits, limit, one_line)
             except PassStopped:
                 # The stopped pass's finished layers wrote positions that `fed_ids` lacks.
                 truncate(run.cache, len(run.fed_ids))
@@ -231,7 +235,7 @@ class GreedyDecoder:
         return logits
 
     def _decode(
-        self, run: _Run, logits: torch.Tensor, max_new_tokens: int, one_line: bool
+        self, run: _Run, logits: torch.Tensor, limit: TokenLimit, one_line: bool
     ) -> FinishReason:
         """Pick tokens until EOS, the token limit or (`one_line`) a line break, checking
         drafted tokens on the way (see `drafts` and `model_drafts`): each pass feeds the last
@@ -249,12 +253,15 @@ class GreedyDecoder:
                 run.new_ids.append(token_id)
                 piece = run.stream.push(token_id)
                 run.emit(piece)
-                if len(run.new_ids) >= max_new_tokens:
+                if len(run.new_ids) >= limit.tokens:
                     return "length"
                 if one_line and ("\n" in piece or "\r" in piece):  # "\r": LSP's lone break too
                     return "line"
             lookup.extend(chosen)
             self._stops.check()  # also before every layer, but a pass would first be planned
+            max_new_tokens = limit.tokens  # lowered meanwhile, perhaps below what is made
+            if len(run.new_ids) >= max_new_tokens:
+                return "length"
             room = min(
                 max_new_tokens - len(run.new_ids) - 1,  # the pass itself adds one token
                 self.drafts_until - len(run.fed_ids) - 1,

@@ -29,7 +29,7 @@ from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.prompt_reading import PromptReading, PromptReadReports
 from phi3_lsp.scheduling import torch_thread_count
 from phi3_lsp.settings import WeightFormat
-from phi3_lsp.stop_requests import StopRequest
+from phi3_lsp.stop_requests import StopRequest, TokenLimit
 
 if TYPE_CHECKING:
     from phi3_lsp.engine import ModelEngine
@@ -285,6 +285,15 @@ class ModelHost:
         with self._lock:
             self._stop_running_generation()
 
+    def limit_new_tokens(self, tokens: int) -> None:
+        """End the running completion (or its continuation in the background) once it has
+        `tokens` new tokens, at once if it has them already: `maxNewTokens` was lowered. Its
+        text is kept, as that of a completion asked for that many."""
+        with self._lock:
+            for generation in self._generations():
+                if generation.limit is not None:
+                    generation.limit.lower_to(tokens)
+
     async def generate(
         self,
         prompt_ids: list[int],
@@ -309,10 +318,10 @@ class ModelHost:
         engine = self._engine
         if engine is None or not engine.has_weights:
             return None
-        stop = StopRequest()
+        stop, limit = StopRequest(), TokenLimit(max_new_tokens)
         with self._lock:
             self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
-            self._running = _RunningGeneration(stop, cache_key)
+            self._running = _RunningGeneration(stop, cache_key, limit=limit)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         generation = loop.run_in_executor(
@@ -320,7 +329,7 @@ class ModelHost:
             self._generate,
             engine,
             prompt_ids,
-            max_new_tokens,
+            limit,
             cache_key,
             stop,
             started,
@@ -417,7 +426,7 @@ class ModelHost:
         self,
         engine: ModelEngine,
         prompt_ids: list[int],
-        max_new_tokens: int,
+        limit: TokenLimit,
         cache_key: str,
         stop: threading.Event,
         started: float,
@@ -435,7 +444,8 @@ class ModelHost:
         try:
             generation = engine.generate(
                 prompt_ids,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=limit.tokens,
+                limit=limit,
                 stop_event=stop,
                 on_text=on_text,
                 cache_key=cache_key,
@@ -694,6 +704,8 @@ class _RunningGeneration:
     ahead: bool = False
     """Work ahead of requests (reading a prompt ahead, the warm-up): none waits on it, and any
     newer request stops it."""
+    limit: TokenLimit | None = None
+    """A completion's token limit, which a lower `maxNewTokens` lowers while it runs."""
 
 
 def _freeze_loaded_objects() -> None:

@@ -196,9 +196,13 @@ class Phi3LanguageServer(LanguageServer):
             logger.info("Setting changed: %s", change)  # the output shows what took effect
         if self.settings.shapes_suggestions_unlike(settings):
             self.suggestions.forget()  # asking again at its place makes the new one
-        self.settings = settings
+        previous, self.settings = self.settings, settings
         if self.host is None:
             return
+        if previous.inline_completions and not settings.inline_completions:
+            self.host.supersede()  # no suggestion is shown now: its work is for no one
+        elif settings.max_new_tokens < previous.max_new_tokens:
+            self.host.limit_new_tokens(settings.max_new_tokens)
         reloading = self.host.load(
             settings.model,
             threads=settings.threads,

@@ -1,4 +1,5 @@
-"""Stopping a generation, or letting it first finish the prompt pass a newer request needs.
+"""Stopping a generation, or letting it first finish the prompt pass a newer request needs;
+ending it at a token limit lowered while it runs.
 
 A prompt is fed in chunks (see `generation`), and on Phi-3-mini a chunk takes ~40 s on 2 cores.
 Each keystroke sends a new request that stops the running one. Stopped within the chunk, the
@@ -51,3 +52,21 @@ class StopRequest(threading.Event):
         return len(pass_tokens) <= len(keeping) and keeping[: len(pass_tokens)] == tuple(
             pass_tokens
         )
+
+
+class TokenLimit:
+    """The most new tokens a running generation makes, lowered while it runs when the user
+    lowers `maxNewTokens`: it then ends at the new limit (or at once, if it has made as many)
+    as if it had been asked for that many, its text kept."""
+
+    def __init__(self, tokens: int) -> None:
+        self._tokens = tokens
+
+    @property
+    def tokens(self) -> int:
+        """The limit now."""
+        return self._tokens
+
+    def lower_to(self, tokens: int) -> None:
+        """Make at most `tokens` (at least 1), if that is fewer than the limit now."""
+        self._tokens = max(1, min(self._tokens, tokens))  # one int store: safe across threads

@@ -48,17 +48,23 @@ async def ask_at_the_end(client: Phi3Client, text: str) -> asyncio.Future[Any]:
     return asyncio.ensure_future(client.inline(uri, text.count("\n"), 0))
 
 
+async def turn_completions_off_and_see_it_stop(client: Phi3Client, seen: int) -> None:
+    """Turn completions off while the generation asked after status `seen` runs: it stops
+    rather than runs to its end."""
+    await client.change_settings({**SETTINGS, "inlineCompletions": False})
+    await client.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    assert client.finished_generations_since(seen) == 0, "it ran to its end"
+
+
 async def test_completions_turned_off_answer_the_request_in_flight_with_nothing(
     session: Phi3Client,
 ) -> None:
     seen = len(session.statuses)
     request = await ask_at_the_end(session, endless(10))
     await session.wait_for_status(lambda status: status["state"] == "generating", after=seen)
-    await session.change_settings({**SETTINGS, "inlineCompletions": False})
     try:
+        await turn_completions_off_and_see_it_stop(session, seen)
         assert await request == []
-        await session.wait_for_status(lambda status: status["state"] == "ready", after=seen)
-        assert session.finished_generations_since(seen) == 0, "it ran to its end"
     finally:
         await session.change_settings(SETTINGS)
 
@@ -71,9 +77,7 @@ async def test_completions_turned_off_stop_the_continuation_in_the_background(
         seen = len(session.statuses)
         [early] = await (await ask_at_the_end(session, endless(10)))
         assert isinstance(early.insert_text, str) and early.insert_text.strip()
-        await session.change_settings({**SETTINGS, "inlineCompletions": False})
-        await session.wait_for_status(lambda status: status["state"] == "ready", after=seen)
-        assert session.finished_generations_since(seen) == 0, "it ran to its end"
+        await turn_completions_off_and_see_it_stop(session, seen)
     finally:
         await session.change_settings(SETTINGS)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from phi3_lsp.line_breaks import line_starts
-from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, tokens_covering
+from phi3_lsp.tokens import DocumentTokenizer, TokenSpan, Word, tokens_covering, word_at
 from phi3_lsp.word_tokens import FAR_CHARACTERS, NEAR_LINES, tokens_near
 
 # Real source with indentation, blank lines, strings and comments, plus lines that byte-level
@@ -27,29 +27,37 @@ DOCUMENT = "\n".join(
 )
 
 
+WORDS = re.compile(r"\w+|[^\w\s]+")
+
+
 @pytest.fixture(params=["phi3_mini_dir", "smollm2_dir"])
 def tokenizer(request: pytest.FixtureRequest) -> DocumentTokenizer:
     folder: Path = request.getfixturevalue(request.param)
     return DocumentTokenizer.from_dir(folder)
 
 
+def words_in(text: str) -> list[Word]:
+    """Each run of word characters, and each run of punctuation."""
+    return [Word(match.group(), match.start(), match.end()) for match in WORDS.finditer(text)]
+
+
 def share_of_words_answered_near(
-    tokenizer: DocumentTokenizer, text: str, words: list[re.Match[str]]
+    tokenizer: DocumentTokenizer, text: str, words: Sequence[Word]
 ) -> float:
     """The share of `words` the windows answer; each answer must be the whole text's tokens."""
     whole = tokenizer.token_spans(text)
     starts = line_starts(text)
     agreed = 0
     for word in words:
-        near = tokens_near(tokenizer, text, starts, word.start(), word.end())
+        near = tokens_near(tokenizer, text, starts, word.start, word.end)
         if near is not None:
-            assert near == tokens_covering(whole, word.start(), word.end()), word.group()
+            assert near == tokens_covering(whole, word.start, word.end), word
             agreed += 1
     return agreed / len(words)
 
 
 def test_every_word_gets_the_tokens_of_the_whole_document(tokenizer: DocumentTokenizer) -> None:
-    words = list(re.finditer(r"\w+|[^\w\s]+", DOCUMENT))
+    words = words_in(DOCUMENT)
     assert len(words) > 1000
     # The windows answer nearly always; the whole document is the rare fallback.
     assert share_of_words_answered_near(tokenizer, DOCUMENT, words) > 0.99
@@ -79,9 +87,28 @@ def test_a_word_in_a_long_line_is_tokenized_from_the_characters_around_it(
         return covering_spans(excerpts)
 
     monkeypatch.setattr(tokenizer, "covering_spans", recording_covering_spans)
-    words = list(re.finditer(r"\w+|[^\w\s]+", text))[::25]
+    words = words_in(text)[::25]
     assert len(words) > 500
     assert share_of_words_answered_near(tokenizer, text, words) > 0.99
     # No window held more than the characters around its word, never the 100,000 of the line.
-    longest_word = max(len(word.group()) for word in words)
+    longest_word = max(len(word.text) for word in words)
     assert max(excerpt_lengths) <= 2 * FAR_CHARACTERS + longest_word
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "=" * 1000,
+        "-" * 300,
+        "data:application/octet-stream;base64," + "A" * 600 + "==",
+        "ab" * 500,
+    ],
+    ids=["equals", "dashes", "base64", "pairs"],
+)
+def test_a_long_run_of_one_pattern_gets_the_tokens_of_the_whole_document(
+    tokenizer: DocumentTokenizer, text: str
+) -> None:
+    # Inside a run, the tokens repeat every 16 or 32 characters from the run's start: windows
+    # cut inside it a multiple of that apart agree with each other, not with the document.
+    words = [word_at(text, offset) for offset in range(len(text))]
+    share_of_words_answered_near(tokenizer, text, [word for word in words if word is not None])

@@ -359,6 +359,22 @@ def test_architecture_json_is_the_protocol_report(offline_env: dict[str, str]) -
     assert report["repr"].startswith("Phi3ForCausalLM(")
 
 
+def test_architecture_json_is_the_report_of_the_model_the_server_loads(
+    offline_env: dict[str, str], tiny_bf16_phi3_dir: Path
+) -> None:
+    from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.sources import resolve_model
+
+    result = phi3_lsp(offline_env, "architecture", "--json", "--model", str(tiny_bf16_phi3_dir))
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    loaded = ModelEngine.load(resolve_model(str(tiny_bf16_phi3_dir))).architecture().to_json()
+    # Only whether the weights are in memory differs: the dtypes they are kept in do not.
+    assert shown["weightsLoaded"] is False and shown["weightsPending"] is False
+    assert shown["config"]["dtype"] == loaded["config"]["dtype"]
+    assert {**shown, "weightsLoaded": True} == loaded
+
+
 def test_tokenize_and_architecture_of_a_gguf_leave_its_weights_alone(
     offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
 ) -> None:

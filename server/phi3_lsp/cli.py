@@ -267,12 +267,15 @@ def run_architecture(args: argparse.Namespace) -> int:
         source = _resolve(args, weights=False)
     except ModelSourceError as error:
         return fail(str(error))
+    from phi3_lsp.engine import architecture_before_weights  # imports torch
+
     try:
-        # The architecture needs no weights: building on the meta device is instant at any size.
-        engine = _load_engine(dataclasses.replace(source, weights_dir=None), threads=0)
+        # Built from the config on the meta device, instant at any size, with the weights in
+        # the dtypes the server's load keeps them in: the report the server gives.
+        report = architecture_before_weights(source)
     except Exception as error:  # a broken config: one line that names it, as the server says
         return fail(_load_error(source.spec, error))
-    report = engine.architecture()
+    report = dataclasses.replace(report, weights_pending=False)  # none come in this process
     if args.json:
         print(json.dumps(report.to_json()))
     else:

@@ -18,6 +18,7 @@ from phi3_lsp.tokens import (
     Word,
     tokens_covering,
     word_at,
+    word_before,
 )
 
 CAPITAL = "The capital of France is"
@@ -208,6 +209,14 @@ class TestWords:
         assert word_at("ab", 2) is None
         assert word_at("", 0) is None
         assert word_at("ab", -1) is None
+
+    def test_the_word_before_the_cursor(self) -> None:
+        assert word_before("print(max_", 10) == "max_"
+        assert word_before("print(max_", 6) == ""  # after punctuation
+        assert word_before("France is ", 10) == ""  # after a space
+        assert word_before("one\ntwo", 4) == ""  # at a line's start
+        assert word_before("naïve", 5) == "naïve"
+        assert word_before("x" * 1000, 1000) == "x" * WORD_REACH
 
     def test_words_in_other_scripts(self) -> None:
         assert word_at("naïve 我想 x", 7) == Word("我想", 6, 8)

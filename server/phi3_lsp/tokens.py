@@ -255,6 +255,16 @@ def word_at(text: Characters, offset: int) -> Word | None:
     return Word(near[start:end], first + start, first + end)
 
 
+def word_before(text: Characters, offset: int) -> str:
+    """The word characters just before `offset` ("" after whitespace or punctuation), at most
+    `WORD_REACH` of them."""
+    near = text[max(0, offset - WORD_REACH) : offset]
+    start = len(near)
+    while start > 0 and _is_word_char(near[start - 1]):
+        start -= 1
+    return near[start:]
+
+
 def _is_word_char(char: str) -> bool:
     return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
 

@@ -118,6 +118,8 @@ async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Clie
     assert item.text_edit.new_text.startswith(" Paris")
     cursor = types.Position(line=0, character=len(PROMPT))
     assert item.text_edit.range == types.Range(start=cursor, end=cursor)
+    # Editors that match items against the word before the cursor ("is") still show it.
+    assert item.filter_text == "is" + item.text_edit.new_text
 
 
 async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Client) -> None:

@@ -8,6 +8,7 @@ from lsprotocol import types
 
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.text_documents import IndexedDocument
+from phi3_lsp.tokens import word_before
 
 
 def register(server: Phi3LanguageServer) -> None:
@@ -48,3 +49,12 @@ def cursor_position(ls: Phi3LanguageServer, uri: str, position: types.Position) 
         return position
     line, character = document.line_index.position_at(offset, ls.position_encoding)
     return types.Position(line=line, character=character)
+
+
+def word_before_cursor(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
+    """The word characters before `position` in the document at `uri` ("" if none)."""
+    document = open_document(ls, uri)
+    offset = None if document is None else cursor_offset(ls, document, position)
+    if document is None or offset is None:
+        return ""
+    return word_before(document.line_index.blocks, offset)

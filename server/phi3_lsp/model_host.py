@@ -281,7 +281,8 @@ class ModelHost:
         self._thread.submit(self._use_threads, self._load_id, threads)
 
     def supersede(self) -> None:
-        """Stop the running completion: a newer request has made it useless."""
+        """Stop the running completion, or the work ahead of one (a prompt read ahead, the
+        warm-up): a newer request, or completions turned off, made it useless."""
         with self._lock:
             self._stop_running_generation()
 

@@ -194,13 +194,19 @@ class Phi3LanguageServer(LanguageServer):
             logger.warning("Setting not taken: %s", problem)  # the toast goes; the output stays
         for change in describe_changes(self.settings, settings):
             logger.info("Setting changed: %s", change)  # the output shows what took effect
-        if self.settings.shapes_suggestions_unlike(settings):
-            self.suggestions.forget()  # asking again at its place makes the new one
+        turned_off = self.settings.inline_completions and not settings.inline_completions
+        if self.settings.shapes_suggestions_unlike(settings) or turned_off:
+            # Asking again at its place makes the new one. A suggestion stopped by turning
+            # completions off is cut short: typing through it once they are on must not show it.
+            self.suggestions.forget()
         previous, self.settings = self.settings, settings
         if self.host is None:
             return
-        if previous.inline_completions and not settings.inline_completions:
-            self.host.supersede()  # no suggestion is shown now: its work is for no one
+        if turned_off:
+            # No suggestion is shown now: its work is for no one, and neither is work ahead of
+            # completions (a prompt read at the cursor, the warm-up): the first completion once
+            # they are on again pays what is left of it.
+            self.host.supersede()
         elif settings.max_new_tokens < previous.max_new_tokens:
             self.host.limit_new_tokens(settings.max_new_tokens)
         reloading = self.host.load(

@@ -1,5 +1,6 @@
 """Settings changed while the model generates apply to that generation: completions turned off
-stop it and answer nothing more; a lower `maxNewTokens` ends it at the new limit."""
+stop it (and a prompt read at the cursor), answer nothing more, and forget the suggestion it
+was making; a lower `maxNewTokens` ends it at the new limit."""
 
 from __future__ import annotations
 
@@ -99,5 +100,47 @@ async def test_a_lower_max_new_tokens_ends_the_running_generation_at_the_new_lim
         ended = await session.wait_for_status(lambda status: status["state"] == "ready", after=seen)
         assert session.finished_generations_since(seen) == 1, "it was stopped, not ended"
         assert ended["lastTokens"] == 5
+    finally:
+        await session.change_settings(SETTINGS)
+
+
+async def test_a_suggestion_stopped_by_completions_turned_off_is_not_typed_through_later(
+    session: Phi3Client,
+) -> None:
+    # Answered once the first line is whole; the rest runs on in the background.
+    first_line = {**SETTINGS, "answerBudgetMs": 60000}
+    await session.change_settings(first_line)
+    try:
+        text = endless(10)
+        seen = len(session.statuses)
+        uri = session.open_text(f"numbered-{next(documents)}.txt", text)
+        [early] = await session.inline(uri, text.count("\n"), 0)
+        assert isinstance(early.insert_text, str) and early.insert_text.strip()
+        await turn_completions_off_and_see_it_stop(session, seen)
+        await session.change_settings(first_line)
+        # The user types the first characters of the suggestion stopped above.
+        typed = early.insert_text[:3]
+        session.replace_text(uri, text + typed, version=2)
+        seen = len(session.statuses)
+        [item] = await session.inline(uri, text.count("\n"), len(typed))
+        assert isinstance(item.insert_text, str) and item.insert_text.strip()
+        assert session.generations_since(seen) == 1, "answered from the stopped suggestion"
+        await turn_completions_off_and_see_it_stop(session, seen)
+    finally:
+        await session.change_settings(SETTINGS)
+
+
+async def test_completions_turned_off_stop_a_prompt_read_at_the_cursor(session: Phi3Client) -> None:
+    text = endless(150)  # ~2,000 tokens: one thread reads them for seconds
+    uri = session.open_text(f"numbered-{next(documents)}.txt", text)
+    earlier = set(session.progress_reports)
+    read = asyncio.ensure_future(session.read_at_cursor(uri, text.count("\n"), 0))
+    await session.wait_for_progress(
+        lambda token, report: isinstance(report, types.WorkDoneProgressReport), skip=earlier
+    )
+    await session.change_settings({**SETTINGS, "inlineCompletions": False})
+    try:
+        kept = await read
+        assert kept is None or kept["cachedTokens"] < kept["promptTokens"] - 1, "read to its end"
     finally:
         await session.change_settings(SETTINGS)

@@ -2,7 +2,8 @@
 the server still pulls them from a client that answers `workspace/configuration` late.
 
 Completions wait for the pull; so do hovers and the commands: asked right after a switch of
-model, none of them answers for the model that was in force before.
+model, none of them answers for the model that was in force before. A document closed during
+the wait is answered as one never opened.
 """
 
 from __future__ import annotations
@@ -10,11 +11,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from lsprotocol import types
 
-from e2e.lsp_session import Phi3Client, hover_text, start, stop, vscode_capabilities
+from e2e.lsp_session import (
+    ANSWER_TIMEOUT,
+    READ_AT_CURSOR,
+    Phi3Client,
+    hover_text,
+    start,
+    stop,
+    vscode_capabilities,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -65,3 +76,53 @@ async def test_hovers_and_commands_asked_during_a_late_pull_answer_for_the_new_m
     assert status["model"] == NEW_MODEL
     assert reads["bytesRead"] != tiny_reads["bytesRead"]
     assert reads["bytesRead"] == (await tiny.command("phi3.measureWeightReads"))["bytesRead"]
+
+
+def hold_the_next_pull(client: Phi3Client) -> asyncio.Event:
+    """Announce the settings as they are, and hold the server's pull of them until the event
+    returned is set."""
+    answer = asyncio.Event()
+
+    async def held() -> None:
+        await answer.wait()
+
+    client.pull_answers.append(held)
+    client.announce_settings(client.get_configuration(section="phi3"))
+    return answer
+
+
+def close(client: Phi3Client, uri: str) -> None:
+    client.text_document_did_close(
+        types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+
+
+async def send_at_the_end(client: Phi3Client, uri: str, method: str) -> asyncio.Future[Any]:
+    """Send `method` at the end of `TEXT` in `uri`, as a hover or a `phi3/readAtCursor`; its
+    answer to await."""
+    document = types.TextDocumentIdentifier(uri=uri)
+    position = types.Position(line=0, character=len(TEXT) - 1)
+    params: object = types.TextDocumentPositionParams(text_document=document, position=position)
+    if method == types.TEXT_DOCUMENT_HOVER:
+        params = types.HoverParams(text_document=document, position=position)
+    answer = asyncio.ensure_future(client.protocol.send_request_async(method, params))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0)  # pytest-lsp sends it in the task's first step
+    return answer
+
+
+@pytest.mark.parametrize("method", [types.TEXT_DOCUMENT_HOVER, READ_AT_CURSOR])
+async def test_a_document_closed_while_a_request_waits_for_a_pull_is_answered_with_nothing(
+    tiny: Phi3Client, method: str
+) -> None:
+    name = f"closed-{method.replace('/', '-')}.txt"
+    uri = tiny.open_text(name, TEXT)
+    pull_answered = hold_the_next_pull(tiny)
+    answer = await send_at_the_end(tiny, uri, method)
+    # Answered at once, so read after the request above: that one has read the document by
+    # the time the close comes, and waits for the pull.
+    assert await tiny.hover_at("untitled:never-opened.txt", 0, 0) is None
+    close(tiny, uri)
+    pull_answered.set()
+    assert await asyncio.wait_for(answer, ANSWER_TIMEOUT) is None
+    tiny.open_text(name, TEXT)  # opened again, it is answered
+    assert await asyncio.wait_for(await send_at_the_end(tiny, uri, method), ANSWER_TIMEOUT)

@@ -109,8 +109,8 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     there need not wait for it; None when nothing was read.
 
     Nothing is read when completions or reading at the cursor are off, no weights are loaded,
-    the document is not open, the position is past its end, there is no text before it, or a
-    completion is running (see `ModelHost.read_prompt`).
+    the document is not open (or was closed while this waited), the position is past its end,
+    there is no text before it, or a completion is running (see `ModelHost.read_prompt`).
     """
     cursor = _cursor_in(ls, uri, position)  # first, as in `continuation_at`
     settings = await ls.settled_settings()
@@ -124,6 +124,8 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     if not has_text_to_continue(place.text_before_cursor):
         return None
     prompt = await _prompt(tokenizer, place, settings, context_length)
+    if open_document(ls, uri) is None:
+        return None  # closed while this waited: its keys and values are freed, not to be kept
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 

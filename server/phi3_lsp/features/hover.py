@@ -38,8 +38,8 @@ def register(server: Phi3LanguageServer) -> None:
         if word is None:
             return None
         covering = await cache.covering(tokenizer, lines, word)
-        if not covering:
-            return None
+        if not covering or open_document(ls, params.text_document.uri) is not document:
+            return None  # or closed while this waited: answered as a document not open
         start = lines.position_at(word.start, ls.position_encoding)
         end = lines.position_at(word.end, ls.position_encoding)
         return types.Hover(

@@ -1,5 +1,6 @@
 """Every request gets an answer, as JSON-RPC and LSP require: params that do not fit, requests
-before `initialize` or after `shutdown`, and `exit` without `shutdown` (exit code 1)."""
+before `initialize` or after `shutdown`, and `exit` without `shutdown` (exit code 1). A settings
+change before `initialized` is shown as one after it."""
 
 from __future__ import annotations
 
@@ -175,6 +176,35 @@ async def test_a_request_before_initialize_is_refused_and_the_session_then_start
         with pytest.raises(JsonRpcException, match="initialize came again") as again:
             await client.initialize_async(params)
         assert again.value.code == types.ErrorCodes.InvalidRequest
+    finally:
+        await stop(client)
+
+
+async def test_a_settings_change_before_initialized_loads_with_its_statuses_and_progress_shown(
+    offline_pack: None, hf_home: Path, tiny_phi3_dir: Path
+) -> None:
+    client = await start(None, hf_home, vscode_capabilities(), initialize=False)
+    try:
+        client.capabilities = vscode_capabilities()  # what pytest-lsp checks requests against
+        params = types.InitializeParams(capabilities=client.capabilities)
+        await asyncio.wait_for(client.initialize_async(params), ANSWER_TIMEOUT)
+        # A client that breaks the order: its change of model comes before its `initialized`,
+        # which it sends once the model has loaded (the log says so).
+        await client.change_settings({"model": str(tiny_phi3_dir), "int4Drafts": False})
+        while not any(": Loaded " in message.message for message in client.log_messages):
+            await client.wait_for_notification(types.WINDOW_LOG_MESSAGE)
+        client.initialized(types.InitializedParams())
+        ready = await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        assert ready["state"] == "ready" and ready["model"] == str(tiny_phi3_dir)
+        assert (await client.command("phi3.status"))["state"] == "ready"
+        assert any(status["state"] == "loading" for status in client.statuses)  # the load's
+        await client.wait_for_progress(
+            lambda token, report: (
+                isinstance(report, types.WorkDoneProgressEnd)
+                and report.message is not None
+                and report.message.endswith("is ready")
+            )
+        )
     finally:
         await stop(client)
 

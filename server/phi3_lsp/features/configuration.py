@@ -1,7 +1,9 @@
 """Life cycle and settings: initialize, initialized, didChangeConfiguration, shutdown.
 
 `initialize` only reads settings and answers; the model starts loading after `initialized`,
-once the client's `workspace/configuration` (when it has one) has been asked for.
+once the client's `workspace/configuration` (when it has one) has been asked for. Its statuses
+and progress are sent from `initialize` on: a client that breaks the order with a settings
+change before `initialized` has that change loaded at once, and shown.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ def register(server: Phi3LanguageServer) -> None:
         initial_problems[:] = problems
         ls.index_documents()
         ls.attach_loop(reporter)
+        reporter.start()  # LSP lets the server send once it has answered `initialize`
 
     @server.feature(types.INITIALIZED)
     async def on_initialized(ls: Phi3LanguageServer, params: types.InitializedParams) -> None:
-        reporter.start()
         number = reads.start()
         with ls.reading_settings():
             pulled = await _pull_section(ls)

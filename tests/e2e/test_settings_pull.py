@@ -87,7 +87,9 @@ def hold_the_next_pull(client: Phi3Client) -> asyncio.Event:
         await answer.wait()
 
     client.pull_answers.append(held)
-    client.announce_settings(client.get_configuration(section="phi3"))
+    settings = client.get_configuration(section="phi3")
+    assert isinstance(settings, dict)
+    client.announce_settings(settings)
     return answer
 
 

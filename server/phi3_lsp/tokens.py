@@ -72,6 +72,13 @@ class DocumentTokenizer:
 
     def __init__(self, tokenizer: Tokenizer, *, eos_tokens: Iterable[str] = ()) -> None:
         self._tokenizer = tokenizer
+        # An added token that strips the whitespace beside it (Phi-3's chat tokens) comes out
+        # of an encoding with that whitespace: its piece is still its vocabulary entry.
+        self._stripping_pieces = {
+            token_id: token.content
+            for token_id, token in tokenizer.get_added_tokens_decoder().items()
+            if token.lstrip or token.rstrip
+        }
         eos_ids = (tokenizer.token_to_id(token) for token in eos_tokens)
         self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if i is not None)
 
@@ -112,7 +119,8 @@ class DocumentTokenizer:
         character (e.g. an emoji as `<0xF0><0x9F>...`) share that character's span; a prefix space
         the tokenizer adds by itself (the lone "▁" before "😶") gets an empty span.
         """
-        return list(_EncodedSpans(self._encode(text, add_special_tokens=False), text))
+        encoding = self._encode(text, add_special_tokens=False)
+        return list(_EncodedSpans(encoding, text, self._stripping_pieces))
 
     def token_starts(self, text: str) -> TokenStarts:
         """The ids and start offsets of `token_spans(text)`, in a fraction of its time.
@@ -134,7 +142,7 @@ class DocumentTokenizer:
             [_tokenizable(text) for text, _, _ in excerpts], add_special_tokens=False
         )
         return [
-            tokens_covering(_EncodedSpans(encoding, text), start, end)
+            tokens_covering(_EncodedSpans(encoding, text, self._stripping_pieces), start, end)
             for encoding, (text, start, end) in zip(encodings, excerpts, strict=True)
         ]
 
@@ -308,9 +316,14 @@ class _EncodedSpans(Sequence[TokenSpan]):
     """The spans of an encoding of `text`, each made when it is read: a search among them
     (`tokens_covering`) makes only the few it looks at."""
 
-    def __init__(self, encoding: Encoding, text: str) -> None:
+    def __init__(self, encoding: Encoding, text: str, stripping_pieces: dict[int, str]) -> None:
         self._ids: list[int] = encoding.ids
         self._pieces: list[str] = encoding.tokens
+        if stripping_pieces:
+            self._pieces = [
+                stripping_pieces.get(token_id, piece)
+                for token_id, piece in zip(self._ids, self._pieces, strict=True)
+            ]
         self._offsets: list[tuple[int, int]] = encoding.offsets
         self._text = text
 

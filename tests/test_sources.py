@@ -23,6 +23,7 @@ from model_sources import ConversionWatch
 from phi3_lsp import gguf_convert
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
+from phi3_lsp.paths import MANIFEST, is_built
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import (
     DEFAULT_MODEL,
@@ -31,6 +32,7 @@ from phi3_lsp.sources import (
     parsed_once,
     resolve_model,
 )
+from phi3_lsp.token_flags import TOKEN_FLAGS
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
@@ -177,6 +179,27 @@ def test_a_gguf_loaded_later_gives_its_tokenizer_first_and_is_parsed_once(
     assert len(parses) == 1, parses  # seconds each, in pure Python
     # Converted, it has its weights at once.
     assert resolve_model(str(gguf), cache=tmp_path, weights="later") == complete
+
+
+def test_a_gguf_converted_before_the_token_flags_is_checked_on_its_first_use_only(
+    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whether it is a Phi-3 tokenizer takes parsing its metadata (seconds for SmolLM2's): once.
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = resolve_model(str(gguf), cache=tmp_path, weights=False).tokenizer_dir
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest[TOKEN_FLAGS]  # as earlier versions wrote it
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    tokenizer = (folder / "tokenizer.json").read_bytes()
+    parses = count_gguf_parses(monkeypatch)
+
+    assert resolve_model(str(gguf), cache=tmp_path, weights=False).tokenizer_dir == folder
+    checked = len(parses)
+    assert resolve_model(str(gguf), cache=tmp_path, weights=False).tokenizer_dir == folder
+
+    assert len(parses) == checked <= 1
+    assert is_built(folder)
+    assert (folder / "tokenizer.json").read_bytes() == tokenizer  # SmolLM2 is not Phi-3
 
 
 def test_a_file_that_is_not_gguf_is_named(tmp_path: Path) -> None:

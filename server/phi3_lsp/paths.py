@@ -14,14 +14,7 @@ from typing import Any
 import platformdirs
 from filelock import FileLock, Timeout
 
-from phi3_lsp.entry_files import (
-    FILES,
-    damage,
-    listed_files,
-    replace_file,
-    sync_folder,
-    sync_tree,
-)
+from phi3_lsp.entry_files import FILES, damage, listed_files, replace_file, sync_folder, sync_tree
 from phi3_lsp.errors import ModelSourceError
 
 log = logging.getLogger(__name__)

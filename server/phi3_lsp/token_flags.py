@@ -49,8 +49,8 @@ def with_rstrip(tokenizer_json: bytes, flags: dict[int, bool]) -> bytes:
     tokenizer = json.loads(tokenizer_json)
     changed = False
     for token in tokenizer.get("added_tokens", []):
-        rstrip = flags.get(token["id"], token["rstrip"])
-        changed = changed or rstrip != token["rstrip"]
+        rstrip = flags.get(token["id"], token.get("rstrip", False))
+        changed = changed or rstrip != token.get("rstrip", False)
         token["rstrip"] = rstrip
     if not changed:
         return tokenizer_json

@@ -32,7 +32,7 @@ from phi3_lsp.sources import (
     parsed_once,
     resolve_model,
 )
-from phi3_lsp.token_flags import TOKEN_FLAGS
+from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
 
 FIX = 'set phi3.model to a hub id, a model folder, a .gguf file, or "smollm2-135m"'
 TINY_REPO = "phi3-lsp-tests/tiny-phi3"
@@ -197,7 +197,8 @@ def test_a_gguf_converted_before_the_token_flags_is_checked_on_its_first_use_onl
     checked = len(parses)
     assert resolve_model(str(gguf), cache=tmp_path, weights=False).tokenizer_dir == folder
 
-    assert len(parses) == checked <= 1
+    assert len(parses) == checked == 1
+    assert json.loads((folder / MANIFEST).read_text())[TOKEN_FLAGS] == LLAMA_CPP
     assert is_built(folder)
     assert (folder / "tokenizer.json").read_bytes() == tokenizer  # SmolLM2 is not Phi-3
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp import offline_pack
-from phi3_lsp.entry_files import FILES
+from phi3_lsp import offline_pack, paths, token_flag_upgrades
+from phi3_lsp.entry_files import FILES, replace_file
 from phi3_lsp.gguf_convert import convert_gguf
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset
 from phi3_lsp.paths import CACHE_ENV, MANIFEST, is_built
 from phi3_lsp.progress import ProgressUpdate
+from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
 from phi3_lsp.tokens import DocumentTokenizer
 
 CHAT = "<|user|>\nThe capital of France is?<|end|>\n<|assistant|>\n"
@@ -175,8 +176,40 @@ def test_a_pack_built_before_the_flags_in_a_cache_that_cannot_be_written_still_s
 
     with caplog.at_level(logging.WARNING):
         folder = ensure_asset("phi3-mini", cache=stale_pack.parent.parent)
+        assert ensure_asset("phi3-mini", cache=stale_pack.parent.parent) == folder
 
     assert folder == stale_pack
     assert {file.name: file.read_bytes() for file in stale_pack.iterdir()} == before
     assert DocumentTokenizer.from_dir(folder).encode_prompt(CAPITAL) == CAPITAL_PROMPT_IDS
-    assert f"Cannot give {stale_pack} llama.cpp's token flags" in caplog.text
+    # Said once: a later use does not try again (and parse the GGUF again) in this process.
+    assert caplog.text.count(f"Cannot give {stale_pack} llama.cpp's token flags") == 1
+
+
+def test_an_upgrade_cut_off_before_its_manifest_leaves_the_entry_whole_and_ends_later(
+    stale_pack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replaced: list[str] = []
+
+    def cut_off_at_the_last_manifest(path: Path, data: bytes) -> None:
+        replaced.append(path.name)
+        if path.name == MANIFEST and "tokenizer.json" in replaced:
+            raise PermissionError(13, "held open by another process", str(path))
+        replace_file(path, data)
+
+    cache = stale_pack.parent.parent
+    with monkeypatch.context() as cut_off:
+        cut_off.setattr(paths, "replace_file", cut_off_at_the_last_manifest)
+        assert ensure_asset("phi3-mini", cache=cache) == stale_pack
+    assert "tokenizer.json" in replaced
+    # Whole, so not made again (the package index is empty: that would fail).
+    assert is_built(stale_pack)
+    assert TOKEN_FLAGS not in json.loads((stale_pack / MANIFEST).read_text())
+
+    monkeypatch.setattr(token_flag_upgrades, "_TRIED", set())  # as in the next process
+    assert ensure_asset("phi3-mini", cache=cache) == stale_pack
+    manifest = json.loads((stale_pack / MANIFEST).read_text())
+    assert manifest[TOKEN_FLAGS] == LLAMA_CPP
+    if FILES in manifest:
+        assert manifest[FILES]["tokenizer.json"] == (stale_pack / "tokenizer.json").stat().st_size
+    assert is_built(stale_pack)
+    assert_published_tokenization(stale_pack)

@@ -101,9 +101,12 @@ def rewrite_built_file(
     and its manifest `mark` (and the file's new size), unless the manifest has `mark` already
     (another process did it first) or `entry` is not whole: True when it did.
 
-    Under the entry's build lock, each file replaced at once (see `replace_file`), the
-    manifest last: the entry stays built, with no rebuild, which for the offline pack needs the
-    network. Raises `CacheNotWritableError` where the cache cannot be written.
+    Under the entry's build lock, each file replaced at once (see `replace_file`), so that the
+    entry stays built at every step, with no rebuild (for the offline pack: a download). Cut
+    off between two steps (a crash, a file another process holds open on Windows), it is
+    whole, without `mark`: the next call rewrites again, so `rewrite` must give its own result
+    back unchanged. Raises `CacheNotWritableError` where the lock cannot be taken, `OSError`
+    where a file cannot be replaced.
     """
     lock = _held_lock(entry)
     try:
@@ -116,17 +119,16 @@ def rewrite_built_file(
         content = file.read_bytes()
         rewritten = rewrite(content)
         files = manifest.get(FILES)
-        if isinstance(files, dict) and relative in files:
-            files[relative] = len(rewritten)
-        try:
-            if rewritten != content:
-                replace_file(file, rewritten)
-            replace_file(entry / MANIFEST, _manifest_bytes({**manifest, **mark}))
-        except OSError as error:
-            raise CacheNotWritableError(
-                f"phi3-lsp cannot write to its cache folder {entry} "
-                f"({error.strerror or error}): set {CACHE_ENV} to a folder it can write to."
-            ) from error
+        if rewritten != content and isinstance(files, dict) and relative in files:
+            # Unlisted while it is replaced: its size is not checked between the two writes.
+            unlisted = {name: size for name, size in files.items() if name != relative}
+            replace_file(entry / MANIFEST, _manifest_bytes({**manifest, FILES: unlisted}))
+        if rewritten != content:
+            replace_file(file, rewritten)
+        if isinstance(files, dict):
+            files = {**files, relative: len(rewritten)}
+            manifest = {**manifest, FILES: files}
+        replace_file(entry / MANIFEST, _manifest_bytes({**manifest, **mark}))
     finally:
         lock.release()
     return True

@@ -112,11 +112,12 @@ async def send_at_the_end(client: Phi3Client, uri: str, method: str) -> asyncio.
     return answer
 
 
+@pytest.mark.parametrize("reopened", [False, True], ids=["closed", "closed and opened again"])
 @pytest.mark.parametrize("method", [types.TEXT_DOCUMENT_HOVER, READ_AT_CURSOR])
 async def test_a_document_closed_while_a_request_waits_for_a_pull_is_answered_with_nothing(
-    tiny: Phi3Client, method: str
+    tiny: Phi3Client, method: str, reopened: bool
 ) -> None:
-    name = f"closed-{method.replace('/', '-')}.txt"
+    name = f"closed-{method.replace('/', '-')}-{reopened}.txt"
     uri = tiny.open_text(name, TEXT)
     pull_answered = hold_the_next_pull(tiny)
     answer = await send_at_the_end(tiny, uri, method)
@@ -124,7 +125,11 @@ async def test_a_document_closed_while_a_request_waits_for_a_pull_is_answered_wi
     # the time the close comes, and waits for the pull.
     assert await tiny.hover_at("untitled:never-opened.txt", 0, 0) is None
     close(tiny, uri)
+    if reopened:  # a new document, though of the same text: the request was about the old
+        tiny.open_text(name, TEXT)
     pull_answered.set()
     assert await asyncio.wait_for(answer, ANSWER_TIMEOUT) is None
-    tiny.open_text(name, TEXT)  # opened again, it is answered
+    if not reopened:
+        tiny.open_text(name, TEXT)
+    # Asked of the document open now, it is answered.
     assert await asyncio.wait_for(await send_at_the_end(tiny, uri, method), ANSWER_TIMEOUT)

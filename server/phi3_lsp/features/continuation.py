@@ -113,6 +113,7 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     there is no text before it, or a completion is running (see `ModelHost.read_prompt`).
     """
     cursor = _cursor_in(ls, uri, position)  # first, as in `continuation_at`
+    document = open_document(ls, uri)
     settings = await ls.settled_settings()
     host = ls.host
     if host is None or not settings.inline_completions or not settings.read_at_cursor:
@@ -124,8 +125,10 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     if not has_text_to_continue(place.text_before_cursor):
         return None
     prompt = await _prompt(tokenizer, place, settings, context_length)
-    if open_document(ls, uri) is None:
-        return None  # closed while this waited: its keys and values are freed, not to be kept
+    if open_document(ls, uri) is not document:
+        # Closed (and perhaps opened again) while this waited: the keys and values of the text
+        # it read are freed, not to be kept.
+        return None
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 

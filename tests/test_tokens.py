@@ -12,6 +12,7 @@ import pytest
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.tokens import (
+    WORD_BEFORE_REACH,
     WORD_REACH,
     DocumentTokenizer,
     TokenSpan,
@@ -216,7 +217,8 @@ class TestWords:
         assert word_before("France is ", 10) == ""  # after a space
         assert word_before("one\ntwo", 4) == ""  # at a line's start
         assert word_before("naïve", 5) == "naïve"
-        assert word_before("x" * 1000, 1000) == "x" * WORD_REACH
+        assert word_before("x" * 1000, 1000) == "x" * WORD_BEFORE_REACH
+        assert word_before("!\u0301", 2) == ""  # the mark goes with the "!"
 
     def test_words_in_other_scripts(self) -> None:
         assert word_at("naïve 我想 x", 7) == Word("我想", 6, 8)

@@ -277,7 +277,7 @@ def _kinds(text: str) -> list[int]:
             kind = _SPACE
         elif unicodedata.category(char).startswith("M"):
             kind = kinds[-1] if kinds and kinds[-1] != _SPACE else _WORD
-        elif _is_word_char(char):
+        elif char.isalnum() or char == "_":
             kind = _WORD
         else:
             kind = _PUNCTUATION
@@ -285,18 +285,20 @@ def _kinds(text: str) -> list[int]:
     return kinds
 
 
+WORD_BEFORE_REACH = 256
+"""How far back `word_before` looks: editors match completion items against the whole word
+before the cursor, which a cut word would not begin."""
+
+
 def word_before(text: Characters, offset: int) -> str:
-    """The word characters just before `offset` ("" after whitespace or punctuation), at most
-    `WORD_REACH` of them."""
-    near = text[max(0, offset - WORD_REACH) : offset]
+    """The run of word characters (with their marks, as `word_at` reads them) just before
+    `offset`: "" after whitespace or punctuation. At most `WORD_BEFORE_REACH` of them."""
+    near = text[max(0, offset - WORD_BEFORE_REACH) : offset]
+    kinds = _kinds(near)
     start = len(near)
-    while start > 0 and _is_word_char(near[start - 1]):
+    while start > 0 and kinds[start - 1] == _WORD:
         start -= 1
     return near[start:]
-
-
-def _is_word_char(char: str) -> bool:
-    return char.isalnum() or char == "_" or unicodedata.category(char).startswith("M")
 
 
 def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:
@@ -319,11 +321,8 @@ class _EncodedSpans(Sequence[TokenSpan]):
     def __init__(self, encoding: Encoding, text: str, stripping_pieces: dict[int, str]) -> None:
         self._ids: list[int] = encoding.ids
         self._pieces: list[str] = encoding.tokens
-        if stripping_pieces:
-            self._pieces = [
-                stripping_pieces.get(token_id, piece)
-                for token_id, piece in zip(self._ids, self._pieces, strict=True)
-            ]
+        # Looked up per span made: a whole document's 100,000 tokens would take ~30 ms.
+        self._stripping_pieces = stripping_pieces
         self._offsets: list[tuple[int, int]] = encoding.offsets
         self._text = text
 
@@ -343,17 +342,23 @@ class _EncodedSpans(Sequence[TokenSpan]):
         if index < 0:
             index += count
         next_start = self._offsets[index + 1][0] if index + 1 < count else None
-        span = TokenSpan(self._ids[index], self._pieces[index], *self._offsets[index])
+        span = TokenSpan(self._ids[index], self._piece(index), *self._offsets[index])
         return _drop_added_prefix(span, next_start, self._text)
 
     def __iter__(self) -> Iterator[TokenSpan]:
         if not self._offsets:
             return
         next_starts = itertools.chain((start for start, _ in self._offsets[1:]), [None])
+        stripping = self._stripping_pieces
         for token_id, piece, (start, end), next_start in zip(
             self._ids, self._pieces, self._offsets, next_starts, strict=True
         ):
+            piece = stripping.get(token_id, piece) if stripping else piece
             yield _drop_added_prefix(TokenSpan(token_id, piece, start, end), next_start, self._text)
+
+    def _piece(self, index: int) -> str:
+        piece = self._pieces[index]
+        return self._stripping_pieces.get(self._ids[index], piece)
 
 
 def _drop_added_prefix(span: TokenSpan, next_start: int | None, text: str) -> TokenSpan:

@@ -283,7 +283,7 @@ def _weight_files_announced(before_step: StepHook | None) -> Iterator[None]:
 
 def _copy_tokenizer(tokenizer_dir: Path, dest: Path) -> None:
     """The tokenizer's files of a conversion, copied into `dest`: not its config (the model's is
-    written with the weights) nor the cache's manifest."""
+    written with the weights), the cache's manifest, nor a file left half-written (hidden)."""
     for file in tokenizer_dir.iterdir():
-        if file.is_file() and file.name not in ("config.json", MANIFEST):
+        if file.is_file() and file.name not in ("config.json", MANIFEST) and file.name[0] != ".":
             shutil.copy2(file, dest / file.name)

@@ -16,10 +16,9 @@ from phi3_lsp.handshake import (
     AnswerDropper,
     ReplayingReader,
     answer_initialize,
-    frame,
     initialize_response,
-    read_message,
 )
+from phi3_lsp.message_frames import frame, read_message
 
 CLIENT_PROFILES: dict[str, dict[str, Any]] = {
     "no general capabilities": {},
@@ -78,7 +77,8 @@ def test_initialize_is_answered_without_importing_the_protocol_libraries() -> No
         "import phi3_lsp.__main__, phi3_lsp.launch\n"
         "from phi3_lsp.logs import setup_logging\n"
         "setup_logging()\n"
-        "from phi3_lsp.handshake import answer_initialize, frame\n"
+        "from phi3_lsp.handshake import answer_initialize\n"
+        "from phi3_lsp.message_frames import frame\n"
         f"request = frame({_initialize_request({}, 'init-1')!r})\n"
         "out = io.BytesIO()\n"
         "answer_initialize(io.BytesIO(request), out)\n"

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, cast
 
 import pytest
 
-from phi3_lsp.handshake import frame, read_message
+from phi3_lsp.message_frames import frame, read_message
 from phi3_lsp.message_reader import MessageReader
 
 MESSAGES: list[dict[str, Any]] = [

@@ -17,6 +17,7 @@ import logging
 from typing import Any, BinaryIO, cast
 
 from phi3_lsp import __version__
+from phi3_lsp.message_frames import frame, read_message
 
 logger = logging.getLogger(__name__)
 
@@ -58,20 +59,6 @@ def answer_initialize(stdin: BinaryIO, stdout: BinaryIO) -> tuple[BinaryIO, Bina
     return replay, cast(BinaryIO, AnswerDropper(stdout, request["id"]))
 
 
-def read_message(stream: BinaryIO) -> bytes:
-    """One JSON-RPC message as it arrived, headers included (shorter if the stream ends)."""
-    headers = bytearray()
-    length = 0
-    while line := stream.readline():
-        headers += line
-        name, _, value = line.decode("ascii", "replace").partition(":")
-        if name.strip().lower() == "content-length" and value.strip().isdigit():
-            length = int(value)
-        if not line.strip():
-            break
-    return bytes(headers) + (stream.read(length) if length else b"")
-
-
 def initialize_response(request: dict[str, Any]) -> dict[str, Any]:
     """The answer to an `initialize` request, as pygls gives it for this server."""
     params = request.get("params") or {}
@@ -94,12 +81,6 @@ def negotiated_encoding(params: dict[str, Any]) -> str:
     """The first position encoding the client offers that the server supports, else UTF-16."""
     offered = _client_capability(params, "general", "positionEncodings") or []
     return next((encoding for encoding in offered if encoding in POSITION_ENCODINGS), "utf-16")
-
-
-def frame(message: dict[str, Any]) -> bytes:
-    """`message` with the Content-Length header LSP puts before each body."""
-    body = json.dumps(message).encode("utf-8")
-    return b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 class ReplayingReader:

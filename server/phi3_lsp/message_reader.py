@@ -13,7 +13,7 @@ import contextlib
 import threading
 from typing import BinaryIO
 
-from phi3_lsp.handshake import read_message
+from phi3_lsp.message_frames import read_message
 
 # pygls reads headers with `readline`: no line is refused for its length.
 _NO_LINE_LIMIT = 2**62
@@ -23,10 +23,12 @@ class MessageReader:
     """pygls' `AsyncReader` over a blocking stream: a thread of its own reads whole messages
     and hands each to the event loop at once.
 
-    The bytes pygls reads are exactly the stream's, in order: malformed input reaches pygls
-    unchanged. The thread reads ahead, so after `exit` it usually waits in a read that only the
-    client can end: it is a daemon, and `reading` tells whether the process must leave without
-    finalizing the interpreter (which would abort on a stream locked by a read).
+    pygls reads the stream's messages in order, each body's bytes as they arrived, under the one
+    header its loop parses (see `message_frames`: a header block without a usable length is
+    dropped there, where pygls would stop hearing anything). The thread reads ahead, so after
+    `exit` it usually waits in a read that only the client can end: it is a daemon, and
+    `reading` tells whether the process must leave without finalizing the interpreter (which
+    would abort on a stream locked by a read).
     """
 
     def __init__(self, stream: BinaryIO, loop: asyncio.AbstractEventLoop) -> None:

@@ -1,13 +1,14 @@
 """LSP's framing on a byte stream: header lines, a blank line, then Content-Length bytes of body.
 
 pygls' message loop takes a header only as `Content-Length: N\\r\\n` to the byte. A header block
-it cannot take (no Content-Length, a typo in it, a length that is no number) made it read the
-body after it as a header line, glued to the next message's header: it then missed every
-header that followed, and answered nothing for the rest of the session. So the server reads
-the framing here and hands pygls each message in that one form: a header block without a length
-is dropped with a line in the log, and reading goes on at the next Content-Length header.
+it cannot take (no Content-Length, a typo in it, a length that is no number, a name in lower
+case) made it read the body after it as a header line, glued to the next message's header: it
+then missed every header that followed, and answered nothing for the rest of the session. So
+the server reads the framing here and hands pygls each message in that one form: a header
+block without a usable length is dropped with a line in the log, and reading goes on at the
+next Content-Length header.
 
-Nothing here imports pygls or lsprotocol (the handshake reads the first message with it).
+Nothing here imports pygls or lsprotocol: the handshake reads the first message with this too.
 """
 
 from __future__ import annotations

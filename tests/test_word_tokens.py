@@ -112,3 +112,17 @@ def test_a_long_run_of_one_pattern_gets_the_tokens_of_the_whole_document(
     # cut inside it a multiple of that apart agree with each other, not with the document.
     words = [word_at(text, offset) for offset in range(len(text))]
     share_of_words_answered_near(tokenizer, text, [word for word in words if word is not None])
+
+
+@pytest.mark.parametrize(
+    "blank",
+    ["\n" * 10, "\n" * 40, " " * 600, "\n \t\n" * 30],
+    ids=["10 line breaks", "40 line breaks", "600 spaces", "mixed"],
+)
+def test_a_word_after_whitespace_a_chat_token_swallows_gets_the_documents_tokens(
+    tokenizer: DocumentTokenizer, blank: str
+) -> None:
+    # Phi-3's <|user|> swallows the whitespace after it: a window that begins within that
+    # whitespace reads it, where the document does not.
+    text = f"<|user|>{blank}The capital of France is?<|end|>{blank}<|assistant|>{blank}Paris."
+    share_of_words_answered_near(tokenizer, text, words_in(text))

@@ -79,6 +79,10 @@ class DocumentTokenizer:
             for token_id, token in tokenizer.get_added_tokens_decoder().items()
             if token.lstrip or token.rstrip
         }
+        self.right_stripping: tuple[str, ...] = tuple(
+            token.content for token in tokenizer.get_added_tokens_decoder().values() if token.rstrip
+        )
+        """Added tokens that swallow the whitespace after them (Phi-3's chat tokens)."""
         eos_ids = (tokenizer.token_to_id(token) for token in eos_tokens)
         self.eos_token_ids: frozenset[int] = frozenset(i for i in eos_ids if i is not None)
 

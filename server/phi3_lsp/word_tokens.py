@@ -10,6 +10,9 @@ The windows are small because a hover pays for both: over 400 words of a 10,000-
 file, with either pack tokenizer, 8 and 32 lines either side took 3.0-3.4 ms a word and 2 and 6
 took 0.7 ms. Even 0 and 1 lines gave every word its whole-document tokens there.
 
+A window that begins after whitespace an added token swallows (Phi-3's `<|user|>` takes the
+line breaks after it) begins at that token instead, as the document reads no whitespace there.
+
 A window is also cut to a few hundred characters either side of the word, so that a long line
 (minified code, a paragraph without breaks) is not tokenized whole: a hover on a line of 240,000
 characters took 0.11-0.16 s with windows of whole lines.
@@ -26,6 +29,8 @@ from phi3_lsp.tokens import DocumentTokenizer, TokenSpan
 NEAR_LINES = 2
 FAR_LINES = 6
 NEAR_CHARACTERS = 160
+SWALLOWED_REACH = 2000
+"""How far back a window looks, over whitespace, for an added token that swallows it."""
 FAR_CHARACTERS = 491
 """331 characters more than the near window's, a prime: inside a long run of one character or
 pattern (`=====…`, base64), tokens repeat every 16 or 32 characters or so from the run's start,
@@ -41,12 +46,42 @@ def tokens_near(
     end: int,
 ) -> list[TokenSpan] | None:
     """The tokens overlapping `text[start:end]`, or None when the windows disagree."""
-    near = _window(text, line_starts, start, end, NEAR_LINES, NEAR_CHARACTERS)
+    near = _with_swallowed_whitespace(
+        tokenizer, text, _window(text, line_starts, start, end, NEAR_LINES, NEAR_CHARACTERS)
+    )
+    if near is None:
+        return None
     if near == (0, len(text)):
         return _covering_in_windows(tokenizer, text, [near], start, end)[0]
-    far = _window(text, line_starts, start, end, FAR_LINES, FAR_CHARACTERS)
+    far = _with_swallowed_whitespace(
+        tokenizer, text, _window(text, line_starts, start, end, FAR_LINES, FAR_CHARACTERS)
+    )
+    if far is None:
+        return None
     near_tokens, far_tokens = _covering_in_windows(tokenizer, text, [near, far], start, end)
     return near_tokens if near_tokens == far_tokens else None
+
+
+def _with_swallowed_whitespace(
+    tokenizer: DocumentTokenizer, text: Characters, window: tuple[int, int]
+) -> tuple[int, int] | None:
+    """`window`, begun at the added token that swallows the whitespace it begins after (Phi-3's
+    `<|user|>\n\n…`): the document reads no whitespace there, a window without the token
+    would. None when the whitespace reaches further back than `SWALLOWED_REACH`."""
+    window_start, window_end = window
+    if not tokenizer.right_stripping or window_start == 0:
+        return window
+    reach_start = max(0, window_start - SWALLOWED_REACH)
+    before = text[reach_start:window_start]
+    kept = before.rstrip()
+    if len(kept) == len(before):
+        return window  # it begins after no whitespace
+    if not kept:
+        return (0, window_end) if reach_start == 0 else None
+    swallowing = next((token for token in tokenizer.right_stripping if kept.endswith(token)), None)
+    if swallowing is None:
+        return window
+    return (reach_start + len(kept) - len(swallowing), window_end)
 
 
 def _window(

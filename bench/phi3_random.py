@@ -47,6 +47,7 @@ def ensure_random_phi3(cache: Path) -> Path:
     """The folder, built by a child process the first time."""
     folder = random_phi3_dir(cache)
     if is_built(folder):
+        copy_tokenizer_files(folder)
         return folder
     available = available_memory_kib()
     if available < BUILD_MEMORY_KIB:
@@ -57,6 +58,18 @@ def ensure_random_phi3(cache: Path) -> Path:
     command = [sys.executable, "-m", "bench.phi3_random", "--out", str(folder)]
     subprocess.run(command, check=True)
     return folder
+
+
+def copy_tokenizer_files(folder: Path) -> None:
+    """The offline pack's tokenizer files into `folder`, where they differ: hovers are timed
+    with the tokenizer the server has now (the pack's can change: its token flags did)."""
+    from phi3_lsp.offline_pack import ensure_asset
+
+    pack = ensure_asset("phi3-mini")
+    for name in TOKENIZER_FILES:
+        source, copy = pack / name, folder / name
+        if source.exists() and (not copy.exists() or source.read_bytes() != copy.read_bytes()):
+            shutil.copy2(source, copy)
 
 
 def silence_special_tokens(lm_head: Any) -> None:
@@ -86,9 +99,7 @@ def build(out: Path) -> None:
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, max_shard_size="2GB")
-    for name in TOKENIZER_FILES:
-        if (pack / name).exists():
-            shutil.copy2(pack / name, staging / name)
+    copy_tokenizer_files(staging)
     # Renamed only when complete, so an interrupted build is never taken for a finished one.
     staging.rename(out)
 

@@ -116,13 +116,24 @@ def test_a_long_run_of_one_pattern_gets_the_tokens_of_the_whole_document(
 
 @pytest.mark.parametrize(
     "blank",
-    ["\n" * 10, "\n" * 40, " " * 600, "\n \t\n" * 30],
-    ids=["10 line breaks", "40 line breaks", "600 spaces", "mixed"],
+    ["\n" * 3, "\n" * 7, "\n" * 10, "\n" * 2500, " " * 600, "\n \t\n" * 30],
+    ids=["3 line breaks", "7 line breaks", "10 line breaks", "2500", "600 spaces", "mixed"],
 )
 def test_a_word_after_whitespace_a_chat_token_swallows_gets_the_documents_tokens(
     tokenizer: DocumentTokenizer, blank: str
 ) -> None:
     # Phi-3's <|user|> swallows the whitespace after it: a window that begins within that
-    # whitespace reads it, where the document does not.
+    # whitespace, or just after the token, reads it where the document does not.
     text = f"<|user|>{blank}The capital of France is?<|end|>{blank}<|assistant|>{blank}Paris."
-    share_of_words_answered_near(tokenizer, text, words_in(text))
+    # The words of the text, not those inside the chat tokens' names.
+    words = [word for word in words_in(text) if word.text in ("The", "capital", "France", "Paris")]
+    # Each from the windows: the whole document is the rare fallback, not this one.
+    assert share_of_words_answered_near(tokenizer, text, words) == 1.0
+
+
+def test_a_word_after_a_long_blank_run_is_answered_from_the_windows(
+    tokenizer: DocumentTokenizer,
+) -> None:
+    code = "def f():\n    return 1\n" * 20
+    text = f"{code}{chr(10) * 2500}The answer\n{code}"
+    assert share_of_words_answered_near(tokenizer, text, words_in(text)) == 1.0

@@ -29,8 +29,8 @@ from phi3_lsp.tokens import DocumentTokenizer, TokenSpan
 NEAR_LINES = 2
 FAR_LINES = 6
 NEAR_CHARACTERS = 160
-SWALLOWED_REACH = 2000
-"""How far back a window looks, over whitespace, for an added token that swallows it."""
+WHITESPACE_CHUNK = 2000
+"""Characters read at a time going back over whitespace, for a token that swallows it."""
 FAR_CHARACTERS = 491
 """331 characters more than the near window's, a prime: inside a long run of one character or
 pattern (`=====…`, base64), tokens repeat every 16 or 32 characters or so from the run's start,
@@ -49,39 +49,47 @@ def tokens_near(
     near = _with_swallowed_whitespace(
         tokenizer, text, _window(text, line_starts, start, end, NEAR_LINES, NEAR_CHARACTERS)
     )
-    if near is None:
-        return None
     if near == (0, len(text)):
         return _covering_in_windows(tokenizer, text, [near], start, end)[0]
     far = _with_swallowed_whitespace(
         tokenizer, text, _window(text, line_starts, start, end, FAR_LINES, FAR_CHARACTERS)
     )
-    if far is None:
-        return None
     near_tokens, far_tokens = _covering_in_windows(tokenizer, text, [near, far], start, end)
     return near_tokens if near_tokens == far_tokens else None
 
 
 def _with_swallowed_whitespace(
     tokenizer: DocumentTokenizer, text: Characters, window: tuple[int, int]
-) -> tuple[int, int] | None:
-    """`window`, begun at the added token that swallows the whitespace it begins after (Phi-3's
-    `<|user|>\n\n…`): the document reads no whitespace there, a window without the token
-    would. None when the whitespace reaches further back than `SWALLOWED_REACH`."""
+) -> tuple[int, int]:
+    """`window`, begun at the added token that swallows the whitespace it begins in or just
+    after (Phi-3's `<|user|>\n\n…`): the document reads no whitespace there, a window without
+    the token would."""
     window_start, window_end = window
     if not tokenizer.right_stripping or window_start == 0:
         return window
-    reach_start = max(0, window_start - SWALLOWED_REACH)
-    before = text[reach_start:window_start]
-    kept = before.rstrip()
-    if len(kept) == len(before):
-        return window  # it begins after no whitespace
-    if not kept:
-        return (0, window_end) if reach_start == 0 else None
-    swallowing = next((token for token in tokenizer.right_stripping if kept.endswith(token)), None)
+    edge = text[window_start - 1 : window_start + 1]
+    if edge.strip() == edge:
+        return window  # no whitespace on either side of its start
+    whitespace_start = _whitespace_start(text, window_start)
+    tokens = tokenizer.right_stripping
+    before = text[max(0, whitespace_start - max(map(len, tokens))) : whitespace_start]
+    swallowing = next((token for token in tokens if before.endswith(token)), None)
     if swallowing is None:
         return window
-    return (reach_start + len(kept) - len(swallowing), window_end)
+    return (whitespace_start - len(swallowing), window_end)
+
+
+def _whitespace_start(text: Characters, offset: int) -> int:
+    """Where the whitespace that ends at `offset` begins (`offset` after none), read back a
+    chunk at a time: a slice of text blocks costs far less than their characters one by one."""
+    start = offset
+    while start > 0:
+        chunk_start = max(0, start - WHITESPACE_CHUNK)
+        kept = text[chunk_start:start].rstrip()
+        start = chunk_start + len(kept)
+        if kept:
+            break
+    return start
 
 
 def _window(

@@ -20,9 +20,11 @@ from typing import Any, BinaryIO
 
 logger = logging.getLogger(__name__)
 
-# The last Content-Length on a line: text before it is the end of a body whose own header was
-# dropped (or that ran past its length). Valid JSON cannot hold such a line, even in a string.
-_CONTENT_LENGTH = re.compile(rb"(?is).*content-length[ \t]*:(.*)")
+_CONTENT_LENGTH = re.compile(rb"(?is)[ \t]*content-length[ \t]*:(.*)")
+# Failing that, the last Content-Length on a line: text before it is the end of a body whose
+# own header was dropped (or that ran past its length). Valid JSON cannot hold such a line,
+# even in a string. Not first: `X-Original-Content-Length` is another header.
+_GLUED_CONTENT_LENGTH = re.compile(rb"(?is).*content-length[ \t]*:(.*)")
 _LENGTH_VALUE = re.compile(rb"[0-9]+")
 _LARGEST_BODY = 1 << 30
 """A longer Content-Length is taken for a broken header, not waited for: no editor sends a GiB
@@ -65,11 +67,16 @@ def _header_block(stream: BinaryIO) -> list[bytes] | None:
 def _content_length(headers: list[bytes]) -> int | None:
     """The body's length the headers give, or None (logged) when they give none."""
     values = [match[1].strip() for match in map(_CONTENT_LENGTH.fullmatch, headers) if match]
+    if not values:
+        glued = map(_GLUED_CONTENT_LENGTH.fullmatch, headers)
+        values = [match[1].strip() for match in glued if match][-1:]
     problem = "is missing"
     if values:
-        digits = values[-1].lstrip(b"0") or b"0"
-        if not _LENGTH_VALUE.fullmatch(digits):
+        digits = values[0].lstrip(b"0")
+        if not _LENGTH_VALUE.fullmatch(values[0]):
             problem = "is not a number of bytes"
+        elif not digits:
+            problem = "is 0: there is no message"
         # Checked before `int`: it refuses strings of over 4300 digits.
         elif len(digits) > len(str(_LARGEST_BODY)) or int(digits) > _LARGEST_BODY:
             problem = "is over 1 GiB"

@@ -15,7 +15,8 @@ from typing import BinaryIO
 
 from phi3_lsp.message_frames import read_message
 
-# pygls reads headers with `readline`: no line is refused for its length.
+# pygls reads header lines with `readline`, which refuses lines over the limit: those given it
+# here are short (see `message_frames`), and none is to be refused anyway.
 _NO_LINE_LIMIT = 2**62
 
 

@@ -1,14 +1,17 @@
 """Models for tests: a folder the fixtures built (with or without its weights), a tiny Phi-3,
-the bytes a checkpoint stores."""
+the bytes a checkpoint stores, an offline pack built from a local index."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from safetensors import safe_open
 
+from phi3_lsp import offline_pack
 from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import ModelSource
 
@@ -80,3 +83,13 @@ class ConversionWatch:
             self.fractions.append(update.fraction)
             if update.fraction >= self._stop_at:
                 self.stop.set()
+
+
+def build_phi3_pack(cache: Path, sdist: tuple[Path, PinnedArtifact]) -> None:
+    """Build the offline pack's phi3-mini into `cache` as this version does, from the local
+    index and pin of the `phi3_sdist` fixture."""
+    index, pinned = sdist
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
+        patch.setenv(FIND_LINKS_ENV, str(index))
+        offline_pack.ensure_asset("phi3-mini", cache=cache)

@@ -17,11 +17,12 @@ import pytest
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
+from model_sources import build_phi3_pack
 from phi3_lsp import offline_pack
 from phi3_lsp.__main__ import main
 from phi3_lsp.cli import ProgressLines
 from phi3_lsp.entry_files import FILES
-from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact
 from phi3_lsp.paths import CACHE_ENV, MANIFEST
 from phi3_lsp.progress import ProgressUpdate
 from processes import children_of
@@ -72,11 +73,7 @@ def built_pack(
     """A cache whose offline pack has phi3-mini as this version builds it (its files listed),
     and smollm2-135m as earlier versions left it (a manifest that lists no files)."""
     cache = tmp_path_factory.mktemp("cache")
-    index, pinned = phi3_sdist
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
-        patch.setenv(FIND_LINKS_ENV, str(index))
-        ensure_asset("phi3-mini", cache=cache)
+    build_phi3_pack(cache, phi3_sdist)
     earlier = cache / "pack" / "smollm2-135m"
     earlier.mkdir()
     for file in smollm2_dir.iterdir():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from phi3_lsp import offline_pack, paths, token_flag_upgrades
+from model_sources import build_phi3_pack
+from phi3_lsp import paths, token_flag_upgrades
 from phi3_lsp.entry_files import FILES, replace_file
 from phi3_lsp.gguf_convert import convert_gguf
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset
@@ -37,11 +38,7 @@ def fresh_pack(
 ) -> Path:
     """A cache whose phi3-mini is built by this version, from a local mirror of the sdist."""
     cache = tmp_path_factory.mktemp("cache")
-    index, pinned = phi3_sdist
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
-        patch.setenv(FIND_LINKS_ENV, str(index))
-        ensure_asset("phi3-mini", cache=cache)
+    build_phi3_pack(cache, phi3_sdist)
     return cache
 
 

@@ -26,8 +26,9 @@ lint: install
 	$(VENV)/bin/ruff format --check server tests bench
 	$(VENV)/bin/mypy
 
+# The slowest tests listed at the end: the whole suite must stay well under 20 minutes.
 test-python: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=25
 
 test-vscode: install
 	cd client-vscode && npm ci --no-audit --no-fund && PHI3_LSP_PYTHON="$(abspath $(PY))" npm test

@@ -72,15 +72,16 @@ class DocumentTokenizer:
 
     def __init__(self, tokenizer: Tokenizer, *, eos_tokens: Iterable[str] = ()) -> None:
         self._tokenizer = tokenizer
+        added = tokenizer.get_added_tokens_decoder()
         # An added token that strips the whitespace beside it (Phi-3's chat tokens) comes out
         # of an encoding with that whitespace: its piece is still its vocabulary entry.
         self._stripping_pieces = {
             token_id: token.content
-            for token_id, token in tokenizer.get_added_tokens_decoder().items()
+            for token_id, token in added.items()
             if token.lstrip or token.rstrip
         }
         self.right_stripping: tuple[str, ...] = tuple(
-            token.content for token in tokenizer.get_added_tokens_decoder().values() if token.rstrip
+            token.content for token in added.values() if token.rstrip
         )
         """Added tokens that swallow the whitespace after them (Phi-3's chat tokens)."""
         eos_ids = (tokenizer.token_to_id(token) for token in eos_tokens)

@@ -679,20 +679,17 @@ def test_an_empty_model_is_named_not_replaced_by_the_default(offline_env: dict[s
     assert "empty" in line
 
 
-def test_an_empty_text_with_nothing_to_continue_is_refused_before_the_model_loads(
-    offline_env: dict[str, str], smollm2_dir: Path, tiny_phi3_dir: Path
+@pytest.mark.parametrize("text", ["", "   \n", "\t \r\n"], ids=["empty", "spaces", "mixed"])
+def test_a_text_with_nothing_to_continue_is_refused_before_the_model_loads(
+    offline_env: dict[str, str], smollm2_dir: Path, tiny_phi3_dir: Path, text: str
 ) -> None:
-    # SmolLM2's tokenizer adds no BOS: an empty text is no tokens at all.
-    result = phi3_lsp(offline_env, "complete", "--model", str(smollm2_dir), "")
-    line = one_error_line(result)
-    assert "loading" not in result.stderr
-    assert "tokenizer adds no beginning-of-text token" in line
-    assert "give a TEXT that is not empty" in line
-    # Phi-3's adds one: the model continues from it.
-    phi3 = phi3_lsp(
-        offline_env, "complete", "--model", str(tiny_phi3_dir), "--max-new-tokens", "2", ""
-    )
-    assert phi3.returncode == 0, phi3.stderr
+    # As the server, which suggests nothing after only whitespace, whatever the tokenizer makes
+    # of it: SmolLM2's adds no beginning-of-text token, Phi-3's adds one.
+    for model, args, stdin in ((smollm2_dir, [text], None), (tiny_phi3_dir, ["-"], text)):
+        result = phi3_lsp(offline_env, "complete", "--model", str(model), *args, stdin=stdin)
+        line = one_error_line(result)
+        assert "loading" not in result.stderr
+        assert "only whitespace" in line and "nothing to continue" in line
 
 
 def test_completing_without_weights_names_the_way_out(offline_env: dict[str, str]) -> None:

@@ -52,6 +52,10 @@ here: fp32 and no weights loaded, where the server reports what it holds."""
 
 
 NOT_UTF8 = "the text is not valid UTF-8."
+NOTHING_TO_CONTINUE = (
+    "the text is empty or only whitespace, so there is nothing to continue (an editor gets no "
+    "suggestion there either): give a TEXT with something besides whitespace."
+)
 
 
 def register_commands(subparsers: Any) -> None:
@@ -170,11 +174,14 @@ def run_tokenize(args: argparse.Namespace) -> int:
 
 def run_complete(args: argparse.Namespace) -> int:
     """`phi3-lsp complete`: stream the greedy continuation of a text."""
+    from phi3_lsp.completion import has_text_to_continue
     from phi3_lsp.tokens import DocumentTokenizer
 
     text = _read_text(args.text)
     if text is None:
         return fail(NOT_UTF8)
+    if not has_text_to_continue(text):  # as the server answers: no need to load the model
+        return fail(NOTHING_TO_CONTINUE)
     started = time.perf_counter()
     try:
         source = _resolve(args)
@@ -189,11 +196,6 @@ def run_complete(args: argparse.Namespace) -> int:
     except ModelSourceError as error:
         return fail(str(error))
     prompt_ids = tokenizer.encode_prompt(text)
-    if not prompt_ids:  # the tokenizer alone tells: no need to wait for the weights
-        return fail(
-            f"The text is empty and {source.name}'s tokenizer adds no beginning-of-text token, "
-            "so there is nothing to continue: give a TEXT that is not empty."
-        )
     try:
         engine = _load_engine(
             source, threads=args.threads, weights=args.weights, tokenizer=tokenizer

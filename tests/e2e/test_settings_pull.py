@@ -22,6 +22,7 @@ from e2e.lsp_session import (
     READ_AT_CURSOR,
     Phi3Client,
     hover_text,
+    inline_params,
     start,
     stop,
     vscode_capabilities,
@@ -100,20 +101,43 @@ def close(client: Phi3Client, uri: str) -> None:
 
 
 async def send_at_the_end(client: Phi3Client, uri: str, method: str) -> asyncio.Future[Any]:
-    """Send `method` at the end of `TEXT` in `uri`, as a hover or a `phi3/readAtCursor`; its
-    answer to await."""
+    """Send `method` at the end of `TEXT` in `uri`, as a hover, a `phi3/readAtCursor` or a
+    completion; its answer to await."""
     document = types.TextDocumentIdentifier(uri=uri)
     position = types.Position(line=0, character=len(TEXT) - 1)
     params: object = types.TextDocumentPositionParams(text_document=document, position=position)
+    # Completions after the final ".": before it, a model that writes "." adds nothing.
+    after = types.Position(line=0, character=len(TEXT))
     if method == types.TEXT_DOCUMENT_HOVER:
         params = types.HoverParams(text_document=document, position=position)
+    elif method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
+        params = inline_params(uri, after.line, after.character)
+    elif method == types.TEXT_DOCUMENT_COMPLETION:
+        params = types.CompletionParams(text_document=document, position=after)
     answer = asyncio.ensure_future(client.protocol.send_request_async(method, params))  # type: ignore[no-untyped-call]
     await asyncio.sleep(0)  # pytest-lsp sends it in the task's first step
     return answer
 
 
+def has_something(answer: object) -> bool:
+    """Whether an answer gives the user anything: a hover, a read, a completion item."""
+    if isinstance(answer, types.InlineCompletionList | types.CompletionList):
+        return bool(answer.items)
+    if isinstance(answer, list):
+        return bool(answer)
+    return answer is not None
+
+
 @pytest.mark.parametrize("reopened", [False, True], ids=["closed", "closed and opened again"])
-@pytest.mark.parametrize("method", [types.TEXT_DOCUMENT_HOVER, READ_AT_CURSOR])
+@pytest.mark.parametrize(
+    "method",
+    [
+        types.TEXT_DOCUMENT_HOVER,
+        READ_AT_CURSOR,
+        types.TEXT_DOCUMENT_INLINE_COMPLETION,
+        types.TEXT_DOCUMENT_COMPLETION,
+    ],
+)
 async def test_a_document_closed_while_a_request_waits_for_a_pull_is_answered_with_nothing(
     tiny: Phi3Client, method: str, reopened: bool
 ) -> None:
@@ -128,8 +152,9 @@ async def test_a_document_closed_while_a_request_waits_for_a_pull_is_answered_wi
     if reopened:  # a new document, though of the same text: the request was about the old
         tiny.open_text(name, TEXT)
     pull_answered.set()
-    assert await asyncio.wait_for(answer, ANSWER_TIMEOUT) is None
+    assert not has_something(await asyncio.wait_for(answer, ANSWER_TIMEOUT))
     if not reopened:
         tiny.open_text(name, TEXT)
     # Asked of the document open now, it is answered.
-    assert await asyncio.wait_for(await send_at_the_end(tiny, uri, method), ANSWER_TIMEOUT)
+    answer = await send_at_the_end(tiny, uri, method)
+    assert has_something(await asyncio.wait_for(answer, ANSWER_TIMEOUT))

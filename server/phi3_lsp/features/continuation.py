@@ -40,15 +40,19 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
     """The text the model would type at `position` in `uri`; "" when there is nothing to add.
 
     Nothing is added when completions are off, no weights are loaded, the document is not
-    open, the position is past its end, or a newer request took over.
+    open (or was closed while this waited, even if opened again), the position is past its
+    end, or a newer request took over.
     """
     # The text first: it must be the version the request was made on, which an edit coming
     # while settings are read would replace.
     cursor = _cursor_in(ls, uri, position)
+    document = open_document(ls, uri)
     settings = await ls.settled_settings()
     host = ls.host
     if host is None or not settings.inline_completions or cursor is None:
         return ""
+    if open_document(ls, uri) is not document:
+        return ""  # closed while settings were read: answered as a document not open
     place = _Place.at(*cursor, settings)
     budget = settings.answer_budget_ms / 1000 or None
     # In the middle of a line only the first line is shown (see `fit_to_line`): no more to make.
@@ -82,9 +86,10 @@ async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Posi
         # again here would otherwise wait on it for good.
         suggestion.finish(stopped=True)
         raise
-    if not ls.suggestions.is_current(suggestion) or open_document(ls, uri) is None:
+    if not ls.suggestions.is_current(suggestion) or open_document(ls, uri) is not document:
         # A newer request took over while the prompt was built, or the document was closed
-        # (its keys and values are freed: a generation now would keep them again).
+        # (perhaps opened again: its keys and values are freed, a generation now would keep
+        # them again).
         suggestion.finish(stopped=True)
         return ""
     limit = new_token_limit(settings.max_new_tokens, context_length, len(prompt.ids))

@@ -160,6 +160,9 @@ class ModelHost:
         superseded) reuses: a stop of the running one is theirs too (see
         `_stop_running_generation`)."""
         self._drafts = DraftsKeeper(self._thread)
+        self._completions_on = True
+        self._warm_up_owed = False
+        """The loaded model came while completions were off: it warms up once they are on."""
         self._load_stop = LoadStop()
         self._load_stop.load_ended()  # no load has it: the first `load` makes its own
         self._stopped_loads: list[LoadStop] = []
@@ -282,9 +285,27 @@ class ModelHost:
 
     def supersede(self) -> None:
         """Stop the running completion, or the work ahead of one (a prompt read ahead, the
-        warm-up): a newer request, or completions turned off, made it useless."""
+        warm-up): a newer request made it useless."""
         with self._lock:
             self._stop_running_generation()
+
+    def use_completions(self, on: bool) -> None:
+        """Completions were turned on or off (`inlineCompletions`). Off: the running completion
+        and the work ahead of one stop, as on `supersede`, and a model that loads meanwhile
+        does not warm up: the warm-up is for completions, and keeps the CPU busy for a second
+        (Phi-3-mini-sized). On again: a model loaded meanwhile warms up then."""
+        with self._lock:
+            if on == self._completions_on:
+                return
+            self._completions_on = on
+            if not on:
+                self._stop_running_generation()
+                return
+            owed, self._warm_up_owed = self._warm_up_owed, False
+            engine = self._engine
+            # A generation already running (asked just before they were off) does its work.
+            if owed and engine is not None and engine.has_weights and self._running is None:
+                self._queue_warm_up(engine)
 
     def limit_new_tokens(self, tokens: int) -> None:
         """End the running completion (or its continuation in the background) once it has
@@ -552,7 +573,7 @@ class ModelHost:
                 return
             # The outcome first: a client that sees "ready" or "error" has had the message.
             self._listener.load_ended(outcome)
-            self._engine = engine
+            self._engine, self._warm_up_owed = engine, False
             if engine is not None and engine.has_weights:
                 self._queue_warm_up(engine)
             if engine is not None:
@@ -574,13 +595,17 @@ class ModelHost:
         del dropped  # the last reference: its memory goes now
 
     def _queue_warm_up(self, engine: ModelEngine) -> None:
-        """Called with the lock held, before the status says ready: warm the model up on its
-        thread (see `ModelEngine.warm_up`) unless a request comes first.
+        """Called with the lock held, as a load ends (before the status says ready) or as
+        completions are turned on: warm the model up on its thread (see `ModelEngine.warm_up`)
+        unless a request comes first; while completions are off, once they are on.
 
         Ready is said before it (Phi-3-mini-sized fp32: ~1.1 s of 3.8 s from spawn), so that a
         completion asked meanwhile stops it within a layer and runs at once, paying only the
         part of the warm-up it needs (the weights' first reads), instead of getting no answer.
         """
+        if not self._completions_on:
+            self._warm_up_owed = True
+            return
         stop = StopRequest()
         self._running = _RunningGeneration(stop, cache_key="", ahead=True)
         self._thread.submit(self._warm_up, engine, stop)

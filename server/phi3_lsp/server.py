@@ -202,12 +202,11 @@ class Phi3LanguageServer(LanguageServer):
         previous, self.settings = self.settings, settings
         if self.host is None:
             return
-        if turned_off:
-            # No suggestion is shown now: its work is for no one, and neither is work ahead of
-            # completions (a prompt read at the cursor, the warm-up): the first completion once
-            # they are on again pays what is left of it.
-            self.host.supersede()
-        elif settings.max_new_tokens < previous.max_new_tokens:
+        # Turned off, no suggestion is shown: its work is for no one, and neither is work ahead
+        # of completions (a prompt read at the cursor, the warm-up): the first completion once
+        # they are on again pays what is left of it.
+        self.host.use_completions(settings.inline_completions)
+        if not turned_off and settings.max_new_tokens < previous.max_new_tokens:
             self.host.limit_new_tokens(settings.max_new_tokens)
         reloading = self.host.load(
             settings.model,

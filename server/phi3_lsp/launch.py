@@ -1,7 +1,7 @@
 """Starting the server on stdio (the default), TCP or WebSocket.
 
-On stdio, `initialize` is answered before pygls is imported (see `handshake`), and the
-rest is read on a thread of its own (see `message_reader`).
+On stdio, `initialize` is answered before pygls is imported (see `handshake`). On stdio and
+TCP, messages are read on a thread of their own (see `message_reader`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
     handler.addFilter(_answered_errors_in_one_line)
-    handler.addFilter(_not_a_cancelled_connection)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -53,20 +52,6 @@ def _answered_errors_in_one_line(record: logging.LogRecord) -> bool:
         record.levelno, record.levelname = logging.INFO, "INFO"
         return logging.getLogger().isEnabledFor(logging.INFO)
     return True
-
-
-def _not_a_cancelled_connection(record: logging.LogRecord) -> bool:
-    """Drop asyncio's record of a client's connection ended by the server's exit (a TCP
-    server's Ctrl-C while an editor is connected). Nothing failed, yet some Python releases
-    (3.11.7; cpython gh-113538) log it as an error with a traceback from their streams."""
-    if record.name != "asyncio" or record.exc_info is None:
-        return True
-    import asyncio  # loaded already: asyncio logged this
-
-    return not (
-        isinstance(record.exc_info[1], asyncio.CancelledError)
-        and "StreamReaderProtocol.connection_made" in record.getMessage()
-    )
 
 
 class ClientLogHandler(logging.Handler):

@@ -1,4 +1,5 @@
-"""Reading LSP messages from stdin for pygls' message loop, one thread hop per message.
+"""Reading LSP messages from stdin (or a TCP connection) for pygls' message loop, one thread hop
+per message.
 
 pygls' own stdin reader sends every header line and every body through its thread pool: three
 round trips between the event loop and a pool thread for each message. When the model and a
@@ -36,7 +37,7 @@ class MessageReader:
         self._stream = stream
         self._loop = loop
         self._received = asyncio.StreamReader(limit=_NO_LINE_LIMIT, loop=loop)
-        self._thread = threading.Thread(target=self._pump, name="phi3-lsp stdin", daemon=True)
+        self._thread = threading.Thread(target=self._pump, name="phi3-lsp reader", daemon=True)
 
     def start(self) -> None:
         """Start reading (call from the event loop's thread)."""

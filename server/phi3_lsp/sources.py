@@ -104,11 +104,12 @@ def resolve_model(
     """Find (fetching or converting once if needed) the files for `spec`.
 
     `weights=False`: only the tokenizer and config are wanted. A hub model's weights are then
-    not downloaded, and a .gguf file not converted yet gives them from its metadata, without
-    dequantizing its weights. `weights="later"`: the weights of a hub model, or of a .gguf file
-    not converted yet, are left to `fetch_weights`, so that its tokenizer can be in use while
-    they download or convert; other specs resolve as with True. Raises `LoadStopped` as soon as
-    `stop` is set during a download, or during a conversion between two tensors.
+    not downloaded, and a .gguf file (or the offline model) not converted yet gives them from
+    its metadata, without dequantizing its weights. `weights="later"`: the weights of a hub
+    model, or of a .gguf file not converted yet, are left to `fetch_weights`, so that its
+    tokenizer can be in use while they download or convert; other specs resolve as with True.
+    Raises `LoadStopped` as soon as `stop` is set during a download, or during a conversion
+    between two tensors.
     """
     spec = spec.strip()
     report = progress or ignore_progress
@@ -120,7 +121,9 @@ def resolve_model(
     delete_abandoned_parts()
     remove_dead_builds_in(root)
     if spec == OFFLINE_MODEL:
-        folder = ensure_asset(OFFLINE_MODEL, cache=root, progress=report, stop=stop)
+        folder = ensure_asset(
+            OFFLINE_MODEL, cache=root, progress=report, stop=stop, weights=weights is not False
+        )
         return _from_folder(spec, folder, name="SmolLM2-135M-Instruct", trust_remote_code=False)
     if WEB_ADDRESS.match(spec):  # else taken for a folder, "https:/…" with a slash dropped
         raise ModelSourceError(_web_address_message(spec))

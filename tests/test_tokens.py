@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.tokens import (
@@ -250,9 +251,39 @@ class TestWords:
         covering = tokens_covering(phi3.token_spans(text), 2, 3)
         assert [s.piece for s in covering] == ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
 
-    def test_an_added_space_covers_no_word(self, phi3: DocumentTokenizer) -> None:
-        covering = tokens_covering(phi3.token_spans("😶 ok"), 0, 1)
-        assert "▁" not in [s.piece for s in covering]
+    @pytest.mark.parametrize(
+        ("text", "word"),
+        [
+            ("你好 world", "你好"),
+            ("नमस्ते दुनिया", "नमस्ते"),
+            ("😶 ok", "😶"),
+            ("<|user|>\n你好", "你好"),
+            ("Hi<|end|>😶", "😶"),
+        ],
+        ids=["CJK", "Devanagari", "emoji", "after a chat token", "after another"],
+    )
+    def test_the_space_added_before_a_word_is_one_of_its_tokens(
+        self, phi3: DocumentTokenizer, phi3_mini_dir: Path, text: str, word: str
+    ) -> None:
+        # The model reads a "▁" before these words, which no piece joins to them ("Hello" has
+        # it in "▁Hello"): the tokens of the text up to the word's end, after those before it.
+        start = text.index(word)
+        end = start + len(word)
+        covering = tokens_covering(phi3.token_spans(text), start, end)
+        tokenizer = Tokenizer.from_file(str(phi3_mini_dir / "tokenizer.json"))
+        before = tokenizer.encode(text[:start], add_special_tokens=False).ids
+        through = tokenizer.encode(text[:end], add_special_tokens=False).ids
+        assert through[: len(before)] == before
+        assert ids(covering) == through[len(before) :]
+        assert covering[0].piece == "▁"
+
+    def test_a_space_typed_before_a_word_is_not_one_of_its_tokens(
+        self, phi3: DocumentTokenizer
+    ) -> None:
+        # It is the space's token: it covers that character, not the word.
+        text = "x 你好"
+        covering = tokens_covering(phi3.token_spans(text), 2, 4)
+        assert [span.piece for span in covering] == ["你", "好"]
 
 
 def test_the_tokenizer_loads_without_torch_or_transformers(phi3_mini_dir: Path) -> None:

@@ -15,17 +15,22 @@ PIPE_STAND_IN = "\u2223"  # DIVIDES, which looks like "|"
 def token_table(word: Word, spans: list[TokenSpan], text: Characters) -> str:
     """Markdown: the word, then one `text | piece | id` row per token.
 
-    `text` is what the token covers in the document, spaces shown as "␣"; `piece` is the
-    vocabulary entry itself (e.g. "▁capital" or "Ġcapital", whose first character marks a space).
+    `text` is what the token covers in the document, spaces shown as "␣", and empty for one
+    the tokenizer added (see `tokens_covering`); `piece` is the vocabulary entry itself (e.g.
+    "▁capital" or "Ġcapital", whose first character marks a space).
     """
     count = f"{len(spans)} token" + ("" if len(spans) == 1 else "s")
     rows = "\n".join(
-        f"| {_cell(text[span.start : span.end].replace(' ', '␣'))} | {_cell(span.piece)} "
-        f"| {span.id} |"
+        f"| {_text_cell(text[span.start : span.end])} | {_cell(span.piece)} | {span.id} |"
         for span in spans
     )
     header = "| text | piece | id |\n|---|---|---:|"
     return f"{_code(word.text)} — {count}\n\n{header}\n{rows}\n"
+
+
+def _text_cell(covered: str) -> str:
+    """The cell of the text a token covers: none for a token the tokenizer added."""
+    return _cell(covered.replace(" ", "␣")) if covered else ""
 
 
 def _cell(text: str) -> str:

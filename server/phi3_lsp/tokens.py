@@ -307,16 +307,28 @@ def word_before(text: Characters, offset: int) -> str:
 
 
 def tokens_covering(spans: Sequence[TokenSpan], start: int, end: int) -> list[TokenSpan]:
-    """The tokens that overlap the characters `[start, end)`, in order.
+    """The tokens that overlap the characters `[start, end)`, in order, after those that cover
+    no character at `start`: the "▁" a SentencePiece tokenizer adds before the first word of a
+    text, or of the text after a special token, where no piece joins it to the word ("你好" is
+    "▁", "你", "好"; "Hello" is "▁Hello"). The model reads it because the word is there.
 
     Spans are ordered, so this is a binary search: a hover over a 10,000-line document looks at
     a handful of its ~100,000 tokens.
     """
     after = bisect.bisect_left(spans, end, key=lambda span: span.start)
     first = after
-    while first > 0 and spans[first - 1].end > start:
+    while first > 0 and (spans[first - 1].end > start or _added_at(spans[first - 1], start)):
         first -= 1
-    return [span for span in spans[first:after] if span.start < end and start < span.end]
+    return [
+        span
+        for span in spans[first:after]
+        if (span.start < end and start < span.end) or _added_at(span, start)
+    ]
+
+
+def _added_at(span: TokenSpan, offset: int) -> bool:
+    """Whether `span` covers no character and stands at `offset`."""
+    return span.start == span.end == offset
 
 
 class _EncodedSpans(Sequence[TokenSpan]):

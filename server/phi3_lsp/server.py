@@ -18,13 +18,14 @@ from typing import BinaryIO, TypeVar, cast
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pygls.io_ import StdoutWriter, run_async
+from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import default_converter
 
 from phi3_lsp import __version__
 from phi3_lsp.logs import ClientLogHandler, attach_client_handler
 from phi3_lsp.message_reader import MessageReader
+from phi3_lsp.message_writer import MessageWriter
 from phi3_lsp.model_host import HostListener, ModelHost
 from phi3_lsp.model_thread import ModelThread
 from phi3_lsp.positions import Encoding
@@ -89,7 +90,7 @@ class Phi3LanguageServer(LanguageServer):
 
     def start_io(self, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
         """Serve on stdio until the client says exit."""
-        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        self.protocol.set_writer(MessageWriter(stdout or sys.stdout.buffer))
         with contextlib.suppress(KeyboardInterrupt):
             self._serve(stdin or sys.stdin.buffer)
 
@@ -101,11 +102,13 @@ class Phi3LanguageServer(LanguageServer):
             logger.info("Serving on %s:%d", host, port)
             # One session, as with pygls' server, which ended with its first client's.
             connection, _ = listener.accept()
-        with connection, connection.makefile("rb") as received, connection.makefile("wb") as sent:
-            self.protocol.set_writer(StdoutWriter(sent))
+        with connection, connection.makefile("rb") as received:
+            writer = MessageWriter(connection.makefile("wb"))
+            self.protocol.set_writer(writer)
             try:
                 self._serve(received)
             finally:
+                writer.close()
                 with contextlib.suppress(OSError):  # the client closed it first
                     connection.shutdown(socket.SHUT_RDWR)  # ends the reader's wait for more
 
@@ -116,8 +119,6 @@ class Phi3LanguageServer(LanguageServer):
         self._stop_event = stop_event = threading.Event()
         try:
             asyncio.run(self._serve_messages(received, stop_event))
-        except ConnectionError:  # a pipe or socket the client closed as the server wrote
-            logger.error("The client closed the connection")
         except SystemExit as exit:  # pygls answers `exit` with it: 1 unless `shutdown` came first
             self.exit_code = exit.code if isinstance(exit.code, int) else 0
         finally:

@@ -1,14 +1,14 @@
-"""The loaded model's 4-bit drafts, taken and dropped as `phi3.int4Drafts` asks.
+"""The loaded model's 4-bit drafts, taken while `phi3.int4Drafts` and completions are on.
 
 An fp32 model decodes faster with a 4-bit copy of itself drafting tokens for its passes to check
 (see `ModelEngine.load_drafter`). Taking them is several steps, any of which a newer model or a
-change of the setting can make useless: their files are read ahead from the disk on a thread of
+change of the settings can make useless: their files are read ahead from the disk on a thread of
 their own (Phi-3-mini: 2.3 GB, ~5 s from a cold disk, which would hold up completions on the
 model thread), they load on the model thread, and where their 4-bit layers are not made yet and
 making them there would take too long (Phi-3-mini: 35-50 s), another process makes them first.
 
-The host says which model is served and what the setting asks; each step checks both when it
-runs, under this keeper's lock, so the steps of an older model or setting do nothing.
+The host says which model is served and whether its drafts are wanted; each step checks both
+when it runs, under this keeper's lock, so the steps of an older model or setting do nothing.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ class DraftsKeeper:
                 self._take(engine)
 
     def want(self, wanted: bool) -> None:
-        """The setting as it is now: take the drafts of the model served, or drop them. A model
-        still loading takes them or not as the setting is when it is served."""
+        """The settings as they are now: take the drafts of the model served, or drop them
+        (and stop the making of their layers). A model still loading takes them or not as the
+        settings are when it is served."""
         with self._lock:
             if wanted == self._wanted:
                 return

@@ -578,6 +578,21 @@ async def test_a_read_ahead_never_stops_a_running_completion(loaded_host: ModelH
     assert generation is not None and generation.finish_reason != "stopped"
 
 
+async def test_a_request_that_reaches_the_host_after_completions_are_off_runs_nothing(
+    loaded_host: ModelHost, listener: RecordingListener
+) -> None:
+    # One that passed the settings check just before they were turned off, then waited (on
+    # the last suggestion, its prompt's tokens): its text or read would be for nobody.
+    loaded_host.use_completions(False)
+    statuses = len(listener.statuses)
+    assert await loaded_host.generate(PROMPT_IDS, max_new_tokens=20, cache_key="doc") is None
+    assert await loaded_host.read_prompt(long_prompt(loaded_host, 600), cache_key="doc") is None
+    assert len(listener.statuses) == statuses  # nothing generated: the status stays "ready"
+    loaded_host.use_completions(True)
+    generation = await loaded_host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc")
+    assert generation is not None and generation.token_ids
+
+
 async def test_the_weights_are_read_after_a_running_completion_never_beside_it(
     loaded_host: ModelHost,
 ) -> None:

@@ -293,10 +293,12 @@ class ModelHost:
 
     def use_completions(self, on: bool) -> None:
         """Completions were turned on or off (`inlineCompletions`). Off: the running completion
-        and the work ahead of one stop, as on `supersede`, and what serves completions only is
-        not done: a model that loads meanwhile does not warm up (it keeps the CPU busy for a
-        second, Phi-3-mini-sized), and the 4-bit drafts are dropped, or not taken (see
-        `_want_drafts`). On again: a model loaded meanwhile warms up, and takes its drafts."""
+        and the work ahead of one stop, as on `supersede`; none starts (`generate` and
+        `read_prompt` return None: a request past the settings check as they were turned off
+        would run for nobody); and what serves completions only is not done: a model that
+        loads meanwhile does not warm up (it keeps the CPU busy for a second, Phi-3-mini-
+        sized), and the 4-bit drafts are dropped, or not taken (see `_want_drafts`). On again:
+        a model loaded meanwhile warms up, and takes its drafts."""
         with self._lock:
             if on == self._completions_on:
                 return
@@ -345,9 +347,10 @@ class ModelHost:
     ) -> Generation | None:
         """Greedy continuation of `prompt_ids` on the model thread (see `ModelEngine.generate`).
 
-        Returns None when no model with weights is loaded, or when a newer request superseded
-        this one. It stops the running generation, which first finishes a pass over prompt
-        tokens this one begins with (same `cache_key`): this request would compute them again.
+        Returns None when no model with weights is loaded, while completions are off, or when
+        a newer request superseded this one. It stops the running generation, which first
+        finishes a pass over prompt tokens this one begins with (same `cache_key`): this
+        request would compute them again.
         If the awaiting task is cancelled, the generation stops after its pass in flight over
         the prompt (the next request on the document is likely to need it), or within a layer.
         `on_text` receives the text as it is generated, and `on_end` what is returned (the
@@ -359,6 +362,8 @@ class ModelHost:
             return None
         stop, limit = StopRequest(), TokenLimit(max_new_tokens)
         with self._lock:
+            if not self._completions_on:
+                return None  # asked before they were turned off: nobody would see its text
             self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
             self._running = _RunningGeneration(stop, cache_key, limit=limit)
         started = time.perf_counter()
@@ -388,17 +393,18 @@ class ModelHost:
         (see `ModelEngine.read_prompt`); its reading is reported as a completion's is.
 
         A guess at what the user will do next never stops a completion: returns None at once
-        while one runs (or its continuation in the background), and when no model with weights
-        is loaded. A newer read or completion stops this one, sparing a prompt pass in flight
-        over tokens it begins with; so does cancelling the awaiting task. Also None when stopped
-        before it began. The status does not change: nothing is generated.
+        while one runs (or its continuation in the background), when no model with weights is
+        loaded, and while completions are off. A newer read or completion stops this one,
+        sparing a prompt pass in flight over tokens it begins with; so does cancelling the
+        awaiting task. Also None when stopped before it began. The status does not change:
+        nothing is generated.
         """
         engine = self._engine
         if engine is None or not engine.has_weights:
             return None
         stop = StopRequest()
         with self._lock:
-            if self._running is not None and not self._running.ahead:
+            if not self._completions_on or (self._running is not None and not self._running.ahead):
                 return None
             self._stop_running_generation(keeping=prompt_ids, cache_key=cache_key)
             self._running = _RunningGeneration(stop, cache_key, ahead=True)

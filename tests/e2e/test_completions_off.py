@@ -3,19 +3,29 @@
 A user who turned `inlineCompletions` off does not have the CPU busy, nor memory held, for
 completions: a model loaded meanwhile neither warms up nor takes its 4-bit drafts until they are
 turned on again, turning them off drops the drafts, and completions are then the model's own,
-asked at once or after the warm-up.
+asked at once or after the warm-up. A completion still waiting as they are turned off shows
+nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from lsprotocol import types
 
-from e2e.lsp_session import SMOLLM2_SETTINGS, Phi3Client, start_smollm2, stop
+from e2e.lsp_session import (
+    ANSWER_TIMEOUT,
+    SMOLLM2_SETTINGS,
+    Phi3Client,
+    inline_params,
+    start_smollm2,
+    stop,
+)
 from e2e.test_memory import resident_mib
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 
@@ -117,3 +127,34 @@ async def test_a_reload_while_completions_are_off_warms_nothing_up(
     uri = started_off.open_text("at-once.txt", PROMPT)
     [item] = await started_off.inline(uri, 0, len(PROMPT))
     assert isinstance(item.insert_text, str) and item.insert_text.startswith(" Paris")
+
+
+COUNTING = "1, 2, 3, 4, 5,\n6, 7, 8, 9, 10,\n11, 12, 13, 14, 15,\n"
+"""Text whose continuation goes on for many lines: it is still being made as they turn off."""
+
+
+async def test_a_completion_waiting_as_completions_are_turned_off_shows_nothing(
+    started_off: Phi3Client,
+) -> None:
+    long_answers = {**SMOLLM2_SETTINGS, "maxNewTokens": 400, "answerBudgetMs": 60_000}
+    await started_off.change_settings(long_answers)
+    await started_off.command("phi3.measureWeightReads")  # once loaded (it may reload) and idle
+    uri = started_off.open_text("counting.txt", COUNTING)
+    seen = len(started_off.statuses)
+    # Answered once its first line is complete; the model goes on in the background.
+    [first] = await started_off.inline(uri, 3, 0)
+    assert isinstance(first.insert_text, str) and first.insert_text.strip()
+    # Asked again there, with no budget: it waits for the whole continuation.
+    await started_off.change_settings({**long_answers, "answerBudgetMs": 0})
+    await started_off.command("phi3.status")  # answered once that change is in
+    # Sent at once (pytest-lsp's send_request_async sends only once awaited), then the change:
+    # it stops the continuation, which had a line to show.
+    waiting = started_off.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, 3, 0)
+    )
+    started_off.announce_settings({**long_answers, "answerBudgetMs": 0, "inlineCompletions": False})
+    answer = await asyncio.wait_for(asyncio.wrap_future(waiting), ANSWER_TIMEOUT)
+    assert isinstance(answer, types.InlineCompletionList) and not answer.items
+    # The first one's continuation stopped, and no other began.
+    assert started_off.generations_since(seen) == 1
+    assert started_off.finished_generations_since(seen) == 0

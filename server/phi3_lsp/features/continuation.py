@@ -39,10 +39,17 @@ logger = logging.getLogger(__name__)
 async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
     """The text the model would type at `position` in `uri`; "" when there is nothing to add.
 
-    Nothing is added when completions are off, no weights are loaded, the document is not
-    open (or was closed while this waited, even if opened again), the position is past its
-    end, or a newer request took over.
+    Nothing is added when completions are off (or were turned off while this waited), no
+    weights are loaded, the document is not open (or was closed while this waited, even if
+    opened again), the position is past its end, or a newer request took over.
     """
+    text = await _continuation_at(ls, uri, position)
+    # Turned off meanwhile, e.g. while waiting on the last suggestion, which the change stopped
+    # (its complete lines would be the answer): the user wants no suggestion shown by now.
+    return text if ls.settings.inline_completions else ""
+
+
+async def _continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
     # The text first: it must be the version the request was made on, which an edit coming
     # while settings are read would replace.
     cursor = _cursor_in(ls, uri, position)

@@ -406,6 +406,40 @@ async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_p
     assert at_work[0].stopped
 
 
+def test_a_large_model_has_its_4bit_layers_made_only_while_completions_are_on(
+    new_host: Callable[[str], ModelHost],
+    listener: RecordingListener,
+    large_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Making Phi-3-mini's 4-bit layers takes ~40 s of a core and gigabytes, for drafts that only
+    # serve completions: a user who turned them off does not pay for it.
+    monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
+    monkeypatch.setattr(drafts_keeper, "Int4LayersProcess", _RecordedInt4LayersProcess)
+    folder = large_checkpoint
+    host = new_host(str(folder))
+    host.use_completions(False)
+    load_taking_drafts(host, listener, folder)
+    # "ready" comes once the drafts' first step is queued, if any: then the model thread's jobs.
+    listener.wait_for_status(lambda status: status.state == "ready")
+    idle_model_thread(host)
+    assert _RecordedInt4LayersProcess.started == []
+    host.use_completions(True)
+    idle_model_thread(host)
+    [making] = _RecordedInt4LayersProcess.started
+    assert not making.stopped
+    host.use_completions(False)
+    assert making.stopped
+
+
+def idle_model_thread(host: ModelHost) -> None:
+    """Until the model thread has done the jobs queued before now (a read of the weights runs
+    after them)."""
+    reading = host.read_weights()
+    assert reading is not None
+    assert reading.result(LOAD_TIMEOUT) is not None
+
+
 async def test_the_caller_hears_the_end_before_the_status_says_ready(
     loaded_host: ModelHost, listener: RecordingListener
 ) -> None:

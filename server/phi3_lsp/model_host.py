@@ -306,6 +306,11 @@ class ModelHost:
             if not on:
                 self._stop_running_generation()
                 self._want_drafts()
+                if self._status.state == "ready":
+                    # Their drop said at once: no change of state may come to carry it while
+                    # completions are off (see `_with_drafts`; a generation stopped now does,
+                    # as it ends), and nothing runs whose end a "ready" could be taken for.
+                    self._set_status(self._status)
                 return
             owed, self._warm_up_owed = self._warm_up_owed, False
             engine = self._engine

@@ -97,9 +97,15 @@ async def test_turning_completions_off_gives_the_memory_of_the_4bit_drafts_back(
         for message in started_off.log_messages
         if (found := DRAFTS_LOADED.search(message.message))
     ]
+    uri = started_off.open_text("with-drafts.txt", PROMPT)
+    await started_off.inline(uri, 0, len(PROMPT))
+    assert started_off.statuses[-1]["int4Drafts"] is True  # the completion's statuses say so
     with_drafts = resident_mib(started_off)
     await started_off.change_settings(OFF)
     assert await drafts_in_use(started_off) is False
+    # Said at once: no change of state may come while completions are off.
+    assert started_off.statuses[-1]["state"] == "ready"
+    assert started_off.statuses[-1]["int4Drafts"] is False
     given_back = with_drafts - resident_mib(started_off)
     # Most of what their load said they take (their layers' bytes) leaves the process.
     assert given_back > 0.5 * loaded * 1e9 / 2**20, (given_back, loaded)

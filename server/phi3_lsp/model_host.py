@@ -314,8 +314,8 @@ class ModelHost:
                 return
             owed, self._warm_up_owed = self._warm_up_owed, False
             engine = self._engine
-            # A generation already running (asked just before they were off) does its work.
-            if owed and engine is not None and engine.has_weights and self._running is None:
+            # Nothing runs: all stopped as they were turned off, and none started since.
+            if owed and engine is not None and engine.has_weights:
                 self._queue_warm_up(engine)
             self._want_drafts()  # after the warm-up, as after a load
 

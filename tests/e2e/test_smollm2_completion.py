@@ -103,23 +103,71 @@ async def test_once_the_rest_of_the_line_is_deleted_the_whole_continuation_comes
     assert whole.insert_text == fresh.insert_text
 
 
-async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:
-    uri = smollm2.open_text("classic.txt", PROMPT)
+async def classic(client: Phi3Client, uri: str, line: int, character: int) -> types.CompletionItem:
+    """The one classic completion item at a position."""
     params = types.CompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
-        position=types.Position(line=0, character=len(PROMPT)),
+        position=types.Position(line=line, character=character),
     )
-    answer = await asyncio.wait_for(smollm2.text_document_completion_async(params), ANSWER_TIMEOUT)
+    answer = await asyncio.wait_for(client.text_document_completion_async(params), ANSWER_TIMEOUT)
     assert isinstance(answer, types.CompletionList)
     assert answer.is_incomplete is True
     [item] = answer.items
+    return item
+
+
+async def test_classic_completion_offers_the_same_continuation(smollm2: Phi3Client) -> None:
+    uri = smollm2.open_text("classic.txt", PROMPT)
+    item = await classic(smollm2, uri, 0, len(PROMPT))
+    # The menu shows the continuation, not the word it retypes.
     assert item.label.startswith("Paris")
     assert isinstance(item.text_edit, types.TextEdit)
-    assert item.text_edit.new_text.startswith(" Paris")
-    cursor = types.Position(line=0, character=len(PROMPT))
-    assert item.text_edit.range == types.Range(start=cursor, end=cursor)
-    # Editors that match items against the word before the cursor ("is") still show it.
-    assert item.filter_text == "is" + item.text_edit.new_text
+    # The word before the cursor, then the continuation, in its place.
+    assert item.text_edit.new_text.startswith("is Paris")
+    assert item.text_edit.range == types.Range(
+        start=types.Position(line=0, character=len(PROMPT) - len("is")),
+        end=types.Position(line=0, character=len(PROMPT)),
+    )
+    assert item.filter_text == item.text_edit.new_text
+
+
+# (text before the cursor, after it on its line, the word before the cursor)
+CLASSIC_PLACES = {
+    "after a word": ("The capital of France is", "", "is"),
+    "after a space": ("The capital of France is ", "", ""),
+    "at a line's start": ("The capital of France is Paris.\n", "", ""),
+    "in a word": ("The capital of France is Pa", "ris today.", "Pa"),
+    "after punctuation": ("def add(a, b):\n    return max(", "", ""),
+    "after an accented word, past emoji": ("Café ☕, 😀 and naïve", "", "naïve"),
+}
+
+
+@pytest.mark.parametrize("name", CLASSIC_PLACES)
+async def test_classic_completion_retypes_the_word_before_the_cursor(
+    smollm2: Phi3Client, name: str
+) -> None:
+    before, after, word = CLASSIC_PLACES[name]
+    line = before.count("\n")
+    line_before = before.split("\n")[-1]
+    character = utf16_length(line_before)
+    uri = smollm2.open_text(f"classic {name}.txt", before + after)
+    [inline] = await smollm2.inline(uri, line, character)
+    assert isinstance(inline.insert_text, str) and inline.insert_text
+    item = await classic(smollm2, uri, line, character)
+    assert isinstance(item.text_edit, types.TextEdit)
+    edit = item.text_edit
+    # The range covers the word before the cursor, in UTF-16 units (VS Code filters with the
+    # text it covers; Neovim without filterText filters from its start).
+    word_start = types.Position(line=line, character=character - utf16_length(word))
+    assert edit.range == types.Range(
+        start=word_start, end=types.Position(line=line, character=character)
+    )
+    # Neovim 0.7's omnifunc keeps an item only if its new text begins with the word before the
+    # cursor; Helix and VS Code match that word against filterText.
+    assert edit.new_text.startswith(word)
+    assert isinstance(item.filter_text, str) and item.filter_text.startswith(word)
+    # Applied, the edit gives what the inline completion gives: the continuation at the cursor.
+    assert edit.new_text == word + inline.insert_text
 
 
 async def test_a_changed_limit_applies_to_the_next_completion(smollm2: Phi3Client) -> None:
@@ -329,7 +377,9 @@ async def test_a_character_past_the_end_of_the_line_completes_at_its_end(
     assert isinstance(answer, types.CompletionList)
     [classic] = answer.items
     assert isinstance(classic.text_edit, types.TextEdit)
-    assert classic.text_edit.range == types.Range(start=end, end=end)
+    # It retypes the last word, "is", up to where the text ends.
+    word_start = types.Position(line=0, character=len(PROMPT) - len("is"))
+    assert classic.text_edit.range == types.Range(start=word_start, end=end)
 
 
 async def test_the_weights_read_speed_counts_every_weight_once(smollm2: Phi3Client) -> None:

@@ -21,22 +21,24 @@ def register(server: Phi3LanguageServer) -> None:
         uri = params.text_document.uri
         # The cursor as read now: a character past the line's end answers at the end.
         at = cursor_position(ls, uri, params.position)
-        typed = word_before_cursor(ls, uri, at)
+        typed, word_start = word_before_cursor(ls, uri, at)
         text = await continuation_at(ls, uri, at)
         # Incomplete: the next keystroke asks again rather than filtering a stale item.
         if not text:
             return types.CompletionList(is_incomplete=True, items=[])
-        cursor = types.Range(start=at, end=at)
+        # The edit retypes the word before the cursor, then the continuation: the text it makes
+        # is the same as an insertion at the cursor, and every client's filter passes.
+        # Neovim's omnifunc keeps only items whose new text begins with that word; Helix
+        # matches the word against filterText (else the label); VS Code matches the text the
+        # range covers before the cursor against filterText (else the label).
+        retyped = typed + text
         item = types.CompletionItem(
             label=completion_label(text),
             kind=types.CompletionItemKind.Text,
             detail="phi3-lsp continuation",
             documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
-            # Helix (helix-term's completion menu) matches items against the word before the
-            # cursor, not against the edit's range (empty, at the cursor): an item whose text
-            # does not begin with that word would not show.
-            filter_text=typed + text,
-            text_edit=types.TextEdit(range=cursor, new_text=text),
+            filter_text=retyped,
+            text_edit=types.TextEdit(range=types.Range(start=word_start, end=at), new_text=retyped),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 

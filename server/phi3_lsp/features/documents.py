@@ -51,10 +51,15 @@ def cursor_position(ls: Phi3LanguageServer, uri: str, position: types.Position) 
     return types.Position(line=line, character=character)
 
 
-def word_before_cursor(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
-    """The word characters before `position` in the document at `uri` ("" if none)."""
+def word_before_cursor(
+    ls: Phi3LanguageServer, uri: str, position: types.Position
+) -> tuple[str, types.Position]:
+    """The word characters before `position` in the document at `uri` ("" if none), and the
+    position where they start (`position` itself when there are none)."""
     document = open_document(ls, uri)
     offset = None if document is None else cursor_offset(ls, document, position)
     if document is None or offset is None:
-        return ""
-    return word_before(document.line_index.blocks, offset)
+        return "", position
+    word = word_before(document.line_index.blocks, offset)
+    line, character = document.line_index.position_at(offset - len(word), ls.position_encoding)
+    return word, types.Position(line=line, character=character)

@@ -9,7 +9,10 @@ response here instead, with a message that says what was wrong; a body that is n
 traceback and an "Error in server" pop-up in pygls) gets JSON-RPC's parse error. A
 notification whose params do not fit is dropped with one line in the log (pygls logs two
 tracebacks); after a dropped edit, the server's copy of the document differs from the
-editor's: it is let go, and the user told.
+editor's: it is let go, and the user told. A client's answer to one of the server's requests
+whose result does not fit (a `workspace/configuration` answered with null rather than an
+array) fails that request at once with `UnfitAnswer`: pygls showed "Error in server" and left
+the request waiting for an answer that had come.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from typing import Any, Protocol, cast
 
 import cattrs
 from lsprotocol import types
-from pygls.protocol import JsonRPCNotification, JsonRPCRequestMessage, LanguageServerProtocol
+from pygls.protocol import (
+    JsonRPCNotification,
+    JsonRPCRequestMessage,
+    JsonRPCResponseMessage,
+    LanguageServerProtocol,
+)
 from pygls.protocol.language_server import lsp_method
 
 from phi3_lsp.strict_params import leniently
@@ -53,6 +61,19 @@ class _Dropped:
     method: str
     problems: str
     uri: str | None
+
+
+@dataclass(frozen=True)
+class _UnfitResult:
+    """A client's answer to a request of the server's, whose result does not fit its type."""
+
+    id: int | str
+    problems: str
+
+
+class UnfitAnswer(Exception):
+    """What a request of the server's fails with when the client's result does not fit the
+    protocol."""
 
 
 def _id_of(message: object) -> int | str | None:
@@ -89,6 +110,13 @@ class RequestRulesProtocol(LanguageServerProtocol):
                 return self._converter.structure(data, notification_type)
             except Exception as error:
                 return _Dropped(data["method"], params_problems(error), _uri(data))
+        if _is_result(data):
+            # As pygls reads it, but a result that does not fit fails its request (below).
+            result_type = self._result_types.pop(data["id"], None) or JsonRPCResponseMessage
+            try:
+                return self._converter.structure(data, result_type)
+            except Exception as error:
+                return _UnfitResult(data["id"], params_problems(error))
         if not _is_request(data):
             return super().structure_message(data)
         request_type = self.get_message_type(data["method"])
@@ -124,6 +152,9 @@ class RequestRulesProtocol(LanguageServerProtocol):
             return
         if isinstance(message, _Dropped):
             self._report_dropped(message)
+            return
+        if isinstance(message, _UnfitResult):
+            self._fail_request(message)
             return
         refusal = self._refusal(message)
         if refusal is None:
@@ -176,6 +207,16 @@ class RequestRulesProtocol(LanguageServerProtocol):
             ),
         )
 
+    def _fail_request(self, unfit: _UnfitResult) -> None:
+        """Fail the request `unfit` answers: its caller says what it does without the answer."""
+        pending = self._request_futures.pop(unfit.id, None)
+        if pending is None:
+            logger.warning("An answer to no pending request (id %r) does not fit", unfit.id)
+            return
+        pending.set_exception(
+            UnfitAnswer(f"the answer does not fit the protocol ({unfit.problems})")
+        )
+
     def _refusal(self, message: Any) -> _Refused | None:
         method, msg_id = getattr(message, "method", None), getattr(message, "id", None)
         if method is None or msg_id is None:
@@ -199,6 +240,18 @@ class RequestRulesProtocol(LanguageServerProtocol):
 
 def _is_request(data: Any) -> bool:
     return isinstance(data, dict) and "jsonrpc" in data and "id" in data and "method" in data
+
+
+def _is_result(data: Any) -> bool:
+    """A response that is not an error (pygls reads any message with an id and no method as
+    one)."""
+    return (
+        isinstance(data, dict)
+        and "jsonrpc" in data
+        and "id" in data
+        and "method" not in data
+        and "error" not in data
+    )
 
 
 def _is_notification(data: Any) -> bool:

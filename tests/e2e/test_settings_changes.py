@@ -93,6 +93,30 @@ async def test_a_pull_answered_too_late_keeps_the_settings_and_shows_no_error(
     assert errors_shown(session) == []
 
 
+@pytest.mark.parametrize(
+    "result", [None, {"phi3": {"maxNewTokens": 6}}, "phi3"], ids=["null", "an object", "a string"]
+)
+async def test_a_pull_answered_without_an_array_takes_the_pushed_settings_at_once(
+    session: Phi3Client, result: object
+) -> None:
+    logged, shown = len(session.log_messages), len(session.messages)
+    session.pull_results.append(result)
+    pushed = {**IN_FORCE, "maxNewTokens": 5}
+    session.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"phi3": pushed})
+    )
+    try:
+        # The settings that came with the change, as when the pull fails.
+        assert await new_completion_tokens(session) == 5
+        assert [m.message for m in session.messages[shown:]] == []
+        # One line says why, and no wait for an answer that has come.
+        said = [m for m in session.log_messages[logged:] if m.type <= types.MessageType.Warning]
+        assert [m.type for m in said] == [types.MessageType.Warning]
+        assert "settings" in said[0].message and "does not fit the protocol" in said[0].message
+    finally:
+        await session.change_settings(dict(IN_FORCE))
+
+
 async def test_the_newest_change_wins_over_an_older_answer_that_comes_last(
     session: Phi3Client,
 ) -> None:

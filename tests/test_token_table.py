@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from phi3_lsp.token_table import PIPE_STAND_IN, token_table
+from phi3_lsp.token_table import PIPE_STAND_IN, token_columns, token_table
 from phi3_lsp.tokens import TokenSpan, Word
 
 
@@ -76,3 +76,29 @@ def test_the_title_counts_the_tokens() -> None:
     assert one.startswith("`is` — 1 token\n")
     two = token_table(Word("ab", 0, 2), [TokenSpan(1, "a", 0, 1), TokenSpan(2, "b", 1, 2)], "ab")
     assert two.startswith("`ab` — 2 tokens\n")
+
+
+def test_plain_text_lines_up_the_columns_without_markdown() -> None:
+    text = "The capital"
+    columns = token_columns(Word("capital", 4, 11), [TokenSpan(3575, "Ġcapital", 3, 11)], text)
+    assert columns.split("\n") == [
+        "capital — 1 token",
+        "",
+        "text      piece       id",
+        "␣capital  Ġcapital  3575",
+        "",
+    ]
+
+
+def test_plain_text_columns_count_wide_characters_twice_and_show_line_breaks() -> None:
+    text = "我想`\n"
+    spans = [TokenSpan(7, "我想", 0, 2), TokenSpan(15, "`\n", 2, 4)]
+    columns = token_columns(Word("我想", 0, 2), spans, text)
+    assert columns.split("\n") == [
+        "我想 — 2 tokens",
+        "",
+        "text  piece  id",
+        "我想  我想    7",
+        "`\\n   `\\n    15",
+        "",
+    ]

@@ -10,7 +10,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from tokenizers import Tokenizer
 
-from e2e.lsp_session import Phi3Client, hover_text
+from e2e.lsp_session import Phi3Client, hover_text, start, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -82,6 +82,30 @@ async def test_hover_lists_the_space_the_tokenizer_adds_before_a_word(
     assert token_ids(markdown) == through[len(before) :]
     # It covers no character of the document: its row shows no text.
     assert f"|  | `▁` | {tokenizer.token_to_id('▁')} |" in markdown
+
+
+async def test_a_client_without_markdown_gets_a_hover_in_plain_text(
+    offline_pack: None, hf_home: Path
+) -> None:
+    # As Emacs' eglot declares it without markdown-mode.
+    plain_only = types.ClientCapabilities(
+        text_document=types.TextDocumentClientCapabilities(
+            hover=types.HoverClientCapabilities(content_format=[types.MarkupKind.PlainText])
+        )
+    )
+    client = await start(None, hf_home, plain_only)
+    try:
+        await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        uri = client.open_text("plain.txt", PROMPT)
+        hover = await client.hover_at(uri, 0, PROMPT.index("France"))
+    finally:
+        await stop(client)
+    assert hover is not None and isinstance(hover.contents, types.MarkupContent)
+    assert hover.contents.kind == types.MarkupKind.PlainText
+    text = hover.contents.value
+    # Read as it is: no table pipes, no backticks, the token's text, piece and id on its line.
+    assert "|" not in text and "`" not in text
+    assert re.search(r"^␣France +▁France +3444$", text, re.MULTILINE)
 
 
 async def test_hover_after_typing_below_a_form_feed(phi3_no_weights: Phi3Client) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 
 from phi3_lsp.scheduling import physical_cores
-from phi3_lsp.settings import Settings, describe_changes, parse_settings, section_of
+from phi3_lsp.settings import (
+    Settings,
+    describe_changes,
+    parse_settings,
+    section_of,
+    unwrapped_settings,
+)
 from phi3_lsp.sources import DEFAULT_MODEL
 
 
@@ -153,6 +159,22 @@ def test_the_section_is_found_in_client_payloads() -> None:
     assert section_of({"phi3": {"model": "x"}, "other": {}}) == {"model": "x"}
     assert section_of({"other": {}}) is None
     assert section_of(None) is None
+
+
+def test_settings_sent_without_the_section_are_named_with_the_fix() -> None:
+    [by_name] = unwrapped_settings({"model": "smollm2-135m", "maxNewTokens": 3, "other": 1})
+    assert "model, maxNewTokens." in by_name
+    assert by_name.endswith('Send them as {"phi3": {"model": …, "maxNewTokens": …}}.')
+    [dotted] = unwrapped_settings({"phi3.model": "smollm2-135m"})
+    assert "phi3.model." in dotted
+    assert dotted.endswith('Send them as {"phi3": {"model": …}}.')
+
+
+def test_payloads_with_the_section_or_only_other_tools_settings_are_fine() -> None:
+    assert unwrapped_settings({"phi3": {"model": "x"}, "model": "for another tool"}) == []
+    assert unwrapped_settings({"pylsp": {"plugins": {}}}) == []
+    assert unwrapped_settings(None) == []
+    assert unwrapped_settings(["model"]) == []
 
 
 def test_weights_take_one_of_the_known_formats() -> None:

@@ -181,3 +181,25 @@ def section_of(options: object) -> object:
     if isinstance(options, Mapping):
         return options.get(SECTION)
     return None
+
+
+def unwrapped_settings(options: object) -> list[str]:
+    """The problem with an initializationOptions or didChangeConfiguration payload that has no
+    `phi3` section but holds its settings by name (`model`) or dotted (`phi3.model`, as in
+    VS Code's settings.json): they are not read there. No problem otherwise (a payload may hold
+    other tools' sections)."""
+    if not isinstance(options, Mapping) or SECTION in options:
+        return []
+    keys = [key for key in options if isinstance(key, str) and _setting_name(key) in _FIELDS]
+    if not keys:
+        return []
+    wrapped = ", ".join(f'"{_setting_name(key)}": …' for key in keys)
+    return [
+        f'Not read, as not inside a "{SECTION}" section: {", ".join(keys)}. '
+        f'Send them as {{"{SECTION}": {{{wrapped}}}}}.'
+    ]
+
+
+def _setting_name(key: str) -> str:
+    """A payload's key as a key of the section: "phi3.model" is "model"."""
+    return key.removeprefix(f"{SECTION}.")

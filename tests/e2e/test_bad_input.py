@@ -60,6 +60,41 @@ async def test_an_invalid_setting_is_reported_and_its_default_kept(broken: Phi3C
     assert any("phi3.maxNewTokens must be an integer" in message for message in warnings)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{"model": "smollm2-135m", "maxNewTokens": 3}, {"phi3.model": "smollm2-135m"}],
+    ids=["by name", "dotted, as in VS Code's settings.json"],
+)
+async def test_settings_outside_the_phi3_section_are_said_with_the_fix(
+    offline_pack: None, hf_home: Path, options: dict[str, object]
+) -> None:
+    no_pull = types.ClientCapabilities()  # so the settings come only as sent
+    client = await start(None, hf_home, no_pull, initialize=False)
+    try:
+        await client.initialize_session(
+            types.InitializeParams(capabilities=no_pull, initialization_options=options)
+        )
+        await client.wait_for_status(lambda status: status["state"] in ("ready", "error"))
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"contextTokens": 64})
+        )
+        status = await client.command("phi3.status")
+    finally:
+        await stop(client)
+    # Not read: the default model, not the one they name.
+    assert status["model"] == "microsoft/Phi-3-mini-4k-instruct"
+    said = [
+        m.message
+        for m in client.messages
+        if m.type == types.MessageType.Warning and m.message.startswith("phi3-lsp settings")
+    ]
+    # Each names the keys, and how to send them.
+    assert len(said) == 2
+    assert all(key in said[0] for key in options)
+    assert '{"phi3": {"model": …' in said[0]
+    assert "contextTokens" in said[1] and '{"phi3": {"contextTokens": …}}' in said[1]
+
+
 async def test_requests_answer_empty_while_no_model_is_loaded(broken: Phi3Client) -> None:
     uri = broken.open_text("broken.txt", PROMPT)
     assert await broken.inline(uri, 0, len(PROMPT)) == []

@@ -15,7 +15,13 @@ from lsprotocol import types
 from phi3_lsp.features.client_requests import answer_within
 from phi3_lsp.features.loading import LoadReporter
 from phi3_lsp.server import Phi3LanguageServer
-from phi3_lsp.settings import SECTION, Settings, parse_settings, section_of
+from phi3_lsp.settings import (
+    SECTION,
+    Settings,
+    parse_settings,
+    section_of,
+    unwrapped_settings,
+)
 from phi3_lsp.settings_reads import SettingsReads
 
 logger = logging.getLogger(__name__)
@@ -40,9 +46,10 @@ def register(server: Phi3LanguageServer) -> None:
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: Phi3LanguageServer, params: types.InitializeParams) -> None:
-        settings, problems = parse_settings(section_of(params.initialization_options), ls.defaults)
+        options = params.initialization_options
+        settings, problems = parse_settings(section_of(options), ls.defaults)
         ls.settings = settings
-        initial_problems[:] = problems
+        initial_problems[:] = problems + unwrapped_settings(options)
         ls.index_documents()
         ls.attach_loop(reporter)
         reporter.start()  # LSP lets the server send once it has answered `initialize`
@@ -74,6 +81,8 @@ def register(server: Phi3LanguageServer) -> None:
                 # No phi3 section to read (a failed pull, or a change of other tools' settings):
                 # the settings in force stay, rather than all going back to their defaults.
                 logger.info("No %s settings came with the change: they stay as they are", SECTION)
+                if problems := unwrapped_settings(params.settings):
+                    apply_unless_stale(ls, number, ls.settings, problems)
                 return
             apply_unless_stale(ls, number, *parse_settings(raw, ls.defaults, current=ls.settings))
 

@@ -45,6 +45,8 @@ def _document(text: str, encoding: str = "utf-16") -> IndexedDocument:
         ("ab\ncd", (5, 0), (5, 0), "!", "ab\ncd!"),  # past the last line: the end of the text
         ("a\x0cb\ncd", (1, 0), (1, 0), ">", "a\x0cb\n>cd"),  # a form feed does not end a line
         ("😀x\nz", (0, 2), (0, 3), "y", "😀y\nz"),  # the emoji is two UTF-16 units
+        ("hello world", (0, 8), (0, 2), "ZZ", "heZZrld"),  # start after end: swapped
+        ("ab\ncd\nef", (2, 1), (0, 1), "", "af"),  # the same across lines
     ],
 )
 def test_edits_land_where_the_editor_made_them(

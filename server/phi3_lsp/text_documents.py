@@ -53,7 +53,10 @@ class IndexedDocument(TextDocument):
             _offset(index, position, encoding)
             for position in (change.range.start, change.range.end)
         )
-        self._index = index.replaced(start, max(start, end), change.text)
+        # A range whose start comes after its end covers the text between them, as VS Code
+        # and Neovim read one (swapped), rather than being an insertion at its start.
+        start, end = min(start, end), max(start, end)
+        self._index = index.replaced(start, end, change.text)
         self._source = None  # joined from the index when read
 
     def _apply_full_change(self, change: types.TextDocumentContentChangeEvent) -> None:

@@ -6,7 +6,8 @@ internal error while a command still waited (for a model's load, say), so an edi
 then killed the server instead of its clean exit. It also runs requests that
 come before `initialize`, which then fail with a traceback. Each of these gets an error
 response here instead, with a message that says what was wrong; a body that is not JSON (a
-traceback and an "Error in server" pop-up in pygls) gets JSON-RPC's parse error. A
+traceback and an "Error in server" pop-up in pygls) gets JSON-RPC's parse error, and JSON that
+is no well-formed message gets the answer `malformed_messages` gives it. A
 notification whose params do not fit is dropped with one line in the log (pygls logs two
 tracebacks); after a dropped edit, the server's copy of the document differs from the
 editor's: it is let go, and the user told. A client's answer to one of the server's requests
@@ -34,9 +35,15 @@ from pygls.protocol import (
 )
 from pygls.protocol.language_server import lsp_method
 
+from phi3_lsp.malformed_messages import refusal_of
 from phi3_lsp.strict_params import leniently
 
 logger = logging.getLogger(__name__)
+
+_NOTIFICATION_METHODS = frozenset(
+    method for method, (_, result, *_) in types.METHOD_TO_TYPES.items() if result is None
+)
+"""LSP's notifications: what has no result."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +83,6 @@ class UnfitAnswer(Exception):
     protocol."""
 
 
-def _id_of(message: object) -> int | str | None:
-    """The id of a message that is not JSON-RPC, where it has a usable one (else JSON-RPC's
-    null)."""
-    msg_id = message.get("id") if isinstance(message, dict) else None
-    return msg_id if isinstance(msg_id, int | str) and not isinstance(msg_id, bool) else None
-
-
 def is_unreadable(error: BaseException | None) -> bool:
     """True for a message body that is not JSON: cut short, or not UTF-8."""
     return isinstance(error, json.JSONDecodeError | UnicodeDecodeError)
@@ -103,6 +103,8 @@ class RequestRulesProtocol(LanguageServerProtocol):
         self._initialize_seen = False
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "jsonrpc" in data and refusal_of(data, _NOTIFICATION_METHODS) is not None:
+            return data  # as pygls leaves JSON that is no message: refused in handle_message
         if _is_notification(data):
             # As pygls makes it, without its two tracebacks for params that do not fit.
             notification_type = self.get_message_type(data["method"]) or JsonRPCNotification
@@ -141,9 +143,11 @@ class RequestRulesProtocol(LanguageServerProtocol):
             self._refuse(message)
             return
         if message is None or isinstance(message, dict | list | str | int | float):
-            # JSON, but no JSON-RPC message: a number, an array, an object without "jsonrpc"
-            # (pygls' structure_message hands those on as they are, and handle_message fails).
-            self._answer_error(_id_of(message), types.ErrorCodes.InvalidRequest, "Invalid Request")
+            # JSON, but no well-formed message: structure_message hands those on as they are
+            # (pygls' handle_message failed on them, or dropped them unanswered).
+            answer = refusal_of(message, _NOTIFICATION_METHODS)
+            assert answer is not None  # structure_message made every well-formed one an object
+            self._answer_error(answer.id, answer.code, answer.message)
             return
         if self._shutdown and _is_late_notice(message):
             # Editors send these as they stop the server (a document closed, a setting

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -182,6 +183,28 @@ def test_an_editor_that_dies_ends_its_tcp_session_and_the_server(tmp_path: Path)
         finally:
             server.kill()
     assert "Traceback" not in stderr
+
+
+def test_a_tcp_server_listens_on_an_ipv6_address(tmp_path: Path) -> None:
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as free:
+        port = free.getsockname()[1]
+    command = [sys.executable, "-m", "phi3_lsp", "--tcp", f"::1:{port}"]
+    with subprocess.Popen(
+        [*command, "--model", str(tmp_path / "no-model")], stderr=subprocess.PIPE, cwd=tmp_path
+    ) as server:
+        try:
+            for _ in range(1200):
+                with contextlib.suppress(ConnectionRefusedError):
+                    client = socket.create_connection(("::1", port))
+                    break
+                assert server.poll() is None, server.stderr and server.stderr.read()
+                time.sleep(0.05)
+            with client:
+                send(client, 1, "initialize", {"processId": None, "capabilities": {}})
+                client.settimeout(60)
+                assert client.recv(100).startswith(b"Content-Length: ")
+        finally:
+            server.kill()
 
 
 def send(client: socket.socket, number: int | None, method: str, params: object) -> None:

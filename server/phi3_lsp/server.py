@@ -98,7 +98,9 @@ class Phi3LanguageServer(LanguageServer):
         """Serve the first client to connect to `host`:`port` until it says exit, its messages
         read as on stdio: pygls' own TCP loop stopped hearing the client after a header block
         without a usable Content-Length (see `message_frames`)."""
-        with socket.create_server((host, port)) as listener:
+        # The host's own address family: "::1" is IPv6, which the default (IPv4) cannot bind.
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.create_server((host, port), family=family) as listener:
             logger.info("Serving on %s:%d", host, port)
             # One session, as with pygls' server, which ended with its first client's.
             connection, _ = listener.accept()

@@ -121,9 +121,13 @@ async def test_a_reload_while_completions_are_off_warms_nothing_up(
     logged, seen = len(started_off.log_messages), len(started_off.statuses)
     # trustRemoteCode loads the model again (SmolLM2 runs no code of its own either way).
     await started_off.change_settings({**OFF, "trustRemoteCode": True})
-    await started_off.wait_for_status(lambda status: status["state"] == "loading", after=seen)
+    loading = await started_off.wait_for_status(
+        lambda status: status["state"] == "loading", after=seen
+    )
+    # After the reload's start: turning completions off may have said "ready" again before it.
     ready = await started_off.wait_for_status(
-        lambda status: status["state"] in ("ready", "error"), after=seen
+        lambda status: status["state"] in ("ready", "error"),
+        after=next(at for at, status in enumerate(started_off.statuses) if status is loading),
     )
     assert ready["state"] == "ready" and ready["weightsLoaded"] is True
     assert await logs_after(started_off, logged, WARM_UP_LOGS + DRAFTS_LOGS) == []

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from local_hub import LocalHub
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.offline_pack import PinnedArtifact
+    from plain_texts import PlainTexts
 
 # As `phi3-lsp` does before torch loads (see __main__.main).
 configure_waiting(os.environ)
@@ -192,6 +193,15 @@ def smollm2_int4_engine(smollm2_dir: Path) -> ModelEngine:
     from phi3_lsp.sources import resolve_model
 
     return ModelEngine.load(resolve_model("smollm2-135m"), weights="int4")
+
+
+@pytest.fixture(scope="session")
+def plain_texts() -> PlainTexts:
+    """The plain greedy texts that drafting decoders are checked against, decoded once for all
+    tests (their engines are named by their fixtures)."""
+    from plain_texts import PlainTexts
+
+    return PlainTexts()
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from phi3_lsp.prompt_cache import PromptCache
 from phi3_lsp.quantize import quantize_to_int4
 from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.tokens import DocumentTokenizer
+from plain_texts import PlainTexts
 
 # Code that repeats itself, as code does: what follows a repeated name is in the text already.
 REPETITIVE = (
@@ -106,11 +109,6 @@ class FixedCosts(PassPlanner):
         pass
 
 
-def plain_decoder(engine: ModelEngine) -> GreedyDecoder:
-    """A decoder of the same model that feeds one token per pass."""
-    return GreedyDecoder(engine.model, engine.tokenizer, engine.eos_token_ids, PromptCache())
-
-
 def drafting_decoder(engine: ModelEngine, planner: PassPlanner | None = None) -> GreedyDecoder:
     """A decoder of the same model that drafts as `planner` plans (default: the longest drafts
     it can find)."""
@@ -144,6 +142,19 @@ def drafting_engine(request: pytest.FixtureRequest) -> ModelEngine:
     return engine
 
 
+PlainText = Callable[[list[int], int], tuple[int, ...]]
+"""The first tokens of the drafting engine's plain greedy text of a prompt."""
+
+
+@pytest.fixture
+def plain_text(
+    request: pytest.FixtureRequest, drafting_engine: ModelEngine, plain_texts: PlainTexts
+) -> PlainText:
+    """`drafting_engine`'s plain greedy texts, shared by the tests of the session."""
+    name = request.node.callspec.params["drafting_engine"]
+    return functools.partial(plain_texts.token_ids, name, drafting_engine)
+
+
 @pytest.mark.slow
 class TestSmolLM2ChecksDrafts:
     def test_the_engine_checks_drafts_up_to_its_context_length(
@@ -172,21 +183,21 @@ class TestSmolLM2ChecksDrafts:
             assert int(beside_others.argmax()) == best
             assert torch.equal(beside_others[best], alone[best])
 
-    def test_drafts_change_no_text_and_save_passes(self, drafting_engine: ModelEngine) -> None:
-        plain, drafting = plain_decoder(drafting_engine), drafting_decoder(drafting_engine)
+    def test_drafts_change_no_text_and_save_passes(
+        self, drafting_engine: ModelEngine, plain_text: PlainText
+    ) -> None:
+        drafting = drafting_decoder(drafting_engine)
         drafted: list[Generation] = []
         for text in [REPETITIVE, *source_windows(6, 600)]:
             prompt = drafting_engine.tokenizer.encode_prompt(text)
             generation = drafting.generate(prompt, max_new_tokens=50)
-            reference = plain.generate(prompt, max_new_tokens=50)
-            assert generation.token_ids == reference.token_ids
-            assert reference.decode_passes == reference.decoded_tokens
+            assert generation.token_ids == plain_text(prompt, 50)
             drafted.append(generation)
         passes = sum(generation.decode_passes for generation in drafted)
         assert passes < 0.8 * sum(generation.decoded_tokens for generation in drafted)
 
     def test_passes_on_changing_thread_counts_change_no_text(
-        self, drafting_engine: ModelEngine
+        self, drafting_engine: ModelEngine, plain_text: PlainText
     ) -> None:
         # The planner moves decode passes between thread counts as the machine's load changes;
         # int4's and our fp32 kernel's give the same bits on any count, so the text may not
@@ -195,8 +206,8 @@ class TestSmolLM2ChecksDrafts:
         alternating = drafting_decoder(engine, AlternatingThreads())
         for text in [REPETITIVE, *source_windows(4, 1500)]:
             prompt = engine.tokenizer.encode_prompt(text)
-            reference = plain_decoder(engine).generate(prompt, max_new_tokens=30)
-            assert alternating.generate(prompt, max_new_tokens=30).token_ids == reference.token_ids
+            generation = alternating.generate(prompt, max_new_tokens=30)
+            assert generation.token_ids == plain_text(prompt, 30)
 
 
 @pytest.mark.slow
@@ -240,14 +251,15 @@ class TestSmolLM2InInt4:
         assert generation.decode_passes < generation.decoded_tokens
 
     def test_the_token_limit_holds_when_drafts_are_kept(
-        self, smollm2_int4_engine: ModelEngine
+        self, smollm2_int4_engine: ModelEngine, plain_texts: PlainTexts
     ) -> None:
         prompt = smollm2_int4_engine.tokenizer.encode_prompt(REPETITIVE)
-        reference = plain_decoder(smollm2_int4_engine).generate(prompt, max_new_tokens=50)
-        drafting = drafting_decoder(smollm2_int4_engine)
+        engine = smollm2_int4_engine
+        drafting = drafting_decoder(engine)
         for limit in (2, 7, 13):
             generation = drafting.generate(prompt, max_new_tokens=limit)
-            assert generation.token_ids == reference.token_ids[:limit]
+            reference = plain_texts.token_ids("smollm2_int4_engine", engine, prompt, 50)
+            assert generation.token_ids == reference[:limit]
 
     def test_a_stop_ends_a_drafting_run_with_the_text_streamed_so_far(
         self, smollm2_int4_engine: ModelEngine

@@ -20,7 +20,8 @@ from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, PROBE_AFTER_PASSES, DraftPlan
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.sources import resolve_model
 from phi3_lsp.stoppable_passes import PassStopped
-from test_drafts import plain_decoder, source_windows
+from plain_texts import PlainTexts
+from test_drafts import source_windows
 
 FRENCH_CAPITAL = "The capital of France is"
 REPEATING_CODE = "".join(f"    total += price[{i}] * count[{i}]\n" for i in range(4)) + "    total"
@@ -111,16 +112,21 @@ def drafting_fp32_engine(smollm2_dir: Path) -> Iterator[ModelEngine]:
 @pytest.mark.slow
 class TestSmolLM2WithDrafts:
     def test_the_text_is_fp32s_in_fewer_passes(
-        self, drafting_fp32_engine: ModelEngine, smollm2_engine: ModelEngine
+        self,
+        drafting_fp32_engine: ModelEngine,
+        smollm2_engine: ModelEngine,
+        plain_texts: PlainTexts,
     ) -> None:
         assert drafting_fp32_engine.drafts_from_int4
         assert not smollm2_engine.drafts_from_int4
-        plain = plain_decoder(smollm2_engine)  # fp32, one token a pass
         passes = tokens = 0
         for text in [FRENCH_CAPITAL, *source_windows(5, 600)]:
             prompt = smollm2_engine.tokenizer.encode_prompt(text)
             generation = drafting_fp32_engine.generate(prompt, max_new_tokens=50)
-            assert generation.token_ids == plain.generate(prompt, max_new_tokens=50).token_ids
+            # fp32, one token a pass
+            assert generation.token_ids == plain_texts.token_ids(
+                "smollm2_engine", smollm2_engine, prompt, 50
+            )
             passes += generation.decode_passes
             tokens += generation.decoded_tokens
         # Code that does not repeat itself, where drafts from the text find little.

@@ -67,6 +67,20 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_gguf_converted(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A cache root that holds the offline pack's SmolLM2 GGUF converted (each conversion takes
+    seconds): its tokenizer and config in `gguf-metadata`, with its weights in `gguf`. Tests
+    that start from a finished conversion copy the folder they need into their own cache."""
+    from phi3_lsp.sources import resolve_model
+
+    cache = tmp_path_factory.mktemp("smollm2-gguf-cache")
+    gguf = str(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    resolve_model(gguf, cache=cache, weights=False)
+    resolve_model(gguf, cache=cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def phi3_sdist(
     tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path
 ) -> tuple[Path, PinnedArtifact]:

@@ -149,10 +149,12 @@ def test_fetch_names_a_damaged_pack_folder_it_cannot_make_again_and_the_fix(
 
 
 def test_a_gguf_conversion_missing_a_file_is_made_again_and_says_so(
-    offline_env: dict[str, str], smollm2_dir: Path, tmp_path: Path
+    offline_env: dict[str, str], smollm2_dir: Path, smollm2_gguf_converted: Path, tmp_path: Path
 ) -> None:
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
     env = {**offline_env, CACHE_ENV: str(tmp_path / "cache")}
+    metadata = smollm2_gguf_converted / "gguf-metadata"  # its tokenizer and config converted
+    shutil.copytree(metadata, tmp_path / "cache" / "gguf-metadata")
     first = phi3_lsp(env, "tokenize", "--json", "--model", str(gguf), "Hello")
     assert first.returncode == 0, first.stderr
     [folder] = (tmp_path / "cache" / "gguf-metadata").glob("[!.]*")

@@ -182,10 +182,14 @@ def test_a_gguf_loaded_later_gives_its_tokenizer_first_and_is_parsed_once(
 
 
 def test_a_gguf_converted_before_the_token_flags_is_checked_on_its_first_use_only(
-    tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    smollm2_dir: Path,
+    smollm2_gguf_converted: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Whether it is a Phi-3 tokenizer takes parsing its metadata (seconds for SmolLM2's): once.
     gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    shutil.copytree(smollm2_gguf_converted / "gguf-metadata", tmp_path / "gguf-metadata")
     folder = resolve_model(str(gguf), cache=tmp_path, weights=False).tokenizer_dir
     manifest = json.loads((folder / MANIFEST).read_text())
     del manifest[TOKEN_FLAGS]  # as earlier versions wrote it
@@ -380,7 +384,7 @@ def test_a_gguf_file_is_converted_once(
 
 @pytest.mark.slow
 def test_a_gguf_conversion_cut_short_is_converted_again_and_completes_the_same(
-    tmp_path: Path, smollm2_dir: Path
+    tmp_path: Path, smollm2_dir: Path, smollm2_gguf_converted: Path
 ) -> None:
     # A power cut or a full disk after the conversion: every load would fail on its weights.
     from phi3_lsp.engine import ModelEngine
@@ -391,6 +395,7 @@ def test_a_gguf_conversion_cut_short_is_converted_again_and_completes_the_same(
         return engine.generate(prompt, max_new_tokens=8).token_ids
 
     gguf = str(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    shutil.copytree(smollm2_gguf_converted / "gguf", tmp_path / "gguf")  # converted with weights
     first = resolve_model(gguf, cache=tmp_path)
     assert first.weights_dir is not None
     expected = greedy_ids(first)

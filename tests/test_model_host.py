@@ -378,21 +378,27 @@ class _RecordedInt4LayersProcess:
         self.stopped = True
 
 
+@pytest.fixture
+def layer_processes(monkeypatch: pytest.MonkeyPatch) -> list[_RecordedInt4LayersProcess]:
+    """The processes the host starts to make a model's 4-bit layers, recorded, not run."""
+    monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
+    monkeypatch.setattr(drafts_keeper, "Int4LayersProcess", _RecordedInt4LayersProcess)
+    return _RecordedInt4LayersProcess.started
+
+
 async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_process(
     new_host: Callable[[str], ModelHost],
     listener: RecordingListener,
     large_checkpoint: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    layer_processes: list[_RecordedInt4LayersProcess],
 ) -> None:
     # Making Phi-3-mini's 4-bit layers takes ~40 s and gigabytes: on, off and on again while a
     # completion runs must not leave two processes at it, one unstoppable.
-    monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
-    monkeypatch.setattr(drafts_keeper, "Int4LayersProcess", _RecordedInt4LayersProcess)
     folder = large_checkpoint
     host = new_host(str(folder))
     load_taking_drafts(host, listener, folder)
     assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="warm-up")
-    assert len(_RecordedInt4LayersProcess.started) == 1  # after ready, as always
+    assert len(layer_processes) == 1  # after ready, as always
     prompt = long_prompt(host, 2 * PREFILL_CHUNK_TOKENS + 176)
     async with older_request_held_in_its_second_chunk(host, prompt) as (completion, release):
         for on in (False, True, False, True):
@@ -400,7 +406,7 @@ async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_p
         release.set()
         await completion
     assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="after")
-    at_work = [made for made in _RecordedInt4LayersProcess.started if not made.stopped]
+    at_work = [made for made in layer_processes if not made.stopped]
     assert len(at_work) == 1
     host.shutdown()
     assert at_work[0].stopped
@@ -410,12 +416,10 @@ def test_a_large_model_has_its_4bit_layers_made_only_while_completions_are_on(
     new_host: Callable[[str], ModelHost],
     listener: RecordingListener,
     large_checkpoint: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    layer_processes: list[_RecordedInt4LayersProcess],
 ) -> None:
     # Making Phi-3-mini's 4-bit layers takes ~40 s of a core and gigabytes, for drafts that only
     # serve completions: a user who turned them off does not pay for it.
-    monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
-    monkeypatch.setattr(drafts_keeper, "Int4LayersProcess", _RecordedInt4LayersProcess)
     folder = large_checkpoint
     host = new_host(str(folder))
     host.use_completions(False)
@@ -423,10 +427,10 @@ def test_a_large_model_has_its_4bit_layers_made_only_while_completions_are_on(
     # "ready" comes once the drafts' first step is queued, if any: then the model thread's jobs.
     listener.wait_for_status(lambda status: status.state == "ready")
     idle_model_thread(host)
-    assert _RecordedInt4LayersProcess.started == []
+    assert layer_processes == []
     host.use_completions(True)
     idle_model_thread(host)
-    [making] = _RecordedInt4LayersProcess.started
+    [making] = layer_processes
     assert not making.stopped
     host.use_completions(False)
     assert making.stopped

@@ -30,8 +30,11 @@ lint: install
 # workers, each taking whole test files (their module fixtures load a model once): one alone
 # kept ~1.2 of CI's 2 cores busy (tests/e2e: 394 s of CPU in 318 s), waiting on the servers
 # the tests start. More would only share the 2 cores, each holding its own models in memory.
+# The files marked `solo` decode on both cores in the test process: beside another worker
+# their threads wait on each other's lost core (4-10x their time alone), so they run after.
 test-python: install
-	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=25
+	$(VENV)/bin/pytest -n 2 --dist loadfile -m "not solo" --durations=25
+	$(VENV)/bin/pytest -m solo --durations=10
 
 test-vscode: install
 	cd client-vscode && npm ci --no-audit --no-fund && PHI3_LSP_PYTHON="$(abspath $(PY))" npm test

@@ -30,6 +30,8 @@ from phi3_lsp.row_attention import attend_row_by_row, exact_rows_until
 from phi3_lsp.tokens import DocumentTokenizer
 from plain_texts import PlainTexts
 
+pytestmark = pytest.mark.solo
+
 # Code that repeats itself, as code does: what follows a repeated name is in the text already.
 REPETITIVE = (
     "def area_of_square(side):\n    return side * side\n\n\n"

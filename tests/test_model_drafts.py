@@ -23,6 +23,8 @@ from phi3_lsp.stoppable_passes import PassStopped
 from plain_texts import PlainTexts
 from test_drafts import source_windows
 
+pytestmark = pytest.mark.solo
+
 FRENCH_CAPITAL = "The capital of France is"
 REPEATING_CODE = "".join(f"    total += price[{i}] * count[{i}]\n" for i in range(4)) + "    total"
 NO_INT4_DRAFTS_HERE = "4-bit drafts need our fp32 and 4-bit kernels (AVX-512 BF16 and VBMI)"

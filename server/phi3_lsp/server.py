@@ -13,7 +13,7 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, TypeVar, cast
 
 from lsprotocol import types
@@ -36,6 +36,7 @@ from phi3_lsp.request_rules import (
     is_unreadable,
 )
 from phi3_lsp.settings import DEFAULT_MODEL, Settings, describe_changes
+from phi3_lsp.settings_warnings import ShownWarnings
 from phi3_lsp.strict_params import read_strictly
 from phi3_lsp.suggestions import SuggestionCache
 from phi3_lsp.text_documents import SYNC_KIND, IndexedWorkspace, encoding_named
@@ -79,7 +80,7 @@ class Phi3LanguageServer(LanguageServer):
         self._detach_log_handler: Callable[[], None] | None = None
         self._message_reader: MessageReader | None = None
         self._settings_reads: set[asyncio.Future[None]] = set()
-        self._problems_shown: frozenset[str] = frozenset()
+        self._warnings = ShownWarnings()
         self._status_changed = asyncio.Event()
         self._aside: ModelThread | None = None
         """Runs work beside the model thread's (see `run_aside`), once there is some."""
@@ -202,14 +203,17 @@ class Phi3LanguageServer(LanguageServer):
             await asyncio.wait(list(self._settings_reads))
         return self.settings
 
-    def apply_settings(self, settings: Settings, problems: list[str]) -> None:
-        """Use `settings` from now on: report `problems`, and reload the model if it changed.
+    def apply_settings(
+        self, settings: Settings, problems: Sequence[str] | None, unread: Sequence[str] = ()
+    ) -> None:
+        """Use `settings` from now on: report `problems` (those of the `phi3` section's values;
+        None when the change brought no section) and `unread` (settings sent outside it), and
+        reload the model if it changed.
 
-        A problem already reported by the last change is not shown again: a bad value stays in
-        the client's settings while the user changes others.
+        A problem already reported is not shown again while it stays: a bad value stays in the
+        client's settings while the user changes others (see `ShownWarnings`).
         """
-        new_problems = [problem for problem in problems if problem not in self._problems_shown]
-        self._problems_shown = frozenset(problems)
+        new_problems = self._warnings.not_shown(problems, unread)
         if new_problems:
             self.show_message(
                 types.MessageType.Warning, "phi3-lsp settings: " + " ".join(new_problems)

@@ -160,3 +160,37 @@ async def test_a_thread_count_change_takes_effect_without_loading_the_model_agai
         "runs on 2 torch threads",
         "runs on 1 torch thread",
     ]
+
+
+def warnings_since(client: Phi3Client, shown: int) -> list[str]:
+    return [m.message for m in client.messages[shown:] if m.type == types.MessageType.Warning]
+
+
+async def test_settings_sent_outside_the_section_bring_no_warning_back(
+    session: Phi3Client,
+) -> None:
+    await session.change_settings(dict(IN_FORCE))  # no problem left from an earlier test
+    await session.command("phi3.status")  # answered once that change is in
+    shown = len(session.messages)
+    invalid = {**IN_FORCE, "threads": 10_000}
+    await session.change_settings(invalid)
+    await session.command("phi3.status")
+    [invalid_warning] = warnings_since(session, shown)
+    assert "phi3.threads must be at most" in invalid_warning
+    # A push of settings by name, without the section; the pull finds no phi3 section.
+    session.set_configuration({})
+    session.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"maxNewTokens": 5})
+    )
+    await session.command("phi3.status")
+    [_, unread_warning] = warnings_since(session, shown)
+    assert 'Not read, as not inside a "phi3" section: maxNewTokens.' in unread_warning
+    # The invalid value is still there at the next change: said once, it is not said again.
+    await session.change_settings({**invalid, "maxNewTokens": 5})
+    assert await new_completion_tokens(session) == 5
+    assert warnings_since(session, shown) == [invalid_warning, unread_warning]
+    # Put right, then made again: a new problem, said again.
+    await session.change_settings(dict(IN_FORCE))
+    await session.change_settings(invalid)
+    await session.command("phi3.status")
+    assert warnings_since(session, shown) == [invalid_warning, unread_warning, invalid_warning]

@@ -9,6 +9,7 @@ change before `initialized` has that change loaded at once, and shown.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from lsprotocol import types
 
@@ -34,13 +35,18 @@ def register(server: Phi3LanguageServer) -> None:
     """Add the life-cycle and settings handlers to `server`."""
     reporter = LoadReporter(server)
     initial_problems: list[str] = []
+    initial_unread: list[str] = []
     reads = SettingsReads()
 
     def apply_unless_stale(
-        ls: Phi3LanguageServer, number: int, settings: Settings, problems: list[str]
+        ls: Phi3LanguageServer,
+        number: int,
+        settings: Settings,
+        problems: list[str] | None,
+        unread: Sequence[str] = (),
     ) -> None:
         if reads.take(number):
-            ls.apply_settings(settings, problems)
+            ls.apply_settings(settings, problems, unread)
         else:
             logger.info("A settings read answered after a newer one: dropped")
 
@@ -49,7 +55,8 @@ def register(server: Phi3LanguageServer) -> None:
         options = params.initialization_options
         settings, problems = parse_settings(section_of(options), ls.defaults)
         ls.settings = settings
-        initial_problems[:] = problems + unwrapped_settings(options)
+        initial_problems[:] = problems
+        initial_unread[:] = unwrapped_settings(options)
         ls.index_documents()
         ls.attach_loop(reporter)
         reporter.start()  # LSP lets the server send once it has answered `initialize`
@@ -60,7 +67,9 @@ def register(server: Phi3LanguageServer) -> None:
         with ls.reading_settings():
             pulled = await _pull_section(ls)
             if pulled is None:  # the initializationOptions stand
-                apply_unless_stale(ls, number, ls.settings, list(initial_problems))
+                apply_unless_stale(
+                    ls, number, ls.settings, list(initial_problems), list(initial_unread)
+                )
             else:
                 apply_unless_stale(
                     ls, number, *parse_settings(pulled, ls.defaults, current=ls.settings)
@@ -81,8 +90,9 @@ def register(server: Phi3LanguageServer) -> None:
                 # No phi3 section to read (a failed pull, or a change of other tools' settings):
                 # the settings in force stay, rather than all going back to their defaults.
                 logger.info("No %s settings came with the change: they stay as they are", SECTION)
-                if problems := unwrapped_settings(params.settings):
-                    apply_unless_stale(ls, number, ls.settings, problems)
+                if unread := unwrapped_settings(params.settings):
+                    # The values' problems shown stand: the values in force stay, and so do they.
+                    apply_unless_stale(ls, number, ls.settings, None, unread)
                 return
             apply_unless_stale(ls, number, *parse_settings(raw, ls.defaults, current=ls.settings))
 

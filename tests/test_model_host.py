@@ -830,6 +830,34 @@ async def test_a_thread_count_change_loads_nothing_and_takes_effect_for_the_next
     assert max(loaded_host.engine.pass_planner.thread_counts) == 2
 
 
+@pytest.mark.parametrize(
+    "change",
+    ["completions on", "another model", "another thread count"],
+)
+def test_settings_changed_after_the_shutdown_are_ignored(
+    tiny_phi3_dir: Path,
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tmp_path: Path,
+    change: str,
+) -> None:
+    host = new_host(str(tiny_phi3_dir))
+    host.use_completions(False)  # loaded while they are off: turned on, it would warm up
+    assert host.load(str(tiny_phi3_dir), threads=1)
+    assert listener.wait_for_load() == LoadOutcome(model=str(tiny_phi3_dir))
+    assert host.shutdown()
+    seen = len(listener.statuses)
+    # A settings change that reaches the host after the server's shutdown.
+    if change == "completions on":
+        host.use_completions(True)
+    elif change == "another model":
+        assert not host.load(str(tmp_path / "another-model"), threads=1)
+    else:
+        assert not host.load(str(tiny_phi3_dir), threads=2)
+    assert listener.statuses[seen:] == []  # nothing said "loading" to a client gone
+    assert listener.began == [str(tiny_phi3_dir)]
+
+
 def test_a_reload_of_the_same_model_keeps_serving_hovers(
     loaded_host: ModelHost, listener: RecordingListener, tiny_phi3_dir: Path
 ) -> None:

@@ -231,10 +231,14 @@ class ModelHost:
         thread count or of `int4_drafts` alone loads nothing: the model moves to the new count,
         and takes or drops its 4-bit drafts, once the load or completion in progress ends. The
         drafts serve completions only: while they are off, none are taken (`use_completions`).
+        After `shutdown` nothing loads: no one is left to use it.
         """
         request = LoadRequest(model, threads, weights, int4_drafts, trust_remote_code)
         with self._lock:
             if request == self._loaded:
+                return False
+            if self._thread.closed:
+                logger.info("Settings changed after the shutdown: ignored")
                 return False
             loaded = self._loaded
             if loaded is not None and request.keeps_the_model_of(loaded):
@@ -298,9 +302,9 @@ class ModelHost:
         would run for nobody); and what serves completions only is not done: a model that
         loads meanwhile does not warm up (it keeps the CPU busy for a second, Phi-3-mini-
         sized), and the 4-bit drafts are dropped, or not taken (see `_want_drafts`). On again:
-        a model loaded meanwhile warms up, and takes its drafts."""
+        a model loaded meanwhile warms up, and takes its drafts. After `shutdown`, nothing."""
         with self._lock:
-            if on == self._completions_on:
+            if on == self._completions_on or self._thread.closed:
                 return
             self._completions_on = on
             if not on:

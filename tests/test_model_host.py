@@ -215,44 +215,83 @@ def test_a_completion_asked_the_moment_the_status_says_ready_comes_after_the_dra
         host.shutdown()
 
 
-async def test_ready_comes_before_the_warm_up_and_a_completion_then_stops_it_within_a_layer(
+class HoldingTheWarmUp(RecordingListener):
+    """Holds the first pass after the status says ready (the warm-up's) in its first layer,
+    until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.host: ModelHost | None = None
+        self.reached, self.release = threading.Event(), threading.Event()
+        self.states_when_reached: list[str] = []
+
+    def status_changed(self, status: Status) -> None:
+        super().status_changed(status)
+        engine = self.host.engine if self.host is not None else None
+        if status.state == "ready" and engine is not None and not self.reached.is_set():
+            decoder_layers(engine.model)[0].register_forward_hook(self._after_layer)
+
+    def _after_layer(self, *_: object) -> None:
+        if not self.reached.is_set():
+            self.states_when_reached.extend(status.state for status in self.statuses)
+            self.reached.set()
+            self.release.wait(LOAD_TIMEOUT)
+
+
+@pytest.fixture
+def warm_up_held(
     tiny_phi3_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    reached, release = threading.Event(), threading.Event()
-    states_when_reached: list[str] = []
-
-    def after_layer(*_: object) -> None:
-        if not reached.is_set():
-            states_when_reached.extend(status.state for status in listener.statuses)
-            reached.set()
-            release.wait(LOAD_TIMEOUT)
-
-    class HoldingTheWarmUp(RecordingListener):
-        """Holds the first pass after the status says ready (the warm-up's) in its first layer."""
-
-        def status_changed(self, status: Status) -> None:
-            super().status_changed(status)
-            if status.state == "ready" and host.engine is not None and not reached.is_set():
-                decoder_layers(host.engine.model)[0].register_forward_hook(after_layer)
-
+) -> Iterator[tuple[ModelHost, HoldingTheWarmUp]]:
+    """A host with the tiny Phi-3 loaded, its warm-up held in its first layer; the engine's log
+    (the warm-up's) is captured."""
+    caplog.set_level(logging.INFO, logger=engine_module.__name__)
     listener = HoldingTheWarmUp()
-    host = ModelHost(listener, str(tiny_phi3_dir))
+    host = listener.host = ModelHost(listener, str(tiny_phi3_dir))
     try:
-        caplog.set_level(logging.INFO, logger=engine_module.__name__)
         assert host.load(str(tiny_phi3_dir), threads=1)
-        assert await asyncio.to_thread(reached.wait, LOAD_TIMEOUT)
-        assert states_when_reached[-1] == "ready"  # and the warm-up changes no status
-        completion = asyncio.ensure_future(
-            host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc")
-        )
-        await asyncio.sleep(0)  # the completion has stopped the warm-up
-        release.set()
-        generation = await completion
-        assert generation is not None and len(generation.token_ids) == 2
-        assert "The warm-up of" in caplog.text and "stopped early" in caplog.text
+        assert listener.reached.wait(LOAD_TIMEOUT)
+        yield host, listener
     finally:
-        release.set()
+        listener.release.set()
         host.shutdown()
+
+
+async def test_ready_comes_before_the_warm_up_and_a_completion_then_stops_it_within_a_layer(
+    warm_up_held: tuple[ModelHost, HoldingTheWarmUp], caplog: pytest.LogCaptureFixture
+) -> None:
+    host, listener = warm_up_held
+    assert listener.states_when_reached[-1] == "ready"  # and the warm-up changes no status
+    completion = asyncio.ensure_future(host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="doc"))
+    await asyncio.sleep(0)  # the completion has stopped the warm-up
+    listener.release.set()
+    generation = await completion
+    assert generation is not None and len(generation.token_ids) == 2
+    assert "The warm-up of" in caplog.text and "stopped early" in caplog.text
+
+
+async def test_completions_turned_off_during_the_warm_up_warm_up_once_they_are_on_again(
+    warm_up_held: tuple[ModelHost, HoldingTheWarmUp], caplog: pytest.LogCaptureFixture
+) -> None:
+    host, listener = warm_up_held
+    host.use_completions(False)
+    listener.release.set()
+    assert await model_thread_idle(host)
+    assert "stopped early" in caplog.text
+    assert WARMED_UP not in caplog.text
+    host.use_completions(True)
+    assert await model_thread_idle(host)
+    assert WARMED_UP in caplog.text  # what the first completion would have paid is paid
+
+
+WARMED_UP = "Decode passes choose among"
+"""What the engine logs of a warm-up run to its end: the decode pass timed on each count."""
+
+
+async def model_thread_idle(host: ModelHost) -> bool:
+    """True once the jobs queued on the model thread before now have ended (timing the weights'
+    reads runs after them)."""
+    reads = host.read_weights()
+    return reads is not None and await asyncio.wrap_future(reads) is not None
 
 
 async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(

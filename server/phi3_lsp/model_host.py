@@ -163,7 +163,8 @@ class ModelHost:
         self._completions_on = True
         """`inlineCompletions`: off, nothing runs for completions (see `use_completions`)."""
         self._warm_up_owed = False
-        """The loaded model came while completions were off: it warms up once they are on."""
+        """The loaded model came, or its warm-up was stopped, while completions were off: it
+        warms up once they are on."""
         self._load_stop = LoadStop()
         self._load_stop.load_ended()  # no load has it: the first `load` makes its own
         self._stopped_loads: list[LoadStop] = []
@@ -302,12 +303,17 @@ class ModelHost:
         would run for nobody); and what serves completions only is not done: a model that
         loads meanwhile does not warm up (it keeps the CPU busy for a second, Phi-3-mini-
         sized), and the 4-bit drafts are dropped, or not taken (see `_want_drafts`). On again:
-        a model loaded meanwhile warms up, and takes its drafts. After `shutdown`, nothing."""
+        a model loaded meanwhile, or whose warm-up they stopped, warms up (all of it), and takes
+        its drafts. After `shutdown`, nothing."""
         with self._lock:
             if on == self._completions_on or self._thread.closed:
                 return
             self._completions_on = on
             if not on:
+                running = self._running
+                if running is not None and running.warms_up:
+                    # What it readies is the first completion's, as after a load while off.
+                    self._warm_up_owed = True
                 self._stop_running_generation()
                 self._want_drafts()
                 if self._status.state == "ready":
@@ -764,6 +770,11 @@ class _RunningGeneration:
     newer request stops it."""
     limit: TokenLimit | None = None
     """A completion's token limit, which a lower `maxNewTokens` lowers while it runs."""
+
+    @property
+    def warms_up(self) -> bool:
+        """Whether this is the warm-up (see `_queue_warm_up`): work ahead that keeps no prompt."""
+        return self.ahead and not self.cache_key
 
 
 def _freeze_loaded_objects() -> None:

@@ -231,8 +231,8 @@ class Phi3LanguageServer(LanguageServer):
         if self.host is None:
             return
         # Turned off, no suggestion is shown: its work is for no one, and neither is work ahead
-        # of completions (a prompt read at the cursor, the warm-up): the first completion once
-        # they are on again pays what is left of it.
+        # of completions (a prompt read at the cursor, the warm-up: it runs again once they are
+        # on).
         self.host.use_completions(settings.inline_completions)
         if not turned_off and settings.max_new_tokens < previous.max_new_tokens:
             self.host.limit_new_tokens(settings.max_new_tokens)

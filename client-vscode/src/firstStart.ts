@@ -6,8 +6,12 @@
  * Plain module (no VS Code API).
  */
 
-/** The URI schemes of the documents the server completes in. */
-export const COMPLETED_SCHEMES: readonly string[] = ["file", "untitled"];
+/**
+ * The URI schemes of the documents the server completes in: files, untitled documents and the
+ * cells of notebooks (each cell a document of its own). Not the read-only views of other
+ * documents (`git:`, `output:`, diffs' originals).
+ */
+export const COMPLETED_SCHEMES: readonly string[] = ["file", "untitled", "vscode-notebook-cell"];
 
 /** True when a window with `folderCount` folders and these open documents needs a server now. */
 export function needsServerNow(folderCount: number, documentSchemes: readonly string[]): boolean {

@@ -4,6 +4,7 @@
  */
 
 import * as vscode from "vscode";
+import { EditorAsks } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
   inlineCompletionMiddleware,
@@ -15,7 +16,8 @@ import type { SessionDependencies } from "./sessionDependencies";
 /** The middleware of one client, to be disposed with it. */
 export function clientMiddleware(deps: SessionDependencies): InlineCompletionMiddleware {
   const { output, statusBar } = deps;
-  return inlineCompletionMiddleware({
+  const editorAsks = new EditorAsks();
+  const middleware = inlineCompletionMiddleware({
     currentSettings: () => deps.settings(),
     cannotSuggest: () => {
       const status = statusBar.serverStatus;
@@ -33,9 +35,18 @@ export function clientMiddleware(deps: SessionDependencies): InlineCompletionMid
       statusBar.requestFinished(ms, cancelled);
     },
     watchPlace,
-    askAgain: askForInlineSuggestionsAgain,
+    askAgain: (document, position) => {
+      editorAsks.askAgain(document, position);
+    },
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
   });
+  return {
+    provideInlineCompletionItems: middleware.provideInlineCompletionItems,
+    dispose: () => {
+      middleware.dispose();
+      editorAsks.dispose();
+    },
+  };
 }
 
 /** Calls `listener` when `document` is edited or no cursor of it stays at `position`. */
@@ -58,20 +69,4 @@ function watchPlace(
     }
   });
   return vscode.Disposable.from(edits, moves);
-}
-
-/** Asks VS Code for inline suggestions at the cursor, if it is still alone at `position`. */
-function askForInlineSuggestionsAgain(
-  document: vscode.TextDocument,
-  position: vscode.Position,
-): void {
-  const editor = vscode.window.activeTextEditor;
-  const cursorThere =
-    editor?.document === document &&
-    editor.selections.length === 1 &&
-    editor.selection.isEmpty &&
-    editor.selection.active.isEqual(position);
-  if (cursorThere) {
-    void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
-  }
 }

@@ -9,7 +9,8 @@
  * keystroke that would open its suggest widget (a word character) for inline suggestions, then
  * stops them and opens the widget instead. A model on a CPU often needs longer. Such a request
  * goes on, since its answer is still wanted there; once the answer is there, the editor is asked
- * again at the same place, and the server answers at once from the suggestion it has just made.
+ * again at the same place (or once it is active again, editorAsks.ts), and the server answers at
+ * once from the suggestion it has just made.
  * An answer that comes about when VS Code gives up may cross its cancellation and be dropped
  * unseen: a late answer is followed by asking again too.
  *

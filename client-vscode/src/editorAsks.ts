@@ -1,0 +1,88 @@
+/**
+ * Asking VS Code for inline suggestions again, in the editor where a suggestion's place is:
+ * once a late answer is there (inlineCompletionMiddleware.ts), or when its editor becomes active
+ * again (asksOnReturn.ts).
+ */
+
+import * as vscode from "vscode";
+import { AsksOnReturn, type EditorPlace } from "./asksOnReturn";
+
+/** Asks VS Code for inline suggestions at the cursor of the active editor. */
+function askAtCursor(): void {
+  void vscode.commands.executeCommand("editor.action.inlineSuggest.trigger");
+}
+
+/**
+ * Asks VS Code for inline suggestions if the active editor shows `document` with its cursor
+ * alone at `position`; false if it does not.
+ */
+function askIfCursorThere(document: vscode.TextDocument, position: vscode.Position): boolean {
+  const editor = vscode.window.activeTextEditor;
+  const cursorThere =
+    editor?.document === document &&
+    editor.selections.length === 1 &&
+    editor.selection.isEmpty &&
+    editor.selection.active.isEqual(position);
+  if (cursorThere) {
+    askAtCursor();
+  }
+  return cursorThere;
+}
+
+/** What asksOnReturn.ts reads of `editor`. */
+function editorPlace(editor: vscode.TextEditor): EditorPlace<vscode.TextDocument> {
+  const alone = editor.selections.length === 1 && editor.selection.isEmpty;
+  return {
+    document: editor.document,
+    version: editor.document.version,
+    cursor: alone ? editor.selection.active : undefined,
+  };
+}
+
+/**
+ * Asks again for answers that came in while another editor was active, once theirs is active
+ * again; one per client, disposed with it.
+ */
+export class EditorAsks implements vscode.Disposable {
+  private readonly onReturn = new AsksOnReturn<vscode.TextDocument>();
+  private readonly subscriptions: vscode.Disposable;
+
+  constructor() {
+    this.subscriptions = vscode.Disposable.from(
+      vscode.window.onDidChangeActiveTextEditor((editor) => {
+        if (editor !== undefined && this.onReturn.editorActivated(editorPlace(editor))) {
+          askAtCursor();
+        }
+      }),
+      vscode.window.onDidChangeTextEditorSelection(({ textEditor }) => {
+        if (
+          textEditor === vscode.window.activeTextEditor &&
+          this.onReturn.cursorChanged(editorPlace(textEditor))
+        ) {
+          askAtCursor();
+        }
+      }),
+      vscode.workspace.onDidCloseTextDocument((document) => {
+        this.onReturn.documentClosed(document);
+      }),
+    );
+  }
+
+  /**
+   * Asks for inline suggestions again at `position` of `document`: now if its cursor is there
+   * in the active editor, else when its editor becomes active again with the cursor there and
+   * the document unchanged.
+   */
+  askAgain(document: vscode.TextDocument, position: vscode.Position): void {
+    if (askIfCursorThere(document, position)) {
+      return;
+    }
+    if (vscode.window.activeTextEditor?.document !== document) {
+      this.onReturn.answeredElsewhere(document, document.version, position);
+    }
+  }
+
+  dispose(): void {
+    this.subscriptions.dispose();
+  }
+}

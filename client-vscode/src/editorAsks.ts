@@ -1,11 +1,12 @@
 /**
  * Asking VS Code for inline suggestions again, in the editor where a suggestion's place is:
- * once a late answer is there (inlineCompletionMiddleware.ts), or when its editor becomes active
- * again (asksOnReturn.ts).
+ * once a late answer is there (inlineCompletionMiddleware.ts), when its editor becomes active
+ * again (asksOnReturn.ts), and after a suggestion was accepted to its end (suggestionAccepted.ts).
  */
 
 import * as vscode from "vscode";
 import { AsksOnReturn, type EditorPlace } from "./asksOnReturn";
+import { acceptedPlace } from "./suggestionAccepted";
 
 /** Asks VS Code for inline suggestions at the cursor of the active editor. */
 function askAtCursor(): void {
@@ -85,4 +86,17 @@ export class EditorAsks implements vscode.Disposable {
   dispose(): void {
     this.subscriptions.dispose();
   }
+}
+
+/**
+ * The command each suggestion carries (suggestionAccepted.ts): asks again at the end of the
+ * accepted suggestion if the active editor shows its document with the cursor there.
+ */
+export function askAgainAfterAccept(...args: unknown[]): void {
+  const accepted = acceptedPlace(args);
+  const editor = vscode.window.activeTextEditor;
+  if (accepted === undefined || editor?.document.uri.toString() !== accepted.uri) {
+    return;
+  }
+  askIfCursorThere(editor.document, new vscode.Position(accepted.end.line, accepted.end.character));
 }

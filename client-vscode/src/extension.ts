@@ -5,6 +5,7 @@ import { reportOnceLoaded } from "./architectureRefresh";
 import { ArchitectureDocuments } from "./architectureView";
 import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
+import { askAgainAfterAccept } from "./editorAsks";
 import {
   isArchitectureReport,
   isServerStatus,
@@ -32,6 +33,7 @@ import {
   SETTINGS_SECTION,
 } from "./settings";
 import { SHOW_MENU_COMMAND, SHOW_OUTPUT_COMMAND, StatusBar } from "./statusBar";
+import { SUGGESTION_ACCEPTED_COMMAND } from "./suggestionAccepted";
 import { describeWeightReads } from "./weightReads";
 
 const RESTART_COMMAND = "phi3.restartServer";
@@ -78,6 +80,10 @@ export function activate(context: vscode.ExtensionContext): void {
   });
   register(SHOW_MENU_COMMAND, () => showMenu(statusBar));
   register(USE_OFFLINE_MODEL_COMMAND, () => useOfflineModel());
+  // Run by VS Code, with the suggestion's place, once a suggestion is accepted to its end.
+  context.subscriptions.push(
+    vscode.commands.registerCommand(SUGGESTION_ACCEPTED_COMMAND, askAgainAfterAccept),
+  );
   // Escape while a suggestion is pending: turn it down, and hide any that is already shown.
   register(DISMISS_COMMAND, () => {
     pendingSuggestions.dismissAll();

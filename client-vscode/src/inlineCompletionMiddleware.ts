@@ -28,6 +28,7 @@ import type * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient";
 import { type CancellationSignal, RequestCancellation, whenCancelled } from "./cancellation";
 import { waitUnlessCancelled } from "./debounce";
+import { withAcceptedCommand } from "./suggestionAccepted";
 
 export interface InlineRequestHooks {
   /** Read on every request, so a settings change applies to the next keystroke. */
@@ -204,7 +205,10 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
             pending.dispose();
           });
         }
-        return stillWanted() ? outcome.items : null;
+        // Accepted to its end, a suggestion asks again there: the server has the rest by then.
+        return stillWanted()
+          ? withAcceptedCommand(outcome.items, document.uri.toString(), position)
+          : null;
       } finally {
         if (!pendingAfterReturn) {
           pending.dispose();

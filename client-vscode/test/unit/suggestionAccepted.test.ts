@@ -1,0 +1,96 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type * as vscode from "vscode";
+import { inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware";
+import { PendingSuggestions } from "../../src/pendingSuggestions";
+import {
+  acceptedPlace,
+  endOfInsertion,
+  SUGGESTION_ACCEPTED_COMMAND,
+} from "../../src/suggestionAccepted";
+
+const uri = "file:///tmp/notes.txt";
+const document = { uri, version: 3 } as unknown as vscode.TextDocument;
+const invoked = { triggerKind: 0 } as unknown as vscode.InlineCompletionContext;
+const neverCancelled = {
+  isCancellationRequested: false,
+  onCancellationRequested: () => ({ dispose: () => undefined }),
+} as unknown as vscode.CancellationToken;
+
+/** What VS Code gets from the middleware for a server answer of `items`. */
+async function shownItems(
+  items: { insertText: string; range?: { start: { line: number; character: number } } }[],
+  at: { line: number; character: number },
+): Promise<vscode.InlineCompletionItem[]> {
+  const middleware = inlineCompletionMiddleware({
+    currentSettings: () => ({ inlineCompletions: true, debounceMs: 0 }),
+    cannotSuggest: () => false,
+    untilModelLoaded: () => Promise.resolve(true),
+    requestStarted: () => undefined,
+    requestFinished: () => undefined,
+    watchPlace: () => ({ dispose: () => undefined }),
+    askAgain: () => undefined,
+    suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
+  });
+  const answer = { items } as unknown as vscode.InlineCompletionList;
+  const result = await middleware.provideInlineCompletionItems?.(
+    document,
+    at as unknown as vscode.Position,
+    invoked,
+    neverCancelled,
+    () => Promise.resolve(answer),
+  );
+  const list = result as vscode.InlineCompletionList;
+  return list.items;
+}
+
+/** The place VS Code's run of an accepted item's command asks again at, if it has one. */
+function askedAfterAccepting(item: vscode.InlineCompletionItem) {
+  if (item.command?.command !== SUGGESTION_ACCEPTED_COMMAND) {
+    return undefined;
+  }
+  return acceptedPlace(item.command.arguments ?? []);
+}
+
+describe("asking for the rest once a suggestion is accepted to its end", () => {
+  it("has a suggestion ask again at its end when accepted (Tab, or its last word)", async () => {
+    // "My favourite city is London because| it is famous for its"
+    const [item] = await shownItems([{ insertText: " it is famous for its" }], {
+      line: 4,
+      character: 35,
+    });
+    assert.ok(item);
+    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 4, character: 56 } });
+  });
+
+  it("ends a suggestion of several lines on its last line", async () => {
+    const [item] = await shownItems([{ insertText: ".\nThe capital of Italy is" }], {
+      line: 0,
+      character: 24,
+    });
+    assert.ok(item);
+    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 1, character: 23 } });
+  });
+
+  it("counts from the start of the range an item replaces", async () => {
+    // The word "Par" replaced by "Paris.": the cursor ends after the whole insertion.
+    const [item] = await shownItems(
+      [{ insertText: "Paris.", range: { start: { line: 0, character: 25 } } }],
+      { line: 0, character: 28 },
+    );
+    assert.ok(item);
+    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 0, character: 31 } });
+  });
+
+  it("reads the end of an insertion with Windows line ends", () => {
+    assert.deepEqual(endOfInsertion({ line: 2, character: 7 }, "one\r\ntwo"), {
+      line: 3,
+      character: 3,
+    });
+  });
+
+  it("ignores arguments of another shape", () => {
+    assert.equal(acceptedPlace([]), undefined);
+    assert.equal(acceptedPlace([uri, "4", 56]), undefined);
+  });
+});

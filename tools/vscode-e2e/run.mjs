@@ -2,8 +2,8 @@
 /**
  * The Phi-3 extension in a real VS Code (code-server 4.139 = VS Code 1.139), driven through
  * Chromium the way a user works: wait for the status bar to say ready, type a sentence, ask for
- * an inline suggestion, accept it with Tab, hover a word, open the architecture view, measure
- * how fast the weights read.
+ * an inline suggestion, accept it with Tab (and another word by word), hover a word, open the
+ * architecture view, measure how fast the weights read.
  * A screenshot of each step goes to tools/vscode-e2e/screenshots/.
  *
  *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace] [--weights fp32|int4]
@@ -45,6 +45,15 @@ const MODEL = "smollm2-135m";
 const FILE_NAME = "notes.txt";
 const PROMPT = "The capital of France is";
 const EXPECTED_IN_SUGGESTION = "Paris";
+/**
+ * Typed on a new line after the first suggestion is accepted; its suggestion, the first part of
+ * a longer continuation (answerBudgetMs), is then accepted word by word past its end.
+ */
+const WORD_BY_WORD_PROMPT = "My favourite city is London because";
+/** The most Ctrl+Right presses that step makes to reach the end of that first part. */
+const MAX_WORD_ACCEPTS = 40;
+/** How long the rest may take to show after the last word: the server has it, or a new answer. */
+const WORD_BY_WORD_REST_MS = 10_000;
 /** Typed on a new line after the first suggestion; its suggestion must come without a trigger. */
 const SECOND_PROMPT = "The capital of Italy is";
 const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
@@ -298,6 +307,55 @@ async function ghostTextWithin(workbench, ms) {
 
 const collapse = (text) => text.replace(/\s+/g, " ").trim();
 
+/** The editor's text once it differs from `before`, or undefined if it stays so. */
+async function changedText(workbench, before) {
+  return pollFor(workbench.page, TIMEOUT.ui, 50, async () => {
+    const now = await workbench.editorText();
+    return now !== before ? now : undefined;
+  });
+}
+
+/**
+ * Ctrl+Right through a suggestion that is the first part of a continuation, then on past its end:
+ * the extension asks again once the last word is in, and the rest shows without a keystroke.
+ */
+async function acceptWordByWord(page, workbench) {
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(WORD_BY_WORD_PROMPT, { delay: 30 });
+  const typed = await workbench.editorText();
+  await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
+  const first = await waitForGhostText(workbench);
+  log(`first part: ${JSON.stringify(first)}`);
+  const firstEnd = collapse(`${typed}${first}`);
+  let text = typed;
+  for (let press = 0; collapse(text).length < firstEnd.length; press++) {
+    check(press < MAX_WORD_ACCEPTS, `${MAX_WORD_ACCEPTS} Ctrl+Right did not accept ${JSON.stringify(first)}`);
+    const before = text;
+    await page.keyboard.press("Control+ArrowRight");
+    text = await changedText(workbench, before);
+    check(text !== undefined, `Ctrl+Right accepted nothing at ${JSON.stringify(before.split("\n").at(-1))}`);
+  }
+  check(
+    collapse(text) === firstEnd,
+    `Ctrl+Right did not accept the suggestion's words: expected ${JSON.stringify(firstEnd)}, the editor has ${JSON.stringify(text)}`,
+  );
+  const rest = await ghostTextWithin(workbench, WORD_BY_WORD_REST_MS);
+  check(
+    rest !== "",
+    `after the last word of ${JSON.stringify(first)} no suggestion came within ${WORD_BY_WORD_REST_MS / 1000} s: the rest of the continuation never showed`,
+  );
+  log(`the rest: ${JSON.stringify(rest)}`);
+  await page.keyboard.press("Control+ArrowRight");
+  check((await changedText(workbench, text)) !== undefined, "Ctrl+Right accepted nothing of the rest");
+  await screenshot(page, "04b-word-by-word");
+  await page.keyboard.press("Escape");
+  check(
+    await waitForNoGhostText(workbench),
+    `Escape did not dismiss the rest: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+}
+
 async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings, python }) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
@@ -347,10 +405,14 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   );
   await screenshot(page, "04-accepted");
 
+  await acceptWordByWord(page, workbench);
+
   // Suggestions also come by themselves once typing pauses (editor.inlineSuggest defaults).
+  await page.keyboard.press("End");
+  const beforeSecond = await workbench.editorText();
   await page.keyboard.press("Enter");
   await page.keyboard.type(SECOND_PROMPT, { delay: 30 });
-  const typedSecond = `${accepted}\n${SECOND_PROMPT}`;
+  const typedSecond = `${beforeSecond}\n${SECOND_PROMPT}`;
   const automatic = await timed("automatic suggestion (last keystroke → ghost text with Rome)", () =>
     waitForGhostText(workbench, EXPECTED_IN_SECOND_SUGGESTION),
   );

@@ -162,10 +162,17 @@ class Phi3Client(LanguageClient):
         )
 
     async def inline(
-        self, uri: str, line: int, character: int, *, msg_id: str | None = None
+        self,
+        uri: str,
+        line: int,
+        character: int,
+        *,
+        msg_id: str | None = None,
+        selected: types.SelectedCompletionInfo | None = None,
     ) -> list[types.InlineCompletionItem]:
-        """The inline completion items at a position."""
-        params = inline_params(uri, line, character)
+        """The inline completion items at a position (`selected`: the item selected in the
+        client's completion list, as VS Code sends it while the list is open)."""
+        params = inline_params(uri, line, character, selected)
         answer = await asyncio.wait_for(
             self.protocol.send_request_async(  # type: ignore[no-untyped-call]
                 types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
@@ -206,12 +213,15 @@ class Phi3Client(LanguageClient):
         return as_plain(answer)
 
 
-def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+def inline_params(
+    uri: str, line: int, character: int, selected: types.SelectedCompletionInfo | None = None
+) -> types.InlineCompletionParams:
     return types.InlineCompletionParams(
         text_document=types.TextDocumentIdentifier(uri=uri),
         position=types.Position(line=line, character=character),
         context=types.InlineCompletionContext(
-            trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            trigger_kind=types.InlineCompletionTriggerKind.Automatic,
+            selected_completion_info=selected,
         ),
     )
 

@@ -24,6 +24,7 @@ from phi3_lsp.completion import (
 from phi3_lsp.features.documents import cursor_offset, open_document
 from phi3_lsp.model_host import ModelHost
 from phi3_lsp.positions import LineIndex
+from phi3_lsp.selected_item import AppliedItem
 from phi3_lsp.server import Phi3LanguageServer
 from phi3_lsp.settings import Settings
 from phi3_lsp.suggestions import LiveSuggestion
@@ -36,23 +37,36 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
+async def continuation_at(
+    ls: Phi3LanguageServer,
+    uri: str,
+    position: types.Position,
+    applied: AppliedItem | None = None,
+) -> str:
     """The text the model would type at `position` in `uri`; "" when there is nothing to add.
+
+    `applied`: the item selected in the client's completion list, applied to the document's
+    current text (read before this is called, as `position` is): the text is then the one the
+    model would type after the item, in the text with the item in place.
 
     Nothing is added when completions are off (or were turned off while this waited), no
     weights are loaded, the document is not open (or was closed while this waited, even if
     opened again), the position is past its end, or a newer request took over.
     """
-    text = await _continuation_at(ls, uri, position)
+    text = await _continuation_at(ls, uri, position, applied)
     # Turned off meanwhile, e.g. while waiting on the last suggestion, which the change stopped
     # (its complete lines would be the answer): the user wants no suggestion shown by now.
     return text if ls.settings.inline_completions else ""
 
 
-async def _continuation_at(ls: Phi3LanguageServer, uri: str, position: types.Position) -> str:
+async def _continuation_at(
+    ls: Phi3LanguageServer, uri: str, position: types.Position, applied: AppliedItem | None
+) -> str:
     # The text first: it must be the version the request was made on, which an edit coming
     # while settings are read would replace.
     cursor = _cursor_in(ls, uri, position)
+    if cursor is not None and applied is not None:
+        cursor = applied.lines, applied.cursor
     document = open_document(ls, uri)
     settings = await ls.settled_settings()
     host = ls.host

@@ -5,7 +5,8 @@ from __future__ import annotations
 from lsprotocol import types
 
 from phi3_lsp.features.continuation import continuation_at
-from phi3_lsp.features.documents import cursor_position
+from phi3_lsp.features.documents import cursor_offset, cursor_position, open_document
+from phi3_lsp.selected_item import AppliedItem, apply_selected_item
 from phi3_lsp.server import Phi3LanguageServer
 
 
@@ -20,11 +21,44 @@ def register(server: Phi3LanguageServer) -> None:
         uri = params.text_document.uri
         # The cursor as read now: a character past the line's end answers at the end.
         at = cursor_position(ls, uri, params.position)
-        text = await continuation_at(ls, uri, at)
+        selected = params.context.selected_completion_info
+        # Applied now, with the cursor read: to the text the request was made on.
+        applied = None if selected is None else selected_item_applied(ls, uri, at, selected)
+        text = await continuation_at(ls, uri, at, applied)
         if not text:
             return types.InlineCompletionList(items=[])
-        # An empty range at the cursor: without it, VS Code replaces the word being typed.
-        cursor = types.Range(start=at, end=at)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=text, range=cursor)]
-        )
+        if applied is not None and selected is not None:
+            # The selected item extended, over its range: a client with its completion list
+            # open shows no other suggestion.
+            item = types.InlineCompletionItem(
+                insert_text=selected.text + text, range=selected.range
+            )
+        else:
+            # An empty range at the cursor: without it, VS Code replaces the word being typed.
+            cursor = types.Range(start=at, end=at)
+            item = types.InlineCompletionItem(insert_text=text, range=cursor)
+        return types.InlineCompletionList(items=[item])
+
+
+def selected_item_applied(
+    ls: Phi3LanguageServer,
+    uri: str,
+    cursor: types.Position,
+    selected: types.SelectedCompletionInfo,
+) -> AppliedItem | None:
+    """The text of `uri` with the completion list's selected item applied (see
+    `apply_selected_item`); None when the document is not open, the cursor is past its end or
+    the item cannot be applied there."""
+    document = open_document(ls, uri)
+    offset = None if document is None else cursor_offset(ls, document, cursor)
+    if document is None or offset is None:
+        return None
+    start, end = selected.range.start, selected.range.end
+    return apply_selected_item(
+        document.line_index,
+        offset,
+        (start.line, start.character),
+        (end.line, end.character),
+        selected.text,
+        ls.position_encoding,
+    )

@@ -61,6 +61,13 @@ const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
 const THIRD_PROMPT = "The capital of Spain is";
 /** Typed next, with the same setting; Escape turns its suggestion down before it comes. */
 const FOURTH_PROMPT = "Water boils at a temperature of";
+/**
+ * A file whose words VS Code's suggest widget offers for the last word of WIDGET_PROMPT (`island`
+ * for `is`), so that the widget is open when the slow suggestion comes.
+ */
+const WORDS_FILE_NAME = "words.txt";
+const WORDS = "Its items in Italy: its own island.\n";
+const WIDGET_PROMPT = "The capital of France is";
 /** How long VS Code waits for inline suggestions after a keystroke in code (quickSuggestions). */
 const EDITOR_WAIT_MS = 750;
 /** The longest continuation asked for in that step with int4 weights: seconds of decoding. */
@@ -502,6 +509,54 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   );
   log(`no ghost text in the ${Math.round(watchMs / 1000)} s after Escape`);
   await screenshot(page, "05c-turned-down");
+
+  // A slow suggestion comes once VS Code has opened its suggest widget: VS Code then shows only a
+  // suggestion that extends the widget's selected item, and the server continues the text with
+  // that item in place. Enter accepts the item; the suggestion after it shows again.
+  await workbench.openFile(WORDS_FILE_NAME, TIMEOUT.ui);
+  await page.keyboard.press("Control+End");
+  await page.keyboard.type(WIDGET_PROMPT, { delay: 30 });
+  const selectedItem = await pollFor(page, TIMEOUT.ui, 100, () => workbench.selectedSuggestion());
+  check(
+    selectedItem !== undefined,
+    `the suggest widget did not open after "${WIDGET_PROMPT}" in ${WORDS_FILE_NAME}: the step checks nothing`,
+  );
+  await timed("suggestion over the suggest widget (last keystroke → ghost text)", () =>
+    waitForGhostText(workbench),
+  );
+  // The rest of the item, then the continuation. The lines below the cursor's line can show a
+  // moment before the part on it.
+  const typedWord = WIDGET_PROMPT.split(" ").at(-1);
+  const itemRest = selectedItem.slice(typedWord.length);
+  const extending = async () => {
+    const ghost = await workbench.ghostText();
+    return ghost.startsWith(itemRest) ? ghost : undefined;
+  };
+  const overWidget = await pollFor(page, TIMEOUT.ui, 100, extending);
+  log(`ghost text over the suggest widget's "${selectedItem}": ${JSON.stringify(overWidget)}`);
+  check(
+    overWidget !== undefined && (await workbench.selectedSuggestion()) === selectedItem,
+    `the ghost text over the suggest widget does not extend its selected item "${selectedItem}": ${JSON.stringify(await workbench.ghostText())}`,
+  );
+  await screenshot(page, "05d-over-the-suggest-widget");
+  await page.keyboard.press("Enter");
+  const afterItem = await waitForGhostText(workbench);
+  log(`ghost text after accepting "${selectedItem}": ${JSON.stringify(afterItem)}`);
+  const itemLine = (await workbench.editorText()).split("\n").at(-1);
+  check(
+    itemLine === `${WIDGET_PROMPT.slice(0, -typedWord.length)}${selectedItem}`,
+    `Enter did not put the selected item "${selectedItem}" in place of "${typedWord}": the line is ${JSON.stringify(itemLine)}`,
+  );
+  await page.keyboard.press("Escape");
+  check(
+    await waitForNoGhostText(workbench),
+    `Escape did not dismiss the suggestion after the accepted item: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+  // Closed unchanged: VS Code offers the words of every open document, and `island` would open
+  // the suggest widget in the steps below.
+  await workbench.runCommand("File: Revert File", TIMEOUT.ui);
+  await workbench.runCommand("View: Close Editor", TIMEOUT.ui);
+  await workbench.openFile(FILE_NAME, TIMEOUT.ui);
 
   const hover = await workbench.hoverWord(HOVERED_WORD, TIMEOUT.hover);
   log(`hover: ${JSON.stringify(hover)}`);
@@ -1074,6 +1129,7 @@ async function main() {
   mkdirSync(workspace);
   writeFileSync(path.join(workspace, FILE_NAME), "");
   writeFileSync(path.join(workspace, LONG_FILE_NAME), readFileSync(LONG_SOURCE, "utf8"));
+  writeFileSync(path.join(workspace, WORDS_FILE_NAME), WORDS);
   // A user's module named like the standard library's, in the folder the server runs in.
   writeFileSync(path.join(workspace, "queue.py"), "class Queue:\n    pass\n");
   log(`profile and workspace in ${workDir}`);

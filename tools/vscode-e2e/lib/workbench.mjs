@@ -131,6 +131,14 @@ export class Workbench {
     return plainText(parts.join("\n"));
   }
 
+  /** The label of the suggest widget's selected item when the widget is open, else undefined. */
+  async selectedSuggestion() {
+    const labels = await this.page
+      .locator(`${EDITOR} .suggest-widget.visible .monaco-list-row.focused .label-name`)
+      .allInnerTexts();
+    return labels[0];
+  }
+
   /** Labels in the suggest widget (classic completion list) when it is open, else []. */
   async suggestWidgetLabels() {
     return this.page

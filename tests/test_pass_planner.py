@@ -28,7 +28,8 @@ def run_passes(planner: PassPlanner, cost: PassCost, count: int, limit: int = 0)
     plans = []
     for _ in range(count):
         plan = planner.plan(limit)
-        planner.record_pass(plan.threads, 1 + plan.draft_length, cost(plan.threads, 1))
+        width = 1 + plan.draft_length
+        planner.record_pass(plan.threads, width, cost(plan.threads, width))
         plans.append(plan)
     return plans
 
@@ -53,6 +54,18 @@ class TestThreads:
         # Another process takes a core: 2-thread passes wait for the thread that lost it.
         plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
         assert plans[-1].threads == 1
+
+    def test_a_count_that_slows_down_while_checking_drafts_is_left_within_a_few_passes(
+        self,
+    ) -> None:
+        # Passes that check drafted tokens feed several: none of them times a 1-token pass.
+        planner = PassPlanner((1, 2))
+        for _ in range(10):
+            planner.record_draft(drafted=MAX_DRAFT, kept=MAX_DRAFT)
+        plans = run_passes(planner, one_token_costs(IDLE), 30, limit=MAX_DRAFT)
+        assert plans[-1] == PassPlan(2, MAX_DRAFT)
+        plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 5, limit=MAX_DRAFT)
+        assert plans[-1].threads == 1 and plans[-1].draft_length > 0
 
     def test_a_freed_core_is_used_again_within_the_longest_probe_gap(self) -> None:
         planner = PassPlanner((1, 2))

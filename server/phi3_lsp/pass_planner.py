@@ -145,6 +145,10 @@ class PassPlanner:
             timings.clear()
         before = timings.get(width)
         timings[width] = seconds if before is None else before * _DECAY + seconds * (1 - _DECAY)
+        if before is not None and width != 1 and 1 in timings:
+            # A core lost to another process slows passes of every width alike, and the thread
+            # count is chosen on 1-token passes, which are rare while drafts are checked.
+            timings[1] *= timings[width] / before
         self._passes += 1
         self._last_pass[threads] = self._passes
         if probed:

@@ -4,7 +4,7 @@
  */
 
 import * as vscode from "vscode";
-import { EditorAsks } from "./editorAsks";
+import { asksAfterAccept, EditorAsks } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
   inlineCompletionMiddleware,
@@ -38,6 +38,8 @@ export function clientMiddleware(deps: SessionDependencies): InlineCompletionMid
     askAgain: (document, position) => {
       editorAsks.askAgain(document, position);
     },
+    askedAfterAccept: (document, position) =>
+      asksAfterAccept.take(document.uri.toString(), position),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
   });
   return {

@@ -6,7 +6,7 @@
 
 import * as vscode from "vscode";
 import { AsksOnReturn, type EditorPlace } from "./asksOnReturn";
-import { acceptedPlace } from "./suggestionAccepted";
+import { AsksAfterAccept, acceptedPlace } from "./suggestionAccepted";
 
 /** Asks VS Code for inline suggestions at the cursor of the active editor. */
 function askAtCursor(): void {
@@ -18,16 +18,22 @@ function askAtCursor(): void {
  * alone at `position`; false if it does not.
  */
 function askIfCursorThere(document: vscode.TextDocument, position: vscode.Position): boolean {
-  const editor = vscode.window.activeTextEditor;
-  const cursorThere =
-    editor?.document === document &&
-    editor.selections.length === 1 &&
-    editor.selection.isEmpty &&
-    editor.selection.active.isEqual(position);
+  const cursorThere = cursorAloneAt(document, position);
   if (cursorThere) {
     askAtCursor();
   }
   return cursorThere;
+}
+
+/** Whether the active editor shows `document` with its cursor alone at `position`. */
+function cursorAloneAt(document: vscode.TextDocument, position: vscode.Position): boolean {
+  const editor = vscode.window.activeTextEditor;
+  return (
+    editor?.document === document &&
+    editor.selections.length === 1 &&
+    editor.selection.isEmpty &&
+    editor.selection.active.isEqual(position)
+  );
 }
 
 /** What asksOnReturn.ts reads of `editor`. */
@@ -88,9 +94,13 @@ export class EditorAsks implements vscode.Disposable {
   }
 }
 
+/** The asks after an accept on their way, for the middleware of whichever client is running. */
+export const asksAfterAccept = new AsksAfterAccept();
+
 /**
  * The command each suggestion carries (suggestionAccepted.ts): asks again at the end of the
- * accepted suggestion if the active editor shows its document with the cursor there.
+ * accepted suggestion if the active editor shows its document with the cursor there, unless
+ * the user has turned VS Code's own inline suggestions off (they ask by hand).
  */
 export function askAgainAfterAccept(...args: unknown[]): void {
   const accepted = acceptedPlace(args);
@@ -98,5 +108,14 @@ export function askAgainAfterAccept(...args: unknown[]): void {
   if (accepted === undefined || editor?.document.uri.toString() !== accepted.uri) {
     return;
   }
-  askIfCursorThere(editor.document, new vscode.Position(accepted.end.line, accepted.end.character));
+  const editorSettings = vscode.workspace.getConfiguration("editor", editor.document);
+  if (!editorSettings.get<boolean>("inlineSuggest.enabled", true)) {
+    return;
+  }
+  if (
+    cursorAloneAt(editor.document, new vscode.Position(accepted.end.line, accepted.end.character))
+  ) {
+    asksAfterAccept.asked(accepted.uri, accepted.end);
+    askAtCursor();
+  }
 }

@@ -58,6 +58,11 @@ export interface InlineRequestHooks {
   /** Asks the editor for inline suggestions again, if its cursor is still at `position`. */
   askAgain(document: vscode.TextDocument, position: vscode.Position): void;
   /**
+   * Whether a request VS Code sends as the user's came from asking again after a suggestion
+   * was accepted (suggestionAccepted.ts): it is debounced as typing's are.
+   */
+  askedAfterAccept?(document: vscode.TextDocument, position: vscode.Position): boolean;
+  /**
    * The request's suggestion is pending until the returned handle is disposed; `dismiss` is
    * called if the user turns it down first.
    */
@@ -128,8 +133,10 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       try {
         // eslint-disable-next-line @typescript-eslint/no-unsafe-enum-comparison -- see INVOKED
         const automatic = context.triggerKind !== INVOKED;
+        const afterAccept = hooks.askedAfterAccept?.(document, position) ?? false;
         // VS Code cancels the token on the next keystroke: a burst of typing sends no request.
-        const debounced = !automatic || (await waitUnlessCancelled(debounceMs, token));
+        const debounced =
+          (!automatic && !afterAccept) || (await waitUnlessCancelled(debounceMs, token));
         if (!debounced || !stillWanted()) {
           return null;
         }

@@ -7,7 +7,9 @@
  * (Ctrl+Right): that ends the suggestion with the same accept as Tab, from a command VS Code
  * does not count as typing. And its requests after the earlier words keep showing the item it
  * has, not the longer answer. Each suggestion therefore carries a command, which VS Code runs
- * after inserting it whole (Tab, or the last word), and which asks again at its end.
+ * after inserting it whole (Tab, or the last word), and which asks again at its end. VS Code sends
+ * that ask as one the user made; the request it brings waits out the debounce as typing's do
+ * (`AsksAfterAccept`), so that typing on after Tab sends nothing.
  *
  * Plain module (no VS Code API).
  */
@@ -68,4 +70,24 @@ export function acceptedPlace(args: readonly unknown[]): { uri: string; end: Pla
     return undefined;
   }
   return { uri, end: { line, character } };
+}
+
+/**
+ * The place of the last ask after an accept, until the request it brings: that request is
+ * debounced as an automatic one, though VS Code sends it as the user's.
+ */
+export class AsksAfterAccept {
+  private place: { uri: string; end: Place } | undefined;
+
+  /** An ask at `end` of the document at `uri` is on its way. */
+  asked(uri: string, end: Place): void {
+    this.place = { uri, end };
+  }
+
+  /** Whether a request at `at` in the document at `uri` is the one the last ask brings. */
+  take(uri: string, at: Place): boolean {
+    const place = this.place;
+    this.place = undefined;
+    return place?.uri === uri && place.end.line === at.line && place.end.character === at.character;
+  }
 }

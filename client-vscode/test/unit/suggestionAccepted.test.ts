@@ -1,9 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
+import { CancellationTokenSource } from "vscode-languageserver-protocol";
 import { inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware";
 import { PendingSuggestions } from "../../src/pendingSuggestions";
 import {
+  AsksAfterAccept,
   acceptedPlace,
   endOfInsertion,
   SUGGESTION_ACCEPTED_COMMAND,
@@ -92,5 +94,43 @@ describe("asking for the rest once a suggestion is accepted to its end", () => {
   it("ignores arguments of another shape", () => {
     assert.equal(acceptedPlace([]), undefined);
     assert.equal(acceptedPlace([uri, "4", 56]), undefined);
+  });
+
+  it("sends the ask after an accept only once typing has paused, as typing's requests", async () => {
+    // Tab, then the user types on: VS Code cancels the ask's request at the next keystroke.
+    const asks = new AsksAfterAccept();
+    let sent = 0;
+    const middleware = inlineCompletionMiddleware({
+      currentSettings: () => ({ inlineCompletions: true, debounceMs: 200 }),
+      cannotSuggest: () => false,
+      untilModelLoaded: () => Promise.resolve(true),
+      requestStarted: () => undefined,
+      requestFinished: () => undefined,
+      watchPlace: () => ({ dispose: () => undefined }),
+      askAgain: () => undefined,
+      askedAfterAccept: (asked, at) => asks.take(asked.uri.toString(), at),
+      suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
+    });
+    const provide = (at: { line: number; character: number }, token: vscode.CancellationToken) =>
+      middleware.provideInlineCompletionItems?.(
+        document,
+        at as unknown as vscode.Position,
+        invoked,
+        token,
+        () => {
+          sent += 1;
+          return Promise.resolve({ items: [] } as unknown as vscode.InlineCompletionList);
+        },
+      );
+    const end = { line: 4, character: 56 };
+    asks.asked(uri, end);
+    const typing = new CancellationTokenSource();
+    const asked = provide(end, typing.token);
+    typing.cancel();
+    assert.equal(await asked, null);
+    assert.equal(sent, 0);
+    // The user's own request at the same place afterwards goes at once.
+    await provide(end, neverCancelled);
+    assert.equal(sent, 1);
   });
 });

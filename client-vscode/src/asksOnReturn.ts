@@ -5,7 +5,8 @@
  * but VS Code's trigger only acts on the active editor: an answer that comes while the user is
  * in another editor would never show, though the server keeps it. It is asked for again when
  * its editor becomes active with the cursor still alone at the answered place and the document
- * as it was; the server then answers at once.
+ * as it was; the server then answers at once, unless a completion elsewhere has replaced the one
+ * suggestion it keeps.
  *
  * Plain module (no VS Code API).
  */

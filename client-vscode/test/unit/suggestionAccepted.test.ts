@@ -19,21 +19,27 @@ const neverCancelled = {
   onCancellationRequested: () => ({ dispose: () => undefined }),
 } as unknown as vscode.CancellationToken;
 
-/** What VS Code gets from the middleware for a server answer of `items`. */
-async function shownItems(
-  items: { insertText: string; range?: { start: { line: number; character: number } } }[],
-  at: { line: number; character: number },
-): Promise<vscode.InlineCompletionItem[]> {
-  const middleware = inlineCompletionMiddleware({
-    currentSettings: () => ({ inlineCompletions: true, debounceMs: 0 }),
+/** The middleware of a client whose requests wait `debounceMs` when automatic or said so. */
+function middlewareWith(debounceMs: number, askedAfterAccept?: AsksAfterAccept) {
+  return inlineCompletionMiddleware({
+    currentSettings: () => ({ inlineCompletions: true, debounceMs }),
     cannotSuggest: () => false,
     untilModelLoaded: () => Promise.resolve(true),
     requestStarted: () => undefined,
     requestFinished: () => undefined,
     watchPlace: () => ({ dispose: () => undefined }),
     askAgain: () => undefined,
+    askedAfterAccept: (asked, at) => askedAfterAccept?.take(asked.uri.toString(), at) ?? false,
     suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
   });
+}
+
+/** What VS Code gets from the middleware for a server answer of `items`. */
+async function shownItems(
+  items: { insertText: string; range?: { start: { line: number; character: number } } }[],
+  at: { line: number; character: number },
+): Promise<vscode.InlineCompletionItem[]> {
+  const middleware = middlewareWith(0);
   const answer = { items } as unknown as vscode.InlineCompletionList;
   const result = await middleware.provideInlineCompletionItems?.(
     document,
@@ -55,34 +61,35 @@ function askedAfterAccepting(item: vscode.InlineCompletionItem) {
 }
 
 describe("asking for the rest once a suggestion is accepted to its end", () => {
-  it("has a suggestion ask again at its end when accepted (Tab, or its last word)", async () => {
-    // "My favourite city is London because| it is famous for its"
-    const [item] = await shownItems([{ insertText: " it is famous for its" }], {
-      line: 4,
-      character: 35,
+  const places = [
+    {
+      name: "has a suggestion ask again at its end when accepted (Tab, or its last word)",
+      // "My favourite city is London because| it is famous for its"
+      item: { insertText: " it is famous for its" },
+      at: { line: 4, character: 35 },
+      end: { line: 4, character: 56 },
+    },
+    {
+      name: "ends a suggestion of several lines on its last line",
+      item: { insertText: ".\nThe capital of Italy is" },
+      at: { line: 0, character: 24 },
+      end: { line: 1, character: 23 },
+    },
+    {
+      name: "counts from the start of the range an item replaces",
+      // The word "Par" replaced by "Paris.": the cursor ends after the whole insertion.
+      item: { insertText: "Paris.", range: { start: { line: 0, character: 25 } } },
+      at: { line: 0, character: 28 },
+      end: { line: 0, character: 31 },
+    },
+  ];
+  for (const { name, item: answered, at, end } of places) {
+    it(name, async () => {
+      const [item] = await shownItems([answered], at);
+      assert.ok(item);
+      assert.deepEqual(askedAfterAccepting(item), { uri, end });
     });
-    assert.ok(item);
-    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 4, character: 56 } });
-  });
-
-  it("ends a suggestion of several lines on its last line", async () => {
-    const [item] = await shownItems([{ insertText: ".\nThe capital of Italy is" }], {
-      line: 0,
-      character: 24,
-    });
-    assert.ok(item);
-    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 1, character: 23 } });
-  });
-
-  it("counts from the start of the range an item replaces", async () => {
-    // The word "Par" replaced by "Paris.": the cursor ends after the whole insertion.
-    const [item] = await shownItems(
-      [{ insertText: "Paris.", range: { start: { line: 0, character: 25 } } }],
-      { line: 0, character: 28 },
-    );
-    assert.ok(item);
-    assert.deepEqual(askedAfterAccepting(item), { uri, end: { line: 0, character: 31 } });
-  });
+  }
 
   it("reads the end of an insertion with Windows line ends", () => {
     assert.deepEqual(endOfInsertion({ line: 2, character: 7 }, "one\r\ntwo"), {
@@ -100,17 +107,7 @@ describe("asking for the rest once a suggestion is accepted to its end", () => {
     // Tab, then the user types on: VS Code cancels the ask's request at the next keystroke.
     const asks = new AsksAfterAccept();
     let sent = 0;
-    const middleware = inlineCompletionMiddleware({
-      currentSettings: () => ({ inlineCompletions: true, debounceMs: 200 }),
-      cannotSuggest: () => false,
-      untilModelLoaded: () => Promise.resolve(true),
-      requestStarted: () => undefined,
-      requestFinished: () => undefined,
-      watchPlace: () => ({ dispose: () => undefined }),
-      askAgain: () => undefined,
-      askedAfterAccept: (asked, at) => asks.take(asked.uri.toString(), at),
-      suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
-    });
+    const middleware = middlewareWith(200, asks);
     const provide = (at: { line: number; character: number }, token: vscode.CancellationToken) =>
       middleware.provideInlineCompletionItems?.(
         document,

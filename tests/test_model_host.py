@@ -275,23 +275,16 @@ async def test_completions_turned_off_during_the_warm_up_warm_up_once_they_are_o
     host, listener = warm_up_held
     host.use_completions(False)
     listener.release.set()
-    assert await model_thread_idle(host)
+    await asyncio.to_thread(idle_model_thread, host)
     assert "stopped early" in caplog.text
     assert WARMED_UP not in caplog.text
     host.use_completions(True)
-    assert await model_thread_idle(host)
+    await asyncio.to_thread(idle_model_thread, host)
     assert WARMED_UP in caplog.text  # what the first completion would have paid is paid
 
 
 WARMED_UP = "Decode passes choose among"
 """What the engine logs of a warm-up run to its end: the decode pass timed on each count."""
-
-
-async def model_thread_idle(host: ModelHost) -> bool:
-    """True once the jobs queued on the model thread before now have ended (timing the weights'
-    reads runs after them)."""
-    reads = host.read_weights()
-    return reads is not None and await asyncio.wrap_future(reads) is not None
 
 
 async def test_a_completion_does_not_wait_while_large_drafts_files_are_read(
@@ -418,6 +411,12 @@ class _RecordedInt4LayersProcess:
 
 
 @pytest.fixture
+def large_host(new_host: Callable[[str], ModelHost], large_checkpoint: Path) -> ModelHost:
+    """A host on the large checkpoint, its model not loaded yet."""
+    return new_host(str(large_checkpoint))
+
+
+@pytest.fixture
 def layer_processes(monkeypatch: pytest.MonkeyPatch) -> list[_RecordedInt4LayersProcess]:
     """The processes the host starts to make a model's 4-bit layers, recorded, not run."""
     monkeypatch.setattr(_RecordedInt4LayersProcess, "started", [])
@@ -426,15 +425,14 @@ def layer_processes(monkeypatch: pytest.MonkeyPatch) -> list[_RecordedInt4Layers
 
 
 async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_process(
-    new_host: Callable[[str], ModelHost],
+    large_host: ModelHost,
     listener: RecordingListener,
     large_checkpoint: Path,
     layer_processes: list[_RecordedInt4LayersProcess],
 ) -> None:
     # Making Phi-3-mini's 4-bit layers takes ~40 s and gigabytes: on, off and on again while a
     # completion runs must not leave two processes at it, one unstoppable.
-    folder = large_checkpoint
-    host = new_host(str(folder))
+    folder, host = large_checkpoint, large_host
     load_taking_drafts(host, listener, folder)
     assert await host.generate(PROMPT_IDS, max_new_tokens=1, cache_key="warm-up")
     assert len(layer_processes) == 1  # after ready, as always
@@ -452,15 +450,14 @@ async def test_drafts_toggled_while_the_model_is_busy_make_their_layers_in_one_p
 
 
 def test_a_large_model_has_its_4bit_layers_made_only_while_completions_are_on(
-    new_host: Callable[[str], ModelHost],
+    large_host: ModelHost,
     listener: RecordingListener,
     large_checkpoint: Path,
     layer_processes: list[_RecordedInt4LayersProcess],
 ) -> None:
     # Making Phi-3-mini's 4-bit layers takes ~40 s of a core and gigabytes, for drafts that only
     # serve completions: a user who turned them off does not pay for it.
-    folder = large_checkpoint
-    host = new_host(str(folder))
+    folder, host = large_checkpoint, large_host
     host.use_completions(False)
     load_taking_drafts(host, listener, folder)
     # "ready" comes once the drafts' first step is queued, if any: then the model thread's jobs.

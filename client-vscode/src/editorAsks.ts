@@ -28,22 +28,22 @@ function askIfCursorThere(document: vscode.TextDocument, position: vscode.Positi
 /** Whether the active editor shows `document` with its cursor alone at `position`. */
 function cursorAloneAt(document: vscode.TextDocument, position: vscode.Position): boolean {
   const editor = vscode.window.activeTextEditor;
-  return (
-    editor?.document === document &&
-    editor.selections.length === 1 &&
-    editor.selection.isEmpty &&
-    editor.selection.active.isEqual(position)
-  );
+  return editor?.document === document && (aloneCursor(editor)?.isEqual(position) ?? false);
 }
 
 /** What asksOnReturn.ts reads of `editor`. */
 function editorPlace(editor: vscode.TextEditor): EditorPlace<vscode.TextDocument> {
-  const alone = editor.selections.length === 1 && editor.selection.isEmpty;
   return {
     document: editor.document,
     version: editor.document.version,
-    cursor: alone ? editor.selection.active : undefined,
+    cursor: aloneCursor(editor),
   };
+}
+
+/** The cursor of `editor` when it is alone and selects nothing. */
+function aloneCursor(editor: vscode.TextEditor): vscode.Position | undefined {
+  const alone = editor.selections.length === 1 && editor.selection.isEmpty;
+  return alone ? editor.selection.active : undefined;
 }
 
 /**

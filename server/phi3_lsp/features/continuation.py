@@ -64,7 +64,7 @@ async def _continuation_at(
 ) -> str:
     # The text first: it must be the version the request was made on, which an edit coming
     # while settings are read would replace.
-    cursor = _cursor_in(ls, uri, position)
+    cursor = cursor_in(ls, uri, position)
     if cursor is not None and applied is not None:
         cursor = applied.lines, applied.cursor
     document = open_document(ls, uri)
@@ -138,7 +138,7 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     the document is not open (or was closed while this waited), the position is past its end,
     there is no text before it, or a completion is running (see `ModelHost.read_prompt`).
     """
-    cursor = _cursor_in(ls, uri, position)  # first, as in `continuation_at`
+    cursor = cursor_in(ls, uri, position)  # first, as in `continuation_at`
     document = open_document(ls, uri)
     settings = await ls.settled_settings()
     host = ls.host
@@ -158,7 +158,7 @@ async def read_at(ls: Phi3LanguageServer, uri: str, position: types.Position) ->
     return await host.read_prompt(prompt.ids, cache_key=uri)
 
 
-def _cursor_in(
+def cursor_in(
     ls: Phi3LanguageServer, uri: str, position: types.Position
 ) -> tuple[LineIndex, int] | None:
     """The text of `uri` (its line index, which an edit replaces but never changes) and the

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from lsprotocol import types
 
-from phi3_lsp.features.continuation import continuation_at
-from phi3_lsp.features.documents import cursor_offset, cursor_position, open_document
+from phi3_lsp.features.continuation import continuation_at, cursor_in
+from phi3_lsp.features.documents import cursor_position
 from phi3_lsp.selected_item import AppliedItem, apply_selected_item
 from phi3_lsp.server import Phi3LanguageServer
 
@@ -49,13 +49,13 @@ def selected_item_applied(
     """The text of `uri` with the completion list's selected item applied (see
     `apply_selected_item`); None when the document is not open, the cursor is past its end or
     the item cannot be applied there."""
-    document = open_document(ls, uri)
-    offset = None if document is None else cursor_offset(ls, document, cursor)
-    if document is None or offset is None:
+    text = cursor_in(ls, uri, cursor)
+    if text is None:
         return None
+    lines, offset = text
     start, end = selected.range.start, selected.range.end
     return apply_selected_item(
-        document.line_index,
+        lines,
         offset,
         (start.line, start.character),
         (end.line, end.character),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from markdown_it import MarkdownIt
 
-from phi3_lsp.token_table import PIPE_STAND_IN, token_columns, token_table
+from phi3_lsp.token_table import token_columns, token_table
 from phi3_lsp.tokens import TokenSpan, Word
 
 
@@ -53,7 +53,8 @@ def rendered(markdown: str) -> tuple[list[str], list[list[str]]]:
             "grep 'a\\|b'",
             Word("\\|", 7, 9),
             [TokenSpan(16, "\\|", 7, 9)],
-            [["\\" + PIPE_STAND_IN, "\\" + PIPE_STAND_IN, "16"]],
+            # U+2223 DIVIDES for the pipe: VS Code's Markdown splits a row at "\\|" too.
+            [["\\\u2223", "\\\u2223", "16"]],
         ),
         (
             "end`\n\tnext",

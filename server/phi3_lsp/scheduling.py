@@ -65,6 +65,12 @@ def _physical_cores_from_cpuinfo() -> int | None:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
         return None
+    return cores_in_cpuinfo(text)
+
+
+def cores_in_cpuinfo(text: str) -> int | None:
+    """The distinct (physical id, core id) pairs of a `/proc/cpuinfo` text: hyper-threads of
+    one core count once. None when it names no core (some virtual machines, other CPUs)."""
     cores: set[tuple[str, str]] = set()
     physical_id = core_id = ""
     for line in text.splitlines():

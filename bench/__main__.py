@@ -110,7 +110,7 @@ def prompt_sets(tokenizer_file: Path, sizes: list[int], windows: int) -> list[Pr
 
     lines = read_source_lines(stdlib_file(DEFAULT_SOURCE))
     return [
-        PromptSet(f"~{size:,}", size, prompt_windows(lines, size, windows, count, WINDOW_SPREAD))
+        PromptSet(f"~{size:,}", prompt_windows(lines, size, windows, count, WINDOW_SPREAD))
         for size in sizes
     ]
 

@@ -21,10 +21,9 @@ LONG_DOCUMENT_SOURCES = ("argparse.py", "typing.py", "inspect.py", "pathlib.py",
 
 @dataclass(frozen=True)
 class PromptSet:
-    """Distinct windows of source of about `target_tokens` tokens each."""
+    """Distinct windows of source of about the same number of tokens, named by it ("~500")."""
 
     label: str
-    target_tokens: int
     windows: tuple[str, ...]
 
 

@@ -19,7 +19,6 @@ from model_sources import folder_source
 from phi3_lsp import memory_fit
 from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.engine import (
-    DEFAULT_PROMPT_CACHE_BYTES,
     ModelEngine,
     WeightsNotAvailableError,
     architecture_before_weights,
@@ -323,7 +322,8 @@ def test_cached_prompts_are_budgeted_as_fp32_keys_and_values(
     text = engine.config.get_text_config()
     head_dim = text.hidden_size // text.num_attention_heads
     per_token = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * 4
-    assert engine.prompt_cache_tokens == DEFAULT_PROMPT_CACHE_BYTES // per_token
+    # The documented 2 GiB of them.
+    assert engine.prompt_cache_tokens == (2 << 30) // per_token
 
 
 def test_loading_reports_progress_until_ready(tiny_phi3_dir: Path) -> None:

@@ -69,7 +69,7 @@ from phi3_lsp.weight_reads import WeightReads, time_weight_reads
 log = logging.getLogger(__name__)
 
 # Memory for the keys and values of recent prompts (Phi-3-mini in fp32 needs ~0.8 MB per token).
-DEFAULT_PROMPT_CACHE_BYTES = 2 << 30
+PROMPT_CACHE_BYTES = 2 << 30
 DEFAULT_CONTEXT_LENGTH = 2048
 QUANTIZED_AT_ONCE_PARAMETERS = 500_000_000
 """Models up to this size are quantized for 4-bit drafts when first loaded (SmolLM2's 135
@@ -97,7 +97,6 @@ class ModelEngine:
         *,
         has_weights: bool,
         eos_token_ids: frozenset[int],
-        prompt_cache_bytes: int = DEFAULT_PROMPT_CACHE_BYTES,
         weights: WeightFormat = "fp32",
         checks_drafts: bool = False,
         same_bits_on_any_threads: SameBitsOnAnyThreads = "no pass",
@@ -120,7 +119,7 @@ class ModelEngine:
         kv_bytes = kv_bytes_per_token(config)  # fp32, whatever the checkpoint's dtype
         # Cached prompts stay while another completion as long as the last would still fit.
         self._prompt_cache = PromptCache(
-            max_tokens=max(1, prompt_cache_bytes // kv_bytes),
+            max_tokens=max(1, PROMPT_CACHE_BYTES // kv_bytes),
             memory_is_short=lambda tokens: memory_is_short(room_for_a_completion(kv_bytes, tokens)),
         )
         self._decoder = GreedyDecoder(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import shutil
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -20,8 +19,6 @@ from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.paths import MANIFEST
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 from phi3_lsp.token_flags import llama_cpp_rstrip, set_rstrip
-
-log = logging.getLogger(__name__)
 
 ConfigFix = Callable[[Any], None]
 StepHook = Callable[[float], None]

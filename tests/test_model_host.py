@@ -952,11 +952,11 @@ def test_the_exit_leaves_at_once_a_download_that_has_not_seen_its_stop(
     host.load(str(tiny_phi3_dir), threads=1)  # the user gives up waiting
     listener.wait_for_status(lambda status: status.state == "ready")
     assert listener.outcomes[0].superseded
-    began = time.monotonic()
-    # The download still waits for the hub's next bytes: the interpreter's exit would wait for
-    # it (its workers are not daemons), so the server must leave without it.
+    # The download still waits for the hub's next bytes, which never come while the test runs:
+    # the interpreter's exit would wait for it (its workers are not daemons), so the server must
+    # leave without it. False: it returned with the download still running (a shutdown that
+    # waited for it would hang, or return True once the download's read timed out).
     assert host.shutdown() is False
-    assert time.monotonic() - began < model_host_module.DOWNLOAD_STOP_SECONDS + 5
 
 
 def test_the_exit_stops_a_download_from_xet_storage(
@@ -1206,13 +1206,15 @@ def test_the_model_thread_turns_to_its_idle_work_once_no_job_waits() -> None:
 def test_the_idle_work_waits_until_no_job_has_come_for_a_while() -> None:
     # Giving memory back holds the heap's lock for up to ~0.1 s: not when a keystroke's request
     # is likely, right after a completion.
+    # Waits of half the idle time each: a busy machine may stall this thread for up to ~1.75 s
+    # at either step without the idle work seeming early.
     idle = threading.Event()
-    model_thread = ModelThread(when_idle=idle.set, idle_after=1.5)
+    model_thread = ModelThread(when_idle=idle.set, idle_after=4.0)
     try:
         model_thread.submit(time.sleep, 0).result(timeout=10)
-        assert not idle.wait(0.9)
+        assert not idle.wait(2.25)
         model_thread.submit(time.sleep, 0).result(timeout=10)
-        assert not idle.wait(0.9), "1.8 s after the first job, 0.9 s after the second"
+        assert not idle.wait(2.25), "4.5 s after the first job, 2.25 s after the second"
         assert idle.wait(10)
     finally:
         model_thread.shutdown()

@@ -181,7 +181,8 @@ describe("inline completion middleware", () => {
     assert.deepEqual(asked, []);
   });
 
-  it("sends nothing for keystrokes that come faster than the debounce", async () => {
+  it("sends nothing for keystrokes that come faster than the debounce", async (t) => {
+    t.mock.timers.enable({ apis: ["setTimeout"] });
     const { events, request } = recorder({ inlineCompletions: true, debounceMs: 100 });
     let calls = 0;
     const next: Next = () => {
@@ -194,10 +195,11 @@ describe("inline completion middleware", () => {
       pending.push(request(token, next));
       if (keystroke < 2) {
         // VS Code cancels the previous request on the next keystroke.
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        t.mock.timers.tick(99);
         source.cancel();
       }
     }
+    t.mock.timers.tick(100);
     const results = await Promise.all(pending);
     assert.equal(calls, 1);
     assert.deepEqual(results, [null, null, suggestion]);
@@ -315,17 +317,19 @@ describe("inline completion middleware", () => {
     assert.equal(watchers.size, 0);
   });
 
-  it("asks again after an answer later than VS Code waits, which it may have dropped", async () => {
+  it("asks again after an answer later than VS Code waits, which it may have dropped", async (t) => {
     let clock = 0;
     const { asked, document, server, result } = await sentRequest({ now: () => clock });
+    t.mock.timers.enable({ apis: ["setTimeout"] });
     // The answer comes 700 ms after VS Code asked; its cancellation has not arrived (yet).
     clock = 700;
     server.give(suggestion);
     assert.equal(await result, suggestion);
-    // Not before VS Code has surely given up (at 710 ms), which would stop the new request too.
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    // Not before VS Code has surely given up (at 710 ms, asked again from 860 ms), which would
+    // stop the new request too.
+    t.mock.timers.tick(159);
     assert.deepEqual(asked, []);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    t.mock.timers.tick(1);
     assert.deepEqual(asked, [[document, position]]);
   });
 

@@ -1,10 +1,11 @@
 /**
  * A client's middleware: the inline completion middleware (inlineCompletionMiddleware.ts)
- * connected to the status bar, the model's load, the pending suggestions and the editor.
+ * connected to the status bar, the model's load, the pending suggestions and the editor, and
+ * the growing of a suggestion the server still generates (suggestionGrowth.ts).
  */
 
 import * as vscode from "vscode";
-import { asksAfterAccept, EditorAsks } from "./editorAsks";
+import { askIfCursorThere, asksAfterAccept, EditorAsks } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
   inlineCompletionMiddleware,
@@ -12,11 +13,22 @@ import {
 import { modelLoaded } from "./modelLoad";
 import { explainNoSuggestions, loadedWithoutWeights } from "./noWeights";
 import type { SessionDependencies } from "./sessionDependencies";
+import { SuggestionGrowth } from "./suggestionGrowth";
 
 /** The middleware of one client, to be disposed with it. */
 export function clientMiddleware(deps: SessionDependencies): InlineCompletionMiddleware {
   const { output, statusBar } = deps;
   const editorAsks = new EditorAsks();
+  const growth = new SuggestionGrowth({
+    status: statusBar,
+    inlineCompletions: () => deps.settings().inlineCompletions,
+    watchPlace,
+    onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
+    askAgain: (document, position) => {
+      askIfCursorThere(document, position);
+    },
+    suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+  });
   const middleware = inlineCompletionMiddleware({
     currentSettings: () => deps.settings(),
     cannotSuggest: () => {
@@ -41,11 +53,15 @@ export function clientMiddleware(deps: SessionDependencies): InlineCompletionMid
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+    suggestionShown: (document, position) => {
+      growth.answered(document, position);
+    },
   });
   return {
     provideInlineCompletionItems: middleware.provideInlineCompletionItems,
     dispose: () => {
       middleware.dispose();
+      growth.dispose();
       editorAsks.dispose();
     },
   };

@@ -1,7 +1,8 @@
 /**
  * Asking VS Code for inline suggestions again, in the editor where a suggestion's place is:
  * once a late answer is there (inlineCompletionMiddleware.ts), when its editor becomes active
- * again (asksOnReturn.ts), and after a suggestion was accepted to its end (suggestionAccepted.ts).
+ * again (asksOnReturn.ts), after a suggestion was accepted to its end (suggestionAccepted.ts), and
+ * while a suggestion grows (suggestionGrowth.ts).
  */
 
 import * as vscode from "vscode";
@@ -17,7 +18,10 @@ function askAtCursor(): void {
  * Asks VS Code for inline suggestions if the active editor shows `document` with its cursor
  * alone at `position`; false if it does not.
  */
-function askIfCursorThere(document: vscode.TextDocument, position: vscode.Position): boolean {
+export function askIfCursorThere(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+): boolean {
   const cursorThere = cursorAloneAt(document, position);
   if (cursorThere) {
     askAtCursor();

@@ -67,6 +67,11 @@ export interface InlineRequestHooks {
    * called if the user turns it down first.
    */
   suggestionPending(dismiss: () => void): { dispose(): void };
+  /**
+   * An answer with a suggestion at `position` of `document` goes to the editor (it may keep
+   * growing there, suggestionGrowth.ts).
+   */
+  suggestionShown?(document: vscode.TextDocument, position: vscode.Position): void;
   now?: () => number;
 }
 
@@ -212,10 +217,14 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
             pending.dispose();
           });
         }
+        if (!stillWanted()) {
+          return null;
+        }
+        if (hasSuggestion(outcome.items)) {
+          hooks.suggestionShown?.(document, position);
+        }
         // Accepted to its end, a suggestion asks again there: the server has the rest by then.
-        return stillWanted()
-          ? withAcceptedCommand(outcome.items, document.uri.toString(), position)
-          : null;
+        return withAcceptedCommand(outcome.items, document.uri.toString(), position);
       } finally {
         if (!pendingAfterReturn) {
           pending.dispose();

@@ -5,7 +5,12 @@
  */
 
 import * as vscode from "vscode";
-import { askIfCursorThere, asksAfterAccept, EditorAsks } from "./editorAsks";
+import {
+  type BaseLanguageClient,
+  InlineCompletionRequest,
+  InlineCompletionTriggerKind,
+} from "vscode-languageclient";
+import { asksAfterAccept, EditorAsks, showAgainIfCursorThere } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
   inlineCompletionMiddleware,
@@ -15,18 +20,20 @@ import { explainNoSuggestions, loadedWithoutWeights } from "./noWeights";
 import type { SessionDependencies } from "./sessionDependencies";
 import { SuggestionGrowth } from "./suggestionGrowth";
 
-/** The middleware of one client, to be disposed with it. */
-export function clientMiddleware(deps: SessionDependencies): InlineCompletionMiddleware {
+/** The middleware of one client, `client()` once it is made, to be disposed with it. */
+export function clientMiddleware(
+  deps: SessionDependencies,
+  client: () => BaseLanguageClient,
+): InlineCompletionMiddleware {
   const { output, statusBar } = deps;
   const editorAsks = new EditorAsks();
   const growth = new SuggestionGrowth({
     status: statusBar,
     inlineCompletions: () => deps.settings().inlineCompletions,
+    serverText: (document, position) => serverText(client(), document, position),
+    showAgain: showAgainIfCursorThere,
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
-    askAgain: (document, position) => {
-      askIfCursorThere(document, position);
-    },
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
   });
   const middleware = inlineCompletionMiddleware({
@@ -53,8 +60,8 @@ export function clientMiddleware(deps: SessionDependencies): InlineCompletionMid
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
-    suggestionShown: (document, position) => {
-      growth.answered(document, position);
+    suggestionShown: (document, position, text, overSuggestWidget) => {
+      growth.answered(document, position, text, overSuggestWidget);
     },
   });
   return {
@@ -65,6 +72,26 @@ export function clientMiddleware(deps: SessionDependencies): InlineCompletionMid
       editorAsks.dispose();
     },
   };
+}
+
+/**
+ * The server's answer at `position` of `document`, asked as the user would: while it generates
+ * there, from the suggestion it grows, without the model.
+ */
+async function serverText(
+  client: BaseLanguageClient,
+  document: vscode.TextDocument,
+  position: vscode.Position,
+): Promise<string | undefined> {
+  const converter = client.code2ProtocolConverter;
+  const answer = await client.sendRequest(InlineCompletionRequest.type, {
+    textDocument: converter.asTextDocumentIdentifier(document),
+    position: converter.asPosition(position),
+    context: { triggerKind: InlineCompletionTriggerKind.Invoked },
+  });
+  const items = Array.isArray(answer) ? answer : (answer?.items ?? []);
+  const text = items[0]?.insertText;
+  return typeof text === "string" ? text : undefined;
 }
 
 /** Calls `listener` when `document` is edited or no cursor of it stays at `position`. */

@@ -18,15 +18,35 @@ function askAtCursor(): void {
  * Asks VS Code for inline suggestions if the active editor shows `document` with its cursor
  * alone at `position`; false if it does not.
  */
-export function askIfCursorThere(
-  document: vscode.TextDocument,
-  position: vscode.Position,
-): boolean {
+function askIfCursorThere(document: vscode.TextDocument, position: vscode.Position): boolean {
   const cursorThere = cursorAloneAt(document, position);
   if (cursorThere) {
     askAtCursor();
   }
   return cursorThere;
+}
+
+/**
+ * Has VS Code show a fresh answer in place of the inline suggestion it shows at `position` of
+ * `document`, if the active editor shows it with its cursor alone there and `stillWanted()`
+ * when it asks.
+ *
+ * Asked again at the place and document version of the suggestion it shows, VS Code keeps that
+ * one: it answers an automatic request from what it has, and puts the shown suggestion first
+ * among the answers to the user's. Hidden first, the fresh answer shows.
+ */
+export async function showAgainIfCursorThere(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  stillWanted: () => boolean,
+): Promise<void> {
+  if (!cursorAloneAt(document, position)) {
+    return;
+  }
+  await vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
+  if (stillWanted()) {
+    askIfCursorThere(document, position);
+  }
 }
 
 /** Whether the active editor shows `document` with its cursor alone at `position`. */

@@ -68,10 +68,16 @@ export interface InlineRequestHooks {
    */
   suggestionPending(dismiss: () => void): { dispose(): void };
   /**
-   * An answer with a suggestion at `position` of `document` goes to the editor (it may keep
-   * growing there, suggestionGrowth.ts).
+   * An answer with the suggestion `text` at `position` of `document` goes to the editor (it may
+   * keep growing there, suggestionGrowth.ts); `overSuggestWidget`: it extends the item selected
+   * in VS Code's open suggest widget.
    */
-  suggestionShown?(document: vscode.TextDocument, position: vscode.Position): void;
+  suggestionShown?(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    text: string,
+    overSuggestWidget: boolean,
+  ): void;
   now?: () => number;
 }
 
@@ -220,8 +226,10 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
         if (!stillWanted()) {
           return null;
         }
-        if (hasSuggestion(outcome.items)) {
-          hooks.suggestionShown?.(document, position);
+        const shown = suggestionText(outcome.items);
+        if (shown !== undefined) {
+          const overSuggestWidget = context.selectedCompletionInfo !== undefined;
+          hooks.suggestionShown?.(document, position, shown, overSuggestWidget);
         }
         // Accepted to its end, a suggestion asks again there: the server has the rest by then.
         return withAcceptedCommand(outcome.items, document.uri.toString(), position);
@@ -232,6 +240,15 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       }
     },
   };
+}
+
+/** The text of the answer's first suggestion; undefined when it has none. */
+function suggestionText(
+  result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
+): string | undefined {
+  const items = Array.isArray(result) ? result : (result?.items ?? []);
+  const text = items[0]?.insertText;
+  return typeof text === "string" && text !== "" ? text : undefined;
 }
 
 function hasSuggestion(

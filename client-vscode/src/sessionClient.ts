@@ -67,7 +67,7 @@ export function createSessionClient(
   // No `transport`: with TransportKind.stdio the library appends `--stdio` to the arguments,
   // which the server does not take (it speaks stdio by default).
   const serverOptions: ServerOptions = { command: python, args: serverArguments(settings) };
-  const middleware = clientMiddleware(session.deps);
+  const middleware = clientMiddleware(session.deps, () => client);
   const clientOptions: LanguageClientOptions = {
     documentSelector: DOCUMENT_SELECTOR,
     outputChannel: output,

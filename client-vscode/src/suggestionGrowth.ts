@@ -3,14 +3,20 @@
  *
  * The server answers within its time budget (`phi3.answerBudgetMs`) and keeps generating the
  * continuation in the background; asked again at the same place, it answers at once from what
- * it has by then: the first line as it is, whole lines once there are some, the whole text once
- * finished. Unasked, the editor would go on showing the first answer, a few characters with a
- * slow model. So after an answer with a suggestion comes while `phi3/status` says "generating",
- * the editor is asked again at that place every GROW_EVERY_MS while it stays so, and once more
- * when the server is ready again (the whole text).
+ * it has by then, without the model: the first line as it is, whole lines once there are some,
+ * the whole text once finished. Unasked, the editor would go on showing the first answer, a few
+ * characters with a slow model. So after an answer with a suggestion comes while `phi3/status`
+ * says "generating", the server is asked again at that place every GROW_EVERY_MS while it stays
+ * so, and once more when it is ready again (the whole text); when its answer differs from what
+ * the editor shows, the editor is made to show it.
+ *
+ * VS Code does not ask its provider again for a place and a document version it has a
+ * suggestion for (the user's trigger keeps the one shown), so the server is asked directly, and
+ * the editor only when there is more to show: it has to hide the shown suggestion first, and
+ * that is seen, for a few milliseconds.
  *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
- * suggestion moves it), another editor becomes active, the user turns the suggestion down (it is
+ * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active, the user turns the suggestion down (it is
  * pending meanwhile, so that the extension's Escape binding applies, pendingSuggestions.ts),
  * inline completions are turned off, an answer at another place comes, or the client stops. One
  * suggestion grows at a time, and the answers to its own asks start nothing.
@@ -22,9 +28,9 @@ import type * as vscode from "vscode";
 import type { ServerStatusSource } from "./modelLoad";
 
 /**
- * How often a growing suggestion is asked for again. The server adds whole lines (or, on the
- * first line, tokens: Phi-3 makes ~4 a second on a CPU), and each ask costs it a few
- * milliseconds with no model work: half a second looks like streaming without flooding it.
+ * How often the server is asked for a growing suggestion. It adds whole lines (or, on the first
+ * line, tokens: Phi-3 makes ~4 a second on a CPU), and each ask costs it a few milliseconds
+ * with no model work: half a second looks like streaming without flooding it.
  */
 export const GROW_EVERY_MS = 500;
 
@@ -38,6 +44,20 @@ export interface GrowthHooks {
   /** Read on every ask, so turning inline completions off stops growing. */
   inlineCompletions(): boolean;
   /**
+   * The server's answer at `position` of `document` now, as it would give it to the editor;
+   * undefined when it has none (or the request failed).
+   */
+  serverText(document: vscode.TextDocument, position: vscode.Position): Promise<string | undefined>;
+  /**
+   * Has the editor show the server's answer at `position` of `document` in place of the one it
+   * shows, if its cursor is still alone there and `stillWanted()` when it asks.
+   */
+  showAgain(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    stillWanted: () => boolean,
+  ): Promise<void>;
+  /**
    * Calls `listener` when `document` is edited or its cursor leaves `position`, until the
    * returned handle is disposed.
    */
@@ -48,8 +68,6 @@ export interface GrowthHooks {
   ): Disposable;
   /** Calls `listener` when another editor becomes active, until disposed. */
   onActiveEditorChanged(listener: () => void): Disposable;
-  /** Asks the editor for inline suggestions again, if its cursor is still alone at `position`. */
-  askAgain(document: vscode.TextDocument, position: vscode.Position): void;
   /**
    * The suggestion is pending until the returned handle is disposed; `dismiss` is called if the
    * user turns it down first.
@@ -64,6 +82,11 @@ interface Place {
   readonly version: number;
   readonly line: number;
   readonly character: number;
+}
+
+function placeOf(document: vscode.TextDocument, position: vscode.Position): Place {
+  const { line, character } = position;
+  return { document, version: document.version, line, character };
 }
 
 function samePlace(a: Place, b: Place): boolean {
@@ -84,28 +107,48 @@ function everyWithTimers(ms: number, tick: () => void): Disposable {
   };
 }
 
+/** One suggestion growing: what the editor shows of it, and how it ends. */
+interface Growth {
+  readonly place: Place;
+  shown: string;
+  stop(): void;
+}
+
 /** The one growing suggestion of a client; disposed with it. */
 export class SuggestionGrowth implements Disposable {
   /** The place that grew last: answers there (its asks' own) start nothing. */
   private grownAt: Place | undefined;
-  private stopGrowing: (() => void) | undefined;
+  private current: Growth | undefined;
   private disposed = false;
 
   constructor(private readonly hooks: GrowthHooks) {}
 
   /** Whether a suggestion is growing now. */
   get growing(): boolean {
-    return this.stopGrowing !== undefined;
+    return this.current !== undefined;
   }
 
-  /** An answer with a suggestion at `position` of `document` went to the editor. */
-  answered(document: vscode.TextDocument, position: vscode.Position): void {
-    const place: Place = {
-      document,
-      version: document.version,
-      line: position.line,
-      character: position.character,
-    };
+  /**
+   * An answer with the suggestion `text` at `position` of `document` went to the editor;
+   * `overSuggestWidget`: it extends the item selected in VS Code's open suggest widget.
+   */
+  answered(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    text: string,
+    overSuggestWidget = false,
+  ): void {
+    const place = placeOf(document, position);
+    if (overSuggestWidget) {
+      // The server continues the text with the widget's item in place, which the asks here
+      // (without it) would not show: VS Code shows only what extends that item.
+      this.current?.stop();
+      return;
+    }
+    if (this.current !== undefined && samePlace(this.current.place, place)) {
+      this.current.shown = text; // the answer to its own ask
+      return;
+    }
     if (this.disposed || (this.grownAt !== undefined && samePlace(this.grownAt, place))) {
       return;
     }
@@ -113,55 +156,89 @@ export class SuggestionGrowth implements Disposable {
     if (this.hooks.status.serverStatus?.state !== "generating" || !this.hooks.inlineCompletions()) {
       return;
     }
-    this.stop();
+    this.current?.stop();
     this.grownAt = place;
-    this.grow(document, position);
+    this.current = this.grow(document, position, place, text);
   }
 
   dispose(): void {
     this.disposed = true;
-    this.stop();
+    this.current?.stop();
   }
 
-  private stop(): void {
-    this.stopGrowing?.();
-  }
-
-  private grow(document: vscode.TextDocument, position: vscode.Position): void {
+  private grow(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    place: Place,
+    shown: string,
+  ): Growth {
     const { hooks } = this;
     const handles: Disposable[] = [];
+    const growth: Growth = {
+      place,
+      shown,
+      stop: () => {
+        if (this.current === growth) {
+          this.current = undefined;
+        }
+        for (const handle of handles.splice(0)) {
+          handle.dispose();
+        }
+      },
+    };
     const stop = () => {
-      this.stopGrowing = undefined;
-      for (const handle of handles.splice(0)) {
-        handle.dispose();
+      growth.stop();
+    };
+    const live = () => this.current === growth;
+    let asking = false;
+    /** Asks the server, and shows its answer if it differs from what the editor shows. */
+    const refresh = async () => {
+      if (!hooks.inlineCompletions()) {
+        growth.stop();
+        return;
+      }
+      const text = await hooks.serverText(document, position).catch(() => undefined);
+      const wanted = () => live() && hooks.inlineCompletions();
+      if (wanted() && text && text !== growth.shown) {
+        // Turned down meanwhile (Escape hides it), it must not show again.
+        await hooks.showAgain(document, position, wanted);
       }
     };
-    this.stopGrowing = stop;
-    const askAgain = () => {
-      if (hooks.inlineCompletions()) {
-        hooks.askAgain(document, position);
-      } else {
-        stop();
+    const tick = () => {
+      if (asking) {
+        return; // one ask at a time: a slow answer must not pile them up
       }
+      asking = true;
+      void refresh().finally(() => {
+        asking = false;
+      });
     };
-    const every = (ms: number, tick: () => void) =>
-      hooks.every === undefined ? everyWithTimers(ms, tick) : hooks.every(ms, tick);
+    const ticks = (ms: number, each: () => void) =>
+      hooks.every === undefined ? everyWithTimers(ms, each) : hooks.every(ms, each);
+    const statusChanges = hooks.status.onServerStatusChanged(() => {
+      const state = hooks.status.serverStatus?.state;
+      if (state === "generating") {
+        return;
+      }
+      if (state !== "ready") {
+        growth.stop(); // gone, loading or failed: nothing more to show here
+        return;
+      }
+      // Ready: the whole text is there; the last ask, then the end (unless it stopped first).
+      statusChanges.dispose();
+      timer.dispose();
+      void refresh().finally(() => {
+        growth.stop();
+      });
+    });
+    const timer = ticks(GROW_EVERY_MS, tick);
     handles.push(
+      statusChanges,
+      timer,
       hooks.suggestionPending(stop),
       hooks.watchPlace(document, position, stop),
       hooks.onActiveEditorChanged(stop),
-      hooks.status.onServerStatusChanged(() => {
-        const state = hooks.status.serverStatus?.state;
-        if (state === "generating") {
-          return;
-        }
-        stop();
-        // Ready: the whole text is there. Gone, loading or failed: nothing more to show here.
-        if (state === "ready") {
-          askAgain();
-        }
-      }),
-      every(GROW_EVERY_MS, askAgain),
     );
+    return growth;
   }
 }

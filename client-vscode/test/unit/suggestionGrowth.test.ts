@@ -16,26 +16,44 @@ const loading: ServerStatus = { ...ready, state: "loading" };
 const at = (line: number, character: number) => ({ line, character }) as unknown as vscode.Position;
 const cursor = at(3, 16);
 
+/** Lets the promises the growth waits on settle. */
+const settled = () => new Promise((resolve) => setImmediate(resolve));
+
 /**
- * A growth with the editor around it: a document the test edits, a cursor it moves, editors it
- * switches, the status it changes, the ticks it gives, and the asks it records.
+ * A growth with the editor and the server around it: a document the test edits, a cursor it
+ * moves, editors it switches, the status and the server's text it changes, the ticks it gives,
+ * and what the editor was made to show.
  */
 function editor(status: ServerStatus = generating) {
   const documentState = { uri: "file:///tmp/tokens.py", version: 1 };
   const document = documentState as unknown as vscode.TextDocument;
-  const other = { uri: "file:///tmp/other.py", version: 1 } as unknown as vscode.TextDocument;
-  const server = statusSource(status);
+  const server = { ...statusSource(status), text: "_", asked: 0 };
   const settings = { inlineCompletions: true };
   const placeWatchers = new Set<() => void>();
   const editorWatchers = new Set<() => void>();
   const ticks = new Set<{ ms: number; tick: () => void }>();
-  const asked: string[] = [];
+  /** Each time the editor was made to show the server's answer anew: where, and the text then. */
+  const shownAgain: string[] = [];
   const pending = new PendingSuggestions(() => undefined);
-  /** What VS Code does when asked: here, nothing; see `answering`. */
-  let onAsk: (document: vscode.TextDocument, position: vscode.Position) => void = () => undefined;
+  /** What the editor does once made to show it anew: here, nothing; see `showing`. */
+  let onShow: (position: vscode.Position) => void = () => undefined;
+  /** How the server's answers come: at once unless the test holds them. */
+  let answer = (text: string) => Promise.resolve<string | undefined>(text);
   const growth = new SuggestionGrowth({
     status: server.source,
     inlineCompletions: () => settings.inlineCompletions,
+    serverText: () => {
+      server.asked += 1;
+      return answer(server.text);
+    },
+    showAgain: (_document, position, stillWanted) => {
+      // The editor hides the suggestion, then asks again if it is still wanted.
+      if (stillWanted()) {
+        shownAgain.push(`${position.line}:${position.character} ${server.text}`);
+        onShow(position);
+      }
+      return Promise.resolve();
+    },
     watchPlace: (_document, _position, listener) => {
       placeWatchers.add(listener);
       return { dispose: () => placeWatchers.delete(listener) };
@@ -43,12 +61,6 @@ function editor(status: ServerStatus = generating) {
     onActiveEditorChanged: (listener) => {
       editorWatchers.add(listener);
       return { dispose: () => editorWatchers.delete(listener) };
-    },
-    askAgain: (asking, position) => {
-      asked.push(
-        `${asking === document ? "tokens.py" : "other.py"}:${position.line}:${position.character}`,
-      );
-      onAsk(asking, position);
     },
     suggestionPending: (dismiss) => pending.add(dismiss),
     every: (ms, tick) => {
@@ -65,20 +77,21 @@ function editor(status: ServerStatus = generating) {
   return {
     growth,
     document,
-    other,
-    asked,
+    server,
+    shownAgain,
     pending,
     ticks,
     settings,
     status: server.change,
-    answeredAt: (position: vscode.Position = cursor) => {
-      growth.answered(document, position);
+    answeredAt: (position: vscode.Position = cursor, text = "_") => {
+      growth.answered(document, position, text);
     },
-    /** The time between two asks passes. */
-    tick: () => {
+    /** The time between two asks passes, and what it started settles. */
+    tick: async () => {
       for (const { tick } of [...ticks]) {
         tick();
       }
+      await settled();
     },
     edit: () => {
       documentState.version += 1;
@@ -94,21 +107,49 @@ function editor(status: ServerStatus = generating) {
     escape: () => {
       pending.dismissAll();
     },
-    answering: (answer: typeof onAsk) => {
-      onAsk = answer;
+    /** The editor, made to show it anew, asks and shows the server's answer (the middleware). */
+    showing: (show: typeof onShow) => {
+      onShow = show;
+    },
+    /** Holds the server's answers until the returned function gives them. */
+    holdAnswers: () => {
+      const held: (() => void)[] = [];
+      answer = (text) =>
+        new Promise((resolve) => {
+          held.push(() => {
+            resolve(text);
+          });
+        });
+      return () => {
+        for (const give of held.splice(0)) {
+          give();
+        }
+      };
     },
   };
 }
 
+/** The editor of `editor()` showing what it is made to show anew, as VS Code does. */
+function showingEditor(status: ServerStatus = generating) {
+  const place = editor(status);
+  place.showing((position) => {
+    place.answeredAt(position, place.server.text);
+  });
+  return place;
+}
+
 describe("a suggestion answered while the server generates it", () => {
-  it("is asked for again at its place at every tick while the server generates", () => {
-    const place = editor();
-    place.answeredAt();
-    assert.deepEqual(place.asked, [], "the answer itself is on screen already");
-    place.tick();
-    place.tick();
-    place.tick();
-    assert.deepEqual(place.asked, ["tokens.py:3:16", "tokens.py:3:16", "tokens.py:3:16"]);
+  it("shows the server's text each time it has grown, while the server generates", async () => {
+    const place = showingEditor();
+    place.answeredAt(cursor, "_");
+    assert.deepEqual(place.shownAgain, [], "the answer itself is on screen already");
+    place.server.text = "_ids";
+    await place.tick();
+    await place.tick(); // nothing more yet: the editor is left alone
+    place.server.text = "_ids = tokenizer(";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids", "3:16 _ids = tokenizer("]);
+    assert.equal(place.server.asked, 3, "the server is asked at every tick");
     assert.deepEqual(
       [...place.ticks].map(({ ms }) => ms),
       [GROW_EVERY_MS],
@@ -116,40 +157,60 @@ describe("a suggestion answered while the server generates it", () => {
     assert.equal(place.pending.pending, true, "Escape must reach it while it grows");
   });
 
-  it("is asked for once more when the server is ready, for the whole text, then no more", () => {
-    const place = editor();
-    place.answeredAt();
-    place.tick();
+  it("shows the whole text once the server is ready, then is asked for no more", async () => {
+    const place = showingEditor();
+    place.answeredAt(cursor, "_");
+    place.server.text = "_ids = tokenizer(text)\nreturn ids";
     place.status(ready);
-    assert.deepEqual(place.asked, ["tokens.py:3:16", "tokens.py:3:16"]);
-    place.tick();
+    await settled();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids = tokenizer(text)\nreturn ids"]);
+    await place.tick();
     place.status(generating);
     place.status(ready);
-    assert.equal(place.asked.length, 2);
+    await settled();
+    assert.equal(place.server.asked, 1);
     assert.equal(place.pending.pending, false);
     assert.equal(place.growth.growing, false);
   });
 
-  it("stays as it is when the server is already done", () => {
-    const place = editor(ready);
+  it("is left as it is when the server has already finished it", async () => {
+    const place = showingEditor(ready);
     place.answeredAt();
-    place.tick();
+    place.server.text = "_ids";
+    await place.tick();
     place.status(generating);
-    place.tick();
     place.status(ready);
-    assert.deepEqual(place.asked, []);
+    await settled();
+    assert.deepEqual(place.shownAgain, []);
+    assert.equal(place.server.asked, 0);
     assert.equal(place.pending.pending, false);
   });
 
-  it("is not asked for when the server goes away or loads another model", () => {
+  it("is not shown again when the server goes away or loads another model", async () => {
     for (const next of [undefined, loading]) {
-      const place = editor();
+      const place = showingEditor();
       place.answeredAt();
+      place.server.text = "_ids";
       place.status(next);
-      place.tick();
-      assert.deepEqual(place.asked, [], String(next?.state));
+      await place.tick();
+      assert.deepEqual(place.shownAgain, [], String(next?.state));
       assert.equal(place.growth.growing, false);
     }
+  });
+
+  it("asks the server once at a time, however slow its answer", async () => {
+    const place = showingEditor();
+    const give = place.holdAnswers();
+    place.answeredAt();
+    await place.tick();
+    await place.tick();
+    await place.tick();
+    assert.equal(place.server.asked, 1);
+    place.server.text = "_ids";
+    give();
+    await settled();
+    await place.tick();
+    assert.equal(place.server.asked, 2);
   });
 });
 
@@ -187,82 +248,160 @@ describe("a growing suggestion stops growing", () => {
     ],
   ];
   for (const [when, stop] of stoppers) {
-    it(when, () => {
-      const place = editor();
+    it(when, async () => {
+      const place = showingEditor();
       place.answeredAt();
-      place.tick();
+      place.server.text = "_ids";
+      await place.tick();
       stop(place);
-      place.tick();
+      place.server.text = "_ids = tokenizer(";
+      await place.tick();
       place.status(ready);
-      assert.deepEqual(
-        place.asked,
-        ["tokens.py:3:16"],
-        "no ask after it stopped, not even the last",
-      );
+      await settled();
+      assert.deepEqual(place.shownAgain, ["3:16 _ids"], "not shown again, not even whole");
       assert.equal(place.pending.pending, false, "Escape is VS Code's again");
       assert.equal(place.growth.growing, false);
     });
+
+    it(`${when}, with the server's answer on its way`, async () => {
+      const place = showingEditor();
+      const give = place.holdAnswers();
+      place.answeredAt();
+      place.server.text = "_ids";
+      await place.tick();
+      stop(place);
+      give();
+      await settled();
+      assert.deepEqual(place.shownAgain, []);
+    });
   }
 
-  it("when inline completions are turned off", () => {
+  it("when the user turns it down while the editor hides it to show more", async () => {
     const place = editor();
+    // Escape comes while the editor hides the suggestion, before it asks again.
+    place.showing(() => undefined);
+    const growth = new SuggestionGrowth({
+      status: { serverStatus: generating, onServerStatusChanged: () => ({ dispose: () => 0 }) },
+      inlineCompletions: () => true,
+      serverText: () => Promise.resolve("_ids"),
+      showAgain: (_document, _position, stillWanted) => {
+        place.escape();
+        if (stillWanted()) {
+          place.shownAgain.push("shown after Escape");
+        }
+        return Promise.resolve();
+      },
+      watchPlace: () => ({ dispose: () => 0 }),
+      onActiveEditorChanged: () => ({ dispose: () => 0 }),
+      suggestionPending: (dismiss) => place.pending.add(dismiss),
+      every: (_ms, tick) => {
+        place.ticks.add({ ms: 0, tick });
+        return {
+          dispose: () => {
+            place.ticks.clear();
+          },
+        };
+      },
+    });
+    growth.answered(place.document, cursor, "_");
+    await place.tick();
+    assert.deepEqual(place.shownAgain, []);
+    assert.equal(growth.growing, false);
+  });
+
+  it("when VS Code's suggest widget opens over it, and it is not grown there", async () => {
+    const place = showingEditor();
     place.answeredAt();
-    place.tick();
-    place.settings.inlineCompletions = false;
-    place.tick();
-    place.settings.inlineCompletions = true;
-    place.tick();
-    place.status(ready);
-    assert.deepEqual(place.asked, ["tokens.py:3:16"]);
+    place.server.text = "_ids";
+    await place.tick();
+    // VS Code asks with the widget's selected item, for a text that extends it.
+    place.growth.answered(place.document, cursor, "tokenizer(text)", true);
+    place.server.text = "_ids = tokenizer(";
+    await place.tick();
+    place.growth.answered(place.document, at(4, 2), "tokenizer(text)", true);
+    await place.tick();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
+    assert.equal(place.growth.growing, false);
     assert.equal(place.pending.pending, false);
   });
 
-  it("when its last ask would come with inline completions turned off", () => {
-    const place = editor();
+  it("when inline completions are turned off", async () => {
+    const place = showingEditor();
     place.answeredAt();
+    place.server.text = "_ids";
+    await place.tick();
     place.settings.inlineCompletions = false;
+    place.server.text = "_ids = tokenizer(";
+    await place.tick();
+    place.settings.inlineCompletions = true;
+    await place.tick();
     place.status(ready);
-    assert.deepEqual(place.asked, []);
+    await settled();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
+    assert.equal(place.pending.pending, false);
   });
 
-  it("when an answer at another place comes: that one grows instead", () => {
-    const place = editor();
+  it("when inline completions are turned off with the server's answer on its way", async () => {
+    const place = showingEditor();
+    const give = place.holdAnswers();
     place.answeredAt();
-    place.tick();
-    place.answeredAt(at(4, 2));
-    place.tick();
-    place.tick();
+    place.server.text = "_ids";
+    await place.tick();
+    place.settings.inlineCompletions = false;
+    give();
+    await settled();
+    assert.deepEqual(place.shownAgain, []);
+  });
+
+  it("when inline completions are turned off before the whole text would show", async () => {
+    const place = showingEditor();
+    place.answeredAt();
+    place.server.text = "_ids";
+    place.settings.inlineCompletions = false;
     place.status(ready);
-    assert.deepEqual(place.asked, [
-      "tokens.py:3:16",
-      "tokens.py:4:2",
-      "tokens.py:4:2",
-      "tokens.py:4:2",
-    ]);
+    await settled();
+    assert.deepEqual(place.shownAgain, []);
+  });
+
+  it("when an answer at another place comes: that one grows instead", async () => {
+    const place = showingEditor();
+    place.answeredAt(cursor, "_");
+    place.server.text = "_ids";
+    await place.tick();
+    place.answeredAt(at(4, 2), "(");
+    assert.equal(place.ticks.size, 1, "one suggestion grows at a time");
+    place.server.text = "(text)";
+    await place.tick();
+    place.server.text = "(text)\n";
+    place.status(ready);
+    await settled();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids", "4:2 (text)", "4:2 (text)\n"]);
     assert.equal(place.ticks.size, 0);
   });
 
-  it("and an answer after the client stopped starts nothing", () => {
-    const place = editor();
+  it("and an answer after the client stopped starts nothing", async () => {
+    const place = showingEditor();
     place.growth.dispose();
     place.answeredAt();
-    place.tick();
-    assert.deepEqual(place.asked, []);
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, []);
     assert.equal(place.pending.pending, false);
   });
 });
 
-describe("the asks of a growing suggestion, answered through the middleware", () => {
+describe("a growing suggestion shown anew through the middleware", () => {
   type Result = vscode.InlineCompletionList | null;
   const invoked = { triggerKind: 0 } as unknown as vscode.InlineCompletionContext;
-  const grown = { items: [{ insertText: "_ids = tokenizer(" }] } as unknown as Result;
+  const answerOf = (text: string) => ({ items: [{ insertText: text }] }) as unknown as Result;
   const nothing = { items: [] } as unknown as Result;
 
   /** The middleware of a client, wired to the growth as clientMiddleware.ts does. */
   function throughMiddleware() {
     const place = editor();
-    let serverRequests = 0;
+    let editorRequests = 0;
     const middleware = inlineCompletionMiddleware({
+      // The editor's asks are the user's (`Invoke`): a debounce would hold them for a minute.
       currentSettings: () => ({ inlineCompletions: true, debounceMs: 60_000 }),
       cannotSuggest: () => false,
       untilModelLoaded: () => Promise.resolve(true),
@@ -271,61 +410,91 @@ describe("the asks of a growing suggestion, answered through the middleware", ()
       watchPlace: () => ({ dispose: () => undefined }),
       askAgain: () => undefined,
       suggestionPending: (dismiss) => place.pending.add(dismiss),
-      suggestionShown: (document, position) => {
-        place.growth.answered(document, position);
+      suggestionShown: (document, position, text, overSuggestWidget) => {
+        place.growth.answered(document, position, text, overSuggestWidget);
       },
     });
     const provide = middleware.provideInlineCompletionItems;
     assert.ok(provide);
-    const answers: Promise<unknown>[] = [];
-    // VS Code asked again: a request the user's (`Invoke`), which the server answers at once.
-    const ask = (document: vscode.TextDocument, position: vscode.Position, answer: Result) => {
+    // VS Code asks again: a request of the user's, which the server answers at once.
+    const ask = (position: vscode.Position, answer: Result) => {
       const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
-      answers.push(
-        Promise.resolve(
-          provide(document, position, invoked, token, () => {
-            serverRequests += 1;
-            return Promise.resolve(answer);
-          }),
-        ),
+      return Promise.resolve(
+        provide(place.document, position, invoked, token, () => {
+          editorRequests += 1;
+          return Promise.resolve(answer);
+        }),
       );
     };
-    const settled = () => Promise.all(answers.splice(0));
-    return { place, ask, settled, requests: () => serverRequests };
+    place.showing((position) => {
+      void ask(position, answerOf(place.server.text));
+    });
+    return { place, ask, requests: () => editorRequests };
   }
 
-  it("start no more growing: one request per tick, however many answers came", async () => {
-    const { place, ask, settled, requests } = throughMiddleware();
-    place.answering((document, position) => {
-      ask(document, position, grown);
-    });
-    ask(place.document, cursor, grown); // the first answer, cut by the time budget
-    await settled();
+  it("grows one suggestion however many of its answers come", async () => {
+    const { place, ask, requests } = throughMiddleware();
+    await ask(cursor, answerOf("_")); // the first answer, cut by the time budget
     for (let tick = 1; tick <= 4; tick++) {
-      place.tick();
-      await settled();
+      place.server.text += "i";
+      await place.tick();
       assert.equal(requests(), 1 + tick, `after tick ${tick}`);
+      assert.equal(place.server.asked, tick);
       assert.equal(place.ticks.size, 1);
     }
-    // The last ask's answer comes while another generation has begun: it starts nothing.
-    place.answering((document, position) => {
+    // The whole text shows while another generation has begun: its answer starts nothing.
+    place.server.text += "ds";
+    place.showing((position) => {
       place.status(generating);
-      ask(document, position, grown);
+      void ask(position, answerOf(place.server.text));
     });
     place.status(ready);
     await settled();
     assert.equal(requests(), 6);
     assert.equal(place.growth.growing, false);
-    place.tick();
+    place.server.text += " =";
+    await place.tick();
     assert.equal(requests(), 6);
+    assert.equal(place.server.asked, 5);
   });
 
-  it("start nothing with an empty answer", async () => {
-    const { place, ask, settled } = throughMiddleware();
-    ask(place.document, cursor, nothing);
-    await settled();
+  it("grows nothing from an answer over VS Code's suggest widget", async () => {
+    const { place, requests } = throughMiddleware();
+    const provide = inlineCompletionMiddleware({
+      currentSettings: () => ({ inlineCompletions: true, debounceMs: 0 }),
+      cannotSuggest: () => false,
+      untilModelLoaded: () => Promise.resolve(true),
+      requestStarted: () => undefined,
+      requestFinished: () => undefined,
+      watchPlace: () => ({ dispose: () => undefined }),
+      askAgain: () => undefined,
+      suggestionPending: (dismiss) => place.pending.add(dismiss),
+      suggestionShown: (document, position, text, overSuggestWidget) => {
+        place.growth.answered(document, position, text, overSuggestWidget);
+      },
+    }).provideInlineCompletionItems;
+    assert.ok(provide);
+    const selected = {
+      triggerKind: 0,
+      selectedCompletionInfo: { range: {}, text: "tokenizer" },
+    } as unknown as vscode.InlineCompletionContext;
+    const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
+    await provide(place.document, cursor, selected, token, () =>
+      Promise.resolve(answerOf("tokenizer(text)")),
+    );
     assert.equal(place.growth.growing, false);
-    place.tick();
-    assert.deepEqual(place.asked, []);
+    place.server.text = "tokenizer(text)\n";
+    await place.tick();
+    assert.equal(requests(), 0);
+  });
+
+  it("grows nothing from an empty answer", async () => {
+    const { place, ask } = throughMiddleware();
+    await ask(cursor, nothing);
+    await ask(cursor, answerOf(""));
+    assert.equal(place.growth.growing, false);
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, []);
   });
 });

@@ -2,8 +2,8 @@
 /**
  * The Phi-3 extension in a real VS Code (code-server 4.139 = VS Code 1.139), driven through
  * Chromium the way a user works: wait for the status bar to say ready, type a sentence, ask for
- * an inline suggestion, accept it with Tab (and another word by word), hover a word, open the
- * architecture view, measure how fast the weights read.
+ * an inline suggestion, accept it with Tab (and another word by word), watch one grow while the
+ * server generates it, hover a word, open the architecture view, measure how fast the weights read.
  * A screenshot of each step goes to tools/vscode-e2e/screenshots/.
  *
  *   node tools/vscode-e2e/run.mjs [--vsix FILE] [--keep] [--trace] [--weights fp32|int4]
@@ -57,6 +57,19 @@ const WORD_BY_WORD_REST_MS = 10_000;
 /** Typed on a new line after the first suggestion; its suggestion must come without a trigger. */
 const SECOND_PROMPT = "The capital of Italy is";
 const EXPECTED_IN_SECOND_SUGGESTION = "Rome";
+/**
+ * Typed with `phi3.answerBudgetMs` at 1 ms: the first answer is the continuation's first word,
+ * and the rest grows into the ghost text while the server generates it, without a keystroke.
+ */
+const GROWING_PROMPT = "My favourite things about Paris are";
+/** Typed next, with the same settings; Escape while it grows must hide it for good. */
+const ESCAPED_GROWING_PROMPT = "My favourite things about Rome are";
+/** About 2 s of SmolLM2's decoding on this machine: several asks while it grows. */
+const GROWING_MAX_NEW_TOKENS = 200;
+/** How long the ghost text is watched after the server is ready again without changing. */
+const GROWN_QUIET_MS = 2_000;
+/** How long no ghost text may show after Escape turned a growing suggestion down. */
+const ESCAPED_WATCH_MS = 5_000;
 /** Typed after `phi3.answerBudgetMs` is set to 0: its answer comes after VS Code stopped waiting. */
 const THIRD_PROMPT = "The capital of Spain is";
 /** Typed next, with the same setting; Escape turns its suggestion down before it comes. */
@@ -282,6 +295,29 @@ async function waitForGhostText(workbench, expected = undefined) {
   );
 }
 
+/**
+ * The ghost text once it rests: the status bar is ready (the server generates nothing that could
+ * grow it) and it has not changed for `quietMs`. Also every text it showed on the way, with when.
+ */
+async function restingGhostText(workbench, quietMs = GROWN_QUIET_MS) {
+  const start = performance.now();
+  const since = () => Math.round(performance.now() - start);
+  const shown = [{ ms: 0, text: await workbench.ghostText() }];
+  let quietSince = performance.now();
+  while (performance.now() - quietSince < quietMs) {
+    check(since() < TIMEOUT.suggestion, `the ghost text did not come to rest within ${TIMEOUT.suggestion / 1000} s`);
+    await workbench.page.waitForTimeout(50);
+    const now = await workbench.ghostText();
+    if (now !== shown.at(-1).text) {
+      shown.push({ ms: since(), text: now });
+    }
+    if (now !== shown.at(-1).text || (await workbench.statusIcon()) !== "sparkle") {
+      quietSince = performance.now();
+    }
+  }
+  return { text: shown.at(-1).text, shown };
+}
+
 /** Calls `probe` every `intervalMs` for up to `ms`: its first truthy value, else undefined. */
 async function pollFor(page, ms, intervalMs, probe) {
   const deadline = Date.now() + ms;
@@ -332,11 +368,15 @@ async function acceptWordByWord(page, workbench) {
   await page.keyboard.type(WORD_BY_WORD_PROMPT, { delay: 30 });
   const typed = await workbench.editorText();
   await workbench.runCommand("Trigger Inline Suggestion", TIMEOUT.ui);
-  const first = await waitForGhostText(workbench);
+  await waitForGhostText(workbench);
+  // At once: the ghost text grows while the server generates the rest, until the first edit.
+  await page.keyboard.press("Control+ArrowRight");
+  let text = await changedText(workbench, typed);
+  check(text !== undefined, `Ctrl+Right accepted nothing at ${JSON.stringify(typed.split("\n").at(-1))}`);
+  const first = `${text.slice(typed.length)}${await workbench.ghostText()}`;
   log(`first part: ${JSON.stringify(first)}`);
   const firstEnd = collapse(`${typed}${first}`);
-  let text = typed;
-  for (let press = 0; collapse(text).length < firstEnd.length; press++) {
+  for (let press = 1; collapse(text).length < firstEnd.length; press++) {
     check(press < MAX_WORD_ACCEPTS, `${MAX_WORD_ACCEPTS} Ctrl+Right did not accept ${JSON.stringify(first)}`);
     const before = text;
     await page.keyboard.press("Control+ArrowRight");
@@ -361,6 +401,64 @@ async function acceptWordByWord(page, workbench) {
     await waitForNoGhostText(workbench),
     `Escape did not dismiss the rest: ${JSON.stringify(await workbench.ghostText())}`,
   );
+}
+
+/**
+ * A suggestion shown while the server still generates it grows in place: with a budget of 1 ms
+ * the first answer is the first word; the extension asks again while the status bar spins and
+ * once it is ready, and the ghost text becomes the whole continuation without a keystroke.
+ * Escape while it grows hides it, and nothing shows it again.
+ */
+async function growingSuggestion(page, workbench, { userDataDir, workspace, workspaceSettings }) {
+  const growingSettings = {
+    ...workspaceSettings,
+    "phi3.answerBudgetMs": 1,
+    "phi3.maxNewTokens": GROWING_MAX_NEW_TOKENS,
+  };
+  // As workspace settings: VS Code watches the workspace's files (not the user settings file here).
+  mkdirSync(path.join(workspace, ".vscode"), { recursive: true });
+  writeFileSync(path.join(workspace, ".vscode", "settings.json"), JSON.stringify(growingSettings, null, 2));
+  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 600 → 1");
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(GROWING_PROMPT, { delay: 30 });
+  const typed = collapse(await workbench.editorText());
+  const lastKeystroke = performance.now();
+  const since = () => Math.round(performance.now() - lastKeystroke);
+  const first = await waitForGhostText(workbench);
+  const firstMs = since();
+  log(`growing suggestion: first ghost text after ${firstMs} ms: ${JSON.stringify(first)}`);
+  // No key from here on: the ghost text changes by itself until the server is ready and it rests.
+  const { text: grown, shown } = await restingGhostText(workbench);
+  for (const { ms, text } of shown.slice(1)) {
+    log(`  ${firstMs + ms} ms after typing: ${text === "" ? "no ghost text" : `${text.length} characters`}`);
+  }
+  log(`grown ghost text (${shown.length - 1} changes): ${JSON.stringify(grown)}`);
+  check(
+    collapse(await workbench.editorText()) === typed,
+    `the growing suggestion changed the document: ${JSON.stringify(await workbench.editorText())}`,
+  );
+  check(
+    grown.length > first.length && collapse(grown).startsWith(collapse(first)),
+    `the ghost text did not grow while the server generated the rest: it stayed ${JSON.stringify(first)} and ended ${JSON.stringify(grown)}`,
+  );
+  await screenshot(page, "05a-growing-suggestion");
+  await page.keyboard.press("Escape");
+  check(await waitForNoGhostText(workbench), `Escape did not dismiss the grown suggestion: ${JSON.stringify(await workbench.ghostText())}`);
+
+  // Escape as soon as the first part shows, while the rest is generated.
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(ESCAPED_GROWING_PROMPT, { delay: 30 });
+  const firstEscaped = await waitForGhostText(workbench);
+  const stillGenerating = (await workbench.statusIcon()) === "sync";
+  await page.keyboard.press("Escape");
+  check(await waitForNoGhostText(workbench), `Escape did not hide the growing suggestion: ${JSON.stringify(await workbench.ghostText())}`);
+  const escaped = performance.now();
+  log(`Escape at ${JSON.stringify(firstEscaped)}${stillGenerating ? ", the server still generating" : " (the server had already finished)"}`);
+  const reshown = await ghostTextWithin(workbench, ESCAPED_WATCH_MS);
+  check(reshown === "", `the growing suggestion showed again after Escape: ${JSON.stringify(reshown)}`);
+  log(`no ghost text in the ${Math.round((performance.now() - escaped) / 1000)} s after Escape`);
 }
 
 async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings, python }) {
@@ -394,7 +492,19 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
     "the suggestion changed the document before it was accepted",
   );
   await screenshot(page, "03-ghost-text");
-  // The server's own figures for this suggestion, beside the editor's round trip.
+  // At once: answered early, the suggestion grows while the server generates the rest.
+  const atTab = await workbench.ghostText();
+  await page.keyboard.press("Tab");
+  const accepted = await workbench.editorText();
+  log(`after Tab: ${JSON.stringify(accepted)}`);
+  check(
+    collapse(accepted) === collapse(`${PROMPT}${atTab}`),
+    `Tab did not insert the suggestion: expected ${JSON.stringify(PROMPT + atTab)}, the editor has ${JSON.stringify(accepted)}`,
+  );
+  await screenshot(page, "04-accepted");
+  // The server's own figures for this suggestion, beside the editor's round trip, once it has
+  // generated the rest.
+  check(await waitForStatusIcon(workbench, "sparkle"), "the status bar did not return to ready");
   const afterSuggestion = await workbench.statusTooltip(TIMEOUT.ui);
   log(`status tooltip: ${JSON.stringify(afterSuggestion)}`);
   for (const line of afterSuggestion.split("\n")) {
@@ -402,15 +512,6 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
       figures.push(line);
     }
   }
-
-  await page.keyboard.press("Tab");
-  const accepted = await workbench.editorText();
-  log(`after Tab: ${JSON.stringify(accepted)}`);
-  check(
-    collapse(accepted) === collapse(`${PROMPT}${ghost}`),
-    `Tab did not insert the suggestion: expected ${JSON.stringify(PROMPT + ghost)}, the editor has ${JSON.stringify(accepted)}`,
-  );
-  await screenshot(page, "04-accepted");
 
   await acceptWordByWord(page, workbench);
 
@@ -444,12 +545,12 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
     `dismissing the suggestion changed the document: ${JSON.stringify(await workbench.editorText())}`,
   );
 
+  await growingSuggestion(page, workbench, { userDataDir, workspace, workspaceSettings });
+
   // A suggestion slower than VS Code's wait: with answerBudgetMs 0 the server answers only with
   // the whole continuation. VS Code gives up on the request first; the suggestion must still
   // appear by itself once it is there. int4 decodes 50 tokens of this model within that wait
   // (575-695 ms measured), so there the continuation asked for is longer.
-  // As workspace settings: VS Code watches the workspace's files (not the user settings file here).
-  mkdirSync(path.join(workspace, ".vscode"), { recursive: true });
   const slowSettings = {
     ...workspaceSettings,
     "phi3.answerBudgetMs": 0,
@@ -459,7 +560,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
     path.join(workspace, ".vscode", "settings.json"),
     JSON.stringify(slowSettings, null, 2),
   );
-  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 600 → 0");
+  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 1 → 0");
   await page.keyboard.press("End");
   await page.keyboard.press("Enter");
   await page.keyboard.type(THIRD_PROMPT, { delay: 30 });

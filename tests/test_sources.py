@@ -472,6 +472,34 @@ def test_a_gguf_conversion_shows_how_far_it_is_and_stops_when_told(
     assert watch.fractions[0] == 0 and watch.fractions[-1] == 1.0
 
 
+def test_a_load_waiting_for_another_processs_conversion_says_so_and_ends_when_the_load_stops(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    # Two editor windows on one GGUF: the second waits for the first's conversion (a Phi-3-mini
+    # GGUF's: minutes). It said nothing of it, and another model chosen meanwhile waited too.
+    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
+    assert later.conversion is not None
+    entry = later.conversion.entry
+    stop = LoadStop()
+    told = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message == f"Waiting for another phi3-lsp process to convert {gguf.name}":
+            told.set()
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        ThreadPoolExecutor(1) as loader,
+        FileLock(str(entry.parent / f".{entry.name}.lock")),  # another process's conversion
+    ):
+        loading = loader.submit(fetch_weights, later, progress=report, stop=stop)
+        assert told.wait(60), "it says what it waits for"
+        stop.set()
+        assert isinstance(loading.exception(timeout=60), LoadStopped)
+    assert not entry.exists()
+
+
 @pytest.mark.slow
 def test_a_gguf_conversion_shows_its_writing_and_stops_during_it(
     tmp_path: Path, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch

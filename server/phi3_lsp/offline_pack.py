@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.child_watch import OWN_GROUPS, kill, watched
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
@@ -131,10 +132,12 @@ def ensure_asset(
         "sha256": artifact.sha256,
         TOKEN_FLAGS: LLAMA_CPP,
     }
+    another = ProgressUpdate("fetching", f"Waiting for another phi3-lsp process to fetch {name}")
     built = build_once(
         entry,
         lambda staging: _build_asset(name, artifact, staging, report, stop, with_weights),
         manifest,
+        waiting=waiting_for_another_process(report, stop, another),
     )
     log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
     return built

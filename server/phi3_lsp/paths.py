@@ -20,6 +20,8 @@ from phi3_lsp.errors import ModelSourceError
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "PHI3_LSP_CACHE"
+LOCK_CHECK_SECONDS = 0.1
+"""How often a build waiting for another process's build of the same entry calls `waiting`."""
 DEAD_BUILD_AFTER_SECONDS = 600.0
 """A build's staging folder unchanged for this long, its lock free, is taken to be dead."""
 MANIFEST = "phi3-lsp.json"
@@ -46,18 +48,27 @@ def is_built(entry: Path) -> bool:
     return manifest is not None and damage(entry, manifest) is None
 
 
-def build_once(entry: Path, build: Callable[[Path], object], manifest: dict[str, Any]) -> Path:
+def build_once(
+    entry: Path,
+    build: Callable[[Path], object],
+    manifest: dict[str, Any],
+    *,
+    waiting: Callable[[], object] = lambda: None,
+) -> Path:
     """Create the cache folder `entry` with `build(staging)` unless it is already complete.
 
     Safe when several processes race (a file lock) and when a build fails or is killed:
     the work happens in a staging folder that is renamed into place only when complete and on
     the disk, so `entry` is either absent or whole. An entry found damaged since (see
     `_damage_of`) is said so in the log, removed and built again.
+
+    While another process builds `entry` (a download or a conversion can take minutes),
+    `waiting()` is called every `LOCK_CHECK_SECONDS`: to say so, and to give up by raising.
     """
     if is_built(entry):
         return entry
     try:
-        lock = _held_lock(entry)
+        lock = _held_lock(entry, waiting)
     except CacheNotWritableError as error:
         damaged = _damage_of(entry)
         if damaged is None:
@@ -157,19 +168,30 @@ def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2) + "\n").encode()
 
 
-def _held_lock(entry: Path) -> FileLock:
-    """The build lock of `entry`, acquired. A cache folder that cannot be made or written
-    (`$PHI3_LSP_CACHE` naming a file, a read-only disk) is the user's to fix: one line."""
+def _held_lock(entry: Path, waiting: Callable[[], object] = lambda: None) -> FileLock:
+    """The build lock of `entry`, acquired; `waiting()` is called while another process holds
+    it (see `build_once`). A cache folder that cannot be made or written (`$PHI3_LSP_CACHE`
+    naming a file, a read-only disk) is the user's to fix: one line."""
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(_lock_file(entry)))
-        lock.acquire()
+        while not _acquired(lock, LOCK_CHECK_SECONDS):
+            waiting()
     except OSError as error:
         raise CacheNotWritableError(
             f"phi3-lsp cannot write to its cache folder {entry.parent} "
             f"({error.strerror or error}): set {CACHE_ENV} to a folder it can write to."
         ) from error
     return lock
+
+
+def _acquired(lock: FileLock, timeout: float) -> bool:
+    """Whether `lock` was acquired within `timeout` seconds."""
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:  # an OSError (TimeoutError), which is not the cache's fault
+        return False
+    return True
 
 
 def remove_built(entry: Path) -> None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import (
     conversion_hook,
@@ -303,7 +304,11 @@ def _gguf_converted(
                 "device": folder_device(path),
                 TOKEN_FLAGS: LLAMA_CPP,
             }
-            build_once(entry, convert, manifest=manifest)
+            another = ProgressUpdate(
+                "converting", f"Waiting for another phi3-lsp process to convert {path.name}"
+            )
+            waiting = waiting_for_another_process(report, stop, another)
+            build_once(entry, convert, manifest=manifest, waiting=waiting)
         # The conversion of the file before it changed, or of one deleted since: a Phi-3-mini
         # GGUF's weights are 15 GB in fp32.
         remove_superseded(entry, "gguf")

@@ -8,10 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from model_sources import folder_source
 from phi3_lsp import int4_cache
@@ -19,6 +22,7 @@ from phi3_lsp.engine import ModelEngine
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry
 from phi3_lsp.int4_weights import Int4Weight
 from phi3_lsp.paths import MANIFEST, is_built
+from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.quantize import int4_tensors
 
 
@@ -53,6 +57,35 @@ def test_a_second_load_reads_the_layers_instead_of_quantizing(
     assert all(torch.equal(stored[name], read[name]) for name in stored)
     assert greedy_ids(second) == greedy_ids(first)
     assert second.architecture().repr == first.architecture().repr
+
+
+def test_a_load_while_another_process_makes_the_layers_waits_and_reads_theirs(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two editor windows opened at once, or `phi3-lsp quantize` beside a server: each made the
+    # same layers (Phi-3-mini's: 35-50 s of a core), one process's then thrown away.
+    first = load_int4(checkpoint)
+    entry = int4_entry(checkpoint)
+    theirs = entry.rename(tmp_path / "made-by-the-other-process")
+
+    def refuse(weight: torch.Tensor) -> Int4Weight:
+        raise AssertionError("quantized while another process made the same layers")
+
+    monkeypatch.setattr(Int4Weight, "quantize", refuse)
+    told = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message.endswith("Waiting for another phi3-lsp process to make its 4-bit layers"):
+            told.set()
+
+    source = folder_source(checkpoint, weights=True)
+    with ThreadPoolExecutor(1) as loader:
+        with FileLock(str(entry.parent / f".{entry.name}.lock")):  # the other process's build
+            loading = loader.submit(ModelEngine.load, source, progress=report, weights="int4")
+            assert told.wait(60), "it says what it waits for"
+            theirs.rename(entry)  # the other process's layers, made
+        second = loading.result(timeout=60)
+    assert greedy_ids(second) == greedy_ids(first)
 
 
 def test_a_changed_checkpoint_gets_layers_of_its_own(checkpoint: Path) -> None:

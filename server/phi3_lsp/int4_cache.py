@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
 from phi3_lsp.paths import (
     build_once,
@@ -29,6 +30,7 @@ from phi3_lsp.paths import (
     remove_built,
     remove_superseded,
 )
+from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
@@ -53,14 +55,9 @@ def load_int4(
     """
     entry = int4_entry(weights_dir)
     if not is_built(entry):
-        stored = int4_tensors_from_files(shapes(), weights_dir)
-        if stored is not None:
-            report("Storing it in 4 bits, one weight at a time (once: later loads read the cache)")
-            log.info("Made %d 4-bit tensors from the files of %s", len(stored), weights_dir)
-            _store(entry, weights_dir, stored)
-            model = load_checkpoint()
-            quantize_to_int4(model, stored)
-            return model
+        made = _made_once(entry, load_checkpoint, weights_dir, report, shapes)
+        if made is not None:
+            return made
     if is_built(entry):
         report("Reading its 4-bit layers from the cache")
         model = load_checkpoint()
@@ -71,12 +68,66 @@ def load_int4(
         except (OSError, KeyError, ValueError, SafetensorError) as error:
             log.warning("The 4-bit cache %s is unusable (%s); quantizing again.", entry, error)
             remove_built(entry)  # unless a build of it holds the lock: then it makes a new one
+    model, stored = _made(load_checkpoint, weights_dir, report, shapes)
+    _store(entry, weights_dir, stored)
+    return model
+
+
+def _made_once(
+    entry: Path,
+    load_checkpoint: Callable[[], nn.Module],
+    weights_dir: Path,
+    report: Callable[[str], None],
+    shapes: Callable[[], nn.Module],
+) -> nn.Module | None:
+    """The model in its int4 form, its layers made and kept in `entry` under the entry's build
+    lock; None when another process made them (it is waited for, and the caller reads them) or
+    when the lock cannot be taken (a cache that cannot be written).
+
+    Two editor windows opened at once, or `phi3-lsp quantize` beside a server, would otherwise
+    each make the same layers (Phi-3-mini's: 35-50 s of a core), one process's then unused.
+    """
+    made: list[nn.Module] = []
+
+    def make(staging: Path) -> None:
+        model, stored = _made(load_checkpoint, weights_dir, report, shapes)
+        made.append(model)
+        save_file(stored, str(staging / TENSORS_FILE))
+
+    another = ProgressUpdate(
+        "loading", "Waiting for another phi3-lsp process to make its 4-bit layers"
+    )
+    waiting = waiting_for_another_process(lambda update: report(update.message), None, another)
+    try:
+        build_once(entry, make, _manifest(weights_dir), waiting=waiting)
+    except OSError as error:  # a full or read-only disk costs the next load time, nothing else
+        log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
+    else:
+        if made:
+            _remove_superseded(entry)
+    return made[0] if made else None
+
+
+def _made(
+    load_checkpoint: Callable[[], nn.Module],
+    weights_dir: Path,
+    report: Callable[[str], None],
+    shapes: Callable[[], nn.Module],
+) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The model in its int4 form, and its `int4_tensors`: made from the files one weight at a
+    time where they allow it (see `checkpoint_int4`), else from the loaded model."""
+    stored = int4_tensors_from_files(shapes(), weights_dir)
+    if stored is not None:
+        report("Storing it in 4 bits, one weight at a time (once: later loads read the cache)")
+        log.info("Made %d 4-bit tensors from the files of %s", len(stored), weights_dir)
+        model = load_checkpoint()
+        quantize_to_int4(model, stored)
+        return model, stored
     model = load_checkpoint()
     report("Storing it in 4 bits (once: later loads read the cache)")
     layers = quantize_to_int4(model)
-    log.info("Stored %d linear layers in 4 bits; keeping them in %s", layers, entry)
-    _store(entry, weights_dir, int4_tensors(model))
-    return model
+    log.info("Stored %d linear layers in 4 bits", layers)
+    return model, int4_tensors(model)
 
 
 def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> None:
@@ -85,17 +136,21 @@ def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> N
         build_once(
             entry,
             lambda staging: save_file(stored, str(staging / TENSORS_FILE)),
-            manifest={
-                "weights": str(weights_dir.resolve()),
-                "device": folder_device(weights_dir),
-                "torch": torch.__version__,
-                "cpu": _cpu_code_path(),
-            },
+            _manifest(weights_dir),
         )
     except OSError as error:  # a full or read-only disk costs the next load time, nothing else
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
         return
     _remove_superseded(entry)
+
+
+def _manifest(weights_dir: Path) -> dict[str, object]:
+    return {
+        "weights": str(weights_dir.resolve()),
+        "device": folder_device(weights_dir),
+        "torch": torch.__version__,
+        "cpu": _cpu_code_path(),
+    }
 
 
 def _remove_superseded(entry: Path) -> None:

@@ -16,10 +16,11 @@
  * that is seen, for a few milliseconds.
  *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
- * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active, the user turns the suggestion down (it is
- * pending meanwhile, so that the extension's Escape binding applies, pendingSuggestions.ts),
- * inline completions are turned off, an answer at another place comes, or the client stops. One
- * suggestion grows at a time, and the answers to its own asks start nothing.
+ * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active,
+ * the user turns the suggestion down (it is pending meanwhile, so that the extension's Escape
+ * binding applies, pendingSuggestions.ts), inline completions are turned off, an answer at
+ * another place comes, or the client stops. One suggestion grows at a time, and the answers to
+ * its own asks start nothing.
  *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */
@@ -30,9 +31,10 @@ import type { ServerStatusSource } from "./modelLoad";
 /**
  * How often the server is asked for a growing suggestion. It adds whole lines (or, on the first
  * line, tokens: Phi-3 makes ~4 a second on a CPU), and each ask costs it a few milliseconds
- * with no model work: half a second looks like streaming without flooding it.
+ * with no model work; but each new text shown blinks (see above): once a second looks like
+ * writing without flickering.
  */
-export const GROW_EVERY_MS = 500;
+export const GROW_EVERY_MS = 1000;
 
 interface Disposable {
   dispose(): void;

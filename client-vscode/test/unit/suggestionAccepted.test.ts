@@ -10,6 +10,7 @@ import {
   endOfInsertion,
   SUGGESTION_ACCEPTED_COMMAND,
 } from "../../src/suggestionAccepted";
+import { quietHooks } from "./middlewareFixtures";
 
 const uri = "file:///tmp/notes.txt";
 const document = { uri, version: 3 } as unknown as vscode.TextDocument;
@@ -21,17 +22,13 @@ const neverCancelled = {
 
 /** The middleware of a client whose requests wait `debounceMs` when automatic or said so. */
 function middlewareWith(debounceMs: number, askedAfterAccept?: AsksAfterAccept) {
-  return inlineCompletionMiddleware({
-    currentSettings: () => ({ inlineCompletions: true, debounceMs }),
-    cannotSuggest: () => false,
-    untilModelLoaded: () => Promise.resolve(true),
-    requestStarted: () => undefined,
-    requestFinished: () => undefined,
-    watchPlace: () => ({ dispose: () => undefined }),
-    askAgain: () => undefined,
-    askedAfterAccept: (asked, at) => askedAfterAccept?.take(asked.uri.toString(), at) ?? false,
-    suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
-  });
+  return inlineCompletionMiddleware(
+    quietHooks({
+      currentSettings: () => ({ inlineCompletions: true, debounceMs }),
+      askedAfterAccept: (asked, at) => askedAfterAccept?.take(asked.uri.toString(), at) ?? false,
+      suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
+    }),
+  );
 }
 
 /** What VS Code gets from the middleware for a server answer of `items`. */

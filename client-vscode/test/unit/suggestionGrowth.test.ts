@@ -6,6 +6,7 @@ import { inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware
 import { PendingSuggestions } from "../../src/pendingSuggestions";
 import type { ServerStatus } from "../../src/protocol";
 import { GROW_EVERY_MS, SuggestionGrowth } from "../../src/suggestionGrowth";
+import { quietHooks } from "./middlewareFixtures";
 import { readyStatus, statusSource } from "./statusFixtures";
 
 const ready = readyStatus("smollm2-135m");
@@ -396,26 +397,27 @@ describe("a growing suggestion shown anew through the middleware", () => {
   const answerOf = (text: string) => ({ items: [{ insertText: text }] }) as unknown as Result;
   const nothing = { items: [] } as unknown as Result;
 
-  /** The middleware of a client, wired to the growth as clientMiddleware.ts does. */
+  /** The middleware of a client, wired to the growth of `place` as clientMiddleware.ts does. */
+  function growingMiddleware(place: ReturnType<typeof editor>, debounceMs: number) {
+    const provide = inlineCompletionMiddleware(
+      quietHooks({
+        currentSettings: () => ({ inlineCompletions: true, debounceMs }),
+        suggestionPending: (dismiss) => place.pending.add(dismiss),
+        suggestionShown: (document, position, text, overSuggestWidget) => {
+          place.growth.answered(document, position, text, overSuggestWidget);
+        },
+      }),
+    ).provideInlineCompletionItems;
+    assert.ok(provide);
+    return provide;
+  }
+
+  /** An editor whose asks go through that middleware. */
   function throughMiddleware() {
     const place = editor();
     let editorRequests = 0;
-    const middleware = inlineCompletionMiddleware({
-      // The editor's asks are the user's (`Invoke`): a debounce would hold them for a minute.
-      currentSettings: () => ({ inlineCompletions: true, debounceMs: 60_000 }),
-      cannotSuggest: () => false,
-      untilModelLoaded: () => Promise.resolve(true),
-      requestStarted: () => undefined,
-      requestFinished: () => undefined,
-      watchPlace: () => ({ dispose: () => undefined }),
-      askAgain: () => undefined,
-      suggestionPending: (dismiss) => place.pending.add(dismiss),
-      suggestionShown: (document, position, text, overSuggestWidget) => {
-        place.growth.answered(document, position, text, overSuggestWidget);
-      },
-    });
-    const provide = middleware.provideInlineCompletionItems;
-    assert.ok(provide);
+    // The editor's asks are the user's (`Invoke`): a debounce would hold them for a minute.
+    const provide = growingMiddleware(place, 60_000);
     // VS Code asks again: a request of the user's, which the server answers at once.
     const ask = (position: vscode.Position, answer: Result) => {
       const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
@@ -460,20 +462,7 @@ describe("a growing suggestion shown anew through the middleware", () => {
 
   it("grows nothing from an answer over VS Code's suggest widget", async () => {
     const { place, requests } = throughMiddleware();
-    const provide = inlineCompletionMiddleware({
-      currentSettings: () => ({ inlineCompletions: true, debounceMs: 0 }),
-      cannotSuggest: () => false,
-      untilModelLoaded: () => Promise.resolve(true),
-      requestStarted: () => undefined,
-      requestFinished: () => undefined,
-      watchPlace: () => ({ dispose: () => undefined }),
-      askAgain: () => undefined,
-      suggestionPending: (dismiss) => place.pending.add(dismiss),
-      suggestionShown: (document, position, text, overSuggestWidget) => {
-        place.growth.answered(document, position, text, overSuggestWidget);
-      },
-    }).provideInlineCompletionItems;
-    assert.ok(provide);
+    const provide = growingMiddleware(place, 0);
     const selected = {
       triggerKind: 0,
       selectedCompletionInfo: { range: {}, text: "tokenizer" },

@@ -448,15 +448,22 @@ def test_a_gguf_file_changed_or_deleted_leaves_no_conversion_behind(
     assert gone.tokenizer_dir not in entries
 
 
+def gguf_to_convert(smollm2_dir: Path, cache: Path) -> ModelSource:
+    """SmolLM2's GGUF, its tokenizer at hand and its weights still to convert into `cache`."""
+    later = resolve_model(
+        str(smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"), cache=cache, weights="later"
+    )
+    assert later.conversion is not None
+    return later
+
+
 @pytest.mark.slow
 def test_a_gguf_conversion_shows_how_far_it_is_and_stops_when_told(
     tmp_path: Path, smollm2_dir: Path
 ) -> None:
     # A Phi-3-mini GGUF's conversion takes minutes: another model chosen meanwhile must not
     # wait for its end.
-    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
-    assert later.conversion is not None
+    later = gguf_to_convert(smollm2_dir, tmp_path)
     watch = ConversionWatch(stop_at=0.5)
     with pytest.raises(LoadStopped):
         fetch_weights(later, progress=watch, stop=watch.stop)
@@ -477,15 +484,17 @@ def test_a_load_waiting_for_another_processs_conversion_says_so_and_ends_when_th
 ) -> None:
     # Two editor windows on one GGUF: the second waits for the first's conversion (a Phi-3-mini
     # GGUF's: minutes). It said nothing of it, and another model chosen meanwhile waited too.
-    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
+    later = gguf_to_convert(smollm2_dir, tmp_path)
     assert later.conversion is not None
     entry = later.conversion.entry
     stop = LoadStop()
     told = threading.Event()
 
     def report(update: ProgressUpdate) -> None:
-        if update.message == f"Waiting for another phi3-lsp process to convert {gguf.name}":
+        if (
+            update.message
+            == "Waiting for another phi3-lsp process to convert SmolLM2-135M-Instruct.Q4_1.gguf"
+        ):
             told.set()
 
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -507,8 +516,7 @@ def test_a_gguf_conversion_shows_its_writing_and_stops_during_it(
     # A Phi-3-mini GGUF's fp32 weights are 15 GB to write: the status must not say 100 % while
     # they are written, and a model chosen meanwhile must not wait for the last of them.
     monkeypatch.setattr(gguf_convert, "WEIGHT_FILE_SIZE", "200MB")  # SmolLM2's 540 MB: 3 files
-    gguf = smollm2_dir / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    later = resolve_model(str(gguf), cache=tmp_path, weights="later")
+    later = gguf_to_convert(smollm2_dir, tmp_path)
     watch = ConversionWatch(stop_at=0.85)
     files_written_when_shown: dict[float, int] = {}
 

@@ -35,6 +35,7 @@ export function clientMiddleware(
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+    refreshing: deps.refreshingSuggestion,
   });
   const middleware = inlineCompletionMiddleware({
     currentSettings: () => deps.settings(),

@@ -2,12 +2,14 @@
  * Asking VS Code for inline suggestions again, in the editor where a suggestion's place is:
  * once a late answer is there (inlineCompletionMiddleware.ts), when its editor becomes active
  * again (asksOnReturn.ts), after a suggestion was accepted to its end (suggestionAccepted.ts), and
- * while a suggestion grows (suggestionGrowth.ts).
+ * while a suggestion grows (suggestionGrowth.ts); and accepting a suggestion the editor hides
+ * for a moment to show it grown (refreshingSuggestion.ts).
  */
 
 import * as vscode from "vscode";
 import { AsksOnReturn, type EditorPlace } from "./asksOnReturn";
-import { AsksAfterAccept, acceptedPlace } from "./suggestionAccepted";
+import { type AcceptedPart, acceptedText, type RefreshingSuggestion } from "./refreshingSuggestion";
+import { AsksAfterAccept, acceptedPlace, endOfInsertion } from "./suggestionAccepted";
 
 /** Asks VS Code for inline suggestions at the cursor of the active editor. */
 function askAtCursor(): void {
@@ -33,7 +35,9 @@ function askIfCursorThere(document: vscode.TextDocument, position: vscode.Positi
  *
  * Asked again at the place and document version of the suggestion it shows, VS Code keeps that
  * one: it answers an automatic request from what it has, and puts the shown suggestion first
- * among the answers to the user's. Hidden first, the fresh answer shows.
+ * among the answers to the user's. Hidden first, the fresh answer shows. Nothing else gets it
+ * shown: VS Code 1.139 asks its providers again at the same place and version only for a request
+ * of the user's after an automatic one, and a provider's change event is proposed API.
  */
 export async function showAgainIfCursorThere(
   document: vscode.TextDocument,
@@ -142,4 +146,49 @@ export function askAgainAfterAccept(...args: unknown[]): void {
     asksAfterAccept.asked(accepted.uri, accepted.end);
     askAtCursor();
   }
+}
+
+/** What the keys do without a suggestion: Tab's own command, and Ctrl+Right's. */
+const KEY_COMMANDS: Record<AcceptedPart, string> = { all: "tab", word: "cursorWordEndRight" };
+
+/**
+ * Tab ("all") or Ctrl+Right ("word") while the editor hides a growing suggestion to show it
+ * grown: inserts what VS Code would have accepted of the text shown, puts the cursor after it and
+ * asks for the rest, as accepting it does; if the editor has moved on (an edit, another cursor)
+ * or the key accepts nothing there, does what the key does without a suggestion.
+ */
+export async function acceptRefreshing(
+  refreshing: RefreshingSuggestion<vscode.TextDocument, vscode.Position>,
+  part: AcceptedPart,
+): Promise<void> {
+  const shown = refreshing.take();
+  const editor = vscode.window.activeTextEditor;
+  const text =
+    shown !== undefined &&
+    editor?.document === shown.document &&
+    shown.document.version === shown.version &&
+    cursorAloneAt(shown.document, shown.position)
+      ? acceptedText(
+          shown.text,
+          part,
+          shown.document.lineAt(shown.position.line).text.slice(0, shown.position.character),
+          typeof editor.options.tabSize === "number" ? editor.options.tabSize : 4,
+        )
+      : undefined;
+  if (editor === undefined || shown === undefined || !text) {
+    await vscode.commands.executeCommand(KEY_COMMANDS[part]);
+    return;
+  }
+  const { document, position } = shown;
+  const inserted = await editor.edit((edit) => {
+    edit.insert(position, text);
+  });
+  if (!inserted) {
+    return;
+  }
+  const end = endOfInsertion(position, text);
+  const cursor = new vscode.Position(end.line, end.character);
+  editor.selection = new vscode.Selection(cursor, cursor);
+  editor.revealRange(new vscode.Range(cursor, cursor));
+  askAgainAfterAccept(document.uri.toString(), end.line, end.character);
 }

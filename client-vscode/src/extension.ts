@@ -5,7 +5,7 @@ import { reportOnceLoaded } from "./architectureRefresh";
 import { ArchitectureDocuments } from "./architectureView";
 import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
-import { askAgainAfterAccept } from "./editorAsks";
+import { acceptRefreshing, askAgainAfterAccept } from "./editorAsks";
 import {
   isArchitectureReport,
   isServerStatus,
@@ -15,6 +15,7 @@ import {
   STATUS_COMMAND,
 } from "./protocol";
 import { PendingSuggestions } from "./pendingSuggestions";
+import { RefreshingSuggestion } from "./refreshingSuggestion";
 import {
   loadedWithoutWeights,
   OFFLINE_MODEL,
@@ -41,6 +42,9 @@ const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
 /** Bound to Escape in package.json while `PENDING_CONTEXT` holds. */
 const DISMISS_COMMAND = "phi3.dismissSuggestion";
 const PENDING_CONTEXT = "phi3.suggestionPending";
+/** Bound to Tab and Ctrl+Right in package.json while `REFRESHING_CONTEXT` holds. */
+const ACCEPT_REFRESHING_COMMAND = "phi3.acceptRefreshingSuggestion";
+const REFRESHING_CONTEXT = "phi3.suggestionRefreshing";
 
 function currentSettings(): ExtensionSettings {
   const section = vscode.workspace.getConfiguration(SETTINGS_SECTION);
@@ -57,11 +61,17 @@ export function activate(context: vscode.ExtensionContext): void {
   const pendingSuggestions = new PendingSuggestions((pending) => {
     void vscode.commands.executeCommand("setContext", PENDING_CONTEXT, pending);
   });
+  const refreshingSuggestion = new RefreshingSuggestion<vscode.TextDocument, vscode.Position>(
+    (refreshing) => {
+      void vscode.commands.executeCommand("setContext", REFRESHING_CONTEXT, refreshing);
+    },
+  );
   const session = new ServerSession({
     output,
     statusBar,
     settings: currentSettings,
     pendingSuggestions,
+    refreshingSuggestion,
   });
   activeSession = session;
   context.subscriptions.push(output, statusBar, architecture, session);
@@ -83,6 +93,12 @@ export function activate(context: vscode.ExtensionContext): void {
   // Run by VS Code, with the suggestion's place, once a suggestion is accepted to its end.
   context.subscriptions.push(
     vscode.commands.registerCommand(SUGGESTION_ACCEPTED_COMMAND, askAgainAfterAccept),
+  );
+  // Tab ("all") or Ctrl+Right ("word") while a growing suggestion is hidden to show it grown.
+  context.subscriptions.push(
+    vscode.commands.registerCommand(ACCEPT_REFRESHING_COMMAND, (part: unknown) =>
+      acceptRefreshing(refreshingSuggestion, part === "word" ? "word" : "all"),
+    ),
   );
   // Escape while a suggestion is pending: turn it down, and hide any that is already shown.
   register(DISMISS_COMMAND, () => {

@@ -2,6 +2,7 @@
 
 import type * as vscode from "vscode";
 import type { PendingSuggestions } from "./pendingSuggestions";
+import type { RefreshingSuggestion } from "./refreshingSuggestion";
 import type { ExtensionSettings } from "./settings";
 import type { StatusBar } from "./statusBar";
 
@@ -11,4 +12,6 @@ export interface SessionDependencies {
   readonly settings: () => ExtensionSettings;
   /** Suggestions not shown yet, for Escape to turn down. */
   readonly pendingSuggestions: PendingSuggestions;
+  /** A growing suggestion the editor hides for a moment to show it grown, for Tab to accept. */
+  readonly refreshingSuggestion: RefreshingSuggestion<vscode.TextDocument, vscode.Position>;
 }

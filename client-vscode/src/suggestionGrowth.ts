@@ -13,7 +13,8 @@
  * VS Code does not ask its provider again for a place and a document version it has a
  * suggestion for (the user's trigger keeps the one shown), so the server is asked directly, and
  * the editor only when there is more to show: it has to hide the shown suggestion first, and
- * that is seen, for a few milliseconds.
+ * that is seen, for a few milliseconds; meanwhile the suggestion is refreshing: Tab and
+ * Ctrl+Right accept the text that was shown (refreshingSuggestion.ts).
  *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
  * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active,
@@ -27,6 +28,7 @@
 
 import type * as vscode from "vscode";
 import type { ServerStatusSource } from "./modelLoad";
+import type { RefreshingSuggestion } from "./refreshingSuggestion";
 
 /**
  * How often the server is asked for a growing suggestion. It adds whole lines (or, on the first
@@ -75,6 +77,8 @@ export interface GrowthHooks {
    * user turns it down first.
    */
   suggestionPending(dismiss: () => void): Disposable;
+  /** Told when the editor hides the suggestion to show it grown, and when that is over. */
+  readonly refreshing?: RefreshingSuggestion<vscode.TextDocument, vscode.Position>;
   /** Calls `tick` every `ms` until disposed; setInterval unless a test drives it. */
   every?(ms: number, tick: () => void): Disposable;
 }
@@ -113,7 +117,8 @@ function everyWithTimers(ms: number, tick: () => void): Disposable {
 interface Growth {
   readonly place: Place;
   shown: string;
-  stop(): void;
+  /** `refreshed`: after its last ask, whose answer is still to show (and ends refreshing). */
+  stop(refreshed?: boolean): void;
 }
 
 /** The one growing suggestion of a client; disposed with it. */
@@ -149,9 +154,11 @@ export class SuggestionGrowth implements Disposable {
     }
     if (this.current !== undefined && samePlace(this.current.place, place)) {
       this.current.shown = text; // the answer to its own ask
+      this.hooks.refreshing?.answered();
       return;
     }
     if (this.disposed || (this.grownAt !== undefined && samePlace(this.grownAt, place))) {
+      this.hooks.refreshing?.answered(); // the answer to its last ask, once it has stopped
       return;
     }
     // Generating, the server will have more to show; an answer at another place replaces this.
@@ -179,12 +186,15 @@ export class SuggestionGrowth implements Disposable {
     const growth: Growth = {
       place,
       shown,
-      stop: () => {
+      stop: (refreshed = false) => {
         if (this.current === growth) {
           this.current = undefined;
         }
         for (const handle of handles.splice(0)) {
           handle.dispose();
+        }
+        if (!refreshed) {
+          hooks.refreshing?.end();
         }
       },
     };
@@ -202,6 +212,8 @@ export class SuggestionGrowth implements Disposable {
       const text = await hooks.serverText(document, position).catch(() => undefined);
       const wanted = () => live() && hooks.inlineCompletions();
       if (wanted() && text && text !== growth.shown) {
+        const { version } = place;
+        hooks.refreshing?.begin({ document, version, position, text: growth.shown });
         // Turned down meanwhile (Escape hides it), it must not show again.
         await hooks.showAgain(document, position, wanted);
       }
@@ -230,7 +242,7 @@ export class SuggestionGrowth implements Disposable {
       statusChanges.dispose();
       timer.dispose();
       void refresh().finally(() => {
-        growth.stop();
+        growth.stop(true);
       });
     });
     const timer = ticks(GROW_EVERY_MS, tick);

@@ -42,7 +42,7 @@ interface Manifest {
   activationEvents: string[];
   contributes: {
     commands: { command: string; title: string; category: string }[];
-    keybindings: { command: string; key?: string; when: string }[];
+    keybindings: { command: string; key?: string; mac?: string; args?: string; when: string }[];
   };
 }
 
@@ -115,6 +115,42 @@ describe("the packaged extension (.vsix)", () => {
     const bundle = files.get("extension/dist/extension.js") ?? "";
     assert.match(bundle, /"phi3\.suggestionPending"/);
     assert.match(bundle, /"phi3\.dismissSuggestion"/);
+  });
+
+  it("binds Tab and Ctrl+Right to accepting a growing suggestion only while it is hidden", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const accepts = manifest.contributes.keybindings.filter(
+      (binding) => binding.command === "phi3.acceptRefreshingSuggestion",
+    );
+    assert.deepEqual(
+      accepts.map(({ key, mac, args }) => ({ key, mac, args })),
+      [
+        { key: "tab", mac: undefined, args: "all" },
+        { key: "ctrl+right", mac: "cmd+right", args: "word" },
+      ],
+    );
+    for (const binding of accepts) {
+      const conditions = binding.when.split(" && ");
+      // The context key the extension sets; VS Code's own accept whenever ghost text shows; and
+      // what keeps the keys for the suggest widget, selections, snippets and input methods.
+      for (const condition of [
+        "editorTextFocus",
+        "phi3.suggestionRefreshing",
+        "!inlineSuggestionVisible",
+        "!suggestWidgetVisible",
+        "!editorHasSelection",
+        "!editorHasMultipleSelections",
+        "!inSnippetMode",
+        "!isComposing",
+        "!editorReadonly",
+      ]) {
+        assert.ok(conditions.includes(condition), `${binding.key} lacks ${condition}`);
+      }
+    }
+    assert.ok(accepts[0]?.when.split(" && ").includes("!editorTabMovesFocus"));
+    const bundle = files.get("extension/dist/extension.js") ?? "";
+    assert.match(bundle, /"phi3\.suggestionRefreshing"/);
+    assert.match(bundle, /"phi3\.acceptRefreshingSuggestion"/);
   });
 
   it("holds only what the extension needs", () => {

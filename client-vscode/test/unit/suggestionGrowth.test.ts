@@ -4,6 +4,7 @@ import type * as vscode from "vscode";
 import { CancellationTokenSource } from "vscode-languageserver-protocol";
 import { inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware";
 import { PendingSuggestions } from "../../src/pendingSuggestions";
+import { RefreshingSuggestion, SHOW_GRACE_MS } from "../../src/refreshingSuggestion";
 import type { ServerStatus } from "../../src/protocol";
 import { GROW_EVERY_MS, SuggestionGrowth } from "../../src/suggestionGrowth";
 import { quietHooks } from "./middlewareFixtures";
@@ -36,6 +37,16 @@ function editor(status: ServerStatus = generating) {
   /** Each time the editor was made to show the server's answer anew: where, and the text then. */
   const shownAgain: string[] = [];
   const pending = new PendingSuggestions(() => undefined);
+  /** The refreshing suggestion's ends to come: their delays, run by `refreshTimePasses`. */
+  const refreshTimers = new Set<{ ms: number; run: () => void }>();
+  const refreshing = new RefreshingSuggestion<vscode.TextDocument, vscode.Position>(
+    () => undefined,
+    (ms, run) => {
+      const timer = { ms, run };
+      refreshTimers.add(timer);
+      return { dispose: () => refreshTimers.delete(timer) };
+    },
+  );
   /** What the editor does once made to show it anew: here, nothing; see `showing`. */
   let onShow: (position: vscode.Position) => void = () => undefined;
   /** How the server's answers come: at once unless the test holds them. */
@@ -64,6 +75,7 @@ function editor(status: ServerStatus = generating) {
       return { dispose: () => editorWatchers.delete(listener) };
     },
     suggestionPending: (dismiss) => pending.add(dismiss),
+    refreshing,
     every: (ms, tick) => {
       const timer = { ms, tick };
       ticks.add(timer);
@@ -81,6 +93,16 @@ function editor(status: ServerStatus = generating) {
     server,
     shownAgain,
     pending,
+    refreshing,
+    /** `ms` pass for the refreshing suggestion's timers. */
+    refreshTimePasses: (ms: number) => {
+      for (const timer of [...refreshTimers]) {
+        if (timer.ms <= ms) {
+          refreshTimers.delete(timer);
+          timer.run();
+        }
+      }
+    },
     ticks,
     settings,
     status: server.change,
@@ -388,6 +410,89 @@ describe("a growing suggestion stops growing", () => {
     await place.tick();
     assert.deepEqual(place.shownAgain, []);
     assert.equal(place.pending.pending, false);
+  });
+});
+
+describe("a growing suggestion while the editor hides it to show more", () => {
+  it("is refreshing with the text shown before, until its grown text shows", async () => {
+    const place = editor();
+    /** What Tab would accept the moment the editor hid the suggestion. */
+    const whileHidden: unknown[] = [];
+    place.showing(() => {
+      whileHidden.push({ ...place.refreshing.take() });
+    });
+    place.answeredAt(cursor, "_");
+    assert.equal(place.refreshing.refreshing, false, "nothing is hidden yet");
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(whileHidden, [
+      { document: place.document, version: 1, position: cursor, text: "_" },
+    ]);
+  });
+
+  it("stays refreshing a moment after its grown text went to the editor, then ends", async () => {
+    const place = editor();
+    place.showing(() => undefined);
+    place.answeredAt(cursor, "_");
+    place.server.text = "_ids";
+    await place.tick();
+    assert.equal(place.refreshing.refreshing, true, "hidden, no grown text yet");
+    place.answeredAt(cursor, "_ids"); // the editor's ask, answered
+    assert.equal(place.refreshing.refreshing, true, "VS Code shows it a moment later");
+    place.refreshTimePasses(SHOW_GRACE_MS);
+    assert.equal(place.refreshing.refreshing, false);
+  });
+
+  it("ends at once when the growth stops: an edit, Escape, the cursor or the editor moving", async () => {
+    const stops: [string, (place: ReturnType<typeof editor>) => void][] = [
+      [
+        "an edit",
+        (place) => {
+          place.edit();
+        },
+      ],
+      [
+        "Escape",
+        (place) => {
+          place.escape();
+        },
+      ],
+      [
+        "the cursor",
+        (place) => {
+          place.moveCursor();
+        },
+      ],
+      [
+        "another editor",
+        (place) => {
+          place.switchEditor();
+        },
+      ],
+    ];
+    for (const [name, stop] of stops) {
+      const place = editor();
+      place.showing(() => undefined);
+      place.answeredAt(cursor, "_");
+      place.server.text = "_ids";
+      await place.tick();
+      stop(place);
+      assert.equal(place.refreshing.take(), undefined, name);
+    }
+  });
+
+  it("shows the whole text at the end refreshing too, until it goes to the editor", async () => {
+    const place = editor();
+    place.showing(() => undefined);
+    place.answeredAt(cursor, "_");
+    place.server.text = "_ids = tokenizer(text)";
+    place.status(ready);
+    await settled();
+    assert.equal(place.growth.growing, false, "its last ask made");
+    assert.equal(place.refreshing.refreshing, true, "the whole text not shown yet");
+    place.answeredAt(cursor, "_ids = tokenizer(text)");
+    place.refreshTimePasses(SHOW_GRACE_MS);
+    assert.equal(place.refreshing.refreshing, false);
   });
 });
 

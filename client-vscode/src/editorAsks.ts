@@ -148,8 +148,11 @@ export function askAgainAfterAccept(...args: unknown[]): void {
   }
 }
 
-/** What the keys do without a suggestion: Tab's own command, and Ctrl+Right's. */
-const KEY_COMMANDS: Record<AcceptedPart, string> = { all: "tab", word: "cursorWordEndRight" };
+/** What the keys do without a suggestion: Tab's, and Ctrl+Right's (Cmd+Right's on a Mac). */
+const KEY_COMMANDS: Record<AcceptedPart, string> = {
+  all: "tab",
+  word: process.platform === "darwin" ? "cursorEnd" : "cursorWordEndRight",
+};
 
 /**
  * Tab ("all") or Ctrl+Right ("word") while the editor hides a growing suggestion to show it

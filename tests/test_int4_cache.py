@@ -202,3 +202,22 @@ def test_a_bf16_checkpoint_gets_its_layers_from_its_files_and_the_same_text(
     assert made.keys() == read.keys()
     assert all(torch.equal(made[name], read[name]) for name in made)
     assert greedy_ids(from_files) == greedy_ids(from_model)
+
+
+def test_a_checkpoint_that_cannot_be_read_fails_once_with_its_own_error(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Making the layers runs under the cache entry's lock, where a full disk is only logged:
+    # an unreadable checkpoint must not pass for the cache's fault, nor be read a second time.
+    reads: list[Path] = []
+
+    def unreadable(shapes: object, weights_dir: Path) -> None:
+        reads.append(weights_dir)
+        raise OSError("Input/output error reading model.safetensors")
+
+    monkeypatch.setattr(int4_cache, "int4_tensors_from_files", unreadable)
+    with caplog.at_level(logging.WARNING), pytest.raises(OSError, match="Input/output error"):
+        load_int4(checkpoint)
+    assert len(reads) == 1
+    assert "Could not keep the 4-bit layers" not in caplog.text
+    assert not is_built(int4_entry(checkpoint))

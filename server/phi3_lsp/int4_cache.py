@@ -54,11 +54,12 @@ def load_int4(
     (damaged, or from another version of the model code) is made again.
     """
     entry = int4_entry(weights_dir)
-    if not is_built(entry):
+    for _ in range(2):  # a second round makes again an entry found unusable
         made = _made_once(entry, load_checkpoint, weights_dir, report, shapes)
         if made is not None:
             return made
-    if is_built(entry):
+        if not is_built(entry):
+            break  # the cache cannot be written
         report("Reading its 4-bit layers from the cache")
         model = load_checkpoint()
         try:
@@ -68,8 +69,7 @@ def load_int4(
         except (OSError, KeyError, ValueError, SafetensorError) as error:
             log.warning("The 4-bit cache %s is unusable (%s); quantizing again.", entry, error)
             remove_built(entry)  # unless a build of it holds the lock: then it makes a new one
-    model, stored = _made(load_checkpoint, weights_dir, report, shapes)
-    _store(entry, weights_dir, stored)
+    model, _ = _made(load_checkpoint, weights_dir, report, shapes)
     return model
 
 
@@ -81,15 +81,18 @@ def _made_once(
     shapes: Callable[[], nn.Module],
 ) -> nn.Module | None:
     """The model in its int4 form, its layers made and kept in `entry` under the entry's build
-    lock; None when another process made them (it is waited for, and the caller reads them) or
-    when the lock cannot be taken (a cache that cannot be written).
+    lock; None when `entry` is built (by another process meanwhile: it is waited for) or the
+    lock cannot be taken (a cache that cannot be written): the caller reads them, or makes them.
 
     Two editor windows opened at once, or `phi3-lsp quantize` beside a server, would otherwise
     each make the same layers (Phi-3-mini's: 35-50 s of a core), one process's then unused.
     """
     made: list[nn.Module] = []
+    making = False
 
     def make(staging: Path) -> None:
+        nonlocal making
+        making = True
         model, stored = _made(load_checkpoint, weights_dir, report, shapes)
         made.append(model)
         save_file(stored, str(staging / TENSORS_FILE))
@@ -100,7 +103,10 @@ def _made_once(
     waiting = waiting_for_another_process(lambda update: report(update.message), None, another)
     try:
         build_once(entry, make, _manifest(weights_dir), waiting=waiting)
-    except OSError as error:  # a full or read-only disk costs the next load time, nothing else
+    except OSError as error:
+        if making and not made:
+            raise  # the checkpoint could not be read: not the cache's fault
+        # A full or read-only disk costs the next load time, nothing else.
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
     else:
         if made:
@@ -128,20 +134,6 @@ def _made(
     layers = quantize_to_int4(model)
     log.info("Stored %d linear layers in 4 bits", layers)
     return model, int4_tensors(model)
-
-
-def _store(entry: Path, weights_dir: Path, stored: dict[str, torch.Tensor]) -> None:
-    """Keep `stored` (`int4_tensors` of the checkpoint in `weights_dir`) in `entry`."""
-    try:
-        build_once(
-            entry,
-            lambda staging: save_file(stored, str(staging / TENSORS_FILE)),
-            _manifest(weights_dir),
-        )
-    except OSError as error:  # a full or read-only disk costs the next load time, nothing else
-        log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
-        return
-    _remove_superseded(entry)
 
 
 def _manifest(weights_dir: Path) -> dict[str, object]:

@@ -10,6 +10,7 @@ import {
   InlineCompletionRequest,
   InlineCompletionTriggerKind,
 } from "vscode-languageclient";
+import { answerItems } from "./answerItems";
 import { asksAfterAccept, EditorAsks, showAgainIfCursorThere } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
@@ -90,8 +91,7 @@ async function serverText(
     position: converter.asPosition(position),
     context: { triggerKind: InlineCompletionTriggerKind.Invoked },
   });
-  const items = Array.isArray(answer) ? answer : (answer?.items ?? []);
-  const text = items[0]?.insertText;
+  const text = answerItems(answer)[0]?.insertText;
   return typeof text === "string" ? text : undefined;
 }
 

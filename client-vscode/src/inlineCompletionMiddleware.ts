@@ -26,6 +26,7 @@
 
 import type * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient";
+import { answerItems } from "./answerItems";
 import { type CancellationSignal, RequestCancellation, whenCancelled } from "./cancellation";
 import { waitUnlessCancelled } from "./debounce";
 import { withAcceptedCommand } from "./suggestionAccepted";
@@ -246,14 +247,12 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
 function suggestionText(
   result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
 ): string | undefined {
-  const items = Array.isArray(result) ? result : (result?.items ?? []);
-  const text = items[0]?.insertText;
+  const text = answerItems(result)[0]?.insertText;
   return typeof text === "string" && text !== "" ? text : undefined;
 }
 
 function hasSuggestion(
   result: vscode.InlineCompletionItem[] | vscode.InlineCompletionList | null | undefined,
 ): boolean {
-  const items = Array.isArray(result) ? result : (result?.items ?? []);
-  return items.some((item) => item.insertText !== "");
+  return answerItems(result).some((item) => item.insertText !== "");
 }

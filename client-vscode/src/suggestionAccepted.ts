@@ -15,6 +15,7 @@
  */
 
 import type * as vscode from "vscode";
+import { answerItems } from "./answerItems";
 
 /** Registered by the extension; not in the command palette. */
 export const SUGGESTION_ACCEPTED_COMMAND = "phi3.suggestionAccepted";
@@ -48,8 +49,7 @@ export function withAcceptedCommand(
   uri: string,
   position: Place,
 ): InlineCompletionResult {
-  const items = Array.isArray(result) ? result : (result?.items ?? []);
-  for (const item of items) {
+  for (const item of answerItems(result)) {
     if (typeof item.insertText !== "string" || item.command !== undefined) {
       continue;
     }

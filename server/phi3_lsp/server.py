@@ -316,6 +316,7 @@ def build_server(default_model: str | None = None) -> Phi3LanguageServer:
         commands,
         completion,
         configuration,
+        dismiss_suggestion,
         documents,
         hover,
         inline_completion,
@@ -329,6 +330,7 @@ def build_server(default_model: str | None = None) -> Phi3LanguageServer:
         inline_completion,
         completion,
         read_at_cursor,
+        dismiss_suggestion,
         hover,
         commands,
     )

@@ -205,6 +205,12 @@ class SuggestionCache:
         """Drop the remembered suggestion (e.g. when the model changes)."""
         self._last = None
 
+    def is_generating_in(self, uri: str) -> bool:
+        """True while the last suggestion is `uri`'s and the model still adds to it."""
+        return (
+            self._last is not None and self._last.uri == uri and not self._last.suggestion.finished
+        )
+
     def forget_document(self, uri: str) -> None:
         """Drop the remembered suggestion if it is `uri`'s: it holds the text before its cursor
         (the part a prompt can use), which a closed document no longer needs."""

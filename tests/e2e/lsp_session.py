@@ -27,6 +27,7 @@ from phi3_lsp.json_values import as_plain
 
 STATUS = "phi3/status"
 READ_AT_CURSOR = "phi3/readAtCursor"
+DISMISS_SUGGESTION = "phi3/dismissSuggestion"
 LOAD_TIMEOUT = 600.0
 """Seconds a model may take to load: SmolLM2 from the cache takes a few on a quiet machine."""
 ANSWER_TIMEOUT = 300.0
@@ -195,6 +196,11 @@ class Phi3Client(LanguageClient):
             ANSWER_TIMEOUT,
         )
         return as_plain(answer)
+
+    def dismiss_suggestion(self, params: Any) -> None:
+        """Tell the server the user turned down the suggestion shown in a document
+        (`phi3/dismissSuggestion`, `{"textDocument": {"uri"}}`)."""
+        self.protocol.notify(DISMISS_SUGGESTION, params)  # type: ignore[no-untyped-call]
 
     async def hover_at(self, uri: str, line: int, character: int) -> types.Hover | None:
         """The hover at a position."""

@@ -214,3 +214,46 @@ async def test_a_request_cancelled_while_its_prompt_is_built_leaves_nothing_to_w
 def end_of(text: str) -> tuple[int, int]:
     """The line and character (UTF-16, ASCII here) at the end of `text`."""
     return text.count("\n"), len(text.split("\n")[-1])
+
+
+def numbered_lines(count: int) -> str:
+    """Numbered lines the model goes on numbering for as long as it may."""
+    return "".join(
+        f"# line {i}: the quick brown fox jumps over the lazy dog\n" for i in range(count)
+    )
+
+
+async def test_a_dismissed_suggestion_stops_its_continuation(budgeted: Phi3Client) -> None:
+    # 400 tokens take SmolLM2 seconds: the dismissal comes long before their end.
+    await budgeted.change_settings({**SETTINGS, "maxNewTokens": 400})
+    try:
+        text = numbered_lines(10)
+        uri = budgeted.open_text("dismissed.txt", text)
+        seen = len(budgeted.statuses)
+        [early] = await budgeted.inline(uri, 10, 0)
+        assert isinstance(early.insert_text, str) and early.insert_text.strip()
+        budgeted.dismiss_suggestion({"textDocument": {"uri": uri}})
+        stopped = await budgeted.wait_for_status(
+            lambda status: status["state"] == "ready", after=seen
+        )
+        assert budgeted.finished_generations_since(seen) == 0, "it ran to its end"
+        assert stopped["weightsLoaded"] is True
+    finally:
+        await budgeted.change_settings(SETTINGS)
+
+
+async def test_dismissing_another_document_leaves_the_continuation_running(
+    budgeted: Phi3Client,
+) -> None:
+    uri = budgeted.open_text("kept.txt", PROMPT)
+    other = budgeted.open_text("other.txt", PROMPT)
+    seen = len(budgeted.statuses)
+    [early] = await budgeted.inline(uri, 0, len(PROMPT))
+    assert isinstance(early.insert_text, str) and early.insert_text.strip()
+    budgeted.dismiss_suggestion({"textDocument": {"uri": other}})
+    # Params without a document are refused, and the server goes on.
+    budgeted.dismiss_suggestion({"uri": uri})
+    await budgeted.wait_for_status(lambda status: status["state"] == "ready", after=seen)
+    assert budgeted.finished_generations_since(seen) == 1, "it was stopped"
+    [rest] = await budgeted.inline(uri, 0, len(PROMPT))
+    assert rest.insert_text == await whole_continuation(budgeted, "kept-whole.txt")

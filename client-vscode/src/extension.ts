@@ -100,9 +100,14 @@ export function activate(context: vscode.ExtensionContext): void {
       acceptRefreshing(refreshingSuggestion, part === "word" ? "word" : "all"),
     ),
   );
-  // Escape while a suggestion is pending: turn it down, and hide any that is already shown.
+  // Escape while a suggestion is pending: turn it down, and hide any that is already shown;
+  // the server stops what it still generates for it.
   register(DISMISS_COMMAND, () => {
     pendingSuggestions.dismissAll();
+    const editor = vscode.window.activeTextEditor;
+    if (editor !== undefined) {
+      session.dismissSuggestion(editor.document);
+    }
     return vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
   });
 

@@ -8,6 +8,8 @@
 export const STATUS_NOTIFICATION = "phi3/status";
 /** Asks the server to read the prompt at a position before a completion there needs it. */
 export const READ_AT_CURSOR_REQUEST = "phi3/readAtCursor";
+/** Tells the server the user turned down the suggestion in a document: its continuation stops. */
+export const DISMISS_SUGGESTION_NOTIFICATION = "phi3/dismissSuggestion";
 export const SHOW_ARCHITECTURE_COMMAND = "phi3.showArchitecture";
 export const STATUS_COMMAND = "phi3.status";
 export const MEASURE_WEIGHT_READS_COMMAND = "phi3.measureWeightReads";

@@ -16,6 +16,7 @@ import { readWhereTheCursorRests } from "./cursorReads";
 import { isCompletedScheme, needsServerNow } from "./firstStart";
 import { isNotRunningError, type Phi3LanguageClient } from "./phi3LanguageClient";
 import { activePythonInterpreter } from "./pythonEnvironment";
+import { DISMISS_SUGGESTION_NOTIFICATION } from "./protocol";
 import {
   chooseInterpreterInTime,
   interpreterAnsweredInTime,
@@ -167,6 +168,23 @@ export class ServerSession implements vscode.Disposable {
       server: () => this.commandServer(),
       views: this.commandWaits,
     });
+  }
+
+  /**
+   * Tells the server the user turned down the suggestion shown in `document`, so that the
+   * continuation it still generates there in the background stops.
+   */
+  dismissSuggestion(document: vscode.TextDocument): void {
+    const client = this.client;
+    if (client?.isRunning() !== true) {
+      return;
+    }
+    const textDocument = client.code2ProtocolConverter.asTextDocumentIdentifier(document);
+    client
+      .sendNotification(DISMISS_SUGGESTION_NOTIFICATION, { textDocument })
+      .catch((error: unknown) => {
+        this.deps.output.debug(`${DISMISS_SUGGESTION_NOTIFICATION}: ${String(error)}`);
+      });
   }
 
   dispose(): void {

@@ -30,6 +30,7 @@ import {
 import { renderArchitectureMarkdown } from "../../src/architectureMarkdown";
 import { awaitAnswer, stoppedBeforeAnswering } from "../../src/commandAnswer";
 import {
+  DISMISS_SUGGESTION_NOTIFICATION,
   isArchitectureReport,
   isReadAtCursorResult,
   isWeightReads,
@@ -309,6 +310,33 @@ void describe(
         const capital = await openDocument(server, "again.txt", "The capital of France is");
         const next = items(await inlineCompletion(server, capital, { line: 0, character: 24 }));
         assert.equal(next.length, 1);
+      },
+    );
+
+    void it(
+      "stops the continuation in the background when its suggestion is dismissed",
+      { timeout: REQUEST_TIMEOUT_MS },
+      async (t) => {
+        // Answered at once; the rest, 184 tokens, is generated for seconds after the answer.
+        await server.changeSettings({ answerBudgetMs: 1, maxNewTokens: 300 });
+        t.after(() =>
+          server.changeSettings({
+            answerBudgetMs: DEFAULT_SETTINGS.answerBudgetMs,
+            maxNewTokens: DEFAULT_SETTINGS.maxNewTokens,
+          }),
+        );
+        const text = 'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n';
+        const uri = await openDocument(server, "dismissed.py", text);
+        const seen = server.statuses.length;
+        const lastBefore = server.statuses.at(-1);
+        const shown = items(await inlineCompletion(server, uri, { line: 2, character: 0 }));
+        assert.equal(shown.length, 1, "an early answer");
+        await server.connection.sendNotification(DISMISS_SUGGESTION_NOTIFICATION, {
+          textDocument: { uri },
+        });
+        const idle = await server.waitForStatus((s) => s.state === "ready", 30_000, seen);
+        // A stopped generation leaves the last completion's figures as they were.
+        assert.equal(idle.lastLatencyMs, lastBefore?.lastLatencyMs, "the generation was stopped");
       },
     );
 

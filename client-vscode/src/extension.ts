@@ -39,9 +39,13 @@ import { describeWeightReads } from "./weightReads";
 
 const RESTART_COMMAND = "phi3.restartServer";
 const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
-/** Bound to Escape in package.json while `PENDING_CONTEXT` holds. */
+/**
+ * Bound to Escape in package.json while `PENDING_CONTEXT` holds, or while a suggestion shows
+ * and `GENERATING_CONTEXT` holds (the server may be generating its rest).
+ */
 const DISMISS_COMMAND = "phi3.dismissSuggestion";
 const PENDING_CONTEXT = "phi3.suggestionPending";
+const GENERATING_CONTEXT = "phi3.generating";
 /** Bound to Tab and Ctrl+Right in package.json while `REFRESHING_CONTEXT` holds. */
 const ACCEPT_REFRESHING_COMMAND = "phi3.acceptRefreshingSuggestion";
 const REFRESHING_CONTEXT = "phi3.suggestionRefreshing";
@@ -100,8 +104,17 @@ export function activate(context: vscode.ExtensionContext): void {
       acceptRefreshing(refreshingSuggestion, part === "word" ? "word" : "all"),
     ),
   );
-  // Escape while a suggestion is pending: turn it down, and hide any that is already shown;
-  // the server stops what it still generates for it.
+  let generating = false;
+  context.subscriptions.push(
+    statusBar.onServerStatusChanged(() => {
+      if (generating !== (statusBar.serverStatus?.state === "generating")) {
+        generating = !generating;
+        void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, generating);
+      }
+    }),
+  );
+  // Escape while a suggestion is pending, or shown while the server generates: turn it down,
+  // hide any that is shown, and have the server stop what it still generates for it.
   register(DISMISS_COMMAND, () => {
     pendingSuggestions.dismissAll();
     const editor = vscode.window.activeTextEditor;

@@ -88,32 +88,38 @@ describe("the packaged extension (.vsix)", () => {
     assert.deepEqual(manifest.activationEvents, ["onStartupFinished"]);
   });
 
-  it("binds Escape to turning down a pending suggestion, and only then", () => {
+  it("binds Escape to turning down a pending suggestion, or one shown while the server generates, and only then", () => {
     const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
     // VS Code refuses a binding without a key, with an error on every start.
     assert.ok(manifest.contributes.keybindings.every((binding) => binding.key !== undefined));
     const escape = manifest.contributes.keybindings.filter((binding) => binding.key === "escape");
     assert.deepEqual(
       escape.map((binding) => binding.command),
-      ["phi3.dismissSuggestion"],
+      ["phi3.dismissSuggestion", "phi3.dismissSuggestion"],
     );
-    const conditions = escape[0]?.when.split(" && ") ?? [];
-    // The context key the extension sets, and what must keep Escape for itself.
-    for (const condition of [
-      "editorTextFocus",
-      "phi3.suggestionPending",
-      "!suggestWidgetVisible",
-      "!editorHasSelection",
-      "!editorHasMultipleSelections",
-      "!findWidgetVisible",
-      "!inSnippetMode",
-      "!vim.active", // Vim emulations leave insert mode with it (and the cursor's move cancels)
-      "!neovim.init",
-    ]) {
-      assert.ok(conditions.includes(condition), `the binding's when lacks ${condition}`);
+    const [pending, generating] = escape.map((binding) => binding.when.split(" && "));
+    assert.ok(pending?.includes("phi3.suggestionPending"), "the first binding: while pending");
+    for (const condition of ["inlineSuggestionVisible", "phi3.generating"]) {
+      assert.ok(generating?.includes(condition), `the second binding's when lacks ${condition}`);
+    }
+    // The context keys the extension sets, and what must keep Escape for itself.
+    for (const conditions of [pending, generating]) {
+      for (const condition of [
+        "editorTextFocus",
+        "!suggestWidgetVisible",
+        "!editorHasSelection",
+        "!editorHasMultipleSelections",
+        "!findWidgetVisible",
+        "!inSnippetMode",
+        "!vim.active", // Vim emulations leave insert mode with it (and the cursor's move cancels)
+        "!neovim.init",
+      ]) {
+        assert.ok(conditions?.includes(condition), `a binding's when lacks ${condition}`);
+      }
     }
     const bundle = files.get("extension/dist/extension.js") ?? "";
     assert.match(bundle, /"phi3\.suggestionPending"/);
+    assert.match(bundle, /"phi3\.generating"/);
     assert.match(bundle, /"phi3\.dismissSuggestion"/);
   });
 

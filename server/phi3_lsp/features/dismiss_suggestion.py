@@ -4,7 +4,7 @@ A suggestion is answered within the time budget and its continuation goes on in 
 background (Phi-3-mini: ~10 s of both cores for 50 tokens). Once the user has turned it down
 (Escape), nobody waits for the rest: this notification stops it within a layer, as a newer
 request would. What was generated stays kept: asked again at that place, its complete lines
-answer at once.
+answer at once (where it has none, the model generates anew).
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,6 +137,78 @@ def test_new_layers_remove_those_of_checkpoints_that_are_gone(
     load_int4(checkpoint)
     assert is_built(int4_entry(checkpoint))
     assert not gone_entry.exists()
+
+
+ANOTHER_TORCH = "2.5.1+cpu"
+"""The torch version of another install sharing the cache (a project's environment beside a
+tool's own)."""
+
+
+@contextmanager
+def another_torch_install(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Within the block, this process makes and reads 4-bit layers as an install of phi3-lsp
+    with `ANOTHER_TORCH` would."""
+    with monkeypatch.context() as other_install:
+        other_install.setattr(torch, "__version__", ANOTHER_TORCH)
+        yield
+
+
+def test_layers_of_another_torch_install_stay_while_it_reads_them(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two installs with different torch versions sharing the cache deleted each other's layers
+    # on every start (Phi-3-mini: 2.3 GB, ~40 s to make again).
+    with another_torch_install(monkeypatch):
+        load_int4(checkpoint)
+        theirs = int4_entry(checkpoint)
+    load_int4(checkpoint)
+    ours = int4_entry(checkpoint)
+    assert ours != theirs
+
+    def refuse(weight: torch.Tensor) -> Int4Weight:
+        raise AssertionError("quantized again instead of reading the cache")
+
+    monkeypatch.setattr(Int4Weight, "quantize", refuse)
+    with another_torch_install(monkeypatch):
+        load_int4(checkpoint)
+    load_int4(checkpoint)
+    assert is_built(ours) and is_built(theirs)
+
+
+def unread_for_weeks(entry: Path, weeks: int) -> None:
+    """As if `entry` was made `weeks` ago and not read since."""
+    then = time.time() - weeks * 7 * 24 * 3600
+    os.utime(entry, (then, then))
+
+
+def test_layers_another_torch_install_made_long_ago_stay_while_it_reads_them(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with another_torch_install(monkeypatch):
+        load_int4(checkpoint)
+        theirs = int4_entry(checkpoint)
+        unread_for_weeks(theirs, 5)
+        load_int4(checkpoint)  # a start of the other install: it reads them
+    load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+    assert is_built(theirs)
+
+
+@pytest.mark.parametrize("ours", ["made", "read"])
+def test_layers_of_a_torch_since_upgraded_go_once_unread_for_weeks(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, ours: str
+) -> None:
+    # After an upgrade of torch, nothing reads the earlier version's layers (Phi-3-mini's:
+    # 2.3 GB); the new version's are made once, then read on every start.
+    if ours == "read":
+        load_int4(checkpoint)
+    with another_torch_install(monkeypatch):
+        load_int4(checkpoint)
+        earlier = int4_entry(checkpoint)
+    unread_for_weeks(earlier, 5)
+    load_int4(checkpoint)
+    assert is_built(int4_entry(checkpoint))
+    assert not earlier.exists()
 
 
 def test_another_cpu_code_path_gets_layers_of_its_own(checkpoint: Path) -> None:

@@ -5,15 +5,26 @@ Quantizing Phi-3-mini's 3.6 billion weights takes about half a minute here; read
 safetensors maps lazily, are then never read. An entry is keyed by the checkpoint files
 (path, size, modification time), the torch version and CPU code path (the packed layout is
 its kernel's) and FORMAT_VERSION; anything else the model needs still comes from the
-checkpoint. A new entry replaces the ones it supersedes.
+checkpoint.
+
+A load that makes or reads an entry deletes the ones it supersedes: for the same checkpoint
+folder and CPU code path, those of this torch version at once (an earlier state of the
+checkpoint, another format), those of another torch version once unread for
+`UNREAD_FOR_SECONDS`. Another install of phi3-lsp sharing the cache (a project's environment
+beside a tool's own) reads its entries on each of its loads, which marks them read (their
+folder's modification time); an upgrade of torch leaves the old version's unread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -38,6 +49,10 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 """Raised whenever what `quantize_to_int4` stores changes meaning."""
 TENSORS_FILE = "int4.safetensors"
+UNREAD_FOR_SECONDS = 28 * 24 * 3600.0
+"""Another torch version's layers unread this long were left by an upgrade of torch: an install
+sharing the cache reads its own on each of its loads. One unused for longer makes them again
+once (Phi-3-mini's: 2.3 GB, 35-50 s)."""
 
 
 def load_int4(
@@ -61,14 +76,18 @@ def load_int4(
         if not is_built(entry):
             break  # the cache cannot be written
         report("Reading its 4-bit layers from the cache")
+        _mark_read(entry)  # before: a tidy-up elsewhere must not take it while it is read
         model = load_checkpoint()
         try:
             layers = quantize_to_int4(model, load_file(entry / TENSORS_FILE))
-            log.info("Read %d linear layers in 4 bits from %s", layers, entry)
-            return model
         except (OSError, KeyError, ValueError, SafetensorError) as error:
             log.warning("The 4-bit cache %s is unusable (%s); quantizing again.", entry, error)
             remove_built(entry)  # unless a build of it holds the lock: then it makes a new one
+            continue
+        log.info("Read %d linear layers in 4 bits from %s", layers, entry)
+        # Also here: after an upgrade of torch, its layers are made once, then only read.
+        _remove_superseded(entry)
+        return model
     model, _ = _made(load_checkpoint, weights_dir, report, shapes)
     return model
 
@@ -147,15 +166,37 @@ def _manifest(weights_dir: Path) -> dict[str, object]:
 
 def _remove_superseded(entry: Path) -> None:
     """Delete the other entries on this CPU code path for the same checkpoint folder, and for
-    checkpoint folders that no longer exist.
+    checkpoint folders that no longer exist: those of this torch version, and those of another
+    unread for `UNREAD_FOR_SECONDS`.
 
-    They were made for an earlier state of the checkpoint, another torch or format version, or
-    a checkpoint since deleted, so nothing reads them again (Phi-3-mini: 2.3 GB each). Entries
-    for other CPU code paths stay: a cache folder shared by several machines uses them.
+    They were made for an earlier state of the checkpoint, another format version, a torch
+    since upgraded, or a checkpoint since deleted, so nothing reads them again (Phi-3-mini:
+    2.3 GB each). Entries for other CPU code paths stay: a cache folder shared by several
+    machines uses them; so do another torch install's while it reads them.
     """
-    cpu = _cpu_code_path()
-    # Entries made before 6e3ba0e have no "cpu".
-    remove_superseded(entry, "weights", applies=lambda manifest: manifest.get("cpu", cpu) == cpu)
+    cpu, torch_version = _cpu_code_path(), str(torch.__version__)
+
+    def superseded(other: Path, manifest: dict[str, Any]) -> bool:
+        if manifest.get("cpu", cpu) != cpu:  # entries made before 6e3ba0e have no "cpu"
+            return False
+        return manifest.get("torch") == torch_version or _unread_for(other, UNREAD_FOR_SECONDS)
+
+    remove_superseded(entry, "weights", applies=superseded)
+
+
+def _mark_read(entry: Path) -> None:
+    """Record that `entry` is read now, for another torch install's tidy-up (see
+    `_remove_superseded`)."""
+    with contextlib.suppress(OSError):  # a cache it cannot write: it is only not marked
+        os.utime(entry)
+
+
+def _unread_for(entry: Path, seconds: float) -> bool:
+    """Whether `entry` was neither made nor read in the last `seconds`."""
+    try:
+        return time.time() - entry.stat().st_mtime > seconds
+    except OSError:  # gone meanwhile, or not ours to look at
+        return False
 
 
 def int4_entry(weights_dir: Path) -> Path:

@@ -206,18 +206,21 @@ def remove_built(entry: Path) -> None:
 
 
 def remove_superseded(
-    entry: Path, made_from: str, *, applies: Callable[[dict[str, Any]], bool] = lambda _: True
+    entry: Path,
+    made_from: str,
+    *,
+    applies: Callable[[Path, dict[str, Any]], bool] = lambda _other, _manifest: True,
 ) -> None:
     """Delete the other complete entries beside `entry` made from the same file or folder
     (`made_from`, a field of their manifests: an earlier state of it), or from one since
-    deleted: nothing reads them again. Entries whose manifest `applies` rejects stay. Only
-    tidies up: a cache it cannot read or write is left as it is."""
+    deleted: nothing reads them again. Entries that `applies` rejects (given the entry and its
+    manifest) stay. Only tidies up: a cache it cannot read or write is left as it is."""
     source = built_manifest(entry)
     made_for = None if source is None else source.get(made_from)
     try:
         for other in entry.parent.iterdir():
             manifest = built_manifest(other) if other != entry else None
-            if manifest is None or not applies(manifest):
+            if manifest is None or not applies(other, manifest):
                 continue
             other_made_for = manifest.get(made_from)
             if not isinstance(other_made_for, str):

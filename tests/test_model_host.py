@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from filelock import FileLock
 
 from local_hub import LocalHub
 from phi3_lsp import drafts_keeper, int4_cache, paths
@@ -1033,6 +1034,33 @@ def test_another_model_after_a_format_change_stops_the_kept_gguf_conversion(
     )
     assert listener.statuses[-1].state == "ready"
     assert not [entry for entry in (cache / "gguf").iterdir() if paths.is_built(entry)]
+
+
+def test_another_model_chosen_while_a_load_waits_for_another_processs_4bit_layers_loads_at_once(
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    tiny_phi3_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # Two editor windows on Phi-3-mini in int4: the second waits while the first makes the
+    # 4-bit layers (35-50 s). Another model chosen meanwhile waited for them too.
+    checkpoint = str(shutil.copytree(tiny_phi3_dir, tmp_path / "tiny-phi3"))
+    entry = int4_cache.int4_entry(Path(checkpoint))
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    host = new_host(checkpoint)
+    with FileLock(str(entry.parent / f".{entry.name}.lock")):  # the other process's build
+        host.load(checkpoint, threads=1, weights="int4")
+        listener.wait_for_status(
+            lambda status: (status.message or "").endswith(
+                "Waiting for another phi3-lsp process to make its 4-bit layers"
+            )
+        )
+        host.load(str(tiny_phi3_dir), threads=1)
+        listener.wait_for_status(
+            lambda status: status.model == str(tiny_phi3_dir) and status.state in ("ready", "error")
+        )
+        assert listener.statuses[-1].state == "ready"
+    assert not paths.is_built(entry)
 
 
 def test_the_collector_runs_while_the_weights_download(

@@ -35,6 +35,7 @@ from phi3_lsp.generation import Generation, GreedyDecoder, PromptRead, TextCallb
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
+from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.memory_fit import (
     checkpoint_bytes,
     drafter_fits,
@@ -143,12 +144,14 @@ class ModelEngine:
         threads: int = 0,
         progress: ProgressCallback | None = None,
         weights: WeightFormat = "fp32",
+        stop: LoadStop | None = None,
     ) -> ModelEngine:
         """Load tokenizer, config and model (blocking). `threads=0` means one per physical core.
 
         `tokenizer`: the source's, when the caller has loaded it already. fp32 is the default:
         lower precisions change the greedy text, and many CPUs have no native bf16.
-        "int4" stores the decoder's linear layers in 4 bits (see `quantize`).
+        "int4" stores the decoder's linear layers in 4 bits (see `quantize`). `stop`: once
+        set, a wait for another process making the 4-bit layers ends in `LoadStopped`.
         """
         report = progress or ignore_progress
         started = time.perf_counter()
@@ -168,7 +171,7 @@ class ModelEngine:
         bf16_held = weights == "fp32" and _keeps_bf16_weights(source.weights_dir)
         if source.weights_dir is not None:
             source = _without_weights_beyond_memory(source, config, weights, bf16_held)
-        model = _build_model(source, config, weights, report, bf16_held)
+        model = _build_model(source, config, weights, report, bf16_held, stop)
         # Again by the rows built: a remote-code model's config may size them under another name.
         embedding = input_embedding(model)
         if embedding is not None:
@@ -477,9 +480,11 @@ def _build_model(
     weights: WeightFormat,
     report: ProgressCallback,
     bf16_held: bool,
+    stop: LoadStop | None = None,
 ) -> nn.Module:
     """The model in eval mode: from the weights, or on the meta device when there are none.
-    `bf16_held`: an fp32 model keeps its linear weights and input embedding in bf16."""
+    `bf16_held`: an fp32 model keeps its linear weights and input embedding in bf16. `stop`
+    ends a wait for another process's 4-bit layers (see `load_int4`)."""
     # Our own progress reports replace transformers' terminal bars, which would only clutter
     # a language server's stderr.
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
@@ -497,6 +502,7 @@ def _build_model(
             weights_dir,
             lambda step: report(ProgressUpdate("loading", f"{source.name}: {step}", 0.5)),
             lambda: _meta_model(source, config),
+            stop,
         )
         share_products(model)
         lean_decoding(model)

@@ -33,6 +33,7 @@ from torch import nn
 
 from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
+from phi3_lsp.load_stops import LoadStop
 from phi3_lsp.paths import (
     build_once,
     cache_dir,
@@ -60,17 +61,20 @@ def load_int4(
     weights_dir: Path,
     report: Callable[[str], None],
     shapes: Callable[[], nn.Module],
+    stop: LoadStop | None = None,
 ) -> nn.Module:
     """The model `load_checkpoint()` gives, in its int4 form, from the cache when it has it.
 
     `report` hears what is being done. `shapes()` gives the model's modules without weights:
     the 4-bit layers are made from the files one weight at a time where they allow it (see
     `checkpoint_int4`), else from the loaded model. A cache entry that cannot be used
-    (damaged, or from another version of the model code) is made again.
+    (damaged, or from another version of the model code) is made again. Raises
+    `LoadStopped` once `stop` is set while another process makes the layers (35-50 s for
+    Phi-3-mini's): another model chosen meanwhile does not wait for them.
     """
     entry = int4_entry(weights_dir)
     for _ in range(2):  # a second round makes again an entry found unusable
-        made = _made_once(entry, load_checkpoint, weights_dir, report, shapes)
+        made = _made_once(entry, load_checkpoint, weights_dir, report, shapes, stop)
         if made is not None:
             return made
         if not is_built(entry):
@@ -98,6 +102,7 @@ def _made_once(
     weights_dir: Path,
     report: Callable[[str], None],
     shapes: Callable[[], nn.Module],
+    stop: LoadStop | None,
 ) -> nn.Module | None:
     """The model in its int4 form, its layers made and kept in `entry` under the entry's build
     lock; None when `entry` is built (by another process meanwhile: it is waited for) or the
@@ -119,7 +124,7 @@ def _made_once(
     another = ProgressUpdate(
         "loading", "Waiting for another phi3-lsp process to make its 4-bit layers"
     )
-    waiting = waiting_for_another_process(lambda update: report(update.message), None, another)
+    waiting = waiting_for_another_process(lambda update: report(update.message), stop, another)
     try:
         build_once(entry, make, _manifest(weights_dir), waiting=waiting)
     except OSError as error:

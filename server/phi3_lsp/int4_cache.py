@@ -52,8 +52,8 @@ FORMAT_VERSION = 1
 TENSORS_FILE = "int4.safetensors"
 UNREAD_FOR_SECONDS = 28 * 24 * 3600.0
 """Another torch version's layers unread this long were left by an upgrade of torch: an install
-sharing the cache reads its own on each of its loads. One unused for longer makes them again
-once (Phi-3-mini's: 2.3 GB, 35-50 s)."""
+sharing the cache reads its own on each of its loads; one not started for longer makes its
+own again, once (Phi-3-mini's: 2.3 GB, 35-50 s)."""
 
 
 def load_int4(

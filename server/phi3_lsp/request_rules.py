@@ -19,9 +19,10 @@ the request waiting for an answer that had come.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -33,6 +34,7 @@ from pygls.protocol import (
     JsonRPCResponseMessage,
     LanguageServerProtocol,
 )
+from pygls.protocol.json_rpc import MsgId
 from pygls.protocol.language_server import lsp_method
 
 from phi3_lsp.malformed_messages import refusal_of
@@ -165,6 +167,29 @@ class RequestRulesProtocol(LanguageServerProtocol):
             super().handle_message(message)
         else:
             self._refuse(refusal)
+
+    def _execute_handler(
+        self,
+        msg_id: MsgId,
+        handler: Callable[..., Any],
+        callback: Callable[[Any], None],
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """pygls' run of a handler, whose entry in the table of pending requests goes once it
+        has run. pygls files every notification that runs as a generator (each edit, open and
+        close), and the command each `workspace/executeCommand` runs, under an id of its own
+        that only a client's request would take out again: the table grew by one finished
+        future a keystroke for as long as the server ran."""
+        super()._execute_handler(msg_id, handler, callback, args, kwargs)
+        running = self._request_futures.get(msg_id)
+        if running is not None:
+            running.add_done_callback(functools.partial(self._forget_finished, msg_id))
+
+    def _forget_finished(self, msg_id: MsgId, finished: object) -> None:
+        # Only the future it ran: a request's own entry went as it was answered.
+        if self._request_futures.get(msg_id) is finished:
+            del self._request_futures[msg_id]
 
     @lsp_method(types.SHUTDOWN)
     def lsp_shutdown(self, *args: Any) -> Generator[Any, Any, None]:

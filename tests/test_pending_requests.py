@@ -1,0 +1,103 @@
+"""The server's table of pending requests holds the requests still running, and nothing else.
+
+pygls filed each notification it runs as a generator (every edit, open and close) and the
+command of each `workspace/executeCommand` in it, and never took them out: a day of typing
+left tens of thousands of finished futures in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any, cast
+
+from lsprotocol import types
+
+from phi3_lsp.features.commands import STATUS
+from phi3_lsp.message_writer import MessageWriter
+from phi3_lsp.request_rules import RequestRulesProtocol
+from phi3_lsp.server import Phi3LanguageServer, build_server
+from phi3_lsp.text_documents import IndexedWorkspace
+
+URI = "file:///typed.py"
+EDITS = 500
+
+
+def serve_in_memory() -> tuple[Phi3LanguageServer, io.BytesIO]:
+    """An initialized server that writes its messages to the returned buffer."""
+    server = build_server()
+    server.protocol._workspace = IndexedWorkspace(None, [], "utf-16")
+    server.protocol.client_capabilities = types.ClientCapabilities()  # as `initialize` sets them
+    cast(RequestRulesProtocol, server.protocol)._initialize_seen = True  # as `initialize` does
+    sent = io.BytesIO()
+    server.protocol.set_writer(MessageWriter(sent))
+    return server, sent
+
+
+def receive(
+    server: Phi3LanguageServer, method: str, params: Any, msg_id: int | None = None
+) -> None:
+    """Hand the server one message from the client, as its reader does."""
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+    if msg_id is not None:
+        message["id"] = msg_id
+    server.protocol.handle_message(server.protocol.structure_message(message))
+
+
+def answers(sent: io.BytesIO) -> dict[int, dict[str, Any]]:
+    """The responses the server wrote, by request id."""
+    bodies = sent.getvalue().split(b"Content-Length: ")[1:]
+    messages = [json.loads(body.partition(b"\r\n\r\n")[2]) for body in bodies]
+    return {message["id"]: message for message in messages if "method" not in message}
+
+
+def type_in_a_document(server: Phi3LanguageServer) -> None:
+    document = {"uri": URI, "languageId": "python", "version": 1, "text": ""}
+    receive(server, types.TEXT_DOCUMENT_DID_OPEN, {"textDocument": document})
+    for version in range(2, EDITS + 2):
+        end = {"line": 0, "character": version - 2}
+        receive(
+            server,
+            types.TEXT_DOCUMENT_DID_CHANGE,
+            {
+                "textDocument": {"uri": URI, "version": version},
+                "contentChanges": [{"range": {"start": end, "end": end}, "text": "x"}],
+            },
+        )
+    receive(server, types.TEXT_DOCUMENT_DID_CLOSE, {"textDocument": {"uri": URI}})
+
+
+def test_edits_and_commands_handled_leave_no_pending_request() -> None:
+    async def session() -> tuple[Phi3LanguageServer, io.BytesIO]:
+        server, sent = serve_in_memory()
+        type_in_a_document(server)
+        for msg_id in range(1, 11):
+            receive(server, types.WORKSPACE_EXECUTE_COMMAND, {"command": STATUS}, msg_id)
+        for _ in range(5):  # the commands' tasks run, and their answers go out
+            await asyncio.sleep(0)
+        return server, sent
+
+    server, sent = asyncio.run(session())
+    assert sorted(answers(sent)) == list(range(1, 11))
+    assert server.workspace.text_documents == {}  # the document was typed in, then closed
+    assert server.protocol._request_futures == {}
+
+
+def test_a_command_still_running_can_be_cancelled() -> None:
+    async def session() -> dict[int, dict[str, Any]]:
+        server, sent = serve_in_memory()
+        with server.reading_settings():  # the status waits for settings announced before it
+            receive(server, types.WORKSPACE_EXECUTE_COMMAND, {"command": STATUS}, 1)
+            await asyncio.sleep(0)
+            type_in_a_document(server)
+            receive(server, types.CANCEL_REQUEST, {"id": 1})
+            for _ in range(5):
+                await asyncio.sleep(0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert server.protocol._request_futures == {}
+        return answers(sent)
+
+    answered = asyncio.run(session())
+    assert answered[1]["error"]["code"] == types.LSPErrorCodes.RequestCancelled

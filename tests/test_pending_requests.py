@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-from typing import Any, cast
+from typing import Any
 
 from lsprotocol import types
 
+from in_memory_server import answers, receive, serve_in_memory
 from phi3_lsp.features.commands import STATUS
-from phi3_lsp.message_writer import MessageWriter
-from phi3_lsp.request_rules import RequestRulesProtocol
-from phi3_lsp.server import Phi3LanguageServer, build_server
-from phi3_lsp.text_documents import IndexedWorkspace
+from phi3_lsp.server import Phi3LanguageServer
 
 URI = "file:///typed.py"
 EDITS = 500
-
-
-def serve_in_memory() -> tuple[Phi3LanguageServer, io.BytesIO]:
-    """An initialized server that writes its messages to the returned buffer."""
-    server = build_server()
-    server.protocol._workspace = IndexedWorkspace(None, [], "utf-16")
-    server.protocol.client_capabilities = types.ClientCapabilities()  # as `initialize` sets them
-    cast(RequestRulesProtocol, server.protocol)._initialize_seen = True  # as `initialize` does
-    sent = io.BytesIO()
-    server.protocol.set_writer(MessageWriter(sent))
-    return server, sent
-
-
-def receive(
-    server: Phi3LanguageServer, method: str, params: Any, msg_id: int | None = None
-) -> None:
-    """Hand the server one message from the client, as its reader does."""
-    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
-    if msg_id is not None:
-        message["id"] = msg_id
-    server.protocol.handle_message(server.protocol.structure_message(message))
-
-
-def answers(sent: io.BytesIO) -> dict[int, dict[str, Any]]:
-    """The responses the server wrote, by request id."""
-    bodies = sent.getvalue().split(b"Content-Length: ")[1:]
-    messages = [json.loads(body.partition(b"\r\n\r\n")[2]) for body in bodies]
-    return {message["id"]: message for message in messages if "method" not in message}
 
 
 def type_in_a_document(server: Phi3LanguageServer) -> None:

@@ -189,7 +189,7 @@ class LoadReporter:
         if token is None:
             logger.debug("%s: %s", PROMPT_READING_TITLE, message)
         elif reading.ended:
-            self._server.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self._end_work_done(token, message)
         else:
             percentage = reading.read * 100 // max(1, reading.total)
             report = types.WorkDoneProgressReport(message=message, percentage=percentage)
@@ -224,8 +224,14 @@ class LoadReporter:
     def _end_progress(self, token: str | None, *, summary: str) -> None:
         logger.info("%s", summary)
         if token is not None:
-            end = types.WorkDoneProgressEnd(message=summary)
-            self._server.work_done_progress.end(token, end)
+            self._end_work_done(token, summary)
+
+    def _end_work_done(self, token: str, message: str) -> None:
+        work_done = self._server.work_done_progress
+        work_done.end(token, types.WorkDoneProgressEnd(message=message))
+        # pygls keeps every token it was given (to cancel its work), ended or not: one more a
+        # load, and a prompt read, for as long as the server ran.
+        work_done.tokens.pop(token, None)
 
     def _show(self, kind: types.MessageType, message: str) -> None:
         self._server.window_show_message(types.ShowMessageParams(type=kind, message=message))

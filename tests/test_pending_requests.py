@@ -2,7 +2,8 @@
 
 pygls filed each notification it runs as a generator (every edit, open and close) and the
 command of each `workspace/executeCommand` in it, and never took them out: a day of typing
-left tens of thousands of finished futures in memory.
+left tens of thousands of finished futures in memory. A request of the server's that the client
+refused left its result type filed for good.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from in_memory_server import answers, receive, serve_in_memory
+from in_memory_server import answers, receive, sent_messages, serve_in_memory
 from phi3_lsp.features.commands import STATUS
 from phi3_lsp.server import Phi3LanguageServer
 
@@ -70,3 +71,28 @@ def test_a_command_still_running_can_be_cancelled() -> None:
 
     answered = asyncio.run(session())
     assert answered[1]["error"]["code"] == types.LSPErrorCodes.RequestCancelled
+
+
+def test_a_request_the_client_refused_leaves_nothing_pending() -> None:
+    async def session() -> Phi3LanguageServer:
+        server, sent = serve_in_memory()
+        refused = []
+        for _ in range(3):
+            asked = server.protocol.send_request_async(
+                types.WINDOW_WORK_DONE_PROGRESS_CREATE,
+                types.WorkDoneProgressCreateParams(token="phi3-load"),
+            )
+            request = sent_messages(sent)[-1]
+            refusal = {"code": types.ErrorCodes.MethodNotFound, "message": "no progress bars"}
+            message = {"jsonrpc": "2.0", "id": request["id"], "error": refusal}
+            server.protocol.handle_message(server.protocol.structure_message(message))
+            try:
+                await asked
+            except Exception as error:
+                refused.append(error)
+        assert len(refused) == 3  # each request failed with the client's refusal
+        return server
+
+    server = asyncio.run(session())
+    assert server.protocol._request_futures == {}
+    assert server.protocol._result_types == {}

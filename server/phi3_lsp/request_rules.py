@@ -121,6 +121,10 @@ class RequestRulesProtocol(LanguageServerProtocol):
                 return self._converter.structure(data, result_type)
             except Exception as error:
                 return _UnfitResult(data["id"], params_problems(error))
+        if _is_error_answer(data):
+            # pygls lets go of a request's result type only as its result comes: each request
+            # the client refused (a progress bar it declines, every time) kept one for good.
+            self._result_types.pop(data["id"], None)
         if not _is_request(data):
             return super().structure_message(data)
         request_type = self.get_message_type(data["method"])
@@ -280,6 +284,17 @@ def _is_result(data: Any) -> bool:
         and "id" in data
         and "method" not in data
         and "error" not in data
+    )
+
+
+def _is_error_answer(data: Any) -> bool:
+    """An error response to a request of the server's, with an id it may have filed."""
+    return (
+        isinstance(data, dict)
+        and "jsonrpc" in data
+        and isinstance(data.get("id"), int | str)
+        and "method" not in data
+        and "error" in data
     )
 
 

@@ -193,7 +193,7 @@ class RequestRulesProtocol(LanguageServerProtocol):
     def _forget_finished(self, msg_id: MsgId, finished: object) -> None:
         # Only the future it ran: a request's own entry went as it was answered.
         if self._request_futures.get(msg_id) is finished:
-            del self._request_futures[msg_id]
+            self._request_futures.pop(msg_id, None)
 
     @lsp_method(types.SHUTDOWN)
     def lsp_shutdown(self, *args: Any) -> Generator[Any, Any, None]:

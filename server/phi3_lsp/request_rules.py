@@ -14,6 +14,10 @@ editor's: it is let go, and the user told. A client's answer to one of the serve
 whose result does not fit (a `workspace/configuration` answered with null rather than an
 array) fails that request at once with `UnfitAnswer`: pygls showed "Error in server" and left
 the request waiting for an answer that had come.
+
+Its tables of pending requests hold only what is pending: pygls kept an entry for every edit,
+open, close and command it had handled, and for every request of the server's that the client
+refused, for as long as the server ran.
 """
 
 from __future__ import annotations

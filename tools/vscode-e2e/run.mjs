@@ -456,6 +456,13 @@ async function growingSuggestion(page, workbench, { userDataDir, workspace, work
   check(await waitForNoGhostText(workbench), `Escape did not hide the growing suggestion: ${JSON.stringify(await workbench.ghostText())}`);
   const escaped = performance.now();
   log(`Escape at ${JSON.stringify(firstEscaped)}${stillGenerating ? ", the server still generating" : " (the server had already finished)"}`);
+  if (stillGenerating) {
+    // The extension tells the server (phi3/dismissSuggestion), which stops generating the rest.
+    await waitForServerLog(userDataDir, "The suggestion was turned down: its continuation stops");
+    const idle = await pollFor(workbench.page, TIMEOUT.ui, 20, async () => (await workbench.statusIcon()) !== "sync");
+    check(idle === true, "the status bar still spins after the suggestion was turned down");
+    log(`the server stopped generating: the status bar stopped spinning ${Math.round(performance.now() - escaped)} ms after Escape`);
+  }
   const reshown = await ghostTextWithin(workbench, ESCAPED_WATCH_MS);
   check(reshown === "", `the growing suggestion showed again after Escape: ${JSON.stringify(reshown)}`);
   log(`no ghost text in the ${Math.round((performance.now() - escaped) / 1000)} s after Escape`);

@@ -8,7 +8,8 @@
  * characters with a slow model. So after an answer with a suggestion comes while `phi3/status`
  * says "generating", the server is asked again at that place every GROW_EVERY_MS while it stays
  * so, and once more when it is ready again (the whole text); when its answer differs from what
- * the editor shows, the editor is made to show it.
+ * the editor shows, the editor is made to show it. One ask at a time, the last one too: it waits
+ * for an ask still on its way, so that the editor is made to show answers in the order asked.
  *
  * VS Code does not ask its provider again for a place and a document version it has a
  * suggestion for (the user's trigger keeps the one shown), so the server is asked directly, and
@@ -202,7 +203,8 @@ export class SuggestionGrowth implements Disposable {
       growth.stop();
     };
     const live = () => this.current === growth;
-    let asking = false;
+    /** The ask on its way, if any: one at a time, so that answers show in the order asked. */
+    let asking: Promise<void> | undefined;
     /** Asks the server, and shows its answer if it differs from what the editor shows. */
     const refresh = async () => {
       if (!hooks.inlineCompletions()) {
@@ -219,12 +221,11 @@ export class SuggestionGrowth implements Disposable {
       }
     };
     const tick = () => {
-      if (asking) {
-        return; // one ask at a time: a slow answer must not pile them up
+      if (asking !== undefined) {
+        return; // a slow answer must not pile asks up
       }
-      asking = true;
-      void refresh().finally(() => {
-        asking = false;
+      asking = refresh().finally(() => {
+        asking = undefined;
       });
     };
     const ticks = (ms: number, each: () => void) =>
@@ -238,10 +239,11 @@ export class SuggestionGrowth implements Disposable {
         growth.stop(); // gone, loading or failed: nothing more to show here
         return;
       }
-      // Ready: the whole text is there; the last ask, then the end (unless it stopped first).
+      // Ready: the whole text is there; the last ask, after the one on its way (whose older
+      // answer would otherwise be shown after it), then the end (unless it stopped first).
       statusChanges.dispose();
       timer.dispose();
-      void refresh().finally(() => {
+      void (asking ?? Promise.resolve()).then(refresh, refresh).finally(() => {
         growth.stop(true);
       });
     });

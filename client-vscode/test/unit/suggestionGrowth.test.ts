@@ -235,6 +235,25 @@ describe("a suggestion answered while the server generates it", () => {
     await place.tick();
     assert.equal(place.server.asked, 2);
   });
+
+  it("asks for the whole text only once the answer on its way when the server is ready came", async () => {
+    const place = showingEditor();
+    const give = place.holdAnswers();
+    place.answeredAt(cursor, "_");
+    place.server.text = "_ids";
+    await place.tick();
+    place.server.text = "_ids = tokenizer(text)";
+    place.status(ready);
+    await settled();
+    assert.equal(place.server.asked, 1, "its answer would be shown before the one on its way");
+    give();
+    await settled();
+    assert.equal(place.server.asked, 2);
+    give();
+    await settled();
+    assert.deepEqual(place.shownAgain.at(-1), "3:16 _ids = tokenizer(text)");
+    assert.equal(place.growth.growing, false);
+  });
 });
 
 describe("a growing suggestion stops growing", () => {

@@ -10,7 +10,6 @@ import {
   InlineCompletionRequest,
   InlineCompletionTriggerKind,
 } from "vscode-languageclient";
-import { answerItems } from "./answerItems";
 import { asksAfterAccept, EditorAsks, showAgainIfCursorThere } from "./editorAsks";
 import {
   type InlineCompletionMiddleware,
@@ -31,7 +30,7 @@ export function clientMiddleware(
   const growth = new SuggestionGrowth({
     status: statusBar,
     inlineCompletions: () => deps.settings().inlineCompletions,
-    serverText: (document, position) => serverText(client(), document, position),
+    serverAnswer: (document, position) => serverAnswer(client(), document, position),
     showAgain: showAgainIfCursorThere,
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
@@ -62,6 +61,7 @@ export function clientMiddleware(
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+    answerAtHand: (document, position) => growth.answerToShow(document, position),
     suggestionShown: (document, position, text, overSuggestWidget) => {
       growth.answered(document, position, text, overSuggestWidget);
     },
@@ -77,22 +77,20 @@ export function clientMiddleware(
 }
 
 /**
- * The server's answer at `position` of `document`, asked as the user would: while it generates
- * there, from the suggestion it grows, without the model.
+ * The server's answer at `position` of `document`, asked as the user would (while it generates
+ * there, it answers from the suggestion it grows, without the model), as the editor takes it.
  */
-async function serverText(
+async function serverAnswer(
   client: BaseLanguageClient,
   document: vscode.TextDocument,
   position: vscode.Position,
-): Promise<string | undefined> {
-  const converter = client.code2ProtocolConverter;
+): Promise<vscode.InlineCompletionItem[] | vscode.InlineCompletionList | undefined> {
   const answer = await client.sendRequest(InlineCompletionRequest.type, {
-    textDocument: converter.asTextDocumentIdentifier(document),
-    position: converter.asPosition(position),
+    textDocument: client.code2ProtocolConverter.asTextDocumentIdentifier(document),
+    position: client.code2ProtocolConverter.asPosition(position),
     context: { triggerKind: InlineCompletionTriggerKind.Invoked },
   });
-  const text = answerItems(answer)[0]?.insertText;
-  return typeof text === "string" ? text : undefined;
+  return client.protocol2CodeConverter.asInlineCompletionResult(answer);
 }
 
 /** Calls `listener` when `document` is edited or no cursor of it stays at `position`. */

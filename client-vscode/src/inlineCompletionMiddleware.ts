@@ -21,6 +21,9 @@
  * Until then the suggestion is pending: Escape turns it down (pendingSuggestions.ts). The
  * server stops, and neither the answer nor asking again shows anything.
  *
+ * A growing suggestion made to show its grown text asks at its place with that text already at
+ * hand (suggestionGrowth.ts): the request is answered with it at once, without the server.
+ *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */
 
@@ -68,6 +71,14 @@ export interface InlineRequestHooks {
    * called if the user turns it down first.
    */
   suggestionPending(dismiss: () => void): { dispose(): void };
+  /**
+   * An answer already at hand for a request at `position` of `document`, to give without asking
+   * the server: a growing suggestion's grown text, fetched for the editor's ask there.
+   */
+  answerAtHand?(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+  ): vscode.InlineCompletionItem[] | vscode.InlineCompletionList | undefined;
   /**
    * An answer with the suggestion `text` at `position` of `document` goes to the editor (it may
    * keep growing there, suggestionGrowth.ts); `overSuggestWidget`: it extends the item selected
@@ -133,6 +144,21 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       const { inlineCompletions, debounceMs } = hooks.currentSettings();
       if (!inlineCompletions) {
         return null;
+      }
+      const overSuggestWidget = context.selectedCompletionInfo !== undefined;
+      /** The answer as it goes to the editor. */
+      const toEditor = (items: Awaited<ReturnType<typeof next>>) => {
+        const shown = suggestionText(items);
+        if (shown !== undefined) {
+          hooks.suggestionShown?.(document, position, shown, overSuggestWidget);
+        }
+        // Accepted to its end, a suggestion asks again there: the server has the rest by then.
+        return withAcceptedCommand(items, document.uri.toString(), position);
+      };
+      // Over the suggest widget, the server continues its selected item: no text at hand does.
+      const atHand = overSuggestWidget ? undefined : hooks.answerAtHand?.(document, position);
+      if (atHand !== undefined) {
+        return toEditor(atHand);
       }
       // Cancelled by an edit, a cursor move or Escape: no answer is wanted any more.
       const serverRequest = new RequestCancellation();
@@ -227,13 +253,7 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
         if (!stillWanted()) {
           return null;
         }
-        const shown = suggestionText(outcome.items);
-        if (shown !== undefined) {
-          const overSuggestWidget = context.selectedCompletionInfo !== undefined;
-          hooks.suggestionShown?.(document, position, shown, overSuggestWidget);
-        }
-        // Accepted to its end, a suggestion asks again there: the server has the rest by then.
-        return withAcceptedCommand(outcome.items, document.uri.toString(), position);
+        return toEditor(outcome.items);
       } finally {
         if (!pendingAfterReturn) {
           pending.dispose();

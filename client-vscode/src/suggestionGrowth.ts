@@ -15,7 +15,10 @@
  * suggestion for (the user's trigger keeps the one shown), so the server is asked directly, and
  * the editor only when there is more to show: it has to hide the shown suggestion first, and
  * that is seen, for a few milliseconds; meanwhile the suggestion is refreshing: Tab and
- * Ctrl+Right accept the text that was shown (refreshingSuggestion.ts).
+ * Ctrl+Right accept the text that was shown (refreshingSuggestion.ts). The editor's ask that
+ * follows is answered with the answer just fetched (`answerToShow`, which the middleware takes),
+ * not by the server a second time: the ghost text is gone for less long, and it is the text that
+ * was compared with what the editor showed.
  *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
  * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active,
@@ -28,6 +31,7 @@
  */
 
 import type * as vscode from "vscode";
+import { answerItems } from "./answerItems";
 import type { ServerStatusSource } from "./modelLoad";
 import type { RefreshingSuggestion } from "./refreshingSuggestion";
 
@@ -43,6 +47,9 @@ interface Disposable {
   dispose(): void;
 }
 
+/** An inline completion answer as the editor takes it from the provider. */
+export type EditorAnswer = vscode.InlineCompletionItem[] | vscode.InlineCompletionList;
+
 export interface GrowthHooks {
   /** The server's status (statusBar.ts). */
   readonly status: ServerStatusSource;
@@ -50,9 +57,12 @@ export interface GrowthHooks {
   inlineCompletions(): boolean;
   /**
    * The server's answer at `position` of `document` now, as it would give it to the editor;
-   * undefined when it has none (or the request failed).
+   * undefined when the request failed.
    */
-  serverText(document: vscode.TextDocument, position: vscode.Position): Promise<string | undefined>;
+  serverAnswer(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+  ): Promise<EditorAnswer | null | undefined>;
   /**
    * Has the editor show the server's answer at `position` of `document` in place of the one it
    * shows, if its cursor is still alone there and `stillWanted()` when it asks.
@@ -127,6 +137,8 @@ export class SuggestionGrowth implements Disposable {
   /** The place that grew last: answers there (its asks' own) start nothing. */
   private grownAt: Place | undefined;
   private current: Growth | undefined;
+  /** The answer the editor is being made to show, fetched at `place`, until it asks there. */
+  private toShow: { readonly place: Place; readonly answer: EditorAnswer } | undefined;
   private disposed = false;
 
   constructor(private readonly hooks: GrowthHooks) {}
@@ -171,6 +183,21 @@ export class SuggestionGrowth implements Disposable {
     this.current = this.grow(document, position, place, text);
   }
 
+  /**
+   * The answer the editor is being made to show at `position` of `document`, for its ask there:
+   * what the growth has just fetched from the server, so that the editor's ask needs no second
+   * request (and shows the text sooner). Taken once, and only at the place and the document
+   * version it was fetched for.
+   */
+  answerToShow(document: vscode.TextDocument, position: vscode.Position): EditorAnswer | undefined {
+    const toShow = this.toShow;
+    if (toShow === undefined || !samePlace(toShow.place, placeOf(document, position))) {
+      return undefined;
+    }
+    this.toShow = undefined;
+    return toShow.answer;
+  }
+
   dispose(): void {
     this.disposed = true;
     this.current?.stop();
@@ -195,6 +222,7 @@ export class SuggestionGrowth implements Disposable {
           handle.dispose();
         }
         if (!refreshed) {
+          this.toShow = undefined;
           hooks.refreshing?.end();
         }
       },
@@ -211,11 +239,13 @@ export class SuggestionGrowth implements Disposable {
         growth.stop();
         return;
       }
-      const text = await hooks.serverText(document, position).catch(() => undefined);
+      const answer = await hooks.serverAnswer(document, position).catch(() => undefined);
+      const text = answerItems(answer)[0]?.insertText;
       const wanted = () => live() && hooks.inlineCompletions();
-      if (wanted() && text && text !== growth.shown) {
+      if (wanted() && answer && typeof text === "string" && text && text !== growth.shown) {
         const { version } = place;
         hooks.refreshing?.begin({ document, version, position, text: growth.shown });
+        this.toShow = { place, answer };
         // Turned down meanwhile (Escape hides it), it must not show again.
         await hooks.showAgain(document, position, wanted);
       }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type * as vscode from "vscode";
 import { CancellationTokenSource } from "vscode-languageserver-protocol";
+import { answerItems } from "../../src/answerItems";
 import { inlineCompletionMiddleware } from "../../src/inlineCompletionMiddleware";
 import { PendingSuggestions } from "../../src/pendingSuggestions";
 import { RefreshingSuggestion, SHOW_GRACE_MS } from "../../src/refreshingSuggestion";
@@ -11,6 +12,8 @@ import { quietHooks } from "./middlewareFixtures";
 import { readyStatus, statusSource } from "./statusFixtures";
 
 const ready = readyStatus("smollm2-135m");
+const answerOf = (text: string) =>
+  ({ items: [{ insertText: text }] }) as unknown as vscode.InlineCompletionList;
 const generating: ServerStatus = { ...ready, state: "generating" };
 const loading: ServerStatus = { ...ready, state: "loading" };
 
@@ -34,7 +37,7 @@ function editor(status: ServerStatus = generating) {
   const placeWatchers = new Set<() => void>();
   const editorWatchers = new Set<() => void>();
   const ticks = new Set<{ ms: number; tick: () => void }>();
-  /** Each time the editor was made to show the server's answer anew: where, and the text then. */
+  /** Each time the editor was made to show the suggestion anew: where, and the text it showed. */
   const shownAgain: string[] = [];
   const pending = new PendingSuggestions(() => undefined);
   /** The refreshing suggestion's ends to come: their delays, run by `refreshTimePasses`. */
@@ -50,22 +53,26 @@ function editor(status: ServerStatus = generating) {
   /** What the editor does once made to show it anew: here, nothing; see `showing`. */
   let onShow: (position: vscode.Position) => void = () => undefined;
   /** How the server's answers come: at once unless the test holds them. */
-  let answer = (text: string) => Promise.resolve<string | undefined>(text);
+  let answer = (text: string) => Promise.resolve(text);
+  /** How the editor hides the suggestion before it asks again: at once unless the test holds it. */
+  let hide = (then: () => void) => {
+    then();
+    return Promise.resolve();
+  };
   const growth = new SuggestionGrowth({
     status: server.source,
     inlineCompletions: () => settings.inlineCompletions,
-    serverText: () => {
+    serverAnswer: async () => {
       server.asked += 1;
-      return answer(server.text);
+      return answerOf(await answer(server.text));
     },
-    showAgain: (_document, position, stillWanted) => {
+    showAgain: (_document, position, stillWanted) =>
       // The editor hides the suggestion, then asks again if it is still wanted.
-      if (stillWanted()) {
-        shownAgain.push(`${position.line}:${position.character} ${server.text}`);
-        onShow(position);
-      }
-      return Promise.resolve();
-    },
+      hide(() => {
+        if (stillWanted()) {
+          onShow(position);
+        }
+      }),
     watchPlace: (_document, _position, listener) => {
       placeWatchers.add(listener);
       return { dispose: () => placeWatchers.delete(listener) };
@@ -92,6 +99,10 @@ function editor(status: ServerStatus = generating) {
     document,
     server,
     shownAgain,
+    /** The editor shows `text` at `position`, made to show it anew. */
+    shows: (position: vscode.Position, text: string) => {
+      shownAgain.push(`${position.line}:${position.character} ${text}`);
+    },
     pending,
     refreshing,
     /** `ms` pass for the refreshing suggestion's timers. */
@@ -134,7 +145,10 @@ function editor(status: ServerStatus = generating) {
     showing: (show: typeof onShow) => {
       onShow = show;
     },
-    /** Holds the server's answers until the returned function gives them. */
+    /**
+     * Holds the server's answers until the returned function gives them, all of them or only
+     * the one asked last.
+     */
     holdAnswers: () => {
       const held: (() => void)[] = [];
       answer = (text) =>
@@ -143,20 +157,40 @@ function editor(status: ServerStatus = generating) {
             resolve(text);
           });
         });
-      return () => {
-        for (const give of held.splice(0)) {
+      return (which: "all" | "last" = "all") => {
+        for (const give of which === "all" ? held.splice(0) : held.splice(-1)) {
           give();
         }
+      };
+    },
+    /** Holds the editor's hiding of the suggestion until the returned function ends it. */
+    holdHides: () => {
+      const held: (() => void)[] = [];
+      hide = (then) =>
+        new Promise((resolve) => {
+          held.push(() => {
+            then();
+            resolve();
+          });
+        });
+      return () => {
+        held.shift()?.();
       };
     },
   };
 }
 
-/** The editor of `editor()` showing what it is made to show anew, as VS Code does. */
+/**
+ * The editor of `editor()` showing what it is made to show anew, as VS Code does: it asks its
+ * provider, which answers with the text at hand, else asks the server.
+ */
 function showingEditor(status: ServerStatus = generating) {
   const place = editor(status);
   place.showing((position) => {
-    place.answeredAt(position, place.server.text);
+    const atHand = answerItems(place.growth.answerToShow(place.document, position))[0];
+    const text = typeof atHand?.insertText === "string" ? atHand.insertText : place.server.text;
+    place.shows(position, text);
+    place.answeredAt(position, text);
   });
   return place;
 }
@@ -236,22 +270,27 @@ describe("a suggestion answered while the server generates it", () => {
     assert.equal(place.server.asked, 2);
   });
 
-  it("asks for the whole text only once the answer on its way when the server is ready came", async () => {
+  it("shows the whole text last, though the server answers it before an ask on its way", async () => {
     const place = showingEditor();
     const give = place.holdAnswers();
+    const endHide = place.holdHides(); // VS Code takes a few milliseconds to hide it
     place.answeredAt(cursor, "_");
     place.server.text = "_ids";
-    await place.tick();
+    await place.tick(); // its ask is on its way when the server becomes ready
     place.server.text = "_ids = tokenizer(text)";
     place.status(ready);
     await settled();
-    assert.equal(place.server.asked, 1, "its answer would be shown before the one on its way");
-    give();
-    await settled();
-    assert.equal(place.server.asked, 2);
-    give();
-    await settled();
-    assert.deepEqual(place.shownAgain.at(-1), "3:16 _ids = tokenizer(text)");
+    for (let step = 0; step < 2; step++) {
+      give("last");
+      await settled();
+    }
+    for (let step = 0; step < 2; step++) {
+      endHide();
+      await settled();
+      give("last");
+      await settled();
+    }
+    assert.deepEqual(place.shownAgain, ["3:16 _ids", "3:16 _ids = tokenizer(text)"]);
     assert.equal(place.growth.growing, false);
   });
 });
@@ -325,7 +364,7 @@ describe("a growing suggestion stops growing", () => {
     const growth = new SuggestionGrowth({
       status: { serverStatus: generating, onServerStatusChanged: () => ({ dispose: () => 0 }) },
       inlineCompletions: () => true,
-      serverText: () => Promise.resolve("_ids"),
+      serverAnswer: () => Promise.resolve(answerOf("_ids")),
       showAgain: (_document, _position, stillWanted) => {
         place.escape();
         if (stillWanted()) {
@@ -518,7 +557,6 @@ describe("a growing suggestion while the editor hides it to show more", () => {
 describe("a growing suggestion shown anew through the middleware", () => {
   type Result = vscode.InlineCompletionList | null;
   const invoked = { triggerKind: 0 } as unknown as vscode.InlineCompletionContext;
-  const answerOf = (text: string) => ({ items: [{ insertText: text }] }) as unknown as Result;
   const nothing = { items: [] } as unknown as Result;
 
   /** The middleware of a client, wired to the growth of `place` as clientMiddleware.ts does. */
@@ -527,6 +565,7 @@ describe("a growing suggestion shown anew through the middleware", () => {
       quietHooks({
         currentSettings: () => ({ inlineCompletions: true, debounceMs }),
         suggestionPending: (dismiss) => place.pending.add(dismiss),
+        answerAtHand: (document, position) => place.growth.answerToShow(document, position),
         suggestionShown: (document, position, text, overSuggestWidget) => {
           place.growth.answered(document, position, text, overSuggestWidget);
         },
@@ -552,19 +591,25 @@ describe("a growing suggestion shown anew through the middleware", () => {
         }),
       );
     };
+    /** VS Code asks again and shows the answer. */
+    const askAndShow = async (position: vscode.Position) => {
+      const text = answerItems(await ask(position, answerOf(place.server.text)))[0]?.insertText;
+      if (typeof text === "string") {
+        place.shows(position, text);
+      }
+    };
     place.showing((position) => {
-      void ask(position, answerOf(place.server.text));
+      void askAndShow(position);
     });
-    return { place, ask, requests: () => editorRequests };
+    return { place, ask, askAndShow, requests: () => editorRequests };
   }
 
   it("grows one suggestion however many of its answers come", async () => {
-    const { place, ask, requests } = throughMiddleware();
+    const { place, ask, askAndShow, requests } = throughMiddleware();
     await ask(cursor, answerOf("_")); // the first answer, cut by the time budget
     for (let tick = 1; tick <= 4; tick++) {
       place.server.text += "i";
       await place.tick();
-      assert.equal(requests(), 1 + tick, `after tick ${tick}`);
       assert.equal(place.server.asked, tick);
       assert.equal(place.ticks.size, 1);
     }
@@ -572,16 +617,80 @@ describe("a growing suggestion shown anew through the middleware", () => {
     place.server.text += "ds";
     place.showing((position) => {
       place.status(generating);
-      void ask(position, answerOf(place.server.text));
+      void askAndShow(position);
     });
     place.status(ready);
     await settled();
-    assert.equal(requests(), 6);
     assert.equal(place.growth.growing, false);
     place.server.text += " =";
     await place.tick();
-    assert.equal(requests(), 6);
     assert.equal(place.server.asked, 5);
+    assert.deepEqual(
+      place.shownAgain,
+      ["_i", "_ii", "_iii", "_iiii", "_iiiids"].map((text) => `3:16 ${text}`),
+    );
+    assert.equal(
+      requests(),
+      1,
+      "the editor's asks to show it grown are answered with the text fetched",
+    );
+  });
+
+  it("answers the editor's ask with the text fetched only once, at its place and version", async () => {
+    const { place, ask, requests } = throughMiddleware();
+    place.showing(() => undefined); // the editor is made to show it, and has not asked yet
+    await ask(cursor, answerOf("_"));
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(
+      answerItems(await ask(at(3, 17), answerOf("="))).map((item) => item.insertText),
+      ["="],
+    );
+    place.edit();
+    assert.deepEqual(
+      answerItems(await ask(cursor, answerOf("ids"))).map((item) => item.insertText),
+      ["ids"],
+    );
+    assert.equal(requests(), 3, "asked elsewhere or after an edit, the server answers");
+  });
+
+  it("leaves the text fetched for an ask over VS Code's suggest widget to the server", async () => {
+    const { place, requests } = throughMiddleware();
+    const provide = growingMiddleware(place, 0);
+    place.showing(() => undefined);
+    place.growth.answered(place.document, cursor, "_");
+    place.server.text = "_ids";
+    await place.tick();
+    const selected = {
+      triggerKind: 0,
+      selectedCompletionInfo: { range: {}, text: "_identifiers" },
+    } as unknown as vscode.InlineCompletionContext;
+    const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
+    const answer = await provide(place.document, cursor, selected, token, () =>
+      Promise.resolve(answerOf("_identifiers = []")),
+    );
+    assert.deepEqual(
+      answerItems(answer).map((item) => item.insertText),
+      ["_identifiers = []"],
+    );
+    assert.equal(requests(), 0);
+  });
+
+  it("asks the server again for an ask after the one it was made to show", async () => {
+    const { place, ask, requests } = throughMiddleware();
+    place.showing(() => undefined);
+    await ask(cursor, answerOf("_"));
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(
+      answerItems(await ask(cursor, answerOf("_id"))).map((item) => item.insertText),
+      ["_ids"],
+    );
+    assert.deepEqual(
+      answerItems(await ask(cursor, answerOf("_ids ="))).map((item) => item.insertText),
+      ["_ids ="],
+    );
+    assert.equal(requests(), 2);
   });
 
   it("grows nothing from an answer over VS Code's suggest widget", async () => {

@@ -452,6 +452,7 @@ async function growingSuggestion(page, workbench, { userDataDir, workspace, work
   await page.keyboard.type(ESCAPED_GROWING_PROMPT, { delay: 30 });
   const firstEscaped = await waitForGhostText(workbench);
   const stillGenerating = (await workbench.statusIcon()) === "sync";
+  const pressed = performance.now();
   await page.keyboard.press("Escape");
   check(await waitForNoGhostText(workbench), `Escape did not hide the growing suggestion: ${JSON.stringify(await workbench.ghostText())}`);
   const escaped = performance.now();
@@ -461,7 +462,7 @@ async function growingSuggestion(page, workbench, { userDataDir, workspace, work
     await waitForServerLog(userDataDir, "The suggestion was turned down: its continuation stops");
     const idle = await pollFor(workbench.page, TIMEOUT.ui, 20, async () => (await workbench.statusIcon()) !== "sync");
     check(idle === true, "the status bar still spins after the suggestion was turned down");
-    log(`the server stopped generating: the status bar stopped spinning ${Math.round(performance.now() - escaped)} ms after Escape`);
+    log(`the server stopped generating: the status bar stopped spinning within ${Math.round(performance.now() - pressed)} ms of Escape`);
   }
   const reshown = await ghostTextWithin(workbench, ESCAPED_WATCH_MS);
   check(reshown === "", `the growing suggestion showed again after Escape: ${JSON.stringify(reshown)}`);

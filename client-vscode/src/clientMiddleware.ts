@@ -30,7 +30,8 @@ export function clientMiddleware(
   const growth = new SuggestionGrowth({
     status: statusBar,
     inlineCompletions: () => deps.settings().inlineCompletions,
-    serverAnswer: (document, position) => serverAnswer(client(), document, position),
+    serverAnswer: (document, position, selectedItem) =>
+      serverAnswer(client(), document, position, selectedItem),
     showAgain: showAgainIfCursorThere,
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
@@ -61,9 +62,13 @@ export function clientMiddleware(
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
     suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
-    answerAtHand: (document, position) => growth.answerToShow(document, position),
-    suggestionShown: (document, position, text, overSuggestWidget) => {
-      growth.answered(document, position, text, overSuggestWidget);
+    editorAsked: (document, position, selectedItem) => {
+      growth.editorAsked(document, position, selectedItem);
+    },
+    answerAtHand: (document, position, selectedItem) =>
+      growth.answerToShow(document, position, selectedItem),
+    suggestionShown: (document, position, text, selectedItem) => {
+      growth.answered(document, position, text, selectedItem);
     },
   });
   return {
@@ -84,11 +89,17 @@ async function serverAnswer(
   client: BaseLanguageClient,
   document: vscode.TextDocument,
   position: vscode.Position,
+  selectedItem: vscode.SelectedCompletionInfo | undefined,
 ): Promise<vscode.InlineCompletionItem[] | vscode.InlineCompletionList | undefined> {
+  const converter = client.code2ProtocolConverter;
+  const selectedCompletionInfo =
+    selectedItem === undefined
+      ? undefined
+      : { range: converter.asRange(selectedItem.range), text: selectedItem.text };
   const answer = await client.sendRequest(InlineCompletionRequest.type, {
-    textDocument: client.code2ProtocolConverter.asTextDocumentIdentifier(document),
-    position: client.code2ProtocolConverter.asPosition(position),
-    context: { triggerKind: InlineCompletionTriggerKind.Invoked },
+    textDocument: converter.asTextDocumentIdentifier(document),
+    position: converter.asPosition(position),
+    context: { triggerKind: InlineCompletionTriggerKind.Invoked, selectedCompletionInfo },
   });
   return client.protocol2CodeConverter.asInlineCompletionResult(answer);
 }

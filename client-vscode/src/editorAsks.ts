@@ -37,7 +37,8 @@ function askIfCursorThere(document: vscode.TextDocument, position: vscode.Positi
  * one: it answers an automatic request from what it has, and puts the shown suggestion first
  * among the answers to the user's. Hidden first, the fresh answer shows. Nothing else gets it
  * shown: VS Code 1.139 asks its providers again at the same place and version only for a request
- * of the user's after an automatic one, and a provider's change event is proposed API.
+ * of the user's after an automatic one, and a provider's change event is proposed API. Neither
+ * command closes VS Code's suggest widget: over it, the editor asks again over its selected item.
  */
 export async function showAgainIfCursorThere(
   document: vscode.TextDocument,

@@ -72,23 +72,33 @@ export interface InlineRequestHooks {
    */
   suggestionPending(dismiss: () => void): { dispose(): void };
   /**
+   * The editor asks at `position` of `document`, over `selectedItem` of VS Code's open suggest
+   * widget if any (a growing suggestion stops when that is not the item it extends).
+   */
+  editorAsked?(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    selectedItem: vscode.SelectedCompletionInfo | undefined,
+  ): void;
+  /**
    * An answer already at hand for a request at `position` of `document`, to give without asking
    * the server: a growing suggestion's grown text, fetched for the editor's ask there.
    */
   answerAtHand?(
     document: vscode.TextDocument,
     position: vscode.Position,
+    selectedItem: vscode.SelectedCompletionInfo | undefined,
   ): vscode.InlineCompletionItem[] | vscode.InlineCompletionList | undefined;
   /**
    * An answer with the suggestion `text` at `position` of `document` goes to the editor (it may
-   * keep growing there, suggestionGrowth.ts); `overSuggestWidget`: it extends the item selected
-   * in VS Code's open suggest widget.
+   * keep growing there, suggestionGrowth.ts); `selectedItem`: it extends that item, selected in
+   * VS Code's open suggest widget.
    */
   suggestionShown?(
     document: vscode.TextDocument,
     position: vscode.Position,
     text: string,
-    overSuggestWidget: boolean,
+    selectedItem: vscode.SelectedCompletionInfo | undefined,
   ): void;
   now?: () => number;
 }
@@ -145,18 +155,18 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       if (!inlineCompletions) {
         return null;
       }
-      const overSuggestWidget = context.selectedCompletionInfo !== undefined;
+      const selectedItem = context.selectedCompletionInfo;
+      hooks.editorAsked?.(document, position, selectedItem);
       /** The answer as it goes to the editor. */
       const toEditor = (items: Awaited<ReturnType<typeof next>>) => {
         const shown = suggestionText(items);
         if (shown !== undefined) {
-          hooks.suggestionShown?.(document, position, shown, overSuggestWidget);
+          hooks.suggestionShown?.(document, position, shown, selectedItem);
         }
         // Accepted to its end, a suggestion asks again there: the server has the rest by then.
         return withAcceptedCommand(items, document.uri.toString(), position);
       };
-      // Over the suggest widget, the server continues its selected item: no text at hand does.
-      const atHand = overSuggestWidget ? undefined : hooks.answerAtHand?.(document, position);
+      const atHand = hooks.answerAtHand?.(document, position, selectedItem);
       if (atHand !== undefined) {
         return toEditor(atHand);
       }

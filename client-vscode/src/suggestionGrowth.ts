@@ -20,12 +20,18 @@
  * not by the server a second time: the ghost text is gone for less long, and it is the text that
  * was compared with what the editor showed.
  *
+ * A suggestion answered while VS Code's suggest widget is open extends the widget's selected
+ * item (the server continues the text with that item in place): its asks carry that item, as
+ * the editor's did; made to show it anew, VS Code 1.139 keeps the widget open and asks over the
+ * same item. Tab is the widget's meanwhile, so such a suggestion is not refreshing while hidden.
+ *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
- * suggestion moves it), VS Code's suggest widget shows over it, another editor becomes active,
- * the user turns the suggestion down (it is pending meanwhile, so that the extension's Escape
- * binding applies, pendingSuggestions.ts), inline completions are turned off, an answer at
- * another place comes, or the client stops. One suggestion grows at a time, and the answers to
- * its own asks start nothing.
+ * suggestion moves it), the editor asks there over another item of the suggest widget or without
+ * the one the suggestion extends (the selection moved, the widget closed or opened over it),
+ * another editor becomes active, the user turns the suggestion down (it is pending meanwhile, so
+ * that the extension's Escape binding applies, pendingSuggestions.ts), inline completions are
+ * turned off, an answer at another place comes, or the client stops. One suggestion grows at a
+ * time, and the answers to its own asks start nothing.
  *
  * Only type imports from `vscode`, so this module runs (and is tested) under plain Node.
  */
@@ -62,6 +68,7 @@ export interface GrowthHooks {
   serverAnswer(
     document: vscode.TextDocument,
     position: vscode.Position,
+    selectedItem: vscode.SelectedCompletionInfo | undefined,
   ): Promise<EditorAnswer | null | undefined>;
   /**
    * Has the editor show the server's answer at `position` of `document` in place of the one it
@@ -99,11 +106,35 @@ interface Place {
   readonly version: number;
   readonly line: number;
   readonly character: number;
+  /** The item selected in VS Code's open suggest widget, which the suggestion extends. */
+  readonly selectedItem: vscode.SelectedCompletionInfo | undefined;
 }
 
-function placeOf(document: vscode.TextDocument, position: vscode.Position): Place {
+function placeOf(
+  document: vscode.TextDocument,
+  position: vscode.Position,
+  selectedItem: vscode.SelectedCompletionInfo | undefined,
+): Place {
   const { line, character } = position;
-  return { document, version: document.version, line, character };
+  return { document, version: document.version, line, character, selectedItem };
+}
+
+function samePosition(a: vscode.Position, b: vscode.Position): boolean {
+  return a.line === b.line && a.character === b.character;
+}
+
+function sameItem(
+  a: vscode.SelectedCompletionInfo | undefined,
+  b: vscode.SelectedCompletionInfo | undefined,
+): boolean {
+  if (a === undefined || b === undefined) {
+    return a === b;
+  }
+  return (
+    a.text === b.text &&
+    samePosition(a.range.start, b.range.start) &&
+    samePosition(a.range.end, b.range.end)
+  );
 }
 
 function samePlace(a: Place, b: Place): boolean {
@@ -111,7 +142,8 @@ function samePlace(a: Place, b: Place): boolean {
     a.document === b.document &&
     a.version === b.version &&
     a.line === b.line &&
-    a.character === b.character
+    a.character === b.character &&
+    sameItem(a.selectedItem, b.selectedItem)
   );
 }
 
@@ -150,21 +182,15 @@ export class SuggestionGrowth implements Disposable {
 
   /**
    * An answer with the suggestion `text` at `position` of `document` went to the editor;
-   * `overSuggestWidget`: it extends the item selected in VS Code's open suggest widget.
+   * `selectedItem`: it extends that item, selected in VS Code's open suggest widget.
    */
   answered(
     document: vscode.TextDocument,
     position: vscode.Position,
     text: string,
-    overSuggestWidget = false,
+    selectedItem?: vscode.SelectedCompletionInfo,
   ): void {
-    const place = placeOf(document, position);
-    if (overSuggestWidget) {
-      // The server continues the text with the widget's item in place, which the asks here
-      // (without it) would not show: VS Code shows only what extends that item.
-      this.current?.stop();
-      return;
-    }
+    const place = placeOf(document, position, selectedItem);
     if (this.current !== undefined && samePlace(this.current.place, place)) {
       this.current.shown = text; // the answer to its own ask
       this.hooks.refreshing?.answered();
@@ -184,14 +210,44 @@ export class SuggestionGrowth implements Disposable {
   }
 
   /**
+   * The editor asks at `position` of `document`, over `selectedItem` of VS Code's open suggest
+   * widget if any. Asked at the growing suggestion's place over another item than the one it
+   * extends, or without it, or over one while it extends none, the editor would no longer show
+   * that suggestion there (the selection moved, the widget closed or opened over it): it stops
+   * growing.
+   */
+  editorAsked(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    selectedItem: vscode.SelectedCompletionInfo | undefined,
+  ): void {
+    const growing = this.current?.place;
+    const asked = placeOf(document, position, selectedItem);
+    if (
+      growing !== undefined &&
+      !samePlace(growing, asked) &&
+      samePlace(growing, { ...asked, selectedItem: growing.selectedItem })
+    ) {
+      this.current?.stop();
+    }
+  }
+
+  /**
    * The answer the editor is being made to show at `position` of `document`, for its ask there:
    * what the growth has just fetched from the server, so that the editor's ask needs no second
    * request (and shows the text sooner). Taken once, and only at the place and the document
    * version it was fetched for.
    */
-  answerToShow(document: vscode.TextDocument, position: vscode.Position): EditorAnswer | undefined {
+  answerToShow(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    selectedItem?: vscode.SelectedCompletionInfo,
+  ): EditorAnswer | undefined {
     const toShow = this.toShow;
-    if (toShow === undefined || !samePlace(toShow.place, placeOf(document, position))) {
+    if (
+      toShow === undefined ||
+      !samePlace(toShow.place, placeOf(document, position, selectedItem))
+    ) {
       return undefined;
     }
     this.toShow = undefined;
@@ -239,12 +295,17 @@ export class SuggestionGrowth implements Disposable {
         growth.stop();
         return;
       }
-      const answer = await hooks.serverAnswer(document, position).catch(() => undefined);
+      const answer = await hooks
+        .serverAnswer(document, position, place.selectedItem)
+        .catch(() => undefined);
       const text = answerItems(answer)[0]?.insertText;
       const wanted = () => live() && hooks.inlineCompletions();
       if (wanted() && answer && typeof text === "string" && text && text !== growth.shown) {
-        const { version } = place;
-        hooks.refreshing?.begin({ document, version, position, text: growth.shown });
+        // Over the suggest widget, Tab is the widget's, and the text replaces the item's range.
+        if (place.selectedItem === undefined) {
+          const { version } = place;
+          hooks.refreshing?.begin({ document, version, position, text: growth.shown });
+        }
         this.toShow = { place, answer };
         // Turned down meanwhile (Escape hides it), it must not show again.
         await hooks.showAgain(document, position, wanted);

@@ -20,6 +20,9 @@ const loading: ServerStatus = { ...ready, state: "loading" };
 // Plain objects stand in for VS Code's: the module compares documents, versions and places.
 const at = (line: number, character: number) => ({ line, character }) as unknown as vscode.Position;
 const cursor = at(3, 16);
+/** An item of VS Code's suggest widget for `is`, typed before the cursor: it replaces it. */
+const item = (text: string) =>
+  ({ range: { start: at(3, 14), end: cursor }, text }) as unknown as vscode.SelectedCompletionInfo;
 
 /** Lets the promises the growth waits on settle. */
 const settled = () => new Promise((resolve) => setImmediate(resolve));
@@ -32,7 +35,15 @@ const settled = () => new Promise((resolve) => setImmediate(resolve));
 function editor(status: ServerStatus = generating) {
   const documentState = { uri: "file:///tmp/tokens.py", version: 1 };
   const document = documentState as unknown as vscode.TextDocument;
-  const server = { ...statusSource(status), text: "_", asked: 0 };
+  const server = {
+    ...statusSource(status),
+    text: "_",
+    asked: 0,
+    /** The suggest widget's item each ask carried, "-" for none. */
+    askedOver: [] as string[],
+  };
+  /** VS Code's suggest widget: the item selected in it while it is open. */
+  const widget: { selected: vscode.SelectedCompletionInfo | undefined } = { selected: undefined };
   const settings = { inlineCompletions: true };
   const placeWatchers = new Set<() => void>();
   const editorWatchers = new Set<() => void>();
@@ -62,8 +73,9 @@ function editor(status: ServerStatus = generating) {
   const growth = new SuggestionGrowth({
     status: server.source,
     inlineCompletions: () => settings.inlineCompletions,
-    serverAnswer: async () => {
+    serverAnswer: async (_document, _position, selectedItem) => {
       server.asked += 1;
+      server.askedOver.push(selectedItem?.text ?? "-");
       return answerOf(await answer(server.text));
     },
     showAgain: (_document, position, stillWanted) =>
@@ -98,6 +110,7 @@ function editor(status: ServerStatus = generating) {
     growth,
     document,
     server,
+    widget,
     shownAgain,
     /** The editor shows `text` at `position`, made to show it anew. */
     shows: (position: vscode.Position, text: string) => {
@@ -117,8 +130,13 @@ function editor(status: ServerStatus = generating) {
     ticks,
     settings,
     status: server.change,
+    /** An answer with `text` goes to the editor, over the widget's selected item if it is open. */
     answeredAt: (position: vscode.Position = cursor, text = "_") => {
-      growth.answered(document, position, text);
+      growth.answered(document, position, text, widget.selected);
+    },
+    /** The editor asks at `position`, over the widget's selected item if it is open. */
+    asksAt: (position: vscode.Position = cursor) => {
+      growth.editorAsked(document, position, widget.selected);
     },
     /** The time between two asks passes, and what it started settles. */
     tick: async () => {
@@ -187,7 +205,9 @@ function editor(status: ServerStatus = generating) {
 function showingEditor(status: ServerStatus = generating) {
   const place = editor(status);
   place.showing((position) => {
-    const atHand = answerItems(place.growth.answerToShow(place.document, position))[0];
+    place.asksAt(position);
+    const selected = place.widget.selected;
+    const atHand = answerItems(place.growth.answerToShow(place.document, position, selected))[0];
     const text = typeof atHand?.insertText === "string" ? atHand.insertText : place.server.text;
     place.shows(position, text);
     place.answeredAt(position, text);
@@ -390,20 +410,31 @@ describe("a growing suggestion stops growing", () => {
     assert.equal(growth.growing, false);
   });
 
-  it("when VS Code's suggest widget opens over it, and it is not grown there", async () => {
+  it("when VS Code's suggest widget opens over it: the editor asks over the widget's item", async () => {
     const place = showingEditor();
     place.answeredAt();
     place.server.text = "_ids";
     await place.tick();
-    // VS Code asks with the widget's selected item, for a text that extends it.
-    place.growth.answered(place.document, cursor, "tokenizer(text)", true);
+    place.widget.selected = item("_identifiers");
+    place.asksAt();
     place.server.text = "_ids = tokenizer(";
-    await place.tick();
-    place.growth.answered(place.document, at(4, 2), "tokenizer(text)", true);
     await place.tick();
     assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
     assert.equal(place.growth.growing, false);
     assert.equal(place.pending.pending, false);
+  });
+
+  it("not when the editor asks at another place, or at its place as it shows it", async () => {
+    const place = showingEditor();
+    place.answeredAt();
+    place.widget.selected = item("_identifiers");
+    place.asksAt(at(4, 2));
+    place.widget.selected = undefined;
+    place.asksAt(cursor);
+    place.server.text = "_ids";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
+    assert.equal(place.growth.growing, true);
   });
 
   it("when inline completions are turned off", async () => {
@@ -468,6 +499,71 @@ describe("a growing suggestion stops growing", () => {
     await place.tick();
     assert.deepEqual(place.shownAgain, []);
     assert.equal(place.pending.pending, false);
+  });
+});
+
+describe("a suggestion answered over VS Code's suggest widget", () => {
+  /** The widget open over `is` (3:14-3:16), `island` selected: the suggestion replaces `is`. */
+  function overTheWidget() {
+    const place = showingEditor();
+    place.widget.selected = item("island");
+    place.server.text = "island is";
+    place.answeredAt(cursor, "island is");
+    return place;
+  }
+
+  it("grows while the server generates it, asked and shown over the selected item", async () => {
+    const place = overTheWidget();
+    place.server.text = "island is a";
+    await place.tick();
+    place.server.text = "island is a country";
+    place.status(ready);
+    await settled();
+    assert.deepEqual(place.shownAgain, ["3:16 island is a", "3:16 island is a country"]);
+    assert.deepEqual(place.server.askedOver, ["island", "island"]);
+    assert.equal(place.growth.growing, false);
+  });
+
+  it("stops growing when another item is selected, and grows that one's suggestion", async () => {
+    const place = overTheWidget();
+    place.server.text = "island is a";
+    await place.tick();
+    place.widget.selected = item("its");
+    place.asksAt(); // VS Code asks for the newly selected item
+    place.server.text = "island is a country";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, ["3:16 island is a"]);
+    assert.equal(place.growth.growing, false);
+    place.server.text = "its own";
+    place.answeredAt(cursor, "its own");
+    place.server.text = "its own island";
+    await place.tick();
+    assert.deepEqual(place.shownAgain, ["3:16 island is a", "3:16 its own island"]);
+    assert.deepEqual(place.server.askedOver, ["island", "its"]);
+  });
+
+  it("stops growing when the widget closes: the editor asks there without the item", async () => {
+    const place = overTheWidget();
+    place.widget.selected = undefined;
+    place.asksAt();
+    place.server.text = "island is a";
+    await place.tick();
+    place.status(ready);
+    await settled();
+    assert.deepEqual(place.shownAgain, []);
+    assert.equal(place.server.asked, 0);
+    assert.equal(place.pending.pending, false);
+  });
+
+  it("is not refreshing while the editor hides it: Tab is the widget's", async () => {
+    const place = overTheWidget();
+    let refreshingWhileHidden: boolean | undefined;
+    place.showing(() => {
+      refreshingWhileHidden = place.refreshing.refreshing;
+    });
+    place.server.text = "island is a";
+    await place.tick();
+    assert.equal(refreshingWhileHidden, false);
   });
 });
 
@@ -565,7 +661,11 @@ describe("a growing suggestion shown anew through the middleware", () => {
       quietHooks({
         currentSettings: () => ({ inlineCompletions: true, debounceMs }),
         suggestionPending: (dismiss) => place.pending.add(dismiss),
-        answerAtHand: (document, position) => place.growth.answerToShow(document, position),
+        editorAsked: (document, position, selectedItem) => {
+          place.growth.editorAsked(document, position, selectedItem);
+        },
+        answerAtHand: (document, position, selectedItem) =>
+          place.growth.answerToShow(document, position, selectedItem),
         suggestionShown: (document, position, text, overSuggestWidget) => {
           place.growth.answered(document, position, text, overSuggestWidget);
         },
@@ -693,21 +793,52 @@ describe("a growing suggestion shown anew through the middleware", () => {
     assert.equal(requests(), 2);
   });
 
-  it("grows nothing from an answer over VS Code's suggest widget", async () => {
-    const { place, requests } = throughMiddleware();
+  it("grows an answer over VS Code's suggest widget over its item, not over another", async () => {
+    const { place } = throughMiddleware();
+    /** The editor's requests that went to the server. */
+    let requests = 0;
     const provide = growingMiddleware(place, 0);
-    const selected = {
-      triggerKind: 0,
-      selectedCompletionInfo: { range: {}, text: "tokenizer" },
-    } as unknown as vscode.InlineCompletionContext;
+    place.showing(() => undefined); // the editor is made to show it, and has not asked yet
     const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
-    await provide(place.document, cursor, selected, token, () =>
-      Promise.resolve(answerOf("tokenizer(text)")),
-    );
-    assert.equal(place.growth.growing, false);
-    place.server.text = "tokenizer(text)\n";
+    const askOver = (selected: vscode.SelectedCompletionInfo, answer: Result) =>
+      Promise.resolve(
+        provide(
+          place.document,
+          cursor,
+          { ...invoked, selectedCompletionInfo: selected },
+          token,
+          () => {
+            requests += 1;
+            return Promise.resolve(answer);
+          },
+        ),
+      );
+    await askOver(item("island"), answerOf("island is"));
+    place.server.text = "island is a";
     await place.tick();
-    assert.equal(requests(), 0);
+    assert.deepEqual(place.server.askedOver, ["island"]);
+    // Made to show it anew, the editor asks over the same item: the text fetched answers.
+    assert.deepEqual(
+      answerItems(await askOver(item("island"), answerOf("island"))).map((it) => it.insertText),
+      ["island is a"],
+    );
+    assert.equal(place.growth.growing, true);
+    assert.equal(requests, 1, "only the first ask went to the server");
+    // Another item selected: the editor's ask goes to the server, and the growth stops.
+    place.server.text = "island is a country";
+    await place.tick();
+    const otherItem = await askOver(item("its"), answerOf("its own"));
+    assert.deepEqual(
+      answerItems(otherItem).map((it) => it.insertText),
+      ["its own"],
+    );
+    // Back on the first item, the server answers: the text fetched for it is not shown.
+    const back = await askOver(item("island"), answerOf("island is a country, and"));
+    assert.deepEqual(
+      answerItems(back).map((it) => it.insertText),
+      ["island is a country, and"],
+    );
+    assert.equal(requests, 3);
   });
 
   it("grows nothing from an empty answer", async () => {

@@ -241,16 +241,20 @@ function extensionLog(userDataDir) {
   return found.length > 0 ? { file: found.at(-1), text: readFileSync(found.at(-1), "utf8") } : null;
 }
 
-/** Waits until the extension's log (which holds the server's) has a line containing `text`. */
-async function waitForServerLog(userDataDir, text) {
+/**
+ * Waits until the extension's log (which holds the server's) has `times` lines containing `text`
+ * (a setting changed back and forth logs the same line again).
+ */
+async function waitForServerLog(userDataDir, text, times = 1) {
   const deadline = Date.now() + TIMEOUT.ui;
   while (Date.now() < deadline) {
-    if (extensionLog(userDataDir)?.text.includes(text)) {
+    const logged = extensionLog(userDataDir)?.text.split(text).length ?? 1;
+    if (logged - 1 >= times) {
       return;
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
-  throw new CheckFailed(`the extension's log has no "${text}" within ${TIMEOUT.ui / 1000} s`);
+  throw new CheckFailed(`the extension's log has no "${text}" (${times} times) within ${TIMEOUT.ui / 1000} s`);
 }
 
 /** Waits for the status bar item to show ready (sparkle icon); fails at once on its error icon. */
@@ -469,6 +473,70 @@ async function growingSuggestion(page, workbench, { userDataDir, workspace, work
   log(`no ghost text in the ${Math.round((performance.now() - escaped) / 1000)} s after Escape`);
 }
 
+/**
+ * A suggestion over the suggest widget grows too: with the growing settings, WIDGET_PROMPT typed
+ * on a new line of the words file gets a first answer over the widget's selected item, and the
+ * ghost text grows while the widget stays open on that item, until the status bar is ready.
+ */
+async function growingOverTheWidget(page, workbench, { userDataDir, workspace, workspaceSettings, slowSettings }) {
+  const growingSettings = {
+    ...workspaceSettings,
+    "phi3.answerBudgetMs": 1,
+    "phi3.maxNewTokens": GROWING_MAX_NEW_TOKENS,
+  };
+  const settingsFile = path.join(workspace, ".vscode", "settings.json");
+  writeFileSync(settingsFile, JSON.stringify(growingSettings, null, 2));
+  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 0 → 1");
+  await page.keyboard.press("End");
+  await page.keyboard.press("Enter");
+  await page.keyboard.type(WIDGET_PROMPT, { delay: 30 });
+  const typed = await workbench.editorText();
+  const lastKeystroke = performance.now();
+  // At once: a first answer within VS Code's 750 ms (the server has read these lines before)
+  // would keep the widget from opening by itself.
+  await page.keyboard.press("Control+Space");
+  const selectedItem = await pollFor(page, TIMEOUT.ui, 50, () => workbench.selectedSuggestion());
+  check(
+    selectedItem !== undefined,
+    `Ctrl+Space did not open the suggest widget after "${WIDGET_PROMPT}" typed again in ${WORDS_FILE_NAME}: the step checks nothing`,
+  );
+  const itemRest = selectedItem.slice(WIDGET_PROMPT.split(" ").at(-1).length);
+  const extending = async () => {
+    const ghost = await workbench.ghostText();
+    return ghost.startsWith(itemRest) ? ghost : undefined;
+  };
+  const first = await pollFor(page, TIMEOUT.suggestion, 50, extending);
+  check(
+    first !== undefined,
+    `no ghost text extending the suggest widget's "${selectedItem}" came: ${JSON.stringify(await workbench.ghostText())}`,
+  );
+  const firstMs = Math.round(performance.now() - lastKeystroke);
+  log(`growing over the suggest widget's "${selectedItem}": first ghost text after ${firstMs} ms: ${JSON.stringify(first)}`);
+  // No key from here on: the widget stays open, and the ghost text grows by itself.
+  const { text: grown, shown } = await restingGhostText(workbench);
+  for (const { ms, text } of shown.slice(1)) {
+    log(`  ${firstMs + ms} ms after typing: ${text === "" ? "no ghost text" : `${text.length} characters`}`);
+  }
+  log(`grown ghost text over the widget (${shown.length - 1} changes): ${JSON.stringify(grown)}`);
+  const selectedAtRest = await workbench.selectedSuggestion();
+  check(
+    selectedAtRest === selectedItem,
+    `the suggest widget did not stay open on "${selectedItem}" while the suggestion grew: ${selectedAtRest === undefined ? "it closed" : `"${selectedAtRest}" is selected`}`,
+  );
+  check(
+    (await workbench.editorText()) === typed,
+    `the suggestion growing over the suggest widget changed the document: ${JSON.stringify(await workbench.editorText())}`,
+  );
+  check(
+    grown.length > first.length && collapse(grown).startsWith(collapse(first)),
+    `the ghost text over the suggest widget did not grow while the server generated the rest: it stayed ${JSON.stringify(first)} and ended ${JSON.stringify(grown)}`,
+  );
+  await screenshot(page, "05e-growing-over-the-suggest-widget");
+  await page.keyboard.press("Escape"); // closes the widget
+  writeFileSync(settingsFile, JSON.stringify(slowSettings, null, 2));
+  await waitForServerLog(userDataDir, "Setting changed: phi3.answerBudgetMs: 1 → 0", 2);
+}
+
 async function drive(page, workbench, facts, weights, { userDataDir, workspace, workspaceSettings, python }) {
   const ready = await timed("server ready (page open → status bar ready)", async () => {
     await workbench.waitUntilLoaded(TIMEOUT.workbench);
@@ -661,6 +729,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
     await waitForNoGhostText(workbench),
     `Escape did not dismiss the suggestion after the accepted item: ${JSON.stringify(await workbench.ghostText())}`,
   );
+  await growingOverTheWidget(page, workbench, { userDataDir, workspace, workspaceSettings, slowSettings });
   // Closed unchanged: VS Code offers the words of every open document, and `island` would open
   // the suggest widget in the steps below.
   await workbench.runCommand("File: Revert File", TIMEOUT.ui);

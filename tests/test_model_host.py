@@ -706,13 +706,19 @@ async def test_a_newer_read_ahead_elsewhere_stops_the_older_within_a_layer(
     assert stopped_read is not None and stopped_read.cached_tokens == PREFILL_CHUNK_TOKENS
 
 
-def stop_what_the_newer_request_is_for(
+async def stop_what_the_newer_request_is_for(
     host: ModelHost, how: str, model: str
 ) -> asyncio.Future[Generation | None] | None:
     """Do what stops a completion on "doc" within a layer (see the test below); returns a
-    request it makes, if any."""
+    request it makes, if any, once that request has stopped it."""
     if how == "another document":
-        return asyncio.ensure_future(host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="b"))
+        elsewhere = asyncio.ensure_future(
+            host.generate(PROMPT_IDS, max_new_tokens=2, cache_key="b")
+        )
+        # Its first step stops the running requests, before its first await: without it, the
+        # held model thread, released, could finish the chunk before the request stopped it.
+        await asyncio.sleep(0)
+        return elsewhere
     if how == "closing the document":
         host.forget_document("doc")
     elif how == "a reload":
@@ -744,7 +750,7 @@ async def test_what_stops_a_newer_request_stops_the_prompt_chunk_kept_for_it_wit
         )
         await asyncio.sleep(0)
         # Then what stops the newer request: nothing needs the older one's chunk any more.
-        elsewhere = stop_what_the_newer_request_is_for(loaded_host, how, str(tiny_phi3_dir))
+        elsewhere = await stop_what_the_newer_request_is_for(loaded_host, how, str(tiny_phi3_dir))
         release.set()
         stopped_read = await older
         assert await newer is None

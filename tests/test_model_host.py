@@ -51,6 +51,7 @@ class RecordingListener:
         self.collector_on_while_loading: list[bool] = []
         self.load_done = threading.Event()
         self._status_changed = threading.Condition()
+        self._statuses_at_load_end = 0
 
     def status_changed(self, status: Status) -> None:
         with self._status_changed:
@@ -65,7 +66,9 @@ class RecordingListener:
         self.collector_on_while_loading.append(gc.isenabled())
 
     def load_ended(self, outcome: LoadOutcome) -> None:
-        self.outcomes.append(outcome)
+        with self._status_changed:
+            self.outcomes.append(outcome)
+            self._statuses_at_load_end = len(self.statuses)
         self.load_done.set()
 
     def prompt_read(self, reading: PromptReading) -> None:
@@ -80,9 +83,18 @@ class RecordingListener:
         assert found
 
     def wait_for_load(self) -> LoadOutcome:
+        """Wait until a load has ended and, unless superseded, the host has taken its outcome
+        in: the status that follows the outcome comes once the host holds its engine, or its
+        error (a client waits for that status; the outcome alone comes before the engine)."""
         assert self.load_done.wait(LOAD_TIMEOUT)
         self.load_done.clear()
-        return self.outcomes[-1]
+        with self._status_changed:
+            outcome, statuses_at_end = self.outcomes[-1], self._statuses_at_load_end
+            if not outcome.superseded:
+                assert self._status_changed.wait_for(
+                    lambda: len(self.statuses) > statuses_at_end, LOAD_TIMEOUT
+                )
+        return outcome
 
 
 @pytest.fixture

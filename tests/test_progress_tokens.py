@@ -16,14 +16,17 @@ from phi3_lsp.model_host import LoadOutcome
 from phi3_lsp.prompt_reading import PromptReading
 from phi3_lsp.server import Phi3LanguageServer
 
+WAIT_SECONDS = 60.0
 SHOWS_PROGRESS = types.ClientCapabilities(
     window=types.WindowClientCapabilities(work_done_progress=True)
 )
 
 
 async def until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0)
+    """Wait until `condition()` holds; a message that never comes fails the test, not hangs it."""
+    async with asyncio.timeout(WAIT_SECONDS):
+        while not condition():
+            await asyncio.sleep(0)
 
 
 async def answer_the_create(server: Phi3LanguageServer, sent_before: int, sent: io.BytesIO) -> None:

@@ -291,6 +291,9 @@ export class SuggestionGrowth implements Disposable {
     let asking: Promise<void> | undefined;
     /** Asks the server, and shows its answer if it differs from what the editor shows. */
     const refresh = async () => {
+      if (!live()) {
+        return; // stopped while the last ask waited for one on its way: the user has moved on
+      }
       if (!hooks.inlineCompletions()) {
         growth.stop();
         return;

@@ -375,6 +375,22 @@ describe("a growing suggestion stops growing", () => {
       await settled();
       assert.deepEqual(place.shownAgain, []);
     });
+
+    it(`${when} while its last ask waits for one on its way: the server is not asked`, async () => {
+      const place = showingEditor();
+      const give = place.holdAnswers();
+      place.answeredAt();
+      place.server.text = "_ids";
+      await place.tick();
+      place.status(ready); // the last ask waits for the tick's
+      await settled();
+      stop(place);
+      give();
+      await settled();
+      // An ask for a place the user has left would start a generation there nobody waits for.
+      assert.equal(place.server.asked, 1);
+      assert.deepEqual(place.shownAgain, []);
+    });
   }
 
   it("when the user turns it down while the editor hides it to show more", async () => {

@@ -1054,18 +1054,21 @@ def test_another_model_after_a_format_change_stops_the_kept_gguf_conversion(
     assert not [entry for entry in (cache / "gguf").iterdir() if paths.is_built(entry)]
 
 
-def test_another_model_chosen_while_a_load_waits_for_another_processs_4bit_layers_loads_at_once(
+@pytest.mark.parametrize("chosen", ["another model", "fp32 weights"])
+def test_a_load_chosen_while_another_waits_for_another_processs_4bit_layers_loads_at_once(
     listener: RecordingListener,
     new_host: Callable[[str], ModelHost],
     tiny_phi3_dir: Path,
     tmp_path: Path,
+    chosen: str,
 ) -> None:
     # Two editor windows on Phi-3-mini in int4: the second waits while the first makes the
-    # 4-bit layers (35-50 s). Another model chosen meanwhile waited for them too.
+    # 4-bit layers (35-50 s). Another model, or the same in fp32, chosen meanwhile waited too.
     checkpoint = str(shutil.copytree(tiny_phi3_dir, tmp_path / "tiny-phi3"))
     entry = int4_cache.int4_entry(Path(checkpoint))
     entry.parent.mkdir(parents=True, exist_ok=True)
     host = new_host(checkpoint)
+    model = str(tiny_phi3_dir) if chosen == "another model" else checkpoint
     with FileLock(str(entry.parent / f".{entry.name}.lock")):  # the other process's build
         host.load(checkpoint, threads=1, weights="int4")
         listener.wait_for_status(
@@ -1073,9 +1076,13 @@ def test_another_model_chosen_while_a_load_waits_for_another_processs_4bit_layer
                 "Waiting for another phi3-lsp process to make its 4-bit layers"
             )
         )
-        host.load(str(tiny_phi3_dir), threads=1)
+        host.load(model, threads=1, weights="fp32")
         listener.wait_for_status(
-            lambda status: status.model == str(tiny_phi3_dir) and status.state in ("ready", "error")
+            lambda status: (
+                status.model == model
+                and status.weights == "fp32"
+                and status.state in ("ready", "error")
+            )
         )
         assert listener.statuses[-1].state == "ready"
     assert not paths.is_built(entry)

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.load_stops import StopCheck
 from phi3_lsp.progress import ProgressCallback, ProgressUpdate
 
 
 def waiting_for_another_process(
-    report: ProgressCallback, stop: LoadStop | None, update: ProgressUpdate
+    report: ProgressCallback, stop: StopCheck | None, update: ProgressUpdate
 ) -> Callable[[], None]:
     """A `waiting` for `build_once`: reports `update` once, and raises `LoadStopped` once
-    `stop` is set."""
+    `stop` says the load is no longer wanted."""
     said = False
 
     def waiting() -> None:

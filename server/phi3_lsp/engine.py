@@ -35,7 +35,7 @@ from phi3_lsp.generation import Generation, GreedyDecoder, PromptRead, TextCallb
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
-from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.load_stops import StopCheck
 from phi3_lsp.memory_fit import (
     checkpoint_bytes,
     drafter_fits,
@@ -144,14 +144,15 @@ class ModelEngine:
         threads: int = 0,
         progress: ProgressCallback | None = None,
         weights: WeightFormat = "fp32",
-        stop: LoadStop | None = None,
+        stop: StopCheck | None = None,
     ) -> ModelEngine:
         """Load tokenizer, config and model (blocking). `threads=0` means one per physical core.
 
         `tokenizer`: the source's, when the caller has loaded it already. fp32 is the default:
         lower precisions change the greedy text, and many CPUs have no native bf16.
-        "int4" stores the decoder's linear layers in 4 bits (see `quantize`). `stop`: once
-        set, a wait for another process making the 4-bit layers ends in `LoadStopped`.
+        "int4" stores the decoder's linear layers in 4 bits (see `quantize`). `stop`: once it
+        says the load is no longer wanted, a wait for another process making the 4-bit layers
+        ends in `LoadStopped`.
         """
         report = progress or ignore_progress
         started = time.perf_counter()
@@ -480,7 +481,7 @@ def _build_model(
     weights: WeightFormat,
     report: ProgressCallback,
     bf16_held: bool,
-    stop: LoadStop | None = None,
+    stop: StopCheck | None = None,
 ) -> nn.Module:
     """The model in eval mode: from the weights, or on the meta device when there are none.
     `bf16_held`: an fp32 model keeps its linear weights and input embedding in bf16. `stop`

@@ -33,7 +33,7 @@ from torch import nn
 
 from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.checkpoint_int4 import int4_tensors_from_files
-from phi3_lsp.load_stops import LoadStop
+from phi3_lsp.load_stops import StopCheck
 from phi3_lsp.paths import (
     build_once,
     cache_dir,
@@ -61,7 +61,7 @@ def load_int4(
     weights_dir: Path,
     report: Callable[[str], None],
     shapes: Callable[[], nn.Module],
-    stop: LoadStop | None = None,
+    stop: StopCheck | None = None,
 ) -> nn.Module:
     """The model `load_checkpoint()` gives, in its int4 form, from the cache when it has it.
 
@@ -69,8 +69,9 @@ def load_int4(
     the 4-bit layers are made from the files one weight at a time where they allow it (see
     `checkpoint_int4`), else from the loaded model. A cache entry that cannot be used
     (damaged, or from another version of the model code) is made again. Raises
-    `LoadStopped` once `stop` is set while another process makes the layers (35-50 s for
-    Phi-3-mini's): another model chosen meanwhile does not wait for them.
+    `LoadStopped` once `stop` says the load is no longer wanted while another process makes
+    the layers (35-50 s for Phi-3-mini's): another model or weight format chosen meanwhile
+    does not wait for them.
     """
     entry = int4_entry(weights_dir)
     for _ in range(2):  # a second round makes again an entry found unusable
@@ -102,7 +103,7 @@ def _made_once(
     weights_dir: Path,
     report: Callable[[str], None],
     shapes: Callable[[], nn.Module],
-    stop: LoadStop | None,
+    stop: StopCheck | None,
 ) -> nn.Module | None:
     """The model in its int4 form, its layers made and kept in `entry` under the entry's build
     lock; None when `entry` is built (by another process meanwhile: it is waited for) or the

@@ -66,7 +66,7 @@ def load_engine(
     Called with the garbage collector disabled (see `ModelHost._load`), which it enables only
     while the weights come. Raises `LoadStopped` before the weights load once `stop` is set (at
     once during a download), or once a newer load has begun (the same model, after its
-    download); and once `stop` is set while it waits for another process's 4-bit layers.
+    download); and, while it waits for another process's 4-bit layers, once either holds.
     """
     # The tokenizer needs neither torch nor transformers: hovers work seconds before the
     # first load has imported them.
@@ -113,9 +113,22 @@ def load_engine(
         threads=request.threads,
         weights=request.weights,
         progress=hooks.progressed,
-        stop=stop,
+        # A wait for another process's 4-bit layers keeps no download for a newer load of the
+        # same model (another `weights`): it ends for that too.
+        stop=_CurrentLoad(stop, hooks),
     )
     return engine, None if engine.has_weights else engine.source.missing_weights_hint
+
+
+@dataclass(frozen=True)
+class _CurrentLoad:
+    """A `StopCheck` that also says a load is no longer wanted once a newer one has begun."""
+
+    stop: LoadStop
+    hooks: LoadHooks
+
+    def check(self) -> None:
+        _check_still_current(self.stop, self.hooks)
 
 
 def _check_still_current(stop: LoadStop, hooks: LoadHooks) -> None:

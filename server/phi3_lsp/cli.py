@@ -15,7 +15,7 @@ import dataclasses
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.progress import ProgressUpdate
@@ -23,6 +23,8 @@ from phi3_lsp.scheduling import logical_cpus
 from phi3_lsp.settings import WEIGHT_FORMATS, WeightFormat
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from phi3_lsp.architecture import ArchitectureReport, ModuleCount
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.offline_pack import AssetName
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 # As most tools: 2 is argparse's, for a command line that cannot be parsed.
 RUNTIME_FAILURE = 1
 PACK_ASSETS: tuple[AssetName, ...] = ("smollm2-135m", "phi3-mini")
+_T = TypeVar("_T")
 
 TOKENIZE_OUTPUT = """\
 output: one row per token of TEXT as it reads in a document (no special tokens): the id, the
@@ -154,8 +157,9 @@ def run_tokenize(args: argparse.Namespace) -> int:
     if text is None:
         return fail(NOT_UTF8)
     try:
-        source = _resolve(args, weights=False)
-        tokenizer = DocumentTokenizer.from_dir(source.tokenizer_dir)
+        source, tokenizer = _read_model(
+            args, lambda source: (source, DocumentTokenizer.from_dir(source.tokenizer_dir))
+        )
     except ModelSourceError as error:
         return fail(str(error))
     rows = _token_rows(tokenizer, text)
@@ -265,18 +269,18 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 def run_architecture(args: argparse.Namespace) -> int:
     """`phi3-lsp architecture`: module tree, config and parameter counts."""
-    try:
-        source = _resolve(args, weights=False)
-    except ModelSourceError as error:
-        return fail(str(error))
-    from phi3_lsp.engine import architecture_before_weights  # imports torch
 
-    try:
+    def architecture(source: ModelSource) -> ArchitectureReport:
+        from phi3_lsp.engine import architecture_before_weights  # imports torch
+
         # Built from the config on the meta device, instant at any size, with the weights in
         # the dtypes the server's load keeps them in: the report the server gives.
-        report = architecture_before_weights(source)
+        return architecture_before_weights(source)
+
+    try:
+        report = _read_model(args, architecture)
     except Exception as error:  # a broken config: one line that names it, as the server says
-        return fail(_load_error(source.spec, error))
+        return fail(_load_error(_spec(args), error))
     report = dataclasses.replace(report, weights_pending=False)  # none come in this process
     if args.json:
         print(json.dumps(report.to_json()))
@@ -327,14 +331,26 @@ def _add_model_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve(args: argparse.Namespace, *, weights: bool = True) -> ModelSource:
-    """The source of the command's model; `weights=False` when it needs only the tokenizer and
-    config (a .gguf file is then not dequantized for them)."""
-    from phi3_lsp.sources import DEFAULT_MODEL, resolve_model
+def _resolve(args: argparse.Namespace) -> ModelSource:
+    """The source of the command's model, with its weights."""
+    from phi3_lsp.sources import resolve_model
+
+    return resolve_model(_spec(args), progress=_print_progress)
+
+
+def _read_model(args: argparse.Namespace, read: Callable[[ModelSource], _T]) -> _T:
+    """What `read` makes of the tokenizer and config of the command's model, which needs no
+    weights (a .gguf file is then not dequantized for them): see `read_model`."""
+    from phi3_lsp.sources import read_model
+
+    return read_model(_spec(args), read, progress=_print_progress)
+
+
+def _spec(args: argparse.Namespace) -> str:
+    from phi3_lsp.sources import DEFAULT_MODEL
 
     model = getattr(args, "model", None)  # "" is a mistake to name, not the default
-    spec = DEFAULT_MODEL if model is None else model
-    return resolve_model(spec, progress=_print_progress, weights=weights)
+    return DEFAULT_MODEL if model is None else model
 
 
 def _load_engine(

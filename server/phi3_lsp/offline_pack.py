@@ -110,7 +110,8 @@ def ensure_asset(
     built yet is then converted without them, into a folder of its own: SmolLM2's would be
     0.5 GB of fp32 that nothing reads. Where another process is fetching it whole (a server
     beside `phi3-lsp tokenize`), that fetch is waited for and used instead of downloading its
-    artifact a second time. Once an asset is there whole, its folder without weights goes.
+    artifact a second time. Once an asset is there whole, its folder without weights goes,
+    whoever reads it then: see `replaced_by_whole`.
     """
     if name not in ASSETS:
         raise ModelSourceError(
@@ -170,6 +171,14 @@ def _folder_for_its_tokenizer(entry: Path, waiting: Callable[[], None]) -> Path:
     if not is_built(without):
         wait_for_build(entry, waiting)  # its download would be a second one of the artifact
     return entry if is_built(entry) else without
+
+
+def replaced_by_whole(name: AssetName, cache: Path | None = None) -> bool:
+    """Whether the asset `name` is there whole and its folder without weights is not (gone, or
+    going): a process reading that folder meanwhile may have found files missing, and reads
+    the whole folder instead, which holds the same tokenizer and config (see `ensure_asset`)."""
+    whole = asset_dir(name, cache)
+    return name in ASSETS_WITH_WEIGHTS and is_built(whole) and not is_built(_without_weights(whole))
 
 
 def _without_weights(entry: Path) -> Path:

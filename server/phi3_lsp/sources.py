@@ -12,10 +12,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from phi3_lsp.build_waits import waiting_for_another_process
 from phi3_lsp.errors import ModelSourceError
@@ -27,7 +27,7 @@ from phi3_lsp.gguf_convert import (
 )
 from phi3_lsp.hub_downloads import cached_snapshot, delete_abandoned_parts, downloaded_snapshot
 from phi3_lsp.load_stops import LoadStop, LoadStopped
-from phi3_lsp.offline_pack import AssetName, ensure_asset
+from phi3_lsp.offline_pack import AssetName, asset_dir, ensure_asset, replaced_by_whole
 from phi3_lsp.paths import (
     build_once,
     cache_dir,
@@ -50,8 +50,11 @@ __all__ = [
     "ModelSourceError",
     "fetch_weights",
     "parsed_once",
+    "read_model",
     "resolve_model",
 ]
+
+_T = TypeVar("_T")
 
 OFFLINE_MODEL: AssetName = "smollm2-135m"
 # Hub models whose tokenizer and config the offline pack carries, so they work without weights.
@@ -142,6 +145,37 @@ def resolve_model(
         f"Unknown model '{spec}': it is not the offline model {OFFLINE_MODEL}, "
         f"an existing folder, a .gguf file, or a hub id of the form owner/name — {SPEC_HELP}."
     )
+
+
+def read_model(
+    spec: str,
+    read: Callable[[ModelSource], _T],
+    *,
+    cache: Path | None = None,
+    progress: ProgressCallback | None = None,
+) -> _T:
+    """What `read` makes of the tokenizer and config of `spec`, resolved without its weights
+    (see `resolve_model`).
+
+    The offline model's folder without weights goes once another process (a server) has
+    fetched the model whole: where that happened while it was resolved or read here (`read`
+    failed, or may have found a file missing), it is read again from the whole folder, which
+    holds the same tokenizer and config.
+    """
+    root = cache or cache_dir()
+    offline = spec.strip() == OFFLINE_MODEL
+    try:
+        source = resolve_model(spec, cache=root, progress=progress, weights=False)
+        result = read(source)
+    except Exception:
+        if not (offline and replaced_by_whole(OFFLINE_MODEL, root)):
+            raise
+    else:
+        read_whole = source.tokenizer_dir == asset_dir(OFFLINE_MODEL, root)
+        if not offline or read_whole or not replaced_by_whole(OFFLINE_MODEL, root):
+            return result
+    log.info("The folder of %s without weights went while it was read: reading it whole", spec)
+    return read(resolve_model(spec, cache=root, progress=progress, weights=False))
 
 
 def _web_address_message(spec: str) -> str:

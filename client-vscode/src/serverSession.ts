@@ -171,17 +171,16 @@ export class ServerSession implements vscode.Disposable {
   }
 
   /**
-   * Tells the server the user turned down the suggestion shown in `document`, so that the
-   * continuation it still generates there in the background stops.
+   * Tells the server the user turned down the suggestion in the document at `uri` (as the
+   * server knows it), so that the continuation it still generates there in the background stops.
    */
-  dismissSuggestion(document: vscode.TextDocument): void {
+  dismissSuggestion(uri: string): void {
     const client = this.client;
     if (client?.isRunning() !== true) {
       return;
     }
-    const textDocument = client.code2ProtocolConverter.asTextDocumentIdentifier(document);
     client
-      .sendNotification(DISMISS_SUGGESTION_NOTIFICATION, { textDocument })
+      .sendNotification(DISMISS_SUGGESTION_NOTIFICATION, { textDocument: { uri } })
       .catch((error: unknown) => {
         this.deps.output.debug(`${DISMISS_SUGGESTION_NOTIFICATION}: ${String(error)}`);
       });

@@ -7,6 +7,7 @@ import { text } from "node:stream/consumers";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
 import * as yauzl from "yauzl";
+import { type Context, evaluateWhen } from "./whenClause";
 
 const extensionRoot = join(__dirname, "../../..");
 
@@ -99,9 +100,10 @@ describe("the packaged extension (.vsix)", () => {
     );
     const [pending, generating] = escape.map((binding) => binding.when.split(" && "));
     assert.ok(pending?.includes("phi3.suggestionPending"), "the first binding: while pending");
-    for (const condition of ["inlineSuggestionVisible", "phi3.generating"]) {
-      assert.ok(generating?.includes(condition), `the second binding's when lacks ${condition}`);
-    }
+    assert.ok(
+      generating?.includes("inlineSuggestionVisible"),
+      "the second: while ghost text shows",
+    );
     // The context keys the extension sets, and what must keep Escape for itself.
     for (const conditions of [pending, generating]) {
       for (const condition of [
@@ -119,8 +121,46 @@ describe("the packaged extension (.vsix)", () => {
     }
     const bundle = files.get("extension/dist/extension.js") ?? "";
     assert.match(bundle, /"phi3\.suggestionPending"/);
-    assert.match(bundle, /"phi3\.generating"/);
+    assert.match(bundle, /"phi3\.generatingDocuments"/);
     assert.match(bundle, /"phi3\.dismissSuggestion"/);
+  });
+
+  it("binds Escape on ghost text only in the editor of the document the server generates for", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const generating = manifest.contributes.keybindings.filter(
+      (binding) => binding.key === "escape" && binding.when.includes("inlineSuggestionVisible"),
+    );
+    assert.equal(generating.length, 1);
+    const when = generating[0]?.when ?? "";
+    const notes = "file:///work/notes.txt";
+    const cell = "vscode-notebook-cell:/work/lab.ipynb#W0sZmlsZQ%3D%3D";
+    // Ghost text shows in a focused editor while the server generates for `notes` (the context
+    // key the extension sets, generatingDocument.ts); `resource` is the editor group's.
+    const ghostText: Context = {
+      editorTextFocus: true,
+      inlineSuggestionVisible: true,
+      "phi3.generatingDocuments": [notes],
+    };
+    const applies = (where: Context) => evaluateWhen(when, { ...ghostText, ...where });
+    assert.equal(applies({ resource: notes }), true, "in the editor of notes.txt");
+    assert.equal(applies({ resource: "file:///work/words.txt" }), false, "in another file");
+    assert.equal(
+      applies({ resource: notes, "phi3.generatingDocuments": [] }),
+      false,
+      "once the server has stopped",
+    );
+    // A comment's editor sits in the file's editor (same `resource`), the Source Control input
+    // in a view (no `resource`): Escape there is VS Code's, and stops nothing.
+    assert.equal(applies({ resource: notes, commentEditorFocused: true }), false, "a comment");
+    assert.equal(applies({ scmRepository: "git" }), false, "the Source Control input");
+    // A notebook's cells are documents of their own; `resource` is the notebook's.
+    const notebook = { resource: "file:///work/lab.ipynb", "phi3.generatingDocuments": [cell] };
+    assert.equal(applies({ ...notebook, notebookCellResource: cell }), true, "in that cell");
+    assert.equal(
+      applies({ ...notebook, notebookCellResource: `${cell}X` }),
+      false,
+      "in another cell",
+    );
   });
 
   it("binds Tab and Ctrl+Right to accepting a growing suggestion only while it is hidden", () => {

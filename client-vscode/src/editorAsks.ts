@@ -31,7 +31,7 @@ function askIfCursorThere(document: vscode.TextDocument, position: vscode.Positi
 /**
  * Has VS Code show a fresh answer in place of the inline suggestion it shows at `position` of
  * `document`, if the active editor shows it with its cursor alone there and `stillWanted()`
- * when it asks.
+ * when it asks; resolves whether it asked VS Code (its provider is asked next).
  *
  * Asked again at the place and document version of the suggestion it shows, VS Code keeps that
  * one: it answers an automatic request from what it has, and puts the shown suggestion first
@@ -44,14 +44,12 @@ export async function showAgainIfCursorThere(
   document: vscode.TextDocument,
   position: vscode.Position,
   stillWanted: () => boolean,
-): Promise<void> {
+): Promise<boolean> {
   if (!cursorAloneAt(document, position)) {
-    return;
+    return false;
   }
   await vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
-  if (stillWanted()) {
-    askIfCursorThere(document, position);
-  }
+  return stillWanted() && askIfCursorThere(document, position);
 }
 
 /** Whether the active editor shows `document` with its cursor alone at `position`. */

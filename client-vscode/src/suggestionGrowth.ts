@@ -18,7 +18,9 @@
  * Ctrl+Right accept the text that was shown (refreshingSuggestion.ts). The editor's ask that
  * follows is answered with the answer just fetched (`answerToShow`, which the middleware takes),
  * not by the server a second time: the ghost text is gone for less long, and it is the text that
- * was compared with what the editor showed.
+ * was compared with what the editor showed. Only that ask: the editor not made to ask after all
+ * (a second cursor), or asking elsewhere first, the answer is dropped, so that no later ask at
+ * that place and version (after a change of model, say) gets it.
  *
  * A suggestion answered while VS Code's suggest widget is open extends the widget's selected
  * item (the server continues the text with that item in place): its asks carry that item, as
@@ -72,13 +74,14 @@ export interface GrowthHooks {
   ): Promise<EditorAnswer | null | undefined>;
   /**
    * Has the editor show the server's answer at `position` of `document` in place of the one it
-   * shows, if its cursor is still alone there and `stillWanted()` when it asks.
+   * shows, if its cursor is still alone there and `stillWanted()` when it asks; resolves
+   * whether the editor was asked (it asks the provider next).
    */
   showAgain(
     document: vscode.TextDocument,
     position: vscode.Position,
     stillWanted: () => boolean,
-  ): Promise<void>;
+  ): Promise<boolean>;
   /**
    * Calls `listener` when `document` is edited or its cursor leaves `position`, until the
    * returned handle is disposed.
@@ -169,7 +172,10 @@ export class SuggestionGrowth implements Disposable {
   /** The place that grew last: answers there (its asks' own) start nothing. */
   private grownAt: Place | undefined;
   private current: Growth | undefined;
-  /** The answer the editor is being made to show, fetched at `place`, until it asks there. */
+  /**
+   * The answer the editor is being made to show, fetched at `place`, until it asks there; gone
+   * when it asks elsewhere first, or is not made to ask after all.
+   */
   private toShow: { readonly place: Place; readonly answer: EditorAnswer } | undefined;
   private disposed = false;
 
@@ -214,21 +220,24 @@ export class SuggestionGrowth implements Disposable {
    * widget if any. Asked at the growing suggestion's place over another item than the one it
    * extends, or without it, or over one while it extends none, the editor would no longer show
    * that suggestion there (the selection moved, the widget closed or opened over it): it stops
-   * growing.
+   * growing. An ask elsewhere drops the answer fetched for an ask there.
    */
   editorAsked(
     document: vscode.TextDocument,
     position: vscode.Position,
     selectedItem: vscode.SelectedCompletionInfo | undefined,
   ): void {
-    const growing = this.current?.place;
     const asked = placeOf(document, position, selectedItem);
+    const growing = this.current?.place;
     if (
       growing !== undefined &&
       !samePlace(growing, asked) &&
       samePlace(growing, { ...asked, selectedItem: growing.selectedItem })
     ) {
       this.current?.stop();
+    }
+    if (this.toShow !== undefined && !samePlace(this.toShow.place, asked)) {
+      this.toShow = undefined;
     }
   }
 
@@ -309,9 +318,17 @@ export class SuggestionGrowth implements Disposable {
           const { version } = place;
           hooks.refreshing?.begin({ document, version, position, text: growth.shown });
         }
-        this.toShow = { place, answer };
+        const fetched = { place, answer };
+        this.toShow = fetched;
         // Turned down meanwhile (Escape hides it), it must not show again.
-        await hooks.showAgain(document, position, wanted);
+        const asked = await hooks.showAgain(document, position, wanted);
+        if (!asked && this.toShow === fetched) {
+          // Not shown (a second cursor, say): no later ask may take it, at a stale place.
+          this.toShow = undefined;
+          if (wanted()) {
+            hooks.refreshing?.end(); // nothing was hidden
+          }
+        }
       }
     };
     const tick = () => {

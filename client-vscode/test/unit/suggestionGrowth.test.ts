@@ -45,6 +45,8 @@ function editor(status: ServerStatus = generating) {
   /** VS Code's suggest widget: the item selected in it while it is open. */
   const widget: { selected: vscode.SelectedCompletionInfo | undefined } = { selected: undefined };
   const settings = { inlineCompletions: true };
+  /** A second cursor in the editor: VS Code then shows no suggestion anew (editorAsks.ts). */
+  const cursors = { second: false };
   const placeWatchers = new Set<() => void>();
   const editorWatchers = new Set<() => void>();
   const ticks = new Set<{ ms: number; tick: () => void }>();
@@ -78,13 +80,20 @@ function editor(status: ServerStatus = generating) {
       server.askedOver.push(selectedItem?.text ?? "-");
       return answerOf(await answer(server.text));
     },
-    showAgain: (_document, position, stillWanted) =>
+    showAgain: async (_document, position, stillWanted) => {
+      if (cursors.second) {
+        return false; // neither hidden nor asked for
+      }
       // The editor hides the suggestion, then asks again if it is still wanted.
-      hide(() => {
-        if (stillWanted()) {
+      let asked = false;
+      await hide(() => {
+        asked = stillWanted();
+        if (asked) {
           onShow(position);
         }
-      }),
+      });
+      return asked;
+    },
     watchPlace: (_document, _position, listener) => {
       placeWatchers.add(listener);
       return { dispose: () => placeWatchers.delete(listener) };
@@ -151,6 +160,13 @@ function editor(status: ServerStatus = generating) {
     },
     moveCursor: () => {
       tell(placeWatchers);
+    },
+    /**
+     * A second cursor is added, or removed again, the first staying at the suggestion's place
+     * (its place is not left: the suggestion goes on growing).
+     */
+    secondCursor: (added: boolean) => {
+      cursors.second = added;
     },
     switchEditor: () => {
       tell(editorWatchers);
@@ -403,10 +419,11 @@ describe("a growing suggestion stops growing", () => {
       serverAnswer: () => Promise.resolve(answerOf("_ids")),
       showAgain: (_document, _position, stillWanted) => {
         place.escape();
-        if (stillWanted()) {
+        const asked = stillWanted();
+        if (asked) {
           place.shownAgain.push("shown after Escape");
         }
-        return Promise.resolve();
+        return Promise.resolve(asked);
       },
       watchPlace: () => ({ dispose: () => 0 }),
       onActiveEditorChanged: () => ({ dispose: () => 0 }),
@@ -855,6 +872,45 @@ describe("a growing suggestion shown anew through the middleware", () => {
       ["island is a country, and"],
     );
     assert.equal(requests, 3);
+  });
+
+  it("gives no later ask the text fetched for an ask the editor never made", async () => {
+    const { place, ask, requests } = throughMiddleware();
+    await ask(cursor, answerOf("_"));
+    place.secondCursor(true); // VS Code is not made to ask again meanwhile
+    place.server.text = "_ids";
+    await place.tick();
+    place.server.text = "_ids = tokenizer(text)";
+    place.status(ready);
+    await settled();
+    assert.equal(place.growth.growing, false);
+    assert.deepEqual(place.shownAgain, []);
+    // Back to one cursor, the same place and version, asked after the model changed: the
+    // server's answer shows, not the text fetched before.
+    place.secondCursor(false);
+    assert.deepEqual(
+      answerItems(await ask(cursor, answerOf("_tokens"))).map((item) => item.insertText),
+      ["_tokens"],
+    );
+    assert.equal(requests(), 2);
+  });
+
+  it("gives the text fetched for the editor's ask to no ask after one elsewhere", async () => {
+    const { place, ask, requests } = throughMiddleware();
+    place.showing(() => undefined); // the editor is made to show it, and has not asked yet
+    await ask(cursor, answerOf("_"));
+    place.server.text = "_ids = tokenizer(text)";
+    place.status(ready);
+    await settled();
+    assert.equal(place.growth.growing, false, "its last ask made");
+    // The editor asks elsewhere first (no cursor move is seen once the growth has ended),
+    // then back at the suggestion's place, the document unchanged.
+    await ask(at(3, 17), answerOf("="));
+    assert.deepEqual(
+      answerItems(await ask(cursor, answerOf("_tokens"))).map((item) => item.insertText),
+      ["_tokens"],
+    );
+    assert.equal(requests(), 3);
   });
 
   it("grows nothing from an empty answer", async () => {

@@ -26,6 +26,8 @@
  * item (the server continues the text with that item in place): its asks carry that item, as
  * the editor's did; made to show it anew, VS Code 1.139 keeps the widget open and asks over the
  * same item. Tab is the widget's meanwhile, so such a suggestion is not refreshing while hidden.
+ * Escape closing the widget may hide the suggestion without VS Code asking again; made to show
+ * it grown, VS Code then asks without the item, and gets no suggestion (`editorAsked`).
  *
  * Growing ends when the document is edited or the cursor leaves the place (accepting part of the
  * suggestion moves it), the editor asks there over another item of the suggest widget or without
@@ -150,6 +152,18 @@ function samePlace(a: Place, b: Place): boolean {
   );
 }
 
+/**
+ * Whether `asked` is `place` but without the suggest widget's item that `place` was over: the
+ * widget has closed there (Escape closes it).
+ */
+function widgetClosedOver(place: Place, asked: Place): boolean {
+  return (
+    place.selectedItem !== undefined &&
+    asked.selectedItem === undefined &&
+    samePlace(place, { ...asked, selectedItem: place.selectedItem })
+  );
+}
+
 function everyWithTimers(ms: number, tick: () => void): Disposable {
   const timer = setInterval(tick, ms);
   return {
@@ -221,6 +235,11 @@ export class SuggestionGrowth implements Disposable {
    * extends, or without it, or over one while it extends none, the editor would no longer show
    * that suggestion there (the selection moved, the widget closed or opened over it): it stops
    * growing. An ask elsewhere drops the answer fetched for an ask there.
+   *
+   * Made to show a suggestion grown over an item, the editor may ask without it: Escape has
+   * closed the widget, and VS Code, which hides the suggestion then unless it asks its provider
+   * again, asked nothing. That ask gets no suggestion: the server, asked there without the item,
+   * would stop generating the text that extends it and make another, which would show unasked.
    */
   editorAsked(
     document: vscode.TextDocument,
@@ -228,6 +247,7 @@ export class SuggestionGrowth implements Disposable {
     selectedItem: vscode.SelectedCompletionInfo | undefined,
   ): void {
     const asked = placeOf(document, position, selectedItem);
+    const toShow = this.toShow?.place; // read before a stop drops it
     const growing = this.current?.place;
     if (
       growing !== undefined &&
@@ -236,7 +256,9 @@ export class SuggestionGrowth implements Disposable {
     ) {
       this.current?.stop();
     }
-    if (this.toShow !== undefined && !samePlace(this.toShow.place, asked)) {
+    if (toShow !== undefined && widgetClosedOver(toShow, asked)) {
+      this.toShow = { place: asked, answer: [] };
+    } else if (toShow !== undefined && !samePlace(toShow, asked)) {
       this.toShow = undefined;
     }
   }

@@ -913,6 +913,68 @@ describe("a growing suggestion shown anew through the middleware", () => {
     assert.equal(requests(), 3);
   });
 
+  /**
+   * A suggestion growing over the suggest widget's `island` through the middleware, after
+   * Escape closed the widget: VS Code hid the suggestion without asking again. Made to show it
+   * grown, the editor asks without the item; the server, asked so, would stop generating the
+   * item's continuation and make another (the plain text's), ` Paris.`.
+   */
+  async function overAClosedWidget() {
+    const { place } = throughMiddleware();
+    const provide = growingMiddleware(place, 0);
+    const token = new CancellationTokenSource().token as unknown as vscode.CancellationToken;
+    /** The item each of the editor's asks that went to the server carried, "-" for none. */
+    const serverAsks: string[] = [];
+    const askOver = (selected: vscode.SelectedCompletionInfo | undefined, answer: Result) =>
+      Promise.resolve(
+        provide(
+          place.document,
+          cursor,
+          { ...invoked, selectedCompletionInfo: selected },
+          token,
+          () => {
+            serverAsks.push(selected?.text ?? "-");
+            return Promise.resolve(answer);
+          },
+        ),
+      );
+    await askOver(item("island"), answerOf("island is"));
+    place.showing((position) => {
+      void askOver(undefined, answerOf(" Paris.")).then((answer) => {
+        const text = answerItems(answer)[0]?.insertText;
+        if (typeof text === "string") {
+          place.shows(position, text);
+        }
+      });
+    });
+    return { place, serverAsks };
+  }
+
+  it("shows nothing and stops when Escape has closed the suggest widget over it", async () => {
+    const { place, serverAsks } = await overAClosedWidget();
+    place.server.text = "island is a";
+    await place.tick();
+    assert.deepEqual(serverAsks, ["island"], "the editor's ask without the item stayed here");
+    assert.deepEqual(place.shownAgain, []);
+    assert.equal(place.growth.growing, false, "the editor no longer asks over the item");
+    place.server.text = "island is a country";
+    await place.tick();
+    place.status(ready);
+    await settled();
+    assert.deepEqual(place.shownAgain, []);
+    assert.deepEqual(place.server.askedOver, ["island"]);
+  });
+
+  it("shows nothing either when the widget closed before the whole text was to show", async () => {
+    const { place, serverAsks } = await overAClosedWidget();
+    place.server.text = "island is a country";
+    place.status(ready);
+    await settled();
+    assert.deepEqual(serverAsks, ["island"], "the editor's ask without the item stayed here");
+    assert.deepEqual(place.shownAgain, []);
+    assert.deepEqual(place.server.askedOver, ["island"]);
+  });
+
   it("grows nothing from an empty answer", async () => {
     const { place, ask } = throughMiddleware();
     await ask(cursor, nothing);

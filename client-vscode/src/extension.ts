@@ -72,7 +72,10 @@ export function activate(context: vscode.ExtensionContext): void {
     },
   );
   const generatingDocument = new GeneratingDocument((uris) => {
-    void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, uris);
+    // As URIs, which setContext turns into the strings `resource` holds: in a remote window
+    // (SSH, WSL, code-server) a file's is not the extension host's `file:` URI.
+    const documents = uris.map((uri) => vscode.Uri.parse(uri));
+    void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, documents);
   });
   const session = new ServerSession({
     output,

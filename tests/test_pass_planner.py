@@ -55,6 +55,33 @@ class TestThreads:
         plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
         assert plans[-1].threads == 1
 
+    @pytest.mark.parametrize("width", [1 + MAX_DRAFT, 9])  # 9: a width never timed
+    def test_a_pass_several_times_slower_than_its_kind_leaves_its_count_at_once(
+        self, width: int
+    ) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30, limit=MAX_DRAFT)
+        cost = one_token_costs(ONE_CORE_TAKEN)  # 2 threads: 4.2x slower than idle
+        planner.record_pass(2, width, cost(2, width))
+        assert planner.plan(0).threads == 1
+
+    def test_a_pass_slower_only_by_chance_leaves_the_choice_as_it_was(self) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        planner.record_pass(2, 1, 2 * IDLE[2])  # a pause of the machine, say
+        assert planner.plan(0).threads == 2
+
+    def test_a_prompt_pass_several_times_slower_than_a_decode_pass_moves_the_decode_passes(
+        self,
+    ) -> None:
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        idle = planner.one_token_seconds()
+        planner.record_prompt_pass(2, 20, one_token_costs(IDLE)(2, 20))  # as fast as decoding
+        assert planner.one_token_seconds() == idle
+        planner.record_prompt_pass(2, 20, one_token_costs(ONE_CORE_TAKEN)(2, 20))
+        assert planner.plan(0).threads == 1
+
     def test_a_count_that_slows_down_while_checking_drafts_is_left_within_a_few_passes(
         self,
     ) -> None:

@@ -226,11 +226,10 @@ class GreedyDecoder:
         while (start := len(run.fed_ids)) < len(prompt_ids):
             end = min(len(prompt_ids), (start // PREFILL_CHUNK_TOKENS + 1) * PREFILL_CHUNK_TOKENS)
             self._stops.check()
-            torch.set_num_threads(
-                self.planner.prompt_threads(
-                    bits_as_decode_pass=self._rows_as_checked(end - start, end)
-                )
-            )
+            as_decode_pass = self._rows_as_checked(end - start, end)
+            threads = self.planner.prompt_threads(bits_as_decode_pass=as_decode_pass)
+            torch.set_num_threads(threads)
+            started = time.perf_counter()
             with (
                 self._stops.prompt_pass(prompt_ids[:end]),
                 self._progress.pass_over(
@@ -238,6 +237,8 @@ class GreedyDecoder:
                 ),
             ):
                 logits = self._feed(run, prompt_ids[start:end], keep=1)
+            if as_decode_pass:  # a core lost since the last pass shows here first
+                self.planner.record_prompt_pass(threads, end - start, time.perf_counter() - started)
         assert logits is not None  # the cache never holds the last prompt token (`take`)
         return logits
 

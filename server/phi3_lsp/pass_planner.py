@@ -10,7 +10,7 @@ product of a 2-thread step waits for the thread that lost its core: ~230 ms a st
 ~65 ms on 1 thread. Nothing tells the server when that starts or ends, so the planner runs the
 thread count whose recent passes were fastest, and now and then times one pass on each other
 count (a probe): often while the counts are close, less and less often while a count keeps
-losing.
+losing. A pass several times slower than its kind tells at once that a core was taken.
 
 Drafts. A pass over more tokens costs more (on this CPU's int4 kernel, a pass over 3 tokens
 ~1.4x one over 1), so the planner drafts only as many tokens as pay for themselves, from the
@@ -40,6 +40,11 @@ PROMPT_SLOWDOWN_ALLOWED = 1.5
 """A prompt's pass runs on the most threads whose 1-token passes take at most this multiple of
 the fastest count's: on an idle CPU they take about as long (1.0-1.1x), while another process
 keeps a core busy far longer (2.1-2.8x on SmolLM2 in int4, 2-core AVX-512 EPYC)."""
+SUDDEN_SLOWDOWN = 3.0
+"""A pass this many times slower than its thread count's passes of its width were says the load
+changed: that count's timings are all scaled to it at once, where averaged in they would keep it
+chosen for several more slow passes (SmolLM2 fp32, 2 threads, another process spinning on a core:
+passes 5-10x slower, 0.36-0.74 s each, three of them before the move to 1 thread)."""
 STALE_AFTER = 2
 """A thread count not run for more passes than this has timings from another load: its next
 pass replaces them instead of being averaged in."""
@@ -146,18 +151,40 @@ class PassPlanner:
         timings = self._pass_seconds[threads]
         if self._passes_since(threads) > STALE_AFTER:
             timings.clear()
-        before = timings.get(width)
-        timings[width] = seconds if before is None else before * _DECAY + seconds * (1 - _DECAY)
-        if before is not None and width != 1 and 1 in timings:
-            # A core lost to another process slows passes of every width alike, and the thread
-            # count is chosen on 1-token passes, which are rare while drafts are checked.
-            timings[1] *= timings[width] / before
+        if not self._slowed_down(threads, width, seconds):
+            before = timings.get(width)
+            timings[width] = seconds if before is None else before * _DECAY + seconds * (1 - _DECAY)
+            if before is not None and width != 1 and 1 in timings:
+                # A core lost to another process slows passes of every width alike, and the
+                # thread count is chosen on 1-token passes, rare while drafts are checked.
+                timings[1] *= timings[width] / before
         self._passes += 1
         self._last_pass[threads] = self._passes
         if probed:
             won = threads == self._fastest_threads()
             gap = self._probe_gap[threads]
             self._probe_gap[threads] = PROBE_GAP_MIN if won else min(2 * gap, PROBE_GAP_MAX)
+
+    def record_prompt_pass(self, threads: int, width: int, seconds: float) -> None:
+        """Note that a pass over `width` prompt tokens, of a decode pass's bits, took `seconds`
+        on `threads` threads. It keeps fewer logits than a decode pass of its width, so it only
+        tells of a sudden slowdown (see `SUDDEN_SLOWDOWN`): the decode passes after it, the
+        first a core lost shows in, move at once."""
+        self._slowed_down(threads, width, seconds)
+
+    def _slowed_down(self, threads: int, width: int, seconds: float) -> bool:
+        """Whether a pass of `width` tokens on `threads` threads that took `seconds` was
+        `SUDDEN_SLOWDOWN` times slower than such passes were; that count's timings are then
+        scaled to it."""
+        timings = self._pass_seconds[threads]
+        if 1 not in timings:
+            return False
+        slowdown = seconds / self.pass_seconds(threads, width)
+        if slowdown < SUDDEN_SLOWDOWN:
+            return False
+        for timed in timings:
+            timings[timed] *= slowdown
+        return True
 
     def record_draft(self, drafted: int, kept: int) -> None:
         """Note that a pass confirmed `kept` of `drafted` tokens (also of tokens it was not fed:

@@ -38,7 +38,8 @@ export function clientMiddleware(
     showAgain: showAgainIfCursorThere,
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
-    suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+    suggestionPending: (document, dismiss) =>
+      deps.pendingSuggestions.add(document.uri.toString(), dismiss),
     refreshing: deps.refreshingSuggestion,
   });
   const middleware = inlineCompletionMiddleware({
@@ -64,7 +65,8 @@ export function clientMiddleware(
     },
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
-    suggestionPending: (dismiss) => deps.pendingSuggestions.add(dismiss),
+    suggestionPending: (document, dismiss) =>
+      deps.pendingSuggestions.add(document.uri.toString(), dismiss),
     editorAsked: (document, position, selectedItem) => {
       growth.editorAsked(document, position, selectedItem);
     },

@@ -6,6 +6,7 @@ import { ArchitectureDocuments } from "./architectureView";
 import { subscribeInBackground } from "./backgroundSubscription";
 import { AnswerCancelled } from "./commandAnswer";
 import { acceptRefreshing, askAgainAfterAccept } from "./editorAsks";
+import { dismissInDocument } from "./escapeDismissal";
 import { GeneratingDocument } from "./generatingDocument";
 import {
   isArchitectureReport,
@@ -41,11 +42,12 @@ import { describeWeightReads } from "./weightReads";
 const RESTART_COMMAND = "phi3.restartServer";
 const TOGGLE_INLINE_COMMAND = "phi3.toggleInlineCompletions";
 /**
- * Bound to Escape in package.json while `PENDING_CONTEXT` holds, or while a suggestion shows
- * in the editor of a document `GENERATING_CONTEXT` holds (the server generates its rest).
+ * Bound to Escape in package.json in the editor of a document `PENDING_CONTEXT` holds (its
+ * suggestion is pending), or while a suggestion shows in the editor of a document
+ * `GENERATING_CONTEXT` holds (the server generates its rest).
  */
 const DISMISS_COMMAND = "phi3.dismissSuggestion";
-const PENDING_CONTEXT = "phi3.suggestionPending";
+const PENDING_CONTEXT = "phi3.pendingDocuments";
 const GENERATING_CONTEXT = "phi3.generatingDocuments";
 /** Bound to Tab and Ctrl+Right in package.json while `REFRESHING_CONTEXT` holds. */
 const ACCEPT_REFRESHING_COMMAND = "phi3.acceptRefreshingSuggestion";
@@ -56,6 +58,17 @@ function currentSettings(): ExtensionSettings {
   return readSettings((key) => section.get(key));
 }
 
+/**
+ * Sets a context key that Escape's bindings compare with the focused editor's `resource` (or
+ * notebook cell) to the documents at `uris`: as URIs, which setContext turns into the strings
+ * `resource` holds (in a remote window, SSH, WSL or code-server, a file's is not the extension
+ * host's `file:` URI).
+ */
+function setDocumentsContext(key: string, uris: readonly string[]): void {
+  const documents = uris.map((uri) => vscode.Uri.parse(uri));
+  void vscode.commands.executeCommand("setContext", key, documents);
+}
+
 /** Kept for `deactivate`, which must return the server's shutdown for VS Code to wait on it. */
 let activeSession: ServerSession | undefined;
 
@@ -63,8 +76,8 @@ export function activate(context: vscode.ExtensionContext): void {
   const output = vscode.window.createOutputChannel("Phi-3", { log: true });
   const statusBar = new StatusBar(currentSettings);
   const architecture = new ArchitectureDocuments();
-  const pendingSuggestions = new PendingSuggestions((pending) => {
-    void vscode.commands.executeCommand("setContext", PENDING_CONTEXT, pending);
+  const pendingSuggestions = new PendingSuggestions((uris) => {
+    setDocumentsContext(PENDING_CONTEXT, uris);
   });
   const refreshingSuggestion = new RefreshingSuggestion<vscode.TextDocument, vscode.Position>(
     (refreshing) => {
@@ -72,10 +85,7 @@ export function activate(context: vscode.ExtensionContext): void {
     },
   );
   const generatingDocument = new GeneratingDocument((uris) => {
-    // As URIs, which setContext turns into the strings `resource` holds: in a remote window
-    // (SSH, WSL, code-server) a file's is not the extension host's `file:` URI.
-    const documents = uris.map((uri) => vscode.Uri.parse(uri));
-    void vscode.commands.executeCommand("setContext", GENERATING_CONTEXT, documents);
+    setDocumentsContext(GENERATING_CONTEXT, uris);
   });
   const session = new ServerSession({
     output,
@@ -117,14 +127,20 @@ export function activate(context: vscode.ExtensionContext): void {
       generatingDocument.statusChanged(statusBar.serverStatus?.state);
     }),
   );
-  // Escape while a suggestion is pending, or shown while the server generates: turn it down,
-  // hide any that is shown, and have the server stop what it still generates, in the document
-  // it generates for (the active editor may be another's, e.g. a comment's).
+  // Escape while a suggestion is pending, or shown while the server generates, in the focused
+  // editor (the bindings apply in that document's editor only): turn its document's down, hide
+  // any that is shown, and have the server stop what it still generates there. The server knows
+  // a document by the URI the editor's has (the client converts no URIs).
   register(DISMISS_COMMAND, () => {
-    pendingSuggestions.dismissAll();
-    const generatingIn = generatingDocument.uri;
-    if (generatingIn !== undefined) {
-      session.dismissSuggestion(generatingIn);
+    const focused = vscode.window.activeTextEditor?.document.uri.toString();
+    if (focused !== undefined) {
+      dismissInDocument(focused, {
+        pending: pendingSuggestions,
+        generating: generatingDocument,
+        stopGeneration: (uri) => {
+          session.dismissSuggestion(uri);
+        },
+      });
     }
     return vscode.commands.executeCommand("editor.action.inlineSuggest.hide");
   });

@@ -67,10 +67,10 @@ export interface InlineRequestHooks {
    */
   askedAfterAccept?(document: vscode.TextDocument, position: vscode.Position): boolean;
   /**
-   * The request's suggestion is pending until the returned handle is disposed; `dismiss` is
-   * called if the user turns it down first.
+   * The request's suggestion in `document` is pending until the returned handle is disposed;
+   * `dismiss` is called if the user turns it down first (Escape in that document's editor).
    */
-  suggestionPending(dismiss: () => void): { dispose(): void };
+  suggestionPending(document: vscode.TextDocument, dismiss: () => void): { dispose(): void };
   /**
    * The editor asks at `position` of `document`, over `selectedItem` of VS Code's open suggest
    * widget if any (a growing suggestion stops when that is not the item it extends).
@@ -173,7 +173,7 @@ export function inlineCompletionMiddleware(hooks: InlineRequestHooks): InlineCom
       // Cancelled by an edit, a cursor move or Escape: no answer is wanted any more.
       const serverRequest = new RequestCancellation();
       const stillWanted = () => !serverRequest.isCancellationRequested;
-      const pending = hooks.suggestionPending(() => {
+      const pending = hooks.suggestionPending(document, () => {
         serverRequest.cancel();
       });
       // A late answer and asking again with it keep the suggestion pending after we return.

@@ -96,10 +96,10 @@ export interface GrowthHooks {
   /** Calls `listener` when another editor becomes active, until disposed. */
   onActiveEditorChanged(listener: () => void): Disposable;
   /**
-   * The suggestion is pending until the returned handle is disposed; `dismiss` is called if the
-   * user turns it down first.
+   * The suggestion in `document` is pending until the returned handle is disposed; `dismiss` is
+   * called if the user turns it down first (Escape in that document's editor).
    */
-  suggestionPending(dismiss: () => void): Disposable;
+  suggestionPending(document: vscode.TextDocument, dismiss: () => void): Disposable;
   /** Told when the editor hides the suggestion to show it grown, and when that is over. */
   readonly refreshing?: RefreshingSuggestion<vscode.TextDocument, vscode.Position>;
   /** Calls `tick` every `ms` until disposed; setInterval unless a test drives it. */
@@ -384,7 +384,7 @@ export class SuggestionGrowth implements Disposable {
     handles.push(
       statusChanges,
       timer,
-      hooks.suggestionPending(stop),
+      hooks.suggestionPending(document, stop),
       hooks.watchPlace(document, position, stop),
       hooks.onActiveEditorChanged(stop),
     );

@@ -44,6 +44,7 @@ interface Manifest {
   contributes: {
     commands: { command: string; title: string; category: string }[];
     keybindings: { command: string; key?: string; mac?: string; args?: string; when: string }[];
+    menus: { commandPalette: { command: string; when: string }[] };
   };
 }
 
@@ -99,7 +100,10 @@ describe("the packaged extension (.vsix)", () => {
       ["phi3.dismissSuggestion", "phi3.dismissSuggestion"],
     );
     const [pending, generating] = escape.map((binding) => binding.when.split(" && "));
-    assert.ok(pending?.includes("phi3.suggestionPending"), "the first binding: while pending");
+    assert.ok(
+      pending?.some((condition) => condition.includes("phi3.pendingDocuments")),
+      "the first binding: while pending",
+    );
     assert.ok(
       generating?.includes("inlineSuggestionVisible"),
       "the second: while ghost text shows",
@@ -120,7 +124,7 @@ describe("the packaged extension (.vsix)", () => {
       }
     }
     const bundle = files.get("extension/dist/extension.js") ?? "";
-    assert.match(bundle, /"phi3\.suggestionPending"/);
+    assert.match(bundle, /"phi3\.pendingDocuments"/);
     assert.match(bundle, /"phi3\.generatingDocuments"/);
     assert.match(bundle, /"phi3\.dismissSuggestion"/);
   });
@@ -160,6 +164,61 @@ describe("the packaged extension (.vsix)", () => {
       applies({ ...notebook, notebookCellResource: `${cell}X` }),
       false,
       "in another cell",
+    );
+  });
+
+  it("binds Escape while a suggestion is pending only in the editor of its document", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const pending = manifest.contributes.keybindings.filter(
+      (binding) => binding.key === "escape" && binding.when.includes("phi3.pendingDocuments"),
+    );
+    assert.equal(pending.length, 1);
+    const when = pending[0]?.when ?? "";
+    const notes = "file:///work/notes.txt";
+    const cell = "vscode-notebook-cell:/work/lab.ipynb#W0sZmlsZQ%3D%3D";
+    // A suggestion of `notes` is on its way or grows (the context key the extension sets,
+    // pendingSuggestions.ts) while an editor has focus; `resource` is the editor group's. No
+    // ghost text needs to show.
+    const pendingInNotes: Context = {
+      editorTextFocus: true,
+      "phi3.pendingDocuments": [notes],
+    };
+    const applies = (where: Context) => evaluateWhen(when, { ...pendingInNotes, ...where });
+    assert.equal(applies({ resource: notes }), true, "in the editor of notes.txt");
+    assert.equal(applies({ resource: "file:///work/words.txt" }), false, "in another file");
+    assert.equal(
+      applies({ resource: notes, "phi3.pendingDocuments": [] }),
+      false,
+      "once nothing is pending",
+    );
+    // A comment's editor sits in the file's editor (same `resource`), the Source Control input
+    // in a view (no `resource`): Escape there is VS Code's (it closes the comment widget), and
+    // turns nothing down.
+    assert.equal(applies({ resource: notes, commentEditorFocused: true }), false, "a comment");
+    assert.equal(applies({ scmRepository: "git" }), false, "the Source Control input");
+    // A notebook's cells are documents of their own; `resource` is the notebook's.
+    const notebook = { resource: "file:///work/lab.ipynb", "phi3.pendingDocuments": [cell] };
+    assert.equal(applies({ ...notebook, notebookCellResource: cell }), true, "in that cell");
+    assert.equal(
+      applies({ ...notebook, notebookCellResource: `${cell}X` }),
+      false,
+      "in another cell",
+    );
+  });
+
+  it("offers the dismissal in the command palette only in the editor of a pending suggestion", () => {
+    const manifest = JSON.parse(files.get("extension/package.json") ?? "{}") as Manifest;
+    const palette = manifest.contributes.menus.commandPalette.filter(
+      (item) => item.command === "phi3.dismissSuggestion",
+    );
+    assert.equal(palette.length, 1);
+    const when = palette[0]?.when ?? "";
+    const notes = "file:///work/notes.txt";
+    const pendingInNotes = { "phi3.pendingDocuments": [notes] };
+    assert.equal(evaluateWhen(when, { ...pendingInNotes, resource: notes }), true);
+    assert.equal(
+      evaluateWhen(when, { ...pendingInNotes, resource: "file:///work/words.txt" }),
+      false,
     );
   });
 

@@ -11,6 +11,9 @@ import { PendingSuggestions } from "../../src/pendingSuggestions";
 import type { ServerStatus } from "../../src/protocol";
 import { readyStatus } from "./statusFixtures";
 
+/** The URI of the document the suggestions are asked in. */
+const capital = "file:///tmp/capital.txt";
+
 // The middleware only passes these through; plain objects stand in for VS Code's.
 const position = { line: 0, character: 24 } as unknown as vscode.Position;
 const automatic = { triggerKind: 1 } as unknown as vscode.InlineCompletionContext;
@@ -31,7 +34,7 @@ type Next = (
  * cursor move tells them without an edit.
  */
 function editableDocument() {
-  const state = { uri: "file:///tmp/capital.txt", version: 1 };
+  const state = { uri: capital, version: 1 };
   const watchers = new Set<() => void>();
   return {
     document: state as unknown as vscode.TextDocument,
@@ -76,7 +79,7 @@ function recorder(
       return { dispose: () => watchers.delete(listener) };
     },
     askAgain: (document, position) => asked.push([document, position]),
-    suggestionPending: (dismiss) => pending.add(dismiss),
+    suggestionPending: (document, dismiss) => pending.add(document.uri.toString(), dismiss),
     ...(now === undefined ? {} : { now }),
   };
   const middleware = inlineCompletionMiddleware(hooks);
@@ -91,9 +94,9 @@ function recorder(
     next: Next,
     context: vscode.InlineCompletionContext = automatic,
   ) => Promise.resolve(provide(document, position, context, token, next));
-  /** What the extension's Escape binding does while a suggestion is pending. */
+  /** What the extension's Escape binding does in the document's editor while its suggestion is pending. */
   const escape = () => {
-    pending.dismissAll();
+    pending.dismiss(document.uri.toString());
   };
   return {
     events,
@@ -368,24 +371,24 @@ describe("inline completion middleware", () => {
   it("keeps a suggestion pending until it is shown or asked for again", async () => {
     let clock = 0;
     const inTime = await sentRequest({ now: () => clock });
-    assert.equal(inTime.pending.pending, true);
+    assert.deepEqual(inTime.pending.documents, [capital]);
     clock = 400;
     inTime.server.give(suggestion);
     assert.equal(await inTime.result, suggestion);
-    assert.equal(inTime.pending.pending, false);
+    assert.deepEqual(inTime.pending.documents, []);
 
     const late = await sentRequest();
     late.editorCancels();
     assert.equal(await late.result, null);
-    assert.equal(
-      late.pending.pending,
-      true,
+    assert.deepEqual(
+      late.pending.documents,
+      [capital],
       "VS Code stopped waiting; the answer is still to come",
     );
     late.server.give(suggestion);
     await settled();
     assert.equal(late.asked.length, 1);
-    assert.equal(late.pending.pending, false);
+    assert.deepEqual(late.pending.documents, []);
   });
 
   it("turns a suggestion down on Escape after VS Code stopped waiting: nothing shows up later", async () => {
@@ -408,7 +411,7 @@ describe("inline completion middleware", () => {
     assert.equal(await result, null);
     await settled();
     assert.deepEqual(asked, []);
-    assert.equal(pending.pending, false);
+    assert.deepEqual(pending.documents, []);
   });
 
   it("sends nothing when Escape comes during the debounce", async () => {
@@ -422,7 +425,7 @@ describe("inline completion middleware", () => {
       calls += 1;
       return Promise.resolve(suggestion);
     });
-    assert.equal(pending.pending, true);
+    assert.deepEqual(pending.documents, [capital]);
     escape();
     assert.equal(await result, null);
     assert.equal(calls, 0);
@@ -435,7 +438,7 @@ describe("inline completion middleware", () => {
     clock = 700;
     server.give(suggestion);
     assert.equal(await result, suggestion);
-    assert.equal(pending.pending, true, "asking again is still to come");
+    assert.deepEqual(pending.documents, [capital], "asking again is still to come");
     escape();
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.deepEqual(asked, []);
@@ -449,9 +452,9 @@ describe("inline completion middleware", () => {
     clock = 700;
     server.give(suggestion);
     assert.equal(await result, suggestion);
-    assert.equal(pending.pending, true, "asking again is still to come");
+    assert.deepEqual(pending.documents, [capital], "asking again is still to come");
     stopClient(); // the user restarts the server, or closes the window
-    assert.equal(pending.pending, false, "Escape is VS Code's again");
+    assert.deepEqual(pending.documents, [], "Escape is VS Code's again");
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.deepEqual(asked, []);
   });
@@ -485,7 +488,7 @@ describe("inline completion middleware", () => {
     );
     source.cancel(); // VS Code stops waiting after 750 ms
     assert.equal(await result, null);
-    assert.equal(pending.pending, true, "the suggestion is still to come");
+    assert.deepEqual(pending.documents, [capital], "the suggestion is still to come");
     server.loaded();
     await settled();
     assert.ok(answer.sentWith(), "sent once the model has loaded");
@@ -493,7 +496,7 @@ describe("inline completion middleware", () => {
     await settled();
     assert.deepEqual(asked, [[document, position]], "VS Code is asked again: the ghost text shows");
     assert.deepEqual(events, ["started", "finished"]);
-    assert.equal(pending.pending, false);
+    assert.deepEqual(pending.documents, []);
     assert.equal(watchers.size, 0);
     assert.equal(server.listeners.size, 0);
   });
@@ -558,7 +561,7 @@ describe("inline completion middleware", () => {
       assert.equal(await result, null);
       recorded[change]();
       await settled();
-      assert.equal(recorded.pending.pending, false, change);
+      assert.deepEqual(recorded.pending.documents, [], change);
       assert.equal(server.listeners.size, 0, change);
       server.loaded();
       await settled();

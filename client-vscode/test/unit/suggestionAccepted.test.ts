@@ -26,7 +26,8 @@ function middlewareWith(debounceMs: number, askedAfterAccept?: AsksAfterAccept) 
     quietHooks({
       currentSettings: () => ({ inlineCompletions: true, debounceMs }),
       askedAfterAccept: (asked, at) => askedAfterAccept?.take(asked.uri.toString(), at) ?? false,
-      suggestionPending: (dismiss) => new PendingSuggestions(() => undefined).add(dismiss),
+      suggestionPending: (document, dismiss) =>
+        new PendingSuggestions(() => undefined).add(document.uri.toString(), dismiss),
     }),
   );
 }

@@ -11,6 +11,9 @@ import { GROW_EVERY_MS, SuggestionGrowth } from "../../src/suggestionGrowth";
 import { quietHooks } from "./middlewareFixtures";
 import { readyStatus, statusSource } from "./statusFixtures";
 
+/** The URI of the document the suggestions are asked in. */
+const tokens = "file:///tmp/tokens.py";
+
 const ready = readyStatus("smollm2-135m");
 const answerOf = (text: string) =>
   ({ items: [{ insertText: text }] }) as unknown as vscode.InlineCompletionList;
@@ -33,7 +36,7 @@ const settled = () => new Promise((resolve) => setImmediate(resolve));
  * and what the editor was made to show.
  */
 function editor(status: ServerStatus = generating) {
-  const documentState = { uri: "file:///tmp/tokens.py", version: 1 };
+  const documentState = { uri: tokens, version: 1 };
   const document = documentState as unknown as vscode.TextDocument;
   const server = {
     ...statusSource(status),
@@ -102,7 +105,7 @@ function editor(status: ServerStatus = generating) {
       editorWatchers.add(listener);
       return { dispose: () => editorWatchers.delete(listener) };
     },
-    suggestionPending: (dismiss) => pending.add(dismiss),
+    suggestionPending: (document, dismiss) => pending.add(document.uri.toString(), dismiss),
     refreshing,
     every: (ms, tick) => {
       const timer = { ms, tick };
@@ -171,9 +174,9 @@ function editor(status: ServerStatus = generating) {
     switchEditor: () => {
       tell(editorWatchers);
     },
-    /** What the extension's Escape binding does while a suggestion is pending. */
+    /** What the extension's Escape binding does in the document's editor while its suggestion is pending. */
     escape: () => {
-      pending.dismissAll();
+      pending.dismiss(document.uri.toString());
     },
     /** The editor, made to show it anew, asks and shows the server's answer (the middleware). */
     showing: (show: typeof onShow) => {
@@ -247,7 +250,7 @@ describe("a suggestion answered while the server generates it", () => {
       [...place.ticks].map(({ ms }) => ms),
       [GROW_EVERY_MS],
     );
-    assert.equal(place.pending.pending, true, "Escape must reach it while it grows");
+    assert.deepEqual(place.pending.documents, [tokens], "Escape must reach it while it grows");
   });
 
   it("shows the whole text once the server is ready, then is asked for no more", async () => {
@@ -262,7 +265,7 @@ describe("a suggestion answered while the server generates it", () => {
     place.status(ready);
     await settled();
     assert.equal(place.server.asked, 1);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
     assert.equal(place.growth.growing, false);
   });
 
@@ -276,7 +279,7 @@ describe("a suggestion answered while the server generates it", () => {
     await settled();
     assert.deepEqual(place.shownAgain, []);
     assert.equal(place.server.asked, 0);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
   });
 
   it("is not shown again when the server goes away or loads another model", async () => {
@@ -376,7 +379,7 @@ describe("a growing suggestion stops growing", () => {
       place.status(ready);
       await settled();
       assert.deepEqual(place.shownAgain, ["3:16 _ids"], "not shown again, not even whole");
-      assert.equal(place.pending.pending, false, "Escape is VS Code's again");
+      assert.deepEqual(place.pending.documents, [], "Escape is VS Code's again");
       assert.equal(place.growth.growing, false);
     });
 
@@ -427,7 +430,7 @@ describe("a growing suggestion stops growing", () => {
       },
       watchPlace: () => ({ dispose: () => 0 }),
       onActiveEditorChanged: () => ({ dispose: () => 0 }),
-      suggestionPending: (dismiss) => place.pending.add(dismiss),
+      suggestionPending: (document, dismiss) => place.pending.add(document.uri.toString(), dismiss),
       every: (_ms, tick) => {
         place.ticks.add({ ms: 0, tick });
         return {
@@ -454,7 +457,7 @@ describe("a growing suggestion stops growing", () => {
     await place.tick();
     assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
     assert.equal(place.growth.growing, false);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
   });
 
   it("not when the editor asks at another place, or at its place as it shows it", async () => {
@@ -483,7 +486,7 @@ describe("a growing suggestion stops growing", () => {
     place.status(ready);
     await settled();
     assert.deepEqual(place.shownAgain, ["3:16 _ids"]);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
   });
 
   it("when inline completions are turned off with the server's answer on its way", async () => {
@@ -531,7 +534,7 @@ describe("a growing suggestion stops growing", () => {
     place.server.text = "_ids";
     await place.tick();
     assert.deepEqual(place.shownAgain, []);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
   });
 });
 
@@ -585,7 +588,7 @@ describe("a suggestion answered over VS Code's suggest widget", () => {
     await settled();
     assert.deepEqual(place.shownAgain, []);
     assert.equal(place.server.asked, 0);
-    assert.equal(place.pending.pending, false);
+    assert.deepEqual(place.pending.documents, []);
   });
 
   it("is not refreshing while the editor hides it: Tab is the widget's", async () => {
@@ -693,7 +696,8 @@ describe("a growing suggestion shown anew through the middleware", () => {
     const provide = inlineCompletionMiddleware(
       quietHooks({
         currentSettings: () => ({ inlineCompletions: true, debounceMs }),
-        suggestionPending: (dismiss) => place.pending.add(dismiss),
+        suggestionPending: (document, dismiss) =>
+          place.pending.add(document.uri.toString(), dismiss),
         editorAsked: (document, position, selectedItem) => {
           place.growth.editorAsked(document, position, selectedItem);
         },

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,7 @@ import pytest
 import torch
 from transformers import Phi3Config
 
-from model_sources import tiny_sliding_window_phi3
+from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 from phi3_lsp.drafts import LOOKUP_WINDOW, TokenLookup
 from phi3_lsp.engine import ModelEngine
@@ -340,28 +341,68 @@ def test_fp32_prompt_passes_of_a_few_tokens_run_where_decode_passes_do(
     text = REPETITIVE.split("\n")[-1] if prompt == "short" else REPETITIVE
     ids = smollm2_engine.tokenizer.encode_prompt(text)
     reference = smollm2_engine.generate(ids, max_new_tokens=12)
-    decoder = smollm2_engine._decoder
-    planner = decoder.planner
-    busy = as_when_a_core_is_busy(planner)
     key = f"threads-{prompt}"
     if prompt == "after a keystroke":  # all but its last tokens read before, as for a request
         smollm2_engine.generate(ids[:-2], max_new_tokens=1, cache_key=key)
+    try:
+        generation, prompt_pass_threads = generated_while_a_core_is_busy(smollm2_engine, ids, key)
+    finally:
+        smollm2_engine.forget_prompt(key)
+    assert prompt_pass_threads == (threads if prompt == "long" else 1)
+    assert generation.text == reference.text
+
+
+def generated_while_a_core_is_busy(
+    engine: ModelEngine, ids: list[int], cache_key: str | None
+) -> tuple[Generation, int]:
+    """12 tokens after `ids`, planned as when a core is busy, and the torch thread count of the
+    generation's first pass, which reads the prompt."""
+    decoder = engine._decoder
+    planner = decoder.planner
     prompt_pass_threads: list[int] = []
 
     def note_threads(module: object, args: object) -> None:
-        if not prompt_pass_threads:  # the first pass of the generation reads the prompt
+        if not prompt_pass_threads:
             prompt_pass_threads.append(torch.get_num_threads())
 
-    hook = smollm2_engine.model.register_forward_pre_hook(note_threads)
-    decoder.planner = busy
+    hook = engine.model.register_forward_pre_hook(note_threads)
+    decoder.planner = as_when_a_core_is_busy(planner)
     try:
-        generation = smollm2_engine.generate(ids, max_new_tokens=12, cache_key=key)
+        generation = engine.generate(ids, max_new_tokens=12, cache_key=cache_key)
     finally:
         decoder.planner = planner
         hook.remove()
-        smollm2_engine.forget_prompt(key)
-    assert prompt_pass_threads == [threads if prompt == "long" else 1]
-    assert generation.text == reference.text
+    return generation, prompt_pass_threads[0]
+
+
+@pytest.mark.slow
+def test_fp32_prompt_passes_of_layers_transformers_runs_stay_on_all_threads(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    # Layers with biases are transformers' to run, with its element-wise functions, which split
+    # a tensor among the threads where the values at each share's end take another path: even a
+    # short prompt's bits then depend on the thread count.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if torch.get_num_threads() < 2:
+        pytest.skip("one torch thread: there are no fewer to move to")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        attention_bias=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy2(smollm2_dir / name, tmp_path / name)
+    engine = ModelEngine.load(folder_source(tmp_path, weights=True))
+    assert engine.drafts_until > 0  # it checks drafts: its linear layers are our kernel's
+    ids = engine.tokenizer.encode_prompt(REPETITIVE.split("\n")[-1])
+    _, prompt_pass_threads = generated_while_a_core_is_busy(engine, ids, None)
+    assert prompt_pass_threads == torch.get_num_threads()
 
 
 def test_drafts_stop_where_a_sliding_window_starts_to_mask(phi3_mini_dir: Path) -> None:

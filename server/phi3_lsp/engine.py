@@ -33,7 +33,7 @@ from phi3_lsp.fp32_products import (
 )
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptRead, TextCallback
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
-from phi3_lsp.layer_kernel import run_layers_in_one_call
+from phi3_lsp.layer_kernel import every_layer_in_one_call, run_layers_in_one_call
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.load_stops import StopCheck
 from phi3_lsp.memory_fit import (
@@ -82,7 +82,7 @@ class WeightsNotAvailableError(RuntimeError):
     """Generation was asked of a model loaded without weights; the message says how to get them."""
 
 
-SameBitsOnAnyThreads = Literal["every pass", "decode passes", "no pass"]
+SameBitsOnAnyThreads = Literal["every pass", "short passes", "decode passes", "no pass"]
 """Which passes give the same logits on any number of threads (see `ModelEngine.__init__`)."""
 
 
@@ -105,8 +105,9 @@ class ModelEngine:
         """`checks_drafts`: the model computes every position of a pass as a one-token pass
         would (int4 layers, or our fp32 kernel; row-by-row attention), so drafted tokens can be
         checked. `same_bits_on_any_threads`: which passes give the same logits on any number of
-        threads (int4 layers: every pass; our fp32 kernel: decode passes, not a long prompt's
-        torch products); those may run on the thread count that is fastest at the time, the
+        threads (int4 layers: every pass; our fp32 kernel: decode passes, and prompt passes as
+        short where every decoder layer runs in one call of it, not a long prompt's torch
+        products); those may run on the thread count that is fastest at the time, the
         others run on all threads, so that the greedy text never depends on the machine's
         load."""
         self.source = source
@@ -130,6 +131,7 @@ class ModelEngine:
             self._prompt_cache,
             drafts_until=exact_rows_until(config, self.context_length) if checks_drafts else 0,
             pass_planner=_pass_planner(same_bits_on_any_threads),
+            short_prompts_on_any_threads=same_bits_on_any_threads == "short passes",
         )
         self._same_bits_on_any_threads = same_bits_on_any_threads
         self.threads = torch.get_num_threads()
@@ -178,6 +180,11 @@ class ModelEngine:
         if embedding is not None:
             _check_vocabulary(source, tokenizer, embedding.num_embeddings)
         rows_alike = weights == "fp32" and reads_rows_alike(model)
+        same_bits: SameBitsOnAnyThreads = "no pass"
+        if weights == "int4":
+            same_bits = "every pass"
+        elif rows_alike:
+            same_bits = "short passes" if every_layer_in_one_call(model) else "decode passes"
         engine = cls(
             source,
             tokenizer,
@@ -188,9 +195,7 @@ class ModelEngine:
             weights=weights,
             # torch's fp32 products round a row differently beside other rows, ours do not.
             checks_drafts=(weights == "int4" or rows_alike) and attend_row_by_row(model),
-            same_bits_on_any_threads=(
-                "every pass" if weights == "int4" else "decode passes" if rows_alike else "no pass"
-            ),
+            same_bits_on_any_threads=same_bits,
         )
         report(ProgressUpdate("loading", f"{source.name} is ready", 1.0))
         log.info(
@@ -659,7 +664,7 @@ def _pass_planner(same_bits_on_any_threads: SameBitsOnAnyThreads) -> PassPlanner
     threads = torch.get_num_threads()
     return PassPlanner(
         decode_thread_counts(threads) if same_bits_on_any_threads != "no pass" else (threads,),
-        prompts_on_all_threads=same_bits_on_any_threads == "decode passes",
+        prompts_on_all_threads=same_bits_on_any_threads in ("short passes", "decode passes"),
     )
 
 

@@ -103,10 +103,14 @@ class GreedyDecoder:
         *,
         drafts_until: int = 0,
         pass_planner: PassPlanner | None = None,
+        short_prompts_on_any_threads: bool = False,
     ) -> None:
         """`drafts_until`: the context length (in tokens) up to which a pass checking drafted
         tokens picks exactly what one-token passes would (0: never draft). `pass_planner`:
-        by default every pass runs on the current torch thread count."""
+        by default every pass runs on the current torch thread count.
+        `short_prompts_on_any_threads`: a prompt pass as short as a decode pass gives the same
+        bits on any thread count, where the planner keeps longer ones on all threads (see
+        `_bits_as_decode_pass`)."""
         self._model = model
         self._tokenizer = tokenizer
         self._eos_token_ids = eos_token_ids
@@ -118,6 +122,7 @@ class GreedyDecoder:
         self._keeps_logits = "logits_to_keep" in accepted
         self.planner = pass_planner or PassPlanner((torch.get_num_threads(),))
         self.drafts_until = drafts_until
+        self._short_prompts_on_any_threads = short_prompts_on_any_threads
         self.drafter: ModelDrafter | None = None
         """Drafts tokens with a 4-bit copy of the model, in place of drafts from the text."""
         self._stops = LayerStops(model)
@@ -226,7 +231,7 @@ class GreedyDecoder:
         while (start := len(run.fed_ids)) < len(prompt_ids):
             end = min(len(prompt_ids), (start // PREFILL_CHUNK_TOKENS + 1) * PREFILL_CHUNK_TOKENS)
             self._stops.check()
-            as_decode_pass = self._rows_as_checked(end - start, end)
+            as_decode_pass = self._bits_as_decode_pass(end - start, end)
             threads = self.planner.prompt_threads(bits_as_decode_pass=as_decode_pass)
             torch.set_num_threads(threads)
             started = time.perf_counter()
@@ -310,14 +315,18 @@ class GreedyDecoder:
                 run.forget_last(len(draft) - kept)
             chosen = [*draft[:kept], choices[kept]]
 
-    def _rows_as_checked(self, rows: int, context: int) -> bool:
-        """Whether a pass over `rows` tokens ending at `context` tokens is one a decode pass
-        checking drafts could be: as few rows, within the context where drafts are checked
-        (none where `drafts_until` is 0). Its bits then depend on the thread count no more than
-        a decode pass's, so a keystroke's prompt pass, or a short prompt's, may run where decode
-        passes do: on 1 thread while another process keeps a core busy, where every product on
-        2 threads waits for the thread that lost its core."""
-        return rows <= CHECKED_ROWS_AT_MOST and context <= self.drafts_until
+    def _bits_as_decode_pass(self, rows: int, context: int) -> bool:
+        """Whether a prompt pass over `rows` tokens ending at `context` tokens gives the same
+        bits on any thread count, as a decode pass checking drafts does: as few rows, within the
+        context where drafts are checked, where short passes run alike on any thread count. A
+        keystroke's prompt pass, or a short prompt's, may then run where decode passes do: on 1
+        thread while another process keeps a core busy, where every product on 2 threads waits
+        for the thread that lost its core."""
+        return (
+            self._short_prompts_on_any_threads
+            and rows <= CHECKED_ROWS_AT_MOST
+            and context <= self.drafts_until
+        )
 
     def _before_end(self, draft: list[int]) -> list[int]:
         """`draft` up to its first end-of-sequence token: a pass that picks that token needs

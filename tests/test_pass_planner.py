@@ -55,15 +55,23 @@ class TestThreads:
         plans = run_passes(planner, one_token_costs(ONE_CORE_TAKEN), 4)
         assert plans[-1].threads == 1
 
-    @pytest.mark.parametrize("width", [1 + MAX_DRAFT, 9])  # 9: a width never timed
+    @pytest.mark.parametrize("width", [1 + MAX_DRAFT, 12])  # 12: between widths timed
     def test_a_pass_several_times_slower_than_its_kind_leaves_its_count_at_once(
         self, width: int
     ) -> None:
         planner = PassPlanner((1, 2))
         run_passes(planner, one_token_costs(IDLE), 30, limit=MAX_DRAFT)
+        planner.record_pass(2, 32, one_token_costs(IDLE)(2, 32))
         cost = one_token_costs(ONE_CORE_TAKEN)  # 2 threads: 4.2x slower than idle
         planner.record_pass(2, width, cost(2, width))
         assert planner.plan(0).threads == 1
+
+    def test_a_pass_wider_than_any_timed_tells_nothing_of_the_load(self) -> None:
+        # Its cost is guessed low on purpose, so that wider drafts get tried.
+        planner = PassPlanner((1, 2))
+        run_passes(planner, one_token_costs(IDLE), 30)
+        planner.record_pass(2, 20, IDLE[2] * (1 + 19 * 0.7))  # each more row 0.7x a 1-row pass
+        assert planner.plan(0).threads == 2
 
     def test_a_pass_slower_only_by_chance_leaves_the_choice_as_it_was(self) -> None:
         planner = PassPlanner((1, 2))
@@ -76,6 +84,7 @@ class TestThreads:
     ) -> None:
         planner = PassPlanner((1, 2))
         run_passes(planner, one_token_costs(IDLE), 30)
+        planner.record_pass(2, 32, one_token_costs(IDLE)(2, 32))  # a pass checking a long draft
         idle = planner.one_token_seconds()
         planner.record_prompt_pass(2, 20, one_token_costs(IDLE)(2, 20))  # as fast as decoding
         assert planner.one_token_seconds() == idle

@@ -175,9 +175,10 @@ class PassPlanner:
     def _slowed_down(self, threads: int, width: int, seconds: float) -> bool:
         """Whether a pass of `width` tokens on `threads` threads that took `seconds` was
         `SUDDEN_SLOWDOWN` times slower than such passes were; that count's timings are then
-        scaled to it."""
+        scaled to it. Not for a width beyond the widest timed, whose guessed cost is optimistic
+        on purpose (see `pass_seconds`)."""
         timings = self._pass_seconds[threads]
-        if 1 not in timings:
+        if 1 not in timings or width > max(timings):
             return False
         slowdown = seconds / self.pass_seconds(threads, width)
         if slowdown < SUDDEN_SLOWDOWN:

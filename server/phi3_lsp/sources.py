@@ -164,15 +164,21 @@ def read_model(
     """
     root = cache or cache_dir()
     offline = spec.strip() == OFFLINE_MODEL
+    source: ModelSource | None = None
+
+    def read_whole_or_elsewhere() -> bool:
+        """Whether nothing read was taken from under it: the whole folder, or another model's."""
+        read_whole = source is not None and source.tokenizer_dir == asset_dir(OFFLINE_MODEL, root)
+        return not offline or read_whole or not replaced_by_whole(OFFLINE_MODEL, root)
+
     try:
         source = resolve_model(spec, cache=root, progress=progress, weights=False)
         result = read(source)
     except Exception:
-        if not (offline and replaced_by_whole(OFFLINE_MODEL, root)):
+        if read_whole_or_elsewhere():
             raise
     else:
-        read_whole = source.tokenizer_dir == asset_dir(OFFLINE_MODEL, root)
-        if not offline or read_whole or not replaced_by_whole(OFFLINE_MODEL, root):
+        if read_whole_or_elsewhere():
             return result
     log.info("The folder of %s without weights went while it was read: reading it whole", spec)
     return read(resolve_model(spec, cache=root, progress=progress, weights=False))

@@ -37,10 +37,39 @@ def build_arguments(cache: Path) -> list[str]:
     ]
 
 
-def build_command(cache: Path) -> str:
-    """The one command that builds the wheels (shown to the user when they are missing)."""
+def build_command(cache: Path, cpu: set[str] | None = None) -> str:
+    """The one command that builds the wheels for this CPU (`cpu`: its feature flags, as
+    /proc/cpuinfo lists them), shown to the user when they are missing."""
+    from phi3_lsp.cpu_kernels import cpu_flags  # imports torch
+
     pip = shlex.join([sys.executable, *build_arguments(cache)])
-    return f'CMAKE_ARGS="-DGGML_NATIVE=ON" nice {pip}'
+    return f'CMAKE_ARGS="{cmake_arguments(cpu_flags() if cpu is None else cpu)}" nice {pip}'
+
+
+GGML_FEATURES = {
+    "GGML_SSE42": "sse4_2",
+    "GGML_AVX": "avx",
+    "GGML_AVX2": "avx2",
+    "GGML_FMA": "fma",
+    "GGML_F16C": "f16c",
+    "GGML_BMI2": "bmi2",
+    "GGML_AVX_VNNI": "avx_vnni",
+    "GGML_AVX512": "avx512f",
+    "GGML_AVX512_VBMI": "avx512vbmi",
+    "GGML_AVX512_VNNI": "avx512_vnni",
+    "GGML_AVX512_BF16": "avx512_bf16",
+}
+"""llama.cpp's build options for the CPU's vector instructions, by the flag that shows each."""
+
+
+def cmake_arguments(cpu: set[str]) -> str:
+    """llama.cpp's build options: for the CPU it is built on, but without AMX, whose matrix
+    products in 0.3.36 crash on SmolLM2's Q4_1 weights (SIGSEGV in ggml_backend_amx_mul_mat, on
+    an Intel Xeon with AMX-INT8): where the CPU has it, its other features one by one."""
+    if "amx_int8" not in cpu:
+        return "-DGGML_NATIVE=ON"
+    features = [f"-D{option}=ON" for option, flag in GGML_FEATURES.items() if flag in cpu]
+    return " ".join(["-DGGML_NATIVE=OFF", *features])
 
 
 def find_wheels(cache: Path) -> list[Path] | None:

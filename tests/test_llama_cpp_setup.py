@@ -28,6 +28,27 @@ def test_the_baseline_compiles_the_sdist_the_offline_pack_pins() -> None:
     assert pinned_lines()[pack_sdist.requirement] == pack_sdist.sha256
 
 
+# The flags of the Intel Xeon (AMX) and the AMD EPYC (no AMX) the benchmark ran on.
+XEON_FLAGS = {
+    *("sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni", "avx512f", "avx512cd"),
+    *("avx512vl", "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "amx_int8"),
+}
+EPYC_FLAGS = {"sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512vbmi"}
+
+
+def test_the_build_leaves_out_amx_whose_products_crash_and_keeps_the_rest() -> None:
+    command = llama_cpp_setup.build_command(Path("/cache"), XEON_FLAGS)
+    options = set(command.partition('CMAKE_ARGS="')[2].partition('"')[0].split())
+    assert "-DGGML_NATIVE=OFF" in options  # -march=native would turn AMX on
+    assert {"-DGGML_AVX512=ON", "-DGGML_AVX512_BF16=ON", "-DGGML_AVX_VNNI=ON"} <= options
+    assert not any("AMX" in option for option in options)
+
+
+def test_the_build_is_native_where_the_cpu_has_no_amx() -> None:
+    command = llama_cpp_setup.build_command(Path("/cache"), EPYC_FLAGS)
+    assert command.startswith('CMAKE_ARGS="-DGGML_NATIVE=ON" nice ')
+
+
 def test_a_tampered_sdist_is_refused_before_anything_is_built(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()

@@ -307,7 +307,7 @@ def test_a_read_of_the_offline_models_whole_folder_that_fails_is_not_read_again(
         reads.append(source.tokenizer_dir)
         raise ValueError("config.json cannot be read")
 
-    with pytest.raises(ValueError, match="config.json cannot be read"):
+    with pytest.raises(ValueError, match=r"config\.json cannot be read"):
         read_model("smollm2-135m", read, cache=tmp_path)
     assert reads == [tmp_path / "pack" / "smollm2-135m"]
 

@@ -348,7 +348,7 @@ export class SuggestionGrowth implements Disposable {
           // Not shown (a second cursor, say): no later ask may take it, at a stale place.
           this.toShow = undefined;
           if (wanted()) {
-            hooks.refreshing?.end(); // nothing was hidden
+            hooks.refreshing?.end(); // nothing is to show again: Tab is the editor's
           }
         }
       }

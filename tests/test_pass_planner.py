@@ -66,6 +66,26 @@ class TestThreads:
         planner.record_pass(2, width, cost(2, width))
         assert planner.plan(0).threads == 1
 
+    @pytest.mark.parametrize("thread_counts", [(1,), (1, 2)])
+    def test_drafting_goes_on_after_a_pass_slowed_for_a_moment(
+        self, thread_counts: tuple[int, ...]
+    ) -> None:
+        # One slow 1-token pass (the machine paused), then only 1-token passes for a while:
+        # wider passes, not run meanwhile, must not look dearer than they are from then on.
+        planner = PassPlanner(thread_counts)
+        threads = thread_counts[-1]
+        for width in range(1, MAX_DRAFT + 2):
+            planner.record_pass(threads, width, 0.020 + 0.001 * width)
+        for _ in range(10):
+            planner.record_draft(drafted=MAX_DRAFT, kept=MAX_DRAFT)
+        planner.record_pass(threads, 1, 10 * 0.021)
+        for _ in range(30):
+            planner.record_pass(threads, 1, 0.021)
+        wider = [planner.pass_seconds(threads, width) for width in range(2, MAX_DRAFT + 2)]
+        assert wider == pytest.approx([0.020 + 0.001 * width for width in range(2, MAX_DRAFT + 2)])
+        if thread_counts == (1,):  # the lookup planner of the 4-bit drafter: one count
+            assert planner.plan(MAX_DRAFT) == PassPlan(threads, MAX_DRAFT)
+
     def test_a_pass_wider_than_any_timed_tells_nothing_of_the_load(self) -> None:
         # Its cost is guessed low on purpose, so that wider drafts get tried.
         planner = PassPlanner((1, 2))

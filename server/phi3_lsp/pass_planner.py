@@ -42,9 +42,10 @@ the fastest count's: on an idle CPU they take about as long (1.0-1.1x), while an
 keeps a core busy far longer (2.1-2.8x on SmolLM2 in int4, 2-core AVX-512 EPYC)."""
 SUDDEN_SLOWDOWN = 3.0
 """A pass this many times slower than its thread count's passes of its width were says the load
-changed: that count's timings are all scaled to it at once, where averaged in they would keep it
-chosen for several more slow passes (SmolLM2 fp32, 2 threads, another process spinning on a core:
-passes 5-10x slower, 0.36-0.74 s each, three of them before the move to 1 thread)."""
+changed: that count's 1-token timing is scaled to it at once, where averaged in it would keep
+the count chosen for several more slow passes (SmolLM2 fp32, 2 threads, another process
+spinning on a core: passes 5-10x slower, 0.36-0.74 s each, three of them before the move to
+1 thread)."""
 STALE_AFTER = 2
 """A thread count not run for more passes than this has timings from another load: its next
 pass replaces them instead of being averaged in."""
@@ -173,18 +174,21 @@ class PassPlanner:
         self._rescaled_for_a_slowdown(threads, width, seconds)
 
     def _rescaled_for_a_slowdown(self, threads: int, width: int, seconds: float) -> bool:
-        """Scale the timings of `threads` to a pass of `width` tokens that took `seconds`, if it
-        was `SUDDEN_SLOWDOWN` times slower than such passes were; returns whether it was. Not for
-        a width beyond the widest timed, whose guessed cost is optimistic on purpose (see
-        `pass_seconds`)."""
+        """Scale the 1-token timing of `threads` to a pass of `width` tokens that took `seconds`,
+        if it was `SUDDEN_SLOWDOWN` times slower than such passes were; returns whether it was.
+        Not for a width beyond the widest timed, whose guessed cost is optimistic on purpose (see
+        `pass_seconds`), nor where there is no other thread count to move to."""
         timings = self._pass_seconds[threads]
-        if 1 not in timings or width > max(timings):
+        if len(self.thread_counts) < 2 or 1 not in timings or width > max(timings):
             return False
         slowdown = seconds / self.pass_seconds(threads, width)
         if slowdown < SUDDEN_SLOWDOWN:
             return False
-        for timed in timings:
-            timings[timed] *= slowdown
+        # The count is chosen on its 1-token passes. Other widths keep their timings until they
+        # run again: scaled too, the widths not run while the load passed would stay dear, and
+        # drafts of them would never be tried again.
+        timings[1] *= slowdown
+        timings[width] = seconds
         return True
 
     def record_draft(self, drafted: int, kept: int) -> None:

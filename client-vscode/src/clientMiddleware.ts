@@ -30,6 +30,8 @@ export function clientMiddleware(
 ): InlineCompletionMiddleware & Pick<Middleware, "sendRequest"> {
   const { output, statusBar } = deps;
   const editorAsks = new EditorAsks();
+  const suggestionPending = (document: vscode.TextDocument, dismiss: () => void) =>
+    deps.pendingSuggestions.add(document.uri.toString(), dismiss);
   const growth = new SuggestionGrowth({
     status: statusBar,
     inlineCompletions: () => deps.settings().inlineCompletions,
@@ -38,8 +40,7 @@ export function clientMiddleware(
     showAgain: showAgainIfCursorThere,
     watchPlace,
     onActiveEditorChanged: (listener) => vscode.window.onDidChangeActiveTextEditor(listener),
-    suggestionPending: (document, dismiss) =>
-      deps.pendingSuggestions.add(document.uri.toString(), dismiss),
+    suggestionPending,
     refreshing: deps.refreshingSuggestion,
   });
   const middleware = inlineCompletionMiddleware({
@@ -65,8 +66,7 @@ export function clientMiddleware(
     },
     askedAfterAccept: (document, position) =>
       asksAfterAccept.take(document.uri.toString(), position),
-    suggestionPending: (document, dismiss) =>
-      deps.pendingSuggestions.add(document.uri.toString(), dismiss),
+    suggestionPending,
     editorAsked: (document, position, selectedItem) => {
       growth.editorAsked(document, position, selectedItem);
     },

@@ -4,6 +4,7 @@ threads, and torch's kernels kept when ours cannot build."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,15 @@ import pytest
 import torch
 
 from phi3_lsp.cpu_kernels import (
+    KERNEL_BUILDS,
     KERNELS,
+    KERNELS_ON_TILES,
     CpuKernels,
     build_library,
     compiler_command,
+    own_kernels,
 )
+from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
 
 pytestmark = pytest.mark.skipif(
@@ -25,9 +30,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
-    return CpuKernels(build_library(KERNELS, tmp_path_factory.mktemp("cache"), compiler_command()))
+@pytest.fixture(
+    scope="module",
+    params=[build for build in KERNEL_BUILDS if build.runs_here()],
+    ids=lambda build: build.name,
+)
+def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CpuKernels:
+    """Each build of the kernels that runs on this CPU: on AMX tiles too where it has them."""
+    cache = tmp_path_factory.mktemp("cache")
+    return CpuKernels(build_library(request.param, cache, compiler_command()))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +59,7 @@ def error_to_exact(products: torch.Tensor, rows: torch.Tensor, weight: Int4Weigh
     return float((products.double() - exact).norm() / exact.norm())
 
 
-@pytest.mark.parametrize("row_count", [1, 7, 300])
+@pytest.mark.parametrize("row_count", [1, 7, 33, 300])  # 33 and 300: on tiles where they run
 def test_it_computes_what_torchs_kernel_computes(
     kernel: CpuKernels, weight: Int4Weight, row_count: int
 ) -> None:
@@ -84,6 +95,48 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
+@pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
+def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: Path) -> None:
+    # A sum that the order of its additions decides: 2^24, 28 ones, -2^24 (exactly 28). The
+    # vector kernel adds one product at a time, and each one is lost against 2^24 (0); a tile
+    # product adds a group's products its own way and keeps some. Passes whose tokens are
+    # compared with one-token passes (drafted tokens, see generation) must keep the vectors.
+    weight = torch.ones(64, GROUP_SIZE)
+    weight[:, 29], weight[:, 30] = -8.0, 7.0  # codes scaled by exactly 1
+    int4 = Int4Weight.quantize(weight)
+    row = torch.ones(GROUP_SIZE)
+    row[0], row[29], row[30], row[31] = 2.0**24, 0.0, 0.0, -(2.0**24)
+    kernels = CpuKernels(build_library(KERNELS_ON_TILES, tmp_path, compiler_command()))
+
+    def products(count: int) -> torch.Tensor:
+        return kernels.multiply_int4(row.repeat(count, 1), int4.packed, int4.scales_and_zeros)
+
+    alone = products(1)
+    assert torch.equal(products(CHECKED_ROWS_AT_MOST), alone.repeat(CHECKED_ROWS_AT_MOST, 1))
+    assert not torch.equal(products(CHECKED_ROWS_AT_MOST + 1)[0], alone[0])
+    own = own_kernels()
+    assert own is not None and own.tiles_from_rows == CHECKED_ROWS_AT_MOST + 1
+
+
+@pytest.mark.parametrize("row_count", [33, 100])
+def test_a_long_passs_rows_depend_on_nothing_but_the_row(
+    kernel: CpuKernels, weight: Int4Weight, row_count: int
+) -> None:
+    # A prompt's row must give the same bits whatever prompt pass reads it, on 1 thread or 2.
+    rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        on_one_thread = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+        torch.set_num_threads(2)
+        on_two_threads = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(on_one_thread, on_two_threads)
+    some = kernel.multiply_int4(rows[-33:], weight.packed, weight.scales_and_zeros)
+    assert torch.equal(some, on_two_threads[-33:])
+
+
 def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
     kernel: CpuKernels, weight: Int4Weight
 ) -> None:
@@ -104,10 +157,12 @@ def test_no_rows_give_no_products(kernel: CpuKernels, weight: Int4Weight) -> Non
     assert products.shape == (0, weight.out_features)
 
 
-def test_the_4_bit_layers_use_it_on_this_cpu(kernel: CpuKernels, weight: Int4Weight) -> None:
+def test_the_4_bit_layers_use_it_on_this_cpu(weight: Int4Weight) -> None:
     # 64 x 256 outputs: some round apart from torch's kernel's, so the two can be told apart.
     rows = torch.randn(64, weight.in_features).to(torch.bfloat16)
-    ours = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    kernels = own_kernels()
+    assert kernels is not None
+    ours = kernels.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     assert torch.equal(weight.multiply(rows), ours)
     assert not torch.equal(torch_kernel(rows, weight), ours)
 
@@ -139,6 +194,37 @@ def test_without_a_compiler_the_model_keeps_torchs_kernels(tmp_path: Path) -> No
         "4-bit products and attention use torch's kernels, ours did not build: no C compiler"
         in (result.stderr)
     )
+
+
+TILES_CHECK = """
+import logging
+from phi3_lsp.cpu_kernels import own_kernels
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+kernels = own_kernels()
+print(kernels is not None and kernels.tiles_from_rows is None)
+"""
+
+
+@pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
+def test_a_compiler_without_amx_builds_the_kernels_without_the_tiles(tmp_path: Path) -> None:
+    # GCC before 11 and Clang before 12 know no AMX: the kernels must not go with the tiles.
+    compiler = tmp_path / "old-cc"
+    real = shutil.which(compiler_command()[0])
+    compiler.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -mamx-tile "*) echo "unrecognized -mamx-tile" >&2; exit 1;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    compiler.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "-c", TILES_CHECK],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CC": str(compiler), "PHI3_LSP_CACHE": str(tmp_path / "cache")},
+        check=True,
+    )
+    assert result.stdout.strip() == "True"
+    assert "Our cpu-tiles kernels did not build" in result.stderr
 
 
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(32, 32, 96), (9, 3, 64)])

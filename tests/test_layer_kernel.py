@@ -13,6 +13,7 @@ from torch import nn
 
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 from phi3_lsp.fp32_products import read_at_memory_speed, short_pass_rows
+from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.shared_products import share_products
@@ -104,7 +105,29 @@ def test_passes_in_one_call_compute_what_transformers_computes(
 def test_every_position_of_a_pass_gets_one_token_passes_bits(
     models: tuple[nn.Module, nn.Module], threads: int
 ) -> None:
-    _assert_each_position_gets_one_token_passes_bits(models[1], _tokens(90), threads)
+    # As wide as a pass that checks drafted tokens against what one-token passes would pick.
+    tokens = _tokens(30 + CHECKED_ROWS_AT_MOST)
+    _assert_each_position_gets_one_token_passes_bits(models[1], tokens, threads)
+
+
+def test_every_position_of_a_longer_pass_gets_the_bits_of_any_such_pass(
+    models: tuple[nn.Module, nn.Module],
+) -> None:
+    # A prompt's wider passes may take other products (on AMX tiles, see int4_tiles.c): a
+    # position must still get the same bits in any of them, on any number of threads.
+    tokens = _tokens(130)
+    wide = CHECKED_ROWS_AT_MOST + 1
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        together = _hidden_states(models[1], [tokens[:, :30], tokens[:, 30:]])[1]
+        torch.set_num_threads(1)
+        apart = _hidden_states(
+            models[1], [tokens[:, :30], tokens[:, 30 : 30 + wide], tokens[:, 30 + wide :]]
+        )[1:]
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(together, torch.cat(apart))
 
 
 def _assert_each_position_gets_one_token_passes_bits(

@@ -11,7 +11,9 @@
  *
  * Every step computes each row (position) on its own, by the same instructions whatever the
  * number of rows and threads, so a position read with a prompt or checked among drafted tokens
- * gets the bits a one-token pass gives it (row_attention.py explains why that matters).
+ * gets the bits a one-token pass gives it (row_attention.py explains why that matters); only
+ * the 4-bit products of a pass over more than 32 rows take other instructions on CPUs with AMX
+ * (int4_tiles.c), which give a row the same bits in every such pass.
  */
 #include <immintrin.h>
 #include <math.h>

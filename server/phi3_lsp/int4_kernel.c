@@ -11,32 +11,36 @@
  * per group of 32 inputs. That reads weights as fast as the memory delivers them.
  *
  * Every output is computed by the same steps whatever the number of rows or threads, so a
- * row's products have the same bits alone, among drafted rows, and on any thread count.
+ * row's products have the same bits alone, among drafted rows, and on any thread count. Built
+ * with PHI3_TILES (CPUs with AMX), passes of more rows than any pass that is compared with a
+ * one-row pass take int4_tiles.c instead, several times faster.
  */
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "int4_codes.h"
+
 enum {
-  GROUP = 32,       /* inputs per scale and zero */
-  BLOCK = 64,       /* output rows per packed block; each input takes BLOCK / 2 bytes of it */
   /* Input rows that share the weight codes unpacked into registers: 5 took 0.93-0.96x the time
    * of 4 for 16-480 rows, 6 no better than 4 (its sums no longer fit the registers). */
   ROWS_AT_ONCE = 5,
-  /* Codes are asked for this far ahead of their use: the CPU's own prefetcher stops at 4 KB
-   * pages. One row, 2 threads, 8 Phi-3-mini layers out of cache: 5-40 % faster than none
-   * (2 KB ahead: between; 8 and 16 KB: no better). */
-  PREFETCH_BYTES = 4096,
-  /* ...and these far ahead into the outer caches, so that more lines are on their way at once
-   * than the first cache can track (far ahead into it instead: 1.45x the time). One row times
-   * 0.42 GB of Phi-3-mini-sized weights from memory, against the near prefetch alone: 12 KB
-   * ahead 0.89-0.92x the time on 1 thread and 0.95-0.96x on 2; 24 KB too, with the scales'
-   * prefetch below into the outer caches as well, 0.95x and 0.94x of that (medians of 25
-   * paired runs; 24 or 48 KB instead of 12: no better). */
-  FAR_PREFETCH_BYTES = 12288,
-  FARTHEST_PREFETCH_BYTES = 24576,
 };
+
+#ifdef PHI3_TILES
+enum {
+  /* Passes of more rows take the tiles: a decode pass and the drafted tokens it checks (at most
+   * 32 rows, generation.CHECKED_ROWS_AT_MOST), a keystroke's, keep the bits of a one-row pass. */
+  TILES_FROM_ROWS = 33,
+  TILE_ROWS = 16, /* the tiles read rows 16 at a time */
+};
+int phi3_int4_tiles_ready(void);
+int phi3_int4_tiles_multiply(const Operands *op, int64_t n_rows, int threads);
+
+/* The fewest rows whose products take the tiles, or 0 where this process may not use them. */
+int phi3_int4_tiles_from_rows(void) { return phi3_int4_tiles_ready() ? TILES_FROM_ROWS : 0; }
+#endif
 
 static __m512 bf16_to_floats(__m256i values) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(values), 16));
@@ -50,40 +54,6 @@ static float group_sum(const uint16_t *inputs) {
   const __m512 high = bf16_to_floats(_mm512_extracti64x4_epi64(values, 1));
   return _mm512_reduce_add_ps(_mm512_add_ps(low, high));
 }
-
-/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
- * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
- * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
-static __m512i pair_spread(int first_byte) {
-  uint8_t index[64];
-  for (int lane = 0; lane < 16; lane++) {
-    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
-    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
-  }
-  return _mm512_loadu_si512(index);
-}
-
-/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
-static __m512i code_values(void) {
-  uint16_t table[32];
-  for (int code = 0; code < 32; code++) {
-    float value = (float)((code & 15) - 8);
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    table[code] = (uint16_t)(bits >> 16);
-  }
-  return _mm512_loadu_si512(table);
-}
-
-typedef struct {
-  const uint16_t *rows; /* bf16 [n_rows, in_features] */
-  const float *group_sums; /* [n_rows, in_features / GROUP]: each group's sum of inputs */
-  const uint8_t *packed;
-  const uint16_t *scales_and_zeros; /* bf16 [in_features / GROUP, out_features, 2] */
-  int64_t in_features, out_features;
-  void *products; /* [n_rows, out_features], bf16 or fp32 */
-  int products_are_fp32;
-} Operands;
 
 /* Output rows block * 64 .. + 63 for `count` (1..ROWS_AT_ONCE) rows from `first_row`. */
 static inline __attribute__((always_inline)) void multiply_block(
@@ -181,16 +151,30 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
                        int64_t out_features, void *products, int threads) {
   const int64_t groups = in_features / GROUP;
+#ifdef PHI3_TILES
+  const int tiles = n_rows >= TILES_FROM_ROWS && phi3_int4_tiles_ready();
+  /* The tiles read whole tiles of rows: the rows are copied with zero rows after them. */
+  const int64_t held_rows = tiles ? (n_rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS : n_rows;
+#else
+  const int tiles = 0;
+  const int64_t held_rows = n_rows;
+#endif
+  const int copied = fp32 || held_rows > n_rows;
   float *group_sums = malloc((size_t)(n_rows * groups) * sizeof *group_sums);
-  uint16_t *rounded = fp32 ? malloc((size_t)(n_rows * in_features) * sizeof *rounded) : NULL;
-  if (group_sums == NULL || (fp32 && rounded == NULL)) {
+  uint16_t *held = copied ? malloc((size_t)(held_rows * in_features) * sizeof *held) : NULL;
+  if (group_sums == NULL || (copied && held == NULL)) {
     free(group_sums);
-    free(rounded);
+    free(held);
     return -1;
   }
-  if (fp32) round_to_bf16(rows, n_rows * in_features, rounded);
+  if (fp32)
+    round_to_bf16(rows, n_rows * in_features, held);
+  else if (copied)
+    memcpy(held, rows, (size_t)(n_rows * in_features) * sizeof *held);
+  if (held_rows > n_rows)
+    memset(held + n_rows * in_features, 0, (size_t)((held_rows - n_rows) * in_features) * 2);
   const Operands op = {
-      .rows = fp32 ? rounded : rows,
+      .rows = copied ? held : rows,
       .group_sums = group_sums,
       .packed = packed,
       .scales_and_zeros = scales_and_zeros,
@@ -202,20 +186,26 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
   for (int64_t r = 0; r < n_rows; r++)
     for (int64_t group = 0; group < groups; group++)
       group_sums[r * groups + group] = group_sum(op.rows + r * in_features + group * GROUP);
-  /* Whole blocks per thread: each thread reads its own stretch of the weight. */
+  int status = 0;
+#ifdef PHI3_TILES
+  if (tiles) status = phi3_int4_tiles_multiply(&op, n_rows, threads);
+#endif
+  if (!tiles) {
+    /* Whole blocks per thread: each thread reads its own stretch of the weight. */
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t block = 0; block < out_features / BLOCK; block++) {
-    int64_t first_row = 0;
-    for (; first_row + ROWS_AT_ONCE <= n_rows; first_row += ROWS_AT_ONCE)
-      multiply_block(&op, first_row, ROWS_AT_ONCE, block);
-    switch (n_rows - first_row) { /* constant counts let the compiler keep sums in registers */
-      case 4: multiply_block(&op, first_row, 4, block); break;
-      case 3: multiply_block(&op, first_row, 3, block); break;
-      case 2: multiply_block(&op, first_row, 2, block); break;
-      case 1: multiply_block(&op, first_row, 1, block); break;
+    for (int64_t block = 0; block < out_features / BLOCK; block++) {
+      int64_t first_row = 0;
+      for (; first_row + ROWS_AT_ONCE <= n_rows; first_row += ROWS_AT_ONCE)
+        multiply_block(&op, first_row, ROWS_AT_ONCE, block);
+      switch (n_rows - first_row) { /* constant counts let the compiler keep sums in registers */
+        case 4: multiply_block(&op, first_row, 4, block); break;
+        case 3: multiply_block(&op, first_row, 3, block); break;
+        case 2: multiply_block(&op, first_row, 2, block); break;
+        case 1: multiply_block(&op, first_row, 1, block); break;
+      }
     }
   }
   free(group_sums);
-  free(rounded);
-  return 0;
+  free(held);
+  return status;
 }

@@ -2,10 +2,11 @@
 
 The scheme of llama.cpp's Q4_1, in the layout of torch's packed int4 CPU kernel, which
 multiplies bf16 activations by it (see `quantize` for why this format). On CPUs with AVX-512
-BF16 and VBMI our own kernel (`cpu_kernels`) takes every pass. Elsewhere torch's kernel suits
-decoding (a few rows at a time), and a long prompt's many rows go faster through matrix
-products on weights unpacked a slice at a time (`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU
-multiplies bf16 natively, in fp32 on CPUs without AVX-512.
+BF16 and VBMI our own kernel (`cpu_kernels`) takes every pass (a long one on AMX tiles where
+the CPU has them). Elsewhere torch's kernel suits decoding (a few rows at a time), and a long
+prompt's many rows go faster through matrix products on weights unpacked a slice at a time
+(`DEQUANTIZED_FROM_ROWS`): in bf16 where the CPU multiplies bf16 natively, in fp32 on CPUs
+without AVX-512.
 """
 
 from __future__ import annotations

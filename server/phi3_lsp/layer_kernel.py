@@ -10,7 +10,8 @@ in one call over our KV cache with a causal mask: every pass of a 4-bit layer, a
 of an fp32 layer short enough for our fp32 kernel (32 rows for fp32 weights, 128 for bf16 ones,
 see `fp32_products`: a decode pass and its drafted tokens, a short prompt), where a longer pass
 keeps torch's faster products for many rows. Every position gets the bits a one-token pass
-gives it, as with row_attention; norms, rotary embeddings and SiLU are computed in the kernel's
+gives it, as with row_attention (but for the 4-bit products of a pass over more than 32 rows
+on CPUs with AMX, see int4_tiles.c); norms, rotary embeddings and SiLU are computed in the kernel's
 own order, so the bits are not transformers'. Any other pass runs the forward the layer had.
 Measured in one process, alternating (2-core AMD EPYC): 4-bit decode passes of SmolLM2 11.8 ->
 6.0 ms and of Phi-3-mini-sized layers 113 -> 56 ms, a 500-token SmolLM2 prompt read 0.42 ->

@@ -1,0 +1,196 @@
+/* Rows times a 4-bit weight on AMX tiles, for passes over many rows (a prompt's); built by
+ * cpu_kernels.py into our kernels on CPUs with AMX-BF16, called by int4_kernel.c.
+ *
+ * The sums are int4_kernel.c's: per group of 32 inputs, the dot product of the rows' bf16
+ * inputs with the codes' values (code - 8), then scale * dot + zero * (sum of inputs), group
+ * after group, rounded to bf16. Only the dots come from elsewhere: a tile product (TDPBF16PS)
+ * takes 16 rows times a group's 32 inputs times 16 output rows in one instruction, where the
+ * vector kernel takes 64 AVX-512 dot products. Its circuit adds a group's 32 products in an
+ * order of its own, so a dot can differ from the vector kernel's in the last bit (on random
+ * Phi-3-mini-sized layers, a few outputs in a million after rounding to bf16). Each output is
+ * still computed by the same steps whatever the rows with it and the threads: a row gets the
+ * same bits in every pass the tiles take.
+ *
+ * A thread unpacks a block's codes for a group once per 64 rows, into tiles, and keeps the sums
+ * of those rows while the groups go by. Measured on a 2-core Intel Xeon with AMX, 48-1,024 rows:
+ * Phi-3-mini-sized layer shapes at 610-870 GFLOP/s, SmolLM2's at 480-790, where the vector
+ * kernel takes every shape at 140-165.
+ */
+#include <immintrin.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "int4_codes.h"
+
+enum {
+  TILE_ROWS = 16, /* rows a tile product takes; the caller holds the rows in whole tiles */
+  /* Rows that share an unpacking of the codes. 64: 610-870 GFLOP/s on Phi-3-mini-sized shapes
+   * at 48-1,024 rows; 128: 500-820; every row at once (their inputs no longer stay in the core's
+   * second-level cache): 350-850, the least at 1,024. */
+  PANEL_ROWS = 64,
+  /* Linux lends a thread the tile registers once the process has asked (arch_prctl). */
+  ARCH_REQ_XCOMP_PERM = 0x1023,
+  XFEATURE_XTILEDATA = 18,
+};
+
+/* Tile registers: tile q (0..3) the dots of the block's output rows 16 * q .. + 15, then the
+ * rows' inputs and the codes' values. */
+#define ROWS_TILE 4
+#define CODES_TILE 5
+
+typedef struct {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+} TileConfig;
+
+/* A thread's memory. */
+typedef struct {
+  /* Per 16 output rows q, the group's code values as a tile: row `pair` holds, output row by
+   * output row, its values for inputs 2 * pair and 2 * pair + 1. */
+  uint16_t codes[4][GROUP / 2][32];
+  float dots[TILE_ROWS][BLOCK];
+  float sums[PANEL_ROWS][BLOCK];
+} __attribute__((aligned(64))) Scratch;
+
+/* 1 where this process may use the tiles (asked once), else 0: the vector kernel runs. */
+int phi3_int4_tiles_ready(void) {
+  static int ready = -1;
+  int known = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
+  if (known < 0) {
+    known = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    __atomic_store_n(&ready, known, __ATOMIC_RELEASE);
+  }
+  return known;
+}
+
+static void configure_tiles(void) {
+  TileConfig config;
+  memset(&config, 0, sizeof config);
+  config.palette = 1;
+  for (int tile = 0; tile <= CODES_TILE; tile++) {
+    config.bytes_per_row[tile] = 64; /* 16 fp32 dots, 32 bf16 inputs, 16 pairs of values */
+    config.rows[tile] = TILE_ROWS;
+  }
+  _tile_loadconfig(&config);
+}
+
+/* The group's codes of the block as tiles of bf16 values, unpacked and prefetched as
+ * int4_kernel.c's multiply_block does (whose hot loop keeps its own copy of these steps: through
+ * a shared function its one-row passes took 1.1-1.5x the time). */
+static void unpack_group(const Operands *op, int64_t block, int64_t group, Scratch *scratch) {
+  const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);
+  const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
+  const int64_t first_code_byte = block * op->in_features * (BLOCK / 2);
+  const int64_t code_bytes = op->out_features * op->in_features / 2;
+  if ((block + 1) * BLOCK < op->out_features) {
+    const char *next_scales = (const char *)(op->scales_and_zeros +
+                                             (group * op->out_features + (block + 1) * BLOCK) * 2);
+    for (int line = 0; line < 4; line++) _mm_prefetch(next_scales + 64 * line, _MM_HINT_T2);
+  }
+  for (int pair = 0; pair < GROUP / 2; pair++) {
+    const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
+    if (pair_byte + PREFETCH_BYTES < code_bytes)
+      _mm_prefetch((const char *)(op->packed + pair_byte + PREFETCH_BYTES), _MM_HINT_T0);
+    if (pair_byte + FAR_PREFETCH_BYTES < code_bytes)
+      _mm_prefetch((const char *)(op->packed + pair_byte + FAR_PREFETCH_BYTES), _MM_HINT_T2);
+    if (pair_byte + FARTHEST_PREFETCH_BYTES < code_bytes)
+      _mm_prefetch((const char *)(op->packed + pair_byte + FARTHEST_PREFETCH_BYTES), _MM_HINT_T2);
+    const __m512i bytes = _mm512_loadu_si512(op->packed + pair_byte);
+    const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
+    const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);
+    _mm512_store_si512(scratch->codes[0][pair],
+                       _mm512_permutexvar_epi16(_mm512_and_si512(low, low_nibbles), values));
+    _mm512_store_si512(scratch->codes[1][pair],
+                       _mm512_permutexvar_epi16(_mm512_and_si512(high, low_nibbles), values));
+    _mm512_store_si512(scratch->codes[2][pair],
+                       _mm512_permutexvar_epi16(_mm512_srli_epi16(low, 12), values));
+    _mm512_store_si512(scratch->codes[3][pair],
+                       _mm512_permutexvar_epi16(_mm512_srli_epi16(high, 12), values));
+  }
+}
+
+/* The dots of tile q's output rows for the rows in ROWS_TILE, into scratch->dots. */
+#define DOTS_OF(q)                                           \
+  do {                                                       \
+    _tile_zero(q);                                           \
+    _tile_loadd(CODES_TILE, scratch->codes[q], 64);          \
+    _tile_dpbf16ps(q, ROWS_TILE, CODES_TILE);                \
+    _tile_stored(q, scratch->dots[0] + 16 * (q), BLOCK * 4); \
+  } while (0)
+
+/* Output rows block * 64 .. + 63 for `count` (1..PANEL_ROWS) rows from `first_row`. */
+static void multiply_panel(const Operands *op, int64_t first_row, int64_t count, int64_t block,
+                           Scratch *scratch) {
+  const int64_t in_features = op->in_features, groups = in_features / GROUP;
+  const __m512i zero_bits = _mm512_set1_epi32((int)0xFFFF0000);
+  memset(scratch->sums, 0, sizeof scratch->sums);
+  for (int64_t group = 0; group < groups; group++) {
+    unpack_group(op, block, group, scratch);
+    const uint16_t *group_scales =
+        op->scales_and_zeros + (group * op->out_features + block * BLOCK) * 2;
+    __m512 scale[4], zero[4];
+    for (int q = 0; q < 4; q++) {
+      const __m512i scale_zero = _mm512_loadu_si512(group_scales + q * 32);
+      scale[q] = _mm512_castsi512_ps(_mm512_slli_epi32(scale_zero, 16));
+      zero[q] = _mm512_castsi512_ps(_mm512_and_si512(scale_zero, zero_bits));
+    }
+    for (int64_t tile = 0; tile < count; tile += TILE_ROWS) {
+      _tile_loadd(ROWS_TILE, op->rows + (first_row + tile) * in_features + group * GROUP,
+                  in_features * 2);
+      DOTS_OF(0);
+      DOTS_OF(1);
+      DOTS_OF(2);
+      DOTS_OF(3);
+      const int64_t rows = count - tile < TILE_ROWS ? count - tile : TILE_ROWS;
+      for (int64_t r = 0; r < rows; r++) {
+        const int64_t row = first_row + tile + r;
+        const __m512 input_sum = _mm512_set1_ps(op->group_sums[row * groups + group]);
+        float *sums = scratch->sums[tile + r];
+        for (int q = 0; q < 4; q++) { /* added as multiply_block adds them */
+          __m512 sum = _mm512_loadu_ps(sums + 16 * q);
+          sum = _mm512_fmadd_ps(scale[q], _mm512_loadu_ps(scratch->dots[r] + 16 * q), sum);
+          sum = _mm512_fmadd_ps(zero[q], input_sum, sum);
+          _mm512_storeu_ps(sums + 16 * q, sum);
+        }
+      }
+    }
+  }
+  for (int64_t r = 0; r < count; r++)
+    for (int q = 0; q < 4; q++) {
+      const int64_t first = (first_row + r) * op->out_features + block * BLOCK + q * 16;
+      const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(scratch->sums[r] + 16 * q));
+      if (op->products_are_fp32) {
+        const __m512i widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(rounded), 16);
+        _mm512_storeu_si512((float *)op->products + first, widened);
+      } else {
+        _mm256_storeu_si256((__m256i *)((uint16_t *)op->products + first), rounded);
+      }
+    }
+}
+
+/* op->products for `n_rows` rows; op->rows holds them in whole tiles (zero rows after them).
+ * Needs phi3_int4_tiles_ready(). Returns 0, or -1 when out of memory (nothing written). */
+int phi3_int4_tiles_multiply(const Operands *op, int64_t n_rows, int threads) {
+  Scratch *scratch = aligned_alloc(64, (size_t)threads * sizeof *scratch);
+  if (scratch == NULL) return -1;
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch *own = scratch + omp_get_thread_num();
+    configure_tiles();
+    for (int64_t first_row = 0; first_row < n_rows; first_row += PANEL_ROWS) {
+      const int64_t count = n_rows - first_row < PANEL_ROWS ? n_rows - first_row : PANEL_ROWS;
+      /* Whole blocks per thread, as in int4_kernel.c. */
+#pragma omp for schedule(static)
+      for (int64_t block = 0; block < op->out_features / BLOCK; block++)
+        multiply_panel(op, first_row, count, block, own);
+    }
+    _tile_release();
+  }
+  free(scratch);
+  return 0;
+}

@@ -4,7 +4,7 @@ threads, and torch's kernels kept when ours cannot build."""
 from __future__ import annotations
 
 import os
-import shutil
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +16,12 @@ from phi3_lsp.cpu_kernels import (
     KERNEL_BUILDS,
     KERNELS,
     KERNELS_ON_TILES,
+    TILES_FROM_ROWS,
     CpuKernels,
     build_library,
     compiler_command,
     own_kernels,
 )
-from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
 
 pytestmark = pytest.mark.skipif(
@@ -59,15 +59,18 @@ def error_to_exact(products: torch.Tensor, rows: torch.Tensor, weight: Int4Weigh
     return float((products.double() - exact).norm() / exact.norm())
 
 
-@pytest.mark.parametrize("row_count", [1, 7, 33, 300])  # 33 and 300: on tiles where they run
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("row_count", [1, 7, 33, 64, 300])  # from 33: on tiles where they run
 def test_it_computes_what_torchs_kernel_computes(
-    kernel: CpuKernels, weight: Int4Weight, row_count: int
+    kernel: CpuKernels, weight: Int4Weight, row_count: int, dtype: torch.dtype
 ) -> None:
     rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
     ours, theirs = (
-        kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros),
+        kernel.multiply_int4(rows.to(dtype), weight.packed, weight.scales_and_zeros),
         torch_kernel(rows, weight),
     )
+    assert ours.dtype == dtype
+    ours = ours.to(torch.bfloat16)  # fp32 products are the bf16 ones widened
     # The same sums in another order: rarely a bf16 rounding step apart, never further.
     differ = ours != theirs
     assert differ.float().mean() < 0.01, f"{differ.float().mean():.2%} of outputs differ"
@@ -98,9 +101,10 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
 @pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
 def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: Path) -> None:
     # A sum that the order of its additions decides: 2^24, 28 ones, -2^24 (exactly 28). The
-    # vector kernel adds one product at a time, and each one is lost against 2^24 (0); a tile
-    # product adds a group's products its own way and keeps some. Passes whose tokens are
-    # compared with one-token passes (drafted tokens, see generation) must keep the vectors.
+    # vector kernel adds one product at a time, and each one is lost against 2^24 (0); the
+    # tile products of the Xeons we measured add a group's products their own way and keep
+    # some (14). Passes whose tokens are compared with one-token passes (drafted tokens, see
+    # generation) must keep the vectors.
     weight = torch.ones(64, GROUP_SIZE)
     weight[:, 29], weight[:, 30] = -8.0, 7.0  # codes scaled by exactly 1
     int4 = Int4Weight.quantize(weight)
@@ -112,10 +116,11 @@ def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: P
         return kernels.multiply_int4(row.repeat(count, 1), int4.packed, int4.scales_and_zeros)
 
     alone = products(1)
-    assert torch.equal(products(CHECKED_ROWS_AT_MOST), alone.repeat(CHECKED_ROWS_AT_MOST, 1))
-    assert not torch.equal(products(CHECKED_ROWS_AT_MOST + 1)[0], alone[0])
+    vectors = TILES_FROM_ROWS - 1  # more than any checked pass: see test_kernel_builds
+    assert torch.equal(products(vectors), alone.repeat(vectors, 1))
+    assert not torch.equal(products(TILES_FROM_ROWS)[0], alone[0])
     own = own_kernels()
-    assert own is not None and own.tiles_from_rows == CHECKED_ROWS_AT_MOST + 1
+    assert own is not None and own.tiles_from_rows == TILES_FROM_ROWS
 
 
 @pytest.mark.parametrize("row_count", [33, 100])
@@ -209,11 +214,10 @@ print(kernels is not None and kernels.tiles_from_rows is None)
 def test_a_compiler_without_amx_builds_the_kernels_without_the_tiles(tmp_path: Path) -> None:
     # GCC before 11 and Clang before 12 know no AMX: the kernels must not go with the tiles.
     compiler = tmp_path / "old-cc"
-    real = shutil.which(compiler_command()[0])
     compiler.write_text(
         "#!/bin/sh\n"
         'case " $* " in *" -mamx-tile "*) echo "unrecognized -mamx-tile" >&2; exit 1;; esac\n'
-        f'exec {real} "$@"\n'
+        f'exec {shlex.join(compiler_command())} "$@"\n'
     )
     compiler.chmod(0o755)
     result = subprocess.run(

@@ -102,14 +102,14 @@ class ModelEngine:
         checks_drafts: bool = False,
         same_bits_on_any_threads: SameBitsOnAnyThreads = "no pass",
     ) -> None:
-        """`checks_drafts`: the model computes every position of a pass as a one-token pass
-        would (int4 layers, or our fp32 kernel; row-by-row attention), so drafted tokens can be
-        checked. `same_bits_on_any_threads`: which passes give the same logits on any number of
-        threads (int4 layers: every pass; our fp32 kernel: decode passes, and prompt passes as
-        short where every decoder layer runs in one call of it, not a long prompt's torch
-        products); those may run on the thread count that is fastest at the time, the
-        others run on all threads, so that the greedy text never depends on the machine's
-        load."""
+        """`checks_drafts`: the model computes every position of a pass that checks drafts as a
+        one-token pass would (int4 layers, or our fp32 kernel; row-by-row attention), so drafted
+        tokens can be checked. `same_bits_on_any_threads`: which passes give the same logits on
+        any number of threads (int4 layers: every pass; our fp32 kernel: decode passes, and
+        prompt passes as short where every decoder layer runs in one call of it, not a long
+        prompt's torch products); those may run on the thread count that is fastest at the
+        time, the others run on all threads, so that the greedy text never depends on the
+        machine's load."""
         self.source = source
         self.tokenizer = tokenizer
         self.model = model

@@ -26,6 +26,7 @@ enum {
    * paired runs; 24 or 48 KB instead of 12: no better). */
   FAR_PREFETCH_BYTES = 12288,
   FARTHEST_PREFETCH_BYTES = 24576,
+  TILE_ROWS = 16, /* rows an AMX tile product takes (int4_tiles.c reads rows in whole tiles) */
 };
 
 typedef struct {

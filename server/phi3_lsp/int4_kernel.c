@@ -10,10 +10,11 @@
  * bf16 dot products (two products a lane, summed in fp32), the scale and zero are applied once
  * per group of 32 inputs. That reads weights as fast as the memory delivers them.
  *
- * Every output is computed by the same steps whatever the number of rows or threads, so a
+ * Here every output is computed by the same steps whatever the number of rows or threads, so a
  * row's products have the same bits alone, among drafted rows, and on any thread count. Built
- * with PHI3_TILES (CPUs with AMX), passes of more rows than any pass that is compared with a
- * one-row pass take int4_tiles.c instead, several times faster.
+ * with PHI3_TILES_FROM_ROWS (on CPUs with AMX), passes of that many rows or more (more than any
+ * pass compared with one-row passes, see cpu_kernels.TILES_FROM_ROWS) take int4_tiles.c
+ * instead, several times faster.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -28,18 +29,12 @@ enum {
   ROWS_AT_ONCE = 5,
 };
 
-#ifdef PHI3_TILES
-enum {
-  /* Passes of more rows take the tiles: a decode pass and the drafted tokens it checks (at most
-   * 32 rows, generation.CHECKED_ROWS_AT_MOST), a keystroke's, keep the bits of a one-row pass. */
-  TILES_FROM_ROWS = 33,
-  TILE_ROWS = 16, /* the tiles read rows 16 at a time */
-};
+#ifdef PHI3_TILES_FROM_ROWS
 int phi3_int4_tiles_ready(void);
 int phi3_int4_tiles_multiply(const Operands *op, int64_t n_rows, int threads);
 
 /* The fewest rows whose products take the tiles, or 0 where this process may not use them. */
-int phi3_int4_tiles_from_rows(void) { return phi3_int4_tiles_ready() ? TILES_FROM_ROWS : 0; }
+int phi3_int4_tiles_from_rows(void) { return phi3_int4_tiles_ready() ? PHI3_TILES_FROM_ROWS : 0; }
 #endif
 
 static __m512 bf16_to_floats(__m256i values) {
@@ -151,8 +146,8 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
                        int64_t out_features, void *products, int threads) {
   const int64_t groups = in_features / GROUP;
-#ifdef PHI3_TILES
-  const int tiles = n_rows >= TILES_FROM_ROWS && phi3_int4_tiles_ready();
+#ifdef PHI3_TILES_FROM_ROWS
+  const int tiles = n_rows >= PHI3_TILES_FROM_ROWS && phi3_int4_tiles_ready();
   /* The tiles read whole tiles of rows: the rows are copied with zero rows after them. */
   const int64_t held_rows = tiles ? (n_rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS : n_rows;
 #else
@@ -187,7 +182,7 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
     for (int64_t group = 0; group < groups; group++)
       group_sums[r * groups + group] = group_sum(op.rows + r * in_features + group * GROUP);
   int status = 0;
-#ifdef PHI3_TILES
+#ifdef PHI3_TILES_FROM_ROWS
   if (tiles) status = phi3_int4_tiles_multiply(&op, n_rows, threads);
 #endif
   if (!tiles) {

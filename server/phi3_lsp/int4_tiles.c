@@ -1,11 +1,12 @@
 /* Rows times a 4-bit weight on AMX tiles, for passes over many rows (a prompt's); built by
- * cpu_kernels.py into our kernels on CPUs with AMX-BF16, called by int4_kernel.c.
+ * cpu_kernels.py into our kernels on CPUs with AMX-BF16, called by int4_kernel.c for passes of
+ * PHI3_TILES_FROM_ROWS rows or more.
  *
  * The sums are int4_kernel.c's: per group of 32 inputs, the dot product of the rows' bf16
  * inputs with the codes' values (code - 8), then scale * dot + zero * (sum of inputs), group
  * after group, rounded to bf16. Only the dots come from elsewhere: a tile product (TDPBF16PS)
  * takes 16 rows times a group's 32 inputs times 16 output rows in one instruction, where the
- * vector kernel takes 64 AVX-512 dot products. Its circuit adds a group's 32 products in an
+ * vector kernel takes 256 AVX-512 dot products. Its circuit adds a group's 32 products in an
  * order of its own, so a dot can differ from the vector kernel's in the last bit (on random
  * Phi-3-mini-sized layers, a few outputs in a million after rounding to bf16). Each output is
  * still computed by the same steps whatever the rows with it and the threads: a row gets the
@@ -27,7 +28,6 @@
 #include "int4_codes.h"
 
 enum {
-  TILE_ROWS = 16, /* rows a tile product takes; the caller holds the rows in whole tiles */
   /* Rows that share an unpacking of the codes. 64: 610-870 GFLOP/s on Phi-3-mini-sized shapes
    * at 48-1,024 rows; 128: 500-820; every row at once (their inputs no longer stay in the core's
    * second-level cache): 350-850, the least at 1,024. */
@@ -131,6 +131,9 @@ static void multiply_panel(const Operands *op, int64_t first_row, int64_t count,
   memset(scratch->sums, 0, sizeof scratch->sums);
   for (int64_t group = 0; group < groups; group++) {
     unpack_group(op, block, group, scratch);
+    /* The tile loads read what unpacking stored, and GCC's tile load says nothing of the memory
+     * it reads: the stores must stay before it. */
+    __asm__ volatile("" ::: "memory");
     const uint16_t *group_scales =
         op->scales_and_zeros + (group * op->out_features + block * BLOCK) * 2;
     __m512 scale[4], zero[4];

@@ -89,6 +89,10 @@ const HOVERED_WORD = "capital";
 /** Real source longer than the prompt budget: the model reads it for seconds (see LONG_SOURCE). */
 const LONG_FILE_NAME = "long_source.py";
 const LONG_SOURCE = path.join(REPO, "server", "phi3_lsp", "generation.py");
+/** The prompt budget (`phi3.contextTokens`) of the run: the server shows a prompt's reading only
+ * once it has taken 1 s, and at the default 1,024 tokens SmolLM2 read the long file in ~1.3 s,
+ * too short for the status bar's polling to catch every time (2 of 4 runs missed it). */
+const CONTEXT_TOKENS = 4096;
 /** VS Code's status bar entry for the server's work-done progress while a long prompt is read. */
 const READING_PROGRESS = "Reading the prompt";
 
@@ -203,6 +207,7 @@ function userSettings(python, trace, weights, restricted) {
     "phi3.pythonPath": python,
     "phi3.model": MODEL,
     "phi3.weights": weights,
+    "phi3.contextTokens": CONTEXT_TOKENS,
     "phi3.trace.server": trace ? "verbose" : "messages",
     // A quiet first start: no welcome page, no chat panel, no recommendation pop-ups.
     "workbench.startupEditor": "none",

@@ -126,7 +126,11 @@ export class Workbench {
   /** Inline suggestion text on screen: the part on the cursor's line, then the lines below. */
   async ghostText() {
     const sameLine = await this.page.locator(`${EDITOR} .ghost-text-decoration`).allInnerTexts();
-    const below = await this.page.locator(`${EDITOR} .ghost-text`).allInnerTexts();
+    // A line below, not its `.ghost-text` parts: VS Code renders a line in parts of at most 50
+    // characters, and taking each part for a line cut "visiting Paris." into "Paris" and ".".
+    const below = await this.page
+      .locator(`${EDITOR} .suggest-preview-text .view-line`)
+      .allInnerTexts();
     const parts = [sameLine.join(""), ...below].filter((part) => part !== "");
     return plainText(parts.join("\n"));
   }

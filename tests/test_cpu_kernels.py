@@ -79,11 +79,20 @@ def test_it_computes_what_torchs_kernel_computes(
     assert error_to_exact(ours, rows, weight) <= 1.05 * error_to_exact(theirs, rows, weight)
 
 
+@pytest.mark.parametrize(
+    ("row_count", "fewer"),
+    [
+        (7, (1, 2, 3, 4, 5, 6)),  # every way the vectors group rows
+        (33, (33,)),  # a prompt's rows, from here on tiles where they run
+        (100, (33, 64)),
+    ],
+)
 def test_a_rows_products_depend_on_nothing_but_the_row(
-    kernel: CpuKernels, weight: Int4Weight
+    kernel: CpuKernels, weight: Int4Weight, row_count: int, fewer: tuple[int, ...]
 ) -> None:
-    # A drafted token's row must give the bits a one-row pass gives, on 1 thread or 2.
-    rows = torch.randn(7, weight.in_features).to(torch.bfloat16)
+    # A row must give the same bits in any pass of its kind (a drafted token's: those of a
+    # one-row pass; a prompt's: those of any prompt pass), on 1 thread or 2.
+    rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -93,12 +102,11 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(on_one_thread, on_two_threads)
-    for count in (1, 2, 3, 4, 5, 6):  # every way the kernel groups rows
+    for count in fewer:
         some = kernel.multiply_int4(rows[-count:], weight.packed, weight.scales_and_zeros)
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
-@pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
 def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: Path) -> None:
     # A sum that the order of its additions decides: 2^24, 28 ones, -2^24 (exactly 28). The
     # vector kernel adds one product at a time, and each one is lost against 2^24 (0); the
@@ -121,25 +129,6 @@ def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: P
     assert not torch.equal(products(TILES_FROM_ROWS)[0], alone[0])
     own = own_kernels()
     assert own is not None and own.tiles_from_rows == TILES_FROM_ROWS
-
-
-@pytest.mark.parametrize("row_count", [33, 100])
-def test_a_long_passs_rows_depend_on_nothing_but_the_row(
-    kernel: CpuKernels, weight: Int4Weight, row_count: int
-) -> None:
-    # A prompt's row must give the same bits whatever prompt pass reads it, on 1 thread or 2.
-    rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        on_one_thread = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
-        torch.set_num_threads(2)
-        on_two_threads = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.equal(on_one_thread, on_two_threads)
-    some = kernel.multiply_int4(rows[-33:], weight.packed, weight.scales_and_zeros)
-    assert torch.equal(some, on_two_threads[-33:])
 
 
 def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(

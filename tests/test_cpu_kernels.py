@@ -107,6 +107,7 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
+@pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
 def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: Path) -> None:
     # A sum that the order of its additions decides: 2^24, 28 ones, -2^24 (exactly 28). The
     # vector kernel adds one product at a time, and each one is lost against 2^24 (0); the

@@ -83,8 +83,8 @@ def test_it_computes_what_torchs_kernel_computes(
     ("row_count", "fewer"),
     [
         (7, (1, 2, 3, 4, 5, 6)),  # every way the vectors group rows
-        (33, (33,)),  # a prompt's rows, from here on tiles where they run
-        (100, (33, 64)),
+        (TILES_FROM_ROWS + 7, (TILES_FROM_ROWS,)),  # a prompt's rows: on tiles where they run
+        (100, (TILES_FROM_ROWS, 64)),
     ],
 )
 def test_a_rows_products_depend_on_nothing_but_the_row(
@@ -202,7 +202,7 @@ print(kernels is not None and kernels.tiles_from_rows is None)
 
 @pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
 def test_a_compiler_without_amx_builds_the_kernels_without_the_tiles(tmp_path: Path) -> None:
-    # GCC before 11 and Clang before 12 know no AMX: the kernels must not go with the tiles.
+    # GCC before 11 knows no AMX: the kernels must not go with the tiles.
     compiler = tmp_path / "old-cc"
     compiler.write_text(
         "#!/bin/sh\n"

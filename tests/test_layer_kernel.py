@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
+from phi3_lsp.cpu_kernels import TILES_FROM_ROWS, own_fp32_kernel, own_kernels
 from phi3_lsp.fp32_products import read_at_memory_speed, short_pass_rows
 from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
 from phi3_lsp.kv_cache import GrowingCache
@@ -108,7 +108,8 @@ def test_every_position_of_a_pass_gets_one_token_passes_bits(
     # A prompt's pass, or, where AMX tiles take longer passes' products (see int4_tiles.c), one
     # as wide as a pass that checks drafted tokens against what one-token passes would pick.
     kernels = own_kernels()
-    rows = 60 if kernels is None or kernels.tiles_from_rows is None else CHECKED_ROWS_AT_MOST
+    assert kernels is not None  # the module runs only with our kernels
+    rows = 60 if kernels.tiles_from_rows is None else CHECKED_ROWS_AT_MOST
     _assert_each_position_gets_one_token_passes_bits(models[1], _tokens(30 + rows), threads)
 
 
@@ -118,7 +119,7 @@ def test_every_position_of_a_longer_pass_gets_the_bits_of_any_such_pass(
     # A prompt's wider passes may take other products (on AMX tiles, see int4_tiles.c): a
     # position must still get the same bits in any of them, on any number of threads.
     tokens = _tokens(130)
-    wide = CHECKED_ROWS_AT_MOST + 1
+    wide = TILES_FROM_ROWS  # the shortest pass the tiles take
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

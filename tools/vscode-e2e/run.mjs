@@ -797,7 +797,7 @@ async function drive(page, workbench, facts, weights, { userDataDir, workspace, 
   log(`status tooltip: ${JSON.stringify(tooltip)}`);
   check(tooltip.includes(`ready: ${MODEL}`), `the status tooltip does not say ready: ${tooltip}`);
 
-  // At the end of a long file the model reads ~800 tokens first. Once the cursor rests there,
+  // At the end of a long file the model reads ~3,500 tokens first. Once the cursor rests there,
   // the extension has the server read them before any suggestion is asked (phi3.readAtCursor),
   // and VS Code shows the server's progress of that reading in its status bar.
   await workbench.openFile(LONG_FILE_NAME, TIMEOUT.ui);

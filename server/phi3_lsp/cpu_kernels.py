@@ -12,7 +12,7 @@
 
 These need a CPU with AVX-512 BF16 and VBMI. Where it also has AMX-BF16 (Intel Xeon from its 4th
 generation), they are built with `int4_tiles.c`, which takes the 4-bit products of passes over
-more than 32 rows (a prompt's) on AMX tiles: products 3.5-5x as fast as `int4_kernel.c`'s on a
+more than 32 rows (a prompt's) on AMX tiles: products 3-6x as fast as `int4_kernel.c`'s on a
 2-core Xeon, SmolLM2's prompts read 2.2-2.8x as fast.
 
 One more is also built on its own, for any x86-64 CPU with AVX2 and FMA (in AVX-512 where the

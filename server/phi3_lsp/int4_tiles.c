@@ -14,8 +14,8 @@
  *
  * A thread unpacks a block's codes for a group once per 64 rows, into tiles, and keeps the sums
  * of those rows while the groups go by. Measured on a 2-core Intel Xeon with AMX, 48-1,024 rows:
- * Phi-3-mini-sized layer shapes at 610-870 GFLOP/s, SmolLM2's at 480-790, where the vector
- * kernel takes every shape at 140-165.
+ * Phi-3-mini-sized layer shapes at 500-930 GFLOP/s, SmolLM2's at 410-620, where the vector
+ * kernel takes every shape at 130-165.
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -28,9 +28,10 @@
 #include "int4_codes.h"
 
 enum {
-  /* Rows that share an unpacking of the codes. 64: 610-870 GFLOP/s on Phi-3-mini-sized shapes
-   * at 48-1,024 rows; 128: 500-820; every row at once (their inputs no longer stay in the core's
-   * second-level cache): 350-850, the least at 1,024. */
+  /* Rows that share an unpacking of the codes. Measured on a first form of this kernel,
+   * Phi-3-mini-sized shapes at 48-1,024 rows: 64 rows 610-870 GFLOP/s, 128 rows 500-860, every
+   * row at once (their inputs no longer stay in the core's second-level cache) 350-850, the
+   * least at 1,024. */
   PANEL_ROWS = 64,
   /* Linux lends a thread the tile registers once the process has asked (arch_prctl). */
   ARCH_REQ_XCOMP_PERM = 0x1023,
@@ -114,13 +115,11 @@ static void unpack_group(const Operands *op, int64_t block, int64_t group, Scrat
   }
 }
 
-/* The dots of tile q's output rows for the rows in ROWS_TILE, into scratch->dots. */
-#define DOTS_OF(q)                                           \
-  do {                                                       \
-    _tile_zero(q);                                           \
-    _tile_loadd(CODES_TILE, scratch->codes[q], 64);          \
-    _tile_dpbf16ps(q, ROWS_TILE, CODES_TILE);                \
-    _tile_stored(q, scratch->dots[0] + 16 * (q), BLOCK * 4); \
+/* Tile q's dots: its output rows' codes times the rows in ROWS_TILE. */
+#define DOTS_OF(q)                                  \
+  do {                                              \
+    _tile_loadd(CODES_TILE, scratch->codes[q], 64); \
+    _tile_dpbf16ps(q, ROWS_TILE, CODES_TILE);       \
   } while (0)
 
 /* Output rows block * 64 .. + 63 for `count` (1..PANEL_ROWS) rows from `first_row`. */
@@ -145,10 +144,20 @@ static void multiply_panel(const Operands *op, int64_t first_row, int64_t count,
     for (int64_t tile = 0; tile < count; tile += TILE_ROWS) {
       _tile_loadd(ROWS_TILE, op->rows + (first_row + tile) * in_features + group * GROUP,
                   in_features * 2);
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      /* The four products back to back, then their stores: a store right after its product
+       * waits for it (Phi-3-mini-sized shapes at 192-512 rows: ~10 % faster so, noisy). */
       DOTS_OF(0);
       DOTS_OF(1);
       DOTS_OF(2);
       DOTS_OF(3);
+      _tile_stored(0, scratch->dots[0], BLOCK * 4);
+      _tile_stored(1, scratch->dots[0] + 16, BLOCK * 4);
+      _tile_stored(2, scratch->dots[0] + 32, BLOCK * 4);
+      _tile_stored(3, scratch->dots[0] + 48, BLOCK * 4);
       const int64_t rows = count - tile < TILE_ROWS ? count - tile : TILE_ROWS;
       for (int64_t r = 0; r < rows; r++) {
         const int64_t row = first_row + tile + r;

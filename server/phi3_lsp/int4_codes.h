@@ -63,4 +63,30 @@ static inline __m512i code_values(void) {
   return _mm512_loadu_si512(table);
 }
 
+/* Asks for a block's codes further on than the pair at `pair_byte` (see PREFETCH_BYTES). */
+static inline __attribute__((always_inline)) void prefetch_codes(const Operands *op,
+                                                                 int64_t pair_byte,
+                                                                 int64_t code_bytes) {
+  if (pair_byte + PREFETCH_BYTES < code_bytes)
+    _mm_prefetch((const char *)(op->packed + pair_byte + PREFETCH_BYTES), _MM_HINT_T0);
+  if (pair_byte + FAR_PREFETCH_BYTES < code_bytes)
+    _mm_prefetch((const char *)(op->packed + pair_byte + FAR_PREFETCH_BYTES), _MM_HINT_T2);
+  if (pair_byte + FARTHEST_PREFETCH_BYTES < code_bytes)
+    _mm_prefetch((const char *)(op->packed + pair_byte + FARTHEST_PREFETCH_BYTES), _MM_HINT_T2);
+}
+
+/* Asks for the next block's scales and zeros of `group`: they lie in a row of their own,
+ * out_features * 4 bytes apart, which no prefetcher follows. One row times 24 Phi-3-mini-sized
+ * weights: 32.9 -> 36.8 and 36.2 -> 43.2 GB/s on 2 threads, 28.3 -> 30.4 on 1 (two blocks ahead:
+ * no better). */
+static inline __attribute__((always_inline)) void prefetch_next_scales(const Operands *op,
+                                                                       int64_t block,
+                                                                       int64_t group) {
+  if ((block + 1) * BLOCK < op->out_features) {
+    const char *next_scales = (const char *)(op->scales_and_zeros +
+                                             (group * op->out_features + (block + 1) * BLOCK) * 2);
+    for (int line = 0; line < 4; line++) _mm_prefetch(next_scales + 64 * line, _MM_HINT_T2);
+  }
+}
+
 #endif

@@ -81,26 +81,16 @@ static void configure_tiles(void) {
 }
 
 /* The group's codes of the block as tiles of bf16 values, unpacked and prefetched as
- * int4_kernel.c's multiply_block does (whose hot loop keeps its own copy of these steps: through
- * a shared function its one-row passes took 1.1-1.5x the time). */
+ * int4_kernel.c's multiply_block does. */
 static void unpack_group(const Operands *op, int64_t block, int64_t group, Scratch *scratch) {
   const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);
   const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
   const int64_t first_code_byte = block * op->in_features * (BLOCK / 2);
   const int64_t code_bytes = op->out_features * op->in_features / 2;
-  if ((block + 1) * BLOCK < op->out_features) {
-    const char *next_scales = (const char *)(op->scales_and_zeros +
-                                             (group * op->out_features + (block + 1) * BLOCK) * 2);
-    for (int line = 0; line < 4; line++) _mm_prefetch(next_scales + 64 * line, _MM_HINT_T2);
-  }
+  prefetch_next_scales(op, block, group);
   for (int pair = 0; pair < GROUP / 2; pair++) {
     const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
-    if (pair_byte + PREFETCH_BYTES < code_bytes)
-      _mm_prefetch((const char *)(op->packed + pair_byte + PREFETCH_BYTES), _MM_HINT_T0);
-    if (pair_byte + FAR_PREFETCH_BYTES < code_bytes)
-      _mm_prefetch((const char *)(op->packed + pair_byte + FAR_PREFETCH_BYTES), _MM_HINT_T2);
-    if (pair_byte + FARTHEST_PREFETCH_BYTES < code_bytes)
-      _mm_prefetch((const char *)(op->packed + pair_byte + FARTHEST_PREFETCH_BYTES), _MM_HINT_T2);
+    prefetch_codes(op, pair_byte, code_bytes);
     const __m512i bytes = _mm512_loadu_si512(op->packed + pair_byte);
     const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
     const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);

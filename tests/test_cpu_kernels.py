@@ -49,7 +49,7 @@ def weight() -> Int4Weight:
 
 def torch_kernel(rows: torch.Tensor, weight: Int4Weight) -> torch.Tensor:
     products: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(
-        rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
+        rows, weight.packed, GROUP_SIZE, weight.scales_by_group().contiguous()
     )
     return products
 
@@ -162,6 +162,23 @@ def test_the_4_bit_layers_use_it_on_this_cpu(weight: Int4Weight) -> None:
     assert not torch.equal(torch_kernel(rows, weight), ours)
 
 
+def test_a_weight_stored_by_a_cpu_without_our_kernel_multiplies_the_same(
+    weight: Int4Weight,
+) -> None:
+    # Such a CPU stores scales group by group (torch's layout); read here, they are turned.
+    stored = {"w.packed": weight.packed, "w.scales_and_zeros": weight.scales_by_group()}
+    read = Int4Weight.from_tensors(stored, "w", (weight.out_features, weight.in_features))
+    rows = torch.randn(3, weight.in_features).to(torch.bfloat16)
+    assert torch.equal(read.multiply(rows), weight.multiply(rows))
+
+
+def test_scales_in_torchs_layout_are_refused(kernel: CpuKernels, weight: Int4Weight) -> None:
+    rows = torch.randn(1, weight.in_features)
+    by_group = weight.scales_by_group().contiguous()
+    with pytest.raises(ValueError, match="by block"):
+        kernel.multiply_int4(rows, weight.packed, by_group)
+
+
 FALLBACK_CHECK = """
 import logging, torch
 from phi3_lsp.int4_weights import GROUP_SIZE, Int4Weight
@@ -169,10 +186,13 @@ logging.basicConfig(level=logging.INFO, format="%(message)s")
 torch.manual_seed(0)
 weight = Int4Weight.quantize(torch.randn(128, 256))
 rows = torch.randn(2, 256).to(torch.bfloat16)
-theirs = torch.ops.aten._weight_int4pack_mm_for_cpu(
-    rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
-)
-print(torch.equal(weight.multiply(rows), theirs))
+scales = weight.scales_and_zeros  # torch's layout: our kernel does not run
+theirs = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, weight.packed, GROUP_SIZE, scales)
+# A weight stored where our kernel ran holds its scales by block: [blocks, groups, 64, 2].
+by_block = scales.reshape(8, 2, 64, 2).transpose(0, 1).contiguous()
+stored = {"w.packed": weight.packed, "w.scales_and_zeros": by_block}
+read = Int4Weight.from_tensors(stored, "w", (128, 256))
+print(torch.equal(weight.multiply(rows), theirs), torch.equal(read.multiply(rows), theirs))
 """
 
 
@@ -184,7 +204,7 @@ def test_without_a_compiler_the_model_keeps_torchs_kernels(tmp_path: Path) -> No
         env={**os.environ, "CC": "no-such-cc", "PHI3_LSP_CACHE": str(tmp_path)},
         check=True,
     )
-    assert result.stdout.strip() == "True"
+    assert result.stdout.strip() == "True True"
     assert (
         "4-bit products and attention use torch's kernels, ours did not build: no C compiler"
         in (result.stderr)

@@ -84,7 +84,7 @@ assert torch.equal(unpack_codes(_pack(codes), 64).int(), codes), "codes differ"
 weight = Int4Weight.quantize(torch.randn(192, 256))
 rows = torch.randn(DEQUANTIZED_FROM_ROWS + 8, 256).to(torch.bfloat16)
 kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(
-    rows, weight.packed, GROUP_SIZE, weight.scales_and_zeros
+    rows, weight.packed, GROUP_SIZE, weight.scales_by_group().contiguous()
 )
 
 # Unpacked to fp32: the kernel's sums in another order, so outputs may differ from the kernel's,

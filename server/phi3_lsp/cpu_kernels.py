@@ -104,6 +104,8 @@ _COMMON_FLAGS = (
 _BUILD_SECONDS = 120
 OUTPUT_BLOCK = 64
 """The 4-bit kernel reads whole blocks of 64 output rows, as torch packs them for AVX-512."""
+INPUT_GROUP = 32
+"""Inputs that share a scale and zero in the 4-bit weights the kernel reads."""
 HEAD_DIM_STEP, MAX_HEAD_DIM = 16, 128
 """The attention kernel takes heads of a multiple of 16 values, at most 128."""
 _LAYER_SIZES = ("hidden", "heads", "kv_heads", "head_dim", "rotary_dim", "intermediate")
@@ -232,12 +234,24 @@ def _product(weights: LayerProduct) -> _Product:
 def _weight(weight: KernelWeight) -> _Weight:
     if isinstance(weight, tuple):
         packed, scales_and_zeros = weight
+        _check_int4_layout(packed, scales_and_zeros)
         return _Weight(
             _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
         )
     if weight.dtype not in _WEIGHT_KINDS or weight.dim() != 2 or not weight.is_contiguous():
         raise ValueError("the decoder layer kernel reads contiguous fp32 or bf16 weights only")
     return _Weight(_WEIGHT_KINDS[weight.dtype], weight.data_ptr(), None, weight.shape[0])
+
+
+def _check_int4_layout(packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> None:
+    """Raises ValueError unless the kernel reads this 4-bit weight rightly: contiguous, scales
+    and zeros [out / OUTPUT_BLOCK, in / INPUT_GROUP, OUTPUT_BLOCK, 2] (by block, not torch's)."""
+    out_features, in_features = packed.shape[0], packed.shape[1] * 2
+    by_block = (out_features // OUTPUT_BLOCK, in_features // INPUT_GROUP, OUTPUT_BLOCK, 2)
+    if tuple(scales_and_zeros.shape) != by_block:
+        raise ValueError(f"the 4-bit kernel reads scales and zeros by block, {list(by_block)}")
+    if not (packed.is_contiguous() and scales_and_zeros.is_contiguous()):
+        raise ValueError("the 4-bit kernel reads contiguous codes, scales and zeros only")
 
 
 class CpuKernels:
@@ -272,13 +286,13 @@ class CpuKernels:
     def multiply_int4(
         self, rows: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor
     ) -> torch.Tensor:
-        """`rows @ weight.T` for rows [n, in] in bf16 or fp32 and a weight in torch's AVX-512
-        packed 4-bit layout: products [n, out] in the rows' dtype, computed as torch's kernel
-        computes them for the rows rounded to bf16 (each an fp32 sum rounded to bf16)."""
+        """`rows @ weight.T` for rows [n, in] in bf16 or fp32 and a weight of codes in torch's
+        AVX-512 packed 4-bit layout, scales and zeros by block (see int4_weights): products
+        [n, out] in the rows' dtype, computed as torch's kernel computes them for the rows
+        rounded to bf16 (each an fp32 sum rounded to bf16)."""
         if rows.dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"the 4-bit kernel takes bf16 or fp32 rows, not {rows.dtype}")
-        if not (packed.is_contiguous() and scales_and_zeros.is_contiguous()):
-            raise ValueError("the 4-bit kernel reads contiguous codes, scales and zeros only")
+        _check_int4_layout(packed, scales_and_zeros)
         rows = rows.contiguous()
         out_features, in_features = packed.shape[0], packed.shape[1] * 2
         products = torch.empty(len(rows), out_features, dtype=rows.dtype)

@@ -50,7 +50,7 @@ from phi3_lsp.quantize import int4_tensors, quantize_to_int4
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Raised whenever what `quantize_to_int4` stores changes meaning."""
 TENSORS_FILE = "int4.safetensors"
 UNREAD_FOR_SECONDS = 28 * 24 * 3600.0

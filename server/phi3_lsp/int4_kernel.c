@@ -69,7 +69,6 @@ static inline __attribute__((always_inline)) void multiply_block(
     for (int r = 0; r < count; r++)
       for (int q = 0; q < 4; q++) dots[r][q] = _mm512_setzero_ps();
     const uint8_t *group_codes = codes + group * GROUP * (BLOCK / 2);
-    prefetch_next_scales(op, block, group);
     for (int pair = 0; pair < GROUP / 2; pair++) {
       const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
       prefetch_codes(op, pair_byte, code_bytes);
@@ -92,8 +91,7 @@ static inline __attribute__((always_inline)) void multiply_block(
       }
     }
     /* sum of (code - 8) * scale + zero times input = scale * dot + zero * (sum of inputs). */
-    const uint16_t *group_scales =
-        op->scales_and_zeros + (group * op->out_features + block * BLOCK) * 2;
+    const uint16_t *group_scales = scales_of(op, block, group);
     for (int q = 0; q < 4; q++) {
       const __m512i scale_zero = _mm512_loadu_si512(group_scales + q * 32);
       const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(scale_zero, 16));

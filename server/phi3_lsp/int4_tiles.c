@@ -87,7 +87,6 @@ static void unpack_group(const Operands *op, int64_t block, int64_t group, Scrat
   const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
   const int64_t first_code_byte = block * op->in_features * (BLOCK / 2);
   const int64_t code_bytes = op->out_features * op->in_features / 2;
-  prefetch_next_scales(op, block, group);
   for (int pair = 0; pair < GROUP / 2; pair++) {
     const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
     prefetch_codes(op, pair_byte, code_bytes);
@@ -123,8 +122,7 @@ static void multiply_panel(const Operands *op, int64_t first_row, int64_t count,
     /* The tile loads read what unpacking stored, and GCC's tile load says nothing of the memory
      * it reads: the stores must stay before it. */
     __asm__ volatile("" ::: "memory");
-    const uint16_t *group_scales =
-        op->scales_and_zeros + (group * op->out_features + block * BLOCK) * 2;
+    const uint16_t *group_scales = scales_of(op, block, group);
     __m512 scale[4], zero[4];
     for (int q = 0; q < 4; q++) {
       const __m512i scale_zero = _mm512_loadu_si512(group_scales + q * 32);

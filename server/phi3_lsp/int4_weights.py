@@ -19,9 +19,9 @@ from typing import Literal
 import torch
 from torch.nn import functional
 
-from phi3_lsp.cpu_kernels import OUTPUT_BLOCK, CpuKernels, own_kernels
+from phi3_lsp.cpu_kernels import INPUT_GROUP, OUTPUT_BLOCK, CpuKernels, own_kernels
 
-GROUP_SIZE = 32
+GROUP_SIZE = INPUT_GROUP
 """Input values per scale and offset."""
 PACKED_ROWS = 16
 """torch packs 4-bit codes (`_convert_weight_to_int4pack_for_cpu`) for weights of a multiple of
@@ -76,11 +76,14 @@ class Int4Weight:
     """A weight matrix [out, in] as packed 4-bit codes with a bf16 scale and offset per group."""
 
     def __init__(self, packed: torch.Tensor, scales_and_zeros: torch.Tensor) -> None:
+        """`scales_and_zeros` in either layout (see `scales_by_block`): held in this CPU's."""
         self.packed = packed
         """uint8 [out, in / 2]: two codes a byte, in the layout of torch's CPU kernel."""
-        self.scales_and_zeros = scales_and_zeros
-        """bf16 [in / GROUP_SIZE, out, 2]."""
         self.out_features, self.in_features = packed.shape[0], packed.shape[1] * 2
+        self.scales_and_zeros = _held_scales(scales_and_zeros, self.out_features)
+        """bf16 (scale, offset) pairs: [out / OUTPUT_BLOCK, in / GROUP_SIZE, OUTPUT_BLOCK, 2]
+        where our kernel multiplies the weight (`scales_by_block`), else torch's kernel's
+        [in / GROUP_SIZE, out, 2]."""
 
     @classmethod
     def quantize(cls, weight: torch.Tensor) -> Int4Weight:
@@ -93,13 +96,18 @@ class Int4Weight:
         cls, tensors: Mapping[str, torch.Tensor], prefix: str, shape: tuple[int, int]
     ) -> Int4Weight:
         """The weight `tensors()` stored under `prefix`, checked against `shape` [out, in]."""
-        weight = cls(tensors[f"{prefix}.packed"], tensors[f"{prefix}.scales_and_zeros"])
+        packed = tensors[f"{prefix}.packed"]
+        scales_and_zeros = tensors[f"{prefix}.scales_and_zeros"]
         out_features, in_features = shape
-        scales_shape = (in_features // GROUP_SIZE, out_features, 2)
-        fits = (weight.out_features, weight.in_features) == shape
-        if not fits or weight.scales_and_zeros.shape != scales_shape:
+        groups = in_features // GROUP_SIZE
+        scales_shapes = [
+            (groups, out_features, 2),
+            (out_features // OUTPUT_BLOCK, groups, OUTPUT_BLOCK, 2),
+        ]
+        fits = packed.shape == (out_features, in_features // 2)
+        if not fits or tuple(scales_and_zeros.shape) not in scales_shapes:
             raise ValueError(f"the stored 4-bit weight {prefix} does not fit a {shape} layer")
-        return weight
+        return cls(packed, scales_and_zeros)
 
     def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         """The tensors that make this weight, named for `from_tensors`."""
@@ -109,10 +117,25 @@ class Int4Weight:
         }
 
     def output_rows(self, first: int, last: int) -> Int4Weight:
-        """The weight of output rows `first:last`: a view of the codes, a copy of the scales
-        (the kernel takes them contiguous only: it reads a strided view wrongly)."""
-        scales_and_zeros = self.scales_and_zeros[:, first:last].contiguous()
+        """The weight of output rows `first:last`: a view of the codes and, when held by block
+        and cut at blocks, of the scales, else a copy of them (the kernel takes them contiguous
+        only: it reads a strided view wrongly)."""
+        if self.scales_and_zeros.dim() == 4 and first % OUTPUT_BLOCK == last % OUTPUT_BLOCK == 0:
+            scales_and_zeros = self.scales_and_zeros[first // OUTPUT_BLOCK : last // OUTPUT_BLOCK]
+        else:
+            scales_and_zeros = self.scales_by_group(first, last).contiguous()
         return Int4Weight(self.packed[first:last], scales_and_zeros)
+
+    def scales_by_group(self, first: int = 0, last: int | None = None) -> torch.Tensor:
+        """The scales and offsets of output rows `first:last` in torch's kernel's layout,
+        [in / GROUP_SIZE, rows, 2] (a view where held so, else a copy)."""
+        last = self.out_features if last is None else last
+        held = self.scales_and_zeros
+        if held.dim() == 3:
+            return held[:, first:last]
+        first_block, last_block = first // OUTPUT_BLOCK, -(-last // OUTPUT_BLOCK)
+        rows = slice(first - first_block * OUTPUT_BLOCK, last - first_block * OUTPUT_BLOCK)
+        return _by_group(held[first_block:last_block])[:, rows]
 
     def multiply_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """`inputs @ weight.T` for inputs [..., in] of any float dtype, multiplied in bf16 (what
@@ -162,7 +185,7 @@ class Int4Weight:
         """Output rows `first:last` of the weight in fp32, as the kernel reads them."""
         codes = unpack_codes(self.packed[first:last], self.in_features)
         groups = codes.view(last - first, self.in_features // GROUP_SIZE, GROUP_SIZE).float()
-        scales, zeros = self.scales_and_zeros[:, first:last].float().unbind(-1)
+        scales, zeros = self.scales_by_group(first, last).float().unbind(-1)
         scales, zeros = scales.T.unsqueeze(-1), zeros.T.unsqueeze(-1)
         # (code - 8) * scale + zero as the kernel computes it: the product is exact in fp32
         # (4 bits times bf16's 8), so only the sum rounds, in both.
@@ -175,10 +198,12 @@ def stacked(weights: Sequence[Int4Weight]) -> Int4Weight | None:
     in_features = weights[0].in_features
     if any(w.in_features != in_features or not can_unpack(w.out_features) for w in weights):
         return None
-    return Int4Weight(
-        torch.cat([w.packed for w in weights]),
-        torch.cat([w.scales_and_zeros for w in weights], dim=1),
-    )
+    held = [w.scales_and_zeros for w in weights]
+    if all(scales.dim() == 4 for scales in held):
+        scales_and_zeros = torch.cat(held)
+    else:
+        scales_and_zeros = torch.cat([w.scales_by_group() for w in weights], dim=1)
+    return Int4Weight(torch.cat([w.packed for w in weights]), scales_and_zeros)
 
 
 def quantize_with_row_errors(weight: torch.Tensor) -> tuple[Int4Weight, torch.Tensor]:
@@ -241,6 +266,34 @@ def unpacked_dtype(out_features: int) -> torch.dtype | None:
     if has_native_bf16():
         return torch.bfloat16
     return torch.float32 if layout.unpacks_long_inputs else None
+
+
+def scales_by_block(out_features: int) -> bool:
+    """Whether a weight of `out_features` rows holds its scales and offsets block by block,
+    [out / OUTPUT_BLOCK, in / GROUP_SIZE, OUTPUT_BLOCK, 2]: where our kernel multiplies it, which
+    then reads them in one stream with the codes (int4_codes.h's `scales_of`). Elsewhere they
+    are in torch's kernel's layout, group by group."""
+    return own_kernel_for(out_features) is not None
+
+
+def _held_scales(scales_and_zeros: torch.Tensor, out_features: int) -> torch.Tensor:
+    """`scales_and_zeros`, given in either layout, in the one a weight of `out_features` rows
+    holds here (a stored weight comes in it; one stored by another kind of CPU is turned)."""
+    by_block = scales_and_zeros.dim() == 4
+    if by_block == scales_by_block(out_features):
+        return scales_and_zeros
+    return _by_group(scales_and_zeros) if by_block else _by_block(scales_and_zeros)
+
+
+def _by_block(scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    groups, out_features, _ = scales_and_zeros.shape
+    blocks = scales_and_zeros.reshape(groups, out_features // OUTPUT_BLOCK, OUTPUT_BLOCK, 2)
+    return blocks.transpose(0, 1).contiguous()
+
+
+def _by_group(scales_and_zeros: torch.Tensor) -> torch.Tensor:
+    blocks, groups, rows, _ = scales_and_zeros.shape
+    return scales_and_zeros.transpose(0, 1).reshape(groups, blocks * rows, 2)
 
 
 def own_kernel_for(out_features: int) -> CpuKernels | None:

@@ -71,11 +71,13 @@ def test_it_computes_what_torchs_kernel_computes(
     )
     assert ours.dtype == dtype
     ours = ours.to(torch.bfloat16)  # fp32 products are the bf16 ones widened
-    # The same sums in another order: rarely a bf16 rounding step apart, never further.
+    # The same sums in another order: rarely a bf16 rounding step apart, never further, except
+    # where terms of ~300 cancel to ~0.001: there fp32's rounding of the terms shows.
     differ = ours != theirs
     assert differ.float().mean() < 0.01, f"{differ.float().mean():.2%} of outputs differ"
-    steps = (ours.float() - theirs.float()).abs() / theirs.float().abs().clamp(min=1e-3)
-    assert differ.sum() == 0 or steps[differ].max() <= 2**-7
+    terms = rows.double().abs() @ weight._unpacked(0, weight.out_features).double().abs().T
+    apart = (ours.double() - theirs.double()).abs()
+    assert (apart <= 2**-7 * theirs.double().abs() + 2**-20 * terms).all()
     assert error_to_exact(ours, rows, weight) <= 1.05 * error_to_exact(theirs, rows, weight)
 
 

@@ -10,7 +10,6 @@
 
 #include <immintrin.h>
 #include <stdint.h>
-#include <string.h>
 
 enum {
   GROUP = 32,       /* inputs per scale and zero */
@@ -32,6 +31,7 @@ enum {
 
 typedef struct {
   const uint16_t *rows; /* bf16 [n_rows, in_features] */
+  const float *widened_rows; /* the rows' values in fp32, for the vectors (NULL for the tiles) */
   const float *group_sums; /* [n_rows, in_features / GROUP]: each group's sum of inputs */
   const uint8_t *packed;
   const uint16_t *scales_and_zeros; /* bf16 [out_features / BLOCK, in_features / GROUP, BLOCK, 2] */
@@ -39,30 +39,6 @@ typedef struct {
   void *products; /* [n_rows, out_features], bf16 or fp32 */
   int products_are_fp32;
 } Operands;
-
-/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
- * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
- * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
-static inline __m512i pair_spread(int first_byte) {
-  uint8_t index[64];
-  for (int lane = 0; lane < 16; lane++) {
-    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
-    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
-  }
-  return _mm512_loadu_si512(index);
-}
-
-/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
-static inline __m512i code_values(void) {
-  uint16_t table[32];
-  for (int code = 0; code < 32; code++) {
-    float value = (float)((code & 15) - 8);
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    table[code] = (uint16_t)(bits >> 16);
-  }
-  return _mm512_loadu_si512(table);
-}
 
 /* Asks for a block's codes further on than the pair at `pair_byte` (see PREFETCH_BYTES). */
 static inline __attribute__((always_inline)) void prefetch_codes(const Operands *op,

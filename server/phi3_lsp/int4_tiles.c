@@ -80,7 +80,31 @@ static void configure_tiles(void) {
   _tile_loadconfig(&config);
 }
 
-/* The group's codes of the block as tiles of bf16 values, unpacked and prefetched as
+/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
+ * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
+ * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
+static inline __m512i pair_spread(int first_byte) {
+  uint8_t index[64];
+  for (int lane = 0; lane < 16; lane++) {
+    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
+    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
+  }
+  return _mm512_loadu_si512(index);
+}
+
+/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
+static inline __m512i code_values(void) {
+  uint16_t table[32];
+  for (int code = 0; code < 32; code++) {
+    float value = (float)((code & 15) - 8);
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    table[code] = (uint16_t)(bits >> 16);
+  }
+  return _mm512_loadu_si512(table);
+}
+
+/* The group's codes of the block as tiles of bf16 values (-8..7), its codes prefetched as
  * int4_kernel.c's multiply_block does. */
 static void unpack_group(const Operands *op, int64_t block, int64_t group, Scratch *scratch) {
   const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);

@@ -16,6 +16,7 @@ from model_sources import folder_source, tiny_sliding_window_phi3
 from phi3_lsp import generation as generation_module
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.generation import PREFILL_CHUNK_TOKENS, Generation, GreedyDecoder
+from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.pass_planner import PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
 from phi3_lsp.prompt_cache import PromptCache
@@ -63,6 +64,26 @@ def rows_per_pass(model: torch.nn.Module) -> Iterator[list[int]]:
     )
     try:
         yield rows
+    finally:
+        hook.remove()
+
+
+@contextmanager
+def prompt_marks_per_pass(model: torch.nn.Module) -> Iterator[list[tuple[int, bool]]]:
+    """Record each forward pass of `model`: its positions, and whether its cache was marked as
+    reading a prompt."""
+    passes: list[tuple[int, bool]] = []
+
+    def record(_: object, args: object, kwargs: dict[str, object]) -> None:
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        assert isinstance(cache, GrowingCache)
+        input_ids = kwargs["input_ids"]
+        assert isinstance(input_ids, torch.Tensor)
+        passes.append((input_ids.shape[1], cache.reading_prompt))
+
+    hook = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield passes
     finally:
         hook.remove()
 
@@ -258,6 +279,24 @@ class TestTinyPhi3:
         with rows_per_pass(tiny.model) as rows:
             decoder.generate(edited, max_new_tokens=1, cache_key="doc")
         assert rows == [2 * PREFILL_CHUNK_TOKENS - kept, len(edited) - 2 * PREFILL_CHUNK_TOKENS]
+
+    def test_prompt_passes_are_marked_as_such_and_decode_passes_are_not(
+        self, tiny: ModelEngine
+    ) -> None:
+        # Our kernel may take a prompt's 4-bit products on AMX tiles at any width, never those
+        # of a pass that checks drafted tokens (see kv_cache.GrowingCache.reading_prompt).
+        prompt = long_prompt(tiny, PREFILL_CHUNK_TOKENS + 40)
+        decoder = GreedyDecoder(tiny.model, tiny.tokenizer, frozenset(), PromptCache())
+        with prompt_marks_per_pass(tiny.model) as passes:
+            decoder.generate(prompt, max_new_tokens=3, cache_key="marks")
+            decoder.generate([*prompt, 17], max_new_tokens=3, cache_key="marks")
+        assert passes == [
+            (PREFILL_CHUNK_TOKENS, True),
+            (40, True),
+            *[(1, False)] * 2,
+            (1, True),  # the typed token after the reused prompt
+            *[(1, False)] * 2,
+        ]
 
     def test_a_stop_during_a_prompt_ends_it_within_a_layer_and_keeps_the_finished_chunks(
         self, tiny: ModelEngine

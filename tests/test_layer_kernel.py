@@ -4,6 +4,7 @@ for 4-bit models and for fp32 ones (weights held in fp32 or bf16)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch import nn
 from phi3_lsp.cpu_kernels import TILES_FROM_ROWS, own_fp32_kernel, own_kernels
 from phi3_lsp.fp32_products import read_at_memory_speed, short_pass_rows
 from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
-from phi3_lsp.kv_cache import GrowingCache
+from phi3_lsp.kv_cache import GrowingCache, prompt_pass
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.shared_products import share_products
 from tiny_llama import (
@@ -72,17 +73,18 @@ def _tokens(count: int, seed: int = 1) -> torch.Tensor:
 
 
 def _hidden_states(
-    model: nn.Module, passes: list[torch.Tensor], **arguments: Any
+    model: nn.Module, passes: list[torch.Tensor], prompt: bool = False, **arguments: Any
 ) -> list[torch.Tensor]:
-    """The final hidden states of each pass, fed one after the other over one cache."""
+    """The final hidden states of each pass, fed one after the other over one cache (marked
+    as reading a prompt if `prompt`)."""
     cache = GrowingCache()
+    states = []
     with torch.inference_mode():
-        return [
-            model(input_ids=ids, cache=cache, output_hidden_states=True, **arguments)
-            .hidden_states[-1][0]
-            .clone()
-            for ids in passes
-        ]
+        for ids in passes:
+            with prompt_pass(cache) if prompt else contextlib.nullcontext():
+                output = model(input_ids=ids, cache=cache, output_hidden_states=True, **arguments)
+            states.append(output.hidden_states[-1][0].clone())
+    return states
 
 
 def test_passes_in_one_call_compute_what_transformers_computes(
@@ -130,6 +132,18 @@ def test_every_position_of_a_longer_pass_gets_the_bits_of_any_such_pass(
         )[1:]
     finally:
         torch.set_num_threads(before)
+    assert torch.equal(together, torch.cat(apart))
+
+
+def test_a_prompts_positions_get_the_same_bits_in_passes_of_any_width(
+    models: tuple[nn.Module, nn.Module],
+) -> None:
+    # A prompt read after a reused prefix (a keystroke's few new tokens) must give what the
+    # same prompt read at once gives: where AMX tiles take a prompt's products, at any width.
+    tokens = _tokens(70)
+    together = _hidden_states(models[1], [tokens[:, :30], tokens[:, 30:]], prompt=True)[1]
+    parts = [tokens[:, :30], tokens[:, 30:35], tokens[:, 35:36], tokens[:, 36:]]
+    apart = _hidden_states(models[1], parts, prompt=True)[1:]
     assert torch.equal(together, torch.cat(apart))
 
 

@@ -77,7 +77,8 @@ KERNELS = Build(
 TILES_FROM_ROWS = 33
 """Passes of this many rows or more take their 4-bit products on AMX tiles (`int4_tiles.c`),
 whose sums can round apart from the vectors': more rows than any pass whose tokens are compared
-with one-token passes (generation.CHECKED_ROWS_AT_MOST: drafted tokens; tested)."""
+with one-token passes (generation.CHECKED_ROWS_AT_MOST: drafted tokens; tested). A prompt's
+passes take them at any width (`kv_cache.GrowingCache.reading_prompt`)."""
 KERNELS_ON_TILES = Build(
     "cpu-tiles",
     (*KERNELS.sources, "int4_tiles.c"),
@@ -198,10 +199,12 @@ class DecoderLayer:
         keys: torch.Tensor,
         values: torch.Tensor,
         cached: int,
+        prompt: bool,
     ) -> None:
         """The layer over `hidden` [rows, hidden] (contiguous fp32, changed in place), rotary
         cos and sin [rows, rotary_dim]; the rows' keys and values are written into `keys` and
-        `values` [kv_heads, capacity, head_dim] (contiguous) after the `cached` held there."""
+        `values` [kv_heads, capacity, head_dim] (contiguous) after the `cached` held there.
+        `prompt`: the rows are a prompt's (see `GrowingCache.reading_prompt`)."""
         cos, sin = (part.contiguous() for part in rotary)
         rotary_dim = cos.shape[-1]
         if rotary_dim % 2 or rotary_dim > self.sizes["head_dim"] or sin.shape != cos.shape:
@@ -218,6 +221,7 @@ class DecoderLayer:
             cached,
             keys.stride(0),
             torch.get_num_threads(),
+            prompt,
         )
         if status != 0:
             raise MemoryError("the decoder layer kernel found no memory for its rows")
@@ -263,7 +267,7 @@ class CpuKernels:
         self._int4_multiply.restype = ctypes.c_int
         self._int4_multiply.argtypes = [
             *(_pointer, ctypes.c_int, _size, _size, _pointer, _pointer, _size, _pointer),
-            ctypes.c_int,
+            *(ctypes.c_int, ctypes.c_int),
         ]
         self._attend_causal = loaded.phi3_attend_causal
         self._attend_causal.restype = ctypes.c_int
@@ -280,7 +284,7 @@ class CpuKernels:
         self.decoder_layer_entry.restype = ctypes.c_int
         self.decoder_layer_entry.argtypes = [
             *(_pointer, _pointer, _size, _pointer, _pointer, _pointer, _pointer, _size, _size),
-            ctypes.c_int,
+            *(ctypes.c_int, ctypes.c_int),
         ]
 
     def multiply_int4(
@@ -308,6 +312,7 @@ class CpuKernels:
             out_features,
             products.data_ptr(),
             torch.get_num_threads(),
+            0,  # not known to be a prompt's rows: on AMX tiles from TILES_FROM_ROWS only
         )
         if status != 0:
             raise MemoryError("the 4-bit kernel found no memory for its rows in bf16")
@@ -429,7 +434,8 @@ def own_kernels() -> CpuKernels | None:
     kernels = CpuKernels(built[1])
     if kernels.tiles_from_rows is not None:
         log.info(
-            "4-bit products of passes of %d rows or more run on AMX tiles", kernels.tiles_from_rows
+            "4-bit products of prompts and of passes of %d rows or more run on AMX tiles",
+            kernels.tiles_from_rows,
         )
     return kernels
 

@@ -12,8 +12,9 @@
  * Every step computes each row (position) on its own, by the same instructions whatever the
  * number of rows and threads, so a position read with a prompt or checked among drafted tokens
  * gets the bits a one-token pass gives it (row_attention.py explains why that matters); only
- * the 4-bit products of a pass over more than 32 rows take other instructions on CPUs with AMX
- * (int4_tiles.c), which give a row the same bits in every such pass.
+ * the 4-bit products of a prompt's passes and of a pass over more than 32 rows take other
+ * instructions on CPUs with AMX (int4_tiles.c), which give a row the same bits in every such
+ * pass.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -25,7 +26,7 @@
 
 int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_features,
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
-                       int64_t out_features, void *products, int threads);
+                       int64_t out_features, void *products, int threads, int prompt);
 void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
                         const float *weight, int64_t out_features, float *products,
                         int threads);
@@ -121,11 +122,12 @@ static void add_into(float *sums, const float *terms, int64_t count) {
 }
 
 static int multiply_weight(const Weight *weight, const float *rows, int64_t n_rows,
-                           int64_t in_features, float *products, int threads) {
+                           int64_t in_features, float *products, int threads, int prompt) {
   switch (weight->kind) {
   case WEIGHT_INT4:
     return phi3_int4_multiply(rows, 1, n_rows, in_features, weight->values,
-                              weight->scales_and_zeros, weight->out_features, products, threads);
+                              weight->scales_and_zeros, weight->out_features, products, threads,
+                              prompt);
   case WEIGHT_FP32:
     phi3_fp32_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
                        products, threads);
@@ -140,9 +142,10 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
 
 /* rows [n_rows, in_features] times `product`: each row's outputs of its weights side by side. */
 static int multiply(const Product *product, const float *rows, int64_t n_rows,
-                    int64_t in_features, float *products, int threads) {
+                    int64_t in_features, float *products, int threads, int prompt) {
   if (product->count == 1)
-    return multiply_weight(&product->parts[0], rows, n_rows, in_features, products, threads);
+    return multiply_weight(&product->parts[0], rows, n_rows, in_features, products, threads,
+                           prompt);
   int64_t width = 0, widest = 0;
   for (int p = 0; p < product->count; p++) {
     width += product->parts[p].out_features;
@@ -157,9 +160,10 @@ static int multiply(const Product *product, const float *rows, int64_t n_rows,
   for (int p = 0; p < product->count; p++) {
     const Weight *weight = &product->parts[p];
     if (n_rows == 1) {
-      status |= multiply_weight(weight, rows, 1, in_features, products + offset, threads);
+      status |= multiply_weight(weight, rows, 1, in_features, products + offset, threads, prompt);
     } else {
-      status |= multiply_weight(weight, rows, n_rows, in_features, part_products, threads);
+      status |= multiply_weight(weight, rows, n_rows, in_features, part_products, threads,
+                                prompt);
       for (int64_t r = 0; r < n_rows; r++)
         memcpy(products + r * width + offset, part_products + r * weight->out_features,
                (size_t)weight->out_features * sizeof(float));
@@ -179,7 +183,7 @@ static int multiply(const Product *product, const float *rows, int64_t n_rows,
  * unless the cache or a product ran out: the caller drops the pass). */
 int phi3_decoder_layer(const DecoderLayer *layer, float *hidden, int64_t rows, const float *cos,
                        const float *sin, float *keys, float *values, int64_t cached,
-                       int64_t head_stride, int threads) {
+                       int64_t head_stride, int threads, int prompt) {
   const int64_t width = layer->hidden, head_dim = layer->head_dim;
   const int64_t query_width = layer->heads * head_dim, kv_width = layer->kv_heads * head_dim;
   const int64_t qkv_width = query_width + 2 * kv_width, intermediate = layer->intermediate;
@@ -199,7 +203,7 @@ int phi3_decoder_layer(const DecoderLayer *layer, float *hidden, int64_t rows, c
   for (int64_t r = 0; r < rows; r++)
     rms_norm(hidden + r * width, layer->input_norm, width, layer->norm_epsilon,
              normed + r * width);
-  status |= multiply(&layer->qkv, normed, rows, width, qkv, threads);
+  status |= multiply(&layer->qkv, normed, rows, width, qkv, threads, prompt);
 
   /* Queries as [heads, rows, head_dim] for the attention; keys and values into the cache. */
 #pragma omp parallel for num_threads(threads) if (threaded) schedule(static)
@@ -220,7 +224,7 @@ int phi3_decoder_layer(const DecoderLayer *layer, float *hidden, int64_t rows, c
   status |= phi3_attend_causal(queries, rows * head_dim, head_dim, keys, values, layer->heads,
                                layer->kv_heads, head_dim, rows, cached + rows, head_stride,
                                head_dim, layer->scaling, attended, threads);
-  status |= multiply(&layer->output, attended, rows, query_width, projected, threads);
+  status |= multiply(&layer->output, attended, rows, query_width, projected, threads, prompt);
   if (status != 0) {
     free(scratch);
     return -1;
@@ -232,14 +236,14 @@ int phi3_decoder_layer(const DecoderLayer *layer, float *hidden, int64_t rows, c
     rms_norm(hidden + r * width, layer->post_attention_norm, width, layer->norm_epsilon,
              normed + r * width);
   }
-  status |= multiply(&layer->gate_up, normed, rows, width, gate_up, threads);
+  status |= multiply(&layer->gate_up, normed, rows, width, gate_up, threads, prompt);
 
 #pragma omp parallel for num_threads(threads) if (threaded) schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     const float *row = gate_up + r * 2 * intermediate;
     silu_times(row, row + intermediate, intermediate, activated + r * intermediate);
   }
-  status |= multiply(&layer->down, activated, rows, intermediate, projected, threads);
+  status |= multiply(&layer->down, activated, rows, intermediate, projected, threads, prompt);
   if (status == 0) {
 #pragma omp parallel for num_threads(threads) if (threaded) schedule(static)
     for (int64_t r = 0; r < rows; r++) add_into(hidden + r * width, projected + r * width, width);

@@ -27,7 +27,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from phi3_lsp.drafts import LookedUp, TokenLookup
-from phi3_lsp.kv_cache import GrowingCache, cache_argument, truncate
+from phi3_lsp.kv_cache import GrowingCache, cache_argument, prompt_pass, truncate
 from phi3_lsp.model_drafts import MAX_MODEL_DRAFT, ModelDrafter
 from phi3_lsp.pass_planner import PassPlan, PassPlanner
 from phi3_lsp.prefixes import common_prefix_length
@@ -240,6 +240,7 @@ class GreedyDecoder:
                 self._progress.pass_over(
                     on_read, start - first, end - start, len(prompt_ids) - first
                 ),
+                prompt_pass(run.cache),
             ):
                 logits = self._feed(run, prompt_ids[start:end], keep=1)
             if as_decode_pass:  # a core lost since the last pass shows here first

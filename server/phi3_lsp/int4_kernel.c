@@ -19,8 +19,8 @@
  * Here every output is computed by the same steps whatever the number of rows or threads, so a
  * row's products have the same bits alone, among drafted rows, and on any thread count. Built
  * with PHI3_TILES_FROM_ROWS (on CPUs with AMX), passes of that many rows or more (more than any
- * pass compared with one-row passes, see cpu_kernels.TILES_FROM_ROWS) take int4_tiles.c
- * instead, several times faster.
+ * pass compared with one-row passes, see cpu_kernels.TILES_FROM_ROWS) and a prompt's passes of
+ * any width take int4_tiles.c instead, several times faster.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -160,17 +160,19 @@ static void round_to_bf16(const float *rows, int64_t count, uint16_t *rounded) {
 }
 
 /* products [n_rows, out_features] = rows [n_rows, in_features] times the weight, both bf16 or
- * both fp32 (`fp32`). in_features must be a multiple of 32 and out_features of 64. Returns 0,
- * or -1 when out of memory (nothing written). */
+ * both fp32 (`fp32`). in_features must be a multiple of 32 and out_features of 64. `prompt`:
+ * the rows are a prompt's, whose bits no pass compares with a one-row pass's. Returns 0, or -1
+ * when out of memory (nothing written). */
 int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_features,
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
-                       int64_t out_features, void *products, int threads) {
+                       int64_t out_features, void *products, int threads, int prompt) {
   const int64_t groups = in_features / GROUP;
 #ifdef PHI3_TILES_FROM_ROWS
-  const int tiles = n_rows >= PHI3_TILES_FROM_ROWS && phi3_int4_tiles_ready();
+  const int tiles = (prompt || n_rows >= PHI3_TILES_FROM_ROWS) && phi3_int4_tiles_ready();
   /* The tiles read whole tiles of rows: the rows are copied with zero rows after them. */
   const int64_t held_rows = tiles ? (n_rows + TILE_ROWS - 1) / TILE_ROWS * TILE_ROWS : n_rows;
 #else
+  (void)prompt;
   const int tiles = 0;
   const int64_t held_rows = n_rows;
 #endif

@@ -9,6 +9,8 @@ the model views of the filled part; cropping (for prompt reuse) only shortens th
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -71,6 +73,10 @@ class GrowingCache(DynamicCache):
         super().__init__()
         # Layers are created as the model first updates them, from this class.
         self.layer_class_to_replicate = GrowingLayer
+        self.reading_prompt = False
+        """Whether the pass now running reads a prompt, whose positions no pass compares with
+        one-token passes (drafted tokens are): our kernel may then take its 4-bit products on
+        AMX tiles at any width (int4_tiles.c). Set by `prompt_pass`."""
 
     def layer(self, index: int) -> GrowingLayer:
         """Layer `index`, created (with the ones before it) as `update` creates them."""
@@ -79,6 +85,20 @@ class GrowingCache(DynamicCache):
         layer = self.layers[index]
         assert isinstance(layer, GrowingLayer)
         return layer
+
+
+@contextmanager
+def prompt_pass(cache: DynamicCache) -> Iterator[None]:
+    """Marks the passes run over `cache` in the block as reading a prompt (where the cache is
+    a `GrowingCache`: elsewhere the layers are transformers', which do not ask)."""
+    if not isinstance(cache, GrowingCache):
+        yield
+        return
+    cache.reading_prompt = True
+    try:
+        yield
+    finally:
+        cache.reading_prompt = False
 
 
 def cache_argument(model: nn.Module) -> str:

@@ -269,6 +269,6 @@ def _in_one_call(
     keys, values, cached = cache_layer.room_for(rows, layer.no_keys, layer.no_keys)
     hidden = hidden_states.reshape(rows, -1).clone()
     cos, sin = position_embeddings
-    layer.kernel.run(hidden, (cos[0], sin[0]), keys[0], values[0], cached)
+    layer.kernel.run(hidden, (cos[0], sin[0]), keys[0], values[0], cached, cache.reading_prompt)
     cache_layer.hold(tokens)
     return hidden.view(1, rows, -1)

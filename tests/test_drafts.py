@@ -317,7 +317,8 @@ def test_fp32_prompts_stay_on_all_threads(smollm2_engine: ModelEngine) -> None:
     # torch's products of a prompt's many rows round differently on 1 and 2 threads: moving
     # them between thread counts would make the greedy text depend on the machine's load.
     planner = as_when_a_core_is_busy(smollm2_engine.pass_planner)
-    assert planner.prompt_threads() == torch.get_num_threads()
+    # All the threads it plans for (torch's count is whatever the last pass of any test set).
+    assert planner.prompt_threads() == max(planner.thread_counts) > 1
 
 
 def as_when_a_core_is_busy(planner: PassPlanner) -> PassPlanner:

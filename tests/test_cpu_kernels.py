@@ -3,6 +3,7 @@ threads, and torch's kernels kept when ours cannot build."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import subprocess
@@ -109,8 +110,18 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
+def linux_lends_amx_tiles() -> bool:
+    """Whether Linux lets this process use AMX tile data (arch_prctl ARCH_REQ_XCOMP_PERM for
+    XFEATURE_XTILEDATA, as int4_tiles.c asks): kernels before 5.16 and some sandboxes do not."""
+    sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata = 158, 0x1023, 18
+    libc = ctypes.CDLL(None, use_errno=True)
+    return bool(libc.syscall(sys_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) == 0)
+
+
 @pytest.mark.skipif(not KERNELS_ON_TILES.runs_here(), reason="the tiles need AMX-BF16")
 def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: Path) -> None:
+    if not linux_lends_amx_tiles():
+        pytest.skip("Linux lends this process no AMX tiles: the vectors take every pass")
     # A sum that the order of its additions decides: 2^24, 28 ones, -2^24 (exactly 28). The
     # vector kernel adds one product at a time, and each one is lost against 2^24 (0); the
     # tile products of the Xeons we measured add a group's products their own way and keep

@@ -1,12 +1,12 @@
 /* Rows times a 4-bit weight on AMX tiles, for passes over many rows (a prompt's); built by
- * cpu_kernels.py into our kernels on CPUs with AMX-BF16, called by int4_kernel.c for passes of
- * PHI3_TILES_FROM_ROWS rows or more.
+ * cpu_kernels.py into our kernels on CPUs with AMX-BF16, called by int4_kernel.c for a prompt's
+ * passes and for passes of PHI3_TILES_FROM_ROWS rows or more.
  *
  * The sums are int4_kernel.c's: per group of 32 inputs, the dot product of the rows' bf16
  * inputs with the codes' values (code - 8), then scale * dot + zero * (sum of inputs), group
  * after group, rounded to bf16. Only the dots come from elsewhere: a tile product (TDPBF16PS)
  * takes 16 rows times a group's 32 inputs times 16 output rows in one instruction, where the
- * vector kernel takes 256 AVX-512 dot products. Its circuit adds a group's 32 products in an
+ * vector kernel takes 512 AVX-512 multiply-adds. Its circuit adds a group's 32 products in an
  * order of its own, so a dot can differ from the vector kernel's in the last bit (on random
  * Phi-3-mini-sized layers, a few outputs in a million after rounding to bf16). Each output is
  * still computed by the same steps whatever the rows with it and the threads: a row gets the
@@ -15,7 +15,9 @@
  * A thread unpacks a block's codes for a group once per 64 rows, into tiles, and keeps the sums
  * of those rows while the groups go by. Measured on a 2-core Intel Xeon with AMX, 48-1,024 rows:
  * Phi-3-mini-sized layer shapes at 500-930 GFLOP/s, SmolLM2's at 410-620, where the vector
- * kernel takes every shape at 130-165.
+ * kernel took every shape at 130-165 (with bf16 dot products; its multiply-adds since take 5 rows
+ * ~1.5x as fast). From 3 rows the tiles are the faster (Phi-3-mini-sized layers: 2x at 8 rows, 3x
+ * at 16); 1-2 rows take 1.2-1.35x the vectors' time.
  */
 #include <immintrin.h>
 #include <omp.h>

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import torch
@@ -25,6 +26,8 @@ from phi3_lsp.stoppable_passes import decoder_layers
 from phi3_lsp.tokens import DocumentTokenizer
 
 CAPITAL = "The capital of France is"
+T = TypeVar("T")
+
 CODE = "def fibonacci(n):\n    if n < 2:\n        return n\n    return"
 
 
@@ -56,36 +59,33 @@ def greedy_reference(model: torch.nn.Module, prompt: list[int], steps: int) -> l
 
 
 @contextmanager
-def rows_per_pass(model: torch.nn.Module) -> Iterator[list[int]]:
-    """Record how many positions each forward pass of `model` computes."""
-    rows: list[int] = []
+def per_pass(model: torch.nn.Module, what: Callable[[dict[str, Any]], T]) -> Iterator[list[T]]:
+    """Record `what` of each forward pass of `model`, from the pass's keyword arguments."""
+    seen: list[T] = []
     hook = model.register_forward_pre_hook(
-        lambda _, args, kwargs: rows.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+        lambda _, args, kwargs: seen.append(what(kwargs)), with_kwargs=True
     )
     try:
-        yield rows
+        yield seen
     finally:
         hook.remove()
 
 
-@contextmanager
-def prompt_marks_per_pass(model: torch.nn.Module) -> Iterator[list[tuple[int, bool]]]:
+def rows_per_pass(model: torch.nn.Module) -> AbstractContextManager[list[int]]:
+    """Record how many positions each forward pass of `model` computes."""
+    return per_pass(model, lambda kwargs: kwargs["input_ids"].shape[1])
+
+
+def prompt_marks_per_pass(model: torch.nn.Module) -> AbstractContextManager[list[tuple[int, bool]]]:
     """Record each forward pass of `model`: its positions, and whether its cache was marked as
     reading a prompt."""
-    passes: list[tuple[int, bool]] = []
 
-    def record(_: object, args: object, kwargs: dict[str, object]) -> None:
+    def rows_and_mark(kwargs: dict[str, Any]) -> tuple[int, bool]:
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         assert isinstance(cache, GrowingCache)
-        input_ids = kwargs["input_ids"]
-        assert isinstance(input_ids, torch.Tensor)
-        passes.append((input_ids.shape[1], cache.reading_prompt))
+        return kwargs["input_ids"].shape[1], cache.reading_prompt
 
-    hook = model.register_forward_pre_hook(record, with_kwargs=True)
-    try:
-        yield passes
-    finally:
-        hook.remove()
+    return per_pass(model, rows_and_mark)
 
 
 @contextmanager

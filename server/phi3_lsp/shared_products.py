@@ -41,7 +41,7 @@ class SharedProduct:
         self._outputs: list[torch.Tensor | None] = [None] * len(self.widths)
 
     def weight_of(self, member: int) -> Int4Weight:
-        """Layer `member`'s own weight (a new copy of its scales)."""
+        """Layer `member`'s own weight (its scales a view where held by block, else a copy)."""
         first = [0, *self._splits][member]
         return self.weight.output_rows(first, first + self.widths[member])
 

@@ -89,3 +89,66 @@ def test_each_build_is_kept_apart(tmp_path: Path) -> None:
     libraries = {build_library(build, tmp_path, compiler_command()) for build in FP32_BUILDS}
     assert len(libraries) == len(FP32_BUILDS)
     assert all(library.is_file() for library in libraries)
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory: pytest.TempPathFactory) -> Fp32Kernel:
+    """The build with AMX tiles, where this CPU has them and Linux lends them."""
+    build = FP32_BUILDS[0]
+    if not build.runs_here():
+        pytest.skip(f"the fp32 tiles need a CPU with {', '.join(build.missing_here())}")
+    kernel = Fp32Kernel(build_library(build, tmp_path_factory.mktemp("cache"), compiler_command()))
+    if not kernel.has_tiles:
+        pytest.skip("Linux does not lend this process the tile registers")
+    return kernel
+
+
+def test_the_tiles_give_back_every_input_bit(tiles: Fp32Kernel) -> None:
+    # A weight of one 1.0 per output row picks one input: the three bf16 parts of an fp32
+    # input must add up to it exactly, at the output and row where it belongs. 45 rows: a
+    # whole panel of 32 and one cut short.
+    torch.manual_seed(1)
+    inputs, outputs = 96, 64
+    picked = [(7 * output) % inputs for output in range(outputs)]
+    weight = torch.zeros(outputs, inputs)
+    weight[range(outputs), picked] = 1.0
+    rows = torch.randn(45, inputs) * torch.logspace(-20, 20, inputs)  # 24 significant bits
+    assert torch.equal(tiles.multiply_on_tiles(rows, weight.bfloat16()), rows[:, picked])
+
+
+@pytest.mark.parametrize(("out_features", "in_features"), [(192, 576), (64, 3072)])
+def test_the_tiles_products_are_as_exact_as_torchs(
+    tiles: Fp32Kernel, out_features: int, in_features: int
+) -> None:
+    torch.manual_seed(out_features + in_features)
+    weight, rows = torch.randn(out_features, in_features).bfloat16(), torch.randn(200, in_features)
+    ours, theirs = tiles.multiply_on_tiles(rows, weight), rows @ weight.float().T
+    exact = rows.double() @ weight.double().T
+    roundings = torch.finfo(torch.float32).eps * exact.norm()
+    assert (ours.double() - exact).norm() <= 1.5 * (theirs.double() - exact).norm() + roundings
+
+
+def test_a_rows_tiles_products_depend_on_nothing_but_the_row(tiles: Fp32Kernel) -> None:
+    weight, rows = torch.randn(96, 320).bfloat16(), torch.randn(45, 320)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        on_one_thread = tiles.multiply_on_tiles(rows, weight)
+        torch.set_num_threads(2)
+        on_two_threads = tiles.multiply_on_tiles(rows, weight)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(on_one_thread, on_two_threads)
+    for index in (0, 17, 33, 44):  # in each tile of each panel
+        alone = tiles.multiply_on_tiles(rows[index : index + 1], weight)
+        assert torch.equal(alone, on_two_threads[index : index + 1]), f"row {index}"
+
+
+def test_the_tiles_take_bf16_weights_of_whole_groups_only(tiles: Fp32Kernel) -> None:
+    assert tiles.takes_on_tiles(torch.zeros(64, 96, dtype=torch.bfloat16))
+    for weight in (torch.zeros(64, 96), torch.zeros(64, 100, dtype=torch.bfloat16)):
+        assert not tiles.takes_on_tiles(weight)
+        with pytest.raises(ValueError, match="do not take this weight"):
+            tiles.multiply_on_tiles(torch.randn(40, weight.shape[1]), weight)
+    with pytest.raises(ValueError, match="fp32 rows"):
+        tiles.multiply_on_tiles(torch.randn(40, 96).bfloat16(), torch.zeros(64, 96).bfloat16())

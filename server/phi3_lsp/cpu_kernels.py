@@ -91,10 +91,19 @@ KERNELS_ON_TILES = Build(
 KERNEL_BUILDS = (KERNELS_ON_TILES, KERNELS)
 """The kernels' builds, the fastest first."""
 FP32_BUILDS = (
+    Build(
+        "fp32-tiles",
+        ("fp32_kernel.c", "fp32_tiles.c"),
+        ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16"),
+        ("-mavx512f", "-mavx512bf16", "-mamx-tile", "-mamx-bf16"),
+    ),
     Build("fp32-avx512", ("fp32_kernel.c",), ("avx512f",), ("-mavx512f",)),
     Build("fp32-avx2", ("fp32_kernel.c",), ("avx2", "fma"), ("-mavx2", "-mfma")),
 )
-"""The fp32 kernel's builds, the widest vectors first."""
+"""The fp32 kernel's builds, the fastest first (with AMX tiles for long passes over bf16-held
+weights, `fp32_tiles.c`)."""
+TILES_GROUP = 32
+"""The fp32 tiles take weights of a multiple of this many inputs and outputs."""
 HEADERS = ("vector_math.h", "int4_codes.h")
 _COMMON_FLAGS = (
     "-O3",
@@ -369,9 +378,19 @@ class Fp32Kernel:
             torch.float32: loaded.phi3_fp32_multiply,
             torch.bfloat16: loaded.phi3_bf16_weight_multiply,
         }
+        # rows, row count, inputs, weight, outputs, products, threads
+        arguments: list[Any] = [_pointer, _size, _size, _pointer, _size, _pointer, ctypes.c_int]
         for function in self._multiply.values():
             function.restype = None
-            function.argtypes = [*(_pointer, _size, _size, _pointer, _size, _pointer), ctypes.c_int]
+            function.argtypes = arguments
+        tiles_ready = getattr(loaded, "phi3_fp32_tiles_ready", None)
+        self._on_tiles: Any = loaded.phi3_fp32_tiles_multiply if tiles_ready else None
+        if self._on_tiles is not None:
+            self._on_tiles.restype = ctypes.c_int
+            self._on_tiles.argtypes = arguments
+        self.has_tiles = tiles_ready is not None and tiles_ready() == 1
+        """Whether `multiply_on_tiles` runs here: built with AMX tiles (`fp32_tiles.c`), and
+        Linux lends this process the tile registers."""
 
     def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` in fp32 for fp32 rows [n, in] and a contiguous weight [out, in] in
@@ -393,6 +412,40 @@ class Fp32Kernel:
             products.data_ptr(),
             torch.get_num_threads(),
         )
+        return products
+
+    def takes_on_tiles(self, weight: torch.Tensor) -> bool:
+        """Whether `multiply_on_tiles` takes this weight here."""
+        return (
+            self.has_tiles
+            and weight.dtype == torch.bfloat16
+            and weight.dim() == 2
+            and weight.is_contiguous()
+            and weight.shape[0] % TILES_GROUP == 0
+            and weight.shape[1] % TILES_GROUP == 0
+        )
+
+    def multiply_on_tiles(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """`rows @ weight.T` for fp32 rows [n, in] and a bf16 weight [out, in] that
+        `takes_on_tiles`, on AMX tiles: fp32 products, rounded as fp32 sums round (not to the
+        bits of `multiply`'s), each row's the same bits beside any rows and on any threads."""
+        if not self.takes_on_tiles(weight):
+            raise ValueError("the fp32 tiles do not take this weight here")
+        if rows.dtype != torch.float32 or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
+            raise ValueError("the fp32 tiles take fp32 rows [n, in] only")
+        rows = rows.contiguous()
+        products = torch.empty(len(rows), weight.shape[0])
+        status = self._on_tiles(
+            rows.data_ptr(),
+            len(rows),
+            weight.shape[1],
+            weight.data_ptr(),
+            weight.shape[0],
+            products.data_ptr(),
+            torch.get_num_threads(),
+        )
+        if status != 0:
+            raise MemoryError("the fp32 tiles found no memory for their rows")
         return products
 
 

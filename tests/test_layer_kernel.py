@@ -251,6 +251,46 @@ def test_every_position_of_a_short_fp32_pass_gets_one_token_passes_bits(
     _assert_each_position_gets_one_token_passes_bits(one_call, tokens, threads)
 
 
+@pytest.fixture
+def bf16_held_one_call() -> nn.Module:
+    """The tiny Phi-3 with bf16-held weights, its layers in one call, where a prompt's products
+    over such weights run on AMX tiles."""
+    kernels = own_kernels()
+    if kernels is None or not kernels.bf16_prompts_on_tiles:
+        pytest.skip("a prompt's fp32 products take AMX tiles only on CPUs with AMX-BF16")
+    torch.manual_seed(0)
+    model = _new_fp32_model(phi3=True)
+    assert run_layers_in_one_call(model) == LAYERS
+    return model
+
+
+def test_a_bf16_held_prompt_runs_in_one_call_at_any_length(
+    bf16_held_one_call: nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    longer = _short_pass_rows(bf16_held_one_call) + 40  # than our vector kernel takes
+    attention_calls = _count_attention_calls(monkeypatch)
+    _hidden_states(bf16_held_one_call, [_tokens(longer)], prompt=True)
+    assert attention_calls == []
+    _hidden_states(bf16_held_one_call, [_tokens(longer)])  # not a prompt's: the layers' forward
+    assert len(attention_calls) == LAYERS
+
+
+def test_a_bf16_held_prompts_positions_get_the_same_bits_in_passes_of_any_width(
+    bf16_held_one_call: nn.Module,
+) -> None:
+    # A prompt read after a reused prefix (a keystroke's few new tokens) must give what the
+    # same prompt read at once gives: the tiles take a prompt's products at any width.
+    tokens = _tokens(30 + _short_pass_rows(bf16_held_one_call) + 40)
+    together = _hidden_states(bf16_held_one_call, [tokens[:, :30], tokens[:, 30:]], prompt=True)
+    parts = [tokens[:, :30], tokens[:, 30:35], tokens[:, 35:36], tokens[:, 36:]]
+    apart = _hidden_states(bf16_held_one_call, parts, prompt=True)
+    assert torch.equal(together[1], torch.cat(apart[1:]))
+    # Decode passes keep the vectors' products, whose sums round apart from the tiles'.
+    decoded = _hidden_states(bf16_held_one_call, [tokens[:, :30], tokens[:, 30:35]])
+    assert not torch.equal(decoded[1], apart[1])
+    torch.testing.assert_close(decoded[1], apart[1], rtol=1e-5, atol=1e-5)
+
+
 def _short_pass_rows(model: nn.Module) -> int:
     """The most rows of a pass that our fp32 kernel takes in `model` (as its weights' dtype)."""
     bounds = {

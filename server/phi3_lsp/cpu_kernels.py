@@ -81,7 +81,7 @@ with one-token passes (generation.CHECKED_ROWS_AT_MOST: drafted tokens; tested).
 passes take them at any width (`kv_cache.GrowingCache.reading_prompt`)."""
 KERNELS_ON_TILES = Build(
     "cpu-tiles",
-    (*KERNELS.sources, "int4_tiles.c"),
+    (*KERNELS.sources, "int4_tiles.c", "fp32_tiles.c"),
     (*KERNELS.cpu_flags, "amx_tile", "amx_bf16"),
     (
         *KERNELS.instruction_flags,
@@ -288,6 +288,10 @@ class CpuKernels:
         self.tiles_from_rows: int | None = (tiles_from_rows() or None) if tiles_from_rows else None
         """The fewest rows whose 4-bit products run on AMX tiles (int4_tiles.c), or None where
         none do: built without them, or Linux does not lend this process the tiles."""
+        fp32_tiles_ready = getattr(loaded, "phi3_fp32_tiles_ready", None)
+        self.bf16_prompts_on_tiles = fp32_tiles_ready is not None and fp32_tiles_ready() == 1
+        """Whether the decoder layer kernel multiplies a prompt's rows by bf16-held weights (of
+        whole groups, `TILES_GROUP`) on AMX tiles (fp32_tiles.c), at any width."""
         self.decoder_layer_entry: Any = loaded.phi3_decoder_layer
         """`phi3_decoder_layer`, which `DecoderLayer` calls."""
         self.decoder_layer_entry.restype = ctypes.c_int

@@ -12,9 +12,9 @@
  * Every step computes each row (position) on its own, by the same instructions whatever the
  * number of rows and threads, so a position read with a prompt or checked among drafted tokens
  * gets the bits a one-token pass gives it (row_attention.py explains why that matters); only
- * the 4-bit products of a prompt's passes and of a pass over more than 32 rows take other
- * instructions on CPUs with AMX (int4_tiles.c), which give a row the same bits in every such
- * pass.
+ * the 4-bit products of a prompt's passes and of a pass over more than 32 rows, and the
+ * products of a prompt's passes over bf16-held weights, take other instructions on CPUs with
+ * AMX (int4_tiles.c, fp32_tiles.c), which give a row the same bits in every such pass.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -33,6 +33,12 @@ void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
 void phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
                                const uint16_t *weight, int64_t out_features, float *products,
                                int threads);
+#ifdef PHI3_TILES_FROM_ROWS
+int phi3_fp32_tiles_ready(void);
+int phi3_fp32_tiles_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                             const uint16_t *weight, int64_t out_features, float *products,
+                             int threads);
+#endif
 int phi3_attend_causal(const float *query, int64_t query_head_stride, int64_t query_row_stride,
                        const float *keys, const float *values, int64_t heads, int64_t kv_heads,
                        int64_t head_dim, int64_t rows, int64_t tokens, int64_t head_stride,
@@ -133,6 +139,12 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
                        products, threads);
     return 0;
   case WEIGHT_BF16:
+#ifdef PHI3_TILES_FROM_ROWS
+    if (prompt && in_features % 32 == 0 && weight->out_features % 32 == 0 &&
+        phi3_fp32_tiles_ready())
+      return phi3_fp32_tiles_multiply(rows, n_rows, in_features, weight->values,
+                                      weight->out_features, products, threads);
+#endif
     phi3_bf16_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
                               products, threads);
     return 0;

@@ -12,11 +12,11 @@ one-row and many-row kernels differ from each other.
 Most checkpoints hold their weights in bf16 (Phi-3-mini's do), and each bf16 value widens to
 fp32 exactly: `keep_bf16_weights` leaves such linear weights in bf16, which our kernel widens as
 it reads them, with the bits of their fp32 widening's products, from half the bytes. A longer
-pass (a prompt's chunk) takes AMX tiles where the CPU has them (`fp32_tiles.c`: the rows' fp32
-values as three bf16 parts each, summed to fp32's precision in an order of their own; a
-Phi-3-mini-sized prompt of 200 or 500 tokens read 2.2x as fast as through torch's products),
-elsewhere torch's products of the weight widened a slice at a time. The model computes what it
-computes with fp32 weights, in half the memory."""
+pass takes AMX tiles where the CPU has them (`fp32_tiles.c`: the rows' fp32 values as three bf16
+parts each, summed to fp32's precision in an order of their own; a Phi-3-mini-sized prompt of
+200 or 500 tokens read 2.2x as fast as through torch's products; a prompt's passes of any width
+take them in `layer_kernel`), elsewhere torch's products of the weight widened a slice at a time.
+The model computes what it computes with fp32 weights, in half the memory."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 /* Many fp32 rows times a bf16-held weight on AMX tiles, to fp32's precision; built by
- * cpu_kernels.py into the fp32 kernel on CPUs with AMX-BF16, called for passes longer than the
- * vector kernel takes (a prompt's chunks).
+ * cpu_kernels.py into our kernels and the fp32 kernel on CPUs with AMX-BF16. decoder_layer.c
+ * calls it for a prompt's passes at any width, fp32_products.py for passes longer than the
+ * vector kernel takes where a layer does not run in one call.
  *
  * products[r, o] = sum over i of rows[r, i] * weight[o, i]. An fp32 input is the sum of three
  * bf16 parts (its 24 significant bits, 8 at a time): high = bf16(x), middle = bf16(x - high),
@@ -8,14 +9,15 @@
  * adds in fp32, so three of them, one per part, against the weight's bf16 values sum the
  * products of the fp32 rows with the weight, rounded as an fp32 sum rounds: on Phi-3-mini's
  * shapes the largest error was 0.8-1.3e-7 of the sum of the terms' magnitudes (torch's fp32
- * products: 0.3-0.8e-7). Only inputs below ~1e-36 lose their low part (the tiles read bf16
+ * products: 0.3-0.8e-7). Only inputs under ~1e-33 lose their low part (the tiles read bf16
  * subnormals as zero).
  *
  * Each output is summed in one order whatever the rows beside it and the threads: group of 32
  * inputs after group, the high part's products, then the middle's, then the low's. Measured on a
  * 2-core Intel Xeon with AMX, against torch's fp32 products of the widened weight (2 threads):
  * Phi-3-mini's query-key-value, gate-up and down projections at 200-500 rows 2.8-3.1x, 2.8-2.9x
- * and 1.8-2.0x the speed. An fp32 weight would need six products (its parts times the rows'):
+ * and 1.8-2.0x the speed; over 2 Phi-3-mini-sized layers (from memory), 1 / 2 / 4 / 16 / 128
+ * rows 0.8 / 0.87 / 1.06 / 2.45 / 3.7x the vector kernel's speed. An fp32 weight would need six products (its parts times the rows'):
  * SmolLM2's shapes took 1.2-2x torch's time so, and keep torch's.
  */
 #include <immintrin.h>
@@ -122,12 +124,14 @@ static void store_sums(float (*sums)[TILE_ROWS], float *products, int64_t out_fe
                      _mm512_i32gather_ps(next_output, &sums[0][r], 4));
 }
 
-/* The block's 32 outputs for the panel's rows: group by group, each part's products. */
+/* The block's 32 outputs for the panel's rows: group by group, each part's products. A panel
+ * of up to 16 rows (a keystroke's) takes one tile of rows, half the products. */
 static void multiply_block(const uint16_t *weight, int64_t block, const uint32_t *panel,
                            int64_t in_features, int64_t out_features, float *products,
                            int64_t first, int64_t count) {
   const int64_t tile_words = in_features / 2 * TILE_ROWS;
   const uint16_t *outputs = weight + block * BLOCK * in_features;
+  const int two_tiles = count > TILE_ROWS;
   _tile_zero(0);
   _tile_zero(1);
   _tile_zero(2);
@@ -138,19 +142,23 @@ static void multiply_block(const uint16_t *weight, int64_t block, const uint32_t
     for (int part = 0; part < PARTS; part++) {
       const uint32_t *inputs = panel + part * 2 * tile_words + i / 2 * TILE_ROWS;
       _tile_loadd(6, inputs, 64);
-      _tile_loadd(7, inputs + tile_words, 64);
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 5, 6);
-      _tile_dpbf16ps(2, 4, 7);
-      _tile_dpbf16ps(3, 5, 7);
+      if (two_tiles) {
+        _tile_loadd(7, inputs + tile_words, 64);
+        _tile_dpbf16ps(2, 4, 7);
+        _tile_dpbf16ps(3, 5, 7);
+      }
     }
   }
   float sums[TILE_ROWS][TILE_ROWS] __attribute__((aligned(64)));
   const int64_t o = block * BLOCK;
   STORE_SUMS(0, o, first);
   STORE_SUMS(1, o + TILE_ROWS, first);
-  STORE_SUMS(2, o, first + TILE_ROWS);
-  STORE_SUMS(3, o + TILE_ROWS, first + TILE_ROWS);
+  if (two_tiles) {
+    STORE_SUMS(2, o, first + TILE_ROWS);
+    STORE_SUMS(3, o + TILE_ROWS, first + TILE_ROWS);
+  }
 }
 
 /* products [n_rows, out] = rows [n_rows, in] (fp32) times weight [out, in] (bf16) transposed,

@@ -35,6 +35,7 @@ from transformers.models.phi3.modeling_phi3 import Phi3DecoderLayer
 from phi3_lsp.cpu_kernels import (
     HEAD_DIM_STEP,
     MAX_HEAD_DIM,
+    TILES_GROUP,
     CpuKernels,
     DecoderLayer,
     KernelWeight,
@@ -95,7 +96,10 @@ class _KernelLayer:
     kernel: DecoderLayer
     layer_index: int
     rows_at_most: int | None
-    """The longest pass the kernel takes (None: any)."""
+    """The longest pass the kernel takes (None: any)..."""
+    prompts_of_any_length: bool
+    """... but for a prompt's passes, which it takes at any length where their products run on
+    AMX tiles: bf16-held weights (`CpuKernels.bf16_prompts_on_tiles`)."""
     sliding_window: int | None
     no_keys: torch.Tensor
     """[1, kv_heads, 0, head_dim] fp32: the shape and dtype of the layer's cache buffers."""
@@ -140,6 +144,7 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
         kernel,
         attention.layer_idx,
         rows_at_most,
+        kernels.bf16_prompts_on_tiles and all(map(_on_tiles, (w for p in products for w in p))),
         getattr(config, "sliding_window", None),
         torch.empty(1, sizes["kv_heads"], 0, sizes["head_dim"]),
     )
@@ -227,6 +232,16 @@ def _tensors(weight: Int4Weight) -> KernelWeight:
     return weight.packed.contiguous(), weight.scales_and_zeros.contiguous()
 
 
+def _on_tiles(weight: KernelWeight) -> bool:
+    """Whether a prompt's products with the weight run on AMX tiles, where they are lent."""
+    return (
+        isinstance(weight, torch.Tensor)
+        and weight.dtype == torch.bfloat16
+        and weight.shape[0] % TILES_GROUP == 0
+        and weight.shape[1] % TILES_GROUP == 0
+    )
+
+
 def _out_features(product: LayerProduct) -> int:
     return sum(_shape(weight)[0] for weight in product)
 
@@ -260,7 +275,11 @@ def _in_one_call(
     ):
         return None
     rows = hidden_states.shape[1]
-    if layer.rows_at_most is not None and rows > layer.rows_at_most:
+    if (
+        layer.rows_at_most is not None
+        and rows > layer.rows_at_most
+        and not (layer.prompts_of_any_length and cache.reading_prompt)
+    ):
         return None
     cache_layer = cache.layer(layer.layer_index)
     tokens = cache_layer.get_seq_length() + rows

@@ -3,6 +3,7 @@ own; and how our kernels are built and kept."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,18 +50,27 @@ def test_an_fp32_rows_products_depend_on_nothing_but_the_row(
     # 5 rows: the AVX-512 build takes them two at a time, and the last alone; 37 outputs and
     # 1000 inputs leave a tail of each.
     weight, rows = torch.randn(37, 1000).to(dtype), torch.randn(5, 1000)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        on_one_thread = kernel.multiply(rows, weight)
-        torch.set_num_threads(2)
-        on_two_threads = kernel.multiply(rows, weight)
-    finally:
-        torch.set_num_threads(threads)
+    on_one_thread, on_two_threads = on_one_then_two_threads(kernel.multiply, rows, weight)
     assert torch.equal(on_one_thread, on_two_threads)
     for index in range(len(rows)):
         alone = kernel.multiply(rows[index : index + 1], weight)
         assert torch.equal(alone, on_two_threads[index : index + 1]), f"row {index}"
+
+
+def on_one_then_two_threads(
+    multiply: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`multiply(rows, weight)` on one of torch's threads, then on two."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        on_one_thread = multiply(rows, weight)
+        torch.set_num_threads(2)
+        return on_one_thread, multiply(rows, weight)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1000), (5, 7)])
@@ -130,14 +140,7 @@ def test_the_tiles_products_are_as_exact_as_torchs(
 
 def test_a_rows_tiles_products_depend_on_nothing_but_the_row(tiles: Fp32Kernel) -> None:
     weight, rows = torch.randn(96, 320).bfloat16(), torch.randn(45, 320)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        on_one_thread = tiles.multiply_on_tiles(rows, weight)
-        torch.set_num_threads(2)
-        on_two_threads = tiles.multiply_on_tiles(rows, weight)
-    finally:
-        torch.set_num_threads(threads)
+    on_one_thread, on_two_threads = on_one_then_two_threads(tiles.multiply_on_tiles, rows, weight)
     assert torch.equal(on_one_thread, on_two_threads)
     for index in (0, 17, 33, 44):  # in each tile of each panel
         alone = tiles.multiply_on_tiles(rows[index : index + 1], weight)

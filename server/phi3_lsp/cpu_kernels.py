@@ -104,7 +104,7 @@ FP32_BUILDS = (
 weights, `fp32_tiles.c`)."""
 TILES_GROUP = 32
 """The fp32 tiles take weights of a multiple of this many inputs and outputs."""
-HEADERS = ("vector_math.h", "int4_codes.h")
+HEADERS = ("vector_math.h", "int4_codes.h", "amx_tiles.h")
 _COMMON_FLAGS = (
     "-O3",
     "-fopenmp",  # the threads are torch's: libgomp is loaded once, under one name
@@ -405,18 +405,7 @@ class Fp32Kernel:
             raise ValueError("the fp32 kernel takes fp32 rows and fp32 or bf16 weights only")
         if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
             raise ValueError("the fp32 kernel cannot take these rows and weight")
-        rows = rows.contiguous()
-        products = torch.empty(len(rows), weight.shape[0])
-        multiply(
-            rows.data_ptr(),
-            len(rows),
-            weight.shape[1],
-            weight.data_ptr(),
-            weight.shape[0],
-            products.data_ptr(),
-            torch.get_num_threads(),
-        )
-        return products
+        return _multiplied(multiply, rows, weight)[0]
 
     def takes_on_tiles(self, weight: torch.Tensor) -> bool:
         """Whether `multiply_on_tiles` takes this weight here."""
@@ -437,20 +426,29 @@ class Fp32Kernel:
             raise ValueError("the fp32 tiles do not take this weight here")
         if rows.dtype != torch.float32 or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
             raise ValueError("the fp32 tiles take fp32 rows [n, in] only")
-        rows = rows.contiguous()
-        products = torch.empty(len(rows), weight.shape[0])
-        status = self._on_tiles(
-            rows.data_ptr(),
-            len(rows),
-            weight.shape[1],
-            weight.data_ptr(),
-            weight.shape[0],
-            products.data_ptr(),
-            torch.get_num_threads(),
-        )
+        products, status = _multiplied(self._on_tiles, rows, weight)
         if status != 0:
             raise MemoryError("the fp32 tiles found no memory for their rows")
         return products
+
+
+def _multiplied(
+    function: Any, rows: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, Any]:
+    """The products [n, out] an fp32 kernel's `function` writes for rows [n, in] and a weight
+    [out, in] on torch's threads, and what it returns."""
+    rows = rows.contiguous()
+    products = torch.empty(len(rows), weight.shape[0])
+    returned = function(
+        rows.data_ptr(),
+        len(rows),
+        weight.shape[1],
+        weight.data_ptr(),
+        weight.shape[0],
+        products.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return products, returned
 
 
 def can_attend(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:

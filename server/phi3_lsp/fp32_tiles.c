@@ -17,16 +17,19 @@
  * 2-core Intel Xeon with AMX, against torch's fp32 products of the widened weight (2 threads):
  * Phi-3-mini's query-key-value, gate-up and down projections at 200-500 rows 2.8-3.1x, 2.8-2.9x
  * and 1.8-2.0x the speed; over 2 Phi-3-mini-sized layers (from memory), 1 / 2 / 4 / 16 / 128
- * rows 0.8 / 0.87 / 1.06 / 2.45 / 3.7x the vector kernel's speed. An fp32 weight would need six products (its parts times the rows'):
- * SmolLM2's shapes took 1.2-2x torch's time so, and keep torch's.
+ * rows 0.8 / 0.87 / 1.06 / 2.45 / 3.7x the vector kernel's. Most of the time goes in waiting for
+ * the weight's tiles (sampled: ~57 % of it just after their loads); slower, with the same bits:
+ * 128 rows at a time with the inputs in chunks of 512-2048 (0.7-1.05x), the block's weight rows
+ * copied into one run first (0.5-0.9x), its next groups or block asked for ahead (0.6-1.1x).
+ * An fp32 weight would need six products (its parts times the rows'): SmolLM2's shapes took
+ * 1.2-2x torch's time so, and keep torch's.
  */
 #include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
+
+#include "amx_tiles.h"
 
 enum {
   TILE_ROWS = 16, /* rows of a tile: 16 outputs of an A tile, 16 input pairs of a B tile */
@@ -37,39 +40,14 @@ enum {
    * the speed of 64, 1.4-1.8x that of 128). */
   PANEL_ROWS = 2 * TILE_ROWS,
   BLOCK = 2 * TILE_ROWS, /* outputs a thread takes at a time: two A tiles */
-  ARCH_REQ_XCOMP_PERM = 0x1023,
-  XFEATURE_XTILEDATA = 18,
 };
 
-typedef struct {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t bytes_per_row[16];
-  uint8_t rows[16];
-} TileConfig;
-
 /* 1 where Linux lends this process the tile registers (asked once), else 0. */
-int phi3_fp32_tiles_ready(void) {
-  static int ready = -1;
-  int known = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
-  if (known < 0) {
-    known = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-    __atomic_store_n(&ready, known, __ATOMIC_RELEASE);
-  }
-  return known;
-}
+int phi3_fp32_tiles_ready(void) { return tiles_lent(); }
 
-/* Tiles 0-3 the sums (outputs 0-15 and 16-31 of a block, times the panel's rows 0-15 and
- * 16-31), 4-5 the block's weight, 6-7 the rows' inputs: all 16 rows of 64 bytes. */
-static void configure_tiles(void) {
-  TileConfig config;
-  memset(&config, 0, sizeof config);
-  config.palette = 1;
-  for (int tile = 0; tile < 8; tile++) {
-    config.bytes_per_row[tile] = 64;
-    config.rows[tile] = TILE_ROWS;
-  }
-  _tile_loadconfig(&config);
-}
+/* Tiles 0-3 hold the sums (outputs 0-15 and 16-31 of a block, times the panel's rows 0-15 and
+ * 16-31), 4-5 the block's weight, 6-7 the rows' inputs. */
+enum { TILES = 8 };
 
 static inline __m512i lanes_times(int step) {
   return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -107,10 +85,11 @@ static void split_panel(const float *rows, int64_t first, int64_t count, int64_t
 }
 
 /* Sum tile `tile` (stored to `sums`, outputs by row) into products[row, first_output ..]. */
-#define STORE_SUMS(tile, first_output, first_row)                                          \
-  do {                                                                                     \
-    _tile_stored(tile, sums, 64);                                                          \
-    store_sums(sums, products, out_features, first_output, first_row, count - ((first_row) - first)); \
+#define STORE_SUMS(tile, first_output, first_row)                    \
+  do {                                                               \
+    _tile_stored(tile, sums, 64);                                    \
+    store_sums(sums, products, out_features, first_output, first_row, \
+               count - ((first_row) - first));                       \
   } while (0)
 
 static void store_sums(float (*sums)[TILE_ROWS], float *products, int64_t out_features,
@@ -171,7 +150,7 @@ int phi3_fp32_tiles_multiply(const float *rows, int64_t n_rows, int64_t in_featu
   if (panel == NULL) return -1;
 #pragma omp parallel num_threads(threads)
   {
-    configure_tiles();
+    configure_tiles(TILES);
     for (int64_t first = 0; first < n_rows; first += PANEL_ROWS) {
       const int64_t count = n_rows - first < PANEL_ROWS ? n_rows - first : PANEL_ROWS;
       split_panel(rows, first, count, in_features, panel); /* its loop ends in a barrier */

@@ -24,9 +24,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
+#include "amx_tiles.h"
 #include "int4_codes.h"
 
 enum {
@@ -35,21 +34,12 @@ enum {
    * row at once (their inputs no longer stay in the core's second-level cache) 350-850, the
    * least at 1,024. */
   PANEL_ROWS = 64,
-  /* Linux lends a thread the tile registers once the process has asked (arch_prctl). */
-  ARCH_REQ_XCOMP_PERM = 0x1023,
-  XFEATURE_XTILEDATA = 18,
 };
 
 /* Tile registers: tile q (0..3) the dots of the block's output rows 16 * q .. + 15, then the
  * rows' inputs and the codes' values. */
 #define ROWS_TILE 4
 #define CODES_TILE 5
-
-typedef struct {
-  uint8_t palette, start_row, reserved[14];
-  uint16_t bytes_per_row[16];
-  uint8_t rows[16];
-} TileConfig;
 
 /* A thread's memory. */
 typedef struct {
@@ -61,26 +51,7 @@ typedef struct {
 } __attribute__((aligned(64))) Scratch;
 
 /* 1 where this process may use the tiles (asked once), else 0: the vector kernel runs. */
-int phi3_int4_tiles_ready(void) {
-  static int ready = -1;
-  int known = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
-  if (known < 0) {
-    known = syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-    __atomic_store_n(&ready, known, __ATOMIC_RELEASE);
-  }
-  return known;
-}
-
-static void configure_tiles(void) {
-  TileConfig config;
-  memset(&config, 0, sizeof config);
-  config.palette = 1;
-  for (int tile = 0; tile <= CODES_TILE; tile++) {
-    config.bytes_per_row[tile] = 64; /* 16 fp32 dots, 32 bf16 inputs, 16 pairs of values */
-    config.rows[tile] = TILE_ROWS;
-  }
-  _tile_loadconfig(&config);
-}
+int phi3_int4_tiles_ready(void) { return tiles_lent(); }
 
 /* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
  * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
@@ -207,7 +178,7 @@ int phi3_int4_tiles_multiply(const Operands *op, int64_t n_rows, int threads) {
 #pragma omp parallel num_threads(threads)
   {
     Scratch *own = scratch + omp_get_thread_num();
-    configure_tiles();
+    configure_tiles(CODES_TILE + 1);
     for (int64_t first_row = 0; first_row < n_rows; first_row += PANEL_ROWS) {
       const int64_t count = n_rows - first_row < PANEL_ROWS ? n_rows - first_row : PANEL_ROWS;
       /* Whole blocks per thread, as in int4_kernel.c. */

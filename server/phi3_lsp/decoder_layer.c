@@ -140,6 +140,7 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
     return 0;
   case WEIGHT_BF16:
 #ifdef PHI3_TILES_FROM_ROWS
+    /* A prompt's rows, on the tiles where they take the weight: whole groups and blocks of 32 */
     if (prompt && in_features % 32 == 0 && weight->out_features % 32 == 0 &&
         phi3_fp32_tiles_ready())
       return phi3_fp32_tiles_multiply(rows, n_rows, in_features, weight->values,

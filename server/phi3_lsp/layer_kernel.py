@@ -9,14 +9,16 @@ passes take our fp32 kernel, fused or not) a forward that runs the whole layer i
 KV cache with a causal mask: every pass of a 4-bit layer, and the passes of an fp32 layer short
 enough for our fp32 kernel (32 rows for fp32 weights, 128 for bf16 ones, see `fp32_products`: a
 decode pass and its drafted tokens, a short prompt), where a longer pass keeps products faster for
-many rows (AMX tiles or torch's). Every position gets the bits a one-token pass gives it, as with
-row_attention (but for the 4-bit products of a pass over more than 32 rows on CPUs with AMX, see
-int4_tiles.c); norms, rotary embeddings and SiLU are computed in the kernel's own order, so the
-bits are not transformers'. Any other pass runs the forward the layer had. Measured in one process,
-alternating (2-core AMD EPYC): 4-bit decode passes of SmolLM2 11.8 -> 6.0 ms and of
-Phi-3-mini-sized layers 113 -> 56 ms, a 500-token SmolLM2 prompt read 0.42 -> 0.30 s, the same
-greedy text; fp32 one-token passes over a ~500-token prompt, SmolLM2 29.6 -> 20.2 ms and
-Phi-3-mini-sized 288.8 -> 259.6 ms, the same greedy text.
+many rows (torch's, or AMX tiles; a prompt's passes over bf16-held weights on AMX run in one call
+at any length, their products on the tiles). Every position gets the bits a one-token pass gives
+it, as with row_attention (but, on CPUs with AMX, for the 4-bit products of a pass over more than
+32 rows and a prompt's products over bf16-held weights: see int4_tiles.c and fp32_tiles.c); norms,
+rotary embeddings and SiLU are computed in the kernel's own order, so the bits are not
+transformers'. Any other pass runs the forward the layer had. Measured in one process, alternating
+(2-core AMD EPYC): 4-bit decode passes of SmolLM2 11.8 -> 6.0 ms and of Phi-3-mini-sized layers 113
+-> 56 ms, a 500-token SmolLM2 prompt read 0.42 -> 0.30 s, the same greedy text; fp32 one-token
+passes over a ~500-token prompt, SmolLM2 29.6 -> 20.2 ms and Phi-3-mini-sized 288.8 -> 259.6 ms,
+the same greedy text.
 """
 
 from __future__ import annotations

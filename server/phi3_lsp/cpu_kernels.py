@@ -409,14 +409,7 @@ class Fp32Kernel:
 
     def takes_on_tiles(self, weight: torch.Tensor) -> bool:
         """Whether `multiply_on_tiles` takes this weight here."""
-        return (
-            self.has_tiles
-            and weight.dtype == torch.bfloat16
-            and weight.dim() == 2
-            and weight.is_contiguous()
-            and weight.shape[0] % TILES_GROUP == 0
-            and weight.shape[1] % TILES_GROUP == 0
-        )
+        return self.has_tiles and fits_fp32_tiles(weight)
 
     def multiply_on_tiles(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` for fp32 rows [n, in] and a bf16 weight [out, in] that
@@ -430,6 +423,18 @@ class Fp32Kernel:
         if status != 0:
             raise MemoryError("the fp32 tiles found no memory for their rows")
         return products
+
+
+def fits_fp32_tiles(weight: torch.Tensor) -> bool:
+    """Whether the fp32 tiles (fp32_tiles.c) take this weight where the CPU lends them: bf16,
+    contiguous, in whole groups of `TILES_GROUP` inputs and outputs."""
+    return (
+        weight.dtype == torch.bfloat16
+        and weight.dim() == 2
+        and weight.is_contiguous()
+        and weight.shape[0] % TILES_GROUP == 0
+        and weight.shape[1] % TILES_GROUP == 0
+    )
 
 
 def _multiplied(

@@ -75,8 +75,9 @@ class GrowingCache(DynamicCache):
         self.layer_class_to_replicate = GrowingLayer
         self.reading_prompt = False
         """Whether the pass now running reads a prompt, whose positions no pass compares with
-        one-token passes (drafted tokens are): our kernel may then take its 4-bit products on
-        AMX tiles at any width (int4_tiles.c). Set by `prompt_pass`."""
+        one-token passes (drafted tokens are): our kernel may then take its 4-bit products, and
+        its fp32 products over bf16-held weights, on AMX tiles at any width (int4_tiles.c,
+        fp32_tiles.c; see `layer_kernel`). Set by `prompt_pass`."""
 
     def layer(self, index: int) -> GrowingLayer:
         """Layer `index`, created (with the ones before it) as `update` creates them."""

@@ -37,11 +37,11 @@ from transformers.models.phi3.modeling_phi3 import Phi3DecoderLayer
 from phi3_lsp.cpu_kernels import (
     HEAD_DIM_STEP,
     MAX_HEAD_DIM,
-    TILES_GROUP,
     CpuKernels,
     DecoderLayer,
     KernelWeight,
     LayerProduct,
+    fits_fp32_tiles,
     own_kernels,
 )
 from phi3_lsp.fp32_products import short_pass_rows
@@ -236,12 +236,7 @@ def _tensors(weight: Int4Weight) -> KernelWeight:
 
 def _on_tiles(weight: KernelWeight) -> bool:
     """Whether a prompt's products with the weight run on AMX tiles, where they are lent."""
-    return (
-        isinstance(weight, torch.Tensor)
-        and weight.dtype == torch.bfloat16
-        and weight.shape[0] % TILES_GROUP == 0
-        and weight.shape[1] % TILES_GROUP == 0
-    )
+    return isinstance(weight, torch.Tensor) and fits_fp32_tiles(weight)
 
 
 def _out_features(product: LayerProduct) -> int:

@@ -47,6 +47,7 @@ from phi3_lsp.paths import (
 )
 from phi3_lsp.progress import ProgressUpdate
 from phi3_lsp.quantize import int4_tensors, quantize_to_int4
+from phi3_lsp.read_ahead import cache_again_in_large_pages, read_ahead_if_cold
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ def load_int4(
         report("Reading its 4-bit layers from the cache")
         _mark_read(entry)  # before: a tidy-up elsewhere must not take it while it is read
         model = load_checkpoint()
+        read_ahead_if_cold(entry / TENSORS_FILE)
         try:
             layers = quantize_to_int4(model, load_file(entry / TENSORS_FILE))
         except (OSError, KeyError, ValueError, SafetensorError) as error:
@@ -141,6 +143,8 @@ def _made_once(
         log.warning("Could not keep the 4-bit layers in %s: %s", entry, error)
     else:
         if made:
+            # For the next loads: cached as written, the layers would be read in 4 KB pages.
+            cache_again_in_large_pages(entry / TENSORS_FILE)
             _remove_superseded(entry)
     return made[0] if made else None
 

@@ -15,6 +15,7 @@ writer's small pieces, or faulted in by a load from a cold disk).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -106,7 +107,8 @@ def cache_again_in_large_pages(path: Path) -> None:
 
 
 _TOUCH_BYTES = 64 << 10
-"""A fault reads at least this much about it, in pages of whatever size the system gives."""
+"""One byte in this many is touched: a fault reads the pages about it (Linux: 128 KB, or one
+2 MB page where the mapping takes them)."""
 
 
 def _read_into_large_pages(path: Path) -> None:
@@ -118,7 +120,7 @@ def _read_into_large_pages(path: Path) -> None:
             if os.fstat(file.fileno()).st_size == 0:
                 return
             with mmap.mmap(file.fileno(), 0, prot=mmap.PROT_READ) as mapped:
-                if hasattr(mmap, "MADV_HUGEPAGE"):
+                with contextlib.suppress(AttributeError, OSError):  # then read in 4 KB pages
                     mapped.madvise(mmap.MADV_HUGEPAGE)
                 for offset in range(0, len(mapped), _TOUCH_BYTES):
                     mapped[offset]  # the touch is the read

@@ -81,14 +81,15 @@ def test_a_cold_file_is_read_ahead_and_a_cached_one_left_alone(
 ) -> None:
     cold = written(tmp_path / "cold", 3 * CACHED_PROBE_BYTES // 2, 1 << 20)
     drop_from_page_cache(cold)
-    assert is_cached(cold) is False
+    if is_cached(cold):
+        pytest.skip("this filesystem keeps a file's pages when asked to drop them (tmpfs)")
     read_ahead_if_cold(cold)
     assert is_cached(cold) is True
 
-    def refuse(paths: object, keep_going: object) -> bool:
+    def refuse(path: Path) -> None:
         raise AssertionError("read a cached file again")
 
-    monkeypatch.setattr(read_ahead_module, "read_ahead", refuse)
+    monkeypatch.setattr(read_ahead_module, "_read_into_large_pages", refuse)
     read_ahead_if_cold(cold)
     assert is_cached(tmp_path / "missing") is None
 

@@ -73,9 +73,32 @@ def test_made_layers_are_read_back_into_2_mb_pages_and_cold_ones_read_ahead(
     monkeypatch.setattr(int4_cache, "read_ahead_if_cold", read_if_cold.append)
     layers = int4_entry(checkpoint) / TENSORS_FILE
     load_int4(checkpoint)
-    assert (cached_again, read_if_cold) == ([layers], [])
-    load_int4(checkpoint)
     assert (cached_again, read_if_cold) == ([layers], [layers])
+    load_int4(checkpoint)
+    assert (cached_again, read_if_cold) == ([layers], [layers, layers])
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's memory map")
+def test_the_load_that_makes_the_layers_maps_them_from_the_cache_as_later_loads_do(
+    checkpoint: Path,
+) -> None:
+    # The made ones were private memory in 4 KB pages (Phi-3-mini-sized: 2.2 GB, decode
+    # passes ~130 ms against ~110 ms from the file).
+    engine = load_int4(checkpoint)
+    mapped = mappings_of(int4_entry(checkpoint) / TENSORS_FILE)
+    tensors = int4_tensors(engine.model)
+    assert tensors and all(any(t.data_ptr() in m for m in mapped) for t in tensors.values())
+
+
+def mappings_of(path: Path) -> list[range]:
+    """The addresses at which this process maps `path` (Linux's /proc/self/maps)."""
+    mapped = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if fields[-1] == str(path):
+            start, end = fields[0].split("-")
+            mapped.append(range(int(start, 16), int(end, 16)))
+    return mapped
 
 
 def test_a_load_while_another_process_makes_the_layers_waits_and_reads_theirs(

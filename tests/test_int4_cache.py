@@ -83,7 +83,7 @@ def test_the_load_that_makes_the_layers_maps_them_from_the_cache_as_later_loads_
     checkpoint: Path,
 ) -> None:
     # The made ones were private memory in 4 KB pages (Phi-3-mini-sized: 2.2 GB, decode
-    # passes ~130 ms against ~110 ms from the file).
+    # passes ~125 ms against ~111 ms from the file).
     engine = load_int4(checkpoint)
     mapped = mappings_of(int4_entry(checkpoint) / TENSORS_FILE)
     tensors = int4_tensors(engine.model)

@@ -122,7 +122,7 @@ def _made_once(
     each make the same layers (Phi-3-mini's: 35-50 s of a core), one process's then unused.
     Layers made and kept are read back like any later load's: mapped from the file in 2 MB
     pages, where the made ones are private memory in 4 KB pages (Phi-3-mini-sized: 2.2 GB;
-    decode passes ~130 against ~110 ms).
+    decode passes ~125 against ~111 ms).
     """
     made: list[nn.Module] = []
     making = False

@@ -98,7 +98,8 @@ def load_int4(
             remove_built(entry)  # unless a build of it holds the lock: then it makes a new one
             continue
         log.info("Read %d linear layers in 4 bits from %s", layers, entry)
-        # Also here: after an upgrade of torch, its layers are made once, then only read.
+        # On every read, layers just made too: after an upgrade of torch, its layers are made
+        # once, then only read.
         _remove_superseded(entry)
         return model
     model, _ = _made(load_checkpoint, weights_dir, report, shapes)
@@ -150,7 +151,6 @@ def _made_once(
             made.clear()  # before the read: the two would not fit beside each other everywhere
             # Cached as written, the layers would be read in 4 KB pages.
             cache_again_in_large_pages(entry / TENSORS_FILE)
-            _remove_superseded(entry)
     return made[0] if made else None
 
 

@@ -20,7 +20,8 @@ CPU has it):
 
 - `fp32_kernel.c`: a few rows times an fp32 weight, read at 27-40 GB/s against torch's
   10-23 GB/s, each row with the bits it gets alone (see `fp32_products`); or times a bf16
-  weight widened exactly as it is read, the same bits from half the bytes.
+  weight widened exactly as it is read, the same bits from half the bytes; or times an fp32
+  weight held as the exact Q4_1 blocks it was dequantized from, the same bits from 3/16 of them.
 
 They need a C compiler (`$CC`, else `cc`); without one, on other CPUs, or when a build fails,
 the model keeps torch's kernels and the log says why. A compiler that does not know AMX (GCC
@@ -124,8 +125,9 @@ _pointer, _size = ctypes.c_void_p, ctypes.c_int64
 
 
 _MAX_PARTS = 3
-_WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2}
-"""decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32 and bf16 ones by dtype."""
+_WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2, torch.uint8: 3}
+"""decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32, bf16 and Q4_1-held ones by
+dtype."""
 
 
 class _Weight(ctypes.Structure):
@@ -160,8 +162,8 @@ class _DecoderLayer(ctypes.Structure):
 Int4Tensors = tuple[torch.Tensor, torch.Tensor]
 """A 4-bit weight as the kernel reads it: packed codes, scales and zeros (see int4_weights)."""
 KernelWeight = torch.Tensor | Int4Tensors
-"""A weight as the decoder layer kernel reads it: fp32 or bf16 [out, in], contiguous, or a
-4-bit one."""
+"""A weight as the decoder layer kernel reads it: fp32 or bf16 [out, in] or Q4_1 blocks
+[out, in / 32, 24] (see `Fp32Kernel.pack_q4_1`), contiguous, or a 4-bit one."""
 LayerProduct = tuple[KernelWeight, ...]
 """A product of a decoder layer: the outputs of 1 to 3 weights side by side (Phi-3 fuses its
 query, key and value projections, a Llama checkpoint holds them apart)."""
@@ -251,8 +253,11 @@ def _weight(weight: KernelWeight) -> _Weight:
         return _Weight(
             _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
         )
-    if weight.dtype not in _WEIGHT_KINDS or weight.dim() != 2 or not weight.is_contiguous():
-        raise ValueError("the decoder layer kernel reads contiguous fp32 or bf16 weights only")
+    dims = 3 if weight.dtype == torch.uint8 else 2
+    if weight.dtype not in _WEIGHT_KINDS or weight.dim() != dims or not weight.is_contiguous():
+        raise ValueError(
+            "the decoder layer kernel reads contiguous fp32, bf16 or Q4_1-held weights only"
+        )
     return _Weight(_WEIGHT_KINDS[weight.dtype], weight.data_ptr(), None, weight.shape[0])
 
 
@@ -381,12 +386,19 @@ class Fp32Kernel:
         self._multiply = {
             torch.float32: loaded.phi3_fp32_multiply,
             torch.bfloat16: loaded.phi3_bf16_weight_multiply,
+            torch.uint8: loaded.phi3_q4_1_weight_multiply,
         }
         # rows, row count, inputs, weight, outputs, products, threads
         arguments: list[Any] = [_pointer, _size, _size, _pointer, _size, _pointer, ctypes.c_int]
         for function in self._multiply.values():
             function.restype = None
             function.argtypes = arguments
+        self._pack_q4_1 = loaded.phi3_q4_1_pack
+        self._pack_q4_1.restype = ctypes.c_int
+        self._pack_q4_1.argtypes = [_pointer, _size, _size, _pointer, ctypes.c_int]
+        self._widen_q4_1 = loaded.phi3_q4_1_widen
+        self._widen_q4_1.restype = None
+        self._widen_q4_1.argtypes = [_pointer, _size, _size, _pointer, ctypes.c_int]
         tiles_ready = getattr(loaded, "phi3_fp32_tiles_ready", None)
         self._on_tiles: Any = loaded.phi3_fp32_tiles_multiply if tiles_ready else None
         if self._on_tiles is not None:
@@ -398,14 +410,47 @@ class Fp32Kernel:
 
     def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` in fp32 for fp32 rows [n, in] and a contiguous weight [out, in] in
-        fp32 or bf16: products [n, out], each with the same bits on any number of rows or
-        threads, and a bf16 weight's the bits of its fp32 widening's."""
+        fp32 or bf16, or held as Q4_1 blocks (`pack_q4_1`): products [n, out], each with the
+        same bits on any number of rows or threads, and a bf16 or Q4_1-held weight's the bits
+        of its fp32 values'."""
         multiply = self._multiply.get(weight.dtype)
         if rows.dtype != torch.float32 or multiply is None:
-            raise ValueError("the fp32 kernel takes fp32 rows and fp32 or bf16 weights only")
-        if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != weight.shape[1]:
+            raise ValueError("the fp32 kernel takes fp32 rows and fp32, bf16 or Q4_1 weights only")
+        if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != in_features(weight):
             raise ValueError("the fp32 kernel cannot take these rows and weight")
+        if weight.dtype == torch.uint8 and not is_q4_1_held(weight):
+            raise ValueError("the fp32 kernel takes uint8 weights as Q4_1 blocks only")
         return _multiplied(multiply, rows, weight)[0]
+
+    def pack_q4_1(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """An fp32 weight [out, in] as Q4_1 blocks [out, in / 32, 24] (uint8: each block of 32
+        inputs' scale d and least value m in fp32, then 16 bytes of 4-bit codes q), when every
+        value is d * q + m exactly, as in a checkpoint dequantized from GGUF's Q4_1; else None.
+        `multiply` and `widen_q4_1` give the fp32 weight's bits from it."""
+        if weight.dtype != torch.float32 or weight.dim() != 2 or not weight.is_contiguous():
+            return None
+        out, in_ = weight.shape
+        if in_ % Q4_1_BLOCK != 0:
+            return None
+        blocks = torch.empty(out, in_ // Q4_1_BLOCK, Q4_1_BLOCK_BYTES, dtype=torch.uint8)
+        exact = self._pack_q4_1(
+            weight.data_ptr(), out, in_, blocks.data_ptr(), torch.get_num_threads()
+        )
+        return blocks if exact else None
+
+    def widen_q4_1(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The fp32 values [out, in] of a weight (or some of its rows) held as Q4_1 blocks."""
+        if not (is_q4_1_held(blocks) and blocks.is_contiguous()):
+            raise ValueError("widen_q4_1 takes contiguous Q4_1 blocks [out, in / 32, 24] only")
+        values = torch.empty(blocks.shape[0], in_features(blocks))
+        self._widen_q4_1(
+            blocks.data_ptr(),
+            blocks.shape[0],
+            values.shape[1],
+            values.data_ptr(),
+            torch.get_num_threads(),
+        )
+        return values
 
     def takes_on_tiles(self, weight: torch.Tensor) -> bool:
         """Whether `multiply_on_tiles` takes this weight here."""
@@ -423,6 +468,22 @@ class Fp32Kernel:
         if status != 0:
             raise MemoryError("the fp32 tiles found no memory for their rows")
         return products
+
+
+Q4_1_BLOCK = 32
+"""Inputs a Q4_1 block holds (`Fp32Kernel.pack_q4_1`)..."""
+Q4_1_BLOCK_BYTES = 24
+"""... in these bytes: d and m in fp32, then 16 bytes of codes (fp32_kernel.c's layout)."""
+
+
+def is_q4_1_held(weight: torch.Tensor) -> bool:
+    """Whether `weight` is an fp32 weight held as Q4_1 blocks (`Fp32Kernel.pack_q4_1`)."""
+    return weight.dtype == torch.uint8 and weight.dim() == 3 and weight.shape[2] == Q4_1_BLOCK_BYTES
+
+
+def in_features(weight: torch.Tensor) -> int:
+    """The inputs of a weight [out, in] our fp32 kernel reads, also one held as Q4_1 blocks."""
+    return weight.shape[1] * Q4_1_BLOCK if is_q4_1_held(weight) else weight.shape[1]
 
 
 def fits_fp32_tiles(weight: torch.Tensor) -> bool:
@@ -447,7 +508,7 @@ def _multiplied(
     returned = function(
         rows.data_ptr(),
         len(rows),
-        weight.shape[1],
+        rows.shape[1],
         weight.data_ptr(),
         weight.shape[0],
         products.data_ptr(),

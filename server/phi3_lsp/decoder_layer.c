@@ -1,5 +1,5 @@
 /* A whole Llama- or Phi-3-style decoder layer in one call (AVX-512), for 4-bit models and for
- * fp32 ones (weights in fp32 or bf16); built by cpu_kernels.py with int4_kernel.c,
+ * fp32 ones (weights in fp32, bf16 or Q4_1 blocks); built by cpu_kernels.py with int4_kernel.c,
  * fp32_kernel.c and attention_kernel.c, whose entry points it calls.
  *
  * transformers' layer forward is a few dozen torch calls, each with its Python and dispatch
@@ -33,6 +33,9 @@ void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
 void phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
                                const uint16_t *weight, int64_t out_features, float *products,
                                int threads);
+void phi3_q4_1_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                               const uint8_t *blocks, int64_t out_features, float *products,
+                               int threads);
 #ifdef PHI3_TILES_FROM_ROWS
 int phi3_fp32_tiles_ready(void);
 int phi3_fp32_tiles_multiply(const float *rows, int64_t n_rows, int64_t in_features,
@@ -53,10 +56,11 @@ enum {
   MAX_PARTS = 3,
 };
 
-enum WeightKind { WEIGHT_INT4, WEIGHT_FP32, WEIGHT_BF16 };
+enum WeightKind { WEIGHT_INT4, WEIGHT_FP32, WEIGHT_BF16, WEIGHT_Q4_1 };
 
 /* A weight as our kernels read it: 4-bit (packed codes with their scales and zeros, see
- * int4_kernel.c), or fp32 or bf16 values [out_features, in_features] (see fp32_kernel.c). */
+ * int4_kernel.c), or fp32 values [out_features, in_features] held in fp32, bf16 or exact Q4_1
+ * blocks (see fp32_kernel.c). */
 typedef struct {
   int kind; /* a WeightKind */
   const void *values;
@@ -147,6 +151,10 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
                                       weight->out_features, products, threads);
 #endif
     phi3_bf16_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
+                              products, threads);
+    return 0;
+  case WEIGHT_Q4_1:
+    phi3_q4_1_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
                               products, threads);
     return 0;
   }

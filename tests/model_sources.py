@@ -58,13 +58,14 @@ def tiny_sliding_window_phi3(window: int, *, tied_embeddings: bool = False) -> P
     return model
 
 
-def checkpoint_bytes(folder: Path, *, without: str | None = None) -> int:
-    """Bytes of the tensors a folder's safetensors files store (all but `without`)."""
+def checkpoint_bytes(folder: Path, *, without: str | None = None, ending: str | None = None) -> int:
+    """Bytes of the tensors a folder's safetensors files store (all but `without`; only those
+    whose names end with `ending`, if given)."""
     total = 0
     for file in folder.glob("*.safetensors"):
         with safe_open(str(file), framework="pt") as tensors:
             for name in tensors.keys():  # noqa: SIM118 (safe_open cannot be iterated)
-                if name != without:
+                if name != without and name.endswith(ending or ""):
                     tensor = tensors.get_tensor(name)
                     total += tensor.numel() * tensor.element_size()
     return total

@@ -18,12 +18,14 @@ from phi3_lsp.cpu_kernels import (
     Fp32Kernel,
     build_library,
     compiler_command,
+    is_q4_1_held,
     own_fp32_kernel,
 )
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import (
     BF16_ROWS_AT_MOST,
     ROWS_AT_MOST,
+    hold_as_q4_1,
     read_at_memory_speed,
     reads_rows_alike,
 )
@@ -33,6 +35,7 @@ from phi3_lsp.pass_planner import MAX_DRAFT
 from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row
 from phi3_lsp.sources import resolve_model
+from q4_1_values import q4_1_values
 from tiny_llama import VOCABULARY, prompt_then_steps
 
 RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
@@ -59,11 +62,12 @@ def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return Fp32Kernel(build_library(build, tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
-def tiny_fp32_llama() -> nn.Module:
+def tiny_fp32_llama(hidden_size: int = 96) -> nn.Module:
+    """96 wide by default; 128 gives heads of 32, which our decoder layer kernel takes."""
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=VOCABULARY,
-        hidden_size=96,  # not a multiple of 32: the kernel's tail of inputs runs too
+        hidden_size=hidden_size,
         intermediate_size=160,
         num_hidden_layers=2,
         num_attention_heads=4,
@@ -137,6 +141,59 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kern
     assert fed.shape[1] <= ROWS_AT_MOST
     for row, logits in enumerate(alone):
         assert torch.equal(together[row], logits), f"row {row} differs"
+
+
+@pytest.mark.parametrize("in_one_call", [False, True], ids=["transformers-layers", "one-call"])
+def test_weights_of_exact_q4_1_blocks_are_held_so_with_the_same_bits(
+    kernel: Fp32Kernel, in_one_call: bool
+) -> None:
+    model = tiny_fp32_llama(hidden_size=128)
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    for seed, linear in enumerate(linears):  # as a checkpoint dequantized from Q4_1 holds them
+        linear.weight.data = q4_1_values(linear.out_features, linear.in_features, seed)
+    held = copy.deepcopy(model)
+    read_at_memory_speed(model, kernel)
+    read_at_memory_speed(held, kernel)
+
+    assert hold_as_q4_1(held, kernel) == len(linears)
+    for each in (model, held):  # the layers in one call read the weights held then
+        if in_one_call and not (attend_row_by_row(each) and run_layers_in_one_call(each)):
+            pytest.skip("the decoder layer kernel needs AVX-512 BF16 and VBMI")
+    held_linears = [module for module in held.modules() if isinstance(module, nn.Linear)]
+    assert all(is_q4_1_held(linear.weight) for linear in held_linears)
+    prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then ours
+    ours, theirs = prompt_then_steps(held, prompt_length), prompt_then_steps(model, prompt_length)
+    for step, (one, other) in enumerate(zip(ours, theirs, strict=True)):
+        assert torch.equal(one, other), f"pass {step} differs"
+
+
+def test_other_fp32_weights_are_held_as_they_are(kernel: Fp32Kernel) -> None:
+    model = tiny_fp32_llama()  # drawn at random: no block is d * q + m
+    assert hold_as_q4_1(model, kernel) == 0  # not without our forward, which reads the blocks
+    model = tiny_fp32_llama()
+    for linear in (module for module in model.modules() if isinstance(module, nn.Linear)):
+        linear.weight.data = q4_1_values(linear.out_features, linear.in_features)
+    assert hold_as_q4_1(model, kernel) == 0
+    read_at_memory_speed(model, kernel)
+    assert hold_as_q4_1(model, kernel) > 0
+
+
+def test_smollm2_in_fp32_holds_its_linear_weights_as_exact_q4_1_blocks(
+    smollm2_engine: ModelEngine, smollm2_dir: Path
+) -> None:
+    # Its checkpoint is dequantized from a Q4_1 GGUF; its embedding, which the vocabulary
+    # projection shares, is not Q4_1 there.
+    model: Any = smollm2_engine.model
+    projection = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not projection]
+    assert len(linears) == 7 * model.config.num_hidden_layers
+    assert all(is_q4_1_held(linear.weight) for linear in linears)
+    assert projection.weight.dtype == torch.float32
+    report = smollm2_engine.architecture()
+    assert report.config.dtype == "float32"  # the values are fp32's, exactly
+    seeds: Any = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)
+    assert report.total_parameters == seeds.num_parameters()
+    assert report.repr == repr(seeds)
 
 
 @pytest.mark.parametrize("checkpoint", ["tiny_bf16_phi3_dir", "tiny_tied_bf16_phi3_dir"])

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from phi3_lsp.cpu_kernels import in_features, is_q4_1_held
 from phi3_lsp.int4_weights import GROUP_SIZE
 from phi3_lsp.quantize import Int4Linear, input_embedding, vocabulary_projection
 
@@ -149,13 +150,20 @@ def summarize_config(config: Any, model: nn.Module) -> ConfigSummary:
 def count_parameters(module: nn.Module) -> int:
     """All parameters of `module`; one shared by several modules (tied weights) counts once.
 
-    The weights of int4 layers count as the parameters they stand for.
+    The weights of int4 layers, and fp32 weights held as Q4_1 blocks, count as the parameters
+    they stand for.
     """
     # `parameters()` yields each Parameter object once, however many modules hold it.
-    stored = sum(parameter.numel() for parameter in module.parameters())
+    stored = sum(_stands_for(parameter) for parameter in module.parameters())
     return stored + sum(
         layer.quantized_parameters for layer in module.modules() if isinstance(layer, Int4Linear)
     )
+
+
+def _stands_for(parameter: torch.Tensor) -> int:
+    if is_q4_1_held(parameter):
+        return parameter.shape[0] * in_features(parameter)
+    return parameter.numel()
 
 
 def module_counts(model: nn.Module) -> list[ModuleCount]:
@@ -202,14 +210,14 @@ def _parameter_dtype(model: nn.Module) -> str:
         if isinstance(weight, torch.Tensor):
             described[name] = [weight]
     described_ids = {id(weight) for weights in described.values() for weight in weights}
-    rest = sorted({_dtype_name(p.dtype) for p in model.parameters() if id(p) not in described_ids})
+    rest = sorted({_dtype_name(p) for p in model.parameters() if id(p) not in described_ids})
     dtype = "/".join(rest) or "unknown"
     parts = []
     if any(isinstance(layer, Int4Linear) for layer in model.modules()):
         parts.append(f"int4 linear layers (groups of {GROUP_SIZE})")
     by_dtype: dict[str, list[str]] = {}
     for name, weights in described.items():
-        weights_dtype = "/".join(sorted({_dtype_name(weight.dtype) for weight in weights}))
+        weights_dtype = "/".join(sorted({_dtype_name(weight) for weight in weights}))
         if weights_dtype != dtype:
             by_dtype.setdefault(weights_dtype, []).append(name)
     parts += [f"{weights_dtype} {_listed(names)}" for weights_dtype, names in by_dtype.items()]
@@ -221,8 +229,12 @@ def _listed(names: list[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def _dtype_name(weight: torch.Tensor) -> str:
+    if is_q4_1_held(weight):
+        # fp32 values, held exactly (`fp32_products.hold_as_q4_1`), as the config alone cannot
+        # tell before the weights are read (`engine.architecture_before_weights`)
+        return "float32"
+    return str(weight.dtype).removeprefix("torch.")
 
 
 def _optional_int(value: object) -> int | None:

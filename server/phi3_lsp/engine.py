@@ -26,6 +26,7 @@ from phi3_lsp.architecture import ArchitectureReport, count_parameters, describe
 from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
 from phi3_lsp.errors import ModelSourceError
 from phi3_lsp.fp32_products import (
+    hold_as_q4_1,
     keep_bf16_weights,
     read_at_memory_speed,
     reads_rows_alike,
@@ -523,6 +524,9 @@ def _build_model(
         kernel = own_fp32_kernel()  # built on a first start (~0.4 s), not in a completion
         if kernel is not None:
             read_at_memory_speed(model, kernel)
+            if not bf16_held:
+                held = hold_as_q4_1(model, kernel)
+                log.info("%s: %d fp32 linear weights held as exact Q4_1 blocks", source.name, held)
             run_layers_in_one_call(model)
     model.eval()
     return model

@@ -42,6 +42,7 @@ from phi3_lsp.cpu_kernels import (
     KernelWeight,
     LayerProduct,
     fits_fp32_tiles,
+    in_features,
     own_kernels,
 )
 from phi3_lsp.fp32_products import short_pass_rows
@@ -248,10 +249,11 @@ def _in_features(product: LayerProduct) -> int:
 
 
 def _shape(weight: KernelWeight) -> tuple[int, int]:
-    """[out, in] of a weight: a 4-bit weight's codes pack two inputs a byte."""
+    """[out, in] of a weight: a 4-bit weight's codes pack two inputs a byte, Q4_1 blocks 32
+    inputs a block."""
     if isinstance(weight, tuple):
         return weight[0].shape[0], weight[0].shape[1] * 2
-    return weight.shape[0], weight.shape[1]
+    return weight.shape[0], in_features(weight)
 
 
 def _in_one_call(

@@ -48,9 +48,9 @@ def test_fp32_products_are_as_exact_as_torchs(
 def test_an_fp32_rows_products_depend_on_nothing_but_the_row(
     kernel: Fp32Kernel, dtype: torch.dtype
 ) -> None:
-    # 5 rows: the AVX-512 build takes them two at a time, and the last alone; 37 outputs and
-    # 1000 inputs leave a tail of each.
-    weight, rows = torch.randn(37, 1000).to(dtype), torch.randn(5, 1000)
+    # 7 rows: the AVX-512 build takes four at once, then two, then the last alone; 37 outputs
+    # and 1000 inputs leave a tail of each.
+    weight, rows = torch.randn(37, 1000).to(dtype), torch.randn(7, 1000)
     on_one_thread, on_two_threads = on_one_then_two_threads(kernel.multiply, rows, weight)
     assert torch.equal(on_one_thread, on_two_threads)
     for index in range(len(rows)):

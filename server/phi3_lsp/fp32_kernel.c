@@ -245,6 +245,24 @@ static inline __attribute__((always_inline)) void load_weights(const void *w, in
   widen_bf16_evens_odds(padded, a, b);
 }
 
+/* A block's 32 codes (0-15, as floats) as its 16 bytes: value j's code in the low half of byte j,
+ * value j + 16's in the high half (see `rebuild_block`). */
+#if defined(__AVX512F__)
+static inline void store_codes(const Vector *codes, uint8_t *bytes) {
+  const __m128i low = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(codes[0]));
+  const __m128i high = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(codes[1]));
+  /* Each code < 16: shifted by 4 within 16-bit lanes, no bits cross into the next byte. */
+  _mm_storeu_si128((__m128i *)bytes, _mm_or_si128(low, _mm_slli_epi16(high, 4)));
+}
+#else
+static inline void store_codes(const Vector *codes, uint8_t *bytes) {
+  float values[Q4_1_BLOCK];
+  for (int v = 0; v < Q4_1_BLOCK / LANES; v++) STORE(values + v * LANES, codes[v]);
+  for (int j = 0; j < Q4_1_BLOCK / 2; j++)
+    bytes[j] = (uint8_t)((int)values[j] | (int)values[j + Q4_1_BLOCK / 2] << 4);
+}
+#endif
+
 /* Bytes of a weight row held as `held`, and of the part of it a step reads. */
 static inline int64_t row_bytes(int held, int64_t in_features) {
   if (held == HELD_Q4_1) return in_features / Q4_1_BLOCK * Q4_1_BLOCK_BYTES;
@@ -402,19 +420,18 @@ static int pack_block(const float *values, uint8_t *block) {
   const float d = to_half_precision((greatest_lane(greatest) - m) / 15.0f);
   /* By the reciprocal: near enough to pick q, which the check then proves. */
   const Vector scale = SPLAT(d), minimum = SPLAT(m), inverse = SPLAT(d > 0.0f ? 1.0f / d : 0.0f);
-  float codes[Q4_1_BLOCK];
+  Vector codes[Q4_1_BLOCK / LANES];
   int exact = 1;
-  for (int j = 0; j < Q4_1_BLOCK; j += LANES) {
-    const Vector values_here = LOAD(values + j);
-    const Vector code = LEAST(GREATEST(NEAREST_WHOLE(MULTIPLY(SUBTRACT(values_here, minimum), inverse)), ZERO()), SPLAT(15.0f));
-    exact &= all_equal(MULTIPLY_ADD(code, scale, minimum), values_here);
-    STORE(codes + j, code);
+  for (int v = 0; v < Q4_1_BLOCK / LANES; v++) {
+    const Vector values_here = LOAD(values + v * LANES);
+    const Vector nearest = NEAREST_WHOLE(MULTIPLY(SUBTRACT(values_here, minimum), inverse));
+    codes[v] = LEAST(GREATEST(nearest, ZERO()), SPLAT(15.0f));
+    exact &= all_equal(MULTIPLY_ADD(codes[v], scale, minimum), values_here);
   }
   if (!exact) return 0;
   memcpy(block, &d, sizeof d);
   memcpy(block + sizeof d, &m, sizeof m);
-  for (int j = 0; j < Q4_1_BLOCK / 2; j++)
-    block[2 * sizeof d + j] = (uint8_t)((int)codes[j] | (int)codes[j + Q4_1_BLOCK / 2] << 4);
+  store_codes(codes, block + 2 * sizeof d);
   return 1;
 }
 

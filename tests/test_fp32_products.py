@@ -36,6 +36,7 @@ from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row
 from phi3_lsp.sources import resolve_model
 from q4_1_values import q4_1_values
+from resident_pages import resident_kb
 from tiny_llama import VOCABULARY, prompt_then_steps
 
 RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
@@ -165,6 +166,29 @@ def test_weights_of_exact_q4_1_blocks_are_held_so_with_the_same_bits(
     ours, theirs = prompt_then_steps(held, prompt_length), prompt_then_steps(model, prompt_length)
     for step, (one, other) in enumerate(zip(ours, theirs, strict=True)):
         assert torch.equal(one, other), f"pass {step} differs"
+
+
+def test_held_weights_give_their_pages_of_the_checkpoint_back(
+    kernel: Fp32Kernel, tmp_path: Path
+) -> None:
+    model: Any = tiny_fp32_llama(hidden_size=128)
+    for linear in (module for module in model.modules() if isinstance(module, nn.Linear)):
+        linear.weight.data = q4_1_values(linear.out_features, linear.in_features)
+    model.save_pretrained(tmp_path)
+    checkpoint = tmp_path / "model.safetensors"
+    loaded: Any = LlamaForCausalLM.from_pretrained(tmp_path, dtype=torch.float32)
+    read_at_memory_speed(loaded, kernel)
+    linears = [module for module in loaded.modules() if isinstance(module, nn.Linear)]
+    for linear in linears:
+        linear.weight.sum()  # read: resident, as after a first pass
+    before = resident_kb(checkpoint)
+    assert before > 0  # the weights are views of the checkpoint's mapping
+
+    assert hold_as_q4_1(loaded, kernel) == len(linears)
+
+    released_kb = before - resident_kb(checkpoint)
+    weights_kb = sum(4 * linear.out_features * linear.in_features for linear in linears) // 1024
+    assert released_kb >= weights_kb - 8 * len(linears)  # all but the pages at their ends
 
 
 def test_other_fp32_weights_are_held_as_they_are(kernel: Fp32Kernel) -> None:

@@ -31,8 +31,8 @@
  * those blocks (`phi3_q4_1_pack`): each value is rebuilt exactly as it is loaded (d * q is exact,
  * so one rounding, that of the sum), and the products have the fp32 weight's bits from 24 bytes
  * a block instead of 128. Over SmolLM2's 210 linear weights (425 MB in fp32, 80 MB so), one pass
- * of 1 / 2 / 6 / 16 / 32 rows took 2.04 / 2.06 / 1.54 / 1.24 / 1.06x less time (2 threads, with its
- * fp32 vocabulary projection); more rows meet the rebuilt values, fewer bytes matter.
+ * of 1 / 2 / 6 / 16 / 32 rows took 1.95 / 1.83 / 1.52 / 1.30 / 1.14x less time (2 threads, with its
+ * fp32 vocabulary projection); the more rows meet each rebuilt value, the less its bytes matter.
  */
 #include <immintrin.h>
 #include <math.h>

@@ -21,9 +21,11 @@ The model computes what it computes with fp32 weights, in half the memory.
 A checkpoint dequantized from GGUF's Q4_1 (SmolLM2's, here) holds fp32 weights whose every
 block of 32 inputs is d * q + m exactly: `hold_as_q4_1` keeps those as the blocks (24 bytes a
 block against 128), which our kernel rebuilds exactly as it reads them, again with the fp32
-weights' bits. SmolLM2's linear layers then take 80 MB instead of 425, and a pass over 1 / 6 / 16
-rows of them (with its fp32 vocabulary projection) 14.1 / 24.0 / 47.7 ms instead of 28.8 / 36.9 /
-59.3 (2 threads, Xeon); longer passes widen them a slice at a time, as bf16-held ones."""
+weights' bits. SmolLM2's linear layers then take 80 MB instead of 425 (their pages of the
+checkpoint's mapping go back, see `file_pages`: loaded in-process, 590 MB resident after three
+answers instead of 907), and a pass over 1 / 6 / 16 rows of them (with its fp32 vocabulary
+projection) 14.0 / 22.6 / 39.5 ms instead of 27.3 / 34.3 / 51.5 (2 threads, Xeon); longer passes
+widen them for torch's products, as bf16-held ones."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from torch import nn
 from torch.nn import functional
 
 from phi3_lsp.cpu_kernels import Fp32Kernel, is_q4_1_held
+from phi3_lsp.file_pages import release_file_pages
 from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.quantize import input_embedding
 from phi3_lsp.weight_files import read_header
@@ -136,15 +139,18 @@ def read_at_memory_speed(
 def hold_as_q4_1(model: nn.Module, kernel: Fp32Kernel) -> int:
     """Hold each fp32 weight of `model`'s linear layers with our forward (`read_at_memory_speed`)
     as Q4_1 blocks where its values are exactly such blocks' (`Fp32Kernel.pack_q4_1`); returns
-    how many. Their products keep their bits; their fp32 copies are let go. Before
+    how many. Their products keep their bits; their fp32 values are let go, also where they are
+    pages of the checkpoint's mapping (see `file_pages`). Before
     `layer_kernel.run_layers_in_one_call`, whose layers keep the weights they were given."""
     held = 0
     for module in model.modules():
         if not (isinstance(module, nn.Linear) and short_pass_rows(module) is not None):
             continue
-        blocks = kernel.pack_q4_1(module.weight.detach())
+        values = module.weight.detach()
+        blocks = kernel.pack_q4_1(values)
         if blocks is not None:
             module.weight = nn.Parameter(blocks, requires_grad=False)
+            release_file_pages(values)
             held += 1
     return held
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -18,34 +19,41 @@ import torch
 _MADV_DONTNEED = 4  # from Linux's mman-common.h (the same value on every architecture it has)
 
 
-def release_file_pages(tensor: torch.Tensor) -> int:
-    """Unmap from this process the whole pages that `tensor`'s bytes cover, where they are a
+def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
+    """Unmap from this process the whole pages that each tensor's bytes cover, where they are a
     file's mapping (never anonymous memory, whose contents that would lose); returns how many
-    bytes. The tensor must not be read again: a read would fault its pages back from the file,
-    without any change made to them in memory. Nothing where Linux's maps are not to be read."""
-    start = tensor.data_ptr()
-    end = start + tensor.numel() * tensor.element_size()
-    page = mmap.PAGESIZE
-    first, last = -(-start // page) * page, end // page * page  # whole pages only
-    if last <= first or not _in_a_file_mapping(first, last):
+    bytes. The tensors must not be read again: a read would fault their pages back from the
+    file, without any change made to them in memory. Nothing where Linux's maps are not to be
+    read."""
+    mappings = _file_mappings()
+    if not mappings:
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     libc.madvise.restype = ctypes.c_int
-    return last - first if libc.madvise(first, last - first, _MADV_DONTNEED) == 0 else 0
+    page, released = mmap.PAGESIZE, 0
+    for tensor in tensors:
+        start = tensor.data_ptr()
+        end = start + tensor.numel() * tensor.element_size()
+        first, last = -(-start // page) * page, end // page * page  # whole pages only
+        in_a_file = any(low <= first and last <= high for low, high in mappings)
+        if first < last and in_a_file and libc.madvise(first, last - first, _MADV_DONTNEED) == 0:
+            released += last - first
+    return released
 
 
-def _in_a_file_mapping(start: int, end: int) -> bool:
-    """Whether [start, end) lies within one mapping of a file (a path, an inode), per Linux's
-    /proc/self/maps."""
+def _file_mappings() -> list[tuple[int, int]]:
+    """The address ranges of this process's mappings of files (a path, an inode), per Linux's
+    /proc/self/maps; none where it cannot be read."""
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
-        return False
+        return []
+    ranges = []
     for line in lines:
         # address perms offset device inode [path]
         fields = line.split(maxsplit=5)
-        low, _, high = fields[0].partition("-")
-        if int(low, 16) <= start and end <= int(high, 16):
-            return len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/")
-    return False
+        if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+            low, _, high = fields[0].partition("-")
+            ranges.append((int(low, 16), int(high, 16)))
+    return ranges

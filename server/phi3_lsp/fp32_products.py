@@ -142,7 +142,7 @@ def hold_as_q4_1(model: nn.Module, kernel: Fp32Kernel) -> int:
     how many. Their products keep their bits; their fp32 values are let go, also where they are
     pages of the checkpoint's mapping (see `file_pages`). Before
     `layer_kernel.run_layers_in_one_call`, whose layers keep the weights they were given."""
-    held = 0
+    let_go = []
     for module in model.modules():
         if not (isinstance(module, nn.Linear) and short_pass_rows(module) is not None):
             continue
@@ -150,9 +150,9 @@ def hold_as_q4_1(model: nn.Module, kernel: Fp32Kernel) -> int:
         blocks = kernel.pack_q4_1(values)
         if blocks is not None:
             module.weight = nn.Parameter(blocks, requires_grad=False)
-            release_file_pages(values)
-            held += 1
-    return held
+            let_go.append(values)
+    release_file_pages(let_go)
+    return len(let_go)
 
 
 def reads_rows_alike(model: nn.Module) -> bool:

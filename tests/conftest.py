@@ -205,11 +205,14 @@ def cache_of_this_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 @pytest.fixture(scope="session")
 def smollm2_engine(smollm2_dir: Path) -> ModelEngine:
-    """SmolLM2-135M loaded once for all slow tests (as `--model smollm2-135m` resolves it)."""
+    """SmolLM2-135M loaded once for all slow tests (as `--model smollm2-135m` resolves it), its
+    weights held as the server holds them once ready."""
     from phi3_lsp.engine import ModelEngine
     from phi3_lsp.sources import resolve_model
 
-    return ModelEngine.load(resolve_model("smollm2-135m"))
+    engine = ModelEngine.load(resolve_model("smollm2-135m"))
+    engine.hold_weights_compactly()
+    return engine
 
 
 @pytest.fixture(scope="session")
@@ -250,7 +253,9 @@ def smollm2_engine_without_avx512(smollm2_dir: Path) -> Iterator[ModelEngine]:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(cpu_kernels, "cpu_flags", lambda: flags)
             forget_kernels()
-            yield ModelEngine.load(resolve_model("smollm2-135m"))
+            engine = ModelEngine.load(resolve_model("smollm2-135m"))
+            engine.hold_weights_compactly()  # as the server does once ready
+            yield engine
     finally:
         forget_kernels()  # the next test sees this CPU's kernels again
 

@@ -152,14 +152,17 @@ def test_weights_of_exact_q4_1_blocks_are_held_so_with_the_same_bits(
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
     for seed, linear in enumerate(linears):  # as a checkpoint dequantized from Q4_1 holds them
         linear.weight.data = q4_1_values(linear.out_features, linear.in_features, seed)
-    held = copy.deepcopy(model)
-    read_at_memory_speed(model, kernel)
-    read_at_memory_speed(held, kernel)
-
-    assert hold_as_q4_1(held, kernel) == len(linears)
-    for each in (model, held):  # the layers in one call read the weights held then
+    held: Any = copy.deepcopy(model)
+    for each in (model, held):  # as loaded
+        read_at_memory_speed(each, kernel)
         if in_one_call and not (attend_row_by_row(each) and run_layers_in_one_call(each)):
             pytest.skip("the decoder layer kernel needs AVX-512 BF16 and VBMI")
+
+    assert hold_as_q4_1(held, kernel) == len(linears)
+    if in_one_call:  # as `ModelEngine.hold_weights_compactly` does: the layers read the blocks
+        assert run_layers_in_one_call(held) == held.config.num_hidden_layers
+        # ... through the kernel given them alone, not one given the fp32 weights before
+        assert all(layer.forward.had is None for layer in held.model.layers)
     held_linears = [module for module in held.modules() if isinstance(module, nn.Linear)]
     assert all(is_q4_1_held(linear.weight) for linear in held_linears)
     prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then ours

@@ -296,6 +296,31 @@ async def test_completions_turned_off_during_the_warm_up_warm_up_once_they_are_o
     assert WARMED_UP in caplog.text  # what the first completion would have paid is paid
 
 
+def test_a_load_holds_its_weights_compactly_once_ready_before_the_warm_up(
+    tiny_phi3_dir: Path,
+    listener: RecordingListener,
+    new_host: Callable[[str], ModelHost],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    steps: list[tuple[str, str]] = []  # (step, the status then)
+    warm_up = ModelEngine.warm_up
+
+    def hold(engine: ModelEngine) -> None:
+        steps.append(("hold", listener.statuses[-1].state))
+
+    def warm(engine: ModelEngine, stop_event: threading.Event | None = None) -> None:
+        steps.append(("warm-up", listener.statuses[-1].state))
+        warm_up(engine, stop_event)
+
+    monkeypatch.setattr(ModelEngine, "hold_weights_compactly", hold)
+    monkeypatch.setattr(ModelEngine, "warm_up", warm)
+    host = new_host(str(tiny_phi3_dir))
+    assert host.load(str(tiny_phi3_dir), threads=1)
+    assert listener.wait_for_load() == LoadOutcome(model=str(tiny_phi3_dir))
+    idle_model_thread(host)
+    assert steps == [("hold", "ready"), ("warm-up", "ready")]
+
+
 WARMED_UP = "Decode passes choose among"
 """What the engine logs of a warm-up run to its end: the decode pass timed on each count."""
 

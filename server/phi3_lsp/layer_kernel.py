@@ -49,6 +49,7 @@ from phi3_lsp.fp32_products import short_pass_rows
 from phi3_lsp.int4_weights import Int4Weight, own_kernel_for
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.lean_layers import (
+    drop_fast_way,
     fused_unbiased_without_dropout,
     residual_dropouts_drop_nothing,
     shares_unbiased_products,
@@ -77,7 +78,8 @@ _IN_ONE_CALL: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 def run_layers_in_one_call(model: nn.Module) -> int:
-    """Give the decoder layers our kernel can run the one-call forward; returns how many."""
+    """Give the decoder layers our kernel can run the one-call forward; returns how many. Again
+    for a model whose weights changed how they are held: the layers then read them anew."""
     attention = getattr(getattr(model, "config", None), "_attn_implementation", None)
     kernels = own_kernels()
     if kernels is None or attention not in ("sdpa", ROW_BY_ROW_ATTENTION):
@@ -86,6 +88,8 @@ def run_layers_in_one_call(model: nn.Module) -> int:
     for module in model.modules():
         kernel_layer = _kernel_layer(kernels, module)
         if kernel_layer is not None:
+            if module in _IN_ONE_CALL:
+                drop_fast_way(module)  # the kernel's, and the weights it was given
             take_fast_way(module, functools.partial(_in_one_call, kernel_layer))
             _IN_ONE_CALL.add(module)
             layers += 1

@@ -80,14 +80,25 @@ def take_fast_way(layer: nn.Module, fast_way: FastWay) -> None:
     layer.forward = _FastWayForward(fast_way, layer)  # type: ignore[method-assign]
 
 
+def drop_fast_way(layer: nn.Module) -> None:
+    """Give `layer` back the forward it had before its last `take_fast_way`."""
+    forward = layer.__dict__.get("forward")
+    if not isinstance(forward, _FastWayForward):
+        return
+    if forward.had is None:
+        del layer.forward
+    else:
+        layer.forward = forward.had  # type: ignore[method-assign]
+
+
 class _FastWayForward:
     """A decoder layer's forward: `fast_way` for the passes it takes, else the one it had."""
 
-    __slots__ = ("_fast_way", "_had", "_layer")
+    __slots__ = ("_fast_way", "_layer", "had")
 
     def __init__(self, fast_way: FastWay, layer: nn.Module) -> None:
         self._fast_way = fast_way
-        self._had: Callable[..., torch.Tensor] | None = layer.__dict__.get("forward")
+        self.had: Callable[..., torch.Tensor] | None = layer.__dict__.get("forward")
         """A fast way taken before, or None: the forward of the layer's class."""
         # Weakly, not its bound forward: the layer holds this, and a cycle would keep a dropped
         # model's weights until a full garbage collection.
@@ -103,8 +114,8 @@ class _FastWayForward:
         output = self._fast_way(hidden_states, attention_mask, position_embeddings, kwargs)
         if output is not None:
             return output
-        if self._had is not None:
-            forward = self._had
+        if self.had is not None:
+            forward = self.had
         else:
             layer = self._layer()
             assert layer is not None  # it is calling this

@@ -613,6 +613,7 @@ class ModelHost:
             self._listener.load_ended(outcome)
             self._engine, self._warm_up_owed = engine, False
             if engine is not None and engine.has_weights:
+                self._thread.submit(self._hold_weights_compactly, engine)
                 self._queue_warm_up(engine)
             if engine is not None:
                 # Before the status says ready: a completion asked on seeing it comes after
@@ -647,6 +648,16 @@ class ModelHost:
         stop = StopRequest()
         self._running = _RunningGeneration(stop, cache_key="", ahead=True)
         self._thread.submit(self._warm_up, engine, stop)
+
+    def _hold_weights_compactly(self, engine: ModelEngine) -> None:
+        """On the model thread, first after a load: see `ModelEngine.hold_weights_compactly`. A
+        completion asked meanwhile waits for it (~0.1 s), then runs on the weights so held."""
+        try:
+            if engine is self._engine:
+                engine.hold_weights_compactly()
+        except Exception:
+            # The weights stay as they were loaded, with the same results, only slower.
+            logger.exception("Holding the weights of %s compactly failed", engine.name)
 
     def _warm_up(self, engine: ModelEngine, stop: StopRequest) -> None:
         try:

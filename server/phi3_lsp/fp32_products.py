@@ -210,8 +210,9 @@ class _ShortPassForward:
 def _widened_products(
     inputs: torch.Tensor, layer: nn.Linear, widen: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """torch's products of a layer whose weight is held in bf16 or as Q4_1 blocks, each slice of
-    its rows (from `widen`, for Q4_1 blocks) widened to the inputs' dtype."""
+    """torch's products of a layer whose weight is held in bf16 or as Q4_1 blocks, widened (by
+    `widen` from Q4_1 blocks) to the inputs' dtype: whole where small (`WIDENED_WHOLE`), else a
+    slice of `WIDENED_ROWS` rows at a time."""
     flat = inputs.reshape(-1, layer.in_features)
     if layer.out_features * layer.in_features <= WIDENED_WHOLE:
         widened = widen(layer.weight).to(inputs.dtype)

@@ -26,13 +26,13 @@
  * process) that took 0.81-0.96x the time (median 0.88x) where memory read at 52-60 GB/s, and
  * 0.94-1.01x where it read at ~32 (bound by memory either way); 4 rows 0.93x, 12 rows 1.0x.
  *
- * And an fp32 weight whose every block of 32 inputs is d * q + m (q an integer 0-15; d and m of
- * at most 11 significant bits), as a checkpoint dequantized from GGUF's Q4_1 is, may be held as
- * those blocks (`phi3_q4_1_pack`): each value is rebuilt exactly as it is loaded (d * q is exact,
- * so one rounding, that of the sum), and the products have the fp32 weight's bits from 24 bytes
- * a block instead of 128. Over SmolLM2's 210 linear weights (425 MB in fp32, 80 MB so), one pass
- * of 1 / 2 / 6 / 16 / 32 rows took 1.95 / 1.83 / 1.52 / 1.30 / 1.14x less time (2 threads, with its
- * fp32 vocabulary projection); the more rows meet each rebuilt value, the less its bytes matter.
+ * And an fp32 weight whose every block of 32 inputs is d * q + m (q an integer 0-15, d an fp16
+ * value), as a checkpoint dequantized from GGUF's Q4_1 is, may be held as those blocks
+ * (`phi3_q4_1_pack`): each value is rebuilt exactly as it is loaded (d * q is exact, so one
+ * rounding, that of the sum), and the products have the fp32 weight's bits from 24 bytes a block
+ * instead of 128. Over SmolLM2's 210 linear weights (425 MB in fp32, 80 MB so), a pass of 1 / 2 /
+ * 6 / 16 / 32 rows took 1.95 / 1.83 / 1.52 / 1.30 / 1.14x less time (2 threads, with its fp32
+ * vocabulary projection); the more rows meet each rebuilt value, the less its bytes matter.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -164,7 +164,8 @@ static inline void rebuild_block(const uint8_t *codes, float d, float m, int64_t
   const __m128i shift = _mm_cvtsi32_si128((int)(4 * half));
   const __m256 scale = _mm256_set1_ps(d), minimum = _mm256_set1_ps(m);
   const __m256i fifteen = _mm256_set1_epi32(15);
-  const __m256i first = _mm256_and_si256(_mm256_srl_epi32(_mm256_cvtepu8_epi32(bytes), shift), fifteen);
+  const __m256i first =
+      _mm256_and_si256(_mm256_srl_epi32(_mm256_cvtepu8_epi32(bytes), shift), fifteen);
   const __m256i next = _mm256_and_si256(
       _mm256_srl_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)), shift), fifteen);
   *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(first), scale, minimum);

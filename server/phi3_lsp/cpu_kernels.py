@@ -253,8 +253,8 @@ def _weight(weight: KernelWeight) -> _Weight:
         return _Weight(
             _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
         )
-    dims = 3 if weight.dtype == torch.uint8 else 2
-    if weight.dtype not in _WEIGHT_KINDS or weight.dim() != dims or not weight.is_contiguous():
+    laid_out = is_q4_1_held(weight) if weight.dtype == torch.uint8 else weight.dim() == 2
+    if weight.dtype not in _WEIGHT_KINDS or not laid_out or not weight.is_contiguous():
         raise ValueError(
             "the decoder layer kernel reads contiguous fp32, bf16 or Q4_1-held weights only"
         )

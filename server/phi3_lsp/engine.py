@@ -117,7 +117,6 @@ class ModelEngine:
         self.config = config
         self.has_weights = has_weights
         self.weights = weights
-        self._weights_compacted = not has_weights  # see `hold_weights_compactly`
         self.eos_token_ids = eos_token_ids
         self.context_length = _context_length(config)
         kv_bytes = kv_bytes_per_token(config)  # fp32, whatever the checkpoint's dtype
@@ -410,12 +409,11 @@ class ModelEngine:
     def hold_weights_compactly(self) -> None:
         """Hold the fp32 weights that are exact Q4_1 blocks as those blocks, with the same bits
         (`fp32_products.hold_as_q4_1`; SmolLM2's: 80 MB instead of 425, decode passes ~1.5-2x as
-        fast). Once, on the model thread after ready: it takes ~0.1 s, which time to ready
-        would otherwise pay. Nothing for other models."""
-        kernel = own_fp32_kernel()
-        if self._weights_compacted or self.weights != "fp32" or kernel is None:
+        fast). On the model thread after ready: it takes ~0.1 s, which time to ready would
+        otherwise pay. Nothing for other models, nor again (held weights are no longer fp32)."""
+        kernel = own_fp32_kernel() if self.weights == "fp32" else None  # int4 builds none
+        if kernel is None:
             return
-        self._weights_compacted = True
         held = hold_as_q4_1(self.model, kernel)
         if held:
             run_layers_in_one_call(self.model)  # the layers in one call read the blocks

@@ -25,7 +25,8 @@ def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
     bytes. The tensors must not be read again: a read would fault their pages back from the
     file, without any change made to them in memory. Nothing where Linux's maps are not to be
     read."""
-    mappings = _file_mappings()
+    tensors = list(tensors)
+    mappings = _file_mappings() if tensors else []
     if not mappings:
         return 0
     libc = ctypes.CDLL(None, use_errno=True)

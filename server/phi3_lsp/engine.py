@@ -35,6 +35,7 @@ from phi3_lsp.fp32_products import (
 from phi3_lsp.generation import Generation, GreedyDecoder, PromptRead, TextCallback
 from phi3_lsp.int4_cache import TENSORS_FILE, int4_entry, load_int4
 from phi3_lsp.layer_kernel import every_layer_in_one_call, run_layers_in_one_call
+from phi3_lsp.layer_stack import run_stack_in_one_go
 from phi3_lsp.lean_layers import lean_decoding
 from phi3_lsp.load_stops import StopCheck
 from phi3_lsp.memory_fit import (
@@ -538,6 +539,7 @@ def _build_model(
         if kernel is not None:
             read_at_memory_speed(model, kernel)
             run_layers_in_one_call(model)
+    run_stack_in_one_go(model)  # where every layer runs in one call
     model.eval()
     return model
 

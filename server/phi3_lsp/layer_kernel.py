@@ -55,7 +55,7 @@ from phi3_lsp.lean_layers import (
     shares_unbiased_products,
     take_fast_way,
 )
-from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION, is_causal_pass
+from phi3_lsp.row_attention import ROW_BY_ROW_ATTENTION, is_causal_pass, outruns_window
 
 _VECTOR = 16
 """The kernel's element-wise steps take rows of a multiple of this many values."""
@@ -69,12 +69,17 @@ def every_layer_in_one_call(model: nn.Module) -> bool:
     the few values at the end of each share take another path (measured: SiLU's last bit differs
     between 1 and 3 threads where a pass holds more than 65,536 values)."""
     layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    in_one_call = sum(1 for module in model.modules() if module in _IN_ONE_CALL)
+    in_one_call = sum(1 for module in model.modules() if module in _KERNEL_LAYERS)
     return isinstance(layers, int) and layers > 0 and in_one_call == layers
 
 
-_IN_ONE_CALL: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-"""The decoder layers given the one-call forward."""
+def kernel_layer(layer: nn.Module) -> KernelLayer | None:
+    """How the one-call forward of `layer` runs it (None: the layer has none)."""
+    return _KERNEL_LAYERS.get(layer)
+
+
+_KERNEL_LAYERS: weakref.WeakKeyDictionary[nn.Module, KernelLayer] = weakref.WeakKeyDictionary()
+"""The decoder layers given the one-call forward, and how it runs each."""
 
 
 def run_layers_in_one_call(model: nn.Module) -> int:
@@ -88,16 +93,16 @@ def run_layers_in_one_call(model: nn.Module) -> int:
     for module in model.modules():
         kernel_layer = _kernel_layer(kernels, module)
         if kernel_layer is not None:
-            if module in _IN_ONE_CALL:
+            if module in _KERNEL_LAYERS:
                 drop_fast_way(module)  # the kernel's, and the weights it was given
             take_fast_way(module, functools.partial(_in_one_call, kernel_layer))
-            _IN_ONE_CALL.add(module)
+            _KERNEL_LAYERS[module] = kernel_layer
             layers += 1
     return layers
 
 
 @dataclass(frozen=True)
-class _KernelLayer:
+class KernelLayer:
     """A decoder layer as the one-call way runs it; what a pass needs beside its inputs."""
 
     kernel: DecoderLayer
@@ -111,8 +116,27 @@ class _KernelLayer:
     no_keys: torch.Tensor
     """[1, kv_heads, 0, head_dim] fp32: the shape and dtype of the layer's cache buffers."""
 
+    def takes_pass(self, rows: int, tokens: int, reading_prompt: bool) -> bool:
+        """Whether the kernel takes a causal pass of `rows` rows that ends at `tokens` tokens."""
+        too_many = self.rows_at_most is not None and rows > self.rows_at_most
+        if too_many and not (self.prompts_of_any_length and reading_prompt):
+            return False
+        return not outruns_window(self.sliding_window, tokens)
 
-def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
+    def run(
+        self, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], cache: GrowingCache
+    ) -> None:
+        """The layer over `hidden` [rows, hidden] (contiguous fp32, changed in place) with the
+        rows' rotary cos and sin [rows, rotary_dim]: their keys and values go into `cache`
+        after the positions it holds."""
+        rows = len(hidden)
+        cache_layer = cache.layer(self.layer_index)
+        keys, values, cached = cache_layer.room_for(rows, self.no_keys, self.no_keys)
+        self.kernel.run(hidden, rotary, keys[0], values[0], cached, cache.reading_prompt)
+        cache_layer.hold(cached + rows)
+
+
+def _kernel_layer(kernels: CpuKernels, layer: Any) -> KernelLayer | None:
     found = _products(layer)
     if found is None or not isinstance(_activation(layer), SiLUActivation):
         return None
@@ -147,7 +171,7 @@ def _kernel_layer(kernels: CpuKernels, layer: Any) -> _KernelLayer | None:
         norm_epsilon=norms[0].variance_epsilon,
         scaling=attention.scaling,
     )
-    return _KernelLayer(
+    return KernelLayer(
         kernel,
         attention.layer_idx,
         rows_at_most,
@@ -261,7 +285,7 @@ def _shape(weight: KernelWeight) -> tuple[int, int]:
 
 
 def _in_one_call(
-    layer: _KernelLayer,
+    layer: KernelLayer,
     hidden_states: torch.Tensor,
     attention_mask: torch.Tensor | None,
     position_embeddings: tuple[torch.Tensor, torch.Tensor] | None,
@@ -278,19 +302,12 @@ def _in_one_call(
     ):
         return None
     rows = hidden_states.shape[1]
-    if (
-        layer.rows_at_most is not None
-        and rows > layer.rows_at_most
-        and not (layer.prompts_of_any_length and cache.reading_prompt)
-    ):
+    tokens = cache.layer(layer.layer_index).get_seq_length() + rows
+    # The mask alone: `takes_pass` knows the layer's sliding window.
+    causal = is_causal_pass(attention_mask, rows, tokens, window=None)
+    if not causal or not layer.takes_pass(rows, tokens, cache.reading_prompt):
         return None
-    cache_layer = cache.layer(layer.layer_index)
-    tokens = cache_layer.get_seq_length() + rows
-    if not is_causal_pass(attention_mask, rows, tokens, layer.sliding_window):
-        return None
-    keys, values, cached = cache_layer.room_for(rows, layer.no_keys, layer.no_keys)
     hidden = hidden_states.reshape(rows, -1).clone()
     cos, sin = position_embeddings
-    layer.kernel.run(hidden, (cos[0], sin[0]), keys[0], values[0], cached, cache.reading_prompt)
-    cache_layer.hold(tokens)
+    layer.run(hidden, (cos[0], sin[0]), cache)
     return hidden.view(1, rows, -1)

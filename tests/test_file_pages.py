@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phi3_lsp.file_pages import release_file_pages
+from phi3_lsp.file_pages import FilePages
 from resident_pages import resident_kb
 
 pytestmark = pytest.mark.skipif(
@@ -28,7 +28,7 @@ def test_a_file_mapped_tensors_pages_are_given_back_and_read_again_alike(
     tensor.sum()  # every page read
     assert resident_kb(path) >= 16 << 10
 
-    released = release_file_pages([tensor])
+    released = FilePages().release(tensor)
 
     assert released == 16 << 20
     assert resident_kb(path) < 1 << 10
@@ -49,7 +49,7 @@ def test_only_whole_pages_within_the_tensor_are_given_back(tmp_path: Path) -> No
     # From 100 bytes into the first page to 100 bytes into the last.
     part = whole[25 : count - mmap.PAGESIZE // 4 + 25]
 
-    assert release_file_pages([part]) == 4 * count - 2 * mmap.PAGESIZE
+    assert FilePages().release(part) == 4 * count - 2 * mmap.PAGESIZE
 
     assert (whole[0].item(), whole[-1].item()) == (1234.5, -1234.5)
     del whole, part
@@ -59,5 +59,5 @@ def test_only_whole_pages_within_the_tensor_are_given_back(tmp_path: Path) -> No
 def test_anonymous_memory_is_never_given_back() -> None:
     values = torch.randn(4 << 20)
     kept = values.clone()
-    assert release_file_pages([values]) == 0
+    assert FilePages().release(values) == 0
     assert torch.equal(values, kept)

@@ -9,8 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from phi3_lsp.cpu_kernels import FP32_BUILDS, Build, Fp32Kernel, build_library, compiler_command
-from q4_1_values import q4_1_values
+from block_values import q4_1_values, q8_0_values
+from phi3_lsp.cpu_kernels import (
+    FP32_BUILDS,
+    Q4_1,
+    Q8_0,
+    BlockFormat,
+    Build,
+    Fp32Kernel,
+    build_library,
+    compiler_command,
+)
 
 RUNNABLE = [build for build in FP32_BUILDS if build.runs_here()]
 NARROWEST = FP32_BUILDS[-1]
@@ -83,12 +92,13 @@ def test_a_bf16_weight_gives_the_bits_of_its_fp32_widening(
 
 
 def test_the_fp32_kernel_refuses_other_dtypes(kernel: Fp32Kernel) -> None:
-    with pytest.raises(ValueError, match="fp32 rows and fp32, bf16 or Q4_1 weights only"):
+    with pytest.raises(ValueError, match="fp32 rows and fp32, bf16, Q4_1 or Q8_0 weights only"):
         kernel.multiply(torch.randn(1, 64).bfloat16(), torch.randn(8, 64))
-    with pytest.raises(ValueError, match="fp32 rows and fp32, bf16 or Q4_1 weights only"):
+    with pytest.raises(ValueError, match="fp32 rows and fp32, bf16, Q4_1 or Q8_0 weights only"):
         kernel.multiply(torch.randn(1, 64), torch.randn(8, 64).half())
-    with pytest.raises(ValueError, match="uint8 weights as Q4_1 blocks only"):
-        kernel.multiply(torch.randn(1, 64), torch.zeros(8, 64, dtype=torch.uint8))
+    for dtype in (torch.uint8, torch.int8):
+        with pytest.raises(ValueError, match="8-bit weights as Q4_1 or Q8_0 blocks only"):
+            kernel.multiply(torch.randn(1, 64), torch.zeros(8, 64, dtype=dtype))
 
 
 def test_a_second_build_reuses_the_first(tmp_path: Path) -> None:
@@ -160,32 +170,57 @@ def test_the_tiles_take_bf16_weights_of_whole_groups_only(tiles: Fp32Kernel) -> 
         tiles.multiply_on_tiles(torch.randn(40, 96).bfloat16(), torch.zeros(64, 96).bfloat16())
 
 
+HELD_AS = {"Q4_1": (Q4_1, q4_1_values, 3 / 16), "Q8_0": (Q8_0, q8_0_values, 9 / 32)}
+"""Each format of blocks: the values it holds exactly, and its share of the fp32 bytes."""
+
+
+@pytest.mark.parametrize("held_as", HELD_AS)
 @pytest.mark.parametrize(("out_features", "in_features"), [(1536, 576), (37, 1024)])
-def test_a_q4_1_held_weight_gives_the_bits_of_its_fp32_values(
-    kernel: Fp32Kernel, out_features: int, in_features: int
+def test_a_block_held_weight_gives_the_bits_of_its_fp32_values(
+    kernel: Fp32Kernel, held_as: str, out_features: int, in_features: int
 ) -> None:
-    weight = q4_1_values(out_features, in_features)
-    blocks = kernel.pack_q4_1(weight)
-    assert blocks is not None
-    assert blocks.numel() == weight.numel() * 4 * 3 // 16  # 3/16 of the fp32 bytes
-    assert torch.equal(kernel.widen_q4_1(blocks), weight)
+    blocks, values, share = HELD_AS[held_as]
+    weight = values(out_features, in_features)
+    held = kernel.pack(weight, blocks)
+    assert held is not None
+    assert held.numel() == weight.numel() * 4 * share
+    assert torch.equal(kernel.widen(held), weight)
     rows = torch.randn(5, in_features)
-    assert torch.equal(kernel.multiply(rows, blocks), kernel.multiply(rows, weight))
-    on_one_thread, on_two_threads = on_one_then_two_threads(kernel.multiply, rows, blocks)
+    assert torch.equal(kernel.multiply(rows, held), kernel.multiply(rows, weight))
+    on_one_thread, on_two_threads = on_one_then_two_threads(kernel.multiply, rows, held)
     assert torch.equal(on_one_thread, on_two_threads)
 
 
 def test_only_weights_of_exact_q4_1_blocks_are_held_so(kernel: Fp32Kernel) -> None:
     weight = q4_1_values(8, 64)
-    assert kernel.pack_q4_1(weight) is not None
+    assert kernel.pack(weight, Q4_1) is not None
     # One value a rounding off: a block's least (its m), its greatest (m + 15 d), another.
     for column in (32, 33, 40):
         changed = weight.clone()
         changed[3, column] = torch.nextafter(changed[3, column], torch.tensor(1.0))
-        assert kernel.pack_q4_1(changed) is None, f"column {column}"
+        assert kernel.pack(changed, Q4_1) is None, f"column {column}"
+    _assert_other_values_are_not_held(kernel, weight, Q4_1)
+
+
+def test_only_weights_of_exact_q8_0_blocks_are_held_so(kernel: Fp32Kernel) -> None:
+    weight = q8_0_values(8, 64)
+    assert kernel.pack(weight, Q8_0) is not None
+    # One value a rounding off: a block's greatest magnitude (127 d), another, a zero.
+    weight[3, 40] = 0.0
+    for column in (37, 33, 40):
+        changed = weight.clone()
+        changed[3, column] = torch.nextafter(changed[3, column], torch.tensor(1.0))
+        assert kernel.pack(changed, Q8_0) is None, f"column {column}"
+    assert kernel.pack(q4_1_values(8, 64), Q8_0) is None  # d * q + m: an offset Q8_0 has not
+    _assert_other_values_are_not_held(kernel, weight, Q8_0)
+
+
+def _assert_other_values_are_not_held(
+    kernel: Fp32Kernel, weight: torch.Tensor, blocks: BlockFormat
+) -> None:
     with_nan = weight.clone()
     with_nan[7, 63] = float("nan")
-    assert kernel.pack_q4_1(with_nan) is None
-    assert kernel.pack_q4_1(torch.randn(8, 64)) is None  # an fp32 checkpoint's own values
-    assert kernel.pack_q4_1(q4_1_values(8, 96)[:, :80].contiguous()) is None  # a part block
-    assert kernel.pack_q4_1(weight.bfloat16()) is None
+    assert kernel.pack(with_nan, blocks) is None
+    assert kernel.pack(torch.randn(8, 64), blocks) is None  # an fp32 checkpoint's own values
+    assert kernel.pack(torch.cat([weight, weight[:, :16]], dim=1), blocks) is None  # a part block
+    assert kernel.pack(weight.bfloat16(), blocks) is None

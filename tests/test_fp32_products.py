@@ -12,20 +12,24 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from block_values import q4_1_values, q8_0_values
+from phi3_lsp.architecture import count_parameters
 from phi3_lsp.cpu_kernels import (
     FP32_BUILDS,
+    Q4_1,
+    Q8_0,
     Build,
     Fp32Kernel,
     build_library,
     compiler_command,
-    is_q4_1_held,
+    held_blocks,
     own_fp32_kernel,
 )
 from phi3_lsp.engine import ModelEngine
 from phi3_lsp.fp32_products import (
     BF16_ROWS_AT_MOST,
     ROWS_AT_MOST,
-    hold_as_q4_1,
+    hold_as_blocks,
     read_at_memory_speed,
     reads_rows_alike,
 )
@@ -35,7 +39,6 @@ from phi3_lsp.pass_planner import MAX_DRAFT
 from phi3_lsp.quantize import input_embedding
 from phi3_lsp.row_attention import attend_row_by_row
 from phi3_lsp.sources import resolve_model
-from q4_1_values import q4_1_values
 from resident_pages import resident_kb
 from tiny_llama import VOCABULARY, prompt_then_steps
 
@@ -63,7 +66,7 @@ def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return Fp32Kernel(build_library(build, tmp_path_factory.mktemp("cache"), compiler_command()))
 
 
-def tiny_fp32_llama(hidden_size: int = 96) -> nn.Module:
+def tiny_fp32_llama(hidden_size: int = 96, tied_embeddings: bool = False) -> nn.Module:
     """96 wide by default; 128 gives heads of 32, which our decoder layer kernel takes."""
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -73,6 +76,7 @@ def tiny_fp32_llama(hidden_size: int = 96) -> nn.Module:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
+        tie_word_embeddings=tied_embeddings,
     )
     model: nn.Module = LlamaForCausalLM(config)
     model.eval()
@@ -145,26 +149,36 @@ def test_a_short_pass_gives_each_row_the_bits_of_one_row_passes(kernel: Fp32Kern
 
 
 @pytest.mark.parametrize("in_one_call", [False, True], ids=["transformers-layers", "one-call"])
-def test_weights_of_exact_q4_1_blocks_are_held_so_with_the_same_bits(
+def test_weights_of_exact_blocks_are_held_so_with_the_same_bits(
     kernel: Fp32Kernel, in_one_call: bool
 ) -> None:
-    model = tiny_fp32_llama(hidden_size=128)
+    # As a checkpoint dequantized from GGUF holds them (SmolLM2's): the decoder layers' Q4_1
+    # blocks, the vocabulary projection's Q8_0 ones, tied to the input embedding.
+    model: Any = tiny_fp32_llama(hidden_size=128, tied_embeddings=True)
+    projection = model.get_output_embeddings()
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    for seed, linear in enumerate(linears):  # as a checkpoint dequantized from Q4_1 holds them
-        linear.weight.data = q4_1_values(linear.out_features, linear.in_features, seed)
+    for seed, linear in enumerate(linears):
+        values = q8_0_values if linear is projection else q4_1_values
+        linear.weight.data = values(linear.out_features, linear.in_features, seed)
+    parameters = model.num_parameters()
     held: Any = copy.deepcopy(model)
     for each in (model, held):  # as loaded
         read_at_memory_speed(each, kernel)
         if in_one_call and not (attend_row_by_row(each) and run_layers_in_one_call(each)):
             pytest.skip("the decoder layer kernel needs AVX-512 BF16 and VBMI")
 
-    assert hold_as_q4_1(held, kernel) == len(linears)
+    assert hold_as_blocks(held, kernel) == len(linears)
     if in_one_call:  # as `ModelEngine.hold_weights_compactly` does: the layers read the blocks
         assert run_layers_in_one_call(held) == held.config.num_hidden_layers
         # ... through the kernel given them alone, not one given the fp32 weights before
         assert all(layer.forward.had is None for layer in held.model.layers)
     held_linears = [module for module in held.modules() if isinstance(module, nn.Linear)]
-    assert all(is_q4_1_held(linear.weight) for linear in held_linears)
+    assert [held_blocks(linear.weight) for linear in held_linears] == [
+        Q8_0 if linear is held.get_output_embeddings() else Q4_1 for linear in held_linears
+    ]
+    # Still tied: the embedding looks its rows up in the same blocks, one parameter.
+    assert held.get_input_embeddings().weight is held.get_output_embeddings().weight
+    assert count_parameters(held) == parameters
     prompt_length = ROWS_AT_MOST + 4  # a prompt pass of torch's products, then ours
     ours, theirs = prompt_then_steps(held, prompt_length), prompt_then_steps(model, prompt_length)
     for step, (one, other) in enumerate(zip(ours, theirs, strict=True)):
@@ -187,7 +201,7 @@ def test_held_weights_give_their_pages_of_the_checkpoint_back(
     before = resident_kb(checkpoint)
     assert before > 0  # the weights are views of the checkpoint's mapping
 
-    assert hold_as_q4_1(loaded, kernel) == len(linears)
+    assert hold_as_blocks(loaded, kernel) == len(linears)
 
     released_kb = before - resident_kb(checkpoint)
     weights_kb = sum(4 * linear.out_features * linear.in_features for linear in linears) // 1024
@@ -197,27 +211,28 @@ def test_held_weights_give_their_pages_of_the_checkpoint_back(
 def test_other_fp32_weights_are_held_as_they_are(kernel: Fp32Kernel) -> None:
     model = tiny_fp32_llama()  # drawn at random: no block is d * q + m
     read_at_memory_speed(model, kernel)
-    assert hold_as_q4_1(model, kernel) == 0
+    assert hold_as_blocks(model, kernel) == 0
     model = tiny_fp32_llama()
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
     for linear in linears:
         linear.weight.data = q4_1_values(linear.out_features, linear.in_features)
-    assert hold_as_q4_1(model, kernel) == 0  # not without our forward, which reads the blocks
+    assert hold_as_blocks(model, kernel) == 0  # not without our forward, which reads the blocks
     read_at_memory_speed(model, kernel)
-    assert hold_as_q4_1(model, kernel) == len(linears)
+    assert hold_as_blocks(model, kernel) == len(linears)
 
 
-def test_smollm2_in_fp32_holds_its_linear_weights_as_exact_q4_1_blocks(
+def test_smollm2_in_fp32_holds_its_weights_as_the_exact_blocks_of_its_gguf(
     smollm2_engine: ModelEngine, smollm2_dir: Path
 ) -> None:
-    # Its checkpoint is dequantized from a Q4_1 GGUF; its embedding, which the vocabulary
-    # projection shares, is not Q4_1 there.
+    # Its checkpoint is dequantized from a GGUF whose linear layers are Q4_1 and whose
+    # embedding, which the vocabulary projection shares, is Q8_0.
     model: Any = smollm2_engine.model
     projection = model.get_output_embeddings()
     linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m is not projection]
     assert len(linears) == 7 * model.config.num_hidden_layers
-    assert all(is_q4_1_held(linear.weight) for linear in linears)
-    assert projection.weight.dtype == torch.float32
+    assert all(held_blocks(linear.weight) is Q4_1 for linear in linears)
+    assert held_blocks(projection.weight) is Q8_0
+    assert model.get_input_embeddings().weight is projection.weight
     report = smollm2_engine.architecture()
     assert report.config.dtype == "float32"  # the values are fp32's, exactly
     seeds: Any = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from phi3_lsp.cpu_kernels import in_features, is_q4_1_held
+from phi3_lsp.cpu_kernels import held_blocks, in_features
 from phi3_lsp.int4_weights import GROUP_SIZE
 from phi3_lsp.quantize import Int4Linear, input_embedding, vocabulary_projection
 
@@ -150,8 +150,8 @@ def summarize_config(config: Any, model: nn.Module) -> ConfigSummary:
 def count_parameters(module: nn.Module) -> int:
     """All parameters of `module`; one shared by several modules (tied weights) counts once.
 
-    The weights of int4 layers, and fp32 weights held as Q4_1 blocks, count as the parameters
-    they stand for.
+    The weights of int4 layers, and fp32 weights held as Q4_1 or Q8_0 blocks, count as the
+    parameters they stand for.
     """
     # `parameters()` yields each Parameter object once, however many modules hold it.
     stored = sum(_stands_for(parameter) for parameter in module.parameters())
@@ -161,7 +161,7 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def _stands_for(parameter: torch.Tensor) -> int:
-    if is_q4_1_held(parameter):
+    if held_blocks(parameter) is not None:
         return parameter.shape[0] * in_features(parameter)
     return parameter.numel()
 
@@ -230,8 +230,8 @@ def _listed(names: list[str]) -> str:
 
 
 def _dtype_name(weight: torch.Tensor) -> str:
-    if is_q4_1_held(weight):
-        # fp32 values, held exactly (`fp32_products.hold_as_q4_1`), as the config alone cannot
+    if held_blocks(weight) is not None:
+        # fp32 values, held exactly (`fp32_products.hold_as_blocks`), as the config alone cannot
         # tell before the weights are read (`engine.architecture_before_weights`)
         return "float32"
     return str(weight.dtype).removeprefix("torch.")

@@ -21,7 +21,8 @@ CPU has it):
 - `fp32_kernel.c`: a few rows times an fp32 weight, read at 27-40 GB/s against torch's
   10-23 GB/s, each row with the bits it gets alone (see `fp32_products`); or times a bf16
   weight widened exactly as it is read, the same bits from half the bytes; or times an fp32
-  weight held as the exact Q4_1 blocks it was dequantized from, the same bits from 3/16 of them.
+  weight held as the exact Q4_1 or Q8_0 blocks it was dequantized from, the same bits from 3/16
+  or 9/32 of them.
 
 They need a C compiler (`$CC`, else `cc`); without one, on other CPUs, or when a build fails,
 the model keeps torch's kernels and the log says why. A compiler that does not know AMX (GCC
@@ -125,9 +126,9 @@ _pointer, _size = ctypes.c_void_p, ctypes.c_int64
 
 
 _MAX_PARTS = 3
-_WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2, torch.uint8: 3}
-"""decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32, bf16 and Q4_1-held ones by
-dtype."""
+_WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2, torch.uint8: 3, torch.int8: 4}
+"""decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32, bf16, Q4_1- and Q8_0-held ones
+by dtype."""
 
 
 class _Weight(ctypes.Structure):
@@ -162,8 +163,8 @@ class _DecoderLayer(ctypes.Structure):
 Int4Tensors = tuple[torch.Tensor, torch.Tensor]
 """A 4-bit weight as the kernel reads it: packed codes, scales and zeros (see int4_weights)."""
 KernelWeight = torch.Tensor | Int4Tensors
-"""A weight as the decoder layer kernel reads it: fp32 or bf16 [out, in] or Q4_1 blocks
-[out, in / 32, 24] (see `Fp32Kernel.pack_q4_1`), contiguous, or a 4-bit one."""
+"""A weight as the decoder layer kernel reads it: fp32 or bf16 [out, in] or Q4_1 or Q8_0 blocks
+[out, in / 32, bytes a block] (see `Fp32Kernel.pack`), contiguous, or a 4-bit one."""
 LayerProduct = tuple[KernelWeight, ...]
 """A product of a decoder layer: the outputs of 1 to 3 weights side by side (Phi-3 fuses its
 query, key and value projections, a Llama checkpoint holds them apart)."""
@@ -253,10 +254,10 @@ def _weight(weight: KernelWeight) -> _Weight:
         return _Weight(
             _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
         )
-    laid_out = is_q4_1_held(weight) if weight.dtype == torch.uint8 else weight.dim() == 2
+    laid_out = weight.dim() == 2 or held_blocks(weight) is not None
     if weight.dtype not in _WEIGHT_KINDS or not laid_out or not weight.is_contiguous():
         raise ValueError(
-            "the decoder layer kernel reads contiguous fp32, bf16 or Q4_1-held weights only"
+            "the decoder layer kernel reads contiguous fp32, bf16, Q4_1- or Q8_0-held weights only"
         )
     return _Weight(_WEIGHT_KINDS[weight.dtype], weight.data_ptr(), None, weight.shape[0])
 
@@ -387,18 +388,19 @@ class Fp32Kernel:
             torch.float32: loaded.phi3_fp32_multiply,
             torch.bfloat16: loaded.phi3_bf16_weight_multiply,
             torch.uint8: loaded.phi3_q4_1_weight_multiply,
+            torch.int8: loaded.phi3_q8_0_weight_multiply,
         }
         # rows, row count, inputs, weight, outputs, products, threads
         arguments: list[Any] = [_pointer, _size, _size, _pointer, _size, _pointer, ctypes.c_int]
         for function in self._multiply.values():
-            function.restype = None
+            function.restype = ctypes.c_int  # 0, or -1 where it found no memory
             function.argtypes = arguments
-        self._pack_q4_1 = loaded.phi3_q4_1_pack
-        self._pack_q4_1.restype = ctypes.c_int
-        self._pack_q4_1.argtypes = [_pointer, _size, _size, _pointer, ctypes.c_int]
-        self._widen_q4_1 = loaded.phi3_q4_1_widen
-        self._widen_q4_1.restype = None
-        self._widen_q4_1.argtypes = [_pointer, _size, _size, _pointer, ctypes.c_int]
+        # weight (or blocks), out, in (or rows, in), blocks (or values), threads
+        self._pack = {Q4_1: loaded.phi3_q4_1_pack, Q8_0: loaded.phi3_q8_0_pack}
+        self._widen = {Q4_1: loaded.phi3_q4_1_widen, Q8_0: loaded.phi3_q8_0_widen}
+        for packs, widens in zip(self._pack.values(), self._widen.values(), strict=True):
+            packs.restype, widens.restype = ctypes.c_int, None
+            packs.argtypes = widens.argtypes = [_pointer, _size, _size, _pointer, ctypes.c_int]
         tiles_ready = getattr(loaded, "phi3_fp32_tiles_ready", None)
         self._on_tiles: Any = loaded.phi3_fp32_tiles_multiply if tiles_ready else None
         if self._on_tiles is not None:
@@ -410,42 +412,48 @@ class Fp32Kernel:
 
     def multiply(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """`rows @ weight.T` in fp32 for fp32 rows [n, in] and a contiguous weight [out, in] in
-        fp32 or bf16, or held as Q4_1 blocks (`pack_q4_1`): products [n, out], each with the
-        same bits on any number of rows or threads, and a bf16 or Q4_1-held weight's the bits
+        fp32 or bf16, or held as Q4_1 or Q8_0 blocks (`pack`): products [n, out], each with the
+        same bits on any number of rows or threads, and a bf16 or block-held weight's the bits
         of its fp32 values'."""
         multiply = self._multiply.get(weight.dtype)
         if rows.dtype != torch.float32 or multiply is None:
-            raise ValueError("the fp32 kernel takes fp32 rows and fp32, bf16 or Q4_1 weights only")
+            raise ValueError(
+                "the fp32 kernel takes fp32 rows and fp32, bf16, Q4_1 or Q8_0 weights only"
+            )
         if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != in_features(weight):
             raise ValueError("the fp32 kernel cannot take these rows and weight")
-        if weight.dtype == torch.uint8 and not is_q4_1_held(weight):
-            raise ValueError("the fp32 kernel takes uint8 weights as Q4_1 blocks only")
-        return _multiplied(multiply, rows, weight)[0]
+        laid_out = weight.dim() == 2 if weight.is_floating_point() else held_blocks(weight)
+        if not laid_out:
+            raise ValueError("the fp32 kernel takes 8-bit weights as Q4_1 or Q8_0 blocks only")
+        products, status = _multiplied(multiply, rows, weight)
+        if status != 0:
+            raise MemoryError("the fp32 kernel found no memory for its rows")
+        return products
 
-    def pack_q4_1(self, weight: torch.Tensor) -> torch.Tensor | None:
-        """An fp32 weight [out, in] as Q4_1 blocks [out, in / 32, 24] (uint8: each block of 32
-        inputs' scale d and least value m in fp32, then 16 bytes of 4-bit codes q), when every
-        value is d * q + m exactly, as in a checkpoint dequantized from GGUF's Q4_1; else None.
-        `multiply` and `widen_q4_1` give the fp32 weight's bits from it."""
+    def pack(self, weight: torch.Tensor, blocks: BlockFormat) -> torch.Tensor | None:
+        """An fp32 weight [out, in] as `blocks` [out, in / 32, bytes a block], when each block
+        of 32 inputs holds them exactly, as in a checkpoint dequantized from GGUF's Q4_1 or Q8_0;
+        else None. `multiply` and `widen` give the fp32 weight's bits from it."""
         if weight.dtype != torch.float32 or weight.dim() != 2 or not weight.is_contiguous():
             return None
         out, in_ = weight.shape
-        if in_ % Q4_1_BLOCK != 0:
+        if in_ % BLOCK_INPUTS != 0:
             return None
-        blocks = torch.empty(out, in_ // Q4_1_BLOCK, Q4_1_BLOCK_BYTES, dtype=torch.uint8)
-        exact = self._pack_q4_1(
-            weight.data_ptr(), out, in_, blocks.data_ptr(), torch.get_num_threads()
+        held = torch.empty(out, in_ // BLOCK_INPUTS, blocks.block_bytes, dtype=blocks.dtype)
+        exact = self._pack[blocks](
+            weight.data_ptr(), out, in_, held.data_ptr(), torch.get_num_threads()
         )
-        return blocks if exact else None
+        return held if exact else None
 
-    def widen_q4_1(self, blocks: torch.Tensor) -> torch.Tensor:
-        """The fp32 values [out, in] of a weight (or some of its rows) held as Q4_1 blocks."""
-        if not (is_q4_1_held(blocks) and blocks.is_contiguous()):
-            raise ValueError("widen_q4_1 takes contiguous Q4_1 blocks [out, in / 32, 24] only")
-        values = torch.empty(blocks.shape[0], in_features(blocks))
-        self._widen_q4_1(
-            blocks.data_ptr(),
-            blocks.shape[0],
+    def widen(self, held: torch.Tensor) -> torch.Tensor:
+        """The fp32 values [out, in] of a weight (or some of its rows) held as blocks (`pack`)."""
+        blocks = held_blocks(held)
+        if blocks is None or not held.is_contiguous():
+            raise ValueError("widen takes contiguous Q4_1 or Q8_0 blocks [out, in / 32, bytes]")
+        values = torch.empty(held.shape[0], in_features(held))
+        self._widen[blocks](
+            held.data_ptr(),
+            held.shape[0],
             values.shape[1],
             values.data_ptr(),
             torch.get_num_threads(),
@@ -470,20 +478,38 @@ class Fp32Kernel:
         return products
 
 
-Q4_1_BLOCK = 32
-"""Inputs a Q4_1 block holds (`Fp32Kernel.pack_q4_1`)..."""
-Q4_1_BLOCK_BYTES = 24
-"""... in these bytes: d and m in fp32, then 16 bytes of codes (fp32_kernel.c's layout)."""
+@dataclass(frozen=True)
+class BlockFormat:
+    """How an fp32 weight is held as the exact blocks of 32 inputs it was dequantized from
+    (`Fp32Kernel.pack`): [out, in / 32, block_bytes] of `dtype`, fp32_kernel.c's layout."""
+
+    name: str
+    dtype: torch.dtype
+    block_bytes: int
 
 
-def is_q4_1_held(weight: torch.Tensor) -> bool:
-    """Whether `weight` is an fp32 weight held as Q4_1 blocks (`Fp32Kernel.pack_q4_1`)."""
-    return weight.dtype == torch.uint8 and weight.dim() == 3 and weight.shape[2] == Q4_1_BLOCK_BYTES
+BLOCK_INPUTS = 32
+"""Inputs a block holds."""
+Q4_1 = BlockFormat("Q4_1", torch.uint8, 24)
+"""GGUF's Q4_1: each block's scale d and least value m in fp32, then 16 bytes of 4-bit codes q;
+each value d * q + m."""
+Q8_0 = BlockFormat("Q8_0", torch.int8, 36)
+"""GGUF's Q8_0: each block's scale d in fp32, then 32 signed 8-bit codes q; each value d * q."""
+
+
+def held_blocks(weight: torch.Tensor) -> BlockFormat | None:
+    """The blocks `weight` holds an fp32 weight as (`Fp32Kernel.pack`); None if it holds none."""
+    for blocks in (Q4_1, Q8_0):
+        if (weight.dtype, weight.dim()) == (blocks.dtype, 3) and weight.shape[
+            2
+        ] == blocks.block_bytes:
+            return blocks
+    return None
 
 
 def in_features(weight: torch.Tensor) -> int:
-    """The inputs of a weight [out, in] our fp32 kernel reads, also one held as Q4_1 blocks."""
-    return weight.shape[1] * Q4_1_BLOCK if is_q4_1_held(weight) else weight.shape[1]
+    """The inputs of a weight [out, in] our fp32 kernel reads, also one held as blocks."""
+    return weight.shape[1] * (BLOCK_INPUTS if held_blocks(weight) else 1)
 
 
 def fits_fp32_tiles(weight: torch.Tensor) -> bool:

@@ -1,6 +1,6 @@
 /* A whole Llama- or Phi-3-style decoder layer in one call (AVX-512), for 4-bit models and for
- * fp32 ones (weights in fp32, bf16 or Q4_1 blocks); built by cpu_kernels.py with int4_kernel.c,
- * fp32_kernel.c and attention_kernel.c, whose entry points it calls.
+ * fp32 ones (weights in fp32 or bf16, or as Q4_1 or Q8_0 blocks); built by cpu_kernels.py with
+ * int4_kernel.c, fp32_kernel.c and attention_kernel.c, whose entry points it calls.
  *
  * transformers' layer forward is a few dozen torch calls, each with its Python and dispatch
  * cost: on SmolLM2 in int4 a one-token pass spent ~8 ms where its weights take ~2 ms to read,
@@ -27,15 +27,17 @@
 int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_features,
                        const uint8_t *packed, const uint16_t *scales_and_zeros,
                        int64_t out_features, void *products, int threads, int prompt);
-void phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
-                        const float *weight, int64_t out_features, float *products,
-                        int threads);
-void phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
-                               const uint16_t *weight, int64_t out_features, float *products,
-                               int threads);
-void phi3_q4_1_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
-                               const uint8_t *blocks, int64_t out_features, float *products,
-                               int threads);
+int phi3_fp32_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                       const float *weight, int64_t out_features, float *products, int threads);
+int phi3_bf16_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                              const uint16_t *weight, int64_t out_features, float *products,
+                              int threads);
+int phi3_q4_1_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                              const uint8_t *blocks, int64_t out_features, float *products,
+                              int threads);
+int phi3_q8_0_weight_multiply(const float *rows, int64_t n_rows, int64_t in_features,
+                              const uint8_t *blocks, int64_t out_features, float *products,
+                              int threads);
 #ifdef PHI3_TILES_FROM_ROWS
 int phi3_fp32_tiles_ready(void);
 int phi3_fp32_tiles_multiply(const float *rows, int64_t n_rows, int64_t in_features,
@@ -56,11 +58,11 @@ enum {
   MAX_PARTS = 3,
 };
 
-enum WeightKind { WEIGHT_INT4, WEIGHT_FP32, WEIGHT_BF16, WEIGHT_Q4_1 };
+enum WeightKind { WEIGHT_INT4, WEIGHT_FP32, WEIGHT_BF16, WEIGHT_Q4_1, WEIGHT_Q8_0 };
 
 /* A weight as our kernels read it: 4-bit (packed codes with their scales and zeros, see
  * int4_kernel.c), or fp32 values [out_features, in_features] held in fp32, bf16 or exact Q4_1
- * blocks (see fp32_kernel.c). */
+ * or Q8_0 blocks (see fp32_kernel.c). */
 typedef struct {
   int kind; /* a WeightKind */
   const void *values;
@@ -139,9 +141,8 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
                               weight->scales_and_zeros, weight->out_features, products, threads,
                               prompt);
   case WEIGHT_FP32:
-    phi3_fp32_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
-                       products, threads);
-    return 0;
+    return phi3_fp32_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
+                              products, threads);
   case WEIGHT_BF16:
 #ifdef PHI3_TILES_FROM_ROWS
     /* A prompt's rows, on the tiles where they take the weight: whole groups and blocks of 32 */
@@ -150,13 +151,14 @@ static int multiply_weight(const Weight *weight, const float *rows, int64_t n_ro
       return phi3_fp32_tiles_multiply(rows, n_rows, in_features, weight->values,
                                       weight->out_features, products, threads);
 #endif
-    phi3_bf16_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
-                              products, threads);
-    return 0;
+    return phi3_bf16_weight_multiply(rows, n_rows, in_features, weight->values,
+                                     weight->out_features, products, threads);
   case WEIGHT_Q4_1:
-    phi3_q4_1_weight_multiply(rows, n_rows, in_features, weight->values, weight->out_features,
-                              products, threads);
-    return 0;
+    return phi3_q4_1_weight_multiply(rows, n_rows, in_features, weight->values,
+                                     weight->out_features, products, threads);
+  case WEIGHT_Q8_0:
+    return phi3_q8_0_weight_multiply(rows, n_rows, in_features, weight->values,
+                                     weight->out_features, products, threads);
   }
   return -1;
 }

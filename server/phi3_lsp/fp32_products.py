@@ -19,13 +19,17 @@ take them in `layer_kernel`), elsewhere torch's products of the weight widened a
 The model computes what it computes with fp32 weights, in half the memory.
 
 A checkpoint dequantized from GGUF's Q4_1 (SmolLM2's, here) holds fp32 weights whose every
-block of 32 inputs is d * q + m exactly: `hold_as_q4_1` keeps those as the blocks (24 bytes a
+block of 32 inputs is d * q + m exactly: `hold_as_blocks` keeps those as the blocks (24 bytes a
 block against 128), which our kernel rebuilds exactly as it reads them, again with the fp32
-weights' bits. SmolLM2's linear layers then take 80 MB instead of 425 (their pages of the
-checkpoint's mapping go back, see `file_pages`: loaded in-process, 590 MB resident after three
-answers instead of 907), and a pass over 1 / 6 / 16 rows of them (with its fp32 vocabulary
-projection) 14.0 / 22.6 / 39.5 ms instead of 27.3 / 34.3 / 51.5 (2 threads, Xeon); longer passes
-widen them for torch's products, as bf16-held ones."""
+weights' bits; and those dequantized from Q8_0 (d * q: SmolLM2's vocabulary projection, tied to
+its input embedding) as theirs (36 bytes a block). SmolLM2's linear layers then take 80 MB
+instead of 425 and its vocabulary projection 32 MB instead of 113 (their pages of the
+checkpoint's mapping go back, see `file_pages`: loaded in-process, 661-664 MB resident after
+four answers to ~500-token prompts, 738-751 with the Q4_1 blocks alone). A pass over its linear
+layers and fp32 vocabulary projection of 1 / 6 / 16 rows took 14.0 / 22.6 / 39.5 ms with the
+Q4_1 blocks instead of 27.3 / 34.3 / 51.5; whole passes of 1 / 16 rows 9.7-10.4 / 35.7-38.8 ms
+with the Q8_0 blocks too instead of 14.9-15.5 / 43.4-46.6 (2 threads, Xeon). Longer passes widen
+them for torch's products, as bf16-held ones."""
 
 from __future__ import annotations
 
@@ -37,8 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from phi3_lsp.cpu_kernels import Fp32Kernel, is_q4_1_held
-from phi3_lsp.file_pages import release_file_pages
+from phi3_lsp.cpu_kernels import Q4_1, Q8_0, Fp32Kernel, held_blocks
+from phi3_lsp.file_pages import FilePages
 from phi3_lsp.precision import outputs_in_fp32, to_fp32_except
 from phi3_lsp.quantize import input_embedding
 from phi3_lsp.weight_files import read_header
@@ -136,23 +140,53 @@ def read_at_memory_speed(
     return layers
 
 
-def hold_as_q4_1(model: nn.Module, kernel: Fp32Kernel) -> int:
+def hold_as_blocks(model: nn.Module, kernel: Fp32Kernel) -> int:
     """Hold each fp32 weight of `model`'s linear layers with our forward (`read_at_memory_speed`)
-    as Q4_1 blocks where its values are exactly such blocks' (`Fp32Kernel.pack_q4_1`); returns
-    how many. Their products keep their bits; their fp32 values are let go, also where they are
-    pages of the checkpoint's mapping (see `file_pages`). Before
-    `layer_kernel.run_layers_in_one_call`, whose layers keep the weights they were given."""
-    let_go = []
+    as Q4_1 or Q8_0 blocks where its values are exactly such blocks' (`Fp32Kernel.pack`);
+    returns how many. Their products keep their bits; their fp32 values are let go, also where
+    they are pages of the checkpoint's mapping (see `file_pages`). An input embedding tied to
+    such a weight holds the same blocks and looks up rows rebuilt from them, the same values.
+    Before `layer_kernel.run_layers_in_one_call`, whose layers keep the weights they were given."""
+    embedding = input_embedding(model)
+    pages = FilePages()
+    held_weights = 0
     for module in model.modules():
         if not (isinstance(module, nn.Linear) and short_pass_rows(module) is not None):
             continue
         values = module.weight.detach()
-        blocks = kernel.pack_q4_1(values)
-        if blocks is not None:
-            module.weight = nn.Parameter(blocks, requires_grad=False)
-            let_go.append(values)
-    release_file_pages(let_go)
-    return len(let_go)
+        held = kernel.pack(values, Q4_1)
+        held = kernel.pack(values, Q8_0) if held is None else held
+        if held is None:
+            continue
+        tied = embedding is not None and embedding.weight is module.weight
+        module.weight = nn.Parameter(held, requires_grad=False)
+        if tied:
+            assert embedding is not None  # (tied)
+            embedding.weight = module.weight  # still one parameter, counted and read once
+            embedding.forward = _RowsFromBlocks(kernel, embedding)  # type: ignore[method-assign,assignment]
+        # At once: at most one weight's fp32 values are resident beside the blocks made so far
+        # (all of them at the end took SmolLM2's peak from 450 to 999 MB).
+        pages.release(values)
+        held_weights += 1
+    return held_weights
+
+
+class _RowsFromBlocks:
+    """An input embedding's forward where its weight is held as blocks: the rows looked up,
+    rebuilt from their blocks (the fp32 values, exactly)."""
+
+    __slots__ = ("_embedding", "kernel")
+
+    def __init__(self, kernel: Fp32Kernel, embedding: nn.Embedding) -> None:
+        self.kernel = kernel
+        # Weakly, as `_ShortPassForward` holds its layer.
+        self._embedding = weakref.ref(embedding)
+
+    def __call__(self, token_ids: torch.Tensor) -> torch.Tensor:
+        embedding = self._embedding()
+        assert embedding is not None  # it is calling this
+        rows = self.kernel.widen(embedding.weight.index_select(0, token_ids.reshape(-1)))
+        return rows.reshape(*token_ids.shape, rows.shape[-1])
 
 
 def reads_rows_alike(model: nn.Module) -> bool:
@@ -195,8 +229,8 @@ class _ShortPassForward:
             multiply = self.kernel.multiply
         elif ours and self.kernel.takes_on_tiles(layer.weight):
             multiply = self.kernel.multiply_on_tiles  # a bf16-held weight, a prompt's chunk
-        elif is_q4_1_held(layer.weight):
-            return _widened_products(inputs, layer, self.kernel.widen_q4_1)
+        elif held_blocks(layer.weight) is not None:
+            return _widened_products(inputs, layer, self.kernel.widen)
         elif layer.weight.dtype == torch.bfloat16:
             return _widened_products(inputs, layer, lambda weight: weight)
         else:
@@ -210,8 +244,8 @@ class _ShortPassForward:
 def _widened_products(
     inputs: torch.Tensor, layer: nn.Linear, widen: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """torch's products of a layer whose weight is held in bf16 or as Q4_1 blocks, widened (by
-    `widen` from Q4_1 blocks) to the inputs' dtype: whole where small (`WIDENED_WHOLE`), else a
+    """torch's products of a layer whose weight is held in bf16 or as blocks, widened (by
+    `widen` from blocks) to the inputs' dtype: whole where small (`WIDENED_WHOLE`), else a
     slice of `WIDENED_ROWS` rows at a time."""
     flat = inputs.reshape(-1, layer.in_features)
     if layer.out_features * layer.in_features <= WIDENED_WHOLE:

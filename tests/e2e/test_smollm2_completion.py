@@ -386,12 +386,14 @@ async def test_the_weights_read_speed_counts_every_weight_once(smollm2: Phi3Clie
     from phi3_lsp.offline_pack import ensure_asset
 
     reads = await smollm2.command("phi3.measureWeightReads")
-    # SmolLM2's vocabulary projection is its input embeddings: every stored tensor is read,
-    # its linear layers' as the exact Q4_1 blocks they are held as (24 bytes for 32 fp32
-    # values).
+    # SmolLM2's vocabulary projection is its input embeddings: every stored tensor is read, as
+    # the exact blocks they are held as: its linear layers' Q4_1 (24 bytes for 32 fp32 values),
+    # its embeddings' Q8_0 (36 bytes for 32).
     folder = ensure_asset("smollm2-135m")
     linear = checkpoint_bytes(folder, ending="_proj.weight")
-    read = checkpoint_bytes(folder) - linear + linear * 24 // 128
+    embeddings = checkpoint_bytes(folder, ending="embed_tokens.weight")
+    rest = checkpoint_bytes(folder) - linear - embeddings
+    read = rest + linear * 24 // 128 + embeddings * 36 // 128
     assert read <= reads["bytesRead"] <= read + 1024
     assert reads["seconds"] > 0
     assert reads["bytesPerSecond"] == pytest.approx(reads["bytesRead"] / reads["seconds"])

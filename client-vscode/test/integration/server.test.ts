@@ -254,12 +254,15 @@ void describe(
         const reads = await executeCommand(server, "phi3.measureWeightReads");
         assert.ok(isWeightReads(reads), "the documented result shape");
         // What a pass reads of SmolLM2's 134,515,008 fp32 parameters, the input embeddings being
-        // the vocabulary projection: its 106,168,320 linear weights as the exact Q4_1 blocks the
-        // server holds them as (24 bytes for 32 values), the rest in fp32.
+        // the vocabulary projection: the exact blocks the server holds them as, Q4_1 for its
+        // 106,168,320 linear weights (24 bytes for 32 values), Q8_0 for its 28,311,552 embeddings
+        // (36 bytes for 32), the rest in fp32.
         const linearWeights = 106168320;
-        const bytesRead = (134515008 - linearWeights) * 4 + (linearWeights / 32) * 24;
+        const embeddings = 28311552;
+        const rest = 134515008 - linearWeights - embeddings;
+        const bytesRead = rest * 4 + (linearWeights / 32) * 24 + (embeddings / 32) * 36;
         assert.ok(reads.bytesRead >= bytesRead && reads.bytesRead < bytesRead + 1024);
-        assert.match(describeWeightReads(reads), /^Phi-3 read the model's 0\.19 GB of weights in /);
+        assert.match(describeWeightReads(reads), /^Phi-3 read the model's 0\.11 GB of weights in /);
       },
     );
 

@@ -483,26 +483,24 @@ class BlockFormat:
     """How an fp32 weight is held as the exact blocks of 32 inputs it was dequantized from
     (`Fp32Kernel.pack`): [out, in / 32, block_bytes] of `dtype`, fp32_kernel.c's layout."""
 
-    name: str
     dtype: torch.dtype
     block_bytes: int
 
 
 BLOCK_INPUTS = 32
 """Inputs a block holds."""
-Q4_1 = BlockFormat("Q4_1", torch.uint8, 24)
+Q4_1 = BlockFormat(torch.uint8, 24)
 """GGUF's Q4_1: each block's scale d and least value m in fp32, then 16 bytes of 4-bit codes q;
 each value d * q + m."""
-Q8_0 = BlockFormat("Q8_0", torch.int8, 36)
+Q8_0 = BlockFormat(torch.int8, 36)
 """GGUF's Q8_0: each block's scale d in fp32, then 32 signed 8-bit codes q; each value d * q."""
 
 
 def held_blocks(weight: torch.Tensor) -> BlockFormat | None:
     """The blocks `weight` holds an fp32 weight as (`Fp32Kernel.pack`); None if it holds none."""
     for blocks in (Q4_1, Q8_0):
-        if (weight.dtype, weight.dim()) == (blocks.dtype, 3) and weight.shape[
-            2
-        ] == blocks.block_bytes:
+        laid_out = weight.dim() == 3 and weight.shape[2] == blocks.block_bytes
+        if weight.dtype == blocks.dtype and laid_out:
             return blocks
     return None
 

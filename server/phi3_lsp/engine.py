@@ -410,7 +410,7 @@ class ModelEngine:
     def hold_weights_compactly(self) -> None:
         """Hold the fp32 weights that are exact Q4_1 or Q8_0 blocks as those blocks, with the same
         bits (`fp32_products.hold_as_blocks`; SmolLM2's: 112 MB instead of 538, decode passes ~2x
-        as fast). On the model thread after ready: it takes ~0.1 s, which time to ready would
+        as fast). On the model thread after ready: it takes ~0.15 s, which time to ready would
         otherwise pay. Nothing for other models, nor again (held weights are no longer fp32)."""
         kernel = own_fp32_kernel() if self.weights == "fp32" else None  # int4 builds none
         if kernel is None:

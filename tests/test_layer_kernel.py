@@ -17,29 +17,22 @@ from phi3_lsp.fp32_products import read_at_memory_speed, short_pass_rows
 from phi3_lsp.generation import CHECKED_ROWS_AT_MOST
 from phi3_lsp.kv_cache import GrowingCache, prompt_pass
 from phi3_lsp.layer_kernel import run_layers_in_one_call
-from phi3_lsp.shared_products import share_products
 from tiny_llama import (
     LAYERS,
     VOCABULARY,
+    needs_layers_in_one_call,
     new_fp32_llama,
     new_fp32_phi3,
     new_int4_llama,
     new_int4_phi3,
-    stacks_on_this_cpu,
+    new_shared_int4_llama,
 )
 
-pytestmark = pytest.mark.skipif(
-    own_kernels() is None or not stacks_on_this_cpu(),
-    reason="our kernels need AVX-512 BF16 and VBMI and a C compiler",
-)
+pytestmark = needs_layers_in_one_call()
 
 
 def _new_model(phi3: bool) -> nn.Module:
-    if phi3:
-        return new_int4_phi3()
-    model = new_int4_llama()
-    share_products(model)  # the Llama-style layers run in one call when their products are shared
-    return model
+    return new_int4_phi3() if phi3 else new_shared_int4_llama()
 
 
 @pytest.fixture(params=[False, True], ids=["llama", "phi3"])

@@ -13,33 +13,23 @@ import pytest
 import torch
 from torch import nn
 
-from phi3_lsp.cpu_kernels import own_fp32_kernel, own_kernels
+from phi3_lsp.cpu_kernels import own_fp32_kernel
 from phi3_lsp.fp32_products import read_at_memory_speed
 from phi3_lsp.kv_cache import GrowingCache, prompt_pass
 from phi3_lsp.layer_kernel import run_layers_in_one_call
 from phi3_lsp.layer_stack import run_stack_in_one_go
 from phi3_lsp.prompt_progress import PromptProgress
-from phi3_lsp.shared_products import share_products
 from phi3_lsp.stoppable_passes import LayerStops, PassStopped
 from tiny_llama import (
     LAYERS,
     VOCABULARY,
+    needs_layers_in_one_call,
     new_fp32_llama,
-    new_int4_llama,
     new_int4_phi3,
-    stacks_on_this_cpu,
+    new_shared_int4_llama,
 )
 
-pytestmark = pytest.mark.skipif(
-    own_kernels() is None or not stacks_on_this_cpu(),
-    reason="our kernels need AVX-512 BF16 and VBMI and a C compiler",
-)
-
-
-def _int4_llama() -> nn.Module:
-    model = new_int4_llama()
-    share_products(model)  # the Llama-style layers run in one call when their products are shared
-    return model
+pytestmark = needs_layers_in_one_call()
 
 
 def _fp32_llama() -> nn.Module:
@@ -51,7 +41,8 @@ def _fp32_llama() -> nn.Module:
 
 
 @pytest.fixture(
-    params=[_int4_llama, new_int4_phi3, _fp32_llama], ids=["int4-llama", "int4-phi3", "fp32-llama"]
+    params=[new_shared_int4_llama, new_int4_phi3, _fp32_llama],
+    ids=["int4-llama", "int4-phi3", "fp32-llama"],
 )
 def stacked(seeded: None, request: pytest.FixtureRequest) -> nn.Module:
     """A tiny model whose layers run in one call, and its decoder's layers in one loop."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, Phi3Config, Phi3ForCausalLM
 
+from phi3_lsp.cpu_kernels import own_kernels
 from phi3_lsp.int4_weights import can_unpack
 from phi3_lsp.kv_cache import GrowingCache
 from phi3_lsp.quantize import quantize_to_int4
+from phi3_lsp.shared_products import share_products
 
 LAYERS = 2
 HIDDEN = 128
@@ -76,3 +79,19 @@ def prompt_then_steps(model: nn.Module, prompt_length: int) -> list[torch.Tensor
 def stacks_on_this_cpu() -> bool:
     """True when this CPU's packed layout is known, so that sibling projections are stacked."""
     return can_unpack(SMALLEST_PROJECTION)
+
+
+def needs_layers_in_one_call() -> pytest.MarkDecorator:
+    """Skips the tests it marks where our kernel cannot run decoder layers in one call."""
+    return pytest.mark.skipif(
+        own_kernels() is None or not stacks_on_this_cpu(),
+        reason="our kernels need AVX-512 BF16 and VBMI and a C compiler",
+    )
+
+
+def new_shared_int4_llama() -> nn.Module:
+    """The seeded tiny int4 Llama, its projections sharing their products: our kernel runs such
+    Llama layers in one call."""
+    model = new_int4_llama()
+    share_products(model)
+    return model

@@ -254,8 +254,7 @@ def _weight(weight: KernelWeight) -> _Weight:
         return _Weight(
             _WEIGHT_KINDS["int4"], packed.data_ptr(), scales_and_zeros.data_ptr(), packed.shape[0]
         )
-    laid_out = weight.dim() == 2 or held_blocks(weight) is not None
-    if weight.dtype not in _WEIGHT_KINDS or not laid_out or not weight.is_contiguous():
+    if weight.dtype not in _WEIGHT_KINDS or not laid_out_for_fp32(weight):
         raise ValueError(
             "the decoder layer kernel reads contiguous fp32, bf16, Q4_1- or Q8_0-held weights only"
         )
@@ -422,8 +421,7 @@ class Fp32Kernel:
             )
         if not weight.is_contiguous() or rows.dim() != 2 or rows.shape[1] != in_features(weight):
             raise ValueError("the fp32 kernel cannot take these rows and weight")
-        laid_out = weight.dim() == 2 if weight.is_floating_point() else held_blocks(weight)
-        if not laid_out:
+        if not laid_out_for_fp32(weight):
             raise ValueError("the fp32 kernel takes 8-bit weights as Q4_1 or Q8_0 blocks only")
         products, status = _multiplied(multiply, rows, weight)
         if status != 0:
@@ -503,6 +501,13 @@ def held_blocks(weight: torch.Tensor) -> BlockFormat | None:
         if weight.dtype == blocks.dtype and laid_out:
             return blocks
     return None
+
+
+def laid_out_for_fp32(weight: torch.Tensor) -> bool:
+    """Whether our fp32 kernel reads `weight` as it lies: a contiguous fp32 or bf16 [out, in], or
+    contiguous blocks (`held_blocks`)."""
+    laid_out = weight.dim() == 2 if weight.is_floating_point() else held_blocks(weight) is not None
+    return laid_out and weight.is_contiguous()
 
 
 def in_features(weight: torch.Tensor) -> int:

@@ -211,11 +211,10 @@ static inline __attribute__((always_inline)) void rebuild_q8_0_block(const int8_
 enum Held { HELD_FP32, HELD_BF16, HELD_Q4_1, HELD_Q8_0 };
 
 enum {
-  Q4_1_BLOCK = 32, /* values a block */
-  /* A block's bytes: d and m (fp32), then its 16 bytes of codes. */
+  BLOCK = 32, /* values a Q4_1 or Q8_0 block holds */
+  /* A Q4_1 block's bytes: d and m (fp32), then its 16 bytes of codes. */
   Q4_1_BLOCK_BYTES = 24,
-  Q8_0_BLOCK = 32, /* values a block */
-  /* A block's bytes: d (fp32), then its 32 signed codes. */
+  /* A Q8_0 block's bytes: d (fp32), then its 32 signed codes. */
   Q8_0_BLOCK_BYTES = 36,
   OUTPUTS_AT_ONCE = 4, /* weight rows read side by side, each beside the same inputs */
   STEP = 2 * LANES,    /* inputs per step: one sum over its even-numbered, one over its odd */
@@ -261,18 +260,18 @@ static inline __attribute__((always_inline)) void load_weights(const void *w, in
     return;
   }
   if (held == HELD_Q4_1) {
-    const uint8_t *block = (const uint8_t *)w + i / Q4_1_BLOCK * Q4_1_BLOCK_BYTES;
+    const uint8_t *block = (const uint8_t *)w + i / BLOCK * Q4_1_BLOCK_BYTES;
     float d, m;
     memcpy(&d, block, sizeof d);
     memcpy(&m, block + sizeof d, sizeof m);
-    rebuild_block(block + 2 * sizeof d, d, m, i % Q4_1_BLOCK / STEP, a, b);
+    rebuild_block(block + 2 * sizeof d, d, m, i % BLOCK / STEP, a, b);
     return;
   }
   if (held == HELD_Q8_0) {
-    const uint8_t *block = (const uint8_t *)w + i / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+    const uint8_t *block = (const uint8_t *)w + i / BLOCK * Q8_0_BLOCK_BYTES;
     float d;
     memcpy(&d, block, sizeof d);
-    rebuild_q8_0_block((const int8_t *)(block + sizeof d), d, i % Q8_0_BLOCK / STEP, a, b);
+    rebuild_q8_0_block((const int8_t *)(block + sizeof d), d, i % BLOCK / STEP, a, b);
     return;
   }
   const uint16_t *values = (const uint16_t *)w + i;
@@ -296,23 +295,23 @@ static inline void store_codes(const Vector *codes, uint8_t *bytes) {
 }
 #else
 static inline void store_codes(const Vector *codes, uint8_t *bytes) {
-  float values[Q4_1_BLOCK];
-  for (int v = 0; v < Q4_1_BLOCK / LANES; v++) STORE(values + v * LANES, codes[v]);
-  for (int j = 0; j < Q4_1_BLOCK / 2; j++)
-    bytes[j] = (uint8_t)((int)values[j] | (int)values[j + Q4_1_BLOCK / 2] << 4);
+  float values[BLOCK];
+  for (int v = 0; v < BLOCK / LANES; v++) STORE(values + v * LANES, codes[v]);
+  for (int j = 0; j < BLOCK / 2; j++)
+    bytes[j] = (uint8_t)((int)values[j] | (int)values[j + BLOCK / 2] << 4);
 }
 #endif
 
 /* Bytes of a weight row held as `held`, and of the part of it a step reads. */
 static inline int64_t row_bytes(int held, int64_t in_features) {
-  if (held == HELD_Q4_1) return in_features / Q4_1_BLOCK * Q4_1_BLOCK_BYTES;
-  if (held == HELD_Q8_0) return in_features / Q8_0_BLOCK * Q8_0_BLOCK_BYTES;
+  if (held == HELD_Q4_1) return in_features / BLOCK * Q4_1_BLOCK_BYTES;
+  if (held == HELD_Q8_0) return in_features / BLOCK * Q8_0_BLOCK_BYTES;
   return in_features * (held == HELD_BF16 ? 2 : 4);
 }
 
 static inline int64_t step_bytes(int held) {
-  if (held == HELD_Q4_1) return Q4_1_BLOCK_BYTES * STEP / Q4_1_BLOCK;
-  if (held == HELD_Q8_0) return Q8_0_BLOCK_BYTES * STEP / Q8_0_BLOCK;
+  if (held == HELD_Q4_1) return Q4_1_BLOCK_BYTES * STEP / BLOCK;
+  if (held == HELD_Q8_0) return Q8_0_BLOCK_BYTES * STEP / BLOCK;
   return STEP * (held == HELD_BF16 ? 2 : 4);
 }
 
@@ -499,7 +498,7 @@ static float to_half_precision(float x) {
  * (the greatest value's q 15), as Q4_1 quantizes. */
 static int pack_block(const float *values, uint8_t *block) {
   Vector least = LOAD(values), greatest = least;
-  for (int j = LANES; j < Q4_1_BLOCK; j += LANES) {
+  for (int j = LANES; j < BLOCK; j += LANES) {
     least = LEAST(least, LOAD(values + j));
     greatest = GREATEST(greatest, LOAD(values + j));
   }
@@ -509,9 +508,9 @@ static int pack_block(const float *values, uint8_t *block) {
   const float d = to_half_precision((greatest_lane(greatest) - m) / 15.0f);
   /* By the reciprocal: near enough to pick q, which the check then proves. */
   const Vector scale = SPLAT(d), minimum = SPLAT(m), inverse = SPLAT(d > 0.0f ? 1.0f / d : 0.0f);
-  Vector codes[Q4_1_BLOCK / LANES];
+  Vector codes[BLOCK / LANES];
   int exact = 1;
-  for (int v = 0; v < Q4_1_BLOCK / LANES; v++) {
+  for (int v = 0; v < BLOCK / LANES; v++) {
     const Vector values_here = LOAD(values + v * LANES);
     const Vector nearest = NEAREST_WHOLE(MULTIPLY(SUBTRACT(values_here, minimum), inverse));
     codes[v] = LEAST(GREATEST(nearest, ZERO()), SPLAT(15.0f));
@@ -529,13 +528,13 @@ static int pack_block(const float *values, uint8_t *block) {
  * Q8_0 quantizes (that value's q is 127: d, rounded to fp16, moves it by under 2^-10). */
 static int pack_q8_0_block(const float *values, uint8_t *block) {
   float greatest = 0.0f;
-  for (int j = 0; j < Q8_0_BLOCK; j++) greatest = fmaxf(greatest, fabsf(values[j]));
+  for (int j = 0; j < BLOCK; j++) greatest = fmaxf(greatest, fabsf(values[j]));
   const float d = greatest / 127.0f;
   /* By the reciprocal: near enough to pick q, which the check then proves. */
   const Vector scale = SPLAT(d), inverse = SPLAT(d > 0.0f ? 1.0f / d : 0.0f);
-  float codes[Q8_0_BLOCK];
+  float codes[BLOCK];
   int exact = 1;
-  for (int v = 0; v < Q8_0_BLOCK / LANES; v++) {
+  for (int v = 0; v < BLOCK / LANES; v++) {
     const Vector values_here = LOAD(values + v * LANES);
     const Vector nearest = NEAREST_WHOLE(MULTIPLY(values_here, inverse));
     const Vector code = LEAST(GREATEST(nearest, SPLAT(-127.0f)), SPLAT(127.0f));
@@ -544,22 +543,24 @@ static int pack_q8_0_block(const float *values, uint8_t *block) {
   }
   if (!exact) return 0;
   memcpy(block, &d, sizeof d);
-  for (int j = 0; j < Q8_0_BLOCK; j++) ((int8_t *)(block + sizeof d))[j] = (int8_t)codes[j];
+  for (int j = 0; j < BLOCK; j++) ((int8_t *)(block + sizeof d))[j] = (int8_t)codes[j];
   return 1;
 }
 
-/* The `count` blocks of `block_values` values at `weight`, each into `block_bytes` of `blocks`
- * by `pack`: 1 when each is exact, else 0 (`blocks` then unspecified). */
-static int pack_blocks(const float *weight, int64_t count, int64_t block_values,
+/* An fp32 weight [out_features, in_features] as blocks of BLOCK inputs, each packed by `pack`
+ * into `block_bytes` of `blocks`: 1 when each is exact, else 0 (`blocks` then unspecified). */
+static int pack_blocks(const float *weight, int64_t out_features, int64_t in_features,
                        int (*pack)(const float *, uint8_t *), int64_t block_bytes,
                        uint8_t *blocks, int threads) {
+  if (in_features % BLOCK != 0) return 0;
+  const int64_t count = out_features * (in_features / BLOCK);
   int exact = 1;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int64_t b = 0; b < count; b++) {
     int seen;
 #pragma omp atomic read
     seen = exact;
-    if (seen && !pack(weight + b * block_values, blocks + b * block_bytes)) {
+    if (seen && !pack(weight + b * BLOCK, blocks + b * block_bytes)) {
 #pragma omp atomic write
       exact = 0;
     }
@@ -572,9 +573,8 @@ static int pack_blocks(const float *weight, int64_t count, int64_t block_values,
  * inputs is d * q + m exactly (see `pack_block`), else 0 (`blocks` then unspecified). */
 int phi3_q4_1_pack(const float *weight, int64_t out_features, int64_t in_features,
                    uint8_t *blocks, int threads) {
-  if (in_features % Q4_1_BLOCK != 0) return 0;
-  return pack_blocks(weight, out_features * (in_features / Q4_1_BLOCK), Q4_1_BLOCK, pack_block,
-                     Q4_1_BLOCK_BYTES, blocks, threads);
+  return pack_blocks(weight, out_features, in_features, pack_block, Q4_1_BLOCK_BYTES, blocks,
+                     threads);
 }
 
 /* The same as Q8_0 blocks [out_features, in_features / 32, 36 bytes], for
@@ -582,9 +582,8 @@ int phi3_q4_1_pack(const float *weight, int64_t out_features, int64_t in_feature
  * `pack_q8_0_block`), as in a checkpoint dequantized from GGUF's Q8_0. */
 int phi3_q8_0_pack(const float *weight, int64_t out_features, int64_t in_features,
                    uint8_t *blocks, int threads) {
-  if (in_features % Q8_0_BLOCK != 0) return 0;
-  return pack_blocks(weight, out_features * (in_features / Q8_0_BLOCK), Q8_0_BLOCK,
-                     pack_q8_0_block, Q8_0_BLOCK_BYTES, blocks, threads);
+  return pack_blocks(weight, out_features, in_features, pack_q8_0_block, Q8_0_BLOCK_BYTES, blocks,
+                     threads);
 }
 
 /* The fp32 values of `rows` weight rows held as `held` blocks, rebuilt as the products rebuild

@@ -277,8 +277,8 @@ def _in_features(product: LayerProduct) -> int:
 
 
 def _shape(weight: KernelWeight) -> tuple[int, int]:
-    """[out, in] of a weight: a 4-bit weight's codes pack two inputs a byte, Q4_1 blocks 32
-    inputs a block."""
+    """[out, in] of a weight: a 4-bit weight's codes pack two inputs a byte, Q4_1 and Q8_0
+    blocks 32 inputs a block."""
     if isinstance(weight, tuple):
         return weight[0].shape[0], weight[0].shape[1] * 2
     return weight.shape[0], in_features(weight)

@@ -651,7 +651,7 @@ class ModelHost:
 
     def _hold_weights_compactly(self, engine: ModelEngine) -> None:
         """On the model thread, first after a load: see `ModelEngine.hold_weights_compactly`. A
-        completion asked meanwhile waits for it (~0.1 s), then runs on the weights so held."""
+        completion asked meanwhile waits for it (~0.15 s), then runs on the weights so held."""
         try:
             if engine is self._engine:
                 engine.hold_weights_compactly()

@@ -42,6 +42,13 @@ def kernel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     return CpuKernels(build_library(request.param, cache, compiler_command()))
 
 
+@pytest.fixture(params=[True, False], ids=["bf16-dots", "multiply-adds"])
+def int4_kernel(kernel: CpuKernels, request: pytest.FixtureRequest) -> CpuKernels:
+    """Each build, its 4-bit vectors taking each of their two ways to the same products."""
+    kernel.take_int4_way(by_bf16_dots=request.param)
+    return kernel
+
+
 @pytest.fixture(scope="module")
 def weight() -> Int4Weight:
     torch.manual_seed(0)
@@ -63,11 +70,11 @@ def error_to_exact(products: torch.Tensor, rows: torch.Tensor, weight: Int4Weigh
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("row_count", [1, 7, 33, 64, 300])  # from 33: on tiles where they run
 def test_it_computes_what_torchs_kernel_computes(
-    kernel: CpuKernels, weight: Int4Weight, row_count: int, dtype: torch.dtype
+    int4_kernel: CpuKernels, weight: Int4Weight, row_count: int, dtype: torch.dtype
 ) -> None:
     rows = torch.randn(row_count, weight.in_features).to(torch.bfloat16)
     ours, theirs = (
-        kernel.multiply_int4(rows.to(dtype), weight.packed, weight.scales_and_zeros),
+        int4_kernel.multiply_int4(rows.to(dtype), weight.packed, weight.scales_and_zeros),
         torch_kernel(rows, weight),
     )
     assert ours.dtype == dtype
@@ -91,7 +98,7 @@ def test_it_computes_what_torchs_kernel_computes(
     ],
 )
 def test_a_rows_products_depend_on_nothing_but_the_row(
-    kernel: CpuKernels, weight: Int4Weight, row_count: int, fewer: tuple[int, ...]
+    int4_kernel: CpuKernels, weight: Int4Weight, row_count: int, fewer: tuple[int, ...]
 ) -> None:
     # A row must give the same bits in any pass of its kind (a drafted token's: those of a
     # one-row pass; a prompt's: those of any prompt pass), on 1 thread or 2.
@@ -99,14 +106,14 @@ def test_a_rows_products_depend_on_nothing_but_the_row(
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        on_one_thread = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+        on_one_thread = int4_kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
         torch.set_num_threads(2)
-        on_two_threads = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+        on_two_threads = int4_kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(on_one_thread, on_two_threads)
     for count in fewer:
-        some = kernel.multiply_int4(rows[-count:], weight.packed, weight.scales_and_zeros)
+        some = int4_kernel.multiply_int4(rows[-count:], weight.packed, weight.scales_and_zeros)
         assert torch.equal(some, on_two_threads[-count:]), f"the last {count} rows differ"
 
 
@@ -145,23 +152,41 @@ def test_a_prompts_products_take_the_tiles_and_checked_passes_do_not(tmp_path: P
     assert own is not None and own.tiles_from_rows == TILES_FROM_ROWS
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize(("out_features", "in_features"), [(256, 512), (576, 1536)])
+def test_both_ways_give_the_same_bits(
+    kernel: CpuKernels, dtype: torch.dtype, out_features: int, in_features: int
+) -> None:
+    # Each CPU takes the way that is faster on it: its text must not depend on which. Inputs
+    # of many magnitudes, so that a group's sums round, and in another order round apart.
+    weight = Int4Weight.quantize(torch.randn(out_features, in_features))
+    for row_count in (*range(1, 8), 11, TILES_FROM_ROWS - 1):  # every way the vectors group rows
+        magnitudes = 2.0 ** torch.randint(-24, 24, (row_count, in_features))
+        rows = (torch.randn(row_count, in_features) * magnitudes).to(dtype)
+        products = []
+        for by_bf16_dots in (True, False):
+            kernel.take_int4_way(by_bf16_dots)
+            products.append(kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros))
+        assert torch.equal(*products), f"{row_count} rows differ"
+
+
 def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
-    kernel: CpuKernels, weight: Int4Weight
+    int4_kernel: CpuKernels, weight: Int4Weight
 ) -> None:
     # A layer passes its fp32 inputs as they are: rounding them (and the products) is the
     # kernel's work, and must not change a bit of what the layer computes.
     rows = torch.randn(5, weight.in_features)
-    from_fp32 = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
-    from_bf16 = kernel.multiply_int4(
+    from_fp32 = int4_kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    from_bf16 = int4_kernel.multiply_int4(
         rows.to(torch.bfloat16), weight.packed, weight.scales_and_zeros
     )
     assert from_fp32.dtype == torch.float32
     assert torch.equal(from_fp32, from_bf16.float())
 
 
-def test_no_rows_give_no_products(kernel: CpuKernels, weight: Int4Weight) -> None:
+def test_no_rows_give_no_products(int4_kernel: CpuKernels, weight: Int4Weight) -> None:
     rows = torch.empty(0, weight.in_features)
-    products = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    products = int4_kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     assert products.shape == (0, weight.out_features)
 
 
@@ -185,11 +210,11 @@ def test_a_weight_stored_by_a_cpu_without_our_kernel_multiplies_the_same(
     assert torch.equal(read.multiply(rows), weight.multiply(rows))
 
 
-def test_scales_in_torchs_layout_are_refused(kernel: CpuKernels, weight: Int4Weight) -> None:
+def test_scales_in_torchs_layout_are_refused(int4_kernel: CpuKernels, weight: Int4Weight) -> None:
     rows = torch.randn(1, weight.in_features)
     by_group = weight.scales_by_group().contiguous()
     with pytest.raises(ValueError, match="by block"):
-        kernel.multiply_int4(rows, weight.packed, by_group)
+        int4_kernel.multiply_int4(rows, weight.packed, by_group)
 
 
 FALLBACK_CHECK = """

@@ -2,7 +2,10 @@
 
 - `int4_kernel.c`: rows times a 4-bit weight. On a 2-core AMD EPYC with AVX-512 BF16 it reads
   a one-row pass's weights at ~36 GB/s against torch's packed kernel's ~27 GB/s (the memory
-  delivers ~37), and many rows 2.4-2.7x as fast.
+  delivers ~37), and many rows 2.4-2.7x as fast. It has two ways to the same bits, bf16 dot
+  products (VDPBF16PS) and fp32 multiply-adds, and takes the one faster on this CPU, timed once
+  a process (`CpuKernels.take_the_faster_int4_way`): the dot products on that AMD EPYC (~2x as
+  fast), the multiply-adds on a Xeon with AMX (1.1-1.5x).
 - `attention_kernel.c`: attention over cached keys and values. One position's reads them at
   ~38 GB/s against torch SDPA's ~17 (Phi-3-mini-sized, 500-1,500 tokens); a prompt's positions
   take 0.4x SDPA's time (SmolLM2, 476 rows over 1,500 keys), each with the bits one position's
@@ -40,6 +43,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,8 @@ _LAYER_SIZES = ("hidden", "heads", "kv_heads", "head_dim", "rotary_dim", "interm
 _pointer, _size = ctypes.c_void_p, ctypes.c_int64
 
 
+_WAY_TIMINGS = 7
+"""Alternate timings of each of the 4-bit kernel's two ways; the fastest of each counts."""
 _MAX_PARTS = 3
 _WEIGHT_KINDS = {"int4": 0, torch.float32: 1, torch.bfloat16: 2, torch.uint8: 3, torch.int8: 4}
 """decoder_layer.c's `WeightKind` of a 4-bit weight, and of fp32, bf16, Q4_1- and Q8_0-held ones
@@ -283,6 +289,11 @@ class CpuKernels:
             *(_pointer, ctypes.c_int, _size, _size, _pointer, _pointer, _size, _pointer),
             *(ctypes.c_int, ctypes.c_int),
         ]
+        self._use_bf16_dots = loaded.phi3_int4_use_bf16_dots
+        self._use_bf16_dots.restype, self._use_bf16_dots.argtypes = None, [ctypes.c_int]
+        self.int4_by_bf16_dots = False
+        """Which of int4_kernel.c's two ways to the same bits its vectors take: bf16 dot
+        products (VDPBF16PS) or fp32 multiply-adds (see `take_int4_way`)."""
         self._attend_causal = loaded.phi3_attend_causal
         self._attend_causal.restype = ctypes.c_int
         self._attend_causal.argtypes = [
@@ -304,6 +315,34 @@ class CpuKernels:
             *(_pointer, _pointer, _size, _pointer, _pointer, _pointer, _pointer, _size, _size),
             *(ctypes.c_int, ctypes.c_int),
         ]
+
+    def take_int4_way(self, by_bf16_dots: bool) -> None:
+        """Let the 4-bit vector kernel multiply by bf16 dot products (VDPBF16PS) or by fp32
+        multiply-adds: the same products to the bit, at another speed on each CPU."""
+        self._use_bf16_dots(by_bf16_dots)
+        self.int4_by_bf16_dots = by_bf16_dots
+
+    def take_the_faster_int4_way(self) -> float:
+        """Time both ways of the 4-bit vector kernel on a product that stays in the cache (a few
+        rows times a SmolLM2-sized weight: ~2 ms in all), take the faster, and return how many
+        times as fast it was."""
+        out_features, in_features, rows = 1536, 576, 5  # a whole group of rows, see int4_kernel.c
+        generator = torch.Generator().manual_seed(0)
+        codes = (out_features, in_features // 2)
+        packed = torch.randint(0, 256, codes, dtype=torch.uint8, generator=generator)
+        by_block = (out_features // OUTPUT_BLOCK, in_features // INPUT_GROUP, OUTPUT_BLOCK, 2)
+        scales_and_zeros = (torch.randn(by_block, generator=generator) / 64).to(torch.bfloat16)
+        inputs = torch.randn(rows, in_features, generator=generator)
+        fastest = {True: float("inf"), False: float("inf")}
+        for _ in range(_WAY_TIMINGS):
+            for way in fastest:
+                self.take_int4_way(way)
+                started = time.perf_counter()
+                self.multiply_int4(inputs, packed, scales_and_zeros)
+                fastest[way] = min(fastest[way], time.perf_counter() - started)
+        faster = fastest[True] < fastest[False]
+        self.take_int4_way(faster)
+        return max(fastest.values()) / min(fastest.values())
 
     def multiply_int4(
         self, rows: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor
@@ -582,6 +621,10 @@ def own_kernels() -> CpuKernels | None:
     if built is None:
         return None
     kernels = CpuKernels(built[1])
+    times_as_fast = kernels.take_the_faster_int4_way()
+    ways = ("bf16 dot products", "fp32 multiply-adds")
+    taken, other = ways if kernels.int4_by_bf16_dots else ways[::-1]
+    log.info("4-bit products take %s: %.1fx as fast as %s here", taken, times_as_fast, other)
     if kernels.tiles_from_rows is not None:
         log.info(
             "4-bit products of prompts and of passes of %d rows or more run on AMX tiles",

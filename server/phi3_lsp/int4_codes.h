@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 enum {
   GROUP = 32,       /* inputs per scale and zero */
@@ -39,6 +40,47 @@ typedef struct {
   void *products; /* [n_rows, out_features], bf16 or fp32 */
   int products_are_fp32;
 } Operands;
+
+/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
+ * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
+ * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
+static inline __m512i pair_spread(int first_byte) {
+  uint8_t index[64];
+  for (int lane = 0; lane < 16; lane++) {
+    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
+    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
+  }
+  return _mm512_loadu_si512(index);
+}
+
+/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
+static inline __m512i code_values(void) {
+  uint16_t table[32];
+  for (int code = 0; code < 32; code++) {
+    float value = (float)((code & 15) - 8);
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    table[code] = (uint16_t)(bits >> 16);
+  }
+  return _mm512_loadu_si512(table);
+}
+
+/* The bf16 values (-8..7) of one input pair's codes (64 bytes at `codes`: input i's, then
+ * i + 1's): in lane l of the q-th, output row q * 16 + l's value of input i in its low 16 bits
+ * and of input i + 1 in its high ones, as VDPBF16PS and AMX's bf16 products pair them. */
+static inline __attribute__((always_inline)) void pair_values(const uint8_t *codes,
+                                                              __m512i spread_low,
+                                                              __m512i spread_high,
+                                                              __m512i values, __m512i *pairs) {
+  const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F);
+  const __m512i bytes = _mm512_loadu_si512(codes);
+  const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
+  const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);
+  pairs[0] = _mm512_permutexvar_epi16(_mm512_and_si512(low, low_nibbles), values);
+  pairs[1] = _mm512_permutexvar_epi16(_mm512_and_si512(high, low_nibbles), values);
+  pairs[2] = _mm512_permutexvar_epi16(_mm512_srli_epi16(low, 12), values);
+  pairs[3] = _mm512_permutexvar_epi16(_mm512_srli_epi16(high, 12), values);
+}
 
 /* Asks for a block's codes further on than the pair at `pair_byte` (see PREFETCH_BYTES). */
 static inline __attribute__((always_inline)) void prefetch_codes(const Operands *op,

@@ -11,10 +11,14 @@
  * inputs. That reads weights about as fast as the memory delivers them.
  *
  * Inputs are taken two at a time, i + 1 before i: the sums of VDPBF16PS, which does just that
- * (each product of two bf16 values is exact in fp32, so each step rounds once), as this kernel
- * first did. On a Xeon with AMX it costs ~2 cycles and the permute port; the multiply-adds half
- * a cycle: in cache one row 1.13x as fast, 2 rows 1.29x, 5 rows 1.51x; one row over 8
- * Phi-3-mini-sized layers from memory 1.05-1.15x.
+ * (each product of two bf16 values is exact in fp32, so each step rounds once; checked on 3.2M
+ * lanes of a Xeon and of an AMD EPYC). So the kernel has two ways to the same bits, and takes
+ * the one that is faster on the CPU it runs on (`phi3_int4_use_bf16_dots`, chosen by timing
+ * both: cpu_kernels.py): VDPBF16PS on the codes' bf16 values, 32 products an instruction, or
+ * fp32 multiply-adds on their fp32 values, 16. On a Xeon with AMX, VDPBF16PS costs ~2 cycles and
+ * the permute port, the multiply-adds half a cycle: in cache one row 1.13x as fast, 2 rows
+ * 1.29x, 5 rows 1.51x; one row over 8 Phi-3-mini-sized layers from memory 1.05-1.15x. On an
+ * AMD EPYC (Zen 4), VDPBF16PS: SmolLM2's prompt of ~500 tokens read in 414 instead of 745 ms.
  *
  * Here every output is computed by the same steps whatever the number of rows or threads, so a
  * row's products have the same bits alone, among drafted rows, and on any thread count. Built
@@ -42,6 +46,11 @@ int phi3_int4_tiles_multiply(const Operands *op, int64_t n_rows, int threads);
 /* The fewest rows whose products take the tiles, or 0 where this process may not use them. */
 int phi3_int4_tiles_from_rows(void) { return phi3_int4_tiles_ready() ? PHI3_TILES_FROM_ROWS : 0; }
 #endif
+
+/* Whether the vectors multiply by VDPBF16PS (1) or by fp32 multiply-adds (0): the same bits. */
+static int bf16_dots;
+
+void phi3_int4_use_bf16_dots(int on) { bf16_dots = on != 0; }
 
 static __m512 bf16_to_floats(__m256i values) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(values), 16));
@@ -80,11 +89,13 @@ static inline __m512 code_floats(void) {
   return _mm512_loadu_ps(table);
 }
 
-/* Output rows block * 64 .. + 63 for `count` (1..ROWS_AT_ONCE) rows from `first_row`: rows
- * q * 16 + TRANSPOSED(l) in lane l of sums[.][q] and dots[.][q], put in order when stored. */
+/* Output rows block * 64 .. + 63 for `count` (1..ROWS_AT_ONCE) rows from `first_row`, by
+ * VDPBF16PS (`by_dots`, a constant: rows q * 16 + l in lane l of sums[.][q] and dots[.][q]) or
+ * by multiply-adds (rows q * 16 + TRANSPOSED(l) there, put in order when stored). */
 static inline __attribute__((always_inline)) void multiply_block(
-    const Operands *op, int64_t first_row, int count, int64_t block) {
+    const Operands *op, int64_t first_row, int count, int64_t block, int by_dots) {
   const int64_t in_features = op->in_features, groups = in_features / GROUP;
+  const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16), values = code_values();
   const __m512i transposed = transposed_rows();
   const __m512i low_shifts = code_shifts(0), high_shifts = code_shifts(1);
   const __m512 code_table = code_floats();
@@ -103,6 +114,19 @@ static inline __attribute__((always_inline)) void multiply_block(
     for (int pair = 0; pair < GROUP / 2; pair++) {
       const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
       prefetch_codes(op, pair_byte, code_bytes);
+      if (by_dots) {
+        __m512i pairs[4];
+        pair_values(group_codes + pair * BLOCK, spread_low, spread_high, values, pairs);
+        for (int r = 0; r < count; r++) {
+          int32_t input_pair;
+          memcpy(&input_pair, op->rows + (first_row + r) * in_features + group * GROUP + 2 * pair,
+                 sizeof input_pair);
+          const __m512bh inputs = (__m512bh)_mm512_set1_epi32(input_pair);
+          for (int q = 0; q < 4; q++)
+            dots[r][q] = _mm512_dpbf16_ps(dots[r][q], (__m512bh)pairs[q], inputs);
+        }
+        continue;
+      }
       for (int second = 1; second >= 0; second--) {
         const uint8_t *codes = group_codes + pair * BLOCK + second * (BLOCK / 2);
         const __m512i first16 = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)codes));
@@ -126,8 +150,9 @@ static inline __attribute__((always_inline)) void multiply_block(
     /* sum of (code - 8) * scale + zero times input = scale * dot + zero * (sum of inputs). */
     const uint16_t *group_scales = scales_of(op, block, group);
     for (int q = 0; q < 4; q++) {
+      const __m512i in_order = _mm512_loadu_si512(group_scales + q * 32);
       const __m512i scale_zero =
-          _mm512_permutexvar_epi32(transposed, _mm512_loadu_si512(group_scales + q * 32));
+          by_dots ? in_order : _mm512_permutexvar_epi32(transposed, in_order);
       const __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(scale_zero, 16));
       const __m512 zero = _mm512_castsi512_ps(_mm512_and_si512(scale_zero, zero_bits));
       for (int r = 0; r < count; r++) {
@@ -140,7 +165,7 @@ static inline __attribute__((always_inline)) void multiply_block(
   for (int r = 0; r < count; r++)
     for (int q = 0; q < 4; q++) {
       const int64_t first = (first_row + r) * op->out_features + block * BLOCK + q * 16;
-      const __m512 in_order = _mm512_permutexvar_ps(transposed, sums[r][q]);
+      const __m512 in_order = by_dots ? sums[r][q] : _mm512_permutexvar_ps(transposed, sums[r][q]);
       const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(in_order);
       if (op->products_are_fp32) {
         const __m512i widened = _mm512_slli_epi32(_mm512_cvtepu16_epi32(rounded), 16);
@@ -158,6 +183,26 @@ static void round_to_bf16(const float *rows, int64_t count, uint16_t *rounded) {
     _mm256_storeu_si256((__m256i *)(rounded + i),
                         (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(rows + i)));
 }
+
+/* Every block of outputs for every row, by VDPBF16PS or not (`by_dots`, a constant). A macro,
+ * so that each way has its own parallel region: OpenMP outlines a region before functions are
+ * inlined, and a way taken as a value would be tested within the innermost loop. Whole blocks
+ * per thread: each thread reads its own stretch of the weight. */
+#define MULTIPLY_EVERY_BLOCK(by_dots)                                                          \
+  do {                                                                                         \
+    _Pragma("omp parallel for num_threads(threads) schedule(static)")                          \
+    for (int64_t block = 0; block < out_features / BLOCK; block++) {                           \
+      int64_t first_row = 0;                                                                   \
+      for (; first_row + ROWS_AT_ONCE <= n_rows; first_row += ROWS_AT_ONCE)                    \
+        multiply_block(&op, first_row, ROWS_AT_ONCE, block, by_dots);                          \
+      switch (n_rows - first_row) { /* constant counts keep the sums in registers */           \
+        case 4: multiply_block(&op, first_row, 4, block, by_dots); break;                      \
+        case 3: multiply_block(&op, first_row, 3, block, by_dots); break;                      \
+        case 2: multiply_block(&op, first_row, 2, block, by_dots); break;                      \
+        case 1: multiply_block(&op, first_row, 1, block, by_dots); break;                      \
+      }                                                                                        \
+    }                                                                                          \
+  } while (0)
 
 /* products [n_rows, out_features] = rows [n_rows, in_features] times the weight, both bf16 or
  * both fp32 (`fp32`). in_features must be a multiple of 32 and out_features of 64. `prompt`:
@@ -179,8 +224,9 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
   const int copied = fp32 || held_rows > n_rows;
   float *group_sums = malloc((size_t)(n_rows * groups) * sizeof *group_sums);
   uint16_t *held = copied ? malloc((size_t)(held_rows * in_features) * sizeof *held) : NULL;
-  float *widened = tiles ? NULL : malloc((size_t)(n_rows * in_features) * sizeof *widened);
-  if (group_sums == NULL || (copied && held == NULL) || (!tiles && widened == NULL)) {
+  const int widens = !tiles && !bf16_dots;
+  float *widened = widens ? malloc((size_t)(n_rows * in_features) * sizeof *widened) : NULL;
+  if (group_sums == NULL || (copied && held == NULL) || (widens && widened == NULL)) {
     free(group_sums);
     free(held);
     free(widened);
@@ -206,7 +252,7 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
   for (int64_t r = 0; r < n_rows; r++)
     for (int64_t group = 0; group < groups; group++)
       group_sums[r * groups + group] = group_sum(op.rows + r * in_features + group * GROUP);
-  if (!tiles)
+  if (widens)
     for (int64_t i = 0; i < n_rows * in_features; i += 16) {
       const __m256i row_values = _mm256_loadu_si256((const void *)(op.rows + i));
       _mm512_storeu_ps(widened + i, bf16_to_floats(row_values));
@@ -215,21 +261,10 @@ int phi3_int4_multiply(const void *rows, int fp32, int64_t n_rows, int64_t in_fe
 #ifdef PHI3_TILES_FROM_ROWS
   if (tiles) status = phi3_int4_tiles_multiply(&op, n_rows, threads);
 #endif
-  if (!tiles) {
-    /* Whole blocks per thread: each thread reads its own stretch of the weight. */
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t block = 0; block < out_features / BLOCK; block++) {
-      int64_t first_row = 0;
-      for (; first_row + ROWS_AT_ONCE <= n_rows; first_row += ROWS_AT_ONCE)
-        multiply_block(&op, first_row, ROWS_AT_ONCE, block);
-      switch (n_rows - first_row) { /* constant counts let the compiler keep sums in registers */
-        case 4: multiply_block(&op, first_row, 4, block); break;
-        case 3: multiply_block(&op, first_row, 3, block); break;
-        case 2: multiply_block(&op, first_row, 2, block); break;
-        case 1: multiply_block(&op, first_row, 1, block); break;
-      }
-    }
-  }
+  if (!tiles && bf16_dots)
+    MULTIPLY_EVERY_BLOCK(1);
+  else if (!tiles)
+    MULTIPLY_EVERY_BLOCK(0);
   free(group_sums);
   free(held);
   free(widened);

@@ -53,51 +53,19 @@ typedef struct {
 /* 1 where this process may use the tiles (asked once), else 0: the vector kernel runs. */
 int phi3_int4_tiles_ready(void) { return tiles_lent(); }
 
-/* Byte indices that spread one input pair's 64 bytes (32 for input i, 32 for i + 1) over
- * 32-bit lanes: lane l of the "low" index gets byte l of each input twice (output rows l and
- * l + 32, low and high nibble), lane l of the "high" one byte l + 16 (rows l + 16 and l + 48). */
-static inline __m512i pair_spread(int first_byte) {
-  uint8_t index[64];
-  for (int lane = 0; lane < 16; lane++) {
-    index[4 * lane] = index[4 * lane + 1] = (uint8_t)(first_byte + lane);
-    index[4 * lane + 2] = index[4 * lane + 3] = (uint8_t)(BLOCK / 2 + first_byte + lane);
-  }
-  return _mm512_loadu_si512(index);
-}
-
-/* bf16 values of code - 8 for codes 0..15, indexed by 16-bit words (vpermw reads 5 bits). */
-static inline __m512i code_values(void) {
-  uint16_t table[32];
-  for (int code = 0; code < 32; code++) {
-    float value = (float)((code & 15) - 8);
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    table[code] = (uint16_t)(bits >> 16);
-  }
-  return _mm512_loadu_si512(table);
-}
-
 /* The group's codes of the block as tiles of bf16 values (-8..7), its codes prefetched as
  * int4_kernel.c's multiply_block does. */
 static void unpack_group(const Operands *op, int64_t block, int64_t group, Scratch *scratch) {
   const __m512i spread_low = pair_spread(0), spread_high = pair_spread(16);
-  const __m512i low_nibbles = _mm512_set1_epi32(0x000F000F), values = code_values();
+  const __m512i values = code_values();
   const int64_t first_code_byte = block * op->in_features * (BLOCK / 2);
   const int64_t code_bytes = op->out_features * op->in_features / 2;
   for (int pair = 0; pair < GROUP / 2; pair++) {
     const int64_t pair_byte = first_code_byte + (group * GROUP / 2 + pair) * BLOCK;
     prefetch_codes(op, pair_byte, code_bytes);
-    const __m512i bytes = _mm512_loadu_si512(op->packed + pair_byte);
-    const __m512i low = _mm512_permutexvar_epi8(spread_low, bytes);
-    const __m512i high = _mm512_permutexvar_epi8(spread_high, bytes);
-    _mm512_store_si512(scratch->codes[0][pair],
-                       _mm512_permutexvar_epi16(_mm512_and_si512(low, low_nibbles), values));
-    _mm512_store_si512(scratch->codes[1][pair],
-                       _mm512_permutexvar_epi16(_mm512_and_si512(high, low_nibbles), values));
-    _mm512_store_si512(scratch->codes[2][pair],
-                       _mm512_permutexvar_epi16(_mm512_srli_epi16(low, 12), values));
-    _mm512_store_si512(scratch->codes[3][pair],
-                       _mm512_permutexvar_epi16(_mm512_srli_epi16(high, 12), values));
+    __m512i pairs[4];
+    pair_values(op->packed + pair_byte, spread_low, spread_high, values, pairs);
+    for (int q = 0; q < 4; q++) _mm512_store_si512(scratch->codes[q][pair], pairs[q]);
   }
 }
 

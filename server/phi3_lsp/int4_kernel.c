@@ -7,8 +7,9 @@
  * which saves a layer two passes over its inputs and outputs). torch's kernel
  * turns every code into an fp32 weight and multiplies in fp32, which keeps a core busy at
  * ~15 GB/s of weights; here each code becomes its exact value (-8..7), the rows' bf16 values
- * meet them in fp32 multiply-adds, and the scale and zero are applied once per group of 32
- * inputs. That reads weights about as fast as the memory delivers them.
+ * meet them in bf16 dot products or fp32 multiply-adds (below), and the scale and zero are
+ * applied once per group of 32 inputs. That reads weights about as fast as the memory delivers
+ * them.
  *
  * Inputs are taken two at a time, i + 1 before i: the sums of VDPBF16PS, which does just that
  * (each product of two bf16 values is exact in fp32, so each step rounds once; checked on 3.2M

@@ -15,8 +15,8 @@
  * A thread unpacks a block's codes for a group once per 64 rows, into tiles, and keeps the sums
  * of those rows while the groups go by. Measured on a 2-core Intel Xeon with AMX, 48-1,024 rows:
  * Phi-3-mini-sized layer shapes at 500-930 GFLOP/s, SmolLM2's at 410-620, where the vector
- * kernel took every shape at 130-165 (with bf16 dot products; its multiply-adds since take 5 rows
- * ~1.5x as fast). From 3 rows the tiles are the faster (Phi-3-mini-sized layers: 2x at 8 rows, 3x
+ * kernel took every shape at 130-165 (with bf16 dot products; its multiply-adds take 5 rows ~1.5x
+ * as fast there). From 3 rows the tiles are the faster (Phi-3-mini-sized layers: 2x at 8 rows, 3x
  * at 16); 1-2 rows take 1.2-1.35x the vectors' time.
  */
 #include <immintrin.h>

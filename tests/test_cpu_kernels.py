@@ -184,9 +184,9 @@ def test_fp32_rows_give_the_products_of_the_rows_rounded_to_bf16(
     assert torch.equal(from_fp32, from_bf16.float())
 
 
-def test_no_rows_give_no_products(int4_kernel: CpuKernels, weight: Int4Weight) -> None:
+def test_no_rows_give_no_products(kernel: CpuKernels, weight: Int4Weight) -> None:
     rows = torch.empty(0, weight.in_features)
-    products = int4_kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
+    products = kernel.multiply_int4(rows, weight.packed, weight.scales_and_zeros)
     assert products.shape == (0, weight.out_features)
 
 
@@ -210,11 +210,11 @@ def test_a_weight_stored_by_a_cpu_without_our_kernel_multiplies_the_same(
     assert torch.equal(read.multiply(rows), weight.multiply(rows))
 
 
-def test_scales_in_torchs_layout_are_refused(int4_kernel: CpuKernels, weight: Int4Weight) -> None:
+def test_scales_in_torchs_layout_are_refused(kernel: CpuKernels, weight: Int4Weight) -> None:
     rows = torch.randn(1, weight.in_features)
     by_group = weight.scales_by_group().contiguous()
     with pytest.raises(ValueError, match="by block"):
-        int4_kernel.multiply_int4(rows, weight.packed, by_group)
+        kernel.multiply_int4(rows, weight.packed, by_group)
 
 
 FALLBACK_CHECK = """
